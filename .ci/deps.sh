@@ -1,0 +1,27 @@
+#!/bin/bash
+# Install everything the build and the tests need on Debian 12: both target kernels (6.1 from
+# bookworm, 6.12 from bookworm-backports) with headers, the VM tooling and the oracles.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+src=/etc/apt/sources.list.d/vdimg-backports.sources
+if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+	cat > "$src" <<'EOT'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOT
+fi
+apt-get update -qq
+# resolve the backports metapackages to their versioned packages so the 6.1 ones stay installed too
+dep() { apt-cache show "$1=$2" | sed -n 's/^Depends: \([^ ,]*\).*/\1/p' | head -n1; }
+bpo=$(apt-cache policy linux-image-amd64 | awk '/bpo/ {print $1; exit}')
+img612=$(dep linux-image-amd64 "$bpo")
+hdr612=$(dep linux-headers-amd64 "$bpo")
+apt-get install -y -qq --no-install-recommends \
+	build-essential make gcc pkg-config bc kmod cpio busybox-static xz-utils zstd bzip2 \
+	linux-image-amd64 linux-headers-amd64 "$img612" "$hdr612" \
+	qemu-system-x86 qemu-utils fio e2fsprogs fdisk util-linux \
+	libsmartcols-dev zlib1g-dev libzstd-dev \
+	libvhdi-utils python3 >/dev/null

@@ -1,0 +1,72 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# make                 the module (vdimg.ko) and the userspace tool and library
+# make modules KDIR=/usr/src/linux-headers-<release>
+# make tools           vdimgctl and build/libvdimg.a
+# make check           host tests, then the VM tests on every target kernel
+# make check-host      host tests only (ASan/UBSan)
+# make check-vm        VM tests (KERNELS="6.1.0-56-amd64 ..." to choose)
+# make bench           fio benchmark table in the VM
+# make demo            boot the VM, attach a sample image, mount it, detach
+
+KDIR ?= $(firstword $(wildcard /lib/modules/$(shell uname -r)/build) \
+	$(lastword $(sort $(wildcard /usr/src/linux-headers-*-amd64))))
+W ?= 1
+
+CC ?= gcc
+BUILD := build
+USER_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
+	-D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Iinclude -Itools/lib
+SAN_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+	-fno-sanitize-recover=undefined
+LIB_SRCS := backends/registry.c backends/raw.c tools/lib/platform.c
+LIB_LIBS := -lz -lzstd
+TOOL_SRCS := $(wildcard tools/vdimgctl/*.c)
+TOOL_LIBS := $(shell pkg-config --libs smartcols 2>/dev/null || echo -lsmartcols)
+HDRS := $(wildcard include/vdimg/*.h include/uapi/linux/*.h tools/lib/*.h)
+
+.PHONY: all modules tools clean check check-host check-vm bench demo debug-kernel
+
+all: modules tools
+
+modules:
+	$(MAKE) -C $(KDIR) M=$(CURDIR) W=$(W) modules
+
+tools: tools/vdimgctl/vdimgctl $(BUILD)/libvdimg.a
+
+$(BUILD)/user/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(USER_CFLAGS) -c -o $@ $<
+
+$(BUILD)/asan/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(USER_CFLAGS) $(SAN_CFLAGS) -c -o $@ $<
+
+$(BUILD)/libvdimg.a: $(LIB_SRCS:%.c=$(BUILD)/user/%.o)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/libvdimg-asan.a: $(LIB_SRCS:%.c=$(BUILD)/asan/%.o)
+	rm -f $@ && ar rcs $@ $^
+
+tools/vdimgctl/vdimgctl: $(TOOL_SRCS:%.c=$(BUILD)/user/%.o) $(BUILD)/libvdimg.a
+	$(CC) -o $@ $^ $(TOOL_LIBS) $(LIB_LIBS)
+
+-include selftests/host/Makefile.inc
+
+check: check-host check-vm
+
+check-vm: all
+	selftests/vm/run.sh
+
+bench: all
+	selftests/vm/bench.sh
+
+demo: all
+	selftests/vm/demo.sh
+
+debug-kernel:
+	selftests/vm/debug-kernel.sh
+
+clean:
+	-$(MAKE) -C $(KDIR) M=$(CURDIR) clean
+	rm -rf $(BUILD) tools/vdimgctl/vdimgctl

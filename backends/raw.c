@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The raw backend: the image file is the disk, byte for byte. Also serves ISO 9660 images ("iso"),
+ * which are raw files that open read-only. Shared by the module and the userspace library.
+ */
+#include <vdimg/backend.h>
+
+static int raw_open_common(struct vdimg_image *img, const char *variant)
+{
+	u64 size = vdimg_file_size(img->file);
+
+	if (!size) {
+		vdimg_err(img, "the file is empty");
+		return -EINVAL;
+	}
+	if (size % 512) {
+		vdimg_err(img, "size %llu is not a multiple of 512 bytes",
+			  (unsigned long long)size);
+		return -EINVAL;
+	}
+	img->size = size;
+	img->lbs = 512;
+	img->pbs = 512;
+	img->alloc_unit = 0;
+	vdimg_strscpy(img->variant, variant, sizeof(img->variant));
+	return 0;
+}
+
+static int raw_open(struct vdimg_image *img, unsigned int flags)
+{
+	return raw_open_common(img, "fixed");
+}
+
+static int iso_open(struct vdimg_image *img, unsigned int flags)
+{
+	if (!(flags & VDIMG_OPEN_READ_ONLY)) {
+		vdimg_err(img, "ISO images attach read-only (use format raw to write to one)");
+		return -EROFS;
+	}
+	return raw_open_common(img, "iso9660");
+}
+
+static void raw_close(struct vdimg_image *img)
+{
+}
+
+static int raw_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags,
+		   struct vdimg_extent *ext)
+{
+	if (offset >= img->size)
+		return -EINVAL;
+	ext->offset = offset;
+	ext->length = min(length, img->size - offset);
+	ext->type = VDIMG_EXT_DATA;
+	ext->flags = 0;
+	ext->file = img->file;
+	ext->file_offset = offset;
+	ext->fill_offset = 0;
+	ext->fill_length = 0;
+	return 0;
+}
+
+static int raw_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags)
+{
+	if (offset >= img->size || length > img->size - offset)
+		return -EINVAL;
+	/* a punched hole reads as zeros, so both kinds of request are the same here */
+	return vdimg_file_zero(img->file, offset, length);
+}
+
+#ifndef __KERNEL__
+static int raw_create(struct vdimg_file *f, const struct vdimg_create_opts *opts)
+{
+	if (!opts->size || opts->size % 512)
+		return -EINVAL;
+	if (opts->parent)
+		return -EOPNOTSUPP;
+	return vdimg_file_truncate(f, opts->size);
+}
+
+static int raw_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_result *res)
+{
+	/* open() already refused what can be wrong with a raw file */
+	return 0;
+}
+#endif
+
+const struct vdimg_format vdimg_raw_format = {
+	.name = "raw",
+	.id = VDIMG_FMT_RAW,
+	.open = raw_open,
+	.close = raw_close,
+	.map = raw_map,
+	.discard = raw_discard,
+#ifndef __KERNEL__
+	.create = raw_create,
+	.check = raw_check,
+#endif
+};
+
+const struct vdimg_format vdimg_iso_format = {
+	.name = "iso",
+	.id = VDIMG_FMT_ISO,
+	.open = iso_open,
+	.close = raw_close,
+	.map = raw_map,
+#ifndef __KERNEL__
+	.check = raw_check,
+#endif
+};

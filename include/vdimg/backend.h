@@ -1,0 +1,210 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The backend contract: what a format (raw, vhd, vdi, qcow2, ...) provides to the driver and to the
+ * userspace library. A backend maps virtual ranges to extents; it never moves guest data itself
+ * (except decoding ENCODED extents). See DESIGN.md section 2 and Documentation/admin-guide/vdimg.rst.
+ *
+ * Life of an image: the registry probes the first bytes (and the last sector) of the file and picks a
+ * format; ->open() reads and validates the metadata and fills struct vdimg_image; ->map() answers
+ * "what is at this offset"; writes to unallocated space get a DATA extent marked VDIMG_EXT_NEW which
+ * the driver fills and then hands back to ->commit(); ->flush() makes committed metadata durable in
+ * a safe order (the caller syncs the file after it); ->close() frees everything.
+ *
+ * Locking: the driver calls ->map() with VDIMG_MAP_NOWAIT from its submission path (the backend must
+ * not sleep then and answers -EAGAIN when it would), and without it from a worker that may sleep.
+ * Concurrent ->map() calls on one image are allowed; the backend protects its own tables. The driver
+ * guarantees that two writes never hold VDIMG_EXT_NEW extents that overlap the same allocation unit
+ * (image->alloc_unit) at the same time.
+ */
+#ifndef _VDIMG_BACKEND_H
+#define _VDIMG_BACKEND_H
+
+#include <vdimg/platform.h>
+#include <uapi/linux/vdimg.h>
+
+/* struct vdimg_image.flags */
+#define VDIMG_IMG_READ_ONLY	(1U << 0)	/* opened read-only: map(WRITE), commit, discard refused */
+#define VDIMG_IMG_HAS_UUID	(1U << 1)	/* uuid[] is valid */
+#define VDIMG_IMG_HAS_PARENT	(1U << 2)	/* a differencing image: needs a parent layer */
+#define VDIMG_IMG_HAS_PARENT_UUID (1U << 3)	/* parent_uuid[] is valid */
+#define VDIMG_IMG_DIRTY		(1U << 4)	/* metadata written since open (set by the backend) */
+
+#define VDIMG_NAME_MAX		16
+
+struct vdimg_format;
+
+/**
+ * struct vdimg_image - one open image file (one layer of a chain)
+ *
+ * Filled by ->open(), read-only for everyone else afterwards except where noted.
+ */
+struct vdimg_image {
+	const struct vdimg_format *fmt;	/* set by the caller of ->open() */
+	struct vdimg_file *file;	/* set by the caller of ->open() */
+	const char *name;		/* for messages; set by the caller */
+	u64 size;			/* virtual size in bytes, a multiple of 512 */
+	u32 lbs;			/* logical sector size the format declares (512 or 4096) */
+	u32 pbs;			/* physical sector size hint (>= lbs) */
+	u32 flags;			/* VDIMG_IMG_* */
+	/*
+	 * Allocation unit in bytes: the granularity at which ->map(WRITE) can return NEW extents
+	 * (cluster or block size); 0 for formats that never allocate (raw, fixed variants).
+	 */
+	u32 alloc_unit;
+	u8 uuid[16];			/* image identity where the format has one */
+	u8 parent_uuid[16];		/* parent identity a differencing image records */
+	char variant[VDIMG_NAME_MAX];	/* "fixed", "dynamic", "differencing", ... */
+	void *priv;			/* the backend's state */
+};
+
+/* flags for ->open() */
+#define VDIMG_OPEN_READ_ONLY	(1U << 0)
+#define VDIMG_OPEN_HAS_CHILD	(1U << 1)	/* a lower layer of a chain (opened read-only) */
+
+/* extent types */
+enum vdimg_ext_type {
+	VDIMG_EXT_DATA = 1,		/* bytes at file/file_offset */
+	VDIMG_EXT_ZERO,			/* reads as zeros, hides the parent */
+	VDIMG_EXT_UNALLOCATED,		/* not in this image: the parent's, or zeros at the base */
+	VDIMG_EXT_ENCODED,		/* compressed or otherwise transformed: ->read_encoded() */
+};
+
+/* struct vdimg_extent.flags */
+#define VDIMG_EXT_NEW		(1U << 0)	/* DATA reserved by map(WRITE): fill, then ->commit() */
+
+/**
+ * struct vdimg_extent - the answer of ->map()
+ *
+ * Describes the longest prefix [@offset, @offset + @length) of the asked range that has one kind.
+ * For a NEW extent, [@fill_offset, @fill_offset + @fill_length) is the virtual range (containing the
+ * whole extent) the driver must write completely before ->commit(): the parts outside the caller's
+ * data come from the layers below (or zeros). @fill_length == 0 means no fill is needed (sector-bitmap
+ * formats, or the backend already zeroed the new space).
+ */
+struct vdimg_extent {
+	u64 offset;			/* virtual offset (as asked) */
+	u64 length;			/* bytes, > 0, <= asked length */
+	u32 type;			/* enum vdimg_ext_type */
+	u32 flags;			/* VDIMG_EXT_* */
+	struct vdimg_file *file;	/* DATA: the file holding the bytes */
+	u64 file_offset;		/* DATA: file offset of @offset */
+	u64 fill_offset;		/* NEW: virtual start of the range to fill */
+	u64 fill_length;		/* NEW: its length, 0 for none */
+	u64 cookie[2];			/* backend's own, carried from map to commit/abort */
+};
+
+/* flags for ->map() */
+#define VDIMG_MAP_WRITE		(1U << 0)	/* the caller will write: allocate if needed */
+#define VDIMG_MAP_NOWAIT	(1U << 1)	/* do not sleep: -EAGAIN if it would */
+
+/* flags for ->discard() */
+#define VDIMG_DISCARD_ZEROES	(1U << 0)	/* the range must read as zeros afterwards */
+
+/* userspace-only: creation parameters */
+struct vdimg_create_opts {
+	u64 size;			/* virtual size in bytes */
+	const char *variant;		/* NULL for the format's default */
+	u32 block_size;			/* 0 for the format's default */
+	u32 lbs;			/* 0 for 512 */
+	const char *parent;		/* path of the parent image, NULL for none */
+	struct vdimg_image *parent_img;	/* the parent, opened, when @parent is set */
+	const char *options;		/* format-specific "key=value,..." or NULL */
+};
+
+/* userspace-only: check results */
+struct vdimg_check_result {
+	u64 errors;			/* corruptions found (left, or fixed when repairing) */
+	u64 leaks;			/* allocated but unused space, in allocation units */
+	u64 fixed;			/* problems repaired */
+};
+
+#define VDIMG_CHECK_REPAIR	(1U << 0)
+
+/**
+ * struct vdimg_format - a format backend
+ */
+struct vdimg_format {
+	const char *name;		/* "raw", "vhd", ... as the tool and sysfs spell it */
+	u32 id;				/* enum vdimg_format_id */
+	/*
+	 * Is this the format? @head holds the first @head_len bytes of the file (fewer only if the file
+	 * is shorter), @tail the last 512 bytes (zeros if the file is shorter than 512 bytes).
+	 * Returns true on a signature match; must not trust anything beyond the magic.
+	 */
+	bool (*probe)(const u8 *head, size_t head_len, const u8 *tail, u64 file_size);
+	int (*open)(struct vdimg_image *img, unsigned int flags);
+	void (*close)(struct vdimg_image *img);
+	int (*map)(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags,
+		   struct vdimg_extent *ext);
+	/* a NEW extent was written (data and fill): record it in the metadata */
+	int (*commit)(struct vdimg_image *img, const struct vdimg_extent *ext);
+	/* a NEW extent will not be written (I/O failed): release the reservation; may be NULL */
+	void (*abort)(struct vdimg_image *img, const struct vdimg_extent *ext);
+	/* decode an ENCODED extent into @buf (@ext->length bytes); may sleep */
+	int (*read_encoded)(struct vdimg_image *img, const struct vdimg_extent *ext, void *buf);
+	/* deallocate or zero [offset, offset + length); NULL if the format cannot */
+	int (*discard)(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags);
+	/* write dirty metadata in a safe order; the caller syncs the file afterwards. May be NULL */
+	int (*flush)(struct vdimg_image *img);
+	/* does @parent match the identity @child records? 0, or -ESTALE with a message. May be NULL */
+	int (*verify_parent)(struct vdimg_image *child, struct vdimg_image *parent);
+#ifndef __KERNEL__
+	/* create an empty image in the (empty, writable) file */
+	int (*create)(struct vdimg_file *f, const struct vdimg_create_opts *opts);
+	/* check (and with VDIMG_CHECK_REPAIR fix) an image opened writable when repairing */
+	int (*check)(struct vdimg_image *img, unsigned int flags, struct vdimg_check_result *res);
+	/* print format-specific details for "vdimgctl info" as "key: value" lines; may be NULL */
+	void (*describe)(struct vdimg_image *img, void (*emit)(void *ctx, const char *key,
+							       const char *value), void *ctx);
+#endif
+};
+
+/* ---- the registry (backends/registry.c) ---- */
+
+#define VDIMG_PROBE_HEAD	65536		/* bytes of the file start a probe looks at */
+
+/* Backends built in, in probe order. */
+extern const struct vdimg_format vdimg_raw_format;
+extern const struct vdimg_format vdimg_iso_format;
+
+/**
+ * vdimg_format_by_id() - the built-in backend for a format id
+ * Return: the backend, or NULL if the format is unknown or not built in.
+ */
+const struct vdimg_format *vdimg_format_by_id(u32 id);
+const struct vdimg_format *vdimg_format_by_name(const char *name);
+/* The name of a format id, built in or not ("vhd"), or NULL. */
+const char *vdimg_format_name(u32 id);
+/* Bitmask (1 << id) of the formats built in. */
+u64 vdimg_formats_built_in(void);
+
+/**
+ * vdimg_probe() - identify the format of an image file
+ * @f: the file
+ * @name: for messages
+ * @id: out: the format id found
+ * @why: out: on -EOPNOTSUPP, the name of the unsupported format ("bochs")
+ *
+ * Reads the head and the last sector of the file and tries every known signature in the fixed order
+ * documented in Documentation/admin-guide/vdimg.rst. Raw is never returned: a file no signature
+ * matches gives -ENOENT, and the caller decides whether raw is allowed.
+ *
+ * Return: 0 with *@id set (the format may still be one that is not built in: check
+ * vdimg_format_by_id()), -EOPNOTSUPP for a known signature of a format vdimg does not support,
+ * -ENOENT if nothing matched, or an I/O error.
+ */
+int vdimg_probe(struct vdimg_file *f, u32 *id, const char **why);
+
+/**
+ * vdimg_image_open() - probe (if @format is VDIMG_FMT_AUTO) and open an image
+ * @img: zeroed by the caller, with @img->file and @img->name set
+ * @format: the format to use, or VDIMG_FMT_AUTO
+ * @flags: VDIMG_OPEN_*; VDIMG_OPEN_ALLOW_RAW lets an unrecognised file open as raw
+ *
+ * Return: 0, or a negative errno after a message saying why.
+ */
+int vdimg_image_open(struct vdimg_image *img, u32 format, unsigned int flags);
+#define VDIMG_OPEN_ALLOW_RAW	(1U << 8)
+void vdimg_image_close(struct vdimg_image *img);
+
+#endif /* _VDIMG_BACKEND_H */
