@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The userspace library's own interface (libvdimg): files over descriptors, the message hook and the
+ * write-cut hook of tools/lib/platform.c. Not part of the kernel build.
+ */
+#ifndef _VDIMG_USER_H
+#define _VDIMG_USER_H
+
+#include <vdimg/backend.h>
+
+struct vdimg_file {
+	int fd;
+};
+
+struct vdimg_file *vdimg_file_from_fd(int fd);
+void vdimg_file_free(struct vdimg_file *f);	/* does not close the descriptor */
+
+typedef void (*vdimg_msg_fn)(int level, const char *image_name, const char *text);
+void vdimg_set_msg_hook(vdimg_msg_fn fn);	/* NULL restores "name: text" on stderr */
+extern int vdimg_msg_level;			/* print messages at this level or below */
+
+/*
+ * Crash simulation: when >= 0, the number of metadata/data writes (and truncates, punches) that
+ * still succeed; every later one fails with -EIO and syncs fail too. -1 (default): no cut.
+ */
+extern long long vdimg_write_budget;
+
+#endif /* _VDIMG_USER_H */
