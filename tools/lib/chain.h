@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * libvdimg's userspace "driver": a chain of open images (base first, top last) and the read, write,
+ * discard and flush paths over the backend contract, following the same algorithm as the kernel
+ * driver (drivers/io.c): reads walk the layers top-down without recursion, writes map the top layer
+ * with VDIMG_MAP_WRITE, fill new allocation units from the layers below, write, then commit. Used by
+ * vdimgctl (commit, convert, check) and by the host tests to exercise every backend without the
+ * module. Not thread-safe: one caller at a time per chain.
+ */
+#ifndef _VDIMG_CHAIN_H
+#define _VDIMG_CHAIN_H
+
+#include <vdimg/backend.h>
+#include "vdimg-user.h"
+
+/* flags for vdimg_chain_open*() */
+#define VDIMG_CHAIN_READ_ONLY	(1U << 0)	/* open every layer read-only */
+#define VDIMG_CHAIN_ALLOW_RAW	(1U << 1)	/* an unrecognised file (format auto) opens as raw */
+#define VDIMG_CHAIN_FORCE_LINK	(1U << 2)	/* do not refuse a failed ->verify_parent() */
+#define VDIMG_CHAIN_ORPHAN_OK	(1U << 3)	/* the base may be a differencing image (reads zeros) */
+#define VDIMG_CHAIN_FLAGS_ALL	((1U << 4) - 1)
+
+/* Largest fill range (allocation unit) the write path accepts from a backend. */
+#define VDIMG_CHAIN_MAX_FILL	(256ULL << 20)
+
+struct vdimg_chain_layer {
+	struct vdimg_image img;		/* img.name points at @path */
+	struct vdimg_file *file;
+	int fd;				/* closed by vdimg_chain_close() only if @own_fd */
+	bool own_fd;
+	char *path;
+};
+
+struct vdimg_chain {
+	int nr;				/* layers, >= 1 */
+	unsigned int flags;		/* VDIMG_CHAIN_* it was opened with */
+	u64 size;			/* virtual size of the chain: the top layer's */
+	struct vdimg_chain_layer *layer; /* [nr], base first */
+	struct vdimg_image **layers;	/* [nr], &layer[i].img, base first, top = layers[nr - 1] */
+};
+
+static inline struct vdimg_image *vdimg_chain_top(struct vdimg_chain *c)
+{
+	return c->layers[c->nr - 1];
+}
+
+/**
+ * vdimg_chain_open() - open image files as a chain
+ * @out: the chain on success
+ * @paths: @n paths, base first
+ * @formats: @n format ids (VDIMG_FMT_AUTO to probe), or NULL to probe every layer
+ * @flags: VDIMG_CHAIN_*
+ *
+ * The top layer is opened O_RDWR unless VDIMG_CHAIN_READ_ONLY; lower layers O_RDONLY and with
+ * VDIMG_OPEN_HAS_CHILD | VDIMG_OPEN_READ_ONLY. Each child's ->verify_parent() (when the backend has
+ * one) is asked about the layer below it.
+ *
+ * Return: 0, or a negative errno after a message (through the message hook) naming the file.
+ */
+int vdimg_chain_open(struct vdimg_chain **out, const char *const *paths, int n, const u32 *formats,
+		     unsigned int flags);
+
+/* Same, over descriptors the caller keeps (not closed by vdimg_chain_close()); @names for messages. */
+int vdimg_chain_open_fds(struct vdimg_chain **out, const int *fds, const char *const *names, int n,
+			 const u32 *formats, unsigned int flags);
+
+/*
+ * Same over descriptors, with backend ops given per layer instead of the registry's (NULL entries
+ * use the registry with format auto): for tests and for backends not yet in the registry.
+ */
+int vdimg_chain_open_ops(struct vdimg_chain **out, const int *fds, const char *const *names, int n,
+			 const struct vdimg_format *const *ops, unsigned int flags);
+
+/* Read [off, off + len) of the chain. 0 or a negative errno; -EINVAL past the end. */
+int vdimg_chain_pread(struct vdimg_chain *c, void *buf, size_t len, u64 off);
+
+/*
+ * Read [off, off + len) as the sub-chain layers[0..level] reads it (level -1: zeros). The fill
+ * source of the write path (level nr - 2); also handy for tests.
+ */
+int vdimg_chain_read_level(struct vdimg_chain *c, int level, void *buf, size_t len, u64 off);
+
+/* Write [off, off + len). 0 or a negative errno: -EROFS read-only, -EINVAL past the end. */
+int vdimg_chain_pwrite(struct vdimg_chain *c, const void *buf, size_t len, u64 off);
+
+/*
+ * Discard [off, off + len) in the top layer through ->discard(). With VDIMG_DISCARD_ZEROES the range
+ * reads as zeros afterwards; a backend without ->discard() then gets zeros written instead.
+ * Without it and without ->discard(): -EOPNOTSUPP.
+ */
+int vdimg_chain_discard(struct vdimg_chain *c, u64 off, u64 len, unsigned int flags);
+
+/* ->flush() then vdimg_file_sync() on the writable top layer; 0 when read-only. */
+int vdimg_chain_flush(struct vdimg_chain *c);
+
+/* Flush (if writable), close every layer, free @c. Returns the flush result. NULL is allowed. */
+int vdimg_chain_close(struct vdimg_chain *c);
+
+#endif /* _VDIMG_CHAIN_H */

@@ -1,0 +1,477 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The userspace data path of libvdimg (see chain.h): opens a chain of image files and moves data
+ * through the backend contract exactly as the kernel driver does, so that every backend can be
+ * unit-tested, fuzzed and crash-tested on the host, and the tool can copy data out of a chain.
+ * Backends only map; this file reads and writes the bytes. It trusts no extent a backend returns:
+ * an extent that does not describe a prefix of the asked range fails the request with -EIO.
+ */
+#include <stdio.h>
+#include <unistd.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include "chain.h"
+
+/* ---- opening ---- */
+
+static int chain_open_layer(struct vdimg_chain *c, int i, const u32 *formats,
+			    const struct vdimg_format *const *ops)
+{
+	struct vdimg_chain_layer *l = &c->layer[i];
+	struct vdimg_image *img = &l->img;
+	bool top = i == c->nr - 1;
+	unsigned int oflags = 0;
+	struct stat st;
+	int ret;
+
+	if (fstat(l->fd, &st)) {
+		ret = -errno;
+		vdimg_err(img, "cannot stat: %s", strerror(-ret));
+		return ret;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		vdimg_err(img, "is a directory");
+		return -EISDIR;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		vdimg_err(img, "not a regular file");
+		return -EINVAL;
+	}
+	l->file = vdimg_file_from_fd(l->fd);
+	if (!l->file)
+		return -ENOMEM;
+	img->file = l->file;
+	if (!top || (c->flags & VDIMG_CHAIN_READ_ONLY))
+		oflags |= VDIMG_OPEN_READ_ONLY;
+	if (!top)
+		oflags |= VDIMG_OPEN_HAS_CHILD;
+
+	if (ops && ops[i]) {
+		/* a backend the registry does not know (tests, backends being written) */
+		img->fmt = ops[i];
+		ret = ops[i]->open(img, oflags);
+		if (ret) {
+			img->fmt = NULL;
+			return ret;
+		}
+		if (oflags & VDIMG_OPEN_READ_ONLY)
+			img->flags |= VDIMG_IMG_READ_ONLY;
+		if (!img->size || img->size % 512 || !img->lbs) {
+			vdimg_err(img, "backend %s opened the image with a bad geometry", ops[i]->name);
+			ops[i]->close(img);
+			img->fmt = NULL;
+			return -EINVAL;
+		}
+		return 0;
+	}
+	if (c->flags & VDIMG_CHAIN_ALLOW_RAW)
+		oflags |= VDIMG_OPEN_ALLOW_RAW;
+	return vdimg_image_open(img, formats ? formats[i] : VDIMG_FMT_AUTO, oflags);
+}
+
+/* Every child's parent link, and a base that would need a parent. */
+static int chain_check_links(struct vdimg_chain *c)
+{
+	int i, ret;
+
+	if ((c->layers[0]->flags & VDIMG_IMG_HAS_PARENT) && !(c->flags & VDIMG_CHAIN_ORPHAN_OK)) {
+		vdimg_err(c->layers[0], "is a differencing image: its parent must be opened below it");
+		return -ENOENT;
+	}
+	for (i = 1; i < c->nr; i++) {
+		struct vdimg_image *child = c->layers[i], *parent = c->layers[i - 1];
+
+		if (!child->fmt->verify_parent)
+			continue;
+		ret = child->fmt->verify_parent(child, parent);
+		if (!ret)
+			continue;
+		if (c->flags & VDIMG_CHAIN_FORCE_LINK) {
+			vdimg_warn(child, "parent %s does not match, used anyway (forced)", parent->name);
+			continue;
+		}
+		return ret;
+	}
+	return 0;
+}
+
+static int chain_open_common(struct vdimg_chain **out, const int *fds, const char *const *names,
+			     int n, const u32 *formats, const struct vdimg_format *const *ops,
+			     unsigned int flags, bool own_fds)
+{
+	struct vdimg_chain *c;
+	int i, ret;
+
+	*out = NULL;
+	if (n < 1 || n > VDIMG_MAX_LAYERS || (flags & ~VDIMG_CHAIN_FLAGS_ALL))
+		return -EINVAL;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->flags = flags;
+	c->layer = calloc(n, sizeof(*c->layer));
+	c->layers = calloc(n, sizeof(*c->layers));
+	if (!c->layer || !c->layers) {
+		free(c->layer);
+		free(c->layers);
+		free(c);
+		return -ENOMEM;
+	}
+	c->nr = n;
+	for (i = 0; i < n; i++) {
+		c->layer[i].fd = fds[i];
+		c->layer[i].own_fd = own_fds;
+		c->layer[i].path = strdup(names && names[i] ? names[i] : "(image)");
+		c->layer[i].img.name = c->layer[i].path;
+		c->layers[i] = &c->layer[i].img;
+	}
+	for (i = 0; i < n; i++) {
+		if (!c->layer[i].path) {
+			ret = -ENOMEM;
+			goto fail;
+		}
+		ret = chain_open_layer(c, i, formats, ops);
+		if (ret)
+			goto fail;
+	}
+	ret = chain_check_links(c);
+	if (ret)
+		goto fail;
+	c->size = vdimg_chain_top(c)->size;
+	*out = c;
+	return 0;
+fail:
+	c->flags |= VDIMG_CHAIN_READ_ONLY;	/* no flush on the way out */
+	vdimg_chain_close(c);
+	return ret;
+}
+
+int vdimg_chain_open_fds(struct vdimg_chain **out, const int *fds, const char *const *names, int n,
+			 const u32 *formats, unsigned int flags)
+{
+	return chain_open_common(out, fds, names, n, formats, NULL, flags, false);
+}
+
+int vdimg_chain_open_ops(struct vdimg_chain **out, const int *fds, const char *const *names, int n,
+			 const struct vdimg_format *const *ops, unsigned int flags)
+{
+	return chain_open_common(out, fds, names, n, NULL, ops, flags, false);
+}
+
+int vdimg_chain_open(struct vdimg_chain **out, const char *const *paths, int n, const u32 *formats,
+		     unsigned int flags)
+{
+	int *fds, i, ret;
+
+	*out = NULL;
+	if (n < 1 || n > VDIMG_MAX_LAYERS)
+		return -EINVAL;
+	fds = calloc(n, sizeof(*fds));
+	if (!fds)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		bool rw = i == n - 1 && !(flags & VDIMG_CHAIN_READ_ONLY);
+
+		fds[i] = open(paths[i], (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+		if (fds[i] < 0) {
+			struct vdimg_image tmp = { .name = paths[i] };
+
+			ret = -errno;
+			vdimg_err(&tmp, "cannot open: %s", strerror(-ret));
+			while (i--)
+				close(fds[i]);
+			free(fds);
+			return ret;
+		}
+	}
+	/* from here on the chain owns the descriptors, also when opening fails */
+	ret = chain_open_common(out, fds, paths, n, formats, NULL, flags, true);
+	free(fds);
+	return ret;
+}
+
+int vdimg_chain_close(struct vdimg_chain *c)
+{
+	int i, ret = 0;
+
+	if (!c)
+		return 0;
+	if (!(c->flags & VDIMG_CHAIN_READ_ONLY))
+		ret = vdimg_chain_flush(c);
+	for (i = c->nr - 1; i >= 0; i--) {
+		struct vdimg_chain_layer *l = &c->layer[i];
+
+		vdimg_image_close(&l->img);
+		vdimg_file_free(l->file);
+		if (l->own_fd && l->fd >= 0)
+			close(l->fd);
+		free(l->path);
+	}
+	free(c->layer);
+	free(c->layers);
+	free(c);
+	return ret;
+}
+
+/* ---- moving data ---- */
+
+/* Bytes of a DATA extent; past the end of the file reads zeros (as loop does for short reads). */
+static int chain_read_file(struct vdimg_file *f, void *buf, size_t len, u64 off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(f->fd, (char *)buf + done, len - done, off + done);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0) {
+			memset((char *)buf + done, 0, len - done);
+			break;
+		}
+		done += n;
+	}
+	return 0;
+}
+
+/* Is @ext a usable answer to map(@off, @len)? Backend bugs and hostile images end here. */
+static int chain_check_extent(struct vdimg_image *img, const struct vdimg_extent *ext, u64 off,
+			      u64 len, bool write)
+{
+	u64 end;
+
+	if (ext->offset != off || !ext->length || ext->length > len) {
+		vdimg_err(img, "map(%llu, %llu) returned the extent [%llu, +%llu)",
+			  (unsigned long long)off, (unsigned long long)len,
+			  (unsigned long long)ext->offset, (unsigned long long)ext->length);
+		return -EIO;
+	}
+	switch (ext->type) {
+	case VDIMG_EXT_DATA:
+		if (!ext->file || check_add_overflow(ext->file_offset, ext->length, &end) ||
+		    end > (u64)LLONG_MAX) {
+			vdimg_err(img, "map(%llu) returned a data extent at a bad file offset %llu",
+				  (unsigned long long)off, (unsigned long long)ext->file_offset);
+			return -EIO;
+		}
+		break;
+	case VDIMG_EXT_ZERO:
+	case VDIMG_EXT_UNALLOCATED:
+	case VDIMG_EXT_ENCODED:
+		if (!write)
+			break;
+		fallthrough;
+	default:
+		vdimg_err(img, "map(%llu%s) returned extent type %u", (unsigned long long)off,
+			  write ? ", WRITE" : "", ext->type);
+		return -EIO;
+	}
+	if ((ext->flags & VDIMG_EXT_NEW) && !write) {
+		vdimg_err(img, "map(%llu) returned a new extent to a read", (unsigned long long)off);
+		return -EIO;
+	}
+	return 0;
+}
+
+int vdimg_chain_read_level(struct vdimg_chain *c, int level, void *buf, size_t len, u64 off)
+{
+	u8 *p = buf;
+	u64 end;
+	int ret;
+
+	if (level >= c->nr || check_add_overflow(off, (u64)len, &end))
+		return -EINVAL;
+	while (len) {
+		u64 chunk = len;
+		int l = level;
+
+		/* walk down until one layer has the first bytes; clip to what each layer answered */
+		for (;;) {
+			struct vdimg_image *img;
+			struct vdimg_extent ext;
+
+			if (l < 0) {
+				memset(p, 0, chunk);	/* below the base */
+				break;
+			}
+			img = c->layers[l];
+			if (off >= img->size) {
+				memset(p, 0, chunk);	/* past the end of this layer: zeros */
+				break;
+			}
+			chunk = min(chunk, img->size - off);
+			memset(&ext, 0, sizeof(ext));
+			ret = img->fmt->map(img, off, chunk, 0, &ext);
+			if (ret)
+				return ret;
+			ret = chain_check_extent(img, &ext, off, chunk, false);
+			if (ret)
+				return ret;
+			chunk = ext.length;
+			if (ext.type == VDIMG_EXT_UNALLOCATED) {
+				l--;
+				continue;
+			}
+			if (ext.type == VDIMG_EXT_ZERO) {
+				memset(p, 0, chunk);
+			} else if (ext.type == VDIMG_EXT_DATA) {
+				ret = chain_read_file(ext.file, p, chunk, ext.file_offset);
+			} else if (!img->fmt->read_encoded) {
+				vdimg_err(img, "encoded extent but the backend cannot decode it");
+				ret = -EIO;
+			} else {
+				ret = img->fmt->read_encoded(img, &ext, p);
+			}
+			if (ret)
+				return ret;
+			break;
+		}
+		p += chunk;
+		off += chunk;
+		len -= chunk;
+	}
+	return 0;
+}
+
+int vdimg_chain_pread(struct vdimg_chain *c, void *buf, size_t len, u64 off)
+{
+	if (off > c->size || len > c->size - off)
+		return -EINVAL;
+	return vdimg_chain_read_level(c, c->nr - 1, buf, len, off);
+}
+
+/*
+ * A NEW extent with a fill range: build [fill_offset, +fill_length) from the caller's data and the
+ * layers below the top, and write it at the matching file offset.
+ */
+static int chain_write_fill(struct vdimg_chain *c, struct vdimg_image *top,
+			    const struct vdimg_extent *ext, const u8 *data)
+{
+	u64 fill_end, head, tail_off, tail_len, foff;
+	u8 *fill;
+	int ret;
+
+	if (check_add_overflow(ext->fill_offset, ext->fill_length, &fill_end) ||
+	    ext->fill_offset > ext->offset || ext->offset + ext->length > fill_end ||
+	    ext->fill_length > VDIMG_CHAIN_MAX_FILL ||
+	    ext->file_offset < ext->offset - ext->fill_offset) {
+		vdimg_err(top, "map(%llu, WRITE) returned a bad fill range [%llu, +%llu)",
+			  (unsigned long long)ext->offset, (unsigned long long)ext->fill_offset,
+			  (unsigned long long)ext->fill_length);
+		return -EIO;
+	}
+	head = ext->offset - ext->fill_offset;
+	tail_off = ext->offset + ext->length;
+	tail_len = fill_end - tail_off;
+	foff = ext->file_offset - head;
+	fill = malloc(ext->fill_length);
+	if (!fill)
+		return -ENOMEM;
+	ret = vdimg_chain_read_level(c, c->nr - 2, fill, head, ext->fill_offset);
+	if (!ret)
+		ret = vdimg_chain_read_level(c, c->nr - 2, fill + head + ext->length, tail_len,
+					     tail_off);
+	if (!ret) {
+		memcpy(fill + head, data, ext->length);
+		ret = vdimg_file_write(ext->file, fill, ext->fill_length, foff);
+	}
+	free(fill);
+	return ret;
+}
+
+int vdimg_chain_pwrite(struct vdimg_chain *c, const void *buf, size_t len, u64 off)
+{
+	struct vdimg_image *top = vdimg_chain_top(c);
+	const u8 *p = buf;
+	int ret;
+
+	if (c->flags & VDIMG_CHAIN_READ_ONLY)
+		return -EROFS;
+	if (off > c->size || len > c->size - off)
+		return -EINVAL;
+	while (len) {
+		struct vdimg_extent ext;
+
+		memset(&ext, 0, sizeof(ext));
+		ret = top->fmt->map(top, off, len, VDIMG_MAP_WRITE, &ext);
+		if (ret)
+			return ret;
+		ret = chain_check_extent(top, &ext, off, len, true);
+		if (ret) {
+			if ((ext.flags & VDIMG_EXT_NEW) && top->fmt->abort)
+				top->fmt->abort(top, &ext);
+			return ret;
+		}
+		if (!(ext.flags & VDIMG_EXT_NEW)) {
+			ret = vdimg_file_write(ext.file, p, ext.length, ext.file_offset);
+			if (ret)
+				return ret;
+		} else {
+			if (ext.fill_length)
+				ret = chain_write_fill(c, top, &ext, p);
+			else
+				ret = vdimg_file_write(ext.file, p, ext.length, ext.file_offset);
+			if (!ret && top->fmt->commit)
+				ret = top->fmt->commit(top, &ext);
+			else if (!ret)
+				ret = -EIO;	/* NEW without ->commit(): a backend bug */
+			if (ret) {
+				if (top->fmt->abort)
+					top->fmt->abort(top, &ext);
+				return ret;
+			}
+		}
+		p += ext.length;
+		off += ext.length;
+		len -= ext.length;
+	}
+	return 0;
+}
+
+int vdimg_chain_discard(struct vdimg_chain *c, u64 off, u64 len, unsigned int flags)
+{
+	struct vdimg_image *top = vdimg_chain_top(c);
+	static const u8 zeros[65536];
+	int ret = -EOPNOTSUPP;
+
+	if (c->flags & VDIMG_CHAIN_READ_ONLY)
+		return -EROFS;
+	if (flags & ~VDIMG_DISCARD_ZEROES)
+		return -EINVAL;
+	if (off > c->size || len > c->size - off)
+		return -EINVAL;
+	if (!len)
+		return 0;
+	if (top->fmt->discard)
+		ret = top->fmt->discard(top, off, len, flags);
+	if (ret != -EOPNOTSUPP || !(flags & VDIMG_DISCARD_ZEROES))
+		return ret;
+	/* write-zeroes the format cannot express: write real zeros */
+	while (len) {
+		size_t n = min_t(u64, len, sizeof(zeros));
+
+		ret = vdimg_chain_pwrite(c, zeros, n, off);
+		if (ret)
+			return ret;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+int vdimg_chain_flush(struct vdimg_chain *c)
+{
+	struct vdimg_image *top = vdimg_chain_top(c);
+	int ret = 0;
+
+	if (c->flags & VDIMG_CHAIN_READ_ONLY)
+		return 0;
+	if (top->fmt && top->fmt->flush)
+		ret = top->fmt->flush(top);
+	if (!ret)
+		ret = vdimg_file_sync(top->file);
+	return ret;
+}
