@@ -71,6 +71,7 @@ enum vdimg_ext_type {
 
 /* struct vdimg_extent.flags */
 #define VDIMG_EXT_NEW		(1U << 0)	/* DATA reserved by map(WRITE): fill, then ->commit() */
+#define VDIMG_EXT_FILL_ZERO	(1U << 1)	/* NEW: fill with zeros, not from the parent */
 
 /**
  * struct vdimg_extent - the answer of ->map()
