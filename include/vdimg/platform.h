@@ -24,6 +24,7 @@
 #include <linux/math64.h>
 #include <linux/crc32c.h>
 #include <linux/ratelimit.h>
+#include <linux/random.h>
 #include <asm/byteorder.h>
 
 #define vdimg_zalloc(sz)	kvzalloc((sz), GFP_KERNEL)
@@ -34,6 +35,11 @@ typedef struct mutex vdimg_mutex_t;
 #define vdimg_mutex_destroy(m)	mutex_destroy(m)
 #define vdimg_mutex_lock(m)	mutex_lock(m)
 #define vdimg_mutex_unlock(m)	mutex_unlock(m)
+/* true if the lock was taken; never sleeps */
+#define vdimg_mutex_trylock(m)	(mutex_trylock(m) != 0)
+
+/* fill @p with @n cryptographically random bytes (new UUIDs) */
+#define vdimg_random_bytes(p, n) get_random_bytes((p), (n))
 
 #define vdimg_crc32c(seed, p, n) crc32c((seed), (p), (n))
 #define vdimg_strscpy(d, s, n)	strscpy((d), (s), (n))
@@ -49,6 +55,8 @@ typedef struct mutex vdimg_mutex_t;
 #include <limits.h>
 #include <pthread.h>
 #include <endian.h>
+#include <sys/types.h>
+#include <sys/random.h>
 #include <linux/types.h>
 
 typedef uint8_t u8;
@@ -110,6 +118,26 @@ typedef pthread_mutex_t vdimg_mutex_t;
 #define vdimg_mutex_destroy(m)	pthread_mutex_destroy(m)
 #define vdimg_mutex_lock(m)	pthread_mutex_lock(m)
 #define vdimg_mutex_unlock(m)	pthread_mutex_unlock(m)
+#define vdimg_mutex_trylock(m)	(pthread_mutex_trylock(m) == 0)
+
+static inline void vdimg_random_bytes(void *p, size_t n)
+{
+	u8 *b = p;
+
+	while (n) {
+		ssize_t r = getrandom(b, n, 0);
+
+		if (r < 0 && errno != EINTR) {
+			while (n--)	/* no getrandom(): not secret, only unique enough */
+				*b++ = (u8)random();
+			break;
+		}
+		if (r <= 0)
+			continue;
+		b += r;
+		n -= r;
+	}
+}
 
 u32 vdimg_crc32c(u32 seed, const void *p, size_t n);
 /* copy a NUL-terminated string, truncating to @n - 1 characters */
