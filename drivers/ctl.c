@@ -1,0 +1,186 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * /dev/vdimg-control: the ioctls of include/uapi/linux/vdimg.h. Validates what userspace passes
+ * (sizes, flags, reserved fields) and hands the work to dev.c. Structs are versioned by their @size
+ * field, so commands are matched without the size bits of the ioctl number.
+ */
+#include "vdimg.h"
+#include <linux/miscdevice.h>
+#include <linux/capability.h>
+#include <linux/uaccess.h>
+
+#define VDIMG_CMD(c)	((c) & ~(_IOC_SIZEMASK << _IOC_SIZESHIFT))
+
+/* Copy a versioned struct in: at least @ver0 bytes, a longer tail must be zero (-E2BIG). */
+static int vdimg_copy_in(void *k, size_t ksize, size_t ver0, const void __user *u, u32 *usize)
+{
+	if (get_user(*usize, (const u32 __user *)u))
+		return -EFAULT;
+	if (*usize < ver0)
+		return -EINVAL;
+	return copy_struct_from_user(k, ksize, u, *usize);
+}
+
+static int vdimg_copy_out(void __user *u, const void *k, size_t ksize, u32 usize)
+{
+	return copy_to_user(u, k, min_t(size_t, ksize, usize)) ? -EFAULT : 0;
+}
+
+static void *vdimg_copy_array_in(u64 uptr, size_t n, size_t size)
+{
+	size_t bytes;
+	void *p;
+
+	if (check_mul_overflow(n, size, &bytes))
+		return ERR_PTR(-EINVAL);
+	p = kvmalloc(bytes, GFP_KERNEL);
+	if (!p)
+		return ERR_PTR(-ENOMEM);
+	if (copy_from_user(p, u64_to_user_ptr(uptr), bytes)) {
+		kvfree(p);
+		return ERR_PTR(-EFAULT);
+	}
+	return p;
+}
+
+#define vdimg_nonzero(field)	memchr_inv(&(field), 0, sizeof(field))
+
+static long vdimg_ctl_attach(void __user *argp)
+{
+	struct vdimg_layer *layers;
+	struct vdimg_attach a;
+	u32 usize, i;
+	int ret;
+
+	ret = vdimg_copy_in(&a, sizeof(a), VDIMG_ATTACH_SIZE_VER0, argp, &usize);
+	if (ret)
+		return ret;
+	if ((a.flags & ~VDIMG_ATTACH_FLAGS_ALL) || a.__pad || vdimg_nonzero(a.__reserved))
+		return -EINVAL;
+	if ((a.flags & VDIMG_ATTACH_DIRECT_IO) && (a.flags & VDIMG_ATTACH_BUFFERED))
+		return -EINVAL;
+	if (!a.nr_layers || a.nr_layers > VDIMG_MAX_LAYERS)
+		return -EINVAL;
+	switch (a.logical_block_size) {
+	case 0: case 512: case 2048: case 4096:
+		break;
+	default:
+		return -EINVAL;
+	}
+	layers = vdimg_copy_array_in(a.layers, a.nr_layers, sizeof(*layers));
+	if (IS_ERR(layers))
+		return PTR_ERR(layers);
+	for (i = 0; i < a.nr_layers; i++) {
+		if (layers[i].flags & ~VDIMG_LAYER_FLAGS_ALL || layers[i].__pad ||
+		    vdimg_nonzero(layers[i].__reserved) || layers[i].format >= VDIMG_FMT_COUNT) {
+			ret = -EINVAL;
+			goto out;
+		}
+	}
+	ret = vdimg_dev_attach(&a, layers);
+	if (ret < 0)
+		goto out;
+	a.index = ret;
+	ret = vdimg_copy_out(argp, &a, sizeof(a), usize);
+	/* the device exists now; a failed copy-out only hides its number */
+out:
+	kvfree(layers);
+	return ret;
+}
+
+static long vdimg_ctl_detach(void __user *argp)
+{
+	struct vdimg_detach d;
+	u32 usize;
+	int ret;
+
+	ret = vdimg_copy_in(&d, sizeof(d), VDIMG_DETACH_SIZE_VER0, argp, &usize);
+	if (ret)
+		return ret;
+	if ((d.flags & ~VDIMG_DETACH_FLAGS_ALL) || d.__pad || vdimg_nonzero(d.__reserved))
+		return -EINVAL;
+	return vdimg_dev_detach(d.index, d.flags);
+}
+
+static long vdimg_ctl_info(void __user *argp)
+{
+	struct vdimg_dev_info info;
+	u32 usize;
+	int ret;
+
+	ret = vdimg_copy_in(&info, sizeof(info), VDIMG_DEV_INFO_SIZE_VER0, argp, &usize);
+	if (ret)
+		return ret;
+	if (info.flags || info.__pad || vdimg_nonzero(info.__reserved))
+		return -EINVAL;
+	ret = vdimg_dev_info(&info, info.layers ? u64_to_user_ptr(info.layers) : NULL);
+	if (ret)
+		return ret;
+	return vdimg_copy_out(argp, &info, sizeof(info), usize);
+}
+
+static long vdimg_ctl_features(void __user *argp)
+{
+	struct vdimg_features f;
+	u32 usize;
+	int ret;
+
+	ret = vdimg_copy_in(&f, sizeof(f), VDIMG_FEATURES_SIZE_VER0, argp, &usize);
+	if (ret)
+		return ret;
+	memset(&f, 0, sizeof(f));
+	f.size = sizeof(f);
+	f.version = VDIMG_ABI_VERSION;
+	f.attach_flags = VDIMG_ATTACH_FLAGS_ALL;
+	f.formats = vdimg_formats_built_in();
+	f.max_layers = VDIMG_MAX_LAYERS;
+	f.max_devices = vdimg_max_devices;
+	return vdimg_copy_out(argp, &f, sizeof(f), usize);
+}
+
+static long vdimg_ctl_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	void __user *argp = (void __user *)arg;
+
+	switch (VDIMG_CMD(cmd)) {
+	case VDIMG_CMD(VDIMG_CTL_ATTACH):
+		if (!capable(CAP_SYS_ADMIN))
+			return -EPERM;
+		return vdimg_ctl_attach(argp);
+	case VDIMG_CMD(VDIMG_CTL_DETACH):
+		if (!capable(CAP_SYS_ADMIN))
+			return -EPERM;
+		return vdimg_ctl_detach(argp);
+	case VDIMG_CMD(VDIMG_CTL_GET_INFO):
+		return vdimg_ctl_info(argp);
+	case VDIMG_CMD(VDIMG_CTL_GET_FEATURES):
+		return vdimg_ctl_features(argp);
+	default:
+		return -ENOTTY;
+	}
+}
+
+static const struct file_operations vdimg_ctl_fops = {
+	.owner = THIS_MODULE,
+	.open = nonseekable_open,
+	.unlocked_ioctl = vdimg_ctl_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
+	.llseek = noop_llseek,
+};
+
+static struct miscdevice vdimg_misc = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = VDIMG_CONTROL_NAME,
+	.fops = &vdimg_ctl_fops,
+	.mode = 0600,
+};
+
+int vdimg_ctl_init(void)
+{
+	return misc_register(&vdimg_misc);
+}
+
+void vdimg_ctl_exit(void)
+{
+	misc_deregister(&vdimg_misc);
+}

@@ -1,0 +1,519 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Devices: attach (open the chain's layers, check their links, create the disk), detach (at once,
+ * or when the last opener closes), and the per-device state machine:
+ *
+ *   BOUND --detach, not open--> DELETING --> gone
+ *   BOUND --last close with autoclear--> RUNDOWN --remove work--> gone
+ *
+ * A device exists from attach to detach only; its index comes from an IDR. Opening the device
+ * holds the module, so module unload only ever meets devices that nobody has open; it tears those
+ * down after flushing them. No format knowledge here.
+ */
+#include "vdimg.h"
+#include <linux/idr.h>
+#include <linux/file.h>
+#include <linux/pagemap.h>
+#include <linux/workqueue.h>
+
+static DEFINE_IDR(vdimg_idr);
+/* protects vdimg_idr, and serialises device creation and removal */
+static DEFINE_MUTEX(vdimg_idr_mutex);
+static int vdimg_major;
+static unsigned int vdimg_part_shift;
+static struct workqueue_struct *vdimg_remove_wq;
+
+#define VDIMG_MAX_HW_QUEUES	16
+#define VDIMG_QUEUE_DEPTH	128
+
+static VDIMG_BDOPS_OPEN(vdimg_bdev_open, disk)
+{
+	struct vdimg_device *dev = VDIMG_BDOPS_OPEN_DISK(disk)->private_data;
+	int ret = 0;
+
+	mutex_lock(&dev->lock);
+	if (dev->state != VDIMG_STATE_BOUND)
+		ret = -ENXIO;
+	else
+		dev->open_count++;
+	mutex_unlock(&dev->lock);
+	return ret;
+}
+
+static VDIMG_BDOPS_RELEASE(vdimg_bdev_release, disk)
+{
+	struct vdimg_device *dev = disk->private_data;
+
+	mutex_lock(&dev->lock);
+	if (!WARN_ON_ONCE(!dev->open_count) && !--dev->open_count && dev->autoclear &&
+	    dev->state == VDIMG_STATE_BOUND) {
+		dev->state = VDIMG_STATE_RUNDOWN;
+		queue_work(vdimg_remove_wq, &dev->remove_work);
+	}
+	mutex_unlock(&dev->lock);
+}
+
+static void vdimg_free_disk(struct gendisk *disk)
+{
+	struct vdimg_device *dev = disk->private_data;
+
+	mutex_destroy(&dev->lock);
+	kfree(dev);
+}
+
+static const struct block_device_operations vdimg_fops = {
+	.owner = THIS_MODULE,
+	.open = vdimg_bdev_open,
+	.release = vdimg_bdev_release,
+	.free_disk = vdimg_free_disk,
+};
+
+/* ---- layers ---- */
+
+static bool vdimg_can_dio(struct file *file, unsigned int lbs, unsigned int *align)
+{
+	struct inode *inode = file->f_mapping->host;
+	unsigned int bs = SECTOR_SIZE;
+
+	if (!(file->f_mode & FMODE_CAN_ODIRECT))
+		return false;
+	if (S_ISBLK(inode->i_mode))
+		bs = bdev_logical_block_size(I_BDEV(inode));
+	else if (inode->i_sb->s_bdev)
+		bs = bdev_logical_block_size(inode->i_sb->s_bdev);
+	*align = bs;
+	return bs <= lbs;
+}
+
+static void vdimg_layer_close(struct vdimg_layer_k *l)
+{
+	if (!l->vf.filp)
+		return;
+	if (l->img.fmt) {
+		vdimg_image_close(&l->img);
+		mapping_set_gfp_mask(l->vf.filp->f_mapping, l->old_gfp_mask);
+	}
+	fput(l->vf.filp);
+	l->vf.filp = NULL;
+	kfree(l->name);
+	l->name = NULL;
+}
+
+static int vdimg_layer_open(struct vdimg_device *dev, unsigned int i, const struct vdimg_layer *ul)
+{
+	struct vdimg_layer_k *l = &dev->layers[i];
+	bool top = i == dev->nr_layers - 1;
+	bool ro = (dev->attach_flags & VDIMG_ATTACH_READ_ONLY) || !top;
+	unsigned int oflags = 0;
+	struct address_space *mapping;
+	struct file *file;
+	umode_t mode;
+	int ret;
+
+	file = fget(ul->fd);
+	if (!file)
+		return -EBADF;
+	l->vf.filp = file;
+	mode = file_inode(file)->i_mode;
+	if (S_ISDIR(mode))
+		return -EISDIR;
+	if (!S_ISREG(mode) && !S_ISBLK(mode))
+		return -EINVAL;
+	if (!(file->f_mode & FMODE_READ) || (!ro && !(file->f_mode & FMODE_WRITE)))
+		return -EBADF;
+	l->name = kasprintf(GFP_KERNEL, "%pD", file);
+	if (!l->name)
+		return -ENOMEM;
+	l->img.file = &l->vf;
+	l->img.name = l->name;
+
+	if (ro)
+		oflags |= VDIMG_OPEN_READ_ONLY;
+	if (!top)
+		oflags |= VDIMG_OPEN_HAS_CHILD;
+	/* never guess raw for a writable top: a guest could forge a header */
+	if (ro || (dev->attach_flags & VDIMG_ATTACH_FORCE_RAW))
+		oflags |= VDIMG_OPEN_ALLOW_RAW;
+	ret = vdimg_image_open(&l->img, ul->format, oflags);
+	if (ret)
+		return ret;
+
+	mapping = file->f_mapping;
+	l->old_gfp_mask = mapping_gfp_mask(mapping);
+	mapping_set_gfp_mask(mapping, l->old_gfp_mask & ~(__GFP_IO | __GFP_FS));
+	return 0;
+}
+
+/* Check that the layers form a chain: only the base may stand alone, every link verified. */
+static int vdimg_chain_check(struct vdimg_device *dev)
+{
+	unsigned int i;
+	int ret;
+
+	for (i = 0; i < dev->nr_layers; i++) {
+		struct vdimg_image *img = &dev->layers[i].img;
+		struct vdimg_image *parent = i ? &dev->layers[i - 1].img : NULL;
+
+		if (!parent && (img->flags & VDIMG_IMG_HAS_PARENT)) {
+			pr_err("%s: a differencing image needs its parent attached below it\n",
+			       img->name);
+			return -ENOENT;
+		}
+		if (!parent)
+			continue;
+		if (!(img->flags & VDIMG_IMG_HAS_PARENT)) {
+			pr_err("%s: not a differencing image, cannot be layered over %s\n",
+			       img->name, parent->name);
+			return -EINVAL;
+		}
+		if ((dev->attach_flags & VDIMG_ATTACH_FORCE_LINK) || !img->fmt->verify_parent)
+			continue;
+		ret = img->fmt->verify_parent(img, parent);
+		if (ret) {
+			pr_err("%s: does not match its parent %s (attach with force to override)\n",
+			       img->name, parent->name);
+			return ret;
+		}
+	}
+	return 0;
+}
+
+/* ---- devices ---- */
+
+static void vdimg_remove_workfn(struct work_struct *work);
+
+static int vdimg_setup_disk(struct vdimg_device *dev)
+{
+	struct vdimg_layer_k *top = vdimg_top(dev);
+	bool ro = dev->attach_flags & VDIMG_ATTACH_READ_ONLY;
+	struct vdimg_limits lim = {
+		.logical_block_size = dev->lbs,
+		.physical_block_size = max(dev->lbs, top->img.pbs),
+		.max_hw_sectors = 8192,
+		.max_segments = 256,
+	};
+	struct gendisk *disk;
+	int ret;
+
+	if (!ro && top->img.fmt->discard) {
+		lim.max_discard_sectors = UINT_MAX >> SECTOR_SHIFT;
+		lim.discard_granularity = max(dev->lbs, top->img.alloc_unit ?: dev->lbs);
+		lim.max_write_zeroes_sectors = UINT_MAX >> SECTOR_SHIFT;
+	}
+
+	dev->tag_set.ops = &vdimg_mq_ops;
+	dev->tag_set.nr_hw_queues = min_t(unsigned int, num_online_cpus(), VDIMG_MAX_HW_QUEUES);
+	dev->tag_set.queue_depth = VDIMG_QUEUE_DEPTH;
+	dev->tag_set.numa_node = NUMA_NO_NODE;
+	dev->tag_set.cmd_size = sizeof(struct vdimg_cmd);
+	dev->tag_set.flags = BLK_MQ_F_SHOULD_MERGE;
+	dev->tag_set.driver_data = dev;
+	ret = blk_mq_alloc_tag_set(&dev->tag_set);
+	if (ret)
+		return ret;
+
+	disk = vdimg_alloc_disk(&dev->tag_set, &lim, dev);
+	if (IS_ERR(disk)) {
+		blk_mq_free_tag_set(&dev->tag_set);
+		return PTR_ERR(disk);
+	}
+	disk->major = vdimg_major;
+	disk->first_minor = dev->index << vdimg_part_shift;
+	disk->minors = 1 << vdimg_part_shift;
+	disk->fops = &vdimg_fops;
+	disk->private_data = dev;
+	if (!(dev->attach_flags & VDIMG_ATTACH_PARTSCAN))
+		disk->flags |= GENHD_FL_NO_PART;
+	snprintf(disk->disk_name, sizeof(disk->disk_name), "vdimg%d", dev->index);
+	set_capacity(disk, dev->size >> SECTOR_SHIFT);
+	set_disk_ro(disk, ro);
+	dev->disk = disk;
+	return 0;
+}
+
+static void vdimg_close_layers(struct vdimg_device *dev)
+{
+	unsigned int i;
+
+	if (!dev->layers)
+		return;
+	for (i = dev->nr_layers; i-- > 0;)
+		vdimg_layer_close(&dev->layers[i]);
+	kvfree(dev->layers);
+	dev->layers = NULL;
+}
+
+/* Pick the logical block size and direct I/O for a device whose layers are open. */
+static int vdimg_setup_io(struct vdimg_device *dev, u32 want_lbs)
+{
+	struct vdimg_layer_k *top = vdimg_top(dev);
+	bool want_dio = dev->attach_flags & VDIMG_ATTACH_DIRECT_IO;
+	unsigned int i;
+
+	dev->lbs = want_lbs ?: top->img.lbs;
+	if (dev->lbs < top->img.lbs) {
+		pr_err("%s: the image has %u-byte sectors; cannot expose %u-byte ones\n",
+		       top->name, top->img.lbs, dev->lbs);
+		return -EINVAL;
+	}
+	dev->size = top->img.size;
+	if (dev->size % dev->lbs) {
+		pr_err("%s: size %llu is not a multiple of the %u-byte logical block size\n",
+		       top->name, (unsigned long long)dev->size, dev->lbs);
+		return -EINVAL;
+	}
+	for (i = 0; i < dev->nr_layers; i++) {
+		struct vdimg_layer_k *l = &dev->layers[i];
+
+		l->dio_align = SECTOR_SIZE;
+		if (!(dev->attach_flags & VDIMG_ATTACH_BUFFERED))
+			l->dio = vdimg_can_dio(l->vf.filp, dev->lbs, &l->dio_align);
+	}
+	if (want_dio && !top->dio) {
+		pr_err("%s: direct I/O is not possible on this file (file system or sector size)\n",
+		       top->name);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int vdimg_dev_attach(const struct vdimg_attach *a, const struct vdimg_layer *ul)
+{
+	struct vdimg_device *dev;
+	unsigned int i;
+	int ret;
+
+	dev = kzalloc(sizeof(*dev), GFP_KERNEL);
+	if (!dev)
+		return -ENOMEM;
+	mutex_init(&dev->lock);
+	spin_lock_init(&dev->range_lock);
+	INIT_LIST_HEAD(&dev->ranges);
+	init_waitqueue_head(&dev->range_wait);
+	INIT_WORK(&dev->remove_work, vdimg_remove_workfn);
+	dev->attach_flags = a->flags;
+	dev->autoclear = a->flags & VDIMG_ATTACH_AUTOCLEAR;
+	dev->nr_layers = a->nr_layers;
+	dev->layers = kvcalloc(a->nr_layers, sizeof(*dev->layers), GFP_KERNEL);
+	if (!dev->layers) {
+		ret = -ENOMEM;
+		goto out_free_dev;
+	}
+	for (i = 0; i < dev->nr_layers; i++) {
+		ret = vdimg_layer_open(dev, i, &ul[i]);
+		if (ret)
+			goto out_close_layers;
+	}
+	ret = vdimg_chain_check(dev);
+	if (ret)
+		goto out_close_layers;
+	ret = vdimg_setup_io(dev, a->logical_block_size);
+	if (ret)
+		goto out_close_layers;
+
+	mutex_lock(&vdimg_idr_mutex);
+	if (a->index == VDIMG_INDEX_ANY)
+		ret = idr_alloc(&vdimg_idr, dev, 0, vdimg_max_devices, GFP_KERNEL);
+	else if (a->index >= vdimg_max_devices)
+		ret = -EINVAL;
+	else
+		ret = idr_alloc(&vdimg_idr, dev, a->index, a->index + 1, GFP_KERNEL);
+	if (ret == -ENOSPC)
+		ret = a->index == VDIMG_INDEX_ANY ? -ENOSPC : -EBUSY;
+	if (ret < 0)
+		goto out_unlock;
+	dev->index = ret;
+
+	dev->wq = alloc_workqueue("vdimg%d", WQ_UNBOUND | WQ_FREEZABLE | WQ_MEM_RECLAIM, 0,
+				  dev->index);
+	if (!dev->wq) {
+		ret = -ENOMEM;
+		goto out_remove_idr;
+	}
+	ret = vdimg_setup_disk(dev);
+	if (ret)
+		goto out_destroy_wq;
+	dev->state = VDIMG_STATE_BOUND;
+	ret = device_add_disk(NULL, dev->disk, vdimg_disk_groups);
+	if (ret)
+		goto out_cleanup_disk;
+	mutex_unlock(&vdimg_idr_mutex);
+	return dev->index;
+
+out_cleanup_disk:
+	dev->state = VDIMG_STATE_UNBOUND;
+	put_disk(dev->disk);
+	blk_mq_free_tag_set(&dev->tag_set);
+out_destroy_wq:
+	destroy_workqueue(dev->wq);
+out_remove_idr:
+	idr_remove(&vdimg_idr, dev->index);
+out_unlock:
+	mutex_unlock(&vdimg_idr_mutex);
+out_close_layers:
+	vdimg_close_layers(dev);
+out_free_dev:
+	mutex_destroy(&dev->lock);
+	kfree(dev);
+	return ret;
+}
+
+/* Tear down a device nobody has open. Called with vdimg_idr_mutex held. */
+static void vdimg_dev_remove(struct vdimg_device *dev)
+{
+	int ret;
+
+	lockdep_assert_held(&vdimg_idr_mutex);
+	del_gendisk(dev->disk);
+	/* every request has completed: write what the backend still holds, then sync */
+	ret = vdimg_flush_layers(dev);
+	if (ret)
+		pr_err("vdimg%d: flushing %s on detach failed: %d\n", dev->index,
+		       vdimg_top(dev)->name, ret);
+	blk_mq_free_tag_set(&dev->tag_set);
+	destroy_workqueue(dev->wq);
+	vdimg_close_layers(dev);
+	idr_remove(&vdimg_idr, dev->index);
+	put_disk(dev->disk);	/* frees dev via vdimg_free_disk() */
+}
+
+static void vdimg_remove_workfn(struct work_struct *work)
+{
+	struct vdimg_device *dev = container_of(work, struct vdimg_device, remove_work);
+
+	mutex_lock(&vdimg_idr_mutex);
+	vdimg_dev_remove(dev);
+	mutex_unlock(&vdimg_idr_mutex);
+}
+
+int vdimg_dev_detach(u32 index, u32 flags)
+{
+	struct vdimg_device *dev;
+	bool remove = false;
+	int ret = 0;
+
+	mutex_lock(&vdimg_idr_mutex);
+	dev = idr_find(&vdimg_idr, index);
+	if (!dev) {
+		ret = -ENXIO;
+		goto out;
+	}
+	mutex_lock(&dev->lock);
+	if (dev->state != VDIMG_STATE_BOUND) {
+		ret = -EBUSY;		/* already on its way out */
+	} else if (dev->open_count) {
+		if (flags & VDIMG_DETACH_DEFERRED)
+			dev->autoclear = true;
+		else
+			ret = -EBUSY;
+	} else {
+		dev->state = VDIMG_STATE_DELETING;
+		remove = true;
+	}
+	mutex_unlock(&dev->lock);
+	if (remove)
+		vdimg_dev_remove(dev);
+out:
+	mutex_unlock(&vdimg_idr_mutex);
+	return ret;
+}
+
+static void vdimg_fill_layer_info(struct vdimg_layer_k *l, struct vdimg_layer_info *li)
+{
+	const struct vdimg_image *img = &l->img;
+
+	memset(li, 0, sizeof(*li));
+	li->format = img->fmt->id;
+	li->virtual_size = img->size;
+	li->file_size = vdimg_file_size(&l->vf);
+	if (img->flags & VDIMG_IMG_READ_ONLY)
+		li->flags |= VDIMG_LAYERI_READ_ONLY;
+	if (l->dio)
+		li->flags |= VDIMG_LAYERI_DIRECT_IO;
+	if (img->flags & VDIMG_IMG_HAS_UUID) {
+		li->flags |= VDIMG_LAYERI_HAS_UUID;
+		memcpy(li->uuid, img->uuid, sizeof(li->uuid));
+	}
+	if (img->flags & VDIMG_IMG_HAS_PARENT_UUID) {
+		li->flags |= VDIMG_LAYERI_HAS_PARENT_UUID;
+		memcpy(li->parent_uuid, img->parent_uuid, sizeof(li->parent_uuid));
+	}
+	strscpy(li->format_name, img->fmt->name, sizeof(li->format_name));
+	strscpy(li->variant, img->variant, sizeof(li->variant));
+}
+
+int vdimg_dev_info(struct vdimg_dev_info *info, struct vdimg_layer_info __user *out)
+{
+	struct vdimg_layer_info li;
+	struct vdimg_device *dev;
+	unsigned int i, n;
+	int ret = 0;
+
+	mutex_lock(&vdimg_idr_mutex);
+	dev = idr_find(&vdimg_idr, info->index);
+	if (!dev) {
+		ret = -ENXIO;
+		goto out;
+	}
+	mutex_lock(&dev->lock);
+	info->state = dev->state;
+	info->dev_flags = 0;
+	if (dev->attach_flags & VDIMG_ATTACH_READ_ONLY)
+		info->dev_flags |= VDIMG_DEV_READ_ONLY;
+	if (dev->attach_flags & VDIMG_ATTACH_PARTSCAN)
+		info->dev_flags |= VDIMG_DEV_PARTSCAN;
+	if (vdimg_top(dev)->dio)
+		info->dev_flags |= VDIMG_DEV_DIRECT_IO;
+	if (dev->autoclear)
+		info->dev_flags |= VDIMG_DEV_AUTOCLEAR;
+	mutex_unlock(&dev->lock);
+	info->nr_layers = dev->nr_layers;
+	info->size_bytes = dev->size;
+	info->logical_block_size = dev->lbs;
+	info->physical_block_size = queue_physical_block_size(dev->disk->queue);
+	n = out ? min(info->layers_cap, dev->nr_layers) : 0;
+	for (i = 0; i < n; i++) {
+		vdimg_fill_layer_info(&dev->layers[i], &li);
+		if (copy_to_user(&out[i], &li, sizeof(li))) {
+			ret = -EFAULT;
+			break;
+		}
+	}
+out:
+	mutex_unlock(&vdimg_idr_mutex);
+	return ret;
+}
+
+int vdimg_dev_init(void)
+{
+	vdimg_part_shift = fls(vdimg_max_part);
+	if (vdimg_max_devices > (1U << (MINORBITS - vdimg_part_shift)))
+		vdimg_max_devices = 1U << (MINORBITS - vdimg_part_shift);
+	vdimg_remove_wq = alloc_workqueue("vdimg_remove", WQ_UNBOUND, 0);
+	if (!vdimg_remove_wq)
+		return -ENOMEM;
+	vdimg_major = register_blkdev(0, "vdimg");
+	if (vdimg_major < 0) {
+		destroy_workqueue(vdimg_remove_wq);
+		return vdimg_major;
+	}
+	return 0;
+}
+
+/* Module unload: nobody has a device open (that pins the module); remove what is attached. */
+void vdimg_dev_exit(void)
+{
+	struct vdimg_device *dev;
+	int id;
+
+	/* autoclear removals already queued run first */
+	destroy_workqueue(vdimg_remove_wq);
+	mutex_lock(&vdimg_idr_mutex);
+	idr_for_each_entry(&vdimg_idr, dev, id) {
+		dev->state = VDIMG_STATE_DELETING;
+		vdimg_dev_remove(dev);
+	}
+	idr_destroy(&vdimg_idr);
+	mutex_unlock(&vdimg_idr_mutex);
+	unregister_blkdev(vdimg_major, "vdimg");
+}

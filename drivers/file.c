@@ -1,0 +1,118 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The kernel side of include/vdimg/platform.h: metadata I/O on a backing file and messages for the
+ * backends. Guest data never goes through here (see io.c); these helpers are for headers, tables
+ * and bitmaps, buffered through the page cache of the backing file.
+ */
+#include "vdimg.h"
+#include <linux/falloc.h>
+#include <linux/namei.h>
+
+int vdimg_file_read(struct vdimg_file *f, void *buf, size_t len, u64 off)
+{
+	loff_t pos = off;
+
+	while (len) {
+		ssize_t n = kernel_read(f->filp, buf, len, &pos);
+
+		if (n < 0)
+			return n;
+		if (n == 0)
+			return -EFSCORRUPTED;	/* past the end of the file */
+		buf += n;
+		len -= n;
+	}
+	return 0;
+}
+
+int vdimg_file_write(struct vdimg_file *f, const void *buf, size_t len, u64 off)
+{
+	loff_t pos = off;
+
+	while (len) {
+		ssize_t n = kernel_write(f->filp, buf, len, &pos);
+
+		if (n < 0)
+			return n;
+		if (n == 0)
+			return -EIO;
+		buf += n;
+		len -= n;
+	}
+	return 0;
+}
+
+int vdimg_file_sync(struct vdimg_file *f)
+{
+	return vfs_fsync(f->filp, 0);
+}
+
+u64 vdimg_file_size(struct vdimg_file *f)
+{
+	return i_size_read(f->filp->f_mapping->host);
+}
+
+int vdimg_file_truncate(struct vdimg_file *f, u64 size)
+{
+	if (size > LLONG_MAX)
+		return -EFBIG;
+	return vfs_truncate(&f->filp->f_path, size);
+}
+
+int vdimg_file_punch(struct vdimg_file *f, u64 off, u64 len)
+{
+	if (off > LLONG_MAX || len > LLONG_MAX - off)
+		return -EINVAL;
+	return vfs_fallocate(f->filp, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
+}
+
+int vdimg_file_zero(struct vdimg_file *f, u64 off, u64 len)
+{
+	void *zeros;
+	int ret;
+
+	ret = vdimg_file_punch(f, off, len);
+	if (ret != -EOPNOTSUPP)
+		return ret;
+	ret = vfs_fallocate(f->filp, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len);
+	if (ret != -EOPNOTSUPP)
+		return ret;
+	zeros = (void *)get_zeroed_page(GFP_KERNEL);
+	if (!zeros)
+		return -ENOMEM;
+	ret = 0;
+	while (len && !ret) {
+		size_t n = min_t(u64, len, PAGE_SIZE);
+
+		ret = vdimg_file_write(f, zeros, n, off);
+		off += n;
+		len -= n;
+	}
+	free_page((unsigned long)zeros);
+	return ret;
+}
+
+void vdimg_msg(const struct vdimg_image *img, int level, const char *fmt, ...)
+{
+	static DEFINE_RATELIMIT_STATE(rs, DEFAULT_RATELIMIT_INTERVAL, DEFAULT_RATELIMIT_BURST);
+	struct va_format vaf;
+	va_list args;
+
+	if (!__ratelimit(&rs))
+		return;
+	va_start(args, fmt);
+	vaf.fmt = fmt;
+	vaf.va = &args;
+	switch (level) {
+	case VDIMG_LOG_ERR:
+		pr_err("%s: %pV\n", img && img->name ? img->name : "?", &vaf);
+		break;
+	case VDIMG_LOG_WARN:
+		pr_warn("%s: %pV\n", img && img->name ? img->name : "?", &vaf);
+		break;
+	default:
+		pr_info("%s: %pV\n", img && img->name ? img->name : "?", &vaf);
+		break;
+	}
+	va_end(args);
+}

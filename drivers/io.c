@@ -1,0 +1,565 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The data path. queue_rq hands every request to a worker (as loop does: the submitter may hold
+ * locks of an upper file system, and the backing file's own locks must not nest under them). The
+ * worker asks the backends where the data is: when one DATA extent covers the whole request it
+ * submits one asynchronous kiocb on that layer's file (direct I/O when possible) and completes the
+ * request from the callback; anything else (chains that fall through, zeros, allocation with fill,
+ * encoded extents, FUA) is done synchronously in the worker, extent by extent. Allocation commits
+ * happen only after the data is written. No format knowledge here.
+ */
+#include "vdimg.h"
+#include <linux/sched/mm.h>
+#include <linux/uio.h>
+
+#define VDIMG_MAX_FILL	(64U << 20)	/* largest fill (allocation unit) the driver accepts */
+
+/* ---- allocation range locks ---- */
+
+static bool vdimg_range_busy(struct vdimg_device *dev, u64 start, u64 end)
+{
+	struct vdimg_range *r;
+
+	lockdep_assert_held(&dev->range_lock);
+	list_for_each_entry(r, &dev->ranges, node)
+		if (r->start < end && start < r->end)
+			return true;
+	return false;
+}
+
+static void vdimg_range_lock(struct vdimg_device *dev, struct vdimg_range *r, u64 start, u64 end)
+{
+	r->start = start;
+	r->end = end;
+	spin_lock(&dev->range_lock);
+	while (vdimg_range_busy(dev, start, end)) {
+		spin_unlock(&dev->range_lock);
+		wait_event(dev->range_wait, ({
+			bool busy;
+
+			spin_lock(&dev->range_lock);
+			busy = vdimg_range_busy(dev, start, end);
+			spin_unlock(&dev->range_lock);
+			!busy; }));
+		spin_lock(&dev->range_lock);
+	}
+	list_add(&r->node, &dev->ranges);
+	spin_unlock(&dev->range_lock);
+}
+
+static void vdimg_range_unlock(struct vdimg_device *dev, struct vdimg_range *r)
+{
+	spin_lock(&dev->range_lock);
+	list_del(&r->node);
+	spin_unlock(&dev->range_lock);
+	wake_up_all(&dev->range_wait);
+}
+
+/* Lock the allocation units [pos, pos + len) touches on the top layer; false if it never allocates. */
+static bool vdimg_lock_units(struct vdimg_device *dev, struct vdimg_range *r, u64 pos, u64 len)
+{
+	u32 unit = vdimg_top(dev)->img.alloc_unit;
+
+	if (!unit)
+		return false;
+	vdimg_range_lock(dev, r, pos - (pos % unit), roundup(pos + len, (u64)unit));
+	return true;
+}
+
+/* ---- synchronous helpers ---- */
+
+/* Read or write @len bytes of @iter at @pos of @file, advancing @iter. */
+static int vdimg_file_iter(struct file *file, struct iov_iter *iter, u64 len, loff_t pos,
+			   bool write)
+{
+	size_t rest = iov_iter_count(iter) - len;
+	ssize_t n;
+	int ret = 0;
+
+	iov_iter_truncate(iter, len);
+	if (write)
+		n = vfs_iter_write(file, iter, &pos, 0);
+	else
+		n = vfs_iter_read(file, iter, &pos, 0);
+	if (n < 0)
+		ret = n;
+	else if (n < len && write)
+		ret = -EIO;
+	else if (n < len)
+		iov_iter_zero(len - n, iter);	/* past the end of the backing file */
+	iov_iter_reexpand(iter, iov_iter_count(iter) + rest);
+	return ret;
+}
+
+static int vdimg_check_extent(struct vdimg_layer_k *l, const struct vdimg_extent *ext, u64 len)
+{
+	if (WARN_ON_ONCE(!ext->length || ext->length > len))
+		return -EIO;
+	if (ext->type == VDIMG_EXT_DATA && WARN_ON_ONCE(!ext->file))
+		return -EIO;
+	return 0;
+}
+
+static int vdimg_read_encoded(struct vdimg_layer_k *l, const struct vdimg_extent *ext,
+			      struct iov_iter *iter)
+{
+	void *buf;
+	int ret;
+
+	if (!l->img.fmt->read_encoded)
+		return -EIO;
+	buf = kvmalloc(ext->length, GFP_KERNEL);
+	if (!buf)
+		return -ENOMEM;
+	ret = l->img.fmt->read_encoded(&l->img, ext, buf);
+	if (!ret && copy_to_iter(buf, ext->length, iter) != ext->length)
+		ret = -EFAULT;
+	kvfree(buf);
+	return ret;
+}
+
+/*
+ * Read [pos, pos + len) as the chain made of layers 0..top sees it, into @iter. Walks down the chain
+ * without recursion: each layer either has the bytes, or says UNALLOCATED for a prefix, which is then
+ * asked of the layer below; below the base (top < 0) is zeros.
+ */
+static int vdimg_read_chain(struct vdimg_device *dev, int top, struct iov_iter *iter, u64 pos,
+			    u64 len)
+{
+	while (len) {
+		u64 chunk = len;
+		int l = top;
+		int ret;
+
+		for (;;) {
+			struct vdimg_layer_k *layer;
+			struct vdimg_extent ext;
+
+			if (l < 0) {
+				if (iov_iter_zero(chunk, iter) != chunk)
+					return -EFAULT;
+				break;
+			}
+			layer = &dev->layers[l];
+			if (pos >= layer->img.size) {	/* a shorter parent: zeros past its end */
+				l = -1;
+				continue;
+			}
+			chunk = min(chunk, layer->img.size - pos);
+			ret = layer->img.fmt->map(&layer->img, pos, chunk, 0, &ext);
+			if (!ret)
+				ret = vdimg_check_extent(layer, &ext, chunk);
+			if (ret)
+				return ret;
+			chunk = ext.length;
+			if (ext.type == VDIMG_EXT_UNALLOCATED) {
+				l--;
+				continue;
+			}
+			if (ext.type == VDIMG_EXT_DATA)
+				ret = vdimg_file_iter(ext.file->filp, iter, chunk, ext.file_offset,
+						      false);
+			else if (ext.type == VDIMG_EXT_ZERO)
+				ret = iov_iter_zero(chunk, iter) == chunk ? 0 : -EFAULT;
+			else if (ext.type == VDIMG_EXT_ENCODED)
+				ret = vdimg_read_encoded(layer, &ext, iter);
+			else
+				ret = -EIO;
+			if (ret)
+				return ret;
+			break;
+		}
+		pos += chunk;
+		len -= chunk;
+	}
+	return 0;
+}
+
+/* Read [pos, pos + len) of the layers below the top into @buf. */
+static int vdimg_read_below(struct vdimg_device *dev, void *buf, u64 pos, u64 len)
+{
+	struct kvec kv = { .iov_base = buf, .iov_len = len };
+	struct iov_iter it;
+
+	iov_iter_kvec(&it, ITER_DEST, &kv, 1, len);
+	return vdimg_read_chain(dev, (int)dev->nr_layers - 2, &it, pos, len);
+}
+
+/*
+ * Write a NEW extent: the caller's bytes plus the fill around them (from the layers below, or zeros),
+ * then let the backend commit the allocation. The allocation unit is range-locked by the caller.
+ */
+static int vdimg_write_new(struct vdimg_device *dev, const struct vdimg_extent *ext,
+			   struct iov_iter *iter)
+{
+	struct vdimg_layer_k *top = vdimg_top(dev);
+	u64 head, tail, fill_end;
+	void *buf = NULL;
+	int ret;
+
+	if (!ext->fill_length) {
+		ret = vdimg_file_iter(ext->file->filp, iter, ext->length, ext->file_offset, true);
+		goto commit;
+	}
+	fill_end = ext->fill_offset + ext->fill_length;
+	if (WARN_ON_ONCE(ext->fill_offset > ext->offset ||
+			 ext->offset + ext->length > fill_end ||
+			 ext->fill_length > VDIMG_MAX_FILL ||
+			 ext->file_offset < ext->offset - ext->fill_offset)) {
+		ret = -EIO;
+		goto commit;
+	}
+	head = ext->offset - ext->fill_offset;
+	tail = fill_end - (ext->offset + ext->length);
+	buf = kvmalloc(ext->fill_length, GFP_KERNEL);
+	if (!buf) {
+		ret = -ENOMEM;
+		goto commit;
+	}
+	if (ext->flags & VDIMG_EXT_FILL_ZERO || dev->nr_layers < 2) {
+		memset(buf, 0, head);
+		memset(buf + head + ext->length, 0, tail);
+		ret = 0;
+	} else {
+		ret = vdimg_read_below(dev, buf, ext->fill_offset, head);
+		if (!ret)
+			ret = vdimg_read_below(dev, buf + head + ext->length,
+					       ext->offset + ext->length, tail);
+	}
+	if (!ret && copy_from_iter(buf + head, ext->length, iter) != ext->length)
+		ret = -EFAULT;
+	if (!ret)
+		ret = vdimg_file_write(ext->file, buf, ext->fill_length, ext->file_offset - head);
+commit:
+	kvfree(buf);
+	if (ret) {
+		if (top->img.fmt->abort)
+			top->img.fmt->abort(&top->img, ext);
+		return ret;
+	}
+	return top->img.fmt->commit(&top->img, ext);
+}
+
+/* Write [pos, pos + len) from @iter to the top layer, allocating as needed. */
+static int vdimg_write_top(struct vdimg_device *dev, struct iov_iter *iter, u64 pos, u64 len)
+{
+	struct vdimg_layer_k *top = vdimg_top(dev);
+	struct vdimg_range range;
+	bool locked = vdimg_lock_units(dev, &range, pos, len);
+	int ret = 0;
+
+	while (len) {
+		struct vdimg_extent ext;
+
+		ret = top->img.fmt->map(&top->img, pos, len, VDIMG_MAP_WRITE, &ext);
+		if (!ret)
+			ret = vdimg_check_extent(top, &ext, len);
+		if (!ret && ext.type != VDIMG_EXT_DATA)
+			ret = -EIO;	/* a write map must give DATA */
+		if (ret)
+			break;
+		if (ext.flags & VDIMG_EXT_NEW)
+			ret = vdimg_write_new(dev, &ext, iter);
+		else
+			ret = vdimg_file_iter(ext.file->filp, iter, ext.length, ext.file_offset, true);
+		if (ret)
+			break;
+		pos += ext.length;
+		len -= ext.length;
+	}
+	if (locked)
+		vdimg_range_unlock(dev, &range);
+	return ret;
+}
+
+static int vdimg_write_zeroes(struct vdimg_device *dev, u64 pos, u64 len)
+{
+	size_t bufsz = min_t(u64, len, SZ_64K);
+	void *zeros = kvzalloc(bufsz, GFP_KERNEL);
+	int ret = 0;
+
+	if (!zeros)
+		return -ENOMEM;
+	while (len && !ret) {
+		u64 n = min_t(u64, len, bufsz);
+		struct kvec kv = { .iov_base = zeros, .iov_len = n };
+		struct iov_iter it;
+
+		iov_iter_kvec(&it, ITER_SOURCE, &kv, 1, n);
+		ret = vdimg_write_top(dev, &it, pos, n);
+		pos += n;
+		len -= n;
+	}
+	kvfree(zeros);
+	return ret;
+}
+
+static int vdimg_discard(struct vdimg_device *dev, u64 pos, u64 len, bool zeroes)
+{
+	struct vdimg_layer_k *top = vdimg_top(dev);
+	unsigned int flags = 0;
+	struct vdimg_range range;
+	bool locked;
+	int ret = -EOPNOTSUPP;
+
+	/* in a differencing layer a discarded range must not show the parent again */
+	if (zeroes || dev->nr_layers > 1)
+		flags |= VDIMG_DISCARD_ZEROES;
+	if (top->img.fmt->discard) {
+		locked = vdimg_lock_units(dev, &range, pos, len);
+		ret = top->img.fmt->discard(&top->img, pos, len, flags);
+		if (locked)
+			vdimg_range_unlock(dev, &range);
+	}
+	if (ret != -EOPNOTSUPP)
+		return ret;
+	if (flags & VDIMG_DISCARD_ZEROES)
+		return vdimg_write_zeroes(dev, pos, len);
+	return 0;	/* discard is a hint */
+}
+
+int vdimg_flush_layers(struct vdimg_device *dev)
+{
+	struct vdimg_layer_k *top = vdimg_top(dev);
+	int ret = 0;
+
+	if (top->img.flags & VDIMG_IMG_READ_ONLY)
+		return 0;
+	if (top->img.fmt->flush)
+		ret = top->img.fmt->flush(&top->img);
+	if (!ret)
+		ret = vfs_fsync(top->vf.filp, 0);
+	return ret;
+}
+
+/* ---- requests ---- */
+
+static void vdimg_rq_iter(struct vdimg_cmd *cmd, struct iov_iter *iter, unsigned int dir)
+{
+	struct request *rq = cmd->rq;
+	struct bio *bio = rq->bio;
+	struct req_iterator rq_iter;
+	struct bio_vec tmp, *bvec;
+	unsigned int nr_bvec = 0, offset = 0;
+
+	rq_for_each_bvec(tmp, rq, rq_iter)
+		nr_bvec++;
+	if (cmd->bvec) {
+		bvec = cmd->bvec;
+		rq_for_each_bvec(tmp, rq, rq_iter)
+			*bvec++ = tmp;
+		bvec = cmd->bvec;
+	} else {
+		offset = bio->bi_iter.bi_bvec_done;
+		bvec = __bvec_iter_bvec(bio->bi_io_vec, bio->bi_iter);
+	}
+	iov_iter_bvec(iter, dir, bvec, nr_bvec, blk_rq_bytes(rq));
+	iter->iov_offset = offset;
+}
+
+/* The request spans several bios: the iterator needs one array of their segments. */
+static int vdimg_rq_prepare(struct vdimg_cmd *cmd)
+{
+	struct request *rq = cmd->rq;
+	struct req_iterator rq_iter;
+	struct bio_vec tmp;
+	unsigned int nr_bvec = 0;
+
+	cmd->bvec = NULL;
+	if (!rq->bio || rq->bio == rq->biotail)
+		return 0;
+	rq_for_each_bvec(tmp, rq, rq_iter)
+		nr_bvec++;
+	cmd->bvec = kmalloc_array(nr_bvec, sizeof(*cmd->bvec), GFP_NOIO);
+	return cmd->bvec ? 0 : -ENOMEM;
+}
+
+static void vdimg_aio_done(struct vdimg_cmd *cmd)
+{
+	if (atomic_dec_and_test(&cmd->ref))
+		blk_mq_complete_request(cmd->rq);
+}
+
+static void vdimg_aio_complete(struct kiocb *iocb, long ret)
+{
+	struct vdimg_cmd *cmd = container_of(iocb, struct vdimg_cmd, iocb);
+
+	if (req_op(cmd->rq) == REQ_OP_WRITE)
+		kiocb_end_write(iocb);
+	if (ret >= 0 && ret != blk_rq_bytes(cmd->rq))
+		ret = -EIO;
+	cmd->ret = ret < 0 ? ret : 0;
+	vdimg_aio_done(cmd);
+}
+
+/*
+ * One asynchronous kiocb for the whole request on @layer's file at @file_pos.
+ * Return: -EIOCBQUEUED (the callback completes the request).
+ */
+static int vdimg_submit_aio(struct vdimg_cmd *cmd, struct vdimg_layer_k *layer, u64 file_pos,
+			    bool write)
+{
+	struct file *file = layer->vf.filp;
+	struct iov_iter iter;
+	ssize_t ret;
+
+	vdimg_rq_iter(cmd, &iter, write ? ITER_SOURCE : ITER_DEST);
+	atomic_set(&cmd->ref, 2);
+	cmd->iocb.ki_pos = file_pos;
+	cmd->iocb.ki_filp = file;
+	cmd->iocb.ki_complete = vdimg_aio_complete;
+	cmd->iocb.ki_flags = 0;
+	cmd->iocb.ki_ioprio = IOPRIO_PRIO_VALUE(IOPRIO_CLASS_NONE, 0);
+	if (layer->dio && !((file_pos | blk_rq_bytes(cmd->rq)) & (layer->dio_align - 1)))
+		cmd->iocb.ki_flags |= IOCB_DIRECT;
+	if (write) {
+		kiocb_start_write(&cmd->iocb);
+		ret = file->f_op->write_iter(&cmd->iocb, &iter);
+	} else {
+		ret = file->f_op->read_iter(&cmd->iocb, &iter);
+	}
+	if (ret != -EIOCBQUEUED)
+		vdimg_aio_complete(&cmd->iocb, ret);
+	vdimg_aio_done(cmd);
+	return -EIOCBQUEUED;
+}
+
+/*
+ * Find the layer whose single DATA extent covers the whole request, for one asynchronous kiocb.
+ * Writes look only at the top and only at data that needs no allocation.
+ */
+static struct vdimg_layer_k *vdimg_fast_layer(struct vdimg_device *dev, u64 pos, u64 len,
+					      bool write, u64 *file_pos)
+{
+	int l = dev->nr_layers - 1;
+
+	for (; l >= 0; l--) {
+		struct vdimg_layer_k *layer = &dev->layers[l];
+		struct vdimg_extent ext;
+
+		if (pos >= layer->img.size || len > layer->img.size - pos)
+			return NULL;
+		if (layer->img.fmt->map(&layer->img, pos, len, 0, &ext) || ext.length != len)
+			return NULL;
+		if (ext.type == VDIMG_EXT_DATA && ext.file == &layer->vf) {
+			*file_pos = ext.file_offset;
+			return layer;
+		}
+		if (ext.type != VDIMG_EXT_UNALLOCATED || write)
+			return NULL;
+	}
+	return NULL;
+}
+
+static int vdimg_do_rw(struct vdimg_device *dev, struct vdimg_cmd *cmd, bool write)
+{
+	struct request *rq = cmd->rq;
+	u64 pos = (u64)blk_rq_pos(rq) << SECTOR_SHIFT;
+	u64 len = blk_rq_bytes(rq);
+	struct vdimg_layer_k *layer;
+	struct iov_iter iter;
+	u64 file_pos;
+	int ret;
+
+	if (pos >= dev->size || len > dev->size - pos)
+		return -EIO;
+	ret = vdimg_rq_prepare(cmd);
+	if (ret)
+		return ret;
+	if (!(rq->cmd_flags & REQ_FUA)) {
+		layer = vdimg_fast_layer(dev, pos, len, write, &file_pos);
+		if (layer)
+			return vdimg_submit_aio(cmd, layer, file_pos, write);
+	}
+	vdimg_rq_iter(cmd, &iter, write ? ITER_SOURCE : ITER_DEST);
+	if (!write)
+		return vdimg_read_chain(dev, dev->nr_layers - 1, &iter, pos, len);
+	ret = vdimg_write_top(dev, &iter, pos, len);
+	if (!ret && (rq->cmd_flags & REQ_FUA))
+		ret = vdimg_flush_layers(dev);
+	return ret;
+}
+
+static int vdimg_handle(struct vdimg_device *dev, struct vdimg_cmd *cmd)
+{
+	struct request *rq = cmd->rq;
+	u64 pos = (u64)blk_rq_pos(rq) << SECTOR_SHIFT;
+	u64 len = blk_rq_bytes(rq);
+
+	switch (req_op(rq)) {
+	case REQ_OP_READ:
+		return vdimg_do_rw(dev, cmd, false);
+	case REQ_OP_WRITE:
+		return vdimg_do_rw(dev, cmd, true);
+	case REQ_OP_FLUSH:
+		return vdimg_flush_layers(dev);
+	case REQ_OP_DISCARD:
+	case REQ_OP_WRITE_ZEROES:
+		if (pos >= dev->size || len > dev->size - pos)
+			return -EIO;
+		return vdimg_discard(dev, pos, len, req_op(rq) == REQ_OP_WRITE_ZEROES);
+	default:
+		return -EOPNOTSUPP;
+	}
+}
+
+static void vdimg_cmd_work(struct work_struct *work)
+{
+	struct vdimg_cmd *cmd = container_of(work, struct vdimg_cmd, work);
+	struct vdimg_device *dev = cmd->rq->q->queuedata;
+	unsigned int noio = memalloc_noio_save();
+	int ret;
+
+	ret = vdimg_handle(dev, cmd);
+	memalloc_noio_restore(noio);
+	if (ret == -EIOCBQUEUED)
+		return;
+	if (ret)
+		pr_err_ratelimited("vdimg%d: %s of %u bytes at sector %llu failed: %d\n",
+				   dev->index, req_op(cmd->rq) == REQ_OP_READ ? "read" : "write",
+				   blk_rq_bytes(cmd->rq),
+				   (unsigned long long)blk_rq_pos(cmd->rq), ret);
+	cmd->ret = ret;
+	blk_mq_complete_request(cmd->rq);
+}
+
+static blk_status_t vdimg_queue_rq(struct blk_mq_hw_ctx *hctx, const struct blk_mq_queue_data *bd)
+{
+	struct request *rq = bd->rq;
+	struct vdimg_cmd *cmd = blk_mq_rq_to_pdu(rq);
+	struct vdimg_device *dev = rq->q->queuedata;
+
+	blk_mq_start_request(rq);
+	if (READ_ONCE(dev->state) != VDIMG_STATE_BOUND &&
+	    READ_ONCE(dev->state) != VDIMG_STATE_RUNDOWN)
+		return BLK_STS_IOERR;
+	cmd->ret = 0;
+	queue_work(dev->wq, &cmd->work);
+	return BLK_STS_OK;
+}
+
+static void vdimg_complete_rq(struct request *rq)
+{
+	struct vdimg_cmd *cmd = blk_mq_rq_to_pdu(rq);
+
+	kfree(cmd->bvec);
+	cmd->bvec = NULL;
+	blk_mq_end_request(rq, errno_to_blk_status(cmd->ret));
+}
+
+static int vdimg_init_request(struct blk_mq_tag_set *set, struct request *rq,
+			      unsigned int hctx_idx, unsigned int numa_node)
+{
+	struct vdimg_cmd *cmd = blk_mq_rq_to_pdu(rq);
+
+	cmd->rq = rq;
+	cmd->bvec = NULL;
+	INIT_WORK(&cmd->work, vdimg_cmd_work);
+	return 0;
+}
+
+const struct blk_mq_ops vdimg_mq_ops = {
+	.queue_rq = vdimg_queue_rq,
+	.complete = vdimg_complete_rq,
+	.init_request = vdimg_init_request,
+};

@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The driver's private header: devices, layers and commands, shared by the files under drivers/.
+ * Format knowledge stays in backends/; this side moves data and owns the block device.
+ */
+#ifndef _VDIMG_DRV_H
+#define _VDIMG_DRV_H
+
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/blk-mq.h>
+#include <linux/blkdev.h>
+#include <linux/fs.h>
+#include <linux/mutex.h>
+#include <linux/spinlock.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
+#include <vdimg/backend.h>
+#include <vdimg/compat.h>
+
+/* The kernel's image file: what struct vdimg_file is in the module build. */
+struct vdimg_file {
+	struct file *filp;
+};
+
+struct vdimg_layer_k {
+	struct vdimg_image img;
+	struct vdimg_file vf;
+	char *name;			/* basename, for messages */
+	gfp_t old_gfp_mask;		/* the mapping's mask before attach, restored on detach */
+	unsigned int dio_align;		/* direct I/O offset and length alignment */
+	bool dio;			/* direct I/O on this file */
+};
+
+/* enum vdimg_dev_state lives in the uapi header (unbound/bound/rundown/deleting) */
+
+struct vdimg_device {
+	int index;
+	/* protects state, open_count and autoclear; never held across I/O */
+	struct mutex lock;
+	enum vdimg_dev_state state;
+	unsigned int open_count;
+	bool autoclear;
+
+	u32 attach_flags;		/* VDIMG_ATTACH_* as attached */
+	unsigned int lbs;		/* logical block size of the device */
+	u64 size;			/* bytes */
+
+	struct vdimg_layer_k *layers;	/* base first */
+	unsigned int nr_layers;
+
+	/* allocation range locks: writes that may allocate, and discards, on the top layer */
+	spinlock_t range_lock;		/* protects ranges */
+	struct list_head ranges;
+	wait_queue_head_t range_wait;
+
+	struct workqueue_struct *wq;
+	struct blk_mq_tag_set tag_set;
+	struct gendisk *disk;
+	struct work_struct remove_work;	/* autoclear: detach after the last close */
+};
+
+static inline struct vdimg_layer_k *vdimg_top(struct vdimg_device *dev)
+{
+	return &dev->layers[dev->nr_layers - 1];
+}
+
+/* One request in flight. */
+struct vdimg_cmd {
+	struct request *rq;
+	struct work_struct work;
+	struct kiocb iocb;
+	struct bio_vec *bvec;		/* allocated when the request spans several bios */
+	atomic_t ref;			/* async: submitter + completion */
+	long ret;
+};
+
+struct vdimg_range {
+	struct list_head node;
+	u64 start, end;
+};
+
+/* main.c */
+extern unsigned int vdimg_max_devices;
+extern unsigned int vdimg_max_part;
+
+/* dev.c */
+int vdimg_dev_attach(const struct vdimg_attach *a, const struct vdimg_layer *layers);
+int vdimg_dev_detach(u32 index, u32 flags);
+int vdimg_dev_info(struct vdimg_dev_info *info, struct vdimg_layer_info __user *out);
+void vdimg_dev_remove_all(void);
+int vdimg_dev_init(void);
+void vdimg_dev_exit(void);
+
+/* ctl.c */
+int vdimg_ctl_init(void);
+void vdimg_ctl_exit(void);
+
+/* io.c */
+extern const struct blk_mq_ops vdimg_mq_ops;
+int vdimg_flush_layers(struct vdimg_device *dev);
+
+/* sysfs.c */
+extern const struct attribute_group *vdimg_disk_groups[];
+
+#endif /* _VDIMG_DRV_H */
