@@ -1,0 +1,173 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# Host side of the VM harness, sourced by run.sh, bench.sh and demo.sh: finds the kernels, builds
+# the module, the tool, the ABI test and the initramfs for one kernel, makes the scratch disk and
+# boots qemu (TCG only: -enable-kvm hangs on these hosts).
+
+VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+VM_TOP=$(cd "$VM_DIR/../.." && pwd)
+VM_BUILD=${VM_BUILD:-$VM_TOP/build/vm}
+VM_SAMPLES_SRC=${VM_SAMPLES_SRC:-$VM_TOP/../shared/samples}
+VM_MEM=${VM_MEM:-2048}
+VM_SMP=${VM_SMP:-2}
+VM_SCRATCH_SIZE=${VM_SCRATCH_SIZE:-8G}
+
+vm_log() { echo "vm: $*" >&2; }
+
+# vm_debug_dir: the debug kernel's output directory (bzImage, lib/modules/RELEASE, a KDIR), or
+# nothing when it has not been built
+vm_debug_dir() {
+	local d
+	for d in ${VDIMG_DEBUG_KERNEL_DIR:-} "$VM_TOP/build/debug-kernel" \
+		"${XDG_CACHE_HOME:-$HOME/.cache}/vdimg/debug-kernel"; do
+		if [ -f "$d/bzImage" ] && [ -d "$d/lib/modules" ]; then
+			echo "$d"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# vm_default_kernels: the newest Debian 6.1 and 6.12 kernels in /boot, then "debug" when built
+vm_default_kernels() {
+	local series img
+	for series in 6.1 6.12; do
+		img=$(ls /boot/vmlinuz-"$series".*-amd64 /boot/vmlinuz-"$series".*+deb*-amd64 2>/dev/null |
+		      sort -uV | tail -n1)
+		[ -n "$img" ] && echo "${img#/boot/vmlinuz-}"
+	done
+	vm_debug_dir >/dev/null && echo debug
+	return 0
+}
+
+# vm_resolve_kernel SPEC: SPEC is a release, "debug", a kernel image path or a debug output dir.
+# Sets K_IMAGE, K_RELEASE, K_KDIR (may be empty), K_MODBASE (holds lib/modules/K_RELEASE).
+vm_resolve_kernel() {
+	local spec=$1 d
+	K_IMAGE= K_RELEASE= K_KDIR= K_MODBASE=/
+	if [ "$spec" = debug ] || { [ -d "$spec" ] && [ -f "$spec/bzImage" ]; }; then
+		if [ "$spec" = debug ]; then
+			d=$(vm_debug_dir) || { vm_log "the debug kernel has not been built"; return 1; }
+		else
+			d=$(cd "$spec" && pwd)
+		fi
+		K_IMAGE=$d/bzImage
+		K_MODBASE=$d
+		K_RELEASE=$(ls "$d/lib/modules" | head -n1)
+		for k in "$d/kdir" "$d/build" "$d/lib/modules/$K_RELEASE/build" "$d/linux"; do
+			if [ -f "$k/Makefile" ] && [ -f "$k/Module.symvers" ]; then
+				K_KDIR=$k
+				break
+			fi
+		done
+	elif [ -f "$spec" ]; then
+		K_IMAGE=$spec
+		K_RELEASE=$(file -bL "$spec" | sed -n 's/.*version \([^ ,]*\).*/\1/p')
+	else
+		K_IMAGE=/boot/vmlinuz-$spec
+		K_RELEASE=$spec
+	fi
+	[ -f "$K_IMAGE" ] || { vm_log "$K_IMAGE: no such kernel image"; return 1; }
+	[ -n "$K_RELEASE" ] || { vm_log "$K_IMAGE: cannot tell its release"; return 1; }
+	if [ -z "$K_KDIR" ]; then
+		for k in "/usr/src/linux-headers-$K_RELEASE" "/lib/modules/$K_RELEASE/build"; do
+			if [ -f "$k/Makefile" ]; then
+				K_KDIR=$k
+				break
+			fi
+		done
+	fi
+	[ -d "$K_MODBASE/lib/modules/$K_RELEASE" ] ||
+		{ vm_log "$K_MODBASE/lib/modules/$K_RELEASE: no modules for $K_RELEASE"; return 1; }
+}
+
+# vm_build_userspace: vdimgctl (make tools) and the static ABI test; sets VM_VDIMGCTL, VM_ABI_TEST
+# (empty when they do not build: the tests that need them skip, and the errors are in
+# $VM_BUILD/tools.log and $VM_BUILD/abi_test.log)
+vm_build_userspace() {
+	mkdir -p "$VM_BUILD"
+	VM_VDIMGCTL= VM_ABI_TEST=
+	if make -C "$VM_TOP" tools >"$VM_BUILD/tools.log" 2>&1 && [ -x "$VM_TOP/tools/vdimgctl/vdimgctl" ]; then
+		VM_VDIMGCTL=$VM_TOP/tools/vdimgctl/vdimgctl
+	else
+		vm_log "vdimgctl does not build (see $VM_BUILD/tools.log)"
+	fi
+	if gcc -static -O2 -Wall -Wextra -Werror -I"$VM_TOP/include" -o "$VM_BUILD/abi_test" \
+		"$VM_DIR/abi_test.c" >"$VM_BUILD/abi_test.log" 2>&1; then
+		VM_ABI_TEST=$VM_BUILD/abi_test
+	else
+		vm_log "abi_test does not build (see $VM_BUILD/abi_test.log)"
+	fi
+}
+
+# vm_build_kernel_side: vdimg.ko and the initramfs for the resolved kernel. Sets K_OUT, K_INITRD,
+# K_MODULE (empty when the module did not build; then K_MODULE_LOG holds the reason).
+vm_build_kernel_side() {
+	K_OUT=$VM_BUILD/$K_RELEASE
+	K_MODULE= K_MODULE_LOG=$K_OUT/module.log
+	mkdir -p "$K_OUT"
+	if [ -z "$K_KDIR" ]; then
+		echo "no kernel headers found for $K_RELEASE" >"$K_MODULE_LOG"
+	elif "$VM_DIR/build-module.sh" "$K_KDIR" "$K_OUT/module" >"$K_MODULE_LOG" 2>&1; then
+		K_MODULE=$K_OUT/module/vdimg.ko
+	fi
+	K_INITRD=$K_OUT/initramfs.cpio.gz
+	"$VM_DIR/mkinitramfs.sh" -r "$K_RELEASE" -b "$K_MODBASE" -o "$K_INITRD" \
+		${K_MODULE:+-k "$K_MODULE"} ${VM_VDIMGCTL:+-t "$VM_VDIMGCTL"} \
+		${VM_ABI_TEST:+-a "$VM_ABI_TEST"} >"$K_OUT/initramfs.log" 2>&1 || {
+		cat "$K_OUT/initramfs.log" >&2
+		return 1
+	}
+}
+
+# vm_samples: the sample images, decompressed once into $VM_BUILD/samples (sparse)
+vm_samples() {
+	local f out
+	[ -d "$VM_SAMPLES_SRC" ] || { vm_log "no samples at $VM_SAMPLES_SRC"; return 0; }
+	mkdir -p "$VM_BUILD/samples"
+	for f in "$VM_SAMPLES_SRC"/*.bz2; do
+		[ -e "$f" ] || continue
+		out=$VM_BUILD/samples/$(basename "$f" .bz2)
+		if [ ! -f "$out" ] || [ "$f" -nt "$out" ]; then
+			bzcat "$f" | cp --sparse=always /dev/stdin "$out.tmp" && mv "$out.tmp" "$out"
+		fi
+	done
+}
+
+# vm_make_scratch IMG CONF...: a sparse ext4 disk holding the samples and vmtest.conf (one
+# assignment per argument)
+vm_make_scratch() {
+	local img=$1 stage
+	shift
+	stage=$(mktemp -d "${TMPDIR:-/tmp}/vdimg-scratch.XXXXXX")
+	if [ -d "$VM_BUILD/samples" ]; then
+		mkdir -p "$stage/samples"
+		cp -a --sparse=always "$VM_BUILD/samples/." "$stage/samples/"
+	fi
+	printf '%s\n' "$@" >"$stage/vmtest.conf"
+	rm -f "$img"
+	truncate -s "$VM_SCRATCH_SIZE" "$img"
+	mkfs.ext4 -q -F -L scratch -d "$stage" "$img" >/dev/null
+	local rc=$?
+	rm -rf "$stage"
+	return $rc
+}
+
+# vm_boot CONSOLE_LOG TIMEOUT_S [--live]: boots K_IMAGE with K_INITRD and the scratch disk
+# $K_OUT/scratch.img; the console goes to CONSOLE_LOG (and to stdout with --live). Returns qemu's
+# status, 124 when the whole-VM timeout killed it.
+vm_boot() {
+	local log=$1 tmo=$2 live=${3:-} rc
+	local cmd=(qemu-system-x86_64 -accel tcg -cpu max -smp "$VM_SMP" -m "$VM_MEM"
+		-nographic -no-reboot -kernel "$K_IMAGE" -initrd "$K_INITRD"
+		-drive "file=$K_OUT/scratch.img,if=virtio,format=raw,cache=unsafe,discard=unmap"
+		-append "console=ttyS0 quiet panic=-1 ${VM_APPEND:-}")
+	if [ "$live" = --live ]; then
+		timeout -k 10 "$tmo" "${cmd[@]}" </dev/null 2>&1 | tee "$log"
+		rc=${PIPESTATUS[0]}
+	else
+		timeout -k 10 "$tmo" "${cmd[@]}" </dev/null >"$log" 2>&1
+		rc=$?
+	fi
+	return $rc
+}

@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Turn the serial console of one VM test run into a KTAP subtree and counts.
+
+    ktap.py --number K --name NAME [--result STATUS NAME [FILE]]... [--vm-status RC]
+            --counts FILE CONSOLE_LOG
+
+Reads the KTAP the guest printed between the VMTEST-KTAP markers (tolerating kernel-message prefixes
+and lines broken by them). When the markers are missing (the VM panicked or was killed), it rebuilds
+what it can from the "# vmtest-begin/end/plan" progress lines and fails the test that was running
+and every test that never ran. It also fails the run when the console anywhere shows a kernel splat
+(BUG, WARNING:, Oops, KASAN, lockdep, hung task, kmemleak). --result adds host-side results (the
+module build...) before the guest's. Prints the subtree at indent 4 ending with "ok K - NAME" and
+writes "PASSED FAILED SKIPPED" (leaf results: sub-tests, or the test itself when it has none) to
+--counts.
+"""
+import argparse
+import re
+import sys
+
+BAD_RE = re.compile(
+    r'(^|[^A-Za-z_])BUG([: ]|$)|WARNING:|Oops|KASAN|UBSAN:|KFENCE:|general protection fault'
+    r'|possible circular locking|possible recursive locking|INFO: |suspected memory leak'
+    r'|unreferenced object|Kernel panic|list_(add|del) corruption|refcount_t: ')
+STAMP_RE = re.compile(r'\[\s*\d+\.\d+\]\s?')
+RESULT_RE = re.compile(r'( *)(not ok|ok) (\d+)(?: -)? ?(.*)$')
+PLAN_RE = re.compile(r'^\s*1\.\.(\d+)\s*$')
+
+
+class Test:
+    def __init__(self, ok, name, directive='', diag=None, subs=None):
+        self.ok = ok
+        self.name = name
+        self.directive = directive  # text after '#'
+        self.diag = diag or []
+        self.subs = subs or []      # list of (ok, name, directive)
+
+    @property
+    def skipped(self):
+        return self.ok and self.directive.upper().startswith('SKIP')
+
+
+def split_directive(text):
+    if ' # ' in text:
+        name, d = text.split(' # ', 1)
+        return name.strip(), d.strip()
+    return text.strip(), ''
+
+
+def clean(line):
+    line = line.rstrip('\r\n').replace('\r', '')
+    # a kernel message can precede (or interrupt) a line of ours: drop its timestamped part
+    m = None
+    for m in STAMP_RE.finditer(line):
+        pass
+    if m and m.start() == 0:
+        line = line[m.end():]
+    return line
+
+
+def parse_block(lines):
+    """KTAP between the markers -> (plan, [Test])."""
+    plan = None
+    tests = []
+    pend_diag, pend_subs = [], []
+    for raw in lines:
+        line = clean(raw)
+        if PLAN_RE.match(line) and not line.startswith(' '):
+            plan = int(PLAN_RE.match(line).group(1))
+            continue
+        m = RESULT_RE.search(line)
+        if m and (m.start() == 0 or line[:m.start()].strip() == '' or not line.lstrip().startswith('#')):
+            indent = len(m.group(1))
+            ok = m.group(2) == 'ok'
+            name, directive = split_directive(m.group(4))
+            if indent > 0:
+                pend_subs.append((ok, name, directive))
+            else:
+                tests.append(Test(ok, name, directive, pend_diag, pend_subs))
+                pend_diag, pend_subs = [], []
+            continue
+        s = line.strip()
+        if s.startswith('#'):
+            pend_diag.append(s[1:].strip())
+    return plan, tests
+
+
+def parse_progress(lines):
+    """No KTAP block: results from the progress lines, the running test failed."""
+    plan = None
+    started, ended = {}, {}
+    for raw in lines:
+        line = clean(raw)
+        m = re.search(r'# vmtest-plan (\d+)', line)
+        if m:
+            plan = int(m.group(1))
+        m = re.search(r'# vmtest-begin (\d+) (\S+)', line)
+        if m:
+            started[int(m.group(1))] = m.group(2)
+        m = re.search(r'# vmtest-end (\d+) (\S+) (ok|not ok) ?(.*)', line)
+        if m:
+            ended[int(m.group(1))] = (m.group(2), m.group(3) == 'ok', m.group(4))
+    return plan, started, ended
+
+
+def excerpt(lines, idx, before=3, after=30):
+    return [clean(x) for x in lines[max(0, idx - before):idx + after]]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--number', type=int, required=True)
+    ap.add_argument('--name', required=True)
+    ap.add_argument('--result', nargs='+', action='append', default=[],
+                    metavar=('STATUS', 'NAME'))
+    ap.add_argument('--vm-status', type=int, default=0)
+    ap.add_argument('--vm-timeout', type=int, default=0)
+    ap.add_argument('--counts', required=True)
+    ap.add_argument('console')
+    a = ap.parse_args()
+
+    with open(a.console, 'rb') as f:
+        lines = f.read().decode('utf-8', 'replace').split('\n')
+
+    tests = []
+    for r in a.result:
+        status, name = r[0], r[1]
+        diag = []
+        if len(r) > 2:
+            try:
+                with open(r[2], errors='replace') as f:
+                    diag = [x.rstrip('\n') for x in f.readlines()[-60:]]
+            except OSError:
+                pass
+        if status.startswith('skip'):
+            tests.append(Test(True, name, 'SKIP ' + status.partition(':')[2], diag))
+        else:
+            tests.append(Test(status == 'ok', name, '', diag if status != 'ok' else []))
+
+    begin = end = None
+    for i, raw in enumerate(lines):
+        if 'VMTEST-KTAP-BEGIN' in raw:
+            begin, end = i, None
+        elif 'VMTEST-KTAP-END' in raw and begin is not None:
+            end = i
+    guest = []
+    if begin is not None and end is not None:
+        plan, guest = parse_block(lines[begin + 1:end])
+        if plan is None:
+            guest.append(Test(False, 'ktap-plan', '', ['the guest printed no test plan']))
+        elif plan != len(guest):
+            guest.append(Test(False, 'ktap-plan', '',
+                              [f'plan 1..{plan} but {len(guest)} results']))
+    else:
+        plan, started, ended = parse_progress(lines)
+        tail = [clean(x) for x in lines[-40:]]
+        if plan is None:
+            guest.append(Test(False, 'boot', 'the VM never reached the tests', tail))
+        else:
+            for n in range(1, plan + 1):
+                if n in ended:
+                    name, ok, why = ended[n]
+                    guest.append(Test(ok, name, '' if ok else why))
+                elif n in started:
+                    guest.append(Test(False, started[n], 'the VM died or hung during this test',
+                                      tail))
+                else:
+                    guest.append(Test(False, f'test-{n}', 'not run: the VM died earlier'))
+    tests.extend(guest)
+
+    if a.vm_status == 124:
+        tests.append(Test(False, 'vm-timeout', '',
+                          [f'the VM did not power off within {a.vm_timeout} s and was killed']))
+    elif a.vm_status not in (0,):
+        tests.append(Test(False, 'vm-exit', '', [f'qemu exited with status {a.vm_status}']))
+
+    bad = [i for i, raw in enumerate(lines) if BAD_RE.search(clean(raw))
+           and not (begin is not None and end is not None and begin < i < end)]
+    if bad:
+        diag = []
+        for i in bad[:5]:
+            diag += excerpt(lines, i) + ['---']
+        tests.append(Test(False, 'console-kernel-log', '', diag))
+    else:
+        tests.append(Test(True, 'console-kernel-log'))
+
+    passed = failed = skipped = 0
+    out = ['    KTAP version 1', f'    # {a.name}', f'    1..{len(tests)}']
+    for n, t in enumerate(tests, 1):
+        sub_fail = False
+        if t.subs:
+            out.append('        KTAP version 1')
+            out.append(f'        1..{len(t.subs)}')
+            for k, (ok, name, d) in enumerate(t.subs, 1):
+                out.append(f'        {"ok" if ok else "not ok"} {k} - {name}' + (f' # {d}' if d else ''))
+                if ok and d.upper().startswith('SKIP'):
+                    skipped += 1
+                elif ok:
+                    passed += 1
+                else:
+                    failed += 1
+                    sub_fail = True
+        if not t.subs or (not t.ok and not sub_fail):
+            if t.skipped:
+                skipped += 1
+            elif t.ok:
+                passed += 1
+            else:
+                failed += 1
+        if not t.ok or t.skipped:
+            out += ['    # ' + d for d in t.diag]
+        out.append(f'    {"ok" if t.ok else "not ok"} {n} - {t.name}' +
+                   (f' # {t.directive}' if t.directive else ''))
+    kernel_ok = all(t.ok for t in tests)
+    out.append(f'{"ok" if kernel_ok else "not ok"} {a.number} - {a.name}')
+    print('\n'.join(out))
+    with open(a.counts, 'w') as f:
+        f.write(f'{passed} {failed} {skipped}\n')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,266 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# Shared helpers of the VM tests (sourced by /init and by every tests/NNN-name.sh, busybox ash).
+#
+# A test sources this file, calls require_* (which skip with a reason), reports sub-results with
+# check/check_fail/ok/fail, and ends with `done_testing`. Devices it attaches with vd_attach and
+# filesystems it mounts with mount_dev are released by an EXIT trap, so a failing test does not leave
+# them to the next one. The runner (init.sh) checks the kernel log after each test.
+
+# Debian's busybox ash runs its applets before anything on PATH: the real tools by absolute path.
+VDIMGCTL=/usr/sbin/vdimgctl
+FIO=/usr/bin/fio
+QEMU_IMG=/usr/bin/qemu-img
+QEMU_NBD=/usr/bin/qemu-nbd
+MKFS_EXT4=/usr/sbin/mkfs.ext4
+E2FSCK=/usr/sbin/e2fsck
+SFDISK=/usr/sbin/sfdisk
+BLKID=/usr/sbin/blkid
+LOSETUP=/usr/sbin/losetup
+BLKDISCARD=/usr/sbin/blkdiscard
+MODPROBE=/sbin/modprobe
+SAMPLES=/scratch/samples
+SCRATCH=/scratch
+
+# util-linux and coreutils behaviour where a test depends on it
+losetup() { "$LOSETUP" "$@"; }
+blkdiscard() { "$BLKDISCARD" "$@"; }
+modprobe() { "$MODPROBE" "$@"; }
+stat() { /usr/bin/stat "$@"; }
+du() { /usr/bin/du "$@"; }
+dd() { /usr/bin/dd "$@"; }
+cmp() { /usr/bin/cmp "$@"; }
+truncate() { /usr/bin/truncate "$@"; }
+fallocate() { /usr/bin/fallocate "$@"; }
+
+# Kernel log lines that fail a test: BUG/Oops/WARNING, KASAN/UBSAN/KFENCE reports, lockdep splats,
+# hung tasks and RCU stalls ("INFO: "), kmemleak reports.
+KERNEL_BAD_RE='(^|[^A-Za-z_])BUG([: ]|$)|WARNING:|Oops|KASAN|UBSAN:|KFENCE:|general protection fault|possible circular locking|possible recursive locking|INFO: |suspected memory leak|unreferenced object|Kernel panic|list_(add|del) corruption|refcount_t: '
+
+# kernel_log_bad < LOG: prints the offending lines with some context; true when there are any
+kernel_log_bad() {
+	grep -E -A 25 "$KERNEL_BAD_RE" && return 0
+	return 1
+}
+
+# --- KTAP sub-results
+T_N=0
+T_FAILS=0
+
+# ok DESC / fail DESC [DETAIL...]: one sub-result
+ok() {
+	T_N=$((T_N + 1))
+	echo "ok $T_N - $*"
+}
+fail() {
+	local d=$1
+	shift
+	T_N=$((T_N + 1))
+	T_FAILS=$((T_FAILS + 1))
+	[ $# -gt 0 ] && echo "  $*"
+	echo "not ok $T_N - $d"
+}
+# ok_skip DESC REASON: a sub-test that could not run
+ok_skip() {
+	T_N=$((T_N + 1))
+	echo "ok $T_N - $1 # SKIP $2"
+}
+
+# check DESC CMD...: passes when CMD exits 0 (its output is kept for the log)
+check() {
+	local d=$1 out rc
+	shift
+	out=$("$@" 2>&1)
+	rc=$?
+	[ -n "$out" ] && echo "$out" | sed 's/^/  | /'
+	if [ $rc -eq 0 ]; then
+		ok "$d"
+	else
+		fail "$d" "command failed (exit $rc): $*"
+	fi
+	return $rc
+}
+
+# check_fail DESC CMD...: passes when CMD fails (exit != 0)
+check_fail() {
+	local d=$1 out rc
+	shift
+	out=$("$@" 2>&1)
+	rc=$?
+	[ -n "$out" ] && echo "$out" | sed 's/^/  | /'
+	if [ $rc -ne 0 ]; then
+		ok "$d"
+		return 0
+	fi
+	fail "$d" "command unexpectedly succeeded: $*"
+	return 1
+}
+
+# check_eq DESC GOT WANT
+check_eq() {
+	if [ "$2" = "$3" ]; then
+		ok "$1"
+	else
+		fail "$1" "got '$2', want '$3'"
+	fi
+}
+
+# skip REASON: the whole test cannot run here
+skip() {
+	echo "SKIP: $*"
+	exit 4
+}
+
+# die MSG: a broken precondition inside a test (counts as a failure)
+die() {
+	echo "FATAL: $*"
+	exit 1
+}
+
+done_testing() {
+	[ "$T_FAILS" -eq 0 ] && exit 0
+	exit 1
+}
+
+# --- prerequisites
+require_cmd() {
+	local c
+	for c in "$@"; do
+		[ -x "$c" ] || skip "$c is not in the initramfs"
+	done
+}
+
+require_module() { # require_module NAME: loaded or built in, else skip
+	[ -d "/sys/module/$1" ] && return 0
+	modprobe "$1" 2>/dev/null || skip "kernel module $1 is not available"
+}
+
+# require_vdimg: the module is loaded (or loads) and vdimgctl is there
+require_vdimg() {
+	local rel
+	rel=$(uname -r)
+	if [ ! -e /dev/vdimg-control ]; then
+		[ -f "/lib/modules/$rel/extra/vdimg.ko" ] || skip "vdimg.ko was not built for $rel"
+		modprobe vdimg || die "modprobe vdimg failed"
+		local i=0
+		while [ ! -e /dev/vdimg-control ] && [ $i -lt 50 ]; do
+			sleep 0.1
+			i=$((i + 1))
+		done
+		[ -e /dev/vdimg-control ] || die "vdimg loaded but /dev/vdimg-control did not appear"
+	fi
+	[ -x "$VDIMGCTL" ] || skip "vdimgctl was not built"
+}
+
+# sample NAME: path of a decompressed sample image (the host puts them on the scratch disk)
+sample() {
+	[ -f "$SAMPLES/$1" ] || skip "sample $1 is missing (no ../shared/samples on the host?)"
+	echo "$SAMPLES/$1"
+}
+
+# --- devices
+VD_DEVS=
+MOUNTS=
+LOOPS=
+
+# vd_attach [vdimgctl attach options] IMAGE: prints the device; detached at exit
+vd_attach() {
+	local dev
+	dev=$("$VDIMGCTL" attach -f --show "$@") || return 1
+	[ -b "$dev" ] || wait_for_dev "$dev" || { echo "vd_attach: $dev did not appear" >&2; return 1; }
+	VD_DEVS="$VD_DEVS $dev"
+	echo "$dev"
+}
+
+# vd_detach DEV: detach now (not deferred: the caller closed everything)
+vd_detach() {
+	"$VDIMGCTL" detach "$1" || return 1
+	VD_DEVS=$(list_remove "$1" $VD_DEVS)
+	wait_gone "$1"
+}
+
+# vd_attr DEV ATTR: a sysfs attribute of /dev/vdimgN
+vd_attr() {
+	cat "/sys/block/${1##*/}/vdimg/$2"
+}
+
+# loop_attach [losetup options] FILE: prints the loop device; detached at exit
+loop_attach() {
+	local dev
+	dev=$(losetup -f --show "$@") || return 1
+	LOOPS="$LOOPS $dev"
+	echo "$dev"
+}
+
+list_remove() { # list_remove WORD LIST...: LIST without WORD
+	local w=$1 x out=
+	shift
+	for x in "$@"; do
+		[ "$x" = "$w" ] || out="$out $x"
+	done
+	echo "$out"
+}
+
+wait_for_dev() { # wait_for_dev PATH [TENTHS]: until the node exists
+	local i=0 max=${2:-50}
+	while [ ! -e "$1" ]; do
+		[ $i -ge "$max" ] && return 1
+		sleep 0.1
+		i=$((i + 1))
+	done
+}
+
+wait_gone() { # wait_gone /dev/X: until the sysfs entry of the disk is gone
+	local i=0
+	while [ -e "/sys/block/${1##*/}" ] && [ $i -lt 50 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	[ ! -e "/sys/block/${1##*/}" ]
+}
+
+# mount_dev DEV DIR [options]: mounted ext4, unmounted at exit
+mount_dev() {
+	mkdir -p "$2"
+	mount -t ext4 ${3:+-o "$3"} "$1" "$2" || return 1
+	MOUNTS="$2 $MOUNTS"
+}
+
+umount_dev() {
+	umount "$1" || return 1
+	MOUNTS=$(list_remove "$1" $MOUNTS)
+}
+
+lib_cleanup() {
+	local m d
+	for m in $MOUNTS; do
+		umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+	done
+	for d in $VD_DEVS; do
+		"$VDIMGCTL" detach "$d" 2>/dev/null
+	done
+	for d in $LOOPS; do
+		losetup -d "$d" 2>/dev/null
+	done
+}
+trap lib_cleanup EXIT
+
+# --- data
+# sha_of FILE [BYTES]: sha256 of the file or device (of its first BYTES when given)
+sha_of() {
+	if [ -n "$2" ]; then
+		head -c "$2" "$1" | sha256sum | cut -d' ' -f1
+	else
+		sha256sum <"$1" | cut -d' ' -f1
+	fi
+}
+
+# mkrandom FILE MIB: a file of random data
+mkrandom() {
+	head -c $(($2 * 1048576)) /dev/urandom >"$1"
+}
+
+# blocks_of FILE: allocated 512-byte blocks
+blocks_of() {
+	stat -c %b "$1"
+}
