@@ -486,6 +486,10 @@ static int vdimg_handle(struct vdimg_device *dev, struct vdimg_cmd *cmd)
 	u64 pos = (u64)blk_rq_pos(rq) << SECTOR_SHIFT;
 	u64 len = blk_rq_bytes(rq);
 
+	/* the block layer only warns about writes to a read-only disk (BLKROSET can clear it) */
+	if (op_is_write(req_op(rq)) && req_op(rq) != REQ_OP_FLUSH &&
+	    (vdimg_top(dev)->img.flags & VDIMG_IMG_READ_ONLY))
+		return -EROFS;
 	switch (req_op(rq)) {
 	case REQ_OP_READ:
 		return vdimg_do_rw(dev, cmd, false);

@@ -112,6 +112,14 @@ struct vdimg_create_opts {
 	const char *options;		/* format-specific "key=value,..." or NULL */
 };
 
+/* userspace-only: where a differencing image's parent is, as the image records it */
+struct vdimg_parent_ref {
+	char path[4096];		/* as recorded; relative paths are relative to the child's directory */
+	char alt_path[4096];		/* a second candidate (e.g. absolute vs relative locator), or "" */
+	u32 format;			/* VDIMG_FMT_* when the image records it (qcow2 backing format) */
+	bool by_uuid;			/* no path: find the parent by @img->parent_uuid (VDI) */
+};
+
 /* userspace-only: check results */
 struct vdimg_check_result {
 	u64 errors;			/* corruptions found (left, or fixed when repairing) */
@@ -154,9 +162,16 @@ struct vdimg_format {
 	int (*create)(struct vdimg_file *f, const struct vdimg_create_opts *opts);
 	/* check (and with VDIMG_CHECK_REPAIR fix) an image opened writable when repairing */
 	int (*check)(struct vdimg_image *img, unsigned int flags, struct vdimg_check_result *res);
+	/* where the parent is (only for VDIMG_IMG_HAS_PARENT images): 0, or -ENOENT. May be NULL */
+	int (*parent_ref)(struct vdimg_image *img, struct vdimg_parent_ref *ref);
 	/* print format-specific details for "vdimgctl info" as "key: value" lines; may be NULL */
 	void (*describe)(struct vdimg_image *img, void (*emit)(void *ctx, const char *key,
 							       const char *value), void *ctx);
+	/*
+	 * offline (image opened writable, nothing else using it): give back unused space, e.g. move
+	 * the last blocks into holes and truncate the file. 0 or a negative errno; may be NULL
+	 */
+	int (*compact)(struct vdimg_image *img);
 #endif
 };
 
@@ -167,6 +182,7 @@ struct vdimg_format {
 /* Backends built in, in probe order. */
 extern const struct vdimg_format vdimg_raw_format;
 extern const struct vdimg_format vdimg_iso_format;
+extern const struct vdimg_format vdimg_vdi_format;
 
 /**
  * vdimg_format_by_id() - the built-in backend for a format id
