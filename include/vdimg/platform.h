@@ -119,6 +119,7 @@ typedef pthread_mutex_t vdimg_mutex_t;
 #define vdimg_mutex_lock(m)	pthread_mutex_lock(m)
 #define vdimg_mutex_unlock(m)	pthread_mutex_unlock(m)
 #define vdimg_mutex_trylock(m)	(pthread_mutex_trylock(m) == 0)
+#define lockdep_assert_held(m)	((void)(m))
 
 static inline void vdimg_random_bytes(void *p, size_t n)
 {
