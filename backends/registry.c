@@ -29,6 +29,7 @@ static const char *const vdimg_format_names[VDIMG_FMT_COUNT] = {
 static const struct vdimg_format *const vdimg_formats[] = {
 	&vdimg_raw_format,
 	&vdimg_iso_format,
+	&vdimg_vdi_format,
 };
 
 /* What a probe sees: the head of the file, its last sector and its size. */
