@@ -27,24 +27,24 @@ static bool vdimg_range_busy(struct vdimg_device *dev, u64 start, u64 end)
 	return false;
 }
 
+/* Take [r->start, r->end) if nothing overlapping is held. */
+static bool vdimg_range_try_lock(struct vdimg_device *dev, struct vdimg_range *r)
+{
+	bool busy;
+
+	spin_lock(&dev->range_lock);
+	busy = vdimg_range_busy(dev, r->start, r->end);
+	if (!busy)
+		list_add(&r->node, &dev->ranges);
+	spin_unlock(&dev->range_lock);
+	return !busy;
+}
+
 static void vdimg_range_lock(struct vdimg_device *dev, struct vdimg_range *r, u64 start, u64 end)
 {
 	r->start = start;
 	r->end = end;
-	spin_lock(&dev->range_lock);
-	while (vdimg_range_busy(dev, start, end)) {
-		spin_unlock(&dev->range_lock);
-		wait_event(dev->range_wait, ({
-			bool busy;
-
-			spin_lock(&dev->range_lock);
-			busy = vdimg_range_busy(dev, start, end);
-			spin_unlock(&dev->range_lock);
-			!busy; }));
-		spin_lock(&dev->range_lock);
-	}
-	list_add(&r->node, &dev->ranges);
-	spin_unlock(&dev->range_lock);
+	wait_event(dev->range_wait, vdimg_range_try_lock(dev, r));
 }
 
 static void vdimg_range_unlock(struct vdimg_device *dev, struct vdimg_range *r)
