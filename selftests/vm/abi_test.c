@@ -1,0 +1,510 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * abi_test: the control ABI of /dev/vdimg-control (include/uapi/linux/vdimg.h) from userspace, in
+ * the VM. Mostly negatives: sizes, flags, reserved fields, file descriptors, privileges, indexes;
+ * plus the positive path they are measured against (attach, info, detach, deferred detach).
+ * Prints KTAP; exit 0 when everything passed, 1 otherwise, 4 when the control device is missing.
+ *
+ *   abi_test WORKDIR      (a directory on a filesystem that supports O_DIRECT)
+ *   abi_test probe FILE [ro]   (what the kernel answers to an AUTO attach of FILE)
+ *
+ * Built statically by the harness (selftests/vm/common.sh), so it runs in the busybox initramfs.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <uapi/linux/vdimg.h>
+
+#define CTL_PATH "/dev/" VDIMG_CONTROL_NAME
+
+static int ctl = -1;
+static int nr_tests;
+static int nr_failed;
+
+static void result(int ok, const char *fmt, ...)
+{
+	va_list ap;
+
+	nr_tests++;
+	if (!ok)
+		nr_failed++;
+	printf("%s %d - ", ok ? "ok" : "not ok", nr_tests);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+}
+
+/* expect_errno: the call returned -1 with @want, or (want == 0) succeeded */
+static int expect(const char *what, int ret, int err, int want)
+{
+	if (want == 0) {
+		result(ret >= 0, "%s succeeds%s%s", what, ret < 0 ? ": " : "",
+		       ret < 0 ? strerror(err) : "");
+		return ret >= 0;
+	}
+	if (ret >= 0) {
+		result(0, "%s fails with %s (it succeeded)", what, strerrorname_np(want));
+		return 0;
+	}
+	result(err == want, "%s fails with %s%s%s", what, strerrorname_np(want),
+	       err == want ? "" : ", got ", err == want ? "" : strerrorname_np(err));
+	return err == want;
+}
+
+static int do_ioctl(int fd, unsigned long cmd, void *arg, int *err)
+{
+	int ret = ioctl(fd, cmd, arg);
+
+	*err = ret < 0 ? errno : 0;
+	return ret;
+}
+
+static void init_attach(struct vdimg_attach *a, struct vdimg_layer *l, int fd, unsigned int flags)
+{
+	memset(a, 0, sizeof(*a));
+	memset(l, 0, sizeof(*l));
+	l->fd = fd;
+	l->format = VDIMG_FMT_RAW;
+	a->size = sizeof(*a);
+	a->flags = flags;
+	a->index = VDIMG_INDEX_ANY;
+	a->nr_layers = 1;
+	a->layers = (uintptr_t)l;
+}
+
+/* attach_expect: one attach that must fail with @want (or succeed, returning the index) */
+static int attach_expect(const char *what, struct vdimg_attach *a, int want)
+{
+	int err, ret = do_ioctl(ctl, VDIMG_CTL_ATTACH, a, &err);
+
+	expect(what, ret, err, want);
+	return ret < 0 ? -1 : (int)a->index;
+}
+
+static int detach(unsigned int index, unsigned int flags)
+{
+	struct vdimg_detach d = { .size = sizeof(d), .flags = flags, .index = index };
+	int err;
+
+	return do_ioctl(ctl, VDIMG_CTL_DETACH, &d, &err) < 0 ? -err : 0;
+}
+
+static int get_info(unsigned int index, struct vdimg_dev_info *info, struct vdimg_layer_info *li,
+		    unsigned int cap)
+{
+	int err;
+
+	memset(info, 0, sizeof(*info));
+	info->size = sizeof(*info);
+	info->index = index;
+	info->layers = (uintptr_t)li;
+	info->layers_cap = cap;
+	return do_ioctl(ctl, VDIMG_CTL_GET_INFO, info, &err) < 0 ? -err : 0;
+}
+
+/* wait_detached: a deferred detach completes when the last opener closes (maybe in a worker) */
+static int wait_detached(unsigned int index)
+{
+	struct vdimg_dev_info info;
+	int i;
+
+	for (i = 0; i < 100; i++) {
+		if (get_info(index, &info, NULL, 0) == -ENXIO)
+			return 1;
+		usleep(50000);
+	}
+	return 0;
+}
+
+static int make_file(const char *path, size_t size, int random)
+{
+	char buf[4096];
+	size_t done;
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+
+	if (fd < 0)
+		return -1;
+	for (done = 0; done < size; done += sizeof(buf)) {
+		size_t i;
+
+		for (i = 0; i < sizeof(buf); i++)
+			buf[i] = random ? (char)(rand() >> 7) : 0;
+		if (write(fd, buf, sizeof(buf)) != sizeof(buf)) {
+			close(fd);
+			return -1;
+		}
+	}
+	close(fd);
+	return 0;
+}
+
+static void test_features(void)
+{
+	struct vdimg_features f;
+	int err, ret;
+
+	memset(&f, 0, sizeof(f));
+	f.size = sizeof(f);
+	ret = do_ioctl(ctl, VDIMG_CTL_GET_FEATURES, &f, &err);
+	if (!expect("GET_FEATURES", ret, err, 0))
+		return;
+	result(f.version == VDIMG_ABI_VERSION, "features: ABI version %u (want %u)", f.version,
+	       VDIMG_ABI_VERSION);
+	result(f.attach_flags == VDIMG_ATTACH_FLAGS_ALL,
+	       "features: attach_flags 0x%llx (want 0x%x)", (unsigned long long)f.attach_flags,
+	       VDIMG_ATTACH_FLAGS_ALL);
+	result(f.formats & (1ULL << VDIMG_FMT_RAW), "features: raw format built in (formats 0x%llx)",
+	       (unsigned long long)f.formats);
+	result(!(f.formats & ~((1ULL << VDIMG_FMT_COUNT) - 1) & ~1ULL),
+	       "features: no unknown format bits");
+	result(f.max_layers >= 1 && f.max_layers <= VDIMG_MAX_LAYERS,
+	       "features: max_layers %u in 1..%u", f.max_layers, VDIMG_MAX_LAYERS);
+	result(f.max_devices >= 1, "features: max_devices %u >= 1", f.max_devices);
+	result(!f.__reserved[0] && !f.__reserved[1] && !f.__reserved[2] && !f.__reserved[3],
+	       "features: reserved fields are zero");
+
+	memset(&f, 0, sizeof(f));
+	f.size = VDIMG_FEATURES_SIZE_VER0 - 4;
+	ret = do_ioctl(ctl, VDIMG_CTL_GET_FEATURES, &f, &err);
+	expect("GET_FEATURES with a short struct", ret, err, EINVAL);
+}
+
+static void test_struct_shapes(int fd)
+{
+	struct vdimg_layer l;
+	struct vdimg_attach a;
+	unsigned char big[sizeof(struct vdimg_attach) + 16];
+	int idx;
+
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	a.size = VDIMG_ATTACH_SIZE_VER0 - 8;
+	attach_expect("ATTACH with a short struct (size VER0-8)", &a, EINVAL);
+
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	a.size = 0;
+	attach_expect("ATTACH with size 0", &a, EINVAL);
+
+	/* a newer userspace's longer struct: nonzero tail refused, zero tail accepted */
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	memset(big, 0, sizeof(big));
+	a.size = sizeof(big);
+	memcpy(big, &a, sizeof(a));
+	big[sizeof(a) + 3] = 1;
+	attach_expect("ATTACH with a longer struct and a nonzero tail", (struct vdimg_attach *)big,
+		      E2BIG);
+	big[sizeof(a) + 3] = 0;
+	idx = attach_expect("ATTACH with a longer struct and a zero tail", (struct vdimg_attach *)big,
+			    0);
+	if (idx >= 0)
+		result(detach(idx, 0) == 0, "DETACH of that device");
+
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY | (1U << 31));
+	attach_expect("ATTACH with an unknown flag (bit 31)", &a, EINVAL);
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY | (VDIMG_ATTACH_FLAGS_ALL + 1));
+	attach_expect("ATTACH with the first unknown flag", &a, EINVAL);
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	a.__pad = 1;
+	attach_expect("ATTACH with nonzero __pad", &a, EINVAL);
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	a.__reserved[3] = 1;
+	attach_expect("ATTACH with nonzero __reserved[3]", &a, EINVAL);
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	l.flags = 1;
+	attach_expect("ATTACH with an unknown layer flag", &a, EINVAL);
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	l.__pad = 1;
+	attach_expect("ATTACH with nonzero layer __pad", &a, EINVAL);
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	l.__reserved[1] = 1;
+	attach_expect("ATTACH with nonzero layer __reserved[1]", &a, EINVAL);
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	l.format = VDIMG_FMT_COUNT;
+	attach_expect("ATTACH with an unknown format id", &a, EINVAL);
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	a.nr_layers = 0;
+	attach_expect("ATTACH with nr_layers 0", &a, EINVAL);
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	a.nr_layers = VDIMG_MAX_LAYERS + 1;
+	attach_expect("ATTACH with nr_layers VDIMG_MAX_LAYERS+1", &a, EINVAL);
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	a.logical_block_size = 1024;
+	attach_expect("ATTACH with logical_block_size 1024", &a, EINVAL);
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	a.layers = 8;
+	attach_expect("ATTACH with a bad layers pointer", &a, EFAULT);
+}
+
+static void test_fds(const char *dir, const char *file)
+{
+	struct vdimg_layer l;
+	struct vdimg_attach a;
+	int dfd, nfd, rofd;
+
+	init_attach(&a, &l, -1, VDIMG_ATTACH_READ_ONLY);
+	attach_expect("ATTACH with fd -1", &a, EBADF);
+	init_attach(&a, &l, 999, VDIMG_ATTACH_READ_ONLY);
+	attach_expect("ATTACH with a closed fd", &a, EBADF);
+
+	dfd = open(dir, O_RDONLY | O_DIRECTORY);
+	init_attach(&a, &l, dfd, VDIMG_ATTACH_READ_ONLY);
+	attach_expect("ATTACH of a directory", &a, EISDIR);
+	close(dfd);
+
+	nfd = open("/dev/null", O_RDWR);
+	init_attach(&a, &l, nfd, VDIMG_ATTACH_READ_ONLY);
+	attach_expect("ATTACH of a character device", &a, EINVAL);
+	close(nfd);
+
+	rofd = open(file, O_RDONLY);
+	init_attach(&a, &l, rofd, 0);
+	attach_expect("writable ATTACH of an O_RDONLY fd", &a, EBADF);
+	close(rofd);
+}
+
+static void test_lifecycle(const char *file, const char *junk)
+{
+	struct vdimg_layer_info li[2];
+	struct vdimg_dev_info info;
+	struct vdimg_layer l;
+	struct vdimg_attach a;
+	struct vdimg_detach d;
+	char dev[64];
+	struct stat st;
+	int fd, jfd, idx, idx2, bfd, err, ret;
+
+	fd = open(file, O_RDWR);
+	fstat(fd, &st);
+	init_attach(&a, &l, fd, 0);
+	idx = attach_expect("writable raw ATTACH", &a, 0);
+	if (idx < 0) {
+		close(fd);
+		return;
+	}
+	ret = get_info(idx, &info, li, 2);
+	result(ret == 0, "GET_INFO of the new device (%s)", ret ? strerror(-ret) : "0");
+	if (ret == 0) {
+		result(info.state == VDIMG_STATE_BOUND, "info: state BOUND (%u)", info.state);
+		result(info.nr_layers == 1, "info: nr_layers 1 (%u)", info.nr_layers);
+		result(info.size_bytes == (uint64_t)st.st_size, "info: size %llu = file size %lld",
+		       (unsigned long long)info.size_bytes, (long long)st.st_size);
+		result(!(info.dev_flags & VDIMG_DEV_READ_ONLY), "info: not read-only");
+		result(info.logical_block_size == 512, "info: logical_block_size 512 (%u)",
+		       info.logical_block_size);
+		result(li[0].format == VDIMG_FMT_RAW && !strcmp(li[0].format_name, "raw"),
+		       "info: layer 0 format raw (%u, \"%.16s\")", li[0].format, li[0].format_name);
+	}
+
+	init_attach(&a, &l, fd, 0);
+	a.index = idx;
+	attach_expect("ATTACH at an index in use", &a, EBUSY);
+
+	memset(&info, 0, sizeof(info));
+	info.size = sizeof(info);
+	info.index = idx;
+	info.flags = 1;
+	ret = do_ioctl(ctl, VDIMG_CTL_GET_INFO, &info, &err);
+	expect("GET_INFO with nonzero flags", ret, err, EINVAL);
+	info.flags = 0;
+	info.size = VDIMG_DEV_INFO_SIZE_VER0 - 8;
+	ret = do_ioctl(ctl, VDIMG_CTL_GET_INFO, &info, &err);
+	expect("GET_INFO with a short struct", ret, err, EINVAL);
+
+	memset(&d, 0, sizeof(d));
+	d.size = VDIMG_DETACH_SIZE_VER0 - 4;
+	d.index = idx;
+	ret = do_ioctl(ctl, VDIMG_CTL_DETACH, &d, &err);
+	expect("DETACH with a short struct", ret, err, EINVAL);
+	d.size = sizeof(d);
+	d.flags = 1U << 7;
+	ret = do_ioctl(ctl, VDIMG_CTL_DETACH, &d, &err);
+	expect("DETACH with an unknown flag", ret, err, EINVAL);
+	d.flags = 0;
+	d.__reserved[0] = 1;
+	ret = do_ioctl(ctl, VDIMG_CTL_DETACH, &d, &err);
+	expect("DETACH with nonzero __reserved", ret, err, EINVAL);
+
+	/* busy: plain detach refused, deferred detach happens at the last close */
+	snprintf(dev, sizeof(dev), "/dev/vdimg%d", idx);
+	bfd = open(dev, O_RDONLY);
+	result(bfd >= 0, "open %s (%s)", dev, bfd < 0 ? strerror(errno) : "0");
+	if (bfd >= 0) {
+		result(detach(idx, 0) == -EBUSY, "DETACH of an open device fails with EBUSY");
+		result(detach(idx, VDIMG_DETACH_DEFERRED) == 0, "deferred DETACH of an open device");
+		result(get_info(idx, &info, NULL, 0) == 0, "the device stays while it is open");
+		close(bfd);
+		result(wait_detached(idx), "the device goes away at the last close");
+	} else {
+		detach(idx, 0);
+	}
+	close(fd);
+	result(get_info(idx, &info, NULL, 0) == -ENXIO, "GET_INFO of a detached index fails with ENXIO");
+	result(detach(idx, 0) == -ENXIO, "DETACH of an unattached index fails with ENXIO");
+
+	/* an image no format claims: raw only when read-only or forced */
+	jfd = open(junk, O_RDWR);
+	init_attach(&a, &l, jfd, 0);
+	l.format = VDIMG_FMT_AUTO;
+	attach_expect("writable AUTO ATTACH of an unrecognised image", &a, EMEDIUMTYPE);
+	init_attach(&a, &l, jfd, VDIMG_ATTACH_READ_ONLY);
+	l.format = VDIMG_FMT_AUTO;
+	idx = attach_expect("read-only AUTO ATTACH of an unrecognised image", &a, 0);
+	init_attach(&a, &l, jfd, VDIMG_ATTACH_FORCE_RAW);
+	l.format = VDIMG_FMT_AUTO;
+	idx2 = attach_expect("FORCE_RAW AUTO ATTACH of an unrecognised image", &a, 0);
+	if (idx >= 0) {
+		ret = get_info(idx, &info, li, 1);
+		result(ret == 0 && (info.dev_flags & VDIMG_DEV_READ_ONLY) && li[0].format == VDIMG_FMT_RAW,
+		       "it is raw and read-only");
+		result(detach(idx, 0) == 0, "DETACH");
+	}
+	if (idx2 >= 0)
+		result(detach(idx2, 0) == 0, "DETACH");
+	close(jfd);
+}
+
+/* the same requests from an unprivileged process (uid 65534, no capabilities) */
+static void test_unprivileged(const char *file)
+{
+	struct vdimg_layer l;
+	struct vdimg_attach a;
+	struct vdimg_features f;
+	struct vdimg_dev_info info;
+	int fd = open(file, O_RDWR), status, pfd[2];
+	pid_t pid;
+
+	if (pipe(pfd))
+		return;
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		int err, ret, res[3];
+
+		close(pfd[0]);
+		if (setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534))
+			_exit(2);
+		init_attach(&a, &l, fd, 0);
+		ret = do_ioctl(ctl, VDIMG_CTL_ATTACH, &a, &err);
+		res[0] = ret < 0 ? err : 0;
+		ret = detach(0, 0);
+		res[1] = -ret;
+		memset(&f, 0, sizeof(f));
+		f.size = sizeof(f);
+		ret = do_ioctl(ctl, VDIMG_CTL_GET_FEATURES, &f, &err);
+		res[2] = ret < 0 ? err : 0;
+		if (write(pfd[1], res, sizeof(res)) != sizeof(res))
+			_exit(3);
+		_exit(0);
+	}
+	close(pfd[1]);
+	{
+		int res[3] = { -1, -1, -1 };
+		ssize_t n = read(pfd[0], res, sizeof(res));
+
+		waitpid(pid, &status, 0);
+		if (n != sizeof(res)) {
+			result(0, "unprivileged child ran (status %d)", status);
+		} else {
+			result(res[0] == EPERM, "unprivileged ATTACH fails with EPERM (%s)",
+			       res[0] ? strerrorname_np(res[0]) : "succeeded");
+			result(res[1] == EPERM, "unprivileged DETACH fails with EPERM (%s)",
+			       res[1] ? strerrorname_np(res[1]) : "succeeded");
+			result(res[2] == 0, "unprivileged GET_FEATURES is allowed (%s)",
+			       res[2] ? strerrorname_np(res[2]) : "0");
+		}
+	}
+	close(pfd[0]);
+	close(fd);
+	(void)info;
+}
+
+/*
+ * abi_test probe FILE [ro]: one AUTO-format attach straight through the ioctl (no userspace probe),
+ * prints "errno NAME" or "attached FORMAT", and detaches again. Lets the shell tests see what the
+ * kernel itself answers for a given image.
+ */
+static int probe_main(const char *file, int ro)
+{
+	struct vdimg_layer_info li;
+	struct vdimg_dev_info info;
+	struct vdimg_layer l;
+	struct vdimg_attach a;
+	int fd, err, ret;
+
+	fd = open(file, ro ? O_RDONLY : O_RDWR);
+	if (fd < 0) {
+		printf("open %s: %s\n", file, strerror(errno));
+		return 1;
+	}
+	init_attach(&a, &l, fd, ro ? VDIMG_ATTACH_READ_ONLY : 0);
+	l.format = VDIMG_FMT_AUTO;
+	ret = do_ioctl(ctl, VDIMG_CTL_ATTACH, &a, &err);
+	if (ret < 0) {
+		printf("errno %s\n", strerrorname_np(err));
+		return 0;
+	}
+	memset(&li, 0, sizeof(li));
+	get_info(a.index, &info, &li, 1);
+	printf("attached %.16s\n", li.format_name);
+	return detach(a.index, 0) ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	char file[4096], junk[4096];
+	struct stat st;
+	int fd, err, ret;
+	struct vdimg_attach a;
+
+	if (argc < 2 || (argc > 2 && strcmp(argv[1], "probe"))) {
+		fprintf(stderr, "usage: %s WORKDIR | probe FILE [ro]\n", argv[0]);
+		return 2;
+	}
+	ctl = open(CTL_PATH, O_RDWR | O_CLOEXEC);
+	if (ctl < 0) {
+		printf("SKIP: %s: %s\n", CTL_PATH, strerror(errno));
+		return 4;
+	}
+	if (!strcmp(argv[1], "probe") && argc > 2)
+		return probe_main(argv[2], argc > 3 && !strcmp(argv[3], "ro"));
+	printf("KTAP version 1\n");
+	snprintf(file, sizeof(file), "%s/abi.img", argv[1]);
+	snprintf(junk, sizeof(junk), "%s/junk.img", argv[1]);
+	srand(1);
+	if (make_file(file, 1 << 20, 0) || make_file(junk, 1 << 20, 1)) {
+		printf("FATAL: cannot create files in %s: %s\n", argv[1], strerror(errno));
+		return 1;
+	}
+	memset(&st, 0, sizeof(st));
+	stat(CTL_PATH, &st);
+	result(S_ISCHR(st.st_mode) && (st.st_mode & 07777) == 0600,
+	       "%s is a character device with mode 0600 (%o)", CTL_PATH, st.st_mode & 07777);
+
+	test_features();
+	ret = do_ioctl(ctl, _IOWR(VDIMG_IOC_MAGIC, 0x7f, struct vdimg_attach), &a, &err);
+	expect("an unknown vdimg ioctl", ret, err, ENOTTY);
+	ret = do_ioctl(ctl, _IO('x', 1), NULL, &err);
+	expect("a foreign ioctl", ret, err, ENOTTY);
+
+	fd = open(file, O_RDWR);
+	test_struct_shapes(fd);
+	close(fd);
+	test_fds(argv[1], file);
+	test_lifecycle(file, junk);
+	test_unprivileged(file);
+
+	printf("1..%d\n", nr_tests);
+	return nr_failed ? 1 : 0;
+}
