@@ -1,0 +1,930 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vdimgctl's device verbs, shaped like losetup: attach (probe every layer in userspace first so that
+ * errors are clear, then one VDIMG_CTL_ATTACH with the layers base first), detach (deferred when the
+ * device is open, like losetup -d), and list (the attributes in /sys/block/vdimgN/vdimg/ plus
+ * VDIMG_CTL_GET_INFO when the control device can be opened, printed with libsmartcols).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <errno.h>
+#include <getopt.h>
+#include <unistd.h>
+#include <fcntl.h>
+#include <dirent.h>
+#include <ctype.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <libsmartcols/libsmartcols.h>
+#include "chain.h"
+#include "vdimgctl.h"
+
+/* ---- the control device ---- */
+
+static int run_modprobe(void)
+{
+	pid_t pid = fork();
+	int status;
+
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		int null = open("/dev/null", O_WRONLY);
+
+		if (null >= 0) {
+			dup2(null, STDOUT_FILENO);
+			close(null);
+		}
+		execl(modprobe_path(), "modprobe", "vdimg", (char *)NULL);
+		_exit(127);
+	}
+	if (waitpid(pid, &status, 0) < 0)
+		return -errno;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -ENOENT;
+}
+
+/* Open the control device, loading the module if the node is missing (@load). */
+static int open_control(bool load, bool quiet)
+{
+	int fd, i;
+
+	fd = open(control_path(), O_RDWR | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT && load && run_modprobe() == 0) {
+		/* udev creates the node asynchronously */
+		for (i = 0; i < 50; i++) {
+			fd = open(control_path(), O_RDWR | O_CLOEXEC);
+			if (fd >= 0 || errno != ENOENT)
+				break;
+			usleep(20000);
+		}
+	}
+	if (fd < 0) {
+		int err = errno;
+
+		if (!quiet)
+			errmsg(control_path(), "cannot open", "%s%s", strerror(err),
+			       err == ENOENT ? " (is the vdimg module available?)" : "");
+		return -err;
+	}
+	return fd;
+}
+
+/* "/dev/vdimg3", "vdimg3" or "3" -> 3; -1 if it is none of these */
+static long parse_dev(const char *s)
+{
+	const char *d = dev_dir();
+	size_t dl = strlen(d);
+	char *end;
+	long v;
+
+	if (!strncmp(s, d, dl) && s[dl] == '/')
+		s += dl + 1;
+	else if (!strncmp(s, "/dev/", 5))
+		s += 5;
+	if (!strncmp(s, "vdimg", 5))
+		s += 5;
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || *end || v < 0 || v >= (long)VDIMG_INDEX_ANY)
+		return -1;
+	return v;
+}
+
+/* ---- attach ---- */
+
+static int attach_usage(void)
+{
+	printf("Usage: vdimgctl attach [options] [DEV] IMAGE\n\n"
+	       "Attach IMAGE as the first free /dev/vdimgN (or DEV).\n\n"
+	       " -f, --find                 use the first free device (the default)\n"
+	       "     --show                 print the device name\n"
+	       " -r, --read-only            attach read-only\n"
+	       "     --rw                   attach an .iso image read-write (as raw)\n"
+	       " -P, --partscan             scan the partition table\n"
+	       " -t, --format FMT           format of IMAGE (default: probe)\n"
+	       " -b, --sector-size N        logical sector size (512, 2048, 4096)\n"
+	       "     --direct-io[=on|off]   require or refuse direct I/O\n"
+	       "     --autoclear            detach when the last opener closes\n"
+	       "     --chain A,B,...        layers below IMAGE, base first\n"
+	       "     --force                ignore mismatched parent links\n\n"
+	       "For more details see vdimgctl(8).\n");
+	return EXIT_OK;
+}
+
+static bool ends_with_iso(const char *path)
+{
+	size_t n = strlen(path);
+
+	return n >= 4 && !strcasecmp(path + n - 4, ".iso");
+}
+
+static const char *attach_reason(int err)
+{
+	switch (err) {
+	case EPERM:
+	case EACCES:
+		return "permission denied (attaching needs CAP_SYS_ADMIN)";
+	case EBUSY:
+		return "the device is already in use";
+	case EOPNOTSUPP:
+		return "the image format is not supported by the vdimg module (see dmesg)";
+	case EMEDIUMTYPE:
+		return "unrecognised image format (use -t raw to attach a raw disk, or -r)";
+	case ESTALE:
+		return "the chain's parent links do not match (--force to ignore)";
+	case EROFS:
+		return "the image can only be attached read-only (-r)";
+	case EUCLEAN:
+		return "the image is corrupt (see dmesg)";
+	case ENOTTY:
+		return "the vdimg module does not understand this request (version mismatch?)";
+	default:
+		return strerror(err);
+	}
+}
+
+struct attach_layer {
+	const char *path;
+	int fd;
+	u32 format;		/* what to tell the kernel */
+	u32 probed;		/* what the probe found (VDIMG_FMT_RAW for unrecognised) */
+};
+
+/* Probe one layer: clear errors for unsupported/unrecognised images. */
+static int attach_probe(struct attach_layer *l, bool top, bool *ro, bool rw_iso)
+{
+	struct vdimg_file *f = vdimg_file_from_fd(l->fd);
+	const char *why = NULL;
+	u32 id = 0;
+	int ret;
+
+	if (!f)
+		return -ENOMEM;
+	ret = vdimg_probe(f, &id, &why);
+	vdimg_file_free(f);
+	if (ret == -EOPNOTSUPP) {
+		errmsg(l->path, "cannot attach", "%s images are not supported", why);
+		return ret;
+	}
+	if (ret == -ENOENT) {
+		/* raw only where nothing is written to it: a lower layer, or a read-only top */
+		if (top && !*ro) {
+			errmsg(l->path, "cannot attach", "%s", attach_reason(EMEDIUMTYPE));
+			return -EMEDIUMTYPE;
+		}
+		l->probed = VDIMG_FMT_RAW;
+		l->format = VDIMG_FMT_RAW;
+		return 0;
+	}
+	if (ret) {
+		errmsg(l->path, "cannot attach", "cannot read the image: %s", strerror(-ret));
+		return ret;
+	}
+	l->probed = id;
+	if (id == VDIMG_FMT_ISO && top) {
+		if (rw_iso)
+			l->format = VDIMG_FMT_RAW;	/* --rw: the user wants to write to it */
+		else
+			*ro = true;
+	}
+	return 0;
+}
+
+int cmd_attach(int argc, char **argv)
+{
+	enum { OPT_SHOW = 256, OPT_RW, OPT_DIO, OPT_AUTOCLEAR, OPT_CHAIN, OPT_FORCE };
+	static const struct option opts[] = {
+		{ "find", no_argument, NULL, 'f' },
+		{ "show", no_argument, NULL, OPT_SHOW },
+		{ "read-only", no_argument, NULL, 'r' },
+		{ "rw", no_argument, NULL, OPT_RW },
+		{ "partscan", no_argument, NULL, 'P' },
+		{ "format", required_argument, NULL, 't' },
+		{ "sector-size", required_argument, NULL, 'b' },
+		{ "direct-io", optional_argument, NULL, OPT_DIO },
+		{ "autoclear", no_argument, NULL, OPT_AUTOCLEAR },
+		{ "chain", required_argument, NULL, OPT_CHAIN },
+		{ "force", no_argument, NULL, OPT_FORCE },
+		{ "help", no_argument, NULL, 'h' },
+		{}
+	};
+	struct attach_layer *layers = NULL;
+	struct vdimg_layer *kl = NULL;
+	struct vdimg_attach a;
+	struct vdimg_chain *chain;
+	const char *chain_arg = NULL, *top_path;
+	char *chain_copy = NULL, *tok, *save = NULL;
+	bool show = false, ro = false, rw_iso = false, force = false, all_built = true;
+	u32 flags = 0, format = VDIMG_FMT_AUTO, lbs = 0, index = VDIMG_INDEX_ANY;
+	int c, n = 0, i, ctl, ret, status = EXIT_FAIL;
+	u32 *fmts = NULL;
+	int *fds = NULL;
+	const char **names = NULL;
+
+	while ((c = getopt_long(argc, argv, "frPt:b:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			break;
+		case OPT_SHOW:
+			show = true;
+			break;
+		case 'r':
+			ro = true;
+			break;
+		case OPT_RW:
+			rw_iso = true;
+			break;
+		case 'P':
+			flags |= VDIMG_ATTACH_PARTSCAN;
+			break;
+		case 't':
+			for (format = 1; format < VDIMG_FMT_COUNT; format++)
+				if (vdimg_format_name(format) && !strcmp(optarg, vdimg_format_name(format)))
+					break;
+			if (format == VDIMG_FMT_COUNT)
+				return usage_error("attach", "unknown format '%s'", optarg);
+			break;
+		case 'b': {
+			unsigned long long v;
+
+			if (parse_size(optarg, &v) || (v != 512 && v != 2048 && v != 4096))
+				return usage_error("attach", "sector size must be 512, 2048 or 4096");
+			lbs = v;
+			break;
+		}
+		case OPT_DIO:
+			if (!optarg || !strcmp(optarg, "on") || !strcmp(optarg, "1"))
+				flags = (flags & ~VDIMG_ATTACH_BUFFERED) | VDIMG_ATTACH_DIRECT_IO;
+			else if (!strcmp(optarg, "off") || !strcmp(optarg, "0"))
+				flags = (flags & ~VDIMG_ATTACH_DIRECT_IO) | VDIMG_ATTACH_BUFFERED;
+			else
+				return usage_error("attach", "--direct-io takes on or off");
+			break;
+		case OPT_AUTOCLEAR:
+			flags |= VDIMG_ATTACH_AUTOCLEAR;
+			break;
+		case OPT_CHAIN:
+			chain_arg = optarg;
+			break;
+		case OPT_FORCE:
+			force = true;
+			flags |= VDIMG_ATTACH_FORCE_LINK;
+			break;
+		case 'h':
+			return attach_usage();
+		default:
+			return usage_error("attach", "bad option");
+		}
+	}
+	if (argc - optind == 2) {
+		long v = parse_dev(argv[optind]);
+
+		if (v < 0)
+			return usage_error("attach", "'%s' is not a vdimg device", argv[optind]);
+		index = v;
+		optind++;
+	}
+	if (argc - optind > 1 || (argc - optind == 0 && !chain_arg))
+		return usage_error("attach", "expected one IMAGE");
+
+	/* the layers, base first: --chain entries, then IMAGE on top */
+	layers = calloc(VDIMG_MAX_LAYERS + 1, sizeof(*layers));
+	if (!layers)
+		goto out;
+	if (chain_arg) {
+		chain_copy = strdup(chain_arg);
+		for (tok = strtok_r(chain_copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+			if (n == VDIMG_MAX_LAYERS) {
+				usage_error("attach", "more than %d layers", VDIMG_MAX_LAYERS);
+				goto out;
+			}
+			layers[n++].path = tok;
+		}
+	}
+	if (optind < argc) {
+		if (n == VDIMG_MAX_LAYERS) {
+			usage_error("attach", "more than %d layers", VDIMG_MAX_LAYERS);
+			goto out;
+		}
+		layers[n++].path = argv[optind];
+	}
+	if (!n) {
+		usage_error("attach", "no image given");
+		goto out;
+	}
+	top_path = layers[n - 1].path;
+	if (ends_with_iso(top_path) && !rw_iso)
+		ro = true;
+	for (i = 0; i < n; i++)
+		layers[i].fd = -1;
+
+	for (i = 0; i < n; i++) {
+		struct attach_layer *l = &layers[i];
+		bool top = i == n - 1;
+		struct stat st;
+
+		l->format = top ? format : VDIMG_FMT_AUTO;
+		l->fd = open(l->path, (top && !ro ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+		if (l->fd < 0) {
+			errmsg(l->path, "cannot attach", "%s", strerror(errno));
+			goto out;
+		}
+		if (fstat(l->fd, &st) == 0 && !S_ISREG(st.st_mode)) {
+			errmsg(l->path, "cannot attach", "%s",
+			       S_ISDIR(st.st_mode) ? strerror(EISDIR) : "not a regular file");
+			goto out;
+		}
+		if (l->format == VDIMG_FMT_AUTO) {
+			if (attach_probe(l, top, &ro, rw_iso))
+				goto out;
+		} else {
+			l->probed = l->format;
+		}
+		if (!vdimg_format_by_id(l->probed))
+			all_built = false;
+	}
+	if (ro)
+		flags |= VDIMG_ATTACH_READ_ONLY;
+
+	/*
+	 * Open the whole chain read-only in userspace with the same backends as the module, so that
+	 * a corrupt image or a broken parent link is explained here rather than as a bare errno.
+	 * Skipped when this build lacks one of the formats (the module decides then).
+	 */
+	if (all_built) {
+		fds = calloc(n, sizeof(*fds));
+		names = calloc(n, sizeof(*names));
+		fmts = calloc(n, sizeof(*fmts));
+		if (!fds || !names || !fmts)
+			goto out;
+		for (i = 0; i < n; i++) {
+			fds[i] = layers[i].fd;
+			names[i] = layers[i].path;
+			fmts[i] = layers[i].probed;
+		}
+		lib_action("cannot attach");
+		ret = vdimg_chain_open_fds(&chain, fds, names, n, fmts, VDIMG_CHAIN_READ_ONLY |
+					   (force ? VDIMG_CHAIN_FORCE_LINK : 0));
+		if (ret) {
+			if (!lib_reported)
+				errmsg(top_path, "cannot attach", "%s", attach_reason(-ret));
+			goto out;
+		}
+		vdimg_chain_close(chain);
+	}
+
+	kl = calloc(n, sizeof(*kl));
+	if (!kl)
+		goto out;
+	for (i = 0; i < n; i++) {
+		kl[i].fd = layers[i].fd;
+		kl[i].format = layers[i].format;
+	}
+	ctl = open_control(true, false);
+	if (ctl < 0)
+		goto out;
+	memset(&a, 0, sizeof(a));
+	a.size = sizeof(a);
+	a.flags = flags;
+	a.index = index;
+	a.nr_layers = n;
+	a.layers = (uintptr_t)kl;
+	a.logical_block_size = lbs;
+	ret = ioctl(ctl, VDIMG_CTL_ATTACH, &a);
+	if (ret < 0) {
+		int err = errno;
+
+		errmsg(top_path, "cannot attach", "%s", attach_reason(err));
+		close(ctl);
+		goto out;
+	}
+	close(ctl);
+	if (show)
+		printf("%s/vdimg%u\n", dev_dir(), a.index);
+	status = EXIT_OK;
+out:
+	if (layers)
+		for (i = 0; i < n; i++)
+			if (layers[i].fd >= 0)
+				close(layers[i].fd);
+	free(layers);
+	free(kl);
+	free(fds);
+	free(names);
+	free(fmts);
+	free(chain_copy);
+	return status;
+}
+
+/* ---- the attached devices in sysfs ---- */
+
+static int cmp_long(const void *a, const void *b)
+{
+	long x = *(const long *)a, y = *(const long *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Indexes of /sys/block/vdimgN, sorted; returns the count (0 if none or no sysfs). */
+static int list_indexes(long **out)
+{
+	DIR *d = opendir(sysfs_block_path());
+	struct dirent *e;
+	long *v = NULL, *nv;
+	int n = 0;
+
+	*out = NULL;
+	if (!d)
+		return 0;
+	while ((e = readdir(d))) {
+		char *end;
+		long idx;
+
+		if (strncmp(e->d_name, "vdimg", 5) || !isdigit((unsigned char)e->d_name[5]))
+			continue;
+		idx = strtol(e->d_name + 5, &end, 10);
+		if (*end)
+			continue;	/* a partition or something else */
+		nv = realloc(v, (n + 1) * sizeof(*v));
+		if (!nv)
+			break;
+		v = nv;
+		v[n++] = idx;
+	}
+	closedir(d);
+	if (n)
+		qsort(v, n, sizeof(*v), cmp_long);
+	*out = v;
+	return n;
+}
+
+/* Contents of /sys/block/vdimgN/vdimg/@attr without the final newline, or NULL. */
+static char *sysfs_attr(long idx, const char *attr)
+{
+	char path[512], *buf;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/vdimg%ld/vdimg/%s", sysfs_block_path(), idx, attr);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	buf = malloc(65536);
+	if (!buf) {
+		close(fd);
+		return NULL;
+	}
+	n = read(fd, buf, 65535);
+	close(fd);
+	if (n < 0) {
+		free(buf);
+		return NULL;
+	}
+	while (n > 0 && buf[n - 1] == '\n')
+		n--;
+	buf[n] = 0;
+	return buf;
+}
+
+/* ---- detach ---- */
+
+static int detach_one(int ctl, long idx, const char *name)
+{
+	struct vdimg_detach d;
+
+	memset(&d, 0, sizeof(d));
+	d.size = sizeof(d);
+	d.index = idx;
+	if (ioctl(ctl, VDIMG_CTL_DETACH, &d) == 0)
+		return 0;
+	if (errno == EBUSY) {
+		/* open: detach when the last opener closes, as losetup -d does */
+		d.flags = VDIMG_DETACH_DEFERRED;
+		if (ioctl(ctl, VDIMG_CTL_DETACH, &d) == 0)
+			return 0;
+	}
+	errmsg(name, "cannot detach", "%s", errno == ENXIO ? "no such device attached" :
+	       errno == EPERM ? "permission denied (detaching needs CAP_SYS_ADMIN)" :
+	       strerror(errno));
+	return -1;
+}
+
+int cmd_detach(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "all", no_argument, NULL, 'a' },
+		{ "help", no_argument, NULL, 'h' },
+		{}
+	};
+	bool all = false;
+	int c, i, ctl, status = EXIT_OK;
+
+	while ((c = getopt_long(argc, argv, "ah", opts, NULL)) != -1) {
+		switch (c) {
+		case 'a':
+			all = true;
+			break;
+		case 'h':
+			printf("Usage: vdimgctl detach DEV...\n       vdimgctl detach -a\n\n"
+			       "Detach devices; a device still open is detached when it is last closed.\n\n"
+			       "For more details see vdimgctl(8).\n");
+			return EXIT_OK;
+		default:
+			return usage_error("detach", "bad option");
+		}
+	}
+	if (!all && optind == argc)
+		return usage_error("detach", "no device given");
+	if (all && optind != argc)
+		return usage_error("detach", "-a takes no devices");
+	for (i = optind; i < argc; i++)
+		if (parse_dev(argv[i]) < 0)
+			return usage_error("detach", "'%s' is not a vdimg device", argv[i]);
+	ctl = open_control(false, false);
+	if (ctl < 0)
+		return EXIT_FAIL;
+	if (all) {
+		long *idx;
+		int n = list_indexes(&idx);
+		char name[64];
+
+		for (i = 0; i < n; i++) {
+			snprintf(name, sizeof(name), "%s/vdimg%ld", dev_dir(), idx[i]);
+			if (detach_one(ctl, idx[i], name))
+				status = EXIT_FAIL;
+		}
+		free(idx);
+	} else {
+		for (i = optind; i < argc; i++)
+			if (detach_one(ctl, parse_dev(argv[i]), argv[i]))
+				status = EXIT_FAIL;
+	}
+	close(ctl);
+	return status;
+}
+
+/* ---- list ---- */
+
+enum {
+	COL_NAME, COL_FORMAT, COL_VSIZE, COL_RO, COL_DIO, COL_PARTSCAN, COL_AUTOCLEAR,
+	COL_LOGSEC, COL_DEPTH, COL_CHAIN, COL_BACKFILE, COL_COUNT
+};
+
+struct colinfo {
+	const char *name;
+	double whint;
+	int flags;
+	int json;
+	const char *help;
+};
+
+static const struct colinfo cols[COL_COUNT] = {
+	[COL_NAME] = { "NAME", 0.15, 0, SCOLS_JSON_STRING, "device name" },
+	[COL_FORMAT] = { "FORMAT", 6, 0, SCOLS_JSON_STRING, "format of the top layer" },
+	[COL_VSIZE] = { "VSIZE", 5, SCOLS_FL_RIGHT, SCOLS_JSON_STRING, "virtual size" },
+	[COL_RO] = { "RO", 1, SCOLS_FL_RIGHT, SCOLS_JSON_BOOLEAN, "read-only" },
+	[COL_DIO] = { "DIO", 1, SCOLS_FL_RIGHT, SCOLS_JSON_BOOLEAN, "direct I/O in use" },
+	[COL_PARTSCAN] = { "PARTSCAN", 1, SCOLS_FL_RIGHT, SCOLS_JSON_BOOLEAN, "partition scan" },
+	[COL_AUTOCLEAR] = { "AUTOCLEAR", 1, SCOLS_FL_RIGHT, SCOLS_JSON_BOOLEAN, "autoclear" },
+	[COL_LOGSEC] = { "LOG-SEC", 4, SCOLS_FL_RIGHT, SCOLS_JSON_NUMBER, "logical sector size" },
+	[COL_DEPTH] = { "DEPTH", 1, SCOLS_FL_RIGHT, SCOLS_JSON_NUMBER, "layers in the chain" },
+	[COL_CHAIN] = { "CHAIN", 0.3, 0, SCOLS_JSON_ARRAY_STRING, "image files, base first" },
+	[COL_BACKFILE] = { "BACK-FILE", 0.3, 0, SCOLS_JSON_STRING, "the top image file" },
+};
+
+/* What one device looks like, from sysfs and (when available) GET_INFO. */
+struct devstate {
+	long idx;
+	char *format, *backing, *chain, *state;
+	unsigned long long vsize;
+	int ro, dio, partscan, autoclear;	/* -1 unknown */
+	unsigned int lbs, depth;
+};
+
+static int attr_int(long idx, const char *attr)
+{
+	char *s = sysfs_attr(idx, attr);
+	int v = s && *s ? atoi(s) : -1;
+
+	free(s);
+	return v;
+}
+
+static unsigned long long attr_ull(long idx, const char *attr, bool *ok)
+{
+	char *s = sysfs_attr(idx, attr);
+	unsigned long long v = 0;
+
+	*ok = s && *s;
+	if (*ok)
+		v = strtoull(s, NULL, 10);
+	free(s);
+	return v;
+}
+
+static void devstate_fill(struct devstate *d, long idx, int ctl)
+{
+	struct vdimg_layer_info li[1];
+	struct vdimg_dev_info info;
+	bool got;
+	int v;
+
+	memset(d, 0, sizeof(*d));
+	d->idx = idx;
+	d->format = sysfs_attr(idx, "format");
+	d->backing = sysfs_attr(idx, "backing_file");
+	d->chain = sysfs_attr(idx, "chain");
+	d->state = sysfs_attr(idx, "state");
+	d->ro = attr_int(idx, "read_only");
+	d->dio = attr_int(idx, "dio");
+	d->partscan = attr_int(idx, "partscan");
+	d->autoclear = attr_int(idx, "autoclear");
+	v = attr_int(idx, "logical_block_size");
+	d->lbs = v > 0 ? v : 0;
+	v = attr_int(idx, "depth");
+	d->depth = v > 0 ? v : 0;
+	d->vsize = attr_ull(idx, "virtual_size", &got);
+
+	if (ctl < 0)
+		return;
+	/* the ioctl view fills what sysfs did not say (older module, missing attribute) */
+	memset(&info, 0, sizeof(info));
+	memset(li, 0, sizeof(li));
+	info.size = sizeof(info);
+	info.index = idx;
+	info.layers = (uintptr_t)li;
+	info.layers_cap = 1;
+	if (ioctl(ctl, VDIMG_CTL_GET_INFO, &info))
+		return;
+	if (!got)
+		d->vsize = info.size_bytes;
+	if (d->ro < 0)
+		d->ro = !!(info.dev_flags & VDIMG_DEV_READ_ONLY);
+	if (d->dio < 0)
+		d->dio = !!(info.dev_flags & VDIMG_DEV_DIRECT_IO);
+	if (d->partscan < 0)
+		d->partscan = !!(info.dev_flags & VDIMG_DEV_PARTSCAN);
+	if (d->autoclear < 0)
+		d->autoclear = !!(info.dev_flags & VDIMG_DEV_AUTOCLEAR);
+	if (!d->lbs)
+		d->lbs = info.logical_block_size;
+	if (!d->depth)
+		d->depth = info.nr_layers;
+	if (!d->format && info.nr_layers == 1) {
+		li[0].format_name[sizeof(li[0].format_name) - 1] = 0;
+		d->format = strdup(li[0].format_name);
+	}
+}
+
+static void devstate_free(struct devstate *d)
+{
+	free(d->format);
+	free(d->backing);
+	free(d->chain);
+	free(d->state);
+}
+
+/* "1G", "1.5G", "512" (lsblk style) */
+static void compact_size(unsigned long long v, char *buf, size_t len)
+{
+	static const char units[] = "BKMGTPE";
+	double x = v;
+	int i = 0;
+
+	while (x >= 1024 && i < 6) {
+		x /= 1024;
+		i++;
+	}
+	if (!i)
+		snprintf(buf, len, "%lluB", v);
+	else if (x == (unsigned long long)x)
+		snprintf(buf, len, "%llu%c", (unsigned long long)x, units[i]);
+	else
+		snprintf(buf, len, "%.1f%c", x, units[i]);
+}
+
+static char *cell(struct devstate *d, int col, bool bytes, bool json)
+{
+	char buf[64];
+
+	switch (col) {
+	case COL_NAME:
+		snprintf(buf, sizeof(buf), "%s/vdimg%ld", dev_dir(), d->idx);
+		return strdup(buf);
+	case COL_FORMAT:
+		return d->format ? strdup(d->format) : NULL;
+	case COL_VSIZE:
+		if (bytes)
+			snprintf(buf, sizeof(buf), "%llu", d->vsize);
+		else
+			compact_size(d->vsize, buf, sizeof(buf));
+		return strdup(buf);
+	case COL_RO:
+	case COL_DIO:
+	case COL_PARTSCAN:
+	case COL_AUTOCLEAR: {
+		int v = col == COL_RO ? d->ro : col == COL_DIO ? d->dio :
+			col == COL_PARTSCAN ? d->partscan : d->autoclear;
+
+		if (v < 0)
+			return NULL;
+		return strdup(v ? "1" : "0");	/* libsmartcols turns these into JSON booleans */
+	}
+	case COL_LOGSEC:
+		snprintf(buf, sizeof(buf), "%u", d->lbs);
+		return strdup(buf);
+	case COL_DEPTH:
+		snprintf(buf, sizeof(buf), "%u", d->depth);
+		return strdup(buf);
+	case COL_CHAIN: {
+		/* one path per line in sysfs: an array in JSON, comma-separated in a table */
+		char *s = d->chain ? strdup(d->chain) : d->backing ? strdup(d->backing) : NULL, *p;
+
+		if (s && !json)
+			for (p = s; *p; p++)
+				if (*p == '\n')
+					*p = ',';
+		return s;
+	}
+	case COL_BACKFILE:
+		return d->backing ? strdup(d->backing) : NULL;
+	}
+	return NULL;
+}
+
+static int list_usage(void)
+{
+	int i;
+
+	printf("Usage: vdimgctl list [options] [DEV]\n\n"
+	       " -l, --list             long listing (accepted for losetup users)\n"
+	       " -O, --output COLS      columns to print, comma-separated\n"
+	       "     --output-all       every column\n"
+	       " -J, --json             JSON output\n"
+	       " -n, --noheadings       no header line\n"
+	       "     --raw              raw output\n"
+	       "     --bytes            sizes in bytes\n\nColumns:\n");
+	for (i = 0; i < COL_COUNT; i++)
+		printf(" %10s  %s\n", cols[i].name, cols[i].help);
+	printf("\nFor more details see vdimgctl(8).\n");
+	return EXIT_OK;
+}
+
+int cmd_list(int argc, char **argv)
+{
+	enum { OPT_RAW = 256, OPT_BYTES, OPT_ALL };
+	static const struct option opts[] = {
+		{ "list", no_argument, NULL, 'l' },
+		{ "output", required_argument, NULL, 'O' },
+		{ "output-all", no_argument, NULL, OPT_ALL },
+		{ "json", no_argument, NULL, 'J' },
+		{ "noheadings", no_argument, NULL, 'n' },
+		{ "raw", no_argument, NULL, OPT_RAW },
+		{ "bytes", no_argument, NULL, OPT_BYTES },
+		{ "help", no_argument, NULL, 'h' },
+		{}
+	};
+	int sel[COL_COUNT], nsel = 0, c, i, j, n, ctl, status = EXIT_FAIL;
+	bool json = false, noheadings = false, raw = false, bytes = false;
+	const char *out_arg = NULL;
+	struct libscols_table *tb = NULL;
+	long only = -1, *idx = NULL;
+
+	while ((c = getopt_long(argc, argv, "lO:Jnh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'l':
+			break;
+		case 'O':
+			out_arg = optarg;
+			break;
+		case OPT_ALL:
+			out_arg = "NAME,FORMAT,VSIZE,RO,DIO,PARTSCAN,AUTOCLEAR,LOG-SEC,DEPTH,CHAIN,BACK-FILE";
+			break;
+		case 'J':
+			json = true;
+			break;
+		case 'n':
+			noheadings = true;
+			break;
+		case OPT_RAW:
+			raw = true;
+			break;
+		case OPT_BYTES:
+			bytes = true;
+			break;
+		case 'h':
+			return list_usage();
+		default:
+			return usage_error("list", "bad option");
+		}
+	}
+	if (argc - optind > 1)
+		return usage_error("list", "at most one device");
+	if (optind < argc) {
+		only = parse_dev(argv[optind]);
+		if (only < 0)
+			return usage_error("list", "'%s' is not a vdimg device", argv[optind]);
+	}
+	if (!out_arg)
+		out_arg = "NAME,FORMAT,VSIZE,RO,DIO,BACK-FILE";
+	{
+		char *s = strdup(out_arg), *save = NULL, *tok;
+
+		for (tok = strtok_r(s, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+			for (j = 0; j < COL_COUNT; j++)
+				if (!strcasecmp(tok, cols[j].name))
+					break;
+			if (j == COL_COUNT || nsel == COL_COUNT) {
+				usage_error("list", "unknown column '%s'", tok);
+				free(s);
+				return EXIT_FAIL;
+			}
+			sel[nsel++] = j;
+		}
+		free(s);
+		if (!nsel)
+			return usage_error("list", "no columns");
+	}
+
+	n = list_indexes(&idx);
+	if (only >= 0) {
+		for (i = 0; i < n && idx[i] != only; i++)
+			;
+		if (i == n) {
+			char name[64];
+
+			snprintf(name, sizeof(name), "%s/vdimg%ld", dev_dir(), only);
+			errmsg(name, "cannot list", "no such device attached");
+			free(idx);
+			return EXIT_FAIL;
+		}
+		idx[0] = only;
+		n = 1;
+	}
+	ctl = open_control(false, true);	/* optional: root only */
+
+	scols_init_debug(0);
+	tb = scols_new_table();
+	if (!tb)
+		goto out;
+	scols_table_enable_json(tb, json);
+	scols_table_enable_raw(tb, raw);
+	scols_table_enable_noheadings(tb, noheadings);
+	scols_table_set_name(tb, "vdimgdevices");
+	for (i = 0; i < nsel; i++) {
+		const struct colinfo *ci = &cols[sel[i]];
+		struct libscols_column *cl = scols_table_new_column(tb, ci->name, ci->whint,
+								     ci->flags);
+
+		if (!cl)
+			goto out;
+		if (json) {
+			int type = ci->json;
+
+			if (sel[i] == COL_VSIZE && bytes)
+				type = SCOLS_JSON_NUMBER;
+			scols_column_set_json_type(cl, type);
+			if (type == SCOLS_JSON_ARRAY_STRING) {
+				/* one array element per line of the cell */
+				scols_column_set_flags(cl, ci->flags | SCOLS_FL_WRAP);
+				scols_column_set_wrapfunc(cl, scols_wrapnl_chunksize,
+							  scols_wrapnl_nextchunk, NULL);
+			}
+		}
+	}
+	for (i = 0; i < n; i++) {
+		struct libscols_line *ln;
+		struct devstate d;
+
+		devstate_fill(&d, idx[i], ctl);
+		if (d.state && strcmp(d.state, "bound") && only < 0) {
+			devstate_free(&d);	/* being set up or torn down */
+			continue;
+		}
+		ln = scols_table_new_line(tb, NULL);
+		if (!ln) {
+			devstate_free(&d);
+			goto out;
+		}
+		for (j = 0; j < nsel; j++) {
+			char *v = cell(&d, sel[j], bytes, json);
+
+			if (v && scols_line_refer_data(ln, j, v))
+				free(v);
+		}
+		devstate_free(&d);
+	}
+	if (scols_table_get_nlines(tb) || json)
+		scols_print_table(tb);
+	status = EXIT_OK;
+out:
+	if (ctl >= 0)
+		close(ctl);
+	scols_unref_table(tb);
+	free(idx);
+	return status;
+}

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * vdimgctl's private header: the command entry points and the helpers they share (messages in the
+ * "vdimgctl: <object>: <what failed>: <reason>" shape, size parsing, JSON string output, the paths
+ * of the control device and sysfs, which tests may redirect through the environment).
+ */
+#ifndef _VDIMGCTL_H
+#define _VDIMGCTL_H
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <vdimg/backend.h>
+#include "vdimg-user.h"
+
+#define VDIMGCTL_VERSION	"0.1.0"
+
+/* exit statuses, as losetup: 0 success, 1 any failure */
+#define EXIT_OK		0
+#define EXIT_FAIL	1
+
+int cmd_attach(int argc, char **argv);
+int cmd_detach(int argc, char **argv);
+int cmd_list(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_create(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+
+/* "vdimgctl: <object>: <what>: <reason>" on stderr; @object or @reason may be NULL */
+void errmsg(const char *object, const char *what, const char *reason_fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* usage error: message, hint at --help, returns EXIT_FAIL */
+int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Library messages: while an operation runs, errors the backends report come out as
+ * "vdimgctl: <image>: <action>: <text>". lib_action() sets the action and clears lib_reported;
+ * lib_reported says whether an error was printed since, so the caller does not print a second one.
+ */
+void lib_action(const char *action);
+extern bool lib_reported;
+void lib_msg_init(void);
+
+/* parse "1048576", "64K", "10G", "1.5T" is refused (integers only), "2MiB"; 0 or -EINVAL/-ERANGE */
+int parse_size(const char *s, unsigned long long *out);
+/* "1.5 GiB" style, into @buf */
+const char *human_size(unsigned long long bytes, char *buf, size_t len);
+/* print @s as a JSON string literal */
+void json_str(FILE *f, const char *s);
+/* 8-4-4-4-12 hex of 16 bytes, into @buf (37 bytes) */
+const char *uuid_str(const u8 *uuid, char *buf);
+
+/* redirectable paths (env VDIMG_CONTROL, VDIMG_SYSFS, VDIMG_MODPROBE, VDIMG_DEV) */
+const char *control_path(void);
+const char *sysfs_block_path(void);
+const char *modprobe_path(void);
+const char *dev_dir(void);
+
+/* name of a format id for messages ("vhd"), "format <n>" if unknown */
+const char *fmt_name(u32 id);
+
+#endif /* _VDIMGCTL_H */
