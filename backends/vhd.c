@@ -218,7 +218,7 @@ static int vhd_read_footer(struct vdimg_image *img, struct vhd *v, u64 fsize)
 		}
 	} else if (copy_ok) {
 		v->footer = copy;
-		v->footer_off = ALIGN(fsize, VHD_SECTOR);
+		v->footer_off = fsize;	/* no footer: blocks may reach the end of the file */
 		v->damage |= VHD_DMG_FOOTER_MISSING;
 		if (be32_to_cpu(copy.checksum) != vhd_footer_csum(&copy))
 			v->damage |= VHD_DMG_FOOTER_CSUM;
@@ -344,15 +344,16 @@ static int vhd_open_dynamic(struct vdimg_image *img, struct vhd *v)
 	int ret;
 
 	v->hdr_off = be64_to_cpu(v->footer.data_offset);
-	if (v->hdr_off < VHD_SECTOR || v->hdr_off > limit ||
-	    limit - v->hdr_off < sizeof(struct vhd_dyn_header))
+	if (v->hdr_off < VHD_SECTOR || v->hdr_off >= limit)
 		return vdimg_corrupt(img, "dynamic header offset %llu is outside the file",
 				     (unsigned long long)v->hdr_off);
 	h = vdimg_zalloc(sizeof(*h));
 	if (!h)
 		return -ENOMEM;
 	v->hdr = h;
-	ret = vdimg_file_read(img->file, h, sizeof(*h), v->hdr_off);
+	/* a truncated header is refused below, after its fields say what else is wrong */
+	ret = vdimg_file_read(img->file, h, min_t(u64, sizeof(*h), limit - v->hdr_off),
+			      v->hdr_off);
 	if (ret)
 		return ret;
 	if (memcmp(h->cookie, VHD_DYN_COOKIE, 8))
@@ -384,6 +385,9 @@ static int vhd_open_dynamic(struct vdimg_image *img, struct vhd *v)
 			 v->hdr_off + sizeof(*h)))
 		return vdimg_corrupt(img, "BAT at offset %llu overlaps the header",
 				     (unsigned long long)v->bat_off);
+	if (limit - v->hdr_off < sizeof(*h))
+		return vdimg_corrupt(img, "the dynamic header at offset %llu is truncated",
+				     (unsigned long long)v->hdr_off);
 	need = (img->size + bs - 1) >> v->block_shift;
 	if (need > mte)
 		return vdimg_corrupt(img, "virtual size %llu needs %llu blocks of %u bytes, the BAT has %u",
@@ -470,6 +474,8 @@ static int vhd_open(struct vdimg_image *img, unsigned int flags)
 	vdimg_mutex_init(&v->lock);
 	vdimg_mutex_init(&v->io_lock);
 	v->repair_mode = !ro && (flags & VDIMG_OPEN_REPAIR);
+	if (ro)
+		img->flags |= VDIMG_IMG_READ_ONLY;
 
 	ret = vhd_read_footer(img, v, fsize);
 	if (ret)
@@ -531,6 +537,8 @@ static int vhd_write_bat_sector(struct vdimg_image *img, struct vhd *v, u32 blk)
 	u32 sec = blk / (VHD_SECTOR / 4);
 	__be32 buf[VHD_SECTOR / 4];
 
+	lockdep_assert_held(&v->io_lock);
+
 	vdimg_mutex_lock(&v->lock);
 	memcpy(buf, v->bat + sec * (VHD_SECTOR / 4), VHD_SECTOR);
 	vdimg_mutex_unlock(&v->lock);
@@ -561,6 +569,7 @@ static u8 *vhd_bm_insert(struct vhd *v, u32 blk, const u8 *bits)
 	u32 slot = blk % v->bm_slots;
 	u8 *p = v->bm_data + (size_t)slot * v->bitmap_size;
 
+	lockdep_assert_held(&v->lock);
 	v->bm_blk[slot] = blk;
 	memcpy(p, bits, v->bitmap_size);
 	return p;
@@ -578,6 +587,8 @@ static int vhd_alloc_block(struct vdimg_image *img, struct vhd *v, u32 blk)
 	u64 off = v->data_end, new_end = off + v->bitmap_size + v->block_size;
 	u8 *bits;
 	int ret;
+
+	lockdep_assert_held(&v->io_lock);
 
 	if (new_end / VHD_SECTOR > 0xfffffffeULL) {
 		vdimg_err(img, "the file cannot grow past 2 TiB (32-bit BAT entries)");
@@ -811,6 +822,8 @@ out:
 static int vhd_commit_bat_locked(struct vdimg_image *img, struct vhd *v, u32 blk)
 {
 	int ret;
+
+	lockdep_assert_held(&v->io_lock);
 
 	if (!(v->state[blk] & VHD_BLK_PENDING))
 		return 0;
