@@ -9,7 +9,7 @@
  * ALIGN(512 + 4 * nclusters, unit). Entry 0: unallocated; MOCK_ZERO: reads zeros; MOCK_ENC: an
  * "encoded" cluster whose bytes are computed (mock_enc_byte); k: data at data_start + (k-1) * unit.
  * A unit of 512 gives NEW extents without fill (like a sector bitmap format); larger units need the
- * whole cluster filled. A write to a ZERO cluster zeroes the new cluster itself and asks no fill.
+ * whole cluster filled. A write to a ZERO cluster asks for a zero fill (VDIMG_EXT_FILL_ZERO).
  *
  * Knobs for fault tests: mock_evil (1: zero-length extents, 2: offset mismatch, 3: huge fill range,
  * 4: fill range not containing the extent); counters of commits, aborts, flushes.
@@ -183,12 +183,14 @@ static int mock_map(struct vdimg_image *img, u64 off, u64 len, unsigned int flag
 		ext->fill_length = m->unit == 512 ? 0 : m->unit;
 		ext->cookie[0] = cl;
 		ext->cookie[1] = k;
-		if (e == MOCK_ZERO) {
-			/* the cluster read as zeros, not as the parent: zero it here, ask no fill */
+		if (e == MOCK_ZERO && m->unit == 512) {
+			/* no fill asked: zero the new space here (the other way the contract allows) */
 			ret = vdimg_file_zero(img->file, ext->file_offset - in, m->unit);
 			if (ret)
 				return ret;
-			ext->fill_length = 0;
+		} else if (e == MOCK_ZERO) {
+			/* the cluster read as zeros, not as the parent: fill with zeros */
+			ext->flags |= VDIMG_EXT_FILL_ZERO;
 		}
 		switch (mock_evil) {
 		case 1: ext->length = 0; break;

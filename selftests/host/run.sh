@@ -14,6 +14,14 @@ for prog in "$@"; do
 	name=$(basename "$prog")
 	out=$(mktemp)
 	start=$SECONDS
+	if [ ! -x "$prog" ]; then
+		[ -n "${BUILD_LOG:-}" ] && grep -E "$name\.c.*(error|undefined)" "$BUILD_LOG" |
+			head -n 10 | sed 's/^/    # build: /'
+		echo "not ok $n - $name # not built (see ${BUILD_LOG:-the build log})"
+		fail=$((fail + 1)) bad=1
+		rm -f "$out"
+		continue
+	fi
 	"$prog" >"$out" 2>&1
 	rc=$?
 	sed 's/^/    /' "$out"

@@ -233,10 +233,13 @@ static void test_cow(void)
 	ok(chain_equals(c, ref, size), "cow: ... reads back with the fill from the base");
 
 	ret = vdimg_chain_discard(c, 8 * unit, 2 * unit, 0);
-	ok(!ret && chain_equals(c, ref, size), "cow: discard of unallocated clusters changes nothing");
+	memset(ref + 8 * unit, 0, 2 * unit);
+	ok(!ret && chain_equals(c, ref, size),
+	   "cow: discard of unallocated clusters in a differencing layer hides the base");
 	ret = vdimg_chain_discard(c, unit, unit, 0);
-	memcpy(ref + unit, bufb + unit, unit);
-	ok(!ret && chain_equals(c, ref, size), "cow: discard without zeroes re-exposes the base");
+	memset(ref + unit, 0, unit);
+	ok(!ret && chain_equals(c, ref, size),
+	   "cow: discard in a differencing layer reads zeros, never the base again");
 	ret = vdimg_chain_discard(c, 10 * unit, unit, VDIMG_DISCARD_ZEROES);
 	memset(ref + 10 * unit, 0, unit);
 	ok(!ret && chain_equals(c, ref, size), "cow: discard with zeroes of a whole cluster reads zeros");
@@ -310,6 +313,31 @@ static void test_cow_edges(void)
 		vdimg_chain_close(c);
 	}
 	close(fds[0]);
+
+	/* a backend without ->discard(): plain discard is a no-op, zeroing writes zeros */
+	{
+		struct vdimg_format nodisc = mock_cow_format;
+		const struct vdimg_format *ops[1] = { &nodisc };
+		const char *names[1] = { "nodiscard" };
+
+		nodisc.discard = NULL;
+		fds[0] = mock_file("nodisc.mock", MiB, 64 * KiB, NULL, NULL);
+		ret = vdimg_chain_open_ops(&c, fds, names, 1, ops, 0);
+		if (ok_err(ret, 0, "edges: a backend without discard")) {
+			fill_pat(bufa, 256 * KiB, 8, 0);
+			ret = vdimg_chain_pwrite(c, bufa, 256 * KiB, 0);
+			ok(!ret && !vdimg_chain_discard(c, 0, 64 * KiB, 0) &&
+			   !vdimg_chain_pread(c, bufb, 256 * KiB, 0) && is_pat(bufb, 256 * KiB, 8, 0),
+			   "edges: ... plain discard is a successful no-op");
+			ok(!vdimg_chain_discard(c, 64 * KiB + 512, 4096, VDIMG_DISCARD_ZEROES) &&
+			   !vdimg_chain_pread(c, bufb, 256 * KiB, 0) &&
+			   is_pat(bufb, 64 * KiB + 512, 8, 0) && is_byte(bufb + 64 * KiB + 512, 4096, 0) &&
+			   is_pat(bufb + 68 * KiB + 512, 188 * KiB - 512, 8, 68 * KiB + 512),
+			   "edges: ... discard with zeroes writes zeros");
+			vdimg_chain_close(c);
+		}
+		close(fds[0]);
+	}
 
 	/* unit 512: NEW extents without fill */
 	fds[0] = raw_file("b512.raw", 64 * KiB, 1);

@@ -20,8 +20,8 @@
 #define VDIMG_CHAIN_ORPHAN_OK	(1U << 3)	/* the base may be a differencing image (reads zeros) */
 #define VDIMG_CHAIN_FLAGS_ALL	((1U << 4) - 1)
 
-/* Largest fill range (allocation unit) the write path accepts from a backend. */
-#define VDIMG_CHAIN_MAX_FILL	(256ULL << 20)
+/* Largest fill range (allocation unit) the write path accepts from a backend (as the driver). */
+#define VDIMG_CHAIN_MAX_FILL	(64ULL << 20)
 
 struct vdimg_chain_layer {
 	struct vdimg_image img;		/* img.name points at @path */
@@ -76,7 +76,8 @@ int vdimg_chain_pread(struct vdimg_chain *c, void *buf, size_t len, u64 off);
 
 /*
  * Read [off, off + len) as the sub-chain layers[0..level] reads it (level -1: zeros). The fill
- * source of the write path (level nr - 2); also handy for tests.
+ * source of the write path (level nr - 2, unless the extent says VDIMG_EXT_FILL_ZERO); also handy
+ * for tests.
  */
 int vdimg_chain_read_level(struct vdimg_chain *c, int level, void *buf, size_t len, u64 off);
 
@@ -84,9 +85,11 @@ int vdimg_chain_read_level(struct vdimg_chain *c, int level, void *buf, size_t l
 int vdimg_chain_pwrite(struct vdimg_chain *c, const void *buf, size_t len, u64 off);
 
 /*
- * Discard [off, off + len) in the top layer through ->discard(). With VDIMG_DISCARD_ZEROES the range
- * reads as zeros afterwards; a backend without ->discard() then gets zeros written instead.
- * Without it and without ->discard(): -EOPNOTSUPP.
+ * Discard [off, off + len) in the top layer through ->discard(), as the driver does: with
+ * VDIMG_DISCARD_ZEROES (implied when the chain has more than one layer, so a discard never shows
+ * the parent again) the range reads as zeros afterwards, and when the backend cannot (no ->discard()
+ * or -EOPNOTSUPP) zeros are written through the write path. A plain discard the backend cannot do
+ * is a successful no-op (discard is a hint).
  */
 int vdimg_chain_discard(struct vdimg_chain *c, u64 off, u64 len, unsigned int flags);
 

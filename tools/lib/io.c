@@ -370,10 +370,17 @@ static int chain_write_fill(struct vdimg_chain *c, struct vdimg_image *top,
 	fill = malloc(ext->fill_length);
 	if (!fill)
 		return -ENOMEM;
-	ret = vdimg_chain_read_level(c, c->nr - 2, fill, head, ext->fill_offset);
-	if (!ret)
-		ret = vdimg_chain_read_level(c, c->nr - 2, fill + head + ext->length, tail_len,
-					     tail_off);
+	if ((ext->flags & VDIMG_EXT_FILL_ZERO) || c->nr < 2) {
+		/* the unit read as zeros before (a ZERO entry): it must not show the parent now */
+		memset(fill, 0, head);
+		memset(fill + head + ext->length, 0, tail_len);
+		ret = 0;
+	} else {
+		ret = vdimg_chain_read_level(c, c->nr - 2, fill, head, ext->fill_offset);
+		if (!ret)
+			ret = vdimg_chain_read_level(c, c->nr - 2, fill + head + ext->length,
+						     tail_len, tail_off);
+	}
 	if (!ret) {
 		memcpy(fill + head, data, ext->length);
 		ret = vdimg_file_write(ext->file, fill, ext->fill_length, foff);
@@ -445,10 +452,15 @@ int vdimg_chain_discard(struct vdimg_chain *c, u64 off, u64 len, unsigned int fl
 		return -EINVAL;
 	if (!len)
 		return 0;
+	/* in a differencing layer a discarded range must not show the parent again */
+	if (c->nr > 1)
+		flags |= VDIMG_DISCARD_ZEROES;
 	if (top->fmt->discard)
 		ret = top->fmt->discard(top, off, len, flags);
-	if (ret != -EOPNOTSUPP || !(flags & VDIMG_DISCARD_ZEROES))
+	if (ret != -EOPNOTSUPP)
 		return ret;
+	if (!(flags & VDIMG_DISCARD_ZEROES))
+		return 0;	/* discard is a hint */
 	/* write-zeroes the format cannot express: write real zeros */
 	while (len) {
 		size_t n = min_t(u64, len, sizeof(zeros));

@@ -110,7 +110,8 @@ static int attach_usage(void)
 	       "     --direct-io[=on|off]   require or refuse direct I/O\n"
 	       "     --autoclear            detach when the last opener closes\n"
 	       "     --chain A,B,...        layers below IMAGE, base first\n"
-	       "     --force                ignore mismatched parent links\n\n"
+	       "     --force                ignore mismatched parent links\n"
+	       "     --dry-run              check the image and print what would be attached\n\n"
 	       "For more details see vdimgctl(8).\n");
 	return EXIT_OK;
 }
@@ -194,9 +195,31 @@ static int attach_probe(struct attach_layer *l, bool top, bool *ro, bool rw_iso)
 	return 0;
 }
 
+/* --dry-run: what would be passed to VDIMG_CTL_ATTACH */
+static void attach_print(const struct attach_layer *l, int n, u32 flags, u32 lbs, u32 index)
+{
+	static const char *const names[] = { "read-only", "partscan", "direct-io", "buffered",
+					     "autoclear", "force-raw", "force-link" };
+	unsigned int b;
+	int i;
+
+	for (i = 0; i < n; i++)
+		printf("layer %d: %s (format %s, %s)\n", i, l[i].path, fmt_name(l[i].format),
+		       i == n - 1 && !(flags & VDIMG_ATTACH_READ_ONLY) ? "read-write" : "read-only");
+	printf("flags:");
+	for (b = 0; b < sizeof(names) / sizeof(names[0]); b++)
+		if (flags & (1U << b))
+			printf(" %s", names[b]);
+	printf("\nlogical block size: %u\n", lbs);
+	if (index == VDIMG_INDEX_ANY)
+		printf("device: first free\n");
+	else
+		printf("device: %s/vdimg%u\n", dev_dir(), index);
+}
+
 int cmd_attach(int argc, char **argv)
 {
-	enum { OPT_SHOW = 256, OPT_RW, OPT_DIO, OPT_AUTOCLEAR, OPT_CHAIN, OPT_FORCE };
+	enum { OPT_SHOW = 256, OPT_RW, OPT_DIO, OPT_AUTOCLEAR, OPT_CHAIN, OPT_FORCE, OPT_DRY };
 	static const struct option opts[] = {
 		{ "find", no_argument, NULL, 'f' },
 		{ "show", no_argument, NULL, OPT_SHOW },
@@ -209,6 +232,7 @@ int cmd_attach(int argc, char **argv)
 		{ "autoclear", no_argument, NULL, OPT_AUTOCLEAR },
 		{ "chain", required_argument, NULL, OPT_CHAIN },
 		{ "force", no_argument, NULL, OPT_FORCE },
+		{ "dry-run", no_argument, NULL, OPT_DRY },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
@@ -218,7 +242,7 @@ int cmd_attach(int argc, char **argv)
 	struct vdimg_chain *chain;
 	const char *chain_arg = NULL, *top_path;
 	char *chain_copy = NULL, *tok, *save = NULL;
-	bool show = false, ro = false, rw_iso = false, force = false, all_built = true;
+	bool show = false, ro = false, rw_iso = false, force = false, all_built = true, dry = false;
 	u32 flags = 0, format = VDIMG_FMT_AUTO, lbs = 0, index = VDIMG_INDEX_ANY;
 	int c, n = 0, i, ctl, ret, status = EXIT_FAIL;
 	u32 *fmts = NULL;
@@ -269,6 +293,9 @@ int cmd_attach(int argc, char **argv)
 			break;
 		case OPT_CHAIN:
 			chain_arg = optarg;
+			break;
+		case OPT_DRY:
+			dry = true;
 			break;
 		case OPT_FORCE:
 			force = true;
@@ -377,6 +404,11 @@ int cmd_attach(int argc, char **argv)
 		vdimg_chain_close(chain);
 	}
 
+	if (dry) {
+		attach_print(layers, n, flags, lbs, index);
+		status = EXIT_OK;
+		goto out;
+	}
 	kl = calloc(n, sizeof(*kl));
 	if (!kl)
 		goto out;

@@ -1,0 +1,336 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Host tests of the vdimgctl command line, without the module: --help/--version, info/create/check
+# on raw images and on the sample images in ../shared/samples (relative to the repository root),
+# unsupported formats refused by name, fuzzed images refused cleanly (no sanitizer report), attach
+# refusing before it reaches the kernel, list/detach against a fake sysfs tree and control device,
+# the man page. KTAP on stdout. Never loads a module: modprobe is replaced by a stub.
+#
+# VDIMGCTL=path (default: build/host/vdimgctl, the sanitizer build), VDIMG_SAMPLES=dir.
+set -u
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+V=${VDIMGCTL:-$ROOT/build/host/vdimgctl}
+SAMPLES=${VDIMG_SAMPLES:-$ROOT/../shared/samples}
+T=$(mktemp -d "${TMPDIR:-/tmp}/vdimg-cli.XXXXXX")
+trap 'rm -rf "$T"' EXIT
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:exitcode=99}
+# never the real control device, modprobe or /dev during host tests
+export VDIMG_CONTROL=$T/no-control VDIMG_MODPROBE=$T/modprobe-stub VDIMG_SYSFS=$T/sys VDIMG_DEV=/dev
+cat >"$T/modprobe-stub" <<EOF
+#!/bin/sh
+echo "\$@" >> "$T/modprobe.log"
+exit 1
+EOF
+chmod +x "$T/modprobe-stub"
+mkdir -p "$T/sys"
+
+n=0 failed=0
+ok() { # ok COND-EXIT-STATUS NAME
+	n=$((n + 1))
+	if [ "$1" -eq 0 ]; then
+		echo "ok $n - $2"
+	else
+		echo "not ok $n - $2"
+		failed=$((failed + 1))
+		[ -s "$T/err" ] && sed 's/^/# stderr: /' "$T/err" | head -n 5
+		[ -s "$T/out" ] && sed 's/^/# stdout: /' "$T/out" | head -n 5
+	fi
+}
+skip() { n=$((n + 1)); echo "ok $n - $1 # SKIP $2"; }
+# run CMD...: runs vdimgctl, stdout in $T/out, stderr in $T/err, status in $rc
+run() { "$V" "$@" >"$T/out" 2>"$T/err"; rc=$?; }
+# every stderr line has the vdimgctl message shape (plus the losetup-style hint line)
+shape() { ! grep -vqE '^(vdimgctl: .+|Try .vdimgctl --help. for more information\.)$' "$T/err"; }
+json_ok() { python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$1" 2>/dev/null; }
+
+echo "KTAP version 1"
+if [ ! -x "$V" ]; then
+	echo "1..0 # SKIP vdimgctl not built ($V)"
+	exit 4
+fi
+
+# ---- --help / --version / usage errors ----
+run --version
+[ $rc -eq 0 ] && [ "$(cat "$T/out")" = "vdimgctl 0.1.0" ]; ok $? "--version prints 'vdimgctl 0.1.0'"
+run --help
+[ $rc -eq 0 ] && [ "$(tail -n1 "$T/out")" = "For more details see vdimgctl(8)." ] && [ ! -s "$T/err" ]
+ok $? "--help exits 0 and ends pointing at vdimgctl(8)"
+grep -q 'attach' "$T/out" && grep -q -- '--show' "$T/out" && grep -q 'BACK-FILE' "$T/out"
+ok $? "--help lists the verbs, options and columns"
+for c in attach detach list info create check; do
+	run $c --help
+	[ $rc -eq 0 ] && grep -q "Usage: vdimgctl $c" "$T/out"
+	ok $? "$c --help"
+done
+run
+[ $rc -eq 1 ] && shape; ok $? "no command: exit 1, message shape"
+run frobnicate
+[ $rc -eq 1 ] && grep -q "unknown command 'frobnicate'" "$T/err" && shape
+ok $? "unknown command: exit 1 naming it"
+run info --bogus x
+[ $rc -eq 1 ]; ok $? "unknown option: exit 1"
+
+# ---- create / info / check on raw ----
+run create -t raw -s 1G "$T/a.raw"
+[ $rc -eq 0 ] && [ "$(stat -c %s "$T/a.raw")" = 1073741824 ] && [ ! -s "$T/out" ]
+ok $? "create -t raw -s 1G makes a 1 GiB file, quietly"
+for s in 64K:65536 3M:3145728 2MiB:2097152 1t:1099511627776 4096:4096; do
+	rm -f "$T/s.raw"
+	run create -t raw -s "${s%%:*}" "$T/s.raw"
+	[ $rc -eq 0 ] && [ "$(stat -c %s "$T/s.raw")" = "${s##*:}" ]
+	ok $? "create: size ${s%%:*} is ${s##*:} bytes"
+done
+run create -t raw -s 1G "$T/a.raw"
+[ $rc -eq 1 ] && grep -q "a.raw: cannot create: File exists" "$T/err" && shape
+ok $? "create: an existing file is refused"
+run create -t raw -s 1000 "$T/b.raw"
+[ $rc -eq 1 ] && grep -q "multiple of 512" "$T/err" && [ ! -e "$T/b.raw" ]
+ok $? "create: a size that is not a multiple of 512 is refused, nothing left behind"
+run create -t raw -s 12Q "$T/b.raw"
+[ $rc -eq 1 ] && grep -q "bad size" "$T/err"; ok $? "create: a bad size suffix is refused"
+run create -t nosuch -s 1M "$T/b.raw"
+[ $rc -eq 1 ] && grep -q "unknown format 'nosuch'" "$T/err"; ok $? "create: an unknown format is refused"
+run create -s 1M "$T/b.raw"
+[ $rc -eq 1 ] && grep -q "format is required" "$T/err"; ok $? "create: -t is required"
+run create -t raw "$T/b.raw"
+[ $rc -eq 1 ] && grep -q "size is required" "$T/err"; ok $? "create: -s is required without --parent"
+run create -t raw --parent "$T/a.raw" "$T/b.raw"
+[ $rc -eq 1 ] && [ ! -e "$T/b.raw" ] && shape; ok $? "create: raw with a parent is refused"
+
+run info "$T/a.raw"
+[ $rc -eq 0 ] && grep -qx "format: raw" "$T/out" && grep -qx "virtual size: 1 GiB (1073741824 bytes)" "$T/out" &&
+	grep -qx "logical sector size: 512" "$T/out" && grep -qx "variant: fixed" "$T/out"
+ok $? "info: raw format, size, sector size, variant"
+run info --json "$T/a.raw"
+[ $rc -eq 0 ] && json_ok "$T/out" &&
+	python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["format"]=="raw" and d["virtual-size"]==1<<30 and d["logical-sector-size"]==512' "$T/out"
+ok $? "info --json: valid JSON with format, virtual-size, sector size"
+run info -t raw "$T/a.raw"
+[ $rc -eq 0 ]; ok $? "info -t raw"
+run check "$T/a.raw"
+[ $rc -eq 0 ] && grep -qx "No errors were found on the image." "$T/out"; ok $? "check: raw has no errors"
+run check --json "$T/a.raw"
+[ $rc -eq 0 ] && json_ok "$T/out" && grep -q '"check-errors": 0' "$T/out"; ok $? "check --json"
+run check --repair "$T/a.raw"
+[ $rc -eq 0 ]; ok $? "check --repair on raw"
+head -c 1000 /dev/zero >"$T/odd.raw"
+run info "$T/odd.raw"
+[ $rc -eq 1 ] && grep -q "odd.raw: cannot open: size 1000 is not a multiple of 512" "$T/err" && shape
+ok $? "info: a 1000-byte file is refused with the backend's reason, in the vdimgctl shape"
+: >"$T/empty.raw"
+run info "$T/empty.raw"
+[ $rc -eq 1 ] && grep -q "empty.raw: cannot open: the file is empty" "$T/err"; ok $? "info: an empty file is refused"
+run info "$T/missing.img"
+[ $rc -eq 1 ] && grep -q "missing.img: cannot open: No such file or directory" "$T/err"
+ok $? "info: a missing file"
+run info "$T"
+[ $rc -eq 1 ] && grep -q "cannot open: Is a directory" "$T/err"; ok $? "info: a directory"
+run check "$T/missing.img"
+[ $rc -eq 1 ] && shape; ok $? "check: a missing file: exit 1"
+
+# ---- the sample images ----
+declare -A want_fmt=(
+	[afl5.img]=vhd [afl9.vmdk]=vmdk [d2v-zerofilled.vhd]=vhd [empty.bochs]=bochs
+	[grub_mbr.raw]=raw [hyperv2012r2-dynamic.vhd]=vhd [iotest-dirtylog-10G-4M.vhdx]=vhdx
+	[iotest-dynamic-1G.vhdx]=vhdx [iotest-version3.vmdk]=vmdk [parallels-v1]=parallels
+	[parallels-v2]=parallels [parallels-with-bitmap]=parallels [simple-dmg.dmg]=dmg
+	[simple-pattern.cloop]=cloop [test-disk2vhd.vhdx]=vhdx [virtualpc-dynamic.vhd]=vhd
+)
+declare -A want_size=(
+	[d2v-zerofilled.vhd]=263454720 [grub_mbr.raw]=512 [hyperv2012r2-dynamic.vhd]=136365211648
+	[iotest-dirtylog-10G-4M.vhdx]=10737418240 [iotest-dynamic-1G.vhdx]=1073741824
+	[iotest-version3.vmdk]=17179869184 [parallels-v1]=2097152 [parallels-v2]=2097152
+	[parallels-with-bitmap]=68719476736 [simple-dmg.dmg]=1799168 [test-disk2vhd.vhdx]=268435456
+	[virtualpc-dynamic.vhd]=136363130880
+)
+if [ ! -d "$SAMPLES" ]; then
+	skip "sample images" "no $SAMPLES"
+else
+	mkdir -p "$T/s"
+	for f in "$SAMPLES"/*.bz2; do
+		bzcat "$f" | cp --sparse=always /dev/stdin "$T/s/$(basename "$f" .bz2)"
+	done
+	for name in $(printf '%s\n' "${!want_fmt[@]}" | sort); do
+		img=$T/s/$name
+		fmt=${want_fmt[$name]}
+		if [ ! -e "$img" ]; then
+			skip "sample $name" "not in $SAMPLES"
+			continue
+		fi
+		run info --json "$img"
+		case $name in
+		empty.bochs | simple-pattern.cloop)
+			[ $rc -eq 1 ] && grep -qx "vdimgctl: $img: cannot open: $fmt images are not supported" "$T/err"
+			ok $? "sample $name: info refuses it as '$fmt images are not supported'"
+			run attach "$img"
+			[ $rc -eq 1 ] && grep -qx "vdimgctl: $img: cannot attach: $fmt images are not supported" "$T/err" &&
+				[ ! -e "$T/modprobe.log" ]
+			ok $? "sample $name: attach refuses it by name before touching the module"
+			;;
+		afl5.img | afl9.vmdk)
+			if grep -q "not supported by this build" "$T/err"; then
+				skip "sample $name: fuzzed $fmt refused cleanly" "no $fmt backend in this build"
+			else
+				[ $rc -eq 1 ] && [ -s "$T/err" ] && shape
+				ok $? "sample $name: fuzzed $fmt image refused cleanly (exit 1, a message, no crash)"
+			fi
+			;;
+		*)
+			if [ $rc -eq 1 ] && grep -qx "vdimgctl: $img: cannot open: $fmt images are not supported by this build" "$T/err"; then
+				skip "sample $name: info says $fmt, ${want_size[$name]} bytes" "no $fmt backend in this build"
+				continue
+			fi
+			[ $rc -eq 0 ] && json_ok "$T/out" &&
+				python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["format"]==sys.argv[2], d["format"]; assert d["virtual-size"]==int(sys.argv[3]), d["virtual-size"]' \
+					"$T/out" "$fmt" "${want_size[$name]}" 2>>"$T/err"
+			ok $? "sample $name: info says $fmt, ${want_size[$name]} bytes"
+			;;
+		esac
+	done
+	# grub_mbr.raw has no signature: never mistaken for a format, attached writable only as raw
+	run attach "$T/s/grub_mbr.raw"
+	[ $rc -eq 1 ] && grep -q "grub_mbr.raw: cannot attach: unrecognised image format" "$T/err" &&
+		[ ! -e "$T/modprobe.log" ]
+	ok $? "attach: an MBR without -t raw or -r is refused before the module"
+fi
+
+# ---- attach without a module: refusals, modprobe, the ioctl ----
+# an MBR-like boot sector of our own (the samples may be missing)
+dd if=/dev/zero of="$T/mbr.raw" bs=512 count=1 status=none
+printf '\x55\xaa' | dd of="$T/mbr.raw" bs=1 seek=510 conv=notrunc status=none
+run attach -b 1000 "$T/a.raw"
+[ $rc -eq 1 ] && grep -q "sector size must be 512, 2048 or 4096" "$T/err"; ok $? "attach: -b 1000 refused"
+run attach --direct-io=maybe "$T/a.raw"
+[ $rc -eq 1 ]; ok $? "attach: --direct-io=maybe refused"
+run attach "$T/missing.img"
+[ $rc -eq 1 ] && grep -qx "vdimgctl: $T/missing.img: cannot attach: No such file or directory" "$T/err"
+ok $? "attach: a missing image"
+run attach -t raw "$T/odd.raw"
+[ $rc -eq 1 ] && grep -q "odd.raw: cannot attach: size 1000 is not a multiple of 512" "$T/err" &&
+	[ ! -e "$T/modprobe.log" ]
+ok $? "attach: the userspace open explains a bad raw file before the module is loaded"
+run attach -t raw "$T/a.raw"
+[ $rc -eq 1 ] && grep -qx "vdimg" "$T/modprobe.log" &&
+	grep -q "cannot open: No such file or directory (is the vdimg module available?)" "$T/err" && shape
+ok $? "attach: a missing control device runs 'modprobe vdimg', then fails clearly"
+rm -f "$T/modprobe.log"
+: >"$T/fake-control"
+VDIMG_CONTROL=$T/fake-control run attach -r --show "$T/a.raw"
+[ $rc -eq 1 ] && grep -q "a.raw: cannot attach: " "$T/err" && [ ! -s "$T/out" ] && [ ! -e "$T/modprobe.log" ]
+ok $? "attach: an ioctl failure is reported against the image, nothing on stdout"
+VDIMG_CONTROL=$T/fake-control run attach --chain "$T/mbr.raw" "$T/a.raw"
+[ $rc -eq 1 ] && grep -q "a.raw: cannot attach: " "$T/err" && ! grep -q "grub_mbr" "$T/err"
+ok $? "attach --chain: an unrecognised lower layer is fine as raw (reaches the ioctl)"
+printf 'Bochs Virtual HD Image' | dd of="$T/b.bochs" bs=4096 conv=sync status=none
+run attach --chain "$T/b.bochs" "$T/a.raw"
+[ $rc -eq 1 ] && grep -qx "vdimgctl: $T/b.bochs: cannot attach: bochs images are not supported" "$T/err"
+ok $? "attach --chain: an unsupported lower layer is refused by name"
+cp --sparse=always "$T/a.raw" "$T/disc.iso"
+run attach --dry-run "$T/disc.iso"
+[ $rc -eq 0 ] && grep -qx "layer 0: $T/disc.iso (format raw, read-only)" "$T/out" && grep -qx "flags: read-only" "$T/out"
+ok $? "attach: an image named .iso is read-only by default"
+run attach --dry-run --rw -t raw "$T/disc.iso"
+[ $rc -eq 0 ] && grep -qx "layer 0: $T/disc.iso (format raw, read-write)" "$T/out" && grep -qx "flags:" "$T/out"
+ok $? "attach --rw: ... unless --rw"
+dd if=/dev/zero of="$T/cd.img" bs=1M count=1 status=none
+printf '\001CD001' | dd of="$T/cd.img" bs=1 seek=32768 conv=notrunc status=none
+run attach --dry-run "$T/cd.img"
+[ $rc -eq 0 ] && grep -qx "layer 0: $T/cd.img (format auto, read-only)" "$T/out" && grep -qx "flags: read-only" "$T/out"
+ok $? "attach: an ISO 9660 image (by signature) is read-only by default"
+run attach --dry-run --rw "$T/cd.img"
+[ $rc -eq 0 ] && grep -qx "layer 0: $T/cd.img (format raw, read-write)" "$T/out"
+ok $? "attach --rw: an ISO 9660 image is attached writable as raw"
+run attach --dry-run -P --direct-io --autoclear --force -b 4096 --chain "$T/mbr.raw,$T/odd-ok.raw" -t raw vdimg7 "$T/a.raw"
+[ $rc -eq 1 ] && grep -q "odd-ok.raw: cannot attach: No such file" "$T/err"
+ok $? "attach --chain: a missing middle layer is named"
+cp --sparse=always "$T/a.raw" "$T/mid.raw"
+run attach --dry-run -P --direct-io --autoclear --force -b 4096 --chain "$T/mbr.raw,$T/mid.raw" -t raw /dev/vdimg7 "$T/a.raw"
+[ $rc -eq 0 ] && [ "$(cat "$T/out")" = "layer 0: $T/mbr.raw (format raw, read-only)
+layer 1: $T/mid.raw (format raw, read-only)
+layer 2: $T/a.raw (format raw, read-write)
+flags: partscan direct-io autoclear force-link
+logical block size: 4096
+device: /dev/vdimg7" ]
+ok $? "attach --dry-run: chain base first, top writable, flags, sector size, chosen device"
+run attach --dry-run -r --direct-io=off "$T/mbr.raw"
+[ $rc -eq 0 ] && grep -qx "flags: read-only buffered" "$T/out" && grep -qx "device: first free" "$T/out"
+ok $? "attach --dry-run -r --direct-io=off: an unrecognised image read-only is raw, buffered"
+
+# ---- detach / list against a fake sysfs and control device ----
+run detach
+[ $rc -eq 1 ] && grep -q "no device given" "$T/err"; ok $? "detach: no device is a usage error"
+run detach /dev/sda
+[ $rc -eq 1 ] && grep -q "'/dev/sda' is not a vdimg device" "$T/err"; ok $? "detach: not a vdimg device"
+run detach vdimg0
+[ $rc -eq 1 ] && grep -q "no-control: cannot open" "$T/err" && [ ! -e "$T/modprobe.log" ]
+ok $? "detach: no control device: exit 1, no modprobe"
+VDIMG_CONTROL=$T/fake-control run detach /dev/vdimg3 4 vdimg5
+[ $rc -eq 1 ] && [ "$(grep -c 'cannot detach' "$T/err")" = 3 ] && grep -q "^vdimgctl: /dev/vdimg3: cannot detach" "$T/err"
+ok $? "detach: each device that fails is named, exit 1"
+
+run list
+[ $rc -eq 0 ] && [ ! -s "$T/out" ]; ok $? "list: no devices prints nothing"
+mk() { # mk INDEX attr=value...
+	local d=$T/sys/vdimg$1/vdimg
+	mkdir -p "$d"
+	shift
+	for kv in "$@"; do printf '%b\n' "${kv#*=}" >"$d/${kv%%=*}"; done
+}
+mk 0 format=vhd backing_file=/img/a.vhd chain=/img/a.vhd depth=1 read_only=0 dio=1 autoclear=0 \
+	partscan=1 virtual_size=10737418240 logical_block_size=512 state=bound
+mk 12 format=qcow2 "backing_file=/img/x y.qcow2" 'chain=/img/base.raw\n/img/x y.qcow2' depth=2 \
+	read_only=1 dio=0 autoclear=1 partscan=0 virtual_size=1610612736 logical_block_size=4096 state=bound
+mk 3 state=rundown
+mkdir -p "$T/sys/vdimg12p1" "$T/sys/loop0"
+run list
+[ $rc -eq 0 ] && [ "$(head -n1 "$T/out" | tr -s ' ')" = "NAME FORMAT VSIZE RO DIO BACK-FILE" ] &&
+	[ "$(wc -l <"$T/out")" = 3 ] && grep -qE '^/dev/vdimg0 +vhd +10G +0 +1 /img/a.vhd$' "$T/out" &&
+	grep -qE '^/dev/vdimg12 +qcow2 +1.5G +1 +0 /img/x y.qcow2$' "$T/out"
+ok $? "list: default columns, sorted, partitions and devices being torn down left out"
+run list -n --raw --bytes -O NAME,VSIZE,LOG-SEC,DEPTH,CHAIN
+[ $rc -eq 0 ] && grep -qx '/dev/vdimg0 10737418240 512 1 /img/a.vhd' "$T/out" &&
+	grep -qx '/dev/vdimg12 1610612736 4096 2 /img/base.raw,/img/x\\x20y.qcow2' "$T/out"
+ok $? "list -n --raw --bytes -O: chosen columns, no header, raw escaping"
+run list -J --output-all /dev/vdimg12
+[ $rc -eq 0 ] && json_ok "$T/out" && python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))["vdimgdevices"]
+assert len(d) == 1, d
+d = d[0]
+assert d["name"] == "/dev/vdimg12" and d["format"] == "qcow2" and d["ro"] is True
+assert d["dio"] is False and d["autoclear"] is True and d["log-sec"] == 4096 and d["depth"] == 2
+assert d["chain"] == ["/img/base.raw", "/img/x y.qcow2"], d["chain"]
+assert d["back-file"] == "/img/x y.qcow2"' "$T/out" 2>>"$T/err"
+ok $? "list -J --output-all DEV: JSON with booleans, numbers and the chain as an array"
+run list -l 12
+[ $rc -eq 0 ] && [ "$(wc -l <"$T/out")" = 2 ]; ok $? "list -l N: one device by number"
+run list vdimg7
+[ $rc -eq 1 ] && grep -q "/dev/vdimg7: cannot list: no such device attached" "$T/err"
+ok $? "list: a device that is not attached: exit 1"
+run list -O NAME,NOPE
+[ $rc -eq 1 ] && grep -q "unknown column 'NOPE'" "$T/err"; ok $? "list: unknown column"
+
+# ---- the man page ----
+RST=$ROOT/tools/vdimgctl/vdimgctl.rst
+if [ ! -f "$RST" ]; then
+	ok 1 "man page tools/vdimgctl/vdimgctl.rst exists"
+elif ! python3 -c 'import docutils' 2>/dev/null; then
+	skip "man page builds with rst2man" "python3-docutils not installed"
+else
+	python3 - "$RST" "$T/vdimgctl.8" <<'EOF' >"$T/out" 2>"$T/err"
+import sys
+from docutils.core import publish_file
+publish_file(source_path=sys.argv[1], destination_path=sys.argv[2], writer_name="manpage",
+             settings_overrides={"halt_level": 2, "report_level": 2})
+EOF
+	ok $? "man page builds with rst2man without warnings"
+	if [ -s "$T/vdimgctl.8" ]; then
+		for s in NAME SYNOPSIS DESCRIPTION OPTIONS "OUTPUT COLUMNS" "EXIT STATUS" EXAMPLES "SEE ALSO"; do
+			grep -q "^\.SH \"\?$s" "$T/vdimgctl.8"; ok $? "man page has $s"
+		done
+	fi
+fi
+
+echo "1..$n"
+[ $failed -eq 0 ]
