@@ -1334,7 +1334,7 @@ static char *vhd_relpath(const char *path, const char *dir)
 		memcpy(o, "../", 3);
 		o += 3;
 	}
-	strcpy(o, rest);
+	memcpy(o, rest, strlen(rest) + 1);
 	return out;
 }
 

@@ -698,6 +698,51 @@ out:
 	free(shadow);
 }
 
+/* A base block with partly clear bits (as Virtual PC leaves them): writes there set exactly theirs. */
+static void test_partial_bitmap(void)
+{
+	struct vdimg_chain *c;
+	struct vdimg_extent ext;
+	u8 bm[512], rd[8192], w[4096];
+	__be32 e;
+	int fd, ret;
+
+	fd = vcreate("pb.vhd", 4 * MiB, NULL, NULL, NULL);
+	ret = vopen(&c, fd, "pb.vhd", 0);
+	memset(w, 0x61, sizeof(w));
+	ok(!ret && !vdimg_chain_pwrite(c, w, 4096, 0), "partial bitmap: write 4K at 0");
+	if (!ret)
+		vdimg_chain_close(c);
+	/* keep sectors 0-7 set, clear the rest, and put garbage in the data of sector 8 */
+	ok(pread(fd, &e, 4, 1536) == 4, "partial bitmap: read BAT entry 0");
+	memset(bm, 0, sizeof(bm));
+	bm[0] = 0xff;
+	ok(pwrite(fd, bm, 512, (u64)be32_to_cpu(e) * 512) == 512 &&
+	   pwrite(fd, w, 512, (u64)be32_to_cpu(e) * 512 + 512 + 4096) == 512,
+	   "partial bitmap: clear bits 8.. and dirty sector 8's data");
+	ret = vopen(&c, fd, "pb.vhd", 0);
+	if (!ok(!ret, "partial bitmap: reopen"))
+		goto out;
+	ok(!vdimg_chain_pread(c, rd, 8192, 0) && is_byte(rd, 4096, 0x61) &&
+	   is_byte(rd + 4096, 4096, 0), "partial bitmap: clear bits read zeros, not the data");
+	ok(!vdimg_chain_top(c)->fmt->map(vdimg_chain_top(c), 8192, 4096, VDIMG_MAP_WRITE, &ext) &&
+	   (ext.flags & VDIMG_EXT_NEW) && ext.length == 4096,
+	   "partial bitmap: a write over clear bits gets a NEW extent");
+	memset(w, 0x62, sizeof(w));
+	ok(!vdimg_chain_pwrite(c, w, 1024, 8192), "partial bitmap: write 1K at 8K");
+	vdimg_chain_close(c);
+	ok(pread(fd, bm, 512, (u64)be32_to_cpu(e) * 512) == 512 && bm[0] == 0xff && bm[1] == 0 &&
+	   bm[2] == 0xc0 && bm[3] == 0, "partial bitmap: exactly the written sectors' bits were set");
+	ret = vopen(&c, fd, "pb.vhd", VDIMG_CHAIN_READ_ONLY);
+	ok(!ret && !vdimg_chain_pread(c, rd, 8192, 4096) && is_byte(rd, 4096, 0) &&
+	   is_byte(rd + 4096, 1024, 0x62) && is_byte(rd + 5120, 3072, 0),
+	   "partial bitmap: reads back after reopening");
+	if (!ret)
+		vdimg_chain_close(c);
+out:
+	close(fd);
+}
+
 /* map(NOWAIT) never sleeps: uncached bitmaps and allocations answer -EAGAIN. */
 static void test_nowait(void)
 {
@@ -961,6 +1006,7 @@ int main(void)
 	test_differencing();
 	test_damage();
 	test_discard_base();
+	test_partial_bitmap();
 	test_nowait();
 	test_threads("dynamic");
 	test_threads("differencing");
