@@ -257,6 +257,37 @@ run attach --dry-run -r --direct-io=off "$T/mbr.raw"
 [ $rc -eq 0 ] && grep -qx "flags: read-only buffered" "$T/out" && grep -qx "device: first free" "$T/out"
 ok $? "attach --dry-run -r --direct-io=off: an unrecognised image read-only is raw, buffered"
 
+# ---- chains: parents found the way the image records them (VDI: by UUID in its directory) ----
+mkdir -p "$T/chain" "$T/lone"
+if ! "$V" create -t vdi -s 64M "$T/chain/base.vdi" 2>/dev/null; then
+	skip "chain resolution through VDI parents" "no vdi backend in this build"
+else
+	run create -t vdi --parent "$T/chain/base.vdi" "$T/chain/mid.vdi"
+	[ $rc -eq 0 ]; ok $? "create -t vdi --parent: a differencing image, size from the parent"
+	run create -t vdi --parent "$T/chain/mid.vdi" "$T/chain/top.vdi"
+	run info "$T/chain/top.vdi"
+	[ $rc -eq 0 ] && grep -qx "differencing: yes" "$T/out" && grep -qx "virtual size: 64 MiB (67108864 bytes)" "$T/out" &&
+		grep -q "^parent uuid: " "$T/out"
+	ok $? "info: a differencing VDI says so, with its parent's UUID"
+	run check "$T/chain/top.vdi"
+	[ $rc -eq 0 ] && grep -qx "No errors were found on the image." "$T/out"; ok $? "check: a new VDI has no errors"
+	run attach --dry-run "$T/chain/top.vdi"
+	[ $rc -eq 0 ] && [ "$(grep '^layer' "$T/out")" = "layer 0: $T/chain/base.vdi (format auto, read-only)
+layer 1: $T/chain/mid.vdi (format auto, read-only)
+layer 2: $T/chain/top.vdi (format auto, read-write)" ]
+	ok $? "attach: the parents of a differencing image are found and passed base first"
+	cp "$T/chain/top.vdi" "$T/lone/"
+	run attach --dry-run "$T/lone/top.vdi"
+	[ $rc -eq 1 ] && grep -q "^vdimgctl: $T/lone/top.vdi: cannot attach: no image with its parent's UUID" "$T/err"
+	ok $? "attach: a differencing image whose parent cannot be found is refused, naming it"
+	run attach --dry-run --chain "$T/chain/base.vdi" "$T/chain/mid.vdi"
+	[ $rc -eq 0 ] && [ "$(grep -c '^layer' "$T/out")" = 2 ]; ok $? "attach --chain: an explicit chain is used as given"
+	run attach --dry-run --chain "$T/chain/base.vdi" "$T/lone/top.vdi"
+	[ $rc -eq 1 ] && shape; ok $? "attach --chain: a wrong parent is refused (UUID mismatch)"
+	run attach --dry-run --force --chain "$T/chain/base.vdi" "$T/lone/top.vdi"
+	[ $rc -eq 0 ]; ok $? "attach --chain --force: ... unless forced"
+fi
+
 # ---- detach / list against a fake sysfs and control device ----
 run detach
 [ $rc -eq 1 ] && grep -q "no device given" "$T/err"; ok $? "detach: no device is a usage error"

@@ -99,4 +99,21 @@ int vdimg_chain_flush(struct vdimg_chain *c);
 /* Flush (if writable), close every layer, free @c. Returns the flush result. NULL is allowed. */
 int vdimg_chain_close(struct vdimg_chain *c);
 
+/**
+ * vdimg_chain_resolve() - find the layers under a differencing image
+ * @top: path of the top image
+ * @top_format: its format, or VDIMG_FMT_AUTO
+ * @paths: out: @n paths, base first, the last one @top (free with vdimg_chain_resolve_free())
+ * @formats: out: the format id of each
+ * @n: out: the number of layers (1 for an image without a parent)
+ *
+ * Follows each image's ->parent_ref(): a recorded path (relative to the child's directory) or its
+ * alternative, or (VDI) an image with the parent's UUID in the child's directory. Stops at a loop or
+ * after VDIMG_MAX_LAYERS. Every image is opened read-only and closed again.
+ *
+ * Return: 0, or a negative errno after a message naming the image whose parent was not found.
+ */
+int vdimg_chain_resolve(const char *top, u32 top_format, char ***paths, u32 **formats, int *n);
+void vdimg_chain_resolve_free(char **paths, u32 *formats, int n);
+
 #endif /* _VDIMG_CHAIN_H */

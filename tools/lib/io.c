@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include "chain.h"
 
@@ -486,4 +487,249 @@ int vdimg_chain_flush(struct vdimg_chain *c)
 	if (!ret)
 		ret = vdimg_file_sync(top->file);
 	return ret;
+}
+
+/* ---- resolving a chain from its top image ---- */
+
+#define RESOLVE_DIR_SCAN_MAX	4096	/* directory entries looked at for a parent found by UUID */
+
+/* Open @path read-only as an image (@format, or probed, raw allowed). */
+static int resolve_open(const char *path, u32 format, struct vdimg_image *img, int *fdp,
+			struct stat *st, bool quiet)
+{
+	int fd, ret;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		if (!quiet) {
+			struct vdimg_image tmp = { .name = path };
+
+			vdimg_err(&tmp, "cannot open: %s", strerror(-ret));
+		}
+		return ret;
+	}
+	if (fstat(fd, st) || !S_ISREG(st->st_mode)) {
+		close(fd);
+		return -EINVAL;
+	}
+	memset(img, 0, sizeof(*img));
+	img->name = path;
+	img->file = vdimg_file_from_fd(fd);
+	if (!img->file) {
+		close(fd);
+		return -ENOMEM;
+	}
+	if (quiet) {
+		/* probing candidates: only formats built in, no messages about the others */
+		u32 id;
+		const char *why;
+
+		ret = vdimg_probe(img->file, &id, &why);
+		if (ret || !vdimg_format_by_id(id)) {
+			vdimg_file_free(img->file);
+			close(fd);
+			return ret ? ret : -EOPNOTSUPP;
+		}
+		format = id;
+	}
+	ret = vdimg_image_open(img, format, VDIMG_OPEN_READ_ONLY | VDIMG_OPEN_HAS_CHILD |
+			       (format == VDIMG_FMT_AUTO ? VDIMG_OPEN_ALLOW_RAW : 0));
+	if (ret) {
+		vdimg_file_free(img->file);
+		close(fd);
+		return ret;
+	}
+	*fdp = fd;
+	return 0;
+}
+
+static void resolve_close(struct vdimg_image *img, int fd)
+{
+	vdimg_image_close(img);
+	vdimg_file_free(img->file);
+	close(fd);
+}
+
+/* "dir/of/child" + "rel" -> "dir/of/rel"; absolute @rel unchanged. Caller frees. */
+static char *resolve_relative(const char *child, const char *rel)
+{
+	const char *slash = strrchr(child, '/');
+	char *out;
+
+	if (rel[0] == '/' || !slash)
+		return strdup(rel);
+	if (asprintf(&out, "%.*s/%s", (int)(slash - child), child, rel) < 0)
+		return NULL;
+	return out;
+}
+
+/* A file in @child's directory whose image UUID is @uuid, or NULL. */
+static char *resolve_by_uuid(const char *child, const u8 *uuid, const struct stat *child_st)
+{
+	const char *slash = strrchr(child, '/');
+	char *dir = slash ? strndup(child, slash - child + (slash == child)) : strdup(".");
+	char *found = NULL;
+	struct dirent *e;
+	int seen = 0;
+	DIR *d;
+
+	if (!dir)
+		return NULL;
+	d = opendir(dir);
+	while (d && (e = readdir(d)) && !found && seen++ < RESOLVE_DIR_SCAN_MAX) {
+		struct vdimg_image img;
+		struct stat st;
+		char *path;
+		int fd;
+
+		if (e->d_name[0] == '.' || asprintf(&path, "%s/%s", dir, e->d_name) < 0)
+			continue;
+		if (!resolve_open(path, VDIMG_FMT_AUTO, &img, &fd, &st, true)) {
+			if ((img.flags & VDIMG_IMG_HAS_UUID) && !memcmp(img.uuid, uuid, 16) &&
+			    (st.st_dev != child_st->st_dev || st.st_ino != child_st->st_ino))
+				found = strdup(path);
+			resolve_close(&img, fd);
+		}
+		free(path);
+	}
+	if (d)
+		closedir(d);
+	free(dir);
+	return found;
+}
+
+int vdimg_chain_resolve(const char *top, u32 top_format, char ***paths_out, u32 **formats_out,
+			int *n_out)
+{
+	char **paths = NULL;
+	u32 *formats = NULL;
+	struct stat *seen = NULL;
+	char *cur = strdup(top);
+	u32 fmt = top_format;
+	int n = 0, i, ret = 0;
+
+	*paths_out = NULL;
+	*formats_out = NULL;
+	*n_out = 0;
+	paths = calloc(VDIMG_MAX_LAYERS, sizeof(*paths));
+	formats = calloc(VDIMG_MAX_LAYERS, sizeof(*formats));
+	seen = calloc(VDIMG_MAX_LAYERS, sizeof(*seen));
+	if (!cur || !paths || !formats || !seen) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	for (;;) {
+		struct vdimg_parent_ref *ref;
+		struct vdimg_image img;
+		char *next = NULL;
+		int fd;
+
+		ret = resolve_open(cur, fmt, &img, &fd, &seen[n], false);
+		if (ret)
+			goto fail;
+		for (i = 0; i < n; i++) {
+			if (seen[i].st_dev == seen[n].st_dev && seen[i].st_ino == seen[n].st_ino) {
+				vdimg_err(&img, "the chain of parents loops back to %s", paths[i]);
+				resolve_close(&img, fd);
+				ret = -ELOOP;
+				goto fail;
+			}
+		}
+		paths[n] = cur;
+		formats[n] = img.fmt->id;
+		n++;
+		cur = NULL;
+		if (!(img.flags & VDIMG_IMG_HAS_PARENT)) {
+			resolve_close(&img, fd);
+			break;
+		}
+		if (n == VDIMG_MAX_LAYERS) {
+			vdimg_err(&img, "more than %d images in the chain", VDIMG_MAX_LAYERS);
+			resolve_close(&img, fd);
+			ret = -ELOOP;
+			goto fail;
+		}
+		ref = calloc(1, sizeof(*ref));
+		ret = !ref ? -ENOMEM : !img.fmt->parent_ref ? -ENOENT : img.fmt->parent_ref(&img, ref);
+		if (!ret && ref->path[0]) {
+			const char *cand[2] = { ref->path, ref->alt_path };
+
+			for (i = 0; i < 2 && !next; i++) {
+				char *p;
+
+				if (!cand[i][0])
+					continue;
+				p = resolve_relative(paths[n - 1], cand[i]);
+				if (p && access(p, F_OK) == 0)
+					next = p;
+				else
+					free(p);
+			}
+			if (!next) {
+				vdimg_err(&img, "its parent %s was not found", ref->path);
+				ret = -ENOENT;
+			}
+		} else if (!ret && ref->by_uuid) {
+			char u[40];
+			const u8 *b = img.parent_uuid;
+
+			next = resolve_by_uuid(paths[n - 1], img.parent_uuid, &seen[n - 1]);
+			if (!next) {
+				snprintf(u, sizeof(u), "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+					 "%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4],
+					 b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+					 b[14], b[15]);
+				vdimg_err(&img, "no image with its parent's UUID %s in its directory; give the chain explicitly",
+					  u);
+				ret = -ENOENT;
+			}
+		} else if (!ret || ret == -ENOENT) {
+			vdimg_err(&img, "is a differencing image but does not say where its parent is");
+			ret = -ENOENT;
+		}
+		fmt = ref && !ret && ref->format ? ref->format : VDIMG_FMT_AUTO;
+		free(ref);
+		resolve_close(&img, fd);
+		if (ret) {
+			free(next);
+			goto fail;
+		}
+		cur = next;
+	}
+	/* collected top first; the chain is base first */
+	for (i = 0; i < n / 2; i++) {
+		char *p = paths[i];
+		u32 f = formats[i];
+
+		paths[i] = paths[n - 1 - i];
+		paths[n - 1 - i] = p;
+		formats[i] = formats[n - 1 - i];
+		formats[n - 1 - i] = f;
+	}
+	free(seen);
+	*paths_out = paths;
+	*formats_out = formats;
+	*n_out = n;
+	return 0;
+fail:
+	free(cur);
+	if (paths)
+		for (i = 0; i < n; i++)
+			free(paths[i]);
+	free(paths);
+	free(formats);
+	free(seen);
+	return ret;
+}
+
+void vdimg_chain_resolve_free(char **paths, u32 *formats, int n)
+{
+	int i;
+
+	if (paths)
+		for (i = 0; i < n; i++)
+			free(paths[i]);
+	free(paths);
+	free(formats);
 }

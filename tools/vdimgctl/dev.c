@@ -217,6 +217,44 @@ static void attach_print(const struct attach_layer *l, int n, u32 flags, u32 lbs
 		printf("device: %s/vdimg%u\n", dev_dir(), index);
 }
 
+/*
+ * If the single image in @layers is a differencing image of a format this build knows, replace
+ * @layers with its chain, base first. 0, or -errno after a message.
+ */
+static int attach_resolve(struct attach_layer *layers, int *n, u32 format, char ***resolved,
+			  int *nres)
+{
+	const char *why, *top;
+	u32 id = format, *fmts;
+	struct vdimg_file *f;
+	int fd, ret, i;
+
+	fd = open(layers[0].path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;	/* the attach reports it */
+	f = vdimg_file_from_fd(fd);
+	ret = f && format == VDIMG_FMT_AUTO ? vdimg_probe(f, &id, &why) : 0;
+	vdimg_file_free(f);
+	close(fd);
+	if (ret || !vdimg_format_by_id(id) || id == VDIMG_FMT_RAW || id == VDIMG_FMT_ISO)
+		return 0;
+	lib_action("cannot attach");
+	ret = vdimg_chain_resolve(layers[0].path, format, resolved, &fmts, nres);
+	if (ret) {
+		if (!lib_reported)
+			errmsg(layers[0].path, "cannot attach", "%s", strerror(-ret));
+		return ret;
+	}
+	free(fmts);
+	/* keep the user's spelling of the top; the parents as resolved */
+	top = layers[0].path;
+	for (i = 0; i < *nres - 1; i++)
+		layers[i].path = (*resolved)[i];
+	layers[*nres - 1].path = top;
+	*n = *nres;
+	return 0;
+}
+
 int cmd_attach(int argc, char **argv)
 {
 	enum { OPT_SHOW = 256, OPT_RW, OPT_DIO, OPT_AUTOCLEAR, OPT_CHAIN, OPT_FORCE, OPT_DRY };
@@ -245,7 +283,9 @@ int cmd_attach(int argc, char **argv)
 	bool show = false, ro = false, rw_iso = false, force = false, all_built = true, dry = false;
 	u32 flags = 0, format = VDIMG_FMT_AUTO, lbs = 0, index = VDIMG_INDEX_ANY;
 	int c, n = 0, i, ctl, ret, status = EXIT_FAIL;
-	u32 *fmts = NULL;
+	u32 *fmts = NULL, *res_fmts = NULL;
+	char **resolved = NULL;
+	int nres = 0;
 	int *fds = NULL;
 	const char **names = NULL;
 
@@ -343,6 +383,9 @@ int cmd_attach(int argc, char **argv)
 		usage_error("attach", "no image given");
 		goto out;
 	}
+	/* a differencing image without --chain: find its parents the way the image records them */
+	if (!chain_arg && attach_resolve(layers, &n, format, &resolved, &nres))
+		goto out;
 	top_path = layers[n - 1].path;
 	if (ends_with_iso(top_path) && !rw_iso)
 		ro = true;
@@ -449,6 +492,7 @@ out:
 	free(names);
 	free(fmts);
 	free(chain_copy);
+	vdimg_chain_resolve_free(resolved, res_fmts, nres);
 	return status;
 }
 

@@ -156,6 +156,21 @@ int cmd_info(int argc, char **argv)
 	if (offline_open(&o, path, format, false, "cannot open"))
 		return EXIT_FAIL;
 	fstat(o.fd, &st);
+	if ((o.img.flags & VDIMG_IMG_HAS_PARENT) && o.img.fmt->parent_ref) {
+		struct vdimg_parent_ref *ref = calloc(1, sizeof(*ref));
+
+		if (ref && !o.img.fmt->parent_ref(&o.img, ref)) {
+			if (ref->path[0])
+				kv_emit(&kv, "parent", ref->path);
+			if (ref->alt_path[0])
+				kv_emit(&kv, "parent (alternative)", ref->alt_path);
+			if (ref->format)
+				kv_emit(&kv, "parent format", fmt_name(ref->format));
+			if (ref->by_uuid)
+				kv_emit(&kv, "parent", "found by its UUID");
+		}
+		free(ref);
+	}
 	if (o.img.fmt->describe)
 		o.img.fmt->describe(&o.img, kv_emit, &kv);
 
