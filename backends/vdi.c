@@ -1077,7 +1077,7 @@ static void vdi_describe(struct vdimg_image *img,
 	emit(ctx, "version", buf);
 	emit(ctx, "type", vdi_type_name(v->type));
 	vdi_uuid_str(buf, img->uuid);
-	emit(ctx, "image uuid", buf);
+	emit(ctx, "creation uuid", buf);
 	vdimg_mutex_lock(&v->map_lock);
 	vdi_uuid_swap(rfc, v->uuid_modify);
 	for (i = 0; i < v->nr_blocks; i++)
@@ -1087,7 +1087,7 @@ static void vdi_describe(struct vdimg_image *img,
 	emit(ctx, "modification uuid", buf);
 	vdi_uuid_swap(rfc, v->uuid_linkage);
 	vdi_uuid_str(buf, rfc);
-	emit(ctx, "parent uuid", buf);
+	emit(ctx, "linkage uuid", buf);
 	if (v->version >> 16 >= 1) {
 		vdi_uuid_swap(rfc, v->uuid_parent_modify);
 		vdi_uuid_str(buf, rfc);

@@ -316,7 +316,8 @@ static void test_qemu_images(void)
 		   "qemu-img %s: variant %s", variants[v], vdimg_chain_top(c)->variant);
 		vdi->describe(vdimg_chain_top(c), emit_count, desc);
 		ok(strstr(desc, "version=1.1\n") && strstr(desc, "block size=1048576\n") &&
-		   strstr(desc, "image uuid=") && strstr(desc, "parent uuid="),
+		   strstr(desc, "creation uuid=") && strstr(desc, "linkage uuid=") &&
+		   strstr(desc, "modification uuid="),
 		   "qemu-img %s: describe shows version, block size, uuids", variants[v]);
 		vdimg_chain_close(c);
 
