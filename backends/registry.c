@@ -30,6 +30,7 @@ static const struct vdimg_format *const vdimg_formats[] = {
 	&vdimg_raw_format,
 	&vdimg_iso_format,
 	&vdimg_vdi_format,
+	&vdimg_vhd_format,
 };
 
 /* What a probe sees: the head of the file, its last sector and its size. */
