@@ -1560,12 +1560,30 @@ out:
 	return ret;
 }
 
+static int vhd_parent_ref(struct vdimg_image *img, struct vdimg_parent_ref *ref)
+{
+	struct vhd *v = img->priv;
+	u32 i;
+
+	if (v->type != VHD_TYPE_DIFF || !v->nr_paths)
+		return -ENOENT;
+	memset(ref, 0, sizeof(*ref));
+	vdimg_strscpy(ref->path, v->paths[0], sizeof(ref->path));
+	for (i = 1; i < v->nr_paths; i++) {
+		if (strcmp(v->paths[i], v->paths[0])) {
+			vdimg_strscpy(ref->alt_path, v->paths[i], sizeof(ref->alt_path));
+			break;
+		}
+	}
+	return 0;
+}
+
 static void vhd_describe(struct vdimg_image *img,
 			 void (*emit)(void *ctx, const char *key, const char *value), void *ctx)
 {
 	struct vhd *v = img->priv;
 	const struct vhd_footer *f = &v->footer;
-	char buf[600], u[40];
+	char buf[600];
 	time_t t;
 	struct tm tm;
 	bool chs;
@@ -1575,42 +1593,35 @@ static void vhd_describe(struct vdimg_image *img,
 		 be32_to_cpu(f->creator_version) >> 16, be32_to_cpu(f->creator_version) & 0xffff,
 		 f->creator_os);
 	emit(ctx, "creator", buf);
-	emit(ctx, "variant", img->variant);
 	snprintf(buf, sizeof(buf), "%u/%u/%u", be16_to_cpu(f->cylinders), f->heads, f->sectors);
-	emit(ctx, "geometry", buf);
+	emit(ctx, "geometry (c/h/s)", buf);
 	vhd_virtual_size(f, &chs);
 	snprintf(buf, sizeof(buf), "%llu (%s)", (unsigned long long)be64_to_cpu(f->current_size),
-		 chs ? "not used: this creator sizes disks by geometry" : "used");
-	emit(ctx, "current-size", buf);
-	vhd_fmt_uuid(u, f->uuid);
-	emit(ctx, "uuid", u);
+		 chs ? "not used: this creator sizes disks by geometry" : "the virtual size");
+	emit(ctx, "current size", buf);
 	t = (time_t)(be32_to_cpu(f->timestamp) + VHD_EPOCH_OFFSET);
 	gmtime_r(&t, &tm);
 	strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S UTC", &tm);
 	emit(ctx, "timestamp", buf);
 	if (f->saved_state)
-		emit(ctx, "saved-state", "yes");
+		emit(ctx, "saved state", "yes");
 	if (v->type != VHD_TYPE_FIXED) {
 		snprintf(buf, sizeof(buf), "%u", v->block_size);
-		emit(ctx, "block-size", buf);
+		emit(ctx, "block size", buf);
 		for (i = 0; i < v->nr_blocks; i++)
 			alloc += vhd_bat_get(v, i) != VHD_BAT_FREE;
 		snprintf(buf, sizeof(buf), "%u/%u", alloc, v->nr_blocks);
-		emit(ctx, "allocated-blocks", buf);
+		emit(ctx, "allocated blocks", buf);
 	}
 	if (v->type == VHD_TYPE_DIFF) {
-		vhd_fmt_uuid(u, v->hdr->parent_uuid);
-		emit(ctx, "parent-uuid", u);
 		t = (time_t)(be32_to_cpu(v->hdr->parent_timestamp) + VHD_EPOCH_OFFSET);
 		gmtime_r(&t, &tm);
 		strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S UTC", &tm);
-		emit(ctx, "parent-timestamp", buf);
-		emit(ctx, "parent-name", v->parent_name);
-		if (v->nr_paths)
-			emit(ctx, "parent", v->paths[0]);
+		emit(ctx, "parent timestamp", buf);
+		emit(ctx, "parent name", v->parent_name);
 		for (i = 0; i < v->nr_paths; i++) {
 			snprintf(buf, sizeof(buf), "%s %s", v->path_kind[i], v->paths[i]);
-			emit(ctx, "parent-locator", buf);
+			emit(ctx, "parent locator", buf);
 		}
 	}
 	if (v->damage)
@@ -1633,6 +1644,7 @@ const struct vdimg_format vdimg_vhd_format = {
 #ifndef __KERNEL__
 	.create = vhd_create,
 	.check = vhd_check,
+	.parent_ref = vhd_parent_ref,
 	.describe = vhd_describe,
 #endif
 };

@@ -444,10 +444,18 @@ static void test_differencing(void)
 	ok(!img_open(&cimg, cfd, "child.vhd", VDIMG_OPEN_READ_ONLY), "differencing: child opens");
 	ok(cimg.flags & VDIMG_IMG_HAS_PARENT, "differencing: child says it has a parent");
 	vdimg_vhd_format.describe(&cimg, emit_cb, desc);
-	ok(strstr(desc, "parent: ../base.vhd\n") != NULL,
-	   "differencing: describe shows the relative parent path");
-	p = vdimg_vhd_parent_path(&cimg, 1);
-	ok(p && !strcmp(p, tpath("base.vhd")), "differencing: second candidate is the absolute path %s",
+	ok(strstr(desc, "parent locator: W2ru ../base.vhd\n") != NULL &&
+	   strstr(desc, "parent name: base.vhd\n") != NULL,
+	   "differencing: describe shows the parent name and locators");
+	{
+		struct vdimg_parent_ref ref;
+
+		ok(!vdimg_vhd_format.parent_ref(&cimg, &ref) && !strcmp(ref.path, "../base.vhd") &&
+		   !strcmp(ref.alt_path, tpath("base.vhd")),
+		   "differencing: parent_ref gives the relative (W2ru) then the absolute (W2ku) path");
+	}
+	p = vdimg_vhd_parent_path(&cimg, 2);
+	ok(p && !strcmp(p, "base.vhd"), "differencing: the last candidate is the parent name %s",
 	   p ? p : "(none)");
 	if (ktap_verbose)
 		printf("%s", desc);
@@ -541,8 +549,8 @@ static void test_create_describe(void)
 	ok(!img_open(&img, fd, "f.vhd", VDIMG_OPEN_READ_ONLY) && img.size == 10 * MiB &&
 	   !strcmp(img.variant, "fixed"), "fixed: opens, size and variant");
 	vdimg_vhd_format.describe(&img, emit_cb, desc);
-	ok(strstr(desc, "creator: \"vdmg\"") && strstr(desc, "geometry: ") && strstr(desc, "uuid: "),
-	   "fixed: describe shows creator, geometry, uuid");
+	ok(strstr(desc, "creator: \"vdmg\"") && strstr(desc, "geometry (c/h/s): ") &&
+	   strstr(desc, "timestamp: "), "fixed: describe shows creator, geometry, timestamp");
 	img_close(&img);
 	close(fd);
 
