@@ -7,7 +7,8 @@
  * The block map is read whole at open, checked (every slot index below the allocated count and used
  * once) and kept in memory; map() answers from it without I/O. A write to a FREE or ZERO block
  * reserves a slot (a hole left by a discard, else the next one at the end of the data area) and
- * returns a NEW extent covering the whole block; commit() then writes, in this order, the header's
+ * returns a NEW extent covering the whole block (filled with zeros for a ZERO block, from the layers
+ * below for a FREE one); commit() then writes, in this order, the header's
  * allocated count (if the slot is beyond it) and the map entry. A crash between the two leaves an
  * unreferenced slot (a leak that `check --repair` or `compact` reclaims), never an entry pointing
  * outside the allocated area. The first write after open gives the image a new modification UUID,
@@ -550,7 +551,8 @@ static int vdi_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int
 			goto out;
 		ext->type = VDIMG_EXT_DATA;
 		ext->flags = VDIMG_EXT_NEW;
-		if (e == VDI_BLOCK_ZERO || !v->diff)
+		/* a ZERO block must stay zero around the write; FREE takes what is below */
+		if (e == VDI_BLOCK_ZERO)
 			ext->flags |= VDIMG_EXT_FILL_ZERO;
 		ext->file = img->file;
 		ext->file_offset = vdi_slot_offset(v, slot) + in;

@@ -478,6 +478,15 @@ static void test_gh850(void)
 	ok(chain_is(c, ref, size), "gh-850: after reopen the zeros still read as zeros");
 	ok(!map_top(c, 2 * MiB, 2 * MiB, &e) && e.type == VDIMG_EXT_ZERO,
 	   "gh-850: ZERO entries persisted in the block map");
+	{
+		struct vdimg_image *t = vdimg_chain_top(c);
+
+		memset(&e, 0, sizeof(e));
+		ok(!t->fmt->map(t, 2 * MiB + 512, 512, VDIMG_MAP_WRITE, &e) &&
+		   (e.flags & VDIMG_EXT_NEW) && (e.flags & VDIMG_EXT_FILL_ZERO),
+		   "gh-850: a write into a ZERO block asks for a zero fill");
+		t->fmt->abort(t, &e);
+	}
 	/* a partial write into a ZERO block: the rest of the block stays zero (not the parent's) */
 	fill_pat(ref + 2 * MiB + 4096, 8192, 851, 2 * MiB + 4096);
 	ok_err(vdimg_chain_pwrite(c, ref + 2 * MiB + 4096, 8192, 2 * MiB + 4096), 0,
@@ -727,9 +736,9 @@ static void test_uuid_nowait(void)
 
 	ok_err(t->fmt->map(t, 2 * MiB, 4096, VDIMG_MAP_WRITE | VDIMG_MAP_NOWAIT, &e), 0,
 	       "nowait: a write map to a free block reserves without sleeping");
-	ok(e.type == VDIMG_EXT_DATA && (e.flags & VDIMG_EXT_NEW) && (e.flags & VDIMG_EXT_FILL_ZERO) &&
+	ok(e.type == VDIMG_EXT_DATA && (e.flags & VDIMG_EXT_NEW) && !(e.flags & VDIMG_EXT_FILL_ZERO) &&
 	   e.fill_offset == 2 * MiB && e.fill_length == MiB && e.length == 4096,
-	   "nowait: NEW whole-block extent, zero fill in a base image");
+	   "nowait: NEW whole-block extent, filled from below for a FREE block");
 	t->fmt->abort(t, &e);
 	memset(&e2, 0, sizeof(e2));
 	t->fmt->map(t, 3 * MiB, 4096, VDIMG_MAP_WRITE, &e2);
