@@ -1304,24 +1304,24 @@ static void vhd_new_footer(struct vhd_footer *f, u32 type, u64 size, u64 data_of
 	f->checksum = cpu_to_be32(vhd_footer_csum(f));
 }
 
-/* @path relative to directory @dir (both absolute). */
+/* @path relative to directory @dir (both absolute and normalized, as realpath() gives them). */
 static char *vhd_relpath(const char *path, const char *dir)
 {
-	size_t common = 0, i, up = 0;
-	char *out, *o;
+	size_t dl = strlen(dir), common = 0, i, up = 0;
 	const char *rest;
+	char *out, *o;
 
-	for (i = 0; path[i] && path[i] == dir[i]; i++)
-		if (path[i] == '/')
-			common = i + 1;
-	if (!dir[i] && path[i] == '/')
-		common = i + 1;
-	rest = path + common;
-	for (i = common; dir[i]; i++)
-		if (dir[i] == '/' && dir[i + 1])
-			up++;
-	if (dir[common])
-		up++;
+	if (dl == 1 || (!strncmp(path, dir, dl) && path[dl] == '/')) {
+		rest = path + (dl == 1 ? 1 : dl + 1);	/* inside @dir */
+	} else {
+		for (i = 0; path[i] && dir[i] && path[i] == dir[i]; i++)
+			if (path[i] == '/')
+				common = i + 1;
+		rest = path + common;
+		for (i = common; dir[i]; i++)
+			if (dir[i] != '/' && (i == common || dir[i - 1] == '/'))
+				up++;
+	}
 	out = malloc(3 * up + strlen(rest) + 3);
 	if (!out)
 		return NULL;

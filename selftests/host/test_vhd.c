@@ -840,6 +840,14 @@ static void test_threads(const char *variant)
 		img_open(&base, bfd, "thr-base.vhd", VDIMG_OPEN_READ_ONLY);
 		fd = vcreate("thr.vhd", 0, NULL, tpath("thr-base.vhd"), &base);
 		img_close(&base);
+		if (!img_open(&base, fd, "thr.vhd", VDIMG_OPEN_READ_ONLY)) {
+			struct vdimg_parent_ref ref;
+
+			ok(!vdimg_vhd_format.parent_ref(&base, &ref) &&
+			   !strcmp(ref.path, "./thr-base.vhd"),
+			   "a parent in the same directory is recorded as ./NAME (%s)", ref.path);
+			img_close(&base);
+		}
 	} else {
 		fd = vcreate("thr.vhd", size, NULL, NULL, NULL);
 	}
