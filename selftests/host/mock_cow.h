@@ -40,6 +40,8 @@ struct mock_priv {
 };
 
 static int mock_evil, mock_commits, mock_aborts, mock_flushes;
+/* the backend protects its own tables (contract); one lock for the whole mock is enough */
+static pthread_mutex_t mock_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static inline unsigned char mock_enc_byte(u64 off)
 {
@@ -154,8 +156,22 @@ static void mock_close(struct vdimg_image *img)
 	img->priv = NULL;
 }
 
+static int mock_map_locked(struct vdimg_image *img, u64 off, u64 len, unsigned int flags,
+			   struct vdimg_extent *ext);
+
 static int mock_map(struct vdimg_image *img, u64 off, u64 len, unsigned int flags,
 		    struct vdimg_extent *ext)
+{
+	int ret;
+
+	pthread_mutex_lock(&mock_lock);
+	ret = mock_map_locked(img, off, len, flags, ext);
+	pthread_mutex_unlock(&mock_lock);
+	return ret;
+}
+
+static int mock_map_locked(struct vdimg_image *img, u64 off, u64 len, unsigned int flags,
+			   struct vdimg_extent *ext)
 {
 	struct mock_priv *m = img->priv;
 	u32 cl, e;
@@ -237,13 +253,15 @@ static int mock_commit(struct vdimg_image *img, const struct vdimg_extent *ext)
 	__le32 v = cpu_to_le32(k);
 	int ret;
 
+	pthread_mutex_lock(&mock_lock);
 	ret = vdimg_file_write(img->file, &v, 4, 512 + 4ULL * cl);
-	if (ret)
-		return ret;
-	m->table[cl] = k;
-	img->flags |= VDIMG_IMG_DIRTY;
-	mock_commits++;
-	return 0;
+	if (!ret) {
+		m->table[cl] = k;
+		img->flags |= VDIMG_IMG_DIRTY;
+		mock_commits++;
+	}
+	pthread_mutex_unlock(&mock_lock);
+	return ret;
 }
 
 static void mock_abort(struct vdimg_image *img, const struct vdimg_extent *ext)

@@ -176,6 +176,18 @@ else
 				ok $? "sample $name: fuzzed $fmt image refused cleanly (exit 1, a message, no crash)"
 			fi
 			;;
+		iotest-dirtylog-10G-4M.vhdx)
+			# read-only, a pending log may be refused or replayed privately; never wrong data
+			if [ $rc -eq 1 ] && grep -qx "vdimgctl: $img: cannot open: $fmt images are not supported by this build" "$T/err"; then
+				skip "sample $name: info says $fmt or refuses the pending log" "no $fmt backend in this build"
+			elif [ $rc -eq 1 ]; then
+				grep -qi "log" "$T/err" && shape
+				ok $? "sample $name: info (read-only) refuses it, naming the pending log"
+			else
+				grep -q '"virtual-size": 10737418240' "$T/out"
+				ok $? "sample $name: info says $fmt, 10737418240 bytes"
+			fi
+			;;
 		*)
 			if [ $rc -eq 1 ] && grep -qx "vdimgctl: $img: cannot open: $fmt images are not supported by this build" "$T/err"; then
 				skip "sample $name: info says $fmt, ${want_size[$name]} bytes" "no $fmt backend in this build"

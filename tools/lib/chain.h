@@ -5,7 +5,9 @@
  * driver (drivers/io.c): reads walk the layers top-down without recursion, writes map the top layer
  * with VDIMG_MAP_WRITE, fill new allocation units from the layers below, write, then commit. Used by
  * vdimgctl (commit, convert, check) and by the host tests to exercise every backend without the
- * module. Not thread-safe: one caller at a time per chain.
+ * module. Reads, writes and discards may run from several threads; writes and discards serialise on
+ * the top layer's allocation units only (the driver's range lock). Open, flush and close may not
+ * run concurrently with anything else on the same chain.
  */
 #ifndef _VDIMG_CHAIN_H
 #define _VDIMG_CHAIN_H
@@ -37,6 +39,13 @@ struct vdimg_chain {
 	u64 size;			/* virtual size of the chain: the top layer's */
 	struct vdimg_chain_layer *layer; /* [nr], base first */
 	struct vdimg_image **layers;	/* [nr], &layer[i].img, base first, top = layers[nr - 1] */
+	/*
+	 * Writes and discards lock the allocation units they touch (as the driver does), so callers
+	 * may write from several threads; @range_mutex protects @ranges (struct chain_range list).
+	 */
+	pthread_mutex_t range_mutex;
+	pthread_cond_t range_cond;
+	void *ranges;
 };
 
 static inline struct vdimg_image *vdimg_chain_top(struct vdimg_chain *c)

@@ -13,6 +13,51 @@
 #include <sys/stat.h>
 #include "chain.h"
 
+/* ---- the allocation-unit range lock (drivers/io.c vdimg_lock_units) ---- */
+
+struct chain_range {
+	u64 start, end;
+	struct chain_range *next;
+};
+
+static bool chain_lock_units(struct vdimg_chain *c, struct chain_range *r, u64 pos, u64 len)
+{
+	u32 unit = vdimg_chain_top(c)->alloc_unit;
+	struct chain_range *o;
+
+	if (!unit)
+		return false;
+	r->start = pos - pos % unit;
+	r->end = pos + len + (unit - (pos + len) % unit) % unit;
+	pthread_mutex_lock(&c->range_mutex);
+again:
+	for (o = c->ranges; o; o = o->next) {
+		if (o->start < r->end && r->start < o->end) {
+			pthread_cond_wait(&c->range_cond, &c->range_mutex);
+			goto again;
+		}
+	}
+	r->next = c->ranges;
+	c->ranges = r;
+	pthread_mutex_unlock(&c->range_mutex);
+	return true;
+}
+
+static void chain_unlock_units(struct vdimg_chain *c, struct chain_range *r)
+{
+	struct chain_range **pp;
+
+	pthread_mutex_lock(&c->range_mutex);
+	for (pp = (struct chain_range **)&c->ranges; *pp; pp = &(*pp)->next) {
+		if (*pp == r) {
+			*pp = r->next;
+			break;
+		}
+	}
+	pthread_cond_broadcast(&c->range_cond);
+	pthread_mutex_unlock(&c->range_mutex);
+}
+
 /* ---- opening ---- */
 
 static int chain_open_layer(struct vdimg_chain *c, int i, const u32 *formats,
@@ -110,11 +155,15 @@ static int chain_open_common(struct vdimg_chain **out, const int *fds, const cha
 	if (!c)
 		return -ENOMEM;
 	c->flags = flags;
+	pthread_mutex_init(&c->range_mutex, NULL);
+	pthread_cond_init(&c->range_cond, NULL);
 	c->layer = calloc(n, sizeof(*c->layer));
 	c->layers = calloc(n, sizeof(*c->layers));
 	if (!c->layer || !c->layers) {
 		free(c->layer);
 		free(c->layers);
+		pthread_mutex_destroy(&c->range_mutex);
+		pthread_cond_destroy(&c->range_cond);
 		free(c);
 		return -ENOMEM;
 	}
@@ -210,6 +259,8 @@ int vdimg_chain_close(struct vdimg_chain *c)
 	}
 	free(c->layer);
 	free(c->layers);
+	pthread_mutex_destroy(&c->range_mutex);
+	pthread_cond_destroy(&c->range_cond);
 	free(c);
 	return ret;
 }
@@ -390,16 +441,32 @@ static int chain_write_fill(struct vdimg_chain *c, struct vdimg_image *top,
 	return ret;
 }
 
+static int chain_write_locked(struct vdimg_chain *c, const u8 *p, size_t len, u64 off);
+
 int vdimg_chain_pwrite(struct vdimg_chain *c, const void *buf, size_t len, u64 off)
 {
-	struct vdimg_image *top = vdimg_chain_top(c);
-	const u8 *p = buf;
+	struct chain_range r;
+	bool locked;
 	int ret;
 
 	if (c->flags & VDIMG_CHAIN_READ_ONLY)
 		return -EROFS;
 	if (off > c->size || len > c->size - off)
 		return -EINVAL;
+	if (!len)
+		return 0;
+	locked = chain_lock_units(c, &r, off, len);
+	ret = chain_write_locked(c, buf, len, off);
+	if (locked)
+		chain_unlock_units(c, &r);
+	return ret;
+}
+
+static int chain_write_locked(struct vdimg_chain *c, const u8 *p, size_t len, u64 off)
+{
+	struct vdimg_image *top = vdimg_chain_top(c);
+	int ret;
+
 	while (len) {
 		struct vdimg_extent ext;
 
@@ -456,8 +523,14 @@ int vdimg_chain_discard(struct vdimg_chain *c, u64 off, u64 len, unsigned int fl
 	/* in a differencing layer a discarded range must not show the parent again */
 	if (c->nr > 1)
 		flags |= VDIMG_DISCARD_ZEROES;
-	if (top->fmt->discard)
+	if (top->fmt->discard) {
+		struct chain_range r;
+		bool locked = chain_lock_units(c, &r, off, len);
+
 		ret = top->fmt->discard(top, off, len, flags);
+		if (locked)
+			chain_unlock_units(c, &r);
+	}
 	if (ret != -EOPNOTSUPP)
 		return ret;
 	if (!(flags & VDIMG_DISCARD_ZEROES))
