@@ -14,17 +14,19 @@ VM_SCRATCH_SIZE=${VM_SCRATCH_SIZE:-8G}
 
 vm_log() { echo "vm: $*" >&2; }
 
-# vm_debug_dir: the debug kernel's output directory (bzImage, lib/modules/RELEASE, a KDIR), or
-# nothing when it has not been built
+# vm_debug_dir: the debug kernel's output directory (bzImage, lib/modules/RELEASE, build/ as
+# KDIR), or nothing when it has not been built. VDIMG_DEBUG_KERNEL_DIR overrides; otherwise
+# debug-kernel.sh says where its cache for the current configuration is (--check, --print-dir).
 vm_debug_dir() {
-	local d
-	for d in ${VDIMG_DEBUG_KERNEL_DIR:-} "$VM_TOP/build/debug-kernel" \
-		"${XDG_CACHE_HOME:-$HOME/.cache}/vdimg/debug-kernel"; do
-		if [ -f "$d/bzImage" ] && [ -d "$d/lib/modules" ]; then
-			echo "$d"
-			return 0
-		fi
-	done
+	local d=${VDIMG_DEBUG_KERNEL_DIR:-}
+	if [ -z "$d" ] && [ -x "$VM_DIR/debug-kernel.sh" ] &&
+	   "$VM_DIR/debug-kernel.sh" --check >/dev/null 2>&1; then
+		d=$("$VM_DIR/debug-kernel.sh" --print-dir 2>/dev/null | tail -n1)
+	fi
+	if [ -n "$d" ] && [ -f "$d/bzImage" ] && [ -d "$d/lib/modules" ]; then
+		echo "$d"
+		return 0
+	fi
 	return 1
 }
 
@@ -38,6 +40,16 @@ vm_default_kernels() {
 	done
 	vm_debug_dir >/dev/null && echo debug
 	return 0
+}
+
+# vm_image_release BZIMAGE: the release string a bzImage carries (setup header field
+# kernel_version at 0x20e: offset of the version string minus 0x200)
+vm_image_release() {
+	local off
+	off=$(od -An -tu2 -j 526 -N 2 "$1" 2>/dev/null | tr -d ' ')
+	[ -n "$off" ] && [ "$off" -gt 0 ] || return 0
+	dd if="$1" bs=1 skip=$((off + 512)) count=128 status=none 2>/dev/null | tr '\0' '\n' |
+		head -n1 | cut -d' ' -f1
 }
 
 # vm_resolve_kernel SPEC: SPEC is a release, "debug", a kernel image path or a debug output dir.
@@ -62,7 +74,7 @@ vm_resolve_kernel() {
 		done
 	elif [ -f "$spec" ]; then
 		K_IMAGE=$spec
-		K_RELEASE=$(file -bL "$spec" | sed -n 's/.*version \([^ ,]*\).*/\1/p')
+		K_RELEASE=$(vm_image_release "$spec")
 	else
 		K_IMAGE=/boot/vmlinuz-$spec
 		K_RELEASE=$spec
@@ -87,25 +99,35 @@ vm_resolve_kernel() {
 vm_build_userspace() {
 	mkdir -p "$VM_BUILD"
 	VM_VDIMGCTL= VM_ABI_TEST=
+	# several runs may share the tree: one build at a time
+	exec 8>"$VM_BUILD/.userspace.lock"
+	flock 8
 	if make -C "$VM_TOP" tools >"$VM_BUILD/tools.log" 2>&1 && [ -x "$VM_TOP/tools/vdimgctl/vdimgctl" ]; then
 		VM_VDIMGCTL=$VM_TOP/tools/vdimgctl/vdimgctl
 	else
 		vm_log "vdimgctl does not build (see $VM_BUILD/tools.log)"
 	fi
-	if gcc -static -O2 -Wall -Wextra -Werror -I"$VM_TOP/include" -o "$VM_BUILD/abi_test" \
+	if gcc -static -O2 -Wall -Wextra -Werror -I"$VM_TOP/include" -o "$VM_BUILD/abi_test.tmp" \
 		"$VM_DIR/abi_test.c" >"$VM_BUILD/abi_test.log" 2>&1; then
+		mv "$VM_BUILD/abi_test.tmp" "$VM_BUILD/abi_test"
 		VM_ABI_TEST=$VM_BUILD/abi_test
 	else
 		vm_log "abi_test does not build (see $VM_BUILD/abi_test.log)"
 	fi
+	flock -u 8
 }
 
-# vm_build_kernel_side: vdimg.ko and the initramfs for the resolved kernel. Sets K_OUT, K_INITRD,
-# K_MODULE (empty when the module did not build; then K_MODULE_LOG holds the reason).
+# vm_build_kernel_side: vdimg.ko and the initramfs for the resolved kernel. Sets K_OUT (shared
+# build products), K_RUN (this run's directory: initramfs copy, scratch disk, console log; the
+# caller removes it), K_INITRD, K_MODULE (empty when the module did not build; then K_MODULE_LOG
+# holds the reason).
 vm_build_kernel_side() {
+	local rc=0
 	K_OUT=$VM_BUILD/$K_RELEASE
 	K_MODULE= K_MODULE_LOG=$K_OUT/module.log
 	mkdir -p "$K_OUT"
+	exec 9>"$K_OUT/.lock"
+	flock 9
 	if [ -z "$K_KDIR" ]; then
 		echo "no kernel headers found for $K_RELEASE" >"$K_MODULE_LOG"
 	elif "$VM_DIR/build-module.sh" "$K_KDIR" "$K_OUT/module" >"$K_MODULE_LOG" 2>&1; then
@@ -114,10 +136,17 @@ vm_build_kernel_side() {
 	K_INITRD=$K_OUT/initramfs.cpio.gz
 	"$VM_DIR/mkinitramfs.sh" -r "$K_RELEASE" -b "$K_MODBASE" -o "$K_INITRD" \
 		${K_MODULE:+-k "$K_MODULE"} ${VM_VDIMGCTL:+-t "$VM_VDIMGCTL"} \
-		${VM_ABI_TEST:+-a "$VM_ABI_TEST"} >"$K_OUT/initramfs.log" 2>&1 || {
+		${VM_ABI_TEST:+-a "$VM_ABI_TEST"} >"$K_OUT/initramfs.log" 2>&1 || rc=1
+	if [ $rc -eq 0 ]; then
+		# this run's private copy: another run may rebuild the shared one while this VM boots
+		K_RUN=$(mktemp -d "$K_OUT/run.XXXXXX")
+		cp "$K_INITRD" "$K_RUN/initramfs.cpio.gz"
+		K_INITRD=$K_RUN/initramfs.cpio.gz
+	else
 		cat "$K_OUT/initramfs.log" >&2
-		return 1
-	}
+	fi
+	flock -u 9
+	return $rc
 }
 
 # vm_samples: the sample images, decompressed once into $VM_BUILD/samples (sparse)
@@ -134,8 +163,8 @@ vm_samples() {
 	done
 }
 
-# vm_make_scratch IMG CONF...: a sparse ext4 disk holding the samples and vmtest.conf (one
-# assignment per argument)
+# vm_make_scratch IMG CONF...: a sparse ext4 disk holding the samples, vmtest.conf (one
+# assignment per argument) and, when VM_SCRATCH_EXTRA names a directory, a copy of it at the top
 vm_make_scratch() {
 	local img=$1 stage
 	shift
@@ -143,6 +172,9 @@ vm_make_scratch() {
 	if [ -d "$VM_BUILD/samples" ]; then
 		mkdir -p "$stage/samples"
 		cp -a --sparse=always "$VM_BUILD/samples/." "$stage/samples/"
+	fi
+	if [ -n "${VM_SCRATCH_EXTRA:-}" ]; then
+		cp -a --sparse=always "$VM_SCRATCH_EXTRA" "$stage/"
 	fi
 	printf '%s\n' "$@" >"$stage/vmtest.conf"
 	rm -f "$img"
@@ -154,13 +186,13 @@ vm_make_scratch() {
 }
 
 # vm_boot CONSOLE_LOG TIMEOUT_S [--live]: boots K_IMAGE with K_INITRD and the scratch disk
-# $K_OUT/scratch.img; the console goes to CONSOLE_LOG (and to stdout with --live). Returns qemu's
+# $K_RUN/scratch.img; the console goes to CONSOLE_LOG (and to stdout with --live). Returns qemu's
 # status, 124 when the whole-VM timeout killed it.
 vm_boot() {
 	local log=$1 tmo=$2 live=${3:-} rc
 	local cmd=(qemu-system-x86_64 -accel tcg -cpu max -smp "$VM_SMP" -m "$VM_MEM"
 		-nographic -no-reboot -kernel "$K_IMAGE" -initrd "$K_INITRD"
-		-drive "file=$K_OUT/scratch.img,if=virtio,format=raw,cache=unsafe,discard=unmap"
+		-drive "file=$K_RUN/scratch.img,if=virtio,format=raw,cache=unsafe,discard=unmap"
 		-append "console=ttyS0 quiet panic=-1 ${VM_APPEND:-}")
 	if [ "$live" = --live ]; then
 		timeout -k 10 "$tmo" "${cmd[@]}" </dev/null 2>&1 | tee "$log"

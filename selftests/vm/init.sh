@@ -81,24 +81,36 @@ group_alive() {
 	return 1
 }
 
-# cleanup_between_tests: what a test left behind must not break the next one
+# cleanup_between_tests WORK OUT: what a test left behind must not break the next one; fails
+# when a vdimg device cannot be detached
 cleanup_between_tests() {
-	local work=$1 m
+	local work=$1 out=$2 m left rc=0
 	for m in $(awk -v w="$work" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r); do
 		umount -l "$m" 2>/dev/null
 	done
-	[ -x /usr/sbin/vdimgctl ] && [ -e /dev/vdimg-control ] && /usr/sbin/vdimgctl detach -a >/dev/null 2>&1
+	left=$(ls /sys/block | grep '^vdimg')
+	if [ -n "$left" ]; then
+		echo "LEFTOVER: the test left $(echo $left) attached; detaching" >>"$out"
+		/usr/sbin/vdimgctl detach -a >>"$out" 2>&1
+		sleep 2
+		left=$(ls /sys/block | grep '^vdimg')
+		if [ -n "$left" ]; then
+			echo "LEFTOVER: $(echo $left) cannot be detached" >>"$out"
+			rc=1
+		fi
+	fi
 	/usr/sbin/losetup -D 2>/dev/null
 	for m in /sys/block/nbd*; do
 		[ -e "$m/pid" ] && /usr/sbin/qemu-nbd -d "/dev/${m##*/}" >/dev/null 2>&1
 	done
 	rm -rf "$work"
+	return $rc
 }
 
 # run_one I NAME FILE: runs a test, appends its KTAP to $KTAP; returns 2 when it hung
 run_one() {
 	local i=$1 name=$2 file=$3 work=/scratch/work/$2 out=$RES/$2.out
-	local timeout rc= st t0 t1 elapsed subs fails reason dm hung=0 verdict
+	local timeout rc= st t0 t1 elapsed subs fails reason dm hung=0 leftover=0 verdict
 
 	timeout=$(sed -n 's/^# timeout: *\([0-9][0-9]*\).*/\1/p' "$file" | head -n1)
 	[ -n "$timeout" ] || timeout=$VMTEST_TIMEOUT
@@ -145,8 +157,8 @@ run_one() {
 		echo "HUNG: processes of the test stay alive (D state?) after SIGKILL" >>"$out"
 		ps -o pid,pgid,stat,args >>"$out" 2>&1
 		echo w >/proc/sysrq-trigger 2>/dev/null
-	else
-		cleanup_between_tests "$work"
+	elif ! cleanup_between_tests "$work" "$out"; then
+		leftover=1
 	fi
 	t1=$(date +%s)
 
@@ -169,6 +181,9 @@ run_one() {
 		verdict="not ok"; reason="exit status $rc"
 	elif [ "$fails" != 0 ]; then
 		verdict="not ok"; reason="$fails sub-test(s) failed"
+	fi
+	if [ "$leftover" = 1 ]; then
+		verdict="not ok"; reason="${reason:+$reason; }left a device that cannot be detached"
 	fi
 	if kernel_log_bad <"$dm" >"$RES/$name.splat"; then
 		verdict="not ok"; reason="${reason:+$reason; }kernel log has errors"

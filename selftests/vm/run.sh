@@ -12,7 +12,8 @@
 # Exit status 0 when nothing failed.
 #
 #   --live    show the console while the VM runs
-#   --keep    keep the scratch disk (build/vm/RELEASE/scratch.img) and console log
+#   --keep    keep this run's directory (build/vm/RELEASE/run.*: scratch disk with the test logs
+#             in /vmtest, console log); the last console log is always build/vm/RELEASE/console.log
 #   --shell   boot into an interactive shell instead of running the tests (one kernel)
 #   --timeout whole-VM timeout in seconds (default 1800); per-test timeouts live in the guest
 set -uo pipefail
@@ -55,10 +56,10 @@ vm_samples
 if [ -n "$shell" ]; then
 	vm_resolve_kernel "${kernels[0]}" || exit 1
 	vm_build_kernel_side || exit 1
-	vm_make_scratch "$K_OUT/scratch.img" VMTEST_MODE=shell || exit 1
+	vm_make_scratch "$K_RUN/scratch.img" VMTEST_MODE=shell || exit 1
 	exec qemu-system-x86_64 -accel tcg -cpu max -smp "$VM_SMP" -m "$VM_MEM" -nographic \
 		-no-reboot -kernel "$K_IMAGE" -initrd "$K_INITRD" \
-		-drive "file=$K_OUT/scratch.img,if=virtio,format=raw,cache=unsafe,discard=unmap" \
+		-drive "file=$K_RUN/scratch.img,if=virtio,format=raw,cache=unsafe,discard=unmap" \
 		-append "console=ttyS0 quiet panic=-1 ${VM_APPEND:-}"
 fi
 
@@ -90,21 +91,26 @@ for spec in "${kernels[@]}"; do
 	[ -n "$VM_VDIMGCTL" ] || results+=(--result fail "build vdimgctl" "$VM_BUILD/tools.log")
 	[ -n "$VM_ABI_TEST" ] || results+=(--result fail "build abi_test" "$VM_BUILD/abi_test.log")
 
-	vm_make_scratch "$K_OUT/scratch.img" VMTEST_MODE=tests "VMTEST_FILTER='$filter'" \
+	vm_make_scratch "$K_RUN/scratch.img" VMTEST_MODE=tests "VMTEST_FILTER='$filter'" \
 		VMTEST_TIMEOUT="$test_timeout" || { echo "not ok $n - $K_RELEASE # scratch disk"; continue; }
-	vm_log "$K_RELEASE: booting the VM (console: $K_OUT/console.log)"
-	vm_boot "$K_OUT/console.log" "$vm_timeout" $live
+	vm_log "$K_RELEASE: booting the VM (console: $K_RUN/console.log)"
+	vm_boot "$K_RUN/console.log" "$vm_timeout" $live
 	vm_rc=$?
 	t1=$(date +%s)
 	name="$K_RELEASE ($spec, $((t1 - t0)) s)"
 	[ "$spec" = "$K_RELEASE" ] && name="$K_RELEASE ($((t1 - t0)) s)"
 	python3 "$VM_DIR/ktap.py" --number "$n" --name "$name" "${results[@]}" \
-		--vm-status "$vm_rc" --vm-timeout "$vm_timeout" --counts "$K_OUT/counts" \
-		"$K_OUT/console.log"
-	read -r p f s <"$K_OUT/counts"
+		--vm-status "$vm_rc" --vm-timeout "$vm_timeout" --counts "$K_RUN/counts" \
+		"$K_RUN/console.log"
+	read -r p f s <"$K_RUN/counts"
 	total_p=$((total_p + p)) total_f=$((total_f + f)) total_s=$((total_s + s))
 	vm_log "$K_RELEASE: $p passed, $f failed, $s skipped"
-	[ -n "$keep" ] || rm -f "$K_OUT/scratch.img"
+	cp "$K_RUN/console.log" "$K_OUT/console.log"
+	if [ -n "$keep" ]; then
+		vm_log "$K_RELEASE: kept $K_RUN (scratch.img: debugfs -R 'ls -l /vmtest' to read the logs)"
+	else
+		rm -rf "$K_RUN"
+	fi
 done
 echo "$total_p passed, $total_f failed, $total_s skipped"
 [ "$total_f" -eq 0 ]

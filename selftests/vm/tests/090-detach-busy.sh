@@ -28,14 +28,27 @@ check "the device goes away when fio closes it" wait_gone "$dev"
 
 # a second round: kill fio in the middle of its I/O, then detach
 dev=$(vd_attach -t raw "$img") || die "re-attach failed"
-"$FIO" --name=killed --filename="$dev" --direct=1 --ioengine=libaio --iodepth=32 --rw=randwrite \
+# --thread: the job runs in the process that is killed (fio forks a process per job otherwise)
+"$FIO" --thread --name=killed --filename="$dev" --direct=1 --ioengine=libaio --iodepth=32 --rw=randwrite \
 	--bs=64k --offset=16M --size=96M --time_based --runtime=60 --output-format=terse \
 	>/dev/null 2>&1 &
 fio=$!
 sleep 3
 kill -KILL $fio
 wait $fio
-check "detach after fio was killed mid-I/O" vd_detach "$dev"
+out=$("$VDIMGCTL" detach "$dev" 2>&1)
+rc=$?
+echo "vdimgctl detach after kill: rc $rc $out; state $(vd_attr "$dev" state 2>&1)"
+check_eq "detach after fio was killed mid-I/O" "$rc" 0
+VD_DEVS=
+if ! wait_gone "$dev"; then
+	sleep 10
+	echo "after 15 s: state $(vd_attr "$dev" state 2>&1), autoclear $(vd_attr "$dev" autoclear 2>&1)"
+	for p in /proc/[0-9]*; do
+		ls -l "$p/fd" 2>/dev/null | grep -q "${dev##*/}" && echo "open by ${p#/proc/}: $(tr '\0' ' ' <"$p/cmdline")"
+	done
+fi
+check "the device is gone" test ! -e "/sys/block/${dev##*/}"
 check "sync" sync
 
 dev=$(vd_attach -t raw "$img") || die "re-attach failed"

@@ -3,6 +3,7 @@
 . /vmtest/lib.sh
 require_vdimg
 
+ndev=$(ls /sys/block | grep -c '^vdimg')
 for s in empty.bochs:bochs simple-pattern.cloop:cloop; do
 	name=${s%%:*}
 	fmt=${s##*:}
@@ -17,7 +18,7 @@ for s in empty.bochs:bochs simple-pattern.cloop:cloop; do
 		check "$name: attach ${opts:+$opts }names the format ($fmt ... not supported)" \
 			sh -c "echo '$out' | grep -qi '$fmt.*not supported'"
 	done
-	check_eq "$name: no device was left" "$(ls /sys/block | grep -c '^vdimg')" 0
+	check_eq "$name: no device was left" "$(ls /sys/block | grep -c '^vdimg')" "$ndev"
 	check_eq "$name: the kernel answers EOPNOTSUPP" "$(/vmtest/abi_test probe "$img" ro)" \
 		"errno EOPNOTSUPP"
 	check "$name: the kernel log names the format" sh -c "dmesg | grep -q 'vdimg.*$fmt.*not supported'"

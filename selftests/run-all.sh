@@ -1,0 +1,71 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# run-all.sh: every test of the project. Host tests (`make check-host`), then the VM tests on the
+# Debian 6.1 kernel, the Debian 6.12 kernel and the debug kernel (selftests/vm/debug-kernel.sh;
+# skipped, and said so, when it has not been built). Ends with the grand total
+# "N passed, N failed, N skipped"; exit status 0 only when nothing failed.
+#
+#   selftests/run-all.sh [run.sh options, e.g. --filter REGEX]
+set -uo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top" || exit 1
+mkdir -p build
+P=0 F=0 S=0
+
+# totals LOG: the last "N passed, N failed[, N skipped]" line of a log, as "P F S"
+totals() {
+	sed -n 's/^\([A-Za-z-]*: \)\{0,1\}\([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed\(, \([0-9][0-9]*\) skipped\)\{0,1\}$/\2 \3 \5/p' "$1" |
+		tail -n1 | awk '{print $1, $2, ($3 == "" ? 0 : $3)}'
+}
+
+add() { # add "P F S" RC WHAT
+	local p f s
+	read -r p f s <<<"$1"
+	if [ -z "$p" ]; then
+		echo "# $3: no totals line"
+		p=0 f=0 s=0
+	fi
+	if [ "$2" -ne 0 ] && [ "$f" -eq 0 ]; then
+		echo "# $3: exit status $2 with no failed test counted: one failure"
+		f=1
+	fi
+	P=$((P + p)) F=$((F + f)) S=$((S + s))
+}
+
+echo "# ==== host tests (make check-host)"
+if make -n check-host 2>&1 | grep -qE "No rule to make target|Nothing to be done"; then
+	echo "# make check-host does not exist yet: host tests skipped"
+	S=$((S + 1))
+else
+	make check-host 2>&1 | tee build/check-host.log
+	rc=${PIPESTATUS[0]}
+	add "$(totals build/check-host.log)" "$rc" "make check-host"
+fi
+
+kernels=()
+for series in 6.1 6.12; do
+	k=$(ls /boot/vmlinuz-"$series".*-amd64 2>/dev/null | sort -V | tail -n1)
+	if [ -n "$k" ]; then
+		kernels+=(--kernel "${k#/boot/vmlinuz-}")
+	else
+		echo "# no Debian $series kernel in /boot"
+		F=$((F + 1))
+	fi
+done
+. selftests/vm/common.sh
+if vm_debug_dir >/dev/null; then
+	kernels+=(--kernel debug)
+else
+	echo "# the debug kernel is not built (selftests/vm/debug-kernel.sh): its VM tests skipped"
+	S=$((S + 1))
+fi
+
+echo "# ==== VM tests (selftests/vm/run.sh)"
+selftests/vm/run.sh "${kernels[@]}" "$@" 2>&1 | tee build/check-vm.log
+rc=${PIPESTATUS[0]}
+add "$(totals build/check-vm.log)" "$rc" "selftests/vm/run.sh"
+
+echo "$P passed, $F failed, $S skipped"
+[ "$F" -eq 0 ]

@@ -1,0 +1,158 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# bench.sh (`make bench`): fio in one VM boot on the same raw file through several block devices,
+# and a table of IOPS/bandwidth with the ratios vdimg/loop and vdimg/qemu-nbd. Ratios, because the
+# emulated machine is slow and noisy: only numbers from one run compare.
+#
+#   bench.sh [--kernel RELEASE|debug|PATH] [--runtime S] [--size MIB] [--contenders "LIST"]
+#
+# Contenders (default "loop vdimg nbd"): loop = losetup --direct-io=on, vdimg = vdimgctl attach
+# -t raw --direct-io=on, nbd = qemu-nbd -c /dev/nbd0 --cache=none -f raw; all over one file on the
+# ext4 scratch disk. A new contender (another format) is a pair of functions setup_NAME/teardown_NAME
+# below plus its name in the list; every contender whose name starts with "vdimg" gets ratios over
+# the baselines (loop, nbd).
+#
+# The same file runs in the guest as `bench.sh --guest` (busybox ash, started by the VM's /init).
+
+if [ "${1:-}" = --guest ]; then
+	# ------------------------------------------------------------------ guest side (ash)
+	. /vmtest/lib.sh
+	RUNTIME=${BENCH_RUNTIME:-10}
+	SIZE_MIB=${BENCH_SIZE_MIB:-512}
+	CONTENDERS=${BENCH_CONTENDERS:-loop vdimg nbd}
+	# name:rw:bs:iodepth
+	JOBS="randread-4k-qd1:randread:4k:1 randread-4k-qd32:randread:4k:32
+	      randwrite-4k-qd1:randwrite:4k:1 randwrite-4k-qd32:randwrite:4k:32
+	      read-1m-qd8:read:1M:8 write-1m-qd8:write:1M:8"
+	dir=/scratch/bench
+	file=$dir/raw.img
+	mkdir -p "$dir"
+
+	setup_loop() { DEV=$(losetup -f --show --direct-io=on "$file"); }
+	teardown_loop() { losetup -d "$DEV"; }
+	setup_vdimg() {
+		[ -e /dev/vdimg-control ] || modprobe vdimg || return 1
+		DEV=$("$VDIMGCTL" attach -f --show -t raw --direct-io=on "$file")
+	}
+	teardown_vdimg() { "$VDIMGCTL" detach "$DEV"; }
+	setup_nbd() {
+		local i=0
+		DEV=/dev/nbd0
+		"$QEMU_NBD" -c "$DEV" --cache=none --aio=native -f raw "$file" || return 1
+		while [ "$(blockdev --getsize64 "$DEV" 2>/dev/null || echo 0)" = 0 ] && [ $i -lt 50 ]; do
+			sleep 0.1
+			i=$((i + 1))
+		done
+	}
+	teardown_nbd() { "$QEMU_NBD" -d "$DEV" >/dev/null; }
+
+	echo "bench: filling $SIZE_MIB MiB at $file"
+	"$FIO" --name=fill --filename="$file" --size="${SIZE_MIB}M" --rw=write --bs=1M --direct=1 \
+		--ioengine=libaio --iodepth=8 --refill_buffers --output-format=terse >/dev/null ||
+		echo "bench: fill failed"
+	sync
+	echo "==== VMTEST-BENCH-BEGIN ===="
+	echo "# kernel $(uname -r), runtime ${RUNTIME}s, file ${SIZE_MIB} MiB on ext4 (virtio)"
+	for c in $CONTENDERS; do
+		if ! setup_$c >/tmp/setup.log 2>&1 || [ ! -b "$DEV" ]; then
+			echo "# $c: setup failed: $(tail -n 3 /tmp/setup.log | tr '\n' ' ')"
+			continue
+		fi
+		for j in $JOBS; do
+			IFS=: read -r name rw bs qd <<EOT
+$j
+EOT
+			line=$("$FIO" --name="$name" --filename="$DEV" --rw="$rw" --bs="$bs" \
+				--iodepth="$qd" --direct=1 --ioengine=libaio --time_based \
+				--runtime="$RUNTIME" --ramp_time=1 --size="${SIZE_MIB}M" --norandommap \
+				--randrepeat=0 --output-format=terse 2>/tmp/fio.err | tail -n1)
+			case $rw in
+			*read) iops=$(echo "$line" | cut -d';' -f8); bw=$(echo "$line" | cut -d';' -f7) ;;
+			*) iops=$(echo "$line" | cut -d';' -f49); bw=$(echo "$line" | cut -d';' -f48) ;;
+			esac
+			[ -n "$iops" ] || { iops=0; bw=0; echo "# $c $name: $(head -n 2 /tmp/fio.err)"; }
+			echo "BENCH $c $name $iops $bw"
+		done
+		teardown_$c >/dev/null 2>&1
+	done
+	echo "==== VMTEST-BENCH-END ===="
+	exit 0
+fi
+
+# ------------------------------------------------------------------ host side (bash)
+set -uo pipefail
+. "$(dirname "$0")/common.sh"
+
+kernel= runtime=10 size=512 contenders="loop vdimg nbd"
+while [ $# -gt 0 ]; do
+	case $1 in
+	--kernel) kernel=$2; shift ;;
+	--runtime) runtime=$2; shift ;;
+	--size) size=$2; shift ;;
+	--contenders) contenders=$2; shift ;;
+	-h|--help) sed -n '4,16s/^# \{0,1\}//p' "$0"; exit 0 ;;
+	*) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
+	esac
+	shift
+done
+if [ -z "$kernel" ]; then
+	kernel=$(vm_default_kernels | grep '^6\.12\.' | tail -n1)
+	[ -n "$kernel" ] || { echo "bench.sh: no 6.12 kernel in /boot" >&2; exit 1; }
+fi
+vm_resolve_kernel "$kernel" || exit 1
+vm_build_userspace
+vm_build_kernel_side || exit 1
+[ -n "$K_MODULE" ] || { cat "$K_MODULE_LOG" >&2; echo "bench.sh: vdimg.ko does not build" >&2; exit 1; }
+[ -n "$VM_VDIMGCTL" ] || { echo "bench.sh: vdimgctl does not build" >&2; exit 1; }
+vm_make_scratch "$K_RUN/scratch.img" VMTEST_MODE=bench BENCH_RUNTIME="$runtime" \
+	BENCH_SIZE_MIB="$size" "BENCH_CONTENDERS='$contenders'" || exit 1
+njobs=6
+ncont=$(echo $contenders | wc -w)
+tmo=$((ncont * njobs * (runtime + 15) + 600))
+vm_log "$K_RELEASE: benchmark, about $((ncont * njobs * (runtime + 2) / 60 + 1)) min (console: $K_RUN/bench-console.log)"
+vm_boot "$K_RUN/bench-console.log" "$tmo"
+rc=$?
+cp "$K_RUN/bench-console.log" "$K_OUT/bench-console.log"
+rm -rf "$K_RUN"
+if ! grep -q 'VMTEST-BENCH-END' "$K_OUT/bench-console.log"; then
+	tail -n 40 "$K_OUT/bench-console.log" >&2
+	echo "bench.sh: the benchmark did not finish (qemu status $rc)" >&2
+	exit 1
+fi
+
+sed -n '/VMTEST-BENCH-BEGIN/,/VMTEST-BENCH-END/p' "$K_OUT/bench-console.log" | tr -d '\r' |
+awk -v contenders="$contenders" '
+	/^# / { print; next }
+	$1 == "BENCH" {
+		c = $2; j = $3; iops[c, j] = $4; bw[c, j] = $5
+		if (!(j in seen)) { seen[j] = 1; jobs[++nj] = j }
+	}
+	END {
+		nc = split(contenders, cs, " ")
+		nb = 0
+		for (i = 1; i <= nc; i++) if (cs[i] == "loop" || cs[i] == "nbd") bases[++nb] = cs[i]
+		hdr = sprintf("%-18s %-6s", "job", "unit")
+		for (i = 1; i <= nc; i++) hdr = hdr sprintf(" %10s", cs[i])
+		for (i = 1; i <= nc; i++) if (cs[i] ~ /^vdimg/)
+			for (b = 1; b <= nb; b++) hdr = hdr sprintf(" %12s", cs[i] "/" bases[b])
+		print hdr
+		for (k = 1; k <= nj; k++) {
+			j = jobs[k]
+			seq = (j ~ /-1m-/)
+			line = sprintf("%-18s %-6s", j, seq ? "MiB/s" : "IOPS")
+			for (i = 1; i <= nc; i++) {
+				v = seq ? bw[cs[i], j] / 1024 : iops[cs[i], j]
+				val[cs[i]] = v
+				line = line sprintf(" %10s", ((cs[i], j) in iops) ? sprintf("%.0f", v) : "-")
+			}
+			for (i = 1; i <= nc; i++) if (cs[i] ~ /^vdimg/)
+				for (b = 1; b <= nb; b++) {
+					r = "-"
+					if (((cs[i], j) in iops) && ((bases[b], j) in iops) && val[bases[b]] > 0)
+						r = sprintf("%.2f", val[cs[i]] / val[bases[b]])
+					line = line sprintf(" %12s", r)
+				}
+			print line
+		}
+	}'
