@@ -3,7 +3,7 @@
  * libFuzzer target for the VDI backend (backends/vdi.c): the input is an image file. It is opened
  * read-only and every extent of the disk is mapped (and DATA extents read); then opened writable and
  * given a write to a block chosen by the input (map WRITE, fill, commit or abort), a discard, a
- * check and a reopen, which must succeed after our own writes. Any crash, sanitizer report or
+ * check and a reopen, which must succeed after our own writes. describe and parent_ref run too. Any crash, sanitizer report or
  * extent that does not answer the question asked is a bug.
  *
  * Build: clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Itools/lib \
@@ -22,6 +22,11 @@ static u8 buf[1 << 16];
 
 static void quiet(int level, const char *name, const char *text)
 {
+}
+
+static void sink(void *ctx, const char *key, const char *value)
+{
+	*(size_t *)ctx += strlen(key) + strlen(value);
 }
 
 static void check_extent(const struct vdimg_extent *e, u64 off, u64 len, bool write)
@@ -90,7 +95,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 
 	if (open_img(&img, f, VDIMG_OPEN_READ_ONLY) == 0) {
+		struct vdimg_parent_ref ref;
+		size_t chars = 0;
+
 		walk(&img);
+		fmt->describe(&img, sink, &chars);
+		if (fmt->parent_ref(&img, &ref) == 0 && !(img.flags & VDIMG_IMG_HAS_PARENT))
+			abort();
 		memset(&e, 0, sizeof(e));
 		if (fmt->map(&img, 0, 512, VDIMG_MAP_WRITE, &e) != -EROFS)
 			abort();
