@@ -22,6 +22,7 @@ SAN_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 LIB_SRCS := backends/registry.c backends/raw.c tools/lib/platform.c tools/lib/io.c
 LIB_SRCS += backends/vdi.c
 LIB_SRCS += backends/vhd.c
+LIB_SRCS += backends/vhdx.c backends/vhdx_log.c
 LIB_LIBS := -lz -lzstd
 TOOL_SRCS := $(wildcard tools/vdimgctl/*.c)
 TOOL_LIBS := $(shell pkg-config --libs smartcols 2>/dev/null || echo -lsmartcols)
