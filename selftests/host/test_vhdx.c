@@ -15,7 +15,7 @@
 #include "../../backends/vhdx.h"
 #include "ktap.h"
 
-extern const struct vdimg_format vdimg_vhdx_format;
+
 
 #define MiB (1ULL << 20)
 #define KiB 1024ULL
