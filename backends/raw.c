@@ -64,7 +64,9 @@ static int raw_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned
 {
 	if (offset >= img->size || length > img->size - offset)
 		return -EINVAL;
-	/* a punched hole reads as zeros, so both kinds of request are the same here */
+	if (flags & VDIMG_DISCARD_NOUNMAP)
+		return vdimg_file_zero_range(img->file, offset, length);
+	/* a punched hole reads as zeros, so discard and write-zeroes are the same here */
 	return vdimg_file_zero(img->file, offset, length);
 }
 

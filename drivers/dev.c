@@ -292,7 +292,6 @@ int vdimg_dev_attach(const struct vdimg_attach *a, const struct vdimg_layer *ul)
 	init_waitqueue_head(&dev->range_wait);
 	INIT_WORK(&dev->remove_work, vdimg_remove_workfn);
 	dev->attach_flags = a->flags;
-	dev->autoclear = a->flags & VDIMG_ATTACH_AUTOCLEAR;
 	dev->nr_layers = a->nr_layers;
 	dev->layers = kvcalloc(a->nr_layers, sizeof(*dev->layers), GFP_KERNEL);
 	if (!dev->layers) {
@@ -337,6 +336,15 @@ int vdimg_dev_attach(const struct vdimg_attach *a, const struct vdimg_layer *ul)
 	ret = device_add_disk(NULL, dev->disk, vdimg_disk_groups);
 	if (ret)
 		goto out_cleanup_disk;
+	/*
+	 * Only now: the partition scan inside device_add_disk() opens and closes the disk, and that
+	 * close must not count as the last one.
+	 */
+	if (a->flags & VDIMG_ATTACH_AUTOCLEAR) {
+		mutex_lock(&dev->lock);
+		dev->autoclear = true;
+		mutex_unlock(&dev->lock);
+	}
 	mutex_unlock(&vdimg_idr_mutex);
 	return dev->index;
 
@@ -358,8 +366,11 @@ out_free_dev:
 	return ret;
 }
 
-/* Tear down a device nobody has open. Called with vdimg_idr_mutex held. */
-static void vdimg_dev_remove(struct vdimg_device *dev)
+/*
+ * Tear down a device nobody has open. Called with vdimg_idr_mutex held.
+ * Return: the result of the final flush; the device is gone either way.
+ */
+static int vdimg_dev_remove(struct vdimg_device *dev)
 {
 	int ret;
 
@@ -375,6 +386,7 @@ static void vdimg_dev_remove(struct vdimg_device *dev)
 	vdimg_close_layers(dev);
 	idr_remove(&vdimg_idr, dev->index);
 	put_disk(dev->disk);	/* frees dev via vdimg_free_disk() */
+	return ret;
 }
 
 static void vdimg_remove_workfn(struct work_struct *work)
@@ -400,7 +412,8 @@ int vdimg_dev_detach(u32 index, u32 flags)
 	}
 	mutex_lock(&dev->lock);
 	if (dev->state != VDIMG_STATE_BOUND) {
-		ret = -EBUSY;		/* already on its way out */
+		/* already on its way out: fine for a deferred detach */
+		ret = (flags & VDIMG_DETACH_DEFERRED) ? 0 : -EBUSY;
 	} else if (dev->open_count) {
 		if (flags & VDIMG_DETACH_DEFERRED)
 			dev->autoclear = true;
@@ -412,7 +425,7 @@ int vdimg_dev_detach(u32 index, u32 flags)
 	}
 	mutex_unlock(&dev->lock);
 	if (remove)
-		vdimg_dev_remove(dev);
+		ret = vdimg_dev_remove(dev);
 out:
 	mutex_unlock(&vdimg_idr_mutex);
 	return ret;
@@ -444,11 +457,16 @@ static void vdimg_fill_layer_info(struct vdimg_layer_k *l, struct vdimg_layer_in
 
 int vdimg_dev_info(struct vdimg_dev_info *info, struct vdimg_layer_info __user *out)
 {
-	struct vdimg_layer_info li;
+	struct vdimg_layer_info *li = NULL;
 	struct vdimg_device *dev;
-	unsigned int i, n;
+	unsigned int i, n = 0;
 	int ret = 0;
 
+	if (out && info->layers_cap) {
+		li = kvcalloc(min(info->layers_cap, VDIMG_MAX_LAYERS), sizeof(*li), GFP_KERNEL);
+		if (!li)
+			return -ENOMEM;
+	}
 	mutex_lock(&vdimg_idr_mutex);
 	dev = idr_find(&vdimg_idr, info->index);
 	if (!dev) {
@@ -471,16 +489,16 @@ int vdimg_dev_info(struct vdimg_dev_info *info, struct vdimg_layer_info __user *
 	info->size_bytes = dev->size;
 	info->logical_block_size = dev->lbs;
 	info->physical_block_size = queue_physical_block_size(dev->disk->queue);
-	n = out ? min(info->layers_cap, dev->nr_layers) : 0;
-	for (i = 0; i < n; i++) {
-		vdimg_fill_layer_info(&dev->layers[i], &li);
-		if (copy_to_user(&out[i], &li, sizeof(li))) {
-			ret = -EFAULT;
-			break;
-		}
-	}
+	if (li)
+		n = min3(info->layers_cap, dev->nr_layers, VDIMG_MAX_LAYERS);
+	for (i = 0; i < n; i++)
+		vdimg_fill_layer_info(&dev->layers[i], &li[i]);
 out:
 	mutex_unlock(&vdimg_idr_mutex);
+	/* no user memory is touched under the mutex: a faulting buffer stalls only its caller */
+	if (!ret && n && copy_to_user(out, li, n * sizeof(*li)))
+		ret = -EFAULT;
+	kvfree(li);
 	return ret;
 }
 

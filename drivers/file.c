@@ -66,14 +66,13 @@ int vdimg_file_punch(struct vdimg_file *f, u64 off, u64 len)
 	return vfs_fallocate(f->filp, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
 }
 
-int vdimg_file_zero(struct vdimg_file *f, u64 off, u64 len)
+int vdimg_file_zero_range(struct vdimg_file *f, u64 off, u64 len)
 {
 	void *zeros;
 	int ret;
 
-	ret = vdimg_file_punch(f, off, len);
-	if (ret != -EOPNOTSUPP)
-		return ret;
+	if (off > LLONG_MAX || len > LLONG_MAX - off)
+		return -EINVAL;
 	ret = vfs_fallocate(f->filp, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len);
 	if (ret != -EOPNOTSUPP)
 		return ret;
@@ -90,6 +89,15 @@ int vdimg_file_zero(struct vdimg_file *f, u64 off, u64 len)
 	}
 	free_page((unsigned long)zeros);
 	return ret;
+}
+
+int vdimg_file_zero(struct vdimg_file *f, u64 off, u64 len)
+{
+	int ret = vdimg_file_punch(f, off, len);
+
+	if (ret != -EOPNOTSUPP)
+		return ret;
+	return vdimg_file_zero_range(f, off, len);
 }
 
 void vdimg_msg(const struct vdimg_image *img, int level, const char *fmt, ...)

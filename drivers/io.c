@@ -318,6 +318,29 @@ static int vdimg_discard(struct vdimg_device *dev, u64 pos, u64 len, bool zeroes
 	return 0;	/* discard is a hint */
 }
 
+/*
+ * Write-zeroes that must keep the space allocated (REQ_NOUNMAP): the backend may zero it in place
+ * (VDIMG_DISCARD_NOUNMAP), else zeros are written through the normal write path.
+ */
+static int vdimg_zero_keep(struct vdimg_device *dev, u64 pos, u64 len)
+{
+	struct vdimg_layer_k *top = vdimg_top(dev);
+	struct vdimg_range range;
+	int ret = -EOPNOTSUPP;
+	bool locked;
+
+	if (top->img.fmt->discard) {
+		locked = vdimg_lock_units(dev, &range, pos, len);
+		ret = top->img.fmt->discard(&top->img, pos, len,
+					    VDIMG_DISCARD_ZEROES | VDIMG_DISCARD_NOUNMAP);
+		if (locked)
+			vdimg_range_unlock(dev, &range);
+	}
+	if (ret == -EOPNOTSUPP)
+		ret = vdimg_write_zeroes(dev, pos, len);
+	return ret;
+}
+
 int vdimg_flush_layers(struct vdimg_device *dev)
 {
 	struct vdimg_layer_k *top = vdimg_top(dev);
@@ -380,14 +403,36 @@ static void vdimg_aio_done(struct vdimg_cmd *cmd)
 		blk_mq_complete_request(cmd->rq);
 }
 
+/* A read ended early at the end of the backing file: the rest reads as zeros (as in the sync path). */
+static void vdimg_zero_tail(struct request *rq, unsigned int done)
+{
+	struct req_iterator it;
+	struct bio_vec bv;
+	unsigned int pos = 0;
+
+	rq_for_each_segment(bv, rq, it) {
+		if (pos + bv.bv_len > done) {
+			unsigned int skip = done > pos ? done - pos : 0;
+
+			memzero_page(bv.bv_page, bv.bv_offset + skip, bv.bv_len - skip);
+		}
+		pos += bv.bv_len;
+	}
+}
+
 static void vdimg_aio_complete(struct kiocb *iocb, long ret)
 {
 	struct vdimg_cmd *cmd = container_of(iocb, struct vdimg_cmd, iocb);
+	struct request *rq = cmd->rq;
 
-	if (req_op(cmd->rq) == REQ_OP_WRITE)
+	if (req_op(rq) == REQ_OP_WRITE)
 		kiocb_end_write(iocb);
-	if (ret >= 0 && ret != blk_rq_bytes(cmd->rq))
-		ret = -EIO;
+	if (ret >= 0 && ret < blk_rq_bytes(rq)) {
+		if (req_op(rq) == REQ_OP_READ)
+			vdimg_zero_tail(rq, ret);
+		else
+			ret = -EIO;
+	}
 	cmd->ret = ret < 0 ? ret : 0;
 	vdimg_aio_done(cmd);
 }
@@ -501,6 +546,8 @@ static int vdimg_handle(struct vdimg_device *dev, struct vdimg_cmd *cmd)
 	case REQ_OP_WRITE_ZEROES:
 		if (pos >= dev->size || len > dev->size - pos)
 			return -EIO;
+		if (req_op(rq) == REQ_OP_WRITE_ZEROES && (rq->cmd_flags & REQ_NOUNMAP))
+			return vdimg_zero_keep(dev, pos, len);
 		return vdimg_discard(dev, pos, len, req_op(rq) == REQ_OP_WRITE_ZEROES);
 	default:
 		return -EOPNOTSUPP;
@@ -519,10 +566,10 @@ static void vdimg_cmd_work(struct work_struct *work)
 	if (ret == -EIOCBQUEUED)
 		return;
 	if (ret)
-		pr_err_ratelimited("vdimg%d: %s of %u bytes at sector %llu failed: %d\n",
-				   dev->index, req_op(cmd->rq) == REQ_OP_READ ? "read" : "write",
-				   blk_rq_bytes(cmd->rq),
-				   (unsigned long long)blk_rq_pos(cmd->rq), ret);
+		pr_err_ratelimited("vdimg%d: %s of %u bytes at sector %llu (%s) failed: %d\n",
+				   dev->index, blk_op_str(req_op(cmd->rq)), blk_rq_bytes(cmd->rq),
+				   (unsigned long long)blk_rq_pos(cmd->rq),
+				   vdimg_top(dev)->name, ret);
 	cmd->ret = ret;
 	blk_mq_complete_request(cmd->rq);
 }

@@ -121,7 +121,18 @@ static ssize_t state_show(struct device *d, struct device_attribute *attr, char 
 }
 static DEVICE_ATTR_RO(state);
 
+static ssize_t uuid_show(struct device *d, struct device_attribute *attr, char *buf)
+{
+	const struct vdimg_image *img = &vdimg_top(vdimg_from_dev(d))->img;
+
+	if (!(img->flags & VDIMG_IMG_HAS_UUID))
+		return sysfs_emit(buf, "\n");
+	return sysfs_emit(buf, "%pUb\n", img->uuid);
+}
+static DEVICE_ATTR_RO(uuid);
+
 static struct attribute *vdimg_attrs[] = {
+	&dev_attr_uuid.attr,
 	&dev_attr_format.attr,
 	&dev_attr_variant.attr,
 	&dev_attr_backing_file.attr,

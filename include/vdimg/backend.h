@@ -51,6 +51,7 @@ struct vdimg_image {
 	 * (cluster or block size); 0 for formats that never allocate (raw, fixed variants).
 	 */
 	u32 alloc_unit;
+	/* UUIDs in the order they are printed (RFC 4122), converted from the on-disk order */
 	u8 uuid[16];			/* image identity where the format has one */
 	u8 parent_uuid[16];		/* parent identity a differencing image records */
 	char variant[VDIMG_NAME_MAX];	/* "fixed", "dynamic", "differencing", ... */
@@ -100,6 +101,8 @@ struct vdimg_extent {
 
 /* flags for ->discard() */
 #define VDIMG_DISCARD_ZEROES	(1U << 0)	/* the range must read as zeros afterwards */
+/* with ZEROES: keep the space allocated (REQ_NOUNMAP); -EOPNOTSUPP if the backend cannot */
+#define VDIMG_DISCARD_NOUNMAP	(1U << 1)
 
 /* userspace-only: creation parameters */
 struct vdimg_create_opts {

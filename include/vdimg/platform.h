@@ -166,6 +166,8 @@ int vdimg_file_truncate(struct vdimg_file *f, u64 size);
 int vdimg_file_punch(struct vdimg_file *f, u64 off, u64 len);
 /* make [off, off + len) read as zeros (zero-range, punch, or writing zeros as a last resort) */
 int vdimg_file_zero(struct vdimg_file *f, u64 off, u64 len);
+/* make [off, off + len) read as zeros keeping it allocated (zero-range, or writing zeros) */
+int vdimg_file_zero_range(struct vdimg_file *f, u64 off, u64 len);
 
 /*
  * Messages about an image: "vdimg: <image name>: <message>" in the kernel log (ratelimited), on

@@ -167,15 +167,17 @@ int vdimg_file_punch(struct vdimg_file *f, u64 off, u64 len)
 	return 0;
 }
 
-int vdimg_file_zero(struct vdimg_file *f, u64 off, u64 len)
+int vdimg_file_zero_range(struct vdimg_file *f, u64 off, u64 len)
 {
 	static const char zeros[65536];
-	int ret = vdimg_file_punch(f, off, len);
+	int ret;
 
-	if (ret != -EOPNOTSUPP)
-		return ret;
+	if (!vdimg_write_allowed())
+		return -EIO;
 	if (!fallocate(f->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len))
 		return 0;
+	if (errno != EOPNOTSUPP)
+		return -errno;
 	while (len) {
 		size_t n = min_t(u64, len, sizeof(zeros));
 
@@ -186,4 +188,13 @@ int vdimg_file_zero(struct vdimg_file *f, u64 off, u64 len)
 		len -= n;
 	}
 	return 0;
+}
+
+int vdimg_file_zero(struct vdimg_file *f, u64 off, u64 len)
+{
+	int ret = vdimg_file_punch(f, off, len);
+
+	if (ret != -EOPNOTSUPP)
+		return ret;
+	return vdimg_file_zero_range(f, off, len);
 }
