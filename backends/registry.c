@@ -252,6 +252,13 @@ int vdimg_probe(struct vdimg_file *f, u32 *id, const char **why)
 		if (!s->id) {
 			*why = s->name;
 			ret = -EOPNOTSUPP;
+		} else if (s->id != VDIMG_FMT_VHD && p.size >= 512 && !memcmp(tail, "conectix", 8)) {
+			/*
+			 * A fixed VHD's first sector belongs to its guest, which can write any header
+			 * there: a head signature over a VHD footer is ambiguous, never guessed.
+			 */
+			*why = s->name;
+			ret = -EMEDIUMTYPE;
 		} else {
 			*id = s->id;
 			ret = 0;
@@ -273,6 +280,11 @@ int vdimg_image_open(struct vdimg_image *img, u32 format, unsigned int flags)
 		ret = vdimg_probe(img->file, &format, &why);
 		if (ret == -EOPNOTSUPP) {
 			vdimg_err(img, "%s images are not supported", why);
+			return ret;
+		}
+		if (ret == -EMEDIUMTYPE) {
+			vdimg_err(img, "looks like both a %s image and a fixed VHD (a guest may have written one of them); give the format explicitly",
+				  why);
 			return ret;
 		}
 		if (ret == -ENOENT) {

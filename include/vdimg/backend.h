@@ -213,6 +213,7 @@ u64 vdimg_formats_built_in(void);
  *
  * Return: 0 with *@id set (the format may still be one that is not built in: check
  * vdimg_format_by_id()), -EOPNOTSUPP for a known signature of a format vdimg does not support,
+ * -EMEDIUMTYPE when a head signature (*@why names it) sits over a fixed-VHD footer,
  * -ENOENT if nothing matched, or an I/O error.
  */
 int vdimg_probe(struct vdimg_file *f, u32 *id, const char **why);
