@@ -61,6 +61,8 @@ struct vdimg_image {
 /* flags for ->open() */
 #define VDIMG_OPEN_READ_ONLY	(1U << 0)
 #define VDIMG_OPEN_HAS_CHILD	(1U << 1)	/* a lower layer of a chain (opened read-only) */
+/* userspace check --repair: open a damaged image writable so ->check() can fix it */
+#define VDIMG_OPEN_REPAIR	(1U << 2)
 
 /* extent types */
 enum vdimg_ext_type {
