@@ -1723,11 +1723,12 @@ static char *vhdx_relpath(const char *path, const char *dir)
 	if (!dir[i] && path[i] == '/')
 		common = i + 1;
 	rest = path + common;
-	for (i = common; dir[i]; i++)
+	i = min(common, strlen(dir));
+	if (dir[i])
+		up++;
+	for (; dir[i]; i++)
 		if (dir[i] == '/' && dir[i + 1])
 			up++;
-	if (dir[common])
-		up++;
 	out = malloc(3 * up + strlen(rest) + 3);
 	if (!out)
 		return NULL;
