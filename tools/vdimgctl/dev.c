@@ -171,6 +171,11 @@ static int attach_probe(struct attach_layer *l, bool top, bool *ro, bool rw_iso)
 		errmsg(l->path, "cannot attach", "%s images are not supported", why);
 		return ret;
 	}
+	if (ret == -EMEDIUMTYPE) {
+		errmsg(l->path, "cannot attach",
+		       "looks like both a %s image and a fixed VHD; give the format with -t", why);
+		return ret;
+	}
 	if (ret == -ENOENT) {
 		/* raw only where nothing is written to it: a lower layer, or a read-only top */
 		if (top && !*ro) {

@@ -26,7 +26,8 @@ struct offline_img {
 static int offline_open(struct offline_img *o, const char *path, u32 format, bool writable,
 			const char *action)
 {
-	unsigned int flags = writable ? 0 : VDIMG_OPEN_READ_ONLY;
+	/* the only writable offline open is check --repair */
+	unsigned int flags = writable ? VDIMG_OPEN_REPAIR : VDIMG_OPEN_READ_ONLY;
 	struct stat st;
 	int ret;
 
