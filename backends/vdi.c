@@ -57,6 +57,7 @@ struct vdi {
 	/* serializes metadata writes; held across their I/O. Protects @disk_alloc. */
 	vdimg_mutex_t meta_lock;
 	u32 disk_alloc;			/* header.blocks_allocated as on disk */
+	u32 repairs;			/* problems a repair open found, not yet written */
 
 	/* protects everything below; never held across I/O */
 	vdimg_mutex_t map_lock;
@@ -293,10 +294,16 @@ static int vdi_read_header(struct vdimg_image *img, struct vdi *v, u64 fsize)
 	return 0;
 }
 
-/* Read the map and check every entry; fills the slot bitmap. */
-static int vdi_read_map(struct vdimg_image *img, struct vdi *v, u64 fsize)
+/*
+ * Read the map and check every entry; fills the slot bitmap. With @repair (check --repair) bad
+ * entries do not fail: an entry beyond the allocated count whose slot is inside the file is kept
+ * (the count will be raised: a crash between the map and header writes of another implementation),
+ * one that points past the file or at a slot another block uses becomes FREE. Counted in
+ * @v->repairs; nothing is written before ->check() repairs, and the image refuses writes until then.
+ */
+static int vdi_read_map(struct vdimg_image *img, struct vdi *v, u64 fsize, bool repair)
 {
-	u32 i, used = 0, top = 0;
+	u32 i, used = 0, alloc = v->disk_alloc;
 	int ret;
 
 	v->map = vdimg_zalloc((size_t)v->nr_blocks * 4);
@@ -308,25 +315,37 @@ static int vdi_read_map(struct vdimg_image *img, struct vdi *v, u64 fsize)
 		return ret;
 	for (i = 0; i < v->nr_blocks; i++) {
 		u32 e = le32_to_cpu(((const __le32 *)v->map)[i]);
+		const char *bad = NULL;
 
 		v->map[i] = e;
 		if (!vdi_allocated(e))
 			continue;
-		if (e >= v->disk_alloc)
-			return vdimg_corrupt(img, "block %u is in slot %u, beyond the %u allocated",
-					     i, e, v->disk_alloc);
-		if (vdi_test_slot(v, e))
-			return vdimg_corrupt(img, "block %u uses slot %u, which another block uses",
-					     i, e);
+		if (e >= v->nr_blocks || v->data_off + ((u64)e + 1) * v->stride > fsize)
+			bad = "lies past the end of the file";
+		else if (vdi_test_slot(v, e))
+			bad = "is used by another block";
+		else if (e >= v->disk_alloc && !repair)
+			bad = "is beyond the allocated count";
+		if (bad && !repair)
+			return vdimg_corrupt(img, "block %u: slot %u %s (%u allocated)", i, e, bad,
+					     v->disk_alloc);
+		if (bad) {
+			vdimg_warn(img, "block %u: slot %u %s: marking the block free", i, e, bad);
+			v->map[i] = VDI_BLOCK_FREE;
+			v->repairs++;
+			continue;
+		}
 		vdi_set_slot(v, e);
 		used++;
-		top = max(top, e + 1);
+		alloc = max(alloc, e + 1);
 	}
-	if (top && v->data_off + (u64)top * v->stride > fsize)
-		return vdimg_corrupt(img, "slot %u of the data area lies past the end of the file",
-				     top - 1);
-	v->next_slot = v->disk_alloc;
-	v->nr_holes = v->disk_alloc - used;
+	if (alloc != v->disk_alloc) {
+		vdimg_warn(img, "blocks use %u slots but the header counts %u allocated", alloc,
+			   v->disk_alloc);
+		v->repairs++;
+	}
+	v->next_slot = alloc;
+	v->nr_holes = alloc - used;
 	v->hole_hint = 0;
 	return 0;
 }
@@ -358,7 +377,7 @@ static int vdi_open(struct vdimg_image *img, unsigned int flags)
 	ret = vdi_read_header(img, v, fsize);
 	if (ret)
 		goto out_free;
-	ret = vdi_read_map(img, v, fsize);
+	ret = vdi_read_map(img, v, fsize, flags & VDIMG_OPEN_REPAIR);
 	if (ret)
 		goto out_free;
 
@@ -508,6 +527,8 @@ static int vdi_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int
 	if (flags & VDIMG_MAP_WRITE) {
 		if (v->read_only)
 			return -EROFS;
+		if (v->repairs)
+			return -EUCLEAN;	/* opened for repair: check --repair first */
 		ret = vdi_touch(v, flags & VDIMG_MAP_NOWAIT);
 		if (ret)
 			return ret;
@@ -691,6 +712,8 @@ static int vdi_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned
 
 	if (v->read_only)
 		return -EROFS;
+	if (v->repairs)
+		return -EUCLEAN;
 	if (flags & ~VDIMG_DISCARD_ZEROES)
 		return -EINVAL;
 	if (offset > img->size || length > img->size - offset)
@@ -1001,6 +1024,8 @@ static int vdi_compact(struct vdimg_image *img)
 
 	if (v->read_only)
 		return -EROFS;
+	if (v->repairs)
+		return -EUCLEAN;
 	if (v->type == VDI_TYPE_FIXED) {
 		vdimg_err(img, "fixed images are not compacted (convert to dynamic instead)");
 		return -EOPNOTSUPP;
@@ -1017,6 +1042,36 @@ static int vdi_compact(struct vdimg_image *img)
 	return 0;
 }
 
+/* Write what a repair open fixed in memory: the allocated count first, then the whole map. */
+static int vdi_write_repairs(struct vdi *v)
+{
+	__le32 *map;
+	u32 i;
+	int ret;
+
+	map = malloc((size_t)v->nr_blocks * 4);
+	if (!map)
+		return -ENOMEM;
+	for (i = 0; i < v->nr_blocks; i++)
+		map[i] = cpu_to_le32(v->map[i]);
+	vdimg_mutex_lock(&v->meta_lock);
+	ret = 0;
+	if (v->next_slot != v->disk_alloc) {
+		ret = vdi_write_le32(v, v->alloc_field, v->next_slot);
+		if (!ret)
+			v->disk_alloc = v->next_slot;
+	}
+	if (!ret)
+		ret = vdimg_file_write(v->img->file, map, (size_t)v->nr_blocks * 4, v->blocks_off);
+	if (!ret)
+		ret = vdimg_file_sync(v->img->file);
+	vdimg_mutex_unlock(&v->meta_lock);
+	free(map);
+	if (!ret)
+		vdimg_info(v->img, "block map repaired (%u problems)", v->repairs);
+	return ret;
+}
+
 static int vdi_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_result *res)
 {
 	struct vdi *v = img->priv;
@@ -1024,7 +1079,18 @@ static int vdi_check(struct vdimg_image *img, unsigned int flags, struct vdimg_c
 	u32 holes;
 	int ret;
 
-	/* open() refused every inconsistency that could lose data; what is left are leaks */
+	/* a repair open found bad entries (a normal open refuses them): write the fixed map */
+	if (v->repairs) {
+		res->errors += v->repairs;
+		if (!(flags & VDIMG_CHECK_REPAIR) || v->read_only)
+			return 0;
+		ret = vdi_write_repairs(v);
+		if (ret)
+			return ret;
+		res->fixed += v->repairs;
+		v->repairs = 0;
+	}
+	/* what is left are leaks */
 	vdimg_mutex_lock(&v->map_lock);
 	holes = v->nr_holes;
 	vdimg_mutex_unlock(&v->map_lock);

@@ -3,7 +3,8 @@
  * libFuzzer target for the VDI backend (backends/vdi.c): the input is an image file. It is opened
  * read-only and every extent of the disk is mapped (and DATA extents read); then opened writable and
  * given a write to a block chosen by the input (map WRITE, fill, commit or abort), a discard, a
- * check and a reopen, which must succeed after our own writes. describe and parent_ref run too. Any crash, sanitizer report or
+ * check and a reopen, which must succeed after our own writes. describe and parent_ref run too.
+ * Before that, an open with VDIMG_OPEN_REPAIR and check --repair: the result must open normally. Any crash, sanitizer report or
  * extent that does not answer the question asked is a bug.
  *
  * Build: clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Itools/lib \
@@ -104,6 +105,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		memset(&e, 0, sizeof(e));
 		if (fmt->map(&img, 0, 512, VDIMG_MAP_WRITE, &e) != -EROFS)
+			abort();
+		fmt->close(&img);
+	}
+
+	/* what a normal open refuses in the map, check --repair must fix for good */
+	if (open_img(&img, f, VDIMG_OPEN_REPAIR) == 0) {
+		memset(&res, 0, sizeof(res));
+		if (fmt->check(&img, VDIMG_CHECK_REPAIR, &res))
+			abort();
+		fmt->close(&img);
+		if (open_img(&img, f, VDIMG_OPEN_READ_ONLY))
 			abort();
 		fmt->close(&img);
 	}

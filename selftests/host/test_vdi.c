@@ -649,6 +649,46 @@ static void test_corrupt(void)
 	free(ref);
 }
 
+/* check --repair of what a normal open refuses: an entry beyond the count, a shared slot */
+static void test_repair(void)
+{
+	const char *img = tpath("rep.vdi"), *raw = tpath("rep.raw");
+	struct vdimg_check_result res = { 0 };
+	struct vdimg_chain *c;
+	struct vdimg_image im = { .name = "rep.vdi" };
+	struct vdimg_extent e = { 0 };
+	u8 *ref = calloc(1, 4 * MiB);
+	int fd, ret;
+
+	mkvdi(img, 4 * MiB, NULL, NULL, 0);
+	open1(&c, img, 0);
+	fill_pat(ref, 3 * MiB, 11, 0);
+	vdimg_chain_pwrite(c, ref, 3 * MiB, 0);	/* slots 0, 1, 2 */
+	vdimg_chain_close(c);
+	patch32(img, H1(blocks_allocated), 2);	/* the count write was lost */
+	patch32(img, 512 + 12, 1);		/* block 3 shares slot 1 */
+	ok_err(open1(&c, img, VDIMG_CHAIN_READ_ONLY), -EUCLEAN, "repair: a normal open refuses");
+
+	fd = open(img, O_RDWR);
+	im.file = vdimg_file_from_fd(fd);
+	ret = vdimg_image_open(&im, VDIMG_FMT_VDI, VDIMG_OPEN_REPAIR);
+	if (ok_err(ret, 0, "repair: opens with VDIMG_OPEN_REPAIR")) {
+		ok_err(im.fmt->map(&im, 0, 512, VDIMG_MAP_WRITE, &e), -EUCLEAN,
+		       "repair: writes are refused until repaired");
+		ok_err(im.fmt->check(&im, VDIMG_CHECK_REPAIR, &res), 0, "repair: check --repair");
+		ok(res.errors == 2 && res.fixed == 2, "repair: two problems found and fixed (%llu, %llu)",
+		   (unsigned long long)res.errors, (unsigned long long)res.fixed);
+		vdimg_image_close(&im);
+	}
+	vdimg_file_free(im.file);
+	close(fd);
+	ok(image_is(img, ref, 4 * MiB), "repair: the kept block reads its data, the shared one zeros");
+	put_file(raw, ref, 4 * MiB);
+	qemu_check(img, "repair");
+	qemu_compare(img, raw, "repair");
+	free(ref);
+}
+
 /* ---- version 0 ---- */
 
 static void test_v0(void)
@@ -990,6 +1030,7 @@ int main(void)
 	test_gh850();
 	test_discard_compact_check();
 	test_corrupt();
+	test_repair();
 	test_v0();
 	test_uuid_nowait();
 	test_threads();
