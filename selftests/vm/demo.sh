@@ -80,7 +80,7 @@ echo "Hello from an image file attached with vdimg." >"$content/hello.txt"
 cp "$VM_TOP/Makefile" "$content/docs/Makefile.txt"
 [ -f "$VM_TOP/README.md" ] && cp "$VM_TOP/README.md" "$content/docs/"
 head -c 4194304 /dev/urandom >"$content/random.bin"
-mkfs.ext4 -q -F -L vdimg-demo -d "$content" "$K_RUN/demo/demo.img" 64M || exit 1
+mkfs.ext4 -q -F -L vdimg-demo -d "$content" "$K_RUN/demo/demo.img" 64M >/dev/null || exit 1
 VM_SCRATCH_EXTRA=$K_RUN/demo vm_make_scratch "$K_RUN/scratch.img" VMTEST_MODE=demo || exit 1
 vm_boot "$K_RUN/demo-console.log" 600 --live
 rc=$?
