@@ -751,8 +751,13 @@ static int vdi_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned
 		if (off == bstart && n == bend - bstart && v->type != VDI_TYPE_FIXED) {
 			ret = vdi_unmap_block(v, blk);
 		} else if (vdi_allocated(e)) {
-			/* partial block (or a fixed image): zero the bytes in place */
-			ret = vdimg_file_zero(img->file, vdi_slot_offset(v, e) + (off - bstart), n);
+			/* partial block, or a fixed image (which stays preallocated): zero in place */
+			u64 where = vdi_slot_offset(v, e) + (off - bstart);
+
+			if (v->type == VDI_TYPE_FIXED)
+				ret = vdimg_file_zero_range(img->file, where, n);
+			else
+				ret = vdimg_file_zero(img->file, where, n);
 			img->flags |= VDIMG_IMG_DIRTY;
 		}
 		if (ret)
