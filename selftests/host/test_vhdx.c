@@ -9,6 +9,7 @@
  * the parent, parent linkage checks, hostile headers, and crash safety with the write-cut hook.
  * KTAP on stdout.
  */
+#include <pthread.h>
 #include <sys/wait.h>
 #include <sys/stat.h>
 #include "../../tools/lib/chain.h"
@@ -734,6 +735,120 @@ static void test_hostile(void)
 #undef DAMAGE
 }
 
+struct thr {
+	struct vdimg_image *img;
+	int id;
+	int errors;
+};
+
+/* Each thread writes its own blocks (and shared sector bitmap chunks) through map/commit. */
+static void *thr_write(void *arg)
+{
+	struct thr *t = arg;
+	u8 *buf = malloc(256 * KiB);
+	int i;
+
+	for (i = 0; i < 8; i++) {
+		u64 off = ((u64)(i * 4 + t->id) * MiB) + (i & 1) * 4096, left = 256 * KiB;
+
+		fill_pat(buf, left, 500 + t->id, off);
+		while (left) {
+			struct vdimg_extent e;
+			u64 o = off + 256 * KiB - left;
+
+			if (t->img->fmt->map(t->img, o, left, VDIMG_MAP_WRITE, &e) ||
+			    vdimg_file_write(e.file, buf + (o - off), e.length, e.file_offset) ||
+			    ((e.flags & VDIMG_EXT_NEW) && t->img->fmt->commit(t->img, &e))) {
+				t->errors++;
+				break;
+			}
+			left -= e.length;
+		}
+	}
+	free(buf);
+	return NULL;
+}
+
+/* Concurrent map/commit on different blocks, dynamic and differencing; then check --repair. */
+static void test_threads_and_check(void)
+{
+	struct vdimg_image img, pimg;
+	struct vdimg_check_result res;
+	struct vdimg_chain *c;
+	int base, fd, k;
+
+	base = xcreate("tbase.vhdx", 40 * MiB, "dynamic", 1 * MiB, 512, NULL, NULL);
+	for (k = 0; k < 2; k++) {
+		struct thr t[4];
+		pthread_t th[4];
+		u8 *buf = malloc(256 * KiB);
+		bool good = true;
+		int i;
+
+		if (k) {
+			ok(!img_open(&pimg, base, "tbase.vhdx", VDIMG_OPEN_READ_ONLY), "threads: parent opens");
+			fd = xcreate("tchild.vhdx", 0, NULL, 1 * MiB, 0, tpath("tbase.vhdx"), &pimg);
+			img_close(&pimg);
+		} else {
+			fd = base;
+		}
+		ok(!img_open(&img, fd, k ? "tchild.vhdx" : "tbase.vhdx", 0), "threads %d: opens", k);
+		for (i = 0; i < 4; i++) {
+			t[i] = (struct thr){ .img = &img, .id = i };
+			pthread_create(&th[i], NULL, thr_write, &t[i]);
+		}
+		for (i = 0; i < 4; i++) {
+			pthread_join(th[i], NULL);
+			good = good && !t[i].errors;
+		}
+		ok(good, "threads %d: 4 writers on different blocks", k);
+		img_close(&img);
+		good = !(k ? xopen2(&c, base, fd, VDIMG_CHAIN_READ_ONLY) :
+			 xopen(&c, base, "tbase.vhdx", VDIMG_CHAIN_READ_ONLY));
+		for (i = 0; good && i < 32; i++) {
+			u64 off = (u64)i * MiB + ((i / 4) & 1) * 4096;
+
+			good = !vdimg_chain_pread(c, buf, 256 * KiB, off) &&
+			       is_pat(buf, 256 * KiB, 500 + i % 4, off);
+			if (!good)
+				printf("# block %d differs\n", i);
+		}
+		ok(good, "threads %d: every thread's data reads back", k);
+		vdimg_chain_close(c);
+		if (have_qemu && !k)
+			ok(!sh("qemu-img check -q -f vhdx '%s'", tpath("tbase.vhdx")),
+			   "threads: qemu-img check");
+		free(buf);
+		if (k)
+			close(fd);
+	}
+	/* a leaked block (cut after the data, before the BAT) is found and given back */
+	vdimg_write_budget = 3;
+	vdimg_msg_level = -1;
+	if (!img_open(&img, base, "tbase.vhdx", 0)) {
+		struct vdimg_extent e;
+
+		if (!img.fmt->map(&img, 36 * MiB, 4096, VDIMG_MAP_WRITE, &e))
+			img.fmt->commit(&img, &e);
+		img_close(&img);
+	}
+	vdimg_write_budget = -1;
+	vdimg_msg_level = VDIMG_LOG_INFO;
+	memset(&res, 0, sizeof(res));
+	k = !img_open(&img, base, "tbase.vhdx", 0) && !img.fmt->check(&img, 0, &res) && res.leaks;
+	ok(k, "check: a leaked block is reported (%llu)", (unsigned long long)res.leaks);
+	ok(!img.fmt->check(&img, VDIMG_CHECK_REPAIR, &res) && res.fixed == res.leaks,
+	   "check --repair: gives it back");
+	img_close(&img);
+	ok(!img_open(&img, base, "tbase.vhdx", 0) && !img.fmt->check(&img, 0, &res) && !res.leaks &&
+	   !res.errors, "check: clean after the repair");
+	img_close(&img);
+	if (have_qemu)
+		ok(!sh("qemu-img check -q -f vhdx '%s'", tpath("tbase.vhdx")),
+		   "check --repair: qemu-img check");
+	close(base);
+}
+
 int main(void)
 {
 	ktap_start();
@@ -746,6 +861,7 @@ int main(void)
 	test_create_write();
 	test_differencing();
 	test_hostile();
+	test_threads_and_check();
 	test_crash(false);
 	test_crash(true);
 	return ktap_finish();
