@@ -849,6 +849,49 @@ static void test_threads_and_check(void)
 	close(base);
 }
 
+/* Discard and write-zeroes: whole blocks become ZERO/UNMAPPED, partial ranges zeroed in place. */
+static void test_discard(void)
+{
+	struct vdimg_chain *c;
+	int fd = xcreate("d.vhdx", 64 * MiB, "dynamic", 1 * MiB, 512, NULL, NULL);
+	int shadow = tfile("d.raw", NULL, 64 * MiB);
+	u8 *zero = calloc(1, 3 * MiB);
+	bool good = !xopen(&c, fd, "d.vhdx", 0) && workload(c, shadow, 512, 700);
+
+	ok(good, "discard: data written");
+	ok(good && !vdimg_chain_discard(c, 8 * MiB, 1 * MiB, VDIMG_DISCARD_ZEROES) &&
+	   pwrite(shadow, zero, 1 * MiB, 8 * MiB) == (ssize_t)MiB, "discard: a whole block, zeroes");
+	ok(good && !vdimg_chain_discard(c, 9 * MiB, 1 * MiB, 0) &&
+	   pwrite(shadow, zero, 1 * MiB, 9 * MiB) == (ssize_t)MiB, "discard: a whole block, unmap");
+	ok(good && !vdimg_chain_discard(c, 3 * MiB + 8192, 12288, VDIMG_DISCARD_ZEROES) &&
+	   pwrite(shadow, zero, 12288, 3 * MiB + 8192) == 12288, "discard: part of a block, zeroes");
+	ok(good && chain_equals_file(c, tpath("d.raw")), "discard: reads as the shadow");
+	ok(c && !vdimg_chain_close(c), "discard: close");
+	ok(!xopen(&c, fd, "d.vhdx", VDIMG_CHAIN_READ_ONLY) && chain_equals_file(c, tpath("d.raw")),
+	   "discard: reopened, reads as the shadow");
+	vdimg_chain_close(c);
+	if (have_qemu) {
+		ok(!sh("qemu-img check -q -f vhdx '%s'", tpath("d.vhdx")), "discard: qemu-img check");
+		ok(!sh("qemu-img compare -q -f vhdx -F raw '%s' '%s'", tpath("d.vhdx"), tpath("d.raw")),
+		   "discard: qemu-img compare with the shadow");
+	}
+	/* a block that was discarded can be written again */
+	ok(!xopen(&c, fd, "d.vhdx", 0) && write_byte(c, 8 * MiB + 4096, 4096, 0x99) &&
+	   pwrite(shadow, zero, 0, 0) == 0 && !vdimg_chain_close(c), "discard: rewrite a discarded block");
+	{
+		u8 b[4096];
+
+		memset(b, 0x99, sizeof(b));
+		pwrite(shadow, b, sizeof(b), 8 * MiB + 4096);
+	}
+	ok(!xopen(&c, fd, "d.vhdx", VDIMG_CHAIN_READ_ONLY) && chain_equals_file(c, tpath("d.raw")),
+	   "discard: the rewritten block reads back, zeros around it");
+	vdimg_chain_close(c);
+	free(zero);
+	close(fd);
+	close(shadow);
+}
+
 int main(void)
 {
 	ktap_start();
@@ -860,6 +903,7 @@ int main(void)
 	test_qemu_made();
 	test_create_write();
 	test_differencing();
+	test_discard();
 	test_hostile();
 	test_threads_and_check();
 	test_crash(false);
