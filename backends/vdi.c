@@ -676,13 +676,23 @@ static u32 vdi_entry(struct vdi *v, u32 blk)
 }
 
 /* Unmap one whole block: ZERO in a differencing image (hides the parent), FREE in a base. */
-static int vdi_unmap_block(struct vdi *v, u32 blk)
+/*
+ * Make a whole block read as zeros. Online (@release false) an allocated block keeps its slot and
+ * only has its data deallocated in the file: freeing the slot would leave the header's allocated
+ * count wrong for qemu-img check until a compact, and a reused slot could receive a write while a
+ * read of the old block is still in flight. Offline (compact, @release true) the slot is given back.
+ */
+static int vdi_unmap_block(struct vdi *v, u32 blk, bool release)
 {
 	u32 want = v->diff ? VDI_BLOCK_ZERO : VDI_BLOCK_FREE;
 	u32 e = vdi_entry(v, blk);
 	int ret;
 
 	lockdep_assert_held(&v->meta_lock);
+	if (vdi_allocated(e) && !release) {
+		v->img->flags |= VDIMG_IMG_DIRTY;
+		return vdimg_file_zero(v->img->file, vdi_slot_offset(v, e), v->block_size);
+	}
 	if (e == want || (!v->diff && e == VDI_BLOCK_ZERO))
 		return 0;
 	ret = vdi_write_le32(v, v->blocks_off + (u64)blk * 4, want);
@@ -714,6 +724,8 @@ static int vdi_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned
 		return -EROFS;
 	if (v->repairs)
 		return -EUCLEAN;
+	if (flags & VDIMG_DISCARD_NOUNMAP)
+		return -EOPNOTSUPP;	/* the driver writes the zeros */
 	if (flags & ~VDIMG_DISCARD_ZEROES)
 		return -EINVAL;
 	if (offset > img->size || length > img->size - offset)
@@ -749,7 +761,7 @@ static int vdi_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned
 		u32 e = vdi_entry(v, blk);
 
 		if (off == bstart && n == bend - bstart && v->type != VDI_TYPE_FIXED) {
-			ret = vdi_unmap_block(v, blk);
+			ret = vdi_unmap_block(v, blk, false);
 		} else if (vdi_allocated(e)) {
 			/* partial block, or a fixed image (which stays preallocated): zero in place */
 			u64 where = vdi_slot_offset(v, e) + (off - bstart);
@@ -966,7 +978,7 @@ static int vdi_pack(struct vdi *v, bool zeros, u64 *moved, u64 *unmapped)
 		}
 		if (!all_zero)
 			continue;
-		ret = vdi_unmap_block(v, blk);
+		ret = vdi_unmap_block(v, blk, true);
 		if (ret)
 			goto unlock;
 		(*unmapped)++;
