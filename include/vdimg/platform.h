@@ -170,6 +170,18 @@ int vdimg_file_zero(struct vdimg_file *f, u64 off, u64 len);
 int vdimg_file_zero_range(struct vdimg_file *f, u64 off, u64 len);
 
 /*
+ * Decompression of one compressed unit (a qcow2/qcow cluster, a VMDK grain, a DMG chunk), in
+ * backends/decompress.c: the kernel's zlib_inflate / zstd in the module, zlib / libzstd in userspace.
+ * Returns 0 when exactly @dst_len bytes were produced (bytes after the end of the stream in @src are
+ * ignored), -EFSCORRUPTED when the stream is invalid or ends early, -ENOMEM, or -EOPNOTSUPP for an
+ * unknown @algo. May sleep (allocates a workspace).
+ */
+#define VDIMG_DECOMP_DEFLATE	1	/* raw deflate (RFC 1951), no zlib header */
+#define VDIMG_DECOMP_ZLIB	2	/* zlib-wrapped deflate (RFC 1950) */
+#define VDIMG_DECOMP_ZSTD	3	/* one or more zstd frames */
+int vdimg_decompress(unsigned int algo, const void *src, size_t src_len, void *dst, size_t dst_len);
+
+/*
  * Messages about an image: "vdimg: <image name>: <message>" in the kernel log (ratelimited), on
  * stderr (or the library's message hook) in userspace.
  */
