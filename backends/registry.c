@@ -31,6 +31,7 @@ static const struct vdimg_format *const vdimg_formats[] = {
 	&vdimg_iso_format,
 	&vdimg_vdi_format,
 	&vdimg_vhd_format,
+	&vdimg_qcow2_format,
 	&vdimg_vhdx_format,
 };
 
