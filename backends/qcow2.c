@@ -404,6 +404,7 @@ static int qcow2_alloc(struct vdimg_image *img, u64 n, u64 *out)
 	struct qcow2 *q = QC(img);
 	u64 idx = q->free_hint, run = 0, start = idx, rc, i;
 	u64 limit = 1ULL << (56 - q->cluster_bits);
+	u64 sane = (vdimg_file_size(img->file) >> q->cluster_bits) + (2ULL << q->rb_bits) + 65536;
 	int ret;
 
 	/* the header cluster is never free; skipping it also keeps offset 0 meaning "none" */
@@ -414,6 +415,9 @@ static int qcow2_alloc(struct vdimg_image *img, u64 n, u64 *out)
 			vdimg_err(img, "no free cluster below 64 PiB");
 			return -ENOSPC;
 		}
+		if (idx >= sane)	/* only a bad refcount table counts so much beyond the file */
+			return vdimg_corrupt(img, "no free cluster up to %llu, far past the end of the file",
+					     (unsigned long long)idx);
 		if ((idx >> q->rb_bits) >= q->rt_entries) {
 			/* the new table and blocks go exactly here: grow first, then look again */
 			ret = qcow2_grow_rt(img, idx >> q->rb_bits);

@@ -304,8 +304,8 @@ static void test_writes(void)
 			free(shadow);
 			continue;
 		}
-		ret = workload(c, shadow, size, 300, (unsigned int)i * 1000, 600);
-		ok_err(ret, 0, "300 random writes/discards/zeroes on %s%s", cfg,
+		ret = workload(c, shadow, size, 200, (unsigned int)i * 1000, 400);
+		ok_err(ret, 0, "200 random writes/discards/zeroes on %s%s", cfg,
 		       backing ? " over a backing file" : "");
 		{
 			u8 *got = malloc(size);
