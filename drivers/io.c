@@ -232,12 +232,11 @@ static int vdimg_write_new(struct vdimg_device *dev, const struct vdimg_extent *
 		ret = vdimg_file_write(ext->file, buf, ext->fill_length, ext->file_offset - head);
 commit:
 	kvfree(buf);
-	if (ret) {
-		if (top->img.fmt->abort)
-			top->img.fmt->abort(&top->img, ext);
-		return ret;
-	}
-	return top->img.fmt->commit(&top->img, ext);
+	if (!ret)
+		ret = top->img.fmt->commit(&top->img, ext);
+	if (ret && top->img.fmt->abort)
+		top->img.fmt->abort(&top->img, ext);
+	return ret;
 }
 
 /* Write [pos, pos + len) from @iter to the top layer, allocating as needed. */

@@ -152,7 +152,10 @@ struct vdimg_format {
 		   struct vdimg_extent *ext);
 	/* a NEW extent was written (data and fill): record it in the metadata */
 	int (*commit)(struct vdimg_image *img, const struct vdimg_extent *ext);
-	/* a NEW extent will not be written (I/O failed): release the reservation; may be NULL */
+	/*
+	 * a NEW extent will not be recorded (writing it or ->commit() failed): release the
+	 * reservation; may be NULL
+	 */
 	void (*abort)(struct vdimg_image *img, const struct vdimg_extent *ext);
 	/* decode an ENCODED extent into @buf (@ext->length bytes); may sleep */
 	int (*read_encoded)(struct vdimg_image *img, const struct vdimg_extent *ext, void *buf);
