@@ -23,11 +23,11 @@ struct offline_img {
  * Open @path as an image. @format VDIMG_FMT_AUTO probes, and an unrecognised file is raw.
  * Prints "vdimgctl: PATH: <action>: <reason>" on failure.
  */
-static int offline_open(struct offline_img *o, const char *path, u32 format, bool writable,
+/* @flags: VDIMG_OPEN_READ_ONLY, VDIMG_OPEN_REPAIR (check --repair) or 0 (compact) */
+static int offline_open(struct offline_img *o, const char *path, u32 format, unsigned int flags,
 			const char *action)
 {
-	/* the only writable offline open is check --repair */
-	unsigned int flags = writable ? VDIMG_OPEN_REPAIR : VDIMG_OPEN_READ_ONLY;
+	bool writable = !(flags & VDIMG_OPEN_READ_ONLY);
 	struct stat st;
 	int ret;
 
@@ -154,7 +154,7 @@ int cmd_info(int argc, char **argv)
 	if (optind != argc - 1)
 		return usage_error("info", "expected one IMAGE");
 	path = argv[optind];
-	if (offline_open(&o, path, format, false, "cannot open"))
+	if (offline_open(&o, path, format, VDIMG_OPEN_READ_ONLY, "cannot open"))
 		return EXIT_FAIL;
 	fstat(o.fd, &st);
 	if ((o.img.flags & VDIMG_IMG_HAS_PARENT) && o.img.fmt->parent_ref) {
@@ -364,7 +364,7 @@ int cmd_create(int argc, char **argv)
 	co.size = size;
 
 	if (co.parent) {
-		if (offline_open(&parent, co.parent, VDIMG_FMT_AUTO, false, "cannot open parent"))
+		if (offline_open(&parent, co.parent, VDIMG_FMT_AUTO, VDIMG_OPEN_READ_ONLY, "cannot open parent"))
 			goto out_free;
 		have_parent = true;
 		co.parent_img = &parent.img;
@@ -392,7 +392,7 @@ int cmd_create(int argc, char **argv)
 		goto out_parent;
 	}
 	/* the new image must open as what it claims to be */
-	if (offline_open(&check, path, id, false, "created image does not open")) {
+	if (offline_open(&check, path, id, VDIMG_OPEN_READ_ONLY, "created image does not open")) {
 		unlink(path);
 		goto out_parent;
 	}
@@ -455,7 +455,7 @@ int cmd_check(int argc, char **argv)
 	if (optind != argc - 1)
 		return usage_error("check", "expected one IMAGE");
 	path = argv[optind];
-	if (offline_open(&o, path, format, repair, "cannot check"))
+	if (offline_open(&o, path, format, repair ? VDIMG_OPEN_REPAIR : VDIMG_OPEN_READ_ONLY, "cannot check"))
 		return EXIT_FAIL;
 	if (!o.img.fmt->check) {
 		errmsg(path, "cannot check", "%s images have no checker", o.img.fmt->name);
@@ -504,5 +504,70 @@ int cmd_check(int argc, char **argv)
 		       repair ? "" : " (try --repair)");
 		return EXIT_FAIL;
 	}
+	return EXIT_OK;
+}
+
+static int compact_usage(void)
+{
+	printf("Usage: vdimgctl compact [-t FMT] IMAGE\n\n"
+	       "Give unused space in an image back (drop all-zero blocks, move the last blocks into\n"
+	       "holes, shorten the file). Offline: the image must not be attached.\n\n"
+	       "See vdimgctl(8).\n");
+	return EXIT_OK;
+}
+
+int cmd_compact(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "format", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{}
+	};
+	u32 format = VDIMG_FMT_AUTO;
+	struct offline_img o;
+	struct stat st;
+	const char *path;
+	u64 before;
+	int c, ret;
+
+	while ((c = getopt_long(argc, argv, "t:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 't':
+			if (parse_format("compact", optarg, &format))
+				return EXIT_FAIL;
+			break;
+		case 'h':
+			return compact_usage();
+		default:
+			return usage_error("compact", "bad option");
+		}
+	}
+	if (optind != argc - 1)
+		return usage_error("compact", "expected one IMAGE");
+	path = argv[optind];
+	if (offline_open(&o, path, format, 0, "cannot compact"))
+		return EXIT_FAIL;
+	if (!o.img.fmt->compact) {
+		errmsg(path, "cannot compact", "%s images cannot be compacted", o.img.fmt->name);
+		offline_close(&o);
+		return EXIT_FAIL;
+	}
+	before = fstat(o.fd, &st) ? 0 : (u64)st.st_size;
+	lib_action("cannot compact");
+	ret = o.img.fmt->compact(&o.img);
+	if (!ret && o.img.fmt->flush)
+		ret = o.img.fmt->flush(&o.img);
+	if (!ret)
+		ret = vdimg_file_sync(o.img.file);
+	if (ret) {
+		if (!lib_reported)
+			errmsg(path, "cannot compact", "%s", strerror(-ret));
+		offline_close(&o);
+		return EXIT_FAIL;
+	}
+	if (!fstat(o.fd, &st))
+		printf("%s: %llu -> %llu bytes\n", path, (unsigned long long)before,
+		       (unsigned long long)st.st_size);
+	offline_close(&o);
 	return EXIT_OK;
 }

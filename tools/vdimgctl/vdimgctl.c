@@ -196,6 +196,7 @@ static void usage(void)
 	      " vdimgctl info [--json] IMAGE            show what an image file is\n"
 	      " vdimgctl create -t FMT -s SIZE FILE     create an image\n"
 	      " vdimgctl check [--repair] [--json] IMAGE  check an image's metadata\n"
+	      " vdimgctl compact IMAGE                   give unused space back (offline)\n"
 	      "\n"
 	      "Attach virtual-disk image files (VHD, VHDX, VDI, VMDK, QCOW2, ...) as block devices.\n"
 	      "\n"
@@ -254,6 +255,7 @@ static const struct command commands[] = {
 	{ "info", cmd_info },
 	{ "create", cmd_create },
 	{ "check", cmd_check },
+	{ "compact", cmd_compact },
 };
 
 int main(int argc, char **argv)
