@@ -57,6 +57,23 @@ tools/vdimgctl/vdimgctl: $(TOOL_SRCS:%.c=$(BUILD)/user/%.o) $(BUILD)/libvdimg.a
 
 -include selftests/host/Makefile.inc
 
+# libFuzzer targets (selftests/fuzz/fuzz_<fmt>.c): `make fuzz-smoke` runs each for FUZZ_SECONDS
+FUZZ_SRCS := $(wildcard selftests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(FUZZ_SRCS:selftests/fuzz/%.c=$(BUILD)/fuzz/%)
+FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Iinclude -Itools/lib
+FUZZ_SECONDS ?= 20
+
+$(BUILD)/fuzz/%: selftests/fuzz/%.c $(LIB_SRCS) $(HDRS)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) $(LIB_LIBS) -lpthread
+
+.PHONY: fuzz fuzz-smoke
+fuzz: $(FUZZ_BINS)
+
+fuzz-smoke: $(FUZZ_BINS)
+	selftests/fuzz/smoke.sh $(FUZZ_SECONDS) $(FUZZ_BINS)
+
 check: check-host check-vm
 
 check-vm: all

@@ -22,27 +22,27 @@ fi
 
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-# Start from a clean copy so a file deleted from the tree cannot linger in the build.
-rm -rf "$out/src"
-mkdir -p "$out/src"
+# Mirror the sources into OUTDIR: copy what changed (kbuild then rebuilds only that) and delete
+# sources that are gone from the tree, so the build sees exactly the tree's files.
+stage=$out/.src
+rm -rf "$stage"
+mkdir -p "$stage"
 for p in Kbuild drivers backends include; do
 	if [ -e "$top/$p" ]; then
-		cp -a "$top/$p" "$out/src/"
+		cp -a "$top/$p" "$stage/"
 	fi
 done
-# Objects from an earlier build of a since-removed source would otherwise stay; kbuild only
-# rebuilds what changed, which keeps repeated runs quick.
-rsync_like() {
-	# copy src/ over the build root, newer files only, keeping kbuild's outputs
-	(cd "$out/src" && find . -type f) | while read -r f; do
-		if ! cmp -s "$out/src/$f" "$out/$f"; then
-			mkdir -p "$(dirname "$out/$f")"
-			cp -p "$out/src/$f" "$out/$f"
-		fi
-	done
-}
-rsync_like
-rm -rf "$out/src"
+(cd "$stage" && find . -type f) | while read -r f; do
+	if ! cmp -s "$stage/$f" "$out/$f"; then
+		mkdir -p "$(dirname "$out/$f")"
+		cp "$stage/$f" "$out/$f"
+	fi
+done
+(cd "$out" && find Kbuild drivers backends include -type f \( -name '*.[ch]' -o -name Kbuild \) \
+	2>/dev/null) | while read -r f; do
+	[ -e "$stage/$f" ] || rm -f "$out/$f"
+done
+rm -rf "$stage"
 
 log=$out/build.log
 rc=0

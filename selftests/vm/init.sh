@@ -53,6 +53,13 @@ VMTEST_MODE=tests
 VMTEST_FILTER=
 VMTEST_TIMEOUT=300
 [ -f /scratch/vmtest.conf ] && . /scratch/vmtest.conf
+# A sanitizer kernel (KASAN, lockdep) runs everything several times slower: tests shrink their
+# data sizes (never their checks) when VMTEST_SLOW=1.
+if [ -z "${VMTEST_SLOW:-}" ]; then
+	VMTEST_SLOW=0
+	grep -q ' kasan_report$' /proc/kallsyms 2>/dev/null && VMTEST_SLOW=1
+fi
+export VMTEST_SLOW
 RES=/scratch/vmtest
 mkdir -p "$RES" /scratch/work
 

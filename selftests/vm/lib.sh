@@ -43,6 +43,16 @@ kernel_log_bad() {
 	return 1
 }
 
+# scaled N: N on a normal kernel, N/3 (at least 1) on a sanitizer kernel (VMTEST_SLOW=1, set by
+# /init): for data sizes and durations, never for what a test checks
+scaled() {
+	if [ "${VMTEST_SLOW:-0}" = 1 ]; then
+		echo $((($1 + 2) / 3))
+	else
+		echo "$1"
+	fi
+}
+
 # --- KTAP sub-results
 T_N=0
 T_FAILS=0

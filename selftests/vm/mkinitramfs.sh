@@ -148,6 +148,10 @@ cp "$here/init.sh" "$root/init"
 chmod 755 "$root/init"
 cp "$here/lib.sh" "$here/bench.sh" "$here/demo.sh" "$root/vmtest/"
 cp "$here"/tests/*.sh "$root/vmtest/tests/"
+# VM_EXTRA_TESTS: a directory of more tests (the harness's own checks of itself, local experiments)
+if [ -n "${VM_EXTRA_TESTS:-}" ]; then
+	cp "$VM_EXTRA_TESTS"/*.sh "$root/vmtest/tests/"
+fi
 echo "$release" >"$root/vmtest/release"
 
 mkdir -p "$(dirname "$out")"

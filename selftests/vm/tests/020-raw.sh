@@ -4,7 +4,7 @@
 require_vdimg
 
 img=$TEST_WORK/raw.img
-mkrandom "$img" 32 || die "cannot write $img"
+mkrandom "$img" $(scaled 32) || die "cannot write $img"
 want=$(sha_of "$img")
 size=$(stat -c %s "$img")
 

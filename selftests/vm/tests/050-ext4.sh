@@ -10,16 +10,17 @@ truncate -s 256M "$img"
 dev=$(vd_attach -t raw "$img") || die "attach failed"
 check "mkfs.ext4" "$MKFS_EXT4" -q -F "$dev"
 mount_dev "$dev" "$mnt" || die "mount failed"
-mkrandom "$TEST_WORK/big" 24
+mkrandom "$TEST_WORK/big" $(scaled 24)
 mkdir -p "$mnt/dir/sub"
 cp "$TEST_WORK/big" "$mnt/big"
 i=0
-while [ $i -lt 200 ]; do
+nfiles=$(scaled 200)
+while [ $i -lt "$nfiles" ]; do
 	echo "file $i $(head -c 600 /dev/urandom | base64)" >"$mnt/dir/sub/f$i"
 	i=$((i + 1))
 done
 (cd "$mnt" && find dir -type f | sort | xargs sha256sum) >"$TEST_WORK/sums"
-check "write 24 MiB and 200 small files" test -s "$TEST_WORK/sums"
+check "write $(scaled 24) MiB and $nfiles small files" test -s "$TEST_WORK/sums"
 check "umount" umount_dev "$mnt"
 check "e2fsck -fn is clean" "$E2FSCK" -fn "$dev"
 check "detach" vd_detach "$dev"
