@@ -1,0 +1,42 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# smoke.sh SECONDS FUZZER...: run each libFuzzer target (selftests/fuzz/fuzz_<fmt>.c, built by
+# `make fuzz-smoke`) for SECONDS over its committed corpus (selftests/fuzz/corpus/<fmt>), writing
+# new inputs to a scratch directory, never to the corpus. KTAP output, then "N passed, N failed".
+# A crash, a sanitizer report or a timeout is a failure; the reproducer is kept under build/fuzz.
+set -u
+secs=$1
+shift
+top=$(cd "$(dirname "$0")/../.." && pwd)
+pass=0 fail=0 n=0
+echo "TAP version 13"
+echo "1..$#"
+for bin in "$@"; do
+	n=$((n + 1))
+	name=$(basename "$bin")
+	fmt=${name#fuzz_}
+	corpus=$top/selftests/fuzz/corpus/$fmt
+	scratch=$(mktemp -d)
+	art=$top/build/fuzz/artifacts-$fmt/
+	mkdir -p "$art"
+	log=$top/build/fuzz/$name.log
+	if [ ! -d "$corpus" ]; then
+		echo "not ok $n - $name: no corpus at selftests/fuzz/corpus/$fmt"
+		fail=$((fail + 1))
+		continue
+	fi
+	if "$bin" -max_total_time="$secs" -timeout=20 -rss_limit_mb=2048 -max_len=262144 \
+		-artifact_prefix="$art" -print_final_stats=1 "$scratch" "$corpus" >"$log" 2>&1; then
+		runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)
+		echo "ok $n - $name: ${runs:-?} runs in ${secs}s, no findings"
+		pass=$((pass + 1))
+	else
+		grep -E 'ERROR|SUMMARY|deadly|timeout' "$log" | head -n 10 | sed 's/^/# /'
+		echo "not ok $n - $name (log: $log, reproducer in $art)"
+		fail=$((fail + 1))
+	fi
+	rm -rf "$scratch"
+done
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
