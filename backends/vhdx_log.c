@@ -54,7 +54,7 @@ struct vhdx_scan {
  * validate it completely. Returns the number of sectors, or 0 if no valid entry starts there.
  */
 static u32 vhdx_entry_check(const u8 *logbuf, u32 nsec, u32 s, const u8 *guid, u8 *e,
-			    struct vhdx_scan *out)
+			    struct vhdx_scan *out, u64 *budget)
 {
 	const struct vhdx_log_entry_hdr *h = (const void *)(logbuf + (size_t)s * VHDX_LOG_SECTOR);
 	u32 len = le32_to_cpu(h->entry_length), n, count, dsec, ndata = 0, k, i;
@@ -72,6 +72,12 @@ static u32 vhdx_entry_check(const u8 *logbuf, u32 nsec, u32 s, const u8 *guid, u
 	dsec = vhdx_desc_sectors(count);
 	if (dsec > n)
 		return 0;
+	/* entries claiming to overlap each other could make the scan quadratic: bound the work */
+	if (n > *budget) {
+		*budget = 0;
+		return 0;
+	}
+	*budget -= n;
 	for (i = 0; i < n; i++)
 		memcpy(e + (size_t)i * VHDX_LOG_SECTOR,
 		       logbuf + (size_t)((s + i) % nsec) * VHDX_LOG_SECTOR, VHDX_LOG_SECTOR);
@@ -230,7 +236,7 @@ int vdimg_vhdx_log_replay(struct vdimg_image *img, struct vhdx_log *log, u64 fil
 	u32 nsec = log->length / VHDX_LOG_SECTOR, s, head, tail, steps, cap = 0;
 	struct vhdx_scan *scan = NULL;
 	u8 *logbuf = NULL, *e = NULL;
-	u64 best_below = ~0ULL;
+	u64 best_below = ~0ULL, budget = 8ULL * (log->length / VHDX_LOG_SECTOR) + 64;
 	int ret;
 
 	if (log->length > VHDX_LOG_MAX_BYTES) {
@@ -249,7 +255,11 @@ int vdimg_vhdx_log_replay(struct vdimg_image *img, struct vhdx_log *log, u64 fil
 	if (ret)
 		goto out;
 	for (s = 0; s < nsec; s++)
-		vhdx_entry_check(logbuf, nsec, s, log->guid, e, &scan[s]);
+		vhdx_entry_check(logbuf, nsec, s, log->guid, e, &scan[s], &budget);
+	if (!budget) {
+		ret = vdimg_corrupt(img, "the log's entries overlap each other beyond repair");
+		goto out;
+	}
 
 	/*
 	 * The active sequence: the valid sequence whose head has the highest sequence number. A
@@ -292,8 +302,9 @@ int vdimg_vhdx_log_replay(struct vdimg_image *img, struct vhdx_log *log, u64 fil
 		cur = tail;
 		for (;;) {
 			struct vhdx_scan tmp;
+			u64 again = nsec;
 
-			if (!vhdx_entry_check(logbuf, nsec, cur, log->guid, e, &tmp)) {
+			if (!vhdx_entry_check(logbuf, nsec, cur, log->guid, e, &tmp, &again)) {
 				ret = -EIO;	/* cannot happen: validated above */
 				goto out;
 			}
