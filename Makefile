@@ -24,6 +24,7 @@ LIB_SRCS += backends/vdi.c
 LIB_SRCS += backends/vhd.c
 LIB_SRCS += backends/vhdx.c backends/vhdx_log.c
 LIB_SRCS += backends/qcow2.c backends/decompress.c
+LIB_SRCS += backends/qed.c backends/qcow.c
 LIB_LIBS := -lz -lzstd
 TOOL_SRCS := $(wildcard tools/vdimgctl/*.c)
 TOOL_LIBS := $(shell pkg-config --libs smartcols 2>/dev/null || echo -lsmartcols)

@@ -32,6 +32,8 @@ static const struct vdimg_format *const vdimg_formats[] = {
 	&vdimg_vdi_format,
 	&vdimg_vhd_format,
 	&vdimg_qcow2_format,
+	&vdimg_qed_format,
+	&vdimg_qcow_format,
 	&vdimg_vhdx_format,
 };
 

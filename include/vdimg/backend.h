@@ -193,6 +193,8 @@ extern const struct vdimg_format vdimg_iso_format;
 extern const struct vdimg_format vdimg_vdi_format;
 extern const struct vdimg_format vdimg_vhd_format;
 extern const struct vdimg_format vdimg_qcow2_format;
+extern const struct vdimg_format vdimg_qed_format;
+extern const struct vdimg_format vdimg_qcow_format;
 extern const struct vdimg_format vdimg_vhdx_format;
 
 /**
