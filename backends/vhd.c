@@ -1294,6 +1294,16 @@ static void vhd_new_footer(struct vhd_footer *f, u32 type, u64 size, u64 data_of
 	f->original_size = cpu_to_be64(size);
 	f->current_size = cpu_to_be64(size);
 	vhd_geometry(size / VHD_SECTOR, &cyl, &heads, &spt);
+	/*
+	 * A size the geometry cannot express: readers that size unknown creators by CHS (qemu) would
+	 * cut the disk short; the maximum geometry tells them to use the current size, as qemu's own
+	 * force_size images do.
+	 */
+	if ((u64)cyl * heads * spt != size / VHD_SECTOR) {
+		cyl = 65535;
+		heads = 16;
+		spt = 255;
+	}
 	f->cylinders = cpu_to_be16(cyl);
 	f->heads = heads;
 	f->sectors = spt;
