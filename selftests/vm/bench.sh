@@ -142,14 +142,14 @@ awk -v contenders="$contenders" '
 			seq = (j ~ /-1m-/)
 			line = sprintf("%-18s %-6s", j, seq ? "MiB/s" : "IOPS")
 			for (i = 1; i <= nc; i++) {
-				v = seq ? bw[cs[i], j] / 1024 : iops[cs[i], j]
-				val[cs[i]] = v
-				line = line sprintf(" %10s", ((cs[i], j) in iops) ? sprintf("%.0f", v) : "-")
+				have[cs[i]] = ((cs[i], j) in iops)
+				val[cs[i]] = !have[cs[i]] ? 0 : seq ? bw[cs[i], j] / 1024 : iops[cs[i], j]
+				line = line sprintf(" %10s", have[cs[i]] ? sprintf("%.0f", val[cs[i]]) : "-")
 			}
 			for (i = 1; i <= nc; i++) if (cs[i] ~ /^vdimg/)
 				for (b = 1; b <= nb; b++) {
 					r = "-"
-					if (((cs[i], j) in iops) && ((bases[b], j) in iops) && val[bases[b]] > 0)
+					if (have[cs[i]] && have[bases[b]] && val[bases[b]] > 0)
 						r = sprintf("%.2f", val[cs[i]] / val[bases[b]])
 					line = line sprintf(" %12s", r)
 				}

@@ -46,12 +46,12 @@ MODULES="virtio_pci virtio_blk ext4 crc32c_generic loop nbd"
 TOOLS="/usr/bin/fio /usr/bin/qemu-img /usr/bin/qemu-nbd /usr/sbin/mkfs.ext4 /usr/sbin/mke2fs
 /usr/sbin/e2fsck /usr/sbin/sfdisk /usr/sbin/blkid /usr/sbin/losetup /usr/sbin/blkdiscard
 /usr/bin/lsblk /usr/bin/sha256sum /usr/bin/stat /usr/bin/du /usr/bin/dd /usr/bin/cmp /usr/bin/kmod
-/usr/sbin/debugfs /usr/bin/truncate /usr/bin/fallocate"
+/usr/sbin/debugfs /usr/bin/truncate /usr/bin/fallocate /usr/bin/qemu-io"
 
 root=$(mktemp -d "${TMPDIR:-/tmp}/vdimg-initramfs.XXXXXX")
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,lib/x86_64-linux-gnu,lib64,etc,proc,sys,dev,tmp,run}
-mkdir -p "$root"/{scratch,vmtest/tests,lib/modules/"$release"}
+mkdir -p "$root"/{scratch,vmtest/tests,lib/modules/"$release",var/lock,var/run}
 
 # busybox: /init runs `busybox --install -s` to create the applet links.
 cp /bin/busybox "$root/bin/busybox"
