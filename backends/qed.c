@@ -555,6 +555,14 @@ static int qed_commit(struct vdimg_image *img, const struct vdimg_extent *ext)
 	return ret;
 }
 
+/*
+ * A NEW cluster that will not be recorded: its space stays reserved (the end of the file only
+ * grows, so a reservation is never handed out twice). It may leak, as a crash would leave it.
+ */
+static void qed_abort(struct vdimg_image *img, const struct vdimg_extent *ext)
+{
+}
+
 /* ---- discard and write-zeroes ---- */
 
 /* Does [a, b) cover the whole cluster at @cstart (the last one may be short)? */
@@ -1115,7 +1123,7 @@ static int qed_check(struct vdimg_image *img, unsigned int flags, struct vdimg_c
 	if (ret)
 		goto out;
 	fsize = vdimg_file_size(img->file);
-	sc.nclusters = fsize >> q->cluster_bits;	/* a partial last cluster is not one */
+	sc.nclusters = DIV_ROUND_UP(fsize, (u64)q->cluster_size);
 	sc.used = calloc(1, sc.nclusters / 8 + 1);
 	if (!sc.used) {
 		ret = -ENOMEM;
@@ -1129,15 +1137,15 @@ static int qed_check(struct vdimg_image *img, unsigned int flags, struct vdimg_c
 	for (c = 0; c < sc.nclusters; c++) {
 		if (sc.used[c / 8] & (1U << (c % 8)))
 			last_used = c + 1;
-		else
-			res->leaks++;
+		else if (c < fsize >> q->cluster_bits)
+			res->leaks++;	/* (as qemu: a partial last cluster is not one) */
 	}
 	res->errors = sc.errors;
 	res->fixed = sc.fixed;
 	if (repair) {
 		ret = qed_flush_locked(img);
 		/* leaked clusters at the end of the file can go; others stay (no refcounts) */
-		if (!ret && (last_used < sc.nclusters || fsize & (q->cluster_size - 1))) {
+		if (!ret && (last_used < sc.nclusters || (fsize & (q->cluster_size - 1)))) {
 			u64 keep = max(last_used << q->cluster_bits, q->l1_offset + q->tbytes);
 			u64 tail;
 
@@ -1176,6 +1184,7 @@ const struct vdimg_format vdimg_qed_format = {
 	.close = qed_close,
 	.map = qed_map,
 	.commit = qed_commit,
+	.abort = qed_abort,
 	.discard = qed_discard,
 	.flush = qed_flush,
 #ifndef __KERNEL__
