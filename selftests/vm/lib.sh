@@ -274,3 +274,28 @@ mkrandom() {
 blocks_of() {
 	stat -c %b "$1"
 }
+
+# --- image formats (tests 2NN)
+QEMU_IO=/usr/bin/qemu-io
+
+# qemu_fmt F: qemu's driver name for vdimg format F (VHD is "vpc" in qemu)
+qemu_fmt() {
+	case $1 in
+	vhd) echo vpc ;;
+	*) echo "$1" ;;
+	esac
+}
+
+# raw_sha IMAGE F: sha256 of IMAGE's virtual disk as `qemu-img convert -O raw` reads it
+raw_sha() {
+	local out=$TEST_WORK/.raw_sha.$$
+	rm -f "$out"
+	"$QEMU_IMG" convert -f "$(qemu_fmt "$2")" -O raw "$1" "$out" >&2 || return 1
+	sha_of "$out"
+	rm -f "$out"
+}
+
+# pattern_sha BYTE LEN: sha256 of LEN bytes of the octal BYTE (e.g. 245 for 0xa5)
+pattern_sha() {
+	head -c "$2" /dev/zero | tr '\0' "\\$1" | sha256sum | cut -d' ' -f1
+}
