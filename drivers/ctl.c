@@ -26,21 +26,38 @@ static int vdimg_copy_out(void __user *u, const void *k, size_t ksize, u32 usize
 	return copy_to_user(u, k, min_t(size_t, ksize, usize)) ? -EFAULT : 0;
 }
 
-static void *vdimg_copy_array_in(u64 uptr, size_t n, size_t size)
+/*
+ * Copy in @n elements of @esize bytes each (the caller's struct size) as @ksize-byte kernel
+ * structs: a longer element must have a zero tail (-E2BIG), as for the top-level structs.
+ */
+static void *vdimg_copy_array_in(u64 uptr, u32 n, size_t ksize, u32 esize)
 {
-	size_t bytes;
 	void *p;
+	u32 i;
+	int ret;
 
-	if (check_mul_overflow(n, size, &bytes))
-		return ERR_PTR(-EINVAL);
-	p = kvmalloc(bytes, GFP_KERNEL);
+	p = kvcalloc(n, ksize, GFP_KERNEL);
 	if (!p)
 		return ERR_PTR(-ENOMEM);
-	if (copy_from_user(p, u64_to_user_ptr(uptr), bytes)) {
-		kvfree(p);
-		return ERR_PTR(-EFAULT);
+	for (i = 0; i < n; i++) {
+		ret = copy_struct_from_user(p + (size_t)i * ksize, ksize,
+					    u64_to_user_ptr(uptr + (u64)i * esize), esize);
+		if (ret) {
+			kvfree(p);
+			return ERR_PTR(ret);
+		}
 	}
 	return p;
+}
+
+/* An array element size from userspace: 0 means the first version's. */
+static int vdimg_elem_size(u32 *size, u32 ver0)
+{
+	if (!*size)
+		*size = ver0;
+	if (*size < ver0 || *size > PAGE_SIZE)
+		return -EINVAL;
+	return 0;
 }
 
 #define vdimg_nonzero(field)	memchr_inv(&(field), 0, sizeof(field))
@@ -55,7 +72,8 @@ static long vdimg_ctl_attach(void __user *argp)
 	ret = vdimg_copy_in(&a, sizeof(a), VDIMG_ATTACH_SIZE_VER0, argp, &usize);
 	if (ret)
 		return ret;
-	if ((a.flags & ~VDIMG_ATTACH_FLAGS_ALL) || a.__pad || vdimg_nonzero(a.__reserved))
+	if ((a.flags & ~VDIMG_ATTACH_FLAGS_ALL) || vdimg_nonzero(a.__reserved) ||
+	    vdimg_elem_size(&a.layer_size, VDIMG_LAYER_SIZE_VER0))
 		return -EINVAL;
 	if ((a.flags & VDIMG_ATTACH_DIRECT_IO) && (a.flags & VDIMG_ATTACH_BUFFERED))
 		return -EINVAL;
@@ -67,7 +85,7 @@ static long vdimg_ctl_attach(void __user *argp)
 	default:
 		return -EINVAL;
 	}
-	layers = vdimg_copy_array_in(a.layers, a.nr_layers, sizeof(*layers));
+	layers = vdimg_copy_array_in(a.layers, a.nr_layers, sizeof(*layers), a.layer_size);
 	if (IS_ERR(layers))
 		return PTR_ERR(layers);
 	for (i = 0; i < a.nr_layers; i++) {
@@ -111,7 +129,8 @@ static long vdimg_ctl_info(void __user *argp)
 	ret = vdimg_copy_in(&info, sizeof(info), VDIMG_DEV_INFO_SIZE_VER0, argp, &usize);
 	if (ret)
 		return ret;
-	if (info.flags || info.__pad || vdimg_nonzero(info.__reserved))
+	if (info.flags || vdimg_nonzero(info.__reserved) ||
+	    vdimg_elem_size(&info.layer_info_size, VDIMG_LAYER_INFO_SIZE_VER0))
 		return -EINVAL;
 	ret = vdimg_dev_info(&info, info.layers ? u64_to_user_ptr(info.layers) : NULL);
 	if (ret)

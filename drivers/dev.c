@@ -455,7 +455,7 @@ static void vdimg_fill_layer_info(struct vdimg_layer_k *l, struct vdimg_layer_in
 	strscpy(li->variant, img->variant, sizeof(li->variant));
 }
 
-int vdimg_dev_info(struct vdimg_dev_info *info, struct vdimg_layer_info __user *out)
+int vdimg_dev_info(struct vdimg_dev_info *info, void __user *out)
 {
 	struct vdimg_layer_info *li = NULL;
 	struct vdimg_device *dev;
@@ -496,8 +496,14 @@ int vdimg_dev_info(struct vdimg_dev_info *info, struct vdimg_layer_info __user *
 out:
 	mutex_unlock(&vdimg_idr_mutex);
 	/* no user memory is touched under the mutex: a faulting buffer stalls only its caller */
-	if (!ret && n && copy_to_user(out, li, n * sizeof(*li)))
-		ret = -EFAULT;
+	for (i = 0; !ret && i < n; i++) {
+		void __user *dst = (void __user *)out + (size_t)i * info->layer_info_size;
+		size_t len = min_t(size_t, sizeof(*li), info->layer_info_size);
+
+		if (copy_to_user(dst, &li[i], len) ||
+		    clear_user(dst + len, info->layer_info_size - len))
+			ret = -EFAULT;
+	}
 	kvfree(li);
 	return ret;
 }

@@ -87,7 +87,7 @@ extern unsigned int vdimg_max_part;
 /* dev.c */
 int vdimg_dev_attach(const struct vdimg_attach *a, const struct vdimg_layer *layers);
 int vdimg_dev_detach(u32 index, u32 flags);
-int vdimg_dev_info(struct vdimg_dev_info *info, struct vdimg_layer_info __user *out);
+int vdimg_dev_info(struct vdimg_dev_info *info, void __user *out);
 void vdimg_dev_remove_all(void);
 int vdimg_dev_init(void);
 void vdimg_dev_exit(void);

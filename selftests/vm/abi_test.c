@@ -216,8 +216,27 @@ static void test_struct_shapes(int fd)
 	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY | (VDIMG_ATTACH_FLAGS_ALL + 1));
 	attach_expect("ATTACH with the first unknown flag", &a, EINVAL);
 	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
-	a.__pad = 1;
-	attach_expect("ATTACH with nonzero __pad", &a, EINVAL);
+	a.layer_size = VDIMG_LAYER_SIZE_VER0 - 8;
+	attach_expect("ATTACH with layer_size below VER0", &a, EINVAL);
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	a.layer_size = 1 << 20;
+	attach_expect("ATTACH with a huge layer_size", &a, EINVAL);
+	{
+		/* a newer userspace's longer layer struct: nonzero tail refused, zero tail accepted */
+		unsigned char lbig[sizeof(struct vdimg_layer) + 8];
+
+		init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+		memset(lbig, 0, sizeof(lbig));
+		memcpy(lbig, &l, sizeof(l));
+		lbig[sizeof(l) + 2] = 1;
+		a.layers = (uintptr_t)lbig;
+		a.layer_size = sizeof(lbig);
+		attach_expect("ATTACH with a longer layer struct and a nonzero tail", &a, E2BIG);
+		lbig[sizeof(l) + 2] = 0;
+		idx = attach_expect("ATTACH with a longer layer struct and a zero tail", &a, 0);
+		if (idx >= 0)
+			result(detach(idx, 0) == 0, "DETACH of that device");
+	}
 	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
 	a.__reserved[3] = 1;
 	attach_expect("ATTACH with nonzero __reserved[3]", &a, EINVAL);
@@ -321,6 +340,28 @@ static void test_lifecycle(const char *file, const char *junk)
 	info.size = VDIMG_DEV_INFO_SIZE_VER0 - 8;
 	ret = do_ioctl(ctl, VDIMG_CTL_GET_INFO, &info, &err);
 	expect("GET_INFO with a short struct", ret, err, EINVAL);
+	info.size = sizeof(info);
+	info.layer_info_size = VDIMG_LAYER_INFO_SIZE_VER0 - 8;
+	ret = do_ioctl(ctl, VDIMG_CTL_GET_INFO, &info, &err);
+	expect("GET_INFO with layer_info_size below VER0", ret, err, EINVAL);
+	{
+		/* a newer userspace's longer layer_info: filled, and the tail cleared */
+		unsigned char ibig[2][sizeof(struct vdimg_layer_info) + 8];
+
+		memset(ibig, 0xff, sizeof(ibig));
+		memset(&info, 0, sizeof(info));
+		info.size = sizeof(info);
+		info.index = idx;
+		info.layers = (uintptr_t)ibig;
+		info.layers_cap = 2;
+		info.layer_info_size = sizeof(ibig[0]);
+		ret = do_ioctl(ctl, VDIMG_CTL_GET_INFO, &info, &err);
+		expect("GET_INFO with a longer layer_info", ret, err, 0);
+		result(ret == 0 && ((struct vdimg_layer_info *)ibig[0])->format == VDIMG_FMT_RAW &&
+		       ibig[0][sizeof(struct vdimg_layer_info)] == 0 &&
+		       ibig[0][sizeof(ibig[0]) - 1] == 0 && ibig[1][0] == 0xff,
+		       "GET_INFO: longer layer_info filled, tail zeroed, unused entry untouched");
+	}
 
 	memset(&d, 0, sizeof(d));
 	d.size = VDIMG_DETACH_SIZE_VER0 - 4;

@@ -473,6 +473,7 @@ int cmd_attach(int argc, char **argv)
 	a.index = index;
 	a.nr_layers = n;
 	a.layers = (uintptr_t)kl;
+	a.layer_size = sizeof(*kl);
 	a.logical_block_size = lbs;
 	ret = ioctl(ctl, VDIMG_CTL_ATTACH, &a);
 	if (ret < 0) {
@@ -739,6 +740,7 @@ static void devstate_fill(struct devstate *d, long idx, int ctl)
 	info.index = idx;
 	info.layers = (uintptr_t)li;
 	info.layers_cap = 1;
+	info.layer_info_size = sizeof(li[0]);
 	if (ioctl(ctl, VDIMG_CTL_GET_INFO, &info))
 		return;
 	if (!got)

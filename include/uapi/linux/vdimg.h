@@ -4,7 +4,8 @@
  *
  * The control ABI of /dev/vdimg-control. Every struct starts with a u32 @size that userspace sets to
  * sizeof() of the struct it was compiled with; the kernel accepts older (shorter, but at least the
- * _VER0 size) and newer (longer, with the unknown tail all zero) structs. Unknown flags, nonzero
+ * _VER0 size) and newer (longer, with the unknown tail all zero) structs; arrays of per-layer
+ * structs carry their element size the same way (layer_size, layer_info_size). Unknown flags, nonzero
  * reserved fields and unknown commands are refused (-EINVAL, -ENOTTY). Attach and detach need
  * CAP_SYS_ADMIN. See Documentation/userspace-api/vdimg.rst.
  */
@@ -55,6 +56,7 @@ struct vdimg_layer {
 	__u32 __pad;		/* must be zero */
 	__u64 __reserved[2];	/* must be zero */
 };
+#define VDIMG_LAYER_SIZE_VER0	32
 
 struct vdimg_attach {
 	__u32 size;		/* in: sizeof(struct vdimg_attach) */
@@ -63,7 +65,7 @@ struct vdimg_attach {
 	__u32 nr_layers;	/* in: 1..VDIMG_MAX_LAYERS */
 	__u64 layers;		/* in: user pointer to struct vdimg_layer[nr_layers], base first */
 	__u32 logical_block_size; /* in: 0 (format's own), 512, 2048 or 4096 */
-	__u32 __pad;		/* must be zero */
+	__u32 layer_size;	/* in: sizeof(struct vdimg_layer), 0 for VDIMG_LAYER_SIZE_VER0 */
 	__u64 __reserved[4];	/* must be zero */
 };
 #define VDIMG_ATTACH_SIZE_VER0	64
@@ -112,6 +114,7 @@ struct vdimg_layer_info {
 	char variant[16];	/* NUL-terminated, e.g. "fixed", "dynamic" */
 	__u64 __reserved[4];
 };
+#define VDIMG_LAYER_INFO_SIZE_VER0 120
 
 struct vdimg_dev_info {
 	__u32 size;		/* in: sizeof(struct vdimg_dev_info) */
@@ -125,7 +128,7 @@ struct vdimg_dev_info {
 	__u32 physical_block_size; /* out */
 	__u64 layers;		/* in: user pointer to struct vdimg_layer_info[], or 0 */
 	__u32 layers_cap;	/* in: entries at @layers; filled base first, up to this many */
-	__u32 __pad;		/* must be zero */
+	__u32 layer_info_size;	/* in: sizeof(struct vdimg_layer_info), 0 for _VER0 */
 	__u64 __reserved[4];	/* must be zero */
 };
 #define VDIMG_DEV_INFO_SIZE_VER0 88
