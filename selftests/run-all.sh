@@ -1,7 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# run-all.sh: every test of the project. Host tests (`make check-host`), then the VM tests on the
+# run-all.sh: every test of the project. Host tests (`make check-host`), a short fuzz run of every
+# libFuzzer target (`make fuzz-smoke`), then the VM tests on the
 # Debian 6.1 kernel, the Debian 6.12 kernel and the debug kernel (selftests/vm/debug-kernel.sh;
 # skipped, and said so, when it has not been built). Ends with the grand total
 # "N passed, N failed, N skipped"; exit status 0 only when nothing failed.
@@ -42,6 +43,16 @@ else
 	make check-host 2>&1 | tee build/check-host.log
 	rc=${PIPESTATUS[0]}
 	add "$(totals build/check-host.log)" "$rc" "make check-host"
+fi
+
+echo "# ==== fuzz smoke (make fuzz-smoke: every libFuzzer target over its corpus)"
+if command -v clang >/dev/null; then
+	make fuzz-smoke FUZZ_SECONDS="${FUZZ_SECONDS:-15}" 2>&1 | tee build/fuzz-smoke.log
+	rc=${PIPESTATUS[0]}
+	add "$(totals build/fuzz-smoke.log)" "$rc" "make fuzz-smoke"
+else
+	echo "# clang is not installed: fuzz smoke run failed to start"
+	F=$((F + 1))
 fi
 
 kernels=()
