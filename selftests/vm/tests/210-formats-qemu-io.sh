@@ -22,15 +22,18 @@ fill() { # fill FILE QEMU_FMT
 
 # one IMAGE QEMU_FMT DESC: attach read-only, the device reads what qemu reads
 one() {
-	local img=$1 qf=$2 t=$3 want dev f
+	local img=$1 qf=$2 t=$3 dev f
 	f=$qf
 	[ "$qf" = vpc ] && f=vhd
-	want=$(raw_sha "$img" "$f") || { fail "$t: qemu-img convert -O raw"; return; }
+	rm -f "$TEST_WORK/qemu.raw"
+	"$QEMU_IMG" convert -f "$qf" -O raw "$img" "$TEST_WORK/qemu.raw" ||
+		{ fail "$t: qemu-img convert -O raw"; return; }
 	dev=$(vd_attach -r "$img") || { fail "$t: attach read-only"; return; }
 	check_eq "$t: sysfs format" "$(vd_attr "$dev" format)" "$f"
-	check_eq "$t: device sha256 = qemu-img convert -O raw" "$(sha_of "$dev")" "$want"
+	# cmp: byte for byte, as strong as equal sha256 and much cheaper under TCG
+	check "$t: device = qemu-img convert -O raw" cmp "$dev" "$TEST_WORK/qemu.raw"
 	vd_detach "$dev" || fail "$t: detach"
-	rm -f "$img"
+	rm -f "$img" "$TEST_WORK/qemu.raw"
 }
 
 # made IMAGE QEMU_FMT DESC CREATE-OPTIONS [SIZE]: qemu-img create, fill, compare
