@@ -46,6 +46,25 @@ if [ "${1:-}" = --guest ]; then
 		done
 	}
 	teardown_nbd() { "$QEMU_NBD" -d "$DEV" >/dev/null; }
+	# vdimg_vhd, vdimg_vdi, vdimg_vhdx, vdimg_qcow2: a dynamic image made by vdimgctl and fully
+	# allocated through the device before the jobs (so the jobs measure mapped I/O, not allocation)
+	setup_fmt() {
+		[ -e /dev/vdimg-control ] || modprobe vdimg || return 1
+		rm -f "$dir/bench.$1"
+		"$VDIMGCTL" create -t "$1" -s "${SIZE_MIB}M" "$dir/bench.$1" || return 1
+		DEV=$("$VDIMGCTL" attach -f --show --direct-io=on "$dir/bench.$1") || return 1
+		"$FIO" --name=alloc --filename="$DEV" --size="${SIZE_MIB}M" --rw=write --bs=1M \
+			--direct=1 --ioengine=libaio --iodepth=8 --refill_buffers --output-format=terse >/dev/null
+	}
+	teardown_fmt() { "$VDIMGCTL" detach "$DEV"; rm -f "$dir/bench.$1"; }
+	setup_vdimg_vhd() { setup_fmt vhd; }
+	teardown_vdimg_vhd() { teardown_fmt vhd; }
+	setup_vdimg_vdi() { setup_fmt vdi; }
+	teardown_vdimg_vdi() { teardown_fmt vdi; }
+	setup_vdimg_vhdx() { setup_fmt vhdx; }
+	teardown_vdimg_vhdx() { teardown_fmt vhdx; }
+	setup_vdimg_qcow2() { setup_fmt qcow2; }
+	teardown_vdimg_qcow2() { teardown_fmt qcow2; }
 
 	echo "bench: filling $SIZE_MIB MiB at $file"
 	"$FIO" --name=fill --filename="$file" --size="${SIZE_MIB}M" --rw=write --bs=1M --direct=1 \

@@ -295,7 +295,8 @@ run_tests() {
 
 case $VMTEST_MODE in
 tests) run_tests ;;
-bench) sh /vmtest/bench.sh --guest ;;
+bench) BENCH_RUNTIME=$BENCH_RUNTIME BENCH_SIZE_MIB=$BENCH_SIZE_MIB BENCH_CONTENDERS=$BENCH_CONTENDERS \
+	sh /vmtest/bench.sh --guest ;;
 demo) sh /vmtest/demo.sh --guest ;;
 shell)
 	echo "vmtest: shell; 'poweroff -f' to leave"
