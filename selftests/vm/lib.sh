@@ -211,13 +211,25 @@ list_remove() { # list_remove WORD LIST...: LIST without WORD
 	echo "$out"
 }
 
-wait_for_dev() { # wait_for_dev PATH [TENTHS]: until the node exists
+wait_for_dev() { # wait_for_dev PATH [TENTHS]: until the block device node exists
 	local i=0 max=${2:-50}
-	while [ ! -e "$1" ]; do
+	while [ ! -b "$1" ]; do
 		[ $i -ge "$max" ] && return 1
 		sleep 0.1
 		i=$((i + 1))
 	done
+}
+
+wait_open() { # wait_open /dev/X: until some process has it open (programs start slowly on debug kernels)
+	local i=0 p
+	while [ $i -lt 600 ]; do
+		for p in /proc/[0-9]*/fd/*; do
+			[ "$(readlink "$p" 2>/dev/null)" = "$1" ] && return 0
+		done
+		sleep 0.1
+		i=$((i + 1))
+	done
+	return 1
 }
 
 wait_gone() { # wait_gone /dev/X: until the sysfs entry of the disk is gone

@@ -13,9 +13,11 @@ check "write 8 MiB and flush (fsync)" dd if="$TEST_WORK/before" of="$dev" bs=1M 
 
 "$FIO" --name=busy --filename="$dev" --direct=1 --ioengine=libaio --iodepth=16 --rw=randrw \
 	--bs=4k --offset=16M --size=96M --time_based --runtime=15 --output-format=terse \
-	>"$TEST_WORK/fio.out" 2>&1 &
+	--allow_file_create=0 >"$TEST_WORK/fio.out" 2>&1 &
 fio=$!
-sleep 4
+# detach only once fio holds the device (a slow start would make this an idle detach)
+check "fio has the device open" wait_open "$dev"
+sleep 2
 check "vdimgctl detach of the busy device succeeds (deferred)" "$VDIMGCTL" detach "$dev"
 VD_DEVS=
 check "the device is still there while fio runs" test -e "/sys/block/${dev##*/}"
@@ -31,9 +33,10 @@ dev=$(vd_attach -t raw "$img") || die "re-attach failed"
 # --thread: the job runs in the process that is killed (fio forks a process per job otherwise)
 "$FIO" --thread --name=killed --filename="$dev" --direct=1 --ioengine=libaio --iodepth=32 --rw=randwrite \
 	--bs=64k --offset=16M --size=96M --time_based --runtime=60 --output-format=terse \
-	>/dev/null 2>&1 &
+	--allow_file_create=0 >/dev/null 2>&1 &
 fio=$!
-sleep 3
+check "fio has the device open (second round)" wait_open "$dev"
+sleep 2
 kill -KILL $fio
 wait $fio
 out=$("$VDIMGCTL" detach "$dev" 2>&1)
