@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include "vdimg-user.h"
 
 static int ktap_n, ktap_failed, ktap_skipped;
@@ -140,6 +141,44 @@ static __attribute__((unused)) int tfile(const char *name, const void *data, siz
 }
 
 /* Deterministic pattern: byte at offset @off of the stream @seed. */
+/* Run a shell command built printf-style; its exit status, or -1 if it did not exit normally. */
+static __attribute__((unused, format(printf, 1, 2))) int sh(const char *fmt, ...);
+static __attribute__((unused)) int sh(const char *fmt, ...)
+{
+	char cmd[4096];
+	va_list ap;
+	int st;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	if (ktap_verbose)
+		printf("# $ %s\n", cmd);
+	st = system(cmd);
+	if (st == -1 || !WIFEXITED(st))
+		return -1;
+	return WEXITSTATUS(st);
+}
+
+/* The whole file in a malloc'd buffer (one spare byte), its length in *len; NULL on error. */
+static __attribute__((unused)) u8 *slurp(const char *path, size_t *len)
+{
+	int fd = open(path, O_RDONLY);
+	struct stat st;
+	u8 *p;
+
+	if (fd < 0 || fstat(fd, &st))
+		return NULL;
+	p = malloc(st.st_size + 1);
+	if (p && pread(fd, p, st.st_size, 0) != st.st_size) {
+		free(p);
+		p = NULL;
+	}
+	close(fd);
+	*len = st.st_size;
+	return p;
+}
+
 static inline unsigned char pat(unsigned int seed, unsigned long long off)
 {
 	unsigned long long x = (off >> 3) * 0x9e3779b97f4a7c15ULL + seed * 0x632be59bd9b4e019ULL;

@@ -18,42 +18,6 @@
 #define KiB 1024ULL
 #define MiB (1024ULL * 1024)
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-	char cmd[4096];
-	va_list ap;
-	int st;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	if (ktap_verbose)
-		printf("# $ %s\n", cmd);
-	st = system(cmd);
-	if (st == -1 || !WIFEXITED(st))
-		return -1;
-	return WEXITSTATUS(st);
-}
-
-static u8 *slurp(const char *path, size_t *len)
-{
-	int fd = open(path, O_RDONLY);
-	struct stat st;
-	u8 *p;
-
-	if (fd < 0 || fstat(fd, &st))
-		return NULL;
-	p = malloc(st.st_size + 1);
-	if (p && pread(fd, p, st.st_size, 0) != st.st_size) {
-		free(p);
-		p = NULL;
-	}
-	close(fd);
-	*len = st.st_size;
-	return p;
-}
-
 /* A persistent scratch path (tp() rotates its buffers). */
 static const char *tp(const char *name)
 {

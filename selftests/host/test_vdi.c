@@ -22,22 +22,6 @@ static const struct vdimg_format *vdi = &vdimg_vdi_format;
 
 /* ---- helpers ---- */
 
-__attribute__((format(printf, 1, 2)))
-static int sh(const char *fmt, ...)
-{
-	char cmd[4096];
-	va_list ap;
-	int st;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	if (ktap_verbose)
-		printf("# $ %s\n", cmd);
-	st = system(cmd);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
 static u64 fsize(const char *path)
 {
 	struct stat st;
@@ -45,7 +29,7 @@ static u64 fsize(const char *path)
 	return stat(path, &st) ? 0 : st.st_size;
 }
 
-static u8 *slurp(const char *path, u64 *len)
+static u8 *read_all(const char *path, u64 *len)
 {
 	int fd = open(path, O_RDONLY);
 	u64 n = fsize(path);
@@ -74,7 +58,7 @@ static void put_file(const char *path, const void *p, u64 len)
 static void copy_file(const char *from, const char *to)
 {
 	u64 n;
-	u8 *p = slurp(from, &n);
+	u8 *p = read_all(from, &n);
 
 	put_file(to, p, n);
 	free(p);
@@ -244,7 +228,7 @@ static void test_create_and_describe(void)
 	u8 *hdr;
 
 	ok_err(mkvdi(p, 64 * MiB, NULL, NULL, 0), 0, "create: dynamic 64 MiB");
-	hdr = slurp(p, &n);
+	hdr = read_all(p, &n);
 	ok(n == MiB + 0 && le32_to_cpu(*(__le32 *)(hdr + 72 + 272)) == MiB,
 	   "create: data area 1 MiB-aligned, file holds only the metadata");
 	free(hdr);
@@ -307,7 +291,7 @@ static void test_qemu_images(void)
 			   variants[v], img, writes, img) == 0, "qemu-img %s: create and fill", variants[v]))
 			continue;
 		sh("qemu-img convert -f vdi -O raw '%s' '%s'", img, raw);
-		ref = slurp(raw, &n);
+		ref = read_all(raw, &n);
 		if (!ok_err(open1(&c, img, VDIMG_CHAIN_READ_ONLY), 0, "qemu-img %s: opens", variants[v]))
 			continue;
 		ok(n == size && chain_is(c, ref, size), "qemu-img %s: reads like qemu-img convert",
@@ -406,7 +390,7 @@ static void test_diff_chain(void)
 	random_writes(c, ref, size, 60, 3000);
 	vdimg_chain_close(c);
 	ok_err(mkvdi(top, 0, NULL, base, 0), 0, "diff: create a child of the base");
-	before = slurp(base, &n1);
+	before = read_all(base, &n1);
 	if (!ok_err(open2(&c, base, top, 0), 0, "diff: open base + child"))
 		return;
 	ok(!strcmp(vdimg_chain_top(c)->variant, "differencing") && c->size == size &&
@@ -416,7 +400,7 @@ static void test_diff_chain(void)
 	ok_err(random_writes(c, ref, size, 200, 4000), 0, "diff: random writes to the child");
 	ok(chain_is(c, ref, size), "diff: chain reads the shadow");
 	ok_err(vdimg_chain_close(c), 0, "diff: close");
-	after = slurp(base, &n2);
+	after = read_all(base, &n2);
 	ok(n1 == n2 && !memcmp(before, after, n1), "diff: the base file is byte-identical");
 	free(before);
 	free(after);
@@ -747,7 +731,7 @@ static void test_v0(void)
 	ok_err(vdimg_chain_pwrite(c, ref, 4096, 0), 0, "v0: write allocates a block");
 	vdimg_chain_close(c);
 	ok(image_is(img, ref, 2 * MiB), "v0: reopened reads the write");
-	file = slurp(img, &n);
+	file = read_all(img, &n);
 	ok(n == data + 2 * MiB && le32_to_cpu(*(__le32 *)(file + 72 + 296)) == 2 &&
 	   le32_to_cpu(*(__le32 *)(file + map_off)) == 1,
 	   "v0: new slot 1 appended, map entry and allocated count in the v0 places");

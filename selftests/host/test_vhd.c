@@ -21,20 +21,6 @@
 static const char *samples;
 static bool have_qemu, have_vhdiinfo, have_vhdimount;
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-	char cmd[4096];
-	va_list ap;
-	int st;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	st = system(cmd);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
 static int openf(const char *path, int flags)
 {
 	int fd = open(path, flags | O_CLOEXEC);
