@@ -312,6 +312,18 @@ int vdimg_image_open(struct vdimg_image *img, u32 format, unsigned int flags)
 		vdimg_err(img, "%s images are not supported by this build", name);
 		return -EOPNOTSUPP;
 	}
+	if (img->data_file && !(fmt->caps & VDIMG_CAP_DATA_FILE)) {
+		vdimg_err(img, "%s images have no external data file", fmt->name);
+		return -EINVAL;
+	}
+	if (img->snapshot && !(fmt->caps & VDIMG_CAP_SNAPSHOTS)) {
+		vdimg_err(img, "%s images have no internal snapshots", fmt->name);
+		return -EOPNOTSUPP;
+	}
+	if (img->snapshot && !(flags & VDIMG_OPEN_READ_ONLY)) {
+		vdimg_err(img, "an internal snapshot can only be opened read-only");
+		return -EROFS;
+	}
 	img->fmt = fmt;
 	ret = fmt->open(img, flags & (VDIMG_OPEN_READ_ONLY | VDIMG_OPEN_HAS_CHILD | VDIMG_OPEN_REPAIR));
 	if (ret) {

@@ -89,8 +89,13 @@ static long vdimg_ctl_attach(void __user *argp)
 	if (IS_ERR(layers))
 		return PTR_ERR(layers);
 	for (i = 0; i < a.nr_layers; i++) {
-		if (layers[i].flags & ~VDIMG_LAYER_FLAGS_ALL || layers[i].__pad ||
-		    vdimg_nonzero(layers[i].__reserved) || layers[i].format >= VDIMG_FMT_COUNT) {
+		const struct vdimg_layer *l = &layers[i];
+
+		if (l->flags & ~VDIMG_LAYER_FLAGS_ALL || l->__pad || vdimg_nonzero(l->__reserved) ||
+		    l->format >= VDIMG_FMT_COUNT ||
+		    (!(l->flags & VDIMG_LAYER_DATA_FILE) && l->data_fd) ||
+		    (!(l->flags & VDIMG_LAYER_SNAPSHOT) && l->snapshot) ||
+		    ((l->flags & VDIMG_LAYER_SNAPSHOT) && !l->snapshot)) {
 			ret = -EINVAL;
 			goto out;
 		}
@@ -154,6 +159,7 @@ static long vdimg_ctl_features(void __user *argp)
 	f.formats = vdimg_formats_built_in();
 	f.max_layers = VDIMG_MAX_LAYERS;
 	f.max_devices = vdimg_max_devices;
+	f.layer_flags = VDIMG_LAYER_FLAGS_ALL;
 	return vdimg_copy_out(argp, &f, sizeof(f), usize);
 }
 

@@ -92,9 +92,15 @@ static void vdimg_layer_close(struct vdimg_layer_k *l)
 	if (l->img.fmt) {
 		vdimg_image_close(&l->img);
 		mapping_set_gfp_mask(l->vf.filp->f_mapping, l->old_gfp_mask);
+		if (l->data_vf.filp)
+			mapping_set_gfp_mask(l->data_vf.filp->f_mapping, l->data_old_gfp_mask);
 	}
 	fput(l->vf.filp);
 	l->vf.filp = NULL;
+	if (l->data_vf.filp) {
+		fput(l->data_vf.filp);
+		l->data_vf.filp = NULL;
+	}
 	kfree(l->name);
 	l->name = NULL;
 }
@@ -126,6 +132,26 @@ static int vdimg_layer_open(struct vdimg_device *dev, unsigned int i, const stru
 		return -ENOMEM;
 	l->img.file = &l->vf;
 	l->img.name = l->name;
+	if (ul->flags & VDIMG_LAYER_SNAPSHOT) {
+		if (!ro) {
+			pr_err("%s: an internal snapshot is read-only: attach read-only or under an overlay\n",
+			       l->name);
+			return -EROFS;
+		}
+		l->img.snapshot = ul->snapshot;
+	}
+	if (ul->flags & VDIMG_LAYER_DATA_FILE) {
+		struct file *df = fget(ul->data_fd);
+
+		if (!df)
+			return -EBADF;
+		l->data_vf.filp = df;
+		if (!S_ISREG(file_inode(df)->i_mode))
+			return -EINVAL;
+		if (!(df->f_mode & FMODE_READ) || (!ro && !(df->f_mode & FMODE_WRITE)))
+			return -EBADF;
+		l->img.data_file = &l->data_vf;
+	}
 
 	if (ro)
 		oflags |= VDIMG_OPEN_READ_ONLY;
@@ -141,6 +167,11 @@ static int vdimg_layer_open(struct vdimg_device *dev, unsigned int i, const stru
 	mapping = file->f_mapping;
 	l->old_gfp_mask = mapping_gfp_mask(mapping);
 	mapping_set_gfp_mask(mapping, l->old_gfp_mask & ~(__GFP_IO | __GFP_FS));
+	if (l->data_vf.filp) {
+		mapping = l->data_vf.filp->f_mapping;
+		l->data_old_gfp_mask = mapping_gfp_mask(mapping);
+		mapping_set_gfp_mask(mapping, l->data_old_gfp_mask & ~(__GFP_IO | __GFP_FS));
+	}
 	return 0;
 }
 

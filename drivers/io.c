@@ -347,6 +347,12 @@ int vdimg_flush_layers(struct vdimg_device *dev)
 
 	if (top->img.flags & VDIMG_IMG_READ_ONLY)
 		return 0;
+	/* guest data in an external data file must be durable before the tables that point at it */
+	if (top->data_vf.filp) {
+		ret = vfs_fsync(top->data_vf.filp, 0);
+		if (ret)
+			return ret;
+	}
 	if (top->img.fmt->flush)
 		ret = top->img.fmt->flush(&top->img);
 	if (!ret)

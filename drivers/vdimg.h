@@ -26,8 +26,10 @@ struct vdimg_file {
 struct vdimg_layer_k {
 	struct vdimg_image img;
 	struct vdimg_file vf;
+	struct vdimg_file data_vf;	/* external data file (qcow2 data_file), filp NULL if none */
 	char *name;			/* basename, for messages */
 	gfp_t old_gfp_mask;		/* the mapping's mask before attach, restored on detach */
+	gfp_t data_old_gfp_mask;	/* the same for the data file */
 	unsigned int dio_align;		/* direct I/O offset and length alignment */
 	bool dio;			/* direct I/O on this file */
 };

@@ -55,6 +55,13 @@ struct vdimg_image {
 	u8 uuid[16];			/* image identity where the format has one */
 	u8 parent_uuid[16];		/* parent identity a differencing image records */
 	char variant[VDIMG_NAME_MAX];	/* "fixed", "dynamic", "differencing", ... */
+	/*
+	 * Set by the caller before ->open(), only for backends with the matching VDIMG_CAP_*:
+	 * the external data file (NULL if none was given), and the internal snapshot to open
+	 * (1-based index in the image's snapshot table, read-only; 0 for the current state).
+	 */
+	struct vdimg_file *data_file;
+	u32 snapshot;
 	void *priv;			/* the backend's state */
 };
 
@@ -137,9 +144,14 @@ struct vdimg_check_result {
 /**
  * struct vdimg_format - a format backend
  */
+/* struct vdimg_format.caps */
+#define VDIMG_CAP_DATA_FILE	(1U << 0)	/* ->open() uses img->data_file (qcow2 data_file) */
+#define VDIMG_CAP_SNAPSHOTS	(1U << 1)	/* ->open() honours img->snapshot */
+
 struct vdimg_format {
 	const char *name;		/* "raw", "vhd", ... as the tool and sysfs spell it */
 	u32 id;				/* enum vdimg_format_id */
+	u32 caps;			/* VDIMG_CAP_* */
 	/*
 	 * Is this the format? @head holds the first @head_len bytes of the file (fewer only if the file
 	 * is shorter), @tail the last 512 bytes (zeros if the file is shorter than 512 bytes).
@@ -180,6 +192,19 @@ struct vdimg_format {
 	 * the last blocks into holes and truncate the file. 0 or a negative errno; may be NULL
 	 */
 	int (*compact)(struct vdimg_image *img);
+	/*
+	 * rebase: make @img (opened writable) record @path as its parent and, when @parent is not
+	 * NULL, that image's identity (UUID, timestamp, format, as the format keeps them). Only the
+	 * link changes, never data. 0, -EOPNOTSUPP (e.g. the format cannot drop its parent when
+	 * @parent is NULL), -ENOSPC (no room for the path), or another negative errno. May be NULL
+	 */
+	int (*set_parent)(struct vdimg_image *img, const char *path, struct vdimg_image *parent);
+	/*
+	 * the external data file the image names (VDIMG_CAP_DATA_FILE backends): copies it into
+	 * @path (relative names are relative to the image's directory); -ENOENT if the image has
+	 * none. May be NULL
+	 */
+	int (*data_file_ref)(struct vdimg_image *img, char *path, size_t len);
 #endif
 };
 

@@ -173,7 +173,9 @@ static void test_features(void)
 	result(f.max_layers >= 1 && f.max_layers <= VDIMG_MAX_LAYERS,
 	       "features: max_layers %u in 1..%u", f.max_layers, VDIMG_MAX_LAYERS);
 	result(f.max_devices >= 1, "features: max_devices %u >= 1", f.max_devices);
-	result(!f.__reserved[0] && !f.__reserved[1] && !f.__reserved[2] && !f.__reserved[3],
+	result(f.layer_flags == VDIMG_LAYER_FLAGS_ALL, "features: layer_flags 0x%llx (want 0x%x)",
+	       (unsigned long long)f.layer_flags, VDIMG_LAYER_FLAGS_ALL);
+	result(!f.__reserved[0] && !f.__reserved[1] && !f.__reserved[2],
 	       "features: reserved fields are zero");
 
 	memset(&f, 0, sizeof(f));
@@ -241,14 +243,35 @@ static void test_struct_shapes(int fd)
 	a.__reserved[3] = 1;
 	attach_expect("ATTACH with nonzero __reserved[3]", &a, EINVAL);
 	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
-	l.flags = 1;
+	l.flags = VDIMG_LAYER_FLAGS_ALL + 1;
 	attach_expect("ATTACH with an unknown layer flag", &a, EINVAL);
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	l.data_fd = fd;
+	attach_expect("ATTACH with data_fd but no VDIMG_LAYER_DATA_FILE", &a, EINVAL);
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	l.snapshot = 1;
+	attach_expect("ATTACH with snapshot but no VDIMG_LAYER_SNAPSHOT", &a, EINVAL);
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	l.flags = VDIMG_LAYER_SNAPSHOT;
+	attach_expect("ATTACH with VDIMG_LAYER_SNAPSHOT and snapshot 0", &a, EINVAL);
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	l.flags = VDIMG_LAYER_SNAPSHOT;
+	l.snapshot = 1;
+	attach_expect("ATTACH of a snapshot of a raw image", &a, EOPNOTSUPP);
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	l.flags = VDIMG_LAYER_DATA_FILE;
+	l.data_fd = fd;
+	attach_expect("ATTACH of a raw image with a data file", &a, EINVAL);
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	l.flags = VDIMG_LAYER_DATA_FILE;
+	l.data_fd = 1000;
+	attach_expect("ATTACH with a data_fd that is not open", &a, EBADF);
 	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
 	l.__pad = 1;
 	attach_expect("ATTACH with nonzero layer __pad", &a, EINVAL);
 	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
-	l.__reserved[1] = 1;
-	attach_expect("ATTACH with nonzero layer __reserved[1]", &a, EINVAL);
+	l.__reserved[0] = 1;
+	attach_expect("ATTACH with nonzero layer __reserved[0]", &a, EINVAL);
 	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
 	l.format = VDIMG_FMT_COUNT;
 	attach_expect("ATTACH with an unknown format id", &a, EINVAL);

@@ -46,15 +46,19 @@ enum vdimg_format_id {
 #define VDIMG_ATTACH_FORCE_LINK	(1U << 6)	/* skip parent identity checks between layers */
 #define VDIMG_ATTACH_FLAGS_ALL	((1U << 7) - 1)
 
-/* vdimg_layer.flags: none defined yet, must be zero */
-#define VDIMG_LAYER_FLAGS_ALL	0U
+/* vdimg_layer.flags */
+#define VDIMG_LAYER_DATA_FILE	(1U << 0)	/* @data_fd is the image's external data file (qcow2) */
+#define VDIMG_LAYER_SNAPSHOT	(1U << 1)	/* expose internal snapshot @snapshot (read-only layer) */
+#define VDIMG_LAYER_FLAGS_ALL	((1U << 2) - 1)
 
 struct vdimg_layer {
 	__s32 fd;		/* open file; the top layer needs FMODE_WRITE unless read-only */
 	__u32 format;		/* enum vdimg_format_id, VDIMG_FMT_AUTO to probe */
-	__u32 flags;		/* VDIMG_LAYER_*, must be zero */
+	__u32 flags;		/* VDIMG_LAYER_* */
+	__s32 data_fd;		/* VDIMG_LAYER_DATA_FILE: open data file (same mode as @fd); else 0 */
+	__u32 snapshot;		/* VDIMG_LAYER_SNAPSHOT: 1-based index in the image's snapshot table; else 0 */
 	__u32 __pad;		/* must be zero */
-	__u64 __reserved[2];	/* must be zero */
+	__u64 __reserved[1];	/* must be zero */
 };
 #define VDIMG_LAYER_SIZE_VER0	32
 
@@ -140,15 +144,40 @@ struct vdimg_features {
 	__u64 formats;		/* out: bit (1 << enum vdimg_format_id) per format built in */
 	__u32 max_layers;	/* out */
 	__u32 max_devices;	/* out */
-	__u64 __reserved[4];	/* out: zero */
+	__u64 layer_flags;	/* out: VDIMG_LAYER_* this kernel knows (ABI version 2) */
+	__u64 __reserved[3];	/* out: zero */
 };
 #define VDIMG_FEATURES_SIZE_VER0 64
-#define VDIMG_ABI_VERSION	1
+/* 1: attach, detach, info, features. 2: + layer data files and snapshots, VDIMG_CTL_SNAPSHOT */
+#define VDIMG_ABI_VERSION	2
+
+/* vdimg_snapshot.flags */
+#define VDIMG_SNAPSHOT_FORCE_LINK (1U << 0)	/* skip the new top's parent identity check */
+#define VDIMG_SNAPSHOT_FLAGS_ALL ((1U << 1) - 1)
+
+/*
+ * Live snapshot: push a new, empty differencing image (made by the caller, whose parent is the
+ * current top) on top of an attached, writable device. The queue is frozen and the old top flushed
+ * and synced before the switch; from then on the old top is read-only and writes go to the new one.
+ */
+struct vdimg_snapshot {
+	__u32 size;		/* in: sizeof(struct vdimg_snapshot) */
+	__u32 flags;		/* in: VDIMG_SNAPSHOT_* */
+	__u32 index;		/* in: device index */
+	__s32 fd;		/* in: the new top layer, opened read-write */
+	__u32 format;		/* in: enum vdimg_format_id or VDIMG_FMT_AUTO */
+	__u32 layer_flags;	/* in: VDIMG_LAYER_DATA_FILE or 0 */
+	__s32 data_fd;		/* in: with VDIMG_LAYER_DATA_FILE, else 0 */
+	__u32 __pad;		/* must be zero */
+	__u64 __reserved[4];	/* must be zero */
+};
+#define VDIMG_SNAPSHOT_SIZE_VER0 64
 
 #define VDIMG_IOC_MAGIC		0xDB
 #define VDIMG_CTL_ATTACH	_IOWR(VDIMG_IOC_MAGIC, 0x00, struct vdimg_attach)
 #define VDIMG_CTL_DETACH	_IOW(VDIMG_IOC_MAGIC, 0x01, struct vdimg_detach)
 #define VDIMG_CTL_GET_INFO	_IOWR(VDIMG_IOC_MAGIC, 0x02, struct vdimg_dev_info)
 #define VDIMG_CTL_GET_FEATURES	_IOWR(VDIMG_IOC_MAGIC, 0x03, struct vdimg_features)
+#define VDIMG_CTL_SNAPSHOT	_IOW(VDIMG_IOC_MAGIC, 0x04, struct vdimg_snapshot)
 
 #endif /* _UAPI_LINUX_VDIMG_H */
