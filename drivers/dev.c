@@ -105,10 +105,10 @@ static void vdimg_layer_close(struct vdimg_layer_k *l)
 	l->name = NULL;
 }
 
-static int vdimg_layer_open(struct vdimg_device *dev, unsigned int i, const struct vdimg_layer *ul)
+/* Open @ul into @l (zeroed): the writable top unless @top is false or the device is read-only. */
+static int vdimg_layer_open(struct vdimg_device *dev, struct vdimg_layer_k *l,
+			    const struct vdimg_layer *ul, bool top)
 {
-	struct vdimg_layer_k *l = &dev->layers[i];
-	bool top = i == dev->nr_layers - 1;
 	bool ro = (dev->attach_flags & VDIMG_ATTACH_READ_ONLY) || !top;
 	unsigned int oflags = 0;
 	struct address_space *mapping;
@@ -182,8 +182,8 @@ static int vdimg_chain_check(struct vdimg_device *dev)
 	int ret;
 
 	for (i = 0; i < dev->nr_layers; i++) {
-		struct vdimg_image *img = &dev->layers[i].img;
-		struct vdimg_image *parent = i ? &dev->layers[i - 1].img : NULL;
+		struct vdimg_image *img = &dev->layers[i]->img;
+		struct vdimg_image *parent = i ? &dev->layers[i - 1]->img : NULL;
 
 		if (!parent && (img->flags & VDIMG_IMG_HAS_PARENT)) {
 			pr_err("%s: a differencing image needs its parent attached below it\n",
@@ -268,8 +268,12 @@ static void vdimg_close_layers(struct vdimg_device *dev)
 
 	if (!dev->layers)
 		return;
-	for (i = dev->nr_layers; i-- > 0;)
-		vdimg_layer_close(&dev->layers[i]);
+	for (i = dev->nr_layers; i-- > 0;) {
+		if (!dev->layers[i])
+			continue;
+		vdimg_layer_close(dev->layers[i]);
+		kfree(dev->layers[i]);
+	}
 	kvfree(dev->layers);
 	dev->layers = NULL;
 }
@@ -294,7 +298,7 @@ static int vdimg_setup_io(struct vdimg_device *dev, u32 want_lbs)
 		return -EINVAL;
 	}
 	for (i = 0; i < dev->nr_layers; i++) {
-		struct vdimg_layer_k *l = &dev->layers[i];
+		struct vdimg_layer_k *l = dev->layers[i];
 
 		l->dio_align = SECTOR_SIZE;
 		if (!(dev->attach_flags & VDIMG_ATTACH_BUFFERED))
@@ -330,7 +334,12 @@ int vdimg_dev_attach(const struct vdimg_attach *a, const struct vdimg_layer *ul)
 		goto out_free_dev;
 	}
 	for (i = 0; i < dev->nr_layers; i++) {
-		ret = vdimg_layer_open(dev, i, &ul[i]);
+		dev->layers[i] = kzalloc(sizeof(*dev->layers[i]), GFP_KERNEL);
+		if (!dev->layers[i]) {
+			ret = -ENOMEM;
+			goto out_close_layers;
+		}
+		ret = vdimg_layer_open(dev, dev->layers[i], &ul[i], i == dev->nr_layers - 1);
 		if (ret)
 			goto out_close_layers;
 	}
@@ -523,7 +532,7 @@ int vdimg_dev_info(struct vdimg_dev_info *info, void __user *out)
 	if (li)
 		n = min3(info->layers_cap, dev->nr_layers, VDIMG_MAX_LAYERS);
 	for (i = 0; i < n; i++)
-		vdimg_fill_layer_info(&dev->layers[i], &li[i]);
+		vdimg_fill_layer_info(dev->layers[i], &li[i]);
 out:
 	mutex_unlock(&vdimg_idr_mutex);
 	/* no user memory is touched under the mutex: a faulting buffer stalls only its caller */

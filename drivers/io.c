@@ -140,7 +140,7 @@ static int vdimg_read_chain(struct vdimg_device *dev, int top, struct iov_iter *
 					return -EFAULT;
 				break;
 			}
-			layer = &dev->layers[l];
+			layer = dev->layers[l];
 			if (pos >= layer->img.size) {	/* a shorter parent: zeros past its end */
 				l = -1;
 				continue;
@@ -484,7 +484,7 @@ static struct vdimg_layer_k *vdimg_fast_layer(struct vdimg_device *dev, u64 pos,
 	int l = dev->nr_layers - 1;
 
 	for (; l >= 0; l--) {
-		struct vdimg_layer_k *layer = &dev->layers[l];
+		struct vdimg_layer_k *layer = dev->layers[l];
 		struct vdimg_extent ext;
 
 		if (pos >= layer->img.size || len > layer->img.size - pos)

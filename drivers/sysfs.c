@@ -53,7 +53,7 @@ static ssize_t chain_show(struct device *d, struct device_attribute *attr, char 
 	int len = 0;
 
 	for (i = 0; i < dev->nr_layers; i++) {
-		ssize_t n = vdimg_emit_path(dev->layers[i].vf.filp, buf, len);
+		ssize_t n = vdimg_emit_path(dev->layers[i]->vf.filp, buf, len);
 
 		if (n <= 0)
 			break;

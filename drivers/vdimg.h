@@ -48,7 +48,12 @@ struct vdimg_device {
 	unsigned int lbs;		/* logical block size of the device */
 	u64 size;			/* bytes */
 
-	struct vdimg_layer_k *layers;	/* base first */
+	/*
+	 * The chain, base first: an array of pointers, so that backends may keep pointers into a
+	 * layer while a live snapshot replaces the array. Changed only with the queue frozen and
+	 * dev->lock held; readers outside the data path (sysfs, GET_INFO) take dev->lock.
+	 */
+	struct vdimg_layer_k **layers;
 	unsigned int nr_layers;
 
 	/* allocation range locks: writes that may allocate, and discards, on the top layer */
@@ -64,7 +69,7 @@ struct vdimg_device {
 
 static inline struct vdimg_layer_k *vdimg_top(struct vdimg_device *dev)
 {
-	return &dev->layers[dev->nr_layers - 1];
+	return dev->layers[dev->nr_layers - 1];
 }
 
 /* One request in flight. */
