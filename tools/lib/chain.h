@@ -36,6 +36,11 @@ struct vdimg_chain_layer {
 struct vdimg_chain {
 	int nr;				/* layers, >= 1 */
 	unsigned int flags;		/* VDIMG_CHAIN_* it was opened with */
+	/*
+	 * The writable layer: nr - 1 (the top) normally, a lower one after vdimg_chain_open_at()
+	 * (commit), -1 when the chain is read-only. Writes, discards and flushes go to it.
+	 */
+	int rw;
 	u64 size;			/* virtual size of the chain: the top layer's */
 	struct vdimg_chain_layer *layer; /* [nr], base first */
 	struct vdimg_image **layers;	/* [nr], &layer[i].img, base first, top = layers[nr - 1] */
@@ -69,6 +74,16 @@ static inline struct vdimg_image *vdimg_chain_top(struct vdimg_chain *c)
 int vdimg_chain_open(struct vdimg_chain **out, const char *const *paths, int n, const u32 *formats,
 		     unsigned int flags);
 
+/*
+ * Same, but layer @rw (0 <= @rw < @n) is the writable one (O_RDWR, opened without
+ * VDIMG_OPEN_READ_ONLY) instead of the top; the layers above it are read-only. Writes, discards and
+ * flushes then go to layer @rw, filled from the layers below it, while reads still see the whole
+ * chain. For commit, which merges upper layers into a lower one. VDIMG_CHAIN_READ_ONLY in @flags
+ * makes every layer read-only as usual.
+ */
+int vdimg_chain_open_at(struct vdimg_chain **out, const char *const *paths, int n,
+			const u32 *formats, unsigned int flags, int rw);
+
 /* Same, over descriptors the caller keeps (not closed by vdimg_chain_close()); @names for messages. */
 int vdimg_chain_open_fds(struct vdimg_chain **out, const int *fds, const char *const *names, int n,
 			 const u32 *formats, unsigned int flags);
@@ -90,7 +105,10 @@ int vdimg_chain_pread(struct vdimg_chain *c, void *buf, size_t len, u64 off);
  */
 int vdimg_chain_read_level(struct vdimg_chain *c, int level, void *buf, size_t len, u64 off);
 
-/* Write [off, off + len). 0 or a negative errno: -EROFS read-only, -EINVAL past the end. */
+/*
+ * Write [off, off + len) into the writable layer (the top unless opened with vdimg_chain_open_at()).
+ * 0 or a negative errno: -EROFS read-only, -EINVAL past the end of that layer.
+ */
 int vdimg_chain_pwrite(struct vdimg_chain *c, const void *buf, size_t len, u64 off);
 
 /*
@@ -102,7 +120,7 @@ int vdimg_chain_pwrite(struct vdimg_chain *c, const void *buf, size_t len, u64 o
  */
 int vdimg_chain_discard(struct vdimg_chain *c, u64 off, u64 len, unsigned int flags);
 
-/* ->flush() then vdimg_file_sync() on the writable top layer; 0 when read-only. */
+/* ->flush() then vdimg_file_sync() on the writable layer; 0 when read-only. */
 int vdimg_chain_flush(struct vdimg_chain *c);
 
 /* Flush (if writable), close every layer, free @c. Returns the flush result. NULL is allowed. */

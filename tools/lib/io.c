@@ -22,7 +22,7 @@ struct chain_range {
 
 static bool chain_lock_units(struct vdimg_chain *c, struct chain_range *r, u64 pos, u64 len)
 {
-	u32 unit = vdimg_chain_top(c)->alloc_unit;
+	u32 unit = c->layers[c->rw]->alloc_unit;
 	struct chain_range *o;
 
 	if (!unit)
@@ -87,7 +87,7 @@ static int chain_open_layer(struct vdimg_chain *c, int i, const u32 *formats,
 	if (!l->file)
 		return -ENOMEM;
 	img->file = l->file;
-	if (!top || (c->flags & VDIMG_CHAIN_READ_ONLY))
+	if (i != c->rw)
 		oflags |= VDIMG_OPEN_READ_ONLY;
 	if (!top)
 		oflags |= VDIMG_OPEN_HAS_CHILD;
@@ -143,18 +143,19 @@ static int chain_check_links(struct vdimg_chain *c)
 
 static int chain_open_common(struct vdimg_chain **out, const int *fds, const char *const *names,
 			     int n, const u32 *formats, const struct vdimg_format *const *ops,
-			     unsigned int flags, bool own_fds)
+			     unsigned int flags, bool own_fds, int rw)
 {
 	struct vdimg_chain *c;
 	int i, ret;
 
 	*out = NULL;
-	if (n < 1 || n > VDIMG_MAX_LAYERS || (flags & ~VDIMG_CHAIN_FLAGS_ALL))
+	if (n < 1 || n > VDIMG_MAX_LAYERS || (flags & ~VDIMG_CHAIN_FLAGS_ALL) || rw >= n)
 		return -EINVAL;
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
 	c->flags = flags;
+	c->rw = flags & VDIMG_CHAIN_READ_ONLY ? -1 : rw;
 	pthread_mutex_init(&c->range_mutex, NULL);
 	pthread_cond_init(&c->range_cond, NULL);
 	c->layer = calloc(n, sizeof(*c->layer));
@@ -192,6 +193,7 @@ static int chain_open_common(struct vdimg_chain **out, const int *fds, const cha
 	return 0;
 fail:
 	c->flags |= VDIMG_CHAIN_READ_ONLY;	/* no flush on the way out */
+	c->rw = -1;
 	vdimg_chain_close(c);
 	return ret;
 }
@@ -199,30 +201,36 @@ fail:
 int vdimg_chain_open_fds(struct vdimg_chain **out, const int *fds, const char *const *names, int n,
 			 const u32 *formats, unsigned int flags)
 {
-	return chain_open_common(out, fds, names, n, formats, NULL, flags, false);
+	return chain_open_common(out, fds, names, n, formats, NULL, flags, false, n - 1);
 }
 
 int vdimg_chain_open_ops(struct vdimg_chain **out, const int *fds, const char *const *names, int n,
 			 const struct vdimg_format *const *ops, unsigned int flags)
 {
-	return chain_open_common(out, fds, names, n, NULL, ops, flags, false);
+	return chain_open_common(out, fds, names, n, NULL, ops, flags, false, n - 1);
 }
 
 int vdimg_chain_open(struct vdimg_chain **out, const char *const *paths, int n, const u32 *formats,
 		     unsigned int flags)
 {
+	return vdimg_chain_open_at(out, paths, n, formats, flags, n - 1);
+}
+
+int vdimg_chain_open_at(struct vdimg_chain **out, const char *const *paths, int n,
+			const u32 *formats, unsigned int flags, int rw)
+{
 	int *fds, i, ret;
 
 	*out = NULL;
-	if (n < 1 || n > VDIMG_MAX_LAYERS)
+	if (n < 1 || n > VDIMG_MAX_LAYERS || rw < 0 || rw >= n)
 		return -EINVAL;
 	fds = calloc(n, sizeof(*fds));
 	if (!fds)
 		return -ENOMEM;
 	for (i = 0; i < n; i++) {
-		bool rw = i == n - 1 && !(flags & VDIMG_CHAIN_READ_ONLY);
+		bool writable = i == rw && !(flags & VDIMG_CHAIN_READ_ONLY);
 
-		fds[i] = open(paths[i], (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+		fds[i] = open(paths[i], (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
 		if (fds[i] < 0) {
 			struct vdimg_image tmp = { .name = paths[i] };
 
@@ -235,7 +243,7 @@ int vdimg_chain_open(struct vdimg_chain **out, const char *const *paths, int n, 
 		}
 	}
 	/* from here on the chain owns the descriptors, also when opening fails */
-	ret = chain_open_common(out, fds, paths, n, formats, NULL, flags, true);
+	ret = chain_open_common(out, fds, paths, n, formats, NULL, flags, true, rw);
 	free(fds);
 	return ret;
 }
@@ -246,7 +254,7 @@ int vdimg_chain_close(struct vdimg_chain *c)
 
 	if (!c)
 		return 0;
-	if (!(c->flags & VDIMG_CHAIN_READ_ONLY))
+	if (c->rw >= 0)
 		ret = vdimg_chain_flush(c);
 	for (i = c->nr - 1; i >= 0; i--) {
 		struct vdimg_chain_layer *l = &c->layer[i];
@@ -422,15 +430,15 @@ static int chain_write_fill(struct vdimg_chain *c, struct vdimg_image *top,
 	fill = malloc(ext->fill_length);
 	if (!fill)
 		return -ENOMEM;
-	if ((ext->flags & VDIMG_EXT_FILL_ZERO) || c->nr < 2) {
+	if ((ext->flags & VDIMG_EXT_FILL_ZERO) || c->rw < 1) {
 		/* the unit read as zeros before (a ZERO entry): it must not show the parent now */
 		memset(fill, 0, head);
 		memset(fill + head + ext->length, 0, tail_len);
 		ret = 0;
 	} else {
-		ret = vdimg_chain_read_level(c, c->nr - 2, fill, head, ext->fill_offset);
+		ret = vdimg_chain_read_level(c, c->rw - 1, fill, head, ext->fill_offset);
 		if (!ret)
-			ret = vdimg_chain_read_level(c, c->nr - 2, fill + head + ext->length,
+			ret = vdimg_chain_read_level(c, c->rw - 1, fill + head + ext->length,
 						     tail_len, tail_off);
 	}
 	if (!ret) {
@@ -449,9 +457,9 @@ int vdimg_chain_pwrite(struct vdimg_chain *c, const void *buf, size_t len, u64 o
 	bool locked;
 	int ret;
 
-	if (c->flags & VDIMG_CHAIN_READ_ONLY)
+	if (c->rw < 0)
 		return -EROFS;
-	if (off > c->size || len > c->size - off)
+	if (off > c->layers[c->rw]->size || len > c->layers[c->rw]->size - off)
 		return -EINVAL;
 	if (!len)
 		return 0;
@@ -464,7 +472,7 @@ int vdimg_chain_pwrite(struct vdimg_chain *c, const void *buf, size_t len, u64 o
 
 static int chain_write_locked(struct vdimg_chain *c, const u8 *p, size_t len, u64 off)
 {
-	struct vdimg_image *top = vdimg_chain_top(c);
+	struct vdimg_image *top = c->layers[c->rw];	/* the writable layer */
 	int ret;
 
 	while (len) {
@@ -508,20 +516,21 @@ static int chain_write_locked(struct vdimg_chain *c, const u8 *p, size_t len, u6
 
 int vdimg_chain_discard(struct vdimg_chain *c, u64 off, u64 len, unsigned int flags)
 {
-	struct vdimg_image *top = vdimg_chain_top(c);
+	struct vdimg_image *top;
 	static const u8 zeros[65536];
 	int ret = -EOPNOTSUPP;
 
-	if (c->flags & VDIMG_CHAIN_READ_ONLY)
+	if (c->rw < 0)
 		return -EROFS;
+	top = c->layers[c->rw];
 	if (flags & ~VDIMG_DISCARD_ZEROES)
 		return -EINVAL;
-	if (off > c->size || len > c->size - off)
+	if (off > top->size || len > top->size - off)
 		return -EINVAL;
 	if (!len)
 		return 0;
 	/* in a differencing layer a discarded range must not show the parent again */
-	if (c->nr > 1)
+	if (c->rw > 0)
 		flags |= VDIMG_DISCARD_ZEROES;
 	if (top->fmt->discard) {
 		struct chain_range r;
@@ -550,11 +559,12 @@ int vdimg_chain_discard(struct vdimg_chain *c, u64 off, u64 len, unsigned int fl
 
 int vdimg_chain_flush(struct vdimg_chain *c)
 {
-	struct vdimg_image *top = vdimg_chain_top(c);
+	struct vdimg_image *top;
 	int ret = 0;
 
-	if (c->flags & VDIMG_CHAIN_READ_ONLY)
+	if (c->rw < 0)
 		return 0;
+	top = c->layers[c->rw];
 	if (top->fmt && top->fmt->flush)
 		ret = top->fmt->flush(top);
 	if (!ret)
