@@ -105,9 +105,52 @@ static void vdimg_layer_close(struct vdimg_layer_k *l)
 	l->name = NULL;
 }
 
-/* Open @ul into @l (zeroed): the writable top unless @top is false or the device is read-only. */
-static int vdimg_layer_open(struct vdimg_device *dev, struct vdimg_layer_k *l,
-			    const struct vdimg_layer *ul, bool top)
+/* The inode that identifies a layer's file (for block devices, the device's, not the node's). */
+static struct inode *vdimg_file_id(struct file *file)
+{
+	return file ? file->f_mapping->host : NULL;
+}
+
+/*
+ * A chain cannot hold the same file twice (as a layer or as a data file): that is how a cycle, or
+ * one image opened twice with different modes, shows up here. @l is to become layer @pos, over
+ * @below[0..pos-1]; its files are open, its image not yet.
+ */
+static int vdimg_layer_unique(struct vdimg_layer_k **below, unsigned int pos,
+			      struct vdimg_layer_k *l)
+{
+	struct inode *mine[2] = { vdimg_file_id(l->vf.filp), vdimg_file_id(l->data_vf.filp) };
+	unsigned int i, a, b;
+
+	if (mine[0] == mine[1]) {
+		pr_err("%pD (layer %u) is its own data file: a chain cannot contain the same file twice\n",
+		       l->vf.filp, pos);
+		return -ELOOP;
+	}
+	for (i = 0; i < pos; i++) {
+		struct file *theirs[2] = { below[i]->vf.filp, below[i]->data_vf.filp };
+
+		for (a = 0; a < 2; a++) {
+			for (b = 0; b < 2; b++) {
+				if (!mine[a] || !theirs[b] || vdimg_file_id(theirs[b]) != mine[a])
+					continue;
+				pr_err("%pD (%slayer %u) and %pD (%slayer %u) are the same file: a chain cannot contain the same file twice\n",
+				       theirs[b], b ? "data file of " : "", i,
+				       a ? l->data_vf.filp : l->vf.filp, a ? "data file of " : "", pos);
+				return -ELOOP;
+			}
+		}
+	}
+	return 0;
+}
+
+/*
+ * Open @ul into @l (zeroed) as layer @pos over @below[0..pos-1]: the writable top unless @top is
+ * false or the device is read-only.
+ */
+static int vdimg_layer_open(struct vdimg_device *dev, struct vdimg_layer_k **below,
+			    unsigned int pos, struct vdimg_layer_k *l, const struct vdimg_layer *ul,
+			    bool top)
 {
 	bool ro = (dev->attach_flags & VDIMG_ATTACH_READ_ONLY) || !top;
 	unsigned int oflags = 0;
@@ -152,6 +195,9 @@ static int vdimg_layer_open(struct vdimg_device *dev, struct vdimg_layer_k *l,
 			return -EBADF;
 		l->img.data_file = &l->data_vf;
 	}
+	ret = vdimg_layer_unique(below, pos, l);
+	if (ret)
+		return ret;
 
 	if (ro)
 		oflags |= VDIMG_OPEN_READ_ONLY;
@@ -175,6 +221,40 @@ static int vdimg_layer_open(struct vdimg_device *dev, struct vdimg_layer_k *l,
 	return 0;
 }
 
+/*
+ * Formats whose children must have their parent's size exactly (their block bitmaps and parent
+ * locators assume it); qcow2, qed and qcow follow qemu: a parent of another size is allowed, and
+ * beyond its end the chain reads zeros.
+ */
+static bool vdimg_same_size_only(const struct vdimg_image *img)
+{
+	switch (img->fmt->id) {
+	case VDIMG_FMT_VHD:
+	case VDIMG_FMT_VHDX:
+	case VDIMG_FMT_VDI:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* @img (layer @pos) over @parent: the checks that need no identity (see vdimg_chain_check). */
+static int vdimg_link_check(struct vdimg_image *img, struct vdimg_image *parent, unsigned int pos)
+{
+	if (!(img->flags & VDIMG_IMG_HAS_PARENT)) {
+		pr_err("%s: not a differencing image, cannot be layered over %s\n",
+		       img->name, parent->name);
+		return -EINVAL;
+	}
+	if (vdimg_same_size_only(img) && img->size != parent->size) {
+		pr_err("%s (layer %u): a %s child must have its parent's size: it has %llu bytes, its parent %s has %llu\n",
+		       img->name, pos, img->fmt->name, (unsigned long long)img->size, parent->name,
+		       (unsigned long long)parent->size);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 /* Check that the layers form a chain: only the base may stand alone, every link verified. */
 static int vdimg_chain_check(struct vdimg_device *dev)
 {
@@ -192,11 +272,9 @@ static int vdimg_chain_check(struct vdimg_device *dev)
 		}
 		if (!parent)
 			continue;
-		if (!(img->flags & VDIMG_IMG_HAS_PARENT)) {
-			pr_err("%s: not a differencing image, cannot be layered over %s\n",
-			       img->name, parent->name);
-			return -EINVAL;
-		}
+		ret = vdimg_link_check(img, parent, i);
+		if (ret)
+			return ret;
 		if ((dev->attach_flags & VDIMG_ATTACH_FORCE_LINK) || !img->fmt->verify_parent)
 			continue;
 		ret = img->fmt->verify_parent(img, parent);
@@ -339,7 +417,8 @@ int vdimg_dev_attach(const struct vdimg_attach *a, const struct vdimg_layer *ul)
 			ret = -ENOMEM;
 			goto out_close_layers;
 		}
-		ret = vdimg_layer_open(dev, dev->layers[i], &ul[i], i == dev->nr_layers - 1);
+		ret = vdimg_layer_open(dev, dev->layers, i, dev->layers[i], &ul[i],
+				       i == dev->nr_layers - 1);
 		if (ret)
 			goto out_close_layers;
 	}

@@ -175,14 +175,21 @@ static int vdimg_read_chain(struct vdimg_device *dev, int top, struct iov_iter *
 	return 0;
 }
 
-/* Read [pos, pos + len) of the layers below the top into @buf. */
+/*
+ * Read [pos, pos + len) of the layers below the top into @buf. The top clips them as every layer
+ * clips the ones below it: fill past the top's own end (a last, partial cluster over a larger
+ * parent) is zeros.
+ */
 static int vdimg_read_below(struct vdimg_device *dev, void *buf, u64 pos, u64 len)
 {
-	struct kvec kv = { .iov_base = buf, .iov_len = len };
+	u64 size = vdimg_top(dev)->img.size;
+	u64 n = pos < size ? min(len, size - pos) : 0;
+	struct kvec kv = { .iov_base = buf, .iov_len = n };
 	struct iov_iter it;
 
-	iov_iter_kvec(&it, ITER_DEST, &kv, 1, len);
-	return vdimg_read_chain(dev, (int)dev->nr_layers - 2, &it, pos, len);
+	memset(buf + n, 0, len - n);
+	iov_iter_kvec(&it, ITER_DEST, &kv, 1, n);
+	return vdimg_read_chain(dev, (int)dev->nr_layers - 2, &it, pos, n);
 }
 
 /*
