@@ -143,4 +143,48 @@ int vdimg_chain_close(struct vdimg_chain *c);
 int vdimg_chain_resolve(const char *top, u32 top_format, char ***paths, u32 **formats, int *n);
 void vdimg_chain_resolve_free(char **paths, u32 *formats, int n);
 
+/* ---- offline chain operations (chainops.c) ---- */
+
+/*
+ * Progress of a long operation ("commit", "rebase"): @done of @total bytes. NULL (the default)
+ * for none; vdimgctl sets it when stderr is a terminal.
+ */
+extern void (*vdimg_chain_progress)(const char *what, u64 done, u64 total);
+
+/**
+ * vdimg_chain_commit() - merge the layers above @base into it (qemu-img commit)
+ * @c: the chain, opened with vdimg_chain_open_at(..., @base) so that layer @base is writable
+ * @base: the layer that receives the data, below the top
+ * @flags: 0
+ *
+ * Every range that one of the layers (@base, top] holds is read as the whole chain reads it and
+ * written into @base (new allocation units of @base are filled from @base's own parents); a range
+ * the highest of them says is ZERO is made to read as zeros in @base. Then @base is flushed. The
+ * layers above @base are not changed: they still read the same, and their data is now also in
+ * @base. Relinking or deleting them is the caller's business.
+ *
+ * Return: 0, or a negative errno after a message naming the image.
+ */
+int vdimg_chain_commit(struct vdimg_chain *c, int base, unsigned int flags);
+
+#define VDIMG_REBASE_UNSAFE	(1U << 0)	/* change the link only, copy nothing (-u) */
+
+/**
+ * vdimg_chain_rebase() - give the top of @c another parent (qemu-img rebase)
+ * @c: the top's current chain, top writable; may be the top alone with VDIMG_REBASE_UNSAFE
+ * @newp: the new parent's chain (read-only), or NULL for no parent
+ * @path: the path the top is to record for its new parent (relative to the top's directory, or
+ *	  absolute)
+ * @flags: VDIMG_REBASE_*
+ *
+ * Safe mode: every range the top does not hold itself and that the old parents and the new ones
+ * read differently is copied from the old parents into the top (and flushed); then the top's link
+ * changes through ->set_parent(). The top reads the same before and after.
+ *
+ * Return: 0; -EOPNOTSUPP when the format cannot change (or drop) its parent, -ENOSPC when the path
+ * does not fit, or another negative errno, after a message.
+ */
+int vdimg_chain_rebase(struct vdimg_chain *c, struct vdimg_chain *newp, const char *path,
+		       unsigned int flags);
+
 #endif /* _VDIMG_CHAIN_H */
