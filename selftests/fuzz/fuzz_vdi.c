@@ -1,159 +1,58 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * libFuzzer target for the VDI backend (backends/vdi.c): the input is an image file. It is opened
- * read-only and every extent of the disk is mapped (and DATA extents read); then opened writable and
- * given a write to a block chosen by the input (map WRITE, fill, commit or abort), a discard, a
- * check and a reopen, which must succeed after our own writes. describe and parent_ref run too.
- * Before that, an open with VDIMG_OPEN_REPAIR and check --repair: the result must open normally. Any crash, sanitizer report or
- * extent that does not answer the question asked is a bug.
+ * read-only and every extent of the disk is mapped (and DATA extents read); describe and parent_ref
+ * run too. Then an open with VDIMG_OPEN_REPAIR and check --repair: the result must open normally.
+ * Then opened writable and given a write to a block chosen by the input (map WRITE, fill, commit or
+ * abort), a discard, a check and a reopen, which must succeed after our own writes. Any crash,
+ * sanitizer report or extent that does not answer the question asked is a bug.
  *
- * Build: clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Itools/lib \
- *        selftests/fuzz/fuzz_vdi.c backends/vdi.c tools/lib/platform.c -o build/fuzz/fuzz_vdi
+ * Build: make build/fuzz/fuzz_vdi
  * Run:   build/fuzz/fuzz_vdi -max_len=16384 selftests/fuzz/corpus/vdi
  */
-#include <stdio.h>
-#include <stdlib.h>
-#include <unistd.h>
-#include <sys/mman.h>
-#include <vdimg/backend.h>
-#include "vdimg-user.h"
-
-static const struct vdimg_format *fmt = &vdimg_vdi_format;
-static u8 buf[1 << 16];
-
-static void quiet(int level, const char *name, const char *text)
-{
-}
-
-static void sink(void *ctx, const char *key, const char *value)
-{
-	*(size_t *)ctx += strlen(key) + strlen(value);
-}
-
-static void check_extent(const struct vdimg_extent *e, u64 off, u64 len, bool write)
-{
-	if (e->offset != off || !e->length || e->length > len)
-		abort();
-	if (e->type < VDIMG_EXT_DATA || e->type > VDIMG_EXT_UNALLOCATED)
-		abort();
-	if (write && e->type != VDIMG_EXT_DATA)
-		abort();
-	if (!write && (e->flags & VDIMG_EXT_NEW))
-		abort();
-	if ((e->flags & VDIMG_EXT_NEW) &&
-	    (e->fill_offset > off || e->fill_offset + e->fill_length < off + e->length))
-		abort();
-}
-
-/* map the whole disk, read (a bounded part of) every DATA extent */
-static void walk(struct vdimg_image *img)
-{
-	u64 off = 0;
-	int n = 0;
-
-	while (off < img->size && n++ < 4096) {
-		struct vdimg_extent e;
-
-		memset(&e, 0x5a, sizeof(e));
-		if (fmt->map(img, off, img->size - off, n & 1 ? VDIMG_MAP_NOWAIT : 0, &e))
-			abort();	/* in range, nothing to allocate: must answer */
-		check_extent(&e, off, img->size - off, false);
-		if (e.type == VDIMG_EXT_DATA)
-			vdimg_file_read(e.file, buf, min_t(u64, e.length, sizeof(buf)), e.file_offset);
-		off += e.length;
-	}
-}
-
-static int open_img(struct vdimg_image *img, struct vdimg_file *f, unsigned int flags)
-{
-	memset(img, 0, sizeof(*img));
-	img->file = f;
-	img->name = "fuzz";
-	img->fmt = fmt;
-	return fmt->open(img, flags);
-}
+#include "fuzz_common.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static int fd = -1;
+	u32 pick = fuzz_pick(data, size);
 	struct vdimg_check_result res;
 	struct vdimg_image img;
 	struct vdimg_file *f;
-	struct vdimg_extent e;
 	u64 off;
-	u32 pick = size >= 4 ? data[size - 1] | data[size - 2] << 8 | data[size - 3] << 16 : 0;
 
-	if (fd < 0) {
-		fd = memfd_create("fuzz-vdi", 0);
-		if (fd < 0)
-			abort();
-		vdimg_set_msg_hook(quiet);
-	}
-	if (ftruncate(fd, 0) || pwrite(fd, data, size, 0) != (ssize_t)size)
-		abort();
-	f = vdimg_file_from_fd(fd);
+	f = fuzz_load(&vdimg_vdi_format, data, size, 0);
 	if (!f)
 		return 0;
-
-	if (open_img(&img, f, VDIMG_OPEN_READ_ONLY) == 0) {
-		struct vdimg_parent_ref ref;
-		size_t chars = 0;
-
-		walk(&img);
-		fmt->describe(&img, sink, &chars);
-		if (fmt->parent_ref(&img, &ref) == 0 && !(img.flags & VDIMG_IMG_HAS_PARENT))
-			abort();
-		memset(&e, 0, sizeof(e));
-		if (fmt->map(&img, 0, 512, VDIMG_MAP_WRITE, &e) != -EROFS)
-			abort();
+	if (fuzz_open(&img, f, VDIMG_OPEN_READ_ONLY) == 0) {
+		fuzz_walk(&img, 4096, false);
+		fuzz_read_only_calls(&img);
 		fmt->close(&img);
 	}
 
 	/* what a normal open refuses in the map, check --repair must fix for good */
-	if (open_img(&img, f, VDIMG_OPEN_REPAIR) == 0) {
+	if (fuzz_open(&img, f, VDIMG_OPEN_REPAIR) == 0) {
 		memset(&res, 0, sizeof(res));
 		if (fmt->check(&img, VDIMG_CHECK_REPAIR, &res))
 			abort();
 		fmt->close(&img);
-		if (open_img(&img, f, VDIMG_OPEN_READ_ONLY))
+		if (fuzz_open(&img, f, VDIMG_OPEN_READ_ONLY))
 			abort();
 		fmt->close(&img);
 	}
 
-	if (open_img(&img, f, 0) == 0) {
+	if (fuzz_open(&img, f, 0) == 0) {
 		off = ((u64)pick * 512) % img.size;
-		memset(&e, 0, sizeof(e));
-		if (fmt->map(&img, off, 4096, VDIMG_MAP_WRITE, &e) == 0) {
-			check_extent(&e, off, min_t(u64, 4096, img.size - off), true);
-			memset(buf, 0xc3, sizeof(buf));
-			if (!(e.flags & VDIMG_EXT_NEW)) {
-				vdimg_file_write(e.file, buf, e.length, e.file_offset);
-			} else if ((pick & 1) && e.fill_length <= (1 << 20)) {
-				/* the driver writes the whole fill range, then commits */
-				u64 start = e.file_offset - (e.offset - e.fill_offset), done;
-				int ret = 0;
-
-				for (done = 0; !ret && done < e.fill_length; done += sizeof(buf))
-					ret = vdimg_file_write(e.file, buf,
-							       min_t(u64, sizeof(buf),
-								     e.fill_length - done),
-							       start + done);
-				if (ret || fmt->commit(&img, &e))
-					fmt->abort(&img, &e);
-			} else {
-				fmt->abort(&img, &e);
-			}
-		}
+		fuzz_write_one(&img, off, pick, 1 << 20);
 		fmt->discard(&img, off & ~4095ULL, min_t(u64, 1 << 20, img.size - (off & ~4095ULL)),
 			     pick & 2 ? VDIMG_DISCARD_ZEROES : 0);
 		memset(&res, 0, sizeof(res));
 		fmt->check(&img, 0, &res);
-		walk(&img);
+		fuzz_walk(&img, 4096, false);
 		fmt->close(&img);
 		/* what we wrote must open again */
-		if (open_img(&img, f, VDIMG_OPEN_READ_ONLY))
+		if (fuzz_open(&img, f, VDIMG_OPEN_READ_ONLY))
 			abort();
-		walk(&img);
+		fuzz_walk(&img, 4096, false);
 		fmt->close(&img);
 	}
 	vdimg_file_free(f);
