@@ -163,6 +163,22 @@ static long vdimg_ctl_features(void __user *argp)
 	return vdimg_copy_out(argp, &f, sizeof(f), usize);
 }
 
+static long vdimg_ctl_snapshot(void __user *argp)
+{
+	struct vdimg_snapshot s;
+	u32 usize;
+	int ret;
+
+	ret = vdimg_copy_in(&s, sizeof(s), VDIMG_SNAPSHOT_SIZE_VER0, argp, &usize);
+	if (ret)
+		return ret;
+	if ((s.flags & ~VDIMG_SNAPSHOT_FLAGS_ALL) || s.__pad || vdimg_nonzero(s.__reserved) ||
+	    s.format >= VDIMG_FMT_COUNT || (s.layer_flags & ~VDIMG_LAYER_DATA_FILE) ||
+	    (!(s.layer_flags & VDIMG_LAYER_DATA_FILE) && s.data_fd))
+		return -EINVAL;
+	return vdimg_dev_snapshot(&s);
+}
+
 static long vdimg_ctl_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
 	void __user *argp = (void __user *)arg;
@@ -176,6 +192,10 @@ static long vdimg_ctl_ioctl(struct file *file, unsigned int cmd, unsigned long a
 		if (!capable(CAP_SYS_ADMIN))
 			return -EPERM;
 		return vdimg_ctl_detach(argp);
+	case VDIMG_CMD(VDIMG_CTL_SNAPSHOT):
+		if (!capable(CAP_SYS_ADMIN))
+			return -EPERM;
+		return vdimg_ctl_snapshot(argp);
 	case VDIMG_CMD(VDIMG_CTL_GET_INFO):
 		return vdimg_ctl_info(argp);
 	case VDIMG_CMD(VDIMG_CTL_GET_FEATURES):

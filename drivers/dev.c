@@ -356,6 +356,15 @@ static void vdimg_close_layers(struct vdimg_device *dev)
 	dev->layers = NULL;
 }
 
+/* Direct I/O on @l's file when the device allows it and the file and dev->lbs permit it. */
+static void vdimg_layer_dio(struct vdimg_device *dev, struct vdimg_layer_k *l)
+{
+	l->dio_align = SECTOR_SIZE;
+	l->dio = false;
+	if (!(dev->attach_flags & VDIMG_ATTACH_BUFFERED))
+		l->dio = vdimg_can_dio(l->vf.filp, dev->lbs, &l->dio_align);
+}
+
 /* Pick the logical block size and direct I/O for a device whose layers are open. */
 static int vdimg_setup_io(struct vdimg_device *dev, u32 want_lbs)
 {
@@ -375,13 +384,8 @@ static int vdimg_setup_io(struct vdimg_device *dev, u32 want_lbs)
 		       top->name, (unsigned long long)dev->size, dev->lbs);
 		return -EINVAL;
 	}
-	for (i = 0; i < dev->nr_layers; i++) {
-		struct vdimg_layer_k *l = dev->layers[i];
-
-		l->dio_align = SECTOR_SIZE;
-		if (!(dev->attach_flags & VDIMG_ATTACH_BUFFERED))
-			l->dio = vdimg_can_dio(l->vf.filp, dev->lbs, &l->dio_align);
-	}
+	for (i = 0; i < dev->nr_layers; i++)
+		vdimg_layer_dio(dev, dev->layers[i]);
 	if (want_dio && !top->dio) {
 		pr_err("%s: direct I/O is not possible on this file (file system or sector size)\n",
 		       top->name);
@@ -603,7 +607,7 @@ int vdimg_dev_info(struct vdimg_dev_info *info, void __user *out)
 		info->dev_flags |= VDIMG_DEV_DIRECT_IO;
 	if (dev->autoclear)
 		info->dev_flags |= VDIMG_DEV_AUTOCLEAR;
-	mutex_unlock(&dev->lock);
+	/* dev->lock: a live snapshot may replace the layers */
 	info->nr_layers = dev->nr_layers;
 	info->size_bytes = dev->size;
 	info->logical_block_size = dev->lbs;
@@ -612,6 +616,7 @@ int vdimg_dev_info(struct vdimg_dev_info *info, void __user *out)
 		n = min3(info->layers_cap, dev->nr_layers, VDIMG_MAX_LAYERS);
 	for (i = 0; i < n; i++)
 		vdimg_fill_layer_info(dev->layers[i], &li[i]);
+	mutex_unlock(&dev->lock);
 out:
 	mutex_unlock(&vdimg_idr_mutex);
 	/* no user memory is touched under the mutex: a faulting buffer stalls only its caller */
@@ -624,6 +629,157 @@ out:
 			ret = -EFAULT;
 	}
 	kvfree(li);
+	return ret;
+}
+
+/* The new top's file: a regular file open for reading and writing. */
+static int vdimg_snapshot_fd_check(int fd)
+{
+	struct file *file = fget(fd);
+	umode_t mode;
+	int ret = 0;
+
+	if (!file)
+		return -EBADF;
+	mode = file_inode(file)->i_mode;
+	if (S_ISDIR(mode))
+		ret = -EISDIR;
+	else if (!S_ISREG(mode))
+		ret = -EINVAL;
+	else if ((file->f_mode & (FMODE_READ | FMODE_WRITE)) != (FMODE_READ | FMODE_WRITE))
+		ret = -EBADF;
+	fput(file);
+	return ret;
+}
+
+/**
+ * vdimg_dev_snapshot() - push a new, empty differencing image on top of an attached device
+ * @s: the request, validated by ctl.c
+ *
+ * The new layer is opened and checked (differencing, the device's size, a sector size the device
+ * can serve, no file already in the chain) before anything changes. Then the queue is frozen, the
+ * old top flushed and synced, the new top's parent link verified against the old top as it is now
+ * (identity fields such as a VHDX data write GUID only settle once the old top is quiesced), and
+ * the layer array replaced. From then on the old top is read-only. Any failure leaves the device
+ * as it was.
+ *
+ * Context: process context; takes vdimg_idr_mutex (so detach waits) and, for the swap, dev->lock.
+ * Return: 0, or -ENXIO (no such device), -EROFS (read-only device), -E2BIG (chain full), -EBADF,
+ * -EINVAL (not a differencing image, size or sector size mismatch, no direct I/O possible),
+ * -ELOOP (the file is already in the chain), -ESTALE (not a child of the top), an open or flush
+ * error.
+ */
+int vdimg_dev_snapshot(const struct vdimg_snapshot *s)
+{
+	const struct vdimg_layer ul = {
+		.fd = s->fd,
+		.format = s->format,
+		.flags = s->layer_flags,
+		.data_fd = s->data_fd,
+	};
+	struct vdimg_layer_k **layers = NULL, **old, *l, *top;
+	struct vdimg_device *dev;
+	unsigned int n, memflags;
+	bool bound;
+	int ret;
+
+	l = kzalloc(sizeof(*l), GFP_KERNEL);
+	if (!l)
+		return -ENOMEM;
+	mutex_lock(&vdimg_idr_mutex);
+	dev = idr_find(&vdimg_idr, s->index);
+	if (!dev) {
+		ret = -ENXIO;
+		goto out_unlock;
+	}
+	mutex_lock(&dev->lock);
+	bound = dev->state == VDIMG_STATE_BOUND;
+	mutex_unlock(&dev->lock);
+	if (!bound) {
+		ret = -ENXIO;
+		goto out_unlock;
+	}
+	/* layers and nr_layers change only here, under vdimg_idr_mutex */
+	n = dev->nr_layers;
+	top = vdimg_top(dev);
+	if ((dev->attach_flags & VDIMG_ATTACH_READ_ONLY) || (top->img.flags & VDIMG_IMG_READ_ONLY)) {
+		ret = -EROFS;
+		goto out_unlock;
+	}
+	if (n >= VDIMG_MAX_LAYERS) {
+		ret = -E2BIG;
+		goto out_unlock;
+	}
+	ret = vdimg_snapshot_fd_check(s->fd);
+	if (ret)
+		goto out_unlock;
+	layers = kvcalloc(n + 1, sizeof(*layers), GFP_KERNEL);
+	if (!layers) {
+		ret = -ENOMEM;
+		goto out_unlock;
+	}
+	ret = vdimg_layer_open(dev, dev->layers, n, l, &ul, true);
+	if (ret)
+		goto out_close;
+	ret = vdimg_link_check(&l->img, &top->img, n);
+	if (ret)
+		goto out_close;
+	if (l->img.size != dev->size) {
+		pr_err("vdimg%d: snapshot: %s has %llu bytes, the device %llu\n", dev->index,
+		       l->name, (unsigned long long)l->img.size, (unsigned long long)dev->size);
+		ret = -EINVAL;
+		goto out_close;
+	}
+	if (l->img.lbs > dev->lbs) {
+		pr_err("vdimg%d: snapshot: %s has %u-byte sectors, the device %u-byte ones\n",
+		       dev->index, l->name, l->img.lbs, dev->lbs);
+		ret = -EINVAL;
+		goto out_close;
+	}
+	vdimg_layer_dio(dev, l);
+	if ((dev->attach_flags & VDIMG_ATTACH_DIRECT_IO) && !l->dio) {
+		pr_err("vdimg%d: snapshot: direct I/O is not possible on %s\n", dev->index, l->name);
+		ret = -EINVAL;
+		goto out_close;
+	}
+	memcpy(layers, dev->layers, n * sizeof(*layers));
+	layers[n] = l;
+
+	memflags = vdimg_freeze_queue(dev->disk->queue);
+	/* no request in flight: what the old top holds goes to its file, then the file is synced */
+	ret = vdimg_flush_layers(dev);
+	if (ret) {
+		pr_err("vdimg%d: snapshot: flushing %s failed: %d\n", dev->index, top->name, ret);
+		goto out_unfreeze;
+	}
+	if (!(s->flags & VDIMG_SNAPSHOT_FORCE_LINK) && l->img.fmt->verify_parent) {
+		ret = l->img.fmt->verify_parent(&l->img, &top->img);
+		if (ret) {
+			pr_err("vdimg%d: snapshot: %s is not a child of the top layer %s (force to override)\n",
+			       dev->index, l->name, top->name);
+			goto out_unfreeze;
+		}
+	}
+	mutex_lock(&dev->lock);
+	old = dev->layers;
+	dev->layers = layers;
+	dev->nr_layers = n + 1;
+	top->img.flags |= VDIMG_IMG_READ_ONLY;
+	mutex_unlock(&dev->lock);
+	vdimg_unfreeze_queue(dev->disk->queue, memflags);
+	pr_info("vdimg%d: snapshot: %s over %s, %u layers\n", dev->index, l->name, top->name, n + 1);
+	mutex_unlock(&vdimg_idr_mutex);
+	kvfree(old);
+	return 0;
+
+out_unfreeze:
+	vdimg_unfreeze_queue(dev->disk->queue, memflags);
+out_close:
+	vdimg_layer_close(l);
+out_unlock:
+	mutex_unlock(&vdimg_idr_mutex);
+	kvfree(layers);
+	kfree(l);
 	return ret;
 }
 

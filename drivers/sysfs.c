@@ -2,7 +2,8 @@
 /*
  * /sys/block/vdimgN/vdimg/: what a device is made of. Registered with the disk so the attributes
  * exist before the uevent; documented in Documentation/ABI/testing/sysfs-block-vdimg. The layers
- * stay open until after del_gendisk() has removed these files, so no locking is needed to read them.
+ * stay open until after del_gendisk() has removed these files; a live snapshot may replace the
+ * layer array meanwhile, so what reads the layers holds dev->lock.
  */
 #include "vdimg.h"
 
@@ -11,61 +12,103 @@ static struct vdimg_device *vdimg_from_dev(struct device *d)
 	return dev_to_disk(d)->private_data;
 }
 
-static ssize_t vdimg_emit_path(struct file *file, char *buf, int at)
+/* The path of @file in @tmp (PATH_MAX bytes), "?" if it has none. */
+static const char *vdimg_path(struct file *file, char *tmp)
+{
+	char *p = file_path(file, tmp, PATH_MAX);
+
+	return IS_ERR(p) ? "?" : p;
+}
+
+/* @fn(top layer) under dev->lock */
+#define VDIMG_TOP_SHOW(name, fn)							\
+static ssize_t name##_show(struct device *d, struct device_attribute *attr, char *buf)	\
+{											\
+	struct vdimg_device *dev = vdimg_from_dev(d);					\
+	ssize_t ret;									\
+											\
+	mutex_lock(&dev->lock);								\
+	ret = fn(vdimg_top(dev), buf);							\
+	mutex_unlock(&dev->lock);							\
+	return ret;									\
+}											\
+static DEVICE_ATTR_RO(name)
+
+static ssize_t vdimg_format(struct vdimg_layer_k *top, char *buf)
+{
+	return sysfs_emit(buf, "%s\n", top->img.fmt->name);
+}
+VDIMG_TOP_SHOW(format, vdimg_format);
+
+static ssize_t vdimg_variant(struct vdimg_layer_k *top, char *buf)
+{
+	return sysfs_emit(buf, "%s\n", top->img.variant);
+}
+VDIMG_TOP_SHOW(variant, vdimg_variant);
+
+static ssize_t vdimg_backing_file(struct vdimg_layer_k *top, char *buf)
 {
 	char *tmp = kmalloc(PATH_MAX, GFP_KERNEL);
-	char *p;
-	int n;
+	ssize_t n;
 
 	if (!tmp)
 		return -ENOMEM;
-	p = file_path(file, tmp, PATH_MAX);
-	if (IS_ERR(p))
-		n = sysfs_emit_at(buf, at, "?\n");
-	else
-		n = sysfs_emit_at(buf, at, "%s\n", p);
+	n = sysfs_emit(buf, "%s\n", vdimg_path(top->vf.filp, tmp));
 	kfree(tmp);
 	return n;
 }
+VDIMG_TOP_SHOW(backing_file, vdimg_backing_file);
 
-static ssize_t format_show(struct device *d, struct device_attribute *attr, char *buf)
+static ssize_t vdimg_dio(struct vdimg_layer_k *top, char *buf)
 {
-	return sysfs_emit(buf, "%s\n", vdimg_top(vdimg_from_dev(d))->img.fmt->name);
+	return sysfs_emit(buf, "%d\n", top->dio);
 }
-static DEVICE_ATTR_RO(format);
+VDIMG_TOP_SHOW(dio, vdimg_dio);
 
-static ssize_t variant_show(struct device *d, struct device_attribute *attr, char *buf)
+static ssize_t vdimg_uuid(struct vdimg_layer_k *top, char *buf)
 {
-	return sysfs_emit(buf, "%s\n", vdimg_top(vdimg_from_dev(d))->img.variant);
+	if (!(top->img.flags & VDIMG_IMG_HAS_UUID))
+		return sysfs_emit(buf, "\n");
+	return sysfs_emit(buf, "%pUb\n", top->img.uuid);
 }
-static DEVICE_ATTR_RO(variant);
+VDIMG_TOP_SHOW(uuid, vdimg_uuid);
 
-static ssize_t backing_file_show(struct device *d, struct device_attribute *attr, char *buf)
-{
-	return vdimg_emit_path(vdimg_top(vdimg_from_dev(d))->vf.filp, buf, 0);
-}
-static DEVICE_ATTR_RO(backing_file);
-
+/* One path per line, base first; whole lines only, as many as fit in the page. */
 static ssize_t chain_show(struct device *d, struct device_attribute *attr, char *buf)
 {
 	struct vdimg_device *dev = vdimg_from_dev(d);
+	char *tmp = kmalloc(PATH_MAX, GFP_KERNEL);
+	size_t len = 0;
 	unsigned int i;
-	int len = 0;
 
+	if (!tmp)
+		return -ENOMEM;
+	mutex_lock(&dev->lock);
 	for (i = 0; i < dev->nr_layers; i++) {
-		ssize_t n = vdimg_emit_path(dev->layers[i]->vf.filp, buf, len);
+		const char *p = vdimg_path(dev->layers[i]->vf.filp, tmp);
+		size_t n = strlen(p) + 1;
 
-		if (n <= 0)
+		if (n >= PAGE_SIZE - len)
 			break;
+		memcpy(buf + len, p, n - 1);
+		buf[len + n - 1] = '\n';
 		len += n;
 	}
+	mutex_unlock(&dev->lock);
+	kfree(tmp);
 	return len;
 }
 static DEVICE_ATTR_RO(chain);
 
 static ssize_t depth_show(struct device *d, struct device_attribute *attr, char *buf)
 {
-	return sysfs_emit(buf, "%u\n", vdimg_from_dev(d)->nr_layers);
+	struct vdimg_device *dev = vdimg_from_dev(d);
+	unsigned int n;
+
+	mutex_lock(&dev->lock);
+	n = dev->nr_layers;
+	mutex_unlock(&dev->lock);
+	return sysfs_emit(buf, "%u\n", n);
 }
 static DEVICE_ATTR_RO(depth);
 
@@ -75,12 +118,6 @@ static ssize_t read_only_show(struct device *d, struct device_attribute *attr, c
 			  !!(vdimg_from_dev(d)->attach_flags & VDIMG_ATTACH_READ_ONLY));
 }
 static DEVICE_ATTR_RO(read_only);
-
-static ssize_t dio_show(struct device *d, struct device_attribute *attr, char *buf)
-{
-	return sysfs_emit(buf, "%d\n", vdimg_top(vdimg_from_dev(d))->dio);
-}
-static DEVICE_ATTR_RO(dio);
 
 static ssize_t autoclear_show(struct device *d, struct device_attribute *attr, char *buf)
 {
@@ -120,16 +157,6 @@ static ssize_t state_show(struct device *d, struct device_attribute *attr, char 
 	return sysfs_emit(buf, "%s\n", s < ARRAY_SIZE(names) ? names[s] : "?");
 }
 static DEVICE_ATTR_RO(state);
-
-static ssize_t uuid_show(struct device *d, struct device_attribute *attr, char *buf)
-{
-	const struct vdimg_image *img = &vdimg_top(vdimg_from_dev(d))->img;
-
-	if (!(img->flags & VDIMG_IMG_HAS_UUID))
-		return sysfs_emit(buf, "\n");
-	return sysfs_emit(buf, "%pUb\n", img->uuid);
-}
-static DEVICE_ATTR_RO(uuid);
 
 static struct attribute *vdimg_attrs[] = {
 	&dev_attr_uuid.attr,

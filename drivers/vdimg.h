@@ -38,7 +38,10 @@ struct vdimg_layer_k {
 
 struct vdimg_device {
 	int index;
-	/* protects state, open_count and autoclear; never held across I/O */
+	/*
+	 * protects state, open_count and autoclear, and (with the queue frozen) the swap of layers
+	 * and nr_layers by a live snapshot; never held across I/O
+	 */
 	struct mutex lock;
 	enum vdimg_dev_state state;
 	unsigned int open_count;
@@ -95,6 +98,7 @@ extern unsigned int vdimg_max_part;
 int vdimg_dev_attach(const struct vdimg_attach *a, const struct vdimg_layer *layers);
 int vdimg_dev_detach(u32 index, u32 flags);
 int vdimg_dev_info(struct vdimg_dev_info *info, void __user *out);
+int vdimg_dev_snapshot(const struct vdimg_snapshot *s);
 void vdimg_dev_remove_all(void);
 int vdimg_dev_init(void);
 void vdimg_dev_exit(void);

@@ -82,4 +82,31 @@ static inline struct gendisk *vdimg_alloc_disk(struct blk_mq_tag_set *set,
 
 /* blk_mq_alloc_disk()'s disk is released with put_disk() on both; the tag set outlives it. */
 
+/*
+ * Freezing a queue: since 6.14 blk_mq_freeze_queue() returns memalloc flags (it enters a NOIO scope)
+ * that blk_mq_unfreeze_queue() takes back; 6.1 and 6.12 have the void pair.
+ */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 14, 0)
+static inline unsigned int vdimg_freeze_queue(struct request_queue *q)
+{
+	return blk_mq_freeze_queue(q);
+}
+
+static inline void vdimg_unfreeze_queue(struct request_queue *q, unsigned int memflags)
+{
+	blk_mq_unfreeze_queue(q, memflags);
+}
+#else
+static inline unsigned int vdimg_freeze_queue(struct request_queue *q)
+{
+	blk_mq_freeze_queue(q);
+	return 0;
+}
+
+static inline void vdimg_unfreeze_queue(struct request_queue *q, unsigned int memflags)
+{
+	blk_mq_unfreeze_queue(q);
+}
+#endif
+
 #endif /* _VDIMG_COMPAT_H */
