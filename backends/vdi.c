@@ -1150,6 +1150,58 @@ static int vdi_parent_ref(struct vdimg_image *img, struct vdimg_parent_ref *ref)
 	return 0;
 }
 
+/*
+ * Rebase: VDI records no path, only the parent's creation UUID (uuid_linkage) and, in version 1.1
+ * headers, the parent's modification UUID at the time of the link (uuid_parent_modify). @path is
+ * not stored; the parent is found by its UUID in the child's directory.
+ */
+static int vdi_set_parent(struct vdimg_image *img, const char *path, struct vdimg_image *parent)
+{
+	struct vdi *v = img->priv;
+	u64 link_off, pmod_off = 0;
+	u8 link[16], pmod[16];
+	int ret;
+
+	if (!parent) {
+		vdimg_err(img, "a differencing VDI cannot drop its parent");
+		return -EOPNOTSUPP;
+	}
+	if (!v->diff) {
+		vdimg_err(img, "is not a differencing image: it has no parent to change");
+		return -EINVAL;
+	}
+	if (img->flags & VDIMG_IMG_READ_ONLY)
+		return -EROFS;
+	if (!(parent->flags & VDIMG_IMG_HAS_UUID)) {
+		vdimg_err(img, "the new parent %s has no UUID, which a VDI parent link needs",
+			  parent->name ? parent->name : "");
+		return -EOPNOTSUPP;
+	}
+	vdi_uuid_swap(link, parent->uuid);
+	memset(pmod, 0, sizeof(pmod));
+	if (parent->fmt == img->fmt)
+		memcpy(pmod, ((const struct vdi *)parent->priv)->uuid_modify, 16);
+	if (v->version >> 16 == 0) {
+		link_off = VDI_PREHEADER_SIZE + offsetof(struct vdi_header0, uuid_linkage);
+	} else {
+		link_off = VDI_PREHEADER_SIZE + offsetof(struct vdi_header1, uuid_linkage);
+		pmod_off = VDI_PREHEADER_SIZE + offsetof(struct vdi_header1, uuid_parent_modify);
+	}
+	vdimg_mutex_lock(&v->meta_lock);
+	ret = vdimg_file_write(img->file, link, 16, link_off);
+	if (!ret && pmod_off)
+		ret = vdimg_file_write(img->file, pmod, 16, pmod_off);
+	if (!ret) {
+		memcpy(v->uuid_linkage, link, 16);
+		if (pmod_off)
+			memcpy(v->uuid_parent_modify, pmod, 16);
+		memcpy(img->parent_uuid, parent->uuid, 16);
+		img->flags |= VDIMG_IMG_DIRTY;
+	}
+	vdimg_mutex_unlock(&v->meta_lock);
+	return ret;
+}
+
 static void vdi_describe(struct vdimg_image *img,
 			 void (*emit)(void *ctx, const char *key, const char *value), void *ctx)
 {
@@ -1226,6 +1278,7 @@ const struct vdimg_format vdimg_vdi_format = {
 	.create = vdi_create,
 	.check = vdi_check,
 	.parent_ref = vdi_parent_ref,
+	.set_parent = vdi_set_parent,
 	.describe = vdi_describe,
 	.compact = vdi_compact,
 #endif

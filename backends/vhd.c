@@ -1588,6 +1588,231 @@ static int vhd_parent_ref(struct vdimg_image *img, struct vdimg_parent_ref *ref)
 	return 0;
 }
 
+/* Bytes locator @l may hold at its offset without reaching other metadata or block data. */
+static u64 vhd_locator_room(struct vdimg_image *img, struct vhd *v, const struct vhd_locator *l)
+{
+	u64 off = be64_to_cpu(l->offset), space = be32_to_cpu(l->space), end, lim = v->footer_off;
+	u64 bat_end = v->bat_off + ALIGN((u64)v->max_entries * 4, VHD_SECTOR);
+	u32 blk;
+
+	/* the specification says sectors, Hyper-V and vdimg write bytes: take the smaller reading */
+	space = space >= VHD_SECTOR ? space : space * VHD_SECTOR;
+	if (!off || check_add_overflow(off, space, &end))
+		return 0;
+	if (vhd_overlaps(off, end, 0, VHD_SECTOR) ||
+	    vhd_overlaps(off, end, v->hdr_off, v->hdr_off + sizeof(*v->hdr)) ||
+	    vhd_overlaps(off, end, v->bat_off, bat_end))
+		return 0;
+	for (blk = 0; blk < v->nr_blocks; blk++) {
+		u32 e = vhd_bat_get(v, blk);
+		u64 at = (u64)e * VHD_SECTOR;
+
+		if (e != VHD_BAT_FREE && at >= off)
+			lim = min(lim, at);
+		else if (e != VHD_BAT_FREE && at + v->bitmap_size + v->block_size > off)
+			return 0;	/* the locator starts inside a block */
+	}
+	return end <= lim ? space : lim > off ? lim - off : 0;
+}
+
+/* @path for a locator of kind @code, encoded as the kind wants; *@len bytes. NULL if unknown. */
+static u8 *vhd_locator_bytes(u32 code, const char *rel, const char *abs, size_t *len)
+{
+	const char *src = code == VHD_PLAT_W2RU || code == VHD_PLAT_WI2R ? rel : abs;
+	size_t max = strlen(src) * 4 + 16, i;
+	char *tmp;
+	u8 *out;
+
+	out = calloc(1, max * 3 + 16);
+	tmp = strdup(src);
+	if (!out || !tmp)
+		goto fail;
+	if (code == VHD_PLAT_W2RU || code == VHD_PLAT_WI2R)
+		for (i = 0; tmp[i]; i++)
+			if (tmp[i] == '/')
+				tmp[i] = '\\';
+	switch (code) {
+	case VHD_PLAT_W2RU:
+	case VHD_PLAT_W2KU:
+		*len = vhd_utf8_to_utf16(tmp, out, max, false);
+		break;
+	case VHD_PLAT_WI2R:
+	case VHD_PLAT_WI2K:
+		*len = strlen(tmp);
+		memcpy(out, tmp, *len);
+		break;
+	case VHD_PLAT_MACX: {
+		static const char hex[] = "0123456789ABCDEF";
+		char *o = (char *)out + 7;
+
+		memcpy(out, "file://", 7);
+		for (i = 0; tmp[i]; i++) {
+			u8 ch = tmp[i];
+
+			if (ch <= ' ' || ch == '%' || ch >= 0x7f) {
+				*o++ = '%';
+				*o++ = hex[ch >> 4];
+				*o++ = hex[ch & 15];
+			} else {
+				*o++ = ch;
+			}
+		}
+		*len = o - (char *)out;
+		break;
+	}
+	default:
+		goto fail;
+	}
+	free(tmp);
+	return out;
+fail:
+	free(tmp);
+	free(out);
+	return NULL;
+}
+
+/*
+ * Rebase: record @parent (found at @path, relative to this image's directory or absolute) in the
+ * dynamic header: parent UUID, timestamp and name, and every platform locator that exists,
+ * rewritten in place in the space it already has (-ENOSPC when a path does not fit; nothing is
+ * written then). The locators' kinds are kept: relative ones get the path relative to this
+ * image's directory, absolute ones the absolute path.
+ */
+static int vhd_set_parent(struct vdimg_image *img, const char *path, struct vdimg_image *parent)
+{
+	struct vhd *v = img->priv;
+	struct vhd_dyn_header *nh = NULL;
+	u8 *data[VHD_NR_LOCATORS] = {};
+	size_t dlen[VHD_NR_LOCATORS] = {};
+	char link[64], self[4096], *dir = NULL, *joined = NULL, *pabs = NULL, *rel = NULL;
+	const char *base;
+	ssize_t n;
+	int i, used = 0, ret;
+
+	if (!parent) {
+		vdimg_err(img, "a differencing VHD cannot drop its parent");
+		return -EOPNOTSUPP;
+	}
+	if (v->type != VHD_TYPE_DIFF) {
+		vdimg_err(img, "is not a differencing image: it has no parent to change");
+		return -EINVAL;
+	}
+	if (img->flags & VDIMG_IMG_READ_ONLY)
+		return -EROFS;
+	if (!(parent->flags & VDIMG_IMG_HAS_UUID)) {
+		vdimg_err(img, "the new parent %s has no UUID, which a VHD parent link needs",
+			  parent->name ? parent->name : "");
+		return -EOPNOTSUPP;
+	}
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", img->file->fd);
+	n = readlink(link, self, sizeof(self) - 1);
+	if (n <= 0 || self[0] != '/') {
+		vdimg_err(img, "cannot tell which directory the image is in");
+		return -EINVAL;
+	}
+	self[n] = 0;
+	dir = strdup(dirname(self));
+	if (!dir)
+		return -ENOMEM;
+	if (path[0] == '/')
+		joined = strdup(path);
+	else if (asprintf(&joined, "%s/%s", dir, path) < 0)
+		joined = NULL;
+	ret = -ENOMEM;
+	if (!joined)
+		goto out;
+	pabs = realpath(joined, NULL);
+	if (!pabs) {
+		ret = -errno;
+		vdimg_err(img, "the new parent %s: %s", path, strerror(-ret));
+		goto out;
+	}
+	rel = vhd_relpath(pabs, dir);
+	nh = malloc(sizeof(*nh));
+	if (!rel || !nh)
+		goto out;
+	memcpy(nh, v->hdr, sizeof(*nh));
+	for (i = 0; i < VHD_NR_LOCATORS; i++) {
+		struct vhd_locator *l = &nh->loc[i];
+		u32 code = be32_to_cpu(l->code);
+		u64 room;
+
+		if (code == VHD_PLAT_NONE || code == VHD_PLAT_MAC)
+			continue;
+		data[i] = vhd_locator_bytes(code, rel, pabs, &dlen[i]);
+		if (!data[i])
+			continue;	/* a kind we do not write: left as it is */
+		room = vhd_locator_room(img, v, &v->hdr->loc[i]);
+		if (dlen[i] > room) {
+			vdimg_err(img, "parent locator %d has room for %llu bytes, the new path needs %zu",
+				  i, (unsigned long long)room, dlen[i]);
+			ret = -ENOSPC;
+			goto out;
+		}
+		l->length = cpu_to_be32(dlen[i]);
+		used++;
+	}
+	if (!used) {
+		vdimg_err(img, "has no parent locator to hold the new parent's path");
+		ret = -ENOSPC;
+		goto out;
+	}
+	memcpy(nh->parent_uuid, parent->uuid, 16);
+	if (parent->fmt == &vdimg_vhd_format)
+		nh->parent_timestamp = ((struct vhd *)parent->priv)->footer.timestamp;
+	else
+		nh->parent_timestamp = cpu_to_be32((u32)((u64)time(NULL) - VHD_EPOCH_OFFSET));
+	memset(nh->parent_name, 0, sizeof(nh->parent_name));
+	base = strrchr(pabs, '/') + 1;
+	vhd_utf8_to_utf16(base, (u8 *)nh->parent_name, VHD_PARENT_NAME_BYTES - 2, true);
+	nh->checksum = 0;
+	nh->checksum = cpu_to_be32(vhd_hdr_csum(nh));
+
+	vdimg_mutex_lock(&v->io_lock);
+	ret = 0;
+	for (i = 0; i < VHD_NR_LOCATORS && !ret; i++) {
+		u64 room, wlen;
+		u8 *pad;
+
+		if (!data[i])
+			continue;
+		/* the locator's data padded with zeros to a sector, within its room */
+		room = vhd_locator_room(img, v, &v->hdr->loc[i]);
+		wlen = min_t(u64, ALIGN(dlen[i], VHD_SECTOR), room);
+		pad = calloc(1, wlen);
+		if (!pad) {
+			ret = -ENOMEM;
+			break;
+		}
+		memcpy(pad, data[i], dlen[i]);
+		ret = vdimg_file_write(img->file, pad, wlen, be64_to_cpu(nh->loc[i].offset));
+		free(pad);
+	}
+	/* the locators' data first, then the header that gives their lengths */
+	if (!ret)
+		ret = vdimg_file_sync(img->file);
+	if (!ret)
+		ret = vdimg_file_write(img->file, nh, sizeof(*nh), v->hdr_off);
+	if (!ret) {
+		memcpy(v->hdr, nh, sizeof(*nh));
+		memcpy(img->parent_uuid, parent->uuid, 16);
+		img->flags |= VDIMG_IMG_DIRTY;
+		vhd_free_locators(v);
+		v->parent_name[0] = 0;
+		vhd_parse_locators(img, v);
+	}
+	vdimg_mutex_unlock(&v->io_lock);
+out:
+	for (i = 0; i < VHD_NR_LOCATORS; i++)
+		free(data[i]);
+	free(nh);
+	free(rel);
+	free(pabs);
+	free(joined);
+	free(dir);
+	return ret;
+}
+
 static void vhd_describe(struct vdimg_image *img,
 			 void (*emit)(void *ctx, const char *key, const char *value), void *ctx)
 {
@@ -1655,6 +1880,7 @@ const struct vdimg_format vdimg_vhd_format = {
 	.create = vhd_create,
 	.check = vhd_check,
 	.parent_ref = vhd_parent_ref,
+	.set_parent = vhd_set_parent,
 	.describe = vhd_describe,
 #endif
 };

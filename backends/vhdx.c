@@ -2038,6 +2038,214 @@ static int vhdx_check(struct vdimg_image *img, unsigned int flags, struct vdimg_
 	return 0;
 }
 
+/* Append key @k = value @val (UTF-8) as a locator entry; @pos grows. -ENAMETOOLONG when full. */
+static int vhdx_loc_put(u8 *loc, u32 cap, u32 idx, u32 *pos, const char *k, const char *val)
+{
+	struct vhdx_locator_entry *le = (void *)(loc + sizeof(struct vhdx_locator_hdr) +
+						 idx * sizeof(*le));
+	size_t kl, vl;
+
+	kl = vhdx_utf8_to_u16(k, loc + *pos, cap - *pos);
+	vl = kl ? vhdx_utf8_to_u16(val, loc + *pos + kl, cap - *pos - kl) : 0;
+	if (!kl || !vl || *pos + kl + vl >= cap - 2 || kl > 0xffff || vl > 0xffff)
+		return -ENAMETOOLONG;
+	le->key_offset = cpu_to_le32(*pos);
+	le->key_length = cpu_to_le16(kl);
+	le->value_offset = cpu_to_le32(*pos + kl);
+	le->value_length = cpu_to_le16(vl);
+	*pos += kl + vl;
+	return 0;
+}
+
+/*
+ * Rebase: a new parent locator item (parent_linkage = the new parent's data write GUID,
+ * relative_path and absolute_win32_path for @path; volume_path and parent_linkage2 dropped, other
+ * entries kept), written through the log over the old item in the room the metadata region has
+ * for it (-ENOSPC otherwise), with the table entry's new length.
+ */
+static int vhdx_set_parent(struct vdimg_image *img, const char *path, struct vdimg_image *parent)
+{
+	struct vhdx *v = img->priv;
+	const u32 cap = 60 * 1024;
+	char link[64], self[4096], g[40], lk[64], *dir = NULL, *joined = NULL, *pabs = NULL;
+	char *rel = NULL;
+	u8 *loc = NULL, *table = NULL;
+	struct vhdx_meta_entry *me = NULL;
+	struct vhdx_pageset ps;
+	u32 pos, nk = 0, i, room, moff;
+	ssize_t n;
+	int ret;
+
+	memset(&ps, 0, sizeof(ps));
+	if (!parent) {
+		vdimg_err(img, "a differencing VHDX cannot drop its parent");
+		return -EOPNOTSUPP;
+	}
+	if (!v->diff) {
+		vdimg_err(img, "is not a differencing image: it has no parent to change");
+		return -EINVAL;
+	}
+	if (v->read_only || (img->flags & VDIMG_IMG_READ_ONLY))
+		return -EROFS;
+	if (parent->fmt != img->fmt) {
+		vdimg_err(img, "the parent of a VHDX differencing image must be a VHDX image, %s is %s",
+			  parent->name ? parent->name : "the new parent", parent->fmt->name);
+		return -EOPNOTSUPP;
+	}
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", img->file->fd);
+	n = readlink(link, self, sizeof(self) - 1);
+	if (n <= 0 || self[0] != '/') {
+		vdimg_err(img, "cannot tell which directory the image is in");
+		return -EINVAL;
+	}
+	self[n] = 0;
+	dir = strdup(dirname(self));
+	ret = -ENOMEM;
+	if (!dir)
+		goto out;
+	if (path[0] == '/')
+		joined = strdup(path);
+	else if (asprintf(&joined, "%s/%s", dir, path) < 0)
+		joined = NULL;
+	if (!joined)
+		goto out;
+	pabs = realpath(joined, NULL);
+	if (!pabs) {
+		ret = -errno;
+		vdimg_err(img, "the new parent %s: %s", path, strerror(-ret));
+		goto out;
+	}
+	rel = vhdx_relpath(pabs, dir);
+	loc = calloc(1, cap);
+	table = malloc(VHDX_META_TABLE_SIZE);
+	if (!rel || !loc || !table)
+		goto out;
+
+	/* the new item */
+	memcpy(((struct vhdx_locator_hdr *)loc)->locator_type, vhdx_guid_loctype, 16);
+	pos = sizeof(struct vhdx_locator_hdr) + (3 + v->nr_loc) * sizeof(struct vhdx_locator_entry);
+	vhdx_guid_fmt(g, ((struct vhdx *)parent->priv)->hdr.data_write_guid);
+	snprintf(lk, sizeof(lk), "{%s}", g);
+	ret = vhdx_loc_put(loc, cap, nk++, &pos, "parent_linkage", lk);
+	if (!ret)
+		ret = vhdx_loc_put(loc, cap, nk++, &pos, "relative_path", rel);
+	if (!ret)
+		ret = vhdx_loc_put(loc, cap, nk++, &pos, "absolute_win32_path", pabs);
+	for (i = 0; !ret && i < v->nr_loc; i++) {
+		const char *k = v->loc_keys[i];
+
+		if (!strcmp(k, "relative_path") || !strcmp(k, "absolute_win32_path") ||
+		    !strcmp(k, "volume_path") || !strcmp(k, "parent_linkage2"))
+			continue;
+		ret = vhdx_loc_put(loc, cap, nk++, &pos, k, v->loc_vals[i]);
+	}
+	if (ret) {
+		vdimg_err(img, "the new parent locator does not fit in an item");
+		ret = -ENOSPC;
+		goto out;
+	}
+	((struct vhdx_locator_hdr *)loc)->count = cpu_to_le16(nk);
+	/* the entries' strings follow the entries actually used */
+	if (nk < 3 + v->nr_loc) {
+		u32 gap = (3 + v->nr_loc - nk) * sizeof(struct vhdx_locator_entry);
+		u32 first = sizeof(struct vhdx_locator_hdr) + (3 + v->nr_loc) *
+			    sizeof(struct vhdx_locator_entry);
+
+		memmove(loc + first - gap, loc + first, pos - first);
+		for (i = 0; i < nk; i++) {
+			struct vhdx_locator_entry *le = (void *)(loc + sizeof(struct vhdx_locator_hdr) +
+								 i * sizeof(*le));
+
+			le->key_offset = cpu_to_le32(le32_to_cpu(le->key_offset) - gap);
+			le->value_offset = cpu_to_le32(le32_to_cpu(le->value_offset) - gap);
+		}
+		pos -= gap;
+		memset(loc + pos, 0, gap);
+	}
+
+	/* where the old item is, and how much room it has before the next item */
+	ret = vdimg_vhdx_meta_read(img, &v->log, table, VHDX_META_TABLE_SIZE, v->meta_off);
+	if (ret)
+		goto out;
+	n = le16_to_cpu(((struct vhdx_meta_hdr *)table)->entry_count);
+	for (i = 0; i < n && i < VHDX_META_MAX; i++) {
+		struct vhdx_meta_entry *m = (void *)(table + sizeof(struct vhdx_meta_hdr) +
+						     i * sizeof(*m));
+
+		if (!memcmp(m->item_id, vhdx_guid_parent, 16) &&
+		    !(le32_to_cpu(m->flags) & VHDX_META_IS_USER))
+			me = m;
+	}
+	if (!me) {
+		ret = vdimg_corrupt(img, "the parent locator is not in the metadata table");
+		goto out;
+	}
+	moff = le32_to_cpu(me->offset);
+	room = v->meta_len - moff;
+	for (i = 0; i < n && i < VHDX_META_MAX; i++) {
+		struct vhdx_meta_entry *m = (void *)(table + sizeof(struct vhdx_meta_hdr) +
+						     i * sizeof(*m));
+		u32 o = le32_to_cpu(m->offset);
+
+		if (m != me && le32_to_cpu(m->length) && o >= moff)
+			room = min(room, o - moff);
+		else if (m != me && le32_to_cpu(m->length) && o + le32_to_cpu(m->length) > moff)
+			room = 0;
+	}
+	if (pos > room || pos > (VHDX_MAX_PAGES - 2) * VHDX_LOG_SECTOR) {
+		vdimg_err(img, "the parent locator needs %u bytes, the metadata region has room for %u",
+			  pos, room);
+		ret = -ENOSPC;
+		goto out;
+	}
+
+	/* through the log: the item's pages and the table entry's page */
+	vdimg_mutex_lock(&v->io_lock);
+	for (i = 0; i < pos && !ret; ) {
+		u64 at = v->meta_off + moff + i, page = ALIGN_DOWN(at, (u64)VHDX_LOG_SECTOR);
+		u32 k = min_t(u32, pos - i, page + VHDX_LOG_SECTOR - at);
+		u8 *p = vhdx_page(img, v, &ps, page);
+
+		if (!p) {
+			ret = -ENOMEM;
+			break;
+		}
+		memcpy(p + (at - page), loc + i, k);
+		i += k;
+	}
+	if (!ret) {
+		u64 at = v->meta_off + ((u8 *)&me->length - table);
+		u64 page = ALIGN_DOWN(at, (u64)VHDX_LOG_SECTOR);
+		u8 *p = vhdx_page(img, v, &ps, page);
+		__le32 len = cpu_to_le32(pos);
+
+		if (p)
+			memcpy(p + (at - page), &len, 4);
+		else
+			ret = -ENOMEM;
+	}
+	if (!ret)
+		ret = vhdx_log_commit(img, v, &ps);
+	if (!ret)
+		ret = vdimg_file_sync(img->file);
+	if (!ret) {
+		vhdx_free_locator(v);
+		v->has_linkage = false;
+		ret = vhdx_parse_locator(img, v, loc, pos);
+		memcpy(img->parent_uuid, v->parent_linkage, 16);
+	}
+	vdimg_mutex_unlock(&v->io_lock);
+out:
+	vhdx_pageset_free(&ps);
+	free(table);
+	free(loc);
+	free(rel);
+	free(pabs);
+	free(joined);
+	free(dir);
+	return ret;
+}
+
 static void vhdx_describe(struct vdimg_image *img,
 			  void (*emit)(void *ctx, const char *key, const char *value), void *ctx)
 {
@@ -2133,6 +2341,7 @@ const struct vdimg_format vdimg_vhdx_format = {
 	.create = vhdx_create,
 	.check = vhdx_check,
 	.parent_ref = vhdx_parent_ref,
+	.set_parent = vhdx_set_parent,
 	.describe = vhdx_describe,
 #endif
 };
