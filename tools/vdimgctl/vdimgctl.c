@@ -197,6 +197,7 @@ static void usage(void)
 	      " vdimgctl create -t FMT -s SIZE FILE     create an image\n"
 	      " vdimgctl check [--repair] [--json] IMAGE  check an image's metadata\n"
 	      " vdimgctl compact IMAGE                   give unused space back (offline)\n"
+	      " vdimgctl snapshot [-t FMT] DEV FILE     live snapshot: FILE becomes the new top\n"
 	      "\n"
 	      "Attach virtual-disk image files (VHD, VHDX, VDI, VMDK, QCOW2, ...) as block devices.\n"
 	      "\n"
@@ -256,6 +257,7 @@ static const struct command commands[] = {
 	{ "create", cmd_create },
 	{ "check", cmd_check },
 	{ "compact", cmd_compact },
+	{ "snapshot", cmd_snapshot },
 };
 
 int main(int argc, char **argv)
