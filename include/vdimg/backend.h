@@ -205,6 +205,12 @@ struct vdimg_format {
 	 * none. May be NULL
 	 */
 	int (*data_file_ref)(struct vdimg_image *img, char *path, size_t len);
+	/*
+	 * the internal snapshot @name_or_id names (VDIMG_CAP_SNAPSHOTS backends): an ID string
+	 * match first, then a name match (as qemu-img snapshot -l lists them); 0 with its 1-based
+	 * index (for img->snapshot) in *@index, or -ENOENT. May be NULL
+	 */
+	int (*find_snapshot)(struct vdimg_image *img, const char *name_or_id, u32 *index);
 #endif
 };
 
