@@ -31,6 +31,9 @@ struct vdimg_chain_layer {
 	int fd;				/* closed by vdimg_chain_close() only if @own_fd */
 	bool own_fd;
 	char *path;
+	/* the external data file (qcow2 data_file) the chain opened for it, or NULL and -1 */
+	struct vdimg_file *data_file;
+	int data_fd;
 };
 
 struct vdimg_chain {
@@ -141,6 +144,28 @@ int vdimg_chain_close(struct vdimg_chain *c);
  * Return: 0, or a negative errno after a message naming the image whose parent was not found.
  */
 int vdimg_chain_resolve(const char *top, u32 top_format, char ***paths, u32 **formats, int *n);
+
+/**
+ * vdimg_data_file_path() - the external data file an image names (qcow2 data_file)
+ * @img: the image, open (read-only and without its data file is enough)
+ * @image_path: the path @img was opened by: a relative name is relative to its directory
+ * @path: out: malloc'd path of the data file, NULL when the image has none
+ *
+ * Return: 0 (with *@path set or NULL), or a negative errno.
+ */
+int vdimg_data_file_path(struct vdimg_image *img, const char *image_path, char **path);
+
+/**
+ * vdimg_image_data_file() - same, for an image file not opened yet
+ * @image_path: the image
+ * @format: its format id, or VDIMG_FMT_AUTO
+ * @path: out: malloc'd path of its data file, NULL when it has none
+ *
+ * What vdimgctl attach calls per layer: when *@path is set, open it with the layer's mode and
+ * pass it as the layer's data_fd (VDIMG_LAYER_DATA_FILE). vdimg_chain_open*() do this themselves.
+ * Return: 0, or a negative errno after a message.
+ */
+int vdimg_image_data_file(const char *image_path, u32 format, char **path);
 void vdimg_chain_resolve_free(char **paths, u32 *formats, int n);
 
 /* ---- offline chain operations (chainops.c) ---- */

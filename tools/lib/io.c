@@ -60,6 +60,109 @@ static void chain_unlock_units(struct vdimg_chain *c, struct chain_range *r)
 
 /* ---- opening ---- */
 
+static char *resolve_relative(const char *child, const char *rel);
+
+int vdimg_data_file_path(struct vdimg_image *img, const char *image_path, char **path)
+{
+	char *buf;
+	int ret;
+
+	*path = NULL;
+	if (!img->fmt || !img->fmt->data_file_ref || !(img->fmt->caps & VDIMG_CAP_DATA_FILE))
+		return 0;
+	buf = calloc(1, 4096);
+	if (!buf)
+		return -ENOMEM;
+	ret = img->fmt->data_file_ref(img, buf, 4096);
+	if (ret == -ENOENT) {
+		ret = 0;
+	} else if (!ret) {
+		*path = resolve_relative(image_path, buf);
+		if (!*path)
+			ret = -ENOMEM;
+	}
+	free(buf);
+	return ret;
+}
+
+/*
+ * The data file of the image in @f, found by a read-only open of the metadata alone (a backend
+ * with VDIMG_CAP_DATA_FILE allows that in userspace). 0 with *@path NULL when there is none or
+ * the format has none; a broken image is left for the real open to report.
+ */
+static int data_file_of(struct vdimg_file *f, const char *image_path,
+			const struct vdimg_format *fmt, u32 format, char **path)
+{
+	struct vdimg_image tmp;
+	const char *why;
+	int ret;
+
+	*path = NULL;
+	if (!fmt) {
+		if (format == VDIMG_FMT_AUTO && vdimg_probe(f, &format, &why))
+			return 0;
+		fmt = vdimg_format_by_id(format);
+	}
+	if (!fmt || !fmt->data_file_ref || !(fmt->caps & VDIMG_CAP_DATA_FILE))
+		return 0;
+	memset(&tmp, 0, sizeof(tmp));
+	tmp.file = f;
+	tmp.name = image_path;
+	tmp.fmt = fmt;
+	if (fmt->open(&tmp, VDIMG_OPEN_READ_ONLY | VDIMG_OPEN_HAS_CHILD))
+		return 0;
+	ret = vdimg_data_file_path(&tmp, image_path, path);
+	fmt->close(&tmp);
+	return ret;
+}
+
+int vdimg_image_data_file(const char *image_path, u32 format, char **path)
+{
+	struct vdimg_file *f;
+	int fd, ret;
+
+	*path = NULL;
+	fd = open(image_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		struct vdimg_image tmp = { .name = image_path };
+
+		ret = -errno;
+		vdimg_err(&tmp, "cannot open: %s", strerror(-ret));
+		return ret;
+	}
+	f = vdimg_file_from_fd(fd);
+	ret = f ? data_file_of(f, image_path, NULL, format, path) : -ENOMEM;
+	vdimg_file_free(f);
+	close(fd);
+	return ret;
+}
+
+/* Open the layer's external data file, if its image names one, with the layer's mode. */
+static int chain_open_data_file(struct vdimg_chain_layer *l, const struct vdimg_format *fmt,
+				u32 format, bool writable)
+{
+	char *path;
+	int ret;
+
+	ret = data_file_of(l->file, l->path, fmt, format, &path);
+	if (ret || !path)
+		return ret;
+	l->data_fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	if (l->data_fd < 0) {
+		ret = -errno;
+		vdimg_err(&l->img, "cannot open its external data file %s: %s", path,
+			  strerror(-ret));
+		free(path);
+		return ret;
+	}
+	free(path);
+	l->data_file = vdimg_file_from_fd(l->data_fd);
+	if (!l->data_file)
+		return -ENOMEM;
+	l->img.data_file = l->data_file;
+	return 0;
+}
+
 static int chain_open_layer(struct vdimg_chain *c, int i, const u32 *formats,
 			    const struct vdimg_format *const *ops)
 {
@@ -91,6 +194,10 @@ static int chain_open_layer(struct vdimg_chain *c, int i, const u32 *formats,
 		oflags |= VDIMG_OPEN_READ_ONLY;
 	if (!top)
 		oflags |= VDIMG_OPEN_HAS_CHILD;
+	ret = chain_open_data_file(l, ops ? ops[i] : NULL, formats ? formats[i] : VDIMG_FMT_AUTO,
+				   i == c->rw);
+	if (ret)
+		return ret;
 
 	if (ops && ops[i]) {
 		/* a backend the registry does not know (tests, backends being written) */
@@ -172,6 +279,7 @@ static int chain_open_common(struct vdimg_chain **out, const int *fds, const cha
 	for (i = 0; i < n; i++) {
 		c->layer[i].fd = fds[i];
 		c->layer[i].own_fd = own_fds;
+		c->layer[i].data_fd = -1;
 		c->layer[i].path = strdup(names && names[i] ? names[i] : "(image)");
 		c->layer[i].img.name = c->layer[i].path;
 		c->layers[i] = &c->layer[i].img;
@@ -263,6 +371,9 @@ int vdimg_chain_close(struct vdimg_chain *c)
 		vdimg_file_free(l->file);
 		if (l->own_fd && l->fd >= 0)
 			close(l->fd);
+		vdimg_file_free(l->data_file);
+		if (l->data_fd >= 0)
+			close(l->data_fd);
 		free(l->path);
 	}
 	free(c->layer);
