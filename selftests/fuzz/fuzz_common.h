@@ -65,11 +65,16 @@ static u32 fuzz_pick(const u8 *data, size_t size)
 
 static int fuzz_open(struct vdimg_image *img, struct vdimg_file *f, unsigned int flags)
 {
+	int ret;
+
 	memset(img, 0, sizeof(*img));
 	img->file = f;
 	img->name = "fuzz";
 	img->fmt = fmt;
-	return fmt->open(img, flags);
+	ret = fmt->open(img, flags);
+	if (!ret && (flags & VDIMG_OPEN_READ_ONLY))
+		img->flags |= VDIMG_IMG_READ_ONLY;	/* as vdimg_image_open() does */
+	return ret;
 }
 
 /* Does @e answer "what is at [off, off + len)" (for a write when @write)? */
@@ -85,18 +90,26 @@ static void fuzz_check_extent(const struct vdimg_extent *e, u64 off, u64 len, bo
 		abort();
 	if (!write && (e->flags & VDIMG_EXT_NEW))
 		abort();
+	if (e->type == VDIMG_EXT_DATA && e->file_offset + e->length < e->file_offset)
+		abort();
 	if ((e->flags & VDIMG_EXT_NEW) && e->fill_length &&
 	    (e->fill_offset > off || e->fill_offset + e->fill_length < off + e->length))
 		abort();
 }
 
+/* What a map error means to fuzz_walk() */
+enum fuzz_map_errors {
+	FUZZ_MAP_STRICT,	/* open validated every table entry: any error is a bug */
+	FUZZ_MAP_BAD_BLOCKS,	/* -EUCLEAN marks a block with a bad entry: skip a sector */
+	FUZZ_MAP_LAZY,		/* entries are validated when met: an error ends the walk */
+};
+
 /*
  * Map the whole disk (at most @max_extents extents), alternately with VDIMG_MAP_NOWAIT; read a
  * bounded part of every DATA extent and decode ENCODED ones (never longer than the decode buffer,
- * which a target sizes for the format's largest cluster). With @errors_ok a map error ends the
- * walk (formats that validate table entries when they meet them); without it, it is a bug.
+ * which a target sizes for the format's largest cluster).
  */
-static void fuzz_walk(struct vdimg_image *img, int max_extents, bool errors_ok)
+static void fuzz_walk(struct vdimg_image *img, int max_extents, enum fuzz_map_errors errs)
 {
 	u64 off = 0;
 	int n = 0;
@@ -109,7 +122,11 @@ static void fuzz_walk(struct vdimg_image *img, int max_extents, bool errors_ok)
 		ret = fmt->map(img, off, img->size - off, n & 1 ? VDIMG_MAP_NOWAIT : 0, &e);
 		if (ret == -EAGAIN)
 			ret = fmt->map(img, off, img->size - off, 0, &e);
-		if (ret && errors_ok)
+		if (ret == -EUCLEAN && errs == FUZZ_MAP_BAD_BLOCKS) {
+			off += 512;
+			continue;
+		}
+		if (ret && errs == FUZZ_MAP_LAZY)
 			return;
 		if (ret)
 			abort();	/* in range, nothing to allocate: must answer */
@@ -201,7 +218,7 @@ static int fuzz_cluster_format(const struct vdimg_format *format, const u8 *data
 	if (!f)
 		return 0;
 	if (fuzz_open(&img, f, VDIMG_OPEN_READ_ONLY) == 0) {
-		fuzz_walk(&img, 2048, true);
+		fuzz_walk(&img, 2048, FUZZ_MAP_LAZY);
 		fuzz_read_only_calls(&img);
 		fmt->close(&img);
 	}
@@ -214,10 +231,10 @@ static int fuzz_cluster_format(const struct vdimg_format *format, const u8 *data
 		fmt->flush(&img);
 		memset(&res, 0, sizeof(res));
 		fmt->check(&img, 0, &res);
-		fuzz_walk(&img, 2048, true);
+		fuzz_walk(&img, 2048, FUZZ_MAP_LAZY);
 		fmt->close(&img);
 		if (fuzz_open(&img, f, VDIMG_OPEN_READ_ONLY) == 0) {
-			fuzz_walk(&img, 2048, true);
+			fuzz_walk(&img, 2048, FUZZ_MAP_LAZY);
 			fmt->close(&img);
 		}
 	}

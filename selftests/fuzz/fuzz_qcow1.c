@@ -21,8 +21,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!f)
 		return 0;
 	if (fuzz_open(&img, f, VDIMG_OPEN_READ_ONLY) == 0) {
-		fuzz_walk(&img, 4096, true);
-		fuzz_walk(&img, 4096, true);
+		fuzz_walk(&img, 4096, FUZZ_MAP_LAZY);
+		fuzz_walk(&img, 4096, FUZZ_MAP_LAZY);
 		fuzz_read_only_calls(&img);
 		fmt->check(&img, 0, &res);
 		fmt->close(&img);

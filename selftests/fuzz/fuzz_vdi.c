@@ -24,7 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!f)
 		return 0;
 	if (fuzz_open(&img, f, VDIMG_OPEN_READ_ONLY) == 0) {
-		fuzz_walk(&img, 4096, false);
+		fuzz_walk(&img, 4096, FUZZ_MAP_STRICT);
 		fuzz_read_only_calls(&img);
 		fmt->close(&img);
 	}
@@ -47,12 +47,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			     pick & 2 ? VDIMG_DISCARD_ZEROES : 0);
 		memset(&res, 0, sizeof(res));
 		fmt->check(&img, 0, &res);
-		fuzz_walk(&img, 4096, false);
+		fuzz_walk(&img, 4096, FUZZ_MAP_STRICT);
 		fmt->close(&img);
 		/* what we wrote must open again */
 		if (fuzz_open(&img, f, VDIMG_OPEN_READ_ONLY))
 			abort();
-		fuzz_walk(&img, 4096, false);
+		fuzz_walk(&img, 4096, FUZZ_MAP_STRICT);
 		fmt->close(&img);
 	}
 	vdimg_file_free(f);

@@ -12,73 +12,8 @@
  *        -o build/fuzz/fuzz_vhd
  * Run:   build/fuzz/fuzz_vhd -max_len=65536 selftests/fuzz/corpus/vhd
  */
-#include <stdio.h>
-#include <stdlib.h>
-#include <unistd.h>
-#include <sys/mman.h>
-#include <vdimg/backend.h>
-#include "vdimg-user.h"
+#include "fuzz_common.h"
 #include "../../backends/vhd.h"
-
-static const struct vdimg_format *fmt = &vdimg_vhd_format;
-static u8 buf[1 << 16];
-
-static void quiet(int level, const char *name, const char *text)
-{
-}
-
-static void emit(void *ctx, const char *key, const char *value)
-{
-	if (!key || !value)
-		abort();
-}
-
-static void check_extent(const struct vdimg_extent *e, u64 off, u64 len, bool write)
-{
-	if (e->offset != off || !e->length || e->length > len)
-		abort();
-	if (write ? e->type != VDIMG_EXT_DATA :
-		    e->type != VDIMG_EXT_DATA && e->type != VDIMG_EXT_UNALLOCATED)
-		abort();
-	if (!write && (e->flags & VDIMG_EXT_NEW))
-		abort();
-	if (e->type == VDIMG_EXT_DATA && e->file_offset + e->length < e->file_offset)
-		abort();
-}
-
-static void walk(struct vdimg_image *img)
-{
-	u64 off = 0;
-	int n = 0, ret;
-
-	while (off < img->size && n++ < 4096) {
-		struct vdimg_extent e;
-
-		memset(&e, 0x5a, sizeof(e));
-		ret = fmt->map(img, off, img->size - off, n & 1 ? VDIMG_MAP_NOWAIT : 0, &e);
-		if (ret == -EAGAIN && (n & 1))
-			ret = fmt->map(img, off, img->size - off, 0, &e);
-		if (ret == -EUCLEAN) {
-			off += 512;	/* a block with a bad BAT entry: requests to it fail */
-			continue;
-		}
-		if (ret)
-			abort();
-		check_extent(&e, off, img->size - off, false);
-		if (e.type == VDIMG_EXT_DATA)
-			vdimg_file_read(e.file, buf, min_t(u64, e.length, sizeof(buf)), e.file_offset);
-		off += e.length;
-	}
-}
-
-static int open_img(struct vdimg_image *img, struct vdimg_file *f, unsigned int flags)
-{
-	memset(img, 0, sizeof(*img));
-	img->file = f;
-	img->name = "fuzz.vhd";
-	img->fmt = fmt;
-	return fmt->open(img, flags);
-}
 
 int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 {
@@ -88,14 +23,13 @@ int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 	struct vdimg_extent e;
 	u64 off = 0, len = 4096;
 	unsigned int i;
-	int fd, ret;
+	size_t chars = 0;
+	int ret;
 
-	vdimg_set_msg_hook(quiet);
+	f = fuzz_load(&vdimg_vhd_format, data, size, 0);
+	if (!f)
+		return 0;
 	vdimg_msg_level = 7;
-	fd = memfd_create("fuzz", 0);
-	if (fd < 0 || write(fd, data, size) != (ssize_t)size)
-		abort();
-	f = vdimg_file_from_fd(fd);
 	{
 		u8 tail[512] = { 0 };
 
@@ -104,12 +38,11 @@ int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 		fmt->probe(data, size, tail, size);
 	}
 
-	if (!open_img(&img, f, VDIMG_OPEN_READ_ONLY)) {
-		img.flags |= VDIMG_IMG_READ_ONLY;
+	if (!fuzz_open(&img, f, VDIMG_OPEN_READ_ONLY)) {
 		if (!img.size || img.size % 512)
 			abort();
-		walk(&img);
-		fmt->describe(&img, emit, NULL);
+		fuzz_walk(&img, 4096, FUZZ_MAP_BAD_BLOCKS);
+		fmt->describe(&img, fuzz_sink, &chars);
 		fmt->check(&img, 0, &res);
 		for (i = 0; vdimg_vhd_parent_path(&img, i); i++)
 			if (i > 9)
@@ -124,20 +57,20 @@ int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 		       (u64)data[size - 3] << 8) * 512;
 		len = ((u64)data[size - 4] % 16 + 1) * 512;
 	}
-	if (!open_img(&img, f, 0)) {
+	if (!fuzz_open(&img, f, 0)) {
 		u64 o, left;
 
 		off %= img.size;
 		len = min(len, img.size - off);
-		memset(buf, 0xc3, len);
+		memset(fuzz_buf, 0xc3, len);
 		for (o = off, left = len; left; ) {
 			ret = fmt->map(&img, o, left, VDIMG_MAP_WRITE, &e);
 			if (ret == -EUCLEAN || ret == -ENOSPC)
 				break;
 			if (ret)
 				abort();
-			check_extent(&e, o, left, true);
-			if (vdimg_file_write(e.file, buf, e.length, e.file_offset))
+			fuzz_check_extent(&e, o, left, true);
+			if (vdimg_file_write(e.file, fuzz_buf, e.length, e.file_offset))
 				abort();
 			if ((e.flags & VDIMG_EXT_NEW) && fmt->commit(&img, &e))
 				abort();
@@ -147,22 +80,21 @@ int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 		if (!left) {
 			fmt->flush(&img);
 			fmt->close(&img);
-			if (open_img(&img, f, VDIMG_OPEN_READ_ONLY))
+			if (fuzz_open(&img, f, VDIMG_OPEN_READ_ONLY))
 				abort();	/* our own writes must leave a valid image */
-			img.flags |= VDIMG_IMG_READ_ONLY;
 			for (o = off, left = len; left; ) {
 				if (fmt->map(&img, o, left, 0, &e) || e.type != VDIMG_EXT_DATA)
 					abort();
-				if (vdimg_file_read(e.file, buf + (o - off), e.length, e.file_offset))
+				if (vdimg_file_read(e.file, fuzz_buf + (o - off), e.length, e.file_offset))
 					abort();
 				o += e.length;
 				left -= e.length;
 			}
 			for (o = 0; o < len; o++)
-				if (buf[o] != 0xc3)
+				if (fuzz_buf[o] != 0xc3)
 					abort();
 			fmt->close(&img);
-			if (open_img(&img, f, 0))
+			if (fuzz_open(&img, f, 0))
 				abort();
 		}
 		fmt->discard(&img, off & ~(u64)511, min_t(u64, 1 << 20, img.size - (off & ~(u64)511)),
@@ -170,6 +102,5 @@ int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 		fmt->close(&img);
 	}
 	vdimg_file_free(f);
-	close(fd);
 	return 0;
 }

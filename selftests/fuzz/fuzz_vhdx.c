@@ -17,20 +17,13 @@
  * Seeds: VDIMG_FUZZ_SEEDS=DIR build/fuzz/fuzz_vhdx -runs=1 writes the templates' own windows as
  *        inputs (one per template, checksums recomputed) into DIR.
  */
-#include <stdio.h>
-#include <stdlib.h>
-#include <unistd.h>
 #include <fcntl.h>
-#include <sys/mman.h>
-#include <vdimg/backend.h>
-#include "vdimg-user.h"
+#include "fuzz_common.h"
 #include "../../backends/vhdx.h"
 
 #define MiB (1ULL << 20)
 #define KiB 1024ULL
 
-static const struct vdimg_format *fmt = &vdimg_vhdx_format;
-static u8 buf[1 << 16];
 
 /* A template: its size and its non-zero 4 KiB pages. */
 struct tpl {
@@ -57,29 +50,8 @@ static const struct {
 	{ 0, 64 },			/* file identifier */
 };
 
-static void quiet(int level, const char *name, const char *text)
-{
-}
 
-static void emit(void *ctx, const char *key, const char *value)
-{
-	if (!key || !value)
-		abort();
-}
 
-static int open_img(struct vdimg_image *img, struct vdimg_file *f, unsigned int flags)
-{
-	int ret;
-
-	memset(img, 0, sizeof(*img));
-	img->file = f;
-	img->name = "fuzz.vhdx";
-	img->fmt = fmt;
-	ret = fmt->open(img, flags);
-	if (!ret && (flags & VDIMG_OPEN_READ_ONLY))
-		img->flags |= VDIMG_IMG_READ_ONLY;
-	return ret;
-}
 
 static void snapshot(struct tpl *t, int fd)
 {
@@ -107,11 +79,12 @@ static void write_block(struct vdimg_image *img, u64 off, u64 len, u8 b)
 {
 	struct vdimg_extent e;
 
-	memset(buf, b, sizeof(buf));
+	memset(fuzz_buf, b, sizeof(fuzz_buf));
 	while (len) {
 		if (fmt->map(img, off, len, VDIMG_MAP_WRITE, &e))
 			abort();
-		if (vdimg_file_write(e.file, buf, min_t(u64, e.length, sizeof(buf)), e.file_offset))
+		if (vdimg_file_write(e.file, fuzz_buf, min_t(u64, e.length, sizeof(fuzz_buf)),
+				     e.file_offset))
 			abort();
 		if ((e.flags & VDIMG_EXT_NEW) && fmt->commit(img, &e))
 			abort();
@@ -135,7 +108,7 @@ static void build_templates(void)
 			/* the parent must exist to create a differencing child */
 			pfd = memfd_create("parent", 0);
 			pf = vdimg_file_from_fd(pfd);
-			if (fmt->create(pf, &o) || open_img(&parent, pf, VDIMG_OPEN_READ_ONLY))
+			if (fmt->create(pf, &o) || fuzz_open(&parent, pf, VDIMG_OPEN_READ_ONLY))
 				abort();
 			o.parent = "/proc/self/exe";	/* any existing path */
 			o.parent_img = &parent;
@@ -145,7 +118,7 @@ static void build_templates(void)
 			abort();
 		if (k)
 			fmt->close(&parent);
-		if (open_img(&img, f, 0))
+		if (fuzz_open(&img, f, 0))
 			abort();
 		write_block(&img, 1 * MiB + 512, 8192, 0xa1);
 		snapshot(&tpls[2 * k + 1], fd);	/* log pending: not flushed yet */
@@ -206,34 +179,12 @@ static void fix_crc(int fd, u64 off, u32 len, u32 csum_off)
 	free(p);
 }
 
-static void walk(struct vdimg_image *img)
-{
-	u64 off = 0;
-	int n = 0, ret;
-
-	while (off < img->size && n++ < 4096) {
-		struct vdimg_extent e;
-
-		memset(&e, 0x5a, sizeof(e));
-		ret = fmt->map(img, off, img->size - off, n & 1 ? VDIMG_MAP_NOWAIT : 0, &e);
-		if (ret == -EAGAIN && (n & 1))
-			ret = fmt->map(img, off, img->size - off, 0, &e);
-		if (ret)
-			abort();	/* open validated every BAT entry */
-		if (e.offset != off || !e.length || e.length > img->size - off || (e.flags & VDIMG_EXT_NEW))
-			abort();
-		if (e.type == VDIMG_EXT_DATA)
-			vdimg_file_read(e.file, buf, min_t(u64, e.length, sizeof(buf)), e.file_offset);
-		else if (e.type != VDIMG_EXT_ZERO && e.type != VDIMG_EXT_UNALLOCATED)
-			abort();
-		off += e.length;
-	}
-}
 
 int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 {
 	struct vdimg_check_result res = { 0 };
 	struct vdimg_parent_ref *ref;
+	size_t chars = 0;
 	struct vdimg_image img;
 	struct vdimg_extent e;
 	struct vdimg_file *f;
@@ -242,7 +193,8 @@ int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 	u8 mode;
 	int fd;
 
-	vdimg_set_msg_hook(quiet);
+	fmt = &vdimg_vhdx_format;
+	vdimg_set_msg_hook(fuzz_quiet);
 	vdimg_msg_level = 7;
 	if (!tpls[0].size) {
 		build_templates();
@@ -290,11 +242,11 @@ int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 	f = vdimg_file_from_fd(fd);
 	fmt->probe(data, size, data, size);
 
-	if (!open_img(&img, f, VDIMG_OPEN_READ_ONLY)) {
+	if (!fuzz_open(&img, f, VDIMG_OPEN_READ_ONLY)) {
 		if (!img.size || img.size % 512 || (img.lbs != 512 && img.lbs != 4096))
 			abort();
-		walk(&img);
-		fmt->describe(&img, emit, NULL);
+		fuzz_walk(&img, 4096, FUZZ_MAP_STRICT);
+		fmt->describe(&img, fuzz_sink, &chars);
 		fmt->check(&img, 0, &res);
 		ref = malloc(sizeof(*ref));
 		if (img.flags & VDIMG_IMG_HAS_PARENT)
@@ -305,7 +257,7 @@ int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 		fmt->close(&img);
 	}
 
-	if (!open_img(&img, f, 0)) {
+	if (!fuzz_open(&img, f, 0)) {
 		u64 off = 0, len = 4096, o, left;
 		int ret = 0;
 
@@ -316,7 +268,7 @@ int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 		off %= img.size;
 		off &= ~(u64)4095;
 		len = min(len, img.size - off);
-		memset(buf, 0xc3, len);
+		memset(fuzz_buf, 0xc3, len);
 		for (o = off, left = len; left; ) {
 			ret = fmt->map(&img, o, left, VDIMG_MAP_WRITE, &e);
 			if (ret == -ENOSPC || ret == -EINVAL)
@@ -325,7 +277,7 @@ int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 				abort();
 			if (e.offset != o || !e.length || e.length > left || e.type != VDIMG_EXT_DATA)
 				abort();
-			if (vdimg_file_write(e.file, buf, e.length, e.file_offset))
+			if (vdimg_file_write(e.file, fuzz_buf, e.length, e.file_offset))
 				abort();
 			if ((e.flags & VDIMG_EXT_NEW) && fmt->commit(&img, &e))
 				abort();
@@ -335,22 +287,22 @@ int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 		fmt->close(&img);
 		if (!left && !(mode & 2)) {
 			/* our own writes must leave a valid image that reads them back */
-			if (open_img(&img, f, VDIMG_OPEN_READ_ONLY))
+			if (fuzz_open(&img, f, VDIMG_OPEN_READ_ONLY))
 				abort();
 			for (o = off, left = len; left; ) {
 				if (fmt->map(&img, o, left, 0, &e) || e.type != VDIMG_EXT_DATA)
 					abort();
-				if (vdimg_file_read(e.file, buf + (o - off), e.length, e.file_offset))
+				if (vdimg_file_read(e.file, fuzz_buf + (o - off), e.length, e.file_offset))
 					abort();
 				o += e.length;
 				left -= e.length;
 			}
 			for (o = 0; o < len; o++)
-				if (buf[o] != 0xc3)
+				if (fuzz_buf[o] != 0xc3)
 					abort();
 			fmt->close(&img);
 		}
-		if (!open_img(&img, f, 0)) {
+		if (!fuzz_open(&img, f, 0)) {
 			fmt->discard(&img, off, min_t(u64, 2 * MiB, img.size - off), 0);
 			fmt->close(&img);
 		}
