@@ -111,6 +111,11 @@ static int attach_usage(void)
 	       "     --autoclear            detach when the last opener closes\n"
 	       "     --chain A,B,...        layers below IMAGE, base first\n"
 	       "     --force                ignore mismatched parent links\n"
+	       "     --overlay[=FILE]       write to a new differencing image on top, never to\n"
+	       "                            IMAGE (temporary unless FILE is given)\n"
+	       "     --overlay-format FMT   format of the overlay (default qcow2)\n"
+	       "     --snapshot NAME|ID     attach an internal snapshot (read-only, or under\n"
+	       "                            a temporary --overlay)\n"
 	       "     --dry-run              check the image and print what would be attached\n\n"
 	       "For more details see vdimgctl(8).\n");
 	return EXIT_OK;
@@ -153,7 +158,174 @@ struct attach_layer {
 	int fd;
 	u32 format;		/* what to tell the kernel */
 	u32 probed;		/* what the probe found (VDIMG_FMT_RAW for unrecognised) */
+	int data_fd;		/* its external data file, or -1 */
+	u32 snapshot;		/* internal snapshot to expose (1-based), or 0 */
 };
+
+/* ---- overlays and snapshots ---- */
+
+/* Open @path read-only as an image for a look at it (format @format or probed, raw allowed). */
+static int peek_open(const char *path, u32 format, struct vdimg_image *img, int *fdp)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC), ret;
+
+	if (fd < 0)
+		return -errno;
+	memset(img, 0, sizeof(*img));
+	img->name = path;
+	img->file = vdimg_file_from_fd(fd);
+	if (!img->file) {
+		close(fd);
+		return -ENOMEM;
+	}
+	ret = vdimg_image_open(img, format, VDIMG_OPEN_READ_ONLY |
+			       (format == VDIMG_FMT_AUTO ? VDIMG_OPEN_ALLOW_RAW : 0));
+	if (ret) {
+		vdimg_file_free(img->file);
+		close(fd);
+		return ret;
+	}
+	*fdp = fd;
+	return 0;
+}
+
+static void peek_close(struct vdimg_image *img, int fd)
+{
+	vdimg_image_close(img);
+	vdimg_file_free(img->file);
+	close(fd);
+}
+
+/*
+ * Create the overlay over @parent_path: in @file (which must not exist), or a temporary file in
+ * ${TMPDIR:-/var/tmp} when @file is NULL. Returns the open O_RDWR descriptor and the path in
+ * *@path_out (malloc'd), or -errno after a message. The caller unlinks the file on failure (and a
+ * temporary one once the kernel holds it).
+ */
+static int overlay_create(const char *parent_path, u32 parent_format, const char *file, u32 ofmt,
+			  char **path_out)
+{
+	const struct vdimg_format *fmt = vdimg_format_by_id(ofmt);
+	struct vdimg_create_opts co = {};
+	struct vdimg_image parent;
+	struct vdimg_file *f;
+	char *path, *pabs;
+	int pfd = -1, fd, ret;
+
+	*path_out = NULL;
+	if (!fmt || !fmt->create) {
+		errmsg(parent_path, "cannot attach", "cannot create %s overlays", fmt_name(ofmt));
+		return -EOPNOTSUPP;
+	}
+	pabs = realpath(parent_path, NULL);
+	if (!pabs) {
+		ret = -errno;
+		errmsg(parent_path, "cannot attach", "%s", strerror(-ret));
+		return ret;
+	}
+	lib_action("cannot attach");
+	ret = peek_open(pabs, parent_format, &parent, &pfd);
+	if (ret) {
+		if (!lib_reported)
+			errmsg(parent_path, "cannot attach", "%s", strerror(-ret));
+		free(pabs);
+		return ret;
+	}
+	if (file) {
+		path = strdup(file);
+		fd = path ? open(file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644) : -1;
+	} else {
+		const char *tmp = getenv("TMPDIR");
+
+		if (asprintf(&path, "%s/vdimg-overlay-XXXXXX", tmp && *tmp ? tmp : "/var/tmp") < 0)
+			path = NULL;
+		fd = path ? mkostemp(path, O_CLOEXEC) : -1;
+	}
+	if (fd < 0) {
+		ret = path ? -errno : -ENOMEM;
+		errmsg(file ? file : path ? path : parent_path, "cannot create the overlay", "%s",
+		       strerror(-ret));
+		free(path);
+		peek_close(&parent, pfd);
+		free(pabs);
+		return ret;
+	}
+	co.size = parent.size;
+	co.parent = pabs;
+	co.parent_img = &parent;
+	f = vdimg_file_from_fd(fd);
+	lib_action("cannot create the overlay");
+	ret = f ? fmt->create(f, &co) : -ENOMEM;
+	if (!ret)
+		ret = vdimg_file_sync(f);
+	vdimg_file_free(f);
+	peek_close(&parent, pfd);
+	free(pabs);
+	if (ret) {
+		if (!lib_reported)
+			errmsg(path, "cannot create the overlay", "%s", ret == -EINVAL ?
+			       "this format cannot be an overlay of this image" : strerror(-ret));
+		unlink(path);
+		free(path);
+		close(fd);
+		return ret;
+	}
+	*path_out = path;
+	return fd;
+}
+
+/* The 1-based index of internal snapshot @name (a name or an ID) of @path, or -errno. */
+static int snapshot_index(const char *path, u32 format, const char *name, u32 *index)
+{
+	struct vdimg_image img;
+	int fd, ret;
+
+	lib_action("cannot attach");
+	ret = peek_open(path, format, &img, &fd);
+	if (ret) {
+		if (!lib_reported)
+			errmsg(path, "cannot attach", "%s", strerror(-ret));
+		return ret;
+	}
+	if (!(img.fmt->caps & VDIMG_CAP_SNAPSHOTS) || !img.fmt->find_snapshot) {
+		errmsg(path, "cannot attach", "%s images have no internal snapshots", img.fmt->name);
+		ret = -EOPNOTSUPP;
+	} else {
+		ret = img.fmt->find_snapshot(&img, name, index);
+		if (ret && !lib_reported)
+			errmsg(path, "cannot attach", "no snapshot '%s'%s", name,
+			       ret == -ENOENT ? "" : " (cannot read the snapshot table)");
+	}
+	peek_close(&img, fd);
+	return ret;
+}
+
+/*
+ * The external data file @l's image names (qcow2 data_file), opened with the layer's mode
+ * (@writable) into l->data_fd. 0, or -errno after a message.
+ */
+static int attach_data_file(struct attach_layer *l, bool writable)
+{
+	char *path = NULL;
+	int ret;
+
+	lib_action("cannot attach");
+	ret = vdimg_image_data_file(l->path, l->probed, &path);
+	if (ret) {
+		if (!lib_reported)
+			errmsg(l->path, "cannot attach", "%s", strerror(-ret));
+		return ret;
+	}
+	if (!path)
+		return 0;
+	l->data_fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	if (l->data_fd < 0) {
+		ret = -errno;
+		errmsg(l->path, "cannot attach", "its data file %s: %s", path, strerror(-ret));
+	}
+	free(path);
+	return ret;
+}
 
 /* Probe one layer: clear errors for unsupported/unrecognised images. */
 static int attach_probe(struct attach_layer *l, bool top, bool *ro, bool rw_iso)
@@ -208,9 +380,15 @@ static void attach_print(const struct attach_layer *l, int n, u32 flags, u32 lbs
 	unsigned int b;
 	int i;
 
-	for (i = 0; i < n; i++)
-		printf("layer %d: %s (format %s, %s)\n", i, l[i].path, fmt_name(l[i].format),
+	for (i = 0; i < n; i++) {
+		printf("layer %d: %s (format %s, %s", i, l[i].path, fmt_name(l[i].format),
 		       i == n - 1 && !(flags & VDIMG_ATTACH_READ_ONLY) ? "read-write" : "read-only");
+		if (l[i].snapshot)
+			printf(", snapshot %u", l[i].snapshot);
+		if (l[i].data_fd >= 0)
+			printf(", data file");
+		printf(")\n");
+	}
 	printf("flags:");
 	for (b = 0; b < sizeof(names) / sizeof(names[0]); b++)
 		if (flags & (1U << b))
@@ -262,7 +440,8 @@ static int attach_resolve(struct attach_layer *layers, int *n, u32 format, char 
 
 int cmd_attach(int argc, char **argv)
 {
-	enum { OPT_SHOW = 256, OPT_RW, OPT_DIO, OPT_AUTOCLEAR, OPT_CHAIN, OPT_FORCE, OPT_DRY };
+	enum { OPT_SHOW = 256, OPT_RW, OPT_DIO, OPT_AUTOCLEAR, OPT_CHAIN, OPT_FORCE, OPT_DRY,
+	       OPT_OVERLAY, OPT_OVERLAY_FMT, OPT_SNAPSHOT };
 	static const struct option opts[] = {
 		{ "find", no_argument, NULL, 'f' },
 		{ "show", no_argument, NULL, OPT_SHOW },
@@ -276,9 +455,17 @@ int cmd_attach(int argc, char **argv)
 		{ "chain", required_argument, NULL, OPT_CHAIN },
 		{ "force", no_argument, NULL, OPT_FORCE },
 		{ "dry-run", no_argument, NULL, OPT_DRY },
+		{ "overlay", optional_argument, NULL, OPT_OVERLAY },
+		{ "overlay-format", required_argument, NULL, OPT_OVERLAY_FMT },
+		{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
+	bool overlay = false, overlay_tmp = false, overlay_unlinked = false;
+	const char *overlay_file = NULL, *snapshot = NULL;
+	char *overlay_path = NULL;
+	u32 overlay_fmt = VDIMG_FMT_QCOW2, snap_index = 0;
+	int overlay_fd = -1;
 	struct attach_layer *layers = NULL;
 	struct vdimg_layer *kl = NULL;
 	struct vdimg_attach a;
@@ -342,6 +529,27 @@ int cmd_attach(int argc, char **argv)
 		case OPT_DRY:
 			dry = true;
 			break;
+		case OPT_OVERLAY:
+			overlay = true;
+			overlay_file = optarg && *optarg ? optarg : NULL;
+			break;
+		case OPT_OVERLAY_FMT: {
+			u32 id;
+
+			for (id = 1; id < VDIMG_FMT_COUNT; id++)
+				if (vdimg_format_name(id) && !strcmp(optarg, vdimg_format_name(id)))
+					break;
+			if (id == VDIMG_FMT_COUNT)
+				return usage_error("attach", "unknown format '%s'", optarg);
+			if (id != VDIMG_FMT_QCOW2 && id != VDIMG_FMT_VHD && id != VDIMG_FMT_VHDX &&
+			    id != VDIMG_FMT_VDI && id != VDIMG_FMT_QED)
+				return usage_error("attach", "%s cannot be an overlay format", optarg);
+			overlay_fmt = id;
+			break;
+		}
+		case OPT_SNAPSHOT:
+			snapshot = optarg;
+			break;
 		case OPT_FORCE:
 			force = true;
 			flags |= VDIMG_ATTACH_FORCE_LINK;
@@ -362,6 +570,13 @@ int cmd_attach(int argc, char **argv)
 	}
 	if (argc - optind > 1 || (argc - optind == 0 && !chain_arg))
 		return usage_error("attach", "expected one IMAGE");
+	if (overlay && ro)
+		return usage_error("attach", "--overlay makes IMAGE read-only already; -r with it is pointless");
+	if (snapshot && overlay_file)
+		return usage_error("attach", "--snapshot takes only a temporary --overlay (an overlay file could not name the snapshot as its parent)");
+	if (snapshot && !overlay)
+		ro = true;	/* a snapshot is read-only */
+	overlay_tmp = overlay && !overlay_file;
 
 	/* the layers, base first: --chain entries, then IMAGE on top */
 	layers = calloc(VDIMG_MAX_LAYERS + 1, sizeof(*layers));
@@ -392,17 +607,44 @@ int cmd_attach(int argc, char **argv)
 	if (!chain_arg && attach_resolve(layers, &n, format, &resolved, &nres))
 		goto out;
 	top_path = layers[n - 1].path;
-	if (ends_with_iso(top_path) && !rw_iso)
+	if (ends_with_iso(top_path) && !rw_iso && !overlay)
 		ro = true;
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n + 1; i++) {
 		layers[i].fd = -1;
+		layers[i].data_fd = -1;
+	}
+	if (snapshot && snapshot_index(top_path, format, snapshot, &snap_index))
+		goto out;
+	if (overlay) {
+		if (n == VDIMG_MAX_LAYERS) {
+			usage_error("attach", "more than %d layers", VDIMG_MAX_LAYERS);
+			goto out;
+		}
+		overlay_fd = overlay_create(top_path, format, overlay_file, overlay_fmt,
+					    &overlay_path);
+		if (overlay_fd < 0)
+			goto out;
+		layers[n - 1].snapshot = snap_index;
+		layers[n].path = overlay_path;
+		layers[n].format = overlay_fmt;
+		n++;
+	} else {
+		layers[n - 1].snapshot = snap_index;
+	}
 
 	for (i = 0; i < n; i++) {
 		struct attach_layer *l = &layers[i];
 		bool top = i == n - 1;
 		struct stat st;
 
-		l->format = top ? format : VDIMG_FMT_AUTO;
+		if (overlay && top) {
+			/* the overlay we made: already open read-write */
+			l->fd = overlay_fd;
+			overlay_fd = -1;
+			l->probed = l->format;
+			continue;
+		}
+		l->format = top || (overlay && i == n - 2) ? format : VDIMG_FMT_AUTO;
 		l->fd = open(l->path, (top && !ro ? O_RDWR : O_RDONLY) | O_CLOEXEC);
 		if (l->fd < 0) {
 			errmsg(l->path, "cannot attach", "%s", strerror(errno));
@@ -421,6 +663,8 @@ int cmd_attach(int argc, char **argv)
 		}
 		if (!vdimg_format_by_id(l->probed))
 			all_built = false;
+		else if (attach_data_file(l, top && !ro))
+			goto out;
 	}
 	if (ro)
 		flags |= VDIMG_ATTACH_READ_ONLY;
@@ -451,6 +695,9 @@ int cmd_attach(int argc, char **argv)
 		}
 		vdimg_chain_close(chain);
 	}
+	/* a temporary overlay lives only as long as the descriptors the kernel takes */
+	if (overlay_tmp && overlay_path && unlink(overlay_path) == 0)
+		overlay_unlinked = true;
 
 	if (dry) {
 		attach_print(layers, n, flags, lbs, index);
@@ -463,6 +710,14 @@ int cmd_attach(int argc, char **argv)
 	for (i = 0; i < n; i++) {
 		kl[i].fd = layers[i].fd;
 		kl[i].format = layers[i].format;
+		if (layers[i].data_fd >= 0) {
+			kl[i].flags |= VDIMG_LAYER_DATA_FILE;
+			kl[i].data_fd = layers[i].data_fd;
+		}
+		if (layers[i].snapshot) {
+			kl[i].flags |= VDIMG_LAYER_SNAPSHOT;
+			kl[i].snapshot = layers[i].snapshot;
+		}
 	}
 	ctl = open_control(true, false);
 	if (ctl < 0)
@@ -488,10 +743,20 @@ int cmd_attach(int argc, char **argv)
 		printf("%s/vdimg%u\n", dev_dir(), a.index);
 	status = EXIT_OK;
 out:
-	if (layers)
-		for (i = 0; i < n; i++)
+	if (layers) {
+		for (i = 0; i < n; i++) {
 			if (layers[i].fd >= 0)
 				close(layers[i].fd);
+			if (layers[i].data_fd >= 0)
+				close(layers[i].data_fd);
+		}
+	}
+	if (overlay_fd >= 0)
+		close(overlay_fd);
+	/* an overlay this attach created is removed unless the attach succeeded with =FILE */
+	if (overlay_path && !overlay_unlinked && (overlay_tmp || status != EXIT_OK || dry))
+		unlink(overlay_path);
+	free(overlay_path);
 	free(layers);
 	free(kl);
 	free(fds);
@@ -685,7 +950,11 @@ struct devstate {
 	unsigned long long vsize;
 	int ro, dio, partscan, autoclear;	/* -1 unknown */
 	unsigned int lbs, depth;
+	struct vdimg_layer_info *li;		/* per layer from GET_INFO (base first), or NULL */
+	unsigned int nli;
 };
+
+#define LIST_LAYERS_MAX	256	/* layers per device list --chain asks the module about */
 
 static int attr_int(long idx, const char *attr)
 {
@@ -743,6 +1012,26 @@ static void devstate_fill(struct devstate *d, long idx, int ctl)
 	info.layer_info_size = sizeof(li[0]);
 	if (ioctl(ctl, VDIMG_CTL_GET_INFO, &info))
 		return;
+	/* every layer's format and size, for list --chain */
+	if (info.nr_layers > 1) {
+		struct vdimg_dev_info all = info;
+
+		d->li = calloc(min_t(u32, info.nr_layers, LIST_LAYERS_MAX), sizeof(*d->li));
+		all.layers = (uintptr_t)d->li;
+		all.layers_cap = min_t(u32, info.nr_layers, LIST_LAYERS_MAX);
+		if (d->li && !ioctl(ctl, VDIMG_CTL_GET_INFO, &all)) {
+			d->nli = all.layers_cap;
+		} else {
+			free(d->li);
+			d->li = NULL;
+		}
+	} else {
+		d->li = calloc(1, sizeof(*d->li));
+		if (d->li) {
+			d->li[0] = li[0];
+			d->nli = 1;
+		}
+	}
 	if (!got)
 		d->vsize = info.size_bytes;
 	if (d->ro < 0)
@@ -765,6 +1054,7 @@ static void devstate_fill(struct devstate *d, long idx, int ctl)
 
 static void devstate_free(struct devstate *d)
 {
+	free(d->li);
 	free(d->format);
 	free(d->backing);
 	free(d->chain);
@@ -839,6 +1129,82 @@ static char *cell(struct devstate *d, int col, bool bytes, bool json)
 	return NULL;
 }
 
+/*
+ * list --chain: one child line per layer under the device's line, top first (as lsblk puts what
+ * a device is made of under it): NAME is the layer's file, FORMAT and VSIZE the layer's own,
+ * DEPTH its position (1 = base). Paths from sysfs `chain`; formats and sizes from GET_INFO.
+ */
+static int list_chain_lines(struct libscols_table *tb, struct libscols_line *parent,
+			    struct devstate *d, const int *sel, int nsel, bool bytes)
+{
+	char *paths = d->chain ? strdup(d->chain) : d->backing ? strdup(d->backing) : NULL;
+	char **v = NULL, *save = NULL, *tok;
+	int nv = 0, i, j, ret = 0;
+
+	if (!paths)
+		return 0;
+	for (tok = strtok_r(paths, "\n", &save); tok; tok = strtok_r(NULL, "\n", &save)) {
+		char **nvv = realloc(v, (nv + 1) * sizeof(*v));
+
+		if (!nvv) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		v = nvv;
+		v[nv++] = tok;
+	}
+	for (i = nv - 1; i >= 0; i--) {
+		struct libscols_line *ln = scols_table_new_line(tb, parent);
+		const struct vdimg_layer_info *li = i < (int)d->nli && d->li ? &d->li[i] : NULL;
+		char buf[64];
+
+		if (!ln) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		for (j = 0; j < nsel; j++) {
+			char *val = NULL;
+
+			switch (sel[j]) {
+			case COL_NAME:
+			case COL_BACKFILE:
+			case COL_CHAIN:
+				val = strdup(v[i]);
+				break;
+			case COL_FORMAT:
+				if (li) {
+					snprintf(buf, sizeof(buf), "%.15s", li->format_name);
+					val = strdup(buf);
+				}
+				break;
+			case COL_VSIZE:
+				if (li) {
+					if (bytes)
+						snprintf(buf, sizeof(buf), "%llu",
+							 (unsigned long long)li->virtual_size);
+					else
+						compact_size(li->virtual_size, buf, sizeof(buf));
+					val = strdup(buf);
+				}
+				break;
+			case COL_RO:
+				val = strdup(i == nv - 1 && d->ro == 0 ? "0" : "1");
+				break;
+			case COL_DEPTH:
+				snprintf(buf, sizeof(buf), "%d", i + 1);
+				val = strdup(buf);
+				break;
+			}
+			if (val && scols_line_refer_data(ln, j, val))
+				free(val);
+		}
+	}
+out:
+	free(v);
+	free(paths);
+	return ret;
+}
+
 static int list_usage(void)
 {
 	int i;
@@ -850,7 +1216,10 @@ static int list_usage(void)
 	       " -J, --json             JSON output\n"
 	       " -n, --noheadings       no header line\n"
 	       "     --raw              raw output\n"
-	       "     --bytes            sizes in bytes\n\nColumns:\n");
+	       "     --bytes            sizes in bytes\n"
+	       "     --chain            every layer under its device (top first), as a tree\n\n"
+	       "Default columns: NAME FORMAT VSIZE RO DIO DEPTH BACK-FILE (with -J also CHAIN).\n"
+	       "\nColumns:\n");
 	for (i = 0; i < COL_COUNT; i++)
 		printf(" %10s  %s\n", cols[i].name, cols[i].help);
 	printf("\nFor more details see vdimgctl(8).\n");
@@ -859,7 +1228,7 @@ static int list_usage(void)
 
 int cmd_list(int argc, char **argv)
 {
-	enum { OPT_RAW = 256, OPT_BYTES, OPT_ALL };
+	enum { OPT_RAW = 256, OPT_BYTES, OPT_ALL, OPT_CHAIN };
 	static const struct option opts[] = {
 		{ "list", no_argument, NULL, 'l' },
 		{ "output", required_argument, NULL, 'O' },
@@ -868,9 +1237,11 @@ int cmd_list(int argc, char **argv)
 		{ "noheadings", no_argument, NULL, 'n' },
 		{ "raw", no_argument, NULL, OPT_RAW },
 		{ "bytes", no_argument, NULL, OPT_BYTES },
+		{ "chain", no_argument, NULL, OPT_CHAIN },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
+	bool tree = false;
 	int sel[COL_COUNT], nsel = 0, c, i, j, n, ctl, status = EXIT_FAIL;
 	bool json = false, noheadings = false, raw = false, bytes = false;
 	const char *out_arg = NULL;
@@ -899,6 +1270,9 @@ int cmd_list(int argc, char **argv)
 		case OPT_BYTES:
 			bytes = true;
 			break;
+		case OPT_CHAIN:
+			tree = true;
+			break;
 		case 'h':
 			return list_usage();
 		default:
@@ -913,7 +1287,8 @@ int cmd_list(int argc, char **argv)
 			return usage_error("list", "'%s' is not a vdimg device", argv[optind]);
 	}
 	if (!out_arg)
-		out_arg = "NAME,FORMAT,VSIZE,RO,DIO,BACK-FILE";
+		out_arg = json ? "NAME,FORMAT,VSIZE,RO,DIO,DEPTH,CHAIN,BACK-FILE" :
+		       "NAME,FORMAT,VSIZE,RO,DIO,DEPTH,BACK-FILE";
 	{
 		char *s = strdup(out_arg), *save = NULL, *tok;
 
@@ -960,8 +1335,9 @@ int cmd_list(int argc, char **argv)
 	scols_table_set_name(tb, "vdimgdevices");
 	for (i = 0; i < nsel; i++) {
 		const struct colinfo *ci = &cols[sel[i]];
+		int cflags = ci->flags | (tree && sel[i] == COL_NAME ? SCOLS_FL_TREE : 0);
 		struct libscols_column *cl = scols_table_new_column(tb, ci->name, ci->whint,
-								     ci->flags);
+								     cflags);
 
 		if (!cl)
 			goto out;
@@ -999,6 +1375,8 @@ int cmd_list(int argc, char **argv)
 			if (v && scols_line_refer_data(ln, j, v))
 				free(v);
 		}
+		if (tree && list_chain_lines(tb, ln, &d, sel, nsel, bytes))
+			goto out;
 		devstate_free(&d);
 	}
 	if (scols_table_get_nlines(tb) || json)

@@ -88,6 +88,8 @@ static int parse_format(const char *cmd, const char *name, u32 *id)
 
 /* ---- info ---- */
 
+static int info_chain(const char *path, u32 format, bool json);
+
 struct kv {
 	char *key, *value;
 };
@@ -112,8 +114,9 @@ static void kv_emit(void *ctx, const char *key, const char *value)
 
 static int info_usage(void)
 {
-	printf("Usage: vdimgctl info [-t FMT] [--json] IMAGE\n\n"
-	       "Show the format, geometry and identity of an image file.\n\n"
+	printf("Usage: vdimgctl info [-t FMT] [--json] [--chain] IMAGE\n\n"
+	       "Show the format, geometry and identity of an image file. With --chain, every\n"
+	       "layer of its chain, top first, and whether each parent link matches.\n\n"
 	       "For more details see vdimgctl(8).\n");
 	return EXIT_OK;
 }
@@ -123,9 +126,11 @@ int cmd_info(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "json", no_argument, NULL, 'J' },
 		{ "format", required_argument, NULL, 't' },
+		{ "chain", no_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
+	bool chain = false;
 	struct kv_list kv = {};
 	struct offline_img o;
 	u32 format = VDIMG_FMT_AUTO;
@@ -141,6 +146,9 @@ int cmd_info(int argc, char **argv)
 		case 'J':
 			json = true;
 			break;
+		case 'c':
+			chain = true;
+			break;
 		case 't':
 			if (parse_format("info", optarg, &format))
 				return EXIT_FAIL;
@@ -154,6 +162,8 @@ int cmd_info(int argc, char **argv)
 	if (optind != argc - 1)
 		return usage_error("info", "expected one IMAGE");
 	path = argv[optind];
+	if (chain)
+		return info_chain(path, format, json);
 	if (offline_open(&o, path, format, VDIMG_OPEN_READ_ONLY, "cannot open"))
 		return EXIT_FAIL;
 	fstat(o.fd, &st);
@@ -570,4 +580,472 @@ int cmd_compact(int argc, char **argv)
 		       (unsigned long long)st.st_size);
 	offline_close(&o);
 	return EXIT_OK;
+}
+
+/* ---- chains: info --chain, commit, rebase ---- */
+
+#include <libgen.h>
+#include "chain.h"
+
+/* While set, library messages are collected here instead of printed (link checks). */
+static char captured[1024];
+
+static void capture_hook(int level, const char *name, const char *text)
+{
+	if (level <= VDIMG_LOG_ERR && !captured[0])
+		snprintf(captured, sizeof(captured), "%s", text);
+}
+
+/* Ask @child whether @parent is its parent: 1 ok, 0 mismatch (message in captured[]), -1 no check. */
+static int link_check(struct vdimg_image *child, struct vdimg_image *parent)
+{
+	int ret;
+
+	if (!child->fmt->verify_parent)
+		return -1;
+	captured[0] = 0;
+	vdimg_set_msg_hook(capture_hook);
+	ret = child->fmt->verify_parent(child, parent);
+	lib_msg_init();
+	if (ret && !captured[0])
+		snprintf(captured, sizeof(captured), "%s", strerror(-ret));
+	return !ret;
+}
+
+static void progress_print(const char *what, u64 done, u64 total)
+{
+	static int last = -1;
+	int pct = total ? (int)(done * 100 / total) : 100;
+
+	if (pct == last)
+		return;
+	last = pct;
+	fprintf(stderr, "\r    (%d.00/100%%) %s", pct, what);
+	if (done >= total) {
+		fputc('\n', stderr);
+		last = -1;
+	}
+}
+
+static void progress_setup(void)
+{
+	vdimg_chain_progress = isatty(STDERR_FILENO) ? progress_print : NULL;
+}
+
+/* Resolve @path's chain, base first; 0 or -errno after a message ("<path>: <action>: ..."). */
+static int chain_of(const char *path, u32 format, const char *action, char ***paths, u32 **fmts,
+		    int *n)
+{
+	struct stat st;
+	int ret;
+
+	if (stat(path, &st)) {
+		ret = -errno;
+		errmsg(path, action, "%s", strerror(-ret));
+		return ret;
+	}
+	lib_action(action);
+	ret = vdimg_chain_resolve(path, format, paths, fmts, n);
+	if (ret && !lib_reported)
+		errmsg(path, action, "%s", strerror(-ret));
+	return ret;
+}
+
+static bool same_file(const char *a, const char *b)
+{
+	struct stat sa, sb;
+
+	return !stat(a, &sa) && !stat(b, &sb) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* @target relative to the directory of @from (both made absolute); NULL on failure. */
+static char *path_relative(const char *target, const char *from)
+{
+	char *t = realpath(target, NULL), *f = realpath(from, NULL), *dir, *out = NULL;
+	size_t i, common = 0, up = 0, dl;
+
+	if (!t || !f)
+		goto done;
+	dir = dirname(f);
+	dl = strlen(dir);
+	if (dl == 1) {
+		out = strdup(t + 1);
+		goto done;
+	}
+	for (i = 0; t[i] && dir[i] && t[i] == dir[i]; i++)
+		if (t[i] == '/')
+			common = i + 1;
+	if (!dir[i] && t[i] == '/')
+		common = i + 1;
+	else if (dir[common])
+		up = 1;
+	for (i = common; dir[i]; i++)
+		if (dir[i] == '/' && dir[i + 1])
+			up++;
+	out = malloc(3 * up + strlen(t + common) + 1);
+	if (out) {
+		char *o = out;
+
+		while (up--) {
+			memcpy(o, "../", 3);
+			o += 3;
+		}
+		strcpy(o, t + common);
+	}
+done:
+	free(t);
+	free(f);
+	return out;
+}
+
+static int info_chain(const char *path, u32 format, bool json)
+{
+	struct offline_img *o;
+	char **paths = NULL, ubuf[40], h1[32], h2[32];
+	u32 *fmts = NULL;
+	int n = 0, i, opened = 0, status = EXIT_FAIL;
+
+	if (chain_of(path, format, "cannot open", &paths, &fmts, &n))
+		return EXIT_FAIL;
+	o = calloc(n, sizeof(*o));
+	if (!o)
+		goto out;
+	for (opened = 0; opened < n; opened++)
+		if (offline_open(&o[opened], paths[opened], fmts[opened], VDIMG_OPEN_READ_ONLY |
+				 (opened < n - 1 ? VDIMG_OPEN_HAS_CHILD : 0), "cannot open"))
+			goto out;
+	if (json)
+		printf("{\n  \"filename\": "), json_str(stdout, path),
+		printf(",\n  \"order\": \"top-first\",\n  \"depth\": %d,\n  \"chain\": [", n);
+	else
+		printf("chain: %s, %d layer%s, top first\n", path, n, n == 1 ? "" : "s");
+	for (i = n - 1; i >= 0; i--) {
+		struct vdimg_image *img = &o[i].img;
+		struct vdimg_parent_ref *ref = NULL;
+		struct stat st;
+		const char *link;
+		int lc = 0;
+
+		fstat(o[i].fd, &st);
+		if (img->flags & VDIMG_IMG_HAS_PARENT && img->fmt->parent_ref) {
+			ref = calloc(1, sizeof(*ref));
+			if (ref && img->fmt->parent_ref(img, ref)) {
+				free(ref);
+				ref = NULL;
+			}
+		}
+		if (i == 0) {
+			link = img->flags & VDIMG_IMG_HAS_PARENT ? "missing" : "none";
+		} else {
+			lc = link_check(img, &o[i - 1].img);
+			link = lc > 0 ? "ok" : lc == 0 ? "mismatch" : "unchecked";
+		}
+		if (json) {
+			printf("%s\n    {\n      \"filename\": ", i == n - 1 ? "" : ",");
+			json_str(stdout, paths[i]);
+			printf(",\n      \"format\": ");
+			json_str(stdout, img->fmt->name);
+			printf(",\n      \"variant\": ");
+			json_str(stdout, img->variant);
+			printf(",\n      \"virtual-size\": %llu,\n      \"file-size\": %llu",
+			       (unsigned long long)img->size, (unsigned long long)st.st_size);
+			if (img->flags & VDIMG_IMG_HAS_UUID)
+				printf(",\n      \"uuid\": \"%s\"", uuid_str(img->uuid, ubuf));
+			if (img->flags & VDIMG_IMG_HAS_PARENT_UUID)
+				printf(",\n      \"parent-uuid\": \"%s\"",
+				       uuid_str(img->parent_uuid, ubuf));
+			if (ref && ref->path[0]) {
+				printf(",\n      \"backing-filename\": ");
+				json_str(stdout, ref->path);
+			}
+			printf(",\n      \"link\": \"%s\"", link);
+			if (lc == 0 && i > 0) {
+				printf(",\n      \"link-message\": ");
+				json_str(stdout, captured);
+			}
+			printf("\n    }");
+		} else {
+			printf("\n[%d] %s%s\n", n - 1 - i, paths[i],
+			       i == n - 1 ? " (top)" : i == 0 ? " (base)" : "");
+			printf("    format: %s\n", img->fmt->name);
+			if (img->variant[0])
+				printf("    variant: %s\n", img->variant);
+			printf("    virtual size: %s (%llu bytes)\n",
+			       human_size(img->size, h1, sizeof(h1)), (unsigned long long)img->size);
+			printf("    file size: %s (%llu bytes)\n",
+			       human_size(st.st_size, h2, sizeof(h2)), (unsigned long long)st.st_size);
+			if (img->flags & VDIMG_IMG_HAS_UUID)
+				printf("    uuid: %s\n", uuid_str(img->uuid, ubuf));
+			if (img->flags & VDIMG_IMG_HAS_PARENT_UUID)
+				printf("    parent uuid: %s\n", uuid_str(img->parent_uuid, ubuf));
+			if (ref && ref->path[0])
+				printf("    parent: %s\n", ref->path);
+			if (i > 0 && lc == 0)
+				printf("    link: mismatch: %s\n", captured);
+			else if (i > 0 && lc < 0)
+				printf("    link: unchecked (%s images record no parent identity)\n",
+				       img->fmt->name);
+			else
+				printf("    link: %s\n", link);
+		}
+		free(ref);
+	}
+	if (json)
+		printf("\n  ]\n}\n");
+	status = EXIT_OK;
+out:
+	while (opened-- > 0)
+		offline_close(&o[opened]);
+	free(o);
+	vdimg_chain_resolve_free(paths, fmts, n);
+	return status;
+}
+
+/*
+ * After a commit into @base_path, make sure its direct child @child_path still links to it (a
+ * VHDX parent linkage names the parent's data write GUID, which the commit renewed).
+ */
+static int relink_child(const char *child_path, u32 child_fmt, const char *base_path,
+			u32 base_fmt)
+{
+	struct offline_img child, base;
+	struct vdimg_parent_ref *ref;
+	int ret = 0;
+
+	if (offline_open(&base, base_path, base_fmt, VDIMG_OPEN_READ_ONLY, "cannot relink"))
+		return -EIO;
+	if (offline_open(&child, child_path, child_fmt, 0, "cannot relink")) {
+		offline_close(&base);
+		return -EIO;
+	}
+	ref = calloc(1, sizeof(*ref));
+	if (link_check(&child.img, &base.img) == 0 && child.img.fmt->set_parent && ref) {
+		char *rel = path_relative(base_path, child_path);
+
+		if (child.img.fmt->parent_ref && !child.img.fmt->parent_ref(&child.img, ref) &&
+		    ref->path[0])
+			; /* keep the path the child records */
+		else if (rel)
+			snprintf(ref->path, sizeof(ref->path), "%s", rel);
+		lib_action("cannot relink");
+		ret = child.img.fmt->set_parent(&child.img, ref->path, &base.img);
+		if (!ret && child.img.fmt->flush)
+			ret = child.img.fmt->flush(&child.img);
+		if (!ret)
+			ret = vdimg_file_sync(child.img.file);
+		if (ret && !lib_reported)
+			errmsg(child_path, "cannot relink", "%s", strerror(-ret));
+		free(rel);
+	}
+	free(ref);
+	offline_close(&child);
+	offline_close(&base);
+	return ret;
+}
+
+static int commit_usage(void)
+{
+	printf("Usage: vdimgctl commit [-b BASE] [-d|--drop] IMAGE\n\n"
+	       "Merge IMAGE (and the layers between it and BASE) into BASE, offline. BASE is\n"
+	       "IMAGE's parent unless -b names a lower layer of IMAGE's chain. Without -d, IMAGE\n"
+	       "stays and still reads the same; with -d, IMAGE and the layers between are deleted.\n\n"
+	       "For more details see vdimgctl(8).\n");
+	return EXIT_OK;
+}
+
+int cmd_commit(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "base", required_argument, NULL, 'b' },
+		{ "drop", no_argument, NULL, 'd' },
+		{ "format", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{}
+	};
+	const char *base_arg = NULL, *path;
+	u32 format = VDIMG_FMT_AUTO, *fmts = NULL;
+	struct vdimg_chain *c = NULL;
+	char **paths = NULL;
+	bool drop = false;
+	int ch, n = 0, base, i, ret, status = EXIT_FAIL;
+
+	while ((ch = getopt_long(argc, argv, "b:dt:h", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'b':
+			base_arg = optarg;
+			break;
+		case 'd':
+			drop = true;
+			break;
+		case 't':
+			if (parse_format("commit", optarg, &format))
+				return EXIT_FAIL;
+			break;
+		case 'h':
+			return commit_usage();
+		default:
+			return usage_error("commit", "bad option");
+		}
+	}
+	if (optind != argc - 1)
+		return usage_error("commit", "expected one IMAGE");
+	path = argv[optind];
+	if (chain_of(path, format, "cannot commit", &paths, &fmts, &n))
+		return EXIT_FAIL;
+	if (n < 2) {
+		errmsg(path, "cannot commit", "it has no parent to commit into");
+		goto out;
+	}
+	base = n - 2;
+	if (base_arg) {
+		for (base = n - 2; base >= 0 && !same_file(paths[base], base_arg); base--)
+			;
+		if (base < 0) {
+			errmsg(path, "cannot commit", "%s is not below it in its chain", base_arg);
+			goto out;
+		}
+	}
+	progress_setup();
+	lib_action("cannot commit");
+	ret = vdimg_chain_open_at(&c, (const char *const *)paths, n, fmts, 0, base);
+	if (ret) {
+		if (!lib_reported)
+			errmsg(path, "cannot commit", "%s", strerror(-ret));
+		goto out;
+	}
+	ret = vdimg_chain_commit(c, base, 0);
+	if (!ret)
+		ret = vdimg_chain_close(c);
+	else
+		vdimg_chain_close(c);
+	if (ret) {
+		if (!lib_reported)
+			errmsg(path, "cannot commit", "%s", strerror(-ret));
+		goto out;
+	}
+	if (drop) {
+		for (i = n - 1; i > base; i--)
+			if (unlink(paths[i]))
+				errmsg(paths[i], "cannot delete", "%s", strerror(errno));
+	} else if (relink_child(paths[base + 1], fmts[base + 1], paths[base], fmts[base])) {
+		goto out;
+	}
+	printf("Image committed.\n");
+	status = EXIT_OK;
+out:
+	vdimg_chain_resolve_free(paths, fmts, n);
+	return status;
+}
+
+static int rebase_usage(void)
+{
+	printf("Usage: vdimgctl rebase [-u] -b NEWPARENT IMAGE\n\n"
+	       "Make NEWPARENT the parent of the differencing image IMAGE, offline. Safe mode (the\n"
+	       "default) first copies into IMAGE every range it does not hold that the old and\n"
+	       "the new parents read differently, so IMAGE reads the same afterwards; -u only\n"
+	       "changes the link. A relative NEWPARENT is recorded relative to IMAGE's directory.\n\n"
+	       "For more details see vdimgctl(8).\n");
+	return EXIT_OK;
+}
+
+int cmd_rebase(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "unsafe", no_argument, NULL, 'u' },
+		{ "backing", required_argument, NULL, 'b' },
+		{ "format", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{}
+	};
+	const char *newp_arg = NULL, *path;
+	u32 format = VDIMG_FMT_AUTO, *fmts = NULL, *nfmts = NULL;
+	struct vdimg_chain *c = NULL, *np = NULL;
+	char **paths = NULL, **npaths = NULL, *rec = NULL;
+	bool unsafe = false;
+	int ch, n = 0, nn = 0, i, ret, status = EXIT_FAIL;
+
+	while ((ch = getopt_long(argc, argv, "ub:t:h", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'u':
+			unsafe = true;
+			break;
+		case 'b':
+			newp_arg = optarg;
+			break;
+		case 't':
+			if (parse_format("rebase", optarg, &format))
+				return EXIT_FAIL;
+			break;
+		case 'h':
+			return rebase_usage();
+		default:
+			return usage_error("rebase", "bad option");
+		}
+	}
+	if (optind != argc - 1)
+		return usage_error("rebase", "expected one IMAGE");
+	if (!newp_arg)
+		return usage_error("rebase", "the new parent is required (-b NEWPARENT)");
+	path = argv[optind];
+	progress_setup();
+	/* the new parent's chain must not contain IMAGE */
+	if (*newp_arg) {
+		if (chain_of(newp_arg, VDIMG_FMT_AUTO, "cannot rebase", &npaths, &nfmts, &nn))
+			goto out;
+		for (i = 0; i < nn; i++) {
+			if (same_file(npaths[i], path)) {
+				errmsg(path, "cannot rebase", "the chain loops back to %s through %s",
+				       path, newp_arg);
+				goto out;
+			}
+		}
+		lib_action("cannot rebase");
+		ret = vdimg_chain_open(&np, (const char *const *)npaths, nn, nfmts,
+				       VDIMG_CHAIN_READ_ONLY);
+		if (ret) {
+			if (!lib_reported)
+				errmsg(newp_arg, "cannot rebase", "%s", strerror(-ret));
+			goto out;
+		}
+		rec = newp_arg[0] == '/' ? strdup(newp_arg) : path_relative(newp_arg, path);
+		if (!rec) {
+			errmsg(newp_arg, "cannot rebase", "%s", strerror(errno ? errno : ENOMEM));
+			goto out;
+		}
+	}
+	if (unsafe) {
+		/* the old parents need not exist: open IMAGE alone */
+		lib_action("cannot rebase");
+		ret = vdimg_chain_open(&c, &path, 1, format == VDIMG_FMT_AUTO ? NULL : &format,
+				       VDIMG_CHAIN_ORPHAN_OK);
+	} else {
+		if (chain_of(path, format, "cannot rebase", &paths, &fmts, &n))
+			goto out;
+		lib_action("cannot rebase");
+		ret = vdimg_chain_open(&c, (const char *const *)paths, n, fmts, 0);
+	}
+	if (ret) {
+		if (!lib_reported)
+			errmsg(path, "cannot rebase", "%s", strerror(-ret));
+		goto out;
+	}
+	lib_action("cannot rebase");
+	ret = vdimg_chain_rebase(c, np, rec ? rec : "", unsafe ? VDIMG_REBASE_UNSAFE : 0);
+	if (!ret)
+		ret = vdimg_chain_close(c);
+	else
+		vdimg_chain_close(c);
+	c = NULL;
+	if (ret) {
+		if (!lib_reported)
+			errmsg(path, "cannot rebase", "%s", strerror(-ret));
+		goto out;
+	}
+	status = EXIT_OK;
+out:
+	vdimg_chain_close(np);
+	free(rec);
+	vdimg_chain_resolve_free(paths, fmts, n);
+	vdimg_chain_resolve_free(npaths, nfmts, nn);
+	return status;
 }

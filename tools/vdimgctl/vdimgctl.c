@@ -197,6 +197,9 @@ static void usage(void)
 	      " vdimgctl create -t FMT -s SIZE FILE     create an image\n"
 	      " vdimgctl check [--repair] [--json] IMAGE  check an image's metadata\n"
 	      " vdimgctl compact IMAGE                   give unused space back (offline)\n"
+	      " vdimgctl info --chain [--json] IMAGE    show every layer of an image's chain\n"
+	      " vdimgctl commit [-b BASE] [-d] IMAGE    merge IMAGE into its parent (offline)\n"
+	      " vdimgctl rebase [-u] -b NEWPARENT IMAGE give IMAGE another parent (offline)\n"
 	      " vdimgctl snapshot [-t FMT] DEV FILE     live snapshot: FILE becomes the new top\n"
 	      "\n"
 	      "Attach virtual-disk image files (VHD, VHDX, VDI, VMDK, QCOW2, ...) as block devices.\n"
@@ -213,6 +216,9 @@ static void usage(void)
 	      "     --autoclear            detach when the last opener closes the device\n"
 	      "     --chain A,B,...        attach a chain of images, base first (IMAGE is the top)\n"
 	      "     --force                do not refuse mismatched parent links in a chain\n"
+	      "     --overlay[=FILE]       writes go to a new overlay, IMAGE stays untouched\n"
+	      "     --overlay-format FMT   format of the overlay (default qcow2)\n"
+	      "     --snapshot NAME|ID     attach an internal snapshot of IMAGE (read-only)\n"
 	      "\n"
 	      "List options:\n"
 	      " -l, --list                 long listing (all default columns; accepted for losetup users)\n"
@@ -222,6 +228,7 @@ static void usage(void)
 	      " -n, --noheadings           no header line\n"
 	      "     --raw                  raw output\n"
 	      "     --bytes                sizes in bytes\n"
+	      "     --chain                every layer under its device, as a tree\n"
 	      "\n"
 	      "Create options:\n"
 	      " -t, --format FMT           format of the new image (required)\n"
@@ -257,6 +264,8 @@ static const struct command commands[] = {
 	{ "create", cmd_create },
 	{ "check", cmd_check },
 	{ "compact", cmd_compact },
+	{ "commit", cmd_commit },
+	{ "rebase", cmd_rebase },
 	{ "snapshot", cmd_snapshot },
 };
 

@@ -25,6 +25,8 @@ int cmd_info(int argc, char **argv);
 int cmd_create(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_compact(int argc, char **argv);
+int cmd_commit(int argc, char **argv);
+int cmd_rebase(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 
 /* "vdimgctl: <object>: <what>: <reason>" on stderr; @object or @reason may be NULL */
