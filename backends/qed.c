@@ -23,6 +23,7 @@
 #define QED_CACHE_BYTES		(4U << 20)
 #define QED_MAX_SLOTS		128U
 #define QED_MAX_VSIZE		(1ULL << 62)
+#define QED_MAX_RUN_BYTES	(4U << 20)	/* largest run of clusters one NEW extent reserves */
 
 /* cookie[1] of a NEW extent: the entry it replaces (unallocated or zero) */
 #define QED_NEW_MAGIC		0x5145440000000000ULL
@@ -460,13 +461,34 @@ static int qed_l2_for_write(struct vdimg_image *img, u64 offset, struct qed_slot
 	return ret;
 }
 
-/* Write-side mapping, lock held: allocated data as is, else a NEW cluster to fill and commit. */
+/*
+ * How many clusters from entry @i of page @s (entry @e, at virtual offset @cstart) up to virtual
+ * offset @end one NEW extent reserves together: a run of entries equal to @e (unallocated or zero)
+ * within the cached page, at most QED_MAX_RUN_BYTES. Contiguous space for a multi-cluster write keeps
+ * it one extent on disk even when several writers allocate at once. Lock held.
+ */
+static u32 qed_new_run(struct vdimg_image *img, const struct qed_slot *s, u32 i, u64 e, u64 cstart,
+		       u64 end)
+{
+	struct qed *q = QD(img);
+	u32 per_page = q->psize / 8, max = max(QED_MAX_RUN_BYTES >> q->cluster_bits, 1U), n = 1;
+
+	while (n < max && i + n < per_page && cstart + ((u64)n << q->cluster_bits) < end &&
+	       qed_get(s, i + n) == e)
+		n++;
+	return n;
+}
+
+/*
+ * Write-side mapping, lock held: allocated data as is, else a NEW run of clusters (qed_new_run())
+ * to fill and commit.
+ */
 static int qed_map_write(struct vdimg_image *img, u64 offset, u64 length, struct vdimg_extent *ext)
 {
 	struct qed *q = QD(img);
 	u64 cstart = ALIGN_DOWN(offset, (u64)q->cluster_size), e, host;
 	struct qed_slot *s;
-	u32 i;
+	u32 i, n;
 	int ret;
 
 	ret = qed_map_read(img, offset, length, false, ext);
@@ -480,18 +502,22 @@ static int qed_map_write(struct vdimg_image *img, u64 offset, u64 length, struct
 		return ret;
 	if (e > QED_ENTRY_ZERO)
 		return -EIO;	/* map_read said otherwise under the same lock */
-	ret = qed_alloc(img, q->cluster_size, &host);
+	n = qed_new_run(img, s, i, e, cstart, offset + length);
+	ret = qed_alloc(img, (u64)n << q->cluster_bits, &host);
 	if (ret)
 		return ret;
 	memset(ext, 0, sizeof(*ext));
 	ext->offset = offset;
-	ext->length = min(offset + length, cstart + q->cluster_size) - offset;
+	ext->length = min(offset + length, cstart + ((u64)n << q->cluster_bits)) - offset;
 	ext->type = VDIMG_EXT_DATA;
 	ext->flags = VDIMG_EXT_NEW | (e == QED_ENTRY_ZERO ? VDIMG_EXT_FILL_ZERO : 0);
 	ext->file = img->file;
 	ext->file_offset = host + (offset - cstart);
 	ext->fill_offset = cstart;
-	ext->fill_length = q->cluster_size;
+	ext->fill_length = (u64)n << q->cluster_bits;
+	/* whole clusters written by the caller need no fill */
+	if (n > 1 && offset == cstart && ext->length == ext->fill_length)
+		ext->fill_length = 0;
 	ext->cookie[0] = host;
 	ext->cookie[1] = QED_NEW_MAGIC | e;
 	return 0;
@@ -534,6 +560,9 @@ static int qed_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int
 static int qed_commit(struct vdimg_image *img, const struct vdimg_extent *ext)
 {
 	struct qed *q = QD(img);
+	u64 cstart = ALIGN_DOWN(ext->offset, (u64)q->cluster_size);
+	/* one cluster, or a run reserved together (qed_new_run()) */
+	u64 n = DIV_ROUND_UP(ext->offset + ext->length - cstart, (u64)q->cluster_size), k;
 	struct qed_slot *s;
 	u32 i;
 	int ret;
@@ -545,10 +574,14 @@ static int qed_commit(struct vdimg_image *img, const struct vdimg_extent *ext)
 	ret = qed_l2_lookup(img, ext->offset, false, &s, &i);
 	if (!ret && !s)
 		ret = -EIO;	/* map linked the table; it cannot vanish */
-	if (!ret && qed_get(s, i) != (ext->cookie[1] & 1))
-		ret = -EIO;	/* someone else changed the entry: the driver's range lock failed */
+	if (!ret && i + n > q->psize / 8)
+		ret = -EIO;
+	for (k = 0; !ret && k < n; k++)
+		if (qed_get(s, i + k) != (ext->cookie[1] & 1))
+			ret = -EIO;	/* someone else changed an entry: the range lock failed */
 	if (!ret) {
-		qed_set(s, i, ext->cookie[0]);
+		for (k = 0; k < n; k++)
+			qed_set(s, i + k, ext->cookie[0] + (k << q->cluster_bits));
 		img->flags |= VDIMG_IMG_DIRTY;
 	}
 	vdimg_mutex_unlock(&q->lock);
