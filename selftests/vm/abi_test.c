@@ -7,6 +7,7 @@
  *
  *   abi_test WORKDIR      (a directory on a filesystem that supports O_DIRECT)
  *   abi_test probe FILE [ro]   (what the kernel answers to an AUTO attach of FILE)
+ *   abi_test snapshot DEV FILE [force]   (what the kernel answers to VDIMG_CTL_SNAPSHOT of FILE)
  *
  * Built statically by the harness (selftests/vm/common.sh), so it runs in the busybox initramfs.
  */
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -260,8 +262,13 @@ static void test_struct_shapes(int fd)
 	attach_expect("ATTACH of a snapshot of a raw image", &a, EOPNOTSUPP);
 	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
 	l.flags = VDIMG_LAYER_DATA_FILE;
-	l.data_fd = fd;
+	l.data_fd = memfd_create("abi-data", MFD_CLOEXEC);
 	attach_expect("ATTACH of a raw image with a data file", &a, EINVAL);
+	close(l.data_fd);
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	l.flags = VDIMG_LAYER_DATA_FILE;
+	l.data_fd = fd;
+	attach_expect("ATTACH of an image that is its own data file", &a, ELOOP);
 	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
 	l.flags = VDIMG_LAYER_DATA_FILE;
 	l.data_fd = 1000;
@@ -439,6 +446,164 @@ static void test_lifecycle(const char *file, const char *junk)
 	close(jfd);
 }
 
+static int snapshot_ioctl(struct vdimg_snapshot *s, int *err)
+{
+	return do_ioctl(ctl, VDIMG_CTL_SNAPSHOT, s, err);
+}
+
+static void init_snapshot(struct vdimg_snapshot *s, unsigned int index, int fd, unsigned int format)
+{
+	memset(s, 0, sizeof(*s));
+	s->size = sizeof(*s);
+	s->index = index;
+	s->fd = fd;
+	s->format = format;
+}
+
+static void snapshot_expect(const char *what, struct vdimg_snapshot *s, int want)
+{
+	int err, ret = snapshot_ioctl(s, &err);
+
+	expect(what, ret, err, want);
+}
+
+/* qemu-img create -f qcow2 -b BACKING -F raw PATH SIZE; 0 on success */
+static int make_qcow2_child(const char *path, const char *backing, const char *size)
+{
+	char cmd[3 * 4096];
+
+	if (access("/usr/bin/qemu-img", X_OK))
+		return -1;
+	unlink(path);
+	snprintf(cmd, sizeof(cmd), "/usr/bin/qemu-img create -q -f qcow2 -b '%s' -F raw '%s' %s",
+		 backing, path, size);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+/*
+ * VDIMG_CTL_SNAPSHOT: struct shapes against a writable raw device, then the refusals that need a
+ * real device (ENXIO, EROFS, EBADF, EINVAL, ELOOP) and one successful snapshot with a qcow2 child.
+ * Attach refuses the same file twice in one chain (ELOOP).
+ */
+static void test_snapshot(const char *dir, const char *file)
+{
+	unsigned char big[sizeof(struct vdimg_snapshot) + 16];
+	char child[4096], bigchild[4096];
+	struct vdimg_layer_info li[3];
+	struct vdimg_dev_info info;
+	struct vdimg_layer ll[2];
+	struct vdimg_snapshot s;
+	struct vdimg_attach a;
+	struct vdimg_layer l;
+	int fd, fd2, rofd, cfd, idx, err, ret;
+
+	snprintf(child, sizeof(child), "%s/snap-child.qcow2", dir);
+	snprintf(bigchild, sizeof(bigchild), "%s/snap-big.qcow2", dir);
+	fd = open(file, O_RDWR);
+	fd2 = open(file, O_RDONLY);
+
+	/* attach: the same file twice in one chain (two fds, one inode) */
+	init_attach(&a, &ll[0], fd2, VDIMG_ATTACH_READ_ONLY);
+	memset(&ll[1], 0, sizeof(ll[1]));
+	ll[1].fd = fd;
+	ll[1].format = VDIMG_FMT_RAW;
+	a.nr_layers = 2;
+	idx = attach_expect("ATTACH of a chain holding the same file twice", &a, ELOOP);
+	if (idx >= 0)
+		detach(idx, 0);
+
+	init_attach(&a, &l, fd, 0);
+	idx = attach_expect("ATTACH writable raw device for SNAPSHOT", &a, 0);
+	if (idx < 0)
+		goto out;
+
+	init_snapshot(&s, idx, fd, VDIMG_FMT_RAW);
+	s.size = VDIMG_SNAPSHOT_SIZE_VER0 - 8;
+	snapshot_expect("SNAPSHOT with a short struct (size VER0-8)", &s, EINVAL);
+	init_snapshot(&s, idx, fd, VDIMG_FMT_RAW);
+	s.size = 0;
+	snapshot_expect("SNAPSHOT with size 0", &s, EINVAL);
+	memset(big, 0, sizeof(big));
+	init_snapshot(&s, idx, fd, VDIMG_FMT_RAW);
+	s.size = sizeof(big);
+	memcpy(big, &s, sizeof(s));
+	big[sizeof(s) + 3] = 1;
+	ret = do_ioctl(ctl, VDIMG_CTL_SNAPSHOT, big, &err);
+	expect("SNAPSHOT with a nonzero tail beyond the known struct", ret, err, E2BIG);
+	init_snapshot(&s, idx, fd, VDIMG_FMT_RAW);
+	s.flags = 1U << 31;
+	snapshot_expect("SNAPSHOT with an unknown flag", &s, EINVAL);
+	init_snapshot(&s, idx, fd, VDIMG_FMT_RAW);
+	s.__pad = 1;
+	snapshot_expect("SNAPSHOT with nonzero __pad", &s, EINVAL);
+	init_snapshot(&s, idx, fd, VDIMG_FMT_RAW);
+	s.__reserved[3] = 1;
+	snapshot_expect("SNAPSHOT with nonzero __reserved", &s, EINVAL);
+	init_snapshot(&s, idx, fd, VDIMG_FMT_COUNT);
+	snapshot_expect("SNAPSHOT with an unknown format", &s, EINVAL);
+	init_snapshot(&s, idx, fd, VDIMG_FMT_RAW);
+	s.layer_flags = VDIMG_LAYER_SNAPSHOT;
+	snapshot_expect("SNAPSHOT with layer flag LAYER_SNAPSHOT", &s, EINVAL);
+	init_snapshot(&s, idx, fd, VDIMG_FMT_RAW);
+	s.data_fd = fd;
+	snapshot_expect("SNAPSHOT with a data_fd but no LAYER_DATA_FILE", &s, EINVAL);
+
+	init_snapshot(&s, 4000000, fd, VDIMG_FMT_RAW);
+	snapshot_expect("SNAPSHOT of an index not attached", &s, ENXIO);
+	init_snapshot(&s, idx, -1, VDIMG_FMT_AUTO);
+	snapshot_expect("SNAPSHOT with fd -1", &s, EBADF);
+	rofd = open(file, O_RDONLY);
+	init_snapshot(&s, idx, rofd, VDIMG_FMT_AUTO);
+	snapshot_expect("SNAPSHOT with an O_RDONLY fd", &s, EBADF);
+	close(rofd);
+	init_snapshot(&s, idx, fd, VDIMG_FMT_RAW);
+	snapshot_expect("SNAPSHOT with the top's own file", &s, ELOOP);
+
+	if (make_qcow2_child(child, file, "1M") || make_qcow2_child(bigchild, file, "2M")) {
+		result(1, "SNAPSHOT with qcow2 children # SKIP qemu-img cannot create them");
+		detach(idx, 0);
+		goto out;
+	}
+	/* a raw file is not a differencing image (the junk next to it, as raw) */
+	cfd = open(child, O_RDWR);
+	init_snapshot(&s, idx, cfd, VDIMG_FMT_RAW);
+	snapshot_expect("SNAPSHOT with a non-differencing image", &s, EINVAL);
+	close(cfd);
+	cfd = open(bigchild, O_RDWR);
+	init_snapshot(&s, idx, cfd, VDIMG_FMT_AUTO);
+	snapshot_expect("SNAPSHOT with a child of another size", &s, EINVAL);
+	close(cfd);
+	cfd = open(child, O_RDWR);
+	init_snapshot(&s, idx, cfd, VDIMG_FMT_AUTO);
+	snapshot_expect("SNAPSHOT with a qcow2 child of the raw top", &s, 0);
+	memset(li, 0, sizeof(li));
+	ret = get_info(idx, &info, li, 3);
+	result(!ret && info.nr_layers == 2 && li[1].format == VDIMG_FMT_QCOW2 &&
+	       (li[0].flags & VDIMG_LAYERI_READ_ONLY) && !(li[1].flags & VDIMG_LAYERI_READ_ONLY),
+	       "GET_INFO after SNAPSHOT: 2 layers, the old top read-only, qcow2 on top (%d, %u layers)",
+	       ret, info.nr_layers);
+	init_snapshot(&s, idx, cfd, VDIMG_FMT_AUTO);
+	snapshot_expect("SNAPSHOT with the file that is already the top", &s, ELOOP);
+	close(cfd);
+	result(detach(idx, 0) == 0, "DETACH after SNAPSHOT");
+
+	/* a read-only device cannot take a snapshot */
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	idx = attach_expect("ATTACH read-only raw device for SNAPSHOT", &a, 0);
+	if (idx >= 0) {
+		cfd = open(child, O_RDWR);
+		init_snapshot(&s, idx, cfd, VDIMG_FMT_AUTO);
+		snapshot_expect("SNAPSHOT of a read-only device", &s, EROFS);
+		close(cfd);
+		detach(idx, 0);
+	}
+	unlink(child);
+	unlink(bigchild);
+out:
+	close(fd);
+	close(fd2);
+}
+
 /* the same requests from an unprivileged process (uid 65534, no capabilities) */
 static void test_unprivileged(const char *file)
 {
@@ -454,7 +619,8 @@ static void test_unprivileged(const char *file)
 	fflush(stdout);
 	pid = fork();
 	if (pid == 0) {
-		int err, ret, res[3];
+		struct vdimg_snapshot s;
+		int err, ret, res[4];
 
 		close(pfd[0]);
 		if (setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534))
@@ -468,13 +634,16 @@ static void test_unprivileged(const char *file)
 		f.size = sizeof(f);
 		ret = do_ioctl(ctl, VDIMG_CTL_GET_FEATURES, &f, &err);
 		res[2] = ret < 0 ? err : 0;
+		init_snapshot(&s, 0, fd, VDIMG_FMT_AUTO);
+		ret = snapshot_ioctl(&s, &err);
+		res[3] = ret < 0 ? err : 0;
 		if (write(pfd[1], res, sizeof(res)) != sizeof(res))
 			_exit(3);
 		_exit(0);
 	}
 	close(pfd[1]);
 	{
-		int res[3] = { -1, -1, -1 };
+		int res[4] = { -1, -1, -1, -1 };
 		ssize_t n = read(pfd[0], res, sizeof(res));
 
 		waitpid(pid, &status, 0);
@@ -487,6 +656,8 @@ static void test_unprivileged(const char *file)
 			       res[1] ? strerrorname_np(res[1]) : "succeeded");
 			result(res[2] == 0, "unprivileged GET_FEATURES is allowed (%s)",
 			       res[2] ? strerrorname_np(res[2]) : "0");
+			result(res[3] == EPERM, "unprivileged SNAPSHOT fails with EPERM (%s)",
+			       res[3] ? strerrorname_np(res[3]) : "succeeded");
 		}
 	}
 	close(pfd[0]);
@@ -525,6 +696,36 @@ static int probe_main(const char *file, int ro)
 	return detach(a.index, 0) ? 1 : 0;
 }
 
+/*
+ * abi_test snapshot DEV FILE [force]: one VDIMG_CTL_SNAPSHOT of FILE (opened read-write, format
+ * probed) onto /dev/vdimgN, prints "ok" or "errno NAME".
+ */
+static int snapshot_main(const char *devname, const char *file, int force)
+{
+	const char *p = strrchr(devname, '/');
+	struct vdimg_snapshot s;
+	int fd, err, ret;
+
+	p = p ? p + 1 : devname;
+	if (!strncmp(p, "vdimg", 5))
+		p += 5;
+	fd = open(file, O_RDWR);
+	if (fd < 0) {
+		printf("open %s: %s\n", file, strerror(errno));
+		return 1;
+	}
+	init_snapshot(&s, (unsigned int)strtoul(p, NULL, 10), fd, VDIMG_FMT_AUTO);
+	if (force)
+		s.flags = VDIMG_SNAPSHOT_FORCE_LINK;
+	ret = snapshot_ioctl(&s, &err);
+	if (ret < 0)
+		printf("errno %s\n", strerrorname_np(err));
+	else
+		printf("ok\n");
+	close(fd);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	char file[4096], junk[4096];
@@ -532,8 +733,9 @@ int main(int argc, char **argv)
 	int fd, err, ret;
 	struct vdimg_attach a;
 
-	if (argc < 2 || (argc > 2 && strcmp(argv[1], "probe"))) {
-		fprintf(stderr, "usage: %s WORKDIR | probe FILE [ro]\n", argv[0]);
+	if (argc < 2 || (argc > 2 && strcmp(argv[1], "probe") && strcmp(argv[1], "snapshot"))) {
+		fprintf(stderr, "usage: %s WORKDIR | probe FILE [ro] | snapshot DEV FILE [force]\n",
+			argv[0]);
 		return 2;
 	}
 	ctl = open(CTL_PATH, O_RDWR | O_CLOEXEC);
@@ -543,6 +745,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "probe") && argc > 2)
 		return probe_main(argv[2], argc > 3 && !strcmp(argv[3], "ro"));
+	if (!strcmp(argv[1], "snapshot") && argc > 3)
+		return snapshot_main(argv[2], argv[3], argc > 4 && !strcmp(argv[4], "force"));
 	printf("KTAP version 1\n");
 	snprintf(file, sizeof(file), "%s/abi.img", argv[1]);
 	snprintf(junk, sizeof(junk), "%s/junk.img", argv[1]);
@@ -568,6 +772,7 @@ int main(int argc, char **argv)
 	test_fds(argv[1], file);
 	test_lifecycle(file, junk);
 	test_unprivileged(file);
+	test_snapshot(argv[1], file);
 
 	printf("1..%d\n", nr_tests);
 	return nr_failed ? 1 : 0;
