@@ -9,9 +9,12 @@
 #
 # Contenders (default "loop vdimg nbd"): loop = losetup --direct-io=on, vdimg = vdimgctl attach
 # -t raw --direct-io=on, nbd = qemu-nbd -c /dev/nbd0 --cache=none -f raw; all over one file on the
-# ext4 scratch disk. A new contender (another format) is a pair of functions setup_NAME/teardown_NAME
-# below plus its name in the list; every contender whose name starts with "vdimg" gets ratios over
-# the baselines (loop, nbd).
+# ext4 scratch disk. vdimg_vhd, vdimg_vdi, vdimg_vhdx, vdimg_qcow2, vdimg_qed: a dynamic image of
+# that format, fully written through vdimg first; nbd_qcow2, nbd_qed: qemu-nbd serving that same
+# fully written image (made the same way when its vdimg contender did not run first). A new
+# contender is a pair of functions setup_NAME/teardown_NAME below plus its name in the list; every
+# contender whose name starts with "vdimg" gets ratios over the baselines (loop, nbd), and
+# vdimg_FMT also over nbd_FMT when that ran.
 #
 # The same file runs in the guest as `bench.sh --guest` (busybox ash, started by the VM's /init).
 
@@ -48,6 +51,7 @@ if [ "${1:-}" = --guest ]; then
 	teardown_nbd() { "$QEMU_NBD" -d "$DEV" >/dev/null; }
 	# vdimg_vhd, vdimg_vdi, vdimg_vhdx, vdimg_qcow2: a dynamic image made by vdimgctl and fully
 	# allocated through the device before the jobs (so the jobs measure mapped I/O, not allocation)
+	# (the image stays for an nbd_FMT contender on the same file; removed at the end)
 	setup_fmt() {
 		[ -e /dev/vdimg-control ] || modprobe vdimg || return 1
 		rm -f "$dir/bench.$1"
@@ -56,7 +60,21 @@ if [ "${1:-}" = --guest ]; then
 		"$FIO" --name=alloc --filename="$DEV" --size="${SIZE_MIB}M" --rw=write --bs=1M \
 			--direct=1 --ioengine=libaio --iodepth=8 --refill_buffers --output-format=terse >/dev/null
 	}
-	teardown_fmt() { "$VDIMGCTL" detach "$DEV"; rm -f "$dir/bench.$1"; }
+	teardown_fmt() { "$VDIMGCTL" detach "$DEV"; }
+	# nbd_FMT: qemu-nbd on the image vdimg_FMT used (or one made and filled the same way)
+	setup_nbd_fmt() {
+		local i=0
+		if [ ! -e "$dir/bench.$1" ]; then
+			setup_fmt "$1" || return 1
+			teardown_fmt "$1" || return 1
+		fi
+		DEV=/dev/nbd0
+		"$QEMU_NBD" -c "$DEV" --cache=none --aio=native -f "$1" "$dir/bench.$1" || return 1
+		while [ "$(blockdev --getsize64 "$DEV" 2>/dev/null || echo 0)" = 0 ] && [ $i -lt 50 ]; do
+			sleep 0.1
+			i=$((i + 1))
+		done
+	}
 	setup_vdimg_vhd() { setup_fmt vhd; }
 	teardown_vdimg_vhd() { teardown_fmt vhd; }
 	setup_vdimg_vdi() { setup_fmt vdi; }
@@ -65,6 +83,12 @@ if [ "${1:-}" = --guest ]; then
 	teardown_vdimg_vhdx() { teardown_fmt vhdx; }
 	setup_vdimg_qcow2() { setup_fmt qcow2; }
 	teardown_vdimg_qcow2() { teardown_fmt qcow2; }
+	setup_vdimg_qed() { setup_fmt qed; }
+	teardown_vdimg_qed() { teardown_fmt qed; }
+	setup_nbd_qcow2() { setup_nbd_fmt qcow2; }
+	teardown_nbd_qcow2() { teardown_nbd; }
+	setup_nbd_qed() { setup_nbd_fmt qed; }
+	teardown_nbd_qed() { teardown_nbd; }
 
 	echo "bench: filling $SIZE_MIB MiB at $file"
 	"$FIO" --name=fill --filename="$file" --size="${SIZE_MIB}M" --rw=write --bs=1M --direct=1 \
@@ -95,6 +119,7 @@ EOT
 		done
 		teardown_$c >/dev/null 2>&1
 	done
+	rm -f "$dir"/bench.*
 	echo "==== VMTEST-BENCH-END ===="
 	exit 0
 fi
@@ -110,7 +135,7 @@ while [ $# -gt 0 ]; do
 	--runtime) runtime=$2; shift ;;
 	--size) size=$2; shift ;;
 	--contenders) contenders=$2; shift ;;
-	-h|--help) sed -n '4,16s/^# \{0,1\}//p' "$0"; exit 0 ;;
+	-h|--help) sed -n '4,19s/^# \{0,1\}//p' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -153,8 +178,13 @@ awk -v contenders="$contenders" '
 		for (i = 1; i <= nc; i++) if (cs[i] == "loop" || cs[i] == "nbd") bases[++nb] = cs[i]
 		hdr = sprintf("%-18s %-6s", "job", "unit")
 		for (i = 1; i <= nc; i++) hdr = hdr sprintf(" %10s", cs[i])
-		for (i = 1; i <= nc; i++) if (cs[i] ~ /^vdimg/)
+		for (i = 1; i <= nc; i++) if (cs[i] ~ /^vdimg/) {
 			for (b = 1; b <= nb; b++) hdr = hdr sprintf(" %12s", cs[i] "/" bases[b])
+			peer[cs[i]] = ""
+			p = cs[i]; sub(/^vdimg_/, "nbd_", p)
+			for (k = 1; k <= nc; k++) if (cs[k] == p && p != cs[i]) peer[cs[i]] = p
+			if (peer[cs[i]] != "") hdr = hdr sprintf(" %12s", cs[i] "/" p)
+		}
 		print hdr
 		for (k = 1; k <= nj; k++) {
 			j = jobs[k]
@@ -165,13 +195,21 @@ awk -v contenders="$contenders" '
 				val[cs[i]] = !have[cs[i]] ? 0 : seq ? bw[cs[i], j] / 1024 : iops[cs[i], j]
 				line = line sprintf(" %10s", have[cs[i]] ? sprintf("%.0f", val[cs[i]]) : "-")
 			}
-			for (i = 1; i <= nc; i++) if (cs[i] ~ /^vdimg/)
+			for (i = 1; i <= nc; i++) if (cs[i] ~ /^vdimg/) {
 				for (b = 1; b <= nb; b++) {
 					r = "-"
 					if (have[cs[i]] && have[bases[b]] && val[bases[b]] > 0)
 						r = sprintf("%.2f", val[cs[i]] / val[bases[b]])
 					line = line sprintf(" %12s", r)
 				}
+				p = peer[cs[i]]
+				if (p != "") {
+					r = "-"
+					if (have[cs[i]] && have[p] && val[p] > 0)
+						r = sprintf("%.2f", val[cs[i]] / val[p])
+					line = line sprintf(" %12s", r)
+				}
+			}
 			print line
 		}
 	}'
