@@ -2134,7 +2134,8 @@ static int vhdx_set_parent(struct vdimg_image *img, const char *path, struct vdi
 	for (i = 0; !ret && i < v->nr_loc; i++) {
 		const char *k = v->loc_keys[i];
 
-		if (!strcmp(k, "relative_path") || !strcmp(k, "absolute_win32_path") ||
+		if (!strcmp(k, "parent_linkage") || !strcmp(k, "relative_path") ||
+		    !strcmp(k, "absolute_win32_path") ||
 		    !strcmp(k, "volume_path") || !strcmp(k, "parent_linkage2"))
 			continue;
 		ret = vhdx_loc_put(loc, cap, nk++, &pos, k, v->loc_vals[i]);
