@@ -175,6 +175,17 @@ struct vdimg_format {
 	int (*discard)(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags);
 	/* write dirty metadata in a safe order; the caller syncs the file afterwards. May be NULL */
 	int (*flush)(struct vdimg_image *img);
+	/*
+	 * Will the next ->flush() give back file space (e.g. clusters discarded since the last
+	 * flush) that allocation may hand out again? May be NULL (never). A write mapped before
+	 * such a discard may still be in flight to the old place; so the driver calls this right
+	 * before ->flush() (serialized with it) and, when it returns true, waits until every data
+	 * request that may have mapped before this call has completed. The backend then frees in
+	 * that ->flush() only what was pending at this call; later frees wait for the next flush.
+	 * A ->flush() not preceded by this call (the single-threaded userspace library at flush,
+	 * close) frees everything pending. Never free such space anywhere else.
+	 */
+	bool (*frees_pending)(struct vdimg_image *img);
 	/* does @parent match the identity @child records? 0, or -ESTALE with a message. May be NULL */
 	int (*verify_parent)(struct vdimg_image *child, struct vdimg_image *parent);
 #ifndef __KERNEL__
