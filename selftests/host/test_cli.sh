@@ -58,7 +58,7 @@ run --help
 ok $? "--help exits 0 and ends pointing at vdimgctl(8)"
 grep -q 'attach' "$T/out" && grep -q -- '--show' "$T/out" && grep -q 'BACK-FILE' "$T/out"
 ok $? "--help lists the verbs, options and columns"
-for c in attach detach list info create check; do
+for c in attach detach list info create check commit rebase; do
 	run $c --help
 	[ $rc -eq 0 ] && grep -q "Usage: vdimgctl $c" "$T/out"
 	ok $? "$c --help"
@@ -327,9 +327,9 @@ mk 12 format=qcow2 "backing_file=/img/x y.qcow2" 'chain=/img/base.raw\n/img/x y.
 mk 3 state=rundown
 mkdir -p "$T/sys/vdimg12p1" "$T/sys/loop0"
 run list
-[ $rc -eq 0 ] && [ "$(head -n1 "$T/out" | tr -s ' ')" = "NAME FORMAT VSIZE RO DIO BACK-FILE" ] &&
-	[ "$(wc -l <"$T/out")" = 3 ] && grep -qE '^/dev/vdimg0 +vhd +10G +0 +1 /img/a.vhd$' "$T/out" &&
-	grep -qE '^/dev/vdimg12 +qcow2 +1.5G +1 +0 /img/x y.qcow2$' "$T/out"
+[ $rc -eq 0 ] && [ "$(head -n1 "$T/out" | tr -s ' ')" = "NAME FORMAT VSIZE RO DIO DEPTH BACK-FILE" ] &&
+	[ "$(wc -l <"$T/out")" = 3 ] && grep -qE '^/dev/vdimg0 +vhd +10G +0 +1 +1 /img/a.vhd$' "$T/out" &&
+	grep -qE '^/dev/vdimg12 +qcow2 +1.5G +1 +0 +2 /img/x y.qcow2$' "$T/out"
 ok $? "list: default columns, sorted, partitions and devices being torn down left out"
 run list -n --raw --bytes -O NAME,VSIZE,LOG-SEC,DEPTH,CHAIN
 [ $rc -eq 0 ] && grep -qx '/dev/vdimg0 10737418240 512 1 /img/a.vhd' "$T/out" &&
@@ -346,6 +346,18 @@ assert d["dio"] is False and d["autoclear"] is True and d["log-sec"] == 4096 and
 assert d["chain"] == ["/img/base.raw", "/img/x y.qcow2"], d["chain"]
 assert d["back-file"] == "/img/x y.qcow2"' "$T/out" 2>>"$T/err"
 ok $? "list -J --output-all DEV: JSON with booleans, numbers and the chain as an array"
+run list --chain -O NAME,DEPTH
+[ $rc -eq 0 ] && [ "$(wc -l <"$T/out")" = 6 ] && grep -qE '^/dev/vdimg12 +2$' "$T/out" &&
+	[ "$(grep -n 'x y.qcow2' "$T/out" | cut -d: -f1)" -lt "$(grep -n 'base.raw' "$T/out" | cut -d: -f1)" ] &&
+	grep -qE '^[^/]*/img/base.raw +1$' "$T/out"
+ok $? "list --chain: every layer under its device, top first, with its depth"
+run list -J
+[ $rc -eq 0 ] && python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))["vdimgdevices"]
+assert [x["chain"] for x in d] == [["/img/a.vhd"], ["/img/base.raw", "/img/x y.qcow2"]], d
+assert [x["depth"] for x in d] == [1, 2], d' "$T/out" 2>>"$T/err"
+ok $? "list -J: default JSON has each device's layers as an array, and its depth"
 run list -l 12
 [ $rc -eq 0 ] && [ "$(wc -l <"$T/out")" = 2 ]; ok $? "list -l N: one device by number"
 run list vdimg7
@@ -353,6 +365,163 @@ run list vdimg7
 ok $? "list: a device that is not attached: exit 1"
 run list -O NAME,NOPE
 [ $rc -eq 1 ] && grep -q "unknown column 'NOPE'" "$T/err"; ok $? "list: unknown column"
+
+# ---- chains: overlays, info --chain, commit, rebase (issue 4) ----
+mkdir -p "$T/c" "$T/ctmp"
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+if ! command -v qemu-img >/dev/null || ! command -v qemu-io >/dev/null; then
+	skip "chain verbs" "qemu-img/qemu-io not installed"
+else
+	cd "$T/c"
+	qemu-img create -q -f qcow2 base.qcow2 64M && qemu-io -c "write -P 0x11 0 4M" -c "write -P 0x12 40M 3M" base.qcow2 >/dev/null
+	qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 mid.qcow2 && qemu-io -c "write -P 0x22 1M 1M" -c "write -z 3M 512k" -c "write -P 0x23 41M 64k" mid.qcow2 >/dev/null
+	qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2 && qemu-io -c "write -P 0x33 1536k 1M" -c "write -P 0x34 63M 1M" top.qcow2 >/dev/null
+	qemu-img convert -O raw top.qcow2 expect.raw
+	qemu-img convert -O raw base.qcow2 base.raw
+	cp base.qcow2 base0.qcow2; cp mid.qcow2 mid0.qcow2; cp top.qcow2 top0.qcow2
+	restore() { cp base0.qcow2 base.qcow2; cp mid0.qcow2 mid.qcow2; cp top0.qcow2 top.qcow2; }
+
+	# attach --overlay: the overlay is made in TMPDIR, and gone again after the (dry) attach
+	base_sha=$(sha top.qcow2)
+	TMPDIR=$T/ctmp run attach --dry-run --overlay top.qcow2
+	[ $rc -eq 0 ] && grep -qE "^layer 3: $T/ctmp/vdimg-overlay-.{6} \(format qcow2, read-write\)$" "$T/out" &&
+		grep -qx "layer 2: top.qcow2 (format auto, read-only)" "$T/out" && [ -z "$(ls -A "$T/ctmp")" ]
+	ok $? "attach --overlay: a temporary qcow2 overlay in TMPDIR on top, IMAGE read-only, nothing left behind"
+	run attach --dry-run --overlay=ov.qcow2 top.qcow2
+	[ $rc -eq 0 ] && grep -qx "layer 3: ov.qcow2 (format qcow2, read-write)" "$T/out" && [ ! -e ov.qcow2 ]
+	ok $? "attach --overlay=FILE --dry-run: FILE on top, removed again by the dry run"
+	: >exists.qcow2
+	run attach --overlay=exists.qcow2 top.qcow2
+	[ $rc -eq 1 ] && grep -q "exists.qcow2: cannot create the overlay: File exists" "$T/err" && [ ! -s exists.qcow2 ]
+	ok $? "attach --overlay=FILE: an existing FILE is refused and left alone"
+	run attach -r --overlay top.qcow2
+	[ $rc -eq 1 ] && grep -q "pointless" "$T/err" && grep -q "Try 'vdimgctl --help'" "$T/err"
+	ok $? "attach -r --overlay: a usage error"
+	# what the overlay is: qcow2 over IMAGE by absolute path, writes never reach IMAGE
+	run create -t qcow2 --parent "$T/c/top.qcow2" ov.qcow2
+	qemu-io -c "write -P 0x44 0 8M" -c "write -z 40M 2M" ov.qcow2 >/dev/null 2>&1
+	[ $rc -eq 0 ] && [ "$(sha top.qcow2)" = "$base_sha" ] && [ "$(qemu-img info --output=json ov.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["full-backing-filename"])')" = "$T/c/top.qcow2" ]
+	ok $? "overlay: writes through a qcow2 overlay leave IMAGE byte-identical (sha256)"
+	rm -f ov.qcow2
+	if "$V" create -t vhd -s 64M b.vhd 2>/dev/null; then
+		vsha=$(sha b.vhd)
+		TMPDIR=$T/ctmp run attach --dry-run --overlay --overlay-format vhd b.vhd
+		[ $rc -eq 0 ] && grep -q "(format vhd, read-write)" "$T/out" && [ "$(sha b.vhd)" = "$vsha" ] && [ -z "$(ls -A "$T/ctmp")" ]
+		ok $? "attach --overlay --overlay-format vhd: a differencing VHD overlay"
+		TMPDIR=$T/ctmp run attach --dry-run --overlay --overlay-format vhdx b.vhd
+		[ $rc -eq 1 ] && grep -q "must be a VHDX image" "$T/err" && [ -z "$(ls -A "$T/ctmp")" ]
+		ok $? "attach --overlay-format vhdx over a VHD is refused, nothing left behind"
+	fi
+	qemu-img snapshot -c snap1 base0.qcow2
+	run attach --dry-run --snapshot snap1 base0.qcow2
+	[ $rc -eq 0 ] && grep -qx "layer 0: base0.qcow2 (format auto, read-only, snapshot 1)" "$T/out" && grep -qx "flags: read-only" "$T/out"
+	ok $? "attach --snapshot NAME: the snapshot's index on the layer, read-only"
+	run attach --dry-run --snapshot nope base0.qcow2
+	[ $rc -eq 1 ] && grep -qx "vdimgctl: base0.qcow2: cannot attach: no snapshot 'nope'" "$T/err"
+	ok $? "attach --snapshot: an unknown snapshot is named"
+	TMPDIR=$T/ctmp run attach --dry-run --snapshot 1 --overlay base0.qcow2
+	[ $rc -eq 0 ] && grep -qx "layer 0: base0.qcow2 (format auto, read-only, snapshot 1)" "$T/out" && grep -q "^layer 1: .*(format qcow2, read-write)" "$T/out"
+	ok $? "attach --snapshot ID --overlay: a temporary overlay over the snapshot"
+	qemu-img snapshot -d snap1 base0.qcow2
+	qemu-img create -q -f qcow2 -o data_file=ext.raw df.qcow2 16M
+	run attach --dry-run df.qcow2
+	[ $rc -eq 0 ] && grep -qx "layer 0: df.qcow2 (format auto, read-write, data file)" "$T/out"
+	ok $? "attach: a qcow2 external data file is opened and passed with the layer"
+	rm ext.raw
+	run attach --dry-run df.qcow2
+	[ $rc -eq 1 ] && grep -qx "vdimgctl: df.qcow2: cannot attach: its data file ext.raw: No such file or directory" "$T/err"
+	ok $? "attach: a missing data file is named"
+
+	# info --chain
+	run info --chain top.qcow2
+	[ $rc -eq 0 ] && grep -qx "chain: top.qcow2, 3 layers, top first" "$T/out" && grep -qx "\[0\] top.qcow2 (top)" "$T/out" &&
+		grep -qx "\[2\] base.qcow2 (base)" "$T/out" && [ "$(grep -c '^    format: qcow2$' "$T/out")" = 3 ] &&
+		grep -qx "    parent: mid.qcow2" "$T/out"
+	ok $? "info --chain: every layer, top first, with format and parent"
+	run info --chain --json top.qcow2
+	[ $rc -eq 0 ] && python3 -m json.tool "$T/out" >/dev/null && python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["order"] == "top-first" and d["depth"] == 3
+assert [l["filename"] for l in d["chain"]] == ["top.qcow2", "mid.qcow2", "base.qcow2"]
+assert all(l["virtual-size"] == 64 << 20 and l["format"] == "qcow2" for l in d["chain"])
+assert d["chain"][2]["link"] == "none" and d["chain"][0]["link"] == "unchecked"' "$T/out" 2>>"$T/err"
+	ok $? "info --chain --json: parses (python3 -m json.tool), layers top first"
+	if [ -e b.vhd ]; then
+		"$V" create -t vhd --parent b.vhd d1.vhd && "$V" create -t vhd -s 64M other.vhd
+		run info --chain --json d1.vhd
+		python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["chain"][0]["link"]=="ok" and "parent-uuid" in d["chain"][0]' "$T/out" 2>>"$T/err"
+		ok $? "info --chain: a VHD link is checked (ok)"
+		cp other.vhd b.vhd
+		run info --chain d1.vhd
+		[ $rc -eq 0 ] && grep -q "^    link: mismatch: parent UUID mismatch" "$T/out"
+		ok $? "info --chain: a VHD link to the wrong parent says mismatch and why"
+	fi
+
+	# errors: a missing parent, a loop
+	mv mid.qcow2 gone.qcow2
+	run info --chain top.qcow2
+	[ $rc -eq 1 ] && grep -qx "vdimgctl: top.qcow2: cannot open: its parent mid.qcow2 was not found" "$T/err"
+	ok $? "info --chain: a missing parent names the file and the child that refers to it"
+	run commit top.qcow2
+	[ $rc -eq 1 ] && grep -q "top.qcow2: cannot commit: its parent mid.qcow2 was not found" "$T/err"
+	ok $? "commit: a missing parent is named"
+	mv gone.qcow2 mid.qcow2
+	qemu-img create -q -f qcow2 loopA.qcow2 16M && qemu-img create -q -f qcow2 -b loopA.qcow2 -F qcow2 loopB.qcow2 &&
+		qemu-img rebase -u -f qcow2 -b loopB.qcow2 -F qcow2 loopA.qcow2
+	run info --chain loopA.qcow2
+	[ $rc -eq 1 ] && grep -q "chain of parents loops back to loopA.qcow2" "$T/err"
+	ok $? "info --chain: a cycle (A over B over A) is an error naming A, not a hang"
+	timeout 20 "$V" attach --dry-run loopA.qcow2 >"$T/out" 2>"$T/err"; rc=$?
+	[ $rc -eq 1 ] && grep -q "loops back to" "$T/err"
+	ok $? "attach: the same cycle is refused"
+	run rebase -b top.qcow2 base.qcow2
+	[ $rc -eq 1 ] && grep -q "loops back to base.qcow2" "$T/err"
+	ok $? "rebase: a new parent whose chain holds IMAGE is refused (it would loop)"
+
+	# commit
+	run commit top.qcow2
+	[ $rc -eq 0 ] && qemu-img compare -q -f raw expect.raw top.qcow2 && qemu-img compare -q -f raw -F qcow2 expect.raw mid.qcow2 &&
+		qemu-img compare -q -f raw -F qcow2 base.raw base.qcow2 && qemu-img check -q mid.qcow2
+	ok $? "commit: mid now reads as top did, top still does, base untouched, qemu-img check clean"
+	restore
+	run commit -b base.qcow2 top.qcow2
+	[ $rc -eq 0 ] && qemu-img compare -q -f raw -F qcow2 expect.raw base.qcow2 && qemu-img compare -q -f raw expect.raw top.qcow2 &&
+		qemu-img check -q base.qcow2
+	ok $? "commit -b BASE: two layers merged into the base (zeroed range included)"
+	restore
+	run commit -b top.qcow2 top.qcow2
+	[ $rc -eq 1 ] && grep -q "top.qcow2 is not below it in its chain" "$T/err"
+	ok $? "commit -b: a BASE outside the chain is refused"
+	run commit -d top.qcow2
+	[ $rc -eq 0 ] && [ ! -e top.qcow2 ] && qemu-img compare -q -f raw -F qcow2 expect.raw mid.qcow2
+	ok $? "commit -d: IMAGE deleted after its data went into its parent"
+	restore
+	run commit base.qcow2
+	[ $rc -eq 1 ] && grep -q "base.qcow2: cannot commit: it has no parent" "$T/err"
+	ok $? "commit: an image without a parent is refused"
+
+	# rebase
+	run rebase -b base.qcow2 top.qcow2
+	[ $rc -eq 0 ] && qemu-img compare -q -f raw expect.raw top.qcow2 &&
+		[ "$(qemu-img info --output=json top.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["backing-filename"])')" = base.qcow2 ]
+	ok $? "rebase (safe): top over base reads as it did over mid"
+	restore
+	run rebase -u -b base.qcow2 top.qcow2
+	qemu-img convert -O raw top.qcow2 got.raw 2>/dev/null
+	[ $rc -eq 0 ] && ! cmp -s got.raw expect.raw && cmp -s <(head -c 1M got.raw) <(head -c 1M base.raw) &&
+		cmp -s <(dd if=got.raw bs=1M skip=63 count=1 status=none) <(dd if=expect.raw bs=1M skip=63 count=1 status=none)
+	ok $? "rebase -u: only the link changes (mid's data no longer shows, top's does)"
+	restore
+	if [ -e b.vhd ]; then
+		"$V" create -t vhd -s 64M p1.vhd && "$V" create -t vhd -s 64M p2.vhd && "$V" create -t vhd --parent p1.vhd c1.vhd
+		run rebase -u -b p2.vhd c1.vhd
+		[ $rc -eq 0 ] && "$V" info --chain --json c1.vhd >"$T/out" &&
+			python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["chain"][1]["filename"].endswith("p2.vhd") and d["chain"][0]["link"]=="ok", d' "$T/out" 2>>"$T/err"
+		ok $? "rebase -u on a VHD: the locators and UUID now name the new parent (link ok)"
+	fi
+	cd "$ROOT"
+fi
 
 # ---- the man page ----
 RST=$ROOT/tools/vdimgctl/vdimgctl.rst
