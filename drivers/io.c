@@ -347,6 +347,79 @@ static int vdimg_zero_keep(struct vdimg_device *dev, u64 pos, u64 len)
 	return ret;
 }
 
+/*
+ * ---- freed-space drain ----
+ *
+ * A backend may give file space back at ->flush() (qcow2: clusters discarded since the last flush)
+ * and hand it out again to another virtual offset. A write that mapped the old place before the
+ * discard and is still in flight (an async kiocb) would then land in someone else's data. So every
+ * request but a flush counts itself in dev->inflight[epoch] from before its first map until it
+ * completes, and a flush whose backend has such frees pending (->frees_pending(), which also fixes
+ * which frees this flush may do) flips the epoch and waits until the old epoch's counter drains.
+ *
+ * Ordering: vdimg_epoch_enter() increments, then (full barrier) re-reads the epoch and maps only
+ * after that; vdimg_drain() flips the epoch, then (full barrier) reads the old counter. The frees
+ * this flush may do were fixed by ->frees_pending() before the flip, so their discards updated the
+ * tables before it (under the backend's lock). Either the drain sees a request's increment and
+ * waits for it, or that request's re-read sees the new epoch: it then counts in the new epoch and
+ * maps after the flip, i.e. sees the updated tables and cannot use a place being freed. A request
+ * that sees the old epoch again after its increment is therefore always waited for, also by a
+ * later drain of the same counter (the re-read makes a stale epoch impossible to count in).
+ */
+static void vdimg_epoch_enter(struct vdimg_device *dev, struct vdimg_cmd *cmd)
+{
+	unsigned int e;
+
+	for (;;) {
+		e = READ_ONCE(dev->epoch) & 1;
+		atomic_inc(&dev->inflight[e]);
+		smp_mb__after_atomic();
+		if ((READ_ONCE(dev->epoch) & 1) == e)
+			break;
+		if (atomic_dec_and_test(&dev->inflight[e]))	/* a drain flipped meanwhile */
+			wake_up_var(&dev->inflight[e]);
+	}
+	cmd->epoch = e + 1;
+}
+
+/* The request's I/O is over (any context): stop counting it. */
+static void vdimg_epoch_exit(struct vdimg_device *dev, struct vdimg_cmd *cmd)
+{
+	unsigned int e = cmd->epoch;
+
+	if (!e)
+		return;
+	cmd->epoch = 0;
+	if (atomic_dec_and_test(&dev->inflight[e - 1]))
+		wake_up_var(&dev->inflight[e - 1]);
+}
+
+/* Wait for every request counted before now. Called with drain_busy held. */
+static void vdimg_drain(struct vdimg_device *dev)
+{
+	unsigned int old = dev->epoch & 1;
+
+	WRITE_ONCE(dev->epoch, old ^ 1);
+	smp_mb();	/* the flip before reading the counter; pairs with vdimg_epoch_enter() */
+	wait_var_event(&dev->inflight[old], !atomic_read(&dev->inflight[old]));
+}
+
+/* ->flush() of the top layer; first, if it frees space, the drain (serialized with other flushes) */
+static int vdimg_flush_top(struct vdimg_device *dev, struct vdimg_layer_k *top)
+{
+	int ret;
+
+	if (!top->img.fmt->frees_pending)
+		return top->img.fmt->flush(&top->img);
+	wait_var_event(&dev->drain_busy, !atomic_cmpxchg_acquire(&dev->drain_busy, 0, 1));
+	if (top->img.fmt->frees_pending(&top->img))
+		vdimg_drain(dev);
+	ret = top->img.fmt->flush(&top->img);
+	atomic_set_release(&dev->drain_busy, 0);
+	wake_up_var(&dev->drain_busy);
+	return ret;
+}
+
 int vdimg_flush_layers(struct vdimg_device *dev)
 {
 	struct vdimg_layer_k *top = vdimg_top(dev);
@@ -361,7 +434,7 @@ int vdimg_flush_layers(struct vdimg_device *dev)
 			return ret;
 	}
 	if (top->img.fmt->flush)
-		ret = top->img.fmt->flush(&top->img);
+		ret = vdimg_flush_top(dev, top);
 	if (!ret)
 		ret = vfs_fsync(top->vf.filp, 0);
 	return ret;
@@ -532,6 +605,8 @@ static int vdimg_do_rw(struct vdimg_device *dev, struct vdimg_cmd *cmd, bool wri
 	if (!write)
 		return vdimg_read_chain(dev, dev->nr_layers - 1, &iter, pos, len);
 	ret = vdimg_write_top(dev, &iter, pos, len);
+	/* the data is written: a drain in the flush must not wait for this request */
+	vdimg_epoch_exit(dev, cmd);
 	if (!ret && (rq->cmd_flags & REQ_FUA))
 		ret = vdimg_flush_layers(dev);
 	return ret;
@@ -573,6 +648,8 @@ static void vdimg_cmd_work(struct work_struct *work)
 	unsigned int noio = memalloc_noio_save();
 	int ret;
 
+	if (req_op(cmd->rq) != REQ_OP_FLUSH)
+		vdimg_epoch_enter(dev, cmd);
 	ret = vdimg_handle(dev, cmd);
 	memalloc_noio_restore(noio);
 	if (ret == -EIOCBQUEUED)
@@ -605,6 +682,7 @@ static void vdimg_complete_rq(struct request *rq)
 {
 	struct vdimg_cmd *cmd = blk_mq_rq_to_pdu(rq);
 
+	vdimg_epoch_exit(rq->q->queuedata, cmd);
 	kfree(cmd->bvec);
 	cmd->bvec = NULL;
 	blk_mq_end_request(rq, errno_to_blk_status(cmd->ret));
@@ -617,6 +695,7 @@ static int vdimg_init_request(struct blk_mq_tag_set *set, struct request *rq,
 
 	cmd->rq = rq;
 	cmd->bvec = NULL;
+	cmd->epoch = 0;
 	INIT_WORK(&cmd->work, vdimg_cmd_work);
 	return 0;
 }

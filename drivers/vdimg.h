@@ -64,6 +64,16 @@ struct vdimg_device {
 	struct list_head ranges;
 	wait_queue_head_t range_wait;
 
+	/*
+	 * Freed-space drain (io.c, vdimg_drain()): data requests count themselves in
+	 * inflight[epoch & 1] from before they map until they complete; a flush whose backend frees
+	 * space flips the epoch and waits for the old counter to reach zero. epoch changes only
+	 * with drain_busy held (a lock made of wait_var_event(), free of initialisation).
+	 */
+	unsigned int epoch;
+	atomic_t inflight[2];
+	atomic_t drain_busy;
+
 	struct workqueue_struct *wq;
 	struct blk_mq_tag_set tag_set;
 	struct gendisk *disk;
@@ -83,6 +93,7 @@ struct vdimg_cmd {
 	struct bio_vec *bvec;		/* allocated when the request spans several bios */
 	atomic_t ref;			/* async: submitter + completion */
 	long ret;
+	unsigned int epoch;		/* 1 + the drain epoch it counts in, 0: none */
 };
 
 struct vdimg_range {
