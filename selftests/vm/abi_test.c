@@ -8,6 +8,7 @@
  *   abi_test WORKDIR      (a directory on a filesystem that supports O_DIRECT)
  *   abi_test probe FILE [ro]   (what the kernel answers to an AUTO attach of FILE)
  *   abi_test snapshot DEV FILE [force]   (what the kernel answers to VDIMG_CTL_SNAPSHOT of FILE)
+ *   abi_test chain FILE...     (what the kernel answers to a read-only attach of the chain FILE...)
  *
  * Built statically by the harness (selftests/vm/common.sh), so it runs in the busybox initramfs.
  */
@@ -726,6 +727,39 @@ static int snapshot_main(const char *devname, const char *file, int force)
 	return 0;
 }
 
+/*
+ * abi_test chain FILE...: one read-only attach of the chain FILE... (base first, formats probed)
+ * straight through the ioctl, prints "errno NAME" or "attached N", and detaches again.
+ */
+static int chain_main(int n, char **files)
+{
+	struct vdimg_layer l[16];
+	struct vdimg_attach a;
+	int i, err, ret;
+
+	if (n < 1 || n > 16)
+		return 2;
+	memset(l, 0, sizeof(l));
+	for (i = 0; i < n; i++) {
+		l[i].fd = open(files[i], O_RDONLY);
+		if (l[i].fd < 0) {
+			printf("open %s: %s\n", files[i], strerror(errno));
+			return 1;
+		}
+	}
+	init_attach(&a, &l[0], l[0].fd, VDIMG_ATTACH_READ_ONLY);
+	l[0].format = VDIMG_FMT_AUTO;
+	a.layers = (uintptr_t)l;
+	a.nr_layers = n;
+	ret = do_ioctl(ctl, VDIMG_CTL_ATTACH, &a, &err);
+	if (ret < 0) {
+		printf("errno %s\n", strerrorname_np(err));
+		return 0;
+	}
+	printf("attached %d\n", n);
+	return detach(a.index, 0) ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	char file[4096], junk[4096];
@@ -733,8 +767,9 @@ int main(int argc, char **argv)
 	int fd, err, ret;
 	struct vdimg_attach a;
 
-	if (argc < 2 || (argc > 2 && strcmp(argv[1], "probe") && strcmp(argv[1], "snapshot"))) {
-		fprintf(stderr, "usage: %s WORKDIR | probe FILE [ro] | snapshot DEV FILE [force]\n",
+	if (argc < 2 || (argc > 2 && strcmp(argv[1], "probe") && strcmp(argv[1], "snapshot") &&
+			 strcmp(argv[1], "chain"))) {
+		fprintf(stderr, "usage: %s WORKDIR | probe FILE [ro] | snapshot DEV FILE [force] | chain FILE...\n",
 			argv[0]);
 		return 2;
 	}
@@ -745,6 +780,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "probe") && argc > 2)
 		return probe_main(argv[2], argc > 3 && !strcmp(argv[3], "ro"));
+	if (!strcmp(argv[1], "chain"))
+		return chain_main(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "snapshot") && argc > 3)
 		return snapshot_main(argv[2], argv[3], argc > 4 && !strcmp(argv[4], "force"));
 	printf("KTAP version 1\n");
