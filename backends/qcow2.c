@@ -22,11 +22,19 @@
 #define QCOW2_MAX_RT_BYTES	(8U << 20)	/* qemu's limit */
 #define QCOW2_L2_CACHE_BYTES	(4U << 20)
 #define QCOW2_RB_CACHE_BYTES	(1U << 20)
-#define QCOW2_MAX_PENDING	256		/* deferred frees before a forced flush */
+#define QCOW2_MAX_PENDING	65536		/* deferred frees kept (1 MiB); beyond, they leak */
+#define QCOW2_MAX_RUN_BYTES	(4U << 20)	/* largest run of clusters one NEW extent reserves */
 
 /* cookie[1] of a NEW extent */
 #define QCOW2_NEW_ALLOCATED	(1ULL << 0)	/* cookie[0] is a cluster reserved by map */
 #define QCOW2_NEW_WAS_COMPRESSED (1ULL << 1)	/* the old descriptor was a compressed one */
+#define QCOW2_NEW_WAS_SHARED	(1ULL << 2)	/* a copy of a shared cluster (internal snapshots) */
+#define QCOW2_NEW_DATA_FILE	(1ULL << 3)	/* cookie[0] is a data file offset (may be 0) */
+
+#define QCOW2_MAX_SNAPSHOTS	65536		/* qemu's limits on the snapshot table */
+#define QCOW2_MAX_SNAP_EXTRA	1024
+#define QCOW2_MAX_SNAP_TABLE	(64U << 20)
+#define QCOW2_MAX_DATA_NAME	1023
 
 struct qcow2_slot {
 	u64 off;			/* host offset of the cached cluster, 0: empty */
@@ -72,6 +80,11 @@ struct qcow2 {
 	u64 snapshots_offset;
 	u32 nb_bitmaps;
 	bool writable;
+	/* external data file: DATA clusters live there, at their guest offset, not refcounted */
+	bool has_data_file;
+	bool data_raw;			/* autoclear "raw external data": keep it a valid raw image */
+	struct vdimg_file *dfile;	/* where DATA extents point: img->data_file or img->file */
+	char dfname[QCOW2_MAX_DATA_NAME + 1];
 
 	vdimg_mutex_t lock;		/* protects everything below */
 	u32 l1_size;
@@ -85,8 +98,14 @@ struct qcow2 {
 	struct qcow2_cache l2c;
 	struct qcow2_cache rbc;
 	u64 free_hint;			/* lowest cluster index that may be free */
-	u32 nr_pending;
-	struct qcow2_range pending[QCOW2_MAX_PENDING];	/* frees waiting for the next flush */
+	/*
+	 * Frees waiting for the next flush (grown on demand). After ->frees_pending() (the driver
+	 * drains writes mapped before it), that flush frees only the first free_mark entries.
+	 */
+	u32 nr_pending, pending_cap;
+	struct qcow2_range *pending;
+	bool pending_marked;
+	u32 free_mark;
 	u8 *cbuf;			/* compressed input buffer (2 clusters) */
 	u8 *dbuf;			/* decompressed cluster */
 };
@@ -94,6 +113,22 @@ struct qcow2 {
 static inline struct qcow2 *QC(struct vdimg_image *img)
 {
 	return img->priv;
+}
+
+/* Guest data in an external data file must be durable before a table that points at it. */
+static int qcow2_sync_data(struct vdimg_image *img)
+{
+	return img->data_file ? vdimg_file_sync(img->data_file) : 0;
+}
+
+/*
+ * May the active tables change what @e points at in place? Only when they own it alone
+ * (OFLAG_COPIED: refcount 1); a cluster shared with an internal snapshot is copied first. Data
+ * clusters in an external data file are never shared (such images have no snapshots).
+ */
+static bool qcow2_owned(const struct qcow2 *q, u64 e)
+{
+	return q->has_data_file || (e & QCOW2_OFLAG_COPIED);
 }
 
 /* ---- caches ---- */
@@ -174,6 +209,8 @@ static int qcow2_cache_victim(struct vdimg_image *img, struct qcow2_cache *c,
 			ret = qcow2_write_rbs(img);
 			if (!ret)
 				ret = vdimg_file_sync(img->file);
+			if (!ret)
+				ret = qcow2_sync_data(img);
 			if (ret)
 				return ret;
 		}
@@ -317,6 +354,7 @@ static int qcow2_rc_get(struct vdimg_image *img, u64 idx, u64 *rc)
 }
 
 static int qcow2_grow_rt(struct vdimg_image *img, u64 need);
+static int qcow2_defer_free(struct vdimg_image *img, u64 off, u64 len);
 
 /*
  * Create the refcount block for the range of cluster @idx (which is free, as every cluster of a
@@ -405,6 +443,7 @@ static int qcow2_alloc(struct vdimg_image *img, u64 n, u64 *out)
 	u64 idx = q->free_hint, run = 0, start = idx, rc, i;
 	u64 limit = 1ULL << (56 - q->cluster_bits);
 	u64 sane = (vdimg_file_size(img->file) >> q->cluster_bits) + (2ULL << q->rb_bits) + 65536;
+	struct qcow2_slot *blk;
 	int ret;
 
 	/* the header cluster is never free; skipping it also keeps offset 0 meaning "none" */
@@ -427,7 +466,22 @@ static int qcow2_alloc(struct vdimg_image *img, u64 n, u64 *out)
 			idx = start = q->free_hint > idx ? q->free_hint : idx;
 			continue;
 		}
-		ret = qcow2_rc_get(img, idx, &rc);
+		ret = qcow2_rb_lookup(img, idx, &blk);
+		if (!ret && !blk) {
+			/*
+			 * A range without a refcount block: its block goes next to @idx (see
+			 * qcow2_rb_create()), possibly inside the run found so far; create it
+			 * first and look again, so a run of @n never covers it.
+			 */
+			ret = qcow2_rb_create(img, idx);
+			if (ret)
+				return ret;
+			run = 0;
+			start = idx;
+			continue;
+		}
+		if (!ret)
+			ret = qcow2_rc_get(img, idx, &rc);
 		if (ret)
 			return ret;
 		idx++;
@@ -538,11 +592,7 @@ static int qcow2_grow_rt(struct vdimg_image *img, u64 need)
 	for (i = 0; i < new_entries; i++)
 		nrt[i] = be64_to_cpu(((__be64 *)nrt)[i]);
 	/* the old table is free once the header no longer names it (durable: synced above) */
-	if (q->nr_pending < QCOW2_MAX_PENDING) {
-		q->pending[q->nr_pending].off = q->rt_offset;
-		q->pending[q->nr_pending].len = (u64)q->rt_clusters * cs;
-		q->nr_pending++;
-	}
+	qcow2_defer_free(img, q->rt_offset, (u64)q->rt_clusters * cs);
 	vdimg_free(q->rt);
 	q->rt = nrt;
 	nrt = NULL;
@@ -608,7 +658,7 @@ static bool qcow2_l2_dirty(struct qcow2 *q)
 static int qcow2_flush_locked(struct vdimg_image *img)
 {
 	struct qcow2 *q = QC(img);
-	u32 i;
+	u32 i, n;
 	int ret;
 
 	lockdep_assert_held(&q->lock);
@@ -619,6 +669,8 @@ static int qcow2_flush_locked(struct vdimg_image *img)
 		return ret;
 	if (qcow2_l2_dirty(q) || q->l1_dirty_lo < q->l1_dirty_hi || q->nr_pending) {
 		ret = vdimg_file_sync(img->file);
+		if (!ret)
+			ret = qcow2_sync_data(img);
 		if (ret)
 			return ret;
 		for (i = 0; i < q->l2c.nr; i++) {
@@ -638,36 +690,82 @@ static int qcow2_flush_locked(struct vdimg_image *img)
 				return ret;
 		}
 	}
-	if (q->nr_pending) {
+	/* only what ->frees_pending() marked, when it was called: the driver drained for those */
+	n = q->pending_marked ? min(q->free_mark, q->nr_pending) : q->nr_pending;
+	q->pending_marked = false;
+	if (n) {
 		/* the references are gone on disk: now the refcounts may drop */
 		ret = vdimg_file_sync(img->file);
 		if (ret)
 			return ret;
-		for (i = 0; i < q->nr_pending; i++) {
+		for (i = 0; i < n; i++) {
 			ret = qcow2_free_range(img, q->pending[i].off, q->pending[i].len);
 			if (ret)
 				return ret;
 		}
-		q->nr_pending = 0;
+		memmove(q->pending, q->pending + n, (q->nr_pending - n) * sizeof(*q->pending));
+		q->nr_pending -= n;
 		ret = qcow2_write_rbs(img);
 	}
 	return ret;
 }
 
+/*
+ * Free [off, off + len) after the next flush made the references to it durable, and only when no
+ * write mapped before may still go there (->frees_pending()). Never flushes or frees here: a
+ * discard or commit is no place to wait for writes in flight. When the list cannot grow, the
+ * space leaks (check --repair finds it) instead of being freed early.
+ */
 static int qcow2_defer_free(struct vdimg_image *img, u64 off, u64 len)
 {
 	struct qcow2 *q = QC(img);
-	int ret;
+	struct qcow2_range *last = q->nr_pending ? &q->pending[q->nr_pending - 1] : NULL;
 
-	if (q->nr_pending == QCOW2_MAX_PENDING) {
-		ret = qcow2_flush_locked(img);
-		if (ret)
-			return ret;
+	lockdep_assert_held(&q->lock);
+	/* extend the last range when contiguous, unless a drain already covers it */
+	if (last && last->off + last->len == off &&
+	    (!q->pending_marked || q->nr_pending > q->free_mark)) {
+		last->len += len;
+		return 0;
+	}
+	if (q->nr_pending == q->pending_cap) {
+		u32 cap = q->pending_cap ? q->pending_cap * 2 : 64;
+		struct qcow2_range *np = NULL;
+
+		if (cap <= QCOW2_MAX_PENDING)
+			np = vdimg_zalloc(cap * sizeof(*np));
+		if (!np) {
+			vdimg_warn(img, "too many frees before a flush: %llu bytes at %llu leak",
+				   (unsigned long long)len, (unsigned long long)off);
+			return 0;
+		}
+		if (q->nr_pending)
+			memcpy(np, q->pending, q->nr_pending * sizeof(*np));
+		vdimg_free(q->pending);
+		q->pending = np;
+		q->pending_cap = cap;
 	}
 	q->pending[q->nr_pending].off = off;
 	q->pending[q->nr_pending].len = len;
 	q->nr_pending++;
 	return 0;
+}
+
+/*
+ * The driver asks before ->flush(): frees are pending, and the next flush frees just those (the
+ * driver waits for the writes in flight that may still target them first).
+ */
+static bool qcow2_frees_pending(struct vdimg_image *img)
+{
+	struct qcow2 *q = QC(img);
+	bool ret;
+
+	vdimg_mutex_lock(&q->lock);
+	q->pending_marked = true;
+	q->free_mark = q->nr_pending;
+	ret = q->nr_pending != 0;
+	vdimg_mutex_unlock(&q->lock);
+	return ret;
 }
 
 static int qcow2_flush(struct vdimg_image *img)
@@ -676,7 +774,10 @@ static int qcow2_flush(struct vdimg_image *img)
 	int ret;
 
 	vdimg_mutex_lock(&q->lock);
-	ret = qcow2_flush_locked(img);
+	/* data written in place into an external data file is durable after a flush too */
+	ret = q->writable ? qcow2_sync_data(img) : 0;
+	if (!ret)
+		ret = qcow2_flush_locked(img);
 	vdimg_mutex_unlock(&q->lock);
 	return ret;
 }
@@ -739,7 +840,8 @@ static int qcow2_kind(struct vdimg_image *img, const struct qcow2_l2e *l, u32 sc
 			return vdimg_corrupt(img, "extended L2 entry with the zero bit");
 		if (a & z)
 			return vdimg_corrupt(img, "subcluster both allocated and zero");
-		if (a && !host)
+		/* with a data file, guest cluster 0 is data at host offset 0 */
+		if (a && !host && !q->has_data_file)
 			return vdimg_corrupt(img, "allocated subclusters without a host cluster");
 		if (a & (1U << sc))
 			*kind = QK_DATA;
@@ -751,8 +853,8 @@ static int qcow2_kind(struct vdimg_image *img, const struct qcow2_l2e *l, u32 sc
 	}
 	if (l->e & QCOW2_OFLAG_ZERO)
 		*kind = QK_ZERO;
-	else if (host)
-		*kind = QK_DATA;
+	else if (host || (q->has_data_file && (l->e & QCOW2_OFLAG_COPIED)))
+		*kind = QK_DATA;	/* (data file: guest cluster 0 is at host offset 0) */
 	else
 		*kind = QK_UNALLOC;
 	return 0;
@@ -836,6 +938,8 @@ static int qcow2_map_read(struct vdimg_image *img, u64 offset, u64 length, bool 
 			host0 = host;
 			first = false;
 			if (kind == QK_COMPRESSED) {
+				if (q->has_data_file)
+					return vdimg_corrupt(img, "compressed cluster in an image with an external data file");
 				ext->type = VDIMG_EXT_ENCODED;
 				ext->length = min(end, ALIGN_DOWN(pos, (u64)q->cluster_size) +
 						  q->cluster_size) - offset;
@@ -852,7 +956,12 @@ static int qcow2_map_read(struct vdimg_image *img, u64 offset, u64 length, bool 
 	ext->length = pos - offset;
 	switch (kind0) {
 	case QK_DATA:
+		if (!q->dfile) {
+			vdimg_err(img, "its external data file '%s' is not open", q->dfname);
+			return -ENXIO;
+		}
 		ext->type = VDIMG_EXT_DATA;
+		ext->file = q->dfile;
 		ext->file_offset = host0;
 		break;
 	case QK_ZERO:
@@ -905,6 +1014,18 @@ static int qcow2_read_encoded(struct vdimg_image *img, const struct vdimg_extent
 	return ret;
 }
 
+static void qcow2_l1_set(struct qcow2 *q, u32 l1i, u64 v)
+{
+	q->l1[l1i] = v;
+	if (q->l1_dirty_lo == q->l1_dirty_hi) {
+		q->l1_dirty_lo = l1i;
+		q->l1_dirty_hi = l1i + 1;
+	} else {
+		q->l1_dirty_lo = min_t(u32, q->l1_dirty_lo, l1i);
+		q->l1_dirty_hi = max_t(u32, q->l1_dirty_hi, l1i + 1);
+	}
+}
+
 /* Install an empty L2 table for @offset (L1 entry in memory, table in the cache, both dirty). */
 static int qcow2_new_l2(struct vdimg_image *img, u64 offset, struct qcow2_slot **out)
 {
@@ -924,15 +1045,51 @@ static int qcow2_new_l2(struct vdimg_image *img, u64 offset, struct qcow2_slot *
 		return ret;
 	}
 	(*out)->dirty = true;
-	q->l1[l1i] = off | QCOW2_OFLAG_COPIED;
-	if (q->l1_dirty_lo == q->l1_dirty_hi) {
-		q->l1_dirty_lo = l1i;
-		q->l1_dirty_hi = l1i + 1;
-	} else {
-		q->l1_dirty_lo = min_t(u32, q->l1_dirty_lo, l1i);
-		q->l1_dirty_hi = max_t(u32, q->l1_dirty_hi, l1i + 1);
-	}
+	qcow2_l1_set(q, l1i, off | QCOW2_OFLAG_COPIED);
 	return 0;
+}
+
+/*
+ * The L2 table for @offset, ready to change: installed when the L1 entry is empty, and copied to
+ * a new cluster when the L1 entry lacks OFLAG_COPIED (the table is shared with an internal
+ * snapshot). The copy keeps every entry as it is: the data clusters it names were counted once
+ * per table that references them when the snapshot was taken, so their refcounts stay right, and
+ * entries without OFLAG_COPIED still get copied on write. The L1 entry then names the copy, and
+ * the old table loses one reference after the next flush has made the new L1 durable.
+ */
+static int qcow2_l2_writable(struct vdimg_image *img, u64 offset, struct qcow2_slot **out)
+{
+	struct qcow2 *q = QC(img);
+	u64 l1i = offset >> (q->cluster_bits + q->l2_bits), old, off;
+	struct qcow2_slot *t, *n;
+	int ret;
+
+	ret = qcow2_l2_lookup(img, offset, false, &t);
+	if (ret)
+		return ret;
+	if (!t)
+		return qcow2_new_l2(img, offset, out);
+	if (q->l1[l1i] & QCOW2_OFLAG_COPIED) {
+		*out = t;
+		return 0;
+	}
+	old = q->l1[l1i] & QCOW2_OFFSET_MASK;
+	/* the cache may evict @t while making room for the copy */
+	memcpy(q->dbuf, t->data, q->cluster_size);
+	ret = qcow2_alloc(img, 1, &off);
+	if (ret)
+		return ret;
+	ret = qcow2_cache_get(img, &q->l2c, off, true, &n);
+	if (ret) {
+		qcow2_rc_add(img, off >> q->cluster_bits, -1);
+		return ret;
+	}
+	memcpy(n->data, q->dbuf, q->cluster_size);
+	n->dirty = true;
+	qcow2_l1_set(q, l1i, off | QCOW2_OFLAG_COPIED);
+	*out = n;
+	/* if this fails the old table only leaks: its refcount stays one too high */
+	return qcow2_defer_free(img, old, q->cluster_size);
 }
 
 static int qcow2_need_writable(struct vdimg_image *img)
@@ -943,8 +1100,70 @@ static int qcow2_need_writable(struct vdimg_image *img)
 }
 
 /*
- * Write-side mapping, lock held: allocated data is returned as is; anything else becomes a NEW
- * extent over a run of subclusters of one kind (the whole cluster without extended L2).
+ * How many clusters, from entry @i of table @t (whose descriptor is @l, at virtual offset @cstart)
+ * up to virtual offset @end, one NEW extent may reserve together: a run of entries with exactly the same descriptor, either
+ * unallocated (0) or a plain zero cluster without a host offset, within one L2 table and at most
+ * QCOW2_MAX_RUN_BYTES. Reserving them contiguously keeps a multi-cluster write one extent on disk
+ * even when several writers allocate at the same time (one cluster per map interleaves them, and
+ * every later large request on the range then needs one I/O per cluster). Extended L2 entries and
+ * anything with a host offset stay one cluster. Lock held.
+ */
+static u32 qcow2_new_run(struct vdimg_image *img, const struct qcow2_slot *t, u32 i,
+			 const struct qcow2_l2e *l, u64 cstart, u64 end)
+{
+	struct qcow2 *q = QC(img);
+	u32 per_table = 1U << q->l2_bits, max = QCOW2_MAX_RUN_BYTES >> q->cluster_bits, n = 1;
+	struct qcow2_l2e l2;
+
+	/* a run must fit into a fresh refcount block's range next to the block itself */
+	max = min(max, 1U << (q->rb_bits - 1));
+
+	if (q->ext_l2 || (l->e != 0 && l->e != QCOW2_OFLAG_ZERO))
+		return 1;
+	while (n < max && i + n < per_table && cstart + ((u64)n << q->cluster_bits) < end) {
+		qcow2_l2_read(q, t->data, i + n, &l2);
+		if (l2.e != l->e)
+			break;
+		n++;
+	}
+	return n;
+}
+
+/*
+ * Clip a DATA extent of map_read (one L2 table) to the clusters the active tables own alone,
+ * which may be written in place. False when the first one is shared.
+ */
+static bool qcow2_clip_owned(struct qcow2 *q, const struct qcow2_slot *t, struct vdimg_extent *ext)
+{
+	u64 pos = ext->offset, end = ext->offset + ext->length;
+	struct qcow2_l2e l;
+
+	while (pos < end) {
+		qcow2_l2_read(q, t->data, (pos >> q->cluster_bits) & ((1U << q->l2_bits) - 1), &l);
+		if (!qcow2_owned(q, l.e))
+			break;
+		pos = ALIGN_DOWN(pos, (u64)q->cluster_size) + q->cluster_size;
+	}
+	if (pos == ext->offset)
+		return false;
+	ext->length = min(pos, end) - ext->offset;
+	return true;
+}
+
+/*
+ * Write-side mapping, lock held: allocated data the active tables own is returned as is; anything
+ * else becomes a NEW extent over a run of subclusters of one kind (the whole cluster without
+ * extended L2).
+ *
+ * Copy on write of a cluster shared with an internal snapshot (no OFLAG_COPIED): the contract's
+ * fill comes from the layers below, but the bytes that must survive here are the shared cluster's
+ * own. So map copies the whole old cluster into a newly reserved one itself (it may sleep here,
+ * as for a compressed cluster, which is rewritten the same way) and returns the new cluster as a
+ * NEW extent: without a fill where the old cluster held data, with the usual fill where it did
+ * not (extended L2: unallocated or zero subclusters). ->commit() points the entry at the copy
+ * (with OFLAG_COPIED) and drops one reference of the old cluster after the next flush, the same
+ * deferred decrement a rewritten compressed cluster gets. Nothing is written into the shared
+ * cluster, so a crash before the commit only leaks the copy.
  */
 static int qcow2_map_write(struct vdimg_image *img, u64 offset, u64 length,
 			   struct vdimg_extent *ext)
@@ -957,27 +1176,27 @@ static int qcow2_map_write(struct vdimg_image *img, u64 offset, u64 length,
 	struct qcow2_slot *t;
 	struct qcow2_l2e l;
 	enum qcow2_kind kind, k2;
+	bool copy = false;
+	u32 run = 1;
 	int ret;
 
 	ret = qcow2_map_read(img, offset, length, false, ext);
 	if (ret)
 		return ret;
 	if (ext->type == VDIMG_EXT_DATA) {
-		qcow2_l2_lookup(img, offset, false, &t);
-		qcow2_l2_read(q, t->data, i, &l);
-		if (!(l.e & QCOW2_OFLAG_COPIED))
-			return vdimg_corrupt(img, "data cluster at %llu is shared (refcount != 1)",
-					     (unsigned long long)(l.e & QCOW2_OFFSET_MASK));
-		return 0;
-	}
-	ret = qcow2_l2_lookup(img, offset, false, &t);
-	if (ret)
-		return ret;
-	if (!t) {
-		ret = qcow2_new_l2(img, offset, &t);
+		ret = qcow2_l2_lookup(img, offset, false, &t);
 		if (ret)
 			return ret;
+		if (!t)
+			return -EIO;
+		if (qcow2_clip_owned(q, t, ext))
+			return 0;
 	}
+	memset(ext, 0, sizeof(*ext));
+	ext->offset = offset;
+	ret = qcow2_l2_writable(img, offset, &t);
+	if (ret)
+		return ret;
 	qcow2_l2_read(q, t->data, i, &l);
 	ret = qcow2_kind(img, &l, sc, &kind);
 	if (ret)
@@ -987,6 +1206,8 @@ static int qcow2_map_write(struct vdimg_image *img, u64 offset, u64 length,
 	ext->cookie[0] = 0;
 	ext->cookie[1] = 0;
 	if (kind == QK_COMPRESSED) {
+		if (q->has_data_file)
+			return vdimg_corrupt(img, "compressed cluster in an image with an external data file");
 		/* rewrite the whole cluster uncompressed; the caller's data goes on top */
 		ret = qcow2_alloc(img, 1, &newc);
 		if (ret)
@@ -999,6 +1220,7 @@ static int qcow2_map_write(struct vdimg_image *img, u64 offset, u64 length,
 			return ret;
 		}
 		ext->type = VDIMG_EXT_DATA;
+		ext->file = img->file;
 		ext->length = min(offset + length, cstart + q->cluster_size) - offset;
 		ext->file_offset = newc + (offset - cstart);
 		ext->fill_offset = 0;
@@ -1016,19 +1238,66 @@ static int qcow2_map_write(struct vdimg_image *img, u64 offset, u64 length,
 		while (s1 < QCOW2_SUBCLUSTERS && !qcow2_kind(img, &l, s1, &k2) && k2 == kind)
 			s1++;
 	}
-	if (host && !(l.e & QCOW2_OFLAG_COPIED))
-		host = 0;	/* a shared preallocation: do not write into it */
-	if (!host) {
+	if (q->has_data_file) {
+		/* data clusters sit at their guest offset in the data file, unrefcounted */
+		if (!q->dfile) {
+			vdimg_err(img, "its external data file '%s' is not open", q->dfname);
+			return -ENXIO;
+		}
+		host = cstart;
+		ext->cookie[1] |= QCOW2_NEW_DATA_FILE;
+		if (!(l.e & QCOW2_OFFSET_MASK))
+			run = qcow2_new_run(img, t, i, &l, cstart, offset + length);
+	} else if (host && !qcow2_owned(q, l.e)) {
+		/* shared with a snapshot: copy what it holds, write the copy */
+		copy = kind == QK_DATA || (q->ext_l2 && QCOW2_SC_ALLOC(l.bm));
 		ret = qcow2_alloc(img, 1, &newc);
+		if (ret)
+			return ret;
+		if (copy) {
+			ret = vdimg_file_read(img->file, q->dbuf, q->cluster_size, host);
+			if (!ret)
+				ret = vdimg_file_write(img->file, q->dbuf, q->cluster_size, newc);
+			if (ret) {
+				qcow2_rc_add(img, newc >> q->cluster_bits, -1);
+				return ret;
+			}
+		}
+		host = newc;
+		ext->cookie[1] |= QCOW2_NEW_ALLOCATED | (copy ? QCOW2_NEW_WAS_SHARED : 0);
+	} else if (!host) {
+		run = qcow2_new_run(img, t, i, &l, cstart, offset + length);
+		ret = qcow2_alloc(img, run, &newc);
 		if (ret)
 			return ret;
 		host = newc;
 		ext->cookie[1] |= QCOW2_NEW_ALLOCATED;
+	} else if (kind == QK_DATA) {
+		return -EIO;	/* owned data was answered above */
 	}
 	ext->cookie[0] = host;
 	ext->type = VDIMG_EXT_DATA;
-	ext->length = min(offset + length, cstart + ((u64)s1 << q->sc_bits)) - offset;
+	ext->file = q->dfile;
 	ext->file_offset = host + (offset - cstart);
+	if (run > 1) {
+		/* a run of clusters reserved together (qcow2_new_run(): no extended L2) */
+		ext->length = min(offset + length, cstart + ((u64)run << q->cluster_bits)) - offset;
+		ext->fill_offset = cstart;
+		ext->fill_length = (u64)run << q->cluster_bits;
+		if (kind == QK_ZERO)
+			ext->flags |= VDIMG_EXT_FILL_ZERO;
+		/* whole clusters the caller writes need no fill (and no bounce buffer) */
+		if (offset == cstart && ext->length == ext->fill_length)
+			ext->fill_length = 0;
+		return 0;
+	}
+	ext->length = min(offset + length, cstart + ((u64)s1 << q->sc_bits)) - offset;
+	if (kind == QK_DATA) {
+		/* the copy already holds the rest of the run */
+		ext->fill_offset = 0;
+		ext->fill_length = 0;
+		return 0;
+	}
 	ext->fill_offset = cstart + ((u64)s0 << q->sc_bits);
 	ext->fill_length = (u64)(s1 - s0) * sc_size;
 	if (kind == QK_ZERO)
@@ -1089,7 +1358,8 @@ static int qcow2_commit(struct vdimg_image *img, const struct vdimg_extent *ext)
 	struct qcow2_l2e l;
 	int ret;
 
-	if (!(ext->flags & VDIMG_EXT_NEW) || !ext->cookie[0])
+	if (!(ext->flags & VDIMG_EXT_NEW) ||
+	    (!ext->cookie[0] && !(ext->cookie[1] & QCOW2_NEW_DATA_FILE)))
 		return -EINVAL;
 	vdimg_mutex_lock(&q->lock);
 	ret = qcow2_l2_lookup(img, ext->offset, false, &t);
@@ -1112,32 +1382,55 @@ static int qcow2_commit(struct vdimg_image *img, const struct vdimg_extent *ext)
 		l.e = ext->cookie[0] | QCOW2_OFLAG_COPIED;
 		l.bm = q->ext_l2 ? 0xffffffffULL : 0;
 	} else if (q->ext_l2) {
-		u32 s0 = (ext->fill_offset - cstart) >> q->sc_bits;
+		/* no fill: a copy of a shared cluster whose subclusters keep their state */
+		u32 s0 = ext->fill_length ? (ext->fill_offset - cstart) >> q->sc_bits : 0;
 		u32 n = ext->fill_length >> q->sc_bits;
-		u32 mask = (n >= 32 ? ~0U : ((1U << n) - 1)) << s0;
+		u32 mask = n >= 32 ? ~0U : ((1U << n) - 1) << s0;
 		u64 old = l.e & QCOW2_OFFSET_MASK;
 
-		if (old && old != ext->cookie[0]) {
-			ret = qcow2_defer_free(img, old, q->cluster_size);
-			if (ret)
-				goto out;
-			/* the other subclusters lived in the old cluster: they move with it */
-			if (QCOW2_SC_ALLOC(l.bm) & ~mask) {
+		if (s0 >= QCOW2_SUBCLUSTERS || s0 + n > QCOW2_SUBCLUSTERS) {
+			ret = -EIO;
+			goto out;
+		}
+
+		if (old && old != ext->cookie[0] && !q->has_data_file) {
+			/* the other subclusters lived in the old cluster: map copied them along */
+			if ((QCOW2_SC_ALLOC(l.bm) & ~mask) &&
+			    !(ext->cookie[1] & QCOW2_NEW_WAS_SHARED)) {
 				ret = -EIO;
 				goto out;
 			}
+			ret = qcow2_defer_free(img, old, q->cluster_size);
+			if (ret)
+				goto out;
 		}
 		l.e = ext->cookie[0] | QCOW2_OFLAG_COPIED;
 		l.bm = (l.bm | mask) & ~((u64)mask << 32);
 	} else {
-		u64 old = l.e & QCOW2_OFFSET_MASK;
+		/* one cluster, or a run of them reserved together (qcow2_new_run()) */
+		u32 n = DIV_ROUND_UP(ext->offset + ext->length - cstart, (u64)q->cluster_size), k;
 
-		if (old && old != ext->cookie[0]) {
-			ret = qcow2_defer_free(img, old, q->cluster_size);
-			if (ret)
-				goto out;
+		if (i + n > (1U << q->l2_bits)) {
+			ret = -EIO;
+			goto out;
 		}
-		l.e = ext->cookie[0] | QCOW2_OFLAG_COPIED;
+		for (k = 0; k < n; k++) {
+			u64 old, host = ext->cookie[0] + ((u64)k << q->cluster_bits);
+
+			qcow2_l2_read(q, t->data, i + k, &l);
+			old = l.e & QCOW2_OFFSET_MASK;
+			/* data clusters in an external data file are not refcounted */
+			if (old && old != host && !q->has_data_file) {
+				ret = qcow2_defer_free(img, old, q->cluster_size);
+				if (ret)
+					goto out;
+			}
+			l.e = host | QCOW2_OFLAG_COPIED;
+			qcow2_l2_write(q, t->data, i + k, &l);
+		}
+		t->dirty = true;
+		img->flags |= VDIMG_IMG_DIRTY;
+		goto out;
 	}
 	qcow2_l2_write(q, t->data, i, &l);
 	t->dirty = true;
@@ -1150,35 +1443,47 @@ out:
 static void qcow2_abort(struct vdimg_image *img, const struct vdimg_extent *ext)
 {
 	struct qcow2 *q = QC(img);
-	u64 rc;
+	u64 cstart = ALIGN_DOWN(ext->offset, (u64)q->cluster_size), rc;
+	u32 n = DIV_ROUND_UP(ext->offset + ext->length - cstart, (u64)q->cluster_size), k;
+	u32 i = (ext->offset >> q->cluster_bits) & ((1U << q->l2_bits) - 1);
+	struct qcow2_slot *t;
+	struct qcow2_l2e l;
 
 	if (!(ext->flags & VDIMG_EXT_NEW) || !(ext->cookie[1] & QCOW2_NEW_ALLOCATED))
 		return;
 	vdimg_mutex_lock(&q->lock);
-	/* commit may have failed after using it, or succeeded partly: only undo a bare reservation */
-	if (!qcow2_rc_get(img, ext->cookie[0] >> q->cluster_bits, &rc) && rc == 1) {
-		struct qcow2_slot *t;
-		struct qcow2_l2e l;
+	/*
+	 * commit may have failed after using them, or succeeded partly: only undo bare reservations
+	 * (every cluster of a run reserved together, qcow2_new_run())
+	 */
+	if (qcow2_l2_lookup(img, ext->offset, false, &t) || !t || i + n > (1U << q->l2_bits))
+		n = 0;
+	for (k = 0; k < n; k++) {
+		u64 host = ext->cookie[0] + ((u64)k << q->cluster_bits);
 
-		if (!qcow2_l2_lookup(img, ext->offset, false, &t) && t) {
-			qcow2_l2_read(q, t->data, (ext->offset >> q->cluster_bits) &
-				      ((1U << q->l2_bits) - 1), &l);
-			if ((l.e & QCOW2_OFFSET_MASK) != ext->cookie[0] ||
-			    (l.e & QCOW2_OFLAG_COMPRESSED))
-				qcow2_rc_add(img, ext->cookie[0] >> q->cluster_bits, -1);
-		}
+		if (qcow2_rc_get(img, host >> q->cluster_bits, &rc) || rc != 1)
+			continue;
+		qcow2_l2_read(q, t->data, i + k, &l);
+		if ((l.e & QCOW2_OFFSET_MASK) != host || (l.e & QCOW2_OFLAG_COMPRESSED))
+			qcow2_rc_add(img, host >> q->cluster_bits, -1);
 	}
 	vdimg_mutex_unlock(&q->lock);
 }
 
 /* ---- discard and write-zeroes ---- */
 
-static int qcow2_discard_cluster(struct vdimg_image *img, struct qcow2_slot *t, u32 i, u32 s0,
-				 u32 s1, bool zeroes)
+/*
+ * Discard or zero subclusters [s0, s1) of the cluster at @pos (the entry of table @t). A host
+ * cluster the entry stops naming loses one reference after the next flush: freed when the active
+ * tables owned it, still there for the snapshots that share it. A table shared with a snapshot is
+ * copied before the entry changes (qcow2_l2_writable()).
+ */
+static int qcow2_discard_cluster(struct vdimg_image *img, u64 pos, struct qcow2_slot *t, u32 i,
+				 u32 s0, u32 s1, bool zeroes)
 {
 	struct qcow2 *q = QC(img);
 	struct qcow2_l2e l, n;
-	u64 host;
+	u64 host, foff = 0, flen = 0;
 	int ret;
 
 	qcow2_l2_read(q, t->data, i, &l);
@@ -1190,9 +1495,8 @@ static int qcow2_discard_cluster(struct vdimg_image *img, struct qcow2_slot *t, 
 		if (s0 || s1 < (q->ext_l2 ? QCOW2_SUBCLUSTERS : 1U))
 			return -EOPNOTSUPP;
 		qcow2_compressed_range(q, l.e, &coff, &clen);
-		ret = qcow2_defer_free(img, ALIGN_DOWN(coff, 512), ALIGN(clen + (coff & 511), 512));
-		if (ret)
-			return ret;
+		foff = ALIGN_DOWN(coff, 512);
+		flen = ALIGN(clen + (coff & 511), 512);
 		n.e = zeroes && !q->ext_l2 ? QCOW2_OFLAG_ZERO : 0;
 		n.bm = zeroes && q->ext_l2 ? 0xffffffff00000000ULL : 0;
 	} else if (q->ext_l2) {
@@ -1202,27 +1506,33 @@ static int qcow2_discard_cluster(struct vdimg_image *img, struct qcow2_slot *t, 
 		n.bm &= ~((u64)mask << 32);
 		if (zeroes)
 			n.bm |= (u64)mask << 32;
-		if (!QCOW2_SC_ALLOC(n.bm) && host && (l.e & QCOW2_OFLAG_COPIED)) {
-			ret = qcow2_defer_free(img, host, q->cluster_size);
-			if (ret)
-				return ret;
+		if (!QCOW2_SC_ALLOC(n.bm) && host) {
+			foff = host;
+			flen = q->cluster_size;
 			n.e = 0;
 		}
 	} else {
-		if (host && (l.e & QCOW2_OFLAG_COPIED)) {
-			ret = qcow2_defer_free(img, host, q->cluster_size);
-			if (ret)
-				return ret;
-		} else if (host) {
-			return vdimg_corrupt(img, "discarding a shared cluster");
+		if (host) {
+			foff = host;
+			flen = q->cluster_size;
 		}
 		n.e = zeroes ? QCOW2_OFLAG_ZERO : 0;
 	}
-	if (n.e != l.e || n.bm != l.bm) {
-		qcow2_l2_write(q, t->data, i, &n);
-		t->dirty = true;
-		img->flags |= VDIMG_IMG_DIRTY;
+	if (n.e == l.e && n.bm == l.bm)
+		return 0;
+	if (q->has_data_file)
+		flen = 0;	/* data file clusters are not refcounted */
+	ret = qcow2_l2_writable(img, pos, &t);
+	if (ret)
+		return ret;
+	if (flen) {
+		ret = qcow2_defer_free(img, foff, flen);
+		if (ret)
+			return ret;
 	}
+	qcow2_l2_write(q, t->data, i, &n);
+	t->dirty = true;
+	img->flags |= VDIMG_IMG_DIRTY;
 	return 0;
 }
 
@@ -1256,6 +1566,12 @@ static int qcow2_discard(struct vdimg_image *img, u64 offset, u64 length, unsign
 	}
 	if (start >= end)
 		return 0;
+	/*
+	 * a raw external data file must keep reading like the disk: zeros are written into it by
+	 * the caller, and a plain discard (a hint) leaves everything as it is
+	 */
+	if (q->data_raw)
+		return zeroes ? -EOPNOTSUPP : 0;
 	/* a v2 image without a parent reads unallocated clusters as zeros: plain discard */
 	if (q->version < 3)
 		zeroes = false;
@@ -1274,13 +1590,113 @@ static int qcow2_discard(struct vdimg_image *img, u64 offset, u64 length, unsign
 		}
 		ret = qcow2_l2_lookup(img, pos, false, &t);
 		if (!ret && !t && zeroes)
-			ret = qcow2_new_l2(img, pos, &t);
+			ret = qcow2_l2_writable(img, pos, &t);
 		if (!ret && t)
-			ret = qcow2_discard_cluster(img, t, i, s0, s1, zeroes);
+			ret = qcow2_discard_cluster(img, pos, t, i, s0, s1, zeroes);
 		pos = cend;
 	}
 	vdimg_mutex_unlock(&q->lock);
 	return ret;
+}
+
+/* ---- internal snapshots ---- */
+
+/* One entry of the snapshot table, as far as we use it. */
+struct qcow2_snap {
+	u64 l1_offset;
+	u32 l1_size;
+	u64 disk_size;			/* from the extra data; 0 when the entry does not record it */
+	u64 vm_state;
+	u32 date_sec;
+	u32 id_len, name_len;
+	u64 id_off, name_off;		/* file offsets of the (not NUL-terminated) strings */
+};
+
+/*
+ * Entry @idx (0-based, file order) of the snapshot table; every entry before it is bounds-checked
+ * on the way (the table is a list of variable-length entries). -ENOENT past the last entry.
+ */
+static int qcow2_snapshot(struct vdimg_image *img, u32 idx, struct qcow2_snap *out)
+{
+	struct qcow2 *q = QC(img);
+	u64 fsize = vdimg_file_size(img->file), off = q->snapshots_offset, end;
+	u32 i;
+	int ret;
+
+	if (idx >= q->nb_snapshots)
+		return -ENOENT;
+	if (q->nb_snapshots > QCOW2_MAX_SNAPSHOTS)
+		return vdimg_corrupt(img, "%u snapshots, more than %u", q->nb_snapshots,
+				     QCOW2_MAX_SNAPSHOTS);
+	ret = qcow2_check_meta_off(img, off, "snapshot table");
+	if (ret)
+		return ret;
+	for (i = 0;; i++) {
+		struct qcow2_snapshot_hdr s;
+		u32 extra, idl, nl;
+
+		if (off - q->snapshots_offset > QCOW2_MAX_SNAP_TABLE || off + sizeof(s) > fsize)
+			return vdimg_corrupt(img, "snapshot table runs past the end of the file");
+		ret = vdimg_file_read(img->file, &s, sizeof(s), off);
+		if (ret)
+			return ret;
+		extra = be32_to_cpu(s.extra_data_size);
+		idl = be16_to_cpu(s.id_str_size);
+		nl = be16_to_cpu(s.name_size);
+		if (extra > QCOW2_MAX_SNAP_EXTRA)
+			return vdimg_corrupt(img, "snapshot %u has %u bytes of extra data", i + 1, extra);
+		end = off + sizeof(s) + extra + idl + nl;
+		if (end > fsize)
+			return vdimg_corrupt(img, "snapshot %u runs past the end of the file", i + 1);
+		if (i == idx) {
+			__be64 x[2] = { 0, 0 };
+
+			memset(out, 0, sizeof(*out));
+			out->l1_offset = be64_to_cpu(s.l1_table_offset);
+			out->l1_size = be32_to_cpu(s.l1_size);
+			out->date_sec = be32_to_cpu(s.date_sec);
+			out->vm_state = be32_to_cpu(s.vm_state_size);
+			if (extra >= 8) {
+				ret = vdimg_file_read(img->file, x, min_t(u32, extra, 16),
+						      off + sizeof(s));
+				if (ret)
+					return ret;
+				out->vm_state = be64_to_cpu(x[0]);
+				if (extra >= 16)
+					out->disk_size = be64_to_cpu(x[1]);
+			}
+			out->id_len = idl;
+			out->name_len = nl;
+			out->id_off = off + sizeof(s) + extra;
+			out->name_off = out->id_off + idl;
+			return 0;
+		}
+		off = ALIGN(end, 8ULL);
+	}
+}
+
+/* Open the image as snapshot @n (1-based) sees it: its L1 table and its disk size. */
+static int qcow2_open_snapshot(struct vdimg_image *img, u32 n)
+{
+	struct qcow2 *q = QC(img);
+	struct qcow2_snap sn;
+	int ret;
+
+	ret = qcow2_snapshot(img, n - 1, &sn);
+	if (ret == -ENOENT) {
+		vdimg_err(img, "has no internal snapshot %u (it has %u)", n, q->nb_snapshots);
+		return ret;
+	}
+	if (ret)
+		return ret;
+	ret = qcow2_check_meta_off(img, sn.l1_offset, "snapshot L1 table");
+	if (ret)
+		return ret;
+	q->l1_offset = sn.l1_offset;
+	q->l1_size = sn.l1_size;
+	if (sn.disk_size)
+		q->vsize = sn.disk_size;
+	return 0;
 }
 
 /* ---- open and close ---- */
@@ -1333,6 +1749,12 @@ static int qcow2_parse_exts(struct vdimg_image *img, const u8 *c0, u32 len)
 			ftbl = d;
 			flen = elen;
 			break;
+		case QCOW2_EXT_DATA_FILE:
+			if (elen > QCOW2_MAX_DATA_NAME)
+				return vdimg_corrupt(img, "external data file name too long");
+			memcpy(q->dfname, d, elen);
+			q->dfname[elen] = 0;
+			break;
 		case QCOW2_EXT_BITMAPS: {
 			const struct qcow2_bitmaps_ext *b = (const void *)d;
 
@@ -1370,6 +1792,7 @@ static void qcow2_free_priv(struct qcow2 *q)
 	vdimg_free(q->rt);
 	vdimg_free(q->cbuf);
 	vdimg_free(q->dbuf);
+	vdimg_free(q->pending);
 	vdimg_mutex_destroy(&q->lock);
 	vdimg_free(q);
 }
@@ -1484,9 +1907,44 @@ static int qcow2_open(struct vdimg_image *img, unsigned int flags)
 	if (ret)
 		goto fail;
 	if (q->incompat & QCOW2_INCOMPAT_DATA_FILE) {
-		vdimg_err(img, "qcow2 images with an external data file are not supported yet");
-		ret = -EOPNOTSUPP;
-		goto fail;
+		q->has_data_file = true;
+		q->data_raw = q->autoclear & QCOW2_AUTOCLEAR_DATA_FILE_RAW;
+		q->dfile = img->data_file;
+		if (img->snapshot) {
+			vdimg_err(img, "an image with an external data file has no internal snapshots");
+			ret = -EINVAL;
+			goto fail;
+		}
+		if (!img->data_file) {
+			bool need = true;
+#ifndef __KERNEL__
+			/* userspace may look at the metadata alone (info, finding the data file) */
+			need = !(flags & VDIMG_OPEN_READ_ONLY);
+#endif
+			if (need) {
+				vdimg_err(img, "needs its external data file '%s': give it with the image",
+					  q->dfname[0] ? q->dfname : "(unnamed)");
+				ret = -ENOENT;
+				goto fail;
+			}
+		}
+	} else {
+		if (img->data_file) {
+			vdimg_err(img, "has no external data file, but one was given");
+			ret = -EINVAL;
+			goto fail;
+		}
+		q->dfile = img->file;
+	}
+	if (img->snapshot) {
+		if (!(flags & VDIMG_OPEN_READ_ONLY)) {
+			vdimg_err(img, "an internal snapshot can only be opened read-only");
+			ret = -EROFS;
+			goto fail;
+		}
+		ret = qcow2_open_snapshot(img, img->snapshot);
+		if (ret)
+			goto fail;
 	}
 	if (q->incompat & QCOW2_INCOMPAT_COMPRESSION) {
 		if (hlen <= 104 || q->compression_type == QCOW2_COMPRESSION_ZLIB) {
@@ -1588,22 +2046,22 @@ static int qcow2_open(struct vdimg_image *img, unsigned int flags)
 		q->writable = false;
 		img->flags |= VDIMG_IMG_READ_ONLY;
 	}
-	if (q->writable && q->nb_snapshots) {
-		vdimg_err(img, "writing to qcow2 images with internal snapshots is not supported yet; attach read-only");
-		ret = -EOPNOTSUPP;
-		goto fail;
-	}
-	if (q->writable && q->autoclear) {
-		/* we cannot maintain bitmaps (or anything autoclear): say so before writing */
+	if (q->writable && (q->autoclear & ~(q->has_data_file ? QCOW2_AUTOCLEAR_DATA_FILE_RAW : 0))) {
+		/*
+		 * we cannot maintain bitmaps (or anything autoclear but a raw data file, which
+		 * discard keeps raw): say so before writing
+		 */
+		u64 keep = q->autoclear & (q->has_data_file ? QCOW2_AUTOCLEAR_DATA_FILE_RAW : 0);
+
 		ret = qcow2_write_header_field(img, offsetof(struct qcow2_header,
-							     autoclear_features), 0, 8);
+							     autoclear_features), keep, 8);
 		if (!ret)
 			ret = vdimg_file_sync(img->file);
 		if (ret)
 			goto fail;
 		if (q->autoclear & QCOW2_AUTOCLEAR_BITMAPS)
 			vdimg_info(img, "persistent bitmaps are now marked inconsistent");
-		q->autoclear = 0;
+		q->autoclear = keep;
 	}
 	if (q->writable && (q->incompat & QCOW2_INCOMPAT_DIRTY)) {
 #ifdef __KERNEL__
@@ -1647,6 +2105,9 @@ static void qcow2_close(struct vdimg_image *img)
 /* ---- userspace only: parent, describe, create, check ---- */
 #ifndef __KERNEL__
 #include <stdio.h>
+#include <time.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 static int qcow2_parent_ref(struct vdimg_image *img, struct vdimg_parent_ref *ref)
 {
@@ -1670,12 +2131,218 @@ static int qcow2_parent_ref(struct vdimg_image *img, struct vdimg_parent_ref *re
 	return 0;
 }
 
+/* Read a snapshot string of @len bytes at @off into @buf (truncated to @sz - 1, NUL-terminated). */
+static int qcow2_snap_str(struct vdimg_image *img, u64 off, u32 len, char *buf, size_t sz)
+{
+	size_t n = min_t(size_t, len, sz - 1);
+	int ret = vdimg_file_read(img->file, buf, n, off);
+
+	buf[ret ? 0 : n] = 0;
+	return ret;
+}
+
+/*
+ * The snapshot @key names: an entry whose ID string is @key, else the first whose name is @key
+ * (qemu-img snapshot -l lists both). 0 with the 1-based index in *@index, or -ENOENT.
+ */
+static int qcow2_find_snapshot(struct vdimg_image *img, const char *key, u32 *index)
+{
+	struct qcow2 *q = QC(img);
+	size_t kl = strlen(key);
+	u32 i, by_name = 0;
+	char *buf;
+	int ret = 0;
+
+	if (!kl || kl > 65535)
+		return -ENOENT;
+	buf = malloc(kl + 1);
+	if (!buf)
+		return -ENOMEM;
+	for (i = 0; i < q->nb_snapshots; i++) {
+		struct qcow2_snap sn;
+
+		ret = qcow2_snapshot(img, i, &sn);
+		if (ret)
+			break;
+		if (sn.id_len == kl) {
+			ret = qcow2_snap_str(img, sn.id_off, sn.id_len, buf, kl + 1);
+			if (ret)
+				break;
+			if (!strcmp(buf, key)) {
+				*index = i + 1;
+				goto out;
+			}
+		}
+		if (!by_name && sn.name_len == kl) {
+			ret = qcow2_snap_str(img, sn.name_off, sn.name_len, buf, kl + 1);
+			if (ret)
+				break;
+			if (!strcmp(buf, key))
+				by_name = i + 1;
+		}
+	}
+	if (!ret && by_name)
+		*index = by_name;
+	else if (!ret)
+		ret = -ENOENT;
+out:
+	free(buf);
+	return ret;
+}
+
+static int qcow2_data_file_ref(struct vdimg_image *img, char *path, size_t len)
+{
+	struct qcow2 *q = QC(img);
+
+	if (!q->has_data_file || !q->dfname[0])
+		return -ENOENT;
+	if (strlen(q->dfname) >= len)
+		return -ENAMETOOLONG;
+	strcpy(path, q->dfname);
+	return 0;
+}
+
+/*
+ * Rebase in place: a new backing file name (and backing format extension), or none. The header
+ * cluster is rebuilt in memory: the header, the backing format extension first, every other
+ * extension as it was, the end marker, then the name, placed where it does not overlap the old
+ * name when there is room. Written tail first (everything after the first sector), synced, then
+ * the first sector (the header fields and the start of the extensions) in one write, synced: a
+ * crash before that write leaves the old header naming the old (intact) name.
+ */
+static int qcow2_set_parent(struct vdimg_image *img, const char *path, struct vdimg_image *parent)
+{
+	struct qcow2 *q = QC(img);
+	u32 cs = q->cluster_size, off, pos = 0, n = path ? strlen(path) : 0;
+	const char *fmt = path && parent && parent->fmt ? parent->fmt->name : NULL;
+	struct qcow2_header *h;
+	u8 *c0 = NULL, *nb = NULL;
+	int ret;
+
+	if (!q->writable)
+		return -EROFS;
+	if (img->snapshot)
+		return -EROFS;
+	if (path && !n)
+		path = NULL;
+	if (n > 1023) {
+		vdimg_err(img, "backing file name longer than 1023 bytes");
+		return -ENOSPC;
+	}
+	if (path && q->data_raw) {
+		vdimg_err(img, "a raw external data file excludes a backing file");
+		return -EINVAL;
+	}
+	c0 = calloc(1, cs);
+	nb = calloc(1, cs);
+	if (!c0 || !nb) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	vdimg_mutex_lock(&q->lock);
+	ret = vdimg_file_read(img->file, c0, min_t(u64, cs, vdimg_file_size(img->file)), 0);
+	if (ret)
+		goto unlock;
+	/* keep the old name's bytes where the new layout does not need them (see above) */
+	if (q->backing_off)
+		memcpy(nb + q->backing_off, c0 + q->backing_off, q->backing_len);
+	memset(nb, 0, q->hdr_len);
+	memcpy(nb, c0, q->hdr_len);
+	off = q->hdr_len;
+	if (fmt) {
+		struct qcow2_ext_hdr e = { cpu_to_be32(QCOW2_EXT_BACKING_FORMAT),
+					   cpu_to_be32(strlen(fmt)) };
+		u32 sz = 8 + ALIGN((u32)strlen(fmt), 8U);
+
+		memset(nb + off, 0, sz);
+		memcpy(nb + off, &e, 8);
+		memcpy(nb + off + 8, fmt, strlen(fmt));
+		off += sz;
+	}
+	{
+		u32 p = q->hdr_len;
+
+		while (p + 8 <= cs) {
+			const struct qcow2_ext_hdr *e = (const void *)(c0 + p);
+			u32 type = be32_to_cpu(e->type), elen = be32_to_cpu(e->len), sz;
+
+			if (type == QCOW2_EXT_END)
+				break;
+			if (elen > cs - p - 8) {
+				ret = vdimg_corrupt(img, "header extension %#x overruns the first cluster",
+						    type);
+				goto unlock;
+			}
+			sz = 8 + ALIGN(elen, 8U);
+			if (sz > cs - p)
+				sz = cs - p;
+			p += sz;
+			if (type == QCOW2_EXT_BACKING_FORMAT)
+				continue;
+			if (off + sz + 8 > cs) {
+				ret = -ENOSPC;
+				goto nospace;
+			}
+			memcpy(nb + off, e, sz);
+			off += sz;
+		}
+	}
+	if (off + 8 > cs) {
+		ret = -ENOSPC;
+		goto nospace;
+	}
+	memset(nb + off, 0, 8);
+	off += 8;
+	if (path) {
+		pos = off;
+		if (q->backing_off && pos < q->backing_off + q->backing_len &&
+		    pos + n > q->backing_off && q->backing_off + q->backing_len + n <= cs)
+			pos = q->backing_off + q->backing_len;
+		if (pos + n > cs) {
+			ret = -ENOSPC;
+			goto nospace;
+		}
+		memcpy(nb + pos, path, n);
+	}
+	h = (struct qcow2_header *)nb;
+	h->backing_file_offset = cpu_to_be64(path ? pos : 0);
+	h->backing_file_size = cpu_to_be32(n);
+	if (cs > 512) {
+		ret = vdimg_file_write(img->file, nb + 512, cs - 512, 512);
+		if (!ret)
+			ret = vdimg_file_sync(img->file);
+		if (ret)
+			goto unlock;
+	}
+	ret = vdimg_file_write(img->file, nb, min(cs, 512U), 0);
+	if (!ret)
+		ret = vdimg_file_sync(img->file);
+	if (ret)
+		goto unlock;
+	q->backing_off = path ? pos : 0;
+	q->backing_len = n;
+	vdimg_strscpy(q->backing_fmt, fmt ? fmt : "", sizeof(q->backing_fmt));
+	if (path)
+		img->flags |= VDIMG_IMG_HAS_PARENT;
+	else
+		img->flags &= ~VDIMG_IMG_HAS_PARENT;
+	vdimg_strscpy(img->variant, path ? "differencing" : "dynamic", sizeof(img->variant));
+	goto unlock;
+nospace:
+	vdimg_err(img, "no room for the backing file name in the %u byte header cluster", cs);
+unlock:
+	vdimg_mutex_unlock(&q->lock);
+out:
+	free(c0);
+	free(nb);
+	return ret;
+}
+
 static void qcow2_describe(struct vdimg_image *img,
 			   void (*emit)(void *ctx, const char *key, const char *value), void *ctx)
 {
 	struct qcow2 *q = QC(img);
 	char v[512], k[64];
-	u64 off = q->snapshots_offset, fsize = vdimg_file_size(img->file);
 	u32 i;
 
 	snprintf(v, sizeof(v), "%s", q->version == 2 ? "0.10" : "1.1");
@@ -1696,37 +2363,34 @@ static void qcow2_describe(struct vdimg_image *img,
 			 q->autoclear & QCOW2_AUTOCLEAR_BITMAPS ? "" : " (inconsistent)");
 		emit(ctx, "bitmaps", v);
 	}
+	if (q->has_data_file) {
+		emit(ctx, "data file", q->dfname[0] ? q->dfname : "(unnamed)");
+		emit(ctx, "data file raw", q->data_raw ? "true" : "false");
+	}
 	snprintf(v, sizeof(v), "%u", q->nb_snapshots);
 	emit(ctx, "snapshots", v);
 	for (i = 0; i < q->nb_snapshots && i < 1024; i++) {
-		struct qcow2_snapshot_hdr s;
-		char id[128], name[256];
-		u32 idl, nl, extra;
-		u64 vmstate;
+		struct qcow2_snap sn;
+		char id[128], name[256], date[32];
+		time_t t;
+		struct tm tm;
 
-		if (off + sizeof(s) > fsize || vdimg_file_read(img->file, &s, sizeof(s), off))
+		if (qcow2_snapshot(img, i, &sn) ||
+		    qcow2_snap_str(img, sn.id_off, sn.id_len, id, sizeof(id)) ||
+		    qcow2_snap_str(img, sn.name_off, sn.name_len, name, sizeof(name)))
 			break;
-		idl = be16_to_cpu(s.id_str_size);
-		nl = be16_to_cpu(s.name_size);
-		extra = be32_to_cpu(s.extra_data_size);
-		vmstate = be32_to_cpu(s.vm_state_size);
-		if (extra >= 8) {
-			__be64 big;
-
-			if (!vdimg_file_read(img->file, &big, 8, off + sizeof(s)))
-				vmstate = be64_to_cpu(big);
-		}
-		off += sizeof(s) + extra;
-		memset(id, 0, sizeof(id));
-		memset(name, 0, sizeof(name));
-		if (vdimg_file_read(img->file, id, min_t(u32, idl, sizeof(id) - 1), off) ||
-		    vdimg_file_read(img->file, name, min_t(u32, nl, sizeof(name) - 1), off + idl))
-			break;
-		off = ALIGN(off + idl + nl, 8ULL);
-		snprintf(k, sizeof(k), "snapshot %u", i);
-		snprintf(v, sizeof(v), "id=%s name=%s date=%u vm-state=%llu", id, name,
-			 be32_to_cpu(s.date_sec), (unsigned long long)vmstate);
+		t = sn.date_sec;
+		if (!localtime_r(&t, &tm) || !strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm))
+			snprintf(date, sizeof(date), "%u", sn.date_sec);
+		snprintf(k, sizeof(k), "snapshot %u", i + 1);
+		snprintf(v, sizeof(v), "id=%s name=%s size=%llu date=%s vm-state=%llu", id, name,
+			 (unsigned long long)(sn.disk_size ? sn.disk_size : q->vsize), date,
+			 (unsigned long long)sn.vm_state);
 		emit(ctx, k, v);
+	}
+	if (img->snapshot) {
+		snprintf(v, sizeof(v), "%u", img->snapshot);
+		emit(ctx, "opened snapshot", v);
 	}
 }
 
@@ -1760,14 +2424,15 @@ static bool qcow2_opt_bool(const char *v)
 
 static const char *const qcow2_opt_keys[] = {
 	"cluster_size", "compat", "refcount_bits", "lazy_refcounts", "extended_l2",
-	"compression_type",
+	"compression_type", "data_file", "data_file_raw",
 };
 
 static int qcow2_create(struct vdimg_file *f, const struct vdimg_create_opts *opts)
 {
 	const struct vdimg_image msg = { .name = "qcow2 create" };
 	u32 cs = opts->block_size ? opts->block_size : 65536, version = 3, rbits = 16, order;
-	bool lazy = false, extl2 = false, zstd = false;
+	bool lazy = false, extl2 = false, zstd = false, draw = false;
+	char dname[QCOW2_MAX_DATA_NAME + 1] = "";
 	u64 per, l2_span, l1_size, l1c, k, tc, total, i, coff;
 	const char *p;
 	char v[64];
@@ -1814,6 +2479,17 @@ static int qcow2_create(struct vdimg_file *f, const struct vdimg_create_opts *op
 			vdimg_err(&msg, "compression_type must be zlib or zstd");
 			return -EINVAL;
 		}
+	}
+	qcow2_opt(opts->options, "data_file", dname, sizeof(dname));
+	if (qcow2_opt(opts->options, "data_file_raw", v, sizeof(v)))
+		draw = qcow2_opt_bool(v);
+	if (draw && !dname[0]) {
+		vdimg_err(&msg, "data_file_raw needs data_file");
+		return -EINVAL;
+	}
+	if (dname[0] && (version == 2 || (draw && opts->parent))) {
+		vdimg_err(&msg, "data_file needs compat=1.1%s", draw ? " and excludes a backing file" : "");
+		return -EINVAL;
 	}
 	if (!is_power_of_2(cs) || cs < 512 || cs > (2U << 20)) {
 		vdimg_err(&msg, "cluster_size must be a power of two from 512 to 2M");
@@ -1870,10 +2546,12 @@ static int qcow2_create(struct vdimg_file *f, const struct vdimg_create_opts *op
 	h.refcount_table_offset = cpu_to_be64((u64)cs);
 	h.refcount_table_clusters = cpu_to_be32(tc);
 	if (version == 3) {
-		u64 inc = (extl2 ? QCOW2_INCOMPAT_EXTL2 : 0) | (zstd ? QCOW2_INCOMPAT_COMPRESSION : 0);
+		u64 inc = (extl2 ? QCOW2_INCOMPAT_EXTL2 : 0) | (zstd ? QCOW2_INCOMPAT_COMPRESSION : 0) |
+			  (dname[0] ? QCOW2_INCOMPAT_DATA_FILE : 0);
 
 		h.incompatible_features = cpu_to_be64(inc);
 		h.compatible_features = cpu_to_be64(lazy ? QCOW2_COMPAT_LAZY_REFCOUNTS : 0);
+		h.autoclear_features = cpu_to_be64(draw ? QCOW2_AUTOCLEAR_DATA_FILE_RAW : 0);
 		h.refcount_order = cpu_to_be32(order);
 		h.header_length = cpu_to_be32(QCOW2_HEADER_LEN);
 		h.compression_type = zstd ? QCOW2_COMPRESSION_ZSTD : QCOW2_COMPRESSION_ZLIB;
@@ -1888,6 +2566,19 @@ static int qcow2_create(struct vdimg_file *f, const struct vdimg_create_opts *op
 		memcpy(buf + coff, &e, sizeof(e));
 		memcpy(buf + coff + 8, fmt, strlen(fmt));
 		coff += 8 + ALIGN(strlen(fmt), 8UL);
+	}
+	if (dname[0]) {
+		struct qcow2_ext_hdr e = { cpu_to_be32(QCOW2_EXT_DATA_FILE),
+					   cpu_to_be32(strlen(dname)) };
+
+		if (coff + 8 + ALIGN(strlen(dname), 8UL) + 8 > cs) {
+			vdimg_err(&msg, "no room for the data file name in a %u byte cluster", cs);
+			ret = -ENAMETOOLONG;
+			goto out;
+		}
+		memcpy(buf + coff, &e, sizeof(e));
+		memcpy(buf + coff + 8, dname, strlen(dname));
+		coff += 8 + ALIGN(strlen(dname), 8UL);
 	}
 	if (version == 3) {
 		static const struct { u8 type, bit; const char *name; } ft[] = {
@@ -1950,6 +2641,17 @@ static int qcow2_create(struct vdimg_file *f, const struct vdimg_create_opts *op
 		}
 	}
 	ret = vdimg_file_sync(f);
+	if (!ret && dname[0]) {
+		/* the data file itself, empty and as large as the disk (relative: to the cwd) */
+		int dfd = open(dname, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+
+		if (dfd < 0 || ftruncate(dfd, opts->size) || fsync(dfd)) {
+			ret = -errno;
+			vdimg_err(&msg, "cannot create the data file %s: %s", dname, strerror(-ret));
+		}
+		if (dfd >= 0)
+			close(dfd);
+	}
 out:
 	free(buf);
 	return ret;
@@ -2024,7 +2726,7 @@ static int qcow2_ck_l1(struct qcow2_ck *ck, const u64 *l1, u32 l1_size)
 				ck->errors++;
 				continue;
 			}
-			if (l.e & QCOW2_OFFSET_MASK)
+			if ((l.e & QCOW2_OFFSET_MASK) && !q->has_data_file)
 				qcow2_ck_inc(ck, l.e & QCOW2_OFFSET_MASK, q->cluster_size,
 					     "data cluster");
 		}
@@ -2265,7 +2967,7 @@ static int qcow2_ck_copied(struct vdimg_image *img, bool fix, u64 *bad)
 
 			qcow2_l2_read(q, t->data, j, &l);
 			host = l.e & QCOW2_OFFSET_MASK;
-			if ((l.e & QCOW2_OFLAG_COMPRESSED) || !host)
+			if ((l.e & QCOW2_OFLAG_COMPRESSED) || !host || q->has_data_file)
 				continue;
 			ret = qcow2_rc_get(img, host >> q->cluster_bits, &rc);
 			if (ret)
@@ -2396,6 +3098,7 @@ static bool qcow2_probe(const u8 *head, size_t head_len, const u8 *tail, u64 fil
 const struct vdimg_format vdimg_qcow2_format = {
 	.name = "qcow2",
 	.id = VDIMG_FMT_QCOW2,
+	.caps = VDIMG_CAP_DATA_FILE | VDIMG_CAP_SNAPSHOTS,
 	.probe = qcow2_probe,
 	.open = qcow2_open,
 	.close = qcow2_close,
@@ -2405,10 +3108,14 @@ const struct vdimg_format vdimg_qcow2_format = {
 	.read_encoded = qcow2_read_encoded,
 	.discard = qcow2_discard,
 	.flush = qcow2_flush,
+	.frees_pending = qcow2_frees_pending,
 #ifndef __KERNEL__
 	.create = qcow2_create,
 	.check = qcow2_check,
 	.parent_ref = qcow2_parent_ref,
 	.describe = qcow2_describe,
+	.set_parent = qcow2_set_parent,
+	.data_file_ref = qcow2_data_file_ref,
+	.find_snapshot = qcow2_find_snapshot,
 #endif
 };

@@ -1012,6 +1012,72 @@ static int qed_parent_ref(struct vdimg_image *img, struct vdimg_parent_ref *ref)
 	return 0;
 }
 
+/*
+ * Rebase in place: a new backing file name, or none. The name goes into the header clusters where
+ * it does not overlap the old one when there is room, and is synced before the header (features
+ * and the name's location: one 64-byte write) points at it.
+ */
+static int qed_set_parent(struct vdimg_image *img, const char *path, struct vdimg_image *parent)
+{
+	struct qed *q = QD(img);
+	u64 room = (u64)q->header_size * q->cluster_size, features, mine;
+	u32 n = path ? strlen(path) : 0, pos = 0;
+	struct qed_header h;
+	int ret;
+
+	if (!q->writable)
+		return -EROFS;
+	if (path && !n)
+		path = NULL;
+	vdimg_mutex_lock(&q->lock);
+	ret = vdimg_file_read(img->file, &h, sizeof(h), 0);
+	if (ret)
+		goto out;
+	if (path) {
+		pos = sizeof(h);
+		if (q->backing_len && pos < q->backing_off + q->backing_len &&
+		    pos + n > q->backing_off && (u64)q->backing_off + q->backing_len + n <= room)
+			pos = q->backing_off + q->backing_len;
+		if (n > 4095 || pos + n > room) {
+			vdimg_err(img, "no room for a %u byte backing file name in the %llu byte header",
+				  n, (unsigned long long)room);
+			ret = -ENOSPC;
+			goto out;
+		}
+		ret = vdimg_file_write(img->file, path, n, pos);
+		if (!ret)
+			ret = vdimg_file_sync(img->file);
+		if (ret)
+			goto out;
+	}
+	mine = QED_F_BACKING_FILE | QED_F_BACKING_FORMAT_NO_PROBE;
+	features = 0;
+	if (path) {
+		features = QED_F_BACKING_FILE;
+		if (parent && parent->fmt && parent->fmt->id == VDIMG_FMT_RAW)
+			features |= QED_F_BACKING_FORMAT_NO_PROBE;
+	}
+	h.features = cpu_to_le64((le64_to_cpu(h.features) & ~mine) | features);
+	h.backing_filename_offset = cpu_to_le32(pos);
+	h.backing_filename_size = cpu_to_le32(n);
+	ret = vdimg_file_write(img->file, &h, sizeof(h), 0);
+	if (!ret)
+		ret = vdimg_file_sync(img->file);
+	if (ret)
+		goto out;
+	q->features = (q->features & ~mine) | features;
+	q->backing_off = pos;
+	q->backing_len = n;
+	if (path)
+		img->flags |= VDIMG_IMG_HAS_PARENT;
+	else
+		img->flags &= ~VDIMG_IMG_HAS_PARENT;
+	vdimg_strscpy(img->variant, path ? "differencing" : "dynamic", sizeof(img->variant));
+out:
+	vdimg_mutex_unlock(&q->lock);
+	return ret;
+}
+
 static void qed_describe(struct vdimg_image *img,
 			 void (*emit)(void *ctx, const char *key, const char *value), void *ctx)
 {
@@ -1225,5 +1291,6 @@ const struct vdimg_format vdimg_qed_format = {
 	.check = qed_check,
 	.parent_ref = qed_parent_ref,
 	.describe = qed_describe,
+	.set_parent = qed_set_parent,
 #endif
 };

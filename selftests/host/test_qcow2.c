@@ -21,14 +21,14 @@
 /* A persistent scratch path (tp() rotates its buffers). */
 static const char *tp(const char *name)
 {
-	static char bufs[32][512];
+	static char bufs[128][512];
 	static int n;
 	int i;
 
 	for (i = 0; i < n; i++)
 		if (!strcmp(strrchr(bufs[i], '/') + 1, name))
 			return bufs[i];
-	if (n == 32)
+	if (n == 128)
 		return tpath(name);
 	snprintf(bufs[n], sizeof(bufs[n]), "%s", tpath(name));
 	return bufs[n++];
@@ -532,13 +532,411 @@ static void test_refuse(void)
 	   "corrupt bit: opens read-only with a message");
 	if (!ret)
 		vdimg_chain_close(c);
-	/* internal snapshots: read-only attach, listed by describe */
+	/* internal snapshots: a snapshot opens read-only only */
 	sh("qemu-img create -q -f qcow2 '%s' 1M && qemu-img snapshot -c snap1 '%s'", p[0], p[0]);
-	ret = open_chain(&c, p, qc, 1, false);
-	ok(ret == -EOPNOTSUPP, "writable open with internal snapshots refused");
-	if (!ret)
-		vdimg_chain_close(c);
+	{
+		int fd = open(p[0], O_RDWR | O_CLOEXEC);
+		struct vdimg_image img = { .name = p[0], .snapshot = 1 };
+
+		img.file = vdimg_file_from_fd(fd);
+		ret = vdimg_image_open(&img, VDIMG_FMT_QCOW2, 0);
+		ok(ret == -EROFS, "a snapshot opened writable: -EROFS (%d)", ret);
+		if (!ret)
+			vdimg_image_close(&img);
+		vdimg_file_free(img.file);
+		close(fd);
+	}
 	ok(chain_matches_qemu(p, qc, 1, "snapshots"), "image with snapshots reads");
+}
+
+/* ---- internal snapshots ---- */
+
+/*
+ * Read the whole disk of @path as internal snapshot @snap (0: the current state) sees it, through
+ * the registry (which checks VDIMG_CAP_SNAPSHOTS) and ->map(); no backing file. *@size gets the
+ * disk size the backend reported.
+ */
+static int snap_read_all(const char *path, u32 snap, u8 **out, u64 *size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC), ret;
+	struct vdimg_image img;
+	u64 off = 0;
+	u8 *buf;
+
+	*out = NULL;
+	if (fd < 0)
+		return -errno;
+	memset(&img, 0, sizeof(img));
+	img.file = vdimg_file_from_fd(fd);
+	img.name = path;
+	img.snapshot = snap;
+	ret = vdimg_image_open(&img, VDIMG_FMT_QCOW2, VDIMG_OPEN_READ_ONLY);
+	if (ret)
+		goto out_file;
+	*size = img.size;
+	buf = calloc(1, img.size);
+	while (!ret && off < img.size) {
+		struct vdimg_extent ext;
+
+		ret = img.fmt->map(&img, off, img.size - off, 0, &ext);
+		if (ret)
+			break;
+		if (ext.type == VDIMG_EXT_DATA)
+			ret = vdimg_file_read(ext.file, buf + off, ext.length, ext.file_offset);
+		else if (ext.type == VDIMG_EXT_ENCODED)
+			ret = img.fmt->read_encoded(&img, &ext, buf + off);
+		off += ext.length;
+	}
+	if (ret)
+		free(buf);
+	else
+		*out = buf;
+	vdimg_image_close(&img);
+out_file:
+	vdimg_file_free(img.file);
+	close(fd);
+	return ret;
+}
+
+/* Does snapshot @snap of @path read like qemu's raw file @want? */
+static bool snap_matches(const char *path, u32 snap, const char *want, const char *tag)
+{
+	size_t len;
+	u8 *w = slurp(want, &len), *got = NULL;
+	u64 size = 0;
+	bool same;
+	int ret = snap_read_all(path, snap, &got, &size);
+
+	/*
+	 * qemu-img convert -l gives a snapshot at the current disk size; the snapshot's own size
+	 * (what we report) may be smaller: the rest must be zeros there
+	 */
+	same = !ret && w && size <= len && !memcmp(w, got, size);
+	while (same && size < len)
+		same = !w[size++];
+	if (!same)
+		printf("# %s: snapshot %u: ret %d, size %llu vs %zu\n", tag, snap, ret,
+		       (unsigned long long)size, len);
+	free(w);
+	free(got);
+	return same;
+}
+
+/*
+ * An image with two internal snapshots at different data states (s1, s2), and the current state
+ * after more writes; the raw views qemu gives of each in s1.raw, s2.raw, cur.raw.
+ */
+static int make_snap_image(const char *img, const char *opts, bool resize)
+{
+	return sh("qemu-img create -q -f qcow2 -o %s '%s' 16M"
+		  " && qemu-io -f qcow2 -c 'write -P 0x11 0 3m' -c 'write -P 0x12 5m 100k' -c 'write -z 8m 1m' -c 'write -P 0x13 15m 1m' '%s' >/dev/null"
+		  " && qemu-img snapshot -c s1 '%s'"
+		  " && qemu-io -f qcow2 -c 'write -P 0x21 1m 40k' -c 'write -P 0x22 4m 2m' -c 'discard 15m 512k' -c 'write -P 0x23 8m 4k' '%s' >/dev/null"
+		  " && qemu-img snapshot -c s2 '%s'"
+		  " && qemu-io -f qcow2 -c 'write -P 0x31 2m 1m' -c 'write -z 4m 64k' -c 'write -P 0x32 12m 7k' '%s' >/dev/null"
+		  "%s%s%s"
+		  " && qemu-img convert -l snapshot.name=s1 -O raw '%s' '%s'"
+		  " && qemu-img convert -l snapshot.name=s2 -O raw '%s' '%s'"
+		  " && qemu-img convert -O raw '%s' '%s'",
+		  opts, img, img, img, img, img, img,
+		  resize ? " && qemu-img resize -q '" : "", resize ? img : "", resize ? "' 20M" : "",
+		  img, tp("s1.raw"), img, tp("s2.raw"), img, tp("cur.raw"));
+}
+
+static void describe_emit(void *ctx, const char *key, const char *value)
+{
+	char *out = ctx;
+	size_t n = strlen(out);
+
+	snprintf(out + n, 8192 - n, "%s: %s\n", key, value);
+}
+
+static void test_snapshots_read(void)
+{
+	static const char *const cfgs[] = {
+		"compat=1.1", "compat=0.10,cluster_size=4096", "extended_l2=on,cluster_size=16384",
+	};
+	const char *p = tp("snap.qcow2");
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(cfgs); i++) {
+		if (!ok(make_snap_image(p, cfgs[i], i == 0) == 0, "qemu made %s with snapshots s1, s2",
+			cfgs[i]))
+			continue;
+		if (i == 0) {
+			u8 *b = NULL;
+			u64 sz = 0;
+
+			snap_read_all(p, 1, &b, &sz);
+			ok(sz == 16 * MiB, "snapshot 1 reports its own disk size 16M, not 20M (%llu)",
+			   (unsigned long long)sz);
+			free(b);
+		}
+		ok(snap_matches(p, 1, tp("s1.raw"), cfgs[i]),
+		   "%s: snapshot 1 == qemu-img convert -l snapshot.name=s1%s", cfgs[i],
+		   i == 0 ? " (16M before a resize to 20M)" : "");
+		ok(snap_matches(p, 2, tp("s2.raw"), cfgs[i]),
+		   "%s: snapshot 2 == qemu-img convert -l snapshot.name=s2", cfgs[i]);
+		ok(snap_matches(p, 0, tp("cur.raw"), cfgs[i]), "%s: current state == qemu-img convert",
+		   cfgs[i]);
+	}
+	/* find_snapshot, describe, out of range */
+	{
+		struct vdimg_chain *c;
+		const char *pp[1] = { p };
+		bool qc[1] = { true };
+		u32 idx = 0;
+		char *out = calloc(1, 8192);
+		u8 *buf = NULL;
+		u64 size;
+		int ret;
+
+		sh("qemu-img snapshot -c 1 '%s'", p);	/* a name that is another's ID */
+		if (open_chain(&c, pp, qc, 1, true)) {
+			ok(false, "open image with snapshots");
+			free(out);
+			return;
+		}
+		ret = vdimg_qcow2_format.find_snapshot(vdimg_chain_top(c), "s2", &idx);
+		ok(!ret && idx == 2, "find_snapshot by name s2 -> 2 (%d, %u)", ret, idx);
+		ret = vdimg_qcow2_format.find_snapshot(vdimg_chain_top(c), "1", &idx);
+		ok(!ret && idx == 1, "find_snapshot '1': the ID wins over a snapshot named '1' (%u)", idx);
+		ret = vdimg_qcow2_format.find_snapshot(vdimg_chain_top(c), "3", &idx);
+		ok(!ret && idx == 3, "find_snapshot by ID 3 -> 3 (%u)", idx);
+		ok(vdimg_qcow2_format.find_snapshot(vdimg_chain_top(c), "nope", &idx) == -ENOENT,
+		   "find_snapshot of an unknown name: -ENOENT");
+		vdimg_qcow2_format.describe(vdimg_chain_top(c), describe_emit, out);
+		ok(strstr(out, "snapshots: 3") && strstr(out, "id=1 name=s1 size=") &&
+		   strstr(out, "id=2 name=s2 size=") && strstr(out, "date=20"),
+		   "describe lists the snapshots with ID, name, size, date");
+		close_chain(c, pp, 1);
+		free(out);
+		ret = snap_read_all(p, 4, &buf, &size);
+		ok(ret == -ENOENT && strstr(ktap_last_msg, "no internal snapshot 4"),
+		   "snapshot 4 of 3: -ENOENT with a message (%d: %s)", ret, ktap_last_msg);
+		free(buf);
+	}
+}
+
+/* Writes on an image with snapshots: snapshots unchanged, qemu-img check clean, active == shadow */
+static void test_snapshots_write(void)
+{
+	static const char *const cfgs[] = {
+		"compat=1.1,cluster_size=4096", "compat=0.10", "extended_l2=on,cluster_size=16384",
+		"cluster_size=512,refcount_bits=4",
+	};
+	const char *p[1] = { tp("sw.qcow2") };
+	bool qc[1] = { true };
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(cfgs); i++) {
+		const u64 size = 16 * MiB;
+		struct vdimg_chain *c;
+		size_t len;
+		u8 *shadow, *got;
+		int ret;
+
+		if (!ok(make_snap_image(p[0], cfgs[i], false) == 0, "COW: %s image with 2 snapshots",
+			cfgs[i]))
+			continue;
+		shadow = slurp(tp("cur.raw"), &len);
+		if (!shadow || len != size || open_chain(&c, p, qc, 1, false)) {
+			ok(false, "COW %s: open writable", cfgs[i]);
+			free(shadow);
+			continue;
+		}
+		rnd_state = 1234 + i;
+		ret = workload(c, shadow, size, 300, 500 + i, 300);
+		ok_err(ret, 0, "COW %s: 300 random writes/discards/zeroes", cfgs[i]);
+		got = malloc(size);
+		ok(!vdimg_chain_pread(c, got, size, 0) && !memcmp(got, shadow, size),
+		   "COW %s: reads back the shadow before close", cfgs[i]);
+		free(got);
+		close_chain(c, p, 1);
+		close(tfile("swshadow.raw", shadow, size));
+		free(shadow);
+		ok(sh("qemu-img check -q '%s'", p[0]) == 0,
+		   "COW %s: qemu-img check: no errors, no leaks", cfgs[i]);
+		ok(sh("qemu-img compare -q '%s' '%s'", tp("swshadow.raw"), p[0]) == 0,
+		   "COW %s: current state == shadow (qemu-img compare)", cfgs[i]);
+		ok(sh("qemu-img convert -l snapshot.name=s1 -O raw '%s' '%s' && cmp -s '%s' '%s'"
+		      " && qemu-img convert -l snapshot.name=s2 -O raw '%s' '%s' && cmp -s '%s' '%s'",
+		      p[0], tp("x.raw"), tp("x.raw"), tp("s1.raw"),
+		      p[0], tp("x.raw"), tp("x.raw"), tp("s2.raw")) == 0,
+		   "COW %s: snapshots s1 and s2 unchanged (qemu-img convert -l)", cfgs[i]);
+		ok(sh("cp '%s' '%s' && qemu-img snapshot -a s1 '%s' && qemu-img compare -q '%s' '%s'"
+		      " && qemu-img snapshot -a s2 '%s' && qemu-img compare -q '%s' '%s'",
+		      p[0], tp("apply.qcow2"), tp("apply.qcow2"), tp("s1.raw"), tp("apply.qcow2"),
+		      tp("apply.qcow2"), tp("s2.raw"), tp("apply.qcow2")) == 0,
+		   "COW %s: qemu-img snapshot -a s1 / s2 give their original data", cfgs[i]);
+		ok(snap_matches(p[0], 1, tp("s1.raw"), cfgs[i]) &&
+		   snap_matches(p[0], 2, tp("s2.raw"), cfgs[i]),
+		   "COW %s: our snapshot reader agrees after the writes", cfgs[i]);
+	}
+}
+
+/* ---- external data files ---- */
+
+static void test_data_file(void)
+{
+	static const char *const cfgs[] = {
+		"data_file_raw=off", "data_file_raw=on", "data_file_raw=off,extended_l2=on",
+		"data_file_raw=off,cluster_size=4096",
+	};
+	const char *p[1] = { tp("df.qcow2") };
+	bool qc[1] = { true };
+	const u64 size = 16 * MiB;
+	struct vdimg_chain *c;
+	char cwd[4096];
+	size_t i;
+	int ret;
+
+	/* qemu finds a relative data file name from its cwd */
+	if (!getcwd(cwd, sizeof(cwd)) || chdir(ktap_dir)) {
+		ok(false, "data file: chdir");
+		return;
+	}
+	for (i = 0; i < ARRAY_SIZE(cfgs); i++) {
+		size_t len;
+		u8 *shadow;
+
+		unlink(tp("df.data"));
+		/*
+		 * qemu opens a relative data file name relative to its cwd, we relative to the
+		 * image's directory: from the image's directory both agree
+		 */
+		ret = sh("cd '%s' && qemu-img create -q -f qcow2 -o data_file=df.data,%s df.qcow2 16M"
+			 " && qemu-io -f qcow2 %s df.qcow2 >/dev/null && qemu-img convert -O raw df.qcow2 dfref.raw",
+			 ktap_dir, cfgs[i], fill_cmds);
+		if (!ok(ret == 0, "qemu made a data-file image (%s)", cfgs[i]))
+			continue;
+		ok(chain_matches_qemu(p, qc, 1, cfgs[i]), "data file %s: reads == qemu-img convert",
+		   cfgs[i]);
+		shadow = slurp(tp("dfref.raw"), &len);
+		if (!shadow || len != size || open_chain(&c, p, qc, 1, false)) {
+			ok(false, "data file %s: open writable (%s)", cfgs[i], ktap_last_msg);
+			free(shadow);
+			continue;
+		}
+		rnd_state = 777 + i;
+		ret = workload(c, shadow, size, 200, 900 + i, 300);
+		ok_err(ret, 0, "data file %s: 200 random writes/discards/zeroes", cfgs[i]);
+		close_chain(c, p, 1);
+		close(tfile("dfshadow.raw", shadow, size));
+		free(shadow);
+		ok(sh("qemu-img check -q '%s'", p[0]) == 0, "data file %s: qemu-img check clean",
+		   cfgs[i]);
+		ok(sh("qemu-img compare -q '%s' '%s'", tp("dfshadow.raw"), p[0]) == 0,
+		   "data file %s: qemu-img compare with the shadow", cfgs[i]);
+		if (strstr(cfgs[i], "raw=on"))
+			ok(sh("cmp -s '%s' '%s'", tp("dfshadow.raw"), tp("df.data")) == 0,
+			   "data file raw: the data file alone reads as the disk");
+	}
+	/* the data file missing */
+	sh("mv '%s' '%s'", tp("df.data"), tp("df.moved"));
+	ret = open_chain(&c, p, qc, 1, false);
+	ok(ret == -ENOENT && strstr(ktap_last_msg, "df.data"),
+	   "missing data file: -ENOENT naming it (%d: %s)", ret, ktap_last_msg);
+	if (!ret)
+		close_chain(c, p, 1);
+	/* our create with data_file= */
+	{
+		char opt[600];
+		struct vdimg_create_opts o = { .size = 8 * MiB, .options = opt };
+		int fd = tfile("mydf.qcow2", NULL, 0);
+		struct vdimg_file *f = vdimg_file_from_fd(fd);
+
+		snprintf(opt, sizeof(opt), "data_file=%s,data_file_raw=on", tp("mydf.data"));
+		ret = vdimg_qcow2_format.create(f, &o);
+		vdimg_file_free(f);
+		close(fd);
+		ok(!ret && sh("qemu-img check -q '%s' && qemu-io -f qcow2 -c 'write -P 0x42 1m 3m' '%s' >/dev/null"
+			      " && qemu-img check -q '%s' && qemu-io -f raw -c 'read -P 0x42 1m 3m' '%s' >/dev/null",
+			      tp("mydf.qcow2"), tp("mydf.qcow2"), tp("mydf.qcow2"), tp("mydf.data")) == 0,
+		   "our create -o data_file=,data_file_raw=on: qemu checks and writes it (%d)", ret);
+	}
+	if (chdir(cwd))
+		ok(false, "data file: chdir back");
+}
+
+/* ---- set_parent ---- */
+
+static void test_set_parent(void)
+{
+	const char *b1 = tp("sp1.raw"), *b2 = tp("sp2.qcow2"), *top = tp("sptop.qcow2");
+	const char *pp[2] = { b2, top };
+	bool qc[2] = { true, true };
+	struct vdimg_chain *c, *pc;
+	char info[8192] = "", longname[700];
+	int fd, ret;
+
+	ret = sh("qemu-img create -q -f raw '%s' 8M && qemu-io -f raw -c 'write -P 0xa1 0 8m' '%s' >/dev/null"
+		 " && qemu-img create -q -f qcow2 '%s' 8M && qemu-io -f qcow2 -c 'write -P 0xb2 1m 2m' '%s' >/dev/null"
+		 " && qemu-img create -q -f qcow2 -b '%s' -F raw '%s' && qemu-io -f qcow2 -c 'write -P 0xc3 2m 64k' '%s' >/dev/null",
+		 b1, b1, b2, b2, b1, top, top);
+	if (!ok(ret == 0, "set_parent: qemu made raw base, qcow2 base, qcow2 top"))
+		return;
+	fd = open(top, O_RDWR | O_CLOEXEC);
+	ret = vdimg_chain_open_ops(&c, &fd, &top, 1, (const struct vdimg_format *const[]){
+				   &vdimg_qcow2_format }, VDIMG_CHAIN_ORPHAN_OK);
+	if (!ok_err(ret, 0, "open the top alone, writable"))
+		return;
+	if (open_chain(&pc, &b2, qc, 1, true)) {
+		vdimg_chain_close(c);
+		close(fd);
+		return;
+	}
+	ret = vdimg_qcow2_format.set_parent(vdimg_chain_top(c), b2, vdimg_chain_top(pc));
+	ok_err(ret, 0, "set_parent to the qcow2 base");
+	memset(longname, 'x', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = 0;
+	vdimg_chain_close(c);
+	close(fd);
+	close_chain(pc, &b2, 1);
+	sh("qemu-img info '%s' > '%s'", top, tp("info.txt"));
+	{
+		size_t len;
+		char *t = (char *)slurp(tp("info.txt"), &len);
+
+		if (t)
+			snprintf(info, sizeof(info), "%.*s", (int)len, t);
+		free(t);
+	}
+	ok(strstr(info, b2) && strstr(info, "backing file format: qcow2"),
+	   "qemu-img info shows the new backing file and format");
+	ok(sh("qemu-img check -q '%s'", top) == 0, "set_parent: qemu-img check clean");
+	ok(chain_matches_qemu(pp, qc, 2, "rebased"), "the new chain reads like qemu-img convert");
+	/* no room: a 512-byte header cluster */
+	sh("qemu-img create -q -f qcow2 -o cluster_size=512 -b '%s' -F raw '%s'", b1, tp("small.qcow2"));
+	{
+		const char *sp = tp("small.qcow2");
+
+		fd = open(sp, O_RDWR | O_CLOEXEC);
+		ret = vdimg_chain_open_ops(&c, &fd, &sp, 1, (const struct vdimg_format *const[]){
+					   &vdimg_qcow2_format }, VDIMG_CHAIN_ORPHAN_OK);
+		if (!ret) {
+			ret = vdimg_qcow2_format.set_parent(vdimg_chain_top(c), longname, NULL);
+			ok(ret == -ENOSPC, "a 699-byte name in a 512-byte header cluster: -ENOSPC (%d)",
+			   ret);
+			vdimg_chain_close(c);
+		}
+		close(fd);
+		ok(sh("qemu-img check -q '%s' && qemu-img info '%s' | grep -q 'backing file: %s'",
+		      sp, sp, b1) == 0, "after -ENOSPC the image is unchanged");
+	}
+	/* remove the backing file */
+	fd = open(top, O_RDWR | O_CLOEXEC);
+	ret = vdimg_chain_open_ops(&c, &fd, &top, 1, (const struct vdimg_format *const[]){
+				   &vdimg_qcow2_format }, VDIMG_CHAIN_ORPHAN_OK);
+	if (!ret) {
+		ret = vdimg_qcow2_format.set_parent(vdimg_chain_top(c), NULL, NULL);
+		ok_err(ret, 0, "set_parent(NULL): drop the backing file");
+		vdimg_chain_close(c);
+	}
+	close(fd);
+	ok(sh("qemu-img check -q '%s' && ! qemu-img info '%s' | grep -q 'backing file'", top, top) == 0,
+	   "qemu-img info shows no backing file, check clean");
+	ok(chain_matches_qemu(&top, qc, 1, "unbased"), "the lone image reads like qemu-img convert");
 }
 
 int main(void)
@@ -556,6 +954,10 @@ int main(void)
 	test_create();
 	test_check_repair();
 	test_refuse();
+	test_snapshots_read();
+	test_snapshots_write();
+	test_data_file();
+	test_set_parent();
 	test_crash("cluster_size=4096", false);
 	test_crash("compat=1.1,cluster_size=4096,extended_l2=off", true);
 	test_crash("extended_l2=on,cluster_size=16384,refcount_bits=1", false);
