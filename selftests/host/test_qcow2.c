@@ -405,7 +405,7 @@ static void test_check_repair(void)
 }
 
 /* Crash safety: every write-cut point of a workload leaves an image qemu accepts. */
-static void test_crash(const char *cfg, bool backing)
+static void test_crash(const char *cfg, bool backing, bool snaps)
 {
 	const u64 size = 8 * MiB;
 	const char *p[2] = { tp("cbase.raw"), tp("crash.qcow2") };
@@ -421,6 +421,26 @@ static void test_crash(const char *cfg, bool backing)
 		fill_pat(shadow, size, 5, 0);
 		close(tfile("cbase.raw", shadow, size));
 		sh("qemu-img create -q -f qcow2 -o %s -b '%s' -F raw '%s'", cfg, p[0], tp("pristine"));
+	} else if (snaps) {
+		/* copy on write: two snapshots share most clusters and every L2 table */
+		size_t len;
+		u8 *cur;
+
+		sh("qemu-img create -q -f qcow2 -o %s '%s' %llu && qemu-io -f qcow2 -c 'write -P 0x11 0 5m'"
+		   " -c 'write -z 6m 512k' '%s' >/dev/null && qemu-img snapshot -c s1 '%s'"
+		   " && qemu-io -f qcow2 -c 'write -P 0x22 1m 1m' '%s' >/dev/null && qemu-img snapshot -c s2 '%s'"
+		   " && qemu-img convert -O raw '%s' '%s' && qemu-img convert -l snapshot.name=s1 -O raw '%s' '%s'",
+		   cfg, tp("pristine"), (unsigned long long)size, tp("pristine"), tp("pristine"),
+		   tp("pristine"), tp("pristine"), tp("pristine"), tp("ccur.raw"), tp("pristine"),
+		   tp("cs1.raw"));
+		cur = slurp(tp("ccur.raw"), &len);
+		if (!cur || len != size) {
+			ok(false, "crash %s (snapshots): make the image", cfg);
+			free(cur);
+			goto out;
+		}
+		memcpy(shadow, cur, size);
+		free(cur);
 	} else {
 		sh("qemu-img create -q -f qcow2 -o %s '%s' %llu", cfg, tp("pristine"),
 		   (unsigned long long)size);
@@ -443,6 +463,14 @@ static void test_crash(const char *cfg, bool backing)
 
 		if (backing)
 			fill_pat(base, size, 5, 0);
+		if (snaps) {
+			size_t len;
+			u8 *cur = slurp(tp("ccur.raw"), &len);
+
+			if (cur && len == size)
+				memcpy(base, cur, size);
+			free(cur);
+		}
 		sh("cp '%s' '%s'", tp("pristine"), p[1]);
 		if (open_chain(&c, pp, qq, n, false)) {
 			bad++;
@@ -466,6 +494,12 @@ static void test_crash(const char *cfg, bool backing)
 			if (bad < 4)
 				printf("# cut %d: qemu-img check exit %d\n", cut, i);
 		}
+		if (snaps && sh("qemu-img convert -l snapshot.name=s1 -O raw '%s' '%s' && cmp -s '%s' '%s'",
+				p[1], tp("cx.raw"), tp("cx.raw"), tp("cs1.raw"))) {
+			bad++;
+			if (bad < 4)
+				printf("# cut %d: snapshot s1 changed\n", cut);
+		}
 		if (!ret) {
 			struct vdimg_chain *r;
 
@@ -487,10 +521,11 @@ static void test_crash(const char *cfg, bool backing)
 		}
 		free(base);
 	}
-	ok(!bad, "crash %s%s: %lld cut points, qemu-img check never finds corruption (%d bad)",
-	   cfg, backing ? " (backing)" : "", total + 1, bad);
+	ok(!bad, "crash %s%s: %lld cut points, qemu-img check never finds corruption%s (%d bad)",
+	   cfg, backing ? " (backing)" : snaps ? " (2 snapshots, copy on write)" : "", total + 1,
+	   snaps ? ", snapshot s1 unchanged" : "", bad);
 	ok(!lost, "crash %s%s: flushed data survives every cut (%d lost)", cfg,
-	   backing ? " (backing)" : "", lost);
+	   backing ? " (backing)" : snaps ? " (snapshots)" : "", lost);
 out:
 	free(shadow);
 	free(flushed);
@@ -958,8 +993,10 @@ int main(void)
 	test_snapshots_write();
 	test_data_file();
 	test_set_parent();
-	test_crash("cluster_size=4096", false);
-	test_crash("compat=1.1,cluster_size=4096,extended_l2=off", true);
-	test_crash("extended_l2=on,cluster_size=16384,refcount_bits=1", false);
+	test_crash("cluster_size=4096", false, false);
+	test_crash("compat=1.1,cluster_size=4096,extended_l2=off", true, false);
+	test_crash("extended_l2=on,cluster_size=16384,refcount_bits=1", false, false);
+	test_crash("cluster_size=4096", false, true);
+	test_crash("extended_l2=on,cluster_size=16384", false, true);
 	return ktap_finish();
 }
