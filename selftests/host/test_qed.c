@@ -554,6 +554,81 @@ out:
 	free(got);
 }
 
+/* ---- set_parent ---- */
+
+static int open_alone(struct vdimg_chain **c, const char *path, int *fd)
+{
+	int ret;
+
+	*fd = open(path, O_RDWR | O_CLOEXEC);
+	ret = vdimg_chain_open_ops(c, fd, &path, 1, (const struct vdimg_format *const[]){
+				   &vdimg_qed_format }, VDIMG_CHAIN_ORPHAN_OK);
+	if (ret)
+		close(*fd);
+	return ret;
+}
+
+static void test_set_parent(void)
+{
+	const char *b1 = tp("sp1.raw"), *b2 = tp("sp2.raw"), *b3 = tp("sp3.qcow2"), *top = tp("sp.qed");
+	const char *p2[2] = { b2, top }, *p3[2] = { b3, top };
+	bool qd[2] = { false, true };
+	struct vdimg_chain *c, *pc;
+	char longname[5000];
+	int fd, pfd, ret;
+
+	ret = sh("qemu-img create -q -f raw '%s' 8M && qemu-io -f raw -c 'write -P 0xa1 0 8m' '%s' >/dev/null"
+		 " && qemu-img create -q -f raw '%s' 8M && qemu-io -f raw -c 'write -P 0xa2 0 8m' '%s' >/dev/null"
+		 " && qemu-img create -q -f qcow2 '%s' 8M && qemu-io -f qcow2 -c 'write -P 0xa3 1m 1m' '%s' >/dev/null"
+		 " && qemu-img create -q -f qed -b '%s' -F raw '%s' && qemu-io -f qed -c 'write -P 0xc3 2m 64k' '%s' >/dev/null",
+		 b1, b1, b2, b2, b3, b3, b1, top, top);
+	if (!ok(ret == 0, "set_parent: qemu made two raw bases, a qcow2 base and a qed top"))
+		return;
+	/* to another raw file: the no-probe bit stays */
+	if (!ok_err(open_alone(&c, top, &fd), 0, "open the qed top alone, writable"))
+		return;
+	pfd = open(b2, O_RDONLY | O_CLOEXEC);
+	ret = vdimg_chain_open_fds(&pc, &pfd, &b2, 1, (const u32[]){ VDIMG_FMT_RAW },
+				   VDIMG_CHAIN_READ_ONLY | VDIMG_CHAIN_ALLOW_RAW);
+	if (!ret) {
+		ret = vdimg_qed_format.set_parent(vdimg_chain_top(c), b2, vdimg_chain_top(pc));
+		vdimg_chain_close(pc);
+	}
+	close(pfd);
+	ok_err(ret, 0, "set_parent to another raw base");
+	vdimg_chain_close(c);
+	close(fd);
+	ok(sh("qemu-img info '%s' | grep -q 'backing file: %s' && qemu-img info '%s' | grep -q 'backing file format: raw'"
+	      " && qemu-img check -q '%s'", top, b2, top, top) == 0,
+	   "qemu-img info shows the new raw backing file, check clean");
+	ok(chain_matches_qemu(p2, qd, 2, "rebased raw"), "raw <- qed reads like qemu-img convert");
+	/* to a qcow2 file: probed (no format bit) */
+	if (!open_alone(&c, top, &fd)) {
+		ret = vdimg_qed_format.set_parent(vdimg_chain_top(c), b3, NULL);
+		ok_err(ret, 0, "set_parent to a qcow2 base");
+		vdimg_chain_close(c);
+		close(fd);
+	}
+	ok(sh("qemu-img info '%s' | grep -q 'backing file: %s' && qemu-img check -q '%s'", top, b3,
+	      top) == 0, "qemu-img info shows the qcow2 backing file");
+	ok(chain_matches_qemu(p3, (bool[]){ false, true }, 2, "rebased qcow2"),
+	   "qcow2 <- qed reads like qemu-img convert");
+	/* no room */
+	memset(longname, 'y', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = 0;
+	if (!open_alone(&c, top, &fd)) {
+		ret = vdimg_qed_format.set_parent(vdimg_chain_top(c), longname, NULL);
+		ok(ret == -ENOSPC, "a 4999-byte name: -ENOSPC (%d)", ret);
+		ret = vdimg_qed_format.set_parent(vdimg_chain_top(c), NULL, NULL);
+		ok_err(ret, 0, "set_parent(NULL): drop the backing file");
+		vdimg_chain_close(c);
+		close(fd);
+	}
+	ok(sh("qemu-img check -q '%s' && ! qemu-img info '%s' | grep -q 'backing file'", top, top) == 0,
+	   "qemu-img info shows no backing file, check clean");
+	ok(chain_matches_qemu(&top, qd + 1, 1, "unbased"), "the lone qed reads like qemu-img convert");
+}
+
 int main(void)
 {
 	ktap_start();
@@ -567,6 +642,7 @@ int main(void)
 	test_create();
 	test_need_check();
 	test_check_repair();
+	test_set_parent();
 	test_crash("cluster_size=4096,table_size=2", false);
 	test_crash("cluster_size=16384,table_size=2", true);
 	return ktap_finish();
