@@ -556,11 +556,15 @@ static int vdimg_submit_aio(struct vdimg_cmd *cmd, struct vdimg_layer_k *layer, 
 
 /*
  * Find the layer whose single DATA extent covers the whole request, for one asynchronous kiocb.
- * Writes look only at the top and only at data that needs no allocation.
+ * Writes look only at the top and only at data that may be written in place: only the write map
+ * knows that (a qcow2 cluster shared with a snapshot reads as DATA but must be copied first), so
+ * writes ask map(WRITE | NOWAIT), which answers without allocating or sleeping, or -EAGAIN; a
+ * NEW extent it still returns is given back and the request takes the worker path.
  */
 static struct vdimg_layer_k *vdimg_fast_layer(struct vdimg_device *dev, u64 pos, u64 len,
 					      bool write, u64 *file_pos)
 {
+	unsigned int mflags = write ? VDIMG_MAP_WRITE | VDIMG_MAP_NOWAIT : 0;
 	int l = dev->nr_layers - 1;
 
 	for (; l >= 0; l--) {
@@ -569,7 +573,14 @@ static struct vdimg_layer_k *vdimg_fast_layer(struct vdimg_device *dev, u64 pos,
 
 		if (pos >= layer->img.size || len > layer->img.size - pos)
 			return NULL;
-		if (layer->img.fmt->map(&layer->img, pos, len, 0, &ext) || ext.length != len)
+		if (layer->img.fmt->map(&layer->img, pos, len, mflags, &ext))
+			return NULL;
+		if (ext.flags & VDIMG_EXT_NEW) {
+			if (layer->img.fmt->abort)
+				layer->img.fmt->abort(&layer->img, &ext);
+			return NULL;
+		}
+		if (ext.length != len)
 			return NULL;
 		if (ext.type == VDIMG_EXT_DATA && ext.file == &layer->vf) {
 			*file_pos = ext.file_offset;
