@@ -11,7 +11,8 @@
 # -t raw --direct-io=on, nbd = qemu-nbd -c /dev/nbd0 --cache=none -f raw; all over one file on the
 # ext4 scratch disk. vdimg_vhd, vdimg_vdi, vdimg_vhdx, vdimg_qcow2, vdimg_qed: a dynamic image of
 # that format, fully written through vdimg first; nbd_qcow2, nbd_qed: qemu-nbd serving that same
-# fully written image (made the same way when its vdimg contender did not run first). A new
+# fully written image (a copy: made the same way when its vdimg contender did not run first). All
+# contenders are set up first and the jobs interleave (each job on every contender in turn). A new
 # contender is a pair of functions setup_NAME/teardown_NAME below plus its name in the list; every
 # contender whose name starts with "vdimg" gets ratios over the baselines (loop, nbd), and
 # vdimg_FMT also over nbd_FMT when that ran.
@@ -39,41 +40,43 @@ if [ "${1:-}" = --guest ]; then
 		DEV=$("$VDIMGCTL" attach -f --show -t raw --direct-io=on "$file")
 	}
 	teardown_vdimg() { "$VDIMGCTL" detach "$DEV"; }
-	setup_nbd() {
-		local i=0
-		DEV=/dev/nbd0
-		"$QEMU_NBD" -c "$DEV" --cache=none --aio=native -f raw "$file" || return 1
+	# nbd_connect FMT FILE: qemu-nbd on the first free /dev/nbdN (contenders are all set up at once)
+	nbd_connect() {
+		local i=0 n=0
+		while [ $n -lt 16 ] && [ "$(cat /sys/block/nbd$n/size 2>/dev/null)" != 0 ]; do
+			n=$((n + 1))
+		done
+		DEV=/dev/nbd$n
+		"$QEMU_NBD" -c "$DEV" --cache=none --aio=native -f "$1" "$2" || return 1
 		while [ "$(blockdev --getsize64 "$DEV" 2>/dev/null || echo 0)" = 0 ] && [ $i -lt 50 ]; do
 			sleep 0.1
 			i=$((i + 1))
 		done
 	}
+	setup_nbd() { nbd_connect raw "$file"; }
 	teardown_nbd() { "$QEMU_NBD" -d "$DEV" >/dev/null; }
 	# vdimg_vhd, vdimg_vdi, vdimg_vhdx, vdimg_qcow2: a dynamic image made by vdimgctl and fully
-	# allocated through the device before the jobs (so the jobs measure mapped I/O, not allocation)
-	# (the image stays for an nbd_FMT contender on the same file; removed at the end)
+	# allocated through the device before the jobs (so the jobs measure mapped I/O, not allocation),
+	# then flushed (end_fsync) so the file is a complete image for nbd_FMT's copy
 	setup_fmt() {
 		[ -e /dev/vdimg-control ] || modprobe vdimg || return 1
 		rm -f "$dir/bench.$1"
 		"$VDIMGCTL" create -t "$1" -s "${SIZE_MIB}M" "$dir/bench.$1" || return 1
 		DEV=$("$VDIMGCTL" attach -f --show --direct-io=on "$dir/bench.$1") || return 1
 		"$FIO" --name=alloc --filename="$DEV" --size="${SIZE_MIB}M" --rw=write --bs=1M \
-			--direct=1 --ioengine=libaio --iodepth=8 --refill_buffers --output-format=terse >/dev/null
+			--direct=1 --ioengine=libaio --iodepth=8 --refill_buffers --end_fsync=1 \
+			--output-format=terse >/dev/null
 	}
 	teardown_fmt() { "$VDIMGCTL" detach "$DEV"; }
-	# nbd_FMT: qemu-nbd on the image vdimg_FMT used (or one made and filled the same way)
+	# nbd_FMT: qemu-nbd on a byte-identical copy of the image vdimg_FMT filled (same layout; a
+	# copy, because both are attached for the whole run), or of one made and filled the same way
 	setup_nbd_fmt() {
-		local i=0
 		if [ ! -e "$dir/bench.$1" ]; then
 			setup_fmt "$1" || return 1
 			teardown_fmt "$1" || return 1
 		fi
-		DEV=/dev/nbd0
-		"$QEMU_NBD" -c "$DEV" --cache=none --aio=native -f "$1" "$dir/bench.$1" || return 1
-		while [ "$(blockdev --getsize64 "$DEV" 2>/dev/null || echo 0)" = 0 ] && [ $i -lt 50 ]; do
-			sleep 0.1
-			i=$((i + 1))
-		done
+		cp "$dir/bench.$1" "$dir/nbd.$1" || return 1
+		nbd_connect "$1" "$dir/nbd.$1"
 	}
 	setup_vdimg_vhd() { setup_fmt vhd; }
 	teardown_vdimg_vhd() { teardown_fmt vhd; }
@@ -97,15 +100,23 @@ if [ "${1:-}" = --guest ]; then
 	sync
 	echo "==== VMTEST-BENCH-BEGIN ===="
 	echo "# kernel $(uname -r), runtime ${RUNTIME}s, file ${SIZE_MIB} MiB on ext4 (virtio)"
+	# every contender is set up first and the jobs interleave (job by job, each contender in
+	# turn), so that a slow phase of the host (other VMs) hits every contender alike
+	ready=
 	for c in $CONTENDERS; do
 		if ! setup_$c >/tmp/setup.log 2>&1 || [ ! -b "$DEV" ]; then
 			echo "# $c: setup failed: $(tail -n 3 /tmp/setup.log | tr '\n' ' ')"
 			continue
 		fi
-		for j in $JOBS; do
-			IFS=: read -r name rw bs qd <<EOT
+		eval "DEV_$c=\$DEV"
+		ready="$ready $c"
+	done
+	for j in $JOBS; do
+		IFS=: read -r name rw bs qd <<EOT
 $j
 EOT
+		for c in $ready; do
+			eval "DEV=\$DEV_$c"
 			line=$("$FIO" --name="$name" --filename="$DEV" --rw="$rw" --bs="$bs" \
 				--iodepth="$qd" --direct=1 --ioengine=libaio --time_based \
 				--runtime="$RUNTIME" --ramp_time=1 --size="${SIZE_MIB}M" --norandommap \
@@ -117,9 +128,12 @@ EOT
 			[ -n "$iops" ] || { iops=0; bw=0; echo "# $c $name: $(head -n 2 /tmp/fio.err)"; }
 			echo "BENCH $c $name $iops $bw"
 		done
+	done
+	for c in $ready; do
+		eval "DEV=\$DEV_$c"
 		teardown_$c >/dev/null 2>&1
 	done
-	rm -f "$dir"/bench.*
+	rm -f "$dir"/bench.* "$dir"/nbd.*
 	echo "==== VMTEST-BENCH-END ===="
 	exit 0
 fi
@@ -135,7 +149,7 @@ while [ $# -gt 0 ]; do
 	--runtime) runtime=$2; shift ;;
 	--size) size=$2; shift ;;
 	--contenders) contenders=$2; shift ;;
-	-h|--help) sed -n '4,19s/^# \{0,1\}//p' "$0"; exit 0 ;;
+	-h|--help) sed -n '4,20s/^# \{0,1\}//p' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 	shift
