@@ -1,6 +1,6 @@
 #!/bin/sh
 # A 300-layer QCOW2 chain (and a 300-layer VHD chain) made with vdimgctl create --parent: vdimgctl attach resolves and attaches it, data written to the base before the children existed and data written through the top read back; fio randread 4k on a range resident in the top for 10 s at depth 1 and at depth 300 (the IOPS and their ratio are printed, only correctness is asserted)
-# timeout: 600
+# timeout: 900
 . /vmtest/lib.sh
 require_vdimg
 require_cmd "$FIO" "$QEMU_IO"
@@ -16,8 +16,13 @@ iops() { # iops DEV: read IOPS of 4k random reads in [8, 9) MiB for $secs s
 		awk -F';' '{ print $8 }'
 }
 
+t0=$(date +%s)
 for f in qcow2 vhd; do
 	t="$f x$depth"
+	if [ "$f" = vhd ] && [ $(($(date +%s) - t0)) -gt 240 ]; then
+		ok_skip "$t" "the QCOW2 chain took $(($(date +%s) - t0)) s already"
+		continue
+	fi
 	d=$W/$f
 	rm -rf "$d"
 	mkdir -p "$d"
@@ -32,7 +37,13 @@ for f in qcow2 vhd; do
 	check_eq "$t: $depth layers made with vdimgctl create --parent" $i $depth
 	[ $i -eq $depth ] || continue
 	top=$d/l$((depth - 1)).$f
-	dev=$(vd_attach "$top") || { fail "$t: vdimgctl attach resolves $depth layers"; continue; }
+	free -m | sed 's/^/# /'
+	dev=$(vd_attach "$top" 2>"$W/attach.err") || {
+		fail "$t: vdimgctl attach resolves $depth layers" "$(tail -n 3 "$W/attach.err")"
+		free -m | sed 's/^/# /'
+		continue
+	}
+	free -m | sed 's/^/# /' 
 	ok "$t: vdimgctl attach resolves $depth layers"
 	check_eq "$t: depth" "$(vd_attr "$dev" depth)" $depth
 	check_eq "$t: base data found through $depth layers" "$(sha_of "$dev" 1048576)" \
