@@ -1,5 +1,5 @@
 #!/bin/sh
-# Differencing chains in the kernel: VHD/VDI/VHDX children made by vdimgctl, QCOW2 children made by qemu-img -b, and a mixed VDI <- VHD <- QCOW2 chain; attach resolves the parents, writes never reach them, the device equals a raw copy that received the same writes, before and after re-attach (full-block zero writes stay zero: VirtualBox gh-850)
+# Differencing chains in the kernel: VHD/VDI/VHDX/QED children made by vdimgctl, QCOW2 children made by qemu-img -b, QED children (qemu-img -b) over a raw and a VDI base, and a mixed VDI <- VHD <- QCOW2 chain; attach resolves the parents, writes never reach them, the device equals a raw copy that received the same writes, before and after re-attach (full-block zero writes stay zero: VirtualBox gh-850)
 # timeout: 600
 . /vmtest/lib.sh
 require_vdimg
@@ -50,7 +50,7 @@ chain_check() {
 	vd_detach "$dev" || fail "$t: detach"
 }
 
-for f in vhd vdi vhdx qcow2; do
+for f in vhd vdi vhdx qcow2 qed; do
 	t="$f chain"
 	qf=$(qemu_fmt "$f")
 	base=$W/base.$f child=$W/child.$f exp=$W/expect.raw
@@ -77,11 +77,35 @@ for f in vhd vdi vhdx qcow2; do
 	vd_detach "$dev" || fail "$t: detach"
 	check_eq "$t: base file unchanged" "$(sha_of "$base")" "$basesha"
 	chain_check "$t" "$child" 2 "$exp"
-	if [ "$f" = qcow2 ]; then
-		check "$t: qemu-img check of the child clean" "$QEMU_IMG" check -f qcow2 "$child"
-		check_eq "$t: qemu-img reads the chain as the device did" "$(raw_sha "$child" qcow2)" \
+	if [ "$f" = qcow2 ] || [ "$f" = qed ]; then
+		check "$t: qemu-img check of the child clean" "$QEMU_IMG" check -f "$f" "$child"
+		check_eq "$t: qemu-img reads the chain as the device did" "$(raw_sha "$child" "$f")" \
 			"$(sha_of "$exp")"
 	fi
+	rm -f "$base" "$child"
+done
+
+# QED children made by qemu-img over a raw base (backing format raw: never probed) and a VDI base
+for bf in raw vdi; do
+	t="qed over $bf"
+	base=$W/qbase.$bf child=$W/qchild.qed exp=$W/expect.raw
+	rm -f "$base" "$child" "$exp"
+	"$QEMU_IMG" create -q -f "$bf" "$base" "$size" || { fail "$t: create base"; continue; }
+	fill_base "$base" "$bf" || { fail "$t: qemu-io fills the base"; continue; }
+	"$QEMU_IMG" convert -f "$bf" -O raw "$base" "$exp" || { fail "$t: raw copy of the base"; continue; }
+	"$QEMU_IMG" create -q -f qed -b "$base" -F "$bf" "$child" || { fail "$t: create child"; continue; }
+	basesha=$(sha_of "$base")
+	dev=$(vd_attach "$child") || { fail "$t: vdimgctl attach CHILD resolves the parent"; continue; }
+	check_eq "$t: depth" "$(vd_attr "$dev" depth)" 2
+	check "$t: device reads the base through the empty child" cmp "$dev" "$exp"
+	check "$t: writes through the device" writes a "$dev" "$exp"
+	check "$t: device = raw copy with the same writes" cmp "$dev" "$exp"
+	vd_detach "$dev" || fail "$t: detach"
+	check_eq "$t: base file unchanged" "$(sha_of "$base")" "$basesha"
+	chain_check "$t" "$child" 2 "$exp"
+	check "$t: qemu-img check of the child clean" "$QEMU_IMG" check -f qed "$child"
+	check_eq "$t: qemu-img reads the chain as the device did" "$(raw_sha "$child" qed)" \
+		"$(sha_of "$exp")"
 	rm -f "$base" "$child"
 done
 
