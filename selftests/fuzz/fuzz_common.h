@@ -196,7 +196,8 @@ static void fuzz_write_one(struct vdimg_image *img, u64 off, u32 pick, u64 max_f
 }
 
 /*
- * The run of the cluster-table formats (qcow2, qed): read-only walk and calls; a writable open
+ * The run of the cluster-table formats (qcow2, qed): read-only walk and calls, a walk of an
+ * internal snapshot (formats with VDIMG_CAP_SNAPSHOTS); a writable open
  * with one write, a discard or write-zeroes, a flush, a check, a walk and a reopen; then (for a
  * quarter of the inputs) check --repair, after which @after_repair must hold: for
  * FUZZ_REPAIR_NO_LEAKS our own check finds no leak, for FUZZ_REPAIR_IDEMPOTENT a second repair
@@ -221,6 +222,20 @@ static int fuzz_cluster_format(const struct vdimg_format *format, const u8 *data
 		fuzz_walk(&img, 2048, FUZZ_MAP_LAZY);
 		fuzz_read_only_calls(&img);
 		fmt->close(&img);
+	}
+
+	/* an internal snapshot the input picks (1..4), read-only as the registry insists */
+	if (fmt->caps & VDIMG_CAP_SNAPSHOTS) {
+		memset(&img, 0, sizeof(img));
+		img.file = f;
+		img.name = "fuzz";
+		img.fmt = fmt;
+		img.snapshot = 1 + (pick >> 8) % 4;
+		if (fmt->open(&img, VDIMG_OPEN_READ_ONLY) == 0) {
+			img.flags |= VDIMG_IMG_READ_ONLY;
+			fuzz_walk(&img, 2048, FUZZ_MAP_LAZY);
+			fmt->close(&img);
+		}
 	}
 
 	if (fuzz_open(&img, f, 0) == 0) {
