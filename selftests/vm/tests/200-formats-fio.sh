@@ -1,5 +1,5 @@
 #!/bin/sh
-# VHD, VDI, VHDX, QCOW2 (made by vdimgctl and by qemu-img): fio verify=crc32c random writes of 512 B..128 KiB straddling blocks, detach, re-attach, verify_only; qemu-img check clean and qemu-img's raw view equals the device
+# VHD, VDI, VHDX, QCOW2, QED (made by vdimgctl and by qemu-img): fio verify=crc32c random writes of 512 B..128 KiB straddling blocks, detach, re-attach, verify_only; qemu-img check clean and qemu-img's raw view equals the device
 # timeout: 600
 . /vmtest/lib.sh
 require_vdimg
@@ -29,7 +29,7 @@ mkimg() {
 	esac
 }
 
-for f in vhd vdi vhdx qcow2; do
+for f in vhd vdi vhdx qcow2 qed; do
 	for by in vdimgctl qemu-img; do
 		t="$f by $by"
 		img=$TEST_WORK/fio-$by.$f

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Images made by qemu-img (VHD/VDI/VHDX/QCOW2 variants: fixed, dynamic, block and cluster sizes, qcow2 compat/refcount/extended L2/compressed/snapshot) filled with qemu-io patterns across block boundaries read through /dev/vdimgN byte-identical to qemu-img convert -O raw
+# Images made by qemu-img (VHD/VDI/VHDX/QCOW2 variants: fixed, dynamic, block and cluster sizes, qcow2 compat/refcount/extended L2/compressed/snapshot, QED cluster and table sizes) filled with qemu-io patterns across block boundaries read through /dev/vdimgN byte-identical to qemu-img convert -O raw
 # timeout: 600
 . /vmtest/lib.sh
 require_vdimg
@@ -64,6 +64,9 @@ made c.qcow2 qcow2 "qcow2 4 KiB clusters, refcount_bits=1" cluster_size=4096,ref
 made d.qcow2 qcow2 "qcow2 2 MiB clusters, refcount_bits=64" cluster_size=2M,refcount_bits=64
 made e.qcow2 qcow2 "qcow2 extended L2 (subclusters)" extended_l2=on,cluster_size=128k
 made f.qcow2 qcow2 "qcow2 lazy refcounts" lazy_refcounts=on
+made a.qed qed "qed 64 KiB clusters" cluster_size=65536
+made b.qed qed "qed 4 KiB clusters, 2-cluster tables" cluster_size=4096,table_size=2
+made c.qed qed "qed 1 MiB clusters, 16-cluster tables" cluster_size=1048576,table_size=16
 
 # compressed clusters (zlib and zstd) from a filled image
 src=$TEST_WORK/src.qcow2

@@ -1,5 +1,5 @@
 #!/bin/sh
-# ext4 on a dynamic VHDX and on QCOW2 (vdimgctl- and qemu-img-made): mkfs, files, unmount, detach, re-attach, e2fsck -fn clean, files read back; qemu-img check clean afterwards
+# ext4 on a dynamic VHDX, on QCOW2 (vdimgctl- and qemu-img-made) and on QED: mkfs, files, unmount, detach, re-attach, e2fsck -fn clean, files read back; qemu-img check clean afterwards
 # timeout: 600
 . /vmtest/lib.sh
 require_vdimg
@@ -47,4 +47,6 @@ fs_cycle() {
 	fail "qcow2 (vdimgctl): create"
 "$QEMU_IMG" create -q -f qcow2 "$W/fs2.qcow2" 128M && fs_cycle "qcow2 (qemu-img)" qcow2 "$W/fs2.qcow2" ||
 	fail "qcow2 (qemu-img): create"
+"$VDIMGCTL" create -t qed -s 128M "$W/fs.qed" && fs_cycle "qed (vdimgctl)" qed "$W/fs.qed" ||
+	fail "qed (vdimgctl): create"
 done_testing
