@@ -106,4 +106,22 @@ for f in vhd vdi vhdx qcow2 qed; do
 	check "$t: detach the chain" vd_detach "$dev"
 	rm -f "$base" "$snap" "$W/q.raw"
 done
+
+# a raw top cannot have a parent: the snapshot defaults to qcow2 (backing format raw)
+t="raw"
+base=$W/base.raw snap=$W/snap-of-raw.qcow2 exp=$W/expect.raw
+rm -f "$base" "$snap" "$exp"
+truncate -s "$size" "$base" "$exp"
+dev=$(vd_attach -t raw "$base") || die "cannot attach a raw file"
+check "$t: pattern A" pattern_a "$dev" "$exp"
+cp "$exp" "$W/astate.raw"
+check "$t: vdimgctl snapshot of a raw top" "$VDIMGCTL" snapshot "$dev" "$snap"
+check_eq "$t: the snapshot is qcow2" "$(vd_attr "$dev" format)" qcow2
+check "$t: pattern B" pattern_b "$dev" "$exp"
+check "$t: device reads A+B" cmp "$dev" "$exp"
+check "$t: detach" vd_detach "$dev"
+check "$t: the raw file holds A" cmp "$base" "$W/astate.raw"
+check "$t: qemu-img check of the snapshot" "$QEMU_IMG" check -q -f qcow2 "$snap"
+check_eq "$t: qemu-img reads the chain as A+B" "$(raw_sha "$snap" qcow2)" "$(sha_of "$exp")"
+rm -f "$base" "$snap" "$W/astate.raw"
 done_testing
