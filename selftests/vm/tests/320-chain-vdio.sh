@@ -6,15 +6,15 @@ require_vdimg
 require_cmd "$FIO" "$QEMU_IMG"
 
 W=$TEST_WORK
-size=32M
+size=16M
 
-# fio_level DEV T: the two fio runs on DEV (64 KiB in the first 4 MiB, 512-128 KiB in [16, 20) MiB)
+# fio_level DEV T: the two fio runs on DEV (64 KiB in the first 4 MiB, 512-128 KiB in [8, 12) MiB)
 fio_level() {
 	"$FIO" --name=bs64k --filename="$1" --direct=1 --ioengine=psync --rw=randrw \
 		--rwmixwrite=50 --bs=64k --offset=0 --size=4M --verify=crc32c --verify_fatal=1 \
 		--do_verify=1 --randseed="$2" --output-format=terse >/dev/null &&
 		"$FIO" --name=bsrange --filename="$1" --direct=1 --ioengine=psync --rw=randrw \
-			--rwmixwrite=50 --bsrange=512-128k --offset=16M --size=4M \
+			--rwmixwrite=50 --bsrange=512-128k --offset=8M --size=4M \
 			--verify=crc32c --verify_fatal=1 --do_verify=1 --randseed="$(($2 + 7))" \
 			--output-format=terse >/dev/null
 }

@@ -1,13 +1,13 @@
 #!/bin/sh
 # tstVDSnap through the device: 30 rounds of random writes and zeroing (dd, blkdiscard -z) to the device with a raw shadow file, a live snapshot (vdimgctl snapshot) in half of them, and every fifth round a detach, an offline merge of the layers above a random one into it (vdimgctl commit -b LAYER -d TOP) and a re-attach of the shorter chain; the device equals the shadow after every step, for a QCOW2, a VHD and a VDI chain
-# timeout: 600
+# timeout: 900
 . /vmtest/lib.sh
 require_vdimg
 require_cmd "$BLKDISCARD"
 
 W=$TEST_WORK
-size=32M
-sectors=65536
+size=16M
+sectors=32768
 mkrandom "$W/rnd" 1 || die "cannot write $W/rnd"
 
 "$VDIMGCTL" --help 2>&1 | grep -q "snapshot" || { fail "vdimgctl snapshot missing"; done_testing; }
