@@ -67,6 +67,7 @@ struct vhdx {
 	u64 data_end;			/* next reservation; io_lock */
 	u64 *sb_pend;			/* per chunk: reserved sector bitmap block not yet in the BAT */
 	bool data_guid_done;		/* data write GUID renewed since open; lock */
+	bool file_guid_pending;		/* writable open: renew the file write GUID with the next header */
 	bool log_open;			/* the header carries our log GUID; io_lock */
 	u32 log_state;			/* VHDX_LOGST_* for describe */
 	__le64 *bat;			/* nr_entries, as on disk; lock */
@@ -282,7 +283,7 @@ static int vhdx_update_header(struct vdimg_image *img, struct vhdx *v, const u8 
 	memcpy(h->log_guid, log_guid, 16);
 	if (new_data)
 		vhdx_new_guid(h->data_write_guid);
-	if (new_file)
+	if (new_file || v->file_guid_pending)
 		vhdx_new_guid(h->file_write_guid);
 	h->checksum = 0;
 	h->checksum = cpu_to_le32(vdimg_vhdx_crc(h, sizeof(*h), offsetof(struct vhdx_header, checksum)));
@@ -293,6 +294,7 @@ static int vhdx_update_header(struct vdimg_image *img, struct vhdx *v, const u8 
 	if (!ret) {
 		v->hdr = *h;
 		v->hdr_off = off;
+		v->file_guid_pending = false;
 		memcpy(v->log.guid, log_guid, 16);
 		memcpy(img->uuid, v->hdr.data_write_guid, 16);
 	}
@@ -942,10 +944,20 @@ static int vhdx_open(struct vdimg_image *img, unsigned int flags)
 			ret = -EOPNOTSUPP;
 			goto fail_priv;
 		}
-		/* open for write: a new file write GUID, and an empty log */
-		ret = vhdx_update_header(img, v, vhdx_zero_guid, false, true);
-		if (ret)
-			goto fail_priv;
+		/*
+		 * The file write GUID must change before the first modification of the file. A log
+		 * GUID left in the header (a replayed log) is cleared now, with a new file write GUID;
+		 * otherwise nothing is written until the first change (every change starts with a
+		 * header update, which then takes the new file write GUID), so an open that a chain
+		 * check refuses, or a writable open that never writes, leaves the file untouched.
+		 */
+		if (memcmp(v->hdr.log_guid, vhdx_zero_guid, 16)) {
+			ret = vhdx_update_header(img, v, vhdx_zero_guid, false, true);
+			if (ret)
+				goto fail_priv;
+		} else {
+			v->file_guid_pending = true;
+		}
 	}
 	return 0;
 fail_priv:
@@ -2025,7 +2037,11 @@ static int vhdx_check(struct vdimg_image *img, unsigned int flags, struct vdimg_
 			int ret;
 
 			vdimg_mutex_lock(&v->io_lock);
-			ret = vdimg_file_truncate(img->file, ALIGN(used_end, VHDX_MiB));
+			ret = 0;
+			if (v->file_guid_pending)	/* the first change since open */
+				ret = vhdx_update_header(img, v, v->log.guid, false, true);
+			if (!ret)
+				ret = vdimg_file_truncate(img->file, ALIGN(used_end, VHDX_MiB));
 			if (!ret) {
 				v->file_size = v->data_end = ALIGN(used_end, VHDX_MiB);
 				res->fixed += res->leaks;

@@ -910,6 +910,58 @@ static void test_discard(void)
 	close(shadow);
 }
 
+/* The current header's file write GUID (the slot with the higher sequence number). */
+static bool cur_file_guid(int fd, u8 *guid)
+{
+	u8 h[2][64];
+	u64 seq[2];
+	int i;
+
+	for (i = 0; i < 2; i++)
+		if (pread(fd, h[i], 64, (i + 1) * 65536) != 64 || memcmp(h[i], "head", 4))
+			return false;
+	for (i = 0; i < 2; i++) {
+		memcpy(&seq[i], h[i] + 8, 8);
+		seq[i] = le64_to_cpu(seq[i]);
+	}
+	i = seq[1] > seq[0];
+	memcpy(guid, h[i] + 16, 16);
+	return true;
+}
+
+/*
+ * MS-VHDX: the file write GUID changes before the first modification after an open for write.
+ * A writable open that writes nothing (e.g. one a chain check then refuses) leaves the file as
+ * it was; the first write renews the GUID.
+ */
+static void test_file_write_guid(void)
+{
+	struct vdimg_chain *c = NULL;
+	u8 before[16], after[16];
+	struct stat st0, st1;
+	char *a, *b;
+	int fd;
+
+	fd = xcreate("fwg.vhdx", 8 << 20, NULL, 0, 0, NULL, NULL);
+	a = malloc(4 << 20);
+	b = malloc(4 << 20);
+	ok(fd >= 0 && a && b && !fstat(fd, &st0) && pread(fd, a, 4 << 20, 0) >= 0 &&
+	   cur_file_guid(fd, before), "file write GUID: image made");
+	ok(xopen(&c, fd, "fwg.vhdx", 0) == 0, "file write GUID: writable open");
+	vdimg_chain_close(c);
+	ok(!fstat(fd, &st1) && st1.st_size == st0.st_size &&
+	   pread(fd, b, 4 << 20, 0) >= 0 && !memcmp(a, b, min_t(u64, st0.st_size, 4 << 20)),
+	   "file write GUID: a writable open and close without writes leaves the file unchanged");
+	c = NULL;
+	ok(xopen(&c, fd, "fwg.vhdx", 0) == 0 && write_byte(c, 4096, 4096, 0x5c) &&
+	   vdimg_chain_close(c) == 0, "file write GUID: one write");
+	ok(cur_file_guid(fd, after) && memcmp(before, after, 16),
+	   "file write GUID: renewed by the first write");
+	free(a);
+	free(b);
+	close(fd);
+}
+
 int main(void)
 {
 	ktap_start();
@@ -922,6 +974,7 @@ int main(void)
 	test_create_write();
 	test_differencing();
 	test_discard();
+	test_file_write_guid();
 	test_hostile();
 	test_threads_and_check();
 	test_crash(false);
