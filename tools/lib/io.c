@@ -547,10 +547,14 @@ static int chain_write_fill(struct vdimg_chain *c, struct vdimg_image *top,
 		memset(fill + head + ext->length, 0, tail_len);
 		ret = 0;
 	} else {
+		/* past the writable layer's own end the unit is zeros, whatever a larger parent holds */
+		u64 end = top->size, tail_in = tail_off < end ? min(tail_len, end - tail_off) : 0;
+
 		ret = vdimg_chain_read_level(c, c->rw - 1, fill, head, ext->fill_offset);
 		if (!ret)
 			ret = vdimg_chain_read_level(c, c->rw - 1, fill + head + ext->length,
-						     tail_len, tail_off);
+						     tail_in, tail_off);
+		memset(fill + head + ext->length + tail_in, 0, tail_len - tail_in);
 	}
 	if (!ret) {
 		memcpy(fill + head, data, ext->length);
