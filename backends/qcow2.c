@@ -2112,7 +2112,6 @@ static void qcow2_close(struct vdimg_image *img)
 static int qcow2_parent_ref(struct vdimg_image *img, struct vdimg_parent_ref *ref)
 {
 	struct qcow2 *q = QC(img);
-	u32 id;
 	int ret;
 
 	if (!q->backing_off)
@@ -2122,12 +2121,8 @@ static int qcow2_parent_ref(struct vdimg_image *img, struct vdimg_parent_ref *re
 	if (ret)
 		return ret;
 	ref->path[q->backing_len] = 0;
-	for (id = 1; q->backing_fmt[0] && id < VDIMG_FMT_COUNT; id++) {
-		const char *n = vdimg_format_name(id);
-
-		if (n && !strcmp(n, q->backing_fmt))
-			ref->format = id;
-	}
+	if (q->backing_fmt[0])
+		ref->format = vdimg_format_by_qemu_name(q->backing_fmt);
 	return 0;
 }
 
@@ -2214,7 +2209,8 @@ static int qcow2_set_parent(struct vdimg_image *img, const char *path, struct vd
 {
 	struct qcow2 *q = QC(img);
 	u32 cs = q->cluster_size, off, pos = 0, n = path ? strlen(path) : 0;
-	const char *fmt = path && parent && parent->fmt ? parent->fmt->name : NULL;
+	const char *fmt = path && parent && parent->fmt ? vdimg_format_qemu_name(parent->fmt->id) :
+			  NULL;
 	struct qcow2_header *h;
 	u8 *c0 = NULL, *nb = NULL;
 	int ret;
@@ -2559,7 +2555,7 @@ static int qcow2_create(struct vdimg_file *f, const struct vdimg_create_opts *op
 	memcpy(buf, &h, version == 3 ? QCOW2_HEADER_LEN : QCOW2_V2_HEADER_LEN);
 	coff = version == 3 ? QCOW2_HEADER_LEN : QCOW2_V2_HEADER_LEN;
 	if (opts->parent && opts->parent_img) {
-		const char *fmt = opts->parent_img->fmt->name;
+		const char *fmt = vdimg_format_qemu_name(opts->parent_img->fmt->id);
 		struct qcow2_ext_hdr e = { cpu_to_be32(QCOW2_EXT_BACKING_FORMAT),
 					   cpu_to_be32(strlen(fmt)) };
 

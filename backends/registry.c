@@ -215,6 +215,33 @@ const char *vdimg_format_name(u32 id)
 	return id < VDIMG_FMT_COUNT ? vdimg_format_names[id] : NULL;
 }
 
+/* qemu's driver names where they differ from ours (qcow2 backing format extensions use them) */
+static const char *const vdimg_qemu_names[VDIMG_FMT_COUNT] = {
+	[VDIMG_FMT_VHD] = "vpc",
+	[VDIMG_FMT_ISO] = "raw",
+};
+
+const char *vdimg_format_qemu_name(u32 id)
+{
+	if (id >= VDIMG_FMT_COUNT)
+		return NULL;
+	return vdimg_qemu_names[id] ?: vdimg_format_names[id];
+}
+
+u32 vdimg_format_by_qemu_name(const char *name)
+{
+	u32 id;
+
+	for (id = 1; id < VDIMG_FMT_COUNT; id++)
+		if (vdimg_format_names[id] && !strcmp(name, vdimg_format_qemu_name(id)))
+			return id;
+	/* our own spelling, as vdimg before this wrote it ("vhd") */
+	for (id = 1; id < VDIMG_FMT_COUNT; id++)
+		if (vdimg_format_names[id] && !strcmp(name, vdimg_format_names[id]))
+			return id;
+	return VDIMG_FMT_AUTO;
+}
+
 u64 vdimg_formats_built_in(void)
 {
 	u64 mask = 0;

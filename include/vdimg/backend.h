@@ -247,6 +247,12 @@ const struct vdimg_format *vdimg_format_by_id(u32 id);
 const struct vdimg_format *vdimg_format_by_name(const char *name);
 /* The name of a format id, built in or not ("vhd"), or NULL. */
 const char *vdimg_format_name(u32 id);
+/*
+ * The name qemu gives a format ("vpc" for vhd), as qcow2 records a backing file's format, and
+ * back (qemu's names and ours accepted); VDIMG_FMT_AUTO for an unknown name.
+ */
+const char *vdimg_format_qemu_name(u32 id);
+u32 vdimg_format_by_qemu_name(const char *name);
 /* Bitmask (1 << id) of the formats built in. */
 u64 vdimg_formats_built_in(void);
 
