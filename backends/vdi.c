@@ -1266,6 +1266,7 @@ static void vdi_describe(struct vdimg_image *img,
 const struct vdimg_format vdimg_vdi_format = {
 	.name = "vdi",
 	.id = VDIMG_FMT_VDI,
+	.caps = VDIMG_CAP_SAME_SIZE_PARENT,
 	.probe = vdi_probe,
 	.open = vdi_open,
 	.close = vdi_close,

@@ -1867,6 +1867,7 @@ static void vhd_describe(struct vdimg_image *img,
 const struct vdimg_format vdimg_vhd_format = {
 	.name = "vhd",
 	.id = VDIMG_FMT_VHD,
+	.caps = VDIMG_CAP_SAME_SIZE_PARENT,
 	.probe = vhd_probe,
 	.open = vhd_open,
 	.close = vhd_close,

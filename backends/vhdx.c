@@ -2345,6 +2345,7 @@ static void vhdx_describe(struct vdimg_image *img,
 const struct vdimg_format vdimg_vhdx_format = {
 	.name = "vhdx",
 	.id = VDIMG_FMT_VHDX,
+	.caps = VDIMG_CAP_SAME_SIZE_PARENT,
 	.probe = vhdx_probe,
 	.open = vhdx_open,
 	.close = vhdx_close,

@@ -221,23 +221,6 @@ static int vdimg_layer_open(struct vdimg_device *dev, struct vdimg_layer_k **bel
 	return 0;
 }
 
-/*
- * Formats whose children must have their parent's size exactly (their block bitmaps and parent
- * locators assume it); qcow2, qed and qcow follow qemu: a parent of another size is allowed, and
- * beyond its end the chain reads zeros.
- */
-static bool vdimg_same_size_only(const struct vdimg_image *img)
-{
-	switch (img->fmt->id) {
-	case VDIMG_FMT_VHD:
-	case VDIMG_FMT_VHDX:
-	case VDIMG_FMT_VDI:
-		return true;
-	default:
-		return false;
-	}
-}
-
 /* @img (layer @pos) over @parent: the checks that need no identity (see vdimg_chain_check). */
 static int vdimg_link_check(struct vdimg_image *img, struct vdimg_image *parent, unsigned int pos)
 {
@@ -246,7 +229,7 @@ static int vdimg_link_check(struct vdimg_image *img, struct vdimg_image *parent,
 		       img->name, parent->name);
 		return -EINVAL;
 	}
-	if (vdimg_same_size_only(img) && img->size != parent->size) {
+	if ((img->fmt->caps & VDIMG_CAP_SAME_SIZE_PARENT) && img->size != parent->size) {
 		pr_err("%s (layer %u): a %s child must have its parent's size: it has %llu bytes, its parent %s has %llu\n",
 		       img->name, pos, img->fmt->name, (unsigned long long)img->size, parent->name,
 		       (unsigned long long)parent->size);

@@ -147,6 +147,8 @@ struct vdimg_check_result {
 /* struct vdimg_format.caps */
 #define VDIMG_CAP_DATA_FILE	(1U << 0)	/* ->open() uses img->data_file (qcow2 data_file) */
 #define VDIMG_CAP_SNAPSHOTS	(1U << 1)	/* ->open() honours img->snapshot */
+/* a child must have exactly its parent's virtual size (else the parent's size may differ) */
+#define VDIMG_CAP_SAME_SIZE_PARENT (1U << 2)
 
 struct vdimg_format {
 	const char *name;		/* "raw", "vhd", ... as the tool and sysfs spell it */

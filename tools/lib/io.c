@@ -234,6 +234,13 @@ static int chain_check_links(struct vdimg_chain *c)
 	for (i = 1; i < c->nr; i++) {
 		struct vdimg_image *child = c->layers[i], *parent = c->layers[i - 1];
 
+		/* the driver's rule (drivers/dev.c): VHD, VHDX, VDI children have the parent's size */
+		if ((child->fmt->caps & VDIMG_CAP_SAME_SIZE_PARENT) && child->size != parent->size) {
+			vdimg_err(child, "a %s child must have its parent's size: it has %llu bytes, its parent %s has %llu",
+				  child->fmt->name, (unsigned long long)child->size, parent->name,
+				  (unsigned long long)parent->size);
+			return -EINVAL;
+		}
 		if (!child->fmt->verify_parent)
 			continue;
 		ret = child->fmt->verify_parent(child, parent);

@@ -380,6 +380,11 @@ int cmd_create(int argc, char **argv)
 		co.parent_img = &parent.img;
 		if (!size_arg)
 			co.size = parent.img.size;
+		if ((fmt->caps & VDIMG_CAP_SAME_SIZE_PARENT) && co.size != parent.img.size) {
+			errmsg(path, "cannot create", "a %s child must have its parent's size (%llu bytes); leave out -s",
+			       fmt->name, (unsigned long long)parent.img.size);
+			goto out_parent;
+		}
 	}
 
 	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
