@@ -2026,10 +2026,17 @@ static int qcow2_open(struct vdimg_image *img, unsigned int flags)
 		q->l1[i] = be64_to_cpu(((__be64 *)q->l1)[i]);
 	for (i = 0; i < q->rt_entries; i++)
 		q->rt[i] = be64_to_cpu(((__be64 *)q->rt)[i]);
+	/*
+	 * Cache sizes: bounded by bytes, but no more L2 slots than twice the tables the L1 can name
+	 * (a copy on write holds the old and the new table), and two refcount block slots for
+	 * read-only images: a chain of hundreds of small layers must not cost megabytes each.
+	 */
 	ncache = min_t(u32, max_t(u32, QCOW2_L2_CACHE_BYTES / cs, 4), 64);
+	ncache = min_t(u64, ncache, max_t(u64, 2ULL * q->l1_size, 4));
 	ret = qcow2_cache_init(&q->l2c, ncache, cs);
+	ncache = min_t(u32, max_t(u32, QCOW2_RB_CACHE_BYTES / cs, 2), 16);
 	if (!ret)
-		ret = qcow2_cache_init(&q->rbc, min_t(u32, max_t(u32, QCOW2_RB_CACHE_BYTES / cs, 2), 16), cs);
+		ret = qcow2_cache_init(&q->rbc, (flags & VDIMG_OPEN_READ_ONLY) ? 2 : ncache, cs);
 	if (ret)
 		goto fail;
 

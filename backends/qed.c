@@ -910,6 +910,8 @@ static int qed_open(struct vdimg_image *img, unsigned int flags)
 	q->l1 = vdimg_zalloc(entries * 8);
 	q->zpage = vdimg_zalloc(q->psize);
 	q->nslots = min_t(u32, max_t(u32, QED_CACHE_BYTES / q->psize, 8), QED_MAX_SLOTS);
+	/* no more slots than twice the L2 tables the image can have (small layers of long chains) */
+	q->nslots = min_t(u64, q->nslots, max_t(u64, 2 * entries, 4));
 	q->slot = vdimg_zalloc(q->nslots * sizeof(*q->slot));
 	if (!q->l1 || !q->zpage || !q->slot) {
 		ret = -ENOMEM;
