@@ -202,7 +202,7 @@ static void usage(void)
 	      " vdimgctl rebase [-u] -b NEWPARENT IMAGE give IMAGE another parent (offline)\n"
 	      " vdimgctl snapshot [-t FMT] DEV FILE     live snapshot: FILE becomes the new top\n"
 	      "\n"
-	      "Attach virtual-disk image files (VHD, VHDX, VDI, VMDK, QCOW2, ...) as block devices.\n"
+	      "Attach virtual-disk image files (VHD, VHDX, VDI, QCOW2, QED, ...) as block devices.\n"
 	      "\n"
 	      "Attach options:\n"
 	      " -f, --find                 use the first free device (the default)\n"
