@@ -289,6 +289,73 @@ static void test_writes(void)
 	}
 }
 
+/*
+ * The second oracle: libyal's qcowinfo and qcowmount (libqcow-utils) read what vdimg wrote the way
+ * vdimg and qemu do. libqcow 20201213 reads v3 zero clusters (the zero flag) as data, so v3 images
+ * get a workload of writes only; the v2 image also gets discards and write-zeroes (v2 has no zero
+ * flag: they deallocate). Skipped where qcowmount or /dev/fuse is missing.
+ */
+static void test_libqcow(void)
+{
+	static const char *const cfgs[] = {
+		"compat=0.10",
+		"compat=1.1",
+		"compat=1.1,cluster_size=4096,refcount_bits=1",
+		"cluster_size=512,refcount_bits=64",
+		"cluster_size=2M",
+		"lazy_refcounts=on,refcount_bits=4",
+	};
+	const u64 size = 24 * MiB;
+	bool have = !sh("qcowinfo -V >/dev/null 2>&1 && qcowmount -V >/dev/null 2>&1") &&
+		    !access("/dev/fuse", R_OK | W_OK);
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(cfgs); i++) {
+		const char *p = tp("lq.qcow2");
+		struct vdimg_chain *c = NULL;
+		bool qc = true, v2 = !strcmp(cfgs[i], "compat=0.10");
+		u8 *shadow = calloc(1, size);
+		int ret, k;
+
+		if (!have) {
+			skip("libqcow %s: qcowmount or /dev/fuse not available", cfgs[i]);
+			free(shadow);
+			continue;
+		}
+		ret = sh("qemu-img create -q -f qcow2 -o %s '%s' %llu", cfgs[i], p,
+			 (unsigned long long)size);
+		if (!ret)
+			ret = open_chain(&c, &p, &qc, 1, false);
+		if (!ret && v2) {
+			ret = workload(c, shadow, size, 200, 7000 + (unsigned int)i, 400);
+		} else {
+			static u8 buf[256 * 512];
+
+			for (k = 0; k < 150 && !ret; k++) {
+				u64 len = 512 * (1 + rnd() % 256), off;
+
+				off = (rnd() % ((size - len) / 512)) * 512;
+				fill_pat(buf, len, 7100 + k, off);
+				ret = vdimg_chain_pwrite(c, buf, len, off);
+				memcpy(shadow + off, buf, len);
+			}
+		}
+		if (c)
+			close_chain(c, &p, 1);
+		if (!ok_err(ret, 0, "libqcow %s: image written through libvdimg", cfgs[i])) {
+			free(shadow);
+			continue;
+		}
+		close(tfile("lqshadow.raw", shadow, size));
+		ok(sh("qcowinfo '%s' >/dev/null 2>&1", p) == 0, "libqcow %s: qcowinfo reads it", cfgs[i]);
+		sh("mkdir -p '%s'", tp("lqmnt"));
+		ok(sh("timeout 60 qcowmount '%s' '%s' >/dev/null 2>&1 && cmp -s '%s/qcow1' '%s'; r=$?; fusermount -u '%s' 2>/dev/null || umount '%s' 2>/dev/null; exit $r",
+		      p, tp("lqmnt"), tp("lqmnt"), tp("lqshadow.raw"), tp("lqmnt"), tp("lqmnt")) == 0,
+		   "libqcow %s: qcowmount reads the same bytes as the shadow", cfgs[i]);
+		free(shadow);
+	}
+}
+
 /* Writes into compressed clusters re-allocate them uncompressed and free the old space. */
 static void test_write_compressed(void)
 {
@@ -985,6 +1052,7 @@ int main(void)
 	test_compressed();
 	test_backing();
 	test_writes();
+	test_libqcow();
 	test_write_compressed();
 	test_create();
 	test_check_repair();
