@@ -526,10 +526,12 @@ static void vdimg_aio_complete(struct kiocb *iocb, long ret)
  * One asynchronous kiocb for the whole request on @layer's file at @file_pos.
  * Return: -EIOCBQUEUED (the callback completes the request).
  */
-static int vdimg_submit_aio(struct vdimg_cmd *cmd, struct vdimg_layer_k *layer, u64 file_pos,
-			    bool write)
+static int vdimg_submit_aio(struct vdimg_cmd *cmd, struct vdimg_layer_k *layer, bool data_file,
+			    u64 file_pos, bool write)
 {
-	struct file *file = layer->vf.filp;
+	struct file *file = data_file ? layer->data_vf.filp : layer->vf.filp;
+	unsigned int align = data_file ? layer->data_dio_align : layer->dio_align;
+	bool dio = data_file ? layer->data_dio : layer->dio;
 	struct iov_iter iter;
 	ssize_t ret;
 
@@ -540,7 +542,7 @@ static int vdimg_submit_aio(struct vdimg_cmd *cmd, struct vdimg_layer_k *layer, 
 	cmd->iocb.ki_complete = vdimg_aio_complete;
 	cmd->iocb.ki_flags = 0;
 	cmd->iocb.ki_ioprio = IOPRIO_PRIO_VALUE(IOPRIO_CLASS_NONE, 0);
-	if (layer->dio && !((file_pos | blk_rq_bytes(cmd->rq)) & (layer->dio_align - 1)))
+	if (dio && !((file_pos | blk_rq_bytes(cmd->rq)) & (align - 1)))
 		cmd->iocb.ki_flags |= IOCB_DIRECT;
 	if (write) {
 		kiocb_start_write(&cmd->iocb);
@@ -555,14 +557,15 @@ static int vdimg_submit_aio(struct vdimg_cmd *cmd, struct vdimg_layer_k *layer, 
 }
 
 /*
- * Find the layer whose single DATA extent covers the whole request, for one asynchronous kiocb.
+ * Find the layer whose single DATA extent (in the layer's file or its external data file) covers
+ * the whole request, for one asynchronous kiocb.
  * Writes look only at the top and only at data that may be written in place: only the write map
  * knows that (a qcow2 cluster shared with a snapshot reads as DATA but must be copied first), so
  * writes ask map(WRITE | NOWAIT), which answers without allocating or sleeping, or -EAGAIN; a
  * NEW extent it still returns is given back and the request takes the worker path.
  */
 static struct vdimg_layer_k *vdimg_fast_layer(struct vdimg_device *dev, u64 pos, u64 len,
-					      bool write, u64 *file_pos)
+					      bool write, u64 *file_pos, bool *data_file)
 {
 	unsigned int mflags = write ? VDIMG_MAP_WRITE | VDIMG_MAP_NOWAIT : 0;
 	int l = dev->nr_layers - 1;
@@ -582,8 +585,10 @@ static struct vdimg_layer_k *vdimg_fast_layer(struct vdimg_device *dev, u64 pos,
 		}
 		if (ext.length != len)
 			return NULL;
-		if (ext.type == VDIMG_EXT_DATA && ext.file == &layer->vf) {
+		if (ext.type == VDIMG_EXT_DATA &&
+		    (ext.file == &layer->vf || (layer->data_vf.filp && ext.file == &layer->data_vf))) {
 			*file_pos = ext.file_offset;
+			*data_file = ext.file == &layer->data_vf;
 			return layer;
 		}
 		if (ext.type != VDIMG_EXT_UNALLOCATED || write)
@@ -599,6 +604,7 @@ static int vdimg_do_rw(struct vdimg_device *dev, struct vdimg_cmd *cmd, bool wri
 	u64 len = blk_rq_bytes(rq);
 	struct vdimg_layer_k *layer;
 	struct iov_iter iter;
+	bool data_file;
 	u64 file_pos;
 	int ret;
 
@@ -608,9 +614,9 @@ static int vdimg_do_rw(struct vdimg_device *dev, struct vdimg_cmd *cmd, bool wri
 	if (ret)
 		return ret;
 	if (!(rq->cmd_flags & REQ_FUA)) {
-		layer = vdimg_fast_layer(dev, pos, len, write, &file_pos);
+		layer = vdimg_fast_layer(dev, pos, len, write, &file_pos, &data_file);
 		if (layer)
-			return vdimg_submit_aio(cmd, layer, file_pos, write);
+			return vdimg_submit_aio(cmd, layer, data_file, file_pos, write);
 	}
 	vdimg_rq_iter(cmd, &iter, write ? ITER_SOURCE : ITER_DEST);
 	if (!write)

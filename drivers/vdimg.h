@@ -32,6 +32,8 @@ struct vdimg_layer_k {
 	gfp_t data_old_gfp_mask;	/* the same for the data file */
 	unsigned int dio_align;		/* direct I/O offset and length alignment */
 	bool dio;			/* direct I/O on this file */
+	unsigned int data_dio_align;	/* the same for the data file */
+	bool data_dio;
 };
 
 /* enum vdimg_dev_state lives in the uapi header (unbound/bound/rundown/deleting) */
