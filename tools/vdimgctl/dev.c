@@ -71,8 +71,7 @@ static int open_control(bool load, bool quiet)
 	return fd;
 }
 
-/* "/dev/vdimg3", "vdimg3" or "3" -> 3; -1 if it is none of these */
-static long parse_dev(const char *s)
+long parse_dev(const char *s)
 {
 	const char *d = dev_dir();
 	size_t dl = strlen(d);
@@ -810,7 +809,7 @@ static int list_indexes(long **out)
 }
 
 /* Contents of /sys/block/vdimgN/vdimg/@attr without the final newline, or NULL. */
-static char *sysfs_attr(long idx, const char *attr)
+char *sysfs_attr(long idx, const char *attr)
 {
 	char path[512], *buf;
 	ssize_t n;

@@ -13,19 +13,9 @@
 #include <sys/stat.h>
 #include "vdimgctl.h"
 
-/* An image file opened through libvdimg for an offline verb. */
-struct offline_img {
-	struct vdimg_image img;
-	int fd;
-};
-
-/*
- * Open @path as an image. @format VDIMG_FMT_AUTO probes, and an unrecognised file is raw.
- * Prints "vdimgctl: PATH: <action>: <reason>" on failure.
- */
 /* @flags: VDIMG_OPEN_READ_ONLY, VDIMG_OPEN_REPAIR (check --repair) or 0 (compact) */
-static int offline_open(struct offline_img *o, const char *path, u32 format, unsigned int flags,
-			const char *action)
+int offline_open(struct offline_img *o, const char *path, u32 format, unsigned int flags,
+		 const char *action)
 {
 	bool writable = !(flags & VDIMG_OPEN_READ_ONLY);
 	struct stat st;
@@ -64,7 +54,7 @@ static int offline_open(struct offline_img *o, const char *path, u32 format, uns
 	return 0;
 }
 
-static void offline_close(struct offline_img *o)
+void offline_close(struct offline_img *o)
 {
 	vdimg_image_close(&o->img);
 	vdimg_file_free(o->img.file);
@@ -257,8 +247,8 @@ static int create_usage(void)
 	return EXIT_OK;
 }
 
-/* Take block_size/cluster_size/sector_size out of -o; the rest stays for the backend. */
-static int create_parse_options(const char *in, struct vdimg_create_opts *co, char **rest)
+int create_parse_options(const char *cmd, const char *in, struct vdimg_create_opts *co,
+			 char **rest)
 {
 	char *s = strdup(in), *save = NULL, *tok, *out = calloc(1, strlen(in) + 1);
 	unsigned long long v;
@@ -275,7 +265,7 @@ static int create_parse_options(const char *in, struct vdimg_create_opts *co, ch
 		if (eq && (!strncmp(tok, "block_size=", 11) || !strncmp(tok, "cluster_size=", 13) ||
 			   !strncmp(tok, "sector_size=", 12))) {
 			if (parse_size(eq + 1, &v) || !v || v > (1ULL << 31)) {
-				usage_error("create", "bad value in option '%s'", tok);
+				usage_error(cmd, "bad value in option '%s'", tok);
 				ret = -EINVAL;
 				break;
 			}
@@ -368,7 +358,7 @@ int cmd_create(int argc, char **argv)
 		errmsg(path, "cannot create", "vdimgctl cannot create %s images", fmt->name);
 		return EXIT_FAIL;
 	}
-	if (options && create_parse_options(options, &co, &rest))
+	if (options && create_parse_options("create", options, &co, &rest))
 		return EXIT_FAIL;
 	co.options = rest;
 	co.size = size;

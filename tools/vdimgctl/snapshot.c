@@ -31,58 +31,6 @@ static int snapshot_usage(void)
 	return EXIT_OK;
 }
 
-/* "/dev/vdimg3", "vdimg3" or "3" -> 3; -1 if it is none of these */
-static long snapshot_parse_dev(const char *s)
-{
-	const char *d = dev_dir();
-	size_t dl = strlen(d);
-	char *end;
-	long v;
-
-	if (!strncmp(s, d, dl) && s[dl] == '/')
-		s += dl + 1;
-	else if (!strncmp(s, "/dev/", 5))
-		s += 5;
-	if (!strncmp(s, "vdimg", 5))
-		s += 5;
-	if (!isdigit((unsigned char)*s))
-		return -1;
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || *end || v < 0 || v >= (long)VDIMG_INDEX_ANY)
-		return -1;
-	return v;
-}
-
-/* /sys/block/vdimgN/vdimg/@attr without the trailing newline, or NULL (errno set) */
-static char *snapshot_sysfs(long idx, const char *attr)
-{
-	char path[512], *buf;
-	ssize_t n;
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/vdimg%ld/vdimg/%s", sysfs_block_path(), idx, attr);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return NULL;
-	buf = malloc(8192);
-	if (!buf) {
-		close(fd);
-		return NULL;
-	}
-	n = read(fd, buf, 8191);
-	close(fd);
-	if (n <= 0) {
-		free(buf);
-		errno = n ? errno : ENODATA;
-		return NULL;
-	}
-	while (n > 0 && buf[n - 1] == '\n')
-		n--;
-	buf[n] = 0;
-	return buf;
-}
-
 static const char *snapshot_reason(int err)
 {
 	switch (err) {
@@ -118,103 +66,16 @@ static bool snapshot_can_parent(u32 id)
 	       id == VDIMG_FMT_QCOW2 || id == VDIMG_FMT_QED;
 }
 
-/* -o: block_size/cluster_size/sector_size go into @co, the rest to the backend in *@rest. */
-static int snapshot_options(const char *in, struct vdimg_create_opts *co, char **rest)
-{
-	char *s = strdup(in), *save = NULL, *tok, *out = calloc(1, strlen(in) + 1);
-	unsigned long long v;
-	int ret = 0;
-
-	*rest = NULL;
-	if (!s || !out) {
-		free(s);
-		free(out);
-		return -ENOMEM;
-	}
-	for (tok = strtok_r(s, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		char *eq = strchr(tok, '=');
-
-		if (eq && (!strncmp(tok, "block_size=", 11) || !strncmp(tok, "cluster_size=", 13) ||
-			   !strncmp(tok, "sector_size=", 12))) {
-			if (parse_size(eq + 1, &v) || !v || v > (1ULL << 31)) {
-				usage_error("snapshot", "bad value in option '%s'", tok);
-				ret = -EINVAL;
-				break;
-			}
-			if (tok[0] == 's')
-				co->lbs = v;
-			else
-				co->block_size = v;
-			continue;
-		}
-		if (*out)
-			strcat(out, ",");
-		strcat(out, tok);
-	}
-	free(s);
-	if (ret || !*out) {
-		free(out);
-		out = NULL;
-	}
-	*rest = out;
-	return ret;
-}
-
-/* The parent, opened read-only through libvdimg from its path. */
-struct snap_parent {
-	struct vdimg_image img;
-	int fd;
-};
-
-static int snapshot_open_parent(struct snap_parent *p, const char *dev, const char *path,
-				u32 format)
-{
-	int ret;
-
-	memset(p, 0, sizeof(*p));
-	p->fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (p->fd < 0) {
-		errmsg(dev, "cannot snapshot", "cannot open the top layer %s: %s", path,
-		       strerror(errno));
-		return -errno;
-	}
-	p->img.file = vdimg_file_from_fd(p->fd);
-	p->img.name = path;
-	if (!p->img.file) {
-		close(p->fd);
-		errmsg(dev, "cannot snapshot", "%s", strerror(ENOMEM));
-		return -ENOMEM;
-	}
-	lib_action("cannot snapshot");
-	ret = vdimg_image_open(&p->img, format, VDIMG_OPEN_READ_ONLY | VDIMG_OPEN_HAS_CHILD |
-			       (format == VDIMG_FMT_RAW ? VDIMG_OPEN_ALLOW_RAW : 0));
-	if (ret) {
-		if (!lib_reported)
-			errmsg(path, "cannot snapshot", "cannot read the top layer: %s",
-			       strerror(-ret));
-		vdimg_file_free(p->img.file);
-		close(p->fd);
-		return ret;
-	}
-	return 0;
-}
-
-static void snapshot_close_parent(struct snap_parent *p)
-{
-	vdimg_image_close(&p->img);
-	vdimg_file_free(p->img.file);
-	close(p->fd);
-}
-
 /* Create @path as a child of @parent_path. 0, or -errno after a message. */
 static int snapshot_create(const char *dev, const char *path, const struct vdimg_format *fmt,
 			   const char *parent_path, u32 parent_fmt, struct vdimg_create_opts *co)
 {
-	struct snap_parent parent;
+	struct offline_img parent;
 	struct vdimg_file *f;
 	int fd, ret;
 
-	ret = snapshot_open_parent(&parent, dev, parent_path, parent_fmt);
+	ret = offline_open(&parent, parent_path, parent_fmt,
+			   VDIMG_OPEN_READ_ONLY | VDIMG_OPEN_HAS_CHILD, "cannot snapshot");
 	if (ret)
 		return ret;
 	co->parent = parent_path;
@@ -241,7 +102,7 @@ static int snapshot_create(const char *dev, const char *path, const struct vdimg
 	}
 out:
 	co->parent_img = NULL;
-	snapshot_close_parent(&parent);
+	offline_close(&parent);
 	return ret;
 }
 
@@ -286,7 +147,7 @@ int cmd_snapshot(int argc, char **argv)
 		return usage_error("snapshot", "expected DEV and FILE");
 	devarg = argv[optind];
 	path = argv[optind + 1];
-	idx = snapshot_parse_dev(devarg);
+	idx = parse_dev(devarg);
 	if (idx < 0)
 		return usage_error("snapshot", "'%s' is not a vdimg device", devarg);
 	if (fmtname) {
@@ -304,8 +165,8 @@ int cmd_snapshot(int argc, char **argv)
 		return EXIT_FAIL;
 	}
 
-	top_path = snapshot_sysfs(idx, "backing_file");
-	top_fmt = snapshot_sysfs(idx, "format");
+	top_path = sysfs_attr(idx, "backing_file");
+	top_fmt = sysfs_attr(idx, "format");
 	if (!top_path || !top_fmt) {
 		errmsg(devarg, "cannot snapshot", "%s", errno == ENOENT ?
 		       "no such device attached" : strerror(errno));
@@ -343,7 +204,7 @@ int cmd_snapshot(int argc, char **argv)
 		memset(&co, 0, sizeof(co));
 		free(rest);
 		rest = NULL;
-		if (options && snapshot_options(options, &co, &rest))
+		if (options && create_parse_options("snapshot", options, &co, &rest))
 			goto out;
 		co.options = rest;
 		/* the backend writes its metadata on a flush: make the parent's current state durable */

@@ -62,4 +62,26 @@ const char *dev_dir(void);
 /* name of a format id for messages ("vhd"), "format <n>" if unknown */
 const char *fmt_name(u32 id);
 
+/* dev.c: "/dev/vdimg3", "vdimg3" or "3" -> 3; -1 if it is none of these */
+long parse_dev(const char *s);
+/* dev.c: /sys/block/vdimgN/vdimg/@attr without trailing newlines, or NULL (errno set) */
+char *sysfs_attr(long idx, const char *attr);
+
+/* image.c: an image file opened through libvdimg for an offline verb */
+struct offline_img {
+	struct vdimg_image img;
+	int fd;
+};
+
+/*
+ * image.c: open @path as an image (@format VDIMG_FMT_AUTO probes; an unrecognised file is raw).
+ * @flags: VDIMG_OPEN_*. Prints "vdimgctl: PATH: <action>: <reason>" on failure.
+ */
+int offline_open(struct offline_img *o, const char *path, u32 format, unsigned int flags,
+		 const char *action);
+void offline_close(struct offline_img *o);
+/* image.c: take block_size/cluster_size/sector_size out of -o for @cmd; the rest for the backend */
+int create_parse_options(const char *cmd, const char *in, struct vdimg_create_opts *co,
+			 char **rest);
+
 #endif /* _VDIMGCTL_H */
