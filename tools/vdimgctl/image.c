@@ -247,6 +247,33 @@ static int create_usage(void)
 	return EXIT_OK;
 }
 
+int create_file(const char *path, const struct vdimg_format *fmt, const struct vdimg_create_opts *co)
+{
+	struct vdimg_file *f;
+	int fd, ret;
+
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		ret = -errno;
+		errmsg(path, "cannot create", "%s", strerror(errno));
+		return ret;
+	}
+	f = vdimg_file_from_fd(fd);
+	lib_action("cannot create");
+	ret = f ? fmt->create(f, co) : -ENOMEM;
+	if (!ret)
+		ret = vdimg_file_sync(f);
+	vdimg_file_free(f);
+	close(fd);
+	if (ret) {
+		if (!lib_reported)
+			errmsg(path, "cannot create", "%s", ret == -EINVAL ?
+			       "invalid parameters for this format" : strerror(-ret));
+		unlink(path);
+	}
+	return ret;
+}
+
 int create_parse_options(const char *cmd, const char *in, struct vdimg_create_opts *co,
 			 char **rest)
 {
@@ -305,10 +332,9 @@ int cmd_create(int argc, char **argv)
 	const char *fmtname = NULL, *size_arg = NULL, *options = NULL, *path;
 	char *rest = NULL;
 	unsigned long long size = 0;
-	struct vdimg_file *f;
 	bool have_parent = false;
 	u32 id;
-	int c, fd, ret, status = EXIT_FAIL;
+	int c, status = EXIT_FAIL;
 
 	while ((c = getopt_long(argc, argv, "t:s:o:h", opts, NULL)) != -1) {
 		switch (c) {
@@ -377,25 +403,8 @@ int cmd_create(int argc, char **argv)
 		}
 	}
 
-	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		errmsg(path, "cannot create", "%s", strerror(errno));
+	if (create_file(path, fmt, &co))
 		goto out_parent;
-	}
-	f = vdimg_file_from_fd(fd);
-	lib_action("cannot create");
-	ret = f ? fmt->create(f, &co) : -ENOMEM;
-	if (!ret)
-		ret = vdimg_file_sync(f);
-	vdimg_file_free(f);
-	close(fd);
-	if (ret) {
-		if (!lib_reported)
-			errmsg(path, "cannot create", "%s", ret == -EINVAL ?
-			       "invalid parameters for this format" : strerror(-ret));
-		unlink(path);
-		goto out_parent;
-	}
 	/* the new image must open as what it claims to be */
 	if (offline_open(&check, path, id, VDIMG_OPEN_READ_ONLY, "created image does not open")) {
 		unlink(path);

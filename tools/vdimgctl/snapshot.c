@@ -71,8 +71,7 @@ static int snapshot_create(const char *dev, const char *path, const struct vdimg
 			   const char *parent_path, u32 parent_fmt, struct vdimg_create_opts *co)
 {
 	struct offline_img parent;
-	struct vdimg_file *f;
-	int fd, ret;
+	int ret;
 
 	ret = offline_open(&parent, parent_path, parent_fmt,
 			   VDIMG_OPEN_READ_ONLY | VDIMG_OPEN_HAS_CHILD, "cannot snapshot");
@@ -81,26 +80,7 @@ static int snapshot_create(const char *dev, const char *path, const struct vdimg
 	co->parent = parent_path;
 	co->parent_img = &parent.img;
 	co->size = parent.img.size;
-	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		ret = -errno;
-		errmsg(path, "cannot create", "%s", strerror(errno));
-		goto out;
-	}
-	f = vdimg_file_from_fd(fd);
-	lib_action("cannot create");
-	ret = f ? fmt->create(f, co) : -ENOMEM;
-	if (!ret)
-		ret = vdimg_file_sync(f);
-	vdimg_file_free(f);
-	close(fd);
-	if (ret) {
-		if (!lib_reported)
-			errmsg(path, "cannot create", "%s", ret == -EINVAL ?
-			       "invalid parameters for this format" : strerror(-ret));
-		unlink(path);
-	}
-out:
+	ret = create_file(path, fmt, co);
 	co->parent_img = NULL;
 	offline_close(&parent);
 	return ret;

@@ -80,6 +80,12 @@ struct offline_img {
 int offline_open(struct offline_img *o, const char *path, u32 format, unsigned int flags,
 		 const char *action);
 void offline_close(struct offline_img *o);
+/*
+ * image.c: create @path (which must not exist) as a new image, synced; 0, or -errno after a
+ * message, with the file removed again
+ */
+int create_file(const char *path, const struct vdimg_format *fmt,
+		const struct vdimg_create_opts *co);
 /* image.c: take block_size/cluster_size/sector_size out of -o for @cmd; the rest for the backend */
 int create_parse_options(const char *cmd, const char *in, struct vdimg_create_opts *co,
 			 char **rest);
