@@ -1021,7 +1021,6 @@ static bool vhd_probe(const u8 *head, size_t head_len, const u8 *tail, u64 file_
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
-#include <libgen.h>
 #include "vdimg-user.h"
 
 /* UTF-16 (@be: big-endian) to UTF-8, stopping at NUL; invalid units become '?'. */
@@ -1444,8 +1443,7 @@ static int vhd_create(struct vdimg_file *f, const struct vdimg_create_opts *opts
 		goto out;
 
 	if (type == VHD_TYPE_DIFF) {
-		char link[64], self[4096], *pabs, *rel = NULL, *dir;
-		ssize_t n;
+		char *pabs, *rel = NULL, *dir;
 
 		memcpy(h->parent_uuid, parent->uuid, 16);
 		if (parent->fmt == &vdimg_vhd_format)
@@ -1460,13 +1458,10 @@ static int vhd_create(struct vdimg_file *f, const struct vdimg_create_opts *opts
 		}
 		vhd_utf8_to_utf16(strrchr(pabs, '/') + 1, (u8 *)h->parent_name,
 				  VHD_PARENT_NAME_BYTES - 2, true);
-		snprintf(link, sizeof(link), "/proc/self/fd/%d", f->fd);
-		n = readlink(link, self, sizeof(self) - 1);
-		if (n > 0 && self[0] == '/') {
-			self[n] = 0;
-			dir = dirname(self);
+		dir = vdimg_file_dir(f);
+		if (dir)
 			rel = vhd_relpath(pabs, dir);
-		}
+		free(dir);
 		ret = 0;
 		if (rel)
 			ret = vhd_put_locator(f, h, 0, VHD_PLAT_W2RU, rel, true, &off);
@@ -1684,9 +1679,8 @@ static int vhd_set_parent(struct vdimg_image *img, const char *path, struct vdim
 	struct vhd_dyn_header *nh = NULL;
 	u8 *data[VHD_NR_LOCATORS] = {};
 	size_t dlen[VHD_NR_LOCATORS] = {};
-	char link[64], self[4096], *dir = NULL, *joined = NULL, *pabs = NULL, *rel = NULL;
+	char *dir = NULL, *pabs = NULL, *rel = NULL;
 	const char *base;
-	ssize_t n;
 	int i, used = 0, ret;
 
 	if (!parent) {
@@ -1704,24 +1698,13 @@ static int vhd_set_parent(struct vdimg_image *img, const char *path, struct vdim
 			  parent->name ? parent->name : "");
 		return -EOPNOTSUPP;
 	}
-	snprintf(link, sizeof(link), "/proc/self/fd/%d", img->file->fd);
-	n = readlink(link, self, sizeof(self) - 1);
-	if (n <= 0 || self[0] != '/') {
+	dir = vdimg_file_dir(img->file);
+	if (!dir) {
 		vdimg_err(img, "cannot tell which directory the image is in");
 		return -EINVAL;
 	}
-	self[n] = 0;
-	dir = strdup(dirname(self));
-	if (!dir)
-		return -ENOMEM;
-	if (path[0] == '/')
-		joined = strdup(path);
-	else if (asprintf(&joined, "%s/%s", dir, path) < 0)
-		joined = NULL;
 	ret = -ENOMEM;
-	if (!joined)
-		goto out;
-	pabs = realpath(joined, NULL);
+	pabs = vdimg_path_in_dir(dir, path);
 	if (!pabs) {
 		ret = -errno;
 		vdimg_err(img, "the new parent %s: %s", path, strerror(-ret));
@@ -1808,7 +1791,6 @@ out:
 	free(nh);
 	free(rel);
 	free(pabs);
-	free(joined);
 	free(dir);
 	return ret;
 }

@@ -1573,7 +1573,6 @@ static bool vhdx_probe(const u8 *head, size_t head_len, const u8 *tail, u64 file
 /* ---- userspace only: parent locators, create, check, describe ---- */
 #include <stdio.h>
 #include <unistd.h>
-#include <libgen.h>
 #include "vdimg-user.h"
 
 static char *vhdx_u16_to_utf8(const u8 *p, size_t bytes)
@@ -1760,20 +1759,6 @@ static char *vhdx_relpath(const char *path, const char *dir)
 	return out;
 }
 
-/* Where the child file being created lives: its directory, from /proc/self/fd. */
-static char *vhdx_fd_dir(int fd)
-{
-	char link[64], buf[4096];
-	ssize_t n;
-
-	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-	n = readlink(link, buf, sizeof(buf) - 1);
-	if (n <= 0)
-		return NULL;
-	buf[n] = 0;
-	return strdup(dirname(buf));
-}
-
 static int vhdx_put_meta(u8 *table, u8 *region, u32 *next, int idx, const u8 *guid,
 			 const void *data, u32 len, u32 flags)
 {
@@ -1890,7 +1875,7 @@ static int vhdx_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 			struct vhdx_locator_hdr *lh = (void *)loc;
 			const char *keys[3] = { "parent_linkage", "relative_path",
 						"absolute_win32_path" };
-			char *vals[3] = { NULL, NULL, NULL }, *dir = vhdx_fd_dir(f->fd);
+			char *vals[3] = { NULL, NULL, NULL }, *dir = vdimg_file_dir(f);
 			char g[40], *absparent = realpath(opts->parent, NULL);
 			u32 pos, k, nk = 0;
 
@@ -2083,7 +2068,7 @@ static int vhdx_set_parent(struct vdimg_image *img, const char *path, struct vdi
 {
 	struct vhdx *v = img->priv;
 	const u32 cap = 60 * 1024;
-	char link[64], self[4096], g[40], lk[64], *dir = NULL, *joined = NULL, *pabs = NULL;
+	char g[40], lk[64], *dir = NULL, *pabs = NULL;
 	char *rel = NULL;
 	u8 *loc = NULL, *table = NULL;
 	struct vhdx_meta_entry *me = NULL;
@@ -2108,24 +2093,13 @@ static int vhdx_set_parent(struct vdimg_image *img, const char *path, struct vdi
 			  parent->name ? parent->name : "the new parent", parent->fmt->name);
 		return -EOPNOTSUPP;
 	}
-	snprintf(link, sizeof(link), "/proc/self/fd/%d", img->file->fd);
-	n = readlink(link, self, sizeof(self) - 1);
-	if (n <= 0 || self[0] != '/') {
+	dir = vdimg_file_dir(img->file);
+	if (!dir) {
 		vdimg_err(img, "cannot tell which directory the image is in");
 		return -EINVAL;
 	}
-	self[n] = 0;
-	dir = strdup(dirname(self));
 	ret = -ENOMEM;
-	if (!dir)
-		goto out;
-	if (path[0] == '/')
-		joined = strdup(path);
-	else if (asprintf(&joined, "%s/%s", dir, path) < 0)
-		joined = NULL;
-	if (!joined)
-		goto out;
-	pabs = realpath(joined, NULL);
+	pabs = vdimg_path_in_dir(dir, path);
 	if (!pabs) {
 		ret = -errno;
 		vdimg_err(img, "the new parent %s: %s", path, strerror(-ret));
@@ -2258,7 +2232,6 @@ out:
 	free(loc);
 	free(rel);
 	free(pabs);
-	free(joined);
 	free(dir);
 	return ret;
 }

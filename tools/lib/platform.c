@@ -6,6 +6,8 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <libgen.h>
 #include <unistd.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -85,6 +87,36 @@ struct vdimg_file *vdimg_file_from_fd(int fd)
 void vdimg_file_free(struct vdimg_file *f)
 {
 	free(f);
+}
+
+char *vdimg_file_dir(const struct vdimg_file *f)
+{
+	char link[64], buf[4096];
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", f->fd);
+	n = readlink(link, buf, sizeof(buf) - 1);
+	if (n <= 0 || buf[0] != '/') {
+		errno = n < 0 ? errno : ENOENT;
+		return NULL;
+	}
+	buf[n] = 0;
+	return strdup(dirname(buf));
+}
+
+char *vdimg_path_in_dir(const char *dir, const char *path)
+{
+	char *joined, *out;
+
+	if (path[0] == '/')
+		return realpath(path, NULL);
+	if (asprintf(&joined, "%s/%s", dir, path) < 0) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	out = realpath(joined, NULL);
+	free(joined);
+	return out;
 }
 
 int vdimg_file_read(struct vdimg_file *f, void *buf, size_t len, u64 off)

@@ -14,6 +14,10 @@ struct vdimg_file {
 
 struct vdimg_file *vdimg_file_from_fd(int fd);
 void vdimg_file_free(struct vdimg_file *f);	/* does not close the descriptor */
+/* the directory of an open file, absolute (malloc'd); NULL with errno set */
+char *vdimg_file_dir(const struct vdimg_file *f);
+/* @path, absolute or relative to @dir, as a canonical absolute path (malloc'd); NULL with errno */
+char *vdimg_path_in_dir(const char *dir, const char *path);
 
 typedef void (*vdimg_msg_fn)(int level, const char *image_name, const char *text);
 void vdimg_set_msg_hook(vdimg_msg_fn fn);	/* NULL restores "name: text" on stderr */
