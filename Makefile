@@ -66,7 +66,7 @@ FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=
 	-D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Iinclude -Itools/lib
 FUZZ_SECONDS ?= 20
 
-$(BUILD)/fuzz/%: selftests/fuzz/%.c $(LIB_SRCS) $(HDRS)
+$(BUILD)/fuzz/%: selftests/fuzz/%.c selftests/fuzz/fuzz_common.h $(LIB_SRCS) $(HDRS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) $(LIB_LIBS) -lpthread
 

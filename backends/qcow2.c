@@ -2988,6 +2988,9 @@ static int qcow2_ck_copied(struct vdimg_image *img, bool fix, u64 *bad)
 	return 0;
 }
 
+/* check keeps a u32 reference count per host cluster of the file: 512 MiB at most */
+#define QCOW2_CHECK_MAX_CLUSTERS	(1ULL << 27)
+
 static int qcow2_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_result *res)
 {
 	struct qcow2 *q = QC(img);
@@ -3005,6 +3008,14 @@ static int qcow2_check(struct vdimg_image *img, unsigned int flags, struct vdimg
 	if (ret)
 		goto out;
 	ck.n = DIV_ROUND_UP(fsize, (u64)q->cluster_size);
+	/* one counter per host cluster: a hostile (or huge sparse) file must not ask for gigabytes */
+	if (ck.n > QCOW2_CHECK_MAX_CLUSTERS) {
+		vdimg_err(img, "the file spans %llu clusters; check counts at most %llu (%llu MiB of counters)",
+			  (unsigned long long)ck.n, (unsigned long long)QCOW2_CHECK_MAX_CLUSTERS,
+			  (unsigned long long)(QCOW2_CHECK_MAX_CLUSTERS * sizeof(u32)) >> 20);
+		ret = -EFBIG;
+		goto out;
+	}
 	ck.cnt = calloc(ck.n + 1, sizeof(u32));
 	ck.buf = malloc(q->cluster_size);
 	c0 = calloc(1, q->cluster_size);
