@@ -20,7 +20,7 @@ USER_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Wno-unused-parameter -Wno-sign-c
 SAN_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=undefined
 LIB_SRCS := backends/registry.c backends/raw.c tools/lib/platform.c tools/lib/io.c
-LIB_SRCS += tools/lib/chainops.c
+LIB_SRCS += tools/lib/chainops.c tools/lib/tool-ops.c
 LIB_SRCS += backends/vdi.c
 LIB_SRCS += backends/vhd.c
 LIB_SRCS += backends/vhdx.c backends/vhdx_log.c

@@ -8,6 +8,9 @@
  */
 #include <vdimg/backend.h>
 #include "qcow.h"
+#ifndef __KERNEL__
+#include "tool-ops.h"
+#endif
 
 #define QCOW_MIN_CLUSTER_BITS	9
 #define QCOW_MAX_CLUSTER_BITS	16
@@ -446,9 +449,13 @@ const struct vdimg_format vdimg_qcow_format = {
 	.close = qcow_close,
 	.map = qcow_map,
 	.read_encoded = qcow_read_encoded,
+};
+
 #ifndef __KERNEL__
+const struct vdimg_tool_ops vdimg_qcow_tool_ops = {
+	.id = VDIMG_FMT_QCOW,
 	.check = qcow_check,
 	.parent_ref = qcow_parent_ref,
 	.describe = qcow_describe,
-#endif
 };
+#endif

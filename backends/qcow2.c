@@ -15,6 +15,9 @@
  */
 #include <vdimg/backend.h>
 #include "qcow2.h"
+#ifndef __KERNEL__
+#include "tool-ops.h"
+#endif
 
 #define QCOW2_MIN_CLUSTER_BITS	9
 #define QCOW2_MAX_CLUSTER_BITS	21
@@ -3123,7 +3126,11 @@ const struct vdimg_format vdimg_qcow2_format = {
 	.discard = qcow2_discard,
 	.flush = qcow2_flush,
 	.frees_pending = qcow2_frees_pending,
+};
+
 #ifndef __KERNEL__
+const struct vdimg_tool_ops vdimg_qcow2_tool_ops = {
+	.id = VDIMG_FMT_QCOW2,
 	.create = qcow2_create,
 	.check = qcow2_check,
 	.parent_ref = qcow2_parent_ref,
@@ -3131,5 +3138,5 @@ const struct vdimg_format vdimg_qcow2_format = {
 	.set_parent = qcow2_set_parent,
 	.data_file_ref = qcow2_data_file_ref,
 	.find_snapshot = qcow2_find_snapshot,
-#endif
 };
+#endif

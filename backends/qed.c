@@ -17,6 +17,9 @@
  */
 #include <vdimg/backend.h>
 #include "qed.h"
+#ifndef __KERNEL__
+#include "tool-ops.h"
+#endif
 
 #define QED_MAX_L1_BYTES	(32U << 20)	/* L1 entries kept in memory */
 #define QED_PAGE_MAX		(64U << 10)	/* cache unit: a page of an L2 table */
@@ -1288,11 +1291,15 @@ const struct vdimg_format vdimg_qed_format = {
 	.abort = qed_abort,
 	.discard = qed_discard,
 	.flush = qed_flush,
+};
+
 #ifndef __KERNEL__
+const struct vdimg_tool_ops vdimg_qed_tool_ops = {
+	.id = VDIMG_FMT_QED,
 	.create = qed_create,
 	.check = qed_check,
 	.parent_ref = qed_parent_ref,
 	.describe = qed_describe,
 	.set_parent = qed_set_parent,
-#endif
 };
+#endif

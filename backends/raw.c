@@ -4,6 +4,9 @@
  * which are raw files that open read-only. Shared by the module and the userspace library.
  */
 #include <vdimg/backend.h>
+#ifndef __KERNEL__
+#include "tool-ops.h"
+#endif
 
 static int raw_open_common(struct vdimg_image *img, const char *variant)
 {
@@ -94,11 +97,15 @@ const struct vdimg_format vdimg_raw_format = {
 	.close = raw_close,
 	.map = raw_map,
 	.discard = raw_discard,
+};
+
 #ifndef __KERNEL__
+const struct vdimg_tool_ops vdimg_raw_tool_ops = {
+	.id = VDIMG_FMT_RAW,
 	.create = raw_create,
 	.check = raw_check,
-#endif
 };
+#endif
 
 const struct vdimg_format vdimg_iso_format = {
 	.name = "iso",
@@ -106,7 +113,11 @@ const struct vdimg_format vdimg_iso_format = {
 	.open = iso_open,
 	.close = raw_close,
 	.map = raw_map,
-#ifndef __KERNEL__
-	.check = raw_check,
-#endif
 };
+
+#ifndef __KERNEL__
+const struct vdimg_tool_ops vdimg_iso_tool_ops = {
+	.id = VDIMG_FMT_ISO,
+	.check = raw_check,
+};
+#endif

@@ -20,6 +20,9 @@
  */
 #include <vdimg/backend.h>
 #include "vdi.h"
+#ifndef __KERNEL__
+#include "tool-ops.h"
+#endif
 
 #define VDI_MIN_BLOCK		512U
 #define VDI_MAX_BLOCK		(64U << 20)	/* bounds the fill the driver must do */
@@ -1275,12 +1278,16 @@ const struct vdimg_format vdimg_vdi_format = {
 	.abort = vdi_abort,
 	.discard = vdi_discard,
 	.verify_parent = vdi_verify_parent,
+};
+
 #ifndef __KERNEL__
+const struct vdimg_tool_ops vdimg_vdi_tool_ops = {
+	.id = VDIMG_FMT_VDI,
 	.create = vdi_create,
 	.check = vdi_check,
 	.parent_ref = vdi_parent_ref,
 	.set_parent = vdi_set_parent,
 	.describe = vdi_describe,
 	.compact = vdi_compact,
-#endif
 };
+#endif

@@ -15,6 +15,9 @@
  */
 #include <vdimg/backend.h>
 #include "vhd.h"
+#ifndef __KERNEL__
+#include "tool-ops.h"
+#endif
 
 #define VHD_BM_CACHE_BYTES	(256U << 10)	/* memory for cached block bitmaps */
 #define VHD_BAT_MAX_BYTES	(64U << 20)	/* largest BAT held in memory (32 TiB at 2 MiB) */
@@ -1859,11 +1862,15 @@ const struct vdimg_format vdimg_vhd_format = {
 	.discard = vhd_discard,
 	.flush = vhd_flush,
 	.verify_parent = vhd_verify_parent,
+};
+
 #ifndef __KERNEL__
+const struct vdimg_tool_ops vdimg_vhd_tool_ops = {
+	.id = VDIMG_FMT_VHD,
 	.create = vhd_create,
 	.check = vhd_check,
 	.parent_ref = vhd_parent_ref,
 	.set_parent = vhd_set_parent,
 	.describe = vhd_describe,
-#endif
 };
+#endif

@@ -17,6 +17,9 @@
  */
 #include <vdimg/backend.h>
 #include "vhdx.h"
+#ifndef __KERNEL__
+#include "tool-ops.h"
+#endif
 
 #define VHDX_BAT_MAX_BYTES	(64U << 20)	/* largest BAT held in memory */
 #define VHDX_BM_CACHE_BYTES	(1U << 20)	/* memory for cached per-block sector bitmaps */
@@ -2328,11 +2331,15 @@ const struct vdimg_format vdimg_vhdx_format = {
 	.discard = vhdx_discard,
 	.flush = vhdx_flush,
 	.verify_parent = vhdx_verify_parent,
+};
+
 #ifndef __KERNEL__
+const struct vdimg_tool_ops vdimg_vhdx_tool_ops = {
+	.id = VDIMG_FMT_VHDX,
 	.create = vhdx_create,
 	.check = vhdx_check,
 	.parent_ref = vhdx_parent_ref,
 	.set_parent = vhdx_set_parent,
 	.describe = vhdx_describe,
-#endif
 };
+#endif

@@ -150,9 +150,9 @@ static void fuzz_read_only_calls(struct vdimg_image *img)
 	struct vdimg_extent e;
 	size_t chars = 0;
 
-	if (fmt->describe)
-		fmt->describe(img, fuzz_sink, &chars);
-	if (fmt->parent_ref && fmt->parent_ref(img, &ref) == 0 &&
+	if (vdimg_tool_ops(fmt)->describe)
+		vdimg_tool_ops(fmt)->describe(img, fuzz_sink, &chars);
+	if (vdimg_tool_ops(fmt)->parent_ref && vdimg_tool_ops(fmt)->parent_ref(img, &ref) == 0 &&
 	    !(img->flags & VDIMG_IMG_HAS_PARENT))
 		abort();
 	memset(&e, 0, sizeof(e));
@@ -246,7 +246,7 @@ static int fuzz_cluster_format(const struct vdimg_format *format, const u8 *data
 			     pick & 2 ? VDIMG_DISCARD_ZEROES : 0);
 		fmt->flush(&img);
 		memset(&res, 0, sizeof(res));
-		fmt->check(&img, 0, &res);
+		vdimg_tool_ops(fmt)->check(&img, 0, &res);
 		fuzz_walk(&img, 2048, FUZZ_MAP_LAZY);
 		fmt->close(&img);
 		if (fuzz_open(&img, f, VDIMG_OPEN_READ_ONLY) == 0) {
@@ -257,17 +257,17 @@ static int fuzz_cluster_format(const struct vdimg_format *format, const u8 *data
 
 	if ((pick & 4) && fuzz_open(&img, f, 0) == 0) {
 		memset(&res, 0, sizeof(res));
-		if (fmt->check(&img, VDIMG_CHECK_REPAIR, &res) == 0) {
+		if (vdimg_tool_ops(fmt)->check(&img, VDIMG_CHECK_REPAIR, &res) == 0) {
 			memset(&res, 0, sizeof(res));
 			/*
 			 * a repair that left no error also left no leak (with corruption it could not
 			 * fix, e.g. table entries with reserved bits, leak counts mean little)
 			 */
-			if (after_repair == FUZZ_REPAIR_NO_LEAKS && fmt->check(&img, 0, &res) == 0 &&
+			if (after_repair == FUZZ_REPAIR_NO_LEAKS && vdimg_tool_ops(fmt)->check(&img, 0, &res) == 0 &&
 			    !res.errors && res.leaks)
 				abort();
 			if (after_repair == FUZZ_REPAIR_IDEMPOTENT &&
-			    fmt->check(&img, VDIMG_CHECK_REPAIR, &res) == 0 && res.fixed)
+			    vdimg_tool_ops(fmt)->check(&img, VDIMG_CHECK_REPAIR, &res) == 0 && res.fixed)
 				abort();	/* a repaired image has nothing left to fix */
 		}
 		fmt->close(&img);

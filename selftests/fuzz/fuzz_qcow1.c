@@ -24,7 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fuzz_walk(&img, 4096, FUZZ_MAP_LAZY);
 		fuzz_walk(&img, 4096, FUZZ_MAP_LAZY);
 		fuzz_read_only_calls(&img);
-		fmt->check(&img, 0, &res);
+		vdimg_tool_ops(fmt)->check(&img, 0, &res);
 		fmt->close(&img);
 	}
 	if (fuzz_open(&img, f, 0) == 0)

@@ -32,7 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* what a normal open refuses in the map, check --repair must fix for good */
 	if (fuzz_open(&img, f, VDIMG_OPEN_REPAIR) == 0) {
 		memset(&res, 0, sizeof(res));
-		if (fmt->check(&img, VDIMG_CHECK_REPAIR, &res))
+		if (vdimg_tool_ops(fmt)->check(&img, VDIMG_CHECK_REPAIR, &res))
 			abort();
 		fmt->close(&img);
 		if (fuzz_open(&img, f, VDIMG_OPEN_READ_ONLY))
@@ -46,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fmt->discard(&img, off & ~4095ULL, min_t(u64, 1 << 20, img.size - (off & ~4095ULL)),
 			     pick & 2 ? VDIMG_DISCARD_ZEROES : 0);
 		memset(&res, 0, sizeof(res));
-		fmt->check(&img, 0, &res);
+		vdimg_tool_ops(fmt)->check(&img, 0, &res);
 		fuzz_walk(&img, 4096, FUZZ_MAP_STRICT);
 		fmt->close(&img);
 		/* what we wrote must open again */

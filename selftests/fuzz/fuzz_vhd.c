@@ -42,8 +42,8 @@ int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 		if (!img.size || img.size % 512)
 			abort();
 		fuzz_walk(&img, 4096, FUZZ_MAP_BAD_BLOCKS);
-		fmt->describe(&img, fuzz_sink, &chars);
-		fmt->check(&img, 0, &res);
+		vdimg_tool_ops(fmt)->describe(&img, fuzz_sink, &chars);
+		vdimg_tool_ops(fmt)->check(&img, 0, &res);
 		for (i = 0; vdimg_vhd_parent_path(&img, i); i++)
 			if (i > 9)
 				abort();

@@ -108,13 +108,13 @@ static void build_templates(void)
 			/* the parent must exist to create a differencing child */
 			pfd = memfd_create("parent", 0);
 			pf = vdimg_file_from_fd(pfd);
-			if (fmt->create(pf, &o) || fuzz_open(&parent, pf, VDIMG_OPEN_READ_ONLY))
+			if (vdimg_tool_ops(fmt)->create(pf, &o) || fuzz_open(&parent, pf, VDIMG_OPEN_READ_ONLY))
 				abort();
 			o.parent = "/proc/self/exe";	/* any existing path */
 			o.parent_img = &parent;
 		}
 		f = vdimg_file_from_fd(fd);
-		if (fmt->create(f, &o))
+		if (vdimg_tool_ops(fmt)->create(f, &o))
 			abort();
 		if (k)
 			fmt->close(&parent);
@@ -246,11 +246,11 @@ int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 		if (!img.size || img.size % 512 || (img.lbs != 512 && img.lbs != 4096))
 			abort();
 		fuzz_walk(&img, 4096, FUZZ_MAP_STRICT);
-		fmt->describe(&img, fuzz_sink, &chars);
-		fmt->check(&img, 0, &res);
+		vdimg_tool_ops(fmt)->describe(&img, fuzz_sink, &chars);
+		vdimg_tool_ops(fmt)->check(&img, 0, &res);
 		ref = malloc(sizeof(*ref));
 		if (img.flags & VDIMG_IMG_HAS_PARENT)
-			fmt->parent_ref(&img, ref);
+			vdimg_tool_ops(fmt)->parent_ref(&img, ref);
 		free(ref);
 		if (fmt->map(&img, 0, 512, VDIMG_MAP_WRITE, &e) != -EROFS)
 			abort();

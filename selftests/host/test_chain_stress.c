@@ -96,7 +96,7 @@ static int mkimg(const char *fmt, const char *path, u64 size, const char *parent
 		close(fd);
 		return ret;
 	}
-	if (!f || !f->create)
+	if (!f || !vdimg_tool_ops(f)->create)
 		return -EOPNOTSUPP;
 	if (parent) {
 		ret = vdimg_chain_open(&pc, &parent, 1, NULL, VDIMG_CHAIN_READ_ONLY |
@@ -114,7 +114,7 @@ static int mkimg(const char *fmt, const char *path, u64 size, const char *parent
 		goto out;
 	}
 	file = vdimg_file_from_fd(fd);
-	ret = file ? f->create(file, &o) : -ENOMEM;
+	ret = file ? vdimg_tool_ops(f)->create(file, &o) : -ENOMEM;
 	if (!ret)
 		ret = vdimg_file_sync(file);
 	vdimg_file_free(file);
@@ -385,10 +385,10 @@ static int relink(struct tchain *t, int i, int j)
 	if (j + 1 >= t->n)
 		return 0;
 	ret = vdimg_chain_open(&child, &cp, 1, NULL, VDIMG_CHAIN_ORPHAN_OK);
-	if (!ret && vdimg_chain_top(child)->fmt->set_parent &&
+	if (!ret && vdimg_tool_ops(vdimg_chain_top(child)->fmt)->set_parent &&
 	    !vdimg_chain_open(&parent, &pp, 1, NULL, VDIMG_CHAIN_READ_ONLY |
 			      VDIMG_CHAIN_ALLOW_RAW | VDIMG_CHAIN_ORPHAN_OK))
-		r = vdimg_chain_top(child)->fmt->set_parent(vdimg_chain_top(child), pp,
+		r = vdimg_tool_ops(vdimg_chain_top(child)->fmt)->set_parent(vdimg_chain_top(child), pp,
 							    vdimg_chain_top(parent));
 	vdimg_chain_close(parent);
 	ret = vdimg_chain_close(child) ?: ret;

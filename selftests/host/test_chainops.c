@@ -50,7 +50,7 @@ static int mk(const char *path, u32 fmt, const char *parent)
 	struct vdimg_file *file;
 	int fd, pfd = -1, ret;
 
-	if (!f || !f->create)
+	if (!f || !vdimg_tool_ops(f)->create)
 		return -EOPNOTSUPP;
 	if (parent) {
 		pfd = open(parent, O_RDONLY);
@@ -65,7 +65,7 @@ static int mk(const char *path, u32 fmt, const char *parent)
 	unlink(path);
 	fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0644);
 	file = vdimg_file_from_fd(fd);
-	ret = f->create(file, &co);
+	ret = vdimg_tool_ops(f)->create(file, &co);
 	vdimg_file_free(file);
 	close(fd);
 	if (parent) {

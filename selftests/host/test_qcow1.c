@@ -189,9 +189,9 @@ static void test_backing(void)
 		return;
 	ok(chain_matches_qemu(p, qc, 3, "chain"), "read chain == qemu-img convert");
 	if (!open_chain(&c, p, qc, 3, true)) {
-		r = vdimg_qcow_format.parent_ref(c->layers[2], &ref);
+		r = vdimg_qcow_tool_ops.parent_ref(c->layers[2], &ref);
 		ok(!r && !strcmp(ref.path, p[1]), "parent_ref names the backing file (%s)", ref.path);
-		ok(vdimg_qcow_format.parent_ref(c->layers[1], &ref) == 0 &&
+		ok(vdimg_qcow_tool_ops.parent_ref(c->layers[1], &ref) == 0 &&
 		   !strcmp(ref.path, p[0]), "parent_ref of the middle layer");
 		close_chain(c, 3);
 	}

@@ -405,7 +405,7 @@ static void test_create(void)
 
 		struct vdimg_file *f = vdimg_file_from_fd(fd);
 
-		ret = vdimg_qcow2_format.create(f, &o);
+		ret = vdimg_qcow2_tool_ops.create(f, &o);
 		vdimg_file_free(f);
 		close(fd);
 		if (!ok_err(ret, 0, "create -o %s", opts[i] ? opts[i] : "(defaults)"))
@@ -421,7 +421,7 @@ static void test_create(void)
 		int fd = tfile("bad.qcow2", NULL, 0);
 		struct vdimg_file *f = vdimg_file_from_fd(fd);
 
-		ok_err(vdimg_qcow2_format.create(f, &o), -EINVAL, "create refuses cluster_size=3000");
+		ok_err(vdimg_qcow2_tool_ops.create(f, &o), -EINVAL, "create refuses cluster_size=3000");
 		vdimg_file_free(f);
 		close(fd);
 	}
@@ -452,10 +452,10 @@ static void test_check_repair(void)
 	ok(ret == 0 || ret == 3, "cut image: qemu-img check finds no corruption (exit %d)", ret);
 	if (open_chain(&c, p, qc, 1, false))
 		return;
-	ret = vdimg_qcow2_format.check(vdimg_chain_top(c), 0, &res);
+	ret = vdimg_qcow2_tool_ops.check(vdimg_chain_top(c), 0, &res);
 	ok(!ret && !res.errors && (ret == 0), "our check: %llu errors, %llu leaks",
 	   (unsigned long long)res.errors, (unsigned long long)res.leaks);
-	ret = vdimg_qcow2_format.check(vdimg_chain_top(c), VDIMG_CHECK_REPAIR, &res);
+	ret = vdimg_qcow2_tool_ops.check(vdimg_chain_top(c), VDIMG_CHECK_REPAIR, &res);
 	ok_err(ret, 0, "our check --repair");
 	vdimg_chain_close(c);
 	ok(sh("qemu-img check -q '%s'", p[0]) == 0, "after repair qemu-img check is clean");
@@ -465,7 +465,7 @@ static void test_check_repair(void)
 	/* a second check finds nothing */
 	if (open_chain(&c, p, qc, 1, true))
 		return;
-	ret = vdimg_qcow2_format.check(vdimg_chain_top(c), 0, &res);
+	ret = vdimg_qcow2_tool_ops.check(vdimg_chain_top(c), 0, &res);
 	ok(!ret && !res.errors && !res.leaks, "check after repair: clean (%llu errors, %llu leaks)",
 	   (unsigned long long)res.errors, (unsigned long long)res.leaks);
 	vdimg_chain_close(c);
@@ -799,15 +799,15 @@ static void test_snapshots_read(void)
 			free(out);
 			return;
 		}
-		ret = vdimg_qcow2_format.find_snapshot(vdimg_chain_top(c), "s2", &idx);
+		ret = vdimg_qcow2_tool_ops.find_snapshot(vdimg_chain_top(c), "s2", &idx);
 		ok(!ret && idx == 2, "find_snapshot by name s2 -> 2 (%d, %u)", ret, idx);
-		ret = vdimg_qcow2_format.find_snapshot(vdimg_chain_top(c), "1", &idx);
+		ret = vdimg_qcow2_tool_ops.find_snapshot(vdimg_chain_top(c), "1", &idx);
 		ok(!ret && idx == 1, "find_snapshot '1': the ID wins over a snapshot named '1' (%u)", idx);
-		ret = vdimg_qcow2_format.find_snapshot(vdimg_chain_top(c), "3", &idx);
+		ret = vdimg_qcow2_tool_ops.find_snapshot(vdimg_chain_top(c), "3", &idx);
 		ok(!ret && idx == 3, "find_snapshot by ID 3 -> 3 (%u)", idx);
-		ok(vdimg_qcow2_format.find_snapshot(vdimg_chain_top(c), "nope", &idx) == -ENOENT,
+		ok(vdimg_qcow2_tool_ops.find_snapshot(vdimg_chain_top(c), "nope", &idx) == -ENOENT,
 		   "find_snapshot of an unknown name: -ENOENT");
-		vdimg_qcow2_format.describe(vdimg_chain_top(c), describe_emit, out);
+		vdimg_qcow2_tool_ops.describe(vdimg_chain_top(c), describe_emit, out);
 		ok(strstr(out, "snapshots: 3") && strstr(out, "id=1 name=s1 size=") &&
 		   strstr(out, "id=2 name=s2 size=") && strstr(out, "date=20"),
 		   "describe lists the snapshots with ID, name, size, date");
@@ -949,7 +949,7 @@ static void test_data_file(void)
 		struct vdimg_file *f = vdimg_file_from_fd(fd);
 
 		snprintf(opt, sizeof(opt), "data_file=%s,data_file_raw=on", tp("mydf.data"));
-		ret = vdimg_qcow2_format.create(f, &o);
+		ret = vdimg_qcow2_tool_ops.create(f, &o);
 		vdimg_file_free(f);
 		close(fd);
 		ok(!ret && sh("qemu-img check -q '%s' && qemu-io -f qcow2 -c 'write -P 0x42 1m 3m' '%s' >/dev/null"
@@ -988,7 +988,7 @@ static void test_set_parent(void)
 		close(fd);
 		return;
 	}
-	ret = vdimg_qcow2_format.set_parent(vdimg_chain_top(c), b2, vdimg_chain_top(pc));
+	ret = vdimg_qcow2_tool_ops.set_parent(vdimg_chain_top(c), b2, vdimg_chain_top(pc));
 	ok_err(ret, 0, "set_parent to the qcow2 base");
 	memset(longname, 'x', sizeof(longname) - 1);
 	longname[sizeof(longname) - 1] = 0;
@@ -1017,7 +1017,7 @@ static void test_set_parent(void)
 		ret = vdimg_chain_open_ops(&c, &fd, &sp, 1, (const struct vdimg_format *const[]){
 					   &vdimg_qcow2_format }, VDIMG_CHAIN_ORPHAN_OK);
 		if (!ret) {
-			ret = vdimg_qcow2_format.set_parent(vdimg_chain_top(c), longname, NULL);
+			ret = vdimg_qcow2_tool_ops.set_parent(vdimg_chain_top(c), longname, NULL);
 			ok(ret == -ENOSPC, "a 699-byte name in a 512-byte header cluster: -ENOSPC (%d)",
 			   ret);
 			vdimg_chain_close(c);
@@ -1031,7 +1031,7 @@ static void test_set_parent(void)
 	ret = vdimg_chain_open_ops(&c, &fd, &top, 1, (const struct vdimg_format *const[]){
 				   &vdimg_qcow2_format }, VDIMG_CHAIN_ORPHAN_OK);
 	if (!ret) {
-		ret = vdimg_qcow2_format.set_parent(vdimg_chain_top(c), NULL, NULL);
+		ret = vdimg_qcow2_tool_ops.set_parent(vdimg_chain_top(c), NULL, NULL);
 		ok_err(ret, 0, "set_parent(NULL): drop the backing file");
 		vdimg_chain_close(c);
 	}

@@ -151,10 +151,10 @@ static void test_backing(void)
 		return;
 	ok(chain_matches_qemu(p, qd, 3, "chain"), "read chain == qemu-img convert");
 	if (!open_chain(&c, p, qd, 3, true)) {
-		r = vdimg_qed_format.parent_ref(c->layers[1], &ref);
+		r = vdimg_qed_tool_ops.parent_ref(c->layers[1], &ref);
 		ok(!r && ref.format == VDIMG_FMT_RAW && !strcmp(ref.path, p[0]),
 		   "parent_ref: no-probe backing file reported as raw (%s)", ref.path);
-		r = vdimg_qed_format.parent_ref(c->layers[2], &ref);
+		r = vdimg_qed_tool_ops.parent_ref(c->layers[2], &ref);
 		ok(!r && ref.format == 0 && !strcmp(ref.path, p[1]),
 		   "parent_ref: probed backing file without a format");
 		close_chain(c, 3);
@@ -277,7 +277,7 @@ static void test_create(void)
 		int fd = tfile("mine.qed", NULL, 0);
 		struct vdimg_file *f = vdimg_file_from_fd(fd);
 
-		ret = vdimg_qed_format.create(f, &o);
+		ret = vdimg_qed_tool_ops.create(f, &o);
 		vdimg_file_free(f);
 		close(fd);
 		if (!ok_err(ret, 0, "create -o %s", opts[i] ? opts[i] : "(defaults)"))
@@ -302,7 +302,7 @@ static void test_create(void)
 		free(base);
 		fd = tfile("mine.qed", NULL, 0);
 		f = vdimg_file_from_fd(fd);
-		ret = vdimg_qed_format.create(f, &o);
+		ret = vdimg_qed_tool_ops.create(f, &o);
 		vdimg_file_free(f);
 		close(fd);
 		ok_err(ret, 0, "create with a raw backing file");
@@ -320,7 +320,7 @@ static void test_create(void)
 			ok(sh("qemu-img check -q -f qed '%s'", p[1]) == 0, "created overlay: qemu-img check clean");
 		}
 		if (!open_chain(&c, p + 1, qd + 1, 1, true)) {
-			ret = vdimg_qed_format.check(vdimg_chain_top(c), 0, &res);
+			ret = vdimg_qed_tool_ops.check(vdimg_chain_top(c), 0, &res);
 			ok(!ret && !res.errors && !res.leaks, "our check: clean (%llu errors, %llu leaks)",
 			   (unsigned long long)res.errors, (unsigned long long)res.leaks);
 			vdimg_chain_close(c);
@@ -331,12 +331,12 @@ static void test_create(void)
 		int fd = tfile("bad.qed", NULL, 0);
 		struct vdimg_file *f = vdimg_file_from_fd(fd);
 
-		ok_err(vdimg_qed_format.create(f, &o), -EINVAL, "create refuses cluster_size=2048");
+		ok_err(vdimg_qed_tool_ops.create(f, &o), -EINVAL, "create refuses cluster_size=2048");
 		o.options = "table_size=3";
-		ok_err(vdimg_qed_format.create(f, &o), -EINVAL, "create refuses table_size=3");
+		ok_err(vdimg_qed_tool_ops.create(f, &o), -EINVAL, "create refuses table_size=3");
 		o.options = "cluster_size=4096,table_size=2";
 		o.size = 8192 * MiB;
-		ok_err(vdimg_qed_format.create(f, &o), -EFBIG, "create refuses a size the tables cannot map");
+		ok_err(vdimg_qed_tool_ops.create(f, &o), -EFBIG, "create refuses a size the tables cannot map");
 		vdimg_file_free(f);
 		close(fd);
 	}
@@ -389,7 +389,7 @@ static void test_need_check(void)
 		ret = vdimg_chain_pread(c, buf, 24 * KiB, 0);
 		ok(!ret && is_byte(buf, 16 * KiB, 0x31) && is_byte(buf + 20 * KiB, 4 * KiB, 0),
 		   "the bad entry reads as unallocated, the others as written");
-		ret = vdimg_qed_format.check(vdimg_chain_top(c), 0, &res);
+		ret = vdimg_qed_tool_ops.check(vdimg_chain_top(c), 0, &res);
 		ok(!ret && res.errors == 1, "our check finds the bad entry (%llu errors)",
 		   (unsigned long long)res.errors);
 		close_chain(c, 1);
@@ -450,10 +450,10 @@ static void test_check_repair(void)
 	ok(ret == 3, "cut image: qemu-img check finds leaks, no corruption (exit %d)", ret);
 	if (open_chain(&c, p, qd, 1, false))
 		return;
-	ret = vdimg_qed_format.check(vdimg_chain_top(c), 0, &res);
+	ret = vdimg_qed_tool_ops.check(vdimg_chain_top(c), 0, &res);
 	ok(!ret && !res.errors && res.leaks, "our check: %llu errors, %llu leaks",
 	   (unsigned long long)res.errors, (unsigned long long)res.leaks);
-	ret = vdimg_qed_format.check(vdimg_chain_top(c), VDIMG_CHECK_REPAIR, &res);
+	ret = vdimg_qed_tool_ops.check(vdimg_chain_top(c), VDIMG_CHECK_REPAIR, &res);
 	ok_err(ret, 0, "our check --repair");
 	vdimg_chain_close(c);
 	ok(sh("qemu-img check -q -f qed '%s'", p[0]) == 0, "after repair qemu-img check is clean");
@@ -595,7 +595,7 @@ static void test_set_parent(void)
 	ret = vdimg_chain_open_fds(&pc, &pfd, &b2, 1, (const u32[]){ VDIMG_FMT_RAW },
 				   VDIMG_CHAIN_READ_ONLY | VDIMG_CHAIN_ALLOW_RAW);
 	if (!ret) {
-		ret = vdimg_qed_format.set_parent(vdimg_chain_top(c), b2, vdimg_chain_top(pc));
+		ret = vdimg_qed_tool_ops.set_parent(vdimg_chain_top(c), b2, vdimg_chain_top(pc));
 		vdimg_chain_close(pc);
 	}
 	close(pfd);
@@ -608,7 +608,7 @@ static void test_set_parent(void)
 	ok(chain_matches_qemu(p2, qd, 2, "rebased raw"), "raw <- qed reads like qemu-img convert");
 	/* to a qcow2 file: probed (no format bit) */
 	if (!open_alone(&c, top, &fd)) {
-		ret = vdimg_qed_format.set_parent(vdimg_chain_top(c), b3, NULL);
+		ret = vdimg_qed_tool_ops.set_parent(vdimg_chain_top(c), b3, NULL);
 		ok_err(ret, 0, "set_parent to a qcow2 base");
 		vdimg_chain_close(c);
 		close(fd);
@@ -621,9 +621,9 @@ static void test_set_parent(void)
 	memset(longname, 'y', sizeof(longname) - 1);
 	longname[sizeof(longname) - 1] = 0;
 	if (!open_alone(&c, top, &fd)) {
-		ret = vdimg_qed_format.set_parent(vdimg_chain_top(c), longname, NULL);
+		ret = vdimg_qed_tool_ops.set_parent(vdimg_chain_top(c), longname, NULL);
 		ok(ret == -ENOSPC, "a 4999-byte name: -ENOSPC (%d)", ret);
-		ret = vdimg_qed_format.set_parent(vdimg_chain_top(c), NULL, NULL);
+		ret = vdimg_qed_tool_ops.set_parent(vdimg_chain_top(c), NULL, NULL);
 		ok_err(ret, 0, "set_parent(NULL): drop the backing file");
 		vdimg_chain_close(c);
 		close(fd);

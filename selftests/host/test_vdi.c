@@ -18,7 +18,8 @@
 #define MiB (1ULL << 20)
 
 static bool have_qemu;
-static const struct vdimg_format *vdi = &vdimg_vdi_format;
+static const struct vdimg_format *vdi_fmt = &vdimg_vdi_format;
+static const struct vdimg_tool_ops *vdi = &vdimg_vdi_tool_ops;
 
 /* ---- helpers ---- */
 
@@ -511,7 +512,7 @@ static void test_discard_compact_check(void)
 	ok(chain_is(c, ref, size), "discard: reads zeros where discarded, data elsewhere");
 	ok_err(vdimg_chain_discard(c, 20 * MiB, MiB, 0), 0, "discard: one more block");
 	memset(ref + 20 * MiB, 0, MiB);
-	ok_err(vdi->discard(vdimg_chain_top(c), 0, MiB, VDIMG_DISCARD_ZEROES | VDIMG_DISCARD_NOUNMAP),
+	ok_err(vdi_fmt->discard(vdimg_chain_top(c), 0, MiB, VDIMG_DISCARD_ZEROES | VDIMG_DISCARD_NOUNMAP),
 	       -EOPNOTSUPP, "discard: NOUNMAP is left to the driver's write path");
 	fill_pat(ref + 4 * MiB, 4096, 43, 4 * MiB);
 	ok_err(vdimg_chain_pwrite(c, ref + 4 * MiB, 4096, 4 * MiB), 0, "discard: write a discarded block");
@@ -680,7 +681,7 @@ static void test_repair(void)
 	if (ok_err(ret, 0, "repair: opens with VDIMG_OPEN_REPAIR")) {
 		ok_err(im.fmt->map(&im, 0, 512, VDIMG_MAP_WRITE, &e), -EUCLEAN,
 		       "repair: writes are refused until repaired");
-		ok_err(im.fmt->check(&im, VDIMG_CHECK_REPAIR, &res), 0, "repair: check --repair");
+		ok_err(vdimg_tool_ops(im.fmt)->check(&im, VDIMG_CHECK_REPAIR, &res), 0, "repair: check --repair");
 		ok(res.errors == 2 && res.fixed == 2, "repair: two problems found and fixed (%llu, %llu)",
 		   (unsigned long long)res.errors, (unsigned long long)res.fixed);
 		vdimg_image_close(&im);

@@ -84,7 +84,7 @@ static int vcreate(const char *name, u64 size, const char *variant, const char *
 				       .parent_img = parent };
 	int fd = tfile(name, NULL, 0);
 	struct vdimg_file *f = vdimg_file_from_fd(fd);
-	int ret = vdimg_vhd_format.create(f, &o);
+	int ret = vdimg_vhd_tool_ops.create(f, &o);
 
 	vdimg_file_free(f);
 	if (ret) {
@@ -429,14 +429,14 @@ static void test_differencing(void)
 
 	ok(!img_open(&cimg, cfd, "child.vhd", VDIMG_OPEN_READ_ONLY), "differencing: child opens");
 	ok(cimg.flags & VDIMG_IMG_HAS_PARENT, "differencing: child says it has a parent");
-	vdimg_vhd_format.describe(&cimg, emit_cb, desc);
+	vdimg_vhd_tool_ops.describe(&cimg, emit_cb, desc);
 	ok(strstr(desc, "parent locator: W2ru ../base.vhd\n") != NULL &&
 	   strstr(desc, "parent name: base.vhd\n") != NULL,
 	   "differencing: describe shows the parent name and locators");
 	{
 		struct vdimg_parent_ref ref;
 
-		ok(!vdimg_vhd_format.parent_ref(&cimg, &ref) && !strcmp(ref.path, "../base.vhd") &&
+		ok(!vdimg_vhd_tool_ops.parent_ref(&cimg, &ref) && !strcmp(ref.path, "../base.vhd") &&
 		   !strcmp(ref.alt_path, tpath("base.vhd")),
 		   "differencing: parent_ref gives the relative (W2ru) then the absolute (W2ku) path");
 	}
@@ -534,7 +534,7 @@ static void test_create_describe(void)
 	   "create fixed: data then a 512-byte footer");
 	ok(!img_open(&img, fd, "f.vhd", VDIMG_OPEN_READ_ONLY) && img.size == 10 * MiB &&
 	   !strcmp(img.variant, "fixed"), "fixed: opens, size and variant");
-	vdimg_vhd_format.describe(&img, emit_cb, desc);
+	vdimg_vhd_tool_ops.describe(&img, emit_cb, desc);
 	ok(strstr(desc, "creator: \"vdmg\"") && strstr(desc, "geometry (c/h/s): ") &&
 	   strstr(desc, "timestamp: "), "fixed: describe shows creator, geometry, timestamp");
 	img_close(&img);
@@ -613,7 +613,7 @@ static void test_damage(void)
 		ok(!img.fmt->map(&img, 2 * MiB, 4096, 0, &ext) && ext.type == VDIMG_EXT_DATA,
 		   "a read of a good block works");
 		memset(&res, 0, sizeof(res));
-		ret = img.fmt->check(&img, 0, &res);
+		ret = vdimg_tool_ops(img.fmt)->check(&img, 0, &res);
 		ok(!ret && res.errors == 3 && !res.fixed,
 		   "check finds 3 errors (footer, header, BAT) (%llu)",
 		   (unsigned long long)res.errors);
@@ -623,7 +623,7 @@ static void test_damage(void)
 	ok(!ret, "open for repair");
 	if (!ret) {
 		memset(&res, 0, sizeof(res));
-		ret = img.fmt->check(&img, VDIMG_CHECK_REPAIR, &res);
+		ret = vdimg_tool_ops(img.fmt)->check(&img, VDIMG_CHECK_REPAIR, &res);
 		ok(!ret && res.fixed == 3,
 		   "check --repair fixes them (%llu)", (unsigned long long)res.fixed);
 		img_close(&img);
@@ -650,7 +650,7 @@ static void test_damage(void)
 	ok_err(img_open(&img, fd, "dmg.vhd", 0), -EUCLEAN, "no footer at the end: writable refused");
 	ret = img_open(&img, fd, "dmg.vhd", VDIMG_OPEN_REPAIR);
 	memset(&res, 0, sizeof(res));
-	ok(!ret && !img.fmt->check(&img, VDIMG_CHECK_REPAIR, &res) && res.fixed == 1,
+	ok(!ret && !vdimg_tool_ops(img.fmt)->check(&img, VDIMG_CHECK_REPAIR, &res) && res.fixed == 1,
 	   "check --repair writes the footer back");
 	if (!ret)
 		img_close(&img);
@@ -829,7 +829,7 @@ static void test_threads(const char *variant)
 		if (!img_open(&base, fd, "thr.vhd", VDIMG_OPEN_READ_ONLY)) {
 			struct vdimg_parent_ref ref;
 
-			ok(!vdimg_vhd_format.parent_ref(&base, &ref) &&
+			ok(!vdimg_vhd_tool_ops.parent_ref(&base, &ref) &&
 			   !strcmp(ref.path, "./thr-base.vhd"),
 			   "a parent in the same directory is recorded as ./NAME (%s)", ref.path);
 			img_close(&base);

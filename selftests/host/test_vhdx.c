@@ -85,7 +85,7 @@ static int xcreate(const char *name, u64 size, const char *variant, u32 bs, u32 
 				       .lbs = lbs, .parent = parent_path, .parent_img = parent };
 	int fd = tfile(name, NULL, 0);
 	struct vdimg_file *f = vdimg_file_from_fd(fd);
-	int ret = vdimg_vhdx_format.create(f, &o);
+	int ret = vdimg_vhdx_tool_ops.create(f, &o);
 
 	vdimg_file_free(f);
 	if (ret) {
@@ -488,7 +488,7 @@ static void test_differencing(void)
 	{
 		struct vdimg_parent_ref ref;
 
-		ok(good && !c->layers[1]->fmt->parent_ref(c->layers[1], &ref) &&
+		ok(good && !vdimg_tool_ops(c->layers[1]->fmt)->parent_ref(c->layers[1], &ref) &&
 		   !strcmp(ref.path, "base.vhdx"), "differencing: parent_ref gives the relative path (%s)",
 		   good ? ref.path : "");
 	}
@@ -853,12 +853,12 @@ static void test_threads_and_check(void)
 	vdimg_write_budget = -1;
 	vdimg_msg_level = VDIMG_LOG_INFO;
 	memset(&res, 0, sizeof(res));
-	k = !img_open(&img, base, "tbase.vhdx", 0) && !img.fmt->check(&img, 0, &res) && res.leaks;
+	k = !img_open(&img, base, "tbase.vhdx", 0) && !vdimg_tool_ops(img.fmt)->check(&img, 0, &res) && res.leaks;
 	ok(k, "check: a leaked block is reported (%llu)", (unsigned long long)res.leaks);
-	ok(!img.fmt->check(&img, VDIMG_CHECK_REPAIR, &res) && res.fixed == res.leaks,
+	ok(!vdimg_tool_ops(img.fmt)->check(&img, VDIMG_CHECK_REPAIR, &res) && res.fixed == res.leaks,
 	   "check --repair: gives it back");
 	img_close(&img);
-	ok(!img_open(&img, base, "tbase.vhdx", 0) && !img.fmt->check(&img, 0, &res) && !res.leaks &&
+	ok(!img_open(&img, base, "tbase.vhdx", 0) && !vdimg_tool_ops(img.fmt)->check(&img, 0, &res) && !res.leaks &&
 	   !res.errors, "check: clean after the repair");
 	img_close(&img);
 	if (have_qemu)

@@ -156,7 +156,7 @@ int vdimg_chain_rebase(struct vdimg_chain *c, struct vdimg_chain *newp, const ch
 
 	if ((flags & ~VDIMG_REBASE_UNSAFE) || c->rw != c->nr - 1)
 		return -EINVAL;
-	if (!top->fmt->set_parent) {
+	if (!vdimg_tool_ops(top->fmt)->set_parent) {
 		vdimg_err(top, "%s images cannot change their parent", top->fmt->name);
 		return -EOPNOTSUPP;
 	}
@@ -189,7 +189,7 @@ int vdimg_chain_rebase(struct vdimg_chain *c, struct vdimg_chain *newp, const ch
 		if (ret)
 			goto out;
 	}
-	ret = top->fmt->set_parent(top, path, newp ? vdimg_chain_top(newp) : NULL);
+	ret = vdimg_tool_ops(top->fmt)->set_parent(top, path, newp ? vdimg_chain_top(newp) : NULL);
 	if (ret == -ENOSPC)
 		vdimg_err(top, "no room in the image for the parent path %s", path);
 	else if (ret == -EOPNOTSUPP && !newp)

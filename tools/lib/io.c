@@ -68,12 +68,12 @@ int vdimg_data_file_path(struct vdimg_image *img, const char *image_path, char *
 	int ret;
 
 	*path = NULL;
-	if (!img->fmt || !img->fmt->data_file_ref || !(img->fmt->caps & VDIMG_CAP_DATA_FILE))
+	if (!img->fmt || !vdimg_tool_ops(img->fmt)->data_file_ref || !(img->fmt->caps & VDIMG_CAP_DATA_FILE))
 		return 0;
 	buf = calloc(1, 4096);
 	if (!buf)
 		return -ENOMEM;
-	ret = img->fmt->data_file_ref(img, buf, 4096);
+	ret = vdimg_tool_ops(img->fmt)->data_file_ref(img, buf, 4096);
 	if (ret == -ENOENT) {
 		ret = 0;
 	} else if (!ret) {
@@ -103,7 +103,7 @@ static int data_file_of(struct vdimg_file *f, const char *image_path,
 			return 0;
 		fmt = vdimg_format_by_id(format);
 	}
-	if (!fmt || !fmt->data_file_ref || !(fmt->caps & VDIMG_CAP_DATA_FILE))
+	if (!fmt || !vdimg_tool_ops(fmt)->data_file_ref || !(fmt->caps & VDIMG_CAP_DATA_FILE))
 		return 0;
 	memset(&tmp, 0, sizeof(tmp));
 	tmp.file = f;
@@ -856,7 +856,7 @@ int vdimg_chain_resolve(const char *top, u32 top_format, char ***paths_out, u32 
 			goto fail;
 		}
 		ref = calloc(1, sizeof(*ref));
-		ret = !ref ? -ENOMEM : !img.fmt->parent_ref ? -ENOENT : img.fmt->parent_ref(&img, ref);
+		ret = !ref ? -ENOMEM : !vdimg_tool_ops(img.fmt)->parent_ref ? -ENOENT : vdimg_tool_ops(img.fmt)->parent_ref(&img, ref);
 		if (!ret && ref->path[0]) {
 			const char *cand[2] = { ref->path, ref->alt_path };
 

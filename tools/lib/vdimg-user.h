@@ -7,6 +7,7 @@
 #define _VDIMG_USER_H
 
 #include <vdimg/backend.h>
+#include "tool-ops.h"
 
 struct vdimg_file {
 	int fd;

@@ -212,7 +212,7 @@ static int overlay_create(const char *parent_path, u32 parent_format, const char
 	int pfd = -1, fd, ret;
 
 	*path_out = NULL;
-	if (!fmt || !fmt->create) {
+	if (!fmt || !vdimg_tool_ops(fmt)->create) {
 		errmsg(parent_path, "cannot attach", "cannot create %s overlays", fmt_name(ofmt));
 		return -EOPNOTSUPP;
 	}
@@ -254,7 +254,7 @@ static int overlay_create(const char *parent_path, u32 parent_format, const char
 	co.parent_img = &parent;
 	f = vdimg_file_from_fd(fd);
 	lib_action("cannot create the overlay");
-	ret = f ? fmt->create(f, &co) : -ENOMEM;
+	ret = f ? vdimg_tool_ops(fmt)->create(f, &co) : -ENOMEM;
 	if (!ret)
 		ret = vdimg_file_sync(f);
 	vdimg_file_free(f);
@@ -286,11 +286,11 @@ static int snapshot_index(const char *path, u32 format, const char *name, u32 *i
 			errmsg(path, "cannot attach", "%s", strerror(-ret));
 		return ret;
 	}
-	if (!(img.fmt->caps & VDIMG_CAP_SNAPSHOTS) || !img.fmt->find_snapshot) {
+	if (!(img.fmt->caps & VDIMG_CAP_SNAPSHOTS) || !vdimg_tool_ops(img.fmt)->find_snapshot) {
 		errmsg(path, "cannot attach", "%s images have no internal snapshots", img.fmt->name);
 		ret = -EOPNOTSUPP;
 	} else {
-		ret = img.fmt->find_snapshot(&img, name, index);
+		ret = vdimg_tool_ops(img.fmt)->find_snapshot(&img, name, index);
 		if (ret && !lib_reported)
 			errmsg(path, "cannot attach", "no snapshot '%s'%s", name,
 			       ret == -ENOENT ? "" : " (cannot read the snapshot table)");

@@ -157,10 +157,10 @@ int cmd_info(int argc, char **argv)
 	if (offline_open(&o, path, format, VDIMG_OPEN_READ_ONLY, "cannot open"))
 		return EXIT_FAIL;
 	fstat(o.fd, &st);
-	if ((o.img.flags & VDIMG_IMG_HAS_PARENT) && o.img.fmt->parent_ref) {
+	if ((o.img.flags & VDIMG_IMG_HAS_PARENT) && vdimg_tool_ops(o.img.fmt)->parent_ref) {
 		struct vdimg_parent_ref *ref = calloc(1, sizeof(*ref));
 
-		if (ref && !o.img.fmt->parent_ref(&o.img, ref)) {
+		if (ref && !vdimg_tool_ops(o.img.fmt)->parent_ref(&o.img, ref)) {
 			if (ref->path[0])
 				kv_emit(&kv, "parent", ref->path);
 			if (ref->alt_path[0])
@@ -172,8 +172,8 @@ int cmd_info(int argc, char **argv)
 		}
 		free(ref);
 	}
-	if (o.img.fmt->describe)
-		o.img.fmt->describe(&o.img, kv_emit, &kv);
+	if (vdimg_tool_ops(o.img.fmt)->describe)
+		vdimg_tool_ops(o.img.fmt)->describe(&o.img, kv_emit, &kv);
 
 	if (json) {
 		printf("{\n  \"filename\": ");
@@ -260,7 +260,7 @@ int create_file(const char *path, const struct vdimg_format *fmt, const struct v
 	}
 	f = vdimg_file_from_fd(fd);
 	lib_action("cannot create");
-	ret = f ? fmt->create(f, co) : -ENOMEM;
+	ret = f ? vdimg_tool_ops(fmt)->create(f, co) : -ENOMEM;
 	if (!ret)
 		ret = vdimg_file_sync(f);
 	vdimg_file_free(f);
@@ -380,7 +380,7 @@ int cmd_create(int argc, char **argv)
 		       fmtname);
 		return EXIT_FAIL;
 	}
-	if (!fmt->create) {
+	if (!vdimg_tool_ops(fmt)->create) {
 		errmsg(path, "cannot create", "vdimgctl cannot create %s images", fmt->name);
 		return EXIT_FAIL;
 	}
@@ -471,13 +471,13 @@ int cmd_check(int argc, char **argv)
 	path = argv[optind];
 	if (offline_open(&o, path, format, repair ? VDIMG_OPEN_REPAIR : VDIMG_OPEN_READ_ONLY, "cannot check"))
 		return EXIT_FAIL;
-	if (!o.img.fmt->check) {
+	if (!vdimg_tool_ops(o.img.fmt)->check) {
 		errmsg(path, "cannot check", "%s images have no checker", o.img.fmt->name);
 		offline_close(&o);
 		return EXIT_FAIL;
 	}
 	lib_action("check");
-	ret = o.img.fmt->check(&o.img, repair ? VDIMG_CHECK_REPAIR : 0, &res);
+	ret = vdimg_tool_ops(o.img.fmt)->check(&o.img, repair ? VDIMG_CHECK_REPAIR : 0, &res);
 	if (!ret && repair) {
 		lib_action("cannot write the repairs");
 		if (o.img.fmt->flush)
@@ -561,14 +561,14 @@ int cmd_compact(int argc, char **argv)
 	path = argv[optind];
 	if (offline_open(&o, path, format, 0, "cannot compact"))
 		return EXIT_FAIL;
-	if (!o.img.fmt->compact) {
+	if (!vdimg_tool_ops(o.img.fmt)->compact) {
 		errmsg(path, "cannot compact", "%s images cannot be compacted", o.img.fmt->name);
 		offline_close(&o);
 		return EXIT_FAIL;
 	}
 	before = fstat(o.fd, &st) ? 0 : (u64)st.st_size;
 	lib_action("cannot compact");
-	ret = o.img.fmt->compact(&o.img);
+	ret = vdimg_tool_ops(o.img.fmt)->compact(&o.img);
 	if (!ret && o.img.fmt->flush)
 		ret = o.img.fmt->flush(&o.img);
 	if (!ret)
@@ -731,9 +731,9 @@ static int info_chain(const char *path, u32 format, bool json)
 		int lc = 0;
 
 		fstat(o[i].fd, &st);
-		if (img->flags & VDIMG_IMG_HAS_PARENT && img->fmt->parent_ref) {
+		if (img->flags & VDIMG_IMG_HAS_PARENT && vdimg_tool_ops(img->fmt)->parent_ref) {
 			ref = calloc(1, sizeof(*ref));
-			if (ref && img->fmt->parent_ref(img, ref)) {
+			if (ref && vdimg_tool_ops(img->fmt)->parent_ref(img, ref)) {
 				free(ref);
 				ref = NULL;
 			}
@@ -823,16 +823,16 @@ static int relink_child(const char *child_path, u32 child_fmt, const char *base_
 		return -EIO;
 	}
 	ref = calloc(1, sizeof(*ref));
-	if (link_check(&child.img, &base.img) == 0 && child.img.fmt->set_parent && ref) {
+	if (link_check(&child.img, &base.img) == 0 && vdimg_tool_ops(child.img.fmt)->set_parent && ref) {
 		char *rel = path_relative(base_path, child_path);
 
-		if (child.img.fmt->parent_ref && !child.img.fmt->parent_ref(&child.img, ref) &&
+		if (vdimg_tool_ops(child.img.fmt)->parent_ref && !vdimg_tool_ops(child.img.fmt)->parent_ref(&child.img, ref) &&
 		    ref->path[0])
 			; /* keep the path the child records */
 		else if (rel)
 			snprintf(ref->path, sizeof(ref->path), "%s", rel);
 		lib_action("cannot relink");
-		ret = child.img.fmt->set_parent(&child.img, ref->path, &base.img);
+		ret = vdimg_tool_ops(child.img.fmt)->set_parent(&child.img, ref->path, &base.img);
 		if (!ret && child.img.fmt->flush)
 			ret = child.img.fmt->flush(&child.img);
 		if (!ret)

@@ -161,7 +161,7 @@ int cmd_snapshot(int argc, char **argv)
 	if (id == VDIMG_FMT_AUTO)
 		id = snapshot_can_parent(pfmt->id) ? pfmt->id : VDIMG_FMT_QCOW2;
 	fmt = vdimg_format_by_id(id);
-	if (!fmt || !fmt->create) {
+	if (!fmt || !vdimg_tool_ops(fmt)->create) {
 		errmsg(path, "cannot create", "vdimgctl cannot create %s images",
 		       vdimg_format_name(id) ?: "such");
 		goto out;

@@ -1,0 +1,31 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Userspace only: finds the struct vdimg_tool_ops of a format (tools/lib/tool-ops.h).
+ */
+#include <stddef.h>
+#include "tool-ops.h"
+
+static const struct vdimg_tool_ops *const vdimg_all_tool_ops[] = {
+	&vdimg_raw_tool_ops,
+	&vdimg_iso_tool_ops,
+	&vdimg_vdi_tool_ops,
+	&vdimg_vhd_tool_ops,
+	&vdimg_vhdx_tool_ops,
+	&vdimg_qcow2_tool_ops,
+	&vdimg_qed_tool_ops,
+	&vdimg_qcow_tool_ops,
+};
+
+static const struct vdimg_tool_ops vdimg_no_tool_ops;
+
+const struct vdimg_tool_ops *vdimg_tool_ops(const struct vdimg_format *fmt)
+{
+	size_t i;
+
+	if (!fmt)
+		return &vdimg_no_tool_ops;
+	for (i = 0; i < sizeof(vdimg_all_tool_ops) / sizeof(vdimg_all_tool_ops[0]); i++)
+		if (vdimg_all_tool_ops[i]->id == fmt->id)
+			return vdimg_all_tool_ops[i];
+	return &vdimg_no_tool_ops;
+}

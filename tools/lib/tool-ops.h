@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The userspace-only half of a format backend: the operations only the tool and the library run
+ * (create, check and repair, describe, parent references, compact, set_parent, data files, internal
+ * snapshots). The kernel-shared half is struct vdimg_format (include/vdimg/backend.h); the module
+ * never sees this header. Each format defines one struct vdimg_tool_ops, found by format id with
+ * vdimg_tool_ops() (tools/lib/tool-ops.c).
+ */
+#ifndef _VDIMG_TOOL_OPS_H
+#define _VDIMG_TOOL_OPS_H
+
+#include <vdimg/backend.h>
+
+/* creation parameters */
+struct vdimg_create_opts {
+	u64 size;			/* virtual size in bytes */
+	const char *variant;		/* NULL for the format's default */
+	u32 block_size;			/* 0 for the format's default */
+	u32 lbs;			/* 0 for 512 */
+	const char *parent;		/* path of the parent image, NULL for none */
+	struct vdimg_image *parent_img;	/* the parent, opened, when @parent is set */
+	const char *options;		/* format-specific "key=value,..." or NULL */
+};
+
+/* where a differencing image's parent is, as the image records it */
+struct vdimg_parent_ref {
+	char path[4096];		/* as recorded; relative paths are relative to the child's directory */
+	char alt_path[4096];		/* a second candidate (e.g. absolute vs relative locator), or "" */
+	u32 format;			/* VDIMG_FMT_* when the image records it (qcow2 backing format) */
+	bool by_uuid;			/* no path: find the parent by @img->parent_uuid (VDI) */
+};
+
+/* check results */
+struct vdimg_check_result {
+	u64 errors;			/* corruptions found (left, or fixed when repairing) */
+	u64 leaks;			/* allocated but unused space, in allocation units */
+	u64 fixed;			/* problems repaired */
+};
+
+#define VDIMG_CHECK_REPAIR	(1U << 0)
+
+/**
+ * struct vdimg_tool_ops - the userspace-only operations of a format backend
+ *
+ * Every member may be NULL (the format cannot do it).
+ */
+struct vdimg_tool_ops {
+	u32 id;				/* enum vdimg_format_id of the format these belong to */
+	/* create an empty image in the (empty, writable) file */
+	int (*create)(struct vdimg_file *f, const struct vdimg_create_opts *opts);
+	/* check (and with VDIMG_CHECK_REPAIR fix) an image opened writable when repairing */
+	int (*check)(struct vdimg_image *img, unsigned int flags, struct vdimg_check_result *res);
+	/* where the parent is (only for VDIMG_IMG_HAS_PARENT images): 0, or -ENOENT. May be NULL */
+	int (*parent_ref)(struct vdimg_image *img, struct vdimg_parent_ref *ref);
+	/* print format-specific details for "vdimgctl info" as "key: value" lines; may be NULL */
+	void (*describe)(struct vdimg_image *img, void (*emit)(void *ctx, const char *key,
+							       const char *value), void *ctx);
+	/*
+	 * offline (image opened writable, nothing else using it): give back unused space, e.g. move
+	 * the last blocks into holes and truncate the file. 0 or a negative errno; may be NULL
+	 */
+	int (*compact)(struct vdimg_image *img);
+	/*
+	 * rebase: make @img (opened writable) record @path as its parent and, when @parent is not
+	 * NULL, that image's identity (UUID, timestamp, format, as the format keeps them). Only the
+	 * link changes, never data. 0, -EOPNOTSUPP (e.g. the format cannot drop its parent when
+	 * @parent is NULL), -ENOSPC (no room for the path), or another negative errno. May be NULL
+	 */
+	int (*set_parent)(struct vdimg_image *img, const char *path, struct vdimg_image *parent);
+	/*
+	 * the external data file the image names (VDIMG_CAP_DATA_FILE backends): copies it into
+	 * @path (relative names are relative to the image's directory); -ENOENT if the image has
+	 * none. May be NULL
+	 */
+	int (*data_file_ref)(struct vdimg_image *img, char *path, size_t len);
+	/*
+	 * the internal snapshot @name_or_id names (VDIMG_CAP_SNAPSHOTS backends): an ID string
+	 * match first, then a name match (as qemu-img snapshot -l lists them); 0 with its 1-based
+	 * index (for img->snapshot) in *@index, or -ENOENT. May be NULL
+	 */
+	int (*find_snapshot)(struct vdimg_image *img, const char *name_or_id, u32 *index);
+};
+
+/* The userspace operations of each format that has them */
+extern const struct vdimg_tool_ops vdimg_raw_tool_ops;
+extern const struct vdimg_tool_ops vdimg_iso_tool_ops;
+extern const struct vdimg_tool_ops vdimg_vdi_tool_ops;
+extern const struct vdimg_tool_ops vdimg_vhd_tool_ops;
+extern const struct vdimg_tool_ops vdimg_vhdx_tool_ops;
+extern const struct vdimg_tool_ops vdimg_qcow2_tool_ops;
+extern const struct vdimg_tool_ops vdimg_qed_tool_ops;
+extern const struct vdimg_tool_ops vdimg_qcow_tool_ops;
+
+/**
+ * vdimg_tool_ops() - the userspace operations of a format
+ * @fmt: a backend (may be NULL)
+ *
+ * Return: the format's operations; a table with every member NULL for a format that has none
+ * (or a NULL @fmt), never NULL.
+ */
+const struct vdimg_tool_ops *vdimg_tool_ops(const struct vdimg_format *fmt);
+
+#endif /* _VDIMG_TOOL_OPS_H */
