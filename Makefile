@@ -6,6 +6,7 @@
 # make check           host tests, then the VM tests on every target kernel
 # make check-host      host tests only (ASan/UBSan)
 # make check-vm        VM tests (KERNELS="6.1.0-56-amd64 ..." to choose)
+# make samples         fetch the third-party sample images the tests read (selftests/samples.sh)
 # make bench           fio benchmark table in the VM
 # make demo            boot the VM, attach a sample image, mount it, detach
 
@@ -31,7 +32,7 @@ TOOL_SRCS := $(wildcard tools/vdimgctl/*.c)
 TOOL_LIBS := $(shell pkg-config --libs smartcols 2>/dev/null || echo -lsmartcols)
 HDRS := $(wildcard include/vdimg/*.h include/uapi/linux/*.h tools/lib/*.h)
 
-.PHONY: all modules tools clean check check-host check-vm bench demo debug-kernel
+.PHONY: all modules tools clean check check-host check-vm bench demo debug-kernel samples
 
 all: modules tools
 
@@ -77,6 +78,9 @@ fuzz-smoke: $(FUZZ_BINS)
 	selftests/fuzz/smoke.sh $(FUZZ_SECONDS) $(FUZZ_BINS)
 
 check: check-host check-vm
+
+samples:
+	selftests/samples.sh
 
 check-vm: all
 	selftests/vm/run.sh

@@ -29,3 +29,6 @@ apt-get install -y -qq --no-install-recommends \
 # debug kernel (selftests/vm/debug-kernel.sh): kernel build tools and Debian's 6.12 source tarball
 apt-get install -y -qq --no-install-recommends \
 	flex bison bc libelf-dev libssl-dev rsync cpio kmod xz-utils linux-source-6.12 >/dev/null
+# the third-party sample images (QEMU's iotest images, from Debian's qemu source package, about
+# 23 MiB, cached under /var/cache/vdimg/samples); a failed fetch is reported, the tests then skip
+bash "$(dirname "$0")/../selftests/samples.sh"

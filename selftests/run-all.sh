@@ -13,6 +13,7 @@ set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top" || exit 1
 mkdir -p build
+rm -f build/check-host.log build/fuzz-smoke.log build/check-vm.log build/check-vm-debug.log
 P=0 F=0 S=0
 
 # totals LOG: the last "N passed, N failed[, N skipped]" line of a log, as "P F S"
@@ -84,5 +85,13 @@ else
 	S=$((S + 1))
 fi
 
+# every skip with its reason (identical ones counted once per kernel), so that a sudden rise in
+# the count is visible and explained
+if [ "$S" -gt 0 ]; then
+	echo "# skipped ($S):"
+	cat build/check-host.log build/fuzz-smoke.log build/check-vm.log build/check-vm-debug.log \
+		2>/dev/null | grep -E '^ *ok [0-9]+ .*# SKIP' | sed -E 's/^ *ok [0-9]+ (- )?//' |
+		sort | uniq -c | sed -E 's/^ *([0-9]+) /#   [x\1] /' | head -n 60
+fi
 echo "$P passed, $F failed, $S skipped"
 [ "$F" -eq 0 ]

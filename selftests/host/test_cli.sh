@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Host tests of the vdimgctl command line, without the module: --help/--version, info/create/check
-# on raw images and on the sample images in ../shared/samples (relative to the repository root),
+# on raw images and on the third-party sample images (selftests/samples.sh says where they are),
 # unsupported formats refused by name, fuzzed images refused cleanly (no sanitizer report), attach
 # refusing before it reaches the kernel, list/detach against a fake sysfs tree and control device,
 # the man page. KTAP on stdout. Never loads a module: modprobe is replaced by a stub.
@@ -11,7 +11,7 @@
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 V=${VDIMGCTL:-$ROOT/build/host/vdimgctl}
-SAMPLES=${VDIMG_SAMPLES:-$ROOT/../shared/samples}
+SAMPLES=${VDIMG_SAMPLES:-$("$ROOT/selftests/samples.sh" --dir)}
 T=$(mktemp -d "${TMPDIR:-/tmp}/vdimg-cli.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:exitcode=99}
@@ -144,18 +144,21 @@ declare -A want_size=(
 	[parallels-with-bitmap]=68719476736 [simple-dmg.dmg]=1799168 [test-disk2vhd.vhdx]=268435456
 	[virtualpc-dynamic.vhd]=136363130880
 )
+why="not fetched: run 'make samples'"
+[ -s "$SAMPLES/MISSING" ] && why=$(head -n1 "$SAMPLES/MISSING")
 if [ ! -d "$SAMPLES" ]; then
-	skip "sample images" "no $SAMPLES"
+	skip "sample images" "no $SAMPLES ($why)"
 else
 	mkdir -p "$T/s"
 	for f in "$SAMPLES"/*.bz2; do
+		[ -e "$f" ] || continue
 		bzcat "$f" | cp --sparse=always /dev/stdin "$T/s/$(basename "$f" .bz2)"
 	done
 	for name in $(printf '%s\n' "${!want_fmt[@]}" | sort); do
 		img=$T/s/$name
 		fmt=${want_fmt[$name]}
 		if [ ! -e "$img" ]; then
-			skip "sample $name" "not in $SAMPLES"
+			skip "sample $name" "not in $SAMPLES ($why)"
 			continue
 		fi
 		run info --json "$img"

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Host tests of the VHD backend (backends/vhd.c) through the userspace chain layer: the real-world
- * samples of ../shared/samples (sizes, contents, afl5 refused), qemu interop both ways (images
- * qemu-img makes and qemu-io fills read back as `qemu-img convert -O raw` does; images written here
- * pass `qemu-img check` and `qemu-img compare` against a raw shadow), libyal vhdiinfo/vhdimount as a
- * second reader (including a differencing chain made here), create/describe/check --repair,
- * checksum damage (read-only warning, writable refusal), discard semantics, concurrent map/commit
- * from threads, map(NOWAIT), and crash safety with the write-cut hook. KTAP on stdout.
+ * sample images in $VDIMG_SAMPLES (set by make check-host, see selftests/samples.sh: sizes,
+ * contents, afl5 refused), qemu interop both ways (images qemu-img makes and qemu-io fills read
+ * back as `qemu-img convert -O raw` does; images written here pass `qemu-img check` and `qemu-img
+ * compare` against a raw shadow), libyal vhdiinfo/vhdimount as a second reader (including a
+ * differencing chain made here), create/describe/check --repair, checksum damage (read-only
+ * warning, writable refusal), discard semantics, concurrent map/commit from threads, map(NOWAIT),
+ * and crash safety with the write-cut hook. KTAP on stdout.
  */
 #include <pthread.h>
 #include <sys/wait.h>
@@ -989,7 +990,7 @@ static void test_crash(bool diff)
 int main(void)
 {
 	ktap_start();
-	samples = getenv("VDIMG_SAMPLES") ? getenv("VDIMG_SAMPLES") : "../shared/samples";
+	samples = getenv("VDIMG_SAMPLES") ? getenv("VDIMG_SAMPLES") : "/var/cache/vdimg/samples";
 	have_qemu = !sh("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null");
 	have_vhdiinfo = !sh("command -v vhdiinfo >/dev/null");
 	have_vhdimount = !sh("command -v vhdimount >/dev/null && test -c /dev/fuse");

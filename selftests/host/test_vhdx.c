@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Host tests of the VHDX backend (backends/vhdx.c, vhdx_log.c) through the userspace chain layer:
- * the samples of ../shared/samples (contents by sha256 and pattern, the 0xc3 write test, the dirty
- * log replayed into the file and, read-only, into memory), qemu interop both ways (images qemu-img
- * makes and qemu-io fills read back as `qemu-img convert -O raw` does; images written here pass
- * `qemu-img check` and `qemu-img compare` against a raw shadow), libyal vhdiinfo/vhdimount as a
- * second reader (including a differencing chain made here), differencing writes that never touch
- * the parent, parent linkage checks, hostile headers, and crash safety with the write-cut hook.
- * KTAP on stdout.
+ * the sample images in $VDIMG_SAMPLES (set by make check-host, see selftests/samples.sh: contents
+ * by sha256 and pattern, the 0xc3 write test, the dirty log replayed into the file and, read-only,
+ * into memory), qemu interop both ways (images qemu-img makes and qemu-io fills read back as `qemu-
+ * img convert -O raw` does; images written here pass `qemu-img check` and `qemu-img compare`
+ * against a raw shadow), libyal vhdiinfo/vhdimount as a second reader (including a differencing
+ * chain made here), differencing writes that never touch the parent, parent linkage checks, hostile
+ * headers, and crash safety with the write-cut hook. KTAP on stdout.
  */
 #include <pthread.h>
 #include <sys/wait.h>
@@ -965,7 +965,7 @@ static void test_file_write_guid(void)
 int main(void)
 {
 	ktap_start();
-	samples = getenv("VDIMG_SAMPLES") ? getenv("VDIMG_SAMPLES") : "../shared/samples";
+	samples = getenv("VDIMG_SAMPLES") ? getenv("VDIMG_SAMPLES") : "/var/cache/vdimg/samples";
 	have_qemu = !sh("qemu-img --version >/dev/null 2>&1 && qemu-io --version >/dev/null 2>&1");
 	have_vhdiinfo = !sh("vhdiinfo -V >/dev/null 2>&1");
 	have_vhdimount = !sh("vhdimount -V >/dev/null 2>&1") && !access("/dev/fuse", R_OK);

@@ -7,7 +7,8 @@
 VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VM_TOP=$(cd "$VM_DIR/../.." && pwd)
 VM_BUILD=${VM_BUILD:-$VM_TOP/build/vm}
-VM_SAMPLES_SRC=${VM_SAMPLES_SRC:-$VM_TOP/../shared/samples}
+# the sample images (selftests/samples.sh: fetched into a cache, or ../shared/samples beside the tree)
+VM_SAMPLES_SRC=${VM_SAMPLES_SRC:-$("$VM_TOP/selftests/samples.sh" --dir)}
 VM_MEM=${VM_MEM:-2048}
 VM_SMP=${VM_SMP:-2}
 VM_SCRATCH_SIZE=${VM_SCRATCH_SIZE:-8G}
@@ -149,13 +150,27 @@ vm_build_kernel_side() {
 	return $rc
 }
 
-# vm_samples: the sample images, decompressed once into $VM_BUILD/samples (sparse)
+# vm_samples: the sample images, decompressed once into $VM_BUILD/samples (sparse). What is
+# missing is said in $VM_BUILD/samples/MISSING, which the tests quote when they skip.
 vm_samples() {
-	local f out
-	[ -d "$VM_SAMPLES_SRC" ] || { vm_log "no samples at $VM_SAMPLES_SRC"; return 0; }
+	local f out want
 	mkdir -p "$VM_BUILD/samples"
+	rm -f "$VM_BUILD/samples/MISSING"
+	if ! (cd "$VM_SAMPLES_SRC" 2>/dev/null && sha256sum --quiet -c "$VM_TOP/selftests/samples.sha256" \
+		>/dev/null 2>&1); then
+		if [ -s "$VM_SAMPLES_SRC/MISSING" ]; then
+			cp "$VM_SAMPLES_SRC/MISSING" "$VM_BUILD/samples/MISSING"
+		else
+			echo "not all in $VM_SAMPLES_SRC: run 'make samples'" >"$VM_BUILD/samples/MISSING"
+		fi
+		vm_log "sample images: $(cat "$VM_BUILD/samples/MISSING") (the tests that need them skip)"
+	fi
+	[ -d "$VM_SAMPLES_SRC" ] || return 0
 	for f in "$VM_SAMPLES_SRC"/*.bz2; do
 		[ -e "$f" ] || continue
+		# only files whose sha256 is the listed one
+		want=$(awk -v n="$(basename "$f")" '$2 == n { print $1 }' "$VM_TOP/selftests/samples.sha256")
+		[ -n "$want" ] && [ "$(sha256sum <"$f" | cut -d' ' -f1)" = "$want" ] || continue
 		out=$VM_BUILD/samples/$(basename "$f" .bz2)
 		if [ ! -f "$out" ] || [ "$f" -nt "$out" ]; then
 			bzcat "$f" | cp --sparse=always /dev/stdin "$out.tmp" && mv "$out.tmp" "$out"

@@ -1,9 +1,13 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# demo.sh (`make demo`): boots the VM (6.12 kernel unless --kernel), attaches an ext4 image made on
-# the host with `mkfs.ext4 -d`, shows lsblk and `vdimgctl list`, mounts it, lists and reads its
-# files, writes one, detaches, and shows the write survived a re-attach. The console is shown live.
+# demo.sh (`make demo`): boots the VM (6.12 kernel unless --kernel). Part 1 attaches an ext4 image
+# made on the host with `mkfs.ext4 -d`, shows lsblk and `vdimgctl list`, mounts it, lists and reads
+# its files, writes one, detaches, and shows the write survived a re-attach. Part 2 takes a dynamic
+# VHDX that vdimgctl created on the host (empty, a few KiB), partitions it inside the VM, makes an
+# ext4 on its first partition and mounts it; then puts a differencing VHDX on top, attaches the
+# two-layer chain, shows it with `vdimgctl list --chain`, writes through it, and shows that the
+# base did not change. The console is shown live.
 #
 #   demo.sh [--kernel RELEASE|debug|PATH]
 #
@@ -45,6 +49,52 @@ if [ "${1:-}" = --guest ]; then
 	run umount /mnt/demo
 	run "$VDIMGCTL" detach "$dev"
 	run "$E2FSCK" -fn "$img"
+
+	echo "==== part 2: a dynamic VHDX with a partition table, and a differencing child ===="
+	base=/scratch/demo/base.vhdx
+	child=/scratch/demo/child.vhdx
+	run "$VDIMGCTL" info "$base"
+	run ls -ls "$base"
+	dev=$(run "$VDIMGCTL" attach -f --show -P "$base" | tail -n1) || exit 1
+	echo "$dev"
+	run sh -c "echo 'label: gpt
+size=96MiB, type=linux, name=data
+type=linux, name=spare' | $SFDISK -q $dev"
+	i=0
+	while [ ! -b "${dev}p1" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+	run /usr/bin/lsblk -o NAME,SIZE,TYPE "$dev"
+	run "$MKFS_EXT4" -q -L vhdx-data "${dev}p1" || exit 1
+	run mount -t ext4 "${dev}p1" /mnt/demo || exit 1
+	run sh -c "echo 'written into a partition of a dynamic VHDX' >/mnt/demo/base.txt"
+	run dd if=/dev/urandom of=/mnt/demo/random.bin bs=1M count=8
+	run df -h /mnt/demo
+	run umount /mnt/demo
+	run "$VDIMGCTL" detach "$dev"
+	echo "# the VHDX file grew only by what was written:"
+	run ls -ls "$base"
+	run "$VDIMGCTL" create -t vhdx --parent "$base" "$child" || exit 1
+	basesum=$(sha256sum "$base" | cut -d' ' -f1)
+	dev=$(run "$VDIMGCTL" attach -f --show -P "$child" | tail -n1) || exit 1
+	echo "$dev"
+	i=0
+	while [ ! -b "${dev}p1" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+	run "$VDIMGCTL" list
+	run "$VDIMGCTL" list --chain
+	run mount -t ext4 "${dev}p1" /mnt/demo || exit 1
+	run cat /mnt/demo/base.txt
+	run sh -c "echo 'written through the chain: lands in the child' >/mnt/demo/child.txt"
+	run ls -la /mnt/demo
+	run umount /mnt/demo
+	run "$VDIMGCTL" detach "$dev"
+	run "$VDIMGCTL" info --chain "$child"
+	run ls -ls "$base" "$child"
+	if [ "$(sha256sum "$base" | cut -d' ' -f1)" = "$basesum" ]; then
+		echo "the base image is byte for byte unchanged: the write went to the child"
+	else
+		echo "demo: the base image changed"
+		exit 1
+	fi
+	run "$QEMU_IMG" check -q "$base" && echo "qemu-img check: $base is clean"
 	echo "==== demo done ===="
 	exit 0
 fi
@@ -81,6 +131,8 @@ cp "$VM_TOP/Makefile" "$content/docs/Makefile.txt"
 [ -f "$VM_TOP/README.md" ] && cp "$VM_TOP/README.md" "$content/docs/"
 head -c 4194304 /dev/urandom >"$content/random.bin"
 mkfs.ext4 -q -F -L vdimg-demo -d "$content" "$K_RUN/demo/demo.img" 64M >/dev/null || exit 1
+# part 2: an empty dynamic VHDX (partitioned and formatted inside the VM)
+"$VM_VDIMGCTL" create -t vhdx -s 128M "$K_RUN/demo/base.vhdx" || exit 1
 VM_SCRATCH_EXTRA=$K_RUN/demo vm_make_scratch "$K_RUN/scratch.img" VMTEST_MODE=demo || exit 1
 vm_boot "$K_RUN/demo-console.log" 600 --live
 rc=$?

@@ -162,9 +162,22 @@ require_vdimg() {
 	[ -x "$VDIMGCTL" ] || skip "vdimgctl was not built"
 }
 
-# sample NAME: path of a decompressed sample image (the host puts them on the scratch disk)
+# need_sample NAME...: skip the test (with the reason the host recorded) unless every named sample
+# image is on the scratch disk. Call it from the test's top level: a skip inside $(...) would only
+# end the subshell.
+need_sample() {
+	local s why
+	for s in "$@"; do
+		[ -f "$SAMPLES/$s" ] && continue
+		why="not fetched on the host: run 'make samples' (Debian's qemu source package)"
+		[ -s "$SAMPLES/MISSING" ] && why=$(head -n1 "$SAMPLES/MISSING")
+		skip "sample image $s is missing ($why)"
+	done
+}
+
+# sample NAME: path of a decompressed sample image (the host puts them on the scratch disk); the
+# test has called need_sample NAME first
 sample() {
-	[ -f "$SAMPLES/$1" ] || skip "sample $1 is missing (no ../shared/samples on the host?)"
 	echo "$SAMPLES/$1"
 }
 

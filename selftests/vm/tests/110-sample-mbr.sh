@@ -2,6 +2,7 @@
 # Sample grub_mbr.raw (a bare MBR) is not taken for a format: only read-only or -t raw attaches it
 . /vmtest/lib.sh
 require_vdimg
+need_sample grub_mbr.raw
 
 src=$(sample grub_mbr.raw)
 img=$TEST_WORK/grub_mbr.raw

@@ -2,6 +2,7 @@
 # Samples empty.bochs and simple-pattern.cloop are refused as unsupported, naming the format
 . /vmtest/lib.sh
 require_vdimg
+need_sample empty.bochs simple-pattern.cloop
 
 ndev=$(ls /sys/block | grep -c '^vdimg')
 for s in empty.bochs:bochs simple-pattern.cloop:cloop; do

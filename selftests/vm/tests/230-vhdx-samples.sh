@@ -3,6 +3,7 @@
 # timeout: 600
 . /vmtest/lib.sh
 require_vdimg
+need_sample test-disk2vhd.vhdx iotest-dynamic-1G.vhdx iotest-dirtylog-10G-4M.vhdx
 W=$TEST_WORK
 M=1048576
 

@@ -2,6 +2,7 @@
 # VHD samples through the kernel: virtual size by creator (Hyper-V "win " footer size, Virtual PC "vpc " CHS product) and the Disk2VHD zero-filled image's content
 . /vmtest/lib.sh
 require_vdimg
+need_sample hyperv2012r2-dynamic.vhd virtualpc-dynamic.vhd d2v-zerofilled.vhd
 M=1048576
 
 # vsize NAME SIZE: read-only attach, device size, the first MiB is zeros
