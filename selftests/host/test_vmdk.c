@@ -1,0 +1,583 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Host tests of the VMDK backend (backends/vmdk/) against qemu: monolithicSparse and
+ * streamOptimized images made by qemu-img (with zeroed_grain, adapter_type, hwversion, compat6)
+ * and filled by qemu-io read back through libvdimg byte for byte as `qemu-img convert -O raw` does;
+ * variants with separate extent files are refused by name; random writes, discards and
+ * write-zeroes through libvdimg compared with a raw shadow, then `qemu-img check` and
+ * `qemu-img compare` (and libyal's vmdkinfo when installed); chains made by qemu-img with their
+ * CID checks (a parent changed after its child was made is refused unless forced; the first write
+ * renews the CID); write cuts at every write of a workload leave an image qemu checks clean with
+ * the flushed data intact; hostile headers fail open cleanly; the samples of ../shared/samples
+ * (VDIMG_SAMPLES) when present. Skips (exit 4) when qemu-img is missing. KTAP on stdout.
+ */
+#include <sys/wait.h>
+#include "../../tools/lib/chain.h"
+#include "../../backends/vmdk/vmdk.h"
+#include "ktap.h"
+
+#define KiB 1024ULL
+#define MiB (1024ULL * 1024)
+
+static const char *samples;
+static bool have_vmdkinfo;
+
+/* A persistent scratch path (tpath() rotates its buffers). */
+static const char *tp(const char *name)
+{
+	static char bufs[48][512];
+	static int n;
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (!strcmp(strrchr(bufs[i], '/') + 1, name))
+			return bufs[i];
+	if (n == 48)
+		return tpath(name);
+	snprintf(bufs[n], sizeof(bufs[n]), "%s", tpath(name));
+	return bufs[n++];
+}
+
+/* Open @n images (base first) as a chain through the registry. */
+static int open_chain_f(struct vdimg_chain **c, const char *const *paths, int n, bool ro,
+			unsigned int flags)
+{
+	int fds[4] = { -1, -1, -1, -1 }, i, ret;
+
+	for (i = 0; i < n; i++) {
+		fds[i] = open(paths[i], (i == n - 1 && !ro ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+		if (fds[i] < 0)
+			return -errno;
+	}
+	ret = vdimg_chain_open_fds(c, fds, paths, n, NULL,
+				   flags | VDIMG_CHAIN_ALLOW_RAW | (ro ? VDIMG_CHAIN_READ_ONLY : 0));
+	if (ret)
+		for (i = 0; i < n; i++)
+			close(fds[i]);
+	return ret;
+}
+
+static int open_chain(struct vdimg_chain **c, const char *const *paths, int n, bool ro)
+{
+	return open_chain_f(c, paths, n, ro, 0);
+}
+
+static void close_chain(struct vdimg_chain *c, int n)
+{
+	int fds[4], i;
+
+	for (i = 0; i < n && c; i++)
+		fds[i] = c->layer[i].fd;
+	vdimg_chain_close(c);
+	for (i = 0; i < n && c; i++)
+		close(fds[i]);
+}
+
+/* Does the chain read exactly like qemu-img convert -O raw of the top image? */
+static bool chain_matches_qemu(const char *const *paths, int n, const char *tag)
+{
+	struct vdimg_chain *c;
+	size_t len, i;
+	u8 *want, *got;
+	bool same = false;
+	int ret;
+
+	if (sh("qemu-img convert -O raw '%s' '%s'", paths[n - 1], tp("ref.raw"))) {
+		printf("# %s: qemu-img convert failed\n", tag);
+		return false;
+	}
+	want = slurp(tp("ref.raw"), &len);
+	ret = open_chain(&c, paths, n, true);
+	if (ret || !want) {
+		printf("# %s: open failed: %d\n", tag, ret);
+		free(want);
+		return false;
+	}
+	got = malloc(len);
+	if (c->size == len && !vdimg_chain_pread(c, got, len, 0)) {
+		same = !memcmp(want, got, len);
+		for (i = 0; !same && i < len && want[i] == got[i]; i++)
+			;
+		if (!same)
+			printf("# %s: first difference at %zu: want %02x got %02x\n", tag, i, want[i],
+			       got[i]);
+	} else {
+		printf("# %s: read failed (size %llu vs %zu)\n", tag, (unsigned long long)c->size, len);
+	}
+	close_chain(c, n);
+	free(want);
+	free(got);
+	return same;
+}
+
+/* qemu-io commands straddling grains and grain tables, and zeroed ranges */
+static const char *const fill_cmds =
+	"-c 'write -P 0x11 0 4k' -c 'write -P 0x22 60k 8k' -c 'write -P 0x33 1000k 100k' "
+	"-c 'write -P 0x44 2047k 2k' -c 'write -P 0x55 31m 2m' -c 'write -z 3200k 64k' "
+	"-c 'write -P 0x66 6143k 3k' -c 'write -P 0x77 8000k 513k' -c 'write -z 9m 1m' "
+	"-c 'write -P 0x88 12345k 1k' -c 'write -P 0x99 40956k 4k'";
+
+static const char *const sparse_opts[] = {
+	"subformat=monolithicSparse",
+	"subformat=monolithicSparse,zeroed_grain=on",
+	"subformat=monolithicSparse,adapter_type=lsilogic,hwversion=6",
+	"subformat=monolithicSparse,compat6=on",
+	"subformat=monolithicSparse,adapter_type=ide,zeroed_grain=on",
+};
+
+static void test_qemu_images(void)
+{
+	const char *p[1] = { tp("q.vmdk") };
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(sparse_opts); i++) {
+		int r = sh("qemu-img create -q -f vmdk -o %s '%s' 40M && qemu-io -f vmdk %s '%s' >/dev/null",
+			   sparse_opts[i], p[0], fill_cmds, p[0]);
+
+		if (!ok(r == 0, "qemu made image %s", sparse_opts[i]))
+			continue;
+		ok(chain_matches_qemu(p, 1, sparse_opts[i]), "read %s == qemu-img convert",
+		   sparse_opts[i]);
+	}
+	/* a size that is not a multiple of the grain */
+	if (ok(sh("qemu-img create -q -f vmdk '%s' 1000k && qemu-io -f vmdk -c 'write -P 0x5a 900k 100k' '%s' >/dev/null",
+		  p[0], p[0]) == 0, "qemu made a 1000 KiB image"))
+		ok(chain_matches_qemu(p, 1, "1000k"), "read 1000 KiB image == qemu-img convert");
+}
+
+/* streamOptimized (compressed grains, markers, footer) through qemu-img convert */
+static void test_stream(void)
+{
+	const char *raw = tp("s.raw"), *p[1] = { tp("s.vmdk") };
+	struct vdimg_chain *c;
+	int r, fd;
+
+	r = sh("qemu-img create -q -f raw '%s' 40M && qemu-io -f raw %s '%s' >/dev/null && "
+	       "qemu-img convert -O vmdk -o subformat=streamOptimized '%s' '%s'",
+	       raw, fill_cmds, raw, raw, p[0]);
+	if (!ok(r == 0, "qemu made a streamOptimized image"))
+		return;
+	ok(chain_matches_qemu(p, 1, "stream"), "read streamOptimized == qemu-img convert");
+	fd = open(p[0], O_RDWR | O_CLOEXEC);
+	r = vdimg_chain_open_fds(&c, &fd, p, 1, NULL, 0);
+	ok(r == -EOPNOTSUPP && strstr(ktap_last_msg, "streamOptimized"),
+	   "a writable open of streamOptimized is refused by name (%d: %s)", r, ktap_last_msg);
+	if (!r)
+		vdimg_chain_close(c);
+	close(fd);
+}
+
+/* variants with separate extent files are refused, naming the variant */
+static void test_refused(void)
+{
+	static const char *const subs[] = {
+		"monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat",
+	};
+	const char *p[1] = { tp("r.vmdk") };
+	struct vdimg_chain *c;
+	size_t i;
+	int r;
+
+	for (i = 0; i < ARRAY_SIZE(subs); i++) {
+		if (!ok(sh("qemu-img create -q -f vmdk -o subformat=%s '%s' 8M", subs[i], p[0]) == 0,
+			"qemu made %s", subs[i]))
+			continue;
+		r = open_chain(&c, p, 1, true);
+		ok(r == -EOPNOTSUPP && strstr(ktap_last_msg, subs[i]),
+		   "%s is refused by name (%d: %s)", subs[i], r, ktap_last_msg);
+		if (!r)
+			close_chain(c, 1);
+	}
+}
+
+/* ---- writes through libvdimg ---- */
+
+static u64 rnd_state = 88172645463325252ULL;
+
+static u64 rnd(void)
+{
+	rnd_state ^= rnd_state << 13;
+	rnd_state ^= rnd_state >> 7;
+	rnd_state ^= rnd_state << 17;
+	return rnd_state;
+}
+
+/* A random workload of writes, discards and write-zeroes on @c, mirrored in @shadow. */
+static int workload(struct vdimg_chain *c, u8 *shadow, u64 size, int ops, unsigned int seed,
+		    u64 maxsec)
+{
+	static u8 buf[1 * MiB];
+	int i, ret = 0;
+
+	for (i = 0; i < ops && !ret; i++) {
+		u64 r = rnd(), len = 512 * (1 + r % maxsec), off;
+		int what = (r >> 20) % 10;
+
+		len = min(len, size / 4);
+		off = (rnd() % (size / 512 - len / 512)) * 512;
+		if (what < 7) {
+			fill_pat(buf, len, seed + i, off);
+			ret = vdimg_chain_pwrite(c, buf, len, off);
+			memcpy(shadow + off, buf, len);
+		} else if (what < 9) {
+			ret = vdimg_chain_discard(c, off, len, VDIMG_DISCARD_ZEROES);
+			memset(shadow + off, 0, len);
+		} else {
+			ret = vdimg_chain_flush(c);
+		}
+	}
+	return ret;
+}
+
+static u8 peek8(const char *path, u64 off)
+{
+	int fd = open(path, O_RDONLY);
+	u8 b = 0xee;
+
+	if (fd < 0 || pread(fd, &b, 1, off) != 1)
+		printf("# peek %s failed\n", path);
+	close(fd);
+	return b;
+}
+
+/* the CID the descriptor of @path says */
+static u32 read_cid(const char *path, const char *key)
+{
+	char cmd[1024], line[256];
+	FILE *f;
+	u32 cid = 0;
+
+	snprintf(cmd, sizeof(cmd), "head -c 4096 '%s' | tr -d '\\0' | grep -a '^%s='", path, key);
+	f = popen(cmd, "r");
+	if (f && fgets(line, sizeof(line), f))
+		cid = strtoul(strchr(line, '=') + 1, NULL, 16);
+	if (f)
+		pclose(f);
+	return cid;
+}
+
+static void test_writes(void)
+{
+	const u64 size = 40 * MiB;
+	size_t i;
+
+	for (i = 0; i < 4; i++) {
+		bool backing = i >= 2;
+		const char *opts = i % 2 ? "zeroed_grain=on" : "zeroed_grain=off";
+		const char *p[2] = { tp("wbase.vmdk"), tp("w.vmdk") };
+		struct vdimg_chain *c;
+		u8 *shadow = calloc(1, size), *got;
+		int ret, n = backing ? 2 : 1;
+		const char *const *pp = backing ? p : p + 1;
+		u32 cid0;
+
+		if (backing) {
+			ret = sh("qemu-img create -q -f vmdk '%s' 40M && qemu-io -f vmdk -c 'write -P 0x3c 0 40m' '%s' >/dev/null"
+				 " && qemu-img create -q -f vmdk -o %s -b '%s' -F vmdk '%s'",
+				 p[0], p[0], opts, p[0], p[1]);
+			memset(shadow, 0x3c, size);
+		} else {
+			ret = sh("qemu-img create -q -f vmdk -o %s '%s' 40M", opts, p[1]);
+		}
+		if (!ok(ret == 0, "create %s%s", opts, backing ? " with backing" : "")) {
+			free(shadow);
+			continue;
+		}
+		cid0 = read_cid(p[1], "CID");
+		ret = open_chain(&c, pp, n, false);
+		if (!ok_err(ret, 0, "open %s writable", opts)) {
+			free(shadow);
+			continue;
+		}
+		ret = workload(c, shadow, size, 300, (unsigned int)i * 1000, 400);
+		ok_err(ret, 0, "300 random writes/discards/zeroes on %s%s", opts,
+		       backing ? " over a backing file" : "");
+		ok(peek8(p[1], 72) == 1, "%s: uncleanShutdown is set while open", opts);
+		got = malloc(size);
+		ok(!vdimg_chain_pread(c, got, size, 0) && !memcmp(got, shadow, size),
+		   "%s%s: reads back the shadow before close", opts, backing ? " (backing)" : "");
+		free(got);
+		close_chain(c, n);
+		ok(peek8(p[1], 72) == 0, "%s: uncleanShutdown is clear after close", opts);
+		ok(read_cid(p[1], "CID") != cid0, "%s: the first write renewed the CID", opts);
+		close(tfile("shadow.raw", shadow, size));
+		ok(sh("qemu-img check -q -f vmdk '%s'", p[1]) == 0,
+		   "%s%s: qemu-img check: no errors", opts, backing ? " (backing)" : "");
+		ok(sh("qemu-img compare -q -f raw -F vmdk '%s' '%s'", tp("shadow.raw"), p[1]) == 0,
+		   "%s%s: qemu-img compare with the shadow", opts, backing ? " (backing)" : "");
+		if (have_vmdkinfo)
+			ok(sh("vmdkinfo '%s' >/dev/null 2>&1", p[1]) == 0, "%s: vmdkinfo reads it", opts);
+		free(shadow);
+	}
+}
+
+/* ---- chains ---- */
+
+static void test_chains(void)
+{
+	const char *p[3] = { tp("c0.vmdk"), tp("c1.vmdk"), tp("c2.vmdk") };
+	struct vdimg_parent_ref ref;
+	struct vdimg_chain *c;
+	u8 buf[4096];
+	int r;
+
+	r = sh("qemu-img create -q -f vmdk '%s' 40M && qemu-io -f vmdk -c 'write -P 0xa0 0 40m' '%s' >/dev/null"
+	       " && qemu-img create -q -f vmdk -b '%s' -F vmdk '%s'"
+	       " && qemu-io -f vmdk -c 'write -P 0xa1 1m 3m' -c 'write -z 10m 1m' '%s' >/dev/null"
+	       " && qemu-img create -q -f vmdk -o zeroed_grain=on -b '%s' -F vmdk '%s'"
+	       " && qemu-io -f vmdk -c 'write -P 0xa2 2m 65k' -c 'write -z 20m 128k' '%s' >/dev/null",
+	       p[0], p[0], p[0], p[1], p[1], p[1], p[2], p[2]);
+	if (!ok(r == 0, "qemu made a 3-deep vmdk chain"))
+		return;
+	ok(chain_matches_qemu(p, 3, "chain3"), "read 3-deep chain == qemu-img convert");
+	if (!open_chain(&c, p, 3, true)) {
+		r = vdimg_tool_ops(c->layers[2]->fmt)->parent_ref ?
+		    vdimg_tool_ops(c->layers[2]->fmt)->parent_ref(c->layers[2], &ref) : -ENOSYS;
+		ok(!r && !strcmp(ref.path, p[1]), "parent_ref gives parentFileNameHint (%s)",
+		   r ? "" : ref.path);
+		close_chain(c, 3);
+	} else {
+		ok(false, "open the chain");
+	}
+	/* write into the middle layer: its CID changes, the top's parentCID no longer fits */
+	if (!open_chain(&c, p, 2, false)) {
+		memset(buf, 0x77, sizeof(buf));
+		r = vdimg_chain_pwrite(c, buf, sizeof(buf), 0);
+		close_chain(c, 2);
+		ok_err(r, 0, "write into the middle layer");
+	}
+	r = open_chain(&c, p, 3, true);
+	ok(r == -ESTALE && strstr(ktap_last_msg, "parentCID"),
+	   "a parent whose CID changed is refused (%d: %s)", r, ktap_last_msg);
+	if (!r)
+		close_chain(c, 3);
+	r = open_chain_f(&c, p, 3, true, VDIMG_CHAIN_FORCE_LINK);
+	ok_err(r, 0, "forced, the same chain opens");
+	if (!r)
+		close_chain(c, 3);
+	ok(sh("qemu-img info --backing-chain '%s' >/dev/null 2>&1", p[2]) == 0,
+	   "qemu still opens the chain");
+}
+
+/* ---- crash safety ---- */
+
+static void test_crash(bool backing)
+{
+	const u64 size = 40 * MiB;
+	const char *p[2] = { tp("cbase.vmdk"), tp("crash.vmdk") };
+	const char *const *pp = backing ? p : p + 1;
+	int n = backing ? 2 : 1, bad = 0, lost = 0, unclean = 0, cut;
+	long long total;
+	u8 *shadow = calloc(1, size), *flushed = malloc(size), *got = malloc(size);
+	struct vdimg_chain *c;
+
+	if (backing) {
+		sh("qemu-img create -q -f vmdk '%s' 40M && qemu-io -f vmdk -c 'write -P 0x5e 0 40m' '%s' >/dev/null"
+		   " && qemu-img create -q -f vmdk -b '%s' -F vmdk '%s'", p[0], p[0], p[0], tp("pristine"));
+		memset(shadow, 0x5e, size);
+	} else {
+		sh("qemu-img create -q -f vmdk -o zeroed_grain=on '%s' 40M", tp("pristine"));
+	}
+	sh("cp '%s' '%s'", tp("pristine"), p[1]);
+	if (open_chain(&c, pp, n, false)) {
+		ok(false, "crash: open");
+		goto out;
+	}
+	vdimg_write_budget = 1LL << 40;
+	rnd_state = 42;
+	workload(c, shadow, size, 16, 1, 300);
+	vdimg_chain_close(c);
+	total = (1LL << 40) - vdimg_write_budget;
+	vdimg_write_budget = -1;
+	for (cut = 0; cut <= total; cut++) {
+		u8 *base = calloc(1, size);
+		int ret, i;
+
+		if (backing)
+			memset(base, 0x5e, size);
+		sh("cp '%s' '%s'", tp("pristine"), p[1]);
+		if (open_chain(&c, pp, n, false)) {
+			bad++;
+			free(base);
+			continue;
+		}
+		vdimg_write_budget = cut;
+		vdimg_msg_level = -1;
+		rnd_state = 42;
+		ret = workload(c, base, size, 8, 1, 300);
+		if (!ret)
+			ret = vdimg_chain_flush(c);
+		memcpy(flushed, base, size);
+		if (!ret)
+			workload(c, base, size, 8, 1 + 8, 300);
+		vdimg_chain_close(c);
+		vdimg_write_budget = -1;
+		vdimg_msg_level = VDIMG_LOG_INFO;
+		i = sh("qemu-img check -q -f vmdk '%s' >/dev/null 2>&1", p[1]);
+		if (i != 0) {
+			bad++;
+			if (bad < 4)
+				printf("# cut %d: qemu-img check exit %d\n", cut, i);
+		}
+		unclean += peek8(p[1], 72) != 0;
+		for (i = 0; i < 2 && !ret; i++) {
+			struct vdimg_chain *r = NULL;
+			u64 j;
+
+			if (open_chain_f(&r, pp, n, i == 0, VDIMG_CHAIN_FORCE_LINK) ||
+			    vdimg_chain_pread(r, got, size, 0)) {
+				lost++;
+			} else {
+				for (j = 0; j < size; j += 512)
+					if (!memcmp(flushed + j, base + j, 512) &&
+					    memcmp(got + j, flushed + j, 512)) {
+						lost++;
+						break;
+					}
+			}
+			if (r)
+				close_chain(r, n);
+		}
+		free(base);
+	}
+	ok(total > 10, "crash%s: the workload makes %lld writes", backing ? " (backing)" : "", total);
+	ok(!bad, "crash%s: %lld cut points, qemu-img check never finds corruption (%d bad)",
+	   backing ? " (backing)" : "", total + 1, bad);
+	ok(!lost, "crash%s: flushed data survives every cut (%d lost)", backing ? " (backing)" : "",
+	   lost);
+	ok(unclean > 0, "crash%s: cut images say uncleanShutdown (%d)", backing ? " (backing)" : "",
+	   unclean);
+out:
+	free(shadow);
+	free(flushed);
+	free(got);
+}
+
+/* ---- hostile headers ---- */
+
+static void poke(const char *path, u64 off, u64 v, int len)
+{
+	int fd = open(path, O_RDWR);
+	u64 le = htole64(v);
+
+	if (fd < 0 || pwrite(fd, &le, len, off) != len)
+		printf("# poke %s failed\n", path);
+	close(fd);
+}
+
+static void test_hostile(void)
+{
+	static const struct {
+		const char *what;
+		u64 off, val;
+		int len, err;
+	} cases[] = {
+		{ "version 4", 4, 4, 4, -EOPNOTSUPP },
+		{ "grain size 3 sectors", 20, 3, 8, -EUCLEAN },
+		{ "grain size 0", 20, 0, 8, -EUCLEAN },
+		{ "grain size 2^40 sectors", 20, 1ULL << 40, 8, -EOPNOTSUPP },
+		{ "capacity 0 (a descriptor-only sparse file)", 12, 0, 8, -EOPNOTSUPP },
+		{ "capacity 2^62 sectors", 12, 1ULL << 62, 8, -EOPNOTSUPP },
+		{ "0 GTEs per GT", 44, 0, 4, -EUCLEAN },
+		{ "2^31 GTEs per GT", 44, 1U << 31, 4, -EUCLEAN },
+		{ "GD past the end", 56, 1ULL << 40, 8, -EUCLEAN },
+		{ "GD at 0", 56, 0, 8, -EUCLEAN },
+		{ "redundant GD past the end", 48, 1ULL << 33, 8, -EUCLEAN },
+		{ "overhead past the end", 64, 1ULL << 40, 8, -EUCLEAN },
+		{ "descriptor past the end", 28, 1ULL << 50, 8, -EUCLEAN },
+		{ "huge descriptor", 36, 1ULL << 30, 8, -EUCLEAN },
+		{ "bad newline bytes", 73, 'x', 1, -EUCLEAN },
+		{ "compression algorithm 7", 77, 7, 2, -EOPNOTSUPP },
+		{ "GD entry outside the file", 0, 0, 0, -EUCLEAN },
+	};
+	const char *p[1] = { tp("h.vmdk") };
+	struct vdimg_chain *c;
+	size_t i;
+	int r;
+
+	sh("qemu-img create -q -f vmdk '%s' 40M && qemu-io -f vmdk -c 'write -P 1 0 1m' '%s' >/dev/null",
+	   tp("h0.vmdk"), tp("h0.vmdk"));
+	for (i = 0; i < ARRAY_SIZE(cases); i++) {
+		sh("cp '%s' '%s'", tp("h0.vmdk"), p[0]);
+		if (cases[i].len) {
+			poke(p[0], cases[i].off, cases[i].val, cases[i].len);
+		} else {
+			/* the first GD entry: its sector number, from the header's gdOffset */
+			int fd = open(p[0], O_RDWR);
+			__le64 gd = 0;
+
+			if (pread(fd, &gd, 8, 56) == 8)
+				poke(p[0], le64toh(gd) * 512, 0x7fffffff, 4);
+			close(fd);
+		}
+		vdimg_msg_level = -1;
+		r = open_chain(&c, p, 1, false);
+		vdimg_msg_level = VDIMG_LOG_INFO;
+		ok(r == cases[i].err, "hostile %s: %d (want %d)", cases[i].what, r, cases[i].err);
+		if (!r)
+			close_chain(c, 1);
+	}
+}
+
+/* ---- samples ---- */
+
+static int unpack(const char *name, const char *out)
+{
+	char path[1024];
+
+	snprintf(path, sizeof(path), "%s/%s.bz2", samples, name);
+	if (access(path, R_OK))
+		return -ENOENT;
+	return sh("bzip2 -dc '%s' > '%s'", path, out) ? -EIO : 0;
+}
+
+static void test_samples(void)
+{
+	const char *p[1] = { tp("sample.vmdk") };
+	struct vdimg_chain *c;
+	u8 buf[512];
+	int r, i, bad = 0;
+
+	if (unpack("iotest-version3.vmdk", p[0])) {
+		skip("iotest-version3.vmdk: no sample in %s", samples);
+	} else if (ok_err(open_chain(&c, p, 1, true), 0, "iotest-version3.vmdk opens read-only")) {
+		ok(c->size == 17179869184ULL, "iotest-version3.vmdk: 16 GiB");
+		for (i = 0; i < 100; i++) {
+			r = vdimg_chain_pread(c, buf, 512, (u64)i * 655360 + i * 512);
+			if (r || !is_byte(buf, 512, 0x30 + i % 10))
+				bad++;
+		}
+		ok(!bad, "iotest-version3.vmdk: the 100 pattern sectors read right (%d bad)", bad);
+		close_chain(c, 1);
+	}
+	if (unpack("afl9.vmdk", p[0])) {
+		skip("afl9.vmdk: no sample in %s", samples);
+	} else {
+		r = open_chain(&c, p, 1, true);
+		ok(r == -EUCLEAN || r == -EOPNOTSUPP, "afl9.vmdk is refused cleanly (%d: %s)", r,
+		   ktap_last_msg);
+		if (!r)
+			close_chain(c, 1);
+	}
+}
+
+int main(void)
+{
+	ktap_start();
+	if (sh("qemu-img --version >/dev/null 2>&1 && qemu-io --version >/dev/null 2>&1")) {
+		skip("qemu-img/qemu-io not installed");
+		return ktap_finish();
+	}
+	samples = getenv("VDIMG_SAMPLES") ? getenv("VDIMG_SAMPLES") : "../shared/samples";
+	have_vmdkinfo = sh("command -v vmdkinfo >/dev/null 2>&1") == 0;
+	test_qemu_images();
+	test_stream();
+	test_refused();
+	test_writes();
+	test_chains();
+	test_hostile();
+	test_samples();
+	test_crash(false);
+	test_crash(true);
+	return ktap_finish();
+}

@@ -1,0 +1,525 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Userspace only: the VMDK tool operations (create, check/repair, describe, parent_ref,
+ * set_parent) over the kernel-shared backend in backends/vmdk/. Not part of the module build.
+ *
+ * create writes monolithicSparse images laid out the way qemu-img does (header, embedded
+ * descriptor, redundant GD and its GTs, GD and its GTs, all GTs preallocated, the grain area from a
+ * grain boundary), so qemu-img check and VMware-compatible readers accept them.
+ */
+#include <stdio.h>
+#include <unistd.h>
+#include <limits.h>
+#include "../../../backends/vmdk/vmdk.h"
+#include "vdimg-user.h"
+
+#define VMDK_DEFAULT_GRAIN	(64U << 10)
+#define VMDK_CREATE_GTES	512U
+#define VMDK_CREATE_DESC_SECTORS 20U
+
+static bool vmdk_opt(const char *opts, const char *key, char *val, size_t valsz)
+{
+	size_t kl = strlen(key);
+	const char *p = opts;
+
+	while (p && *p) {
+		if (!strncmp(p, key, kl) && (p[kl] == '=' || p[kl] == ',' || !p[kl])) {
+			size_t n = p[kl] == '=' ? strcspn(p + kl + 1, ",") : 0;
+
+			if (n >= valsz)
+				n = valsz - 1;
+			memcpy(val, p + kl + 1, n);
+			val[n] = 0;
+			if (p[kl] != '=')
+				snprintf(val, valsz, "on");
+			return true;
+		}
+		p = strchr(p, ',');
+		if (p)
+			p++;
+	}
+	return false;
+}
+
+static bool vmdk_opt_on(const char *opts, const char *key)
+{
+	char v[16];
+
+	return vmdk_opt(opts, key, v, sizeof(v)) && (!strcmp(v, "on") || !strcmp(v, "true") ||
+						   !strcmp(v, "1"));
+}
+
+/* the file name of @f (for the extent line), from /proc */
+static void vmdk_file_name(struct vdimg_file *f, char *buf, size_t len)
+{
+	char link[64], path[PATH_MAX];
+	ssize_t n;
+	const char *slash;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", f->fd);
+	n = readlink(link, path, sizeof(path) - 1);
+	if (n <= 0) {
+		snprintf(buf, len, "disk.vmdk");
+		return;
+	}
+	path[n] = 0;
+	slash = strrchr(path, '/');
+	slash = slash ? slash + 1 : path;
+	n = min_t(size_t, strlen(slash), len - 1);
+	memcpy(buf, slash, n);
+	buf[n] = '\0';
+}
+
+static u32 vmdk_new_cid(void)
+{
+	u32 cid;
+
+	do {
+		vdimg_random_bytes(&cid, sizeof(cid));
+	} while (cid >= 0xfffffffeU);
+	return cid;
+}
+
+static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opts)
+{
+	const struct vdimg_image msg = { .name = "vmdk create" };
+	struct vdimg_image *parent = opts->parent ? opts->parent_img : NULL;
+	u32 grain = opts->block_size ? opts->block_size : VMDK_DEFAULT_GRAIN;
+	u64 size = opts->size, cap, gsec, nr_gts, gd_sec, gt_sec, rgd, gd, overhead, i;
+	u32 parent_cid = VMDK_CID_NONE;
+	char adapter[32] = "ide", hw[16] = "4", name[256], *desc;
+	const char *o = opts->options;
+	bool zero_grain = vmdk_opt_on(o, "zeroed_grain");
+	struct vmdk_header h;
+	__le32 *dir;
+	int ret, n;
+
+	if (opts->parent && !parent)
+		return -EINVAL;
+	if (!size && parent)
+		size = parent->size;
+	if (!size || size % VMDK_SECTOR || (opts->lbs && opts->lbs != VMDK_SECTOR))
+		return -EINVAL;
+	if (opts->variant && strcmp(opts->variant, "monolithicSparse") &&
+	    strcmp(opts->variant, "sparse")) {
+		vdimg_err(&msg, "creating %s VMDK images is not supported (only monolithicSparse)",
+			  opts->variant);
+		return -EOPNOTSUPP;
+	}
+	if (!is_power_of_2(grain) || grain < 4096 || grain > (16U << 20)) {
+		vdimg_err(&msg, "grain size %u is not a power of two from 4 KiB to 16 MiB", grain);
+		return -EINVAL;
+	}
+	vmdk_opt(o, "adapter_type", adapter, sizeof(adapter));
+	if (strcmp(adapter, "ide") && strcmp(adapter, "buslogic") && strcmp(adapter, "lsilogic") &&
+	    strcmp(adapter, "legacyESX")) {
+		vdimg_err(&msg, "unknown adapter_type %s", adapter);
+		return -EINVAL;
+	}
+	vmdk_opt(o, "hwversion", hw, sizeof(hw));
+	if (vmdk_opt_on(o, "compat6"))
+		snprintf(hw, sizeof(hw), "6");
+	if (strspn(hw, "0123456789") != strlen(hw) || !hw[0])
+		return -EINVAL;
+	if (parent && parent->fmt && parent->fmt->id == VDIMG_FMT_VMDK)
+		parent_cid = ((const struct vmdk *)parent->priv)->cid;
+
+	cap = size / VMDK_SECTOR;
+	gsec = grain / VMDK_SECTOR;
+	nr_gts = DIV_ROUND_UP(cap, VMDK_CREATE_GTES * gsec);
+	if (nr_gts > (1U << 22) || cap > (1ULL << 44))
+		return -EFBIG;
+	gd_sec = DIV_ROUND_UP(nr_gts * 4, VMDK_SECTOR);
+	gt_sec = VMDK_CREATE_GTES * 4 / VMDK_SECTOR;
+	rgd = 1 + VMDK_CREATE_DESC_SECTORS;
+	gd = rgd + gd_sec + nr_gts * gt_sec;
+	overhead = ALIGN(gd + gd_sec + nr_gts * gt_sec, gsec);
+	if (overhead + (u64)DIV_ROUND_UP(cap, gsec) * gsec > U32_MAX)
+		return -EFBIG;
+
+	memset(&h, 0, sizeof(h));
+	h.magic = cpu_to_le32(VMDK_MAGIC);
+	h.version = cpu_to_le32(zero_grain ? 2 : 1);
+	h.flags = cpu_to_le32(VMDK_FLAG_NL_TEST | VMDK_FLAG_RGD |
+			      (zero_grain ? VMDK_FLAG_ZERO_GRAIN : 0));
+	h.capacity = cpu_to_le64(cap);
+	h.grain_size = cpu_to_le64(gsec);
+	h.desc_offset = cpu_to_le64(1);
+	h.desc_size = cpu_to_le64(VMDK_CREATE_DESC_SECTORS);
+	h.num_gtes_per_gt = cpu_to_le32(VMDK_CREATE_GTES);
+	h.rgd_offset = cpu_to_le64(rgd);
+	h.gd_offset = cpu_to_le64(gd);
+	h.overhead = cpu_to_le64(overhead);
+	h.nl_single = '\n';
+	h.nl_non = ' ';
+	h.nl_double1 = '\r';
+	h.nl_double2 = '\n';
+
+	desc = calloc(1, VMDK_CREATE_DESC_SECTORS * VMDK_SECTOR);
+	dir = calloc(1, gd_sec * VMDK_SECTOR);
+	if (!desc || !dir) {
+		free(desc);
+		free(dir);
+		return -ENOMEM;
+	}
+	vmdk_file_name(f, name, sizeof(name));
+	{
+		u64 cyl = min_t(u64, cap / (16 * 63), 16383);
+		char pcid[9], cid[9], hint[VMDK_PATH_MAX + 32] = "";
+
+		vmdk_hex32(cid, vmdk_new_cid());
+		vmdk_hex32(pcid, parent_cid);
+		if (parent)
+			snprintf(hint, sizeof(hint), "parentFileNameHint=\"%s\"\n", opts->parent);
+		n = snprintf(desc, VMDK_CREATE_DESC_SECTORS * VMDK_SECTOR,
+			     "# Disk DescriptorFile\nversion=1\nCID=%s\nparentCID=%s\n"
+			     "createType=\"monolithicSparse\"\n%s\n# Extent description\n"
+			     "RW %llu SPARSE \"%s\"\n\n# The Disk Data Base\n#DDB\n\n"
+			     "ddb.virtualHWVersion = \"%s\"\nddb.geometry.cylinders = \"%llu\"\n"
+			     "ddb.geometry.heads = \"16\"\nddb.geometry.sectors = \"63\"\n"
+			     "ddb.adapterType = \"%s\"\n",
+			     cid, pcid, hint, (unsigned long long)cap, name, hw,
+			     (unsigned long long)cyl, adapter);
+	}
+	if (n < 0 || n >= (int)(VMDK_CREATE_DESC_SECTORS * VMDK_SECTOR)) {
+		vdimg_err(&msg, "the parent path is too long for the descriptor");
+		ret = -ENOSPC;
+		goto out;
+	}
+	ret = vdimg_file_write(f, &h, sizeof(h), 0);
+	if (!ret)
+		ret = vdimg_file_write(f, desc, VMDK_CREATE_DESC_SECTORS * VMDK_SECTOR, VMDK_SECTOR);
+	for (i = 0; i < nr_gts; i++)
+		dir[i] = cpu_to_le32(rgd + gd_sec + i * gt_sec);
+	if (!ret)
+		ret = vdimg_file_write(f, dir, gd_sec * VMDK_SECTOR, rgd * VMDK_SECTOR);
+	for (i = 0; i < nr_gts; i++)
+		dir[i] = cpu_to_le32(gd + gd_sec + i * gt_sec);
+	if (!ret)
+		ret = vdimg_file_write(f, dir, gd_sec * VMDK_SECTOR, gd * VMDK_SECTOR);
+	/* the grain tables are zeros: a sparse file up to the grain area */
+	if (!ret)
+		ret = vdimg_file_truncate(f, overhead * VMDK_SECTOR);
+out:
+	free(desc);
+	free(dir);
+	return ret;
+}
+
+/* ---- describe ---- */
+
+static void vmdk_describe(struct vdimg_image *img,
+			  void (*emit)(void *ctx, const char *key, const char *value), void *ctx)
+{
+	struct vmdk *v = VMDK(img);
+	char b[VMDK_PATH_MAX + 64];
+	u32 i;
+
+	emit(ctx, "create type", v->desc.create_type[0] ? v->desc.create_type :
+	     (v->compressed ? "streamOptimized" : "monolithicSparse"));
+	snprintf(b, sizeof(b), "%u", v->version);
+	emit(ctx, "sparse version", b);
+	vmdk_hex32(b, v->cid);
+	emit(ctx, "cid", b);
+	vmdk_hex32(b, v->desc.parent_cid);
+	emit(ctx, "parent cid", b);
+	if (v->desc.parent_hint[0])
+		emit(ctx, "parent file name hint", v->desc.parent_hint);
+	snprintf(b, sizeof(b), "%u", v->grain_bytes);
+	emit(ctx, "grain size", b);
+	snprintf(b, sizeof(b), "%u", v->num_gtes);
+	emit(ctx, "gtes per gt", b);
+	snprintf(b, sizeof(b), "%u", v->nr_gts);
+	emit(ctx, "grain tables", b);
+	snprintf(b, sizeof(b), "%llu", (unsigned long long)v->gd_off);
+	emit(ctx, "gd offset", b);
+	if (v->rgd_off) {
+		snprintf(b, sizeof(b), "%llu", (unsigned long long)v->rgd_off);
+		emit(ctx, "redundant gd offset", b);
+	}
+	snprintf(b, sizeof(b), "%#x", v->hflags);
+	emit(ctx, "flags", b);
+	emit(ctx, "zeroed grains", v->zero_grain ? "true" : "false");
+	emit(ctx, "compressed", v->compressed ? "deflate" : "none");
+	emit(ctx, "unclean shutdown", v->unclean_on_disk ? "true" : "false");
+	if (v->desc_text && vmdk_desc_value(v->desc_text, v->desc_area, "ddb.adapterType", b,
+					    sizeof(b)))
+		emit(ctx, "adapter type", b);
+	if (v->desc_text && vmdk_desc_value(v->desc_text, v->desc_area, "ddb.virtualHWVersion", b,
+					    sizeof(b)))
+		emit(ctx, "hardware version", b);
+	for (i = 0; i < v->desc.nr_extents; i++) {
+		const struct vmdk_desc_extent *x = &v->desc.extents[i];
+		static const char *const acc[] = { "", "RW", "RDONLY", "NOACCESS" };
+		char key[32];
+
+		snprintf(key, sizeof(key), "extent %u", i);
+		snprintf(b, sizeof(b), "%s %llu %s \"%s\"", acc[x->access],
+			 (unsigned long long)x->sectors, vmdk_extent_type_name(x->type), x->file);
+		emit(ctx, key, b);
+	}
+}
+
+/* ---- parents ---- */
+
+static int vmdk_parent_ref(struct vdimg_image *img, struct vdimg_parent_ref *ref)
+{
+	struct vmdk *v = VMDK(img);
+
+	if (!v->desc.parent_hint[0])
+		return -ENOENT;
+	memset(ref, 0, sizeof(*ref));
+	snprintf(ref->path, sizeof(ref->path), "%s", v->desc.parent_hint);
+	return 0;
+}
+
+/*
+ * Rewrite the descriptor with another parentCID and parentFileNameHint (or none): the other lines
+ * are kept in order; the new ones follow the createType line. Must fit in the reserved sectors.
+ */
+static int vmdk_set_parent(struct vdimg_image *img, const char *path, struct vdimg_image *parent)
+{
+	struct vmdk *v = VMDK(img);
+	struct vmdk_desc d = {};
+	char *t, *line, *save = NULL, *copy, pcid[9];
+	u32 cap = v->desc_area, pc = VMDK_CID_NONE;
+	size_t len = 0;
+	bool placed = false;
+	int ret;
+
+	if (!v->writable || (img->flags & VDIMG_IMG_READ_ONLY))
+		return -EROFS;
+	if (!v->desc_off) {
+		vdimg_err(img, "has no embedded descriptor to record a parent in");
+		return -EOPNOTSUPP;
+	}
+	if (path && !*path)
+		path = NULL;
+	if (path && parent && parent->fmt == img->fmt)
+		pc = ((const struct vmdk *)parent->priv)->cid;
+	vmdk_hex32(pcid, pc);
+	t = calloc(1, cap + 1);
+	copy = strndup(v->desc_text, v->desc.text_len);
+	if (!t || !copy) {
+		free(t);
+		free(copy);
+		return -ENOMEM;
+	}
+	ret = 0;
+	for (line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char add[VMDK_PATH_MAX + 64];
+		int n;
+
+		if (!strncmp(line, "parentCID", 9) || !strncmp(line, "parentFileNameHint", 18))
+			continue;
+		n = snprintf(add, sizeof(add), "%s\n", line);
+		if (!placed && !strncmp(line, "createType", 10)) {
+			n += snprintf(add + n, sizeof(add) - n, "parentCID=%s\n", pcid);
+			if (path)
+				n += snprintf(add + n, sizeof(add) - n, "parentFileNameHint=\"%s\"\n",
+					      path);
+			placed = true;
+		}
+		if (n >= (int)sizeof(add) || len + n > cap) {
+			ret = -ENOSPC;
+			break;
+		}
+		memcpy(t + len, add, n);
+		len += n;
+	}
+	free(copy);
+	if (!ret && !placed)
+		ret = -EOPNOTSUPP;	/* no createType line: not a descriptor we understand */
+	if (ret == -ENOSPC)
+		vdimg_err(img, "no room for the parent path in the %u-byte descriptor", cap);
+	if (!ret)
+		ret = vmdk_desc_parse(img, t, cap, &d);
+	if (!ret) {
+		vdimg_mutex_lock(&v->lock);
+		ret = vdimg_file_write(img->file, t, cap, v->desc_off);
+		if (!ret)
+			ret = vdimg_file_sync(img->file);
+		vdimg_mutex_unlock(&v->lock);
+	}
+	if (ret) {
+		vmdk_desc_free(&d);
+		free(t);
+		return ret;
+	}
+	vmdk_desc_free(&v->desc);
+	v->desc = d;
+	vdimg_free(v->desc_text);
+	v->desc_text = t;
+	v->has_parent = path != NULL;
+	if (path)
+		img->flags |= VDIMG_IMG_HAS_PARENT;
+	else
+		img->flags &= ~VDIMG_IMG_HAS_PARENT;
+	img->flags |= VDIMG_IMG_DIRTY;
+	return 0;
+}
+
+/* ---- check ---- */
+
+struct vmdk_area {
+	u64 start, end;
+	u32 gi, ti;			/* the GTE that points at it; U32_MAX for a GT */
+};
+
+static int vmdk_area_cmp(const void *a, const void *b)
+{
+	const struct vmdk_area *x = a, *y = b;
+
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/*
+ * The GD against the redundant GD and each GT against its copy; every GTE inside the grain area;
+ * no two grains or tables overlapping; unreferenced space after the grain area start (leaks, in
+ * grains). Repair: redundant GTs are rewritten from the primary ones, GTEs that point outside the
+ * file are cleared, and unreferenced space at the end of the file is cut off.
+ */
+static int vmdk_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_result *res)
+{
+	struct vmdk *v = VMDK(img);
+	bool repair = (flags & VDIMG_CHECK_REPAIR) && v->writable;
+	u64 fsize = vdimg_file_size(img->file), last = v->overhead, nr = 0, cap, i;
+	__le32 *gt = NULL, *rgt = NULL;
+	struct vmdk_area *a = NULL;
+	u32 gi, ti;
+	int ret;
+
+	ret = vmdk_flush(img);
+	if (ret)
+		return ret;
+	cap = (u64)v->nr_gts * 2 + 16;
+	a = calloc(cap, sizeof(*a));
+	gt = malloc(v->gt_bytes);
+	rgt = malloc(v->gt_bytes);
+	if (!a || !gt || !rgt) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	vdimg_mutex_lock(&v->lock);
+	for (gi = 0; gi < v->nr_gts && !ret; gi++) {
+		bool changed = false, rchanged = false;
+		u32 r = v->rgd ? v->rgd[gi] : 0;
+
+		if (!v->gd[gi]) {
+			if (r) {
+				vdimg_info(img, "GT %u: only the redundant GD links a table", gi);
+				res->errors++;
+			}
+			continue;
+		}
+		ret = vdimg_file_read(img->file, gt, v->gt_bytes, (u64)v->gd[gi] * VMDK_SECTOR);
+		if (ret)
+			break;
+		if (nr + 2 > cap)
+			break;
+		a[nr++] = (struct vmdk_area){ (u64)v->gd[gi] * VMDK_SECTOR,
+					      (u64)v->gd[gi] * VMDK_SECTOR + v->gt_bytes, gi, U32_MAX };
+		if (v->rgd && !r) {
+			vdimg_info(img, "GT %u has no redundant copy", gi);
+			res->errors++;
+		}
+		if (r) {
+			a[nr++] = (struct vmdk_area){ (u64)r * VMDK_SECTOR,
+						      (u64)r * VMDK_SECTOR + v->gt_bytes, gi, U32_MAX };
+			ret = vdimg_file_read(img->file, rgt, v->gt_bytes, (u64)r * VMDK_SECTOR);
+			if (ret)
+				break;
+		}
+		for (ti = 0; ti < v->num_gtes; ti++) {
+			u32 e = le32_to_cpu(gt[ti]);
+			u64 off = (u64)e * VMDK_SECTOR;
+
+			if (e <= VMDK_GTE_ZERO)
+				continue;
+			if (off < v->overhead || off + (v->compressed ? 12 : v->grain_bytes) > fsize) {
+				vdimg_info(img, "GT %u entry %u points at sector %u, outside the grain area",
+					   gi, ti, e);
+				res->errors++;
+				if (repair) {
+					gt[ti] = 0;
+					changed = true;
+				}
+				continue;
+			}
+			if (v->compressed)
+				continue;
+			if (nr == cap) {
+				struct vmdk_area *b = realloc(a, cap * 2 * sizeof(*a));
+
+				if (!b) {
+					ret = -ENOMEM;
+					break;
+				}
+				a = b;
+				cap *= 2;
+			}
+			a[nr++] = (struct vmdk_area){ off, off + v->grain_bytes, gi, ti };
+		}
+		if (r && memcmp(gt, rgt, v->gt_bytes)) {
+			vdimg_info(img, "GT %u differs from its redundant copy", gi);
+			res->errors++;
+			rchanged = repair;
+		}
+		if (changed)
+			ret = vdimg_file_write(img->file, gt, v->gt_bytes,
+					       (u64)v->gd[gi] * VMDK_SECTOR);
+		if (!ret && (changed || rchanged) && r)
+			ret = vdimg_file_write(img->file, gt, v->gt_bytes, (u64)r * VMDK_SECTOR);
+		if (!ret && (changed || rchanged)) {
+			res->fixed += changed + rchanged;
+			/* the cached copy, if any, is stale now */
+			if (v->slot_of[gi]) {
+				memcpy(v->slots[v->slot_of[gi] - 1].gte, gt, v->gt_bytes);
+				v->slots[v->slot_of[gi] - 1].dirty = false;
+			}
+		}
+	}
+	if (!ret && !v->compressed) {
+		qsort(a, nr, sizeof(*a), vmdk_area_cmp);
+		for (i = 0; i < nr; i++) {
+			if (i && a[i].start < a[i - 1].end) {
+				vdimg_info(img, "space at %llu is used twice (GT %u)",
+					   (unsigned long long)a[i].start, a[i].gi);
+				res->errors++;
+			}
+			if (a[i].start >= v->overhead && a[i].start > last)
+				res->leaks += (a[i].start - last) / v->grain_bytes;
+			last = max(last, a[i].end);
+		}
+		if (fsize > last + VMDK_SECTOR) {
+			u64 n = DIV_ROUND_UP(fsize - last, v->grain_bytes);
+
+			vdimg_info(img, "%llu bytes after the last grain", (unsigned long long)(fsize - last));
+			res->leaks += n;
+			if (repair && !res->errors) {
+				ret = vdimg_file_truncate(img->file, ALIGN(last, (u64)VMDK_SECTOR));
+				if (!ret) {
+					res->fixed += n;
+					v->next_alloc = ALIGN(last, (u64)VMDK_SECTOR);
+				}
+			}
+		}
+	}
+	if (!ret && repair && res->fixed)
+		ret = vdimg_file_sync(img->file);
+	vdimg_mutex_unlock(&v->lock);
+out:
+	free(a);
+	free(gt);
+	free(rgt);
+	return ret;
+}
+
+const struct vdimg_tool_ops vdimg_vmdk_tool_ops = {
+	.id = VDIMG_FMT_VMDK,
+	.create = vmdk_create,
+	.check = vmdk_check,
+	.parent_ref = vmdk_parent_ref,
+	.set_parent = vmdk_set_parent,
+	.describe = vmdk_describe,
+};
