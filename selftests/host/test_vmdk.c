@@ -311,6 +311,260 @@ static void test_writes(void)
 	}
 }
 
+/* ---- our create, check, set_parent ---- */
+
+static int create_file(const char *path, const struct vdimg_create_opts *o)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	struct vdimg_file *f;
+	int ret;
+
+	if (fd < 0)
+		return -errno;
+	f = vdimg_file_from_fd(fd);
+	ret = vdimg_vmdk_tool_ops.create(f, o);
+	vdimg_file_free(f);
+	close(fd);
+	return ret;
+}
+
+/* our images with several grain sizes: qemu accepts them, and they take a random workload */
+static void test_create(void)
+{
+	static const struct {
+		u32 grain;
+		const char *opts;
+	} cfg[] = {
+		{ 0, NULL },
+		{ 8192, "zeroed_grain=on" },
+		{ 16384, "adapter_type=lsilogic,hwversion=7" },
+		{ 1 << 20, "zeroed_grain=on" },
+		{ 32768, "compat6" },
+	};
+	const u64 size = 40 * MiB;
+	const char *p[1] = { tp("mine.vmdk") };
+	struct vdimg_check_result res;
+	struct vdimg_chain *c;
+	size_t i;
+	int ret;
+
+	for (i = 0; i < ARRAY_SIZE(cfg); i++) {
+		struct vdimg_create_opts o = { .size = size, .block_size = cfg[i].grain,
+					       .options = cfg[i].opts };
+		u8 *shadow, *got;
+
+		ret = create_file(p[0], &o);
+		if (!ok_err(ret, 0, "create grain %u %s", cfg[i].grain, cfg[i].opts ? cfg[i].opts : ""))
+			continue;
+		ok(sh("qemu-img check -q -f vmdk '%s' && qemu-io -f vmdk -c 'write -P 0x42 1m 3m' -c 'read -P 0x42 1m 3m' '%s' >/dev/null && qemu-img check -q -f vmdk '%s'",
+		      p[0], p[0], p[0]) == 0,
+		   "grain %u: qemu checks, writes and reads our image", cfg[i].grain);
+		if (have_vmdkinfo)
+			ok(sh("vmdkinfo '%s' >/dev/null 2>&1", p[0]) == 0, "grain %u: vmdkinfo reads it",
+			   cfg[i].grain);
+		shadow = calloc(1, size);
+		memset(shadow + 1 * MiB, 0x42, 3 * MiB);
+		if (!ok_err(open_chain(&c, p, 1, false), 0, "grain %u: open writable", cfg[i].grain)) {
+			free(shadow);
+			continue;
+		}
+		rnd_state = 1000 + i;
+		ret = workload(c, shadow, size, 200, 77 + i, 300);
+		ok_err(ret, 0, "grain %u: 200 random writes/discards", cfg[i].grain);
+		ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), 0, &res);
+		ok(!ret && !res.errors, "grain %u: our check finds no error (%llu errors, %llu leaks)",
+		   cfg[i].grain, (unsigned long long)res.errors, (unsigned long long)res.leaks);
+		close_chain(c, 1);
+		close(tfile("shadow.raw", shadow, size));
+		ok(sh("qemu-img check -q -f vmdk '%s'", p[0]) == 0 &&
+		   sh("qemu-img compare -q -f raw -F vmdk '%s' '%s'", tp("shadow.raw"), p[0]) == 0,
+		   "grain %u: qemu-img check clean, compare equal to the shadow", cfg[i].grain);
+		got = malloc(size);
+		if (!open_chain(&c, p, 1, true)) {
+			ok(!vdimg_chain_pread(c, got, size, 0) && !memcmp(got, shadow, size),
+			   "grain %u: reopened, reads the shadow", cfg[i].grain);
+			close_chain(c, 1);
+		}
+		free(got);
+		free(shadow);
+	}
+	{
+		struct vdimg_create_opts o = { .size = MiB, .block_size = 4096 };
+
+		/* the spec (and libvmdk) want more than 8 sectors */
+		ok_err(create_file(tp("bad.vmdk"), &o), -EINVAL, "create refuses a 4 KiB grain");
+		o.block_size = 0;
+		o.variant = "twoGbMaxExtentFlat";
+		ok_err(create_file(tp("bad.vmdk"), &o), -EOPNOTSUPP, "create refuses other variants");
+		o.variant = NULL;
+		o.options = "adapter_type=scsi";
+		ok_err(create_file(tp("bad.vmdk"), &o), -EINVAL, "create refuses an unknown adapter");
+	}
+}
+
+/* a VMDK child over a VDI base and over a raw base (made by our create: qemu does not allow it) */
+static void test_foreign_parent(void)
+{
+	static const char *const bases[] = { "vdi", "raw", "qcow2" };
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(bases); i++) {
+		char bname[32];
+		const char *p[2];
+		struct vdimg_chain *c;
+		u8 *want = malloc(8 * MiB), *got = malloc(8 * MiB), buf[70000];
+		int ret;
+
+		snprintf(bname, sizeof(bname), "fb.%s", bases[i]);
+		p[0] = tp(bname);
+		p[1] = tp("fchild.vmdk");
+		ret = sh("qemu-img create -q -f %s '%s' 8M && qemu-io -f %s -c 'write -P 0x6b 0 8m' '%s' >/dev/null",
+			 bases[i], p[0], bases[i], p[0]);
+		if (!ok(ret == 0, "qemu made a %s base", bases[i]))
+			goto next;
+		ret = open_chain(&c, p, 1, true);
+		if (!ret) {
+			struct vdimg_create_opts o = { .parent = p[0], .parent_img = c->layers[0] };
+
+			ret = create_file(p[1], &o);
+			close_chain(c, 1);
+		}
+		if (!ok_err(ret, 0, "create a vmdk child over the %s base", bases[i]))
+			goto next;
+		memset(want, 0x6b, 8 * MiB);
+		fill_pat(buf, sizeof(buf), 5, 0);
+		memcpy(want + 100000, buf, sizeof(buf));
+		ret = open_chain(&c, p, 2, false);
+		if (ok_err(ret, 0, "open %s <- vmdk", bases[i])) {
+			ret = vdimg_chain_pwrite(c, buf, sizeof(buf), 100000);
+			ok(!ret && !vdimg_chain_pread(c, got, 8 * MiB, 0) && !memcmp(got, want, 8 * MiB),
+			   "%s <- vmdk: a write across grains, the rest from the base", bases[i]);
+			close_chain(c, 2);
+		}
+		/* qemu takes the parent of a VMDK for a VMDK: check the child without it */
+		ok(sh("qemu-img check -q 'json:{\"driver\":\"vmdk\",\"file\":{\"driver\":\"file\",\"filename\":\"%s\"},\"backing\":null}'",
+		      p[1]) == 0, "%s <- vmdk: qemu-img check of the child alone is clean", bases[i]);
+next:
+		free(want);
+		free(got);
+	}
+}
+
+static void test_set_parent(void)
+{
+	const char *b1 = tp("sp1.vmdk"), *b2 = tp("sp2.vmdk"), *top = tp("sp.vmdk");
+	const char *p2[2] = { b2, top };
+	struct vdimg_chain *c, *pc;
+	int ret, fd, pfd;
+
+	ret = sh("qemu-img create -q -f vmdk '%s' 8M && qemu-io -f vmdk -c 'write -P 0xa1 0 8m' '%s' >/dev/null"
+		 " && cp '%s' '%s'"
+		 " && qemu-img create -q -f vmdk -b '%s' -F vmdk '%s' && qemu-io -f vmdk -c 'write -P 0xc3 2m 64k' '%s' >/dev/null",
+		 b1, b1, b1, b2, b1, top, top);
+	if (!ok(ret == 0, "set_parent: qemu made a base, a copy and a child"))
+		return;
+	fd = open(top, O_RDWR | O_CLOEXEC);
+	ret = vdimg_chain_open_fds(&c, &fd, &top, 1, NULL, VDIMG_CHAIN_ORPHAN_OK);
+	if (!ok_err(ret, 0, "open the child alone, writable")) {
+		close(fd);
+		return;
+	}
+	pfd = open(b2, O_RDONLY | O_CLOEXEC);
+	ret = vdimg_chain_open_fds(&pc, &pfd, &b2, 1, NULL, VDIMG_CHAIN_READ_ONLY);
+	if (!ret) {
+		ret = vdimg_vmdk_tool_ops.set_parent(vdimg_chain_top(c), b2, vdimg_chain_top(pc));
+		vdimg_chain_close(pc);
+	}
+	close(pfd);
+	ok_err(ret, 0, "set_parent to the copy");
+	vdimg_chain_close(c);
+	close(fd);
+	ok(sh("qemu-img info '%s' | grep -q 'backing file: %s' && qemu-img check -q '%s'", top, b2,
+	      top) == 0, "qemu-img info shows the new parent, check clean");
+	ok(read_cid(top, "parentCID") == read_cid(b2, "CID"), "parentCID is the new parent's CID");
+	ok(chain_matches_qemu(p2, 2, "rebased"), "the rebased chain reads like qemu-img convert");
+	fd = open(top, O_RDWR | O_CLOEXEC);
+	ret = vdimg_chain_open_fds(&c, &fd, &top, 1, NULL, VDIMG_CHAIN_ORPHAN_OK);
+	if (!ret) {
+		ok_err(vdimg_vmdk_tool_ops.set_parent(vdimg_chain_top(c), NULL, NULL), 0,
+		       "set_parent(NULL) drops the parent");
+		vdimg_chain_close(c);
+	}
+	close(fd);
+	ok(sh("qemu-img check -q '%s' && ! qemu-img info '%s' | grep -q 'backing file'", top, top) == 0,
+	   "qemu-img info shows no parent");
+	ok(read_cid(top, "parentCID") == 0xffffffff, "parentCID is ffffffff");
+}
+
+/* a cut after the data but before the tables: a leak our check finds and repair trims */
+static void test_check_repair(void)
+{
+	const char *p[1] = { tp("leak.vmdk") };
+	struct vdimg_check_result res = {};
+	struct vdimg_chain *c;
+	u8 buf[64 * KiB];
+	int ret;
+
+	sh("qemu-img create -q -f vmdk '%s' 8M", p[0]);
+	if (open_chain(&c, p, 1, false))
+		return;
+	fill_pat(buf, sizeof(buf), 3, 0);
+	vdimg_chain_pwrite(c, buf, sizeof(buf), 0);
+	vdimg_chain_flush(c);
+	/* the grain's data reaches the file, its GTE does not */
+	vdimg_write_budget = 1;
+	vdimg_chain_pwrite(c, buf, sizeof(buf), 4 * MiB);
+	vdimg_chain_flush(c);
+	vdimg_msg_level = -1;
+	vdimg_chain_close(c);
+	vdimg_msg_level = VDIMG_LOG_INFO;
+	vdimg_write_budget = -1;
+	ok(sh("qemu-img check -q -f vmdk '%s'", p[0]) == 0, "cut image: qemu-img check clean");
+	if (open_chain(&c, p, 1, false))
+		return;
+	ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), 0, &res);
+	ok(!ret && !res.errors && res.leaks == 1, "our check: %llu errors, %llu leaks",
+	   (unsigned long long)res.errors, (unsigned long long)res.leaks);
+	memset(&res, 0, sizeof(res));
+	ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), VDIMG_CHECK_REPAIR, &res);
+	ok(!ret && res.fixed == 1, "our check --repair trims the leak (%llu fixed)",
+	   (unsigned long long)res.fixed);
+	memset(&res, 0, sizeof(res));
+	ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), 0, &res);
+	ok(!ret && !res.errors && !res.leaks, "then our check is clean");
+	ret = vdimg_chain_pread(c, buf, sizeof(buf), 0);
+	ok(!ret && is_pat(buf, sizeof(buf), 3, 0), "the flushed grain reads back");
+	vdimg_chain_close(c);
+	/* a damaged redundant GT and a GTE outside the file: found and repaired */
+	{
+		int fd = open(p[0], O_RDWR);
+		__le64 rgd = 0, gd = 0;
+		__le32 rgt = 0, gt = 0, bad = htole32(0x7ffffff0);
+
+		if (pread(fd, &rgd, 8, 48) != 8 || pread(fd, &gd, 8, 56) != 8 ||
+		    pread(fd, &rgt, 4, le64toh(rgd) * 512) != 4 ||
+		    pread(fd, &gt, 4, le64toh(gd) * 512) != 4 ||
+		    pwrite(fd, &bad, 4, le32toh(rgt) * 512 + 4) != 4 ||
+		    pwrite(fd, &bad, 4, le32toh(gt) * 512 + 8) != 4)
+			printf("# damaging the tables failed\n");
+		close(fd);
+	}
+	if (open_chain(&c, p, 1, false))
+		return;
+	memset(&res, 0, sizeof(res));
+	ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), 0, &res);
+	ok(!ret && res.errors == 2, "damaged tables: our check finds 2 errors (%llu)",
+	   (unsigned long long)res.errors);
+	memset(&res, 0, sizeof(res));
+	ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), VDIMG_CHECK_REPAIR, &res);
+	ok(!ret && res.fixed == 2, "repair fixes both (%llu fixed)", (unsigned long long)res.fixed);
+	memset(&res, 0, sizeof(res));
+	ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), VDIMG_CHECK_REPAIR, &res);
+	ok(!ret && !res.errors && !res.fixed, "a second repair finds nothing");
+	vdimg_chain_close(c);
+	ok(sh("qemu-img check -q -f vmdk '%s'", p[0]) == 0, "qemu-img check clean after repair");
+}
+
 /* ---- chains ---- */
 
 static void test_chains(void)
@@ -575,6 +829,10 @@ int main(void)
 	test_refused();
 	test_writes();
 	test_chains();
+	test_create();
+	test_foreign_parent();
+	test_set_parent();
+	test_check_repair();
 	test_hostile();
 	test_samples();
 	test_crash(false);

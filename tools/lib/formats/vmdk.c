@@ -106,8 +106,9 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 			  opts->variant);
 		return -EOPNOTSUPP;
 	}
-	if (!is_power_of_2(grain) || grain < 4096 || grain > (16U << 20)) {
-		vdimg_err(&msg, "grain size %u is not a power of two from 4 KiB to 16 MiB", grain);
+	/* the spec asks for more than 8 sectors (libvmdk refuses fewer) */
+	if (!is_power_of_2(grain) || grain < 8192 || grain > (16U << 20)) {
+		vdimg_err(&msg, "grain size %u is not a power of two from 8 KiB to 16 MiB", grain);
 		return -EINVAL;
 	}
 	vmdk_opt(o, "adapter_type", adapter, sizeof(adapter));
@@ -366,6 +367,22 @@ struct vmdk_area {
 	u32 gi, ti;			/* the GTE that points at it; U32_MAX for a GT */
 };
 
+/* append to a growing array */
+static int vmdk_area_add(struct vmdk_area **a, u64 *nr, u64 *cap, u64 start, u64 len, u32 gi,
+			 u32 ti)
+{
+	if (*nr == *cap) {
+		struct vmdk_area *b = realloc(*a, *cap * 2 * sizeof(**a));
+
+		if (!b)
+			return -ENOMEM;
+		*a = b;
+		*cap *= 2;
+	}
+	(*a)[(*nr)++] = (struct vmdk_area){ start, start + len, gi, ti };
+	return 0;
+}
+
 static int vmdk_area_cmp(const void *a, const void *b)
 {
 	const struct vmdk_area *x = a, *y = b;
@@ -373,17 +390,78 @@ static int vmdk_area_cmp(const void *a, const void *b)
 	return x->start < y->start ? -1 : x->start > y->start;
 }
 
+/* Is GTE @e (not 0 or 1) inside the grain area of a file of @fsize bytes? */
+static bool vmdk_check_gte(const struct vmdk *v, u32 e, u64 fsize)
+{
+	u64 off = (u64)e * VMDK_SECTOR;
+
+	return off >= v->overhead && off + (v->compressed ? 12 : v->grain_bytes) <= fsize;
+}
+
+/*
+ * Pass 2 of a repair, when pass 1 found no overlapping space (so writing a table cannot hit
+ * anything else): GTEs outside the grain area are cleared, and each redundant GT is rewritten from
+ * its primary one. Lock held.
+ */
+static int vmdk_check_fix(struct vmdk *v, u64 fsize, __le32 *gt, __le32 *rgt, u64 *fixed)
+{
+	struct vdimg_image *img = v->img;
+	u32 gi, ti;
+	int ret;
+
+	for (gi = 0; gi < v->nr_gts; gi++) {
+		u32 r = v->rgd ? v->rgd[gi] : 0;
+		bool changed = false, rchanged = false;
+
+		if (!v->gd[gi])
+			continue;
+		ret = vdimg_file_read(img->file, gt, v->gt_bytes, (u64)v->gd[gi] * VMDK_SECTOR);
+		if (!ret && r)
+			ret = vdimg_file_read(img->file, rgt, v->gt_bytes, (u64)r * VMDK_SECTOR);
+		if (ret)
+			return ret;
+		if (r && memcmp(gt, rgt, v->gt_bytes)) {
+			rchanged = true;
+			(*fixed)++;
+		}
+		for (ti = 0; ti < v->num_gtes; ti++) {
+			u32 e = le32_to_cpu(gt[ti]);
+
+			if (e > VMDK_GTE_ZERO && !vmdk_check_gte(v, e, fsize)) {
+				gt[ti] = 0;
+				changed = true;
+				(*fixed)++;
+			}
+		}
+		if (changed)
+			ret = vdimg_file_write(img->file, gt, v->gt_bytes,
+					       (u64)v->gd[gi] * VMDK_SECTOR);
+		if (!ret && r && (changed || rchanged))
+			ret = vdimg_file_write(img->file, gt, v->gt_bytes, (u64)r * VMDK_SECTOR);
+		if (ret)
+			return ret;
+		if ((changed || rchanged) && v->slot_of[gi]) {
+			/* the cached copy is stale now */
+			memcpy(v->slots[v->slot_of[gi] - 1].gte, gt, v->gt_bytes);
+			v->slots[v->slot_of[gi] - 1].dirty = false;
+		}
+	}
+	return 0;
+}
+
 /*
  * The GD against the redundant GD and each GT against its copy; every GTE inside the grain area;
  * no two grains or tables overlapping; unreferenced space after the grain area start (leaks, in
- * grains). Repair: redundant GTs are rewritten from the primary ones, GTEs that point outside the
- * file are cleared, and unreferenced space at the end of the file is cut off.
+ * grains). Repair (only when nothing overlaps): GTEs that point outside the file are cleared,
+ * redundant GTs are rewritten from the primary ones, and unreferenced space at the end of the file
+ * is cut off. What it cannot fix (overlaps, a GT only the redundant GD links) stays an error.
  */
 static int vmdk_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_result *res)
 {
 	struct vmdk *v = VMDK(img);
 	bool repair = (flags & VDIMG_CHECK_REPAIR) && v->writable;
-	u64 fsize = vdimg_file_size(img->file), last = v->overhead, nr = 0, cap, i;
+	u64 fsize = vdimg_file_size(img->file), last = v->overhead, nr = 0, cap, i, fixable = 0;
+	u64 unfixable = 0, fixed = 0;
 	__le32 *gt = NULL, *rgt = NULL;
 	struct vmdk_area *a = NULL;
 	u32 gi, ti;
@@ -402,33 +480,37 @@ static int vmdk_check(struct vdimg_image *img, unsigned int flags, struct vdimg_
 	}
 	vdimg_mutex_lock(&v->lock);
 	for (gi = 0; gi < v->nr_gts && !ret; gi++) {
-		bool changed = false, rchanged = false;
 		u32 r = v->rgd ? v->rgd[gi] : 0;
 
 		if (!v->gd[gi]) {
 			if (r) {
 				vdimg_info(img, "GT %u: only the redundant GD links a table", gi);
-				res->errors++;
+				unfixable++;
 			}
 			continue;
 		}
 		ret = vdimg_file_read(img->file, gt, v->gt_bytes, (u64)v->gd[gi] * VMDK_SECTOR);
 		if (ret)
 			break;
-		if (nr + 2 > cap)
+		ret = vmdk_area_add(&a, &nr, &cap, (u64)v->gd[gi] * VMDK_SECTOR, v->gt_bytes, gi,
+				    U32_MAX);
+		if (ret)
 			break;
-		a[nr++] = (struct vmdk_area){ (u64)v->gd[gi] * VMDK_SECTOR,
-					      (u64)v->gd[gi] * VMDK_SECTOR + v->gt_bytes, gi, U32_MAX };
 		if (v->rgd && !r) {
 			vdimg_info(img, "GT %u has no redundant copy", gi);
-			res->errors++;
+			unfixable++;
 		}
 		if (r) {
-			a[nr++] = (struct vmdk_area){ (u64)r * VMDK_SECTOR,
-						      (u64)r * VMDK_SECTOR + v->gt_bytes, gi, U32_MAX };
-			ret = vdimg_file_read(img->file, rgt, v->gt_bytes, (u64)r * VMDK_SECTOR);
+			ret = vmdk_area_add(&a, &nr, &cap, (u64)r * VMDK_SECTOR, v->gt_bytes, gi,
+					    U32_MAX);
+			if (!ret)
+				ret = vdimg_file_read(img->file, rgt, v->gt_bytes, (u64)r * VMDK_SECTOR);
 			if (ret)
 				break;
+			if (memcmp(gt, rgt, v->gt_bytes)) {
+				vdimg_info(img, "GT %u differs from its redundant copy", gi);
+				fixable++;
+			}
 		}
 		for (ti = 0; ti < v->num_gtes; ti++) {
 			u32 e = le32_to_cpu(gt[ti]);
@@ -436,47 +518,17 @@ static int vmdk_check(struct vdimg_image *img, unsigned int flags, struct vdimg_
 
 			if (e <= VMDK_GTE_ZERO)
 				continue;
-			if (off < v->overhead || off + (v->compressed ? 12 : v->grain_bytes) > fsize) {
+			if (!vmdk_check_gte(v, e, fsize)) {
 				vdimg_info(img, "GT %u entry %u points at sector %u, outside the grain area",
 					   gi, ti, e);
-				res->errors++;
-				if (repair) {
-					gt[ti] = 0;
-					changed = true;
-				}
+				fixable++;
 				continue;
 			}
 			if (v->compressed)
 				continue;
-			if (nr == cap) {
-				struct vmdk_area *b = realloc(a, cap * 2 * sizeof(*a));
-
-				if (!b) {
-					ret = -ENOMEM;
-					break;
-				}
-				a = b;
-				cap *= 2;
-			}
-			a[nr++] = (struct vmdk_area){ off, off + v->grain_bytes, gi, ti };
-		}
-		if (r && memcmp(gt, rgt, v->gt_bytes)) {
-			vdimg_info(img, "GT %u differs from its redundant copy", gi);
-			res->errors++;
-			rchanged = repair;
-		}
-		if (changed)
-			ret = vdimg_file_write(img->file, gt, v->gt_bytes,
-					       (u64)v->gd[gi] * VMDK_SECTOR);
-		if (!ret && (changed || rchanged) && r)
-			ret = vdimg_file_write(img->file, gt, v->gt_bytes, (u64)r * VMDK_SECTOR);
-		if (!ret && (changed || rchanged)) {
-			res->fixed += changed + rchanged;
-			/* the cached copy, if any, is stale now */
-			if (v->slot_of[gi]) {
-				memcpy(v->slots[v->slot_of[gi] - 1].gte, gt, v->gt_bytes);
-				v->slots[v->slot_of[gi] - 1].dirty = false;
-			}
+			ret = vmdk_area_add(&a, &nr, &cap, off, v->grain_bytes, gi, ti);
+			if (ret)
+				break;
 		}
 	}
 	if (!ret && !v->compressed) {
@@ -485,29 +537,35 @@ static int vmdk_check(struct vdimg_image *img, unsigned int flags, struct vdimg_
 			if (i && a[i].start < a[i - 1].end) {
 				vdimg_info(img, "space at %llu is used twice (GT %u)",
 					   (unsigned long long)a[i].start, a[i].gi);
-				res->errors++;
+				unfixable++;
 			}
 			if (a[i].start >= v->overhead && a[i].start > last)
 				res->leaks += (a[i].start - last) / v->grain_bytes;
 			last = max(last, a[i].end);
 		}
-		if (fsize > last + VMDK_SECTOR) {
-			u64 n = DIV_ROUND_UP(fsize - last, v->grain_bytes);
+	}
+	/* a table write could land on other data while anything overlaps */
+	if (!ret && repair && fixable && !unfixable)
+		ret = vmdk_check_fix(v, fsize, gt, rgt, &fixed);
+	if (!ret && !v->compressed && fsize > last + VMDK_SECTOR) {
+		u64 n = DIV_ROUND_UP(fsize - last, v->grain_bytes);
 
-			vdimg_info(img, "%llu bytes after the last grain", (unsigned long long)(fsize - last));
-			res->leaks += n;
-			if (repair && !res->errors) {
-				ret = vdimg_file_truncate(img->file, ALIGN(last, (u64)VMDK_SECTOR));
-				if (!ret) {
-					res->fixed += n;
-					v->next_alloc = ALIGN(last, (u64)VMDK_SECTOR);
-				}
+		vdimg_info(img, "%llu bytes after the last grain", (unsigned long long)(fsize - last));
+		res->leaks += n;
+		if (repair && !unfixable) {
+			ret = vdimg_file_truncate(img->file, ALIGN(last, (u64)VMDK_SECTOR));
+			if (!ret) {
+				fixed += n;
+				v->next_alloc = ALIGN(last, (u64)VMDK_SECTOR);
+				v->file_end = min(v->file_end, v->next_alloc);
 			}
 		}
 	}
-	if (!ret && repair && res->fixed)
+	if (!ret && fixed)
 		ret = vdimg_file_sync(img->file);
 	vdimg_mutex_unlock(&v->lock);
+	res->errors += fixable + unfixable;
+	res->fixed += fixed;
 out:
 	free(a);
 	free(gt);
