@@ -344,6 +344,10 @@ int vdimg_image_open(struct vdimg_image *img, u32 format, unsigned int flags)
 		vdimg_err(img, "%s images have no external data file", fmt->name);
 		return -EINVAL;
 	}
+	if (img->nr_extents && !(fmt->caps & VDIMG_CAP_EXTENT_FILES)) {
+		vdimg_err(img, "%s images have no separate extent files", fmt->name);
+		return -EINVAL;
+	}
 	if (img->snapshot && !(fmt->caps & VDIMG_CAP_SNAPSHOTS)) {
 		vdimg_err(img, "%s images have no internal snapshots", fmt->name);
 		return -EOPNOTSUPP;

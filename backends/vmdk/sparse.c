@@ -24,7 +24,7 @@
 #define VMDK_NEW_MAGIC		(0x564dULL << 48)	/* cookie[1] of a NEW extent */
 #define VMDK_ZBUF		(64U << 10)
 
-bool vmdk_grain_ok(const struct vmdk *v, u32 e)
+bool vmdk_grain_ok(const struct vmdk_sparse *v, u32 e)
 {
 	u64 off = (u64)e * VMDK_SECTOR;
 	u64 len = v->compressed ? sizeof(struct vmdk_grain_marker) : v->grain_bytes;
@@ -32,7 +32,7 @@ bool vmdk_grain_ok(const struct vmdk *v, u32 e)
 	return off >= v->overhead && off + len <= max(v->file_end, v->next_alloc);
 }
 
-static bool vmdk_gt_ok(const struct vmdk *v, u32 e)
+static bool vmdk_gt_ok(const struct vmdk_sparse *v, u32 e)
 {
 	u64 off = (u64)e * VMDK_SECTOR;
 
@@ -41,9 +41,9 @@ static bool vmdk_gt_ok(const struct vmdk *v, u32 e)
 
 /* ---- the GT cache ---- */
 
-static int vmdk_gt_write(struct vmdk *v, struct vmdk_gt_slot *s)
+static int vmdk_gt_write(struct vmdk_sparse *v, struct vmdk_gt_slot *s)
 {
-	struct vdimg_file *f = v->img->file;
+	struct vdimg_file *f = v->file;
 	u32 gi = s->gd_index;
 	int ret;
 
@@ -56,7 +56,7 @@ static int vmdk_gt_write(struct vmdk *v, struct vmdk_gt_slot *s)
 	return ret;
 }
 
-int vmdk_gt_get(struct vmdk *v, u32 gi, bool load, struct vmdk_gt_slot **out)
+int vmdk_gt_get(struct vmdk_sparse *v, u32 gi, bool load, struct vmdk_gt_slot **out)
 {
 	struct vmdk_gt_slot *s;
 	u32 i, k;
@@ -87,7 +87,7 @@ int vmdk_gt_get(struct vmdk *v, u32 gi, bool load, struct vmdk_gt_slot **out)
 	if (s->gd_index != U32_MAX) {
 		if (s->dirty) {
 			/* the grains it points at are durable before it is */
-			ret = vdimg_file_sync(v->img->file);
+			ret = vdimg_file_sync(v->file);
 			if (!ret)
 				ret = vmdk_gt_write(v, s);
 			if (ret)
@@ -96,7 +96,7 @@ int vmdk_gt_get(struct vmdk *v, u32 gi, bool load, struct vmdk_gt_slot **out)
 		v->slot_of[s->gd_index] = 0;
 		s->gd_index = U32_MAX;
 	}
-	ret = vdimg_file_read(v->img->file, s->gte, v->gt_bytes, (u64)v->gd[gi] * VMDK_SECTOR);
+	ret = vdimg_file_read(v->file, s->gte, v->gt_bytes, (u64)v->gd[gi] * VMDK_SECTOR);
 	if (ret)
 		return ret;
 	s->gd_index = gi;
@@ -120,39 +120,32 @@ static void vmdk_gte_set(struct vmdk_gt_slot *s, u32 i, u32 e)
 
 /* ---- header and allocation ---- */
 
-int vmdk_set_unclean(struct vmdk *v, bool unclean)
+int vmdk_set_unclean(struct vmdk_sparse *v, bool unclean)
 {
 	u8 b = unclean;
 	int ret;
 
-	ret = vdimg_file_write(v->img->file, &b, 1, offsetof(struct vmdk_header, unclean_shutdown));
+	ret = vdimg_file_write(v->file, &b, 1, offsetof(struct vmdk_header, unclean_shutdown));
 	if (!ret)
 		v->unclean_on_disk = unclean;
 	return ret;
 }
 
 /*
- * Before the first change after a writable open: a new CID (children can tell their parent
- * changed) and uncleanShutdown. Lock held; -EAGAIN with @nowait when it is still to be done.
+ * Before the first change after a writable open: a new CID for the image (children can tell their
+ * parent changed) and uncleanShutdown in this extent. Lock held; -EAGAIN with @nowait when it is
+ * still to be done.
  */
-static int vmdk_touch(struct vmdk *v, bool nowait)
+static int vmdk_touch(struct vmdk_sparse *v, bool nowait)
 {
-	u32 cid;
 	int ret;
 
 	lockdep_assert_held(&v->lock);
-	if (v->touched)
-		return 0;
+	ret = vmdk_renew_cid(v->vm, nowait);
+	if (ret || v->touched)
+		return ret;
 	if (nowait)
 		return -EAGAIN;
-	if (v->desc_off && v->desc.cid_len) {
-		do {
-			vdimg_random_bytes(&cid, sizeof(cid));
-		} while (cid == v->cid || cid >= 0xfffffffeU);
-		ret = vmdk_write_desc_cid(v, cid);
-		if (ret)
-			return ret;
-	}
 	ret = vmdk_set_unclean(v, true);
 	if (ret)
 		return ret;
@@ -161,7 +154,7 @@ static int vmdk_touch(struct vmdk *v, bool nowait)
 	return 0;
 }
 
-static int vmdk_alloc(struct vmdk *v, u64 len, u64 *out)
+static int vmdk_alloc(struct vmdk_sparse *v, u64 len, u64 *out)
 {
 	u64 start = ALIGN(v->next_alloc, (u64)VMDK_ALLOC_ALIGN), end;
 
@@ -176,7 +169,7 @@ static int vmdk_alloc(struct vmdk *v, u64 len, u64 *out)
 	return 0;
 }
 
-static void vmdk_gd_dirty(struct vmdk *v, u32 gi)
+static void vmdk_gd_dirty(struct vmdk_sparse *v, u32 gi)
 {
 	if (v->gd_dirty_lo == v->gd_dirty_hi) {
 		v->gd_dirty_lo = gi;
@@ -188,7 +181,7 @@ static void vmdk_gd_dirty(struct vmdk *v, u32 gi)
 }
 
 /* A new, empty GT (and its redundant copy) for GD entry @gi, cached. Lock held. */
-static int vmdk_new_gt(struct vmdk *v, u32 gi, struct vmdk_gt_slot **out)
+static int vmdk_new_gt(struct vmdk_sparse *v, u32 gi, struct vmdk_gt_slot **out)
 {
 	u64 size = ALIGN((u64)v->gt_bytes, (u64)VMDK_SECTOR), off, roff = 0;
 	u8 *zeros;
@@ -203,9 +196,9 @@ static int vmdk_new_gt(struct vmdk *v, u32 gi, struct vmdk_gt_slot **out)
 	zeros = vdimg_zalloc(size);
 	if (!zeros)
 		return -ENOMEM;
-	ret = vdimg_file_write(v->img->file, zeros, size, off);
+	ret = vdimg_file_write(v->file, zeros, size, off);
 	if (!ret && roff)
-		ret = vdimg_file_write(v->img->file, zeros, size, roff);
+		ret = vdimg_file_write(v->file, zeros, size, roff);
 	vdimg_free(zeros);
 	if (ret)
 		return ret;
@@ -218,7 +211,7 @@ static int vmdk_new_gt(struct vmdk *v, u32 gi, struct vmdk_gt_slot **out)
 
 /* ---- flush ---- */
 
-static bool vmdk_dirty(const struct vmdk *v)
+static bool vmdk_dirty(const struct vmdk_sparse *v)
 {
 	u32 i;
 
@@ -230,7 +223,7 @@ static bool vmdk_dirty(const struct vmdk *v)
 	return false;
 }
 
-static int vmdk_write_gd(struct vmdk *v, const u32 *gd, u64 off)
+static int vmdk_write_gd(struct vmdk_sparse *v, const u32 *gd, u64 off)
 {
 	u32 lo = v->gd_dirty_lo, hi = v->gd_dirty_hi, i;
 	__le32 *buf;
@@ -241,12 +234,12 @@ static int vmdk_write_gd(struct vmdk *v, const u32 *gd, u64 off)
 		return -ENOMEM;
 	for (i = lo; i < hi; i++)
 		buf[i - lo] = cpu_to_le32(gd[i]);
-	ret = vdimg_file_write(v->img->file, buf, (size_t)(hi - lo) * 4, off + (u64)lo * 4);
+	ret = vdimg_file_write(v->file, buf, (size_t)(hi - lo) * 4, off + (u64)lo * 4);
 	vdimg_free(buf);
 	return ret;
 }
 
-int vmdk_flush_locked(struct vmdk *v)
+int vmdk_flush_locked(struct vmdk_sparse *v)
 {
 	u32 i;
 	int ret;
@@ -255,7 +248,7 @@ int vmdk_flush_locked(struct vmdk *v)
 	if (!v->writable || !vmdk_dirty(v))
 		return 0;
 	/* the grains new entries point at are durable first */
-	ret = vdimg_file_sync(v->img->file);
+	ret = vdimg_file_sync(v->file);
 	if (ret)
 		return ret;
 	for (i = 0; i < v->nr_slots; i++) {
@@ -269,7 +262,7 @@ int vmdk_flush_locked(struct vmdk *v)
 	}
 	if (v->gd_dirty_lo < v->gd_dirty_hi) {
 		/* new GTs are durable before a GD links them */
-		ret = vdimg_file_sync(v->img->file);
+		ret = vdimg_file_sync(v->file);
 		if (!ret)
 			ret = vmdk_write_gd(v, v->gd, v->gd_off);
 		if (!ret && v->rgd)
@@ -281,21 +274,23 @@ int vmdk_flush_locked(struct vmdk *v)
 	return 0;
 }
 
-int vmdk_flush(struct vdimg_image *img)
+int vmdk_sparse_flush(struct vmdk_sparse *v)
 {
-	struct vmdk *v = VMDK(img);
 	int ret;
 
 	vdimg_mutex_lock(&v->lock);
 	ret = vmdk_flush_locked(v);
 	vdimg_mutex_unlock(&v->lock);
+	/* the caller syncs the image's own file, not an extent file */
+	if (!ret && v->writable && v->file != v->img->file)
+		ret = vdimg_file_sync(v->file);
 	return ret;
 }
 
 /* ---- map ---- */
 
 /* The GTE of grain @g (GT @gi index @ti): 0 when no GT is linked. Lock held. */
-static int vmdk_lookup(struct vmdk *v, u64 g, bool nowait, struct vmdk_gt_slot **s, u32 *e)
+static int vmdk_lookup(struct vmdk_sparse *v, u64 g, bool nowait, struct vmdk_gt_slot **s, u32 *e)
 {
 	u32 gi = div_u64(g, v->num_gtes);
 	int ret;
@@ -327,10 +322,9 @@ static void vmdk_ext_clear(struct vdimg_extent *ext, u64 offset)
 }
 
 /* Read-side answer, lock held: the longest run of one kind inside one GT. */
-static int vmdk_map_read(struct vmdk *v, u64 offset, u64 length, bool nowait,
+static int vmdk_map_read(struct vmdk_sparse *v, u64 offset, u64 length, bool nowait,
 			 struct vdimg_extent *ext)
 {
-	struct vdimg_image *img = v->img;
 	u64 g = offset >> v->grain_shift, end = offset + length, pos, gt_end;
 	u64 gi = div_u64(g, v->num_gtes);
 	struct vmdk_gt_slot *s;
@@ -348,7 +342,7 @@ static int vmdk_map_read(struct vmdk *v, u64 offset, u64 length, bool nowait,
 	if (v->compressed && e0 > VMDK_GTE_ZERO) {
 		ext->type = VDIMG_EXT_ENCODED;
 		ext->length = pos - offset;
-		ext->file = img->file;
+		ext->file = v->file;
 		ext->cookie[0] = (u64)e0 * VMDK_SECTOR;
 		ext->cookie[1] = g;
 		return 0;
@@ -379,16 +373,15 @@ static int vmdk_map_read(struct vmdk *v, u64 offset, u64 length, bool nowait,
 		ext->type = VDIMG_EXT_ZERO;
 	} else {
 		ext->type = VDIMG_EXT_DATA;
-		ext->file = img->file;
+		ext->file = v->file;
 		ext->file_offset = (u64)e0 * VMDK_SECTOR + (offset & (v->grain_bytes - 1));
 	}
 	return 0;
 }
 
 /* Write-side answer, lock held: existing data, or a NEW grain to fill and commit. */
-static int vmdk_map_write(struct vmdk *v, u64 offset, u64 length, struct vdimg_extent *ext)
+static int vmdk_map_write(struct vmdk_sparse *v, u64 offset, u64 length, struct vdimg_extent *ext)
 {
-	struct vdimg_image *img = v->img;
 	u64 g = offset >> v->grain_shift, gstart = g << v->grain_shift, host;
 	u32 gi = div_u64(g, v->num_gtes), e;
 	struct vmdk_gt_slot *s;
@@ -417,26 +410,25 @@ static int vmdk_map_write(struct vmdk *v, u64 offset, u64 length, struct vdimg_e
 	ext->type = VDIMG_EXT_DATA;
 	ext->flags = VDIMG_EXT_NEW | (e == VMDK_GTE_ZERO ? VDIMG_EXT_FILL_ZERO : 0);
 	ext->length = min(offset + length, gstart + v->grain_bytes) - offset;
-	ext->file = img->file;
+	ext->file = v->file;
 	ext->file_offset = host + (offset - gstart);
 	ext->fill_offset = gstart;
-	ext->fill_length = min_t(u64, v->grain_bytes, img->size - gstart);
+	ext->fill_length = min_t(u64, v->grain_bytes, v->size - gstart);
 	ext->cookie[0] = host | e;
 	ext->cookie[1] = VMDK_NEW_MAGIC | g;
 	return 0;
 }
 
-int vmdk_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags,
-	     struct vdimg_extent *ext)
+int vmdk_sparse_map(struct vmdk_sparse *v, u64 offset, u64 length, unsigned int flags,
+		    struct vdimg_extent *ext)
 {
-	struct vmdk *v = VMDK(img);
 	bool nowait = flags & VDIMG_MAP_NOWAIT;
 	int ret;
 
-	if (offset >= img->size || !length)
+	if (offset >= v->size || !length)
 		return -EINVAL;
-	length = min(length, img->size - offset);
-	if ((flags & VDIMG_MAP_WRITE) && (!v->writable || (img->flags & VDIMG_IMG_READ_ONLY)))
+	length = min(length, v->size - offset);
+	if ((flags & VDIMG_MAP_WRITE) && !v->writable)
 		return -EROFS;
 	if (nowait) {
 		if (!vdimg_mutex_trylock(&v->lock))
@@ -462,9 +454,8 @@ int vmdk_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags
 
 /* ---- commit, abort ---- */
 
-int vmdk_commit(struct vdimg_image *img, const struct vdimg_extent *ext)
+int vmdk_sparse_commit(struct vmdk_sparse *v, const struct vdimg_extent *ext)
 {
-	struct vmdk *v = VMDK(img);
 	u64 g = ext->cookie[1] & ~(0xffffULL << 48), host = ext->cookie[0] & ~1ULL;
 	u32 was = ext->cookie[0] & 1, gi, ti, e;
 	u64 gstart, valid;
@@ -472,7 +463,7 @@ int vmdk_commit(struct vdimg_image *img, const struct vdimg_extent *ext)
 	int ret;
 
 	if (!(ext->flags & VDIMG_EXT_NEW) || (ext->cookie[1] >> 48) != (VMDK_NEW_MAGIC >> 48) ||
-	    (g << v->grain_shift) >= img->size || !host || host % VMDK_SECTOR)
+	    (g << v->grain_shift) >= v->size || !host || host % VMDK_SECTOR)
 		return -EINVAL;
 	gi = div_u64(g, v->num_gtes);
 	ti = g - (u64)gi * v->num_gtes;
@@ -489,26 +480,21 @@ int vmdk_commit(struct vdimg_image *img, const struct vdimg_extent *ext)
 	if (e != was)
 		goto out;	/* someone else changed the entry: the range lock failed */
 	/* the last grain may reach past the disk: the fill stopped there, pad the grain */
-	valid = img->size - gstart;
+	valid = v->size - gstart;
 	while (valid < v->grain_bytes) {
 		u32 n = min_t(u64, VMDK_ZBUF, v->grain_bytes - valid);
 
-		ret = vdimg_file_write(img->file, v->zbuf, n, host + valid);
+		ret = vdimg_file_write(v->file, v->zbuf, n, host + valid);
 		if (ret)
 			goto out;
 		valid += n;
 	}
 	vmdk_gte_set(s, ti, host / VMDK_SECTOR);
-	img->flags |= VDIMG_IMG_DIRTY;
+	v->img->flags |= VDIMG_IMG_DIRTY;
 	ret = 0;
 out:
 	vdimg_mutex_unlock(&v->lock);
 	return ret;
-}
-
-/* A NEW grain that will not be recorded stays reserved: it leaks, as a crash would leave it. */
-void vmdk_abort(struct vdimg_image *img, const struct vdimg_extent *ext)
-{
 }
 
 /* ---- discard and write-zeroes ---- */
@@ -520,19 +506,19 @@ void vmdk_abort(struct vdimg_image *img, const struct vdimg_extent *ext)
  * shows its parent, without the zeroed-grain flag; a partial one in any case) is left to the caller
  * (-EOPNOTSUPP, decided before anything changes).
  */
-int vmdk_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags)
+int vmdk_sparse_discard(struct vmdk_sparse *v, u64 offset, u64 length, unsigned int flags)
 {
-	struct vmdk *v = VMDK(img);
+	bool has_parent = v->vm->has_parent;
 	u64 end, pos;
 	int ret = 0;
 
-	if (!v->writable || (img->flags & VDIMG_IMG_READ_ONLY))
+	if (!v->writable)
 		return -EROFS;
 	if (flags & VDIMG_DISCARD_NOUNMAP)
 		return -EOPNOTSUPP;
 	if (flags & ~VDIMG_DISCARD_ZEROES)
 		return -EINVAL;
-	if (offset > img->size || length > img->size - offset)
+	if (offset > v->size || length > v->size - offset)
 		return -EINVAL;
 	if (!length)
 		return 0;
@@ -544,7 +530,7 @@ int vmdk_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned int f
 			ret = vmdk_touch(v, false);
 		for (pos = offset; pos < end && !ret; ) {
 			u64 g = pos >> v->grain_shift, gstart = g << v->grain_shift;
-			u64 gend = min(gstart + v->grain_bytes, img->size), n = min(end, gend) - pos;
+			u64 gend = min(gstart + v->grain_bytes, v->size), n = min(end, gend) - pos;
 			bool whole = pos == gstart && n == gend - gstart;
 			u32 gi = div_u64(g, v->num_gtes), ti = g - (u64)gi * v->num_gtes, e, want;
 			struct vmdk_gt_slot *s;
@@ -554,19 +540,19 @@ int vmdk_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned int f
 				break;
 			pos += n;
 			if (pass == 0) {
-				if (e == VMDK_GTE_UNALLOC && v->has_parent &&
+				if (e == VMDK_GTE_UNALLOC && has_parent &&
 				    (!whole || !v->zero_grain))
 					ret = -EOPNOTSUPP;
 				continue;
 			}
-			if (!whole || (e > VMDK_GTE_ZERO && v->has_parent && !v->zero_grain)) {
+			if (!whole || (e > VMDK_GTE_ZERO && has_parent && !v->zero_grain)) {
 				if (e > VMDK_GTE_ZERO)
-					ret = vdimg_file_zero(img->file, (u64)e * VMDK_SECTOR +
+					ret = vdimg_file_zero(v->file, (u64)e * VMDK_SECTOR +
 							      (pos - n - gstart), n);
 				continue;
 			}
 			want = v->zero_grain ? VMDK_GTE_ZERO : VMDK_GTE_UNALLOC;
-			if (e == want || (e == VMDK_GTE_UNALLOC && !v->has_parent))
+			if (e == want || (e == VMDK_GTE_UNALLOC && !has_parent))
 				continue;
 			if (!s) {
 				ret = vmdk_new_gt(v, gi, &s);
@@ -574,7 +560,7 @@ int vmdk_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned int f
 					break;
 			}
 			vmdk_gte_set(s, ti, want);
-			img->flags |= VDIMG_IMG_DIRTY;
+			v->img->flags |= VDIMG_IMG_DIRTY;
 		}
 	}
 	vdimg_mutex_unlock(&v->lock);
@@ -583,7 +569,95 @@ int vmdk_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned int f
 
 /* ---- open ---- */
 
-int vmdk_sparse_open(struct vmdk *v, const struct vmdk_header *h, u64 fsize)
+#define VMDK_MAX_GRAIN_SECTORS	32768U		/* 16 MiB: bounds the fill of a new grain */
+#define VMDK_MAX_GTES		4096U
+#define VMDK_MAX_GTS		(1U << 22)	/* GD entries: 16 MiB per GD copy in memory */
+
+/* Check the header fields of a sparse extent and fill the geometry of @v. */
+int vmdk_check_header(struct vmdk_sparse *v, const struct vmdk_header *h, u64 fsize)
+{
+	struct vdimg_image *img = v->img;
+	u64 grain = le64_to_cpu(h->grain_size), cap = le64_to_cpu(h->capacity), span;
+	u64 gd = le64_to_cpu(h->gd_offset), rgd = le64_to_cpu(h->rgd_offset);
+	u64 ov = le64_to_cpu(h->overhead), fsec = fsize / VMDK_SECTOR;
+	u16 algo = le16_to_cpu(h->compress_algorithm);
+
+	v->version = le32_to_cpu(h->version);
+	v->hflags = le32_to_cpu(h->flags);
+	if (v->version < 1 || v->version > 3) {
+		vdimg_err(img, "VMDK sparse extent version %u is not supported", v->version);
+		return -EOPNOTSUPP;
+	}
+	if ((v->hflags & VMDK_FLAG_NL_TEST) &&
+	    (h->nl_single != '\n' || h->nl_non != ' ' || h->nl_double1 != '\r' ||
+	     h->nl_double2 != '\n'))
+		return vdimg_corrupt(img, "the end-of-line check bytes are wrong (the file was transferred in text mode)");
+	v->compressed = v->hflags & VMDK_FLAG_COMPRESSED;
+	v->markers = v->hflags & VMDK_FLAG_MARKERS;
+	v->zero_grain = v->hflags & VMDK_FLAG_ZERO_GRAIN;
+	if (algo != VMDK_COMPRESS_NONE && algo != VMDK_COMPRESS_DEFLATE) {
+		vdimg_err(img, "compression algorithm %u is not supported", algo);
+		return -EOPNOTSUPP;
+	}
+	if (v->compressed != (algo == VMDK_COMPRESS_DEFLATE)) {
+		if (algo == VMDK_COMPRESS_DEFLATE)
+			v->compressed = true;	/* what qemu goes by */
+		else
+			return vdimg_corrupt(img, "compressed grains without a compression algorithm");
+	}
+	if (!grain || !is_power_of_2(grain))
+		return vdimg_corrupt(img, "grain size %llu sectors is not a power of two",
+				     (unsigned long long)grain);
+	if (grain > VMDK_MAX_GRAIN_SECTORS) {
+		vdimg_err(img, "grain size of %llu sectors is larger than the supported %u",
+			  (unsigned long long)grain, VMDK_MAX_GRAIN_SECTORS);
+		return -EOPNOTSUPP;
+	}
+	v->grain_bytes = grain * VMDK_SECTOR;
+	v->grain_shift = ilog2(v->grain_bytes);
+	v->num_gtes = le32_to_cpu(h->num_gtes_per_gt);
+	if (!v->num_gtes || v->num_gtes > VMDK_MAX_GTES)
+		return vdimg_corrupt(img, "%u entries per grain table is out of bounds (1..%u)",
+				     v->num_gtes, VMDK_MAX_GTES);
+	v->gt_bytes = v->num_gtes * 4;
+	if (!cap)
+		return vdimg_corrupt(img, "the capacity is 0");
+	if (cap > VMDK_MAX_CAPACITY) {
+		vdimg_err(img, "a capacity of %llu sectors is larger than supported",
+			  (unsigned long long)cap);
+		return -EOPNOTSUPP;
+	}
+	v->capacity = cap;
+	v->size = cap * VMDK_SECTOR;
+	span = (u64)v->num_gtes * grain;
+	if (DIV_ROUND_UP(cap, span) > VMDK_MAX_GTS) {
+		vdimg_err(img, "%llu grain tables are more than the supported %u",
+			  (unsigned long long)DIV_ROUND_UP(cap, span), VMDK_MAX_GTS);
+		return -EOPNOTSUPP;
+	}
+	v->nr_gts = DIV_ROUND_UP(cap, span);
+	if (!gd || gd >= fsec || gd * VMDK_SECTOR + (u64)v->nr_gts * 4 > fsize)
+		return vdimg_corrupt(img, "the grain directory (sector %llu, %u entries) is not inside the file",
+				     (unsigned long long)gd, v->nr_gts);
+	v->gd_off = gd * VMDK_SECTOR;
+	if ((v->hflags & VMDK_FLAG_RGD) && rgd) {
+		if (rgd >= fsec || rgd * VMDK_SECTOR + (u64)v->nr_gts * 4 > fsize)
+			return vdimg_corrupt(img, "the redundant grain directory (sector %llu) is not inside the file",
+					     (unsigned long long)rgd);
+		if (rgd == gd)
+			return vdimg_corrupt(img, "both grain directories are at sector %llu",
+					     (unsigned long long)gd);
+		v->rgd_off = rgd * VMDK_SECTOR;
+	}
+	if (!ov || ov > fsec)
+		return vdimg_corrupt(img, "the grain area starts at sector %llu, outside the file (%llu sectors)",
+				     (unsigned long long)ov, (unsigned long long)fsec);
+	v->overhead = ov * VMDK_SECTOR;
+	return 0;
+}
+
+
+int vmdk_sparse_open(struct vmdk_sparse *v, const struct vmdk_header *h, u64 fsize)
 {
 	struct vdimg_image *img = v->img;
 	u64 gd_bytes, slots;
@@ -595,7 +669,7 @@ int vmdk_sparse_open(struct vmdk *v, const struct vmdk_header *h, u64 fsize)
 	v->slot_of = vdimg_zalloc(gd_bytes);
 	if (!v->gd || !v->slot_of)
 		return -ENOMEM;
-	ret = vdimg_file_read(img->file, v->gd, gd_bytes, v->gd_off);
+	ret = vdimg_file_read(v->file, v->gd, gd_bytes, v->gd_off);
 	if (ret)
 		return ret == -EFSCORRUPTED ?
 		       vdimg_corrupt(img, "the grain directory lies past the end of the file") : ret;
@@ -605,7 +679,7 @@ int vmdk_sparse_open(struct vmdk *v, const struct vmdk_header *h, u64 fsize)
 		v->rgd = vdimg_zalloc(gd_bytes);
 		if (!v->rgd)
 			return -ENOMEM;
-		ret = vdimg_file_read(img->file, v->rgd, gd_bytes, v->rgd_off);
+		ret = vdimg_file_read(v->file, v->rgd, gd_bytes, v->rgd_off);
 		if (ret)
 			return ret == -EFSCORRUPTED ?
 			       vdimg_corrupt(img, "the redundant grain directory lies past the end of the file") :
@@ -643,7 +717,7 @@ int vmdk_sparse_open(struct vmdk *v, const struct vmdk_header *h, u64 fsize)
 	return 0;
 }
 
-void vmdk_sparse_free(struct vmdk *v)
+void vmdk_sparse_free(struct vmdk_sparse *v)
 {
 	u32 i;
 
@@ -655,4 +729,5 @@ void vmdk_sparse_free(struct vmdk *v)
 	vdimg_free(v->rgd);
 	vdimg_free(v->slot_of);
 	vdimg_free(v->zbuf);
+	vdimg_mutex_destroy(&v->lock);
 }

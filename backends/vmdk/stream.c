@@ -12,7 +12,7 @@
  * The footer of a stream: [footer marker][header copy][end-of-stream marker] in the last three
  * sectors. Replaces @h when it checks out.
  */
-int vmdk_stream_footer(struct vmdk *v, struct vmdk_header *h, u64 fsize)
+int vmdk_stream_footer(struct vmdk_sparse *v, struct vmdk_header *h, u64 fsize)
 {
 	struct vdimg_image *img = v->img;
 	struct {
@@ -28,7 +28,7 @@ int vmdk_stream_footer(struct vmdk *v, struct vmdk_header *h, u64 fsize)
 	t = vdimg_zalloc(sizeof(*t));
 	if (!t)
 		return -ENOMEM;
-	ret = vdimg_file_read(img->file, t, sizeof(*t), ALIGN_DOWN(fsize, (u64)VMDK_SECTOR) -
+	ret = vdimg_file_read(v->file, t, sizeof(*t), ALIGN_DOWN(fsize, (u64)VMDK_SECTOR) -
 			      sizeof(*t));
 	if (ret)
 		goto out;
@@ -49,21 +49,21 @@ out:
 }
 
 /* the most compressed bytes a grain may take (deflate can expand a little) */
-static u32 vmdk_max_compressed(const struct vmdk *v)
+static u32 vmdk_max_compressed(const struct vmdk_sparse *v)
 {
 	return v->grain_bytes + v->grain_bytes / 8 + 1024;
 }
 
-int vmdk_read_encoded(struct vdimg_image *img, const struct vdimg_extent *ext, void *buf)
+int vmdk_sparse_read_encoded(struct vmdk_sparse *v, const struct vdimg_extent *ext, void *buf)
 {
-	struct vmdk *v = VMDK(img);
+	struct vdimg_image *img = v->img;
 	u64 moff = ext->cookie[0], g = ext->cookie[1], gstart = g << v->grain_shift, avail, len;
 	u64 hdr = v->markers ? sizeof(struct vmdk_grain_marker) : 0;
 	u32 csize, glen;
 	u8 *src = NULL, *dst = NULL;
 	int ret;
 
-	if (ext->type != VDIMG_EXT_ENCODED || gstart >= img->size ||
+	if (ext->type != VDIMG_EXT_ENCODED || gstart >= v->size ||
 	    ext->offset < gstart || ext->offset + ext->length > gstart + v->grain_bytes ||
 	    moff < v->overhead || moff >= v->file_end)
 		return -EINVAL;
@@ -74,7 +74,7 @@ int vmdk_read_encoded(struct vdimg_image *img, const struct vdimg_extent *ext, v
 		if (avail < hdr)
 			return vdimg_corrupt(img, "grain %llu: the marker lies past the end of the file",
 					     (unsigned long long)g);
-		ret = vdimg_file_read(img->file, &m, sizeof(m), moff);
+		ret = vdimg_file_read(v->file, &m, sizeof(m), moff);
 		if (ret)
 			return ret;
 		csize = le32_to_cpu(m.size);
@@ -90,14 +90,14 @@ int vmdk_read_encoded(struct vdimg_image *img, const struct vdimg_extent *ext, v
 		/* no marker: the stream ends where it ends */
 		len = min_t(u64, avail, vmdk_max_compressed(v));
 	}
-	glen = min_t(u64, v->grain_bytes, img->size - gstart);
+	glen = min_t(u64, v->grain_bytes, v->size - gstart);
 	src = vdimg_zalloc(len);
 	dst = vdimg_zalloc(glen);
 	if (!src || !dst) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	ret = vdimg_file_read(img->file, src, len, moff + hdr);
+	ret = vdimg_file_read(v->file, src, len, moff + hdr);
 	if (ret)
 		goto out;
 	ret = vdimg_decompress(VDIMG_DECOMP_ZLIB, src, len, dst, glen);

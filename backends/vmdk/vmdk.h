@@ -84,6 +84,7 @@ struct vmdk_marker {
 
 /* ---- the text descriptor (descriptor.c) ---- */
 
+#define VMDK_MAX_CAPACITY	(1ULL << 44)	/* sectors (8 PiB) of a disk or an extent */
 #define VMDK_CID_NONE		0xffffffffU	/* parentCID of an image without a parent */
 #define VMDK_DESC_MAX		(1U << 20)	/* bytes of descriptor text accepted */
 #define VMDK_MAX_EXTENTS	4096U
@@ -162,29 +163,30 @@ struct vmdk_gt_slot {
 	__le32 *gte;			/* [num_gtes], as on disk */
 };
 
-struct vmdk {
-	struct vdimg_image *img;
+struct vmdk;
+
+/* a hosted sparse extent (KDMV): the whole image, or one extent file of a descriptor */
+struct vmdk_sparse {
+	struct vmdk *vm;		/* the image it belongs to */
+	struct vdimg_image *img;	/* for messages and the dirty flag */
+	struct vdimg_file *file;
 	/* fixed after open */
+	u64 size;			/* bytes: capacity * 512 */
 	u32 version;
 	u32 hflags;
 	u64 capacity;			/* sectors */
 	u32 grain_bytes;
 	u32 grain_shift;
 	u32 num_gtes;
-	u32 gt_bytes;			/* num_gtes * 4, rounded up to a sector on disk */
+	u32 gt_bytes;			/* num_gtes * 4 */
 	u64 gd_off, rgd_off;		/* bytes; rgd_off 0: no redundant GD */
 	u32 nr_gts;			/* GD entries */
 	u64 overhead;			/* bytes */
-	u64 desc_off;			/* bytes, 0: no embedded descriptor */
-	u32 desc_area;			/* bytes reserved for it */
 	bool compressed;		/* streamOptimized: GTEs point at grain markers */
 	bool markers;
 	bool zero_grain;		/* GTE 1 may be written */
-	bool writable;
-	bool has_parent;
-	u64 file_end;			/* file size at open: grains must lie below (read-only) */
-	struct vmdk_desc desc;
-	char *desc_text;		/* [desc_area + 1] */
+	bool writable;			/* opened writable and the extent is RW */
+	u64 file_end;			/* file size at open, in whole sectors */
 
 	/* protects everything below; held across metadata I/O (NOWAIT callers only try it) */
 	vdimg_mutex_t lock;
@@ -196,35 +198,66 @@ struct vmdk {
 	u64 tick;
 	u32 gd_dirty_lo, gd_dirty_hi;	/* GD (and RGD) entries to write, [lo, hi) */
 	u64 next_alloc;			/* bytes: where the next grain or GT goes */
-	bool touched;			/* CID renewed and uncleanShutdown set since open */
+	bool touched;			/* uncleanShutdown set since open */
 	bool unclean_on_disk;
-	u32 cid;			/* current CID (renewed on the first write) */
-	u8 *zbuf;			/* a grain of zeros... at most 64 KiB (see vmdk_pad) */
+	u8 *zbuf;			/* zeros to pad a last grain */
 };
 
-/* sparse.c */
-int vmdk_sparse_open(struct vmdk *v, const struct vmdk_header *h, u64 fsize);
-void vmdk_sparse_free(struct vmdk *v);
-int vmdk_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags,
-	     struct vdimg_extent *ext);
-int vmdk_commit(struct vdimg_image *img, const struct vdimg_extent *ext);
-void vmdk_abort(struct vdimg_image *img, const struct vdimg_extent *ext);
-int vmdk_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags);
-int vmdk_flush(struct vdimg_image *img);
-int vmdk_flush_locked(struct vmdk *v);
-int vmdk_set_unclean(struct vmdk *v, bool unclean);
+/* one extent of the virtual disk */
+struct vmdk_ext {
+	u64 start;			/* virtual byte offset */
+	u64 len;			/* bytes */
+	u32 type;			/* enum vmdk_extent_type */
+	u32 access;			/* enum vmdk_access */
+	struct vdimg_file *file;	/* NULL for ZERO */
+	u64 file_off;			/* FLAT, VMFS: byte offset of the extent in @file */
+	struct vmdk_sparse *sp;		/* SPARSE */
+};
+
+struct vmdk {
+	struct vdimg_image *img;
+	struct vmdk_desc desc;
+	char *desc_text;		/* [desc_area + 1] */
+	u64 desc_off;			/* bytes into img->file */
+	u32 desc_area;			/* bytes reserved for it (0: no descriptor) */
+	bool desc_file;			/* img->file is a text descriptor (separate extent files) */
+	bool writable;
+	bool has_parent;
+	u32 nr_ext;
+	struct vmdk_ext *ext;		/* [nr_ext], in virtual order */
+
+	/* serializes the CID renewal; held across its write */
+	vdimg_mutex_t cid_lock;
+	bool cid_renewed;		/* read without the lock once true */
+	u32 cid;			/* current CID (renewed on the first write) */
+};
+
+/* sparse.c: offsets are relative to the extent */
+int vmdk_sparse_open(struct vmdk_sparse *v, const struct vmdk_header *h, u64 fsize);
+void vmdk_sparse_free(struct vmdk_sparse *v);
+int vmdk_sparse_map(struct vmdk_sparse *v, u64 offset, u64 length, unsigned int flags,
+		    struct vdimg_extent *ext);
+int vmdk_sparse_commit(struct vmdk_sparse *v, const struct vdimg_extent *ext);
+int vmdk_sparse_discard(struct vmdk_sparse *v, u64 offset, u64 length, unsigned int flags);
+int vmdk_sparse_flush(struct vmdk_sparse *v);
+int vmdk_flush_locked(struct vmdk_sparse *v);
+int vmdk_set_unclean(struct vmdk_sparse *v, bool unclean);
 /* the GT @gd_index, cached (read when @load, else -EAGAIN on a miss); lock held */
-int vmdk_gt_get(struct vmdk *v, u32 gd_index, bool load, struct vmdk_gt_slot **out);
+int vmdk_gt_get(struct vmdk_sparse *v, u32 gd_index, bool load, struct vmdk_gt_slot **out);
 /* is GTE @e (not 0 or 1) a valid grain sector? */
-bool vmdk_grain_ok(const struct vmdk *v, u32 e);
+bool vmdk_grain_ok(const struct vmdk_sparse *v, u32 e);
+/* check the header of a sparse extent and fill the geometry of @v (sparse.c) */
+int vmdk_check_header(struct vmdk_sparse *v, const struct vmdk_header *h, u64 fsize);
 
 /* stream.c */
-int vmdk_stream_footer(struct vmdk *v, struct vmdk_header *h, u64 fsize);
-int vmdk_read_encoded(struct vdimg_image *img, const struct vdimg_extent *ext, void *buf);
+int vmdk_stream_footer(struct vmdk_sparse *v, struct vmdk_header *h, u64 fsize);
+int vmdk_sparse_read_encoded(struct vmdk_sparse *v, const struct vdimg_extent *ext, void *buf);
 
 /* vmdk.c */
-int vmdk_write_desc_cid(struct vmdk *v, u32 cid);
-int vmdk_read_header(struct vdimg_image *img, struct vdimg_file *f, struct vmdk_header *h);
+/* a new CID before the first change (-EAGAIN with @nowait while still to be written) */
+int vmdk_renew_cid(struct vmdk *vm, bool nowait);
+int vmdk_write_desc(struct vmdk *vm, const char *text, u32 len);
+int vmdk_flush(struct vdimg_image *img);
 
 static inline struct vmdk *VMDK(struct vdimg_image *img)
 {

@@ -167,26 +167,184 @@ static void test_stream(void)
 	close(fd);
 }
 
-/* variants with separate extent files are refused, naming the variant */
-static void test_refused(void)
+/* the CID the descriptor of @path says */
+static u32 read_cid(const char *path, const char *key)
 {
-	static const char *const subs[] = {
-		"monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat",
+	char cmd[1024], line[256];
+	FILE *f;
+	u32 cid = 0;
+
+	snprintf(cmd, sizeof(cmd), "head -c 4096 '%s' | tr -d '\\0' | grep -a '^%s='", path, key);
+	f = popen(cmd, "r");
+	if (f && fgets(line, sizeof(line), f))
+		cid = strtoul(strchr(line, '=') + 1, NULL, 16);
+	if (f)
+		pclose(f);
+	return cid;
+}
+
+/* read [off, off + len) of the image at @path through libvdimg (whole chain, read-only) */
+static int lib_read(const char *path, void *buf, size_t len, u64 off)
+{
+	const char *p[1] = { path };
+	struct vdimg_chain *c;
+	int ret = open_chain(&c, p, 1, true);
+
+	if (ret)
+		return ret;
+	ret = vdimg_chain_pread(c, buf, len, off);
+	close_chain(c, 1);
+	return ret;
+}
+
+/* read [off, off + len) of a raw file */
+static int raw_read(const char *path, void *buf, size_t len, u64 off)
+{
+	int fd = open(path, O_RDONLY);
+	ssize_t n = fd < 0 ? -1 : pread(fd, buf, len, off);
+
+	if (fd >= 0)
+		close(fd);
+	return n == (ssize_t)len ? 0 : -EIO;
+}
+
+/*
+ * Variants with separate extent files (the library opens them next to the descriptor): qemu's data
+ * reads back, writes across an extent boundary read back through qemu, qemu-img check stays clean.
+ */
+static void test_split(void)
+{
+	static const struct {
+		const char *sub;
+		u64 size, edge;		/* an extent boundary to straddle */
+	} v[] = {
+		{ "monolithicFlat", 40 * MiB, 20 * MiB },
+		{ "twoGbMaxExtentSparse", 3072 * MiB, 2048 * MiB },
+		{ "twoGbMaxExtentFlat", 3072 * MiB, 2048 * MiB },
 	};
-	const char *p[1] = { tp("r.vmdk") };
+	static u8 buf[4 * MiB], want[4 * MiB];
+	const char *p[1] = { tp("x.vmdk") };
 	struct vdimg_chain *c;
 	size_t i;
 	int r;
 
-	for (i = 0; i < ARRAY_SIZE(subs); i++) {
-		if (!ok(sh("qemu-img create -q -f vmdk -o subformat=%s '%s' 8M", subs[i], p[0]) == 0,
-			"qemu made %s", subs[i]))
+	for (i = 0; i < ARRAY_SIZE(v); i++) {
+		u64 e = v[i].edge;
+
+		sh("rm -f %s/x*.vmdk", ktap_dir);
+		r = sh("qemu-img create -q -f vmdk -o subformat=%s '%s' %llu && "
+		       "qemu-io -f vmdk -c 'write -P 0x5a %llu 2m' -c 'write -P 0x11 0 64k' '%s' >/dev/null",
+		       v[i].sub, p[0], (unsigned long long)v[i].size,
+		       (unsigned long long)(e - MiB), p[0]);
+		if (!ok(r == 0, "qemu made and filled %s", v[i].sub))
 			continue;
-		r = open_chain(&c, p, 1, true);
-		ok(r == -EOPNOTSUPP && strstr(ktap_last_msg, subs[i]),
-		   "%s is refused by name (%d: %s)", subs[i], r, ktap_last_msg);
+		r = lib_read(p[0], buf, 2 * MiB, e - MiB);
+		ok(!r && is_byte(buf, 2 * MiB, 0x5a), "%s: qemu's write across the extent boundary reads back (%d)",
+		   v[i].sub, r);
+		r = lib_read(p[0], buf, 128 * KiB, 0);
+		ok(!r && is_byte(buf, 64 * KiB, 0x11) && is_byte(buf + 64 * KiB, 64 * KiB, 0),
+		   "%s: the first extent's data and zeros", v[i].sub);
+		r = lib_read(p[0], buf, MiB, v[i].size - MiB);
+		ok(!r && is_byte(buf, MiB, 0), "%s: the last MiB reads zeros", v[i].sub);
+		if (v[i].size <= 64 * MiB)
+			ok(chain_matches_qemu(p, 1, v[i].sub), "%s: whole disk == qemu-img convert",
+			   v[i].sub);
+		/* writes across the boundary, through our library */
+		r = open_chain(&c, p, 1, false);
+		if (!ok_err(r, 0, "%s: open writable (extent files opened beside it)", v[i].sub))
+			continue;
+		fill_pat(want, 3 * MiB, 40 + i, e - 1500 * KiB);
+		r = vdimg_chain_pwrite(c, want, 3 * MiB, e - 1500 * KiB);
 		if (!r)
-			close_chain(c, 1);
+			r = vdimg_chain_discard(c, e + 2 * MiB, 512 * KiB, VDIMG_DISCARD_ZEROES);
+		close_chain(c, 1);
+		ok_err(r, 0, "%s: 3 MiB written across the boundary, 512 KiB zeroed after it", v[i].sub);
+		r = sh("qemu-img convert -O raw '%s' '%s'", p[0], tp("x.raw"));
+		ok(!r && !raw_read(tp("x.raw"), buf, 3 * MiB, e - 1500 * KiB) &&
+		   !memcmp(buf, want, 3 * MiB) &&
+		   !raw_read(tp("x.raw"), buf, 512 * KiB, e + 2 * MiB) && is_byte(buf, 512 * KiB, 0) &&
+		   !raw_read(tp("x.raw"), buf, 64 * KiB, 0) && is_byte(buf, 64 * KiB, 0x11),
+		   "%s: qemu reads our writes, and what was there", v[i].sub);
+		unlink(tp("x.raw"));
+		if (strstr(v[i].sub, "Sparse"))
+			ok(sh("qemu-img check -q -f vmdk '%s'", p[0]) == 0, "%s: qemu-img check clean",
+			   v[i].sub);
+		if (have_vmdkinfo)
+			ok(sh("vmdkinfo '%s' >/dev/null 2>&1", p[0]) == 0, "%s: vmdkinfo reads it",
+			   v[i].sub);
+		ok(read_cid(p[0], "CID") != 0, "%s: the descriptor still has a CID", v[i].sub);
+	}
+}
+
+/* RDONLY, NOACCESS and ZERO extents, and extent files that do not fit the descriptor */
+static void test_extent_kinds(void)
+{
+	const char *p[1] = { tp("k.vmdk") };
+	struct vdimg_chain *c;
+	u8 buf[4096];
+	int r;
+
+	sh("rm -f %s/k*.vmdk", ktap_dir);
+	if (!ok(sh("qemu-img create -q -f vmdk -o subformat=monolithicFlat '%s' 1M && qemu-io -f vmdk -c 'write -P 0x77 0 1m' '%s' >/dev/null",
+		   p[0], p[0]) == 0, "qemu made a 1 MiB monolithicFlat"))
+		return;
+	/* the descriptor: 1 MiB flat (RDONLY), 1 MiB of ZERO, 1 MiB NOACCESS of the same file */
+	r = sh("sed -i -e 's/^RW 2048 FLAT \\(.*\\) 0$/RDONLY 2048 FLAT \\1 0\\nRW 2048 ZERO\\nNOACCESS 2048 FLAT \\1 0/' '%s' && grep -q NOACCESS '%s'",
+	       p[0], p[0]);
+	if (!ok(r == 0, "descriptor edited: RDONLY flat, ZERO, NOACCESS flat"))
+		return;
+	r = open_chain(&c, p, 1, false);
+	if (!ok_err(r, 0, "open writable"))
+		return;
+	ok(c->size == 3 * MiB, "3 MiB disk");
+	r = vdimg_chain_pread(c, buf, sizeof(buf), 4096);
+	ok(!r && is_byte(buf, sizeof(buf), 0x77), "the RDONLY extent reads");
+	r = vdimg_chain_pread(c, buf, sizeof(buf), MiB + 4096);
+	ok(!r && is_byte(buf, sizeof(buf), 0), "the ZERO extent reads zeros");
+	ok_err(vdimg_chain_pread(c, buf, sizeof(buf), 2 * MiB), -EIO, "the NOACCESS extent: -EIO");
+	ok_err(vdimg_chain_pwrite(c, buf, sizeof(buf), 0), -EROFS, "a write to the RDONLY extent: -EROFS");
+	ok_err(vdimg_chain_pwrite(c, buf, sizeof(buf), MiB), -EROFS, "a write to the ZERO extent: -EROFS");
+	close_chain(c, 1);
+	/* a flat extent file shorter than its extent */
+	sh("truncate -s 512k '%s/k-flat.vmdk'", ktap_dir);
+	vdimg_msg_level = -1;
+	r = open_chain(&c, p, 1, true);
+	vdimg_msg_level = VDIMG_LOG_INFO;
+	ok(r == -EUCLEAN, "a short extent file is refused (%d)", r);
+	if (!r)
+		close_chain(c, 1);
+	/* a missing extent file */
+	unlink(tp("k-flat.vmdk"));
+	vdimg_msg_level = -1;
+	r = open_chain(&c, p, 1, true);
+	vdimg_msg_level = VDIMG_LOG_INFO;
+	ok(r == -ENOENT, "a missing extent file is refused (%d)", r);
+	if (!r)
+		close_chain(c, 1);
+	/* extents passed that the descriptor does not name */
+	{
+		struct vdimg_image img = { .name = "k.vmdk" };
+		struct vdimg_file *extra[1];
+		int fd = open(p[0], O_RDONLY), fd2 = open(p[0], O_RDONLY);
+
+		img.file = vdimg_file_from_fd(fd);
+		extra[0] = vdimg_file_from_fd(fd2);
+		sh("qemu-img create -q -f vmdk '%s' 1M", tp("k2.vmdk"));
+		close(fd);
+		fd = open(tp("k2.vmdk"), O_RDONLY);
+		img.file->fd = fd;
+		img.extents = extra;
+		img.nr_extents = 1;
+		vdimg_msg_level = -1;
+		r = vdimg_image_open(&img, VDIMG_FMT_VMDK, VDIMG_OPEN_READ_ONLY);
+		vdimg_msg_level = VDIMG_LOG_INFO;
+		ok(r == -EINVAL, "a monolithic image with an extent file given is refused (%d)", r);
+		if (!r)
+			vdimg_image_close(&img);
+		vdimg_file_free(img.file);
+		vdimg_file_free(extra[0]);
+		close(fd);
+		close(fd2);
 	}
 }
 
@@ -238,22 +396,6 @@ static u8 peek8(const char *path, u64 off)
 		printf("# peek %s failed\n", path);
 	close(fd);
 	return b;
-}
-
-/* the CID the descriptor of @path says */
-static u32 read_cid(const char *path, const char *key)
-{
-	char cmd[1024], line[256];
-	FILE *f;
-	u32 cid = 0;
-
-	snprintf(cmd, sizeof(cmd), "head -c 4096 '%s' | tr -d '\\0' | grep -a '^%s='", path, key);
-	f = popen(cmd, "r");
-	if (f && fgets(line, sizeof(line), f))
-		cid = strtoul(strchr(line, '=') + 1, NULL, 16);
-	if (f)
-		pclose(f);
-	return cid;
 }
 
 static void test_writes(void)
@@ -826,7 +968,8 @@ int main(void)
 	have_vmdkinfo = sh("command -v vmdkinfo >/dev/null 2>&1") == 0;
 	test_qemu_images();
 	test_stream();
-	test_refused();
+	test_split();
+	test_extent_kinds();
 	test_writes();
 	test_chains();
 	test_create();

@@ -177,9 +177,12 @@ static int peek_open(const char *path, u32 format, struct vdimg_image *img, int 
 		close(fd);
 		return -ENOMEM;
 	}
-	ret = vdimg_image_open(img, format, VDIMG_OPEN_READ_ONLY |
-			       (format == VDIMG_FMT_AUTO ? VDIMG_OPEN_ALLOW_RAW : 0));
+	ret = vdimg_image_open_extents(img, format, false);
+	if (!ret)
+		ret = vdimg_image_open(img, format, VDIMG_OPEN_READ_ONLY |
+				       (format == VDIMG_FMT_AUTO ? VDIMG_OPEN_ALLOW_RAW : 0));
 	if (ret) {
+		vdimg_image_close_extents(img);
 		vdimg_file_free(img->file);
 		close(fd);
 		return ret;
@@ -191,6 +194,7 @@ static int peek_open(const char *path, u32 format, struct vdimg_image *img, int 
 static void peek_close(struct vdimg_image *img, int fd)
 {
 	vdimg_image_close(img);
+	vdimg_image_close_extents(img);
 	vdimg_file_free(img->file);
 	close(fd);
 }

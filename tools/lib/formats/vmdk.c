@@ -212,51 +212,54 @@ out:
 static void vmdk_describe(struct vdimg_image *img,
 			  void (*emit)(void *ctx, const char *key, const char *value), void *ctx)
 {
-	struct vmdk *v = VMDK(img);
+	struct vmdk *vm = VMDK(img);
+	struct vmdk_sparse *sp = vm->ext[0].sp;
 	char b[VMDK_PATH_MAX + 64];
 	u32 i;
 
-	emit(ctx, "create type", v->desc.create_type[0] ? v->desc.create_type :
-	     (v->compressed ? "streamOptimized" : "monolithicSparse"));
-	snprintf(b, sizeof(b), "%u", v->version);
-	emit(ctx, "sparse version", b);
-	vmdk_hex32(b, v->cid);
+	emit(ctx, "create type", vm->desc.create_type[0] ? vm->desc.create_type :
+	     (sp && sp->compressed ? "streamOptimized" : "monolithicSparse"));
+	vmdk_hex32(b, vm->cid);
 	emit(ctx, "cid", b);
-	vmdk_hex32(b, v->desc.parent_cid);
+	vmdk_hex32(b, vm->desc.parent_cid);
 	emit(ctx, "parent cid", b);
-	if (v->desc.parent_hint[0])
-		emit(ctx, "parent file name hint", v->desc.parent_hint);
-	snprintf(b, sizeof(b), "%u", v->grain_bytes);
-	emit(ctx, "grain size", b);
-	snprintf(b, sizeof(b), "%u", v->num_gtes);
-	emit(ctx, "gtes per gt", b);
-	snprintf(b, sizeof(b), "%u", v->nr_gts);
-	emit(ctx, "grain tables", b);
-	snprintf(b, sizeof(b), "%llu", (unsigned long long)v->gd_off);
-	emit(ctx, "gd offset", b);
-	if (v->rgd_off) {
-		snprintf(b, sizeof(b), "%llu", (unsigned long long)v->rgd_off);
-		emit(ctx, "redundant gd offset", b);
-	}
-	snprintf(b, sizeof(b), "%#x", v->hflags);
-	emit(ctx, "flags", b);
-	emit(ctx, "zeroed grains", v->zero_grain ? "true" : "false");
-	emit(ctx, "compressed", v->compressed ? "deflate" : "none");
-	emit(ctx, "unclean shutdown", v->unclean_on_disk ? "true" : "false");
-	if (v->desc_text && vmdk_desc_value(v->desc_text, v->desc_area, "ddb.adapterType", b,
-					    sizeof(b)))
+	if (vm->desc.parent_hint[0])
+		emit(ctx, "parent file name hint", vm->desc.parent_hint);
+	if (vm->desc_text && vmdk_desc_value(vm->desc_text, vm->desc_area, "ddb.adapterType", b,
+					     sizeof(b)))
 		emit(ctx, "adapter type", b);
-	if (v->desc_text && vmdk_desc_value(v->desc_text, v->desc_area, "ddb.virtualHWVersion", b,
-					    sizeof(b)))
+	if (vm->desc_text && vmdk_desc_value(vm->desc_text, vm->desc_area, "ddb.virtualHWVersion",
+					     b, sizeof(b)))
 		emit(ctx, "hardware version", b);
-	for (i = 0; i < v->desc.nr_extents; i++) {
-		const struct vmdk_desc_extent *x = &v->desc.extents[i];
+	for (i = 0; i < vm->desc.nr_extents; i++) {
+		const struct vmdk_desc_extent *x = &vm->desc.extents[i];
 		static const char *const acc[] = { "", "RW", "RDONLY", "NOACCESS" };
 		char key[32];
 
 		snprintf(key, sizeof(key), "extent %u", i);
-		snprintf(b, sizeof(b), "%s %llu %s \"%s\"", acc[x->access],
-			 (unsigned long long)x->sectors, vmdk_extent_type_name(x->type), x->file);
+		if (x->type == VMDK_EXT_FLAT || x->type == VMDK_EXT_VMFS)
+			snprintf(b, sizeof(b), "%s %llu %s \"%s\" %llu", acc[x->access],
+				 (unsigned long long)x->sectors, vmdk_extent_type_name(x->type),
+				 x->file, (unsigned long long)x->offset);
+		else
+			snprintf(b, sizeof(b), "%s %llu %s \"%s\"", acc[x->access],
+				 (unsigned long long)x->sectors, vmdk_extent_type_name(x->type),
+				 x->file);
+		emit(ctx, key, b);
+	}
+	for (i = 0; i < vm->nr_ext; i++) {
+		char key[48];
+
+		sp = vm->ext[i].sp;
+		if (!sp)
+			continue;
+		snprintf(key, sizeof(key), "extent %u sparse", i);
+		snprintf(b, sizeof(b), "version %u, flags %#x, grain %u, %u GTEs per GT, %u GTs, GD at %llu%s%s%s%s",
+			 sp->version, sp->hflags, sp->grain_bytes, sp->num_gtes, sp->nr_gts,
+			 (unsigned long long)sp->gd_off, sp->rgd_off ? ", redundant GD" : "",
+			 sp->zero_grain ? ", zeroed grains" : "",
+			 sp->compressed ? ", deflate" : "",
+			 sp->unclean_on_disk ? ", unclean shutdown" : "");
 		emit(ctx, key, b);
 	}
 }
@@ -283,15 +286,15 @@ static int vmdk_set_parent(struct vdimg_image *img, const char *path, struct vdi
 	struct vmdk *v = VMDK(img);
 	struct vmdk_desc d = {};
 	char *t, *line, *save = NULL, *copy, pcid[9];
-	u32 cap = v->desc_area, pc = VMDK_CID_NONE;
+	u32 cap = v->desc_file ? VMDK_DESC_MAX : v->desc_area, pc = VMDK_CID_NONE;
 	size_t len = 0;
 	bool placed = false;
 	int ret;
 
 	if (!v->writable || (img->flags & VDIMG_IMG_READ_ONLY))
 		return -EROFS;
-	if (!v->desc_off) {
-		vdimg_err(img, "has no embedded descriptor to record a parent in");
+	if (!v->desc_text) {
+		vdimg_err(img, "has no descriptor to record a parent in");
 		return -EOPNOTSUPP;
 	}
 	if (path && !*path)
@@ -334,13 +337,13 @@ static int vmdk_set_parent(struct vdimg_image *img, const char *path, struct vdi
 	if (ret == -ENOSPC)
 		vdimg_err(img, "no room for the parent path in the %u-byte descriptor", cap);
 	if (!ret)
-		ret = vmdk_desc_parse(img, t, cap, &d);
+		ret = vmdk_desc_parse(img, t, len, &d);
 	if (!ret) {
-		vdimg_mutex_lock(&v->lock);
-		ret = vdimg_file_write(img->file, t, cap, v->desc_off);
+		vdimg_mutex_lock(&v->cid_lock);
+		ret = vmdk_write_desc(v, t, len);
 		if (!ret)
 			ret = vdimg_file_sync(img->file);
-		vdimg_mutex_unlock(&v->lock);
+		vdimg_mutex_unlock(&v->cid_lock);
 	}
 	if (ret) {
 		vmdk_desc_free(&d);
@@ -351,6 +354,8 @@ static int vmdk_set_parent(struct vdimg_image *img, const char *path, struct vdi
 	v->desc = d;
 	vdimg_free(v->desc_text);
 	v->desc_text = t;
+	if (v->desc_file)
+		v->desc_area = len;
 	v->has_parent = path != NULL;
 	if (path)
 		img->flags |= VDIMG_IMG_HAS_PARENT;
@@ -391,7 +396,7 @@ static int vmdk_area_cmp(const void *a, const void *b)
 }
 
 /* Is GTE @e (not 0 or 1) inside the grain area of a file of @fsize bytes? */
-static bool vmdk_check_gte(const struct vmdk *v, u32 e, u64 fsize)
+static bool vmdk_check_gte(const struct vmdk_sparse *v, u32 e, u64 fsize)
 {
 	u64 off = (u64)e * VMDK_SECTOR;
 
@@ -403,9 +408,8 @@ static bool vmdk_check_gte(const struct vmdk *v, u32 e, u64 fsize)
  * anything else): GTEs outside the grain area are cleared, and each redundant GT is rewritten from
  * its primary one. Lock held.
  */
-static int vmdk_check_fix(struct vmdk *v, u64 fsize, __le32 *gt, __le32 *rgt, u64 *fixed)
+static int vmdk_check_fix(struct vmdk_sparse *v, u64 fsize, __le32 *gt, __le32 *rgt, u64 *fixed)
 {
-	struct vdimg_image *img = v->img;
 	u32 gi, ti;
 	int ret;
 
@@ -415,9 +419,9 @@ static int vmdk_check_fix(struct vmdk *v, u64 fsize, __le32 *gt, __le32 *rgt, u6
 
 		if (!v->gd[gi])
 			continue;
-		ret = vdimg_file_read(img->file, gt, v->gt_bytes, (u64)v->gd[gi] * VMDK_SECTOR);
+		ret = vdimg_file_read(v->file, gt, v->gt_bytes, (u64)v->gd[gi] * VMDK_SECTOR);
 		if (!ret && r)
-			ret = vdimg_file_read(img->file, rgt, v->gt_bytes, (u64)r * VMDK_SECTOR);
+			ret = vdimg_file_read(v->file, rgt, v->gt_bytes, (u64)r * VMDK_SECTOR);
 		if (ret)
 			return ret;
 		if (r && memcmp(gt, rgt, v->gt_bytes)) {
@@ -434,10 +438,10 @@ static int vmdk_check_fix(struct vmdk *v, u64 fsize, __le32 *gt, __le32 *rgt, u6
 			}
 		}
 		if (changed)
-			ret = vdimg_file_write(img->file, gt, v->gt_bytes,
+			ret = vdimg_file_write(v->file, gt, v->gt_bytes,
 					       (u64)v->gd[gi] * VMDK_SECTOR);
 		if (!ret && r && (changed || rchanged))
-			ret = vdimg_file_write(img->file, gt, v->gt_bytes, (u64)r * VMDK_SECTOR);
+			ret = vdimg_file_write(v->file, gt, v->gt_bytes, (u64)r * VMDK_SECTOR);
 		if (ret)
 			return ret;
 		if ((changed || rchanged) && v->slot_of[gi]) {
@@ -456,20 +460,18 @@ static int vmdk_check_fix(struct vmdk *v, u64 fsize, __le32 *gt, __le32 *rgt, u6
  * redundant GTs are rewritten from the primary ones, and unreferenced space at the end of the file
  * is cut off. What it cannot fix (overlaps, a GT only the redundant GD links) stays an error.
  */
-static int vmdk_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_result *res)
+static int vmdk_check_sparse(struct vmdk_sparse *v, unsigned int flags,
+			     struct vdimg_check_result *res)
 {
-	struct vmdk *v = VMDK(img);
+	struct vdimg_image *img = v->img;
 	bool repair = (flags & VDIMG_CHECK_REPAIR) && v->writable;
-	u64 fsize = vdimg_file_size(img->file), last = v->overhead, nr = 0, cap, i, fixable = 0;
+	u64 fsize = vdimg_file_size(v->file), last = v->overhead, nr = 0, cap, i, fixable = 0;
 	u64 unfixable = 0, fixed = 0;
 	__le32 *gt = NULL, *rgt = NULL;
 	struct vmdk_area *a = NULL;
 	u32 gi, ti;
-	int ret;
+	int ret = 0;
 
-	ret = vmdk_flush(img);
-	if (ret)
-		return ret;
 	cap = (u64)v->nr_gts * 2 + 16;
 	a = calloc(cap, sizeof(*a));
 	gt = malloc(v->gt_bytes);
@@ -489,7 +491,7 @@ static int vmdk_check(struct vdimg_image *img, unsigned int flags, struct vdimg_
 			}
 			continue;
 		}
-		ret = vdimg_file_read(img->file, gt, v->gt_bytes, (u64)v->gd[gi] * VMDK_SECTOR);
+		ret = vdimg_file_read(v->file, gt, v->gt_bytes, (u64)v->gd[gi] * VMDK_SECTOR);
 		if (ret)
 			break;
 		ret = vmdk_area_add(&a, &nr, &cap, (u64)v->gd[gi] * VMDK_SECTOR, v->gt_bytes, gi,
@@ -504,7 +506,7 @@ static int vmdk_check(struct vdimg_image *img, unsigned int flags, struct vdimg_
 			ret = vmdk_area_add(&a, &nr, &cap, (u64)r * VMDK_SECTOR, v->gt_bytes, gi,
 					    U32_MAX);
 			if (!ret)
-				ret = vdimg_file_read(img->file, rgt, v->gt_bytes, (u64)r * VMDK_SECTOR);
+				ret = vdimg_file_read(v->file, rgt, v->gt_bytes, (u64)r * VMDK_SECTOR);
 			if (ret)
 				break;
 			if (memcmp(gt, rgt, v->gt_bytes)) {
@@ -553,7 +555,7 @@ static int vmdk_check(struct vdimg_image *img, unsigned int flags, struct vdimg_
 		vdimg_info(img, "%llu bytes after the last grain", (unsigned long long)(fsize - last));
 		res->leaks += n;
 		if (repair && !unfixable) {
-			ret = vdimg_file_truncate(img->file, ALIGN(last, (u64)VMDK_SECTOR));
+			ret = vdimg_file_truncate(v->file, ALIGN(last, (u64)VMDK_SECTOR));
 			if (!ret) {
 				fixed += n;
 				v->next_alloc = ALIGN(last, (u64)VMDK_SECTOR);
@@ -562,7 +564,7 @@ static int vmdk_check(struct vdimg_image *img, unsigned int flags, struct vdimg_
 		}
 	}
 	if (!ret && fixed)
-		ret = vdimg_file_sync(img->file);
+		ret = vdimg_file_sync(v->file);
 	vdimg_mutex_unlock(&v->lock);
 	res->errors += fixable + unfixable;
 	res->fixed += fixed;
@@ -573,7 +575,81 @@ out:
 	return ret;
 }
 
+static int vmdk_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_result *res)
+{
+	struct vmdk *vm = VMDK(img);
+	u32 i;
+	int ret;
+
+	ret = vmdk_flush(img);
+	for (i = 0; !ret && i < vm->nr_ext; i++)
+		if (vm->ext[i].sp)
+			ret = vmdk_check_sparse(vm->ext[i].sp, flags, res);
+	return ret;
+}
+
+/* ---- extent files of a descriptor ---- */
+
+static int vmdk_extent_refs(struct vdimg_file *f, char ***paths, bool **ro, u32 *n)
+{
+	const struct vdimg_image msg = { .name = "vmdk descriptor" };
+	u64 fsize = vdimg_file_size(f);
+	struct vmdk_desc d = {};
+	char *text;
+	u32 i, k = 0;
+	int ret;
+
+	*paths = NULL;
+	*ro = NULL;
+	*n = 0;
+	if (fsize < 1 || fsize > VMDK_DESC_MAX)
+		return 0;	/* not a descriptor file (open says what is wrong) */
+	text = calloc(1, fsize + 1);
+	if (!text)
+		return -ENOMEM;
+	ret = vdimg_file_read(f, text, fsize, 0);
+	if (ret || text[0] != '#') {
+		free(text);
+		return ret;
+	}
+	ret = vmdk_desc_parse((struct vdimg_image *)&msg, text, fsize, &d);
+	free(text);
+	if (ret)
+		return 0;	/* open reports the bad descriptor */
+	*paths = calloc(d.nr_extents + 1, sizeof(**paths));
+	*ro = calloc(d.nr_extents + 1, sizeof(**ro));
+	if (!*paths || !*ro) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < d.nr_extents; i++) {
+		const struct vmdk_desc_extent *x = &d.extents[i];
+
+		if (x->type == VMDK_EXT_ZERO || !x->file[0])
+			continue;
+		(*paths)[k] = strdup(x->file);
+		if (!(*paths)[k]) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		(*ro)[k++] = x->access != VMDK_ACCESS_RW;
+	}
+	*n = k;
+out:
+	vmdk_desc_free(&d);
+	if (ret) {
+		for (i = 0; *paths && i < k; i++)
+			free((*paths)[i]);
+		free(*paths);
+		free(*ro);
+		*paths = NULL;
+		*ro = NULL;
+	}
+	return ret;
+}
+
 const struct vdimg_tool_ops vdimg_vmdk_tool_ops = {
+	.extent_refs = vmdk_extent_refs,
 	.id = VDIMG_FMT_VMDK,
 	.create = vmdk_create,
 	.check = vmdk_check,
