@@ -276,6 +276,22 @@ static void test_split(void)
 	}
 }
 
+/* a vmfs descriptor (VMFS extents: flat, no offset), made from qemu's monolithicFlat */
+static void test_vmfs(void)
+{
+	const char *p[1] = { tp("v.vmdk") };
+	int r;
+
+	sh("rm -f %s/v*.vmdk", ktap_dir);
+	r = sh("qemu-img create -q -f vmdk -o subformat=monolithicFlat '%s' 8M && "
+	       "qemu-io -f vmdk -c 'write -P 0x3e 1m 3m' '%s' >/dev/null && "
+	       "sed -i -e 's/monolithicFlat/vmfs/' -e 's/^RW 16384 FLAT \\(.*\\) 0$/RW 16384 VMFS \\1/' '%s' && "
+	       "grep -q 'VMFS' '%s'", p[0], p[0], p[0], p[0]);
+	if (!ok(r == 0, "a vmfs descriptor made from a monolithicFlat one"))
+		return;
+	ok(chain_matches_qemu(p, 1, "vmfs"), "vmfs reads like qemu-img convert");
+}
+
 /* RDONLY, NOACCESS and ZERO extents, and extent files that do not fit the descriptor */
 static void test_extent_kinds(void)
 {
@@ -970,6 +986,7 @@ int main(void)
 	test_stream();
 	test_split();
 	test_extent_kinds();
+	test_vmfs();
 	test_writes();
 	test_chains();
 	test_create();

@@ -1,5 +1,5 @@
 #!/bin/sh
-# VMDK in the kernel: monolithicSparse made by vdimgctl (64 KiB and 1 MiB zeroed grains) and by qemu-img (zeroed_grain off/on): fio verify=crc32c, detach, re-attach verify_only, qemu-img check clean and qemu-img's raw view equals the device; streamOptimized read-only (writable attach refused by name); a 3-deep qemu-img chain read and written through the device; a VMDK child over a VDI base; variants with separate extent files refused by name; the iotest-version3 sample's pattern
+# VMDK in the kernel: monolithicSparse made by vdimgctl (64 KiB and 1 MiB zeroed grains) and by qemu-img (zeroed_grain off/on): fio verify=crc32c, detach, re-attach verify_only, qemu-img check clean and qemu-img's raw view equals the device; streamOptimized read-only (writable attach refused by name); a 3-deep qemu-img chain read and written through the device; a VMDK child over a VDI base; monolithicFlat, twoGbMaxExtentSparse and twoGbMaxExtentFlat (extent files passed to the kernel) with fio verify across an extent boundary, qemu-img check and qemu's view of the written range; the iotest-version3 sample's pattern
 # timeout: 900
 . /vmtest/lib.sh
 require_vdimg
@@ -140,18 +140,47 @@ else
 fi
 rm -f "$base" "$child" "$exp" "$W/rnd"
 
-# variants with separate extent files: refused by name
-for sub in monolithicFlat twoGbMaxExtentSparse; do
+# descriptor files with separate extent files (vdimgctl passes them to the kernel): qemu's data
+# reads back, fio verify across an extent boundary, re-attach verify_only, qemu checks the result
+for sub in monolithicFlat twoGbMaxExtentSparse twoGbMaxExtentFlat; do
+	t=$sub
 	rm -f "$W"/x*.vmdk
-	if "$QEMU_IMG" create -q -f vmdk -o subformat=$sub "$W/x.vmdk" 8M; then
-		"$VDIMGCTL" attach -f --show -r "$W/x.vmdk" >"$W/out" 2>&1
-		check_eq "$sub: attach fails" $? 1
-		check "$sub: the refusal names the variant" grep -q "$sub" "$W/out"
-	else
-		fail "$sub: qemu-img create"
+	case $sub in
+	monolithicFlat) vsize=40M edge=$((20 << 20)) ;;
+	*) vsize=3G edge=$((2048 << 20)) ;;
+	esac
+	if ! "$QEMU_IMG" create -q -f vmdk -o subformat=$sub "$W/x.vmdk" $vsize ||
+		! "$QEMU_IO" -f vmdk -c "write -P 0x5a $((edge - (1 << 20))) 2m" "$W/x.vmdk" >/dev/null; then
+		fail "$t: qemu-img made and filled it"
+		continue
 	fi
+	dev=$(vd_attach "$W/x.vmdk") || { fail "$t: attach with its extent files"; continue; }
+	check_eq "$t: qemu's write across the extent boundary reads back" \
+		"$(dd if="$dev" bs=1M skip=$((edge / 1048576 - 1)) count=2 status=none | sha256sum | cut -d' ' -f1)" \
+		"$(pattern_sha 132 2097152)"
+	xjob="--name=split --direct=1 --ioengine=libaio --iodepth=8 --rw=randwrite --bsrange=512-128k
+	 --size=8M --offset=$((edge - (4 << 20))) --verify=crc32c --verify_fatal=1 --randrepeat=1
+	 --randseed=31"
+	check "$t: fio random writes across the extent boundary, verified" fio_run $xjob \
+		--filename="$dev" --do_verify=1
+	check "$t: detach" vd_detach "$dev"
+	dev=$(vd_attach -r "$W/x.vmdk") || { fail "$t: re-attach"; continue; }
+	check "$t: fio verify_only after re-attach" fio_run $xjob --filename="$dev" --verify_only=1
+	rm -f "$W/dev.part" "$W/q.part"
+	dd if="$dev" of="$W/dev.part" bs=1M skip=$((edge / 1048576 - 4)) count=8 status=none
+	check "$t: detach after verify" vd_detach "$dev"
+	case $sub in
+	*Sparse) check "$t: qemu-img check clean" "$QEMU_IMG" check -q -f vmdk "$W/x.vmdk" ;;
+	esac
+	# qemu reads fio's 8 MiB across the boundary as the device did (a sparse raw copy)
+	rm -f "$W/q.raw"
+	"$QEMU_IMG" convert -f vmdk -O raw "$W/x.vmdk" "$W/q.raw" &&
+		dd if="$W/q.raw" of="$W/q.part" bs=1M skip=$((edge / 1048576 - 4)) count=8 status=none ||
+		fail "$t: qemu-img convert"
+	rm -f "$W/q.raw"
+	check "$t: qemu-img reads the written range as the device did" cmp "$W/dev.part" "$W/q.part"
 done
-rm -f "$W"/x*.vmdk "$W/out"
+rm -f "$W"/x*.vmdk "$W/dev.part" "$W/q.part"
 
 # the sample: 16 GiB streamOptimized, version 3
 if [ -f "$SAMPLES/iotest-version3.vmdk" ]; then
