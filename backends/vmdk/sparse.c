@@ -657,6 +657,48 @@ int vmdk_check_header(struct vmdk_sparse *v, const struct vmdk_header *h, u64 fs
 }
 
 
+/* The header of a COWD extent: the same GD/GT/grain scheme with 4096-entry GTs and no copy. */
+int vmdk_check_cowd_header(struct vmdk_sparse *v, const struct vmdk_cowd_header *h, u64 fsize)
+{
+	struct vdimg_image *img = v->img;
+	u32 cap = le32_to_cpu(h->capacity), grain = le32_to_cpu(h->grain_size);
+	u32 gd = le32_to_cpu(h->gd_offset), n = le32_to_cpu(h->gd_entries);
+	u64 span;
+
+	BUILD_BUG_ON(sizeof(struct vmdk_cowd_header) != 32);
+	if (le32_to_cpu(h->version) != 1) {
+		vdimg_err(img, "COWD version %u is not supported", le32_to_cpu(h->version));
+		return -EOPNOTSUPP;
+	}
+	if (!grain || !is_power_of_2(grain))
+		return vdimg_corrupt(img, "COWD grain size %u sectors is not a power of two", grain);
+	if (grain > VMDK_MAX_GRAIN_SECTORS) {
+		vdimg_err(img, "COWD grain size of %u sectors is larger than supported", grain);
+		return -EOPNOTSUPP;
+	}
+	if (!cap)
+		return vdimg_corrupt(img, "the COWD capacity is 0");
+	span = (u64)VMDK_COWD_GTES * grain;
+	if (n < DIV_ROUND_UP(cap, span) || n > VMDK_MAX_GTS)
+		return vdimg_corrupt(img, "%u COWD grain directory entries for %u sectors", n, cap);
+	if ((u64)gd * VMDK_SECTOR < VMDK_COWD_HEADER_SIZE ||
+	    (u64)gd * VMDK_SECTOR + (u64)n * 4 > fsize)
+		return vdimg_corrupt(img, "the COWD grain directory (sector %u, %u entries) is not inside the file",
+				     gd, n);
+	v->cowd = true;
+	v->version = 1;
+	v->capacity = cap;
+	v->size = (u64)cap * VMDK_SECTOR;
+	v->grain_bytes = grain * VMDK_SECTOR;
+	v->grain_shift = ilog2(v->grain_bytes);
+	v->num_gtes = VMDK_COWD_GTES;
+	v->gt_bytes = VMDK_COWD_GTES * 4;
+	v->nr_gts = DIV_ROUND_UP(cap, span);
+	v->gd_off = (u64)gd * VMDK_SECTOR;
+	v->overhead = VMDK_COWD_HEADER_SIZE;
+	return 0;
+}
+
 int vmdk_sparse_open(struct vmdk_sparse *v, const struct vmdk_header *h, u64 fsize)
 {
 	struct vdimg_image *img = v->img;

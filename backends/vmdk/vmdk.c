@@ -30,6 +30,7 @@ static const struct {
 	{ "twoGbMaxExtentSparse", "2gb-sparse" },
 	{ "twoGbMaxExtentFlat", "2gb-flat" },
 	{ "vmfs", "vmfs" },
+	{ "vmfsSparse", "vmfs-sparse" },
 };
 
 static const char *vmdk_variant(const struct vmdk *vm)
@@ -38,6 +39,8 @@ static const char *vmdk_variant(const struct vmdk *vm)
 
 	if (!vm->desc_file && vm->ext[0].sp->compressed)
 		return "stream";
+	if (!vm->desc_file && vm->ext[0].sp->cowd)
+		return "cowd";
 	for (i = 0; i < ARRAY_SIZE(vmdk_variants); i++)
 		if (!strcmp(vm->desc.create_type, vmdk_variants[i].create_type))
 			return vmdk_variants[i].variant;
@@ -198,6 +201,33 @@ static void vmdk_free(struct vmdk *vm)
 	vdimg_free(vm);
 }
 
+/* A COWD (vmfsSparse) extent in @f for @x: read-only. */
+static int vmdk_open_cowd(struct vmdk *vm, struct vmdk_ext *x, struct vdimg_file *f,
+			  const struct vmdk_cowd_header *h, u64 fsize)
+{
+	struct vmdk_sparse *sp;
+	int ret;
+
+	if (vm->writable && x->access == VMDK_ACCESS_RW) {
+		vdimg_err(vm->img, "vmfsSparse (COWD) VMDK extents are read-only (attach read-only or under an overlay)");
+		return -EOPNOTSUPP;
+	}
+	sp = vdimg_zalloc(sizeof(*sp));
+	if (!sp)
+		return -ENOMEM;
+	vdimg_mutex_init(&sp->lock);
+	x->sp = sp;
+	sp->vm = vm;
+	sp->img = vm->img;
+	sp->file = f;
+	sp->file_end = ALIGN_DOWN(fsize, (u64)VMDK_SECTOR);
+	sp->next_alloc = sp->file_end;
+	ret = vmdk_check_cowd_header(sp, h, fsize);
+	if (!ret)
+		ret = vmdk_sparse_open(sp, NULL, fsize);
+	return ret;
+}
+
 /*
  * Open the hosted sparse extent in @f for @x: header (or stream footer) checks, the embedded
  * descriptor when @embedded (a monolithic image), the grain directory.
@@ -222,10 +252,8 @@ static int vmdk_open_sparse(struct vmdk *vm, struct vmdk_ext *x, struct vdimg_fi
 	ret = vdimg_file_read(f, &h, sizeof(h), 0);
 	if (ret)
 		return ret;
-	if (!memcmp(&h, "COWD", 4)) {
-		vdimg_err(img, "vmfsSparse (COWD) VMDK extents are not supported yet");
-		return -EOPNOTSUPP;
-	}
+	if (!memcmp(&h, "COWD", 4))
+		return vmdk_open_cowd(vm, x, f, (const struct vmdk_cowd_header *)&h, fsize);
 	if (le32_to_cpu(h.magic) != VMDK_MAGIC)
 		return vdimg_corrupt(img, "a sparse extent has no KDMV signature");
 	if (embedded && !le64_to_cpu(h.capacity) && le64_to_cpu(h.desc_offset)) {
@@ -341,6 +369,7 @@ static int vmdk_open_descriptor(struct vmdk *vm, u64 fsize)
 
 		switch (d->type) {
 		case VMDK_EXT_SPARSE:
+		case VMDK_EXT_VMFSSPARSE:
 		case VMDK_EXT_FLAT:
 		case VMDK_EXT_VMFS:
 			files++;
@@ -374,7 +403,8 @@ static int vmdk_open_descriptor(struct vmdk *vm, u64 fsize)
 		}
 		x->start = pos;
 		x->len = d->sectors * VMDK_SECTOR;
-		x->type = d->type == VMDK_EXT_VMFS ? VMDK_EXT_FLAT : d->type;
+		x->type = d->type == VMDK_EXT_VMFS ? VMDK_EXT_FLAT :
+			  d->type == VMDK_EXT_VMFSSPARSE ? VMDK_EXT_SPARSE : d->type;
 		x->access = d->access;
 		pos += x->len;
 		if (x->type == VMDK_EXT_ZERO)
@@ -422,11 +452,7 @@ static int vmdk_open(struct vdimg_image *img, unsigned int flags)
 	ret = vdimg_file_read(img->file, head, min_t(u64, fsize, sizeof(head)), 0);
 	if (ret)
 		return ret;
-	if (!memcmp(head, "COWD", 4)) {
-		vdimg_err(img, "vmfsSparse (COWD) VMDK extents are not supported yet");
-		return -EOPNOTSUPP;
-	}
-	if (memcmp(head, "KDMV", 4) && head[0] != '#')
+	if (memcmp(head, "KDMV", 4) && memcmp(head, "COWD", 4) && head[0] != '#')
 		return vdimg_corrupt(img, "not a VMDK file (no KDMV signature, no descriptor)");
 
 	vm = vdimg_zalloc(sizeof(*vm));
@@ -435,7 +461,7 @@ static int vmdk_open(struct vdimg_image *img, unsigned int flags)
 	vm->img = img;
 	vdimg_mutex_init(&vm->cid_lock);
 	vm->writable = !(flags & VDIMG_OPEN_READ_ONLY);
-	if (!memcmp(head, "KDMV", 4))
+	if (!memcmp(head, "KDMV", 4) || !memcmp(head, "COWD", 4))
 		ret = vmdk_open_monolithic(vm);
 	else
 		ret = vmdk_open_descriptor(vm, fsize);

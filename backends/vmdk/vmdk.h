@@ -79,6 +79,25 @@ struct vmdk_marker {
 	u8 pad[496];
 } __packed;
 
+/*
+ * The header of a COWD (vmfsSparse) extent, ESX's older sparse format: the fields this backend
+ * uses (the rest of its 2048 bytes hold geometry, names and the parent's generation). One GD of
+ * @gd_entries u32 sectors of GTs, each COWD_GTES u32 sectors of grains; 0 is unallocated.
+ */
+struct vmdk_cowd_header {
+	u8 magic[4];			/* "COWD" */
+	__le32 version;
+	__le32 flags;
+	__le32 capacity;		/* sectors */
+	__le32 grain_size;		/* sectors */
+	__le32 gd_offset;		/* sectors */
+	__le32 gd_entries;
+	__le32 next_free;		/* sectors */
+} __packed;
+
+#define VMDK_COWD_GTES		4096U
+#define VMDK_COWD_HEADER_SIZE	2048U
+
 #define VMDK_HEADER_SIZE	512
 #define VMDK_MARKER_SIZE	512
 
@@ -186,6 +205,7 @@ struct vmdk_sparse {
 	bool markers;
 	bool zero_grain;		/* GTE 1 may be written */
 	bool writable;			/* opened writable and the extent is RW */
+	bool cowd;			/* a COWD (vmfsSparse) extent, read-only */
 	u64 file_end;			/* file size at open, in whole sectors */
 
 	/* protects everything below; held across metadata I/O (NOWAIT callers only try it) */
@@ -248,6 +268,7 @@ int vmdk_gt_get(struct vmdk_sparse *v, u32 gd_index, bool load, struct vmdk_gt_s
 bool vmdk_grain_ok(const struct vmdk_sparse *v, u32 e);
 /* check the header of a sparse extent and fill the geometry of @v (sparse.c) */
 int vmdk_check_header(struct vmdk_sparse *v, const struct vmdk_header *h, u64 fsize);
+int vmdk_check_cowd_header(struct vmdk_sparse *v, const struct vmdk_cowd_header *h, u64 fsize);
 
 /* stream.c */
 int vmdk_stream_footer(struct vmdk_sparse *v, struct vmdk_header *h, u64 fsize);

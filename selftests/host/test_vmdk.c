@@ -292,6 +292,63 @@ static void test_vmfs(void)
 	ok(chain_matches_qemu(p, 1, "vmfs"), "vmfs reads like qemu-img convert");
 }
 
+/*
+ * COWD (vmfsSparse, read-only): a file built here (qemu cannot create one, but reads it): 2 MiB of
+ * 4 KiB grains, GD at sector 4, its one GT at sector 5, grains 0 and 100 allocated. Read alone
+ * and as the extent of a vmfsSparse descriptor; a writable open is refused.
+ */
+static void test_cowd(void)
+{
+	static u8 f[56 * 512];
+	const char *p[1] = { tp("cowd.vmdk") }, *d[1] = { tp("vs.vmdk") };
+	struct vdimg_chain *c;
+	u8 buf[8192];
+	__le32 v;
+	int r, fd;
+
+	memset(f, 0, sizeof(f));
+	memcpy(f, "COWD", 4);
+	v = htole32(1); memcpy(f + 4, &v, 4);		/* version */
+	v = htole32(3); memcpy(f + 8, &v, 4);		/* flags */
+	v = htole32(4096); memcpy(f + 12, &v, 4);	/* capacity, sectors */
+	v = htole32(8); memcpy(f + 16, &v, 4);		/* grain, sectors */
+	v = htole32(4); memcpy(f + 20, &v, 4);		/* GD sector */
+	v = htole32(1); memcpy(f + 24, &v, 4);		/* GD entries */
+	v = htole32(56); memcpy(f + 28, &v, 4);	/* next free sector */
+	v = htole32(5); memcpy(f + 4 * 512, &v, 4);	/* GD[0] -> GT at sector 5 */
+	v = htole32(40); memcpy(f + 5 * 512, &v, 4);	/* grain 0 at sector 40 */
+	v = htole32(48); memcpy(f + 5 * 512 + 100 * 4, &v, 4); /* grain 100 at sector 48 */
+	/* qemu reads a CID from the second sector (the header's description field) */
+	memcpy(f + 512, "CID=abcdef01\nparentCID=ffffffff\n", 33);
+	memset(f + 40 * 512, 0xc1, 4096);
+	memset(f + 48 * 512, 0xc2, 4096);
+	close(tfile("cowd.vmdk", f, sizeof(f)));
+	ok(chain_matches_qemu(p, 1, "cowd"), "a COWD file reads like qemu-img convert");
+	r = lib_read(p[0], buf, 8192, 100 * 4096 - 4096);
+	ok(!r && is_byte(buf, 4096, 0) && is_byte(buf + 4096, 4096, 0xc2), "COWD grain 100 and its neighbour");
+	fd = open(p[0], O_RDWR | O_CLOEXEC);
+	vdimg_msg_level = -1;
+	r = vdimg_chain_open_fds(&c, &fd, p, 1, NULL, 0);
+	vdimg_msg_level = VDIMG_LOG_INFO;
+	ok(r == -EOPNOTSUPP, "a writable open of COWD is refused (%d)", r);
+	if (!r)
+		vdimg_chain_close(c);
+	close(fd);
+	/* a vmfsSparse descriptor naming it */
+	{
+		FILE *df = fopen(d[0], "w");
+
+		if (df) {
+			fprintf(df, "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\n"
+				"createType=\"vmfsSparse\"\n\n# Extent description\n"
+				"RW 4096 VMFSSPARSE \"cowd.vmdk\"\n");
+			fclose(df);
+		}
+	}
+	r = lib_read(d[0], buf, 4096, 0);
+	ok(!r && is_byte(buf, 4096, 0xc1), "a vmfsSparse descriptor reads its COWD extent (%d)", r);
+}
+
 /* RDONLY, NOACCESS and ZERO extents, and extent files that do not fit the descriptor */
 static void test_extent_kinds(void)
 {
@@ -987,6 +1044,7 @@ int main(void)
 	test_split();
 	test_extent_kinds();
 	test_vmfs();
+	test_cowd();
 	test_writes();
 	test_chains();
 	test_create();
