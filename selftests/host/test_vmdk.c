@@ -394,6 +394,26 @@ static void test_extent_kinds(void)
 	ok(r == -ENOENT, "a missing extent file is refused (%d)", r);
 	if (!r)
 		close_chain(c, 1);
+	/* extent names outside the descriptor's directory are refused */
+	{
+		static const char *const bad[] = { "/etc/passwd", "../k-flat.vmdk", "a/../../x" };
+		size_t i;
+
+		for (i = 0; i < ARRAY_SIZE(bad); i++) {
+			FILE *df = fopen(tp("k3.vmdk"), "w");
+
+			if (df) {
+				fprintf(df, "# Disk DescriptorFile\nversion=1\nCID=12345678\n"
+					"parentCID=ffffffff\ncreateType=\"monolithicFlat\"\n"
+					"RW 8 FLAT \"%s\" 0\n", bad[i]);
+				fclose(df);
+			}
+			vdimg_msg_level = -1;
+			r = lib_read(tp("k3.vmdk"), buf, 512, 0);
+			vdimg_msg_level = VDIMG_LOG_INFO;
+			ok(r == -EPERM, "extent file name %s is refused (%d)", bad[i], r);
+		}
+	}
 	/* extents passed that the descriptor does not name */
 	{
 		struct vdimg_image img = { .name = "k.vmdk" };

@@ -137,6 +137,29 @@ int vdimg_image_data_file(const char *image_path, u32 format, char **path)
 	return ret;
 }
 
+/*
+ * An extent file name from an image: only a name in the descriptor's directory tree (not
+ * absolute, no ".." component), so that a hostile descriptor cannot make a privileged caller
+ * open (and let a guest write) an arbitrary file.
+ */
+static bool extent_name_ok(const char *name)
+{
+	const char *p = name;
+
+	if (!*name || *name == '/')
+		return false;
+	while (*p) {
+		size_t n = strcspn(p, "/");
+
+		if (n == 2 && p[0] == '.' && p[1] == '.')
+			return false;
+		p += n;
+		while (*p == '/')
+			p++;
+	}
+	return true;
+}
+
 int vdimg_image_open_extents(struct vdimg_image *img, u32 format, bool writable)
 {
 	const struct vdimg_tool_ops *ops;
@@ -167,6 +190,12 @@ int vdimg_image_open_extents(struct vdimg_image *img, u32 format, bool writable)
 		char *p;
 		int fd;
 
+		if (!extent_name_ok(paths[i])) {
+			vdimg_err(img, "extent file name \"%s\" is not inside the descriptor's directory: refused",
+				  paths[i]);
+			ret = -EPERM;
+			goto out;
+		}
 		errno = 0;
 		p = vdimg_path_in_dir(dir, paths[i]);
 		fd = p ? open(p, (writable && !ro[i] ? O_RDWR : O_RDONLY) | O_CLOEXEC) : -1;
