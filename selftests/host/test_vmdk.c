@@ -629,11 +629,82 @@ static void test_create(void)
 		/* the spec (and libvmdk) want more than 8 sectors */
 		ok_err(create_file(tp("bad.vmdk"), &o), -EINVAL, "create refuses a 4 KiB grain");
 		o.block_size = 0;
-		o.variant = "twoGbMaxExtentFlat";
+		o.variant = "streamOptimized";
 		ok_err(create_file(tp("bad.vmdk"), &o), -EOPNOTSUPP, "create refuses other variants");
 		o.variant = NULL;
 		o.options = "adapter_type=scsi";
 		ok_err(create_file(tp("bad.vmdk"), &o), -EINVAL, "create refuses an unknown adapter");
+	}
+}
+
+/* our create of the variants with extent files: qemu and libvmdk read them, writes cross extents */
+static void test_create_split(void)
+{
+	static const char *const vars[] = {
+		"monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat",
+	};
+	static u8 buf[2 * MiB];
+	const char *p[2] = { tp("cs.vmdk"), tp("cschild.vmdk") };
+	struct vdimg_chain *c;
+	size_t i;
+	int r;
+
+	for (i = 0; i < ARRAY_SIZE(vars); i++) {
+		struct vdimg_create_opts o = { .size = 3072 * MiB, .variant = vars[i] };
+
+		sh("rm -f %s/cs*.vmdk", ktap_dir);
+		r = create_file(p[0], &o);
+		if (!ok_err(r, 0, "create %s, 3 GiB", vars[i]))
+			continue;
+		ok(sh("test $(ls %s/cs-*.vmdk | wc -l) = %d", ktap_dir, i ? 2 : 1) == 0,
+		   "%s: %d extent file(s) beside the descriptor", vars[i], i ? 2 : 1);
+		ok(sh("qemu-img check -q -f vmdk '%s' 2>/dev/null || test %zu != 1", p[0], i) == 0 &&
+		   sh("qemu-io -f vmdk -c 'write -P 0x5a 2047m 2m' -c 'read -P 0x5a 2047m 2m' '%s' >/dev/null",
+		      p[0]) == 0, "%s: qemu writes and reads across the extent boundary", vars[i]);
+		if (have_vmdkinfo)
+			ok(sh("vmdkinfo '%s' >/dev/null 2>&1", p[0]) == 0, "%s: vmdkinfo reads it",
+			   vars[i]);
+		r = lib_read(p[0], buf, 2 * MiB, 2047 * MiB);
+		ok(!r && is_byte(buf, 2 * MiB, 0x5a), "%s: we read qemu's write", vars[i]);
+		r = open_chain(&c, p, 1, false);
+		if (!ok_err(r, 0, "%s: open writable", vars[i]))
+			continue;
+		memset(buf, 0x6d, sizeof(buf));
+		r = vdimg_chain_pwrite(c, buf, 1536 * KiB, 2048 * MiB - 768 * KiB);
+		close_chain(c, 1);
+		ok(!r && sh("qemu-io -f vmdk -c 'read -P 0x6d %llu 1536k' -c 'read -P 0x5a 2047m 256k' '%s' >/dev/null",
+			    2048 * MiB - 768 * KiB, p[0]) == 0,
+		   "%s: qemu reads our write across the boundary", vars[i]);
+		if (i == 1) {
+			ok(sh("qemu-img check -q -f vmdk '%s'", p[0]) == 0, "%s: qemu-img check clean after our write",
+			   vars[i]);
+			/* a split child over it */
+			r = open_chain(&c, p, 1, true);
+			if (!r) {
+				struct vdimg_create_opts co = { .variant = vars[i], .parent = "cs.vmdk",
+								.parent_img = c->layers[0] };
+
+				r = create_file(p[1], &co);
+				close_chain(c, 1);
+			}
+			ok(!r && sh("qemu-io -f vmdk -c 'read -P 0x6d 2048m 512k' '%s' >/dev/null",
+				    p[1]) == 0, "a %s child made by us reads its parent through qemu", vars[i]);
+			r = open_chain(&c, p, 2, false);
+			if (ok_err(r, 0, "the split child opens over its parent, CID checked")) {
+				r = vdimg_chain_pwrite(c, buf, 4096, 0);
+				close_chain(c, 2);
+				ok(!r && sh("qemu-img check -q -f vmdk '%s' && qemu-io -f vmdk -c 'read -P 0x6d 0 4k' '%s' >/dev/null",
+					    p[1], p[1]) == 0, "a write into the split child: qemu reads it, check clean");
+			}
+		}
+	}
+	{
+		struct vdimg_create_opts o = { .size = MiB, .variant = "monolithicFlat" };
+		int fd = open(tp("cs-flat.vmdk"), O_RDWR | O_CREAT, 0600);
+
+		close(fd);
+		ok_err(create_file(p[0], &o), -EEXIST, "create refuses to overwrite an extent file");
+		ok(access(tp("cs-flat.vmdk"), F_OK) == 0, "and leaves that file alone");
 	}
 }
 
@@ -1068,6 +1139,7 @@ int main(void)
 	test_writes();
 	test_chains();
 	test_create();
+	test_create_split();
 	test_foreign_parent();
 	test_set_parent();
 	test_check_repair();

@@ -8,6 +8,8 @@
  * grain boundary), so qemu-img check and VMware-compatible readers accept them.
  */
 #include <stdio.h>
+#include <stdarg.h>
+#include <fcntl.h>
 #include <unistd.h>
 #include <limits.h>
 #include "../../../backends/vmdk/vmdk.h"
@@ -80,19 +82,131 @@ static u32 vmdk_new_cid(void)
 	return cid;
 }
 
+/*
+ * A hosted sparse extent of @cap sectors in @f, laid out as qemu-img does: header, the descriptor
+ * @desc in 20 reserved sectors (none when NULL), redundant GD and its GTs, GD and its GTs (all
+ * preallocated, zeros), then the grain area from a grain boundary.
+ */
+static int vmdk_write_sparse(struct vdimg_file *f, u64 cap, u64 gsec, bool zero_grain,
+			     const char *desc)
+{
+	u64 nr_gts, gd_sec, gt_sec, rgd, gd, overhead, i, dsec = desc ? VMDK_CREATE_DESC_SECTORS : 0;
+	struct vmdk_header h;
+	__le32 *dir;
+	char *area = NULL;
+	int ret;
+
+	nr_gts = DIV_ROUND_UP(cap, VMDK_CREATE_GTES * gsec);
+	if (nr_gts > (1U << 22) || cap > (1ULL << 44))
+		return -EFBIG;
+	gd_sec = DIV_ROUND_UP(nr_gts * 4, VMDK_SECTOR);
+	gt_sec = VMDK_CREATE_GTES * 4 / VMDK_SECTOR;
+	rgd = 1 + dsec;
+	gd = rgd + gd_sec + nr_gts * gt_sec;
+	overhead = ALIGN(gd + gd_sec + nr_gts * gt_sec, gsec);
+	if (overhead + (u64)DIV_ROUND_UP(cap, gsec) * gsec > U32_MAX)
+		return -EFBIG;
+
+	memset(&h, 0, sizeof(h));
+	h.magic = cpu_to_le32(VMDK_MAGIC);
+	h.version = cpu_to_le32(zero_grain ? 2 : 1);
+	h.flags = cpu_to_le32(VMDK_FLAG_NL_TEST | VMDK_FLAG_RGD |
+			      (zero_grain ? VMDK_FLAG_ZERO_GRAIN : 0));
+	h.capacity = cpu_to_le64(cap);
+	h.grain_size = cpu_to_le64(gsec);
+	h.desc_offset = cpu_to_le64(desc ? 1 : 0);
+	h.desc_size = cpu_to_le64(dsec);
+	h.num_gtes_per_gt = cpu_to_le32(VMDK_CREATE_GTES);
+	h.rgd_offset = cpu_to_le64(rgd);
+	h.gd_offset = cpu_to_le64(gd);
+	h.overhead = cpu_to_le64(overhead);
+	h.nl_single = '\n';
+	h.nl_non = ' ';
+	h.nl_double1 = '\r';
+	h.nl_double2 = '\n';
+
+	dir = calloc(1, gd_sec * VMDK_SECTOR);
+	if (desc)
+		area = calloc(1, dsec * VMDK_SECTOR);
+	if (!dir || (desc && !area)) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = vdimg_file_write(f, &h, sizeof(h), 0);
+	if (!ret && desc) {
+		memcpy(area, desc, min_t(size_t, strlen(desc), dsec * VMDK_SECTOR));
+		ret = vdimg_file_write(f, area, dsec * VMDK_SECTOR, VMDK_SECTOR);
+	}
+	for (i = 0; i < nr_gts; i++)
+		dir[i] = cpu_to_le32(rgd + gd_sec + i * gt_sec);
+	if (!ret)
+		ret = vdimg_file_write(f, dir, gd_sec * VMDK_SECTOR, rgd * VMDK_SECTOR);
+	for (i = 0; i < nr_gts; i++)
+		dir[i] = cpu_to_le32(gd + gd_sec + i * gt_sec);
+	if (!ret)
+		ret = vdimg_file_write(f, dir, gd_sec * VMDK_SECTOR, gd * VMDK_SECTOR);
+	/* the grain tables are zeros: a sparse file up to the grain area */
+	if (!ret)
+		ret = vdimg_file_truncate(f, overhead * VMDK_SECTOR);
+out:
+	free(dir);
+	free(area);
+	return ret;
+}
+
+enum vmdk_create_kind { VMDK_MONO_SPARSE, VMDK_MONO_FLAT, VMDK_SPLIT_SPARSE, VMDK_SPLIT_FLAT };
+
+#define VMDK_SPLIT_SECTORS	(4194304ULL)	/* 2 GiB extents, as qemu and VMware split */
+
+/* append printf-style to @buf (of @len), false when it does not fit */
+__attribute__((format(printf, 4, 5)))
+static bool vmdk_cat(char *buf, size_t len, size_t *pos, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf + *pos, len - *pos, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= len - *pos)
+		return false;
+	*pos += n;
+	return true;
+}
+
+/* the name of extent file @i of @kind for the descriptor named @base (without ".vmdk") */
+static void vmdk_extent_name(char *out, size_t len, const char *base, enum vmdk_create_kind kind,
+			     u32 i)
+{
+	if (kind == VMDK_MONO_FLAT)
+		snprintf(out, len, "%s-flat.vmdk", base);
+	else
+		snprintf(out, len, "%s-%c%03u.vmdk", base, kind == VMDK_SPLIT_SPARSE ? 's' : 'f', i + 1);
+}
+
 static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opts)
 {
+	static const struct {
+		const char *name;
+		enum vmdk_create_kind kind;
+	} kinds[] = {
+		{ "monolithicSparse", VMDK_MONO_SPARSE }, { "sparse", VMDK_MONO_SPARSE },
+		{ "monolithicFlat", VMDK_MONO_FLAT },
+		{ "twoGbMaxExtentSparse", VMDK_SPLIT_SPARSE },
+		{ "twoGbMaxExtentFlat", VMDK_SPLIT_FLAT },
+	};
 	const struct vdimg_image msg = { .name = "vmdk create" };
 	struct vdimg_image *parent = opts->parent ? opts->parent_img : NULL;
 	u32 grain = opts->block_size ? opts->block_size : VMDK_DEFAULT_GRAIN;
-	u64 size = opts->size, cap, gsec, nr_gts, gd_sec, gt_sec, rgd, gd, overhead, i;
-	u32 parent_cid = VMDK_CID_NONE;
-	char adapter[32] = "ide", hw[16] = "4", name[256], *desc;
-	const char *o = opts->options;
+	enum vmdk_create_kind kind = VMDK_MONO_SPARSE;
+	u64 size = opts->size, cap, gsec, per, cyl;
+	u32 parent_cid = VMDK_CID_NONE, nr, i, made = 0;
+	char adapter[32] = "ide", hw[16] = "4", name[256], base[256], xname[300];
+	char pcid[9], cid[9], *desc = NULL, *dir = NULL;
+	const char *o = opts->options, *ct = "monolithicSparse";
 	bool zero_grain = vmdk_opt_on(o, "zeroed_grain");
-	struct vmdk_header h;
-	__le32 *dir;
-	int ret, n;
+	size_t pos = 0, dlen;
+	int ret, dfd = -1;
 
 	if (opts->parent && !parent)
 		return -EINVAL;
@@ -100,11 +214,16 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 		size = parent->size;
 	if (!size || size % VMDK_SECTOR || (opts->lbs && opts->lbs != VMDK_SECTOR))
 		return -EINVAL;
-	if (opts->variant && strcmp(opts->variant, "monolithicSparse") &&
-	    strcmp(opts->variant, "sparse")) {
-		vdimg_err(&msg, "creating %s VMDK images is not supported (only monolithicSparse)",
-			  opts->variant);
-		return -EOPNOTSUPP;
+	if (opts->variant) {
+		for (i = 0; i < ARRAY_SIZE(kinds) && strcmp(opts->variant, kinds[i].name); i++)
+			;
+		if (i == ARRAY_SIZE(kinds)) {
+			vdimg_err(&msg, "creating %s VMDK images is not supported (monolithicSparse, monolithicFlat, twoGbMaxExtentSparse, twoGbMaxExtentFlat)",
+				  opts->variant);
+			return -EOPNOTSUPP;
+		}
+		kind = kinds[i].kind;
+		ct = kind == VMDK_MONO_SPARSE ? "monolithicSparse" : kinds[i].name;
 	}
 	/* the spec asks for more than 8 sectors (libvmdk refuses fewer) */
 	if (!is_power_of_2(grain) || grain < 8192 || grain > (16U << 20)) {
@@ -127,83 +246,103 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 
 	cap = size / VMDK_SECTOR;
 	gsec = grain / VMDK_SECTOR;
-	nr_gts = DIV_ROUND_UP(cap, VMDK_CREATE_GTES * gsec);
-	if (nr_gts > (1U << 22) || cap > (1ULL << 44))
+	if (cap > (1ULL << 44))
 		return -EFBIG;
-	gd_sec = DIV_ROUND_UP(nr_gts * 4, VMDK_SECTOR);
-	gt_sec = VMDK_CREATE_GTES * 4 / VMDK_SECTOR;
-	rgd = 1 + VMDK_CREATE_DESC_SECTORS;
-	gd = rgd + gd_sec + nr_gts * gt_sec;
-	overhead = ALIGN(gd + gd_sec + nr_gts * gt_sec, gsec);
-	if (overhead + (u64)DIV_ROUND_UP(cap, gsec) * gsec > U32_MAX)
+	per = kind == VMDK_SPLIT_SPARSE || kind == VMDK_SPLIT_FLAT ? VMDK_SPLIT_SECTORS : cap;
+	nr = kind == VMDK_MONO_SPARSE ? 1 : DIV_ROUND_UP(cap, per);
+	if (nr > VMDK_MAX_EXTENTS)
 		return -EFBIG;
-
-	memset(&h, 0, sizeof(h));
-	h.magic = cpu_to_le32(VMDK_MAGIC);
-	h.version = cpu_to_le32(zero_grain ? 2 : 1);
-	h.flags = cpu_to_le32(VMDK_FLAG_NL_TEST | VMDK_FLAG_RGD |
-			      (zero_grain ? VMDK_FLAG_ZERO_GRAIN : 0));
-	h.capacity = cpu_to_le64(cap);
-	h.grain_size = cpu_to_le64(gsec);
-	h.desc_offset = cpu_to_le64(1);
-	h.desc_size = cpu_to_le64(VMDK_CREATE_DESC_SECTORS);
-	h.num_gtes_per_gt = cpu_to_le32(VMDK_CREATE_GTES);
-	h.rgd_offset = cpu_to_le64(rgd);
-	h.gd_offset = cpu_to_le64(gd);
-	h.overhead = cpu_to_le64(overhead);
-	h.nl_single = '\n';
-	h.nl_non = ' ';
-	h.nl_double1 = '\r';
-	h.nl_double2 = '\n';
-
-	desc = calloc(1, VMDK_CREATE_DESC_SECTORS * VMDK_SECTOR);
-	dir = calloc(1, gd_sec * VMDK_SECTOR);
-	if (!desc || !dir) {
-		free(desc);
-		free(dir);
-		return -ENOMEM;
-	}
 	vmdk_file_name(f, name, sizeof(name));
-	{
-		u64 cyl = min_t(u64, cap / (16 * 63), 16383);
-		char pcid[9], cid[9], hint[VMDK_PATH_MAX + 32] = "";
+	snprintf(base, sizeof(base), "%s", name);
+	if (strlen(base) > 5 && !strcmp(base + strlen(base) - 5, ".vmdk"))
+		base[strlen(base) - 5] = '\0';
 
-		vmdk_hex32(cid, vmdk_new_cid());
-		vmdk_hex32(pcid, parent_cid);
-		if (parent)
-			snprintf(hint, sizeof(hint), "parentFileNameHint=\"%s\"\n", opts->parent);
-		n = snprintf(desc, VMDK_CREATE_DESC_SECTORS * VMDK_SECTOR,
-			     "# Disk DescriptorFile\nversion=1\nCID=%s\nparentCID=%s\n"
-			     "createType=\"monolithicSparse\"\n%s\n# Extent description\n"
-			     "RW %llu SPARSE \"%s\"\n\n# The Disk Data Base\n#DDB\n\n"
-			     "ddb.virtualHWVersion = \"%s\"\nddb.geometry.cylinders = \"%llu\"\n"
-			     "ddb.geometry.heads = \"16\"\nddb.geometry.sectors = \"63\"\n"
-			     "ddb.adapterType = \"%s\"\n",
-			     cid, pcid, hint, (unsigned long long)cap, name, hw,
-			     (unsigned long long)cyl, adapter);
+	dlen = VMDK_DESC_MAX;
+	desc = calloc(1, dlen);
+	if (!desc)
+		return -ENOMEM;
+	cyl = min_t(u64, cap / (16 * 63), 16383);
+	vmdk_hex32(cid, vmdk_new_cid());
+	vmdk_hex32(pcid, parent_cid);
+	ret = -ENOSPC;
+	if (!vmdk_cat(desc, dlen, &pos, "# Disk DescriptorFile\nversion=1\nCID=%s\nparentCID=%s\ncreateType=\"%s\"\n",
+		      cid, pcid, ct) ||
+	    (parent && !vmdk_cat(desc, dlen, &pos, "parentFileNameHint=\"%s\"\n", opts->parent)) ||
+	    !vmdk_cat(desc, dlen, &pos, "\n# Extent description\n"))
+		goto out;
+	for (i = 0; i < nr; i++) {
+		u64 n = kind == VMDK_MONO_SPARSE ? cap : min(per, cap - (u64)i * per);
+		bool flat = kind == VMDK_MONO_FLAT || kind == VMDK_SPLIT_FLAT;
+
+		if (kind == VMDK_MONO_SPARSE)
+			snprintf(xname, sizeof(xname), "%s", name);
+		else
+			vmdk_extent_name(xname, sizeof(xname), base, kind, i);
+		if (!vmdk_cat(desc, dlen, &pos, "RW %llu %s \"%s\"%s\n", (unsigned long long)n,
+			      flat ? "FLAT" : "SPARSE", xname, flat ? " 0" : ""))
+			goto out;
 	}
-	if (n < 0 || n >= (int)(VMDK_CREATE_DESC_SECTORS * VMDK_SECTOR)) {
-		vdimg_err(&msg, "the parent path is too long for the descriptor");
-		ret = -ENOSPC;
+	if (!vmdk_cat(desc, dlen, &pos, "\n# The Disk Data Base\n#DDB\n\nddb.virtualHWVersion = \"%s\"\n"
+		      "ddb.geometry.cylinders = \"%llu\"\nddb.geometry.heads = \"16\"\n"
+		      "ddb.geometry.sectors = \"63\"\nddb.adapterType = \"%s\"\n",
+		      hw, (unsigned long long)cyl, adapter))
+		goto out;
+	if (kind == VMDK_MONO_SPARSE) {
+		if (pos >= VMDK_CREATE_DESC_SECTORS * VMDK_SECTOR) {
+			vdimg_err(&msg, "the parent path is too long for the descriptor");
+			goto out;
+		}
+		ret = vmdk_write_sparse(f, cap, gsec, zero_grain, desc);
 		goto out;
 	}
-	ret = vdimg_file_write(f, &h, sizeof(h), 0);
+	/* the extent files beside the descriptor: new files only, removed again on failure */
+	dir = vdimg_file_dir(f);
+	dfd = dir ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	if (dfd < 0) {
+		ret = -errno;
+		goto out;
+	}
+	for (made = 0; made < nr; made++) {
+		u64 n = min(per, cap - (u64)made * per);
+		struct vdimg_file *xf;
+		int xfd;
+
+		vmdk_extent_name(xname, sizeof(xname), base, kind, made);
+		xfd = openat(dfd, xname, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (xfd < 0) {
+			ret = -errno;
+			vdimg_err(&msg, "cannot create the extent file %s: %s", xname, strerror(-ret));
+			goto out;
+		}
+		xf = vdimg_file_from_fd(xfd);
+		ret = xf ? 0 : -ENOMEM;
+		if (!ret && kind == VMDK_SPLIT_SPARSE)
+			ret = vmdk_write_sparse(xf, n, gsec, zero_grain, NULL);
+		else if (!ret)
+			ret = vdimg_file_truncate(xf, n * VMDK_SECTOR);
+		if (!ret)
+			ret = vdimg_file_sync(xf);
+		vdimg_file_free(xf);
+		close(xfd);
+		if (ret) {
+			made++;		/* remove this one too */
+			goto out;
+		}
+	}
+	ret = vdimg_file_write(f, desc, pos, 0);
 	if (!ret)
-		ret = vdimg_file_write(f, desc, VMDK_CREATE_DESC_SECTORS * VMDK_SECTOR, VMDK_SECTOR);
-	for (i = 0; i < nr_gts; i++)
-		dir[i] = cpu_to_le32(rgd + gd_sec + i * gt_sec);
-	if (!ret)
-		ret = vdimg_file_write(f, dir, gd_sec * VMDK_SECTOR, rgd * VMDK_SECTOR);
-	for (i = 0; i < nr_gts; i++)
-		dir[i] = cpu_to_le32(gd + gd_sec + i * gt_sec);
-	if (!ret)
-		ret = vdimg_file_write(f, dir, gd_sec * VMDK_SECTOR, gd * VMDK_SECTOR);
-	/* the grain tables are zeros: a sparse file up to the grain area */
-	if (!ret)
-		ret = vdimg_file_truncate(f, overhead * VMDK_SECTOR);
+		ret = vdimg_file_truncate(f, pos);
 out:
-	free(desc);
+	if (ret && dfd >= 0) {
+		while (made--) {
+			vmdk_extent_name(xname, sizeof(xname), base, kind, made);
+			unlinkat(dfd, xname, 0);
+		}
+	}
+	if (dfd >= 0)
+		close(dfd);
 	free(dir);
+	free(desc);
 	return ret;
 }
 
