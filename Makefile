@@ -27,10 +27,12 @@ LIB_SRCS += backends/vhd.c
 LIB_SRCS += backends/vhdx.c backends/vhdx_log.c
 LIB_SRCS += backends/qcow2.c backends/decompress.c
 LIB_SRCS += backends/qed.c backends/qcow.c
+LIB_SRCS += backends/vmdk/vmdk.c backends/vmdk/descriptor.c backends/vmdk/sparse.c \
+	backends/vmdk/stream.c tools/lib/formats/vmdk.c
 LIB_LIBS := -lz -lzstd
 TOOL_SRCS := $(wildcard tools/vdimgctl/*.c)
 TOOL_LIBS := $(shell pkg-config --libs smartcols 2>/dev/null || echo -lsmartcols)
-HDRS := $(wildcard include/vdimg/*.h include/uapi/linux/*.h tools/lib/*.h)
+HDRS := $(wildcard include/vdimg/*.h include/uapi/linux/*.h tools/lib/*.h backends/vmdk/*.h)
 
 .PHONY: all modules tools clean check check-host check-vm bench demo debug-kernel samples
 

@@ -24,7 +24,7 @@ apt-get install -y -qq --no-install-recommends \
 	linux-image-amd64 linux-headers-amd64 "$img612" "$hdr612" \
 	qemu-system-x86 qemu-utils fio e2fsprogs fdisk util-linux \
 	libsmartcols-dev zlib1g-dev libzstd-dev \
-	libvhdi-utils libqcow-utils python3 python3-docutils sparse \
+	libvhdi-utils libqcow-utils libvmdk-utils python3 python3-docutils sparse \
 	clang libclang-rt-14-dev >/dev/null
 # debug kernel (selftests/vm/debug-kernel.sh): kernel build tools and Debian's 6.12 source tarball
 apt-get install -y -qq --no-install-recommends \

@@ -35,6 +35,7 @@ static const struct vdimg_format *const vdimg_formats[] = {
 	&vdimg_qed_format,
 	&vdimg_qcow_format,
 	&vdimg_vhdx_format,
+	&vdimg_vmdk_format,
 };
 
 /* What a probe sees: the head of the file, its last sector and its size. */
@@ -341,6 +342,10 @@ int vdimg_image_open(struct vdimg_image *img, u32 format, unsigned int flags)
 	}
 	if (img->data_file && !(fmt->caps & VDIMG_CAP_DATA_FILE)) {
 		vdimg_err(img, "%s images have no external data file", fmt->name);
+		return -EINVAL;
+	}
+	if (img->nr_extents && !(fmt->caps & VDIMG_CAP_EXTENT_FILES)) {
+		vdimg_err(img, "%s images have no separate extent files", fmt->name);
 		return -EINVAL;
 	}
 	if (img->snapshot && !(fmt->caps & VDIMG_CAP_SNAPSHOTS)) {

@@ -95,7 +95,10 @@ static long vdimg_ctl_attach(void __user *argp)
 		    l->format >= VDIMG_FMT_COUNT ||
 		    (!(l->flags & VDIMG_LAYER_DATA_FILE) && l->data_fd) ||
 		    (!(l->flags & VDIMG_LAYER_SNAPSHOT) && l->snapshot) ||
-		    ((l->flags & VDIMG_LAYER_SNAPSHOT) && !l->snapshot)) {
+		    ((l->flags & VDIMG_LAYER_SNAPSHOT) && !l->snapshot) || l->__pad2 ||
+		    (!(l->flags & VDIMG_LAYER_EXTENTS) && (l->extent_fds || l->nr_extents)) ||
+		    ((l->flags & VDIMG_LAYER_EXTENTS) &&
+		     (!l->nr_extents || l->nr_extents > VDIMG_MAX_EXTENTS))) {
 			ret = -EINVAL;
 			goto out;
 		}

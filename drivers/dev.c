@@ -85,6 +85,84 @@ static bool vdimg_can_dio(struct file *file, unsigned int lbs, unsigned int *ali
 	return bs <= lbs;
 }
 
+/* The inode that identifies a layer's file (for block devices, the device's, not the node's). */
+static struct inode *vdimg_file_id(struct file *file)
+{
+	return file ? file->f_mapping->host : NULL;
+}
+
+/* Put the extent files of @l (their gfp masks restored when @restore). */
+static void vdimg_layer_put_extents(struct vdimg_layer_k *l, bool restore)
+{
+	u32 i;
+
+	for (i = 0; i < l->nr_ext; i++) {
+		if (!l->ext_vf[i].filp)
+			continue;
+		if (restore)
+			mapping_set_gfp_mask(l->ext_vf[i].filp->f_mapping, l->ext_old_gfp[i]);
+		fput(l->ext_vf[i].filp);
+	}
+	kvfree(l->ext_vf);
+	kvfree(l->ext_ptrs);
+	kvfree(l->ext_old_gfp);
+	l->ext_vf = NULL;
+	l->ext_ptrs = NULL;
+	l->ext_old_gfp = NULL;
+	l->nr_ext = 0;
+	l->img.extents = NULL;
+	l->img.nr_extents = 0;
+}
+
+/*
+ * The extent files of @ul (VDIMG_LAYER_EXTENTS): the descriptors copied from userspace, each a
+ * readable regular file. Whether one must be writable is the descriptor's business (an RDONLY
+ * extent may be opened read-only); a write to one opened read-only fails with an I/O error.
+ */
+static int vdimg_layer_get_extents(struct vdimg_layer_k *l, const struct vdimg_layer *ul)
+{
+	u32 n = ul->nr_extents, i;
+	s32 *fds;
+	int ret = 0;
+
+	fds = kvmalloc_array(n, sizeof(*fds), GFP_KERNEL);
+	l->ext_vf = kvcalloc(n, sizeof(*l->ext_vf), GFP_KERNEL);
+	l->ext_ptrs = kvcalloc(n, sizeof(*l->ext_ptrs), GFP_KERNEL);
+	l->ext_old_gfp = kvcalloc(n, sizeof(*l->ext_old_gfp), GFP_KERNEL);
+	if (!fds || !l->ext_vf || !l->ext_ptrs || !l->ext_old_gfp) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	l->nr_ext = n;
+	if (copy_from_user(fds, u64_to_user_ptr(ul->extent_fds), (size_t)n * sizeof(*fds))) {
+		ret = -EFAULT;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		struct file *f = fget(fds[i]);
+
+		if (!f) {
+			ret = -EBADF;
+			goto out;
+		}
+		l->ext_vf[i].filp = f;
+		l->ext_ptrs[i] = &l->ext_vf[i];
+		if (!S_ISREG(file_inode(f)->i_mode)) {
+			ret = -EINVAL;
+			goto out;
+		}
+		if (!(f->f_mode & FMODE_READ) || vdimg_file_id(f) == vdimg_file_id(l->vf.filp)) {
+			ret = -EBADF;
+			goto out;
+		}
+	}
+	l->img.extents = l->ext_ptrs;
+	l->img.nr_extents = n;
+out:
+	kvfree(fds);
+	return ret;
+}
+
 static void vdimg_layer_close(struct vdimg_layer_k *l)
 {
 	if (!l->vf.filp)
@@ -95,6 +173,7 @@ static void vdimg_layer_close(struct vdimg_layer_k *l)
 		if (l->data_vf.filp)
 			mapping_set_gfp_mask(l->data_vf.filp->f_mapping, l->data_old_gfp_mask);
 	}
+	vdimg_layer_put_extents(l, l->img.fmt != NULL);
 	fput(l->vf.filp);
 	l->vf.filp = NULL;
 	if (l->data_vf.filp) {
@@ -103,12 +182,6 @@ static void vdimg_layer_close(struct vdimg_layer_k *l)
 	}
 	kfree(l->name);
 	l->name = NULL;
-}
-
-/* The inode that identifies a layer's file (for block devices, the device's, not the node's). */
-static struct inode *vdimg_file_id(struct file *file)
-{
-	return file ? file->f_mapping->host : NULL;
 }
 
 /*
@@ -154,6 +227,7 @@ static int vdimg_layer_open(struct vdimg_device *dev, struct vdimg_layer_k **bel
 {
 	bool ro = (dev->attach_flags & VDIMG_ATTACH_READ_ONLY) || !top;
 	unsigned int oflags = 0;
+	u32 i;
 	struct address_space *mapping;
 	struct file *file;
 	umode_t mode;
@@ -195,6 +269,11 @@ static int vdimg_layer_open(struct vdimg_device *dev, struct vdimg_layer_k **bel
 			return -EBADF;
 		l->img.data_file = &l->data_vf;
 	}
+	if (ul->flags & VDIMG_LAYER_EXTENTS) {
+		ret = vdimg_layer_get_extents(l, ul);
+		if (ret)
+			return ret;
+	}
 	ret = vdimg_layer_unique(below, pos, l);
 	if (ret)
 		return ret;
@@ -217,6 +296,11 @@ static int vdimg_layer_open(struct vdimg_device *dev, struct vdimg_layer_k **bel
 		mapping = l->data_vf.filp->f_mapping;
 		l->data_old_gfp_mask = mapping_gfp_mask(mapping);
 		mapping_set_gfp_mask(mapping, l->data_old_gfp_mask & ~(__GFP_IO | __GFP_FS));
+	}
+	for (i = 0; i < l->nr_ext; i++) {
+		mapping = l->ext_vf[i].filp->f_mapping;
+		l->ext_old_gfp[i] = mapping_gfp_mask(mapping);
+		mapping_set_gfp_mask(mapping, l->ext_old_gfp[i] & ~(__GFP_IO | __GFP_FS));
 	}
 	return 0;
 }

@@ -34,6 +34,11 @@ struct vdimg_layer_k {
 	bool dio;			/* direct I/O on this file */
 	unsigned int data_dio_align;	/* the same for the data file */
 	bool data_dio;
+	/* extent files (VDIMG_LAYER_EXTENTS: a VMDK descriptor's), img.extents points at ext_ptrs */
+	struct vdimg_file *ext_vf;	/* [nr_ext] */
+	struct vdimg_file **ext_ptrs;	/* [nr_ext] */
+	gfp_t *ext_old_gfp;		/* [nr_ext] the mappings' masks before attach */
+	u32 nr_ext;
 };
 
 /* enum vdimg_dev_state lives in the uapi header (unbound/bound/rundown/deleting) */

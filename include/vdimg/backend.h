@@ -62,6 +62,13 @@ struct vdimg_image {
 	 */
 	struct vdimg_file *data_file;
 	u32 snapshot;
+	/*
+	 * Set by the caller before ->open(), only for backends with VDIMG_CAP_EXTENT_FILES: the
+	 * extra files of a layer whose image file is only a descriptor (VMDK extent files), in the
+	 * order the descriptor names them; NULL and 0 for none.
+	 */
+	struct vdimg_file **extents;
+	u32 nr_extents;
 	void *priv;			/* the backend's state */
 };
 
@@ -121,6 +128,7 @@ struct vdimg_extent {
 #define VDIMG_CAP_SNAPSHOTS	(1U << 1)	/* ->open() honours img->snapshot */
 /* a child must have exactly its parent's virtual size (else the parent's size may differ) */
 #define VDIMG_CAP_SAME_SIZE_PARENT (1U << 2)
+#define VDIMG_CAP_EXTENT_FILES	(1U << 3)	/* ->open() uses img->extents (VMDK descriptors) */
 
 struct vdimg_format {
 	const char *name;		/* "raw", "vhd", ... as the tool and sysfs spell it */
@@ -177,6 +185,7 @@ extern const struct vdimg_format vdimg_qcow2_format;
 extern const struct vdimg_format vdimg_qed_format;
 extern const struct vdimg_format vdimg_qcow_format;
 extern const struct vdimg_format vdimg_vhdx_format;
+extern const struct vdimg_format vdimg_vmdk_format;
 
 /**
  * vdimg_format_by_id() - the built-in backend for a format id

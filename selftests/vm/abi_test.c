@@ -86,6 +86,7 @@ static void init_attach(struct vdimg_attach *a, struct vdimg_layer *l, int fd, u
 	a->index = VDIMG_INDEX_ANY;
 	a->nr_layers = 1;
 	a->layers = (uintptr_t)l;
+	a->layer_size = sizeof(*l);
 }
 
 /* attach_expect: one attach that must fail with @want (or succeed, returning the index) */
@@ -251,6 +252,31 @@ static void test_struct_shapes(int fd)
 	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
 	l.data_fd = fd;
 	attach_expect("ATTACH with data_fd but no VDIMG_LAYER_DATA_FILE", &a, EINVAL);
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	l.nr_extents = 1;
+	attach_expect("ATTACH with nr_extents but no VDIMG_LAYER_EXTENTS", &a, EINVAL);
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	l.flags = VDIMG_LAYER_EXTENTS;
+	attach_expect("ATTACH with VDIMG_LAYER_EXTENTS and no extents", &a, EINVAL);
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	l.flags = VDIMG_LAYER_EXTENTS;
+	l.nr_extents = VDIMG_MAX_EXTENTS + 1;
+	attach_expect("ATTACH with too many extents", &a, EINVAL);
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	l.__pad2 = 1;
+	attach_expect("ATTACH with nonzero __pad2", &a, EINVAL);
+	{
+		/* a raw image has no extent files; a bad pointer is EFAULT */
+		__s32 efd = fd;
+
+		init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+		l.flags = VDIMG_LAYER_EXTENTS;
+		l.nr_extents = 1;
+		l.extent_fds = 8;
+		attach_expect("ATTACH with a bad extent_fds pointer", &a, EFAULT);
+		l.extent_fds = (uintptr_t)&efd;
+		attach_expect("ATTACH with the layer's own file as its extent", &a, EBADF);
+	}
 	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
 	l.snapshot = 1;
 	attach_expect("ATTACH with snapshot but no VDIMG_LAYER_SNAPSHOT", &a, EINVAL);

@@ -137,6 +137,110 @@ int vdimg_image_data_file(const char *image_path, u32 format, char **path)
 	return ret;
 }
 
+/*
+ * An extent file name from an image: only a name in the descriptor's directory tree (not
+ * absolute, no ".." component), so that a hostile descriptor cannot make a privileged caller
+ * open (and let a guest write) an arbitrary file.
+ */
+static bool extent_name_ok(const char *name)
+{
+	const char *p = name;
+
+	if (!*name || *name == '/')
+		return false;
+	while (*p) {
+		size_t n = strcspn(p, "/");
+
+		if (n == 2 && p[0] == '.' && p[1] == '.')
+			return false;
+		p += n;
+		while (*p == '/')
+			p++;
+	}
+	return true;
+}
+
+int vdimg_image_open_extents(struct vdimg_image *img, u32 format, bool writable)
+{
+	const struct vdimg_tool_ops *ops;
+	char **paths = NULL, *dir = NULL;
+	bool *ro = NULL;
+	u32 n = 0, i;
+	int ret;
+
+	if (format == VDIMG_FMT_AUTO) {
+		const char *why;
+
+		if (vdimg_probe(img->file, &format, &why))
+			return 0;	/* vdimg_image_open() says what is wrong */
+	}
+	ops = vdimg_tool_ops(vdimg_format_by_id(format));
+	if (!ops->extent_refs)
+		return 0;
+	ret = ops->extent_refs(img->file, &paths, &ro, &n);
+	if (ret || !n)
+		return ret;
+	img->extents = calloc(n, sizeof(*img->extents));
+	dir = vdimg_file_dir(img->file);
+	if (!img->extents || !dir) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		char *p;
+		int fd;
+
+		if (!extent_name_ok(paths[i])) {
+			vdimg_err(img, "extent file name \"%s\" is not inside the descriptor's directory: refused",
+				  paths[i]);
+			ret = -EPERM;
+			goto out;
+		}
+		errno = 0;
+		p = vdimg_path_in_dir(dir, paths[i]);
+		fd = p ? open(p, (writable && !ro[i] ? O_RDWR : O_RDONLY) | O_CLOEXEC) : -1;
+
+		if (fd < 0) {
+			ret = errno ? -errno : -ENOMEM;	/* vdimg_path_in_dir() sets it too */
+			vdimg_err(img, "cannot open its extent file %s: %s", p ? p : paths[i],
+				  strerror(-ret));
+			free(p);
+			goto out;
+		}
+		free(p);
+		img->extents[i] = vdimg_file_from_fd(fd);
+		if (!img->extents[i]) {
+			close(fd);
+			ret = -ENOMEM;
+			goto out;
+		}
+		img->nr_extents = i + 1;
+	}
+	ret = 0;
+out:
+	for (i = 0; i < n; i++)
+		free(paths[i]);
+	free(paths);
+	free(ro);
+	free(dir);
+	if (ret)
+		vdimg_image_close_extents(img);
+	return ret;
+}
+
+void vdimg_image_close_extents(struct vdimg_image *img)
+{
+	u32 i;
+
+	for (i = 0; img->extents && i < img->nr_extents; i++) {
+		close(img->extents[i]->fd);
+		vdimg_file_free(img->extents[i]);
+	}
+	free(img->extents);
+	img->extents = NULL;
+	img->nr_extents = 0;
+}
+
 /* Open the layer's external data file, if its image names one, with the layer's mode. */
 static int chain_open_data_file(struct vdimg_chain_layer *l, const struct vdimg_format *fmt,
 				u32 format, bool writable)
@@ -196,6 +300,9 @@ static int chain_open_layer(struct vdimg_chain *c, int i, const u32 *formats,
 		oflags |= VDIMG_OPEN_HAS_CHILD;
 	ret = chain_open_data_file(l, ops ? ops[i] : NULL, formats ? formats[i] : VDIMG_FMT_AUTO,
 				   i == c->rw);
+	if (!ret)
+		ret = vdimg_image_open_extents(img, ops && ops[i] ? ops[i]->id :
+					       formats ? formats[i] : VDIMG_FMT_AUTO, i == c->rw);
 	if (ret)
 		return ret;
 
@@ -375,6 +482,7 @@ int vdimg_chain_close(struct vdimg_chain *c)
 		struct vdimg_chain_layer *l = &c->layer[i];
 
 		vdimg_image_close(&l->img);
+		vdimg_image_close_extents(&l->img);
 		vdimg_file_free(l->file);
 		if (l->own_fd && l->fd >= 0)
 			close(l->fd);
@@ -738,9 +846,12 @@ static int resolve_open(const char *path, u32 format, struct vdimg_image *img, i
 		}
 		format = id;
 	}
-	ret = vdimg_image_open(img, format, VDIMG_OPEN_READ_ONLY | VDIMG_OPEN_HAS_CHILD |
-			       (format == VDIMG_FMT_AUTO ? VDIMG_OPEN_ALLOW_RAW : 0));
+	ret = vdimg_image_open_extents(img, format, false);
+	if (!ret)
+		ret = vdimg_image_open(img, format, VDIMG_OPEN_READ_ONLY | VDIMG_OPEN_HAS_CHILD |
+				       (format == VDIMG_FMT_AUTO ? VDIMG_OPEN_ALLOW_RAW : 0));
 	if (ret) {
+		vdimg_image_close_extents(img);
 		vdimg_file_free(img->file);
 		close(fd);
 		return ret;
@@ -752,6 +863,7 @@ static int resolve_open(const char *path, u32 format, struct vdimg_image *img, i
 static void resolve_close(struct vdimg_image *img, int fd)
 {
 	vdimg_image_close(img);
+	vdimg_image_close_extents(img);
 	vdimg_file_free(img->file);
 	close(fd);
 }

@@ -79,6 +79,13 @@ struct vdimg_tool_ops {
 	 * index (for img->snapshot) in *@index, or -ENOENT. May be NULL
 	 */
 	int (*find_snapshot)(struct vdimg_image *img, const char *name_or_id, u32 *index);
+	/*
+	 * the extent files of an image file that is only a descriptor (VMDK), read from @f before
+	 * the image can be opened: 0 with *@n files, @paths[i] as recorded (relative to the image's
+	 * directory, or absolute; malloc'd, as is the array) and @ro[i] set for extents the image
+	 * only reads; 0 with *@n = 0 for an image that has none. May be NULL
+	 */
+	int (*extent_refs)(struct vdimg_file *f, char ***paths, bool **ro, u32 *n);
 };
 
 /* The userspace operations of each format that has them */
@@ -90,6 +97,7 @@ extern const struct vdimg_tool_ops vdimg_vhdx_tool_ops;
 extern const struct vdimg_tool_ops vdimg_qcow2_tool_ops;
 extern const struct vdimg_tool_ops vdimg_qed_tool_ops;
 extern const struct vdimg_tool_ops vdimg_qcow_tool_ops;
+extern const struct vdimg_tool_ops vdimg_vmdk_tool_ops;
 
 /**
  * vdimg_tool_ops() - the userspace operations of a format

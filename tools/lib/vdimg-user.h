@@ -20,6 +20,16 @@ char *vdimg_file_dir(const struct vdimg_file *f);
 /* @path, absolute or relative to @dir, as a canonical absolute path (malloc'd); NULL with errno */
 char *vdimg_path_in_dir(const char *dir, const char *path);
 
+/*
+ * The extent files an image of @format (VDIMG_FMT_AUTO: probed) names (VMDK descriptor files):
+ * opened relative to the image's directory, O_RDWR when @writable and the extent is writable,
+ * and set in img->extents / img->nr_extents before vdimg_image_open(). Nothing for other formats.
+ * 0, or a negative errno after a message naming the file. vdimg_image_close_extents() closes
+ * them (after vdimg_image_close()).
+ */
+int vdimg_image_open_extents(struct vdimg_image *img, u32 format, bool writable);
+void vdimg_image_close_extents(struct vdimg_image *img);
+
 typedef void (*vdimg_msg_fn)(int level, const char *image_name, const char *text);
 void vdimg_set_msg_hook(vdimg_msg_fn fn);	/* NULL restores "name: text" on stderr */
 extern int vdimg_msg_level;			/* print messages at this level or below */

@@ -159,6 +159,8 @@ struct attach_layer {
 	u32 probed;		/* what the probe found (VDIMG_FMT_RAW for unrecognised) */
 	int data_fd;		/* its external data file, or -1 */
 	u32 snapshot;		/* internal snapshot to expose (1-based), or 0 */
+	s32 *ext_fds;		/* its extent files (a VMDK descriptor's), or NULL */
+	u32 nr_ext;
 };
 
 /* ---- overlays and snapshots ---- */
@@ -177,9 +179,12 @@ static int peek_open(const char *path, u32 format, struct vdimg_image *img, int 
 		close(fd);
 		return -ENOMEM;
 	}
-	ret = vdimg_image_open(img, format, VDIMG_OPEN_READ_ONLY |
-			       (format == VDIMG_FMT_AUTO ? VDIMG_OPEN_ALLOW_RAW : 0));
+	ret = vdimg_image_open_extents(img, format, false);
+	if (!ret)
+		ret = vdimg_image_open(img, format, VDIMG_OPEN_READ_ONLY |
+				       (format == VDIMG_FMT_AUTO ? VDIMG_OPEN_ALLOW_RAW : 0));
 	if (ret) {
+		vdimg_image_close_extents(img);
 		vdimg_file_free(img->file);
 		close(fd);
 		return ret;
@@ -191,6 +196,7 @@ static int peek_open(const char *path, u32 format, struct vdimg_image *img, int 
 static void peek_close(struct vdimg_image *img, int fd)
 {
 	vdimg_image_close(img);
+	vdimg_image_close_extents(img);
 	vdimg_file_free(img->file);
 	close(fd);
 }
@@ -326,6 +332,46 @@ static int attach_data_file(struct attach_layer *l, bool writable)
 	return ret;
 }
 
+/*
+ * The extent files @l's image names (a VMDK descriptor), opened beside it with the layer's mode
+ * (@writable) into l->ext_fds. 0, or -errno after a message.
+ */
+static int attach_extents(struct attach_layer *l, bool writable)
+{
+	struct vdimg_image img = { .name = l->path };
+	u32 i;
+	int ret;
+
+	img.file = vdimg_file_from_fd(l->fd);
+	if (!img.file)
+		return -ENOMEM;
+	lib_action("cannot attach");
+	ret = vdimg_image_open_extents(&img, l->probed, writable);
+	if (ret) {
+		if (!lib_reported)
+			errmsg(l->path, "cannot attach", "%s", strerror(-ret));
+		vdimg_file_free(img.file);
+		return ret;
+	}
+	if (img.nr_extents) {
+		l->ext_fds = calloc(img.nr_extents, sizeof(*l->ext_fds));
+		if (!l->ext_fds) {
+			vdimg_image_close_extents(&img);
+			vdimg_file_free(img.file);
+			return -ENOMEM;
+		}
+		/* the descriptors stay open for the kernel; only the wrappers go */
+		for (i = 0; i < img.nr_extents; i++) {
+			l->ext_fds[i] = img.extents[i]->fd;
+			vdimg_file_free(img.extents[i]);
+		}
+		l->nr_ext = img.nr_extents;
+		free(img.extents);
+	}
+	vdimg_file_free(img.file);
+	return 0;
+}
+
 /* Probe one layer: clear errors for unsupported/unrecognised images. */
 static int attach_probe(struct attach_layer *l, bool top, bool *ro, bool rw_iso)
 {
@@ -386,6 +432,8 @@ static void attach_print(const struct attach_layer *l, int n, u32 flags, u32 lbs
 			printf(", snapshot %u", l[i].snapshot);
 		if (l[i].data_fd >= 0)
 			printf(", data file");
+		if (l[i].nr_ext)
+			printf(", %u extent file%s", l[i].nr_ext, l[i].nr_ext == 1 ? "" : "s");
 		printf(")\n");
 	}
 	printf("flags:");
@@ -662,7 +710,7 @@ int cmd_attach(int argc, char **argv)
 		}
 		if (!vdimg_format_by_id(l->probed))
 			all_built = false;
-		else if (attach_data_file(l, top && !ro))
+		else if (attach_data_file(l, top && !ro) || attach_extents(l, top && !ro))
 			goto out;
 	}
 	if (ro)
@@ -717,6 +765,11 @@ int cmd_attach(int argc, char **argv)
 			kl[i].flags |= VDIMG_LAYER_SNAPSHOT;
 			kl[i].snapshot = layers[i].snapshot;
 		}
+		if (layers[i].nr_ext) {
+			kl[i].flags |= VDIMG_LAYER_EXTENTS;
+			kl[i].extent_fds = (uintptr_t)layers[i].ext_fds;
+			kl[i].nr_extents = layers[i].nr_ext;
+		}
 	}
 	ctl = open_control(true, false);
 	if (ctl < 0)
@@ -748,6 +801,9 @@ out:
 				close(layers[i].fd);
 			if (layers[i].data_fd >= 0)
 				close(layers[i].data_fd);
+			while (layers[i].nr_ext)
+				close(layers[i].ext_fds[--layers[i].nr_ext]);
+			free(layers[i].ext_fds);
 		}
 	}
 	if (overlay_fd >= 0)

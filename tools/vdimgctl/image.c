@@ -43,10 +43,13 @@ int offline_open(struct offline_img *o, const char *path, u32 format, unsigned i
 	if (format == VDIMG_FMT_AUTO)
 		flags |= VDIMG_OPEN_ALLOW_RAW;
 	lib_action(action);
-	ret = vdimg_image_open(&o->img, format, flags);
+	ret = vdimg_image_open_extents(&o->img, format, !(flags & VDIMG_OPEN_READ_ONLY));
+	if (!ret)
+		ret = vdimg_image_open(&o->img, format, flags);
 	if (ret) {
 		if (!lib_reported)
 			errmsg(path, action, "%s", strerror(-ret));
+		vdimg_image_close_extents(&o->img);
 		vdimg_file_free(o->img.file);
 		close(o->fd);
 		return ret;
@@ -57,6 +60,7 @@ int offline_open(struct offline_img *o, const char *path, u32 format, unsigned i
 void offline_close(struct offline_img *o)
 {
 	vdimg_image_close(&o->img);
+	vdimg_image_close_extents(&o->img);
 	vdimg_file_free(o->img.file);
 	close(o->fd);
 }

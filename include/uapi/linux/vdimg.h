@@ -49,7 +49,10 @@ enum vdimg_format_id {
 /* vdimg_layer.flags */
 #define VDIMG_LAYER_DATA_FILE	(1U << 0)	/* @data_fd is the image's external data file (qcow2) */
 #define VDIMG_LAYER_SNAPSHOT	(1U << 1)	/* expose internal snapshot @snapshot (read-only layer) */
-#define VDIMG_LAYER_FLAGS_ALL	((1U << 2) - 1)
+/* @extent_fds holds the layer's extent files (a VMDK descriptor naming separate extent files) */
+#define VDIMG_LAYER_EXTENTS	(1U << 2)
+#define VDIMG_LAYER_FLAGS_ALL	((1U << 3) - 1)
+#define VDIMG_MAX_EXTENTS	4096		/* extent files one layer may have */
 
 struct vdimg_layer {
 	__s32 fd;		/* open file; the top layer needs FMODE_WRITE unless read-only */
@@ -59,8 +62,13 @@ struct vdimg_layer {
 	__u32 snapshot;		/* VDIMG_LAYER_SNAPSHOT: 1-based index in the image's snapshot table; else 0 */
 	__u32 __pad;		/* must be zero */
 	__u64 __reserved[1];	/* must be zero */
+	/* since VDIMG_LAYER_SIZE_VER1 (ABI version 3) */
+	__u64 extent_fds;	/* VDIMG_LAYER_EXTENTS: user pointer to __s32[nr_extents]; else 0 */
+	__u32 nr_extents;	/* VDIMG_LAYER_EXTENTS: 1..VDIMG_MAX_EXTENTS; else 0 */
+	__u32 __pad2;		/* must be zero */
 };
 #define VDIMG_LAYER_SIZE_VER0	32
+#define VDIMG_LAYER_SIZE_VER1	48
 
 struct vdimg_attach {
 	__u32 size;		/* in: sizeof(struct vdimg_attach) */
@@ -148,8 +156,11 @@ struct vdimg_features {
 	__u64 __reserved[3];	/* out: zero */
 };
 #define VDIMG_FEATURES_SIZE_VER0 64
-/* 1: attach, detach, info, features. 2: + layer data files and snapshots, VDIMG_CTL_SNAPSHOT */
-#define VDIMG_ABI_VERSION	2
+/*
+ * 1: attach, detach, info, features. 2: + layer data files and snapshots, VDIMG_CTL_SNAPSHOT.
+ * 3: + layer extent files (struct vdimg_layer of VDIMG_LAYER_SIZE_VER1, VDIMG_LAYER_EXTENTS)
+ */
+#define VDIMG_ABI_VERSION	3
 
 /* vdimg_snapshot.flags */
 #define VDIMG_SNAPSHOT_FORCE_LINK (1U << 0)	/* skip the new top's parent identity check */

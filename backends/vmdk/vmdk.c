@@ -1,0 +1,721 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The VMDK backend: probe, open, the extent layout of the virtual disk, map/commit/discard/flush
+ * dispatched to the extents, close, the parent check (CID) and the format table. An image is either
+ * one hosted sparse file with an embedded descriptor (monolithicSparse, streamOptimized), or a text
+ * descriptor file naming extent files (monolithicFlat, twoGbMaxExtentSparse, twoGbMaxExtentFlat,
+ * vmfs), which the caller opens and passes in img->extents: this code never opens a path. Hosted
+ * sparse extents are served by sparse.c and stream.c, the descriptor text by descriptor.c. COWD
+ * (vmfsSparse), seSparse and raw-device extents are refused by name. Kernel-shared: only
+ * include/vdimg/platform.h services here; the userspace-only tool operations are in
+ * tools/lib/formats/vmdk.c.
+ */
+#include "vmdk.h"
+
+#define VMDK_MAX_DESC_SECTORS	(VMDK_DESC_MAX / VMDK_SECTOR)
+
+static bool vmdk_probe(const u8 *head, size_t head_len, const u8 *tail, u64 file_size)
+{
+	return head_len >= 4 && (!memcmp(head, "KDMV", 4) || !memcmp(head, "COWD", 4) ||
+				 (head_len >= 21 && !memcmp(head, "# Disk DescriptorFile", 21)));
+}
+
+static const struct {
+	const char *create_type;
+	const char *variant;
+} vmdk_variants[] = {
+	{ "monolithicSparse", "sparse" },
+	{ "streamOptimized", "stream" },
+	{ "monolithicFlat", "flat" },
+	{ "twoGbMaxExtentSparse", "2gb-sparse" },
+	{ "twoGbMaxExtentFlat", "2gb-flat" },
+	{ "vmfs", "vmfs" },
+	{ "vmfsSparse", "vmfs-sparse" },
+};
+
+static const char *vmdk_variant(const struct vmdk *vm)
+{
+	size_t i;
+
+	if (!vm->desc_file && vm->ext[0].sp->compressed)
+		return "stream";
+	if (!vm->desc_file && vm->ext[0].sp->cowd)
+		return "cowd";
+	for (i = 0; i < ARRAY_SIZE(vmdk_variants); i++)
+		if (!strcmp(vm->desc.create_type, vmdk_variants[i].create_type))
+			return vmdk_variants[i].variant;
+	return vm->desc_file ? "descriptor" : "sparse";
+}
+
+/* ---- the descriptor ---- */
+
+/* Read and parse the descriptor embedded in a sparse extent (the header says where). */
+static int vmdk_read_embedded_desc(struct vmdk *vm, const struct vmdk_sparse *sp,
+				   const struct vmdk_header *h, u64 fsize)
+{
+	struct vdimg_image *img = vm->img;
+	u64 off = le64_to_cpu(h->desc_offset), size = le64_to_cpu(h->desc_size);
+	int ret;
+
+	if (!size)
+		return 0;
+	if (!off || size > VMDK_MAX_DESC_SECTORS || off > fsize / VMDK_SECTOR ||
+	    (off + size) * VMDK_SECTOR > fsize)
+		return vdimg_corrupt(img, "the descriptor (sector %llu, %llu sectors) is not inside the file",
+				     (unsigned long long)off, (unsigned long long)size);
+	if (off * VMDK_SECTOR < sp->gd_off + (u64)sp->nr_gts * 4 &&
+	    sp->gd_off < (off + size) * VMDK_SECTOR)
+		return vdimg_corrupt(img, "the descriptor overlaps the grain directory");
+	vm->desc_off = off * VMDK_SECTOR;
+	vm->desc_area = size * VMDK_SECTOR;
+	vm->desc_text = vdimg_zalloc(vm->desc_area + 1);
+	if (!vm->desc_text)
+		return -ENOMEM;
+	ret = vdimg_file_read(img->file, vm->desc_text, vm->desc_area, vm->desc_off);
+	if (ret)
+		return ret;
+	return vmdk_desc_parse(img, vm->desc_text, vm->desc_area, &vm->desc);
+}
+
+/*
+ * Replace the descriptor text with @text (@len bytes): in its reserved sectors (the rest zeroed)
+ * when embedded, else as the whole descriptor file. -ENOSPC when it does not fit the sectors.
+ */
+int vmdk_write_desc(struct vmdk *vm, const char *text, u32 len)
+{
+	struct vdimg_file *f = vm->img->file;
+	char *area;
+	int ret;
+
+	if (!vm->desc_file) {
+		if (len > vm->desc_area)
+			return -ENOSPC;
+		area = vdimg_zalloc(vm->desc_area);
+		if (!area)
+			return -ENOMEM;
+		memcpy(area, text, len);
+		ret = vdimg_file_write(f, area, vm->desc_area, vm->desc_off);
+		vdimg_free(area);
+		return ret;
+	}
+	if (len > VMDK_DESC_MAX)
+		return -ENOSPC;
+	ret = vdimg_file_write(f, text, len, 0);
+	if (!ret && vdimg_file_size(f) > len)
+		ret = vdimg_file_truncate(f, len);
+	return ret;
+}
+
+/* The new CID into the descriptor: the 8 digits in place when the old value had 8, else rebuilt. */
+static int vmdk_write_cid(struct vmdk *vm, u32 cid)
+{
+	struct vmdk_desc *d = &vm->desc;
+	u32 len = d->text_len - d->cid_len + 8, size;
+	char hex[9], *t;
+	int ret;
+
+	lockdep_assert_held(&vm->cid_lock);
+	vmdk_hex32(hex, cid);
+	if (d->cid_len == 8) {
+		ret = vdimg_file_write(vm->img->file, hex, 8, vm->desc_off + d->cid_pos);
+		if (!ret)
+			memcpy(vm->desc_text + d->cid_pos, hex, 8);
+		return ret;
+	}
+	size = max(len, vm->desc_area);
+	t = vdimg_zalloc(size + 1);
+	if (!t)
+		return -ENOMEM;
+	memcpy(t, vm->desc_text, d->cid_pos);
+	memcpy(t + d->cid_pos, hex, 8);
+	memcpy(t + d->cid_pos + 8, vm->desc_text + d->cid_pos + d->cid_len,
+	       d->text_len - d->cid_pos - d->cid_len);
+	ret = vmdk_write_desc(vm, t, len);
+	if (ret == -ENOSPC) {
+		vdimg_warn(vm->img, "no room in the descriptor for a new CID; keeping %08x", vm->cid);
+		vdimg_free(t);
+		return 0;
+	}
+	if (ret) {
+		vdimg_free(t);
+		return ret;
+	}
+	vdimg_free(vm->desc_text);
+	vm->desc_text = t;
+	vm->desc_area = size;
+	d->cid_len = 8;
+	d->text_len = len;
+	return 0;
+}
+
+int vmdk_renew_cid(struct vmdk *vm, bool nowait)
+{
+	bool done;
+	u32 cid;
+	int ret = 0;
+
+	if (nowait) {
+		if (!vdimg_mutex_trylock(&vm->cid_lock))
+			return -EAGAIN;
+		done = vm->cid_renewed;
+		vdimg_mutex_unlock(&vm->cid_lock);
+		return done ? 0 : -EAGAIN;
+	}
+	vdimg_mutex_lock(&vm->cid_lock);
+	if (!vm->cid_renewed) {
+		if (vm->desc_text && vm->desc.cid_len) {
+			do {
+				vdimg_random_bytes(&cid, sizeof(cid));
+			} while (cid == vm->cid || cid >= 0xfffffffeU);
+			ret = vmdk_write_cid(vm, cid);
+			if (!ret) {
+				vm->desc.cid = cid;
+				vm->cid = cid;
+			}
+		}
+		if (!ret) {
+			vm->cid_renewed = true;
+			vm->img->flags |= VDIMG_IMG_DIRTY;
+		}
+	}
+	vdimg_mutex_unlock(&vm->cid_lock);
+	return ret;
+}
+
+/* ---- opening extents ---- */
+
+static void vmdk_free(struct vmdk *vm)
+{
+	u32 i;
+
+	for (i = 0; vm->ext && i < vm->nr_ext; i++) {
+		if (vm->ext[i].sp) {
+			vmdk_sparse_free(vm->ext[i].sp);
+			vdimg_free(vm->ext[i].sp);
+		}
+	}
+	vdimg_free(vm->ext);
+	vmdk_desc_free(&vm->desc);
+	vdimg_free(vm->desc_text);
+	vdimg_mutex_destroy(&vm->cid_lock);
+	vdimg_free(vm);
+}
+
+/* A COWD (vmfsSparse) extent in @f for @x: read-only. */
+static int vmdk_open_cowd(struct vmdk *vm, struct vmdk_ext *x, struct vdimg_file *f,
+			  const struct vmdk_cowd_header *h, u64 fsize)
+{
+	struct vmdk_sparse *sp;
+	int ret;
+
+	if (vm->writable && x->access == VMDK_ACCESS_RW) {
+		vdimg_err(vm->img, "vmfsSparse (COWD) VMDK extents are read-only (attach read-only or under an overlay)");
+		return -EOPNOTSUPP;
+	}
+	sp = vdimg_zalloc(sizeof(*sp));
+	if (!sp)
+		return -ENOMEM;
+	vdimg_mutex_init(&sp->lock);
+	x->sp = sp;
+	sp->vm = vm;
+	sp->img = vm->img;
+	sp->file = f;
+	sp->file_end = ALIGN_DOWN(fsize, (u64)VMDK_SECTOR);
+	sp->next_alloc = sp->file_end;
+	ret = vmdk_check_cowd_header(sp, h, fsize);
+	if (!ret)
+		ret = vmdk_sparse_open(sp, NULL, fsize);
+	return ret;
+}
+
+/*
+ * Open the hosted sparse extent in @f for @x: header (or stream footer) checks, the embedded
+ * descriptor when @embedded (a monolithic image), the grain directory.
+ */
+static int vmdk_open_sparse(struct vmdk *vm, struct vmdk_ext *x, struct vdimg_file *f,
+			    bool embedded)
+{
+	struct vdimg_image *img = vm->img;
+	u64 fsize = vdimg_file_size(f);
+	struct vmdk_header h;
+	struct vmdk_sparse *sp;
+	int ret;
+
+	BUILD_BUG_ON(sizeof(struct vmdk_header) != VMDK_HEADER_SIZE);
+	BUILD_BUG_ON(sizeof(struct vmdk_marker) != VMDK_MARKER_SIZE);
+	BUILD_BUG_ON(sizeof(struct vmdk_grain_marker) != 12);
+	BUILD_BUG_ON(offsetof(struct vmdk_header, unclean_shutdown) != 72);
+	BUILD_BUG_ON(offsetof(struct vmdk_header, compress_algorithm) != 77);
+
+	if (fsize < VMDK_HEADER_SIZE)
+		return vdimg_corrupt(img, "a sparse extent file is too short for a VMDK header");
+	ret = vdimg_file_read(f, &h, sizeof(h), 0);
+	if (ret)
+		return ret;
+	if (!memcmp(&h, "COWD", 4))
+		return vmdk_open_cowd(vm, x, f, (const struct vmdk_cowd_header *)&h, fsize);
+	if (le32_to_cpu(h.magic) != VMDK_MAGIC)
+		return vdimg_corrupt(img, "a sparse extent has no KDMV signature");
+	if (embedded && !le64_to_cpu(h.capacity) && le64_to_cpu(h.desc_offset)) {
+		vdimg_err(img, "a sparse file that only holds a descriptor is not supported");
+		return -EOPNOTSUPP;
+	}
+	sp = vdimg_zalloc(sizeof(*sp));
+	if (!sp)
+		return -ENOMEM;
+	vdimg_mutex_init(&sp->lock);
+	x->sp = sp;
+	sp->vm = vm;
+	sp->img = img;
+	sp->file = f;
+	sp->writable = vm->writable && x->access == VMDK_ACCESS_RW;
+	sp->file_end = ALIGN_DOWN(fsize, (u64)VMDK_SECTOR);
+	sp->next_alloc = ALIGN(fsize, (u64)VMDK_SECTOR);
+	if (le64_to_cpu(h.gd_offset) == VMDK_GD_AT_END) {
+		struct vmdk_header head = h;
+
+		ret = vmdk_stream_footer(sp, &h, fsize);
+		if (ret)
+			return ret;
+		/* the descriptor is where the head says (the footer copy may not say it) */
+		if (!le64_to_cpu(h.desc_size)) {
+			h.desc_offset = head.desc_offset;
+			h.desc_size = head.desc_size;
+		}
+	}
+	ret = vmdk_check_header(sp, &h, fsize);
+	if (ret)
+		return ret;
+	if (embedded) {
+		ret = vmdk_read_embedded_desc(vm, sp, &h, fsize);
+		if (ret)
+			return ret;
+	}
+	if (sp->writable && sp->compressed) {
+		vdimg_err(img, "streamOptimized VMDK images are read-only");
+		return -EOPNOTSUPP;
+	}
+	if (sp->writable && sp->version == 3) {
+		vdimg_err(img, "VMDK version 3 sparse extents (changed block tracking) are read-only");
+		return -EOPNOTSUPP;
+	}
+	ret = vmdk_sparse_open(sp, &h, fsize);
+	if (ret)
+		return ret;
+	sp->unclean_on_disk = h.unclean_shutdown;
+	if (h.unclean_shutdown)
+		vdimg_info(img, "a sparse extent was not closed cleanly (its data is still consistent)");
+	return 0;
+}
+
+/* One hosted sparse file with its descriptor inside (monolithicSparse, streamOptimized). */
+static int vmdk_open_monolithic(struct vmdk *vm)
+{
+	struct vdimg_image *img = vm->img;
+	struct vmdk_ext *x;
+	int ret;
+
+	if (img->nr_extents) {
+		vdimg_err(img, "a monolithic sparse VMDK has no separate extent files");
+		return -EINVAL;
+	}
+	vm->ext = vdimg_zalloc(sizeof(*vm->ext));
+	if (!vm->ext)
+		return -ENOMEM;
+	vm->nr_ext = 1;
+	x = &vm->ext[0];
+	x->type = VMDK_EXT_SPARSE;
+	x->access = VMDK_ACCESS_RW;
+	x->file = img->file;
+	ret = vmdk_open_sparse(vm, x, img->file, true);
+	if (ret)
+		return ret;
+	if (vm->desc.nr_extents > 1) {
+		vdimg_err(img, "a sparse file whose descriptor names %u extents is not supported",
+			  vm->desc.nr_extents);
+		return -EOPNOTSUPP;
+	}
+	x->len = x->sp->size;
+	return 0;
+}
+
+/* A text descriptor naming extent files, which the caller passed in img->extents. */
+static int vmdk_open_descriptor(struct vmdk *vm, u64 fsize)
+{
+	struct vdimg_image *img = vm->img;
+	const char *ct;
+	u32 i, files = 0, k = 0;
+	u64 pos = 0;
+	int ret;
+
+	if (fsize > VMDK_DESC_MAX)
+		return vdimg_corrupt(img, "a descriptor file of %llu bytes is too large",
+				     (unsigned long long)fsize);
+	vm->desc_file = true;
+	vm->desc_area = fsize;
+	vm->desc_text = vdimg_zalloc(fsize + 1);
+	if (!vm->desc_text)
+		return -ENOMEM;
+	ret = vdimg_file_read(img->file, vm->desc_text, fsize, 0);
+	if (!ret)
+		ret = vmdk_desc_parse(img, vm->desc_text, fsize, &vm->desc);
+	if (ret)
+		return ret;
+	ct = vm->desc.create_type[0] ? vm->desc.create_type : "descriptor-file";
+	if (!vm->desc.nr_extents)
+		return vdimg_corrupt(img, "the descriptor names no extent");
+	for (i = 0; i < vm->desc.nr_extents; i++) {
+		const struct vmdk_desc_extent *d = &vm->desc.extents[i];
+
+		switch (d->type) {
+		case VMDK_EXT_SPARSE:
+		case VMDK_EXT_VMFSSPARSE:
+		case VMDK_EXT_FLAT:
+		case VMDK_EXT_VMFS:
+			files++;
+			break;
+		case VMDK_EXT_ZERO:
+			break;
+		default:
+			vdimg_err(img, "%s VMDK images with %s extents are not supported yet", ct,
+				  vmdk_extent_type_name(d->type));
+			return -EOPNOTSUPP;
+		}
+	}
+	if (img->nr_extents != files) {
+		vdimg_err(img, "%s VMDK image: its descriptor names %u extent file%s, %u %s given",
+			  ct, files, files == 1 ? "" : "s", img->nr_extents,
+			  img->nr_extents == 1 ? "was" : "were");
+		return img->nr_extents ? -EINVAL : -ENOENT;
+	}
+	vm->ext = vdimg_zalloc(sizeof(*vm->ext) * vm->desc.nr_extents);
+	if (!vm->ext)
+		return -ENOMEM;
+	vm->nr_ext = vm->desc.nr_extents;
+	for (i = 0; i < vm->nr_ext; i++) {
+		const struct vmdk_desc_extent *d = &vm->desc.extents[i];
+		struct vmdk_ext *x = &vm->ext[i];
+
+		if (d->sectors > VMDK_MAX_CAPACITY || pos / VMDK_SECTOR + d->sectors > VMDK_MAX_CAPACITY) {
+			vdimg_err(img, "a disk of more than %llu sectors is not supported",
+				  (unsigned long long)VMDK_MAX_CAPACITY);
+			return -EOPNOTSUPP;
+		}
+		x->start = pos;
+		x->len = d->sectors * VMDK_SECTOR;
+		x->type = d->type == VMDK_EXT_VMFS ? VMDK_EXT_FLAT :
+			  d->type == VMDK_EXT_VMFSSPARSE ? VMDK_EXT_SPARSE : d->type;
+		x->access = d->access;
+		pos += x->len;
+		if (x->type == VMDK_EXT_ZERO)
+			continue;
+		x->file = img->extents[k++];
+		if (!x->file)
+			return -EINVAL;
+		if (x->type == VMDK_EXT_FLAT) {
+			u64 need = d->offset * VMDK_SECTOR + x->len;
+
+			x->file_off = d->offset * VMDK_SECTOR;
+			if (vdimg_file_size(x->file) < need)
+				return vdimg_corrupt(img, "extent %u (%s) holds %llu bytes, its extent needs %llu",
+						     i, d->file,
+						     (unsigned long long)vdimg_file_size(x->file),
+						     (unsigned long long)need);
+			continue;
+		}
+		ret = vmdk_open_sparse(vm, x, x->file, false);
+		if (ret)
+			return ret;
+		if (x->sp->capacity != d->sectors)
+			return vdimg_corrupt(img, "extent %u (%s) holds %llu sectors, the descriptor says %llu",
+					     i, d->file, (unsigned long long)x->sp->capacity,
+					     (unsigned long long)d->sectors);
+		if (x->start % x->sp->grain_bytes)
+			return vdimg_corrupt(img, "extent %u does not start on a grain boundary", i);
+		if (x->sp->compressed && vm->writable) {
+			vdimg_err(img, "compressed extents are read-only");
+			return -EOPNOTSUPP;
+		}
+	}
+	return 0;
+}
+
+static int vmdk_open(struct vdimg_image *img, unsigned int flags)
+{
+	u64 fsize = vdimg_file_size(img->file);
+	struct vmdk *vm;
+	char head[32];
+	u32 i, grain = 0;
+	int ret;
+
+	memset(head, 0, sizeof(head));
+	ret = vdimg_file_read(img->file, head, min_t(u64, fsize, sizeof(head)), 0);
+	if (ret)
+		return ret;
+	if (memcmp(head, "KDMV", 4) && memcmp(head, "COWD", 4) && head[0] != '#')
+		return vdimg_corrupt(img, "not a VMDK file (no KDMV signature, no descriptor)");
+
+	vm = vdimg_zalloc(sizeof(*vm));
+	if (!vm)
+		return -ENOMEM;
+	vm->img = img;
+	vdimg_mutex_init(&vm->cid_lock);
+	vm->writable = !(flags & VDIMG_OPEN_READ_ONLY);
+	if (!memcmp(head, "KDMV", 4) || !memcmp(head, "COWD", 4))
+		ret = vmdk_open_monolithic(vm);
+	else
+		ret = vmdk_open_descriptor(vm, fsize);
+	if (ret)
+		goto fail;
+	vm->cid = vm->desc.cid;
+	vm->has_parent = vm->desc.parent_hint[0];
+
+	img->size = vm->ext[vm->nr_ext - 1].start + vm->ext[vm->nr_ext - 1].len;
+	if (!img->size || img->size % VMDK_SECTOR) {
+		ret = vdimg_corrupt(img, "the disk has no sectors");
+		goto fail;
+	}
+	img->lbs = VMDK_SECTOR;
+	img->pbs = VMDK_SECTOR;
+	for (i = 0; i < vm->nr_ext; i++)
+		if (vm->ext[i].sp && !vm->ext[i].sp->compressed)
+			grain = max(grain, vm->ext[i].sp->grain_bytes);
+	img->alloc_unit = grain;
+	if (vm->has_parent)
+		img->flags |= VDIMG_IMG_HAS_PARENT;
+	img->priv = vm;
+	vdimg_strscpy(img->variant, vmdk_variant(vm), sizeof(img->variant));
+	return 0;
+
+fail:
+	vmdk_free(vm);
+	return ret;
+}
+
+static void vmdk_close(struct vdimg_image *img)
+{
+	struct vmdk *vm = VMDK(img);
+	u32 i;
+
+	if (!vm)
+		return;
+	for (i = 0; i < vm->nr_ext; i++) {
+		struct vmdk_ext *x = &vm->ext[i];
+		struct vmdk_sparse *sp = x->sp;
+		int ret = 0;
+
+		if (sp && sp->writable && sp->touched) {
+			vdimg_mutex_lock(&sp->lock);
+			ret = vmdk_flush_locked(sp);
+			if (!ret)
+				ret = vdimg_file_sync(sp->file);
+			if (!ret && sp->unclean_on_disk)
+				ret = vmdk_set_unclean(sp, false);
+			if (!ret)
+				ret = vdimg_file_sync(sp->file);
+			vdimg_mutex_unlock(&sp->lock);
+		} else if (!sp && x->file && vm->writable && x->access == VMDK_ACCESS_RW &&
+			   vm->cid_renewed) {
+			ret = vdimg_file_sync(x->file);
+		}
+		if (ret)
+			vdimg_err(img, "extent %u: metadata could not be written at close (error %d)",
+				  i, ret);
+	}
+	vmdk_free(vm);
+	img->priv = NULL;
+}
+
+/* ---- the data path, dispatched to extents ---- */
+
+/* The extent holding virtual offset @off (< img->size). */
+static struct vmdk_ext *vmdk_find(struct vmdk *vm, u64 off)
+{
+	u32 lo = 0, hi = vm->nr_ext;
+
+	while (hi - lo > 1) {
+		u32 mid = lo + (hi - lo) / 2;
+
+		if (vm->ext[mid].start <= off)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return &vm->ext[lo];
+}
+
+static int vmdk_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags,
+		    struct vdimg_extent *ext)
+{
+	struct vmdk *vm = VMDK(img);
+	bool write = flags & VDIMG_MAP_WRITE;
+	struct vmdk_ext *x;
+	u64 rel;
+	int ret;
+
+	if (offset >= img->size || !length)
+		return -EINVAL;
+	if (write && (!vm->writable || (img->flags & VDIMG_IMG_READ_ONLY)))
+		return -EROFS;
+	x = vmdk_find(vm, offset);
+	rel = offset - x->start;
+	length = min(length, x->len - rel);
+	if (x->access == VMDK_ACCESS_NOACCESS)
+		return -EIO;
+	if (write && (x->access != VMDK_ACCESS_RW || x->type == VMDK_EXT_ZERO))
+		return -EROFS;
+	if (x->type == VMDK_EXT_SPARSE) {
+		ret = vmdk_sparse_map(x->sp, rel, length, flags, ext);
+		if (ret)
+			return ret;
+		ext->offset += x->start;
+		if (ext->flags & VDIMG_EXT_NEW)
+			ext->fill_offset += x->start;
+		return 0;
+	}
+	if (write) {
+		ret = vmdk_renew_cid(vm, flags & VDIMG_MAP_NOWAIT);
+		if (ret)
+			return ret;
+	}
+	memset(ext, 0, sizeof(*ext));
+	ext->offset = offset;
+	ext->length = length;
+	if (x->type == VMDK_EXT_ZERO) {
+		ext->type = VDIMG_EXT_ZERO;
+	} else {
+		ext->type = VDIMG_EXT_DATA;
+		ext->file = x->file;
+		ext->file_offset = x->file_off + rel;
+	}
+	return 0;
+}
+
+/* @ext (virtual offsets) as the sparse extent it lies in sees it; NULL if it is not in one */
+static struct vmdk_ext *vmdk_ext_of(struct vmdk *vm, const struct vdimg_extent *ext,
+				    struct vdimg_extent *rel)
+{
+	struct vmdk_ext *x;
+
+	if (ext->offset >= vm->img->size)
+		return NULL;
+	x = vmdk_find(vm, ext->offset);
+	if (x->type != VMDK_EXT_SPARSE || ext->offset + ext->length > x->start + x->len)
+		return NULL;
+	*rel = *ext;
+	rel->offset -= x->start;
+	if (rel->flags & VDIMG_EXT_NEW)
+		rel->fill_offset -= x->start;
+	return x;
+}
+
+static int vmdk_commit(struct vdimg_image *img, const struct vdimg_extent *ext)
+{
+	struct vdimg_extent rel;
+	struct vmdk_ext *x = vmdk_ext_of(VMDK(img), ext, &rel);
+
+	if (!x)
+		return -EINVAL;
+	return vmdk_sparse_commit(x->sp, &rel);
+}
+
+/* A NEW grain that will not be recorded stays reserved: it leaks, as a crash would leave it. */
+static void vmdk_abort(struct vdimg_image *img, const struct vdimg_extent *ext)
+{
+}
+
+static int vmdk_read_encoded(struct vdimg_image *img, const struct vdimg_extent *ext, void *buf)
+{
+	struct vdimg_extent rel;
+	struct vmdk_ext *x = vmdk_ext_of(VMDK(img), ext, &rel);
+
+	if (!x)
+		return -EINVAL;
+	return vmdk_sparse_read_encoded(x->sp, &rel, buf);
+}
+
+static int vmdk_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags)
+{
+	struct vmdk *vm = VMDK(img);
+	u64 end;
+	int ret = 0;
+
+	if (!vm->writable || (img->flags & VDIMG_IMG_READ_ONLY))
+		return -EROFS;
+	if (flags & ~(VDIMG_DISCARD_ZEROES | VDIMG_DISCARD_NOUNMAP))
+		return -EINVAL;
+	if (offset > img->size || length > img->size - offset)
+		return -EINVAL;
+	end = offset + length;
+	while (!ret && offset < end) {
+		struct vmdk_ext *x = vmdk_find(vm, offset);
+		u64 rel = offset - x->start, n = min(end - offset, x->len - rel);
+
+		if (x->access == VMDK_ACCESS_NOACCESS)
+			ret = -EIO;
+		else if (x->type == VMDK_EXT_ZERO)
+			ret = 0;
+		else if (x->access != VMDK_ACCESS_RW)
+			ret = -EROFS;
+		else if (x->type == VMDK_EXT_SPARSE)
+			ret = vmdk_sparse_discard(x->sp, rel, n, flags);
+		else if (!(ret = vmdk_renew_cid(vm, false)))
+			ret = flags & VDIMG_DISCARD_NOUNMAP ?
+			      vdimg_file_zero_range(x->file, x->file_off + rel, n) :
+			      vdimg_file_zero(x->file, x->file_off + rel, n);
+		offset += n;
+	}
+	return ret;
+}
+
+int vmdk_flush(struct vdimg_image *img)
+{
+	struct vmdk *vm = VMDK(img);
+	u32 i;
+	int ret = 0;
+
+	for (i = 0; !ret && i < vm->nr_ext; i++) {
+		struct vmdk_ext *x = &vm->ext[i];
+
+		if (x->sp)
+			ret = vmdk_sparse_flush(x->sp);
+		else if (x->file && x->file != img->file && vm->writable &&
+			 x->access == VMDK_ACCESS_RW && vm->cid_renewed)
+			ret = vdimg_file_sync(x->file);
+	}
+	return ret;
+}
+
+static int vmdk_verify_parent(struct vdimg_image *child, struct vdimg_image *parent)
+{
+	struct vmdk *vm = VMDK(child);
+	const struct vmdk *p;
+	char want[9], have[9];
+
+	if (!vm->has_parent || parent->fmt != child->fmt)
+		return 0;	/* only a VMDK parent has a CID to compare */
+	p = parent->priv;
+	if (vm->desc.parent_cid == p->cid)
+		return 0;
+	vmdk_hex32(want, vm->desc.parent_cid);
+	vmdk_hex32(have, p->cid);
+	vdimg_err(child, "parentCID %s does not match %s, whose CID is %s (the parent changed after this image was made)",
+		  want, parent->name ? parent->name : "the parent", have);
+	return -ESTALE;
+}
+
+const struct vdimg_format vdimg_vmdk_format = {
+	.name = "vmdk",
+	.id = VDIMG_FMT_VMDK,
+	.caps = VDIMG_CAP_EXTENT_FILES,
+	.probe = vmdk_probe,
+	.open = vmdk_open,
+	.close = vmdk_close,
+	.map = vmdk_map,
+	.commit = vmdk_commit,
+	.abort = vmdk_abort,
+	.read_encoded = vmdk_read_encoded,
+	.discard = vmdk_discard,
+	.flush = vmdk_flush,
+	.verify_parent = vmdk_verify_parent,
+};

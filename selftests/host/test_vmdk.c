@@ -1,0 +1,1151 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Host tests of the VMDK backend (backends/vmdk/) against qemu: monolithicSparse and
+ * streamOptimized images made by qemu-img (with zeroed_grain, adapter_type, hwversion, compat6)
+ * and filled by qemu-io read back through libvdimg byte for byte as `qemu-img convert -O raw` does;
+ * variants with separate extent files are refused by name; random writes, discards and
+ * write-zeroes through libvdimg compared with a raw shadow, then `qemu-img check` and
+ * `qemu-img compare` (and libyal's vmdkinfo when installed); chains made by qemu-img with their
+ * CID checks (a parent changed after its child was made is refused unless forced; the first write
+ * renews the CID); write cuts at every write of a workload leave an image qemu checks clean with
+ * the flushed data intact; hostile headers fail open cleanly; the samples of ../shared/samples
+ * (VDIMG_SAMPLES) when present. Skips (exit 4) when qemu-img is missing. KTAP on stdout.
+ */
+#include <sys/wait.h>
+#include "../../tools/lib/chain.h"
+#include "../../backends/vmdk/vmdk.h"
+#include "ktap.h"
+
+#define KiB 1024ULL
+#define MiB (1024ULL * 1024)
+
+static const char *samples;
+static bool have_vmdkinfo;
+
+/* A persistent scratch path (tpath() rotates its buffers). */
+static const char *tp(const char *name)
+{
+	static char bufs[48][512];
+	static int n;
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (!strcmp(strrchr(bufs[i], '/') + 1, name))
+			return bufs[i];
+	if (n == 48)
+		return tpath(name);
+	snprintf(bufs[n], sizeof(bufs[n]), "%s", tpath(name));
+	return bufs[n++];
+}
+
+/* Open @n images (base first) as a chain through the registry. */
+static int open_chain_f(struct vdimg_chain **c, const char *const *paths, int n, bool ro,
+			unsigned int flags)
+{
+	int fds[4] = { -1, -1, -1, -1 }, i, ret;
+
+	for (i = 0; i < n; i++) {
+		fds[i] = open(paths[i], (i == n - 1 && !ro ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+		if (fds[i] < 0)
+			return -errno;
+	}
+	ret = vdimg_chain_open_fds(c, fds, paths, n, NULL,
+				   flags | VDIMG_CHAIN_ALLOW_RAW | (ro ? VDIMG_CHAIN_READ_ONLY : 0));
+	if (ret)
+		for (i = 0; i < n; i++)
+			close(fds[i]);
+	return ret;
+}
+
+static int open_chain(struct vdimg_chain **c, const char *const *paths, int n, bool ro)
+{
+	return open_chain_f(c, paths, n, ro, 0);
+}
+
+static void close_chain(struct vdimg_chain *c, int n)
+{
+	int fds[4], i;
+
+	for (i = 0; i < n && c; i++)
+		fds[i] = c->layer[i].fd;
+	vdimg_chain_close(c);
+	for (i = 0; i < n && c; i++)
+		close(fds[i]);
+}
+
+/* Does the chain read exactly like qemu-img convert -O raw of the top image? */
+static bool chain_matches_qemu(const char *const *paths, int n, const char *tag)
+{
+	struct vdimg_chain *c;
+	size_t len, i;
+	u8 *want, *got;
+	bool same = false;
+	int ret;
+
+	if (sh("qemu-img convert -O raw '%s' '%s'", paths[n - 1], tp("ref.raw"))) {
+		printf("# %s: qemu-img convert failed\n", tag);
+		return false;
+	}
+	want = slurp(tp("ref.raw"), &len);
+	ret = open_chain(&c, paths, n, true);
+	if (ret || !want) {
+		printf("# %s: open failed: %d\n", tag, ret);
+		free(want);
+		return false;
+	}
+	got = malloc(len);
+	if (c->size == len && !vdimg_chain_pread(c, got, len, 0)) {
+		same = !memcmp(want, got, len);
+		for (i = 0; !same && i < len && want[i] == got[i]; i++)
+			;
+		if (!same)
+			printf("# %s: first difference at %zu: want %02x got %02x\n", tag, i, want[i],
+			       got[i]);
+	} else {
+		printf("# %s: read failed (size %llu vs %zu)\n", tag, (unsigned long long)c->size, len);
+	}
+	close_chain(c, n);
+	free(want);
+	free(got);
+	return same;
+}
+
+/* qemu-io commands straddling grains and grain tables, and zeroed ranges */
+static const char *const fill_cmds =
+	"-c 'write -P 0x11 0 4k' -c 'write -P 0x22 60k 8k' -c 'write -P 0x33 1000k 100k' "
+	"-c 'write -P 0x44 2047k 2k' -c 'write -P 0x55 31m 2m' -c 'write -z 3200k 64k' "
+	"-c 'write -P 0x66 6143k 3k' -c 'write -P 0x77 8000k 513k' -c 'write -z 9m 1m' "
+	"-c 'write -P 0x88 12345k 1k' -c 'write -P 0x99 40956k 4k'";
+
+static const char *const sparse_opts[] = {
+	"subformat=monolithicSparse",
+	"subformat=monolithicSparse,zeroed_grain=on",
+	"subformat=monolithicSparse,adapter_type=lsilogic,hwversion=6",
+	"subformat=monolithicSparse,compat6=on",
+	"subformat=monolithicSparse,adapter_type=ide,zeroed_grain=on",
+};
+
+static void test_qemu_images(void)
+{
+	const char *p[1] = { tp("q.vmdk") };
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(sparse_opts); i++) {
+		int r = sh("qemu-img create -q -f vmdk -o %s '%s' 40M && qemu-io -f vmdk %s '%s' >/dev/null",
+			   sparse_opts[i], p[0], fill_cmds, p[0]);
+
+		if (!ok(r == 0, "qemu made image %s", sparse_opts[i]))
+			continue;
+		ok(chain_matches_qemu(p, 1, sparse_opts[i]), "read %s == qemu-img convert",
+		   sparse_opts[i]);
+	}
+	/* a size that is not a multiple of the grain */
+	if (ok(sh("qemu-img create -q -f vmdk '%s' 1000k && qemu-io -f vmdk -c 'write -P 0x5a 900k 100k' '%s' >/dev/null",
+		  p[0], p[0]) == 0, "qemu made a 1000 KiB image"))
+		ok(chain_matches_qemu(p, 1, "1000k"), "read 1000 KiB image == qemu-img convert");
+}
+
+/* streamOptimized (compressed grains, markers, footer) through qemu-img convert */
+static void test_stream(void)
+{
+	const char *raw = tp("s.raw"), *p[1] = { tp("s.vmdk") };
+	struct vdimg_chain *c;
+	int r, fd;
+
+	r = sh("qemu-img create -q -f raw '%s' 40M && qemu-io -f raw %s '%s' >/dev/null && "
+	       "qemu-img convert -O vmdk -o subformat=streamOptimized '%s' '%s'",
+	       raw, fill_cmds, raw, raw, p[0]);
+	if (!ok(r == 0, "qemu made a streamOptimized image"))
+		return;
+	ok(chain_matches_qemu(p, 1, "stream"), "read streamOptimized == qemu-img convert");
+	fd = open(p[0], O_RDWR | O_CLOEXEC);
+	r = vdimg_chain_open_fds(&c, &fd, p, 1, NULL, 0);
+	ok(r == -EOPNOTSUPP && strstr(ktap_last_msg, "streamOptimized"),
+	   "a writable open of streamOptimized is refused by name (%d: %s)", r, ktap_last_msg);
+	if (!r)
+		vdimg_chain_close(c);
+	close(fd);
+}
+
+/* the CID the descriptor of @path says */
+static u32 read_cid(const char *path, const char *key)
+{
+	char cmd[1024], line[256];
+	FILE *f;
+	u32 cid = 0;
+
+	snprintf(cmd, sizeof(cmd), "head -c 4096 '%s' | tr -d '\\0' | grep -a '^%s='", path, key);
+	f = popen(cmd, "r");
+	if (f && fgets(line, sizeof(line), f))
+		cid = strtoul(strchr(line, '=') + 1, NULL, 16);
+	if (f)
+		pclose(f);
+	return cid;
+}
+
+/* read [off, off + len) of the image at @path through libvdimg (whole chain, read-only) */
+static int lib_read(const char *path, void *buf, size_t len, u64 off)
+{
+	const char *p[1] = { path };
+	struct vdimg_chain *c;
+	int ret = open_chain(&c, p, 1, true);
+
+	if (ret)
+		return ret;
+	ret = vdimg_chain_pread(c, buf, len, off);
+	close_chain(c, 1);
+	return ret;
+}
+
+/* read [off, off + len) of a raw file */
+static int raw_read(const char *path, void *buf, size_t len, u64 off)
+{
+	int fd = open(path, O_RDONLY);
+	ssize_t n = fd < 0 ? -1 : pread(fd, buf, len, off);
+
+	if (fd >= 0)
+		close(fd);
+	return n == (ssize_t)len ? 0 : -EIO;
+}
+
+/*
+ * Variants with separate extent files (the library opens them next to the descriptor): qemu's data
+ * reads back, writes across an extent boundary read back through qemu, qemu-img check stays clean.
+ */
+static void test_split(void)
+{
+	static const struct {
+		const char *sub;
+		u64 size, edge;		/* an extent boundary to straddle */
+	} v[] = {
+		{ "monolithicFlat", 40 * MiB, 20 * MiB },
+		{ "twoGbMaxExtentSparse", 3072 * MiB, 2048 * MiB },
+		{ "twoGbMaxExtentFlat", 3072 * MiB, 2048 * MiB },
+	};
+	static u8 buf[4 * MiB], want[4 * MiB];
+	const char *p[1] = { tp("x.vmdk") };
+	struct vdimg_chain *c;
+	size_t i;
+	int r;
+
+	for (i = 0; i < ARRAY_SIZE(v); i++) {
+		u64 e = v[i].edge;
+
+		sh("rm -f %s/x*.vmdk", ktap_dir);
+		r = sh("qemu-img create -q -f vmdk -o subformat=%s '%s' %llu && "
+		       "qemu-io -f vmdk -c 'write -P 0x5a %llu 2m' -c 'write -P 0x11 0 64k' '%s' >/dev/null",
+		       v[i].sub, p[0], (unsigned long long)v[i].size,
+		       (unsigned long long)(e - MiB), p[0]);
+		if (!ok(r == 0, "qemu made and filled %s", v[i].sub))
+			continue;
+		r = lib_read(p[0], buf, 2 * MiB, e - MiB);
+		ok(!r && is_byte(buf, 2 * MiB, 0x5a), "%s: qemu's write across the extent boundary reads back (%d)",
+		   v[i].sub, r);
+		r = lib_read(p[0], buf, 128 * KiB, 0);
+		ok(!r && is_byte(buf, 64 * KiB, 0x11) && is_byte(buf + 64 * KiB, 64 * KiB, 0),
+		   "%s: the first extent's data and zeros", v[i].sub);
+		r = lib_read(p[0], buf, MiB, v[i].size - MiB);
+		ok(!r && is_byte(buf, MiB, 0), "%s: the last MiB reads zeros", v[i].sub);
+		if (v[i].size <= 64 * MiB)
+			ok(chain_matches_qemu(p, 1, v[i].sub), "%s: whole disk == qemu-img convert",
+			   v[i].sub);
+		/* writes across the boundary, through our library */
+		r = open_chain(&c, p, 1, false);
+		if (!ok_err(r, 0, "%s: open writable (extent files opened beside it)", v[i].sub))
+			continue;
+		fill_pat(want, 3 * MiB, 40 + i, e - 1500 * KiB);
+		r = vdimg_chain_pwrite(c, want, 3 * MiB, e - 1500 * KiB);
+		if (!r)
+			r = vdimg_chain_discard(c, e + 2 * MiB, 512 * KiB, VDIMG_DISCARD_ZEROES);
+		close_chain(c, 1);
+		ok_err(r, 0, "%s: 3 MiB written across the boundary, 512 KiB zeroed after it", v[i].sub);
+		r = sh("qemu-img convert -O raw '%s' '%s'", p[0], tp("x.raw"));
+		ok(!r && !raw_read(tp("x.raw"), buf, 3 * MiB, e - 1500 * KiB) &&
+		   !memcmp(buf, want, 3 * MiB) &&
+		   !raw_read(tp("x.raw"), buf, 512 * KiB, e + 2 * MiB) && is_byte(buf, 512 * KiB, 0) &&
+		   !raw_read(tp("x.raw"), buf, 64 * KiB, 0) && is_byte(buf, 64 * KiB, 0x11),
+		   "%s: qemu reads our writes, and what was there", v[i].sub);
+		unlink(tp("x.raw"));
+		if (strstr(v[i].sub, "Sparse"))
+			ok(sh("qemu-img check -q -f vmdk '%s'", p[0]) == 0, "%s: qemu-img check clean",
+			   v[i].sub);
+		if (have_vmdkinfo)
+			ok(sh("vmdkinfo '%s' >/dev/null 2>&1", p[0]) == 0, "%s: vmdkinfo reads it",
+			   v[i].sub);
+		ok(read_cid(p[0], "CID") != 0, "%s: the descriptor still has a CID", v[i].sub);
+	}
+}
+
+/* a vmfs descriptor (VMFS extents: flat, no offset), made from qemu's monolithicFlat */
+static void test_vmfs(void)
+{
+	const char *p[1] = { tp("v.vmdk") };
+	int r;
+
+	sh("rm -f %s/v*.vmdk", ktap_dir);
+	r = sh("qemu-img create -q -f vmdk -o subformat=monolithicFlat '%s' 8M && "
+	       "qemu-io -f vmdk -c 'write -P 0x3e 1m 3m' '%s' >/dev/null && "
+	       "sed -i -e 's/monolithicFlat/vmfs/' -e 's/^RW 16384 FLAT \\(.*\\) 0$/RW 16384 VMFS \\1/' '%s' && "
+	       "grep -q 'VMFS' '%s'", p[0], p[0], p[0], p[0]);
+	if (!ok(r == 0, "a vmfs descriptor made from a monolithicFlat one"))
+		return;
+	ok(chain_matches_qemu(p, 1, "vmfs"), "vmfs reads like qemu-img convert");
+}
+
+/*
+ * COWD (vmfsSparse, read-only): a file built here (qemu cannot create one, but reads it): 2 MiB of
+ * 4 KiB grains, GD at sector 4, its one GT at sector 5, grains 0 and 100 allocated. Read alone
+ * and as the extent of a vmfsSparse descriptor; a writable open is refused.
+ */
+static void test_cowd(void)
+{
+	static u8 f[56 * 512];
+	const char *p[1] = { tp("cowd.vmdk") }, *d[1] = { tp("vs.vmdk") };
+	struct vdimg_chain *c;
+	u8 buf[8192];
+	__le32 v;
+	int r, fd;
+
+	memset(f, 0, sizeof(f));
+	memcpy(f, "COWD", 4);
+	v = htole32(1); memcpy(f + 4, &v, 4);		/* version */
+	v = htole32(3); memcpy(f + 8, &v, 4);		/* flags */
+	v = htole32(4096); memcpy(f + 12, &v, 4);	/* capacity, sectors */
+	v = htole32(8); memcpy(f + 16, &v, 4);		/* grain, sectors */
+	v = htole32(4); memcpy(f + 20, &v, 4);		/* GD sector */
+	v = htole32(1); memcpy(f + 24, &v, 4);		/* GD entries */
+	v = htole32(56); memcpy(f + 28, &v, 4);	/* next free sector */
+	v = htole32(5); memcpy(f + 4 * 512, &v, 4);	/* GD[0] -> GT at sector 5 */
+	v = htole32(40); memcpy(f + 5 * 512, &v, 4);	/* grain 0 at sector 40 */
+	v = htole32(48); memcpy(f + 5 * 512 + 100 * 4, &v, 4); /* grain 100 at sector 48 */
+	/* qemu reads a CID from the second sector (the header's description field) */
+	memcpy(f + 512, "CID=abcdef01\nparentCID=ffffffff\n", 33);
+	memset(f + 40 * 512, 0xc1, 4096);
+	memset(f + 48 * 512, 0xc2, 4096);
+	close(tfile("cowd.vmdk", f, sizeof(f)));
+	ok(chain_matches_qemu(p, 1, "cowd"), "a COWD file reads like qemu-img convert");
+	r = lib_read(p[0], buf, 8192, 100 * 4096 - 4096);
+	ok(!r && is_byte(buf, 4096, 0) && is_byte(buf + 4096, 4096, 0xc2), "COWD grain 100 and its neighbour");
+	fd = open(p[0], O_RDWR | O_CLOEXEC);
+	vdimg_msg_level = -1;
+	r = vdimg_chain_open_fds(&c, &fd, p, 1, NULL, 0);
+	vdimg_msg_level = VDIMG_LOG_INFO;
+	ok(r == -EOPNOTSUPP, "a writable open of COWD is refused (%d)", r);
+	if (!r)
+		vdimg_chain_close(c);
+	close(fd);
+	/* a vmfsSparse descriptor naming it */
+	{
+		FILE *df = fopen(d[0], "w");
+
+		if (df) {
+			fprintf(df, "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\n"
+				"createType=\"vmfsSparse\"\n\n# Extent description\n"
+				"RW 4096 VMFSSPARSE \"cowd.vmdk\"\n");
+			fclose(df);
+		}
+	}
+	r = lib_read(d[0], buf, 4096, 0);
+	ok(!r && is_byte(buf, 4096, 0xc1), "a vmfsSparse descriptor reads its COWD extent (%d)", r);
+}
+
+/* RDONLY, NOACCESS and ZERO extents, and extent files that do not fit the descriptor */
+static void test_extent_kinds(void)
+{
+	const char *p[1] = { tp("k.vmdk") };
+	struct vdimg_chain *c;
+	u8 buf[4096];
+	int r;
+
+	sh("rm -f %s/k*.vmdk", ktap_dir);
+	if (!ok(sh("qemu-img create -q -f vmdk -o subformat=monolithicFlat '%s' 1M && qemu-io -f vmdk -c 'write -P 0x77 0 1m' '%s' >/dev/null",
+		   p[0], p[0]) == 0, "qemu made a 1 MiB monolithicFlat"))
+		return;
+	/* the descriptor: 1 MiB flat (RDONLY), 1 MiB of ZERO, 1 MiB NOACCESS of the same file */
+	r = sh("sed -i -e 's/^RW 2048 FLAT \\(.*\\) 0$/RDONLY 2048 FLAT \\1 0\\nRW 2048 ZERO\\nNOACCESS 2048 FLAT \\1 0/' '%s' && grep -q NOACCESS '%s'",
+	       p[0], p[0]);
+	if (!ok(r == 0, "descriptor edited: RDONLY flat, ZERO, NOACCESS flat"))
+		return;
+	r = open_chain(&c, p, 1, false);
+	if (!ok_err(r, 0, "open writable"))
+		return;
+	ok(c->size == 3 * MiB, "3 MiB disk");
+	r = vdimg_chain_pread(c, buf, sizeof(buf), 4096);
+	ok(!r && is_byte(buf, sizeof(buf), 0x77), "the RDONLY extent reads");
+	r = vdimg_chain_pread(c, buf, sizeof(buf), MiB + 4096);
+	ok(!r && is_byte(buf, sizeof(buf), 0), "the ZERO extent reads zeros");
+	ok_err(vdimg_chain_pread(c, buf, sizeof(buf), 2 * MiB), -EIO, "the NOACCESS extent: -EIO");
+	ok_err(vdimg_chain_pwrite(c, buf, sizeof(buf), 0), -EROFS, "a write to the RDONLY extent: -EROFS");
+	ok_err(vdimg_chain_pwrite(c, buf, sizeof(buf), MiB), -EROFS, "a write to the ZERO extent: -EROFS");
+	close_chain(c, 1);
+	/* a flat extent file shorter than its extent */
+	sh("truncate -s 512k '%s/k-flat.vmdk'", ktap_dir);
+	vdimg_msg_level = -1;
+	r = open_chain(&c, p, 1, true);
+	vdimg_msg_level = VDIMG_LOG_INFO;
+	ok(r == -EUCLEAN, "a short extent file is refused (%d)", r);
+	if (!r)
+		close_chain(c, 1);
+	/* a missing extent file */
+	unlink(tp("k-flat.vmdk"));
+	vdimg_msg_level = -1;
+	r = open_chain(&c, p, 1, true);
+	vdimg_msg_level = VDIMG_LOG_INFO;
+	ok(r == -ENOENT, "a missing extent file is refused (%d)", r);
+	if (!r)
+		close_chain(c, 1);
+	/* extent names outside the descriptor's directory are refused */
+	{
+		static const char *const bad[] = { "/etc/passwd", "../k-flat.vmdk", "a/../../x" };
+		size_t i;
+
+		for (i = 0; i < ARRAY_SIZE(bad); i++) {
+			FILE *df = fopen(tp("k3.vmdk"), "w");
+
+			if (df) {
+				fprintf(df, "# Disk DescriptorFile\nversion=1\nCID=12345678\n"
+					"parentCID=ffffffff\ncreateType=\"monolithicFlat\"\n"
+					"RW 8 FLAT \"%s\" 0\n", bad[i]);
+				fclose(df);
+			}
+			vdimg_msg_level = -1;
+			r = lib_read(tp("k3.vmdk"), buf, 512, 0);
+			vdimg_msg_level = VDIMG_LOG_INFO;
+			ok(r == -EPERM, "extent file name %s is refused (%d)", bad[i], r);
+		}
+	}
+	/* extents passed that the descriptor does not name */
+	{
+		struct vdimg_image img = { .name = "k.vmdk" };
+		struct vdimg_file *extra[1];
+		int fd = open(p[0], O_RDONLY), fd2 = open(p[0], O_RDONLY);
+
+		img.file = vdimg_file_from_fd(fd);
+		extra[0] = vdimg_file_from_fd(fd2);
+		sh("qemu-img create -q -f vmdk '%s' 1M", tp("k2.vmdk"));
+		close(fd);
+		fd = open(tp("k2.vmdk"), O_RDONLY);
+		img.file->fd = fd;
+		img.extents = extra;
+		img.nr_extents = 1;
+		vdimg_msg_level = -1;
+		r = vdimg_image_open(&img, VDIMG_FMT_VMDK, VDIMG_OPEN_READ_ONLY);
+		vdimg_msg_level = VDIMG_LOG_INFO;
+		ok(r == -EINVAL, "a monolithic image with an extent file given is refused (%d)", r);
+		if (!r)
+			vdimg_image_close(&img);
+		vdimg_file_free(img.file);
+		vdimg_file_free(extra[0]);
+		close(fd);
+		close(fd2);
+	}
+}
+
+/* ---- writes through libvdimg ---- */
+
+static u64 rnd_state = 88172645463325252ULL;
+
+static u64 rnd(void)
+{
+	rnd_state ^= rnd_state << 13;
+	rnd_state ^= rnd_state >> 7;
+	rnd_state ^= rnd_state << 17;
+	return rnd_state;
+}
+
+/* A random workload of writes, discards and write-zeroes on @c, mirrored in @shadow. */
+static int workload(struct vdimg_chain *c, u8 *shadow, u64 size, int ops, unsigned int seed,
+		    u64 maxsec)
+{
+	static u8 buf[1 * MiB];
+	int i, ret = 0;
+
+	for (i = 0; i < ops && !ret; i++) {
+		u64 r = rnd(), len = 512 * (1 + r % maxsec), off;
+		int what = (r >> 20) % 10;
+
+		len = min(len, size / 4);
+		off = (rnd() % (size / 512 - len / 512)) * 512;
+		if (what < 7) {
+			fill_pat(buf, len, seed + i, off);
+			ret = vdimg_chain_pwrite(c, buf, len, off);
+			memcpy(shadow + off, buf, len);
+		} else if (what < 9) {
+			ret = vdimg_chain_discard(c, off, len, VDIMG_DISCARD_ZEROES);
+			memset(shadow + off, 0, len);
+		} else {
+			ret = vdimg_chain_flush(c);
+		}
+	}
+	return ret;
+}
+
+static u8 peek8(const char *path, u64 off)
+{
+	int fd = open(path, O_RDONLY);
+	u8 b = 0xee;
+
+	if (fd < 0 || pread(fd, &b, 1, off) != 1)
+		printf("# peek %s failed\n", path);
+	close(fd);
+	return b;
+}
+
+static void test_writes(void)
+{
+	const u64 size = 40 * MiB;
+	size_t i;
+
+	for (i = 0; i < 4; i++) {
+		bool backing = i >= 2;
+		const char *opts = i % 2 ? "zeroed_grain=on" : "zeroed_grain=off";
+		const char *p[2] = { tp("wbase.vmdk"), tp("w.vmdk") };
+		struct vdimg_chain *c;
+		u8 *shadow = calloc(1, size), *got;
+		int ret, n = backing ? 2 : 1;
+		const char *const *pp = backing ? p : p + 1;
+		u32 cid0;
+
+		if (backing) {
+			ret = sh("qemu-img create -q -f vmdk '%s' 40M && qemu-io -f vmdk -c 'write -P 0x3c 0 40m' '%s' >/dev/null"
+				 " && qemu-img create -q -f vmdk -o %s -b '%s' -F vmdk '%s'",
+				 p[0], p[0], opts, p[0], p[1]);
+			memset(shadow, 0x3c, size);
+		} else {
+			ret = sh("qemu-img create -q -f vmdk -o %s '%s' 40M", opts, p[1]);
+		}
+		if (!ok(ret == 0, "create %s%s", opts, backing ? " with backing" : "")) {
+			free(shadow);
+			continue;
+		}
+		cid0 = read_cid(p[1], "CID");
+		ret = open_chain(&c, pp, n, false);
+		if (!ok_err(ret, 0, "open %s writable", opts)) {
+			free(shadow);
+			continue;
+		}
+		ret = workload(c, shadow, size, 300, (unsigned int)i * 1000, 400);
+		ok_err(ret, 0, "300 random writes/discards/zeroes on %s%s", opts,
+		       backing ? " over a backing file" : "");
+		ok(peek8(p[1], 72) == 1, "%s: uncleanShutdown is set while open", opts);
+		got = malloc(size);
+		ok(!vdimg_chain_pread(c, got, size, 0) && !memcmp(got, shadow, size),
+		   "%s%s: reads back the shadow before close", opts, backing ? " (backing)" : "");
+		free(got);
+		close_chain(c, n);
+		ok(peek8(p[1], 72) == 0, "%s: uncleanShutdown is clear after close", opts);
+		ok(read_cid(p[1], "CID") != cid0, "%s: the first write renewed the CID", opts);
+		close(tfile("shadow.raw", shadow, size));
+		ok(sh("qemu-img check -q -f vmdk '%s'", p[1]) == 0,
+		   "%s%s: qemu-img check: no errors", opts, backing ? " (backing)" : "");
+		ok(sh("qemu-img compare -q -f raw -F vmdk '%s' '%s'", tp("shadow.raw"), p[1]) == 0,
+		   "%s%s: qemu-img compare with the shadow", opts, backing ? " (backing)" : "");
+		if (have_vmdkinfo)
+			ok(sh("vmdkinfo '%s' >/dev/null 2>&1", p[1]) == 0, "%s: vmdkinfo reads it", opts);
+		free(shadow);
+	}
+}
+
+/* ---- our create, check, set_parent ---- */
+
+static int create_file(const char *path, const struct vdimg_create_opts *o)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	struct vdimg_file *f;
+	int ret;
+
+	if (fd < 0)
+		return -errno;
+	f = vdimg_file_from_fd(fd);
+	ret = vdimg_vmdk_tool_ops.create(f, o);
+	vdimg_file_free(f);
+	close(fd);
+	return ret;
+}
+
+/* our images with several grain sizes: qemu accepts them, and they take a random workload */
+static void test_create(void)
+{
+	static const struct {
+		u32 grain;
+		const char *opts;
+	} cfg[] = {
+		{ 0, NULL },
+		{ 8192, "zeroed_grain=on" },
+		{ 16384, "adapter_type=lsilogic,hwversion=7" },
+		{ 1 << 20, "zeroed_grain=on" },
+		{ 32768, "compat6" },
+	};
+	const u64 size = 40 * MiB;
+	const char *p[1] = { tp("mine.vmdk") };
+	struct vdimg_check_result res;
+	struct vdimg_chain *c;
+	size_t i;
+	int ret;
+
+	for (i = 0; i < ARRAY_SIZE(cfg); i++) {
+		struct vdimg_create_opts o = { .size = size, .block_size = cfg[i].grain,
+					       .options = cfg[i].opts };
+		u8 *shadow, *got;
+
+		ret = create_file(p[0], &o);
+		if (!ok_err(ret, 0, "create grain %u %s", cfg[i].grain, cfg[i].opts ? cfg[i].opts : ""))
+			continue;
+		ok(sh("qemu-img check -q -f vmdk '%s' && qemu-io -f vmdk -c 'write -P 0x42 1m 3m' -c 'read -P 0x42 1m 3m' '%s' >/dev/null && qemu-img check -q -f vmdk '%s'",
+		      p[0], p[0], p[0]) == 0,
+		   "grain %u: qemu checks, writes and reads our image", cfg[i].grain);
+		if (have_vmdkinfo)
+			ok(sh("vmdkinfo '%s' >/dev/null 2>&1", p[0]) == 0, "grain %u: vmdkinfo reads it",
+			   cfg[i].grain);
+		shadow = calloc(1, size);
+		memset(shadow + 1 * MiB, 0x42, 3 * MiB);
+		if (!ok_err(open_chain(&c, p, 1, false), 0, "grain %u: open writable", cfg[i].grain)) {
+			free(shadow);
+			continue;
+		}
+		rnd_state = 1000 + i;
+		ret = workload(c, shadow, size, 200, 77 + i, 300);
+		ok_err(ret, 0, "grain %u: 200 random writes/discards", cfg[i].grain);
+		ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), 0, &res);
+		ok(!ret && !res.errors, "grain %u: our check finds no error (%llu errors, %llu leaks)",
+		   cfg[i].grain, (unsigned long long)res.errors, (unsigned long long)res.leaks);
+		close_chain(c, 1);
+		close(tfile("shadow.raw", shadow, size));
+		ok(sh("qemu-img check -q -f vmdk '%s'", p[0]) == 0 &&
+		   sh("qemu-img compare -q -f raw -F vmdk '%s' '%s'", tp("shadow.raw"), p[0]) == 0,
+		   "grain %u: qemu-img check clean, compare equal to the shadow", cfg[i].grain);
+		got = malloc(size);
+		if (!open_chain(&c, p, 1, true)) {
+			ok(!vdimg_chain_pread(c, got, size, 0) && !memcmp(got, shadow, size),
+			   "grain %u: reopened, reads the shadow", cfg[i].grain);
+			close_chain(c, 1);
+		}
+		free(got);
+		free(shadow);
+	}
+	{
+		struct vdimg_create_opts o = { .size = MiB, .block_size = 4096 };
+
+		/* the spec (and libvmdk) want more than 8 sectors */
+		ok_err(create_file(tp("bad.vmdk"), &o), -EINVAL, "create refuses a 4 KiB grain");
+		o.block_size = 0;
+		o.variant = "streamOptimized";
+		ok_err(create_file(tp("bad.vmdk"), &o), -EOPNOTSUPP, "create refuses other variants");
+		o.variant = NULL;
+		o.options = "adapter_type=scsi";
+		ok_err(create_file(tp("bad.vmdk"), &o), -EINVAL, "create refuses an unknown adapter");
+	}
+}
+
+/* our create of the variants with extent files: qemu and libvmdk read them, writes cross extents */
+static void test_create_split(void)
+{
+	static const char *const vars[] = {
+		"monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat",
+	};
+	static u8 buf[2 * MiB];
+	const char *p[2] = { tp("cs.vmdk"), tp("cschild.vmdk") };
+	struct vdimg_chain *c;
+	size_t i;
+	int r;
+
+	for (i = 0; i < ARRAY_SIZE(vars); i++) {
+		struct vdimg_create_opts o = { .size = 3072 * MiB, .variant = vars[i] };
+
+		sh("rm -f %s/cs*.vmdk", ktap_dir);
+		r = create_file(p[0], &o);
+		if (!ok_err(r, 0, "create %s, 3 GiB", vars[i]))
+			continue;
+		ok(sh("test $(ls %s/cs-*.vmdk | wc -l) = %d", ktap_dir, i ? 2 : 1) == 0,
+		   "%s: %d extent file(s) beside the descriptor", vars[i], i ? 2 : 1);
+		ok(sh("qemu-img check -q -f vmdk '%s' 2>/dev/null || test %zu != 1", p[0], i) == 0 &&
+		   sh("qemu-io -f vmdk -c 'write -P 0x5a 2047m 2m' -c 'read -P 0x5a 2047m 2m' '%s' >/dev/null",
+		      p[0]) == 0, "%s: qemu writes and reads across the extent boundary", vars[i]);
+		if (have_vmdkinfo)
+			ok(sh("vmdkinfo '%s' >/dev/null 2>&1", p[0]) == 0, "%s: vmdkinfo reads it",
+			   vars[i]);
+		r = lib_read(p[0], buf, 2 * MiB, 2047 * MiB);
+		ok(!r && is_byte(buf, 2 * MiB, 0x5a), "%s: we read qemu's write", vars[i]);
+		r = open_chain(&c, p, 1, false);
+		if (!ok_err(r, 0, "%s: open writable", vars[i]))
+			continue;
+		memset(buf, 0x6d, sizeof(buf));
+		r = vdimg_chain_pwrite(c, buf, 1536 * KiB, 2048 * MiB - 768 * KiB);
+		close_chain(c, 1);
+		ok(!r && sh("qemu-io -f vmdk -c 'read -P 0x6d %llu 1536k' -c 'read -P 0x5a 2047m 256k' '%s' >/dev/null",
+			    2048 * MiB - 768 * KiB, p[0]) == 0,
+		   "%s: qemu reads our write across the boundary", vars[i]);
+		if (i == 1) {
+			ok(sh("qemu-img check -q -f vmdk '%s'", p[0]) == 0, "%s: qemu-img check clean after our write",
+			   vars[i]);
+			/* a split child over it */
+			r = open_chain(&c, p, 1, true);
+			if (!r) {
+				struct vdimg_create_opts co = { .variant = vars[i], .parent = "cs.vmdk",
+								.parent_img = c->layers[0] };
+
+				r = create_file(p[1], &co);
+				close_chain(c, 1);
+			}
+			ok(!r && sh("qemu-io -f vmdk -c 'read -P 0x6d 2048m 512k' '%s' >/dev/null",
+				    p[1]) == 0, "a %s child made by us reads its parent through qemu", vars[i]);
+			r = open_chain(&c, p, 2, false);
+			if (ok_err(r, 0, "the split child opens over its parent, CID checked")) {
+				r = vdimg_chain_pwrite(c, buf, 4096, 0);
+				close_chain(c, 2);
+				ok(!r && sh("qemu-img check -q -f vmdk '%s' && qemu-io -f vmdk -c 'read -P 0x6d 0 4k' '%s' >/dev/null",
+					    p[1], p[1]) == 0, "a write into the split child: qemu reads it, check clean");
+			}
+		}
+	}
+	{
+		struct vdimg_create_opts o = { .size = MiB, .variant = "monolithicFlat" };
+		int fd = open(tp("cs-flat.vmdk"), O_RDWR | O_CREAT, 0600);
+
+		close(fd);
+		ok_err(create_file(p[0], &o), -EEXIST, "create refuses to overwrite an extent file");
+		ok(access(tp("cs-flat.vmdk"), F_OK) == 0, "and leaves that file alone");
+	}
+}
+
+/* a VMDK child over a VDI base and over a raw base (made by our create: qemu does not allow it) */
+static void test_foreign_parent(void)
+{
+	static const char *const bases[] = { "vdi", "raw", "qcow2" };
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(bases); i++) {
+		char bname[32];
+		const char *p[2];
+		struct vdimg_chain *c;
+		u8 *want = malloc(8 * MiB), *got = malloc(8 * MiB), buf[70000];
+		int ret;
+
+		snprintf(bname, sizeof(bname), "fb.%s", bases[i]);
+		p[0] = tp(bname);
+		p[1] = tp("fchild.vmdk");
+		ret = sh("qemu-img create -q -f %s '%s' 8M && qemu-io -f %s -c 'write -P 0x6b 0 8m' '%s' >/dev/null",
+			 bases[i], p[0], bases[i], p[0]);
+		if (!ok(ret == 0, "qemu made a %s base", bases[i]))
+			goto next;
+		ret = open_chain(&c, p, 1, true);
+		if (!ret) {
+			struct vdimg_create_opts o = { .parent = p[0], .parent_img = c->layers[0] };
+
+			ret = create_file(p[1], &o);
+			close_chain(c, 1);
+		}
+		if (!ok_err(ret, 0, "create a vmdk child over the %s base", bases[i]))
+			goto next;
+		memset(want, 0x6b, 8 * MiB);
+		fill_pat(buf, sizeof(buf), 5, 0);
+		memcpy(want + 100000, buf, sizeof(buf));
+		ret = open_chain(&c, p, 2, false);
+		if (ok_err(ret, 0, "open %s <- vmdk", bases[i])) {
+			ret = vdimg_chain_pwrite(c, buf, sizeof(buf), 100000);
+			ok(!ret && !vdimg_chain_pread(c, got, 8 * MiB, 0) && !memcmp(got, want, 8 * MiB),
+			   "%s <- vmdk: a write across grains, the rest from the base", bases[i]);
+			close_chain(c, 2);
+		}
+		/* qemu takes the parent of a VMDK for a VMDK: check the child without it */
+		ok(sh("qemu-img check -q 'json:{\"driver\":\"vmdk\",\"file\":{\"driver\":\"file\",\"filename\":\"%s\"},\"backing\":null}'",
+		      p[1]) == 0, "%s <- vmdk: qemu-img check of the child alone is clean", bases[i]);
+next:
+		free(want);
+		free(got);
+	}
+}
+
+static void test_set_parent(void)
+{
+	const char *b1 = tp("sp1.vmdk"), *b2 = tp("sp2.vmdk"), *top = tp("sp.vmdk");
+	const char *p2[2] = { b2, top };
+	struct vdimg_chain *c, *pc;
+	int ret, fd, pfd;
+
+	ret = sh("qemu-img create -q -f vmdk '%s' 8M && qemu-io -f vmdk -c 'write -P 0xa1 0 8m' '%s' >/dev/null"
+		 " && cp '%s' '%s'"
+		 " && qemu-img create -q -f vmdk -b '%s' -F vmdk '%s' && qemu-io -f vmdk -c 'write -P 0xc3 2m 64k' '%s' >/dev/null",
+		 b1, b1, b1, b2, b1, top, top);
+	if (!ok(ret == 0, "set_parent: qemu made a base, a copy and a child"))
+		return;
+	fd = open(top, O_RDWR | O_CLOEXEC);
+	ret = vdimg_chain_open_fds(&c, &fd, &top, 1, NULL, VDIMG_CHAIN_ORPHAN_OK);
+	if (!ok_err(ret, 0, "open the child alone, writable")) {
+		close(fd);
+		return;
+	}
+	pfd = open(b2, O_RDONLY | O_CLOEXEC);
+	ret = vdimg_chain_open_fds(&pc, &pfd, &b2, 1, NULL, VDIMG_CHAIN_READ_ONLY);
+	if (!ret) {
+		ret = vdimg_vmdk_tool_ops.set_parent(vdimg_chain_top(c), b2, vdimg_chain_top(pc));
+		vdimg_chain_close(pc);
+	}
+	close(pfd);
+	ok_err(ret, 0, "set_parent to the copy");
+	vdimg_chain_close(c);
+	close(fd);
+	ok(sh("qemu-img info '%s' | grep -q 'backing file: %s' && qemu-img check -q '%s'", top, b2,
+	      top) == 0, "qemu-img info shows the new parent, check clean");
+	ok(read_cid(top, "parentCID") == read_cid(b2, "CID"), "parentCID is the new parent's CID");
+	ok(chain_matches_qemu(p2, 2, "rebased"), "the rebased chain reads like qemu-img convert");
+	fd = open(top, O_RDWR | O_CLOEXEC);
+	ret = vdimg_chain_open_fds(&c, &fd, &top, 1, NULL, VDIMG_CHAIN_ORPHAN_OK);
+	if (!ret) {
+		ok_err(vdimg_vmdk_tool_ops.set_parent(vdimg_chain_top(c), NULL, NULL), 0,
+		       "set_parent(NULL) drops the parent");
+		vdimg_chain_close(c);
+	}
+	close(fd);
+	ok(sh("qemu-img check -q '%s' && ! qemu-img info '%s' | grep -q 'backing file'", top, top) == 0,
+	   "qemu-img info shows no parent");
+	ok(read_cid(top, "parentCID") == 0xffffffff, "parentCID is ffffffff");
+}
+
+/* a cut after the data but before the tables: a leak our check finds and repair trims */
+static void test_check_repair(void)
+{
+	const char *p[1] = { tp("leak.vmdk") };
+	struct vdimg_check_result res = {};
+	struct vdimg_chain *c;
+	u8 buf[64 * KiB];
+	int ret;
+
+	sh("qemu-img create -q -f vmdk '%s' 8M", p[0]);
+	if (open_chain(&c, p, 1, false))
+		return;
+	fill_pat(buf, sizeof(buf), 3, 0);
+	vdimg_chain_pwrite(c, buf, sizeof(buf), 0);
+	vdimg_chain_flush(c);
+	/* the grain's data reaches the file, its GTE does not */
+	vdimg_write_budget = 1;
+	vdimg_chain_pwrite(c, buf, sizeof(buf), 4 * MiB);
+	vdimg_chain_flush(c);
+	vdimg_msg_level = -1;
+	vdimg_chain_close(c);
+	vdimg_msg_level = VDIMG_LOG_INFO;
+	vdimg_write_budget = -1;
+	ok(sh("qemu-img check -q -f vmdk '%s'", p[0]) == 0, "cut image: qemu-img check clean");
+	if (open_chain(&c, p, 1, false))
+		return;
+	ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), 0, &res);
+	ok(!ret && !res.errors && res.leaks == 1, "our check: %llu errors, %llu leaks",
+	   (unsigned long long)res.errors, (unsigned long long)res.leaks);
+	memset(&res, 0, sizeof(res));
+	ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), VDIMG_CHECK_REPAIR, &res);
+	ok(!ret && res.fixed == 1, "our check --repair trims the leak (%llu fixed)",
+	   (unsigned long long)res.fixed);
+	memset(&res, 0, sizeof(res));
+	ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), 0, &res);
+	ok(!ret && !res.errors && !res.leaks, "then our check is clean");
+	ret = vdimg_chain_pread(c, buf, sizeof(buf), 0);
+	ok(!ret && is_pat(buf, sizeof(buf), 3, 0), "the flushed grain reads back");
+	vdimg_chain_close(c);
+	/* a damaged redundant GT and a GTE outside the file: found and repaired */
+	{
+		int fd = open(p[0], O_RDWR);
+		__le64 rgd = 0, gd = 0;
+		__le32 rgt = 0, gt = 0, bad = htole32(0x7ffffff0);
+
+		if (pread(fd, &rgd, 8, 48) != 8 || pread(fd, &gd, 8, 56) != 8 ||
+		    pread(fd, &rgt, 4, le64toh(rgd) * 512) != 4 ||
+		    pread(fd, &gt, 4, le64toh(gd) * 512) != 4 ||
+		    pwrite(fd, &bad, 4, le32toh(rgt) * 512 + 4) != 4 ||
+		    pwrite(fd, &bad, 4, le32toh(gt) * 512 + 8) != 4)
+			printf("# damaging the tables failed\n");
+		close(fd);
+	}
+	if (open_chain(&c, p, 1, false))
+		return;
+	memset(&res, 0, sizeof(res));
+	ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), 0, &res);
+	ok(!ret && res.errors == 2, "damaged tables: our check finds 2 errors (%llu)",
+	   (unsigned long long)res.errors);
+	memset(&res, 0, sizeof(res));
+	ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), VDIMG_CHECK_REPAIR, &res);
+	ok(!ret && res.fixed == 2, "repair fixes both (%llu fixed)", (unsigned long long)res.fixed);
+	memset(&res, 0, sizeof(res));
+	ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), VDIMG_CHECK_REPAIR, &res);
+	ok(!ret && !res.errors && !res.fixed, "a second repair finds nothing");
+	vdimg_chain_close(c);
+	ok(sh("qemu-img check -q -f vmdk '%s'", p[0]) == 0, "qemu-img check clean after repair");
+}
+
+/* ---- chains ---- */
+
+static void test_chains(void)
+{
+	const char *p[3] = { tp("c0.vmdk"), tp("c1.vmdk"), tp("c2.vmdk") };
+	struct vdimg_parent_ref ref;
+	struct vdimg_chain *c;
+	u8 buf[4096];
+	int r;
+
+	r = sh("qemu-img create -q -f vmdk '%s' 40M && qemu-io -f vmdk -c 'write -P 0xa0 0 40m' '%s' >/dev/null"
+	       " && qemu-img create -q -f vmdk -b '%s' -F vmdk '%s'"
+	       " && qemu-io -f vmdk -c 'write -P 0xa1 1m 3m' -c 'write -z 10m 1m' '%s' >/dev/null"
+	       " && qemu-img create -q -f vmdk -o zeroed_grain=on -b '%s' -F vmdk '%s'"
+	       " && qemu-io -f vmdk -c 'write -P 0xa2 2m 65k' -c 'write -z 20m 128k' '%s' >/dev/null",
+	       p[0], p[0], p[0], p[1], p[1], p[1], p[2], p[2]);
+	if (!ok(r == 0, "qemu made a 3-deep vmdk chain"))
+		return;
+	ok(chain_matches_qemu(p, 3, "chain3"), "read 3-deep chain == qemu-img convert");
+	if (!open_chain(&c, p, 3, true)) {
+		r = vdimg_tool_ops(c->layers[2]->fmt)->parent_ref ?
+		    vdimg_tool_ops(c->layers[2]->fmt)->parent_ref(c->layers[2], &ref) : -ENOSYS;
+		ok(!r && !strcmp(ref.path, p[1]), "parent_ref gives parentFileNameHint (%s)",
+		   r ? "" : ref.path);
+		close_chain(c, 3);
+	} else {
+		ok(false, "open the chain");
+	}
+	/* write into the middle layer: its CID changes, the top's parentCID no longer fits */
+	if (!open_chain(&c, p, 2, false)) {
+		memset(buf, 0x77, sizeof(buf));
+		r = vdimg_chain_pwrite(c, buf, sizeof(buf), 0);
+		close_chain(c, 2);
+		ok_err(r, 0, "write into the middle layer");
+	}
+	r = open_chain(&c, p, 3, true);
+	ok(r == -ESTALE && strstr(ktap_last_msg, "parentCID"),
+	   "a parent whose CID changed is refused (%d: %s)", r, ktap_last_msg);
+	if (!r)
+		close_chain(c, 3);
+	r = open_chain_f(&c, p, 3, true, VDIMG_CHAIN_FORCE_LINK);
+	ok_err(r, 0, "forced, the same chain opens");
+	if (!r)
+		close_chain(c, 3);
+	ok(sh("qemu-img info --backing-chain '%s' >/dev/null 2>&1", p[2]) == 0,
+	   "qemu still opens the chain");
+}
+
+/* ---- crash safety ---- */
+
+static void test_crash(bool backing)
+{
+	const u64 size = 40 * MiB;
+	const char *p[2] = { tp("cbase.vmdk"), tp("crash.vmdk") };
+	const char *const *pp = backing ? p : p + 1;
+	int n = backing ? 2 : 1, bad = 0, lost = 0, unclean = 0, cut;
+	long long total;
+	u8 *shadow = calloc(1, size), *flushed = malloc(size), *got = malloc(size);
+	struct vdimg_chain *c;
+
+	if (backing) {
+		sh("qemu-img create -q -f vmdk '%s' 40M && qemu-io -f vmdk -c 'write -P 0x5e 0 40m' '%s' >/dev/null"
+		   " && qemu-img create -q -f vmdk -b '%s' -F vmdk '%s'", p[0], p[0], p[0], tp("pristine"));
+		memset(shadow, 0x5e, size);
+	} else {
+		sh("qemu-img create -q -f vmdk -o zeroed_grain=on '%s' 40M", tp("pristine"));
+	}
+	sh("cp '%s' '%s'", tp("pristine"), p[1]);
+	if (open_chain(&c, pp, n, false)) {
+		ok(false, "crash: open");
+		goto out;
+	}
+	vdimg_write_budget = 1LL << 40;
+	rnd_state = 42;
+	workload(c, shadow, size, 16, 1, 300);
+	vdimg_chain_close(c);
+	total = (1LL << 40) - vdimg_write_budget;
+	vdimg_write_budget = -1;
+	for (cut = 0; cut <= total; cut++) {
+		u8 *base = calloc(1, size);
+		int ret, i;
+
+		if (backing)
+			memset(base, 0x5e, size);
+		sh("cp '%s' '%s'", tp("pristine"), p[1]);
+		if (open_chain(&c, pp, n, false)) {
+			bad++;
+			free(base);
+			continue;
+		}
+		vdimg_write_budget = cut;
+		vdimg_msg_level = -1;
+		rnd_state = 42;
+		ret = workload(c, base, size, 8, 1, 300);
+		if (!ret)
+			ret = vdimg_chain_flush(c);
+		memcpy(flushed, base, size);
+		if (!ret)
+			workload(c, base, size, 8, 1 + 8, 300);
+		vdimg_chain_close(c);
+		vdimg_write_budget = -1;
+		vdimg_msg_level = VDIMG_LOG_INFO;
+		i = sh("qemu-img check -q -f vmdk '%s' >/dev/null 2>&1", p[1]);
+		if (i != 0) {
+			bad++;
+			if (bad < 4)
+				printf("# cut %d: qemu-img check exit %d\n", cut, i);
+		}
+		unclean += peek8(p[1], 72) != 0;
+		for (i = 0; i < 2 && !ret; i++) {
+			struct vdimg_chain *r = NULL;
+			u64 j;
+
+			if (open_chain_f(&r, pp, n, i == 0, VDIMG_CHAIN_FORCE_LINK) ||
+			    vdimg_chain_pread(r, got, size, 0)) {
+				lost++;
+			} else {
+				for (j = 0; j < size; j += 512)
+					if (!memcmp(flushed + j, base + j, 512) &&
+					    memcmp(got + j, flushed + j, 512)) {
+						lost++;
+						break;
+					}
+			}
+			if (r)
+				close_chain(r, n);
+		}
+		free(base);
+	}
+	ok(total > 10, "crash%s: the workload makes %lld writes", backing ? " (backing)" : "", total);
+	ok(!bad, "crash%s: %lld cut points, qemu-img check never finds corruption (%d bad)",
+	   backing ? " (backing)" : "", total + 1, bad);
+	ok(!lost, "crash%s: flushed data survives every cut (%d lost)", backing ? " (backing)" : "",
+	   lost);
+	ok(unclean > 0, "crash%s: cut images say uncleanShutdown (%d)", backing ? " (backing)" : "",
+	   unclean);
+out:
+	free(shadow);
+	free(flushed);
+	free(got);
+}
+
+/* ---- hostile headers ---- */
+
+static void poke(const char *path, u64 off, u64 v, int len)
+{
+	int fd = open(path, O_RDWR);
+	u64 le = htole64(v);
+
+	if (fd < 0 || pwrite(fd, &le, len, off) != len)
+		printf("# poke %s failed\n", path);
+	close(fd);
+}
+
+static void test_hostile(void)
+{
+	static const struct {
+		const char *what;
+		u64 off, val;
+		int len, err;
+	} cases[] = {
+		{ "version 4", 4, 4, 4, -EOPNOTSUPP },
+		{ "grain size 3 sectors", 20, 3, 8, -EUCLEAN },
+		{ "grain size 0", 20, 0, 8, -EUCLEAN },
+		{ "grain size 2^40 sectors", 20, 1ULL << 40, 8, -EOPNOTSUPP },
+		{ "capacity 0 (a descriptor-only sparse file)", 12, 0, 8, -EOPNOTSUPP },
+		{ "capacity 2^62 sectors", 12, 1ULL << 62, 8, -EOPNOTSUPP },
+		{ "0 GTEs per GT", 44, 0, 4, -EUCLEAN },
+		{ "2^31 GTEs per GT", 44, 1U << 31, 4, -EUCLEAN },
+		{ "GD past the end", 56, 1ULL << 40, 8, -EUCLEAN },
+		{ "GD at 0", 56, 0, 8, -EUCLEAN },
+		{ "redundant GD past the end", 48, 1ULL << 33, 8, -EUCLEAN },
+		{ "overhead past the end", 64, 1ULL << 40, 8, -EUCLEAN },
+		{ "descriptor past the end", 28, 1ULL << 50, 8, -EUCLEAN },
+		{ "huge descriptor", 36, 1ULL << 30, 8, -EUCLEAN },
+		{ "bad newline bytes", 73, 'x', 1, -EUCLEAN },
+		{ "compression algorithm 7", 77, 7, 2, -EOPNOTSUPP },
+		{ "GD entry outside the file", 0, 0, 0, -EUCLEAN },
+	};
+	const char *p[1] = { tp("h.vmdk") };
+	struct vdimg_chain *c;
+	size_t i;
+	int r;
+
+	sh("qemu-img create -q -f vmdk '%s' 40M && qemu-io -f vmdk -c 'write -P 1 0 1m' '%s' >/dev/null",
+	   tp("h0.vmdk"), tp("h0.vmdk"));
+	for (i = 0; i < ARRAY_SIZE(cases); i++) {
+		sh("cp '%s' '%s'", tp("h0.vmdk"), p[0]);
+		if (cases[i].len) {
+			poke(p[0], cases[i].off, cases[i].val, cases[i].len);
+		} else {
+			/* the first GD entry: its sector number, from the header's gdOffset */
+			int fd = open(p[0], O_RDWR);
+			__le64 gd = 0;
+
+			if (pread(fd, &gd, 8, 56) == 8)
+				poke(p[0], le64toh(gd) * 512, 0x7fffffff, 4);
+			close(fd);
+		}
+		vdimg_msg_level = -1;
+		r = open_chain(&c, p, 1, false);
+		vdimg_msg_level = VDIMG_LOG_INFO;
+		ok(r == cases[i].err, "hostile %s: %d (want %d)", cases[i].what, r, cases[i].err);
+		if (!r)
+			close_chain(c, 1);
+	}
+}
+
+/* ---- samples ---- */
+
+static int unpack(const char *name, const char *out)
+{
+	char path[1024];
+
+	snprintf(path, sizeof(path), "%s/%s.bz2", samples, name);
+	if (access(path, R_OK))
+		return -ENOENT;
+	return sh("bzip2 -dc '%s' > '%s'", path, out) ? -EIO : 0;
+}
+
+static void test_samples(void)
+{
+	const char *p[1] = { tp("sample.vmdk") };
+	struct vdimg_chain *c;
+	u8 buf[512];
+	int r, i, bad = 0;
+
+	if (unpack("iotest-version3.vmdk", p[0])) {
+		skip("iotest-version3.vmdk: no sample in %s", samples);
+	} else if (ok_err(open_chain(&c, p, 1, true), 0, "iotest-version3.vmdk opens read-only")) {
+		ok(c->size == 17179869184ULL, "iotest-version3.vmdk: 16 GiB");
+		for (i = 0; i < 100; i++) {
+			r = vdimg_chain_pread(c, buf, 512, (u64)i * 655360 + i * 512);
+			if (r || !is_byte(buf, 512, 0x30 + i % 10))
+				bad++;
+		}
+		ok(!bad, "iotest-version3.vmdk: the 100 pattern sectors read right (%d bad)", bad);
+		close_chain(c, 1);
+	}
+	if (unpack("afl9.vmdk", p[0])) {
+		skip("afl9.vmdk: no sample in %s", samples);
+	} else {
+		r = open_chain(&c, p, 1, true);
+		ok(r == -EUCLEAN || r == -EOPNOTSUPP, "afl9.vmdk is refused cleanly (%d: %s)", r,
+		   ktap_last_msg);
+		if (!r)
+			close_chain(c, 1);
+	}
+}
+
+int main(void)
+{
+	ktap_start();
+	if (sh("qemu-img --version >/dev/null 2>&1 && qemu-io --version >/dev/null 2>&1")) {
+		skip("qemu-img/qemu-io not installed");
+		return ktap_finish();
+	}
+	samples = getenv("VDIMG_SAMPLES") ? getenv("VDIMG_SAMPLES") : "../shared/samples";
+	have_vmdkinfo = sh("command -v vmdkinfo >/dev/null 2>&1") == 0;
+	test_qemu_images();
+	test_stream();
+	test_split();
+	test_extent_kinds();
+	test_vmfs();
+	test_cowd();
+	test_writes();
+	test_chains();
+	test_create();
+	test_create_split();
+	test_foreign_parent();
+	test_set_parent();
+	test_check_repair();
+	test_hostile();
+	test_samples();
+	test_crash(false);
+	test_crash(true);
+	return ktap_finish();
+}

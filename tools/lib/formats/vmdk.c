@@ -1,0 +1,798 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Userspace only: the VMDK tool operations (create, check/repair, describe, parent_ref,
+ * set_parent) over the kernel-shared backend in backends/vmdk/. Not part of the module build.
+ *
+ * create writes monolithicSparse images laid out the way qemu-img does (header, embedded
+ * descriptor, redundant GD and its GTs, GD and its GTs, all GTs preallocated, the grain area from a
+ * grain boundary), so qemu-img check and VMware-compatible readers accept them.
+ */
+#include <stdio.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <limits.h>
+#include "../../../backends/vmdk/vmdk.h"
+#include "vdimg-user.h"
+
+#define VMDK_DEFAULT_GRAIN	(64U << 10)
+#define VMDK_CREATE_GTES	512U
+#define VMDK_CREATE_DESC_SECTORS 20U
+
+static bool vmdk_opt(const char *opts, const char *key, char *val, size_t valsz)
+{
+	size_t kl = strlen(key);
+	const char *p = opts;
+
+	while (p && *p) {
+		if (!strncmp(p, key, kl) && (p[kl] == '=' || p[kl] == ',' || !p[kl])) {
+			size_t n = p[kl] == '=' ? strcspn(p + kl + 1, ",") : 0;
+
+			if (n >= valsz)
+				n = valsz - 1;
+			memcpy(val, p + kl + 1, n);
+			val[n] = 0;
+			if (p[kl] != '=')
+				snprintf(val, valsz, "on");
+			return true;
+		}
+		p = strchr(p, ',');
+		if (p)
+			p++;
+	}
+	return false;
+}
+
+static bool vmdk_opt_on(const char *opts, const char *key)
+{
+	char v[16];
+
+	return vmdk_opt(opts, key, v, sizeof(v)) && (!strcmp(v, "on") || !strcmp(v, "true") ||
+						   !strcmp(v, "1"));
+}
+
+/* the file name of @f (for the extent line), from /proc */
+static void vmdk_file_name(struct vdimg_file *f, char *buf, size_t len)
+{
+	char link[64], path[PATH_MAX];
+	ssize_t n;
+	const char *slash;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", f->fd);
+	n = readlink(link, path, sizeof(path) - 1);
+	if (n <= 0) {
+		snprintf(buf, len, "disk.vmdk");
+		return;
+	}
+	path[n] = 0;
+	slash = strrchr(path, '/');
+	slash = slash ? slash + 1 : path;
+	n = min_t(size_t, strlen(slash), len - 1);
+	memcpy(buf, slash, n);
+	buf[n] = '\0';
+}
+
+static u32 vmdk_new_cid(void)
+{
+	u32 cid;
+
+	do {
+		vdimg_random_bytes(&cid, sizeof(cid));
+	} while (cid >= 0xfffffffeU);
+	return cid;
+}
+
+/*
+ * A hosted sparse extent of @cap sectors in @f, laid out as qemu-img does: header, the descriptor
+ * @desc in 20 reserved sectors (none when NULL), redundant GD and its GTs, GD and its GTs (all
+ * preallocated, zeros), then the grain area from a grain boundary.
+ */
+static int vmdk_write_sparse(struct vdimg_file *f, u64 cap, u64 gsec, bool zero_grain,
+			     const char *desc)
+{
+	u64 nr_gts, gd_sec, gt_sec, rgd, gd, overhead, i, dsec = desc ? VMDK_CREATE_DESC_SECTORS : 0;
+	struct vmdk_header h;
+	__le32 *dir;
+	char *area = NULL;
+	int ret;
+
+	nr_gts = DIV_ROUND_UP(cap, VMDK_CREATE_GTES * gsec);
+	if (nr_gts > (1U << 22) || cap > (1ULL << 44))
+		return -EFBIG;
+	gd_sec = DIV_ROUND_UP(nr_gts * 4, VMDK_SECTOR);
+	gt_sec = VMDK_CREATE_GTES * 4 / VMDK_SECTOR;
+	rgd = 1 + dsec;
+	gd = rgd + gd_sec + nr_gts * gt_sec;
+	overhead = ALIGN(gd + gd_sec + nr_gts * gt_sec, gsec);
+	if (overhead + (u64)DIV_ROUND_UP(cap, gsec) * gsec > U32_MAX)
+		return -EFBIG;
+
+	memset(&h, 0, sizeof(h));
+	h.magic = cpu_to_le32(VMDK_MAGIC);
+	h.version = cpu_to_le32(zero_grain ? 2 : 1);
+	h.flags = cpu_to_le32(VMDK_FLAG_NL_TEST | VMDK_FLAG_RGD |
+			      (zero_grain ? VMDK_FLAG_ZERO_GRAIN : 0));
+	h.capacity = cpu_to_le64(cap);
+	h.grain_size = cpu_to_le64(gsec);
+	h.desc_offset = cpu_to_le64(desc ? 1 : 0);
+	h.desc_size = cpu_to_le64(dsec);
+	h.num_gtes_per_gt = cpu_to_le32(VMDK_CREATE_GTES);
+	h.rgd_offset = cpu_to_le64(rgd);
+	h.gd_offset = cpu_to_le64(gd);
+	h.overhead = cpu_to_le64(overhead);
+	h.nl_single = '\n';
+	h.nl_non = ' ';
+	h.nl_double1 = '\r';
+	h.nl_double2 = '\n';
+
+	dir = calloc(1, gd_sec * VMDK_SECTOR);
+	if (desc)
+		area = calloc(1, dsec * VMDK_SECTOR);
+	if (!dir || (desc && !area)) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = vdimg_file_write(f, &h, sizeof(h), 0);
+	if (!ret && desc) {
+		memcpy(area, desc, min_t(size_t, strlen(desc), dsec * VMDK_SECTOR));
+		ret = vdimg_file_write(f, area, dsec * VMDK_SECTOR, VMDK_SECTOR);
+	}
+	for (i = 0; i < nr_gts; i++)
+		dir[i] = cpu_to_le32(rgd + gd_sec + i * gt_sec);
+	if (!ret)
+		ret = vdimg_file_write(f, dir, gd_sec * VMDK_SECTOR, rgd * VMDK_SECTOR);
+	for (i = 0; i < nr_gts; i++)
+		dir[i] = cpu_to_le32(gd + gd_sec + i * gt_sec);
+	if (!ret)
+		ret = vdimg_file_write(f, dir, gd_sec * VMDK_SECTOR, gd * VMDK_SECTOR);
+	/* the grain tables are zeros: a sparse file up to the grain area */
+	if (!ret)
+		ret = vdimg_file_truncate(f, overhead * VMDK_SECTOR);
+out:
+	free(dir);
+	free(area);
+	return ret;
+}
+
+enum vmdk_create_kind { VMDK_MONO_SPARSE, VMDK_MONO_FLAT, VMDK_SPLIT_SPARSE, VMDK_SPLIT_FLAT };
+
+#define VMDK_SPLIT_SECTORS	(4194304ULL)	/* 2 GiB extents, as qemu and VMware split */
+
+/* append printf-style to @buf (of @len), false when it does not fit */
+__attribute__((format(printf, 4, 5)))
+static bool vmdk_cat(char *buf, size_t len, size_t *pos, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf + *pos, len - *pos, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= len - *pos)
+		return false;
+	*pos += n;
+	return true;
+}
+
+/* the name of extent file @i of @kind for the descriptor named @base (without ".vmdk") */
+static void vmdk_extent_name(char *out, size_t len, const char *base, enum vmdk_create_kind kind,
+			     u32 i)
+{
+	if (kind == VMDK_MONO_FLAT)
+		snprintf(out, len, "%s-flat.vmdk", base);
+	else
+		snprintf(out, len, "%s-%c%03u.vmdk", base, kind == VMDK_SPLIT_SPARSE ? 's' : 'f', i + 1);
+}
+
+static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opts)
+{
+	static const struct {
+		const char *name;
+		enum vmdk_create_kind kind;
+	} kinds[] = {
+		{ "monolithicSparse", VMDK_MONO_SPARSE }, { "sparse", VMDK_MONO_SPARSE },
+		{ "monolithicFlat", VMDK_MONO_FLAT },
+		{ "twoGbMaxExtentSparse", VMDK_SPLIT_SPARSE },
+		{ "twoGbMaxExtentFlat", VMDK_SPLIT_FLAT },
+	};
+	const struct vdimg_image msg = { .name = "vmdk create" };
+	struct vdimg_image *parent = opts->parent ? opts->parent_img : NULL;
+	u32 grain = opts->block_size ? opts->block_size : VMDK_DEFAULT_GRAIN;
+	enum vmdk_create_kind kind = VMDK_MONO_SPARSE;
+	u64 size = opts->size, cap, gsec, per, cyl;
+	u32 parent_cid = VMDK_CID_NONE, nr, i, made = 0;
+	char adapter[32] = "ide", hw[16] = "4", name[256], base[256], xname[300];
+	char pcid[9], cid[9], *desc = NULL, *dir = NULL;
+	const char *o = opts->options, *ct = "monolithicSparse";
+	bool zero_grain = vmdk_opt_on(o, "zeroed_grain");
+	size_t pos = 0, dlen;
+	int ret, dfd = -1;
+
+	if (opts->parent && !parent)
+		return -EINVAL;
+	if (!size && parent)
+		size = parent->size;
+	if (!size || size % VMDK_SECTOR || (opts->lbs && opts->lbs != VMDK_SECTOR))
+		return -EINVAL;
+	if (opts->variant) {
+		for (i = 0; i < ARRAY_SIZE(kinds) && strcmp(opts->variant, kinds[i].name); i++)
+			;
+		if (i == ARRAY_SIZE(kinds)) {
+			vdimg_err(&msg, "creating %s VMDK images is not supported (monolithicSparse, monolithicFlat, twoGbMaxExtentSparse, twoGbMaxExtentFlat)",
+				  opts->variant);
+			return -EOPNOTSUPP;
+		}
+		kind = kinds[i].kind;
+		ct = kind == VMDK_MONO_SPARSE ? "monolithicSparse" : kinds[i].name;
+	}
+	/* the spec asks for more than 8 sectors (libvmdk refuses fewer) */
+	if (!is_power_of_2(grain) || grain < 8192 || grain > (16U << 20)) {
+		vdimg_err(&msg, "grain size %u is not a power of two from 8 KiB to 16 MiB", grain);
+		return -EINVAL;
+	}
+	vmdk_opt(o, "adapter_type", adapter, sizeof(adapter));
+	if (strcmp(adapter, "ide") && strcmp(adapter, "buslogic") && strcmp(adapter, "lsilogic") &&
+	    strcmp(adapter, "legacyESX")) {
+		vdimg_err(&msg, "unknown adapter_type %s", adapter);
+		return -EINVAL;
+	}
+	vmdk_opt(o, "hwversion", hw, sizeof(hw));
+	if (vmdk_opt_on(o, "compat6"))
+		snprintf(hw, sizeof(hw), "6");
+	if (strspn(hw, "0123456789") != strlen(hw) || !hw[0])
+		return -EINVAL;
+	if (parent && parent->fmt && parent->fmt->id == VDIMG_FMT_VMDK)
+		parent_cid = ((const struct vmdk *)parent->priv)->cid;
+
+	cap = size / VMDK_SECTOR;
+	gsec = grain / VMDK_SECTOR;
+	if (cap > (1ULL << 44))
+		return -EFBIG;
+	per = kind == VMDK_SPLIT_SPARSE || kind == VMDK_SPLIT_FLAT ? VMDK_SPLIT_SECTORS : cap;
+	nr = kind == VMDK_MONO_SPARSE ? 1 : DIV_ROUND_UP(cap, per);
+	if (nr > VMDK_MAX_EXTENTS)
+		return -EFBIG;
+	vmdk_file_name(f, name, sizeof(name));
+	snprintf(base, sizeof(base), "%s", name);
+	if (strlen(base) > 5 && !strcmp(base + strlen(base) - 5, ".vmdk"))
+		base[strlen(base) - 5] = '\0';
+
+	dlen = VMDK_DESC_MAX;
+	desc = calloc(1, dlen);
+	if (!desc)
+		return -ENOMEM;
+	cyl = min_t(u64, cap / (16 * 63), 16383);
+	vmdk_hex32(cid, vmdk_new_cid());
+	vmdk_hex32(pcid, parent_cid);
+	ret = -ENOSPC;
+	if (!vmdk_cat(desc, dlen, &pos, "# Disk DescriptorFile\nversion=1\nCID=%s\nparentCID=%s\ncreateType=\"%s\"\n",
+		      cid, pcid, ct) ||
+	    (parent && !vmdk_cat(desc, dlen, &pos, "parentFileNameHint=\"%s\"\n", opts->parent)) ||
+	    !vmdk_cat(desc, dlen, &pos, "\n# Extent description\n"))
+		goto out;
+	for (i = 0; i < nr; i++) {
+		u64 n = kind == VMDK_MONO_SPARSE ? cap : min(per, cap - (u64)i * per);
+		bool flat = kind == VMDK_MONO_FLAT || kind == VMDK_SPLIT_FLAT;
+
+		if (kind == VMDK_MONO_SPARSE)
+			snprintf(xname, sizeof(xname), "%s", name);
+		else
+			vmdk_extent_name(xname, sizeof(xname), base, kind, i);
+		if (!vmdk_cat(desc, dlen, &pos, "RW %llu %s \"%s\"%s\n", (unsigned long long)n,
+			      flat ? "FLAT" : "SPARSE", xname, flat ? " 0" : ""))
+			goto out;
+	}
+	if (!vmdk_cat(desc, dlen, &pos, "\n# The Disk Data Base\n#DDB\n\nddb.virtualHWVersion = \"%s\"\n"
+		      "ddb.geometry.cylinders = \"%llu\"\nddb.geometry.heads = \"16\"\n"
+		      "ddb.geometry.sectors = \"63\"\nddb.adapterType = \"%s\"\n",
+		      hw, (unsigned long long)cyl, adapter))
+		goto out;
+	if (kind == VMDK_MONO_SPARSE) {
+		if (pos >= VMDK_CREATE_DESC_SECTORS * VMDK_SECTOR) {
+			vdimg_err(&msg, "the parent path is too long for the descriptor");
+			goto out;
+		}
+		ret = vmdk_write_sparse(f, cap, gsec, zero_grain, desc);
+		goto out;
+	}
+	/* the extent files beside the descriptor: new files only, removed again on failure */
+	dir = vdimg_file_dir(f);
+	dfd = dir ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	if (dfd < 0) {
+		ret = -errno;
+		goto out;
+	}
+	for (made = 0; made < nr; made++) {
+		u64 n = min(per, cap - (u64)made * per);
+		struct vdimg_file *xf;
+		int xfd;
+
+		vmdk_extent_name(xname, sizeof(xname), base, kind, made);
+		xfd = openat(dfd, xname, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (xfd < 0) {
+			ret = -errno;
+			vdimg_err(&msg, "cannot create the extent file %s: %s", xname, strerror(-ret));
+			goto out;
+		}
+		xf = vdimg_file_from_fd(xfd);
+		ret = xf ? 0 : -ENOMEM;
+		if (!ret && kind == VMDK_SPLIT_SPARSE)
+			ret = vmdk_write_sparse(xf, n, gsec, zero_grain, NULL);
+		else if (!ret)
+			ret = vdimg_file_truncate(xf, n * VMDK_SECTOR);
+		if (!ret)
+			ret = vdimg_file_sync(xf);
+		vdimg_file_free(xf);
+		close(xfd);
+		if (ret) {
+			made++;		/* remove this one too */
+			goto out;
+		}
+	}
+	ret = vdimg_file_write(f, desc, pos, 0);
+	if (!ret)
+		ret = vdimg_file_truncate(f, pos);
+out:
+	if (ret && dfd >= 0) {
+		while (made--) {
+			vmdk_extent_name(xname, sizeof(xname), base, kind, made);
+			unlinkat(dfd, xname, 0);
+		}
+	}
+	if (dfd >= 0)
+		close(dfd);
+	free(dir);
+	free(desc);
+	return ret;
+}
+
+/* ---- describe ---- */
+
+static void vmdk_describe(struct vdimg_image *img,
+			  void (*emit)(void *ctx, const char *key, const char *value), void *ctx)
+{
+	struct vmdk *vm = VMDK(img);
+	struct vmdk_sparse *sp = vm->ext[0].sp;
+	char b[VMDK_PATH_MAX + 64];
+	u32 i;
+
+	emit(ctx, "create type", vm->desc.create_type[0] ? vm->desc.create_type :
+	     (sp && sp->compressed ? "streamOptimized" : "monolithicSparse"));
+	vmdk_hex32(b, vm->cid);
+	emit(ctx, "cid", b);
+	vmdk_hex32(b, vm->desc.parent_cid);
+	emit(ctx, "parent cid", b);
+	if (vm->desc.parent_hint[0])
+		emit(ctx, "parent file name hint", vm->desc.parent_hint);
+	if (vm->desc_text && vmdk_desc_value(vm->desc_text, vm->desc_area, "ddb.adapterType", b,
+					     sizeof(b)))
+		emit(ctx, "adapter type", b);
+	if (vm->desc_text && vmdk_desc_value(vm->desc_text, vm->desc_area, "ddb.virtualHWVersion",
+					     b, sizeof(b)))
+		emit(ctx, "hardware version", b);
+	for (i = 0; i < vm->desc.nr_extents; i++) {
+		const struct vmdk_desc_extent *x = &vm->desc.extents[i];
+		static const char *const acc[] = { "", "RW", "RDONLY", "NOACCESS" };
+		char key[32];
+
+		snprintf(key, sizeof(key), "extent %u", i);
+		if (x->type == VMDK_EXT_FLAT || x->type == VMDK_EXT_VMFS)
+			snprintf(b, sizeof(b), "%s %llu %s \"%s\" %llu", acc[x->access],
+				 (unsigned long long)x->sectors, vmdk_extent_type_name(x->type),
+				 x->file, (unsigned long long)x->offset);
+		else
+			snprintf(b, sizeof(b), "%s %llu %s \"%s\"", acc[x->access],
+				 (unsigned long long)x->sectors, vmdk_extent_type_name(x->type),
+				 x->file);
+		emit(ctx, key, b);
+	}
+	for (i = 0; i < vm->nr_ext; i++) {
+		char key[48];
+
+		sp = vm->ext[i].sp;
+		if (!sp)
+			continue;
+		snprintf(key, sizeof(key), "extent %u sparse", i);
+		snprintf(b, sizeof(b), "version %u, flags %#x, grain %u, %u GTEs per GT, %u GTs, GD at %llu%s%s%s%s",
+			 sp->version, sp->hflags, sp->grain_bytes, sp->num_gtes, sp->nr_gts,
+			 (unsigned long long)sp->gd_off, sp->rgd_off ? ", redundant GD" : "",
+			 sp->zero_grain ? ", zeroed grains" : "",
+			 sp->compressed ? ", deflate" : "",
+			 sp->unclean_on_disk ? ", unclean shutdown" : "");
+		emit(ctx, key, b);
+	}
+}
+
+/* ---- parents ---- */
+
+static int vmdk_parent_ref(struct vdimg_image *img, struct vdimg_parent_ref *ref)
+{
+	struct vmdk *v = VMDK(img);
+
+	if (!v->desc.parent_hint[0])
+		return -ENOENT;
+	memset(ref, 0, sizeof(*ref));
+	snprintf(ref->path, sizeof(ref->path), "%s", v->desc.parent_hint);
+	return 0;
+}
+
+/*
+ * Rewrite the descriptor with another parentCID and parentFileNameHint (or none): the other lines
+ * are kept in order; the new ones follow the createType line. Must fit in the reserved sectors.
+ */
+static int vmdk_set_parent(struct vdimg_image *img, const char *path, struct vdimg_image *parent)
+{
+	struct vmdk *v = VMDK(img);
+	struct vmdk_desc d = {};
+	char *t, *line, *save = NULL, *copy, pcid[9];
+	u32 cap = v->desc_file ? VMDK_DESC_MAX : v->desc_area, pc = VMDK_CID_NONE;
+	size_t len = 0;
+	bool placed = false;
+	int ret;
+
+	if (!v->writable || (img->flags & VDIMG_IMG_READ_ONLY))
+		return -EROFS;
+	if (!v->desc_text) {
+		vdimg_err(img, "has no descriptor to record a parent in");
+		return -EOPNOTSUPP;
+	}
+	if (path && !*path)
+		path = NULL;
+	if (path && parent && parent->fmt == img->fmt)
+		pc = ((const struct vmdk *)parent->priv)->cid;
+	vmdk_hex32(pcid, pc);
+	t = calloc(1, cap + 1);
+	copy = strndup(v->desc_text, v->desc.text_len);
+	if (!t || !copy) {
+		free(t);
+		free(copy);
+		return -ENOMEM;
+	}
+	ret = 0;
+	for (line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char add[VMDK_PATH_MAX + 64];
+		int n;
+
+		if (!strncmp(line, "parentCID", 9) || !strncmp(line, "parentFileNameHint", 18))
+			continue;
+		n = snprintf(add, sizeof(add), "%s\n", line);
+		if (!placed && !strncmp(line, "createType", 10)) {
+			n += snprintf(add + n, sizeof(add) - n, "parentCID=%s\n", pcid);
+			if (path)
+				n += snprintf(add + n, sizeof(add) - n, "parentFileNameHint=\"%s\"\n",
+					      path);
+			placed = true;
+		}
+		if (n >= (int)sizeof(add) || len + n > cap) {
+			ret = -ENOSPC;
+			break;
+		}
+		memcpy(t + len, add, n);
+		len += n;
+	}
+	free(copy);
+	if (!ret && !placed)
+		ret = -EOPNOTSUPP;	/* no createType line: not a descriptor we understand */
+	if (ret == -ENOSPC)
+		vdimg_err(img, "no room for the parent path in the %u-byte descriptor", cap);
+	if (!ret)
+		ret = vmdk_desc_parse(img, t, len, &d);
+	if (!ret) {
+		vdimg_mutex_lock(&v->cid_lock);
+		ret = vmdk_write_desc(v, t, len);
+		if (!ret)
+			ret = vdimg_file_sync(img->file);
+		vdimg_mutex_unlock(&v->cid_lock);
+	}
+	if (ret) {
+		vmdk_desc_free(&d);
+		free(t);
+		return ret;
+	}
+	vmdk_desc_free(&v->desc);
+	v->desc = d;
+	vdimg_free(v->desc_text);
+	v->desc_text = t;
+	if (v->desc_file)
+		v->desc_area = len;
+	v->has_parent = path != NULL;
+	if (path)
+		img->flags |= VDIMG_IMG_HAS_PARENT;
+	else
+		img->flags &= ~VDIMG_IMG_HAS_PARENT;
+	img->flags |= VDIMG_IMG_DIRTY;
+	return 0;
+}
+
+/* ---- check ---- */
+
+struct vmdk_area {
+	u64 start, end;
+	u32 gi, ti;			/* the GTE that points at it; U32_MAX for a GT */
+};
+
+/* append to a growing array */
+static int vmdk_area_add(struct vmdk_area **a, u64 *nr, u64 *cap, u64 start, u64 len, u32 gi,
+			 u32 ti)
+{
+	if (*nr == *cap) {
+		struct vmdk_area *b = realloc(*a, *cap * 2 * sizeof(**a));
+
+		if (!b)
+			return -ENOMEM;
+		*a = b;
+		*cap *= 2;
+	}
+	(*a)[(*nr)++] = (struct vmdk_area){ start, start + len, gi, ti };
+	return 0;
+}
+
+static int vmdk_area_cmp(const void *a, const void *b)
+{
+	const struct vmdk_area *x = a, *y = b;
+
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* Is GTE @e (not 0 or 1) inside the grain area of a file of @fsize bytes? */
+static bool vmdk_check_gte(const struct vmdk_sparse *v, u32 e, u64 fsize)
+{
+	u64 off = (u64)e * VMDK_SECTOR;
+
+	return off >= v->overhead && off + (v->compressed ? 12 : v->grain_bytes) <= fsize;
+}
+
+/*
+ * Pass 2 of a repair, when pass 1 found no overlapping space (so writing a table cannot hit
+ * anything else): GTEs outside the grain area are cleared, and each redundant GT is rewritten from
+ * its primary one. Lock held.
+ */
+static int vmdk_check_fix(struct vmdk_sparse *v, u64 fsize, __le32 *gt, __le32 *rgt, u64 *fixed)
+{
+	u32 gi, ti;
+	int ret;
+
+	for (gi = 0; gi < v->nr_gts; gi++) {
+		u32 r = v->rgd ? v->rgd[gi] : 0;
+		bool changed = false, rchanged = false;
+
+		if (!v->gd[gi])
+			continue;
+		ret = vdimg_file_read(v->file, gt, v->gt_bytes, (u64)v->gd[gi] * VMDK_SECTOR);
+		if (!ret && r)
+			ret = vdimg_file_read(v->file, rgt, v->gt_bytes, (u64)r * VMDK_SECTOR);
+		if (ret)
+			return ret;
+		if (r && memcmp(gt, rgt, v->gt_bytes)) {
+			rchanged = true;
+			(*fixed)++;
+		}
+		for (ti = 0; ti < v->num_gtes; ti++) {
+			u32 e = le32_to_cpu(gt[ti]);
+
+			if (e > VMDK_GTE_ZERO && !vmdk_check_gte(v, e, fsize)) {
+				gt[ti] = 0;
+				changed = true;
+				(*fixed)++;
+			}
+		}
+		if (changed)
+			ret = vdimg_file_write(v->file, gt, v->gt_bytes,
+					       (u64)v->gd[gi] * VMDK_SECTOR);
+		if (!ret && r && (changed || rchanged))
+			ret = vdimg_file_write(v->file, gt, v->gt_bytes, (u64)r * VMDK_SECTOR);
+		if (ret)
+			return ret;
+		if ((changed || rchanged) && v->slot_of[gi]) {
+			/* the cached copy is stale now */
+			memcpy(v->slots[v->slot_of[gi] - 1].gte, gt, v->gt_bytes);
+			v->slots[v->slot_of[gi] - 1].dirty = false;
+		}
+	}
+	return 0;
+}
+
+/*
+ * The GD against the redundant GD and each GT against its copy; every GTE inside the grain area;
+ * no two grains or tables overlapping; unreferenced space after the grain area start (leaks, in
+ * grains). Repair (only when nothing overlaps): GTEs that point outside the file are cleared,
+ * redundant GTs are rewritten from the primary ones, and unreferenced space at the end of the file
+ * is cut off. What it cannot fix (overlaps, a GT only the redundant GD links) stays an error.
+ */
+static int vmdk_check_sparse(struct vmdk_sparse *v, unsigned int flags,
+			     struct vdimg_check_result *res)
+{
+	struct vdimg_image *img = v->img;
+	bool repair = (flags & VDIMG_CHECK_REPAIR) && v->writable;
+	u64 fsize = vdimg_file_size(v->file), last = v->overhead, nr = 0, cap, i, fixable = 0;
+	u64 unfixable = 0, fixed = 0;
+	__le32 *gt = NULL, *rgt = NULL;
+	struct vmdk_area *a = NULL;
+	u32 gi, ti;
+	int ret = 0;
+
+	cap = (u64)v->nr_gts * 2 + 16;
+	a = calloc(cap, sizeof(*a));
+	gt = malloc(v->gt_bytes);
+	rgt = malloc(v->gt_bytes);
+	if (!a || !gt || !rgt) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	vdimg_mutex_lock(&v->lock);
+	for (gi = 0; gi < v->nr_gts && !ret; gi++) {
+		u32 r = v->rgd ? v->rgd[gi] : 0;
+
+		if (!v->gd[gi]) {
+			if (r) {
+				vdimg_info(img, "GT %u: only the redundant GD links a table", gi);
+				unfixable++;
+			}
+			continue;
+		}
+		ret = vdimg_file_read(v->file, gt, v->gt_bytes, (u64)v->gd[gi] * VMDK_SECTOR);
+		if (ret)
+			break;
+		ret = vmdk_area_add(&a, &nr, &cap, (u64)v->gd[gi] * VMDK_SECTOR, v->gt_bytes, gi,
+				    U32_MAX);
+		if (ret)
+			break;
+		if (v->rgd && !r) {
+			vdimg_info(img, "GT %u has no redundant copy", gi);
+			unfixable++;
+		}
+		if (r) {
+			ret = vmdk_area_add(&a, &nr, &cap, (u64)r * VMDK_SECTOR, v->gt_bytes, gi,
+					    U32_MAX);
+			if (!ret)
+				ret = vdimg_file_read(v->file, rgt, v->gt_bytes, (u64)r * VMDK_SECTOR);
+			if (ret)
+				break;
+			if (memcmp(gt, rgt, v->gt_bytes)) {
+				vdimg_info(img, "GT %u differs from its redundant copy", gi);
+				fixable++;
+			}
+		}
+		for (ti = 0; ti < v->num_gtes; ti++) {
+			u32 e = le32_to_cpu(gt[ti]);
+			u64 off = (u64)e * VMDK_SECTOR;
+
+			if (e <= VMDK_GTE_ZERO)
+				continue;
+			if (!vmdk_check_gte(v, e, fsize)) {
+				vdimg_info(img, "GT %u entry %u points at sector %u, outside the grain area",
+					   gi, ti, e);
+				fixable++;
+				continue;
+			}
+			if (v->compressed)
+				continue;
+			ret = vmdk_area_add(&a, &nr, &cap, off, v->grain_bytes, gi, ti);
+			if (ret)
+				break;
+		}
+	}
+	if (!ret && !v->compressed) {
+		qsort(a, nr, sizeof(*a), vmdk_area_cmp);
+		for (i = 0; i < nr; i++) {
+			if (i && a[i].start < a[i - 1].end) {
+				vdimg_info(img, "space at %llu is used twice (GT %u)",
+					   (unsigned long long)a[i].start, a[i].gi);
+				unfixable++;
+			}
+			if (a[i].start >= v->overhead && a[i].start > last)
+				res->leaks += (a[i].start - last) / v->grain_bytes;
+			last = max(last, a[i].end);
+		}
+	}
+	/* a table write could land on other data while anything overlaps */
+	if (!ret && repair && fixable && !unfixable)
+		ret = vmdk_check_fix(v, fsize, gt, rgt, &fixed);
+	if (!ret && !v->compressed && fsize > last + VMDK_SECTOR) {
+		u64 n = DIV_ROUND_UP(fsize - last, v->grain_bytes);
+
+		vdimg_info(img, "%llu bytes after the last grain", (unsigned long long)(fsize - last));
+		res->leaks += n;
+		if (repair && !unfixable) {
+			ret = vdimg_file_truncate(v->file, ALIGN(last, (u64)VMDK_SECTOR));
+			if (!ret) {
+				fixed += n;
+				v->next_alloc = ALIGN(last, (u64)VMDK_SECTOR);
+				v->file_end = min(v->file_end, v->next_alloc);
+			}
+		}
+	}
+	if (!ret && fixed)
+		ret = vdimg_file_sync(v->file);
+	vdimg_mutex_unlock(&v->lock);
+	res->errors += fixable + unfixable;
+	res->fixed += fixed;
+out:
+	free(a);
+	free(gt);
+	free(rgt);
+	return ret;
+}
+
+static int vmdk_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_result *res)
+{
+	struct vmdk *vm = VMDK(img);
+	u32 i;
+	int ret;
+
+	ret = vmdk_flush(img);
+	for (i = 0; !ret && i < vm->nr_ext; i++)
+		if (vm->ext[i].sp)
+			ret = vmdk_check_sparse(vm->ext[i].sp, flags, res);
+	return ret;
+}
+
+/* ---- extent files of a descriptor ---- */
+
+static int vmdk_extent_refs(struct vdimg_file *f, char ***paths, bool **ro, u32 *n)
+{
+	const struct vdimg_image msg = { .name = "vmdk descriptor" };
+	u64 fsize = vdimg_file_size(f);
+	struct vmdk_desc d = {};
+	char *text;
+	u32 i, k = 0;
+	int ret;
+
+	*paths = NULL;
+	*ro = NULL;
+	*n = 0;
+	if (fsize < 1 || fsize > VMDK_DESC_MAX)
+		return 0;	/* not a descriptor file (open says what is wrong) */
+	text = calloc(1, fsize + 1);
+	if (!text)
+		return -ENOMEM;
+	ret = vdimg_file_read(f, text, fsize, 0);
+	if (ret || text[0] != '#') {
+		free(text);
+		return ret;
+	}
+	ret = vmdk_desc_parse((struct vdimg_image *)&msg, text, fsize, &d);
+	free(text);
+	if (ret)
+		return 0;	/* open reports the bad descriptor */
+	*paths = calloc(d.nr_extents + 1, sizeof(**paths));
+	*ro = calloc(d.nr_extents + 1, sizeof(**ro));
+	if (!*paths || !*ro) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < d.nr_extents; i++) {
+		const struct vmdk_desc_extent *x = &d.extents[i];
+
+		if (x->type == VMDK_EXT_ZERO || !x->file[0])
+			continue;
+		(*paths)[k] = strdup(x->file);
+		if (!(*paths)[k]) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		(*ro)[k++] = x->access != VMDK_ACCESS_RW;
+	}
+	*n = k;
+out:
+	vmdk_desc_free(&d);
+	if (ret) {
+		for (i = 0; *paths && i < k; i++)
+			free((*paths)[i]);
+		free(*paths);
+		free(*ro);
+		*paths = NULL;
+		*ro = NULL;
+	}
+	return ret;
+}
+
+const struct vdimg_tool_ops vdimg_vmdk_tool_ops = {
+	.extent_refs = vmdk_extent_refs,
+	.id = VDIMG_FMT_VMDK,
+	.create = vmdk_create,
+	.check = vmdk_check,
+	.parent_ref = vmdk_parent_ref,
+	.set_parent = vmdk_set_parent,
+	.describe = vmdk_describe,
+};
