@@ -8,8 +8,8 @@
  * `qemu-img compare` (and libyal's vmdkinfo when installed); chains made by qemu-img with their
  * CID checks (a parent changed after its child was made is refused unless forced; the first write
  * renews the CID); write cuts at every write of a workload leave an image qemu checks clean with
- * the flushed data intact; hostile headers fail open cleanly; the samples of ../shared/samples
- * (VDIMG_SAMPLES) when present. Skips (exit 4) when qemu-img is missing. KTAP on stdout.
+ * the flushed data intact; hostile headers fail open cleanly; the sample images in
+ * $VDIMG_SAMPLES (set by make check-host, see selftests/samples.sh) when present. Skips (exit 4) when qemu-img is missing. KTAP on stdout.
  */
 #include <sys/wait.h>
 #include "../../tools/lib/chain.h"
@@ -1128,7 +1128,7 @@ int main(void)
 		skip("qemu-img/qemu-io not installed");
 		return ktap_finish();
 	}
-	samples = getenv("VDIMG_SAMPLES") ? getenv("VDIMG_SAMPLES") : "../shared/samples";
+	samples = getenv("VDIMG_SAMPLES") ? getenv("VDIMG_SAMPLES") : "/var/cache/vdimg/samples";
 	have_vmdkinfo = sh("command -v vmdkinfo >/dev/null 2>&1") == 0;
 	test_qemu_images();
 	test_stream();

@@ -201,6 +201,8 @@ if [ -f "$SAMPLES/iotest-version3.vmdk" ]; then
 		vd_detach "$dev" || fail "iotest-version3.vmdk: detach"
 	fi
 else
-	ok_skip "iotest-version3.vmdk" "no sample (no ../shared/samples on the host)"
+	why="not fetched on the host: run 'make samples'"
+	[ -s "$SAMPLES/MISSING" ] && why=$(head -n1 "$SAMPLES/MISSING")
+	ok_skip "iotest-version3.vmdk" "sample image missing ($why)"
 fi
 done_testing
