@@ -3,61 +3,15 @@
  * The QCOW version 1 backend, read-only: qemu's original format (L1 table in memory, L2 tables
  * through a bounded LRU cache, plain and deflate-compressed clusters, a backing file by name).
  * Writable opens are refused: such images should be converted to qcow2. Encrypted images (AES) are
- * refused by name. Shared by the module and the userspace library: only include/vdimg/platform.h
- * services here.
+ * refused by name. Kernel-shared: compiled into the module and the userspace library, only
+ * include/vdimg/platform.h services here; check, describe and parent_ref are in
+ * tools/lib/formats/qcow.c.
  */
 #include <vdimg/backend.h>
 #include "qcow.h"
-#ifndef __KERNEL__
-#include "tool-ops.h"
-#endif
-
-#define QCOW_MIN_CLUSTER_BITS	9
-#define QCOW_MAX_CLUSTER_BITS	16
-#define QCOW_MIN_L2_BITS	6
-#define QCOW_MAX_L2_BITS	13
-#define QCOW_MAX_L1_BYTES	(32U << 20)
-#define QCOW_L2_CACHE_BYTES	(2U << 20)
-#define QCOW_MAX_SLOTS		64U
-
-struct qcow_slot {
-	u64 off;			/* file offset of the cached L2 table, 0: empty */
-	u64 used;			/* LRU tick */
-	__be64 *data;
-};
-
-struct qcow {
-	/* fixed after open */
-	u32 cluster_bits;
-	u32 cluster_size;
-	u32 l2_bits;
-	u32 l2_bytes;
-	u64 coff_mask;			/* compressed entry: offset bits */
-	u64 vsize;
-	u64 fsize;
-	u32 mtime;
-	u64 backing_off;
-	u32 backing_len;
-	u64 l1_offset;
-	u64 l1_size;
-	u64 *l1;			/* cpu order */
-
-	vdimg_mutex_t lock;		/* protects everything below */
-	u32 nslots;
-	u64 tick;
-	struct qcow_slot *slot;
-	u8 *cbuf;			/* compressed input (one cluster) */
-	u8 *dbuf;			/* the last decoded cluster */
-	u64 dbuf_entry;			/* the L2 entry decoded in dbuf, 0: none */
-};
-
-static inline struct qcow *QO(struct vdimg_image *img)
-{
-	return img->priv;
-}
 
 /* The cached L2 table at @off (read on a miss unless @nowait). Lock held. */
-static int qcow_l2_get(struct vdimg_image *img, u64 off, bool nowait, struct qcow_slot **out)
+int qcow_l2_get(struct vdimg_image *img, u64 off, bool nowait, struct qcow_slot **out)
 {
 	struct qcow *q = QO(img);
 	struct qcow_slot *v = &q->slot[0];
@@ -99,7 +53,7 @@ static void qcow_compressed_range(const struct qcow *q, u64 e, u64 *off, u64 *le
 }
 
 /* Is entry @e usable? 0 or a corruption error naming it. */
-static int qcow_check_entry(struct vdimg_image *img, u64 e)
+int qcow_check_entry(struct vdimg_image *img, u64 e)
 {
 	struct qcow *q = QO(img);
 	u64 off, len;
@@ -370,71 +324,6 @@ static void qcow_close(struct vdimg_image *img)
 	img->priv = NULL;
 }
 
-#ifndef __KERNEL__
-#include <stdio.h>
-
-static int qcow_parent_ref(struct vdimg_image *img, struct vdimg_parent_ref *ref)
-{
-	struct qcow *q = QO(img);
-	int ret;
-
-	if (!q->backing_off)
-		return -ENOENT;
-	memset(ref, 0, sizeof(*ref));
-	ret = vdimg_file_read(img->file, ref->path, q->backing_len, q->backing_off);
-	if (ret)
-		return ret;
-	ref->path[q->backing_len] = 0;
-	return 0;
-}
-
-static void qcow_describe(struct vdimg_image *img,
-			  void (*emit)(void *ctx, const char *key, const char *value), void *ctx)
-{
-	struct qcow *q = QO(img);
-	char v[64];
-
-	emit(ctx, "version", "1");
-	snprintf(v, sizeof(v), "%u", q->cluster_size);
-	emit(ctx, "cluster size", v);
-	snprintf(v, sizeof(v), "%u", 1U << q->l2_bits);
-	emit(ctx, "l2 entries", v);
-	snprintf(v, sizeof(v), "%u", q->mtime);
-	emit(ctx, "mtime", v);
-	emit(ctx, "encryption", "none");
-}
-
-/* Read-only check: every L1 and L2 entry points inside the file. */
-static int qcow_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_result *res)
-{
-	struct qcow *q = QO(img);
-	u64 l1i;
-	u32 i;
-	int ret = 0;
-
-	memset(res, 0, sizeof(*res));
-	if (flags & VDIMG_CHECK_REPAIR)
-		return -EROFS;
-	vdimg_mutex_lock(&q->lock);
-	for (l1i = 0; l1i < q->l1_size && !ret; l1i++) {
-		u64 l2off = q->l1[l1i];
-		struct qcow_slot *s;
-
-		if (!l2off)
-			continue;
-		if (l2off > q->fsize || q->l2_bytes > q->fsize - l2off) {
-			res->errors++;
-			continue;
-		}
-		ret = qcow_l2_get(img, l2off, false, &s);
-		for (i = 0; !ret && i < (1U << q->l2_bits); i++)
-			if (qcow_check_entry(img, be64_to_cpu(s->data[i])))
-				res->errors++;
-	}
-	vdimg_mutex_unlock(&q->lock);
-	return ret;
-}
-#endif
 
 static bool qcow_probe(const u8 *head, size_t head_len, const u8 *tail, u64 file_size)
 {
@@ -450,12 +339,3 @@ const struct vdimg_format vdimg_qcow_format = {
 	.map = qcow_map,
 	.read_encoded = qcow_read_encoded,
 };
-
-#ifndef __KERNEL__
-const struct vdimg_tool_ops vdimg_qcow_tool_ops = {
-	.id = VDIMG_FMT_QCOW,
-	.check = qcow_check,
-	.parent_ref = qcow_parent_ref,
-	.describe = qcow_describe,
-};
-#endif

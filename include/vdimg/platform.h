@@ -44,6 +44,9 @@ typedef struct mutex vdimg_mutex_t;
 #define vdimg_crc32c(seed, p, n) crc32c((seed), (p), (n))
 #define vdimg_strscpy(d, s, n)	strscpy((d), (s), (n))
 
+/* see the userspace definition below */
+#define VDIMG_LIBRARY		0
+
 #else /* userspace */
 
 #include <stdint.h>
@@ -144,6 +147,16 @@ u32 vdimg_crc32c(u32 seed, const void *p, size_t n);
 /* copy a NUL-terminated string, truncating to @n - 1 characters */
 void vdimg_strscpy(char *d, const char *s, size_t n);
 
+/*
+ * 1 in the userspace library, 0 in the module: the one thing a backend may ask about the side it
+ * runs on. The tool works offline on images nothing else has open, so at open it may do what the
+ * module must not (repair a dirty qcow2, keep a VHD/VHDX parent's locators for the tool, look at
+ * qcow2 metadata without its data file). Test it in C (`if (VDIMG_LIBRARY)`), never with #if: the
+ * calls it guards go to userspace-only functions (tools/lib/formats/), which the compiler drops from
+ * the module the way it drops code behind IS_ENABLED().
+ */
+#define VDIMG_LIBRARY		1
+
 #endif /* __KERNEL__ */
 
 #ifndef EFSCORRUPTED
@@ -170,8 +183,9 @@ int vdimg_file_zero(struct vdimg_file *f, u64 off, u64 len);
 int vdimg_file_zero_range(struct vdimg_file *f, u64 off, u64 len);
 
 /*
- * Decompression of one compressed unit (a qcow2/qcow cluster, a VMDK grain, a DMG chunk), in
- * backends/decompress.c: the kernel's zlib_inflate / zstd in the module, zlib / libzstd in userspace.
+ * Decompression of one compressed unit (a qcow2/qcow cluster, a VMDK grain, a DMG chunk): the kernel's
+ * zlib_inflate / zstd in the module (drivers/decompress.c), zlib / libzstd in userspace
+ * (tools/lib/decompress.c).
  * Returns 0 when exactly @dst_len bytes were produced (bytes after the end of the stream in @src are
  * ignored), -EFSCORRUPTED when the stream is invalid or ends early, -ENOMEM, or -EOPNOTSUPP for an
  * unknown @algo. May sleep (allocates a workspace).
