@@ -24,7 +24,8 @@ SHARED_SRCS := backends/registry.c backends/raw.c
 SHARED_SRCS += backends/vdi.c
 SHARED_SRCS += backends/vhd.c
 SHARED_SRCS += backends/vhdx.c backends/vhdx_log.c
-SHARED_SRCS += backends/qcow2.c
+SHARED_SRCS += backends/qcow2/open.c backends/qcow2/map.c backends/qcow2/alloc.c \
+	backends/qcow2/snapshot.c
 SHARED_SRCS += backends/qed.c backends/qcow.c
 # userspace only: the platform shim's userspace side, chain I/O, and the formats' tool operations
 USER_LIB_SRCS := tools/lib/platform.c tools/lib/decompress.c tools/lib/io.c
