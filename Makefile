@@ -21,12 +21,13 @@ SAN_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=undefined
 # kernel-shared: the backends, compiled unchanged into vdimg.ko (Kbuild) and into libvdimg
 SHARED_SRCS := backends/registry.c backends/raw.c
-SHARED_SRCS += backends/vdi.c
+SHARED_SRCS += backends/vdi/open.c backends/vdi/map.c
 SHARED_SRCS += backends/vhd.c
 SHARED_SRCS += backends/vhdx.c backends/vhdx_log.c
 SHARED_SRCS += backends/qcow2/open.c backends/qcow2/map.c backends/qcow2/alloc.c \
 	backends/qcow2/snapshot.c
-SHARED_SRCS += backends/qed.c backends/qcow.c
+SHARED_SRCS += backends/qed/open.c backends/qed/map.c backends/qed/cache.c
+SHARED_SRCS += backends/qcow.c
 # userspace only: the platform shim's userspace side, chain I/O, and the formats' tool operations
 USER_LIB_SRCS := tools/lib/platform.c tools/lib/decompress.c tools/lib/io.c
 USER_LIB_SRCS += tools/lib/chainops.c tools/lib/tool-ops.c

@@ -12,7 +12,7 @@
 #include <sys/wait.h>
 #include "../../tools/lib/chain.h"
 #include "ktap.h"
-#include "../../backends/vdi.h"
+#include "../../backends/vdi/vdi.h"
 
 #define KiB 1024ULL
 #define MiB (1ULL << 20)
