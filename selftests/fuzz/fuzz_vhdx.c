@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * libFuzzer target for the VHDX backend (backends/vhdx.c, vhdx_log.c). A VHDX file is at least a few
+ * libFuzzer target for the VHDX backend (backends/vhdx/). A VHDX file is at least a few
  * MiB, so the input is not a whole image: it is laid over the interesting windows of a template
  * image (file identifier, both headers, both region tables, the log, the metadata table and items,
  * the BAT, a sector bitmap) in a memfd. The first input byte chooses the template (clean, or with a
@@ -17,7 +17,7 @@
  */
 #include <fcntl.h>
 #include "fuzz_common.h"
-#include "../../backends/vhdx.h"
+#include "../../backends/vhdx/vhdx.h"
 
 #define MiB (1ULL << 20)
 #define KiB 1024ULL

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Host tests of the VHDX backend (backends/vhdx.c, vhdx_log.c) through the userspace chain layer:
+ * Host tests of the VHDX backend (backends/vhdx/) through the userspace chain layer:
  * the samples of ../shared/samples (contents by sha256 and pattern, the 0xc3 write test, the dirty
  * log replayed into the file and, read-only, into memory), qemu interop both ways (images qemu-img
  * makes and qemu-io fills read back as `qemu-img convert -O raw` does; images written here pass
@@ -13,7 +13,7 @@
 #include <sys/wait.h>
 #include <sys/stat.h>
 #include "../../tools/lib/chain.h"
-#include "../../backends/vhdx.h"
+#include "../../backends/vhdx/vhdx.h"
 #include "ktap.h"
 
 

@@ -6,7 +6,8 @@
  * circular buffer of 4 KiB sectors; an entry is a header sector with descriptors, then one data
  * sector per data descriptor, protected by a CRC-32C over the whole entry. Everything read here is
  * hostile: lengths, counts, offsets and sequence numbers are checked before use, and a log that
- * names no valid sequence is treated as empty. Shared by the module and the userspace library.
+ * names no valid sequence is treated as empty. Kernel-shared: compiled into the module and the
+ * userspace library.
  */
 #include <vdimg/backend.h>
 #include "vhdx.h"
