@@ -7,7 +7,7 @@
  * written and committed, a discard follows, and the image must reopen and read the written bytes
  * back. Crashes, sanitizer reports and answers that do not fit the question abort.
  *
- * Build: make build/fuzz/fuzz_vhd (clang with every library source, see the Makefile)
+ * Build: make build/fuzz/fuzz_vhd
  * Run:   build/fuzz/fuzz_vhd -max_len=65536 selftests/fuzz/corpus/vhd
  */
 #include "fuzz_common.h"

@@ -10,7 +10,7 @@
  * run; then it is opened writable (log replayed into the file), a write chosen by the input is
  * mapped, written and committed, and the image must reopen and read it back.
  *
- * Build: make build/fuzz/fuzz_vhdx (clang with every library source, see the Makefile)
+ * Build: make build/fuzz/fuzz_vhdx
  * Run:   build/fuzz/fuzz_vhdx -max_len=65536 selftests/fuzz/corpus/vhdx
  * Seeds: VDIMG_FUZZ_SEEDS=DIR build/fuzz/fuzz_vhdx -runs=1 writes the templates' own windows as
  *        inputs (one per template, checksums recomputed) into DIR.
