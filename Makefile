@@ -29,7 +29,7 @@ SHARED_SRCS += backends/qcow2/open.c backends/qcow2/map.c backends/qcow2/alloc.c
 SHARED_SRCS += backends/qed/open.c backends/qed/map.c backends/qed/cache.c
 SHARED_SRCS += backends/qcow.c
 # userspace only: the platform shim's userspace side, chain I/O, and the formats' tool operations
-USER_LIB_SRCS := tools/lib/platform.c tools/lib/decompress.c tools/lib/io.c
+USER_LIB_SRCS := tools/lib/platform.c tools/lib/decompress.c tools/lib/open.c tools/lib/io.c
 USER_LIB_SRCS += tools/lib/chainops.c tools/lib/tool-ops.c
 USER_LIB_SRCS += $(sort $(wildcard tools/lib/formats/*.c tools/lib/formats/*/*.c))
 LIB_SRCS := $(SHARED_SRCS) $(USER_LIB_SRCS)
