@@ -22,7 +22,7 @@ SAN_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 # kernel-shared: the backends, compiled unchanged into vdimg.ko (Kbuild) and into libvdimg
 SHARED_SRCS := backends/registry.c backends/raw.c
 SHARED_SRCS += backends/vdi/open.c backends/vdi/map.c
-SHARED_SRCS += backends/vhd/open.c backends/vhd/map.c
+SHARED_SRCS += backends/vhd_common.c backends/vhd/open.c backends/vhd/map.c
 SHARED_SRCS += backends/vhdx/open.c backends/vhdx/map.c backends/vhdx/log.c
 SHARED_SRCS += backends/qcow2/open.c backends/qcow2/map.c backends/qcow2/alloc.c \
 	backends/qcow2/snapshot.c

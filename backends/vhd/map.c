@@ -13,32 +13,6 @@
  */
 #include "vhd.h"
 
-/* Sectors from @s (< @end) that have the same bit as sector @s; that bit in *@set. */
-static u32 vhd_run(const u8 *bits, u32 s, u32 end, bool *set)
-{
-	bool v = vhd_bit(bits, s);
-	u8 full = v ? 0xff : 0;
-	u32 i = s + 1;
-
-	*set = v;
-	while (i < end) {
-		if (!(i & 7) && i + 8 <= end && bits[i >> 3] == full) {
-			i += 8;
-			continue;
-		}
-		if (vhd_bit(bits, i) != v)
-			break;
-		i++;
-	}
-	return i - s;
-}
-
-static void vhd_set_bits(u8 *bits, u32 s, u32 end)
-{
-	for (; s < end; s++)
-		bits[s >> 3] |= 0x80 >> (s & 7);
-}
-
 /* Write the BAT sector that holds entry @blk. Caller holds io_lock. */
 int vhd_write_bat_sector(struct vdimg_image *img, struct vhd *v, u32 blk)
 {
@@ -135,7 +109,7 @@ static void vhd_map_bits(struct vdimg_image *img, struct vhd *v, u32 blk, u32 e,
 	u64 within = offset & (v->block_size - 1);
 	u32 s = within / VHD_SECTOR, send = (within + len + VHD_SECTOR - 1) / VHD_SECTOR;
 	bool set, pending = v->state[blk] & VHD_BLK_PENDING;
-	u32 run = vhd_run(bits, s, send, &set);
+	u32 run = vdimg_sbm_run(bits, s, send, VDIMG_SBM_MSB_FIRST, &set);
 
 	ext->length = min_t(u64, (u64)(s + run) * VHD_SECTOR, within + len) - within;
 	ext->file = img->file;
@@ -302,9 +276,9 @@ static int vhd_set_bits_locked(struct vdimg_image *img, struct vhd *v, u32 blk, 
 		ret = vdimg_file_read(img->file, bits, v->bitmap_size, (u64)e * VHD_SECTOR);
 	if (ret)
 		goto out;
-	if (vhd_run(bits, s, send, &set) == send - s && set)
+	if (vdimg_sbm_run(bits, s, send, VDIMG_SBM_MSB_FIRST, &set) == send - s && set)
 		goto out;	/* already set */
-	vhd_set_bits(bits, s, send);
+	vdimg_sbm_set(bits, s, send, VDIMG_SBM_MSB_FIRST);
 	if (sync) {
 		ret = vdimg_file_sync(img->file);
 		if (ret)

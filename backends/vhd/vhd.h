@@ -105,7 +105,7 @@ extern const struct vdimg_format vdimg_vhd_format;
 
 /* ---- the backend's private state, shared by backends/vhd/ and tools/lib/formats/vhd/ ---- */
 
-#include <vdimg/backend.h>
+#include "../vhd_common.h"
 
 #define VHD_BM_CACHE_BYTES	(256U << 10)	/* memory for cached block bitmaps */
 #define VHD_BAT_MAX_BYTES	(64U << 20)	/* largest BAT held in memory (32 TiB at 2 MiB) */
@@ -169,11 +169,6 @@ struct vhd {
 static inline u32 vhd_bat_get(const struct vhd *v, u32 blk)
 {
 	return be32_to_cpu(v->bat[blk]);
-}
-
-static inline bool vhd_bit(const u8 *bits, u32 s)
-{
-	return bits[s >> 3] & (0x80 >> (s & 7));
 }
 
 /* ---- functions shared between the files of the backend ---- */

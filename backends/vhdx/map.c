@@ -110,7 +110,7 @@ static int vhdx_map_cached(struct vdimg_image *img, struct vhdx *v, u64 offset, 
 	{
 		u32 s = within / v->lss, send = DIV_ROUND_UP(within + len, v->lss);
 		bool set;
-		u32 run = vhdx_run(bits, s, send, &set);
+		u32 run = vdimg_sbm_run(bits, s, send, VDIMG_SBM_LSB_FIRST, &set);
 
 		ext->file = img->file;
 		ext->file_offset = vhdx_off(e) + within;
@@ -343,7 +343,7 @@ static int vhdx_ps_bits(struct vdimg_image *img, struct vhdx *v, struct vhdx_pag
 			s += 8;
 			continue;
 		}
-		p[in] |= 1U << (s & 7);
+		p[in] |= vdimg_sbm_mask(s, VDIMG_SBM_LSB_FIRST);
 		s++;
 	}
 	return 0;

@@ -21,26 +21,6 @@ const u8 vhdx_guid_parent[16] = VHDX_GUID_PARENT_LOC;
 const u8 vhdx_guid_loctype[16] = VHDX_GUID_LOC_TYPE;
 const u8 vhdx_zero_guid[16];
 
-/* Sectors from @s (< @end) that have the same bit as sector @s; that bit in *@set. */
-u32 vhdx_run(const u8 *bits, u32 s, u32 end, bool *set)
-{
-	bool b = vhdx_bit(bits, s);
-	u8 full = b ? 0xff : 0;
-	u32 i = s + 1;
-
-	*set = b;
-	while (i < end) {
-		if (!(i & 7) && i + 8 <= end && bits[i >> 3] == full) {
-			i += 8;
-			continue;
-		}
-		if (vhdx_bit(bits, i) != b)
-			break;
-		i++;
-	}
-	return i - s;
-}
-
 void vhdx_guid_fmt(char *out, const u8 *g)
 {
 	static const char hex[] = "0123456789abcdef";

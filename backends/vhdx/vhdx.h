@@ -262,6 +262,7 @@ u32 vdimg_vhdx_crc(const void *buf, size_t len, size_t csum_off);
 /* ---- the backend's private state, shared by backends/vhdx/ and tools/lib/formats/vhdx/ ---- */
 
 #include <vdimg/backend.h>
+#include "../vhd_common.h"
 
 #define VHDX_BAT_MAX_BYTES	(64U << 20)	/* largest BAT held in memory */
 #define VHDX_BM_CACHE_BYTES	(1U << 20)	/* memory for cached per-block sector bitmaps */
@@ -364,11 +365,6 @@ static inline u64 vhdx_off(u64 e)
 	return e & VHDX_BAT_OFF_MASK;
 }
 
-static inline bool vhdx_bit(const u8 *bits, u32 s)
-{
-	return bits[s >> 3] & (1U << (s & 7));
-}
-
 /* the metadata pages one ->commit() (or set_parent) rewrites, logged together (map.c) */
 struct vhdx_pageset {
 	u32 n;
@@ -379,7 +375,6 @@ struct vhdx_pageset {
 /* ---- functions shared between the files of the backend ---- */
 
 /* open.c */
-u32 vhdx_run(const u8 *bits, u32 s, u32 end, bool *set);
 void vhdx_guid_fmt(char *out, const u8 *g);
 void vhdx_new_guid(u8 *g);
 int vhdx_update_header(struct vdimg_image *img, struct vhdx *v, const u8 *log_guid,
