@@ -21,6 +21,12 @@ void vdimg_file_free(struct vdimg_file *f);	/* does not close the descriptor */
 char *vdimg_file_dir(const struct vdimg_file *f);
 /* @path, absolute or relative to @dir, as a canonical absolute path (malloc'd); NULL with errno */
 char *vdimg_path_in_dir(const char *dir, const char *path);
+/*
+ * @path (absolute, canonical) relative to the canonical directory @dir, "./x" or "../../x", with
+ * @sep between components: the relative parent paths VHD ('/') and VHDX ('\\') locators record.
+ * malloc'd; NULL on ENOMEM.
+ */
+char *vdimg_relpath(const char *path, const char *dir, char sep);
 
 /* an image opened from a path by vdimg_open_path() (tools/lib/open.c) */
 struct vdimg_path_image {

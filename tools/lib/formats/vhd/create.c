@@ -166,7 +166,7 @@ int vhd_create(struct vdimg_file *f, const struct vdimg_create_opts *opts)
 				  VHD_PARENT_NAME_BYTES - 2, true);
 		dir = vdimg_file_dir(f);
 		if (dir)
-			rel = vhd_relpath(pabs, dir);
+			rel = vdimg_relpath(pabs, dir, '/');
 		free(dir);
 		ret = 0;
 		if (rel)

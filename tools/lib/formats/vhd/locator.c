@@ -231,40 +231,6 @@ const char *vdimg_vhd_parent_path(struct vdimg_image *img, unsigned int idx)
 	return v->paths[idx];
 }
 
-/* @path relative to directory @dir (both absolute and normalized, as realpath() gives them). */
-char *vhd_relpath(const char *path, const char *dir)
-{
-	size_t dl = strlen(dir), common = 0, i, up = 0;
-	const char *rest;
-	char *out, *o;
-
-	if (dl == 1 || (!strncmp(path, dir, dl) && path[dl] == '/')) {
-		rest = path + (dl == 1 ? 1 : dl + 1);	/* inside @dir */
-	} else {
-		for (i = 0; path[i] && dir[i] && path[i] == dir[i]; i++)
-			if (path[i] == '/')
-				common = i + 1;
-		rest = path + common;
-		for (i = common; dir[i]; i++)
-			if (dir[i] != '/' && (i == common || dir[i - 1] == '/'))
-				up++;
-	}
-	out = malloc(3 * up + strlen(rest) + 3);
-	if (!out)
-		return NULL;
-	o = out;
-	if (!up) {
-		*o++ = '.';
-		*o++ = '/';
-	}
-	while (up--) {
-		memcpy(o, "../", 3);
-		o += 3;
-	}
-	memcpy(o, rest, strlen(rest) + 1);
-	return out;
-}
-
 /* Store @path as locator @idx (UTF-16LE, @win_sep: '/' becomes '\') at *@off. */
 int vhd_put_locator(struct vdimg_file *f, struct vhd_dyn_header *h, int idx, u32 code,
 		    const char *path, bool win_sep, u64 *off)
@@ -440,7 +406,7 @@ int vhd_set_parent(struct vdimg_image *img, const char *path, struct vdimg_image
 		vdimg_err(img, "the new parent %s: %s", path, strerror(-ret));
 		goto out;
 	}
-	rel = vhd_relpath(pabs, dir);
+	rel = vdimg_relpath(pabs, dir, '/');
 	nh = malloc(sizeof(*nh));
 	if (!rel || !nh)
 		goto out;

@@ -135,7 +135,7 @@ int vhdx_create(struct vdimg_file *f, const struct vdimg_create_opts *opts)
 			if (vals[0])
 				snprintf(vals[0], 64, "{%s}", g);
 			if (absparent && dir)
-				vals[1] = vhdx_relpath(absparent, dir);
+				vals[1] = vdimg_relpath(absparent, dir, '\\');
 			if (absparent)
 				vals[2] = strdup(absparent);
 			free(dir);

@@ -158,44 +158,6 @@ int vhdx_parent_ref(struct vdimg_image *img, struct vdimg_parent_ref *ref)
 	return 0;
 }
 
-/* @path relative to directory @dir (both absolute). */
-char *vhdx_relpath(const char *path, const char *dir)
-{
-	size_t common = 0, i, up = 0;
-	char *out, *o;
-	const char *rest;
-
-	for (i = 0; path[i] && path[i] == dir[i]; i++)
-		if (path[i] == '/')
-			common = i + 1;
-	if (!dir[i] && path[i] == '/')
-		common = i + 1;
-	rest = path + common;
-	i = min(common, strlen(dir));
-	if (dir[i])
-		up++;
-	for (; dir[i]; i++)
-		if (dir[i] == '/' && dir[i + 1])
-			up++;
-	out = malloc(3 * up + strlen(rest) + 3);
-	if (!out)
-		return NULL;
-	o = out;
-	if (!up) {
-		*o++ = '.';
-		*o++ = '\\';
-	}
-	while (up--) {
-		memcpy(o, "..\\", 3);
-		o += 3;
-	}
-	strcpy(o, rest);
-	for (; *o; o++)
-		if (*o == '/')
-			*o = '\\';
-	return out;
-}
-
 /* Append key @k = value @val (UTF-8) as a locator entry; @pos grows. -ENAMETOOLONG when full. */
 static int vhdx_loc_put(u8 *loc, u32 cap, u32 idx, u32 *pos, const char *k, const char *val)
 {
@@ -262,7 +224,7 @@ int vhdx_set_parent(struct vdimg_image *img, const char *path, struct vdimg_imag
 		vdimg_err(img, "the new parent %s: %s", path, strerror(-ret));
 		goto out;
 	}
-	rel = vhdx_relpath(pabs, dir);
+	rel = vdimg_relpath(pabs, dir, '\\');
 	loc = calloc(1, cap);
 	table = malloc(VHDX_META_TABLE_SIZE);
 	if (!rel || !loc || !table)

@@ -17,7 +17,6 @@ int vhdx_create(struct vdimg_file *f, const struct vdimg_create_opts *opts);
 /* locator.c */
 size_t vhdx_utf8_to_u16(const char *s, u8 *out, size_t max);
 int vhdx_parent_ref(struct vdimg_image *img, struct vdimg_parent_ref *ref);
-char *vhdx_relpath(const char *path, const char *dir);
 int vhdx_set_parent(struct vdimg_image *img, const char *path, struct vdimg_image *parent);
 
 #endif /* _VDIMG_VHDX_TOOL_H */
