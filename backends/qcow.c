@@ -324,7 +324,6 @@ static void qcow_close(struct vdimg_image *img)
 	img->priv = NULL;
 }
 
-
 static bool qcow_probe(const u8 *head, size_t head_len, const u8 *tail, u64 file_size)
 {
 	return head_len >= 8 && !memcmp(head, "QFI\xfb\0\0\0\x01", 8);

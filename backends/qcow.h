@@ -35,7 +35,7 @@ struct qcow_header {
  * L2 entries: a data cluster's file offset, 0 for unallocated, or with bit 63 a compressed cluster:
  * bits 0..(62 - cluster_bits) the file offset, the next cluster_bits bits its size in bytes.
  */
-#define QCOW_OFLAG_COMPRESSED	(1ULL << 63)
+#define QCOW_OFLAG_COMPRESSED	BIT_ULL(63)
 
 static inline void qcow_check_layout(void)
 {

@@ -345,8 +345,10 @@ int qcow2_alloc(struct vdimg_image *img, u64 n, u64 *out)
 	int ret;
 
 	/* the header cluster is never free; skipping it also keeps offset 0 meaning "none" */
-	if (!idx)
-		idx = start = 1;
+	if (!idx) {
+		start = 1;
+		idx = 1;
+	}
 	while (run < n) {
 		if (idx >= limit) {
 			vdimg_err(img, "no free cluster below 64 PiB");
@@ -361,7 +363,8 @@ int qcow2_alloc(struct vdimg_image *img, u64 n, u64 *out)
 			if (ret)
 				return ret;
 			run = 0;
-			idx = start = q->free_hint > idx ? q->free_hint : idx;
+			start = q->free_hint > idx ? q->free_hint : idx;
+			idx = start;
 			continue;
 		}
 		ret = qcow2_rb_lookup(img, idx, &blk);
@@ -538,8 +541,10 @@ static int qcow2_write_l1(struct vdimg_image *img)
 		buf[i - lo] = cpu_to_be64(q->l1[i]);
 	ret = vdimg_file_write(img->file, buf, (hi - lo) * 8, q->l1_offset + (u64)lo * 8);
 	vdimg_free(buf);
-	if (!ret)
-		q->l1_dirty_lo = q->l1_dirty_hi = 0;
+	if (!ret) {
+		q->l1_dirty_lo = 0;
+		q->l1_dirty_hi = 0;
+	}
 	return ret;
 }
 

@@ -10,7 +10,6 @@
 
 /* ---- open and close ---- */
 
-
 /* The name the image's feature table gives to incompatible bit @bit, or NULL. */
 const char *qcow2_feature_name(const u8 *tbl, u32 len, u32 bit, char *buf, size_t bufsz)
 {
@@ -148,7 +147,8 @@ static int qcow2_open(struct vdimg_image *img, unsigned int flags)
 		ret = vdimg_corrupt(img, "cluster_bits %u out of range 9..21", q->cluster_bits);
 		goto fail;
 	}
-	cs = q->cluster_size = 1U << q->cluster_bits;
+	q->cluster_size = 1U << q->cluster_bits;
+	cs = q->cluster_size;
 	if (q->version == 2) {
 		hlen = QCOW2_V2_HEADER_LEN;
 		q->refcount_order = 4;

@@ -43,17 +43,17 @@ struct qcow2_header {
 #define QCOW2_HEADER_LEN	112	/* what we write for v3: up to compression_type + padding */
 
 /* incompatible feature bits */
-#define QCOW2_INCOMPAT_DIRTY		(1ULL << 0)
-#define QCOW2_INCOMPAT_CORRUPT		(1ULL << 1)
-#define QCOW2_INCOMPAT_DATA_FILE	(1ULL << 2)
-#define QCOW2_INCOMPAT_COMPRESSION	(1ULL << 3)
-#define QCOW2_INCOMPAT_EXTL2		(1ULL << 4)
+#define QCOW2_INCOMPAT_DIRTY		BIT_ULL(0)
+#define QCOW2_INCOMPAT_CORRUPT		BIT_ULL(1)
+#define QCOW2_INCOMPAT_DATA_FILE	BIT_ULL(2)
+#define QCOW2_INCOMPAT_COMPRESSION	BIT_ULL(3)
+#define QCOW2_INCOMPAT_EXTL2		BIT_ULL(4)
 #define QCOW2_INCOMPAT_KNOWN		((1ULL << 5) - 1)
 /* compatible feature bits */
-#define QCOW2_COMPAT_LAZY_REFCOUNTS	(1ULL << 0)
+#define QCOW2_COMPAT_LAZY_REFCOUNTS	BIT_ULL(0)
 /* autoclear feature bits */
-#define QCOW2_AUTOCLEAR_BITMAPS		(1ULL << 0)
-#define QCOW2_AUTOCLEAR_DATA_FILE_RAW	(1ULL << 1)
+#define QCOW2_AUTOCLEAR_BITMAPS		BIT_ULL(0)
+#define QCOW2_AUTOCLEAR_DATA_FILE_RAW	BIT_ULL(1)
 
 #define QCOW2_COMPRESSION_ZLIB		0
 #define QCOW2_COMPRESSION_ZSTD		1
@@ -115,9 +115,9 @@ struct qcow2_bitmap_dir_entry {
 /* L1 entries, L2 entries, refcount table entries */
 #define QCOW2_OFFSET_MASK	0x00fffffffffffe00ULL	/* bits 9-55 */
 #define QCOW2_L1_RESERVED	0x7f000000000001ffULL
-#define QCOW2_OFLAG_COPIED	(1ULL << 63)
-#define QCOW2_OFLAG_COMPRESSED	(1ULL << 62)
-#define QCOW2_OFLAG_ZERO	(1ULL << 0)
+#define QCOW2_OFLAG_COPIED	BIT_ULL(63)
+#define QCOW2_OFLAG_COMPRESSED	BIT_ULL(62)
+#define QCOW2_OFLAG_ZERO	BIT_ULL(0)
 #define QCOW2_L2_STD_RESERVED	0x3f000000000001feULL	/* bits 1-8, 56-61 */
 #define QCOW2_RT_RESERVED	0x00000000000001ffULL
 
@@ -150,10 +150,10 @@ static inline void qcow2_check_layout(void)
 #define QCOW2_MAX_RUN_BYTES	(4U << 20)	/* largest run of clusters one NEW extent reserves */
 
 /* cookie[1] of a NEW extent */
-#define QCOW2_NEW_ALLOCATED	(1ULL << 0)	/* cookie[0] is a cluster reserved by map */
-#define QCOW2_NEW_WAS_COMPRESSED (1ULL << 1)	/* the old descriptor was a compressed one */
-#define QCOW2_NEW_WAS_SHARED	(1ULL << 2)	/* a copy of a shared cluster (internal snapshots) */
-#define QCOW2_NEW_DATA_FILE	(1ULL << 3)	/* cookie[0] is a data file offset (may be 0) */
+#define QCOW2_NEW_ALLOCATED	BIT_ULL(0)	/* cookie[0] is a cluster reserved by map */
+#define QCOW2_NEW_WAS_COMPRESSED BIT_ULL(1)	/* the old descriptor was a compressed one */
+#define QCOW2_NEW_WAS_SHARED	BIT_ULL(2)	/* a copy of a shared cluster (internal snapshots) */
+#define QCOW2_NEW_DATA_FILE	BIT_ULL(3)	/* cookie[0] is a data file offset (may be 0) */
 
 #define QCOW2_MAX_SNAPSHOTS	65536		/* qemu's limits on the snapshot table */
 #define QCOW2_MAX_SNAP_EXTRA	1024
@@ -262,7 +262,6 @@ struct qcow2_snap {
 	u32 id_len, name_len;
 	u64 id_off, name_off;		/* file offsets of the (not NUL-terminated) strings */
 };
-
 
 /* ---- functions shared between the files of the backend ---- */
 

@@ -41,10 +41,12 @@ int qcow2_snapshot(struct vdimg_image *img, u32 idx, struct qcow2_snap *out)
 		idl = be16_to_cpu(s.id_str_size);
 		nl = be16_to_cpu(s.name_size);
 		if (extra > QCOW2_MAX_SNAP_EXTRA)
-			return vdimg_corrupt(img, "snapshot %u has %u bytes of extra data", i + 1, extra);
+			return vdimg_corrupt(img, "snapshot %u has %u bytes of extra data", i + 1,
+					     extra);
 		end = off + sizeof(s) + extra + idl + nl;
 		if (end > fsize)
-			return vdimg_corrupt(img, "snapshot %u runs past the end of the file", i + 1);
+			return vdimg_corrupt(img, "snapshot %u runs past the end of the file",
+					     i + 1);
 		if (i == idx) {
 			__be64 x[2] = { 0, 0 };
 

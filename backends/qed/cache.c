@@ -173,8 +173,10 @@ static int qed_write_l1(struct vdimg_image *img)
 		buf[i - lo] = cpu_to_le64(q->l1[i]);
 	ret = vdimg_file_write(img->file, buf, (hi - lo) * 8, q->l1_offset + lo * 8);
 	vdimg_free(buf);
-	if (!ret)
-		q->l1_dirty_lo = q->l1_dirty_hi = 0;
+	if (!ret) {
+		q->l1_dirty_lo = 0;
+		q->l1_dirty_hi = 0;
+	}
 	return ret;
 }
 

@@ -61,7 +61,8 @@ int qed_scan_tables(struct vdimg_image *img, bool fix, struct qed_scan *sc)
 		}
 		if (!qed_mark(q, sc, t, q->tbytes)) {
 			sc->errors++;
-			vdimg_err(img, "L2 table at %#llx is referenced twice", (unsigned long long)t);
+			vdimg_err(img, "L2 table at %#llx is referenced twice",
+				  (unsigned long long)t);
 			continue;
 		}
 		for (p = 0; p < q->tbytes; p += q->psize) {
@@ -223,7 +224,8 @@ static int qed_open(struct vdimg_image *img, unsigned int flags)
 	}
 	if ((q->l1_offset & (cs - 1)) || q->l1_offset < (u64)q->header_size * cs ||
 	    q->l1_offset > q->next_alloc || q->tbytes > q->next_alloc - q->l1_offset) {
-		ret = vdimg_corrupt(img, "bad L1 table offset %#llx", (unsigned long long)q->l1_offset);
+		ret = vdimg_corrupt(img, "bad L1 table offset %#llx",
+				    (unsigned long long)q->l1_offset);
 		goto fail;
 	}
 	q->l1_entries = entries;

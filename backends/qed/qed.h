@@ -29,9 +29,9 @@ struct qed_header {
 
 #define QED_HEADER_LEN		64
 
-#define QED_F_BACKING_FILE		(1ULL << 0)
-#define QED_F_NEED_CHECK		(1ULL << 1)
-#define QED_F_BACKING_FORMAT_NO_PROBE	(1ULL << 2)
+#define QED_F_BACKING_FILE		BIT_ULL(0)
+#define QED_F_NEED_CHECK		BIT_ULL(1)
+#define QED_F_BACKING_FORMAT_NO_PROBE	BIT_ULL(2)
 #define QED_F_KNOWN			(QED_F_BACKING_FILE | QED_F_NEED_CHECK | \
 					 QED_F_BACKING_FORMAT_NO_PROBE)
 
@@ -121,7 +121,6 @@ struct qed_scan {
 	u8 *used;			/* userspace check: one bit per cluster of the file, or NULL */
 	u64 nclusters;
 };
-
 
 /* ---- functions shared between the files of the backend ---- */
 

@@ -180,7 +180,7 @@ static int vhd_map_slow(struct vdimg_image *img, struct vhd *v, u64 offset, u64 
 			goto out;
 	} else if (e != VHD_BAT_FREE) {
 		vdimg_mutex_lock(&v->lock);
-		ret = vhd_bm_lookup(v, blk) != NULL;
+		ret = !!vhd_bm_lookup(v, blk);
 		vdimg_mutex_unlock(&v->lock);
 		if (!ret) {
 			buf = vdimg_zalloc(v->bitmap_size);

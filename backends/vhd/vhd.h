@@ -93,14 +93,6 @@ struct vhd_dyn_header {
 	u8 reserved2[256];
 } __packed;
 
-#ifndef VDIMG_OPEN_REPAIR
-/*
- * Proposed open flag (not in backend.h yet): open a damaged image writable only so that ->check()
- * can repair it; map(WRITE) and discard stay refused until the damage is repaired.
- */
-#define VDIMG_OPEN_REPAIR	(1U << 2)
-#endif
-
 extern const struct vdimg_format vdimg_vhd_format;
 
 /* ---- the backend's private state, shared by backends/vhd/ and tools/lib/formats/vhd/ ---- */

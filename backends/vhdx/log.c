@@ -232,7 +232,8 @@ static int vhdx_entry_apply(struct vdimg_image *img, struct vhdx_log *log, const
 	return ret;
 }
 
-int vdimg_vhdx_log_replay(struct vdimg_image *img, struct vhdx_log *log, u64 file_size, bool to_file)
+int vdimg_vhdx_log_replay(struct vdimg_image *img, struct vhdx_log *log, u64 file_size,
+			  bool to_file)
 {
 	u32 nsec = log->length / VHDX_LOG_SECTOR, s, head, tail, steps, cap = 0;
 	struct vhdx_scan *scan = NULL;
@@ -319,7 +320,8 @@ int vdimg_vhdx_log_replay(struct vdimg_image *img, struct vhdx_log *log, u64 fil
 		}
 		log->seq = scan[head].seq + 1;
 		if (to_file && log->last_file_offset > file_size) {
-			ret = vdimg_file_truncate(img->file, ALIGN(log->last_file_offset, VHDX_MiB));
+			ret = vdimg_file_truncate(img->file,
+						  ALIGN(log->last_file_offset, VHDX_MiB));
 			if (ret)
 				goto out;
 		}
@@ -335,8 +337,8 @@ out:
 	return ret;
 }
 
-int vdimg_vhdx_meta_read(struct vdimg_image *img, const struct vhdx_log *log, void *buf, size_t len,
-		   u64 off)
+int vdimg_vhdx_meta_read(struct vdimg_image *img, const struct vhdx_log *log, void *buf,
+			 size_t len, u64 off)
 {
 	u8 *p = buf;
 	u32 i;
@@ -359,8 +361,8 @@ int vdimg_vhdx_meta_read(struct vdimg_image *img, const struct vhdx_log *log, vo
 	return 0;
 }
 
-int vdimg_vhdx_log_write(struct vdimg_image *img, struct vhdx_log *log, const struct vhdx_log_page *pages,
-		   u32 n, u64 file_size)
+int vdimg_vhdx_log_write(struct vdimg_image *img, struct vhdx_log *log,
+			 const struct vhdx_log_page *pages, u32 n, u64 file_size)
 {
 	u32 dsec = vhdx_desc_sectors(n), total = (dsec + n) * VHDX_LOG_SECTOR, k;
 	struct vhdx_log_entry_hdr *h;
@@ -401,7 +403,8 @@ int vdimg_vhdx_log_write(struct vdimg_image *img, struct vhdx_log *log, const st
 		ds->seq_low = cpu_to_le32((u32)log->seq);
 		memcpy(ds->data, pages[k].data + 8, sizeof(ds->data));
 	}
-	h->checksum = cpu_to_le32(vdimg_vhdx_crc(e, total, offsetof(struct vhdx_log_entry_hdr, checksum)));
+	h->checksum = cpu_to_le32(vdimg_vhdx_crc(e, total,
+						 offsetof(struct vhdx_log_entry_hdr, checksum)));
 	ret = vdimg_file_write(img->file, e, total, log->offset + log->pos);
 	vdimg_free(e);
 	if (ret)

@@ -163,7 +163,8 @@ int vhdx_update_header(struct vdimg_image *img, struct vhdx *v, const u8 *log_gu
 	if (new_file || v->file_guid_pending)
 		vhdx_new_guid(h->file_write_guid);
 	h->checksum = 0;
-	h->checksum = cpu_to_le32(vdimg_vhdx_crc(h, sizeof(*h), offsetof(struct vhdx_header, checksum)));
+	h->checksum = cpu_to_le32(vdimg_vhdx_crc(h, sizeof(*h),
+						 offsetof(struct vhdx_header, checksum)));
 	img->flags |= VDIMG_IMG_DIRTY;
 	ret = vdimg_file_write(img->file, h, sizeof(*h), off);
 	if (!ret)
@@ -198,7 +199,7 @@ static int vhdx_read_regions(struct vdimg_image *img, struct vhdx *v, u64 fsize)
 		return -ENOMEM;
 	for (copy = 0; copy < 2; copy++) {
 		ret = vdimg_vhdx_meta_read(img, &v->log, buf, VHDX_REGION_SIZE,
-				     copy ? VHDX_REGION2_OFF : VHDX_REGION1_OFF);
+					   copy ? VHDX_REGION2_OFF : VHDX_REGION1_OFF);
 		if (ret)
 			goto out;
 		if (!memcmp(rh->signature, "regi", 4) &&
@@ -397,7 +398,8 @@ static int vhdx_read_metadata(struct vdimg_image *img, struct vhdx *v)
 		if (kind < 0 || (flags & VHDX_META_IS_USER)) {
 			if (flags & VHDX_META_IS_REQUIRED) {
 				vhdx_guid_fmt(g, m->item_id);
-				vdimg_err(img, "unknown required metadata item %s is not supported", g);
+				vdimg_err(img, "unknown required metadata item %s is not supported",
+					  g);
 				ret = -EOPNOTSUPP;
 				goto out;
 			}
@@ -407,7 +409,8 @@ static int vhdx_read_metadata(struct vdimg_image *img, struct vhdx *v)
 			static const u32 want[6] = { 8, 8, 16, 4, 4, 0 };
 
 			if ((want[kind] && len != want[kind]) || (!want[kind] && !len)) {
-				ret = vdimg_corrupt(img, "metadata item %u has a bad length %u", i, len);
+				ret = vdimg_corrupt(img, "metadata item %u has a bad length %u", i,
+						    len);
 				goto out;
 			}
 		}
@@ -646,7 +649,7 @@ static int vhdx_load_bat(struct vdimg_image *img, struct vhdx *v, u64 fsize)
 		}
 	}
 	v->file_size = fsize;
-	v->data_end = ALIGN(max(max(fsize, max_end), (u64)VHDX_HEADER_SECTION), VHDX_MiB);
+	v->data_end = ALIGN(max_t(u64, max(fsize, max_end), VHDX_HEADER_SECTION), VHDX_MiB);
 	v->data_end = max(v->data_end, ALIGN(v->bat_off + v->bat_len, VHDX_MiB));
 	v->data_end = max(v->data_end, ALIGN(v->meta_off + v->meta_len, VHDX_MiB));
 	v->data_end = max(v->data_end, ALIGN(v->log.offset + v->log.length, VHDX_MiB));

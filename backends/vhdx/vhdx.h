@@ -87,17 +87,17 @@ struct vhdx_meta_entry {
 	__le32 reserved;
 } __packed;
 
-#define VHDX_META_IS_USER	(1U << 0)
-#define VHDX_META_IS_VIRTUAL	(1U << 1)
-#define VHDX_META_IS_REQUIRED	(1U << 2)
+#define VHDX_META_IS_USER	BIT(0)
+#define VHDX_META_IS_VIRTUAL	BIT(1)
+#define VHDX_META_IS_REQUIRED	BIT(2)
 
 struct vhdx_file_params {
 	__le32 block_size;
 	__le32 flags;			/* VHDX_PARAM_* */
 } __packed;
 
-#define VHDX_PARAM_LEAVE_ALLOCATED	(1U << 0)
-#define VHDX_PARAM_HAS_PARENT		(1U << 1)
+#define VHDX_PARAM_LEAVE_ALLOCATED	BIT(0)
+#define VHDX_PARAM_HAS_PARENT		BIT(1)
 
 struct vhdx_locator_hdr {
 	u8 locator_type[16];
@@ -235,11 +235,12 @@ struct vhdx_log {
  * Find the active sequence of @log and replay it: into the file when @to_file (the caller syncs),
  * else into @log->ov. Return: 0 (also when nothing was found), or a negative errno after a message.
  */
-int vdimg_vhdx_log_replay(struct vdimg_image *img, struct vhdx_log *log, u64 file_size, bool to_file);
+int vdimg_vhdx_log_replay(struct vdimg_image *img, struct vhdx_log *log, u64 file_size,
+			  bool to_file);
 
 /* Read metadata at @off through the in-memory overlay (if any). */
-int vdimg_vhdx_meta_read(struct vdimg_image *img, const struct vhdx_log *log, void *buf, size_t len,
-		   u64 off);
+int vdimg_vhdx_meta_read(struct vdimg_image *img, const struct vhdx_log *log, void *buf,
+			 size_t len, u64 off);
 
 /* One 4 KiB page a log entry will carry. */
 struct vhdx_log_page {
@@ -251,8 +252,8 @@ struct vhdx_log_page {
  * Write one entry carrying @n pages to the log (at log->pos, wrapping to the start when it does not
  * fit), with @file_size as its flushed/last file offsets. The caller syncs before (data) and after.
  */
-int vdimg_vhdx_log_write(struct vdimg_image *img, struct vhdx_log *log, const struct vhdx_log_page *pages,
-		   u32 n, u64 file_size);
+int vdimg_vhdx_log_write(struct vdimg_image *img, struct vhdx_log *log,
+			 const struct vhdx_log_page *pages, u32 n, u64 file_size);
 
 void vdimg_vhdx_log_free_overlay(struct vhdx_log *log);
 

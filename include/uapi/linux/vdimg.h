@@ -60,6 +60,7 @@ struct vdimg_layer {
 	__u32 __pad;		/* must be zero */
 	__u64 __reserved[1];	/* must be zero */
 };
+
 #define VDIMG_LAYER_SIZE_VER0	32
 
 struct vdimg_attach {
@@ -72,6 +73,7 @@ struct vdimg_attach {
 	__u32 layer_size;	/* in: sizeof(struct vdimg_layer), 0 for VDIMG_LAYER_SIZE_VER0 */
 	__u64 __reserved[4];	/* must be zero */
 };
+
 #define VDIMG_ATTACH_SIZE_VER0	64
 
 /* vdimg_detach.flags */
@@ -85,6 +87,7 @@ struct vdimg_detach {
 	__u32 __pad;		/* must be zero */
 	__u64 __reserved[2];	/* must be zero */
 };
+
 #define VDIMG_DETACH_SIZE_VER0	32
 
 /* vdimg_dev_info.state */
@@ -118,6 +121,7 @@ struct vdimg_layer_info {
 	char variant[16];	/* NUL-terminated, e.g. "fixed", "dynamic" */
 	__u64 __reserved[4];
 };
+
 #define VDIMG_LAYER_INFO_SIZE_VER0 120
 
 struct vdimg_dev_info {
@@ -135,6 +139,7 @@ struct vdimg_dev_info {
 	__u32 layer_info_size;	/* in: sizeof(struct vdimg_layer_info), 0 for _VER0 */
 	__u64 __reserved[4];	/* must be zero */
 };
+
 #define VDIMG_DEV_INFO_SIZE_VER0 88
 
 struct vdimg_features {
@@ -147,6 +152,7 @@ struct vdimg_features {
 	__u64 layer_flags;	/* out: VDIMG_LAYER_* this kernel knows (ABI version 2) */
 	__u64 __reserved[3];	/* out: zero */
 };
+
 #define VDIMG_FEATURES_SIZE_VER0 64
 /* 1: attach, detach, info, features. 2: + layer data files and snapshots, VDIMG_CTL_SNAPSHOT */
 #define VDIMG_ABI_VERSION	2
@@ -171,6 +177,7 @@ struct vdimg_snapshot {
 	__u32 __pad;		/* must be zero */
 	__u64 __reserved[4];	/* must be zero */
 };
+
 #define VDIMG_SNAPSHOT_SIZE_VER0 64
 
 #define VDIMG_IOC_MAGIC		0xDB
