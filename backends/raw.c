@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * The raw backend: the image file is the disk, byte for byte. Also serves ISO 9660 images ("iso"),
- * which are raw files that open read-only. Kernel-shared: compiled into the module and the userspace
- * library; create and check are in tools/lib/formats/raw.c.
+ * which are raw files that open read-only. Kernel-shared: compiled into the module and the
+ * userspace library; create and check are in tools/lib/formats/raw.c.
  */
 #include <vdimg/backend.h>
 

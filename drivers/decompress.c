@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Kernel side of the platform shim: vdimg_decompress() of include/vdimg/platform.h, which decodes
- * one compressed unit of an image (a qcow2 or qcow cluster, a VMDK grain, a DMG chunk) into a buffer
- * of known size with the kernel's zlib_inflate and zstd (CONFIG_ZLIB_INFLATE, CONFIG_ZSTD_DECOMPRESS).
- * Only the module builds this file; tools/lib/decompress.c is the userspace twin (zlib, libzstd).
- * The input is hostile: decoding stops at the end of @dst and never writes past it.
+ * one compressed unit of an image (a qcow2 or qcow cluster, a VMDK grain, a DMG chunk) into a
+ * buffer of known size with the kernel's zlib_inflate and zstd (CONFIG_ZLIB_INFLATE,
+ * CONFIG_ZSTD_DECOMPRESS). Only the module builds this file; tools/lib/decompress.c is the
+ * userspace twin (zlib, libzstd). The input is hostile: decoding stops at the end of @dst and never
+ * writes past it.
  */
 #include <vdimg/platform.h>
 #include <linux/zlib.h>

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * QED open and close (qemu's docs/interop/qed_spec): probe, the header with its feature bits
- * (backing file, the "no probe" raw backing flag, NEED_CHECK), the L1 table, the scan of every table
- * a NEED_CHECK image needs, and the struct vdimg_format of qed. Kernel-shared: compiled into the
- * module and the userspace library. A clean close clears NEED_CHECK; a writable open of a NEED_CHECK
- * image scans every table and drops entries that point outside the file (as qemu does) before
- * clearing it, and a read-only open of one treats such entries as unallocated instead of refusing
- * the image. Create, check/repair, describe and set_parent are userspace-only
+ * (backing file, the "no probe" raw backing flag, NEED_CHECK), the L1 table, the scan of every
+ * table a NEED_CHECK image needs, and the struct vdimg_format of qed. Kernel-shared: compiled into
+ * the module and the userspace library. A clean close clears NEED_CHECK; a writable open of a
+ * NEED_CHECK image scans every table and drops entries that point outside the file (as qemu does)
+ * before clearing it, and a read-only open of one treats such entries as unallocated instead of
+ * refusing the image. Create, check/repair, describe and set_parent are userspace-only
  * (tools/lib/formats/qed.c).
  */
 #include "qed.h"

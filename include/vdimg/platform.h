@@ -155,8 +155,8 @@ void vdimg_strscpy(char *d, const char *s, size_t n);
  * runs on. The tool works offline on images nothing else has open, so at open it may do what the
  * module must not (repair a dirty qcow2, keep a VHD/VHDX parent's locators for the tool, look at
  * qcow2 metadata without its data file). Test it in C (`if (VDIMG_LIBRARY)`), never with #if: the
- * calls it guards go to userspace-only functions (tools/lib/formats/), which the compiler drops from
- * the module the way it drops code behind IS_ENABLED().
+ * calls it guards go to userspace-only functions (tools/lib/formats/), which the compiler drops
+ * from the module the way it drops code behind IS_ENABLED().
  */
 #define VDIMG_LIBRARY		1
 
@@ -186,12 +186,11 @@ int vdimg_file_zero(struct vdimg_file *f, u64 off, u64 len);
 int vdimg_file_zero_range(struct vdimg_file *f, u64 off, u64 len);
 
 /*
- * Decompression of one compressed unit (a qcow2/qcow cluster, a VMDK grain, a DMG chunk): the kernel's
- * zlib_inflate / zstd in the module (drivers/decompress.c), zlib / libzstd in userspace
- * (tools/lib/decompress.c).
- * Returns 0 when exactly @dst_len bytes were produced (bytes after the end of the stream in @src are
- * ignored), -EFSCORRUPTED when the stream is invalid or ends early, -ENOMEM, or -EOPNOTSUPP for an
- * unknown @algo. May sleep (allocates a workspace).
+ * Decompression of one compressed unit (a qcow2/qcow cluster, a VMDK grain, a DMG chunk): the
+ * kernel's zlib_inflate / zstd in the module (drivers/decompress.c), zlib / libzstd in userspace
+ * (tools/lib/decompress.c). Returns 0 when exactly @dst_len bytes were produced (bytes after the
+ * end of the stream in @src are ignored), -EFSCORRUPTED when the stream is invalid or ends early,
+ * -ENOMEM, or -EOPNOTSUPP for an unknown @algo. May sleep (allocates a workspace).
  */
 #define VDIMG_DECOMP_DEFLATE	1	/* raw deflate (RFC 1951), no zlib header */
 #define VDIMG_DECOMP_ZLIB	2	/* zlib-wrapped deflate (RFC 1950) */

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Userspace side of the platform shim: vdimg_decompress() of include/vdimg/platform.h, which decodes
- * one compressed unit of an image (a qcow2 or qcow cluster, a VMDK grain, a DMG chunk) into a buffer
- * of known size with zlib and libzstd. Only the library (and the fuzz and host tests) build this
- * file; drivers/decompress.c is the kernel twin. The input is hostile: decoding stops at the end of
- * @dst and never writes past it.
+ * Userspace side of the platform shim: vdimg_decompress() of include/vdimg/platform.h, which
+ * decodes one compressed unit of an image (a qcow2 or qcow cluster, a VMDK grain, a DMG chunk) into
+ * a buffer of known size with zlib and libzstd. Only the library (and the fuzz and host tests)
+ * build this file; drivers/decompress.c is the kernel twin. The input is hostile: decoding stops at
+ * the end of @dst and never writes past it.
  */
 #include <vdimg/platform.h>
 #include <zlib.h>
