@@ -24,6 +24,7 @@ SHARED_SRCS := backends/registry.c backends/raw.c
 SHARED_SRCS += backends/vdi/open.c backends/vdi/map.c
 SHARED_SRCS += backends/vhd_common.c backends/vhd/open.c backends/vhd/map.c
 SHARED_SRCS += backends/vhdx/open.c backends/vhdx/map.c backends/vhdx/log.c
+SHARED_SRCS += backends/cluster_table.c
 SHARED_SRCS += backends/qcow2/open.c backends/qcow2/map.c backends/qcow2/alloc.c \
 	backends/qcow2/snapshot.c
 SHARED_SRCS += backends/qed/open.c backends/qed/map.c backends/qed/cache.c

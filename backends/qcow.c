@@ -1,49 +1,27 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * The QCOW version 1 backend, read-only: qemu's original format (L1 table in memory, L2 tables
- * through a bounded LRU cache, plain and deflate-compressed clusters, a backing file by name).
- * Writable opens are refused: such images should be converted to qcow2. Encrypted images (AES) are
- * refused by name. Kernel-shared: compiled into the module and the userspace library, only
- * include/vdimg/platform.h services here; check, describe and parent_ref are in
- * tools/lib/formats/qcow.c.
+ * through the bounded LRU cache of backends/cluster_table.c, plain and deflate-compressed clusters,
+ * a backing file by name). Writable opens are refused: such images should be converted to qcow2.
+ * Encrypted images (AES) are refused by name. Kernel-shared: compiled into the module and the
+ * userspace library, only include/vdimg/platform.h services here; check, describe and parent_ref
+ * are in tools/lib/formats/qcow.c.
  */
 #include <vdimg/backend.h>
 #include "qcow.h"
 
 /* The cached L2 table at @off (read on a miss unless @nowait). Lock held. */
-int qcow_l2_get(struct vdimg_image *img, u64 off, bool nowait, struct qcow_slot **out)
+int qcow_l2_get(struct vdimg_image *img, u64 off, bool nowait, struct vdimg_ct_slot **out)
 {
 	struct qcow *q = QO(img);
-	struct qcow_slot *v = &q->slot[0];
-	u32 i;
-	int ret;
 
 	lockdep_assert_held(&q->lock);
-	for (i = 0; i < q->nslots; i++) {
-		if (q->slot[i].off == off) {
-			q->slot[i].used = ++q->tick;
-			*out = &q->slot[i];
-			return 0;
-		}
-	}
+	*out = vdimg_ct_find(&q->l2c, off);
+	if (*out)
+		return 0;
 	if (nowait)
 		return -EAGAIN;
-	for (i = 0; i < q->nslots; i++) {
-		if (!q->slot[i].off) {
-			v = &q->slot[i];
-			break;
-		}
-		if (q->slot[i].used < v->used)
-			v = &q->slot[i];
-	}
-	v->off = 0;
-	ret = vdimg_file_read(img->file, v->data, q->l2_bytes, off);
-	if (ret)
-		return ret;
-	v->off = off;
-	v->used = ++q->tick;
-	*out = v;
-	return 0;
+	return vdimg_ct_get(img, &q->l2c, off, false, NULL, NULL, out);
 }
 
 static void qcow_compressed_range(const struct qcow *q, u64 e, u64 *off, u64 *len)
@@ -80,7 +58,7 @@ static int qcow_map_locked(struct vdimg_image *img, u64 offset, u64 length, bool
 	u64 l2_span = 1ULL << (q->cluster_bits + q->l2_bits);
 	u64 end = min(offset + length, ALIGN_DOWN(offset, l2_span) + l2_span);
 	u64 l1i = offset >> (q->cluster_bits + q->l2_bits), l2off, pos = offset, e0 = 0;
-	struct qcow_slot *s;
+	struct vdimg_ct_slot *s;
 	int ret;
 
 	ext->offset = offset;
@@ -100,7 +78,7 @@ static int qcow_map_locked(struct vdimg_image *img, u64 offset, u64 length, bool
 	while (pos < end) {
 		u32 i = (pos >> q->cluster_bits) & ((1U << q->l2_bits) - 1);
 		u64 cstart = ALIGN_DOWN(pos, (u64)q->cluster_size);
-		u64 e = be64_to_cpu(s->data[i]);
+		u64 e = qcow_l2_entry(s, i);
 
 		ret = qcow_check_entry(img, e);
 		if (ret)
@@ -188,13 +166,7 @@ static int qcow_read_encoded(struct vdimg_image *img, const struct vdimg_extent 
 
 static void qcow_free_priv(struct qcow *q)
 {
-	u32 i;
-
-	if (q->slot) {
-		for (i = 0; i < q->nslots; i++)
-			vdimg_free(q->slot[i].data);
-		vdimg_free(q->slot);
-	}
+	vdimg_ct_free(&q->l2c);
 	vdimg_free(q->l1);
 	vdimg_free(q->cbuf);
 	vdimg_free(q->dbuf);
@@ -281,19 +253,14 @@ static int qcow_open(struct vdimg_image *img, unsigned int flags)
 	q->l1 = vdimg_zalloc(q->l1_size * 8);
 	q->cbuf = vdimg_zalloc(q->cluster_size);
 	q->dbuf = vdimg_zalloc(q->cluster_size);
-	q->nslots = min_t(u32, max_t(u32, QCOW_L2_CACHE_BYTES / q->l2_bytes, 4), QCOW_MAX_SLOTS);
-	q->slot = vdimg_zalloc(q->nslots * sizeof(*q->slot));
-	if (!q->l1 || !q->cbuf || !q->dbuf || !q->slot) {
+	if (!q->l1 || !q->cbuf || !q->dbuf) {
 		ret = -ENOMEM;
 		goto fail;
 	}
-	for (i = 0; i < q->nslots; i++) {
-		q->slot[i].data = vdimg_zalloc(q->l2_bytes);
-		if (!q->slot[i].data) {
-			ret = -ENOMEM;
-			goto fail;
-		}
-	}
+	ret = vdimg_ct_init(&q->l2c, min_t(u32, max_t(u32, QCOW_L2_CACHE_BYTES / q->l2_bytes, 4),
+					   QCOW_MAX_SLOTS), q->l2_bytes);
+	if (ret)
+		goto fail;
 	ret = vdimg_file_read(img->file, q->l1, q->l1_size * 8, q->l1_offset);
 	if (ret)
 		goto fail;

@@ -45,6 +45,7 @@ static inline void qcow_check_layout(void)
 /* ---- the backend's private state (backends/qcow.c) ---- */
 
 #include <vdimg/backend.h>
+#include "cluster_table.h"
 
 #define QCOW_MIN_CLUSTER_BITS	9
 #define QCOW_MAX_CLUSTER_BITS	16
@@ -53,12 +54,6 @@ static inline void qcow_check_layout(void)
 #define QCOW_MAX_L1_BYTES	(32U << 20)
 #define QCOW_L2_CACHE_BYTES	(2U << 20)
 #define QCOW_MAX_SLOTS		64U
-
-struct qcow_slot {
-	u64 off;			/* file offset of the cached L2 table, 0: empty */
-	u64 used;			/* LRU tick */
-	__be64 *data;
-};
 
 struct qcow {
 	/* fixed after open */
@@ -77,9 +72,7 @@ struct qcow {
 	u64 *l1;			/* cpu order */
 
 	vdimg_mutex_t lock;		/* protects everything below */
-	u32 nslots;
-	u64 tick;
-	struct qcow_slot *slot;
+	struct vdimg_ct l2c;		/* L2 tables (l2_bytes); never dirty (read-only) */
 	u8 *cbuf;			/* compressed input (one cluster) */
 	u8 *dbuf;			/* the last decoded cluster */
 	u64 dbuf_entry;			/* the L2 entry decoded in dbuf, 0: none */
@@ -90,9 +83,15 @@ static inline struct qcow *QO(struct vdimg_image *img)
 	return img->priv;
 }
 
+/* entry @i of the cached L2 table @s, cpu order */
+static inline u64 qcow_l2_entry(const struct vdimg_ct_slot *s, u32 i)
+{
+	return be64_to_cpu(((const __be64 *)s->data)[i]);
+}
+
 /* backends/qcow.c, for tools/lib/formats/qcow.c */
 /* The cached L2 table at @off (read on a miss unless @nowait). Lock held. */
-int qcow_l2_get(struct vdimg_image *img, u64 off, bool nowait, struct qcow_slot **out);
+int qcow_l2_get(struct vdimg_image *img, u64 off, bool nowait, struct vdimg_ct_slot **out);
 /* Is entry @e usable? 0 or a corruption error naming it. */
 int qcow_check_entry(struct vdimg_image *img, u64 e);
 

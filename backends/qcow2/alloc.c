@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * QCOW2 allocation, commit and flush: the bounded write-back caches of L2 tables and refcount
- * blocks, refcounts of every width, cluster allocation (freed space first, then the end of the
- * file), growing the refcount table, deferred frees and ->flush(). Kernel-shared: compiled into the
- * module and the userspace library; only include/vdimg/platform.h services here.
+ * QCOW2 allocation, commit and flush: the write-back caches of L2 tables and refcount blocks
+ * (backends/cluster_table.c) and what must precede an eviction, refcounts of every width, cluster
+ * allocation (freed space first, then the end of the file), growing the refcount table, deferred
+ * frees and ->flush(). Kernel-shared: compiled into the module and the userspace library; only
+ * include/vdimg/platform.h services here.
  *
  * Crash safety: metadata lives in write-back caches that ->flush() writes in dependency order:
  * refcount blocks, sync, L2 tables, sync, L1 table; only then are clusters whose references were
@@ -32,129 +33,26 @@ bool qcow2_owned(const struct qcow2 *q, u64 e)
 
 /* ---- caches ---- */
 
-int qcow2_cache_init(struct qcow2_cache *c, u32 nr, u32 size)
-{
-	u32 i;
-
-	c->nr = nr;
-	c->slot = vdimg_zalloc(nr * sizeof(*c->slot));
-	if (!c->slot)
-		return -ENOMEM;
-	for (i = 0; i < nr; i++) {
-		c->slot[i].data = vdimg_zalloc(size);
-		if (!c->slot[i].data)
-			return -ENOMEM;
-	}
-	return 0;
-}
-
-void qcow2_cache_free(struct qcow2_cache *c)
-{
-	u32 i;
-
-	if (!c->slot)
-		return;
-	for (i = 0; i < c->nr; i++)
-		vdimg_free(c->slot[i].data);
-	vdimg_free(c->slot);
-	c->slot = NULL;
-}
-
-struct qcow2_slot *qcow2_cache_find(struct qcow2_cache *c, u64 off)
-{
-	u32 i;
-
-	for (i = 0; i < c->nr; i++) {
-		if (c->slot[i].off == off) {
-			c->slot[i].used = ++c->tick;
-			return &c->slot[i];
-		}
-	}
-	return NULL;
-}
-
 static int qcow2_write_rbs(struct vdimg_image *img);
 
-static int qcow2_slot_write(struct vdimg_image *img, struct qcow2_slot *s)
+/* A dirty L2 table may only reach the disk after the refcounts of what it references. */
+static int qcow2_l2_barrier(struct vdimg_image *img)
 {
-	int ret = vdimg_file_write(img->file, s->data, QC(img)->cluster_size, s->off);
+	int ret = qcow2_write_rbs(img);
 
 	if (!ret)
-		s->dirty = false;
+		ret = vdimg_file_sync(img->file);
+	if (!ret)
+		ret = qcow2_sync_data(img);
 	return ret;
 }
 
-/*
- * A slot for a new cached cluster: the least recently used one, written back first if dirty. A
- * dirty L2 table may only reach the disk after the refcounts of what it references.
- */
-static int qcow2_cache_victim(struct vdimg_image *img, struct qcow2_cache *c,
-			      struct qcow2_slot **out)
+/* Get the cluster at @off into @c (L2 tables, refcount blocks): read it, or zeros if @fresh. */
+int qcow2_cache_get(struct vdimg_image *img, struct vdimg_ct *c, u64 off, bool fresh,
+		    struct vdimg_ct_slot **out)
 {
-	struct qcow2_slot *v = &c->slot[0];
-	u32 i;
-	int ret;
-
-	for (i = 0; i < c->nr; i++) {
-		if (!c->slot[i].off) {
-			v = &c->slot[i];
-			break;
-		}
-		if (c->slot[i].used < v->used)
-			v = &c->slot[i];
-	}
-	if (v->off && v->dirty) {
-		if (c == &QC(img)->l2c) {
-			ret = qcow2_write_rbs(img);
-			if (!ret)
-				ret = vdimg_file_sync(img->file);
-			if (!ret)
-				ret = qcow2_sync_data(img);
-			if (ret)
-				return ret;
-		}
-		ret = qcow2_slot_write(img, v);
-		if (ret)
-			return ret;
-	}
-	v->off = 0;
-	v->dirty = false;
-	*out = v;
-	return 0;
-}
-
-/* Get the cluster at @off into the cache: read it, or zero it when @fresh. */
-int qcow2_cache_get(struct vdimg_image *img, struct qcow2_cache *c, u64 off, bool fresh,
-		    struct qcow2_slot **out)
-{
-	struct qcow2 *q = QC(img);
-	struct qcow2_slot *s = qcow2_cache_find(c, off);
-	int ret;
-
-	if (s) {
-		if (fresh)
-			memset(s->data, 0, q->cluster_size);
-		*out = s;
-		return 0;
-	}
-	ret = qcow2_cache_victim(img, c, &s);
-	if (ret)
-		return ret;
-	if (fresh) {
-		memset(s->data, 0, q->cluster_size);
-	} else {
-		ret = vdimg_file_read(img->file, s->data, q->cluster_size, off);
-		if (ret) {
-			if (ret == -EFSCORRUPTED)
-				vdimg_err(img, "metadata cluster at %llu is past the end of the file",
-					  (unsigned long long)off);
-			return ret;
-		}
-	}
-	s->off = off;
-	s->used = ++c->tick;
-	*out = s;
-	return 0;
+	return vdimg_ct_get(img, c, off, fresh, c == &QC(img)->l2c ? qcow2_l2_barrier : NULL,
+			    "metadata cluster", out);
 }
 
 /* ---- refcounts ---- */
@@ -222,7 +120,7 @@ int qcow2_check_meta_off(struct vdimg_image *img, u64 off, const char *what)
 }
 
 /* The refcount block slot covering cluster @idx, or NULL (*@out) when none is allocated. */
-static int qcow2_rb_lookup(struct vdimg_image *img, u64 idx, struct qcow2_slot **out)
+static int qcow2_rb_lookup(struct vdimg_image *img, u64 idx, struct vdimg_ct_slot **out)
 {
 	struct qcow2 *q = QC(img);
 	u64 ri = idx >> q->rb_bits, off;
@@ -243,7 +141,7 @@ static int qcow2_rb_lookup(struct vdimg_image *img, u64 idx, struct qcow2_slot *
 int qcow2_rc_get(struct vdimg_image *img, u64 idx, u64 *rc)
 {
 	struct qcow2 *q = QC(img);
-	struct qcow2_slot *s;
+	struct vdimg_ct_slot *s;
 	int ret = qcow2_rb_lookup(img, idx, &s);
 
 	if (ret)
@@ -264,7 +162,7 @@ static int qcow2_rb_create(struct vdimg_image *img, u64 idx)
 	struct qcow2 *q = QC(img);
 	u64 ri = idx >> q->rb_bits, first = ri << q->rb_bits, per = 1ULL << q->rb_bits;
 	u64 b = idx + 1 < first + per ? idx + 1 : idx - 1;
-	struct qcow2_slot *s;
+	struct vdimg_ct_slot *s;
 	__be64 e;
 	int ret;
 
@@ -272,7 +170,7 @@ static int qcow2_rb_create(struct vdimg_image *img, u64 idx)
 	if (ret)
 		return ret;
 	qcow2_rc_set_raw(q, s->data, b - first, 1);
-	ret = qcow2_slot_write(img, s);
+	ret = vdimg_ct_write(img, &q->rbc, s);
 	if (!ret)
 		ret = vdimg_file_sync(img->file);
 	e = cpu_to_be64(b << q->cluster_bits);
@@ -290,7 +188,7 @@ static int qcow2_rb_create(struct vdimg_image *img, u64 idx)
 int qcow2_rc_add(struct vdimg_image *img, u64 idx, s64 delta)
 {
 	struct qcow2 *q = QC(img);
-	struct qcow2_slot *s;
+	struct vdimg_ct_slot *s;
 	u64 i, rc;
 	int ret;
 
@@ -341,7 +239,7 @@ int qcow2_alloc(struct vdimg_image *img, u64 n, u64 *out)
 	u64 idx = q->free_hint, run = 0, start = idx, rc, i;
 	u64 limit = 1ULL << (56 - q->cluster_bits);
 	u64 sane = (vdimg_file_size(img->file) >> q->cluster_bits) + (2ULL << q->rb_bits) + 65536;
-	struct qcow2_slot *blk;
+	struct vdimg_ct_slot *blk;
 	int ret;
 
 	/* the header cluster is never free; skipping it also keeps offset 0 meaning "none" */
@@ -415,10 +313,10 @@ static int qcow2_write_rbs(struct vdimg_image *img)
 	int ret;
 
 	for (i = 0; i < q->rbc.nr; i++) {
-		struct qcow2_slot *s = &q->rbc.slot[i];
+		struct vdimg_ct_slot *s = &q->rbc.slot[i];
 
 		if (s->off && s->dirty) {
-			ret = qcow2_slot_write(img, s);
+			ret = vdimg_ct_write(img, &q->rbc, s);
 			if (ret)
 				return ret;
 		}
@@ -577,10 +475,10 @@ int qcow2_flush_locked(struct vdimg_image *img)
 		if (ret)
 			return ret;
 		for (i = 0; i < q->l2c.nr; i++) {
-			struct qcow2_slot *s = &q->l2c.slot[i];
+			struct vdimg_ct_slot *s = &q->l2c.slot[i];
 
 			if (s->off && s->dirty) {
-				ret = qcow2_slot_write(img, s);
+				ret = vdimg_ct_write(img, &q->l2c, s);
 				if (ret)
 					return ret;
 			}

@@ -74,7 +74,8 @@ int qcow2_kind(struct vdimg_image *img, const struct qcow2_l2e *l, u32 sc,
 }
 
 /* The L2 table for @off: NULL in *@out when the L1 entry is empty. */
-static int qcow2_l2_lookup(struct vdimg_image *img, u64 off, bool nowait, struct qcow2_slot **out)
+static int qcow2_l2_lookup(struct vdimg_image *img, u64 off, bool nowait,
+			   struct vdimg_ct_slot **out)
 {
 	struct qcow2 *q = QC(img);
 	u64 l1i = off >> (q->cluster_bits + q->l2_bits), l2off;
@@ -93,7 +94,7 @@ static int qcow2_l2_lookup(struct vdimg_image *img, u64 off, bool nowait, struct
 	if (ret)
 		return ret;
 	if (nowait) {
-		*out = qcow2_cache_find(&q->l2c, l2off);
+		*out = vdimg_ct_find(&q->l2c, l2off);
 		return *out ? 0 : -EAGAIN;
 	}
 	return qcow2_cache_get(img, &q->l2c, l2off, false, out);
@@ -120,7 +121,7 @@ static int qcow2_map_read(struct vdimg_image *img, u64 offset, u64 length, bool 
 	u64 end = min(offset + length, ALIGN_DOWN(offset, l2_span) + l2_span);
 	u64 sc_size = 1ULL << q->sc_bits, pos = offset, host0 = 0;
 	enum qcow2_kind kind0 = QK_UNALLOC;
-	struct qcow2_slot *t;
+	struct vdimg_ct_slot *t;
 	bool first = true;
 	int ret;
 
@@ -240,7 +241,7 @@ static void qcow2_l1_set(struct qcow2 *q, u32 l1i, u64 v)
 }
 
 /* Install an empty L2 table for @offset (L1 entry in memory, table in the cache, both dirty). */
-static int qcow2_new_l2(struct vdimg_image *img, u64 offset, struct qcow2_slot **out)
+static int qcow2_new_l2(struct vdimg_image *img, u64 offset, struct vdimg_ct_slot **out)
 {
 	struct qcow2 *q = QC(img);
 	u64 l1i = offset >> (q->cluster_bits + q->l2_bits), off;
@@ -270,11 +271,11 @@ static int qcow2_new_l2(struct vdimg_image *img, u64 offset, struct qcow2_slot *
  * entries without OFLAG_COPIED still get copied on write. The L1 entry then names the copy, and
  * the old table loses one reference after the next flush has made the new L1 durable.
  */
-static int qcow2_l2_writable(struct vdimg_image *img, u64 offset, struct qcow2_slot **out)
+static int qcow2_l2_writable(struct vdimg_image *img, u64 offset, struct vdimg_ct_slot **out)
 {
 	struct qcow2 *q = QC(img);
 	u64 l1i = offset >> (q->cluster_bits + q->l2_bits), old, off;
-	struct qcow2_slot *t, *n;
+	struct vdimg_ct_slot *t, *n;
 	int ret;
 
 	ret = qcow2_l2_lookup(img, offset, false, &t);
@@ -321,7 +322,7 @@ static int qcow2_need_writable(struct vdimg_image *img)
  * every later large request on the range then needs one I/O per cluster). Extended L2 entries and
  * anything with a host offset stay one cluster. Lock held.
  */
-static u32 qcow2_new_run(struct vdimg_image *img, const struct qcow2_slot *t, u32 i,
+static u32 qcow2_new_run(struct vdimg_image *img, const struct vdimg_ct_slot *t, u32 i,
 			 const struct qcow2_l2e *l, u64 cstart, u64 end)
 {
 	struct qcow2 *q = QC(img);
@@ -346,7 +347,8 @@ static u32 qcow2_new_run(struct vdimg_image *img, const struct qcow2_slot *t, u3
  * Clip a DATA extent of map_read (one L2 table) to the clusters the active tables own alone,
  * which may be written in place. False when the first one is shared.
  */
-static bool qcow2_clip_owned(struct qcow2 *q, const struct qcow2_slot *t, struct vdimg_extent *ext)
+static bool qcow2_clip_owned(struct qcow2 *q, const struct vdimg_ct_slot *t,
+			     struct vdimg_extent *ext)
 {
 	u64 pos = ext->offset, end = ext->offset + ext->length;
 	struct qcow2_l2e l;
@@ -386,7 +388,7 @@ static int qcow2_map_write(struct vdimg_image *img, u64 offset, u64 length,
 	u64 sc_size = 1ULL << q->sc_bits;
 	u32 i = (offset >> q->cluster_bits) & ((1U << q->l2_bits) - 1);
 	u32 sc = (offset - cstart) >> q->sc_bits, s0, s1;
-	struct qcow2_slot *t;
+	struct vdimg_ct_slot *t;
 	struct qcow2_l2e l;
 	enum qcow2_kind kind, k2;
 	bool copy = false;
@@ -545,7 +547,7 @@ int qcow2_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int flag
 			if (!ret && ext->type != VDIMG_EXT_DATA)
 				ret = -EAGAIN;
 			if (!ret) {
-				struct qcow2_slot *t;
+				struct vdimg_ct_slot *t;
 				struct qcow2_l2e l;
 
 				qcow2_l2_lookup(img, offset, true, &t);
@@ -567,7 +569,7 @@ int qcow2_commit(struct vdimg_image *img, const struct vdimg_extent *ext)
 	struct qcow2 *q = QC(img);
 	u64 cstart = ALIGN_DOWN(ext->offset, (u64)q->cluster_size);
 	u32 i = (ext->offset >> q->cluster_bits) & ((1U << q->l2_bits) - 1);
-	struct qcow2_slot *t;
+	struct vdimg_ct_slot *t;
 	struct qcow2_l2e l;
 	int ret;
 
@@ -659,7 +661,7 @@ void qcow2_abort(struct vdimg_image *img, const struct vdimg_extent *ext)
 	u64 cstart = ALIGN_DOWN(ext->offset, (u64)q->cluster_size), rc;
 	u32 n = DIV_ROUND_UP(ext->offset + ext->length - cstart, (u64)q->cluster_size), k;
 	u32 i = (ext->offset >> q->cluster_bits) & ((1U << q->l2_bits) - 1);
-	struct qcow2_slot *t;
+	struct vdimg_ct_slot *t;
 	struct qcow2_l2e l;
 
 	if (!(ext->flags & VDIMG_EXT_NEW) || !(ext->cookie[1] & QCOW2_NEW_ALLOCATED))
@@ -691,7 +693,7 @@ void qcow2_abort(struct vdimg_image *img, const struct vdimg_extent *ext)
  * tables owned it, still there for the snapshots that share it. A table shared with a snapshot is
  * copied before the entry changes (qcow2_l2_writable()).
  */
-static int qcow2_discard_cluster(struct vdimg_image *img, u64 pos, struct qcow2_slot *t, u32 i,
+static int qcow2_discard_cluster(struct vdimg_image *img, u64 pos, struct vdimg_ct_slot *t, u32 i,
 				 u32 s0, u32 s1, bool zeroes)
 {
 	struct qcow2 *q = QC(img);
@@ -795,7 +797,7 @@ int qcow2_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned int 
 		u32 i = (pos >> q->cluster_bits) & ((1U << q->l2_bits) - 1);
 		u32 s0 = (pos - cstart) >> q->sc_bits;
 		u32 s1 = DIV_ROUND_UP(cend - cstart, unit);
-		struct qcow2_slot *t;
+		struct vdimg_ct_slot *t;
 
 		if (!q->ext_l2) {
 			s0 = 0;

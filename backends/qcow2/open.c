@@ -94,8 +94,8 @@ static int qcow2_parse_exts(struct vdimg_image *img, const u8 *c0, u32 len)
 
 static void qcow2_free_priv(struct qcow2 *q)
 {
-	qcow2_cache_free(&q->l2c);
-	qcow2_cache_free(&q->rbc);
+	vdimg_ct_free(&q->l2c);
+	vdimg_ct_free(&q->rbc);
 	vdimg_free(q->l1);
 	vdimg_free(q->rt);
 	vdimg_free(q->cbuf);
@@ -336,10 +336,10 @@ static int qcow2_open(struct vdimg_image *img, unsigned int flags)
 	 */
 	ncache = min_t(u32, max_t(u32, QCOW2_L2_CACHE_BYTES / cs, 4), 64);
 	ncache = min_t(u64, ncache, max_t(u64, 2ULL * q->l1_size, 4));
-	ret = qcow2_cache_init(&q->l2c, ncache, cs);
+	ret = vdimg_ct_init(&q->l2c, ncache, cs);
 	ncache = min_t(u32, max_t(u32, QCOW2_RB_CACHE_BYTES / cs, 2), 16);
 	if (!ret)
-		ret = qcow2_cache_init(&q->rbc, (flags & VDIMG_OPEN_READ_ONLY) ? 2 : ncache, cs);
+		ret = vdimg_ct_init(&q->rbc, (flags & VDIMG_OPEN_READ_ONLY) ? 2 : ncache, cs);
 	if (ret)
 		goto fail;
 

@@ -139,6 +139,7 @@ static inline void qcow2_check_layout(void)
 /* ---- the backend's private state, shared by backends/qcow2/ and tools/lib/formats/qcow2/ ---- */
 
 #include <vdimg/backend.h>
+#include "../cluster_table.h"
 
 #define QCOW2_MIN_CLUSTER_BITS	9
 #define QCOW2_MAX_CLUSTER_BITS	21
@@ -159,19 +160,6 @@ static inline void qcow2_check_layout(void)
 #define QCOW2_MAX_SNAP_EXTRA	1024
 #define QCOW2_MAX_SNAP_TABLE	(64U << 20)
 #define QCOW2_MAX_DATA_NAME	1023
-
-struct qcow2_slot {
-	u64 off;			/* host offset of the cached cluster, 0: empty */
-	u64 used;			/* LRU tick */
-	bool dirty;
-	u8 *data;			/* one cluster, as on disk */
-};
-
-struct qcow2_cache {
-	u32 nr;
-	u64 tick;
-	struct qcow2_slot *slot;
-};
 
 struct qcow2_range {
 	u64 off;
@@ -219,8 +207,8 @@ struct qcow2 {
 	u32 rt_clusters;
 	u64 rt_entries;
 	u64 *rt;			/* refcount table, cpu order */
-	struct qcow2_cache l2c;
-	struct qcow2_cache rbc;
+	struct vdimg_ct l2c;
+	struct vdimg_ct rbc;
 	u64 free_hint;			/* lowest cluster index that may be free */
 	/*
 	 * Frees waiting for the next flush (grown on demand). After ->frees_pending() (the driver
@@ -284,11 +272,8 @@ int qcow2_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned int 
 
 /* alloc.c */
 bool qcow2_owned(const struct qcow2 *q, u64 e);
-int qcow2_cache_init(struct qcow2_cache *c, u32 nr, u32 size);
-void qcow2_cache_free(struct qcow2_cache *c);
-struct qcow2_slot *qcow2_cache_find(struct qcow2_cache *c, u64 off);
-int qcow2_cache_get(struct vdimg_image *img, struct qcow2_cache *c, u64 off, bool fresh,
-		    struct qcow2_slot **out);
+int qcow2_cache_get(struct vdimg_image *img, struct vdimg_ct *c, u64 off, bool fresh,
+		    struct vdimg_ct_slot **out);
 void qcow2_rc_set_raw(const struct qcow2 *q, u8 *blk, u64 i, u64 v);
 u64 qcow2_rc_max(const struct qcow2 *q);
 int qcow2_check_meta_off(struct vdimg_image *img, u64 off, const char *what);

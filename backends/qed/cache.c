@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * QED tables and flush: validity of table entries, header feature updates, the bounded LRU cache of
- * L2 table pages, and ->flush(). Kernel-shared: compiled into the module and the userspace library;
- * only include/vdimg/platform.h services here.
+ * QED tables and flush: validity of table entries, header feature updates, L2 table pages through
+ * the bounded LRU cache of backends/cluster_table.c, and ->flush(). Kernel-shared: compiled into
+ * the module and the userspace library; only include/vdimg/platform.h services here.
  *
  * QED has no refcounts: a cluster belongs to whoever references it, and space is allocated by
  * growing the file. Crash safety: the driver writes a new data cluster (and its fill) before
@@ -71,76 +71,10 @@ static int qed_meta_barrier(struct vdimg_image *img)
 
 /* ---- the L2 page cache ---- */
 
-static int qed_slot_write(struct vdimg_image *img, struct qed_slot *s)
-{
-	int ret = vdimg_file_write(img->file, s->data, QD(img)->psize, s->off);
-
-	if (!ret)
-		s->dirty = false;
-	return ret;
-}
-
-struct qed_slot *qed_cache_find(struct qed *q, u64 off)
-{
-	u32 i;
-
-	for (i = 0; i < q->nslots; i++) {
-		if (q->slot[i].off == off) {
-			q->slot[i].used = ++q->tick;
-			return &q->slot[i];
-		}
-	}
-	return NULL;
-}
-
 /* The page at @off in the cache: read it, or zeros when @fresh. */
-int qed_cache_get(struct vdimg_image *img, u64 off, bool fresh, struct qed_slot **out)
+int qed_cache_get(struct vdimg_image *img, u64 off, bool fresh, struct vdimg_ct_slot **out)
 {
-	struct qed *q = QD(img);
-	struct qed_slot *v;
-	u32 i;
-	int ret;
-
-	v = qed_cache_find(q, off);
-	if (v) {
-		if (fresh)
-			memset(v->data, 0, q->psize);
-		*out = v;
-		return 0;
-	}
-	v = &q->slot[0];
-	for (i = 0; i < q->nslots; i++) {
-		if (!q->slot[i].off) {
-			v = &q->slot[i];
-			break;
-		}
-		if (q->slot[i].used < v->used)
-			v = &q->slot[i];
-	}
-	if (v->off && v->dirty) {
-		ret = qed_meta_barrier(img);
-		if (!ret)
-			ret = qed_slot_write(img, v);
-		if (ret)
-			return ret;
-	}
-	v->off = 0;
-	v->dirty = false;
-	if (fresh) {
-		memset(v->data, 0, q->psize);
-	} else {
-		ret = vdimg_file_read(img->file, v->data, q->psize, off);
-		if (ret) {
-			if (ret == -EFSCORRUPTED)
-				vdimg_err(img, "L2 table page at %llu is past the end of the file",
-					  (unsigned long long)off);
-			return ret;
-		}
-	}
-	v->off = off;
-	v->used = ++q->tick;
-	*out = v;
-	return 0;
+	return vdimg_ct_get(img, &QD(img)->l2c, off, fresh, qed_meta_barrier, "L2 table page", out);
 }
 
 /* ---- flush ---- */
@@ -151,8 +85,8 @@ static bool qed_meta_dirty(const struct qed *q)
 
 	if (q->l1_dirty_lo < q->l1_dirty_hi)
 		return true;
-	for (i = 0; i < q->nslots; i++)
-		if (q->slot[i].off && q->slot[i].dirty)
+	for (i = 0; i < q->l2c.nr; i++)
+		if (q->l2c.slot[i].off && q->l2c.slot[i].dirty)
 			return true;
 	return false;
 }
@@ -204,11 +138,11 @@ int qed_flush_locked(struct vdimg_image *img)
 	ret = qed_meta_barrier(img);
 	if (ret)
 		return ret;
-	for (i = 0; i < q->nslots; i++) {
-		struct qed_slot *s = &q->slot[i];
+	for (i = 0; i < q->l2c.nr; i++) {
+		struct vdimg_ct_slot *s = &q->l2c.slot[i];
 
 		if (s->off && s->dirty) {
-			ret = qed_slot_write(img, s);
+			ret = vdimg_ct_write(img, &q->l2c, s);
 			if (ret)
 				return ret;
 		}

@@ -13,7 +13,7 @@
  * The cached page holding the L2 entry of virtual offset @off: *@out NULL when no L2 table is linked
  * (or, lenient, the link is bad). *@idx is the entry's index in the page.
  */
-static int qed_l2_lookup(struct vdimg_image *img, u64 off, bool nowait, struct qed_slot **out,
+static int qed_l2_lookup(struct vdimg_image *img, u64 off, bool nowait, struct vdimg_ct_slot **out,
 			 u32 *idx)
 {
 	struct qed *q = QD(img);
@@ -37,14 +37,14 @@ static int qed_l2_lookup(struct vdimg_image *img, u64 off, bool nowait, struct q
 	*idx = (byte & (q->psize - 1)) / 8;
 	l2off += ALIGN_DOWN(byte, (u64)q->psize);
 	if (nowait) {
-		*out = qed_cache_find(q, l2off);
+		*out = vdimg_ct_find(&q->l2c, l2off);
 		return *out ? 0 : -EAGAIN;
 	}
 	return qed_cache_get(img, l2off, false, out);
 }
 
 /* An L2 entry as the reader sees it: checked, or (lenient) a bad one as unallocated. */
-static int qed_entry(struct vdimg_image *img, const struct qed_slot *s, u32 i, u64 *e)
+static int qed_entry(struct vdimg_image *img, const struct vdimg_ct_slot *s, u32 i, u64 *e)
 {
 	struct qed *q = QD(img);
 
@@ -67,7 +67,7 @@ static int qed_map_read(struct vdimg_image *img, u64 offset, u64 length, bool no
 	u64 span = (u64)(q->psize / 8) << q->cluster_bits;
 	u64 tspan = 1ULL << (q->cluster_bits + q->tbits);
 	u64 end = offset + length, pos = offset, e0 = 0, host0 = 0;
-	struct qed_slot *s;
+	struct vdimg_ct_slot *s;
 	u32 i;
 	int ret;
 
@@ -156,7 +156,7 @@ static int qed_new_l2(struct vdimg_image *img, u64 offset)
 }
 
 /* The page for @offset's entry, creating the L2 table when there is none. */
-static int qed_l2_for_write(struct vdimg_image *img, u64 offset, struct qed_slot **s, u32 *i)
+static int qed_l2_for_write(struct vdimg_image *img, u64 offset, struct vdimg_ct_slot **s, u32 *i)
 {
 	int ret = qed_l2_lookup(img, offset, false, s, i);
 
@@ -177,8 +177,8 @@ static int qed_l2_for_write(struct vdimg_image *img, u64 offset, struct qed_slot
  * within the cached page, at most QED_MAX_RUN_BYTES. Contiguous space for a multi-cluster write keeps
  * it one extent on disk even when several writers allocate at once. Lock held.
  */
-static u32 qed_new_run(struct vdimg_image *img, const struct qed_slot *s, u32 i, u64 e, u64 cstart,
-		       u64 end)
+static u32 qed_new_run(struct vdimg_image *img, const struct vdimg_ct_slot *s, u32 i, u64 e,
+		       u64 cstart, u64 end)
 {
 	struct qed *q = QD(img);
 	u32 per_page = q->psize / 8, max = max(QED_MAX_RUN_BYTES >> q->cluster_bits, 1U), n = 1;
@@ -197,7 +197,7 @@ static int qed_map_write(struct vdimg_image *img, u64 offset, u64 length, struct
 {
 	struct qed *q = QD(img);
 	u64 cstart = ALIGN_DOWN(offset, (u64)q->cluster_size), e, host;
-	struct qed_slot *s;
+	struct vdimg_ct_slot *s;
 	u32 i, n;
 	int ret;
 
@@ -273,7 +273,7 @@ int qed_commit(struct vdimg_image *img, const struct vdimg_extent *ext)
 	u64 cstart = ALIGN_DOWN(ext->offset, (u64)q->cluster_size);
 	/* one cluster, or a run reserved together (qed_new_run()) */
 	u64 n = DIV_ROUND_UP(ext->offset + ext->length - cstart, (u64)q->cluster_size), k;
-	struct qed_slot *s;
+	struct vdimg_ct_slot *s;
 	u32 i;
 	int ret;
 
@@ -342,7 +342,7 @@ int qed_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned int fl
 		for (k = 0; k < 2 && !ret; k++) {
 			u64 cs = ALIGN_DOWN(ends[k], (u64)q->cluster_size);
 			u64 a = max(offset, cs), b = min(end, cs + q->cluster_size);
-			struct qed_slot *s;
+			struct vdimg_ct_slot *s;
 			u64 e = QED_ENTRY_UNALLOC;
 			u32 i;
 
@@ -359,7 +359,7 @@ int qed_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned int fl
 		u64 cstart = ALIGN_DOWN(pos, (u64)q->cluster_size);
 		u64 b = min(end, cstart + q->cluster_size), e = QED_ENTRY_UNALLOC;
 		bool whole = qed_whole(img, cstart, pos, b);
-		struct qed_slot *s;
+		struct vdimg_ct_slot *s;
 		u32 i;
 
 		ret = qed_l2_lookup(img, pos, false, &s, &i);

@@ -66,7 +66,7 @@ int qed_scan_tables(struct vdimg_image *img, bool fix, struct qed_scan *sc)
 			continue;
 		}
 		for (p = 0; p < q->tbytes; p += q->psize) {
-			struct qed_slot *s;
+			struct vdimg_ct_slot *s;
 
 			ret = qed_cache_get(img, t + p, false, &s);
 			if (ret)
@@ -125,13 +125,7 @@ int qed_clear_need_check(struct vdimg_image *img)
 
 static void qed_free_priv(struct qed *q)
 {
-	u32 i;
-
-	if (q->slot) {
-		for (i = 0; i < q->nslots; i++)
-			vdimg_free(q->slot[i].data);
-		vdimg_free(q->slot);
-	}
+	vdimg_ct_free(&q->l2c);
 	vdimg_free(q->l1);
 	vdimg_free(q->zpage);
 	vdimg_mutex_destroy(&q->lock);
@@ -143,7 +137,7 @@ static int qed_open(struct vdimg_image *img, unsigned int flags)
 	struct qed_header h;
 	struct qed *q;
 	u64 fsize = vdimg_file_size(img->file), entries, l2_span, i;
-	u32 cs, ts;
+	u32 cs, ts, nslots;
 	int ret;
 
 	qed_check_layout();
@@ -231,21 +225,16 @@ static int qed_open(struct vdimg_image *img, unsigned int flags)
 	q->l1_entries = entries;
 	q->l1 = vdimg_zalloc(entries * 8);
 	q->zpage = vdimg_zalloc(q->psize);
-	q->nslots = min_t(u32, max_t(u32, QED_CACHE_BYTES / q->psize, 8), QED_MAX_SLOTS);
+	nslots = min_t(u32, max_t(u32, QED_CACHE_BYTES / q->psize, 8), QED_MAX_SLOTS);
 	/* no more slots than twice the L2 tables the image can have (small layers of long chains) */
-	q->nslots = min_t(u64, q->nslots, max_t(u64, 2 * entries, 4));
-	q->slot = vdimg_zalloc(q->nslots * sizeof(*q->slot));
-	if (!q->l1 || !q->zpage || !q->slot) {
+	nslots = min_t(u64, nslots, max_t(u64, 2 * entries, 4));
+	if (!q->l1 || !q->zpage) {
 		ret = -ENOMEM;
 		goto fail;
 	}
-	for (i = 0; i < q->nslots; i++) {
-		q->slot[i].data = vdimg_zalloc(q->psize);
-		if (!q->slot[i].data) {
-			ret = -ENOMEM;
-			goto fail;
-		}
-	}
+	ret = vdimg_ct_init(&q->l2c, nslots, q->psize);
+	if (ret)
+		goto fail;
 	ret = vdimg_file_read(img->file, q->l1, entries * 8, q->l1_offset);
 	if (ret)
 		goto fail;

@@ -53,6 +53,7 @@ static inline void qed_check_layout(void)
 /* ---- the backend's private state, shared by backends/qed/ and tools/lib/formats/qed.c ---- */
 
 #include <vdimg/backend.h>
+#include "../cluster_table.h"
 
 #define QED_MAX_L1_BYTES	(32U << 20)	/* L1 entries kept in memory */
 #define QED_PAGE_MAX		(64U << 10)	/* cache unit: a page of an L2 table */
@@ -63,13 +64,6 @@ static inline void qed_check_layout(void)
 
 /* cookie[1] of a NEW extent: the entry it replaces (unallocated or zero) */
 #define QED_NEW_MAGIC		0x5145440000000000ULL
-
-struct qed_slot {
-	u64 off;			/* file offset of the cached page, 0: empty */
-	u64 used;			/* LRU tick */
-	bool dirty;
-	u8 *data;			/* one page, little-endian entries as on disk */
-};
 
 struct qed {
 	/* fixed after open */
@@ -93,9 +87,7 @@ struct qed {
 	u64 *l1;			/* cpu order */
 	u64 l1_dirty_lo, l1_dirty_hi;	/* dirty entries [lo, hi), lo == hi: clean */
 	u64 next_alloc;			/* end of the allocated file space, cluster aligned */
-	u32 nslots;
-	u64 tick;
-	struct qed_slot *slot;
+	struct vdimg_ct l2c;		/* L2 table pages (psize bytes), little-endian */
 	u8 *zpage;			/* psize zeros */
 };
 
@@ -104,12 +96,12 @@ static inline struct qed *QD(struct vdimg_image *img)
 	return img->priv;
 }
 
-static inline u64 qed_get(const struct qed_slot *s, u32 i)
+static inline u64 qed_get(const struct vdimg_ct_slot *s, u32 i)
 {
 	return le64_to_cpu(((const __le64 *)s->data)[i]);
 }
 
-static inline void qed_set(struct qed_slot *s, u32 i, u64 e)
+static inline void qed_set(struct vdimg_ct_slot *s, u32 i, u64 e)
 {
 	((__le64 *)s->data)[i] = cpu_to_le64(e);
 	s->dirty = true;
@@ -140,8 +132,7 @@ int qed_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned int fl
 bool qed_table_ok(const struct qed *q, u64 off);
 bool qed_data_ok(const struct qed *q, u64 e);
 int qed_write_features(struct vdimg_image *img, u64 features);
-struct qed_slot *qed_cache_find(struct qed *q, u64 off);
-int qed_cache_get(struct vdimg_image *img, u64 off, bool fresh, struct qed_slot **out);
+int qed_cache_get(struct vdimg_image *img, u64 off, bool fresh, struct vdimg_ct_slot **out);
 void qed_l1_set(struct qed *q, u64 i, u64 v);
 int qed_flush_locked(struct vdimg_image *img);
 int qed_flush(struct vdimg_image *img);

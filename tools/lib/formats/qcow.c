@@ -53,7 +53,7 @@ static int qcow_check(struct vdimg_image *img, unsigned int flags, struct vdimg_
 	vdimg_mutex_lock(&q->lock);
 	for (l1i = 0; l1i < q->l1_size && !ret; l1i++) {
 		u64 l2off = q->l1[l1i];
-		struct qcow_slot *s;
+		struct vdimg_ct_slot *s;
 
 		if (!l2off)
 			continue;
@@ -63,7 +63,7 @@ static int qcow_check(struct vdimg_image *img, unsigned int flags, struct vdimg_
 		}
 		ret = qcow_l2_get(img, l2off, false, &s);
 		for (i = 0; !ret && i < (1U << q->l2_bits); i++)
-			if (qcow_check_entry(img, be64_to_cpu(s->data[i])))
+			if (qcow_check_entry(img, qcow_l2_entry(s, i)))
 				res->errors++;
 	}
 	vdimg_mutex_unlock(&q->lock);

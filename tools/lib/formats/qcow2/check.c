@@ -301,7 +301,7 @@ static int qcow2_ck_copied(struct vdimg_image *img, bool fix, u64 *bad)
 
 	for (i = 0; i < q->l1_size; i++) {
 		u64 l2off = q->l1[i] & QCOW2_OFFSET_MASK, rc;
-		struct qcow2_slot *t;
+		struct vdimg_ct_slot *t;
 
 		if (!l2off || (l2off & (q->cluster_size - 1)))
 			continue;
