@@ -17,22 +17,30 @@ W ?= 1
 CC ?= gcc
 BUILD := build
 USER_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
-	-D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Iinclude -Itools/lib
+	-D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -I. -Iinclude -Itools/lib
 SAN_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=undefined
-LIB_SRCS := backends/registry.c backends/raw.c tools/lib/platform.c tools/lib/io.c
-LIB_SRCS += tools/lib/chainops.c tools/lib/tool-ops.c
-LIB_SRCS += backends/vdi.c
-LIB_SRCS += backends/vhd.c
-LIB_SRCS += backends/vhdx.c backends/vhdx_log.c
-LIB_SRCS += backends/qcow2.c backends/decompress.c
-LIB_SRCS += backends/qed.c backends/qcow.c
-LIB_SRCS += backends/vmdk/vmdk.c backends/vmdk/descriptor.c backends/vmdk/sparse.c \
-	backends/vmdk/stream.c tools/lib/formats/vmdk.c
+# kernel-shared: the backends, compiled unchanged into vdimg.ko (Kbuild) and into libvdimg
+SHARED_SRCS := backends/registry.c backends/raw.c
+SHARED_SRCS += backends/vdi/open.c backends/vdi/map.c
+SHARED_SRCS += backends/vhd_common.c backends/vhd/open.c backends/vhd/map.c
+SHARED_SRCS += backends/vhdx/open.c backends/vhdx/map.c backends/vhdx/log.c
+SHARED_SRCS += backends/cluster_table.c
+SHARED_SRCS += backends/qcow2/open.c backends/qcow2/map.c backends/qcow2/alloc.c \
+	backends/qcow2/snapshot.c
+SHARED_SRCS += backends/qed/open.c backends/qed/map.c backends/qed/cache.c
+SHARED_SRCS += backends/qcow.c
+SHARED_SRCS += backends/vmdk/vmdk.c backends/vmdk/descriptor.c backends/vmdk/sparse.c \
+	backends/vmdk/stream.c
+# userspace only: the platform shim's userspace side, chain I/O, and the formats' tool operations
+USER_LIB_SRCS := tools/lib/platform.c tools/lib/decompress.c tools/lib/open.c tools/lib/io.c
+USER_LIB_SRCS += tools/lib/chainops.c tools/lib/tool-ops.c
+USER_LIB_SRCS += $(sort $(wildcard tools/lib/formats/*.c tools/lib/formats/*/*.c))
+LIB_SRCS := $(SHARED_SRCS) $(USER_LIB_SRCS)
 LIB_LIBS := -lz -lzstd
 TOOL_SRCS := $(wildcard tools/vdimgctl/*.c)
 TOOL_LIBS := $(shell pkg-config --libs smartcols 2>/dev/null || echo -lsmartcols)
-HDRS := $(wildcard include/vdimg/*.h include/uapi/linux/*.h tools/lib/*.h backends/vmdk/*.h)
+HDRS := $(wildcard include/vdimg/*.h include/uapi/linux/*.h tools/lib/*.h backends/*.h backends/*/*.h)
 
 .PHONY: all modules tools clean check check-host check-vm bench demo debug-kernel samples
 
@@ -66,7 +74,7 @@ tools/vdimgctl/vdimgctl: $(TOOL_SRCS:%.c=$(BUILD)/user/%.o) $(BUILD)/libvdimg.a
 FUZZ_SRCS := $(wildcard selftests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRCS:selftests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-	-D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Iinclude -Itools/lib
+	-D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -I. -Iinclude -Itools/lib
 FUZZ_SECONDS ?= 20
 
 $(BUILD)/fuzz/%: selftests/fuzz/%.c selftests/fuzz/fuzz_common.h $(LIB_SRCS) $(HDRS)

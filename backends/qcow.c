@@ -1,95 +1,27 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * The QCOW version 1 backend, read-only: qemu's original format (L1 table in memory, L2 tables
- * through a bounded LRU cache, plain and deflate-compressed clusters, a backing file by name).
- * Writable opens are refused: such images should be converted to qcow2. Encrypted images (AES) are
- * refused by name. Shared by the module and the userspace library: only include/vdimg/platform.h
- * services here.
+ * through the bounded LRU cache of backends/cluster_table.c, plain and deflate-compressed clusters,
+ * a backing file by name). Writable opens are refused: such images should be converted to qcow2.
+ * Encrypted images (AES) are refused by name. Kernel-shared: compiled into the module and the
+ * userspace library, only include/vdimg/platform.h services here; check, describe and parent_ref
+ * are in tools/lib/formats/qcow.c.
  */
 #include <vdimg/backend.h>
 #include "qcow.h"
-#ifndef __KERNEL__
-#include "tool-ops.h"
-#endif
-
-#define QCOW_MIN_CLUSTER_BITS	9
-#define QCOW_MAX_CLUSTER_BITS	16
-#define QCOW_MIN_L2_BITS	6
-#define QCOW_MAX_L2_BITS	13
-#define QCOW_MAX_L1_BYTES	(32U << 20)
-#define QCOW_L2_CACHE_BYTES	(2U << 20)
-#define QCOW_MAX_SLOTS		64U
-
-struct qcow_slot {
-	u64 off;			/* file offset of the cached L2 table, 0: empty */
-	u64 used;			/* LRU tick */
-	__be64 *data;
-};
-
-struct qcow {
-	/* fixed after open */
-	u32 cluster_bits;
-	u32 cluster_size;
-	u32 l2_bits;
-	u32 l2_bytes;
-	u64 coff_mask;			/* compressed entry: offset bits */
-	u64 vsize;
-	u64 fsize;
-	u32 mtime;
-	u64 backing_off;
-	u32 backing_len;
-	u64 l1_offset;
-	u64 l1_size;
-	u64 *l1;			/* cpu order */
-
-	vdimg_mutex_t lock;		/* protects everything below */
-	u32 nslots;
-	u64 tick;
-	struct qcow_slot *slot;
-	u8 *cbuf;			/* compressed input (one cluster) */
-	u8 *dbuf;			/* the last decoded cluster */
-	u64 dbuf_entry;			/* the L2 entry decoded in dbuf, 0: none */
-};
-
-static inline struct qcow *QO(struct vdimg_image *img)
-{
-	return img->priv;
-}
 
 /* The cached L2 table at @off (read on a miss unless @nowait). Lock held. */
-static int qcow_l2_get(struct vdimg_image *img, u64 off, bool nowait, struct qcow_slot **out)
+int qcow_l2_get(struct vdimg_image *img, u64 off, bool nowait, struct vdimg_ct_slot **out)
 {
 	struct qcow *q = QO(img);
-	struct qcow_slot *v = &q->slot[0];
-	u32 i;
-	int ret;
 
 	lockdep_assert_held(&q->lock);
-	for (i = 0; i < q->nslots; i++) {
-		if (q->slot[i].off == off) {
-			q->slot[i].used = ++q->tick;
-			*out = &q->slot[i];
-			return 0;
-		}
-	}
+	*out = vdimg_ct_find(&q->l2c, off);
+	if (*out)
+		return 0;
 	if (nowait)
 		return -EAGAIN;
-	for (i = 0; i < q->nslots; i++) {
-		if (!q->slot[i].off) {
-			v = &q->slot[i];
-			break;
-		}
-		if (q->slot[i].used < v->used)
-			v = &q->slot[i];
-	}
-	v->off = 0;
-	ret = vdimg_file_read(img->file, v->data, q->l2_bytes, off);
-	if (ret)
-		return ret;
-	v->off = off;
-	v->used = ++q->tick;
-	*out = v;
-	return 0;
+	return vdimg_ct_get(img, &q->l2c, off, false, NULL, NULL, out);
 }
 
 static void qcow_compressed_range(const struct qcow *q, u64 e, u64 *off, u64 *len)
@@ -99,7 +31,7 @@ static void qcow_compressed_range(const struct qcow *q, u64 e, u64 *off, u64 *le
 }
 
 /* Is entry @e usable? 0 or a corruption error naming it. */
-static int qcow_check_entry(struct vdimg_image *img, u64 e)
+int qcow_check_entry(struct vdimg_image *img, u64 e)
 {
 	struct qcow *q = QO(img);
 	u64 off, len;
@@ -126,7 +58,7 @@ static int qcow_map_locked(struct vdimg_image *img, u64 offset, u64 length, bool
 	u64 l2_span = 1ULL << (q->cluster_bits + q->l2_bits);
 	u64 end = min(offset + length, ALIGN_DOWN(offset, l2_span) + l2_span);
 	u64 l1i = offset >> (q->cluster_bits + q->l2_bits), l2off, pos = offset, e0 = 0;
-	struct qcow_slot *s;
+	struct vdimg_ct_slot *s;
 	int ret;
 
 	ext->offset = offset;
@@ -146,7 +78,7 @@ static int qcow_map_locked(struct vdimg_image *img, u64 offset, u64 length, bool
 	while (pos < end) {
 		u32 i = (pos >> q->cluster_bits) & ((1U << q->l2_bits) - 1);
 		u64 cstart = ALIGN_DOWN(pos, (u64)q->cluster_size);
-		u64 e = be64_to_cpu(s->data[i]);
+		u64 e = qcow_l2_entry(s, i);
 
 		ret = qcow_check_entry(img, e);
 		if (ret)
@@ -234,13 +166,7 @@ static int qcow_read_encoded(struct vdimg_image *img, const struct vdimg_extent 
 
 static void qcow_free_priv(struct qcow *q)
 {
-	u32 i;
-
-	if (q->slot) {
-		for (i = 0; i < q->nslots; i++)
-			vdimg_free(q->slot[i].data);
-		vdimg_free(q->slot);
-	}
+	vdimg_ct_free(&q->l2c);
 	vdimg_free(q->l1);
 	vdimg_free(q->cbuf);
 	vdimg_free(q->dbuf);
@@ -327,19 +253,14 @@ static int qcow_open(struct vdimg_image *img, unsigned int flags)
 	q->l1 = vdimg_zalloc(q->l1_size * 8);
 	q->cbuf = vdimg_zalloc(q->cluster_size);
 	q->dbuf = vdimg_zalloc(q->cluster_size);
-	q->nslots = min_t(u32, max_t(u32, QCOW_L2_CACHE_BYTES / q->l2_bytes, 4), QCOW_MAX_SLOTS);
-	q->slot = vdimg_zalloc(q->nslots * sizeof(*q->slot));
-	if (!q->l1 || !q->cbuf || !q->dbuf || !q->slot) {
+	if (!q->l1 || !q->cbuf || !q->dbuf) {
 		ret = -ENOMEM;
 		goto fail;
 	}
-	for (i = 0; i < q->nslots; i++) {
-		q->slot[i].data = vdimg_zalloc(q->l2_bytes);
-		if (!q->slot[i].data) {
-			ret = -ENOMEM;
-			goto fail;
-		}
-	}
+	ret = vdimg_ct_init(&q->l2c, min_t(u32, max_t(u32, QCOW_L2_CACHE_BYTES / q->l2_bytes, 4),
+					   QCOW_MAX_SLOTS), q->l2_bytes);
+	if (ret)
+		goto fail;
 	ret = vdimg_file_read(img->file, q->l1, q->l1_size * 8, q->l1_offset);
 	if (ret)
 		goto fail;
@@ -370,72 +291,6 @@ static void qcow_close(struct vdimg_image *img)
 	img->priv = NULL;
 }
 
-#ifndef __KERNEL__
-#include <stdio.h>
-
-static int qcow_parent_ref(struct vdimg_image *img, struct vdimg_parent_ref *ref)
-{
-	struct qcow *q = QO(img);
-	int ret;
-
-	if (!q->backing_off)
-		return -ENOENT;
-	memset(ref, 0, sizeof(*ref));
-	ret = vdimg_file_read(img->file, ref->path, q->backing_len, q->backing_off);
-	if (ret)
-		return ret;
-	ref->path[q->backing_len] = 0;
-	return 0;
-}
-
-static void qcow_describe(struct vdimg_image *img,
-			  void (*emit)(void *ctx, const char *key, const char *value), void *ctx)
-{
-	struct qcow *q = QO(img);
-	char v[64];
-
-	emit(ctx, "version", "1");
-	snprintf(v, sizeof(v), "%u", q->cluster_size);
-	emit(ctx, "cluster size", v);
-	snprintf(v, sizeof(v), "%u", 1U << q->l2_bits);
-	emit(ctx, "l2 entries", v);
-	snprintf(v, sizeof(v), "%u", q->mtime);
-	emit(ctx, "mtime", v);
-	emit(ctx, "encryption", "none");
-}
-
-/* Read-only check: every L1 and L2 entry points inside the file. */
-static int qcow_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_result *res)
-{
-	struct qcow *q = QO(img);
-	u64 l1i;
-	u32 i;
-	int ret = 0;
-
-	memset(res, 0, sizeof(*res));
-	if (flags & VDIMG_CHECK_REPAIR)
-		return -EROFS;
-	vdimg_mutex_lock(&q->lock);
-	for (l1i = 0; l1i < q->l1_size && !ret; l1i++) {
-		u64 l2off = q->l1[l1i];
-		struct qcow_slot *s;
-
-		if (!l2off)
-			continue;
-		if (l2off > q->fsize || q->l2_bytes > q->fsize - l2off) {
-			res->errors++;
-			continue;
-		}
-		ret = qcow_l2_get(img, l2off, false, &s);
-		for (i = 0; !ret && i < (1U << q->l2_bits); i++)
-			if (qcow_check_entry(img, be64_to_cpu(s->data[i])))
-				res->errors++;
-	}
-	vdimg_mutex_unlock(&q->lock);
-	return ret;
-}
-#endif
-
 static bool qcow_probe(const u8 *head, size_t head_len, const u8 *tail, u64 file_size)
 {
 	return head_len >= 8 && !memcmp(head, "QFI\xfb\0\0\0\x01", 8);
@@ -450,12 +305,3 @@ const struct vdimg_format vdimg_qcow_format = {
 	.map = qcow_map,
 	.read_encoded = qcow_read_encoded,
 };
-
-#ifndef __KERNEL__
-const struct vdimg_tool_ops vdimg_qcow_tool_ops = {
-	.id = VDIMG_FMT_QCOW,
-	.check = qcow_check,
-	.parent_ref = qcow_parent_ref,
-	.describe = qcow_describe,
-};
-#endif

@@ -1,12 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * The raw backend: the image file is the disk, byte for byte. Also serves ISO 9660 images ("iso"),
- * which are raw files that open read-only. Shared by the module and the userspace library.
+ * which are raw files that open read-only. Kernel-shared: compiled into the module and the
+ * userspace library; create and check are in tools/lib/formats/raw.c.
  */
 #include <vdimg/backend.h>
-#ifndef __KERNEL__
-#include "tool-ops.h"
-#endif
 
 static int raw_open_common(struct vdimg_image *img, const char *variant)
 {
@@ -73,23 +71,6 @@ static int raw_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned
 	return vdimg_file_zero(img->file, offset, length);
 }
 
-#ifndef __KERNEL__
-static int raw_create(struct vdimg_file *f, const struct vdimg_create_opts *opts)
-{
-	if (!opts->size || opts->size % 512)
-		return -EINVAL;
-	if (opts->parent)
-		return -EOPNOTSUPP;
-	return vdimg_file_truncate(f, opts->size);
-}
-
-static int raw_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_result *res)
-{
-	/* open() already refused what can be wrong with a raw file */
-	return 0;
-}
-#endif
-
 const struct vdimg_format vdimg_raw_format = {
 	.name = "raw",
 	.id = VDIMG_FMT_RAW,
@@ -99,14 +80,6 @@ const struct vdimg_format vdimg_raw_format = {
 	.discard = raw_discard,
 };
 
-#ifndef __KERNEL__
-const struct vdimg_tool_ops vdimg_raw_tool_ops = {
-	.id = VDIMG_FMT_RAW,
-	.create = raw_create,
-	.check = raw_check,
-};
-#endif
-
 const struct vdimg_format vdimg_iso_format = {
 	.name = "iso",
 	.id = VDIMG_FMT_ISO,
@@ -114,10 +87,3 @@ const struct vdimg_format vdimg_iso_format = {
 	.close = raw_close,
 	.map = raw_map,
 };
-
-#ifndef __KERNEL__
-const struct vdimg_tool_ops vdimg_iso_tool_ops = {
-	.id = VDIMG_FMT_ISO,
-	.check = raw_check,
-};
-#endif

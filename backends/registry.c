@@ -357,7 +357,8 @@ int vdimg_image_open(struct vdimg_image *img, u32 format, unsigned int flags)
 		return -EROFS;
 	}
 	img->fmt = fmt;
-	ret = fmt->open(img, flags & (VDIMG_OPEN_READ_ONLY | VDIMG_OPEN_HAS_CHILD | VDIMG_OPEN_REPAIR));
+	ret = fmt->open(img,
+			flags & (VDIMG_OPEN_READ_ONLY | VDIMG_OPEN_HAS_CHILD | VDIMG_OPEN_REPAIR));
 	if (ret) {
 		img->fmt = NULL;
 		return ret;

@@ -38,12 +38,14 @@ static ssize_t vdimg_format(struct vdimg_layer_k *top, char *buf)
 {
 	return sysfs_emit(buf, "%s\n", top->img.fmt->name);
 }
+
 VDIMG_TOP_SHOW(format, vdimg_format);
 
 static ssize_t vdimg_variant(struct vdimg_layer_k *top, char *buf)
 {
 	return sysfs_emit(buf, "%s\n", top->img.variant);
 }
+
 VDIMG_TOP_SHOW(variant, vdimg_variant);
 
 static ssize_t vdimg_backing_file(struct vdimg_layer_k *top, char *buf)
@@ -57,12 +59,14 @@ static ssize_t vdimg_backing_file(struct vdimg_layer_k *top, char *buf)
 	kfree(tmp);
 	return n;
 }
+
 VDIMG_TOP_SHOW(backing_file, vdimg_backing_file);
 
 static ssize_t vdimg_dio(struct vdimg_layer_k *top, char *buf)
 {
 	return sysfs_emit(buf, "%d\n", top->dio);
 }
+
 VDIMG_TOP_SHOW(dio, vdimg_dio);
 
 static ssize_t vdimg_uuid(struct vdimg_layer_k *top, char *buf)
@@ -71,6 +75,7 @@ static ssize_t vdimg_uuid(struct vdimg_layer_k *top, char *buf)
 		return sysfs_emit(buf, "\n");
 	return sysfs_emit(buf, "%pUb\n", top->img.uuid);
 }
+
 VDIMG_TOP_SHOW(uuid, vdimg_uuid);
 
 /* One path per line, base first; whole lines only, as many as fit in the page. */

@@ -23,11 +23,11 @@
 #include <uapi/linux/vdimg.h>
 
 /* struct vdimg_image.flags */
-#define VDIMG_IMG_READ_ONLY	(1U << 0)	/* opened read-only: map(WRITE), commit, discard refused */
-#define VDIMG_IMG_HAS_UUID	(1U << 1)	/* uuid[] is valid */
-#define VDIMG_IMG_HAS_PARENT	(1U << 2)	/* a differencing image: needs a parent layer */
-#define VDIMG_IMG_HAS_PARENT_UUID (1U << 3)	/* parent_uuid[] is valid */
-#define VDIMG_IMG_DIRTY		(1U << 4)	/* metadata written since open (set by the backend) */
+#define VDIMG_IMG_READ_ONLY	BIT(0)	/* opened read-only: map(WRITE), commit, discard refused */
+#define VDIMG_IMG_HAS_UUID	BIT(1)	/* uuid[] is valid */
+#define VDIMG_IMG_HAS_PARENT	BIT(2)	/* a differencing image: needs a parent layer */
+#define VDIMG_IMG_HAS_PARENT_UUID BIT(3)	/* parent_uuid[] is valid */
+#define VDIMG_IMG_DIRTY		BIT(4)	/* metadata written since open (set by the backend) */
 
 #define VDIMG_NAME_MAX		16
 
@@ -73,10 +73,10 @@ struct vdimg_image {
 };
 
 /* flags for ->open() */
-#define VDIMG_OPEN_READ_ONLY	(1U << 0)
-#define VDIMG_OPEN_HAS_CHILD	(1U << 1)	/* a lower layer of a chain (opened read-only) */
+#define VDIMG_OPEN_READ_ONLY	BIT(0)
+#define VDIMG_OPEN_HAS_CHILD	BIT(1)	/* a lower layer of a chain (opened read-only) */
 /* userspace check --repair: open a damaged image writable so ->check() can fix it */
-#define VDIMG_OPEN_REPAIR	(1U << 2)
+#define VDIMG_OPEN_REPAIR	BIT(2)
 
 /* extent types */
 enum vdimg_ext_type {
@@ -87,8 +87,8 @@ enum vdimg_ext_type {
 };
 
 /* struct vdimg_extent.flags */
-#define VDIMG_EXT_NEW		(1U << 0)	/* DATA reserved by map(WRITE): fill, then ->commit() */
-#define VDIMG_EXT_FILL_ZERO	(1U << 1)	/* NEW: fill with zeros, not from the parent */
+#define VDIMG_EXT_NEW		BIT(0)	/* DATA reserved by map(WRITE): fill, then ->commit() */
+#define VDIMG_EXT_FILL_ZERO	BIT(1)	/* NEW: fill with zeros, not from the parent */
 
 /**
  * struct vdimg_extent - the answer of ->map()
@@ -112,23 +112,23 @@ struct vdimg_extent {
 };
 
 /* flags for ->map() */
-#define VDIMG_MAP_WRITE		(1U << 0)	/* the caller will write: allocate if needed */
-#define VDIMG_MAP_NOWAIT	(1U << 1)	/* do not sleep: -EAGAIN if it would */
+#define VDIMG_MAP_WRITE		BIT(0)	/* the caller will write: allocate if needed */
+#define VDIMG_MAP_NOWAIT	BIT(1)	/* do not sleep: -EAGAIN if it would */
 
 /* flags for ->discard() */
-#define VDIMG_DISCARD_ZEROES	(1U << 0)	/* the range must read as zeros afterwards */
+#define VDIMG_DISCARD_ZEROES	BIT(0)	/* the range must read as zeros afterwards */
 /* with ZEROES: keep the space allocated (REQ_NOUNMAP); -EOPNOTSUPP if the backend cannot */
-#define VDIMG_DISCARD_NOUNMAP	(1U << 1)
+#define VDIMG_DISCARD_NOUNMAP	BIT(1)
 
 /**
  * struct vdimg_format - a format backend
  */
 /* struct vdimg_format.caps */
-#define VDIMG_CAP_DATA_FILE	(1U << 0)	/* ->open() uses img->data_file (qcow2 data_file) */
-#define VDIMG_CAP_SNAPSHOTS	(1U << 1)	/* ->open() honours img->snapshot */
+#define VDIMG_CAP_DATA_FILE	BIT(0)	/* ->open() uses img->data_file (qcow2 data_file) */
+#define VDIMG_CAP_SNAPSHOTS	BIT(1)	/* ->open() honours img->snapshot */
 /* a child must have exactly its parent's virtual size (else the parent's size may differ) */
-#define VDIMG_CAP_SAME_SIZE_PARENT (1U << 2)
-#define VDIMG_CAP_EXTENT_FILES	(1U << 3)	/* ->open() uses img->extents (VMDK descriptors) */
+#define VDIMG_CAP_SAME_SIZE_PARENT BIT(2)
+#define VDIMG_CAP_EXTENT_FILES	BIT(3)	/* ->open() uses img->extents (VMDK descriptors) */
 
 struct vdimg_format {
 	const char *name;		/* "raw", "vhd", ... as the tool and sysfs spell it */
@@ -231,7 +231,7 @@ int vdimg_probe(struct vdimg_file *f, u32 *id, const char **why);
  * Return: 0, or a negative errno after a message saying why.
  */
 int vdimg_image_open(struct vdimg_image *img, u32 format, unsigned int flags);
-#define VDIMG_OPEN_ALLOW_RAW	(1U << 8)
+#define VDIMG_OPEN_ALLOW_RAW	BIT(8)
 void vdimg_image_close(struct vdimg_image *img);
 
 #endif /* _VDIMG_BACKEND_H */

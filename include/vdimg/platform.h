@@ -11,6 +11,7 @@
 #ifdef __KERNEL__
 
 #include <linux/types.h>
+#include <linux/bits.h>
 #include <linux/errno.h>
 #include <linux/kernel.h>
 #include <linux/minmax.h>
@@ -43,6 +44,9 @@ typedef struct mutex vdimg_mutex_t;
 
 #define vdimg_crc32c(seed, p, n) crc32c((seed), (p), (n))
 #define vdimg_strscpy(d, s, n)	strscpy((d), (s), (n))
+
+/* see the userspace definition below */
+#define VDIMG_LIBRARY		0
 
 #else /* userspace */
 
@@ -92,6 +96,7 @@ typedef int64_t s64;
 #define unlikely(x)		__builtin_expect(!!(x), 0)
 #define ARRAY_SIZE(a)		(sizeof(a) / sizeof((a)[0]))
 #define BIT(n)			(1UL << (n))
+#define BIT_ULL(n)		(1ULL << (n))
 #define U32_MAX			((u32)~0U)
 #define BUILD_BUG_ON(c)		_Static_assert(!(c), #c)
 #define min(a, b)		((a) < (b) ? (a) : (b))
@@ -146,6 +151,16 @@ u32 vdimg_crc32c(u32 seed, const void *p, size_t n);
 /* copy a NUL-terminated string, truncating to @n - 1 characters */
 void vdimg_strscpy(char *d, const char *s, size_t n);
 
+/*
+ * 1 in the userspace library, 0 in the module: the one thing a backend may ask about the side it
+ * runs on. The tool works offline on images nothing else has open, so at open it may do what the
+ * module must not (repair a dirty qcow2, keep a VHD/VHDX parent's locators for the tool, look at
+ * qcow2 metadata without its data file). Test it in C (`if (VDIMG_LIBRARY)`), never with #if: the
+ * calls it guards go to userspace-only functions (tools/lib/formats/), which the compiler drops
+ * from the module the way it drops code behind IS_ENABLED().
+ */
+#define VDIMG_LIBRARY		1
+
 #endif /* __KERNEL__ */
 
 #ifndef EFSCORRUPTED
@@ -172,11 +187,11 @@ int vdimg_file_zero(struct vdimg_file *f, u64 off, u64 len);
 int vdimg_file_zero_range(struct vdimg_file *f, u64 off, u64 len);
 
 /*
- * Decompression of one compressed unit (a qcow2/qcow cluster, a VMDK grain, a DMG chunk), in
- * backends/decompress.c: the kernel's zlib_inflate / zstd in the module, zlib / libzstd in userspace.
- * Returns 0 when exactly @dst_len bytes were produced (bytes after the end of the stream in @src are
- * ignored), -EFSCORRUPTED when the stream is invalid or ends early, -ENOMEM, or -EOPNOTSUPP for an
- * unknown @algo. May sleep (allocates a workspace).
+ * Decompression of one compressed unit (a qcow2/qcow cluster, a VMDK grain, a DMG chunk): the
+ * kernel's zlib_inflate / zstd in the module (drivers/decompress.c), zlib / libzstd in userspace
+ * (tools/lib/decompress.c). Returns 0 when exactly @dst_len bytes were produced (bytes after the
+ * end of the stream in @src are ignored), -EFSCORRUPTED when the stream is invalid or ends early,
+ * -ENOMEM, or -EOPNOTSUPP for an unknown @algo. May sleep (allocates a workspace).
  */
 #define VDIMG_DECOMP_DEFLATE	1	/* raw deflate (RFC 1951), no zlib header */
 #define VDIMG_DECOMP_ZLIB	2	/* zlib-wrapped deflate (RFC 1950) */

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * libFuzzer target for the QCOW2 backend (backends/qcow2.c): the input is an image file. It is
+ * libFuzzer target for the QCOW2 backend (backends/qcow2/): the input is an image file. It is
  * opened read-only and the disk is mapped extent by extent (DATA read, ENCODED decoded), described
  * and asked for its parent; then opened writable and given a write chosen by the input (map WRITE,
  * fill, commit or abort), a discard or write-zeroes, a flush, a check, and a reopen, which must

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * libFuzzer target for the QED backend (backends/qed.c): the input is an image file. It is opened
+ * libFuzzer target for the QED backend (backends/qed/): the input is an image file. It is opened
  * read-only (lenient when NEED_CHECK is set) and mapped extent by extent, described and asked for its
  * parent; then opened writable (a NEED_CHECK image is scanned and repaired first) and given a write
  * chosen by the input (map WRITE, fill, commit or abort), a discard or write-zeroes, a flush, a check

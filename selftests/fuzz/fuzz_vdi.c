@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * libFuzzer target for the VDI backend (backends/vdi.c): the input is an image file. It is opened
+ * libFuzzer target for the VDI backend (backends/vdi/): the input is an image file. It is opened
  * read-only and every extent of the disk is mapped (and DATA extents read); describe and parent_ref
  * run too. Then an open with VDIMG_OPEN_REPAIR and check --repair: the result must open normally.
  * Then opened writable and given a write to a block chosen by the input (map WRITE, fill, commit or

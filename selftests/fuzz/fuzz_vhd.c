@@ -1,19 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * libFuzzer target for the VHD backend (backends/vhd.c): the input is an image file (in a memfd).
+ * libFuzzer target for the VHD backend (backends/vhd/): the input is an image file (in a memfd).
  * It is opened read-only, every extent is mapped (alternately with VDIMG_MAP_NOWAIT, which may
  * only answer -EAGAIN) and DATA extents are read; describe, check and the parent path candidates
  * run too. Then, when the image opens writable, a write chosen by the input's last bytes is mapped,
  * written and committed, a discard follows, and the image must reopen and read the written bytes
  * back. Crashes, sanitizer reports and answers that do not fit the question abort.
  *
- * Build: clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Itools/lib \
- *        selftests/fuzz/fuzz_vhd.c backends/vhd.c tools/lib/platform.c -lz -lzstd \
- *        -o build/fuzz/fuzz_vhd
+ * Build: make build/fuzz/fuzz_vhd
  * Run:   build/fuzz/fuzz_vhd -max_len=65536 selftests/fuzz/corpus/vhd
  */
 #include "fuzz_common.h"
-#include "../../backends/vhd.h"
+#include "../../backends/vhd/vhd.h"
 
 int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 {

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * libFuzzer target for the VHDX backend (backends/vhdx.c, vhdx_log.c). A VHDX file is at least a few
+ * libFuzzer target for the VHDX backend (backends/vhdx/). A VHDX file is at least a few
  * MiB, so the input is not a whole image: it is laid over the interesting windows of a template
  * image (file identifier, both headers, both region tables, the log, the metadata table and items,
  * the BAT, a sector bitmap) in a memfd. The first input byte chooses the template (clean, or with a
@@ -10,16 +10,14 @@
  * run; then it is opened writable (log replayed into the file), a write chosen by the input is
  * mapped, written and committed, and the image must reopen and read it back.
  *
- * Build: clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Iinclude -Itools/lib \
- *        selftests/fuzz/fuzz_vhdx.c backends/vhdx.c backends/vhdx_log.c tools/lib/platform.c \
- *        -lz -lzstd -o build/fuzz/fuzz_vhdx
+ * Build: make build/fuzz/fuzz_vhdx
  * Run:   build/fuzz/fuzz_vhdx -max_len=65536 selftests/fuzz/corpus/vhdx
  * Seeds: VDIMG_FUZZ_SEEDS=DIR build/fuzz/fuzz_vhdx -runs=1 writes the templates' own windows as
  *        inputs (one per template, checksums recomputed) into DIR.
  */
 #include <fcntl.h>
 #include "fuzz_common.h"
-#include "../../backends/vhdx.h"
+#include "../../backends/vhdx/vhdx.h"
 
 #define MiB (1ULL << 20)
 #define KiB 1024ULL

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Host tests of the qcow2 backend (backends/qcow2.c) against qemu: images made by qemu-img and
+ * Host tests of the qcow2 backend (backends/qcow2/) against qemu: images made by qemu-img and
  * filled by qemu-io in many configurations (compat 0.10/1.1, cluster sizes 512 B..2 MiB, refcount
  * widths 1..64, extended L2, lazy refcounts, zlib and zstd compression, backing chains) read back
  * through libvdimg byte for byte as `qemu-img convert -O raw` does; random writes, discards and

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Host tests of the QED backend (backends/qed.c) against qemu: images made by qemu-img (several
+ * Host tests of the QED backend (backends/qed/) against qemu: images made by qemu-img (several
  * cluster and table sizes, with and without a raw or qcow2 backing file) filled by qemu-io read back
  * through libvdimg byte for byte as `qemu-img convert -O raw` does; random writes, discards and
  * write-zeroes through libvdimg compared with a raw shadow, then `qemu-img check -f qed` (no errors,

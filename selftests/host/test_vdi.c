@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Host tests of the VDI backend (backends/vdi.c) through libvdimg's chain I/O layer: images made by
+ * Host tests of the VDI backend (backends/vdi/) through libvdimg's chain I/O layer: images made by
  * qemu-img/qemu-io read back like `qemu-img convert -O raw`; random writes and discards against a
  * raw shadow, then `qemu-img check` and `qemu-img compare`; differencing chains (the base file must
  * not change); the VirtualBox gh-850 regression (zeroed blocks in a child must stay zero after a
@@ -12,7 +12,7 @@
 #include <sys/wait.h>
 #include "../../tools/lib/chain.h"
 #include "ktap.h"
-#include "../../backends/vdi.h"
+#include "../../backends/vdi/vdi.h"
 
 #define KiB 1024ULL
 #define MiB (1ULL << 20)

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Host tests of the VHD backend (backends/vhd.c) through the userspace chain layer: the real-world
+ * Host tests of the VHD backend (backends/vhd/) through the userspace chain layer: the real-world
  * sample images in $VDIMG_SAMPLES (set by make check-host, see selftests/samples.sh: sizes,
  * contents, afl5 refused), qemu interop both ways (images qemu-img makes and qemu-io fills read
  * back as `qemu-img convert -O raw` does; images written here pass `qemu-img check` and `qemu-img
@@ -12,7 +12,7 @@
 #include <pthread.h>
 #include <sys/wait.h>
 #include "../../tools/lib/chain.h"
-#include "../../backends/vhd.h"
+#include "../../backends/vhd/vhd.h"
 #include "ktap.h"
 
 #define MiB (1ULL << 20)

@@ -1,19 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Host tests of the VHDX backend (backends/vhdx.c, vhdx_log.c) through the userspace chain layer:
- * the sample images in $VDIMG_SAMPLES (set by make check-host, see selftests/samples.sh: contents by
- * sha256 and pattern, the 0xc3 write test, the dirty log replayed into the file and, read-only,
- * into memory), qemu interop both ways (images qemu-img makes and qemu-io fills read back as
- * `qemu-img convert -O raw` does; images written here pass `qemu-img check` and `qemu-img compare`
- * against a raw shadow), libyal vhdiinfo/vhdimount as a second reader (including a differencing
- * chain made here), differencing writes that never touch the parent, parent linkage checks,
- * hostile headers, and crash safety with the write-cut hook. KTAP on stdout.
+ * Host tests of the VHDX backend (backends/vhdx/) through the userspace chain layer: the sample
+ * images in $VDIMG_SAMPLES (set by make check-host, see selftests/samples.sh: contents by sha256
+ * and pattern, the 0xc3 write test, the dirty log replayed into the file and, read-only, into
+ * memory), qemu interop both ways (images qemu-img makes and qemu-io fills read back as `qemu-img
+ * convert -O raw` does; images written here pass `qemu-img check` and `qemu-img compare` against a
+ * raw shadow), libyal vhdiinfo/vhdimount as a second reader (including a differencing chain made
+ * here), differencing writes that never touch the parent, parent linkage checks, hostile headers,
+ * and crash safety with the write-cut hook. KTAP on stdout.
  */
 #include <pthread.h>
 #include <sys/wait.h>
 #include <sys/stat.h>
 #include "../../tools/lib/chain.h"
-#include "../../backends/vhdx.h"
+#include "../../backends/vhdx/vhdx.h"
 #include "ktap.h"
 
 

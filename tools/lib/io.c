@@ -806,66 +806,24 @@ int vdimg_chain_flush(struct vdimg_chain *c)
 
 #define RESOLVE_DIR_SCAN_MAX	4096	/* directory entries looked at for a parent found by UUID */
 
-/* Open @path read-only as an image (@format, or probed, raw allowed). */
-static int resolve_open(const char *path, u32 format, struct vdimg_image *img, int *fdp,
-			struct stat *st, bool quiet)
+/*
+ * Open @path read-only as a layer of a chain (@format, or probed, raw allowed); @quiet: probing a
+ * candidate (only formats built in, no message). A file that is not regular is -EINVAL.
+ */
+static int resolve_open(const char *path, u32 format, struct vdimg_path_image *o, bool quiet)
 {
-	int fd, ret;
+	int ret;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		ret = -errno;
-		if (!quiet) {
-			struct vdimg_image tmp = { .name = path };
-
-			vdimg_err(&tmp, "cannot open: %s", strerror(-ret));
-		}
-		return ret;
-	}
-	if (fstat(fd, st) || !S_ISREG(st->st_mode)) {
-		close(fd);
+	ret = vdimg_open_path(o, path, format, VDIMG_OPEN_READ_ONLY | VDIMG_OPEN_HAS_CHILD |
+			      VDIMG_PATH_REGULAR | (quiet ? VDIMG_PATH_BUILT_IN : 0));
+	if (o->failed == VDIMG_PATH_NOT_REGULAR)
 		return -EINVAL;
-	}
-	memset(img, 0, sizeof(*img));
-	img->name = path;
-	img->file = vdimg_file_from_fd(fd);
-	if (!img->file) {
-		close(fd);
-		return -ENOMEM;
-	}
-	if (quiet) {
-		/* probing candidates: only formats built in, no messages about the others */
-		u32 id;
-		const char *why;
+	if (o->failed == VDIMG_PATH_NO_FILE && !quiet) {
+		struct vdimg_image tmp = { .name = path };
 
-		ret = vdimg_probe(img->file, &id, &why);
-		if (ret || !vdimg_format_by_id(id)) {
-			vdimg_file_free(img->file);
-			close(fd);
-			return ret ? ret : -EOPNOTSUPP;
-		}
-		format = id;
+		vdimg_err(&tmp, "cannot open: %s", strerror(-ret));
 	}
-	ret = vdimg_image_open_extents(img, format, false);
-	if (!ret)
-		ret = vdimg_image_open(img, format, VDIMG_OPEN_READ_ONLY | VDIMG_OPEN_HAS_CHILD |
-				       (format == VDIMG_FMT_AUTO ? VDIMG_OPEN_ALLOW_RAW : 0));
-	if (ret) {
-		vdimg_image_close_extents(img);
-		vdimg_file_free(img->file);
-		close(fd);
-		return ret;
-	}
-	*fdp = fd;
-	return 0;
-}
-
-static void resolve_close(struct vdimg_image *img, int fd)
-{
-	vdimg_image_close(img);
-	vdimg_image_close_extents(img);
-	vdimg_file_free(img->file);
-	close(fd);
+	return ret;
 }
 
 /* "dir/of/child" + "rel" -> "dir/of/rel"; absolute @rel unchanged. Caller frees. */
@@ -895,18 +853,16 @@ static char *resolve_by_uuid(const char *child, const u8 *uuid, const struct sta
 		return NULL;
 	d = opendir(dir);
 	while (d && (e = readdir(d)) && !found && seen++ < RESOLVE_DIR_SCAN_MAX) {
-		struct vdimg_image img;
-		struct stat st;
+		struct vdimg_path_image o;
 		char *path;
-		int fd;
 
 		if (e->d_name[0] == '.' || asprintf(&path, "%s/%s", dir, e->d_name) < 0)
 			continue;
-		if (!resolve_open(path, VDIMG_FMT_AUTO, &img, &fd, &st, true)) {
-			if ((img.flags & VDIMG_IMG_HAS_UUID) && !memcmp(img.uuid, uuid, 16) &&
-			    (st.st_dev != child_st->st_dev || st.st_ino != child_st->st_ino))
+		if (!resolve_open(path, VDIMG_FMT_AUTO, &o, true)) {
+			if ((o.img.flags & VDIMG_IMG_HAS_UUID) && !memcmp(o.img.uuid, uuid, 16) &&
+			    (o.st.st_dev != child_st->st_dev || o.st.st_ino != child_st->st_ino))
 				found = strdup(path);
-			resolve_close(&img, fd);
+			vdimg_close_path(&o);
 		}
 		free(path);
 	}
@@ -938,37 +894,38 @@ int vdimg_chain_resolve(const char *top, u32 top_format, char ***paths_out, u32 
 	}
 	for (;;) {
 		struct vdimg_parent_ref *ref;
-		struct vdimg_image img;
+		struct vdimg_path_image o;
+		struct vdimg_image *img = &o.img;
 		char *next = NULL;
-		int fd;
 
-		ret = resolve_open(cur, fmt, &img, &fd, &seen[n], false);
+		ret = resolve_open(cur, fmt, &o, false);
+		seen[n] = o.st;
 		if (ret)
 			goto fail;
 		for (i = 0; i < n; i++) {
 			if (seen[i].st_dev == seen[n].st_dev && seen[i].st_ino == seen[n].st_ino) {
-				vdimg_err(&img, "the chain of parents loops back to %s", paths[i]);
-				resolve_close(&img, fd);
+				vdimg_err(img, "the chain of parents loops back to %s", paths[i]);
+				vdimg_close_path(&o);
 				ret = -ELOOP;
 				goto fail;
 			}
 		}
 		paths[n] = cur;
-		formats[n] = img.fmt->id;
+		formats[n] = img->fmt->id;
 		n++;
 		cur = NULL;
-		if (!(img.flags & VDIMG_IMG_HAS_PARENT)) {
-			resolve_close(&img, fd);
+		if (!(img->flags & VDIMG_IMG_HAS_PARENT)) {
+			vdimg_close_path(&o);
 			break;
 		}
 		if (n == VDIMG_MAX_LAYERS) {
-			vdimg_err(&img, "more than %d images in the chain", VDIMG_MAX_LAYERS);
-			resolve_close(&img, fd);
+			vdimg_err(img, "more than %d images in the chain", VDIMG_MAX_LAYERS);
+			vdimg_close_path(&o);
 			ret = -ELOOP;
 			goto fail;
 		}
 		ref = calloc(1, sizeof(*ref));
-		ret = !ref ? -ENOMEM : !vdimg_tool_ops(img.fmt)->parent_ref ? -ENOENT : vdimg_tool_ops(img.fmt)->parent_ref(&img, ref);
+		ret = !ref ? -ENOMEM : !vdimg_tool_ops(img->fmt)->parent_ref ? -ENOENT : vdimg_tool_ops(img->fmt)->parent_ref(img, ref);
 		if (!ret && ref->path[0]) {
 			const char *cand[2] = { ref->path, ref->alt_path };
 
@@ -984,30 +941,30 @@ int vdimg_chain_resolve(const char *top, u32 top_format, char ***paths_out, u32 
 					free(p);
 			}
 			if (!next) {
-				vdimg_err(&img, "its parent %s was not found", ref->path);
+				vdimg_err(img, "its parent %s was not found", ref->path);
 				ret = -ENOENT;
 			}
 		} else if (!ret && ref->by_uuid) {
 			char u[40];
-			const u8 *b = img.parent_uuid;
+			const u8 *b = img->parent_uuid;
 
-			next = resolve_by_uuid(paths[n - 1], img.parent_uuid, &seen[n - 1]);
+			next = resolve_by_uuid(paths[n - 1], img->parent_uuid, &seen[n - 1]);
 			if (!next) {
 				snprintf(u, sizeof(u), "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
 					 "%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4],
 					 b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
 					 b[14], b[15]);
-				vdimg_err(&img, "no image with its parent's UUID %s in its directory; give the chain explicitly",
+				vdimg_err(img, "no image with its parent's UUID %s in its directory; give the chain explicitly",
 					  u);
 				ret = -ENOENT;
 			}
 		} else if (!ret || ret == -ENOENT) {
-			vdimg_err(&img, "is a differencing image but does not say where its parent is");
+			vdimg_err(img, "is a differencing image but does not say where its parent is");
 			ret = -ENOENT;
 		}
 		fmt = ref && !ret && ref->format ? ref->format : VDIMG_FMT_AUTO;
 		free(ref);
-		resolve_close(&img, fd);
+		vdimg_close_path(&o);
 		if (ret) {
 			free(next);
 			goto fail;

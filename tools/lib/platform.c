@@ -119,6 +119,47 @@ char *vdimg_path_in_dir(const char *dir, const char *path)
 	return out;
 }
 
+/*
+ * @path relative to directory @dir (both absolute and normalized, as realpath() gives them), with
+ * @sep between components ('/', or '\\' for the Windows paths VHDX locators keep).
+ */
+char *vdimg_relpath(const char *path, const char *dir, char sep)
+{
+	size_t dl = strlen(dir), common = 0, i, up = 0;
+	const char *rest;
+	char *out, *o;
+
+	if (dl == 1 || (!strncmp(path, dir, dl) && path[dl] == '/')) {
+		rest = path + (dl == 1 ? 1 : dl + 1);	/* inside @dir */
+	} else {
+		for (i = 0; path[i] && dir[i] && path[i] == dir[i]; i++)
+			if (path[i] == '/')
+				common = i + 1;
+		rest = path + common;
+		for (i = common; dir[i]; i++)
+			if (dir[i] != '/' && (i == common || dir[i - 1] == '/'))
+				up++;
+	}
+	out = malloc(3 * up + strlen(rest) + 3);
+	if (!out)
+		return NULL;
+	o = out;
+	if (!up) {
+		*o++ = '.';
+		*o++ = sep;
+	}
+	while (up--) {
+		*o++ = '.';
+		*o++ = '.';
+		*o++ = sep;
+	}
+	for (; *rest; rest++)
+		*o++ = *rest == '/' ? sep : *rest;
+	*o = 0;
+	return out;
+}
+
+
 int vdimg_file_read(struct vdimg_file *f, void *buf, size_t len, u64 off)
 {
 	size_t done = 0;

@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * The userspace library's own interface (libvdimg): files over descriptors, the message hook and the
- * write-cut hook of tools/lib/platform.c. Not part of the kernel build.
+ * The userspace library's own interface (libvdimg): files over descriptors, opening an image by
+ * path (tools/lib/open.c), the message hook and the write-cut hook of tools/lib/platform.c. Not part
+ * of the kernel build.
  */
 #ifndef _VDIMG_USER_H
 #define _VDIMG_USER_H
 
+#include <sys/stat.h>
 #include <vdimg/backend.h>
 #include "tool-ops.h"
 
@@ -19,6 +21,47 @@ void vdimg_file_free(struct vdimg_file *f);	/* does not close the descriptor */
 char *vdimg_file_dir(const struct vdimg_file *f);
 /* @path, absolute or relative to @dir, as a canonical absolute path (malloc'd); NULL with errno */
 char *vdimg_path_in_dir(const char *dir, const char *path);
+/*
+ * @path (absolute, canonical) relative to the canonical directory @dir, "./x" or "../../x", with
+ * @sep between components: the relative parent paths VHD ('/') and VHDX ('\\') locators record.
+ * malloc'd; NULL on ENOMEM.
+ */
+char *vdimg_relpath(const char *path, const char *dir, char sep);
+
+/* an image opened from a path by vdimg_open_path() (tools/lib/open.c) */
+struct vdimg_path_image {
+	struct vdimg_image img;
+	int fd;
+	struct stat st;			/* with VDIMG_PATH_REGULAR: what fstat() said */
+	/* after a failure, what failed (the caller words its message after it) */
+	enum {
+		VDIMG_PATH_OK,
+		VDIMG_PATH_NO_FILE,		/* open(2) */
+		VDIMG_PATH_NOT_REGULAR,		/* VDIMG_PATH_REGULAR refused the file */
+		VDIMG_PATH_NO_IMAGE,		/* probing or opening the image in it */
+	} failed;
+};
+
+/* flags of vdimg_open_path() besides the VDIMG_OPEN_* ones (which go on to ->open()) */
+#define VDIMG_PATH_REGULAR	(1U << 16)	/* refuse anything but a regular file */
+/* probe first, open only a built-in format (no messages about others): for candidate files */
+#define VDIMG_PATH_BUILT_IN	(1U << 17)
+
+/**
+ * vdimg_open_path() - open the image in the file at @path, quietly
+ * @o: filled; close with vdimg_close_path() after a success
+ * @path: the file; also the image's name in messages
+ * @format: the format, or VDIMG_FMT_AUTO to probe (an unrecognised file then opens as raw)
+ * @flags: VDIMG_OPEN_* (the file opens O_RDWR unless VDIMG_OPEN_READ_ONLY) and VDIMG_PATH_*
+ *
+ * Prints nothing itself; the backend's own messages go through the message hook.
+ *
+ * Return: 0, or a negative errno: open(2)'s, -EISDIR or -EINVAL for a directory or another file
+ * that is not regular (VDIMG_PATH_REGULAR), -ENOMEM, the probe's or -EOPNOTSUPP
+ * (VDIMG_PATH_BUILT_IN), or vdimg_image_open()'s; @o->failed says which step failed.
+ */
+int vdimg_open_path(struct vdimg_path_image *o, const char *path, u32 format, unsigned int flags);
+void vdimg_close_path(struct vdimg_path_image *o);
 
 /*
  * The extent files an image of @format (VDIMG_FMT_AUTO: probed) names (VMDK descriptor files):

@@ -165,42 +165,6 @@ struct attach_layer {
 
 /* ---- overlays and snapshots ---- */
 
-/* Open @path read-only as an image for a look at it (format @format or probed, raw allowed). */
-static int peek_open(const char *path, u32 format, struct vdimg_image *img, int *fdp)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC), ret;
-
-	if (fd < 0)
-		return -errno;
-	memset(img, 0, sizeof(*img));
-	img->name = path;
-	img->file = vdimg_file_from_fd(fd);
-	if (!img->file) {
-		close(fd);
-		return -ENOMEM;
-	}
-	ret = vdimg_image_open_extents(img, format, false);
-	if (!ret)
-		ret = vdimg_image_open(img, format, VDIMG_OPEN_READ_ONLY |
-				       (format == VDIMG_FMT_AUTO ? VDIMG_OPEN_ALLOW_RAW : 0));
-	if (ret) {
-		vdimg_image_close_extents(img);
-		vdimg_file_free(img->file);
-		close(fd);
-		return ret;
-	}
-	*fdp = fd;
-	return 0;
-}
-
-static void peek_close(struct vdimg_image *img, int fd)
-{
-	vdimg_image_close(img);
-	vdimg_image_close_extents(img);
-	vdimg_file_free(img->file);
-	close(fd);
-}
-
 /*
  * Create the overlay over @parent_path: in @file (which must not exist), or a temporary file in
  * ${TMPDIR:-/var/tmp} when @file is NULL. Returns the open O_RDWR descriptor and the path in
@@ -212,10 +176,10 @@ static int overlay_create(const char *parent_path, u32 parent_format, const char
 {
 	const struct vdimg_format *fmt = vdimg_format_by_id(ofmt);
 	struct vdimg_create_opts co = {};
-	struct vdimg_image parent;
+	struct vdimg_path_image parent;
 	struct vdimg_file *f;
 	char *path, *pabs;
-	int pfd = -1, fd, ret;
+	int fd, ret;
 
 	*path_out = NULL;
 	if (!fmt || !vdimg_tool_ops(fmt)->create) {
@@ -229,7 +193,7 @@ static int overlay_create(const char *parent_path, u32 parent_format, const char
 		return ret;
 	}
 	lib_action("cannot attach");
-	ret = peek_open(pabs, parent_format, &parent, &pfd);
+	ret = vdimg_open_path(&parent, pabs, parent_format, VDIMG_OPEN_READ_ONLY);
 	if (ret) {
 		if (!lib_reported)
 			errmsg(parent_path, "cannot attach", "%s", strerror(-ret));
@@ -251,20 +215,20 @@ static int overlay_create(const char *parent_path, u32 parent_format, const char
 		errmsg(file ? file : path ? path : parent_path, "cannot create the overlay", "%s",
 		       strerror(-ret));
 		free(path);
-		peek_close(&parent, pfd);
+		vdimg_close_path(&parent);
 		free(pabs);
 		return ret;
 	}
-	co.size = parent.size;
+	co.size = parent.img.size;
 	co.parent = pabs;
-	co.parent_img = &parent;
+	co.parent_img = &parent.img;
 	f = vdimg_file_from_fd(fd);
 	lib_action("cannot create the overlay");
 	ret = f ? vdimg_tool_ops(fmt)->create(f, &co) : -ENOMEM;
 	if (!ret)
 		ret = vdimg_file_sync(f);
 	vdimg_file_free(f);
-	peek_close(&parent, pfd);
+	vdimg_close_path(&parent);
 	free(pabs);
 	if (ret) {
 		if (!lib_reported)
@@ -282,26 +246,27 @@ static int overlay_create(const char *parent_path, u32 parent_format, const char
 /* The 1-based index of internal snapshot @name (a name or an ID) of @path, or -errno. */
 static int snapshot_index(const char *path, u32 format, const char *name, u32 *index)
 {
-	struct vdimg_image img;
-	int fd, ret;
+	struct vdimg_path_image o;
+	struct vdimg_image *img = &o.img;
+	int ret;
 
 	lib_action("cannot attach");
-	ret = peek_open(path, format, &img, &fd);
+	ret = vdimg_open_path(&o, path, format, VDIMG_OPEN_READ_ONLY);
 	if (ret) {
 		if (!lib_reported)
 			errmsg(path, "cannot attach", "%s", strerror(-ret));
 		return ret;
 	}
-	if (!(img.fmt->caps & VDIMG_CAP_SNAPSHOTS) || !vdimg_tool_ops(img.fmt)->find_snapshot) {
-		errmsg(path, "cannot attach", "%s images have no internal snapshots", img.fmt->name);
+	if (!(img->fmt->caps & VDIMG_CAP_SNAPSHOTS) || !vdimg_tool_ops(img->fmt)->find_snapshot) {
+		errmsg(path, "cannot attach", "%s images have no internal snapshots", img->fmt->name);
 		ret = -EOPNOTSUPP;
 	} else {
-		ret = vdimg_tool_ops(img.fmt)->find_snapshot(&img, name, index);
+		ret = vdimg_tool_ops(img->fmt)->find_snapshot(img, name, index);
 		if (ret && !lib_reported)
 			errmsg(path, "cannot attach", "no snapshot '%s'%s", name,
 			       ret == -ENOENT ? "" : " (cannot read the snapshot table)");
 	}
-	peek_close(&img, fd);
+	vdimg_close_path(&o);
 	return ret;
 }
 

@@ -14,55 +14,22 @@
 #include "vdimgctl.h"
 
 /* @flags: VDIMG_OPEN_READ_ONLY, VDIMG_OPEN_REPAIR (check --repair) or 0 (compact) */
-int offline_open(struct offline_img *o, const char *path, u32 format, unsigned int flags,
+int offline_open(struct vdimg_path_image *o, const char *path, u32 format, unsigned int flags,
 		 const char *action)
 {
-	bool writable = !(flags & VDIMG_OPEN_READ_ONLY);
-	struct stat st;
 	int ret;
 
-	memset(o, 0, sizeof(*o));
-	o->fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-	if (o->fd < 0) {
-		errmsg(path, action, "%s", strerror(errno));
-		return -errno;
-	}
-	if (fstat(o->fd, &st) || !S_ISREG(st.st_mode)) {
-		ret = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
-		errmsg(path, action, "%s", ret == -EISDIR ? strerror(EISDIR) : "not a regular file");
-		close(o->fd);
-		return ret;
-	}
-	o->img.file = vdimg_file_from_fd(o->fd);
-	o->img.name = path;
-	if (!o->img.file) {
-		close(o->fd);
-		errmsg(path, action, "%s", strerror(ENOMEM));
-		return -ENOMEM;
-	}
-	if (format == VDIMG_FMT_AUTO)
-		flags |= VDIMG_OPEN_ALLOW_RAW;
 	lib_action(action);
-	ret = vdimg_image_open_extents(&o->img, format, !(flags & VDIMG_OPEN_READ_ONLY));
-	if (!ret)
-		ret = vdimg_image_open(&o->img, format, flags);
-	if (ret) {
-		if (!lib_reported)
-			errmsg(path, action, "%s", strerror(-ret));
-		vdimg_image_close_extents(&o->img);
-		vdimg_file_free(o->img.file);
-		close(o->fd);
-		return ret;
-	}
-	return 0;
+	ret = vdimg_open_path(o, path, format, flags | VDIMG_PATH_REGULAR);
+	if (ret && !lib_reported)
+		errmsg(path, action, "%s", ret == -EINVAL && o->failed == VDIMG_PATH_NOT_REGULAR ?
+		       "not a regular file" : strerror(-ret));
+	return ret;
 }
 
-void offline_close(struct offline_img *o)
+void offline_close(struct vdimg_path_image *o)
 {
-	vdimg_image_close(&o->img);
-	vdimg_image_close_extents(&o->img);
-	vdimg_file_free(o->img.file);
-	close(o->fd);
+	vdimg_close_path(o);
 }
 
 /* -t FMT: a format id, or an error message and -EINVAL */
@@ -126,7 +93,7 @@ int cmd_info(int argc, char **argv)
 	};
 	bool chain = false;
 	struct kv_list kv = {};
-	struct offline_img o;
+	struct vdimg_path_image o;
 	u32 format = VDIMG_FMT_AUTO;
 	bool json = false;
 	struct stat st;
@@ -332,7 +299,7 @@ int cmd_create(int argc, char **argv)
 	};
 	struct vdimg_create_opts co = {};
 	const struct vdimg_format *fmt;
-	struct offline_img parent, check;
+	struct vdimg_path_image parent, check;
 	const char *fmtname = NULL, *size_arg = NULL, *options = NULL, *path;
 	char *rest = NULL;
 	unsigned long long size = 0;
@@ -445,7 +412,7 @@ int cmd_check(int argc, char **argv)
 		{}
 	};
 	struct vdimg_check_result res = {};
-	struct offline_img o;
+	struct vdimg_path_image o;
 	u32 format = VDIMG_FMT_AUTO;
 	bool repair = false, json = false;
 	unsigned long long left;
@@ -542,7 +509,7 @@ int cmd_compact(int argc, char **argv)
 		{}
 	};
 	u32 format = VDIMG_FMT_AUTO;
-	struct offline_img o;
+	struct vdimg_path_image o;
 	struct stat st;
 	const char *path;
 	u64 before;
@@ -708,7 +675,7 @@ done:
 
 static int info_chain(const char *path, u32 format, bool json)
 {
-	struct offline_img *o;
+	struct vdimg_path_image *o;
 	char **paths = NULL, ubuf[40], h1[32], h2[32];
 	u32 *fmts = NULL;
 	int n = 0, i, opened = 0, status = EXIT_FAIL;
@@ -816,7 +783,7 @@ out:
 static int relink_child(const char *child_path, u32 child_fmt, const char *base_path,
 			u32 base_fmt)
 {
-	struct offline_img child, base;
+	struct vdimg_path_image child, base;
 	struct vdimg_parent_ref *ref;
 	int ret = 0;
 

@@ -70,7 +70,7 @@ static bool snapshot_can_parent(u32 id)
 static int snapshot_create(const char *dev, const char *path, const struct vdimg_format *fmt,
 			   const char *parent_path, u32 parent_fmt, struct vdimg_create_opts *co)
 {
-	struct offline_img parent;
+	struct vdimg_path_image parent;
 	int ret;
 
 	ret = offline_open(&parent, parent_path, parent_fmt,

@@ -67,19 +67,14 @@ long parse_dev(const char *s);
 /* dev.c: /sys/block/vdimgN/vdimg/@attr without trailing newlines, or NULL (errno set) */
 char *sysfs_attr(long idx, const char *attr);
 
-/* image.c: an image file opened through libvdimg for an offline verb */
-struct offline_img {
-	struct vdimg_image img;
-	int fd;
-};
-
 /*
- * image.c: open @path as an image (@format VDIMG_FMT_AUTO probes; an unrecognised file is raw).
- * @flags: VDIMG_OPEN_*. Prints "vdimgctl: PATH: <action>: <reason>" on failure.
+ * image.c: open the regular file @path as an image with vdimg_open_path() (@format
+ * VDIMG_FMT_AUTO probes; an unrecognised file is raw). @flags: VDIMG_OPEN_*. Prints
+ * "vdimgctl: PATH: <action>: <reason>" on failure.
  */
-int offline_open(struct offline_img *o, const char *path, u32 format, unsigned int flags,
+int offline_open(struct vdimg_path_image *o, const char *path, u32 format, unsigned int flags,
 		 const char *action);
-void offline_close(struct offline_img *o);
+void offline_close(struct vdimg_path_image *o);
 /*
  * image.c: create @path (which must not exist) as a new image, synced; 0, or -errno after a
  * message, with the file removed again

@@ -67,6 +67,7 @@ struct vdimg_layer {
 	__u32 nr_extents;	/* VDIMG_LAYER_EXTENTS: 1..VDIMG_MAX_EXTENTS; else 0 */
 	__u32 __pad2;		/* must be zero */
 };
+
 #define VDIMG_LAYER_SIZE_VER0	32
 #define VDIMG_LAYER_SIZE_VER1	48
 
@@ -80,6 +81,7 @@ struct vdimg_attach {
 	__u32 layer_size;	/* in: sizeof(struct vdimg_layer), 0 for VDIMG_LAYER_SIZE_VER0 */
 	__u64 __reserved[4];	/* must be zero */
 };
+
 #define VDIMG_ATTACH_SIZE_VER0	64
 
 /* vdimg_detach.flags */
@@ -93,6 +95,7 @@ struct vdimg_detach {
 	__u32 __pad;		/* must be zero */
 	__u64 __reserved[2];	/* must be zero */
 };
+
 #define VDIMG_DETACH_SIZE_VER0	32
 
 /* vdimg_dev_info.state */
@@ -126,6 +129,7 @@ struct vdimg_layer_info {
 	char variant[16];	/* NUL-terminated, e.g. "fixed", "dynamic" */
 	__u64 __reserved[4];
 };
+
 #define VDIMG_LAYER_INFO_SIZE_VER0 120
 
 struct vdimg_dev_info {
@@ -143,6 +147,7 @@ struct vdimg_dev_info {
 	__u32 layer_info_size;	/* in: sizeof(struct vdimg_layer_info), 0 for _VER0 */
 	__u64 __reserved[4];	/* must be zero */
 };
+
 #define VDIMG_DEV_INFO_SIZE_VER0 88
 
 struct vdimg_features {
@@ -155,6 +160,7 @@ struct vdimg_features {
 	__u64 layer_flags;	/* out: VDIMG_LAYER_* this kernel knows (ABI version 2) */
 	__u64 __reserved[3];	/* out: zero */
 };
+
 #define VDIMG_FEATURES_SIZE_VER0 64
 /*
  * 1: attach, detach, info, features. 2: + layer data files and snapshots, VDIMG_CTL_SNAPSHOT.
@@ -182,6 +188,7 @@ struct vdimg_snapshot {
 	__u32 __pad;		/* must be zero */
 	__u64 __reserved[4];	/* must be zero */
 };
+
 #define VDIMG_SNAPSHOT_SIZE_VER0 64
 
 #define VDIMG_IOC_MAGIC		0xDB

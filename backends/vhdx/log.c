@@ -6,7 +6,8 @@
  * circular buffer of 4 KiB sectors; an entry is a header sector with descriptors, then one data
  * sector per data descriptor, protected by a CRC-32C over the whole entry. Everything read here is
  * hostile: lengths, counts, offsets and sequence numbers are checked before use, and a log that
- * names no valid sequence is treated as empty. Shared by the module and the userspace library.
+ * names no valid sequence is treated as empty. Kernel-shared: compiled into the module and the
+ * userspace library.
  */
 #include <vdimg/backend.h>
 #include "vhdx.h"
@@ -231,7 +232,8 @@ static int vhdx_entry_apply(struct vdimg_image *img, struct vhdx_log *log, const
 	return ret;
 }
 
-int vdimg_vhdx_log_replay(struct vdimg_image *img, struct vhdx_log *log, u64 file_size, bool to_file)
+int vdimg_vhdx_log_replay(struct vdimg_image *img, struct vhdx_log *log, u64 file_size,
+			  bool to_file)
 {
 	u32 nsec = log->length / VHDX_LOG_SECTOR, s, head, tail, steps, cap = 0;
 	struct vhdx_scan *scan = NULL;
@@ -318,7 +320,8 @@ int vdimg_vhdx_log_replay(struct vdimg_image *img, struct vhdx_log *log, u64 fil
 		}
 		log->seq = scan[head].seq + 1;
 		if (to_file && log->last_file_offset > file_size) {
-			ret = vdimg_file_truncate(img->file, ALIGN(log->last_file_offset, VHDX_MiB));
+			ret = vdimg_file_truncate(img->file,
+						  ALIGN(log->last_file_offset, VHDX_MiB));
 			if (ret)
 				goto out;
 		}
@@ -334,8 +337,8 @@ out:
 	return ret;
 }
 
-int vdimg_vhdx_meta_read(struct vdimg_image *img, const struct vhdx_log *log, void *buf, size_t len,
-		   u64 off)
+int vdimg_vhdx_meta_read(struct vdimg_image *img, const struct vhdx_log *log, void *buf,
+			 size_t len, u64 off)
 {
 	u8 *p = buf;
 	u32 i;
@@ -358,8 +361,8 @@ int vdimg_vhdx_meta_read(struct vdimg_image *img, const struct vhdx_log *log, vo
 	return 0;
 }
 
-int vdimg_vhdx_log_write(struct vdimg_image *img, struct vhdx_log *log, const struct vhdx_log_page *pages,
-		   u32 n, u64 file_size)
+int vdimg_vhdx_log_write(struct vdimg_image *img, struct vhdx_log *log,
+			 const struct vhdx_log_page *pages, u32 n, u64 file_size)
 {
 	u32 dsec = vhdx_desc_sectors(n), total = (dsec + n) * VHDX_LOG_SECTOR, k;
 	struct vhdx_log_entry_hdr *h;
@@ -400,7 +403,8 @@ int vdimg_vhdx_log_write(struct vdimg_image *img, struct vhdx_log *log, const st
 		ds->seq_low = cpu_to_le32((u32)log->seq);
 		memcpy(ds->data, pages[k].data + 8, sizeof(ds->data));
 	}
-	h->checksum = cpu_to_le32(vdimg_vhdx_crc(e, total, offsetof(struct vhdx_log_entry_hdr, checksum)));
+	h->checksum = cpu_to_le32(vdimg_vhdx_crc(e, total,
+						 offsetof(struct vhdx_log_entry_hdr, checksum)));
 	ret = vdimg_file_write(img->file, e, total, log->offset + log->pos);
 	vdimg_free(e);
 	if (ret)

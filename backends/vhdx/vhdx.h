@@ -3,8 +3,10 @@
  * On-disk structures of the VHDX format (Microsoft MS-VHDX, version 1): the file identifier, the two
  * headers, the region table, the metadata table and items, BAT entries and the metadata log. Every
  * field is little-endian; GUIDs are kept as the 16 bytes found on disk (the first three fields of a
- * Microsoft GUID are little-endian, so text forms are converted with vhdx_guid_fmt()). Shared by the
- * module and the userspace library; no code that touches files here.
+ * Microsoft GUID are little-endian, so text forms are converted with vhdx_guid_fmt()). Then the
+ * log's interface, the backend's private state and the functions its files share. The private
+ * header of backends/vhdx/ (kernel-shared) and of its userspace half, tools/lib/formats/vhdx/; the
+ * tests include it too. No code that touches files here.
  */
 #ifndef _VDIMG_VHDX_H
 #define _VDIMG_VHDX_H
@@ -85,17 +87,17 @@ struct vhdx_meta_entry {
 	__le32 reserved;
 } __packed;
 
-#define VHDX_META_IS_USER	(1U << 0)
-#define VHDX_META_IS_VIRTUAL	(1U << 1)
-#define VHDX_META_IS_REQUIRED	(1U << 2)
+#define VHDX_META_IS_USER	BIT(0)
+#define VHDX_META_IS_VIRTUAL	BIT(1)
+#define VHDX_META_IS_REQUIRED	BIT(2)
 
 struct vhdx_file_params {
 	__le32 block_size;
 	__le32 flags;			/* VHDX_PARAM_* */
 } __packed;
 
-#define VHDX_PARAM_LEAVE_ALLOCATED	(1U << 0)
-#define VHDX_PARAM_HAS_PARENT		(1U << 1)
+#define VHDX_PARAM_LEAVE_ALLOCATED	BIT(0)
+#define VHDX_PARAM_HAS_PARENT		BIT(1)
 
 struct vhdx_locator_hdr {
 	u8 locator_type[16];
@@ -204,7 +206,7 @@ static inline void vhdx_check_layout(void)
 	BUILD_BUG_ON(sizeof(struct vhdx_log_data) != 4096);
 }
 
-/* ---- shared between vhdx.c and vhdx_log.c ---- */
+/* ---- the metadata log (log.c), shared with open.c and map.c ---- */
 
 struct vdimg_image;
 
@@ -233,11 +235,12 @@ struct vhdx_log {
  * Find the active sequence of @log and replay it: into the file when @to_file (the caller syncs),
  * else into @log->ov. Return: 0 (also when nothing was found), or a negative errno after a message.
  */
-int vdimg_vhdx_log_replay(struct vdimg_image *img, struct vhdx_log *log, u64 file_size, bool to_file);
+int vdimg_vhdx_log_replay(struct vdimg_image *img, struct vhdx_log *log, u64 file_size,
+			  bool to_file);
 
 /* Read metadata at @off through the in-memory overlay (if any). */
-int vdimg_vhdx_meta_read(struct vdimg_image *img, const struct vhdx_log *log, void *buf, size_t len,
-		   u64 off);
+int vdimg_vhdx_meta_read(struct vdimg_image *img, const struct vhdx_log *log, void *buf,
+			 size_t len, u64 off);
 
 /* One 4 KiB page a log entry will carry. */
 struct vhdx_log_page {
@@ -249,12 +252,150 @@ struct vhdx_log_page {
  * Write one entry carrying @n pages to the log (at log->pos, wrapping to the start when it does not
  * fit), with @file_size as its flushed/last file offsets. The caller syncs before (data) and after.
  */
-int vdimg_vhdx_log_write(struct vdimg_image *img, struct vhdx_log *log, const struct vhdx_log_page *pages,
-		   u32 n, u64 file_size);
+int vdimg_vhdx_log_write(struct vdimg_image *img, struct vhdx_log *log,
+			 const struct vhdx_log_page *pages, u32 n, u64 file_size);
 
 void vdimg_vhdx_log_free_overlay(struct vhdx_log *log);
 
 /* standard CRC-32C (with the usual inversions) over @len bytes, with @csum (4 bytes) taken as 0 */
 u32 vdimg_vhdx_crc(const void *buf, size_t len, size_t csum_off);
+
+/* ---- the backend's private state, shared by backends/vhdx/ and tools/lib/formats/vhdx/ ---- */
+
+#include <vdimg/backend.h>
+#include "../vhd_common.h"
+
+#define VHDX_BAT_MAX_BYTES	(64U << 20)	/* largest BAT held in memory */
+#define VHDX_BM_CACHE_BYTES	(1U << 20)	/* memory for cached per-block sector bitmaps */
+#define VHDX_SLOW		1		/* internal: the answer needs I/O */
+#define VHDX_NO_BLOCK		(~0ULL)
+#define VHDX_MAX_PAGES		24		/* 4 KiB pages one commit logs, at most */
+
+/* extent cookie[1] low bits: what ->commit() records (the rest is the block's file offset) */
+#define VHDX_COMMIT_FULL	1	/* a new block: FULLY_PRESENT */
+#define VHDX_COMMIT_PARTIAL	2	/* a new block: PARTIALLY_PRESENT plus its sector bits */
+#define VHDX_COMMIT_BITS	3	/* sector bits of a PARTIALLY_PRESENT block */
+
+/* the GUIDs the backend looks for, as on disk (open.c) */
+extern const u8 vhdx_guid_bat[16];
+extern const u8 vhdx_guid_meta[16];
+extern const u8 vhdx_guid_params[16];
+extern const u8 vhdx_guid_vsize[16];
+extern const u8 vhdx_guid_page83[16];
+extern const u8 vhdx_guid_lss[16];
+extern const u8 vhdx_guid_pss[16];
+extern const u8 vhdx_guid_parent[16];
+extern const u8 vhdx_guid_loctype[16];
+extern const u8 vhdx_zero_guid[16];
+
+struct vhdx {
+	struct vhdx_header hdr;		/* the current header */
+	u64 hdr_off;			/* where the current header is */
+	struct vhdx_log log;
+	u64 bat_off;
+	u32 bat_len;
+	u64 meta_off;
+	u32 meta_len;
+	u32 block_size;
+	u32 block_shift;
+	u32 lss;			/* logical sector size */
+	u32 pss;			/* physical sector size */
+	u32 params;			/* VHDX_PARAM_* */
+	bool diff;			/* has a parent */
+	u32 chunk_ratio;		/* payload blocks per sector bitmap block */
+	u64 nr_blocks;			/* payload blocks */
+	u64 nr_chunks;			/* sector bitmap blocks */
+	u64 nr_entries;			/* BAT entries in use */
+	u32 bm_bytes;			/* sector bitmap bytes of one payload block */
+	u8 page83[16];
+	u8 parent_linkage[16];
+	bool has_linkage;
+	bool read_only;
+	u64 file_size;			/* as we know it (grows with reservations); io_lock */
+	u64 data_end;			/* next reservation; io_lock */
+	u64 *sb_pend;			/* per chunk: reserved sector bitmap block not yet in the BAT */
+	bool data_guid_done;		/* data write GUID renewed since open; lock */
+	bool file_guid_pending;		/* writable open: renew the file write GUID with the next header */
+	bool log_open;			/* the header carries our log GUID; io_lock */
+	u32 log_state;			/* VHDX_LOGST_* for describe */
+	__le64 *bat;			/* nr_entries, as on disk; lock */
+	/* per-block sector bitmap cache, direct-mapped by block number; lock */
+	u32 bm_slots;
+	u64 *bm_blk;
+	u8 *bm_data;
+	/*
+	 * lock: protects bat[], the bitmap cache, sb_pend[] and data_guid_done; never held across I/O.
+	 * io_lock: serializes metadata writes (headers, the log, reservations) and bitmap loads; taken
+	 * before lock.
+	 */
+	vdimg_mutex_t lock;
+	vdimg_mutex_t io_lock;
+	/* filled only in the library, at open (tools/lib/formats/vhdx/locator.c) */
+	char **loc_keys;		/* parent locator entries, UTF-8 */
+	char **loc_vals;
+	u32 nr_loc;
+};
+
+#define VHDX_LOGST_EMPTY	0
+#define VHDX_LOGST_REPLAYED	1	/* replayed into the file at open */
+#define VHDX_LOGST_MEMORY	2	/* pending, replayed into memory (read-only open) */
+#define VHDX_LOGST_STALE	3	/* log GUID set but no valid entries */
+
+static inline u64 vhdx_pe(const struct vhdx *v, u64 blk)
+{
+	return blk + blk / v->chunk_ratio;
+}
+
+static inline u64 vhdx_sbe(const struct vhdx *v, u64 chunk)
+{
+	return chunk * (v->chunk_ratio + 1) + v->chunk_ratio;
+}
+
+static inline u64 vhdx_bat(const struct vhdx *v, u64 idx)
+{
+	return le64_to_cpu(v->bat[idx]);
+}
+
+static inline u32 vhdx_state(u64 e)
+{
+	return e & VHDX_BAT_STATE_MASK;
+}
+
+static inline u64 vhdx_off(u64 e)
+{
+	return e & VHDX_BAT_OFF_MASK;
+}
+
+/* the metadata pages one ->commit() (or set_parent) rewrites, logged together (map.c) */
+struct vhdx_pageset {
+	u32 n;
+	u64 off[VHDX_MAX_PAGES];
+	u8 *buf[VHDX_MAX_PAGES];
+};
+
+/* ---- functions shared between the files of the backend ---- */
+
+/* open.c */
+void vhdx_guid_fmt(char *out, const u8 *g);
+void vhdx_new_guid(u8 *g);
+int vhdx_update_header(struct vdimg_image *img, struct vhdx *v, const u8 *log_guid,
+		       bool new_data, bool new_file);
+int vhdx_parse_locator(struct vdimg_image *img, struct vhdx *v, const u8 *p, u32 len);
+
+/* map.c */
+int vhdx_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags,
+	     struct vdimg_extent *ext);
+u8 *vhdx_page(struct vdimg_image *img, struct vhdx *v, struct vhdx_pageset *ps, u64 off);
+void vhdx_pageset_free(struct vhdx_pageset *ps);
+int vhdx_log_commit(struct vdimg_image *img, struct vhdx *v, struct vhdx_pageset *ps);
+int vhdx_commit(struct vdimg_image *img, const struct vdimg_extent *ext);
+void vhdx_abort(struct vdimg_image *img, const struct vdimg_extent *ext);
+int vhdx_flush(struct vdimg_image *img);
+int vhdx_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags);
+
+/* ---- userspace only (tools/lib/formats/vhdx/locator.c), at open and close (VDIMG_LIBRARY) ---- */
+
+void vhdx_keep_locator(struct vhdx *v, const u8 *k, u32 kl, const u8 *val, u32 vl);
+void vhdx_free_locator(struct vhdx *v);
 
 #endif /* _VDIMG_VHDX_H */

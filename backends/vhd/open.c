@@ -1,0 +1,480 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * VHD open and close: Microsoft Virtual Hard Disk images, fixed (data then a footer), dynamic
+ * (footer copy, dynamic header, block allocation table, blocks of a sector bitmap and data, footer)
+ * and differencing (a dynamic image whose clear bitmap bits fall through to a parent): checksums,
+ * the footer and its copy, the dynamic header, the BAT checks, damage reports, the parent check,
+ * probe, and the struct vdimg_format of vhd. Kernel-shared: compiled into the module and the
+ * userspace library; only include/vdimg/platform.h services here, no blk-mq, no libc. Create,
+ * check/repair, describe and the parent locators are userspace-only, in tools/lib/formats/vhd/.
+ */
+#include "vhd.h"
+
+static u32 vhd_checksum(const void *buf, size_t len, size_t csum_off)
+{
+	const u8 *b = buf;
+	u32 sum = 0;
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (i < csum_off || i >= csum_off + 4)
+			sum += b[i];
+	return ~sum;
+}
+
+u32 vhd_footer_csum(const struct vhd_footer *f)
+{
+	return vhd_checksum(f, sizeof(*f), offsetof(struct vhd_footer, checksum));
+}
+
+u32 vhd_hdr_csum(const struct vhd_dyn_header *h)
+{
+	return vhd_checksum(h, sizeof(*h), offsetof(struct vhd_dyn_header, checksum));
+}
+
+static void vhd_fmt_uuid(char *out, const u8 *u)
+{
+	static const char hex[] = "0123456789abcdef";
+	int i, o = 0;
+
+	for (i = 0; i < 16; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[o++] = '-';
+		out[o++] = hex[u[i] >> 4];
+		out[o++] = hex[u[i] & 15];
+	}
+	out[o] = 0;
+}
+
+/*
+ * The virtual size. Virtual PC ("vpc ") and Virtual Server ("vs  ") size a disk by its CHS geometry
+ * and write a larger current size; every other creator (Hyper-V "win ", Disk2VHD "d2v ", qemu,
+ * VirtualBox, XenServer) means the footer's current size, which is also the only usable value when
+ * the geometry is the maximum (65535/16/255) or zero.
+ */
+u64 vhd_virtual_size(const struct vhd_footer *f, bool *chs)
+{
+	u64 cyl = be16_to_cpu(f->cylinders), heads = f->heads, secs = f->sectors;
+	u64 chs_sectors = cyl * heads * secs;
+
+	*chs = (!memcmp(f->creator_app, "vpc ", 4) || !memcmp(f->creator_app, "vs  ", 4)) &&
+	       chs_sectors && chs_sectors < VHD_CHS_MAX_SECTORS;
+	if (*chs)
+		return chs_sectors * VHD_SECTOR;
+	return be64_to_cpu(f->current_size);
+}
+
+static bool vhd_footer_sane(const struct vhd_footer *f)
+{
+	u32 type = be32_to_cpu(f->disk_type);
+
+	return !memcmp(f->cookie, VHD_FOOTER_COOKIE, 8) &&
+	       (be32_to_cpu(f->version) >> 16) == 1 &&
+	       type >= VHD_TYPE_FIXED && type <= VHD_TYPE_DIFF;
+}
+
+/* Find the footer: at the end (512 or 511 bytes), else the copy at offset 0 of a dynamic image. */
+static int vhd_read_footer(struct vdimg_image *img, struct vhd *v, u64 fsize)
+{
+	struct vhd_footer end, copy;
+	bool end_ok = false, copy_ok = false;
+	int ret;
+
+	if (fsize < VHD_SECTOR)
+		return vdimg_corrupt(img, "file of %llu bytes is too small for a VHD footer",
+				     (unsigned long long)fsize);
+	ret = vdimg_file_read(img->file, &end, sizeof(end), fsize - VHD_SECTOR);
+	if (ret)
+		return ret;
+	if (vhd_footer_sane(&end)) {
+		end_ok = true;
+		v->footer_off = fsize - VHD_SECTOR;
+	} else {
+		/* old Virtual PC versions wrote a 511-byte footer */
+		memset(&end, 0, sizeof(end));
+		ret = vdimg_file_read(img->file, &end, VHD_SECTOR - 1, fsize - (VHD_SECTOR - 1));
+		if (ret)
+			return ret;
+		if (vhd_footer_sane(&end)) {
+			end_ok = true;
+			v->footer_off = fsize - (VHD_SECTOR - 1);
+			v->damage |= VHD_DMG_FOOTER_SHORT;
+		}
+	}
+	ret = vdimg_file_read(img->file, &copy, sizeof(copy), 0);
+	if (ret)
+		return ret;
+	copy_ok = vhd_footer_sane(&copy) && be32_to_cpu(copy.disk_type) != VHD_TYPE_FIXED;
+
+	if (end_ok) {
+		v->footer = end;
+		if (be32_to_cpu(end.checksum) != vhd_footer_csum(&end)) {
+			v->damage |= VHD_DMG_FOOTER_CSUM;
+			if (copy_ok && be32_to_cpu(copy.checksum) == vhd_footer_csum(&copy) &&
+			    copy.disk_type == end.disk_type)
+				v->footer = copy;
+		}
+	} else if (copy_ok) {
+		v->footer = copy;
+		v->footer_off = fsize;	/* no footer: blocks may reach the end of the file */
+		v->damage |= VHD_DMG_FOOTER_MISSING;
+		if (be32_to_cpu(copy.checksum) != vhd_footer_csum(&copy))
+			v->damage |= VHD_DMG_FOOTER_CSUM;
+	} else {
+		return vdimg_corrupt(img, "no valid VHD footer at the end of the file or at offset 0");
+	}
+	v->type = be32_to_cpu(v->footer.disk_type);
+	if (v->type != VHD_TYPE_FIXED && end_ok &&
+	    (!copy_ok || be32_to_cpu(copy.checksum) != vhd_footer_csum(&copy)))
+		v->damage |= VHD_DMG_COPY;
+	return 0;
+}
+
+/* In-place heap sort of u64 keys (no recursion, no allocation). */
+static void vhd_sort_u64(u64 *a, u32 n)
+{
+	u32 start = n / 2, end = n, root, child;
+	u64 t;
+
+	while (end > 1) {
+		if (start > 0) {
+			start--;
+		} else {
+			end--;
+			t = a[end];
+			a[end] = a[0];
+			a[0] = t;
+		}
+		root = start;
+		while ((child = 2 * root + 1) < end) {
+			if (child + 1 < end && a[child] < a[child + 1])
+				child++;
+			if (a[root] >= a[child])
+				break;
+			t = a[root];
+			a[root] = a[child];
+			a[child] = t;
+			root = child;
+		}
+	}
+}
+
+bool vhd_overlaps(u64 s1, u64 e1, u64 s2, u64 e2)
+{
+	return s1 < e2 && s2 < e1;
+}
+
+/* bytes of block @blk that the virtual size uses (the last block may be partial) */
+u64 vhd_block_used(const struct vdimg_image *img, const struct vhd *v, u32 blk)
+{
+	u64 start = (u64)blk << v->block_shift;
+
+	return min_t(u64, v->block_size, img->size - start);
+}
+
+/*
+ * Check every used BAT entry: its block must lie inside the file before the footer, outside the
+ * metadata, and not overlap another block. Bad entries get VHD_BLK_BAD. Sets data_end.
+ */
+static int vhd_check_bat(struct vdimg_image *img, struct vhd *v)
+{
+	u64 meta[3][2] = {
+		{ 0, VHD_SECTOR },
+		{ v->hdr_off, v->hdr_off + sizeof(struct vhd_dyn_header) },
+		{ v->bat_off, v->bat_off + ALIGN((u64)v->max_entries * 4, VHD_SECTOR) },
+	};
+	u64 *keys, end, prev_end = 0, data_end = v->footer_off;
+	u32 i, n = 0, bad = 0, blk;
+	int m;
+
+	for (m = 0; m < 3; m++)
+		data_end = max(data_end, meta[m][1]);
+	keys = vdimg_zalloc(max_t(size_t, (size_t)v->nr_blocks * sizeof(u64), 8));
+	if (!keys)
+		return -ENOMEM;
+	for (i = 0; i < v->nr_blocks; i++) {
+		u32 e = vhd_bat_get(v, i);
+		u64 start = (u64)e * VHD_SECTOR;
+
+		if (e == VHD_BAT_FREE)
+			continue;
+		end = start + v->bitmap_size + vhd_block_used(img, v, i);
+		for (m = 0; m < 3; m++)
+			if (vhd_overlaps(start, end, meta[m][0], meta[m][1]))
+				break;
+		if (m < 3 || end > v->footer_off) {
+			v->state[i] |= VHD_BLK_BAD;
+			bad++;
+			continue;
+		}
+		keys[n++] = ((u64)e << 32) | i;
+	}
+	vhd_sort_u64(keys, n);
+	for (i = 0; i < n; i++) {
+		u64 start = (keys[i] >> 32) * VHD_SECTOR;
+
+		blk = (u32)keys[i];
+		end = start + v->bitmap_size + vhd_block_used(img, v, blk);
+		if (i && start < prev_end) {
+			v->state[blk] |= VHD_BLK_BAD;	/* the first block keeps the space */
+			bad++;
+			continue;
+		}
+		prev_end = end;
+		/* a full block's space is the block's, even past the virtual size */
+		data_end = max(data_end, start + v->bitmap_size + v->block_size);
+	}
+	vdimg_free(keys);
+	v->data_end = ALIGN(data_end, VHD_SECTOR);
+	if (bad) {
+		v->damage |= VHD_DMG_BAT;
+		vdimg_err(img, "%u BAT entries point past the end of the file, into metadata or into another block",
+			  bad);
+	}
+	return 0;
+}
+
+static int vhd_open_dynamic(struct vdimg_image *img, struct vhd *v)
+{
+	struct vhd_dyn_header *h;
+	u64 limit = v->footer_off, bat_full, need;
+	u32 bs, mte;
+	int ret;
+
+	v->hdr_off = be64_to_cpu(v->footer.data_offset);
+	if (v->hdr_off < VHD_SECTOR || v->hdr_off >= limit)
+		return vdimg_corrupt(img, "dynamic header offset %llu is outside the file",
+				     (unsigned long long)v->hdr_off);
+	h = vdimg_zalloc(sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	v->hdr = h;
+	/* a truncated header is refused below, after its fields say what else is wrong */
+	ret = vdimg_file_read(img->file, h, min_t(u64, sizeof(*h), limit - v->hdr_off),
+			      v->hdr_off);
+	if (ret)
+		return ret;
+	if (memcmp(h->cookie, VHD_DYN_COOKIE, 8))
+		return vdimg_corrupt(img, "no dynamic header (cookie \"cxsparse\") at offset %llu",
+				     (unsigned long long)v->hdr_off);
+	if ((be32_to_cpu(h->version) >> 16) != 1)
+		return vdimg_corrupt(img, "dynamic header version %#x is not 1.x",
+				     be32_to_cpu(h->version));
+	if (be32_to_cpu(h->checksum) != vhd_hdr_csum(h))
+		v->damage |= VHD_DMG_HDR_CSUM;
+
+	bs = be32_to_cpu(h->block_size);
+	if (!is_power_of_2(bs) || bs < VHD_BLOCK_MIN || bs > VHD_BLOCK_MAX)
+		return vdimg_corrupt(img, "block size %u is not a power of two in [512 B, 256 MiB]",
+				     bs);
+	v->block_size = bs;
+	v->block_shift = ilog2(bs);
+	v->bitmap_size = ALIGN(bs / VHD_SECTOR / 8, VHD_SECTOR);
+
+	mte = be32_to_cpu(h->max_table_entries);
+	v->max_entries = mte;
+	v->bat_off = be64_to_cpu(h->table_offset);
+	bat_full = ALIGN((u64)mte * 4, VHD_SECTOR);
+	if (v->bat_off > limit || bat_full > limit - v->bat_off)
+		return vdimg_corrupt(img, "BAT of %u entries at offset %llu does not fit in the file (max table entries too large?)",
+				     mte, (unsigned long long)v->bat_off);
+	if (vhd_overlaps(v->bat_off, v->bat_off + bat_full, 0, VHD_SECTOR) ||
+	    vhd_overlaps(v->bat_off, v->bat_off + bat_full, v->hdr_off,
+			 v->hdr_off + sizeof(*h)))
+		return vdimg_corrupt(img, "BAT at offset %llu overlaps the header",
+				     (unsigned long long)v->bat_off);
+	if (limit - v->hdr_off < sizeof(*h))
+		return vdimg_corrupt(img, "the dynamic header at offset %llu is truncated",
+				     (unsigned long long)v->hdr_off);
+	need = (img->size + bs - 1) >> v->block_shift;
+	if (need > mte)
+		return vdimg_corrupt(img, "virtual size %llu needs %llu blocks of %u bytes, the BAT has %u",
+				     (unsigned long long)img->size, (unsigned long long)need, bs, mte);
+	v->nr_blocks = need;
+	v->bat_len = ALIGN(need * 4, VHD_SECTOR);
+	if (v->bat_len > VHD_BAT_MAX_BYTES) {
+		vdimg_err(img, "a BAT of %u entries is larger than vdimg supports", v->nr_blocks);
+		return -EOPNOTSUPP;
+	}
+	v->bat = vdimg_zalloc(v->bat_len);
+	v->state = vdimg_zalloc(max_t(u32, v->nr_blocks, 1));
+	if (!v->bat || !v->state)
+		return -ENOMEM;
+	ret = vdimg_file_read(img->file, v->bat, v->bat_len, v->bat_off);
+	if (ret)
+		return ret;
+
+	v->bm_slots = min_t(u32, max_t(u32, VHD_BM_CACHE_BYTES / v->bitmap_size, 4), 1024);
+	v->bm_slots = min(v->bm_slots, max_t(u32, v->nr_blocks, 1));
+	v->bm_blk = vdimg_zalloc(v->bm_slots * sizeof(u32));
+	v->bm_data = vdimg_zalloc((size_t)v->bm_slots * v->bitmap_size);
+	if (!v->bm_blk || !v->bm_data)
+		return -ENOMEM;
+	memset(v->bm_blk, 0xff, v->bm_slots * sizeof(u32));
+
+	if (v->type == VHD_TYPE_DIFF) {
+		memcpy(img->parent_uuid, h->parent_uuid, 16);
+		img->flags |= VDIMG_IMG_HAS_PARENT | VDIMG_IMG_HAS_PARENT_UUID;
+	}
+	img->alloc_unit = bs;
+	return vhd_check_bat(img, v);
+}
+
+static void vhd_free(struct vhd *v)
+{
+	if (VDIMG_LIBRARY)
+		vhd_free_locators(v);
+	vdimg_free(v->bm_data);
+	vdimg_free(v->bm_blk);
+	vdimg_free(v->state);
+	vdimg_free(v->bat);
+	vdimg_free(v->hdr);
+	vdimg_mutex_destroy(&v->io_lock);
+	vdimg_mutex_destroy(&v->lock);
+	vdimg_free(v);
+}
+
+static void vhd_report_damage(struct vdimg_image *img, struct vhd *v)
+{
+	if (v->damage & VHD_DMG_FOOTER_CSUM)
+		vdimg_warn(img, "the footer checksum is wrong");
+	if (v->damage & VHD_DMG_FOOTER_MISSING)
+		vdimg_warn(img, "no footer at the end of the file; using the copy at offset 0");
+	if (v->damage & VHD_DMG_FOOTER_SHORT)
+		vdimg_warn(img, "the footer at the end is 511 bytes long");
+	if (v->damage & VHD_DMG_COPY)
+		vdimg_warn(img, "the footer copy at offset 0 is missing or its checksum is wrong");
+	if (v->damage & VHD_DMG_HDR_CSUM)
+		vdimg_warn(img, "the dynamic header checksum is wrong");
+}
+
+static int vhd_open(struct vdimg_image *img, unsigned int flags)
+{
+	u64 fsize = vdimg_file_size(img->file);
+	bool ro = flags & VDIMG_OPEN_READ_ONLY;
+	struct vhd *v;
+	bool chs;
+	int ret;
+
+	BUILD_BUG_ON(sizeof(struct vhd_footer) != 512);
+	BUILD_BUG_ON(sizeof(struct vhd_dyn_header) != 1024);
+	BUILD_BUG_ON(sizeof(struct vhd_locator) != 24);
+
+	v = vdimg_zalloc(sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	vdimg_mutex_init(&v->lock);
+	vdimg_mutex_init(&v->io_lock);
+	v->repair_mode = !ro && (flags & VDIMG_OPEN_REPAIR);
+	if (ro)
+		img->flags |= VDIMG_IMG_READ_ONLY;
+
+	ret = vhd_read_footer(img, v, fsize);
+	if (ret)
+		goto fail;
+	img->size = ALIGN_DOWN(vhd_virtual_size(&v->footer, &chs), VHD_SECTOR);
+	if (!img->size || img->size > (1ULL << 50)) {
+		ret = vdimg_corrupt(img, "virtual size %llu is zero or absurd",
+				    (unsigned long long)img->size);
+		goto fail;
+	}
+	img->lbs = VHD_SECTOR;
+	img->pbs = VHD_SECTOR;
+	memcpy(img->uuid, v->footer.uuid, 16);
+	img->flags |= VDIMG_IMG_HAS_UUID;
+
+	switch (v->type) {
+	case VHD_TYPE_FIXED:
+		vdimg_strscpy(img->variant, "fixed", sizeof(img->variant));
+		if (img->size > v->footer_off) {
+			ret = vdimg_corrupt(img, "fixed image of %llu bytes is truncated to %llu",
+					    (unsigned long long)img->size,
+					    (unsigned long long)v->footer_off);
+			goto fail;
+		}
+		v->data_end = v->footer_off;
+		break;
+	case VHD_TYPE_DYNAMIC:
+	case VHD_TYPE_DIFF:
+		vdimg_strscpy(img->variant, v->type == VHD_TYPE_DIFF ? "differencing" : "dynamic",
+			      sizeof(img->variant));
+		ret = vhd_open_dynamic(img, v);
+		if (ret)
+			goto fail;
+		break;
+	}
+
+	vhd_report_damage(img, v);
+	if (v->damage && !ro && !v->repair_mode) {
+		vdimg_err(img, "refusing a writable open of a damaged image: run vdimgctl check --repair");
+		ret = -EUCLEAN;
+		goto fail;
+	}
+	if (v->damage & VHD_DMG_BAT)
+		vdimg_warn(img, "requests to the blocks with bad BAT entries will fail");
+	img->priv = v;
+	if (VDIMG_LIBRARY && v->type == VHD_TYPE_DIFF)
+		vhd_parse_locators(img, v);
+	return 0;
+fail:
+	vhd_free(v);
+	return ret;
+}
+
+static int vhd_verify_parent(struct vdimg_image *child, struct vdimg_image *parent)
+{
+	char want[40], got[40];
+
+	if (!(child->flags & VDIMG_IMG_HAS_PARENT_UUID))
+		return 0;
+	vhd_fmt_uuid(want, child->parent_uuid);
+	if (!(parent->flags & VDIMG_IMG_HAS_UUID)) {
+		vdimg_err(child, "the parent %s has no UUID; this image wants parent %s",
+			  parent->name ? parent->name : "", want);
+		return -ESTALE;
+	}
+	if (memcmp(child->parent_uuid, parent->uuid, 16)) {
+		vhd_fmt_uuid(got, parent->uuid);
+		vdimg_err(child, "parent UUID mismatch: the image wants %s, %s is %s", want,
+			  parent->name ? parent->name : "the parent", got);
+		return -ESTALE;
+	}
+	if (parent->size < child->size)
+		vdimg_warn(child, "the parent is smaller (%llu bytes) than this image (%llu)",
+			   (unsigned long long)parent->size, (unsigned long long)child->size);
+	return 0;
+}
+
+static void vhd_close(struct vdimg_image *img)
+{
+	struct vhd *v = img->priv;
+
+	if (!v)
+		return;
+	if (v->nr_pending && !(img->flags & VDIMG_IMG_READ_ONLY))
+		vhd_flush(img);
+	vhd_free(v);
+	img->priv = NULL;
+}
+
+static bool vhd_probe(const u8 *head, size_t head_len, const u8 *tail, u64 file_size)
+{
+	return (head_len >= 8 && !memcmp(head, VHD_FOOTER_COOKIE, 8)) ||
+	       (file_size >= 512 && !memcmp(tail, VHD_FOOTER_COOKIE, 8)) ||
+	       (file_size >= 511 && !memcmp(tail + 1, VHD_FOOTER_COOKIE, 8));
+}
+
+const struct vdimg_format vdimg_vhd_format = {
+	.name = "vhd",
+	.id = VDIMG_FMT_VHD,
+	.caps = VDIMG_CAP_SAME_SIZE_PARENT,
+	.probe = vhd_probe,
+	.open = vhd_open,
+	.close = vhd_close,
+	.map = vhd_map,
+	.commit = vhd_commit,
+	.abort = vhd_abort,
+	.discard = vhd_discard,
+	.flush = vhd_flush,
+	.verify_parent = vhd_verify_parent,
+};

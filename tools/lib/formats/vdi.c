@@ -1,0 +1,463 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Userspace only: the tool operations of VDI: create (dynamic and fixed, differencing), check and
+ * repair, compact (moving the last blocks into holes and truncating), the parent reference (by
+ * UUID), set_parent and describe. The kernel-shared backend is backends/vdi/.
+ */
+#include <stdio.h>
+#include "tool-ops.h"
+#include "backends/vdi/vdi.h"
+
+static void vdi_chs(u64 size, struct vdi_geometry *g)
+{
+	u64 cyl = size / 512 / (16 * 63);
+
+	g->cylinders = cpu_to_le32(min_t(u64, cyl, 16383));
+	g->heads = cpu_to_le32(16);
+	g->sectors = cpu_to_le32(63);
+	g->sector_size = cpu_to_le32(512);
+}
+
+static int vdi_create(struct vdimg_file *f, const struct vdimg_create_opts *opts)
+{
+	struct vdimg_image *parent = opts->parent ? opts->parent_img : NULL;
+	u32 bs = opts->block_size ? opts->block_size : VDI_DEFAULT_BLOCK;
+	u64 size = opts->size, map_bytes, data_off;
+	struct {
+		struct vdi_preheader pre;
+		struct vdi_header1 h;
+	} __packed hdr;
+	u32 type, blocks, i;
+	__le32 *map;
+	int ret;
+
+	if (opts->parent && !parent)
+		return -EINVAL;
+	if (!size && parent)
+		size = parent->size;
+	if (!size || size % 512 || (opts->lbs && opts->lbs != 512))
+		return -EINVAL;
+	if (!is_power_of_2(bs) || bs < VDI_MIN_BLOCK || bs > VDI_MAX_BLOCK)
+		return -EINVAL;
+	if (!opts->variant || !strcmp(opts->variant, "dynamic") || !strcmp(opts->variant, "normal"))
+		type = parent ? VDI_TYPE_DIFF : VDI_TYPE_NORMAL;
+	else if (!strcmp(opts->variant, "fixed"))
+		type = VDI_TYPE_FIXED;
+	else if (!strcmp(opts->variant, "differencing"))
+		type = VDI_TYPE_DIFF;
+	else
+		return -EINVAL;
+	if ((type == VDI_TYPE_DIFF) != !!parent)
+		return -EINVAL;		/* fixed with a parent, differencing without */
+	if (parent && !(parent->flags & VDIMG_IMG_HAS_UUID))
+		return -EOPNOTSUPP;	/* nothing to link to */
+	if (DIV_ROUND_UP(size, bs) > VDI_MAX_BLOCKS)
+		return -EFBIG;
+	blocks = DIV_ROUND_UP(size, bs);
+	map_bytes = ALIGN((u64)blocks * 4, 512);
+	data_off = ALIGN(512 + map_bytes, VDI_ALIGN);
+	if (data_off > 0xffffffffULL)
+		return -EFBIG;
+
+	memset(&hdr, 0, sizeof(hdr));
+	memcpy(hdr.pre.text, VDI_TEXT, sizeof(VDI_TEXT) - 1);
+	hdr.pre.signature = cpu_to_le32(VDI_SIGNATURE);
+	hdr.pre.version = cpu_to_le32(VDI_VERSION_1_1);
+	hdr.h.header_size = cpu_to_le32(VDI_HEADER1_SIZE);
+	hdr.h.type = cpu_to_le32(type);
+	hdr.h.blocks_offset = cpu_to_le32(512);
+	hdr.h.data_offset = cpu_to_le32(data_off);
+	vdi_chs(size, &hdr.h.geometry);
+	hdr.h.disk_size = cpu_to_le64(size);
+	hdr.h.block_size = cpu_to_le32(bs);
+	hdr.h.blocks = cpu_to_le32(blocks);
+	hdr.h.blocks_allocated = cpu_to_le32(type == VDI_TYPE_FIXED ? blocks : 0);
+	vdi_new_uuid(hdr.h.uuid_create);
+	vdi_new_uuid(hdr.h.uuid_modify);
+	if (parent) {
+		vdi_uuid_swap(hdr.h.uuid_linkage, parent->uuid);
+		if (parent->fmt && !strcmp(parent->fmt->name, "vdi")) {
+			const struct vdi *p = parent->priv;
+
+			memcpy(hdr.h.uuid_parent_modify, p->uuid_modify, 16);
+		}
+	}
+
+	map = calloc(1, map_bytes);
+	if (!map)
+		return -ENOMEM;
+	for (i = 0; i < blocks; i++)
+		map[i] = cpu_to_le32(type == VDI_TYPE_FIXED ? i : VDI_BLOCK_FREE);
+	ret = vdimg_file_write(f, &hdr, sizeof(hdr), 0);
+	if (!ret)
+		ret = vdimg_file_write(f, map, map_bytes, 512);
+	/* the data area of a fixed image reads zeros from a sparse file */
+	if (!ret)
+		ret = vdimg_file_truncate(f, data_off + (type == VDI_TYPE_FIXED ? (u64)blocks * bs : 0));
+	free(map);
+	return ret;
+}
+
+/* Point block @blk at slot @to instead of @from, after copying the data (offline only). */
+static int vdi_move_block(struct vdi *v, u32 blk, u32 from, u32 to, u8 *buf, u32 buflen)
+{
+	struct vdimg_file *f = v->img->file;
+	u64 done;
+	int ret;
+
+	for (done = 0; done < v->stride; done += buflen) {
+		u32 n = min_t(u64, buflen, v->stride - done);
+		u64 src = vdi_slot_offset(v, from) - v->block_extra + done;
+
+		ret = vdimg_file_read(f, buf, n, src);
+		if (!ret)
+			ret = vdimg_file_write(f, buf, n, vdi_slot_offset(v, to) - v->block_extra +
+					       done);
+		if (ret)
+			return ret;
+	}
+	ret = vdimg_file_sync(f);	/* the copy is durable before the map points at it */
+	if (!ret)
+		ret = vdi_write_le32(v, v->blocks_off + (u64)blk * 4, to);
+	if (ret)
+		return ret;
+	vdimg_mutex_lock(&v->map_lock);
+	v->map[blk] = to;
+	vdi_clear_slot(v, from);
+	vdi_set_slot(v, to);
+	vdimg_mutex_unlock(&v->map_lock);
+	return 0;
+}
+
+/*
+ * Offline: optionally unmap blocks whose data is all zeros, move the last slots into the holes,
+ * lower the allocated count and truncate the file. Every step leaves a valid image.
+ */
+static int vdi_pack(struct vdi *v, bool zeros, u64 *moved, u64 *unmapped)
+{
+	struct vdimg_image *img = v->img;
+	u32 buflen = min_t(u32, v->block_size, 1U << 20);
+	u32 *owner = NULL, blk, lo, hi, used = 0;
+	u8 *buf;
+	int ret = 0;
+
+	*moved = 0;
+	*unmapped = 0;
+	buf = malloc(buflen);
+	owner = malloc((size_t)max_t(u32, v->next_slot, 1) * 4);
+	if (!buf || !owner) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	vdimg_mutex_lock(&v->meta_lock);
+	for (blk = 0; zeros && blk < v->nr_blocks; blk++) {
+		u32 e = v->map[blk];
+		u64 done;
+		bool all_zero = true;
+
+		if (!vdi_allocated(e))
+			continue;
+		for (done = 0; all_zero && done < v->block_size; done += buflen) {
+			u32 i;
+
+			ret = vdimg_file_read(img->file, buf, buflen, vdi_slot_offset(v, e) + done);
+			if (ret)
+				goto unlock;
+			for (i = 0; i < buflen && all_zero; i++)
+				all_zero = !buf[i];
+		}
+		if (!all_zero)
+			continue;
+		ret = vdi_unmap_block(v, blk, true);
+		if (ret)
+			goto unlock;
+		(*unmapped)++;
+	}
+
+	for (lo = 0; lo < v->next_slot; lo++)
+		owner[lo] = VDI_BLOCK_FREE;
+	for (blk = 0; blk < v->nr_blocks; blk++)
+		if (vdi_allocated(v->map[blk])) {
+			owner[v->map[blk]] = blk;
+			used++;
+		}
+	lo = 0;
+	hi = v->next_slot;
+	for (;;) {
+		while (lo < hi && owner[lo] != VDI_BLOCK_FREE)
+			lo++;
+		while (hi > lo && owner[hi - 1] == VDI_BLOCK_FREE)
+			hi--;
+		if (lo >= hi)
+			break;
+		ret = vdi_move_block(v, owner[hi - 1], hi - 1, lo, buf, buflen);
+		if (ret)
+			goto unlock;
+		owner[lo] = owner[hi - 1];
+		owner[hi - 1] = VDI_BLOCK_FREE;
+		(*moved)++;
+	}
+	/* every slot below @used is in use now */
+	if (used != v->disk_alloc) {
+		ret = vdimg_file_sync(img->file);
+		if (!ret)
+			ret = vdi_write_le32(v, v->alloc_field, used);
+		if (ret)
+			goto unlock;
+		v->disk_alloc = used;
+	}
+	ret = vdimg_file_sync(img->file);
+	if (!ret && vdimg_file_size(img->file) > v->data_off + (u64)used * v->stride)
+		ret = vdimg_file_truncate(img->file, v->data_off + (u64)used * v->stride);
+	vdimg_mutex_lock(&v->map_lock);
+	v->next_slot = used;
+	v->nr_holes = 0;
+	v->hole_hint = 0;
+	vdimg_mutex_unlock(&v->map_lock);
+	img->flags |= VDIMG_IMG_DIRTY;
+unlock:
+	vdimg_mutex_unlock(&v->meta_lock);
+out:
+	free(owner);
+	free(buf);
+	return ret;
+}
+
+static int vdi_compact(struct vdimg_image *img)
+{
+	struct vdi *v = img->priv;
+	u64 moved, unmapped;
+	int ret;
+
+	if (v->read_only)
+		return -EROFS;
+	if (v->repairs)
+		return -EUCLEAN;
+	if (v->type == VDI_TYPE_FIXED) {
+		vdimg_err(img, "fixed images are not compacted (convert to dynamic instead)");
+		return -EOPNOTSUPP;
+	}
+	ret = vdi_touch(v, false);
+	if (!ret)
+		ret = vdi_pack(v, true, &moved, &unmapped);
+	if (ret) {
+		vdimg_err(img, "compacting failed (error %d); the image is still valid", ret);
+		return ret;
+	}
+	vdimg_info(img, "compacted: %llu zero blocks unmapped, %llu blocks moved, %u allocated",
+		   (unsigned long long)unmapped, (unsigned long long)moved, v->disk_alloc);
+	return 0;
+}
+
+/* Write what a repair open fixed in memory: the allocated count first, then the whole map. */
+static int vdi_write_repairs(struct vdi *v)
+{
+	__le32 *map;
+	u32 i;
+	int ret;
+
+	map = malloc((size_t)v->nr_blocks * 4);
+	if (!map)
+		return -ENOMEM;
+	for (i = 0; i < v->nr_blocks; i++)
+		map[i] = cpu_to_le32(v->map[i]);
+	vdimg_mutex_lock(&v->meta_lock);
+	ret = 0;
+	if (v->next_slot != v->disk_alloc) {
+		ret = vdi_write_le32(v, v->alloc_field, v->next_slot);
+		if (!ret)
+			v->disk_alloc = v->next_slot;
+	}
+	if (!ret)
+		ret = vdimg_file_write(v->img->file, map, (size_t)v->nr_blocks * 4, v->blocks_off);
+	if (!ret)
+		ret = vdimg_file_sync(v->img->file);
+	vdimg_mutex_unlock(&v->meta_lock);
+	free(map);
+	if (!ret)
+		vdimg_info(v->img, "block map repaired (%u problems)", v->repairs);
+	return ret;
+}
+
+static int vdi_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_result *res)
+{
+	struct vdi *v = img->priv;
+	u64 fsize = vdimg_file_size(img->file), end, moved, unmapped;
+	u32 holes;
+	int ret;
+
+	/* a repair open found bad entries (a normal open refuses them): write the fixed map */
+	if (v->repairs) {
+		res->errors += v->repairs;
+		if (!(flags & VDIMG_CHECK_REPAIR) || v->read_only)
+			return 0;
+		ret = vdi_write_repairs(v);
+		if (ret)
+			return ret;
+		res->fixed += v->repairs;
+		v->repairs = 0;
+	}
+	/* what is left are leaks */
+	vdimg_mutex_lock(&v->map_lock);
+	holes = v->nr_holes;
+	vdimg_mutex_unlock(&v->map_lock);
+	end = v->data_off + (u64)v->disk_alloc * v->stride;
+	if (holes) {
+		vdimg_info(img, "%u of %u allocated slots are not used by any block", holes,
+			   v->disk_alloc);
+		res->leaks += holes;
+	}
+	if (fsize > end) {
+		vdimg_info(img, "%llu bytes after the last allocated slot",
+			   (unsigned long long)(fsize - end));
+		res->leaks += DIV_ROUND_UP(fsize - end, v->stride);
+	}
+	if (fsize < end)
+		vdimg_info(img, "the file ends inside the unused slot %u (harmless)",
+			   (u32)((fsize - v->data_off) / v->stride));
+	if (!(flags & VDIMG_CHECK_REPAIR) || (!holes && fsize <= end))
+		return 0;
+	if (v->read_only)
+		return -EROFS;
+	ret = vdi_touch(v, false);
+	if (!ret)
+		ret = vdi_pack(v, false, &moved, &unmapped);
+	if (ret)
+		return ret;
+	res->fixed += res->leaks;
+	return 0;
+}
+
+static int vdi_parent_ref(struct vdimg_image *img, struct vdimg_parent_ref *ref)
+{
+	struct vdi *v = img->priv;
+
+	if (!v->diff)
+		return -ENOENT;
+	/* VDI records no path, only the parent's UUID (img->parent_uuid) */
+	memset(ref, 0, sizeof(*ref));
+	ref->by_uuid = true;
+	return 0;
+}
+
+/*
+ * Rebase: VDI records no path, only the parent's creation UUID (uuid_linkage) and, in version 1.1
+ * headers, the parent's modification UUID at the time of the link (uuid_parent_modify). @path is
+ * not stored; the parent is found by its UUID in the child's directory.
+ */
+static int vdi_set_parent(struct vdimg_image *img, const char *path, struct vdimg_image *parent)
+{
+	struct vdi *v = img->priv;
+	u64 link_off, pmod_off = 0;
+	u8 link[16], pmod[16];
+	int ret;
+
+	if (!parent) {
+		vdimg_err(img, "a differencing VDI cannot drop its parent");
+		return -EOPNOTSUPP;
+	}
+	if (!v->diff) {
+		vdimg_err(img, "is not a differencing image: it has no parent to change");
+		return -EINVAL;
+	}
+	if (img->flags & VDIMG_IMG_READ_ONLY)
+		return -EROFS;
+	if (!(parent->flags & VDIMG_IMG_HAS_UUID)) {
+		vdimg_err(img, "the new parent %s has no UUID, which a VDI parent link needs",
+			  parent->name ? parent->name : "");
+		return -EOPNOTSUPP;
+	}
+	vdi_uuid_swap(link, parent->uuid);
+	memset(pmod, 0, sizeof(pmod));
+	if (parent->fmt == img->fmt)
+		memcpy(pmod, ((const struct vdi *)parent->priv)->uuid_modify, 16);
+	if (v->version >> 16 == 0) {
+		link_off = VDI_PREHEADER_SIZE + offsetof(struct vdi_header0, uuid_linkage);
+	} else {
+		link_off = VDI_PREHEADER_SIZE + offsetof(struct vdi_header1, uuid_linkage);
+		pmod_off = VDI_PREHEADER_SIZE + offsetof(struct vdi_header1, uuid_parent_modify);
+	}
+	vdimg_mutex_lock(&v->meta_lock);
+	ret = vdimg_file_write(img->file, link, 16, link_off);
+	if (!ret && pmod_off)
+		ret = vdimg_file_write(img->file, pmod, 16, pmod_off);
+	if (!ret) {
+		memcpy(v->uuid_linkage, link, 16);
+		if (pmod_off)
+			memcpy(v->uuid_parent_modify, pmod, 16);
+		memcpy(img->parent_uuid, parent->uuid, 16);
+		img->flags |= VDIMG_IMG_DIRTY;
+	}
+	vdimg_mutex_unlock(&v->meta_lock);
+	return ret;
+}
+
+static void vdi_describe(struct vdimg_image *img,
+			 void (*emit)(void *ctx, const char *key, const char *value), void *ctx)
+{
+	struct vdi *v = img->priv;
+	char buf[320];
+	u8 rfc[16];
+	u32 i, used = 0;
+
+	snprintf(buf, sizeof(buf), "%u.%u", v->version >> 16, v->version & 0xffff);
+	emit(ctx, "version", buf);
+	emit(ctx, "type", vdi_type_name(v->type));
+	vdi_uuid_str(buf, img->uuid);
+	emit(ctx, "creation uuid", buf);
+	vdimg_mutex_lock(&v->map_lock);
+	vdi_uuid_swap(rfc, v->uuid_modify);
+	for (i = 0; i < v->nr_blocks; i++)
+		used += vdi_allocated(v->map[i]);
+	vdimg_mutex_unlock(&v->map_lock);
+	vdi_uuid_str(buf, rfc);
+	emit(ctx, "modification uuid", buf);
+	vdi_uuid_swap(rfc, v->uuid_linkage);
+	vdi_uuid_str(buf, rfc);
+	emit(ctx, "linkage uuid", buf);
+	if (v->version >> 16 >= 1) {
+		vdi_uuid_swap(rfc, v->uuid_parent_modify);
+		vdi_uuid_str(buf, rfc);
+		emit(ctx, "parent modification uuid", buf);
+	}
+	if (v->comment[0])
+		emit(ctx, "comment", v->comment);
+	snprintf(buf, sizeof(buf), "%u/%u/%u", le32_to_cpu(v->legacy.cylinders),
+		 le32_to_cpu(v->legacy.heads), le32_to_cpu(v->legacy.sectors));
+	emit(ctx, "geometry", buf);
+	if (v->has_lchs) {
+		snprintf(buf, sizeof(buf), "%u/%u/%u", le32_to_cpu(v->lchs.cylinders),
+			 le32_to_cpu(v->lchs.heads), le32_to_cpu(v->lchs.sectors));
+		emit(ctx, "lchs geometry", buf);
+	}
+	snprintf(buf, sizeof(buf), "%u", v->block_size);
+	emit(ctx, "block size", buf);
+	if (v->block_extra) {
+		snprintf(buf, sizeof(buf), "%u", v->block_extra);
+		emit(ctx, "block extra", buf);
+	}
+	snprintf(buf, sizeof(buf), "%u", v->nr_blocks);
+	emit(ctx, "blocks", buf);
+	snprintf(buf, sizeof(buf), "%u", v->disk_alloc);
+	emit(ctx, "allocated blocks", buf);
+	snprintf(buf, sizeof(buf), "%u", used);
+	emit(ctx, "used blocks", buf);
+	snprintf(buf, sizeof(buf), "%llu", (unsigned long long)v->blocks_off);
+	emit(ctx, "map offset", buf);
+	snprintf(buf, sizeof(buf), "%llu", (unsigned long long)v->data_off);
+	emit(ctx, "data offset", buf);
+	if (v->hflags) {
+		snprintf(buf, sizeof(buf), "%#x", v->hflags);
+		emit(ctx, "flags", buf);
+	}
+}
+
+const struct vdimg_tool_ops vdimg_vdi_tool_ops = {
+	.id = VDIMG_FMT_VDI,
+	.create = vdi_create,
+	.check = vdi_check,
+	.parent_ref = vdi_parent_ref,
+	.set_parent = vdi_set_parent,
+	.describe = vdi_describe,
+	.compact = vdi_compact,
+};

@@ -1,0 +1,492 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Userspace only: VHD parent locators: reading them at open (the candidate paths of a differencing
+ * image's parent, best first), the parent reference for the tool, building new locators (relative
+ * and absolute, UTF-16) at create and set_parent, and set_parent itself. The kernel-shared backend
+ * is backends/vhd/.
+ */
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+#include "vdimg-user.h"
+#include "tool-ops.h"
+#include "backends/vhd/vhd.h"
+#include "tool.h"
+
+/* UTF-16 (@be: big-endian) to UTF-8, stopping at NUL; invalid units become '?'. */
+static char *vhd_utf16_to_utf8(const u8 *p, size_t bytes, bool be)
+{
+	char *out = malloc(bytes / 2 * 3 + 1), *o = out;
+	size_t i;
+
+	if (!out)
+		return NULL;
+	for (i = 0; i + 1 < bytes; i += 2) {
+		u32 c = be ? (p[i] << 8 | p[i + 1]) : (p[i + 1] << 8 | p[i]);
+
+		if (!c)
+			break;
+		if (c >= 0xd800 && c < 0xdc00 && i + 3 < bytes) {
+			u32 lo = be ? (p[i + 2] << 8 | p[i + 3]) : (p[i + 3] << 8 | p[i + 2]);
+
+			if (lo >= 0xdc00 && lo < 0xe000) {
+				c = 0x10000 + ((c - 0xd800) << 10) + (lo - 0xdc00);
+				i += 2;
+			}
+		}
+		if (c >= 0xd800 && c < 0xe000)
+			c = '?';
+		if (c < 0x80) {
+			*o++ = c;
+		} else if (c < 0x800) {
+			*o++ = 0xc0 | c >> 6;
+			*o++ = 0x80 | (c & 0x3f);
+		} else if (c < 0x10000) {
+			*o++ = 0xe0 | c >> 12;
+			*o++ = 0x80 | ((c >> 6) & 0x3f);
+			*o++ = 0x80 | (c & 0x3f);
+		} else {
+			/* 4 bytes from 2 units: fits in the 6 bytes those units were given */
+			*o++ = 0xf0 | c >> 18;
+			*o++ = 0x80 | ((c >> 12) & 0x3f);
+			*o++ = 0x80 | ((c >> 6) & 0x3f);
+			*o++ = 0x80 | (c & 0x3f);
+		}
+	}
+	*o = 0;
+	return out;
+}
+
+/* UTF-8 to UTF-16 (@be or little-endian) into @out (@max bytes); returns the bytes used. */
+size_t vhd_utf8_to_utf16(const char *s, u8 *out, size_t max, bool be)
+{
+	const u8 *p = (const u8 *)s;
+	size_t n = 0;
+
+	while (*p) {
+		u32 c = *p++, units[2], k, nu = 1;
+
+		if (c >= 0xf0 && p[0] && p[1] && p[2]) {
+			c = (c & 7) << 18 | (p[0] & 0x3f) << 12 | (p[1] & 0x3f) << 6 | (p[2] & 0x3f);
+			p += 3;
+		} else if (c >= 0xe0 && p[0] && p[1]) {
+			c = (c & 15) << 12 | (p[0] & 0x3f) << 6 | (p[1] & 0x3f);
+			p += 2;
+		} else if (c >= 0xc0 && p[0]) {
+			c = (c & 31) << 6 | (p[0] & 0x3f);
+			p += 1;
+		} else if (c >= 0x80) {
+			c = '?';
+		}
+		units[0] = c;
+		if (c >= 0x10000) {
+			units[0] = 0xd800 + ((c - 0x10000) >> 10);
+			units[1] = 0xdc00 + ((c - 0x10000) & 0x3ff);
+			nu = 2;
+		}
+		if (n + nu * 2 > max)
+			break;
+		for (k = 0; k < nu; k++, n += 2) {
+			out[n] = be ? units[k] >> 8 : units[k] & 0xff;
+			out[n + 1] = be ? units[k] & 0xff : units[k] >> 8;
+		}
+	}
+	return n;
+}
+
+void vhd_free_locators(struct vhd *v)
+{
+	u32 i;
+
+	for (i = 0; i < v->nr_paths; i++)
+		free(v->paths[i]);
+	v->nr_paths = 0;
+}
+
+static int vhd_hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Turn a locator's bytes into a path (or NULL). */
+static char *vhd_locator_path(u32 code, const u8 *data, u32 len)
+{
+	char *s = NULL, *p;
+	size_t i;
+
+	switch (code) {
+	case VHD_PLAT_W2RU:
+	case VHD_PLAT_W2KU:
+		s = vhd_utf16_to_utf8(data, len, false);
+		break;
+	case VHD_PLAT_WI2R:
+	case VHD_PLAT_WI2K:
+	case VHD_PLAT_MACX:
+		s = strndup((const char *)data, len);
+		break;
+	default:
+		return NULL;
+	}
+	if (!s)
+		return NULL;
+	if (code == VHD_PLAT_MACX) {
+		/* file://localhost/path or file:///path, %-escaped */
+		const char *q = s;
+		char *o;
+
+		if (!strncmp(q, "file://", 7))
+			q += 7;
+		if (!strncmp(q, "localhost/", 10))
+			q += 9;
+		p = strdup(q);
+		free(s);
+		if (!p)
+			return NULL;
+		for (o = s = p; *p; p++) {
+			if (*p == '%' && vhd_hexval(p[1]) >= 0 && vhd_hexval(p[2]) >= 0) {
+				*o++ = vhd_hexval(p[1]) << 4 | vhd_hexval(p[2]);
+				p += 2;
+			} else {
+				*o++ = *p;
+			}
+		}
+		*o = 0;
+	} else {
+		for (i = 0; s[i]; i++)
+			if (s[i] == '\\')
+				s[i] = '/';
+	}
+	if (!s[0]) {
+		free(s);
+		return NULL;
+	}
+	return s;
+}
+
+void vhd_parse_locators(struct vdimg_image *img, struct vhd *v)
+{
+	static const struct { u32 code; const char *name; } order[] = {
+		{ VHD_PLAT_W2RU, "W2ru" }, { VHD_PLAT_WI2R, "Wi2r" }, { VHD_PLAT_W2KU, "W2ku" },
+		{ VHD_PLAT_WI2K, "Wi2k" }, { VHD_PLAT_MACX, "MacX" },
+	};
+	u64 fsize = vdimg_file_size(img->file);
+	u32 o, i;
+	char *name;
+
+	name = vhd_utf16_to_utf8((const u8 *)v->hdr->parent_name, VHD_PARENT_NAME_BYTES, true);
+	if (name) {
+		vdimg_strscpy(v->parent_name, name, sizeof(v->parent_name));
+		free(name);
+	}
+	for (o = 0; o < ARRAY_SIZE(order); o++) {
+		for (i = 0; i < VHD_NR_LOCATORS && v->nr_paths < VHD_NR_LOCATORS; i++) {
+			const struct vhd_locator *l = &v->hdr->loc[i];
+			u32 len = be32_to_cpu(l->length);
+			u64 off = be64_to_cpu(l->offset);
+			u8 *data;
+			char *path;
+
+			if (be32_to_cpu(l->code) != order[o].code || !len || len > 65536 ||
+			    off > fsize || len > fsize - off)
+				continue;
+			data = malloc(len);
+			if (!data)
+				return;
+			if (vdimg_file_read(img->file, data, len, off)) {
+				free(data);
+				continue;
+			}
+			path = vhd_locator_path(order[o].code, data, len);
+			free(data);
+			if (!path)
+				continue;
+			v->path_kind[v->nr_paths] = (char *)order[o].name;
+			v->paths[v->nr_paths++] = path;
+		}
+	}
+	if (v->parent_name[0] && v->nr_paths <= VHD_NR_LOCATORS) {
+		const char *base = strrchr(v->parent_name, '\\');
+
+		base = base ? base + 1 : v->parent_name;
+		if (strrchr(base, '/'))
+			base = strrchr(base, '/') + 1;
+		v->paths[v->nr_paths] = strdup(base);
+		if (v->paths[v->nr_paths])
+			v->path_kind[v->nr_paths++] = (char *)"name";
+	}
+}
+
+const char *vdimg_vhd_parent_path(struct vdimg_image *img, unsigned int idx)
+{
+	struct vhd *v = img->priv;
+
+	if (!v || img->fmt != &vdimg_vhd_format || idx >= v->nr_paths)
+		return NULL;
+	return v->paths[idx];
+}
+
+/* Store @path as locator @idx (UTF-16LE, @win_sep: '/' becomes '\') at *@off. */
+int vhd_put_locator(struct vdimg_file *f, struct vhd_dyn_header *h, int idx, u32 code,
+		    const char *path, bool win_sep, u64 *off)
+{
+	size_t max = strlen(path) * 4 + 4, n, i;
+	u8 *buf = calloc(1, ALIGN(max, VHD_SECTOR));
+	char *tmp = strdup(path);
+	int ret;
+
+	if (!buf || !tmp) {
+		free(buf);
+		free(tmp);
+		return -ENOMEM;
+	}
+	if (win_sep)
+		for (i = 0; tmp[i]; i++)
+			if (tmp[i] == '/')
+				tmp[i] = '\\';
+	n = vhd_utf8_to_utf16(tmp, buf, max, false);
+	free(tmp);
+	h->loc[idx].code = cpu_to_be32(code);
+	h->loc[idx].space = cpu_to_be32(ALIGN(n, VHD_SECTOR));
+	h->loc[idx].length = cpu_to_be32(n);
+	h->loc[idx].offset = cpu_to_be64(*off);
+	ret = vdimg_file_write(f, buf, ALIGN(n, VHD_SECTOR), *off);
+	*off += ALIGN(n, VHD_SECTOR);
+	free(buf);
+	return ret;
+}
+
+int vhd_parent_ref(struct vdimg_image *img, struct vdimg_parent_ref *ref)
+{
+	struct vhd *v = img->priv;
+	u32 i;
+
+	if (v->type != VHD_TYPE_DIFF || !v->nr_paths)
+		return -ENOENT;
+	memset(ref, 0, sizeof(*ref));
+	vdimg_strscpy(ref->path, v->paths[0], sizeof(ref->path));
+	for (i = 1; i < v->nr_paths; i++) {
+		if (strcmp(v->paths[i], v->paths[0])) {
+			vdimg_strscpy(ref->alt_path, v->paths[i], sizeof(ref->alt_path));
+			break;
+		}
+	}
+	return 0;
+}
+
+/* Bytes locator @l may hold at its offset without reaching other metadata or block data. */
+static u64 vhd_locator_room(struct vdimg_image *img, struct vhd *v, const struct vhd_locator *l)
+{
+	u64 off = be64_to_cpu(l->offset), space = be32_to_cpu(l->space), end, lim = v->footer_off;
+	u64 bat_end = v->bat_off + ALIGN((u64)v->max_entries * 4, VHD_SECTOR);
+	u32 blk;
+
+	/* the specification says sectors, Hyper-V and vdimg write bytes: take the smaller reading */
+	space = space >= VHD_SECTOR ? space : space * VHD_SECTOR;
+	if (!off || check_add_overflow(off, space, &end))
+		return 0;
+	if (vhd_overlaps(off, end, 0, VHD_SECTOR) ||
+	    vhd_overlaps(off, end, v->hdr_off, v->hdr_off + sizeof(*v->hdr)) ||
+	    vhd_overlaps(off, end, v->bat_off, bat_end))
+		return 0;
+	for (blk = 0; blk < v->nr_blocks; blk++) {
+		u32 e = vhd_bat_get(v, blk);
+		u64 at = (u64)e * VHD_SECTOR;
+
+		if (e != VHD_BAT_FREE && at >= off)
+			lim = min(lim, at);
+		else if (e != VHD_BAT_FREE && at + v->bitmap_size + v->block_size > off)
+			return 0;	/* the locator starts inside a block */
+	}
+	return end <= lim ? space : lim > off ? lim - off : 0;
+}
+
+/* @path for a locator of kind @code, encoded as the kind wants; *@len bytes. NULL if unknown. */
+static u8 *vhd_locator_bytes(u32 code, const char *rel, const char *abs, size_t *len)
+{
+	const char *src = code == VHD_PLAT_W2RU || code == VHD_PLAT_WI2R ? rel : abs;
+	size_t max = strlen(src) * 4 + 16, i;
+	char *tmp;
+	u8 *out;
+
+	out = calloc(1, max * 3 + 16);
+	tmp = strdup(src);
+	if (!out || !tmp)
+		goto fail;
+	if (code == VHD_PLAT_W2RU || code == VHD_PLAT_WI2R)
+		for (i = 0; tmp[i]; i++)
+			if (tmp[i] == '/')
+				tmp[i] = '\\';
+	switch (code) {
+	case VHD_PLAT_W2RU:
+	case VHD_PLAT_W2KU:
+		*len = vhd_utf8_to_utf16(tmp, out, max, false);
+		break;
+	case VHD_PLAT_WI2R:
+	case VHD_PLAT_WI2K:
+		*len = strlen(tmp);
+		memcpy(out, tmp, *len);
+		break;
+	case VHD_PLAT_MACX: {
+		static const char hex[] = "0123456789ABCDEF";
+		char *o = (char *)out + 7;
+
+		memcpy(out, "file://", 7);
+		for (i = 0; tmp[i]; i++) {
+			u8 ch = tmp[i];
+
+			if (ch <= ' ' || ch == '%' || ch >= 0x7f) {
+				*o++ = '%';
+				*o++ = hex[ch >> 4];
+				*o++ = hex[ch & 15];
+			} else {
+				*o++ = ch;
+			}
+		}
+		*len = o - (char *)out;
+		break;
+	}
+	default:
+		goto fail;
+	}
+	free(tmp);
+	return out;
+fail:
+	free(tmp);
+	free(out);
+	return NULL;
+}
+
+/*
+ * Rebase: record @parent (found at @path, relative to this image's directory or absolute) in the
+ * dynamic header: parent UUID, timestamp and name, and every platform locator that exists,
+ * rewritten in place in the space it already has (-ENOSPC when a path does not fit; nothing is
+ * written then). The locators' kinds are kept: relative ones get the path relative to this
+ * image's directory, absolute ones the absolute path.
+ */
+int vhd_set_parent(struct vdimg_image *img, const char *path, struct vdimg_image *parent)
+{
+	struct vhd *v = img->priv;
+	struct vhd_dyn_header *nh = NULL;
+	u8 *data[VHD_NR_LOCATORS] = {};
+	size_t dlen[VHD_NR_LOCATORS] = {};
+	char *dir = NULL, *pabs = NULL, *rel = NULL;
+	const char *base;
+	int i, used = 0, ret;
+
+	if (!parent) {
+		vdimg_err(img, "a differencing VHD cannot drop its parent");
+		return -EOPNOTSUPP;
+	}
+	if (v->type != VHD_TYPE_DIFF) {
+		vdimg_err(img, "is not a differencing image: it has no parent to change");
+		return -EINVAL;
+	}
+	if (img->flags & VDIMG_IMG_READ_ONLY)
+		return -EROFS;
+	if (!(parent->flags & VDIMG_IMG_HAS_UUID)) {
+		vdimg_err(img, "the new parent %s has no UUID, which a VHD parent link needs",
+			  parent->name ? parent->name : "");
+		return -EOPNOTSUPP;
+	}
+	dir = vdimg_file_dir(img->file);
+	if (!dir) {
+		vdimg_err(img, "cannot tell which directory the image is in");
+		return -EINVAL;
+	}
+	ret = -ENOMEM;
+	pabs = vdimg_path_in_dir(dir, path);
+	if (!pabs) {
+		ret = -errno;
+		vdimg_err(img, "the new parent %s: %s", path, strerror(-ret));
+		goto out;
+	}
+	rel = vdimg_relpath(pabs, dir, '/');
+	nh = malloc(sizeof(*nh));
+	if (!rel || !nh)
+		goto out;
+	memcpy(nh, v->hdr, sizeof(*nh));
+	for (i = 0; i < VHD_NR_LOCATORS; i++) {
+		struct vhd_locator *l = &nh->loc[i];
+		u32 code = be32_to_cpu(l->code);
+		u64 room;
+
+		if (code == VHD_PLAT_NONE || code == VHD_PLAT_MAC)
+			continue;
+		data[i] = vhd_locator_bytes(code, rel, pabs, &dlen[i]);
+		if (!data[i])
+			continue;	/* a kind we do not write: left as it is */
+		room = vhd_locator_room(img, v, &v->hdr->loc[i]);
+		if (dlen[i] > room) {
+			vdimg_err(img, "parent locator %d has room for %llu bytes, the new path needs %zu",
+				  i, (unsigned long long)room, dlen[i]);
+			ret = -ENOSPC;
+			goto out;
+		}
+		l->length = cpu_to_be32(dlen[i]);
+		used++;
+	}
+	if (!used) {
+		vdimg_err(img, "has no parent locator to hold the new parent's path");
+		ret = -ENOSPC;
+		goto out;
+	}
+	memcpy(nh->parent_uuid, parent->uuid, 16);
+	if (parent->fmt == &vdimg_vhd_format)
+		nh->parent_timestamp = ((struct vhd *)parent->priv)->footer.timestamp;
+	else
+		nh->parent_timestamp = cpu_to_be32((u32)((u64)time(NULL) - VHD_EPOCH_OFFSET));
+	memset(nh->parent_name, 0, sizeof(nh->parent_name));
+	base = strrchr(pabs, '/') + 1;
+	vhd_utf8_to_utf16(base, (u8 *)nh->parent_name, VHD_PARENT_NAME_BYTES - 2, true);
+	nh->checksum = 0;
+	nh->checksum = cpu_to_be32(vhd_hdr_csum(nh));
+
+	vdimg_mutex_lock(&v->io_lock);
+	ret = 0;
+	for (i = 0; i < VHD_NR_LOCATORS && !ret; i++) {
+		u64 room, wlen;
+		u8 *pad;
+
+		if (!data[i])
+			continue;
+		/* the locator's data padded with zeros to a sector, within its room */
+		room = vhd_locator_room(img, v, &v->hdr->loc[i]);
+		wlen = min_t(u64, ALIGN(dlen[i], VHD_SECTOR), room);
+		pad = calloc(1, wlen);
+		if (!pad) {
+			ret = -ENOMEM;
+			break;
+		}
+		memcpy(pad, data[i], dlen[i]);
+		ret = vdimg_file_write(img->file, pad, wlen, be64_to_cpu(nh->loc[i].offset));
+		free(pad);
+	}
+	/* the locators' data first, then the header that gives their lengths */
+	if (!ret)
+		ret = vdimg_file_sync(img->file);
+	if (!ret)
+		ret = vdimg_file_write(img->file, nh, sizeof(*nh), v->hdr_off);
+	if (!ret) {
+		memcpy(v->hdr, nh, sizeof(*nh));
+		memcpy(img->parent_uuid, parent->uuid, 16);
+		img->flags |= VDIMG_IMG_DIRTY;
+		vhd_free_locators(v);
+		v->parent_name[0] = 0;
+		vhd_parse_locators(img, v);
+	}
+	vdimg_mutex_unlock(&v->io_lock);
+out:
+	for (i = 0; i < VHD_NR_LOCATORS; i++)
+		free(data[i]);
+	free(nh);
+	free(rel);
+	free(pabs);
+	free(dir);
+	return ret;
+}
