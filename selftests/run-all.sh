@@ -84,8 +84,8 @@ for r in "${runs[@]}"; do
 done
 
 # The debug kernel (KASAN, lockdep, kmemleak) runs 3-5x slower under TCG: it gets the driver's own
-# tests (0xx, 1xx) and the per-format fio test, which drives every backend's allocation path.
-debug_filter=${VM_DEBUG_FILTER:-'^(0[0-9][0-9]|1[0-9][0-9]|200)-'}
+# tests (0xx, 1xx), the per-format fio test, which drives every backend's allocation path, and VMDK.
+debug_filter=${VM_DEBUG_FILTER:-'^(0[0-9][0-9]|1[0-9][0-9]|200|205)-'}
 if vm_debug_dir >/dev/null; then
 	echo "# ==== VM tests on the debug kernel (filter: $debug_filter)"
 	selftests/vm/run.sh --kernel debug --filter "$debug_filter" 2>&1 | tee build/check-vm-debug.log
