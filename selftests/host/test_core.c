@@ -274,6 +274,53 @@ static void test_write_cut(void)
 	close(fd);
 }
 
+/* the UTF-16 <-> UTF-8 converters of VHD and VHDX names and locators (tools/lib/platform.c) */
+static void test_utf16(void)
+{
+	/* "a", U+00E9, U+20AC, U+1F600 (a surrogate pair) */
+	static const char s[] = "a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80";
+	static const u8 le[] = { 'a', 0, 0xe9, 0, 0xac, 0x20, 0x3d, 0xd8, 0x00, 0xde };
+	u8 buf[32], be[sizeof(le)];
+	size_t n, i;
+	char *back;
+
+	for (i = 0; i < sizeof(le); i += 2) {
+		be[i] = le[i + 1];
+		be[i + 1] = le[i];
+	}
+	n = vdimg_utf8_to_utf16(s, buf, sizeof(buf), false);
+	ok(n == sizeof(le) && !memcmp(buf, le, n), "utf16: 1- to 4-byte UTF-8 to UTF-16LE (%zu bytes)", n);
+	n = vdimg_utf8_to_utf16(s, buf, sizeof(buf), true);
+	ok(n == sizeof(be) && !memcmp(buf, be, n), "utf16: the same to UTF-16BE");
+	n = vdimg_utf8_to_utf16(s, buf, sizeof(le) - 2, false);
+	ok(n == 6, "utf16: a surrogate pair that does not fit is left out whole (%zu bytes)", n);
+	back = vdimg_utf16_to_utf8(le, sizeof(le), false, true);
+	ok(back && !strcmp(back, s), "utf16: UTF-16LE back to the same UTF-8");
+	free(back);
+	back = vdimg_utf16_to_utf8(be, sizeof(be), true, true);
+	ok(back && !strcmp(back, s), "utf16: UTF-16BE back to the same UTF-8");
+	free(back);
+
+	/* malformed UTF-8: stray continuation, truncated, overlong, encoded surrogate, past U+10FFFF */
+	n = vdimg_utf8_to_utf16("\x80x\xe2\x82y\xc0\xafz\xed\xa0\x80\xf4\x90\x80\x80", buf,
+				sizeof(buf), false);
+	ok(n == 16 && !memcmp(buf, "?\0x\0?\0y\0?\0z\0?\0?\0", 16),
+	   "utf16: malformed UTF-8 sequences become one '?' each, nothing else is lost (%zu)", n);
+
+	/* NUL: the end of a padded name, or a '?' inside a counted string */
+	memcpy(buf, "a\0\0\0b\0", 6);
+	back = vdimg_utf16_to_utf8(buf, 6, false, true);
+	ok(back && !strcmp(back, "a"), "utf16: with nul_ends a NUL unit ends the string");
+	free(back);
+	back = vdimg_utf16_to_utf8(buf, 6, false, false);
+	ok(back && !strcmp(back, "a?b"), "utf16: without nul_ends a NUL unit becomes '?'");
+	free(back);
+	memcpy(buf, "\x00\xd8x\0\x00\xdc", 6);	/* lone high, 'x', lone low surrogate */
+	back = vdimg_utf16_to_utf8(buf, 6, false, true);
+	ok(back && !strcmp(back, "?x?"), "utf16: unpaired surrogates become '?'");
+	free(back);
+}
+
 int main(void)
 {
 	ktap_start();
@@ -281,5 +328,6 @@ int main(void)
 	test_probe();
 	test_raw();
 	test_write_cut();
+	test_utf16();
 	return ktap_finish();
 }

@@ -160,6 +160,114 @@ char *vdimg_relpath(const char *path, const char *dir, char sep)
 }
 
 
+/*
+ * UTF-16 (@be: big-endian, else little-endian) of at most @bytes bytes to UTF-8 (malloc'd; NULL on
+ * ENOMEM). With @nul_ends a NUL unit ends the string (VHD's NUL-padded parent name); without it a
+ * NUL in a counted string (a VHDX locator entry) becomes '?', so that it cannot cut a path short.
+ * An unpaired surrogate becomes '?'. Every unit gives at most 3 bytes (a pair gives 4 from 2 units).
+ */
+char *vdimg_utf16_to_utf8(const u8 *p, size_t bytes, bool be, bool nul_ends)
+{
+	char *out = malloc(bytes / 2 * 3 + 1), *o = out;
+	size_t i;
+
+	if (!out)
+		return NULL;
+	for (i = 0; i + 1 < bytes; i += 2) {
+		u32 c = be ? (u32)p[i] << 8 | p[i + 1] : (u32)p[i + 1] << 8 | p[i];
+
+		if (!c && nul_ends)
+			break;
+		if (c >= 0xd800 && c < 0xdc00 && i + 3 < bytes) {
+			u32 lo = be ? (u32)p[i + 2] << 8 | p[i + 3] : (u32)p[i + 3] << 8 | p[i + 2];
+
+			if (lo >= 0xdc00 && lo < 0xe000) {
+				c = 0x10000 + ((c - 0xd800) << 10) + (lo - 0xdc00);
+				i += 2;
+			}
+		}
+		if (!c || (c >= 0xd800 && c < 0xe000))
+			c = '?';
+		if (c < 0x80) {
+			*o++ = c;
+		} else if (c < 0x800) {
+			*o++ = 0xc0 | c >> 6;
+			*o++ = 0x80 | (c & 0x3f);
+		} else if (c < 0x10000) {
+			*o++ = 0xe0 | c >> 12;
+			*o++ = 0x80 | ((c >> 6) & 0x3f);
+			*o++ = 0x80 | (c & 0x3f);
+		} else {
+			*o++ = 0xf0 | c >> 18;
+			*o++ = 0x80 | ((c >> 12) & 0x3f);
+			*o++ = 0x80 | ((c >> 6) & 0x3f);
+			*o++ = 0x80 | (c & 0x3f);
+		}
+	}
+	*o = 0;
+	return out;
+}
+
+/* one UTF-8 sequence at *@s as a code point, advancing *@s; malformed input gives '?' */
+static u32 utf8_next(const u8 **s)
+{
+	static const u32 min[] = { 0, 0x80, 0x800, 0x10000 };
+	const u8 *p = *s;
+	u32 c = *p++;
+	int n, k;
+
+	if (c < 0x80)
+		n = 0;
+	else if (c >= 0xc0 && c < 0xe0)
+		n = 1, c &= 0x1f;
+	else if (c >= 0xe0 && c < 0xf0)
+		n = 2, c &= 0x0f;
+	else if (c >= 0xf0 && c < 0xf8)
+		n = 3, c &= 0x07;
+	else
+		n = -1;
+	for (k = 0; k < n; k++) {
+		if ((p[k] & 0xc0) != 0x80)
+			break;
+		c = c << 6 | (p[k] & 0x3f);
+	}
+	if (n < 0 || k < n || c < min[n] || c > 0x10ffff || (c >= 0xd800 && c < 0xe000)) {
+		/* skip the lead byte and the continuation bytes that were there */
+		*s = p + (n < 0 ? 0 : k);
+		return '?';
+	}
+	*s = p + n;
+	return c;
+}
+
+/*
+ * UTF-8 @s to UTF-16 (@be: big-endian, else little-endian) into @out, at most @max bytes and only
+ * whole characters (a surrogate pair is never split); malformed UTF-8 becomes '?'. Returns the
+ * bytes written.
+ */
+size_t vdimg_utf8_to_utf16(const char *s, u8 *out, size_t max, bool be)
+{
+	const u8 *p = (const u8 *)s;
+	size_t n = 0;
+
+	while (*p) {
+		u32 c = utf8_next(&p), units[2] = { c }, nu = 1, k;
+
+		if (c >= 0x10000) {
+			units[0] = 0xd800 + ((c - 0x10000) >> 10);
+			units[1] = 0xdc00 + ((c - 0x10000) & 0x3ff);
+			nu = 2;
+		}
+		if (n + nu * 2 > max)
+			break;
+		for (k = 0; k < nu; k++, n += 2) {
+			out[n] = be ? units[k] >> 8 : units[k] & 0xff;
+			out[n + 1] = be ? units[k] & 0xff : units[k] >> 8;
+		}
+	}
+	return n;
+}
+
 int vdimg_file_read(struct vdimg_file *f, void *buf, size_t len, u64 off)
 {
 	size_t done = 0;

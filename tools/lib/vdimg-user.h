@@ -27,6 +27,9 @@ char *vdimg_path_in_dir(const char *dir, const char *path);
  * malloc'd; NULL on ENOMEM.
  */
 char *vdimg_relpath(const char *path, const char *dir, char sep);
+/* UTF-16 <-> UTF-8 for the names and locators of VHD and VHDX (tools/lib/platform.c) */
+char *vdimg_utf16_to_utf8(const u8 *p, size_t bytes, bool be, bool nul_ends);
+size_t vdimg_utf8_to_utf16(const char *s, u8 *out, size_t max, bool be);
 
 /* an image opened from a path by vdimg_open_path() (tools/lib/open.c) */
 struct vdimg_path_image {

@@ -162,7 +162,7 @@ int vhd_create(struct vdimg_file *f, const struct vdimg_create_opts *opts)
 			ret = -errno;
 			goto out;
 		}
-		vhd_utf8_to_utf16(strrchr(pabs, '/') + 1, (u8 *)h->parent_name,
+		vdimg_utf8_to_utf16(strrchr(pabs, '/') + 1, (u8 *)h->parent_name,
 				  VHD_PARENT_NAME_BYTES - 2, true);
 		dir = vdimg_file_dir(f);
 		if (dir)

@@ -13,87 +13,6 @@
 #include "backends/vhd/vhd.h"
 #include "tool.h"
 
-/* UTF-16 (@be: big-endian) to UTF-8, stopping at NUL; invalid units become '?'. */
-static char *vhd_utf16_to_utf8(const u8 *p, size_t bytes, bool be)
-{
-	char *out = malloc(bytes / 2 * 3 + 1), *o = out;
-	size_t i;
-
-	if (!out)
-		return NULL;
-	for (i = 0; i + 1 < bytes; i += 2) {
-		u32 c = be ? (p[i] << 8 | p[i + 1]) : (p[i + 1] << 8 | p[i]);
-
-		if (!c)
-			break;
-		if (c >= 0xd800 && c < 0xdc00 && i + 3 < bytes) {
-			u32 lo = be ? (p[i + 2] << 8 | p[i + 3]) : (p[i + 3] << 8 | p[i + 2]);
-
-			if (lo >= 0xdc00 && lo < 0xe000) {
-				c = 0x10000 + ((c - 0xd800) << 10) + (lo - 0xdc00);
-				i += 2;
-			}
-		}
-		if (c >= 0xd800 && c < 0xe000)
-			c = '?';
-		if (c < 0x80) {
-			*o++ = c;
-		} else if (c < 0x800) {
-			*o++ = 0xc0 | c >> 6;
-			*o++ = 0x80 | (c & 0x3f);
-		} else if (c < 0x10000) {
-			*o++ = 0xe0 | c >> 12;
-			*o++ = 0x80 | ((c >> 6) & 0x3f);
-			*o++ = 0x80 | (c & 0x3f);
-		} else {
-			/* 4 bytes from 2 units: fits in the 6 bytes those units were given */
-			*o++ = 0xf0 | c >> 18;
-			*o++ = 0x80 | ((c >> 12) & 0x3f);
-			*o++ = 0x80 | ((c >> 6) & 0x3f);
-			*o++ = 0x80 | (c & 0x3f);
-		}
-	}
-	*o = 0;
-	return out;
-}
-
-/* UTF-8 to UTF-16 (@be or little-endian) into @out (@max bytes); returns the bytes used. */
-size_t vhd_utf8_to_utf16(const char *s, u8 *out, size_t max, bool be)
-{
-	const u8 *p = (const u8 *)s;
-	size_t n = 0;
-
-	while (*p) {
-		u32 c = *p++, units[2], k, nu = 1;
-
-		if (c >= 0xf0 && p[0] && p[1] && p[2]) {
-			c = (c & 7) << 18 | (p[0] & 0x3f) << 12 | (p[1] & 0x3f) << 6 | (p[2] & 0x3f);
-			p += 3;
-		} else if (c >= 0xe0 && p[0] && p[1]) {
-			c = (c & 15) << 12 | (p[0] & 0x3f) << 6 | (p[1] & 0x3f);
-			p += 2;
-		} else if (c >= 0xc0 && p[0]) {
-			c = (c & 31) << 6 | (p[0] & 0x3f);
-			p += 1;
-		} else if (c >= 0x80) {
-			c = '?';
-		}
-		units[0] = c;
-		if (c >= 0x10000) {
-			units[0] = 0xd800 + ((c - 0x10000) >> 10);
-			units[1] = 0xdc00 + ((c - 0x10000) & 0x3ff);
-			nu = 2;
-		}
-		if (n + nu * 2 > max)
-			break;
-		for (k = 0; k < nu; k++, n += 2) {
-			out[n] = be ? units[k] >> 8 : units[k] & 0xff;
-			out[n + 1] = be ? units[k] & 0xff : units[k] >> 8;
-		}
-	}
-	return n;
-}
-
 void vhd_free_locators(struct vhd *v)
 {
 	u32 i;
@@ -123,7 +42,7 @@ static char *vhd_locator_path(u32 code, const u8 *data, u32 len)
 	switch (code) {
 	case VHD_PLAT_W2RU:
 	case VHD_PLAT_W2KU:
-		s = vhd_utf16_to_utf8(data, len, false);
+		s = vdimg_utf16_to_utf8(data, len, false, true);
 		break;
 	case VHD_PLAT_WI2R:
 	case VHD_PLAT_WI2K:
@@ -179,7 +98,7 @@ void vhd_parse_locators(struct vdimg_image *img, struct vhd *v)
 	u32 o, i;
 	char *name;
 
-	name = vhd_utf16_to_utf8((const u8 *)v->hdr->parent_name, VHD_PARENT_NAME_BYTES, true);
+	name = vdimg_utf16_to_utf8((const u8 *)v->hdr->parent_name, VHD_PARENT_NAME_BYTES, true, true);
 	if (name) {
 		vdimg_strscpy(v->parent_name, name, sizeof(v->parent_name));
 		free(name);
@@ -249,7 +168,7 @@ int vhd_put_locator(struct vdimg_file *f, struct vhd_dyn_header *h, int idx, u32
 		for (i = 0; tmp[i]; i++)
 			if (tmp[i] == '/')
 				tmp[i] = '\\';
-	n = vhd_utf8_to_utf16(tmp, buf, max, false);
+	n = vdimg_utf8_to_utf16(tmp, buf, max, false);
 	free(tmp);
 	h->loc[idx].code = cpu_to_be32(code);
 	h->loc[idx].space = cpu_to_be32(ALIGN(n, VHD_SECTOR));
@@ -325,7 +244,7 @@ static u8 *vhd_locator_bytes(u32 code, const char *rel, const char *abs, size_t 
 	switch (code) {
 	case VHD_PLAT_W2RU:
 	case VHD_PLAT_W2KU:
-		*len = vhd_utf8_to_utf16(tmp, out, max, false);
+		*len = vdimg_utf8_to_utf16(tmp, out, max, false);
 		break;
 	case VHD_PLAT_WI2R:
 	case VHD_PLAT_WI2K:
@@ -443,7 +362,7 @@ int vhd_set_parent(struct vdimg_image *img, const char *path, struct vdimg_image
 		nh->parent_timestamp = cpu_to_be32((u32)((u64)time(NULL) - VHD_EPOCH_OFFSET));
 	memset(nh->parent_name, 0, sizeof(nh->parent_name));
 	base = strrchr(pabs, '/') + 1;
-	vhd_utf8_to_utf16(base, (u8 *)nh->parent_name, VHD_PARENT_NAME_BYTES - 2, true);
+	vdimg_utf8_to_utf16(base, (u8 *)nh->parent_name, VHD_PARENT_NAME_BYTES - 2, true);
 	nh->checksum = 0;
 	nh->checksum = cpu_to_be32(vhd_hdr_csum(nh));
 

@@ -15,7 +15,6 @@ int vhd_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_re
 int vhd_create(struct vdimg_file *f, const struct vdimg_create_opts *opts);
 
 /* locator.c */
-size_t vhd_utf8_to_utf16(const char *s, u8 *out, size_t max, bool be);
 int vhd_put_locator(struct vdimg_file *f, struct vhd_dyn_header *h, int idx, u32 code,
 		    const char *path, bool win_sep, u64 *off);
 int vhd_parent_ref(struct vdimg_image *img, struct vdimg_parent_ref *ref);

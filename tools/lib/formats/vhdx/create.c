@@ -96,7 +96,7 @@ int vhdx_create(struct vdimg_file *f, const struct vdimg_create_opts *opts)
 
 	/* file identifier */
 	memcpy(buf, "vhdxfile", 8);
-	vhdx_utf8_to_u16("vdimg", buf + 8, 512);
+	vdimg_utf8_to_utf16("vdimg", buf + 8, 512, false);
 	ret = vdimg_file_write(f, buf, 520, 0);
 	if (ret)
 		goto out;
@@ -154,11 +154,11 @@ int vhdx_create(struct vdimg_file *f, const struct vdimg_create_opts *opts)
 						ret = -ENOMEM;
 					continue;
 				}
-				kl = vhdx_utf8_to_u16(keys[k], loc + pos, sizeof(loc) - pos);
+				kl = vdimg_utf8_to_utf16(keys[k], loc + pos, sizeof(loc) - pos, false);
 				le->key_offset = cpu_to_le32(pos);
 				le->key_length = cpu_to_le16(kl);
 				pos += kl;
-				vl = vhdx_utf8_to_u16(vals[k], loc + pos, sizeof(loc) - pos);
+				vl = vdimg_utf8_to_utf16(vals[k], loc + pos, sizeof(loc) - pos, false);
 				le->value_offset = cpu_to_le32(pos);
 				le->value_length = cpu_to_le16(vl);
 				pos += vl;

@@ -12,68 +12,6 @@
 #include "backends/vhdx/vhdx.h"
 #include "tool.h"
 
-static char *vhdx_u16_to_utf8(const u8 *p, size_t bytes)
-{
-	char *out = malloc(bytes / 2 * 3 + 1), *o = out;
-	size_t i;
-
-	if (!out)
-		return NULL;
-	for (i = 0; i + 1 < bytes; i += 2) {
-		u32 c = p[i] | p[i + 1] << 8;
-
-		if (c >= 0xd800 && c < 0xdc00 && i + 3 < bytes) {
-			u32 lo = p[i + 2] | p[i + 3] << 8;
-
-			if (lo >= 0xdc00 && lo < 0xe000) {
-				c = 0x10000 + ((c - 0xd800) << 10) + (lo - 0xdc00);
-				i += 2;
-			}
-		}
-		if ((c >= 0xd800 && c < 0xe000) || !c)
-			c = '?';
-		if (c < 0x80) {
-			*o++ = c;
-		} else if (c < 0x800) {
-			*o++ = 0xc0 | c >> 6;
-			*o++ = 0x80 | (c & 0x3f);
-		} else if (c < 0x10000) {
-			*o++ = 0xe0 | c >> 12;
-			*o++ = 0x80 | ((c >> 6) & 0x3f);
-			*o++ = 0x80 | (c & 0x3f);
-		} else {
-			*o++ = 0xf0 | c >> 18;
-			*o++ = 0x80 | ((c >> 12) & 0x3f);
-			*o++ = 0x80 | ((c >> 6) & 0x3f);
-			*o++ = 0x80 | (c & 0x3f);
-		}
-	}
-	*o = 0;
-	return out;
-}
-
-/* UTF-8 (ASCII and 2/3-byte sequences) to UTF-16LE; returns bytes written. */
-size_t vhdx_utf8_to_u16(const char *s, u8 *out, size_t max)
-{
-	const u8 *p = (const u8 *)s;
-	size_t n = 0;
-
-	while (*p && n + 2 <= max) {
-		u32 c = *p++;
-
-		if (c >= 0xe0 && p[0] && p[1]) {
-			c = (c & 0x0f) << 12 | (p[0] & 0x3f) << 6 | (p[1] & 0x3f);
-			p += 2;
-		} else if (c >= 0xc0 && p[0]) {
-			c = (c & 0x1f) << 6 | (p[0] & 0x3f);
-			p++;
-		}
-		out[n++] = c & 0xff;
-		out[n++] = c >> 8;
-	}
-	return n;
-}
-
 void vhdx_keep_locator(struct vhdx *v, const u8 *k, u32 kl, const u8 *val, u32 vl)
 {
 	char **nk, **nv;
@@ -88,8 +26,8 @@ void vhdx_keep_locator(struct vhdx *v, const u8 *k, u32 kl, const u8 *val, u32 v
 	if (!nv)
 		return;
 	v->loc_vals = nv;
-	nk[v->nr_loc] = vhdx_u16_to_utf8(k, kl);
-	nv[v->nr_loc] = vhdx_u16_to_utf8(val, vl);
+	nk[v->nr_loc] = vdimg_utf16_to_utf8(k, kl, false, false);
+	nv[v->nr_loc] = vdimg_utf16_to_utf8(val, vl, false, false);
 	if (!nk[v->nr_loc] || !nv[v->nr_loc]) {
 		free(nk[v->nr_loc]);
 		free(nv[v->nr_loc]);
@@ -165,8 +103,8 @@ static int vhdx_loc_put(u8 *loc, u32 cap, u32 idx, u32 *pos, const char *k, cons
 						 idx * sizeof(*le));
 	size_t kl, vl;
 
-	kl = vhdx_utf8_to_u16(k, loc + *pos, cap - *pos);
-	vl = kl ? vhdx_utf8_to_u16(val, loc + *pos + kl, cap - *pos - kl) : 0;
+	kl = vdimg_utf8_to_utf16(k, loc + *pos, cap - *pos, false);
+	vl = kl ? vdimg_utf8_to_utf16(val, loc + *pos + kl, cap - *pos - kl, false) : 0;
 	if (!kl || !vl || *pos + kl + vl >= cap - 2 || kl > 0xffff || vl > 0xffff)
 		return -ENAMETOOLONG;
 	le->key_offset = cpu_to_le32(*pos);

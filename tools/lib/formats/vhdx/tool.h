@@ -15,7 +15,6 @@ int vhdx_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_r
 int vhdx_create(struct vdimg_file *f, const struct vdimg_create_opts *opts);
 
 /* locator.c */
-size_t vhdx_utf8_to_u16(const char *s, u8 *out, size_t max);
 int vhdx_parent_ref(struct vdimg_image *img, struct vdimg_parent_ref *ref);
 int vhdx_set_parent(struct vdimg_image *img, const char *path, struct vdimg_image *parent);
 
