@@ -11,100 +11,21 @@
  * Skips (exit 4) when qemu-img is missing. KTAP on stdout.
  */
 #include <sys/wait.h>
-#include "../../tools/lib/chain.h"
-#include "ktap.h"
-
+#include "format_test.h"
 
 #define KiB 1024ULL
 #define MiB (1024ULL * 1024)
 
-/* A persistent scratch path (tp() rotates its buffers). */
-static const char *tp(const char *name)
-{
-	static char bufs[128][512];
-	static int n;
-	int i;
-
-	for (i = 0; i < n; i++)
-		if (!strcmp(strrchr(bufs[i], '/') + 1, name))
-			return bufs[i];
-	if (n == 128)
-		return tpath(name);
-	snprintf(bufs[n], sizeof(bufs[n]), "%s", tpath(name));
-	return bufs[n++];
-}
-
-/* Open @n images (base first) as a chain; qcow2 layers use our backend, others the registry. */
+/* qcow2 layers (qcow[i]) use our backend, the others the registry */
 static int open_chain(struct vdimg_chain **c, const char *const *paths, const bool *qcow, int n,
 		      bool ro)
 {
-	const struct vdimg_format *ops[4] = { 0 };
-	int fds[4] = { -1, -1, -1, -1 }, i, ret;
-
-	for (i = 0; i < n; i++) {
-		fds[i] = open(paths[i], (i == n - 1 && !ro ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-		if (fds[i] < 0)
-			return -errno;
-		ops[i] = qcow[i] ? &vdimg_qcow2_format : NULL;
-	}
-	ret = vdimg_chain_open_ops(c, fds, paths, n, ops,
-				   VDIMG_CHAIN_ALLOW_RAW | (ro ? VDIMG_CHAIN_READ_ONLY : 0));
-	if (ret)
-		for (i = 0; i < n; i++)
-			close(fds[i]);
-	return ret;
+	return open_chain_with(c, paths, n, &vdimg_qcow2_format, qcow, ro, 0);
 }
 
-static void close_chain(struct vdimg_chain *c, const char *const *paths, int n)
-{
-	int fds[4], i;
-
-	for (i = 0; i < n && c; i++)
-		fds[i] = c->layer[i].fd;
-	vdimg_chain_close(c);
-	for (i = 0; i < n && c; i++)
-		close(fds[i]);
-}
-
-/* Does the chain read exactly like qemu-img convert -O raw of the top image? */
 static bool chain_matches_qemu(const char *const *paths, const bool *qcow, int n, const char *tag)
 {
-	struct vdimg_chain *c;
-	size_t len;
-	u8 *want, *got;
-	bool same = false;
-	int ret;
-
-	if (sh("qemu-img convert -O raw '%s' '%s'", paths[n - 1], tp("ref.raw"))) {
-		printf("# %s: qemu-img convert failed\n", tag);
-		return false;
-	}
-	want = slurp(tp("ref.raw"), &len);
-	ret = open_chain(&c, paths, qcow, n, true);
-	if (ret || !want) {
-		printf("# %s: open failed: %d\n", tag, ret);
-		free(want);
-		return false;
-	}
-	got = malloc(len);
-	if (c->size >= len && !vdimg_chain_pread(c, got, len, 0)) {
-		same = !memcmp(want, got, len);
-		if (!same) {
-			size_t i;
-
-			for (i = 0; i < len && want[i] == got[i]; i++)
-				;
-			printf("# %s: first difference at %zu: want %02x got %02x\n", tag, i, want[i],
-			       got[i]);
-		}
-	} else {
-		printf("# %s: read failed (size %llu vs %zu)\n", tag,
-		       (unsigned long long)c->size, len);
-	}
-	close_chain(c, paths, n);
-	free(want);
-	free(got);
-	return same;
+	return chain_matches_qemu_with(paths, n, &vdimg_qcow2_format, qcow, tag);
 }
 
 /* qemu-io commands that straddle clusters of every size, plus zeroes and discards */
@@ -278,7 +199,7 @@ static void test_writes(void)
 			   "%s: reads back the shadow before close", cfg);
 			free(got);
 		}
-		close_chain(c, pp, n);
+		close_chain(c, n);
 		fd = tfile("shadow.raw", shadow, size);
 		close(fd);
 		ok(sh("qemu-img check -q '%s'", p[1]) == 0, "%s%s: qemu-img check: no errors, no leaks",
@@ -341,7 +262,7 @@ static void test_libqcow(void)
 			}
 		}
 		if (c)
-			close_chain(c, &p, 1);
+			close_chain(c, 1);
 		if (!ok_err(ret, 0, "libqcow %s: image written through libvdimg", cfgs[i])) {
 			free(shadow);
 			continue;
@@ -383,7 +304,7 @@ static void test_write_compressed(void)
 		ret = vdimg_chain_discard(c, 64 * KiB, 64 * KiB, VDIMG_DISCARD_ZEROES);
 	memset(shadow + 64 * KiB, 0, 64 * KiB);
 	ok_err(ret, 0, "write over and discard compressed clusters");
-	close_chain(c, p, 1);
+	close_chain(c, 1);
 	close(tfile("wshadow.raw", shadow, len));
 	ok(sh("qemu-img check -q '%s'", p[0]) == 0, "compressed rewrite: qemu-img check clean");
 	ok(sh("qemu-img compare -q '%s' '%s'", tp("wshadow.raw"), p[0]) == 0,
@@ -584,7 +505,7 @@ static void test_crash(const char *cfg, bool backing, bool snaps)
 					}
 			}
 			if (r)
-				close_chain(r, pp, n);
+				close_chain(r, n);
 		}
 		free(base);
 	}
@@ -811,7 +732,7 @@ static void test_snapshots_read(void)
 		ok(strstr(out, "snapshots: 3") && strstr(out, "id=1 name=s1 size=") &&
 		   strstr(out, "id=2 name=s2 size=") && strstr(out, "date=20"),
 		   "describe lists the snapshots with ID, name, size, date");
-		close_chain(c, pp, 1);
+		close_chain(c, 1);
 		free(out);
 		ret = snap_read_all(p, 4, &buf, &size);
 		ok(ret == -ENOENT && strstr(ktap_last_msg, "no internal snapshot 4"),
@@ -854,7 +775,7 @@ static void test_snapshots_write(void)
 		ok(!vdimg_chain_pread(c, got, size, 0) && !memcmp(got, shadow, size),
 		   "COW %s: reads back the shadow before close", cfgs[i]);
 		free(got);
-		close_chain(c, p, 1);
+		close_chain(c, 1);
 		close(tfile("swshadow.raw", shadow, size));
 		free(shadow);
 		ok(sh("qemu-img check -q '%s'", p[0]) == 0,
@@ -923,7 +844,7 @@ static void test_data_file(void)
 		rnd_state = 777 + i;
 		ret = workload(c, shadow, size, 200, 900 + i, 300);
 		ok_err(ret, 0, "data file %s: 200 random writes/discards/zeroes", cfgs[i]);
-		close_chain(c, p, 1);
+		close_chain(c, 1);
 		close(tfile("dfshadow.raw", shadow, size));
 		free(shadow);
 		ok(sh("qemu-img check -q '%s'", p[0]) == 0, "data file %s: qemu-img check clean",
@@ -940,7 +861,7 @@ static void test_data_file(void)
 	ok(ret == -ENOENT && strstr(ktap_last_msg, "df.data"),
 	   "missing data file: -ENOENT naming it (%d: %s)", ret, ktap_last_msg);
 	if (!ret)
-		close_chain(c, p, 1);
+		close_chain(c, 1);
 	/* our create with data_file= */
 	{
 		char opt[600];
@@ -994,7 +915,7 @@ static void test_set_parent(void)
 	longname[sizeof(longname) - 1] = 0;
 	vdimg_chain_close(c);
 	close(fd);
-	close_chain(pc, &b2, 1);
+	close_chain(pc, 1);
 	sh("qemu-img info '%s' > '%s'", top, tp("info.txt"));
 	{
 		size_t len;

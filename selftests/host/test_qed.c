@@ -10,95 +10,21 @@
  * intact. Skips (exit 4) when qemu-img is missing. KTAP on stdout.
  */
 #include <sys/wait.h>
-#include "../../tools/lib/chain.h"
-#include "ktap.h"
+#include "format_test.h"
 
 #define KiB 1024ULL
 #define MiB (1024ULL * 1024)
 
-/* A persistent scratch path (tp() rotates its buffers). */
-static const char *tp(const char *name)
-{
-	static char bufs[32][512];
-	static int n;
-	int i;
-
-	for (i = 0; i < n; i++)
-		if (!strcmp(strrchr(bufs[i], '/') + 1, name))
-			return bufs[i];
-	if (n == 32)
-		return tpath(name);
-	snprintf(bufs[n], sizeof(bufs[n]), "%s", tpath(name));
-	return bufs[n++];
-}
-
-/* Open @n images (base first) as a chain; QED layers use our backend, others the registry. */
+/* QED layers (qed[i]) use our backend, the others the registry */
 static int open_chain(struct vdimg_chain **c, const char *const *paths, const bool *qed, int n,
 		      bool ro)
 {
-	const struct vdimg_format *ops[4] = { 0 };
-	int fds[4] = { -1, -1, -1, -1 }, i, ret;
-
-	for (i = 0; i < n; i++) {
-		fds[i] = open(paths[i], (i == n - 1 && !ro ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-		if (fds[i] < 0)
-			return -errno;
-		ops[i] = qed[i] ? &vdimg_qed_format : NULL;
-	}
-	ret = vdimg_chain_open_ops(c, fds, paths, n, ops,
-				   VDIMG_CHAIN_ALLOW_RAW | (ro ? VDIMG_CHAIN_READ_ONLY : 0));
-	if (ret)
-		for (i = 0; i < n; i++)
-			close(fds[i]);
-	return ret;
+	return open_chain_with(c, paths, n, &vdimg_qed_format, qed, ro, 0);
 }
 
-static void close_chain(struct vdimg_chain *c, int n)
-{
-	int fds[4], i;
-
-	for (i = 0; i < n && c; i++)
-		fds[i] = c->layer[i].fd;
-	vdimg_chain_close(c);
-	for (i = 0; i < n && c; i++)
-		close(fds[i]);
-}
-
-/* Does the chain read exactly like qemu-img convert -O raw of the top image? */
 static bool chain_matches_qemu(const char *const *paths, const bool *qed, int n, const char *tag)
 {
-	struct vdimg_chain *c;
-	size_t len, i;
-	u8 *want, *got;
-	bool same = false;
-	int ret;
-
-	if (sh("qemu-img convert -O raw '%s' '%s'", paths[n - 1], tp("ref.raw"))) {
-		printf("# %s: qemu-img convert failed\n", tag);
-		return false;
-	}
-	want = slurp(tp("ref.raw"), &len);
-	ret = open_chain(&c, paths, qed, n, true);
-	if (ret || !want) {
-		printf("# %s: open failed: %d\n", tag, ret);
-		free(want);
-		return false;
-	}
-	got = malloc(len);
-	if (c->size == len && !vdimg_chain_pread(c, got, len, 0)) {
-		same = !memcmp(want, got, len);
-		for (i = 0; !same && i < len && want[i] == got[i]; i++)
-			;
-		if (!same)
-			printf("# %s: first difference at %zu: want %02x got %02x\n", tag, i, want[i],
-			       got[i]);
-	} else {
-		printf("# %s: read failed (size %llu vs %zu)\n", tag, (unsigned long long)c->size, len);
-	}
-	close_chain(c, n);
-	free(want);
-	free(got);
-	return same;
+	return chain_matches_qemu_with(paths, n, &vdimg_qed_format, qed, tag);
 }
 
 /* qemu-io commands straddling clusters of every size, and zero clusters */

@@ -12,28 +12,14 @@
 #include <pthread.h>
 #include <sys/wait.h>
 #include <sys/stat.h>
-#include "../../tools/lib/chain.h"
 #include "../../backends/vhdx/vhdx.h"
-#include "ktap.h"
-
-
+#include "format_test.h"
 
 #define MiB (1ULL << 20)
 #define KiB 1024ULL
 
 static const char *samples;
 static bool have_qemu, have_vhdiinfo, have_vhdimount;
-
-static int openf(const char *path, int flags)
-{
-	int fd = open(path, flags | O_CLOEXEC);
-
-	if (fd < 0) {
-		printf("Bail out! cannot open %s\n", path);
-		exit(1);
-	}
-	return fd;
-}
 
 static int xopen(struct vdimg_chain **c, int fd, const char *name, unsigned int flags)
 {
@@ -53,29 +39,7 @@ static int xopen2(struct vdimg_chain **c, int base, int top, unsigned int flags)
 
 static int img_open(struct vdimg_image *img, int fd, const char *name, unsigned int flags)
 {
-	int ret;
-
-	memset(img, 0, sizeof(*img));
-	img->file = vdimg_file_from_fd(fd);
-	img->name = name;
-	img->fmt = &vdimg_vhdx_format;
-	ret = vdimg_vhdx_format.open(img, flags);
-	if (ret) {
-		vdimg_file_free(img->file);
-		img->file = NULL;
-	} else if (flags & VDIMG_OPEN_READ_ONLY) {
-		img->flags |= VDIMG_IMG_READ_ONLY;
-	}
-	return ret;
-}
-
-static void img_close(struct vdimg_image *img)
-{
-	if (!img->file)
-		return;
-	vdimg_vhdx_format.close(img);
-	vdimg_file_free(img->file);
-	img->file = NULL;
+	return img_open_with(img, &vdimg_vhdx_format, fd, name, flags);
 }
 
 static int xcreate(const char *name, u64 size, const char *variant, u32 bs, u32 lbs,

@@ -12,103 +12,25 @@
  * $VDIMG_SAMPLES (set by make check-host, see selftests/samples.sh) when present. Skips (exit 4) when qemu-img is missing. KTAP on stdout.
  */
 #include <sys/wait.h>
-#include "../../tools/lib/chain.h"
 #include "../../backends/vmdk/vmdk.h"
-#include "ktap.h"
+#include "format_test.h"
 
 #define KiB 1024ULL
 #define MiB (1024ULL * 1024)
 
-static const char *samples;
-static bool have_vmdkinfo;
-
-/* A persistent scratch path (tpath() rotates its buffers). */
-static const char *tp(const char *name)
-{
-	static char bufs[48][512];
-	static int n;
-	int i;
-
-	for (i = 0; i < n; i++)
-		if (!strcmp(strrchr(bufs[i], '/') + 1, name))
-			return bufs[i];
-	if (n == 48)
-		return tpath(name);
-	snprintf(bufs[n], sizeof(bufs[n]), "%s", tpath(name));
-	return bufs[n++];
-}
-
-/* Open @n images (base first) as a chain through the registry. */
-static int open_chain_f(struct vdimg_chain **c, const char *const *paths, int n, bool ro,
-			unsigned int flags)
-{
-	int fds[4] = { -1, -1, -1, -1 }, i, ret;
-
-	for (i = 0; i < n; i++) {
-		fds[i] = open(paths[i], (i == n - 1 && !ro ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-		if (fds[i] < 0)
-			return -errno;
-	}
-	ret = vdimg_chain_open_fds(c, fds, paths, n, NULL,
-				   flags | VDIMG_CHAIN_ALLOW_RAW | (ro ? VDIMG_CHAIN_READ_ONLY : 0));
-	if (ret)
-		for (i = 0; i < n; i++)
-			close(fds[i]);
-	return ret;
-}
-
+/* every layer through the registry, as attach opens them */
 static int open_chain(struct vdimg_chain **c, const char *const *paths, int n, bool ro)
 {
-	return open_chain_f(c, paths, n, ro, 0);
+	return open_chain_with(c, paths, n, NULL, NULL, ro, 0);
 }
 
-static void close_chain(struct vdimg_chain *c, int n)
-{
-	int fds[4], i;
-
-	for (i = 0; i < n && c; i++)
-		fds[i] = c->layer[i].fd;
-	vdimg_chain_close(c);
-	for (i = 0; i < n && c; i++)
-		close(fds[i]);
-}
-
-/* Does the chain read exactly like qemu-img convert -O raw of the top image? */
 static bool chain_matches_qemu(const char *const *paths, int n, const char *tag)
 {
-	struct vdimg_chain *c;
-	size_t len, i;
-	u8 *want, *got;
-	bool same = false;
-	int ret;
-
-	if (sh("qemu-img convert -O raw '%s' '%s'", paths[n - 1], tp("ref.raw"))) {
-		printf("# %s: qemu-img convert failed\n", tag);
-		return false;
-	}
-	want = slurp(tp("ref.raw"), &len);
-	ret = open_chain(&c, paths, n, true);
-	if (ret || !want) {
-		printf("# %s: open failed: %d\n", tag, ret);
-		free(want);
-		return false;
-	}
-	got = malloc(len);
-	if (c->size == len && !vdimg_chain_pread(c, got, len, 0)) {
-		same = !memcmp(want, got, len);
-		for (i = 0; !same && i < len && want[i] == got[i]; i++)
-			;
-		if (!same)
-			printf("# %s: first difference at %zu: want %02x got %02x\n", tag, i, want[i],
-			       got[i]);
-	} else {
-		printf("# %s: read failed (size %llu vs %zu)\n", tag, (unsigned long long)c->size, len);
-	}
-	close_chain(c, n);
-	free(want);
-	free(got);
-	return same;
+	return chain_matches_qemu_with(paths, n, NULL, NULL, tag);
 }
+
+static const char *samples;
+static bool have_vmdkinfo;
 
 /* qemu-io commands straddling grains and grain tables, and zeroed ranges */
 static const char *const fill_cmds =
@@ -911,7 +833,7 @@ static void test_chains(void)
 	   "a parent whose CID changed is refused (%d: %s)", r, ktap_last_msg);
 	if (!r)
 		close_chain(c, 3);
-	r = open_chain_f(&c, p, 3, true, VDIMG_CHAIN_FORCE_LINK);
+	r = open_chain_with(&c, p, 3, NULL, NULL, true, VDIMG_CHAIN_FORCE_LINK);
 	ok_err(r, 0, "forced, the same chain opens");
 	if (!r)
 		close_chain(c, 3);
@@ -984,7 +906,7 @@ static void test_crash(bool backing)
 			struct vdimg_chain *r = NULL;
 			u64 j;
 
-			if (open_chain_f(&r, pp, n, i == 0, VDIMG_CHAIN_FORCE_LINK) ||
+			if (open_chain_with(&r, pp, n, NULL, NULL, i == 0, VDIMG_CHAIN_FORCE_LINK) ||
 			    vdimg_chain_pread(r, got, size, 0)) {
 				lost++;
 			} else {

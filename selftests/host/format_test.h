@@ -1,0 +1,161 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Helpers the format tests (selftests/host/test_<fmt>.c) share, on top of ktap.h: scratch paths
+ * that stay valid, opening a chain of image files with a given backend or the registry, comparing
+ * what a chain reads with `qemu-img convert -O raw`, and opening one image directly with a backend
+ * for create/check/describe. Header-only and static, like ktap.h; a test uses what it needs.
+ */
+#ifndef _VDIMG_FORMAT_TEST_H
+#define _VDIMG_FORMAT_TEST_H
+
+#include "../../tools/lib/chain.h"
+#include "ktap.h"
+
+#define FT_MAX_LAYERS 4
+
+/* A persistent scratch path: the same @name gives the same buffer (tpath() rotates its own). */
+static inline const char *tp(const char *name)
+{
+	static char bufs[128][512];
+	static int n;
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (!strcmp(strrchr(bufs[i], '/') + 1, name))
+			return bufs[i];
+	if (n == 128)
+		return tpath(name);
+	snprintf(bufs[n], sizeof(bufs[n]), "%s", tpath(name));
+	return bufs[n++];
+}
+
+/* Exits the test when @path cannot be opened: the fixture is broken, not the code under test. */
+static inline int openf(const char *path, int flags)
+{
+	int fd = open(path, flags | O_CLOEXEC);
+
+	if (fd < 0) {
+		printf("Bail out! cannot open %s\n", path);
+		exit(1);
+	}
+	return fd;
+}
+
+/*
+ * Open @n image files (base first) as a chain, the top one writable unless @ro. Layer i uses the
+ * backend @fmt where @mine[i] is true (every layer when @mine is NULL; none when @fmt is NULL),
+ * the registry's probe otherwise (raw allowed). The chain owns nothing: close_chain() closes the
+ * descriptors.
+ */
+static inline int open_chain_with(struct vdimg_chain **c, const char *const *paths, int n,
+				  const struct vdimg_format *fmt, const bool *mine, bool ro,
+				  unsigned int flags)
+{
+	const struct vdimg_format *ops[FT_MAX_LAYERS] = { 0 };
+	int fds[FT_MAX_LAYERS], i, ret;
+
+	if (n < 1 || n > FT_MAX_LAYERS)
+		return -EINVAL;
+	for (i = 0; i < n; i++) {
+		fds[i] = open(paths[i], (i == n - 1 && !ro ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+		if (fds[i] < 0) {
+			ret = -errno;
+			while (i--)
+				close(fds[i]);
+			return ret;
+		}
+		ops[i] = !mine || mine[i] ? fmt : NULL;
+	}
+	ret = vdimg_chain_open_ops(c, fds, paths, n, ops,
+				   flags | VDIMG_CHAIN_ALLOW_RAW | (ro ? VDIMG_CHAIN_READ_ONLY : 0));
+	if (ret)
+		for (i = 0; i < n; i++)
+			close(fds[i]);
+	return ret;
+}
+
+static inline void close_chain(struct vdimg_chain *c, int n)
+{
+	int fds[FT_MAX_LAYERS], i;
+
+	for (i = 0; i < n && c; i++)
+		fds[i] = c->layer[i].fd;
+	vdimg_chain_close(c);
+	for (i = 0; i < n && c; i++)
+		close(fds[i]);
+}
+
+/*
+ * Does the chain (opened as open_chain_with() does) read exactly like `qemu-img convert -O raw` of
+ * the top image? Says where the first difference is when it does not.
+ */
+static inline bool chain_matches_qemu_with(const char *const *paths, int n,
+					   const struct vdimg_format *fmt, const bool *mine,
+					   const char *tag)
+{
+	struct vdimg_chain *c;
+	u8 *want, *got = NULL;
+	bool same = false;
+	size_t len, i;
+	int ret;
+
+	if (sh("qemu-img convert -O raw '%s' '%s'", paths[n - 1], tp("ref.raw"))) {
+		printf("# %s: qemu-img convert failed\n", tag);
+		return false;
+	}
+	want = slurp(tp("ref.raw"), &len);
+	ret = open_chain_with(&c, paths, n, fmt, mine, true, 0);
+	if (ret || !want) {
+		printf("# %s: open failed: %d\n", tag, ret);
+		if (!ret)
+			close_chain(c, n);
+		free(want);
+		return false;
+	}
+	got = malloc(len ? len : 1);
+	if (got && c->size == len && !vdimg_chain_pread(c, got, len, 0)) {
+		same = !memcmp(want, got, len);
+		for (i = 0; !same && i < len && want[i] == got[i]; i++)
+			;
+		if (!same)
+			printf("# %s: first difference at %zu: want %02x got %02x\n", tag, i, want[i],
+			       got[i]);
+	} else {
+		printf("# %s: read failed (size %llu vs %zu)\n", tag, (unsigned long long)c->size, len);
+	}
+	close_chain(c, n);
+	free(want);
+	free(got);
+	return same;
+}
+
+/* Open one image directly with backend @fmt (not through a chain), for create/check/describe. */
+static inline int img_open_with(struct vdimg_image *img, const struct vdimg_format *fmt, int fd,
+				const char *name, unsigned int flags)
+{
+	int ret;
+
+	memset(img, 0, sizeof(*img));
+	img->file = vdimg_file_from_fd(fd);
+	img->name = name;
+	img->fmt = fmt;
+	ret = fmt->open(img, flags);
+	if (ret) {
+		vdimg_file_free(img->file);
+		img->file = NULL;
+	} else if (flags & VDIMG_OPEN_READ_ONLY) {
+		img->flags |= VDIMG_IMG_READ_ONLY;
+	}
+	return ret;
+}
+
+static inline void img_close(struct vdimg_image *img)
+{
+	if (!img->file)
+		return;
+	img->fmt->close(img);
+	vdimg_file_free(img->file);
+	img->file = NULL;
+}
+
+#endif
