@@ -158,4 +158,42 @@ static inline void img_close(struct vdimg_image *img)
 	img->file = NULL;
 }
 
+/* xorshift64: the tests seed rnd_state to replay a workload */
+static u64 rnd_state = 88172645463325252ULL;
+
+static inline u64 rnd(void)
+{
+	rnd_state ^= rnd_state << 13;
+	rnd_state ^= rnd_state >> 7;
+	rnd_state ^= rnd_state << 17;
+	return rnd_state;
+}
+
+/* A random workload of writes, discards and write-zeroes on @c, mirrored in @shadow. */
+static inline int workload(struct vdimg_chain *c, u8 *shadow, u64 size, int ops,
+			   unsigned int seed, u64 maxsec)
+{
+	static u8 buf[1 << 20];
+	int i, ret = 0;
+
+	for (i = 0; i < ops && !ret; i++) {
+		u64 r = rnd(), len = 512 * (1 + r % maxsec), off;
+		int what = (r >> 20) % 10;
+
+		len = min(len, size / 4);
+		off = (rnd() % (size / 512 - len / 512)) * 512;
+		if (what < 7) {
+			fill_pat(buf, len, seed + i, off);
+			ret = vdimg_chain_pwrite(c, buf, len, off);
+			memcpy(shadow + off, buf, len);
+		} else if (what < 9) {
+			ret = vdimg_chain_discard(c, off, len, VDIMG_DISCARD_ZEROES);
+			memset(shadow + off, 0, len);
+		} else {
+			ret = vdimg_chain_flush(c);
+		}
+	}
+	return ret;
+}
+
 #endif

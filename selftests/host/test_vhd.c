@@ -229,15 +229,6 @@ static void test_qemu_read(const char *subformat)
 	close(fd);
 }
 
-static u64 rnd_state = 88172645463325252ULL;
-static u64 rnd(void)
-{
-	rnd_state ^= rnd_state << 13;
-	rnd_state ^= rnd_state >> 7;
-	rnd_state ^= rnd_state << 17;
-	return rnd_state;
-}
-
 /* Random writes of mixed sizes through the chain and into @shadow. */
 static int random_writes_align(struct vdimg_chain *c, u8 *shadow, int n, unsigned int seed,
 			       u64 align)

@@ -333,7 +333,7 @@ static void test_qemu_made(void)
  * Write a pattern workload through the chain and into a raw shadow at the same offsets: unaligned
  * starts within blocks, block-straddling, a whole block, a late block.
  */
-static bool workload(struct vdimg_chain *c, int shadow, u32 lbs, unsigned int seed)
+static bool pattern_writes(struct vdimg_chain *c, int shadow, u32 lbs, unsigned int seed)
 {
 	static const u64 w[][2] = {
 		{ 0, 4096 }, { 1 * MiB - 4096, 8192 }, { 3 * MiB + 4096, 3 * MiB }, { 8 * MiB, 2 * MiB },
@@ -381,7 +381,7 @@ static void test_create_write(void)
 		good = !xopen(&c, fd, "w.vhdx", 0);
 		ok(good && c->layers[0]->lbs == v[i].lbs && !strcmp(c->layers[0]->variant, v[i].variant),
 		   "%s: opens with lbs %u", v[i].variant, v[i].lbs);
-		good = good && workload(c, shadow, v[i].lbs, i * 10);
+		good = good && pattern_writes(c, shadow, v[i].lbs, i * 10);
 		ok(good, "%s bs %u lbs %u: workload written", v[i].variant, v[i].bs, v[i].lbs);
 		ok(c && !vdimg_chain_close(c), "%s: close", v[i].variant);
 		good = !xopen(&c, fd, "w.vhdx", VDIMG_CHAIN_READ_ONLY) &&
@@ -436,7 +436,7 @@ static void test_differencing(void)
 
 	base = xcreate("base.vhdx", 64 * MiB, "dynamic", 1 * MiB, 512, NULL, NULL);
 	shadow = tfile("diff.raw", NULL, 64 * MiB);
-	good = base >= 0 && !xopen(&c, base, "base.vhdx", 0) && workload(c, shadow, 512, 100);
+	good = base >= 0 && !xopen(&c, base, "base.vhdx", 0) && pattern_writes(c, shadow, 512, 100);
 	ok(good && !vdimg_chain_close(c), "differencing: base written");
 	ok(!img_open(&pimg, base, "base.vhdx", VDIMG_OPEN_READ_ONLY), "differencing: base opens");
 	child = xcreate("child.vhdx", 0, NULL, 0, 0, tpath("base.vhdx"), &pimg);
@@ -468,7 +468,7 @@ static void test_differencing(void)
 			good = !vdimg_chain_pwrite(c, buf, sizeof(buf) / 2, offs[i]) &&
 			       pwrite(shadow, buf, sizeof(buf) / 2, offs[i]) == sizeof(buf) / 2;
 		}
-		good = good && workload(c, shadow, 512, 300);
+		good = good && pattern_writes(c, shadow, 512, 300);
 	}
 	ok(good, "differencing: writes to the child");
 	ok(good && chain_equals_file(c, tpath("diff.raw")), "differencing: the chain reads the shadow");
@@ -838,7 +838,7 @@ static void test_discard(void)
 	int fd = xcreate("d.vhdx", 64 * MiB, "dynamic", 1 * MiB, 512, NULL, NULL);
 	int shadow = tfile("d.raw", NULL, 64 * MiB);
 	u8 *zero = calloc(1, 3 * MiB);
-	bool good = !xopen(&c, fd, "d.vhdx", 0) && workload(c, shadow, 512, 700);
+	bool good = !xopen(&c, fd, "d.vhdx", 0) && pattern_writes(c, shadow, 512, 700);
 
 	ok(good, "discard: data written");
 	ok(good && !vdimg_chain_discard(c, 8 * MiB, 1 * MiB, VDIMG_DISCARD_ZEROES) &&
