@@ -161,6 +161,37 @@ char *vdimg_relpath(const char *path, const char *dir, char sep)
 
 
 /*
+ * The paths a parent locator records for a new parent at @path (absolute, or relative to the
+ * directory of @img's file): *@abs canonical and absolute, *@rel relative to that directory with
+ * @sep between components (vdimg_relpath()). Both malloc'd; 0 or a negative errno, said on @img.
+ */
+int vdimg_parent_paths(struct vdimg_image *img, const char *path, char sep, char **abs, char **rel)
+{
+	char *dir = vdimg_file_dir(img->file);
+	int ret = 0;
+
+	*abs = *rel = NULL;
+	if (!dir) {
+		vdimg_err(img, "cannot tell which directory the image is in");
+		return -EINVAL;
+	}
+	*abs = vdimg_path_in_dir(dir, path);
+	if (!*abs) {
+		ret = errno ? -errno : -ENOMEM;
+		vdimg_err(img, "the new parent %s: %s", path, strerror(-ret));
+	} else {
+		*rel = vdimg_relpath(*abs, dir, sep);
+		if (!*rel) {
+			free(*abs);
+			*abs = NULL;
+			ret = -ENOMEM;
+		}
+	}
+	free(dir);
+	return ret;
+}
+
+/*
  * UTF-16 (@be: big-endian, else little-endian) of at most @bytes bytes to UTF-8 (malloc'd; NULL on
  * ENOMEM). With @nul_ends a NUL unit ends the string (VHD's NUL-padded parent name); without it a
  * NUL in a counted string (a VHDX locator entry) becomes '?', so that it cannot cut a path short.

@@ -27,6 +27,8 @@ char *vdimg_path_in_dir(const char *dir, const char *path);
  * malloc'd; NULL on ENOMEM.
  */
 char *vdimg_relpath(const char *path, const char *dir, char sep);
+/* a new parent's absolute path and its path relative to @img's directory (@sep-separated) */
+int vdimg_parent_paths(struct vdimg_image *img, const char *path, char sep, char **abs, char **rel);
 /* UTF-16 <-> UTF-8 for the names and locators of VHD and VHDX (tools/lib/platform.c) */
 char *vdimg_utf16_to_utf8(const u8 *p, size_t bytes, bool be, bool nul_ends);
 size_t vdimg_utf8_to_utf16(const char *s, u8 *out, size_t max, bool be);

@@ -294,7 +294,7 @@ int vhd_set_parent(struct vdimg_image *img, const char *path, struct vdimg_image
 	struct vhd_dyn_header *nh = NULL;
 	u8 *data[VHD_NR_LOCATORS] = {};
 	size_t dlen[VHD_NR_LOCATORS] = {};
-	char *dir = NULL, *pabs = NULL, *rel = NULL;
+	char *pabs = NULL, *rel = NULL;
 	const char *base;
 	int i, used = 0, ret;
 
@@ -313,21 +313,12 @@ int vhd_set_parent(struct vdimg_image *img, const char *path, struct vdimg_image
 			  parent->name ? parent->name : "");
 		return -EOPNOTSUPP;
 	}
-	dir = vdimg_file_dir(img->file);
-	if (!dir) {
-		vdimg_err(img, "cannot tell which directory the image is in");
-		return -EINVAL;
-	}
+	ret = vdimg_parent_paths(img, path, '/', &pabs, &rel);
+	if (ret)
+		return ret;
 	ret = -ENOMEM;
-	pabs = vdimg_path_in_dir(dir, path);
-	if (!pabs) {
-		ret = -errno;
-		vdimg_err(img, "the new parent %s: %s", path, strerror(-ret));
-		goto out;
-	}
-	rel = vdimg_relpath(pabs, dir, '/');
 	nh = malloc(sizeof(*nh));
-	if (!rel || !nh)
+	if (!nh)
 		goto out;
 	memcpy(nh, v->hdr, sizeof(*nh));
 	for (i = 0; i < VHD_NR_LOCATORS; i++) {
@@ -406,6 +397,5 @@ out:
 	free(nh);
 	free(rel);
 	free(pabs);
-	free(dir);
 	return ret;
 }

@@ -125,8 +125,7 @@ int vhdx_set_parent(struct vdimg_image *img, const char *path, struct vdimg_imag
 {
 	struct vhdx *v = img->priv;
 	const u32 cap = 60 * 1024;
-	char g[40], lk[64], *dir = NULL, *pabs = NULL;
-	char *rel = NULL;
+	char g[40], lk[64], *pabs = NULL, *rel = NULL;
 	u8 *loc = NULL, *table = NULL;
 	struct vhdx_meta_entry *me = NULL;
 	struct vhdx_pageset ps;
@@ -150,22 +149,13 @@ int vhdx_set_parent(struct vdimg_image *img, const char *path, struct vdimg_imag
 			  parent->name ? parent->name : "the new parent", parent->fmt->name);
 		return -EOPNOTSUPP;
 	}
-	dir = vdimg_file_dir(img->file);
-	if (!dir) {
-		vdimg_err(img, "cannot tell which directory the image is in");
-		return -EINVAL;
-	}
+	ret = vdimg_parent_paths(img, path, '\\', &pabs, &rel);
+	if (ret)
+		return ret;
 	ret = -ENOMEM;
-	pabs = vdimg_path_in_dir(dir, path);
-	if (!pabs) {
-		ret = -errno;
-		vdimg_err(img, "the new parent %s: %s", path, strerror(-ret));
-		goto out;
-	}
-	rel = vdimg_relpath(pabs, dir, '\\');
 	loc = calloc(1, cap);
 	table = malloc(VHDX_META_TABLE_SIZE);
-	if (!rel || !loc || !table)
+	if (!loc || !table)
 		goto out;
 
 	/* the new item */
@@ -289,6 +279,5 @@ out:
 	free(loc);
 	free(rel);
 	free(pabs);
-	free(dir);
 	return ret;
 }
