@@ -33,7 +33,7 @@ void offline_close(struct vdimg_path_image *o)
 }
 
 /* -t FMT: a format id, or an error message and -EINVAL */
-static int parse_format(const char *cmd, const char *name, u32 *id)
+int parse_format(const char *cmd, const char *name, u32 *id)
 {
 	u32 i;
 
@@ -608,7 +608,7 @@ static void progress_setup(void)
 }
 
 /* Resolve @path's chain, base first; 0 or -errno after a message ("<path>: <action>: ..."). */
-static int chain_of(const char *path, u32 format, const char *action, char ***paths, u32 **fmts,
+int chain_of(const char *path, u32 format, const char *action, char ***paths, u32 **fmts,
 		    int *n)
 {
 	struct stat st;

@@ -201,6 +201,7 @@ static void usage(void)
 	      " vdimgctl commit [-b BASE] [-d] IMAGE    merge IMAGE into its parent (offline)\n"
 	      " vdimgctl rebase [-u] -b NEWPARENT IMAGE give IMAGE another parent (offline)\n"
 	      " vdimgctl snapshot [-t FMT] DEV FILE     live snapshot: FILE becomes the new top\n"
+	      " vdimgctl map [--json] IMAGE             where the data of IMAGE's chain is\n"
 	      "\n"
 	      "Attach virtual-disk image files (VHD, VHDX, VDI, QCOW2, QED, ...) as block devices.\n"
 	      "\n"
@@ -267,6 +268,7 @@ static const struct command commands[] = {
 	{ "commit", cmd_commit },
 	{ "rebase", cmd_rebase },
 	{ "snapshot", cmd_snapshot },
+	{ "map", cmd_map },
 };
 
 int main(int argc, char **argv)

@@ -28,6 +28,7 @@ int cmd_compact(int argc, char **argv);
 int cmd_commit(int argc, char **argv);
 int cmd_rebase(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
+int cmd_map(int argc, char **argv);
 
 /* "vdimgctl: <object>: <what>: <reason>" on stderr; @object or @reason may be NULL */
 void errmsg(const char *object, const char *what, const char *reason_fmt, ...)
@@ -58,6 +59,12 @@ const char *control_path(void);
 const char *sysfs_block_path(void);
 const char *modprobe_path(void);
 const char *dev_dir(void);
+
+/* image.c: -t FMT as a format id; 0, or -EINVAL after a usage message for @cmd */
+int parse_format(const char *cmd, const char *name, u32 *id);
+/* image.c: resolve @path's chain, base first (malloc'd, vdimg_chain_resolve_free()); 0 or -errno
+ * after a message "<path>: <action>: ..." */
+int chain_of(const char *path, u32 format, const char *action, char ***paths, u32 **fmts, int *n);
 
 /* name of a format id for messages ("vhd"), "format <n>" if unknown */
 const char *fmt_name(u32 id);
