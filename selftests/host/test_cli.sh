@@ -58,7 +58,7 @@ run --help
 ok $? "--help exits 0 and ends pointing at vdimgctl(8)"
 grep -q 'attach' "$T/out" && grep -q -- '--show' "$T/out" && grep -q 'BACK-FILE' "$T/out"
 ok $? "--help lists the verbs, options and columns"
-for c in attach detach list info create check commit rebase map; do
+for c in attach detach list info create check commit rebase map convert; do
 	run $c --help
 	[ $rc -eq 0 ] && grep -q "Usage: vdimgctl $c" "$T/out"
 	ok $? "$c --help"

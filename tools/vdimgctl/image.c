@@ -587,7 +587,7 @@ static int link_check(struct vdimg_image *child, struct vdimg_image *parent)
 	return !ret;
 }
 
-static void progress_print(const char *what, u64 done, u64 total)
+void progress_print(const char *what, u64 done, u64 total)
 {
 	static int last = -1;
 	int pct = total ? (int)(done * 100 / total) : 100;

@@ -15,15 +15,6 @@
 #include "vdimgctl.h"
 #include "chain.h"
 
-/* one range of the output, as qemu-img describes it */
-struct map_entry {
-	u64 start, length, offset;
-	int depth;		/* 0: the top layer */
-	int layer;		/* the layer holding data (for the file name), -1 for none */
-	const struct vdimg_file *file;	/* with an offset: the file it is in */
-	bool present, zero, data, has_offset;
-};
-
 /* the data range of a raw layer split at the file's holes, which qemu reports as zeros */
 static u64 raw_hole_split(int fd, u64 off, u64 len, bool *hole)
 {
@@ -54,7 +45,7 @@ static bool qemu_has_backing(u32 id)
  * What is at @off (up to @len bytes) seen from the top of @c: walk down the layers while the range
  * is unallocated. Returns 0 and fills @e, or a negative errno.
  */
-static int map_one(struct vdimg_chain *c, u64 off, u64 len, struct map_entry *e)
+int map_range(struct vdimg_chain *c, u64 off, u64 len, struct map_entry *e)
 {
 	int i;
 
@@ -230,7 +221,7 @@ int cmd_map(int argc, char **argv)
 	if (!json)
 		printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");
 	for (off = 0; off < c->size; off += e.length) {
-		ret = map_one(c, off, c->size - off, &e);
+		ret = map_range(c, off, c->size - off, &e);
 		if (ret) {
 			if (!lib_reported)
 				errmsg(path, "cannot map", "at offset %llu: %s",

@@ -202,6 +202,7 @@ static void usage(void)
 	      " vdimgctl rebase [-u] -b NEWPARENT IMAGE give IMAGE another parent (offline)\n"
 	      " vdimgctl snapshot [-t FMT] DEV FILE     live snapshot: FILE becomes the new top\n"
 	      " vdimgctl map [--json] IMAGE             where the data of IMAGE's chain is\n"
+	      " vdimgctl convert [-O FMT] SRC DST       copy SRC's chain into a new image\n"
 	      "\n"
 	      "Attach virtual-disk image files (VHD, VHDX, VDI, QCOW2, QED, ...) as block devices.\n"
 	      "\n"
@@ -269,6 +270,7 @@ static const struct command commands[] = {
 	{ "rebase", cmd_rebase },
 	{ "snapshot", cmd_snapshot },
 	{ "map", cmd_map },
+	{ "convert", cmd_convert },
 };
 
 int main(int argc, char **argv)

@@ -29,6 +29,7 @@ int cmd_commit(int argc, char **argv);
 int cmd_rebase(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_map(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
 
 /* "vdimgctl: <object>: <what>: <reason>" on stderr; @object or @reason may be NULL */
 void errmsg(const char *object, const char *what, const char *reason_fmt, ...)
@@ -91,5 +92,22 @@ int create_file(const char *path, const struct vdimg_format *fmt,
 /* image.c: take block_size/cluster_size/sector_size out of -o for @cmd; the rest for the backend */
 int create_parse_options(const char *cmd, const char *in, struct vdimg_create_opts *co,
 			 char **rest);
+
+struct vdimg_chain;
+
+/* map.c: one range of an image's map, as `qemu-img map` describes it */
+struct map_entry {
+	u64 start, length, offset;
+	int depth;			/* 0: the top layer */
+	int layer;			/* the layer holding data (for the file name), -1 for none */
+	const struct vdimg_file *file;	/* with an offset: the file it is in */
+	bool present, zero, data, has_offset;
+};
+
+/* map.c: what is at @off (at most @len bytes) of chain @c, looking down from the top */
+int map_range(struct vdimg_chain *c, u64 off, u64 len, struct map_entry *e);
+
+/* image.c: the "(NN.00/100%) what" progress line of long operations on a terminal */
+void progress_print(const char *what, u64 done, u64 total);
 
 #endif /* _VDIMGCTL_H */

@@ -1,0 +1,112 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Host tests of `vdimgctl convert`: images qemu-img makes and qemu-io fills (a qcow2 chain with
+# compressed and zero clusters, streamOptimized VMDK, dynamic VHD, VDI, QED, a sparse raw file)
+# are converted to every format vdimg creates; each result reads like its source (`qemu-img
+# compare`), passes `qemu-img check` where qemu checks that format, has no parent (a chain is
+# flattened), and allocates little more than the data (zeros are not written). A DST that exists
+# is refused and left alone; bad formats and a missing SRC fail with the vdimgctl message shape.
+# KTAP on stdout; skips (exit 4) without qemu-img.
+#
+# VDIMGCTL=path (default: build/host/vdimgctl, the sanitizer build).
+set -u
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+V=${VDIMGCTL:-$ROOT/build/host/vdimgctl}
+T=$(mktemp -d "${TMPDIR:-/tmp}/vdimg-convert.XXXXXX")
+trap 'rm -rf "$T"' EXIT
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:exitcode=99}
+
+n=0 failed=0
+ok() { # ok COND-EXIT-STATUS NAME
+	n=$((n + 1))
+	if [ "$1" -eq 0 ]; then
+		echo "ok $n - $2"
+	else
+		echo "not ok $n - $2"
+		failed=$((failed + 1))
+		[ -s "$T/err" ] && sed 's/^/# stderr: /' "$T/err" | head -n 5
+		[ -s "$T/out" ] && sed 's/^/# stdout: /' "$T/out" | head -n 5
+	fi
+}
+run() { "$V" "$@" >"$T/out" 2>"$T/err"; rc=$?; }
+
+echo "KTAP version 1"
+if [ ! -x "$V" ] || ! command -v qemu-img >/dev/null || ! command -v qemu-io >/dev/null; then
+	echo "1..0 # SKIP vdimgctl not built or qemu-img/qemu-io missing"
+	exit 4
+fi
+
+# sources: 40 MiB disks holding about 3.3 MiB of data
+S=$T/src
+mkdir -p "$S"
+fill="-c 'write -P 1 0 64k' -c 'write -P 2 5M 3M' -c 'write -P 3 20M 4k' -c 'write -P 4 39M 1M'"
+{
+	qemu-img create -q -f qcow2 "$S/base.qcow2" 40M &&
+	eval qemu-io -f qcow2 "$fill" "$S/base.qcow2" &&
+	qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$S/chain.qcow2" &&
+	qemu-io -f qcow2 -c 'write -c -P 5 6M 64k' -c 'write -z 5M 128k' -c 'write -P 6 30M 8k' \
+		"$S/chain.qcow2" &&
+	qemu-img create -q -f vmdk -o subformat=streamOptimized "$S/stream.vmdk" 40M &&
+	qemu-io -f vmdk -c 'write -P 1 0 64k' -c 'write -P 2 5M 3M' -c 'write -P 4 39M 1M' \
+		"$S/stream.vmdk" &&
+	for f in vpc vdi qed raw; do
+		qemu-img create -q -f $f "$S/src.$f" 40M && eval qemu-io -f $f "$fill" "$S/src.$f" || exit 1
+	done
+} >/dev/null 2>&1
+ok $? "qemu made the sources"
+
+for src in chain.qcow2 stream.vmdk src.vpc src.vdi src.qed src.raw; do
+	for out in raw qcow2 vhd vhdx vdi qed vmdk; do
+		d=$T/out.$out
+		rm -f "$T"/out.*
+		run convert -O $out "$S/$src" "$d"
+		if [ $rc -ne 0 ]; then
+			ok 1 "$src -> $out: convert"
+			continue
+		fi
+		qemu-img compare -q "$S/$src" "$d" >"$T/err" 2>&1
+		ok $? "$src -> $out: reads like the source (qemu-img compare)"
+		case $out in qcow2|qed|vdi|vhdx|vmdk)
+			qemu-img check -q "$d" >"$T/err" 2>&1
+			ok $? "$src -> $out: qemu-img check is clean";;
+		esac
+		# a chain comes out flat
+		! qemu-img info "$d" 2>/dev/null | grep -q '^backing file'
+		ok $? "$src -> $out: no parent"
+		# 3.3 MiB of data: the new image may add its metadata and whole blocks (VDI, VHDX:
+		# 1-2 MiB blocks), not the 40 MiB of zeros
+		k=$(du -k "$d" | cut -f1)
+		[ "$k" -lt 16384 ]
+		ok $? "$src -> $out: sparse (${k} KiB allocated for a 40 MiB disk)"
+	done
+done
+
+# a chain read through vdimg's own differencing VHD: base and child made by vdimgctl
+"$V" convert -O vhd "$S/src.vpc" "$T/b.vhd" >/dev/null 2>&1 &&
+	"$V" create -t vhd --parent "$T/b.vhd" "$T/c.vhd" >/dev/null 2>&1
+run convert -O qcow2 "$T/c.vhd" "$T/flat.qcow2"
+[ $rc -eq 0 ] && qemu-img compare -q "$S/src.vpc" "$T/flat.qcow2"
+ok $? "differencing VHD (which qemu cannot read) -> qcow2 reads like its base"
+
+# errors
+echo keep >"$T/exists.qcow2"
+run convert -O qcow2 "$S/src.raw" "$T/exists.qcow2"
+[ $rc -eq 1 ] && [ "$(cat "$T/exists.qcow2")" = keep ] && grep -q '^vdimgctl: ' "$T/err"
+ok $? "an existing DST is refused and left as it was"
+run convert -O nosuch "$S/src.raw" "$T/x.img"
+[ $rc -eq 1 ] && [ ! -e "$T/x.img" ] && grep -q "unknown format 'nosuch'" "$T/err"
+ok $? "an unknown output format is a usage error"
+run convert -O qcow2 "$T/missing.vhd" "$T/x.qcow2"
+[ $rc -eq 1 ] && [ ! -e "$T/x.qcow2" ] && grep -qE '^vdimgctl: .*missing.vhd: cannot convert: ' "$T/err"
+ok $? "a missing SRC: exit 1, one message naming it, no DST"
+run convert "$S/src.raw"
+[ $rc -eq 1 ] && grep -q 'expected SRC and DST' "$T/err"
+ok $? "convert without DST: usage error"
+run convert --help
+[ $rc -eq 0 ] && grep -q 'Usage: vdimgctl convert' "$T/out"
+ok $? "convert --help"
+
+echo "1..$n"
+echo "# $((n - failed)) passed, $failed failed, 0 skipped"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,195 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vdimgctl convert: copy what an image's whole chain reads into a new image of any format vdimg
+ * creates, like `qemu-img convert`. Sparse: only the ranges the source map says hold data are read,
+ * and blocks of them that read as zeros are not written, so the new image allocates only what has
+ * data. Userspace only, offline.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "vdimgctl.h"
+#include "chain.h"
+
+#define CONVERT_CHUNK	(2U << 20)	/* bytes read and written at a time */
+#define CONVERT_ZERO_GRAIN 4096U	/* the unit in which all-zero data is left out */
+
+static bool all_zero(const u8 *p, size_t len)
+{
+	return !p[0] && !memcmp(p, p + 1, len - 1);
+}
+
+/* write @buf (@len bytes at @off) to @d, leaving out the 4 KiB pieces that are all zeros */
+static int write_sparse(struct vdimg_chain *d, const u8 *buf, size_t len, u64 off)
+{
+	size_t pos = 0;
+
+	while (pos < len) {
+		size_t run = min_t(size_t, CONVERT_ZERO_GRAIN - (off + pos) % CONVERT_ZERO_GRAIN,
+				   len - pos), end;
+		bool zero = all_zero(buf + pos, run);
+		int ret;
+
+		/* extend the run while the pieces after it are of the same kind */
+		for (end = pos + run; end < len; end += run) {
+			run = min_t(size_t, CONVERT_ZERO_GRAIN, len - end);
+			if (all_zero(buf + end, run) != zero)
+				break;
+		}
+		if (!zero) {
+			ret = vdimg_chain_pwrite(d, buf + pos, end - pos, off + pos);
+			if (ret)
+				return ret;
+		}
+		pos = end;
+	}
+	return 0;
+}
+
+/* copy every data range of @s into the new, all-zero @d */
+static int convert_copy(struct vdimg_chain *s, struct vdimg_chain *d, bool progress)
+{
+	u8 *buf = malloc(CONVERT_CHUNK);
+	struct map_entry e;
+	u64 off, pos;
+	int ret = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	for (off = 0; off < s->size && !ret; off += e.length) {
+		ret = map_range(s, off, s->size - off, &e);
+		if (ret)
+			break;
+		if (progress)
+			progress_print("converting", off, s->size);
+		if (!e.data)
+			continue;	/* zeros, or nothing: the new image reads zeros there */
+		for (pos = off; pos < off + e.length && !ret; pos += CONVERT_CHUNK) {
+			size_t len = min_t(u64, CONVERT_CHUNK, off + e.length - pos);
+
+			ret = vdimg_chain_pread(s, buf, len, pos);
+			if (!ret)
+				ret = write_sparse(d, buf, len, pos);
+		}
+	}
+	if (!ret && progress)
+		progress_print("converting", s->size, s->size);
+	free(buf);
+	return ret;
+}
+
+static int convert_usage(void)
+{
+	printf("Usage: vdimgctl convert [-t FMT] [-O FMT] [--variant V] [-o OPTS] [-p] SRC DST\n\n"
+	       "Copy what SRC reads, through its whole chain, into DST, a new image of format\n"
+	       "FMT (default raw). Only data is copied: zeros and unallocated ranges stay\n"
+	       "unallocated in DST.\n\n"
+	       "Options:\n"
+	       " -t, --format FMT           format of SRC (default: probe)\n"
+	       " -O, --output-format FMT    format of DST (default: raw)\n"
+	       "     --variant V            variant of DST, as for create\n"
+	       " -o, --options OPTS         create options of DST, as for create\n"
+	       " -p, --progress             show progress on the terminal\n\n"
+	       "For more details see vdimgctl(8).\n");
+	return EXIT_OK;
+}
+
+int cmd_convert(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "format", required_argument, NULL, 't' },
+		{ "output-format", required_argument, NULL, 'O' },
+		{ "variant", required_argument, NULL, 'v' },
+		{ "options", required_argument, NULL, 'o' },
+		{ "progress", no_argument, NULL, 'p' },
+		{ "help", no_argument, NULL, 'h' },
+		{}
+	};
+	u32 format = VDIMG_FMT_AUTO, out_id = VDIMG_FMT_RAW, *fmts = NULL;
+	const char *src, *dst, *options = NULL;
+	struct vdimg_create_opts co = {};
+	struct vdimg_chain *s = NULL, *d = NULL;
+	const struct vdimg_format *fmt;
+	char **paths = NULL, *rest = NULL;
+	int ch, n = 0, ret, status = EXIT_FAIL;
+	bool progress = false;
+
+	while ((ch = getopt_long(argc, argv, "t:O:o:ph", opts, NULL)) != -1) {
+		switch (ch) {
+		case 't':
+			if (parse_format("convert", optarg, &format))
+				return EXIT_FAIL;
+			break;
+		case 'O':
+			if (parse_format("convert", optarg, &out_id))
+				return EXIT_FAIL;
+			break;
+		case 'v':
+			co.variant = optarg;
+			break;
+		case 'o':
+			options = optarg;
+			break;
+		case 'p':
+			progress = isatty(STDERR_FILENO);
+			break;
+		case 'h':
+			return convert_usage();
+		default:
+			return usage_error("convert", "bad option");
+		}
+	}
+	if (optind != argc - 2)
+		return usage_error("convert", "expected SRC and DST");
+	src = argv[optind];
+	dst = argv[optind + 1];
+	fmt = vdimg_format_by_id(out_id);
+	if (!fmt || out_id == VDIMG_FMT_AUTO || !vdimg_tool_ops(fmt)->create) {
+		errmsg(dst, "cannot convert", "vdimgctl cannot create %s images",
+		       fmt ? fmt->name : vdimg_format_name(out_id));
+		return EXIT_FAIL;
+	}
+	if (options && create_parse_options("convert", options, &co, &rest))
+		return EXIT_FAIL;
+	co.options = rest;
+
+	if (chain_of(src, format, "cannot convert", &paths, &fmts, &n))
+		goto out_free;
+	lib_action("cannot convert");
+	ret = vdimg_chain_open(&s, (const char *const *)paths, n, fmts, VDIMG_CHAIN_READ_ONLY);
+	if (ret) {
+		if (!lib_reported)
+			errmsg(src, "cannot convert", "%s", strerror(-ret));
+		goto out_free;
+	}
+	co.size = s->size;
+	if (create_file(dst, fmt, &co))
+		goto out_src;
+	lib_action("cannot convert");
+	ret = vdimg_chain_open(&d, &dst, 1, &out_id, VDIMG_CHAIN_ALLOW_RAW);
+	if (!ret)
+		ret = convert_copy(s, d, progress);
+	if (!ret)
+		ret = vdimg_chain_flush(d);
+	if (d) {
+		int cret = vdimg_chain_close(d);
+
+		if (!ret)
+			ret = cret;
+	}
+	if (ret) {
+		if (!lib_reported)
+			errmsg(dst, "cannot convert", "%s", strerror(-ret));
+		unlink(dst);
+		goto out_src;
+	}
+	status = EXIT_OK;
+out_src:
+	vdimg_chain_close(s);
+out_free:
+	vdimg_chain_resolve_free(paths, fmts, n);
+	free(rest);
+	return status;
+}
