@@ -9,12 +9,8 @@
 #
 # VDIMGCTL=path (default: build/host/vdimgctl, the sanitizer build), VDIMG_SAMPLES=dir.
 set -u
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-V=${VDIMGCTL:-$ROOT/build/host/vdimgctl}
+. "$(dirname "$0")/cli_lib.sh"
 SAMPLES=${VDIMG_SAMPLES:-$("$ROOT/selftests/samples.sh" --dir)}
-T=$(mktemp -d "${TMPDIR:-/tmp}/vdimg-cli.XXXXXX")
-trap 'rm -rf "$T"' EXIT
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:exitcode=99}
 # never the real control device, modprobe or /dev during host tests
 export VDIMG_CONTROL=$T/no-control VDIMG_MODPROBE=$T/modprobe-stub VDIMG_SYSFS=$T/sys VDIMG_DEV=/dev
 cat >"$T/modprobe-stub" <<EOF
@@ -25,21 +21,6 @@ EOF
 chmod +x "$T/modprobe-stub"
 mkdir -p "$T/sys"
 
-n=0 failed=0
-ok() { # ok COND-EXIT-STATUS NAME
-	n=$((n + 1))
-	if [ "$1" -eq 0 ]; then
-		echo "ok $n - $2"
-	else
-		echo "not ok $n - $2"
-		failed=$((failed + 1))
-		[ -s "$T/err" ] && sed 's/^/# stderr: /' "$T/err" | head -n 5
-		[ -s "$T/out" ] && sed 's/^/# stdout: /' "$T/out" | head -n 5
-	fi
-}
-skip() { n=$((n + 1)); echo "ok $n - $1 # SKIP $2"; }
-# run CMD...: runs vdimgctl, stdout in $T/out, stderr in $T/err, status in $rc
-run() { "$V" "$@" >"$T/out" 2>"$T/err"; rc=$?; }
 # every stderr line has the vdimgctl message shape (plus the losetup-style hint line)
 shape() { ! grep -vqE '^(vdimgctl: .+|Try .vdimgctl --help. for more information\.)$' "$T/err"; }
 json_ok() { python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$1" 2>/dev/null; }
@@ -547,5 +528,4 @@ EOF
 	fi
 fi
 
-echo "1..$n"
-[ $failed -eq 0 ]
+ktap_end

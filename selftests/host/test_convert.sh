@@ -11,25 +11,7 @@
 #
 # VDIMGCTL=path (default: build/host/vdimgctl, the sanitizer build).
 set -u
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-V=${VDIMGCTL:-$ROOT/build/host/vdimgctl}
-T=$(mktemp -d "${TMPDIR:-/tmp}/vdimg-convert.XXXXXX")
-trap 'rm -rf "$T"' EXIT
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:exitcode=99}
-
-n=0 failed=0
-ok() { # ok COND-EXIT-STATUS NAME
-	n=$((n + 1))
-	if [ "$1" -eq 0 ]; then
-		echo "ok $n - $2"
-	else
-		echo "not ok $n - $2"
-		failed=$((failed + 1))
-		[ -s "$T/err" ] && sed 's/^/# stderr: /' "$T/err" | head -n 5
-		[ -s "$T/out" ] && sed 's/^/# stdout: /' "$T/out" | head -n 5
-	fi
-}
-run() { "$V" "$@" >"$T/out" 2>"$T/err"; rc=$?; }
+. "$(dirname "$0")/cli_lib.sh"
 
 echo "KTAP version 1"
 if [ ! -x "$V" ] || ! command -v qemu-img >/dev/null || ! command -v qemu-io >/dev/null; then
@@ -107,6 +89,4 @@ run convert --help
 [ $rc -eq 0 ] && grep -q 'Usage: vdimgctl convert' "$T/out"
 ok $? "convert --help"
 
-echo "1..$n"
-echo "# $((n - failed)) passed, $failed failed, 0 skipped"
-[ "$failed" -eq 0 ]
+ktap_end

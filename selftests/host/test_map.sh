@@ -12,25 +12,7 @@
 #
 # VDIMGCTL=path (default: build/host/vdimgctl, the sanitizer build).
 set -u
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-V=${VDIMGCTL:-$ROOT/build/host/vdimgctl}
-T=$(mktemp -d "${TMPDIR:-/tmp}/vdimg-map.XXXXXX")
-trap 'rm -rf "$T"' EXIT
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:exitcode=99}
-
-n=0 failed=0
-ok() { # ok COND-EXIT-STATUS NAME
-	n=$((n + 1))
-	if [ "$1" -eq 0 ]; then
-		echo "ok $n - $2"
-	else
-		echo "not ok $n - $2"
-		failed=$((failed + 1))
-		[ -s "$T/err" ] && sed 's/^/# stderr: /' "$T/err" | head -n 5
-		[ -s "$T/diff" ] && sed 's/^/# diff: /' "$T/diff" | head -n 8
-	fi
-}
-run() { "$V" "$@" >"$T/out" 2>"$T/err"; rc=$?; }
+. "$(dirname "$0")/cli_lib.sh"
 # covers SIZE FILE: the JSON list is contiguous from 0 to SIZE
 covers() {
 	python3 - "$1" "$2" <<'EOF'
@@ -147,6 +129,4 @@ run map --help
 [ $rc -eq 0 ] && grep -q 'Usage: vdimgctl map' "$T/out"
 ok $? "map --help"
 
-echo "1..$n"
-echo "# $((n - failed)) passed, $failed failed, 0 skipped"
-[ "$failed" -eq 0 ]
+ktap_end
