@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -15,6 +16,8 @@
 
 #define CONVERT_CHUNK	(2U << 20)	/* bytes read and written at a time */
 #define CONVERT_ZERO_GRAIN 4096U	/* the unit in which all-zero data is left out */
+#define CONVERT_STRIPE	(32U << 20)	/* the share of the disk a worker thread takes at a time */
+#define CONVERT_THREADS	4		/* at most, and no more than there are CPUs */
 
 static bool all_zero(const u8 *p, size_t len)
 {
@@ -48,23 +51,17 @@ static int write_sparse(struct vdimg_chain *d, const u8 *buf, size_t len, u64 of
 	return 0;
 }
 
-/* copy every data range of @s into the new, all-zero @d */
-static int convert_copy(struct vdimg_chain *s, struct vdimg_chain *d, bool progress)
+/* copy the data ranges of @s in [@start, @end) into the new, all-zero @d, through @buf */
+static int convert_range(struct vdimg_chain *s, struct vdimg_chain *d, u8 *buf, u64 start,
+			 u64 end)
 {
-	u8 *buf = malloc(CONVERT_CHUNK);
 	struct map_entry e;
 	u64 off, pos;
 	int ret = 0;
 
-	if (!buf)
-		return -ENOMEM;
-	for (off = 0; off < s->size && !ret; off += e.length) {
-		ret = map_range(s, off, s->size - off, &e);
-		if (ret)
-			break;
-		if (progress)
-			progress_print("converting", off, s->size);
-		if (!e.data)
+	for (off = start; off < end && !ret; off += e.length) {
+		ret = map_range(s, off, end - off, &e);
+		if (ret || !e.data)
 			continue;	/* zeros, or nothing: the new image reads zeros there */
 		for (pos = off; pos < off + e.length && !ret; pos += CONVERT_CHUNK) {
 			size_t len = min_t(u64, CONVERT_CHUNK, off + e.length - pos);
@@ -74,10 +71,71 @@ static int convert_copy(struct vdimg_chain *s, struct vdimg_chain *d, bool progr
 				ret = write_sparse(d, buf, len, pos);
 		}
 	}
-	if (!ret && progress)
-		progress_print("converting", s->size, s->size);
-	free(buf);
 	return ret;
+}
+
+/*
+ * The copy is split in stripes that worker threads take in turn: the library's chains take reads
+ * and writes from several threads (each backend locks its own tables, writes lock the allocation
+ * units they touch), so the copy uses every CPU, as qemu-img convert keeps several requests going.
+ */
+struct convert_job {
+	struct vdimg_chain *s, *d;
+	pthread_mutex_t lock;	/* protects the members below */
+	u64 next;		/* start of the next stripe nobody has taken */
+	u64 done;		/* bytes of the stripes finished */
+	int ret;		/* the first error */
+	bool progress;
+};
+
+static void *convert_worker(void *arg)
+{
+	struct convert_job *job = arg;
+	u8 *buf = malloc(CONVERT_CHUNK);
+	u64 start, end;
+	int ret;
+
+	pthread_mutex_lock(&job->lock);
+	if (!buf)
+		job->ret = job->ret ?: -ENOMEM;
+	while (!job->ret && job->next < job->s->size) {
+		start = job->next;
+		end = min_t(u64, start + CONVERT_STRIPE, job->s->size);
+		job->next = end;
+		pthread_mutex_unlock(&job->lock);
+		ret = convert_range(job->s, job->d, buf, start, end);
+		pthread_mutex_lock(&job->lock);
+		if (ret && !job->ret)
+			job->ret = ret;
+		job->done += end - start;
+		if (job->progress)
+			progress_print("converting", job->done, job->s->size);
+	}
+	pthread_mutex_unlock(&job->lock);
+	free(buf);
+	return NULL;
+}
+
+/* copy every data range of @s into the new, all-zero @d, with up to CONVERT_THREADS threads */
+static int convert_copy(struct vdimg_chain *s, struct vdimg_chain *d, bool progress)
+{
+	struct convert_job job = { .s = s, .d = d, .progress = progress };
+	pthread_t tid[CONVERT_THREADS];
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	int i, nr = cpus < 1 ? 1 : (int)min_t(long, cpus, CONVERT_THREADS), started = 0;
+
+	pthread_mutex_init(&job.lock, NULL);
+	if (progress)
+		progress_print("converting", 0, s->size);
+	/* the first worker is this thread; a thread that cannot start leaves its share to the rest */
+	for (i = 1; i < nr; i++)
+		if (!pthread_create(&tid[started], NULL, convert_worker, &job))
+			started++;
+	convert_worker(&job);
+	for (i = 0; i < started; i++)
+		pthread_join(tid[i], NULL);
+	pthread_mutex_destroy(&job.lock);
+	return job.ret;
 }
 
 static int convert_usage(void)
