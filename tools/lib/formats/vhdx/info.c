@@ -20,15 +20,9 @@ static void vhdx_describe(struct vdimg_image *img,
 	u64 counts[8] = { 0 }, i, sbs = 0;
 	int n = 0;
 
-	emit(ctx, "variant", img->variant);
+	/* variant, sizes and sector sizes are in vdimgctl info's common part */
 	snprintf(buf, sizeof(buf), "%u", v->block_size);
 	emit(ctx, "block-size", buf);
-	snprintf(buf, sizeof(buf), "%u", v->lss);
-	emit(ctx, "logical-sector-size", buf);
-	snprintf(buf, sizeof(buf), "%u", v->pss);
-	emit(ctx, "physical-sector-size", buf);
-	snprintf(buf, sizeof(buf), "%llu", (unsigned long long)img->size);
-	emit(ctx, "virtual-size", buf);
 	emit(ctx, "leave-blocks-allocated", v->params & VHDX_PARAM_LEAVE_ALLOCATED ? "yes" : "no");
 	vhdx_guid_fmt(g, v->page83);
 	emit(ctx, "page83-id", g);
