@@ -98,6 +98,7 @@ typedef int64_t s64;
 #define BIT(n)			(1UL << (n))
 #define BIT_ULL(n)		(1ULL << (n))
 #define U32_MAX			((u32)~0U)
+#define U64_MAX			((u64)~0ULL)
 #define BUILD_BUG_ON(c)		_Static_assert(!(c), #c)
 #define min(a, b)		((a) < (b) ? (a) : (b))
 #define max(a, b)		((a) > (b) ? (a) : (b))
