@@ -397,7 +397,8 @@ static void attach_print(const struct attach_layer *l, int n, u32 flags, u32 lbs
 		printf("layer %d: %s (format %s, %s", i, l[i].path, fmt_name(l[i].format),
 		       i == n - 1 && !(flags & VDIMG_ATTACH_READ_ONLY) ? "read-write" : "read-only");
 		if (l[i].snapshot)
-			printf(", snapshot %u", l[i].snapshot);
+			printf(", %s %u", l[i].probed == VDIMG_FMT_CUE ? "track" : "snapshot",
+			       l[i].snapshot);
 		if (l[i].data_fd >= 0)
 			printf(", data file");
 		if (l[i].nr_ext)
