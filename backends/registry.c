@@ -39,6 +39,7 @@ static const struct vdimg_format *const vdimg_formats[] = {
 	&vdimg_vhdx_format,
 	&vdimg_vmdk_format,
 	&vdimg_cue_format,
+	&vdimg_dmg_format,
 };
 
 /* What a probe sees: the head of the file, its last sector and its size. */
@@ -139,6 +140,13 @@ static bool sig_cue(const struct vdimg_probe_buf *p)
 	return cue_probe_text(p->head, p->head_len, p->size);
 }
 
+static bool sig_encrypted_dmg(const struct vdimg_probe_buf *p)
+{
+	/* FileVault-style encrypted disk images: v2 header at the start, v1 trailer at the end */
+	return vdimg_magic_at(p, 0, "encrcdsa", 8) ||
+	       (p->size >= 512 && !memcmp(p->tail + 512 - 8, "cdsaencr", 8));
+}
+
 static bool sig_bochs(const struct vdimg_probe_buf *p)
 {
 	return vdimg_magic_at(p, 0, "Bochs Virtual HD Image", 22);
@@ -194,6 +202,7 @@ static const struct vdimg_signature vdimg_signatures[] = {
 	{ "LUKS", 0, sig_luks },
 	{ "Apple ASIF", 0, sig_asif },
 	{ "Apple sparsebundle", 0, sig_sparsebundle },
+	{ "encrypted DMG (encrcdsa/cdsaencr)", 0, sig_encrypted_dmg },
 	{ "cue", VDIMG_FMT_CUE, sig_cue },
 	{ "vhd", VDIMG_FMT_VHD, sig_vhd },
 	{ "dmg", VDIMG_FMT_DMG, sig_dmg },
