@@ -48,7 +48,6 @@ TOOLS="/usr/bin/fio /usr/bin/qemu-img /usr/bin/qemu-nbd /usr/sbin/mkfs.ext4 /usr
 /usr/sbin/e2fsck /usr/sbin/sfdisk /usr/sbin/blkid /usr/sbin/losetup /usr/sbin/blkdiscard
 /usr/bin/lsblk /usr/bin/sha256sum /usr/bin/stat /usr/bin/du /usr/bin/dd /usr/bin/cmp /usr/bin/kmod
 /usr/sbin/debugfs /usr/bin/truncate /usr/bin/fallocate /usr/bin/qemu-io"
-TOOLS="$TOOLS /usr/bin/genisoimage"	# 105-cue
 
 root=$(mktemp -d "${TMPDIR:-/tmp}/vdimg-initramfs.XXXXXX")
 trap 'rm -rf "$root"' EXIT
