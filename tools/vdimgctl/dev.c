@@ -374,8 +374,8 @@ static int attach_probe(struct attach_layer *l, bool top, bool *ro, bool rw_iso)
 		return ret;
 	}
 	l->probed = id;
-	if (id == VDIMG_FMT_CUE && top)
-		*ro = true;	/* CUE/BIN is read-only */
+	if ((id == VDIMG_FMT_CUE || id == VDIMG_FMT_DMG) && top)
+		*ro = true;	/* CUE/BIN and DMG are read-only formats */
 	if (id == VDIMG_FMT_ISO && top) {
 		if (rw_iso)
 			l->format = VDIMG_FMT_RAW;	/* --rw: the user wants to write to it */
@@ -603,7 +603,7 @@ int cmd_attach(int argc, char **argv)
 	if (snapshot && !overlay)
 		ro = true;	/* a snapshot is read-only */
 	if (track || format == VDIMG_FMT_CUE)
-		ro = true;	/* CUE/BIN is read-only */
+		ro = true;	/* CUE/BIN is read-only (DMG given with -t: the module says so) */
 	if (track && snapshot)
 		return usage_error("attach", "--track and --snapshot exclude each other");
 	if (track && (overlay || chain_arg))
