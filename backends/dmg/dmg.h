@@ -12,7 +12,7 @@
 
 #define DMG_SECTOR		512
 #define DMG_KOLY_VERSION	4
-#define DMG_PLIST_MAX		(16U << 20)	/* bytes of XML property list accepted */
+#define DMG_PLIST_MAX		(16U << 20)	/* bytes of property list or resource fork */
 #define DMG_MAX_CHUNKS		(1U << 20)	/* chunks of all blkx tables together */
 #define DMG_MAX_MISH		(1U << 20)	/* bytes of one decoded mish block */
 /* sectors one compressed chunk may decode to (hdiutil writes at most 2048) */

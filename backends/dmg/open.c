@@ -5,9 +5,10 @@
  * strict scan for <key>blkx</key> and the base64 <data> elements of its array, decoded here), and
  * turns their "mish" tables into one sorted chunk list covering the disk from sector 0 without
  * gaps or overlaps. Every offset and count is checked against the file before use. The master
- * checksum (CRC-32 over the tables' checksums) is verified when present. Chunk types vdimg cannot
- * decode (bzip2, LZFSE, LZMA) and encrypted images are refused by name; images with only a binary
- * resource fork too. The whole disk (with the partition map the image carries) is the device.
+ * checksum (CRC-32 over the tables' checksums) is verified when present. Images without a property
+ * list give their tables in the binary resource fork instead (a run of length-prefixed resources,
+ * the mish ones taken). Chunk types vdimg cannot decode (bzip2, LZFSE, LZMA) and encrypted images
+ * are refused by name. The whole disk (with the partition map the image carries) is the device.
  * Kernel-shared; mapping and decoding are in map.c and adc.c, info and check in
  * tools/lib/formats/dmg.c.
  */
@@ -293,6 +294,61 @@ out:
 	return ret;
 }
 
+/*
+ * No property list: the blkx resources from the binary resource fork, whose data area is a run
+ * of (big-endian u32 length, bytes) resources; those that are not mish tables are skipped.
+ */
+static int dmg_read_rsrc(struct dmg *d)
+{
+	struct vdimg_image *img = d->img;
+	u64 off = be64_to_cpu(d->koly.rsrc_fork_offset), len = be64_to_cpu(d->koly.rsrc_fork_length);
+	u32 cap = 0, data_off, data_len, pos;
+	u8 *fork;
+	int ret;
+
+	if (len < 16 || len > DMG_PLIST_MAX || off > d->koly_off || len > d->koly_off - off)
+		return vdimg_corrupt(img, "the resource fork (%llu bytes at %llu) is not inside the file or too large",
+				     (unsigned long long)len, (unsigned long long)off);
+	fork = vdimg_zalloc(len);
+	if (!fork)
+		return -ENOMEM;
+	ret = vdimg_file_read(img->file, fork, len, off);
+	if (ret)
+		goto out;
+	data_off = be32_to_cpu(*(__be32 *)fork);
+	data_len = be32_to_cpu(*(__be32 *)(fork + 8));
+	if (data_off > len || data_len > len - data_off) {
+		ret = vdimg_corrupt(img, "the resource fork's data area (%u bytes at %u) is not inside it",
+				    data_len, data_off);
+		goto out;
+	}
+	for (pos = 0; pos < data_len;) {
+		u32 n;
+
+		if (data_len - pos < 4) {
+			ret = vdimg_corrupt(img, "a truncated resource in the resource fork");
+			goto out;
+		}
+		n = be32_to_cpu(*(__be32 *)(fork + data_off + pos));
+		pos += 4;
+		if (n > data_len - pos) {
+			ret = vdimg_corrupt(img, "a resource of %u bytes runs past the resource fork", n);
+			goto out;
+		}
+		if (n >= 4 && !memcmp(fork + data_off + pos, "mish", 4)) {
+			ret = dmg_add_table(d, fork + data_off + pos, n, &cap);
+			if (ret)
+				goto out;
+		}
+		pos += n;
+	}
+	if (!d->nr_tables)
+		ret = vdimg_corrupt(img, "the resource fork has no mish tables");
+out:
+	vdimg_free(fork);
+	return ret;
+}
+
 /* sort the chunks by sector: heapsort, bounded time whatever order a hostile image uses */
 static void dmg_sift(struct dmg_chunk *c, u32 root, u32 n)
 {
@@ -409,12 +465,12 @@ static int dmg_open(struct vdimg_image *img, unsigned int flags)
 		ret = vdimg_corrupt(img, "the data fork is not inside the file");
 		goto fail;
 	}
-	if (!be64_to_cpu(k->xml_length)) {
-		vdimg_err(img, "images without an XML property list (resource fork only) are not supported");
-		ret = -EOPNOTSUPP;
-		goto fail;
-	}
-	ret = dmg_read_plist(d);
+	if (be64_to_cpu(k->xml_length))
+		ret = dmg_read_plist(d);
+	else if (be64_to_cpu(k->rsrc_fork_length))
+		ret = dmg_read_rsrc(d);
+	else
+		ret = vdimg_corrupt(img, "neither a property list nor a resource fork");
 	if (ret)
 		goto fail;
 	dmg_sort_chunks(d);

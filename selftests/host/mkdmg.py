@@ -102,6 +102,8 @@ def main():
     ap.add_argument("--lead", type=int, default=0, help="bytes before the data fork")
     ap.add_argument("--corrupt", default="",
                     help="offset, overlap, gap, count, b64, nomish, zdata, adcdist, master, version")
+    ap.add_argument("--rsrc", action="store_true",
+                    help="the tables in a binary resource fork, no property list")
     ap.add_argument("--rel", action="store_true",
                     help="chunk offsets relative to a per-table data offset (hdiutil: absolute)")
     a = ap.parse_args()
@@ -183,11 +185,21 @@ def main():
     data_len = len(fork) - fork_start
     fork_crc = zlib.crc32(bytes(fork[fork_start:]))
     xml_off = len(fork)
+    rsrc_off = rsrc_len = 0
+    if a.rsrc:
+        # header (data offset, map offset, data length, map length), the data area (length-prefixed
+        # resources, a non-mish one among them), an empty map
+        data = b"".join(struct.pack(">I", len(m)) + m for m, _, _, _ in tables)
+        data += struct.pack(">I", 64) + b"plst" + bytes(60)
+        plist = struct.pack(">IIII", 256, 256 + len(data), len(data), 32) + bytes(240) + data
+        plist += bytes(32)
+        rsrc_off, rsrc_len = xml_off, len(plist)
+        xml_off = 0
     koly = b"koly" + struct.pack(">III", 3 if a.corrupt == "version" else 4, 512, 1)
-    koly += struct.pack(">QQQQQ", 0, fork_start, data_len, 0, 0)
+    koly += struct.pack(">QQQQQ", 0, fork_start, data_len, rsrc_off, rsrc_len)
     koly += struct.pack(">II", 1, 1) + bytes(16)
     koly += no_checksum() if a.no_crc else checksum(fork_crc)
-    koly += struct.pack(">QQ", xml_off, len(plist)) + bytes(120)
+    koly += struct.pack(">QQ", xml_off, 0 if a.rsrc else len(plist)) + bytes(120)
     koly += no_checksum() if a.no_crc else checksum(master)
     koly += struct.pack(">IQ", 1, nsec + (a.corrupt == "count")) + bytes(12)
     assert len(koly) == 512

@@ -146,6 +146,8 @@ static void test_built(void)
 		{ "1-sector chunks", "--types zlib,adc,raw --chunk 1 --tables 1", true, false },
 		{ "2048-sector chunks", "--types adc,zlib --chunk 2048 --tables 1 --ignore", true, true },
 		{ "no checksums", "--types zlib --no-crc", false, false },
+		{ "resource fork, no property list", "--types zlib,raw,adc --rsrc --tables 3", true,
+		  false },
 	};
 	size_t i;
 
