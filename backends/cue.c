@@ -181,7 +181,8 @@ static int cue_line(const struct vdimg_image *img, struct cue_sheet *s, char *li
 	u64 pos;
 
 	if (n < 0)
-		return vdimg_corrupt(img, "line %u: malformed (bad quoting or too many words)", lineno);
+		return vdimg_corrupt(img, "line %u: malformed (bad quoting or too many words)",
+				     lineno);
 	if (!n || cue_is_ignored(tok[0]))
 		return 0;
 	if (!strcmp(tok[0], "FILE")) {
@@ -197,9 +198,11 @@ static int cue_line(const struct vdimg_image *img, struct cue_sheet *s, char *li
 					     CUE_MAX_FILES);
 		if (s->nr_files && (!s->nr_tracks || s->tracks[s->nr_tracks - 1].file !=
 				    s->nr_files - 1))
-			return vdimg_corrupt(img, "line %u: the previous FILE has no TRACK", lineno);
+			return vdimg_corrupt(img, "line %u: the previous FILE has no TRACK",
+					     lineno);
 		if (!tok[1][0] || strlen(tok[1]) >= CUE_NAME_MAX)
-			return vdimg_corrupt(img, "line %u: the FILE name is empty or too long", lineno);
+			return vdimg_corrupt(img, "line %u: the FILE name is empty or too long",
+					     lineno);
 		vdimg_strscpy(s->files[s->nr_files++], tok[1], CUE_NAME_MAX);
 		*in_track = false;
 		return 0;
@@ -220,7 +223,8 @@ static int cue_line(const struct vdimg_image *img, struct cue_sheet *s, char *li
 			if (!strcmp(tok[2], cue_modes[i].name))
 				break;
 		if (i == ARRAY_SIZE(cue_modes)) {
-			vdimg_err(img, "line %u: track mode %.16s is not supported", lineno, tok[2]);
+			vdimg_err(img, "line %u: track mode %.16s is not supported",
+				  lineno, tok[2]);
 			return -EOPNOTSUPP;
 		}
 		if (s->nr_tracks == CUE_MAX_TRACKS)
@@ -240,7 +244,8 @@ static int cue_line(const struct vdimg_image *img, struct cue_sheet *s, char *li
 		return vdimg_corrupt(img, "line %u: %.16s outside a TRACK", lineno, tok[0]);
 	if (!strcmp(tok[0], "INDEX")) {
 		if (n != 3 || !cue_number(tok[1], 2, 99, &v) || !cue_msf(tok[2], &pos))
-			return vdimg_corrupt(img, "line %u: INDEX needs a number and mm:ss:ff", lineno);
+			return vdimg_corrupt(img, "line %u: INDEX needs a number and mm:ss:ff",
+					     lineno);
 		if (v == 0) {
 			if (t->index0 != U64_MAX || t->index1 != U64_MAX)
 				return vdimg_corrupt(img, "line %u: INDEX 00 out of order", lineno);
@@ -249,7 +254,8 @@ static int cue_line(const struct vdimg_image *img, struct cue_sheet *s, char *li
 			if (t->index1 != U64_MAX)
 				return vdimg_corrupt(img, "line %u: a second INDEX 01", lineno);
 			if (t->index0 != U64_MAX && pos < t->index0)
-				return vdimg_corrupt(img, "line %u: INDEX 01 before INDEX 00", lineno);
+				return vdimg_corrupt(img, "line %u: INDEX 01 before INDEX 00",
+						     lineno);
 			t->index1 = pos;
 		} else if (t->index1 == U64_MAX || pos < t->index1) {
 			return vdimg_corrupt(img, "line %u: INDEX %u before INDEX 01", lineno, v);
@@ -278,7 +284,8 @@ int cue_parse(const struct vdimg_image *img, const char *text, size_t len, struc
 
 	memset(s, 0, sizeof(*s));
 	if (len > CUE_SHEET_MAX)
-		return vdimg_corrupt(img, "the sheet has %zu bytes, more than %d", len, CUE_SHEET_MAX);
+		return vdimg_corrupt(img, "the sheet has %zu bytes, more than %d",
+				     len, CUE_SHEET_MAX);
 	if (len >= 3 && (u8)text[0] == 0xef && (u8)text[1] == 0xbb && (u8)text[2] == 0xbf)
 		pos = 3;	/* UTF-8 byte order mark */
 	while (pos < len) {
@@ -292,10 +299,12 @@ int cue_parse(const struct vdimg_image *img, const char *text, size_t len, struc
 			if (c == '\r' && (pos == len || text[pos] == '\n'))
 				continue;
 			if ((u8)c < 0x20 && c != '\t')
-				return vdimg_corrupt(img, "line %u: control character 0x%02x", lineno,
+				return vdimg_corrupt(img, "line %u: control character 0x%02x",
+						     lineno,
 						     (u8)c);
 			if (n == CUE_LINE_MAX)
-				return vdimg_corrupt(img, "line %u is longer than %d characters", lineno,
+				return vdimg_corrupt(img, "line %u is longer than %d characters",
+						     lineno,
 						     CUE_LINE_MAX);
 			line[n++] = c;
 		}
@@ -310,7 +319,8 @@ int cue_parse(const struct vdimg_image *img, const char *text, size_t len, struc
 	if (s->tracks[s->nr_tracks - 1].file != s->nr_files - 1)
 		return vdimg_corrupt(img, "the last FILE has no TRACK");
 	if (s->tracks[s->nr_tracks - 1].index1 == U64_MAX)
-		return vdimg_corrupt(img, "track %u has no INDEX 01", s->tracks[s->nr_tracks - 1].number);
+		return vdimg_corrupt(img, "track %u has no INDEX 01",
+				     s->tracks[s->nr_tracks - 1].number);
 	return 0;
 }
 

@@ -140,7 +140,8 @@ static int dmg_add_table(struct dmg *d, const u8 *buf, size_t len, u32 *cap)
 	if (check_add_overflow(be64_to_cpu(d->koly.data_fork_offset), data_off, &base) ||
 	    base > d->koly_off || first > U64_MAX / DMG_SECTOR || nsec > U64_MAX / DMG_SECTOR ||
 	    first + nsec > U64_MAX / DMG_SECTOR)
-		return vdimg_corrupt(img, "mish table %u: bad sectors or data offset", d->nr_tables);
+		return vdimg_corrupt(img, "mish table %u: bad sectors or data offset",
+				     d->nr_tables);
 	if (d->nr_tables % 16 == 0) {
 		struct dmg_table *nt = vdimg_zalloc((d->nr_tables + 16) * sizeof(*nt));
 
