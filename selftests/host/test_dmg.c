@@ -286,6 +286,10 @@ int main(void)
 	snprintf(script, sizeof(script), "%s/selftests/host/mkdmg.py",
 		 getenv("VDIMG_SRC") ? getenv("VDIMG_SRC") : ".");
 	mkdmg = script;
+	if (access(mkdmg, R_OK)) {
+		printf("Bail out! %s not found (run from the source tree, or set VDIMG_SRC)\n", mkdmg);
+		return 1;
+	}
 	have_qemu = !sh("command -v qemu-img >/dev/null");
 	have_dmg2img = !sh("command -v dmg2img >/dev/null");
 	test_adc();
