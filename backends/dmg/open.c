@@ -142,8 +142,10 @@ static int dmg_add_table(struct dmg *d, const u8 *buf, size_t len, u32 *cap)
 	    first + nsec > U64_MAX / DMG_SECTOR)
 		return vdimg_corrupt(img, "mish table %u: bad sectors or data offset",
 				     d->nr_tables);
-	if (d->nr_tables % 16 == 0) {
-		struct dmg_table *nt = vdimg_zalloc((d->nr_tables + 16) * sizeof(*nt));
+	/* room doubles at 16, 32, 64...: linear time whatever the number of tables */
+	if (d->nr_tables >= 16 ? is_power_of_2(d->nr_tables) : !d->nr_tables) {
+		u32 room = d->nr_tables ? d->nr_tables * 2 : 16;
+		struct dmg_table *nt = vdimg_zalloc((size_t)room * sizeof(*nt));
 
 		if (!nt)
 			return -ENOMEM;
