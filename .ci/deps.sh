@@ -32,3 +32,5 @@ apt-get install -y -qq --no-install-recommends \
 # the third-party sample images (QEMU's iotest images, from Debian's qemu source package, about
 # 23 MiB, cached under /var/cache/vdimg/samples); a failed fetch is reported, the tests then skip
 bash "$(dirname "$0")/../selftests/samples.sh"
+# CUE/BIN and DMG tests: ISO 9660 images to wrap in cue sheets, and a second DMG reader
+apt-get install -y -qq --no-install-recommends genisoimage dmg2img >/dev/null

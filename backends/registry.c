@@ -8,6 +8,7 @@
  * userspace library; no blk-mq and no libc here.
  */
 #include <vdimg/backend.h>
+#include "cue.h"
 
 /* Names of every format id, built in or not. */
 static const char *const vdimg_format_names[VDIMG_FMT_COUNT] = {
@@ -23,6 +24,7 @@ static const char *const vdimg_format_names[VDIMG_FMT_COUNT] = {
 	[VDIMG_FMT_PARALLELS] = "parallels",
 	[VDIMG_FMT_DMG] = "dmg",
 	[VDIMG_FMT_ISO] = "iso",
+	[VDIMG_FMT_CUE] = "cue",
 };
 
 /* The backends built into this module or library. */
@@ -36,6 +38,8 @@ static const struct vdimg_format *const vdimg_formats[] = {
 	&vdimg_qcow_format,
 	&vdimg_vhdx_format,
 	&vdimg_vmdk_format,
+	&vdimg_cue_format,
+	&vdimg_dmg_format,
 };
 
 /* What a probe sees: the head of the file, its last sector and its size. */
@@ -131,6 +135,18 @@ static bool sig_iso(const struct vdimg_probe_buf *p)
 	return vdimg_magic_at(p, 0x8001, "CD001", 5);
 }
 
+static bool sig_cue(const struct vdimg_probe_buf *p)
+{
+	return cue_probe_text(p->head, p->head_len, p->size);
+}
+
+static bool sig_encrypted_dmg(const struct vdimg_probe_buf *p)
+{
+	/* FileVault-style encrypted disk images: v2 header at the start, v1 trailer at the end */
+	return vdimg_magic_at(p, 0, "encrcdsa", 8) ||
+	       (p->size >= 512 && !memcmp(p->tail + 512 - 8, "cdsaencr", 8));
+}
+
 static bool sig_bochs(const struct vdimg_probe_buf *p)
 {
 	return vdimg_magic_at(p, 0, "Bochs Virtual HD Image", 22);
@@ -186,6 +202,8 @@ static const struct vdimg_signature vdimg_signatures[] = {
 	{ "LUKS", 0, sig_luks },
 	{ "Apple ASIF", 0, sig_asif },
 	{ "Apple sparsebundle", 0, sig_sparsebundle },
+	{ "encrypted DMG (encrcdsa/cdsaencr)", 0, sig_encrypted_dmg },
+	{ "cue", VDIMG_FMT_CUE, sig_cue },
 	{ "vhd", VDIMG_FMT_VHD, sig_vhd },
 	{ "dmg", VDIMG_FMT_DMG, sig_dmg },
 	{ "iso", VDIMG_FMT_ISO, sig_iso },

@@ -24,6 +24,7 @@
 #include <linux/log2.h>
 #include <linux/math64.h>
 #include <linux/crc32c.h>
+#include <linux/crc32.h>
 #include <linux/ratelimit.h>
 #include <linux/random.h>
 #include <asm/byteorder.h>
@@ -43,6 +44,8 @@ typedef struct mutex vdimg_mutex_t;
 #define vdimg_random_bytes(p, n) get_random_bytes((p), (n))
 
 #define vdimg_crc32c(seed, p, n) crc32c((seed), (p), (n))
+/* CRC-32 as zlib's crc32() computes it: 0 to start, the previous result to continue */
+#define vdimg_crc32(crc, p, n)	(~crc32_le(~(u32)(crc), (const u8 *)(p), (n)))
 #define vdimg_strscpy(d, s, n)	strscpy((d), (s), (n))
 
 /* see the userspace definition below */
@@ -98,6 +101,7 @@ typedef int64_t s64;
 #define BIT(n)			(1UL << (n))
 #define BIT_ULL(n)		(1ULL << (n))
 #define U32_MAX			((u32)~0U)
+#define U64_MAX			((u64)~0ULL)
 #define BUILD_BUG_ON(c)		_Static_assert(!(c), #c)
 #define min(a, b)		((a) < (b) ? (a) : (b))
 #define max(a, b)		((a) > (b) ? (a) : (b))
@@ -148,6 +152,8 @@ static inline void vdimg_random_bytes(void *p, size_t n)
 }
 
 u32 vdimg_crc32c(u32 seed, const void *p, size_t n);
+/* CRC-32 as zlib's crc32() computes it: 0 to start, the previous result to continue */
+u32 vdimg_crc32(u32 crc, const void *p, size_t n);
 /* copy a NUL-terminated string, truncating to @n - 1 characters */
 void vdimg_strscpy(char *d, const char *s, size_t n);
 

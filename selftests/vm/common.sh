@@ -178,6 +178,48 @@ vm_samples() {
 	done
 }
 
+# vm_fixtures: test images only the host can build (no python3 in the guest), made once into
+# $VM_BUILD/fixtures, which goes to /scratch/fixtures through VM_SCRATCH_EXTRA: DMG images of a
+# partitioned source disk (106-dmg), raw CD track files of an ISO 9660 image (105-cue). A failure leaves the directory out; the tests that need it skip.
+vm_fixtures() {
+	local d=$VM_BUILD/fixtures
+	[ -n "${VM_SCRATCH_EXTRA:-}" ] && return 0
+	if [ ! -f "$d/dmg/done" ] || [ "$VM_TOP/selftests/host/mkdmg.py" -nt "$d/dmg/done" ]; then
+		rm -rf "$d/dmg"
+		mkdir -p "$d/dmg"
+		if ! (set -e
+		      cd "$d/dmg"
+		      head -c $((3 << 20)) /dev/urandom >src.raw
+		      dd if=/dev/zero of=src.raw bs=64k seek=8 count=8 conv=notrunc status=none
+		      yes 'some compressible text' | head -c $((512 << 10)) |
+			dd of=src.raw bs=64k seek=24 conv=notrunc status=none
+		      printf 'label: dos\n2048,2048,83\n4096,,83\n' | sfdisk -q src.raw >/dev/null
+		      python3 "$VM_TOP/selftests/host/mkdmg.py" --types zlib,adc,raw --ignore src.raw mixed.dmg
+		      python3 "$VM_TOP/selftests/host/mkdmg.py" --types adc --chunk 2048 src.raw adc.dmg
+		      touch done); then
+			vm_log "fixtures: building the DMG images failed (106-dmg skips)"
+			rm -rf "$d/dmg"
+		fi
+	fi
+	if [ ! -f "$d/cue/done" ] || [ "$VM_TOP/selftests/host/mkbin.py" -nt "$d/cue/done" ]; then
+		rm -rf "$d/cue"
+		mkdir -p "$d/cue/tree/sub"
+		if ! (set -e
+		      cd "$d/cue"
+		      seq 1 20000 >tree/numbers.txt
+		      head -c 300000 /dev/urandom >tree/sub/random.bin
+		      genisoimage -quiet -R -o src.iso tree
+		      python3 "$VM_TOP/selftests/host/mkbin.py" MODE1/2352 src.iso m1.bin
+		      python3 "$VM_TOP/selftests/host/mkbin.py" MODE2/2352 src.iso m2.bin
+		      touch done); then
+			vm_log "fixtures: building the CUE/BIN tracks failed (105-cue skips)"
+			rm -rf "$d/cue"
+		fi
+	fi
+	[ -d "$d" ] && export VM_SCRATCH_EXTRA=$d
+	return 0
+}
+
 # vm_make_scratch IMG CONF...: a sparse ext4 disk holding the samples, vmtest.conf (one
 # assignment per argument) and, when VM_SCRATCH_EXTRA names a directory, a copy of it at the top
 vm_make_scratch() {

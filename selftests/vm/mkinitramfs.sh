@@ -42,6 +42,7 @@ fi
 # Kernel modules the tests load (or that the vdimg module needs); missing ones are reported and
 # the tests that need them skip. Built-in ones need nothing.
 MODULES="virtio_pci virtio_blk ext4 crc32c_generic loop nbd"
+MODULES="$MODULES isofs"	# 105-cue: ISO 9660 on a CUE data track
 # Userspace tools (absolute paths in the guest are the host's paths).
 TOOLS="/usr/bin/fio /usr/bin/qemu-img /usr/bin/qemu-nbd /usr/sbin/mkfs.ext4 /usr/sbin/mke2fs
 /usr/sbin/e2fsck /usr/sbin/sfdisk /usr/sbin/blkid /usr/sbin/losetup /usr/sbin/blkdiscard

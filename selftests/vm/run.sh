@@ -52,6 +52,7 @@ fi
 
 vm_build_userspace
 vm_samples
+vm_fixtures
 
 if [ -n "$shell" ]; then
 	vm_resolve_kernel "${kernels[0]}" || exit 1

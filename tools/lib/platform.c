@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <linux/falloc.h>
+#include <zlib.h>
 #include <vdimg/backend.h>
 #include "vdimg-user.h"
 
@@ -409,4 +410,9 @@ int vdimg_file_zero(struct vdimg_file *f, u64 off, u64 len)
 	if (ret != -EOPNOTSUPP)
 		return ret;
 	return vdimg_file_zero_range(f, off, len);
+}
+
+u32 vdimg_crc32(u32 crc, const void *p, size_t n)
+{
+	return (u32)crc32(crc, p, n);
 }

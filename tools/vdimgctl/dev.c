@@ -115,6 +115,7 @@ static int attach_usage(void)
 	       "     --overlay-format FMT   format of the overlay (default qcow2)\n"
 	       "     --snapshot NAME|ID     attach an internal snapshot (read-only, or under\n"
 	       "                            a temporary --overlay)\n"
+	       "     --track N              a CUE sheet's data track N (default: the first)\n"
 	       "     --dry-run              check the image and print what would be attached\n\n"
 	       "For more details see vdimgctl(8).\n");
 	return EXIT_OK;
@@ -373,6 +374,8 @@ static int attach_probe(struct attach_layer *l, bool top, bool *ro, bool rw_iso)
 		return ret;
 	}
 	l->probed = id;
+	if ((id == VDIMG_FMT_CUE || id == VDIMG_FMT_DMG) && top)
+		*ro = true;	/* CUE/BIN and DMG are read-only formats */
 	if (id == VDIMG_FMT_ISO && top) {
 		if (rw_iso)
 			l->format = VDIMG_FMT_RAW;	/* --rw: the user wants to write to it */
@@ -394,7 +397,8 @@ static void attach_print(const struct attach_layer *l, int n, u32 flags, u32 lbs
 		printf("layer %d: %s (format %s, %s", i, l[i].path, fmt_name(l[i].format),
 		       i == n - 1 && !(flags & VDIMG_ATTACH_READ_ONLY) ? "read-write" : "read-only");
 		if (l[i].snapshot)
-			printf(", snapshot %u", l[i].snapshot);
+			printf(", %s %u", l[i].probed == VDIMG_FMT_CUE ? "track" : "snapshot",
+			       l[i].snapshot);
 		if (l[i].data_fd >= 0)
 			printf(", data file");
 		if (l[i].nr_ext)
@@ -453,7 +457,7 @@ static int attach_resolve(struct attach_layer *layers, int *n, u32 format, char 
 int cmd_attach(int argc, char **argv)
 {
 	enum { OPT_SHOW = 256, OPT_RW, OPT_DIO, OPT_AUTOCLEAR, OPT_CHAIN, OPT_FORCE, OPT_DRY,
-	       OPT_OVERLAY, OPT_OVERLAY_FMT, OPT_SNAPSHOT };
+	       OPT_OVERLAY, OPT_OVERLAY_FMT, OPT_SNAPSHOT, OPT_TRACK };
 	static const struct option opts[] = {
 		{ "find", no_argument, NULL, 'f' },
 		{ "show", no_argument, NULL, OPT_SHOW },
@@ -470,13 +474,14 @@ int cmd_attach(int argc, char **argv)
 		{ "overlay", optional_argument, NULL, OPT_OVERLAY },
 		{ "overlay-format", required_argument, NULL, OPT_OVERLAY_FMT },
 		{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
+		{ "track", required_argument, NULL, OPT_TRACK },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
 	bool overlay = false, overlay_tmp = false, overlay_unlinked = false;
 	const char *overlay_file = NULL, *snapshot = NULL;
 	char *overlay_path = NULL;
-	u32 overlay_fmt = VDIMG_FMT_QCOW2, snap_index = 0;
+	u32 overlay_fmt = VDIMG_FMT_QCOW2, snap_index = 0, track = 0;
 	int overlay_fd = -1;
 	struct attach_layer *layers = NULL;
 	struct vdimg_layer *kl = NULL;
@@ -562,6 +567,15 @@ int cmd_attach(int argc, char **argv)
 		case OPT_SNAPSHOT:
 			snapshot = optarg;
 			break;
+		case OPT_TRACK: {
+			char *end;
+			unsigned long v = strtoul(optarg, &end, 10);
+
+			if (*end || v < 1 || v > 99)
+				return usage_error("attach", "--track takes a track number 1..99");
+			track = v;
+			break;
+		}
 		case OPT_FORCE:
 			force = true;
 			flags |= VDIMG_ATTACH_FORCE_LINK;
@@ -588,6 +602,12 @@ int cmd_attach(int argc, char **argv)
 		return usage_error("attach", "--snapshot takes only a temporary --overlay (an overlay file could not name the snapshot as its parent)");
 	if (snapshot && !overlay)
 		ro = true;	/* a snapshot is read-only */
+	if (track || format == VDIMG_FMT_CUE)
+		ro = true;	/* CUE/BIN is read-only (DMG given with -t: the module says so) */
+	if (track && snapshot)
+		return usage_error("attach", "--track and --snapshot exclude each other");
+	if (track && (overlay || chain_arg))
+		return usage_error("attach", "--track takes no --overlay or --chain");
 	overlay_tmp = overlay && !overlay_file;
 
 	/* the layers, base first: --chain entries, then IMAGE on top */
@@ -627,6 +647,9 @@ int cmd_attach(int argc, char **argv)
 	}
 	if (snapshot && snapshot_index(top_path, format, snapshot, &snap_index))
 		goto out;
+	/* a CUE track travels in the layer's snapshot field (Documentation/userspace-api/vdimg.rst) */
+	if (track)
+		snap_index = track;
 	if (overlay) {
 		if (n == VDIMG_MAX_LAYERS) {
 			usage_error("attach", "more than %d layers", VDIMG_MAX_LAYERS);

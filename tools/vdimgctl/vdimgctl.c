@@ -221,6 +221,7 @@ static void usage(void)
 	      "     --overlay[=FILE]       writes go to a new overlay, IMAGE stays untouched\n"
 	      "     --overlay-format FMT   format of the overlay (default qcow2)\n"
 	      "     --snapshot NAME|ID     attach an internal snapshot of IMAGE (read-only)\n"
+	      "     --track N              attach data track N of a CUE sheet (default: the first)\n"
 	      "\n"
 	      "List options:\n"
 	      " -l, --list                 long listing (all default columns; accepted for losetup users)\n"

@@ -33,6 +33,7 @@ enum vdimg_format_id {
 	VDIMG_FMT_PARALLELS = 9,
 	VDIMG_FMT_DMG = 10,
 	VDIMG_FMT_ISO = 11,
+	VDIMG_FMT_CUE = 12,	/* a CUE sheet and its track files (extent files), read-only */
 	VDIMG_FMT_COUNT
 };
 

@@ -1,0 +1,35 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * libFuzzer target for the DMG backend (backends/dmg/): the input is an image file. It is opened
+ * read-only, every extent of the disk is mapped (DATA extents read, ENCODED ones decoded: zlib and
+ * ADC chunks), describe runs, and a write map must be refused. The input is also fed to the ADC
+ * decoder directly, with an output size picked from its last bytes. Any crash, sanitizer report
+ * or extent that does not answer the question asked is a bug.
+ *
+ * Build: make build/fuzz/fuzz_dmg
+ * Run:   build/fuzz/fuzz_dmg -max_len=65536 selftests/fuzz/corpus/dmg
+ */
+#include "fuzz_common.h"
+#include "../../backends/dmg/dmg.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static u8 out[1 << 16];
+	struct vdimg_image img;
+	struct vdimg_file *f;
+
+	dmg_adc_decode(data, size, out, fuzz_pick(data, size) % sizeof(out));
+	f = fuzz_load(&vdimg_dmg_format, data, size, DMG_MAX_CHUNK_SECTORS * DMG_SECTOR);
+	if (!f)
+		return 0;
+	if (fuzz_open(&img, f, VDIMG_OPEN_READ_ONLY) == 0) {
+		/* the chunk list covers the disk without gaps: every map must answer */
+		fuzz_walk(&img, 4096, FUZZ_MAP_STRICT);
+		fuzz_read_only_calls(&img);
+		fmt->close(&img);
+	}
+	if (fuzz_open(&img, f, 0) != -EROFS)
+		abort();	/* read-only format */
+	vdimg_file_free(f);
+	return 0;
+}

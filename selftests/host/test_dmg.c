@@ -1,0 +1,308 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Host tests of the DMG backend (backends/dmg/, tools/lib/formats/dmg.c): the ADC decoder on hand
+ * made streams (literals, overlapping copies, truncated and out-of-range input); UDIF images built
+ * by selftests/host/mkdmg.py from a source disk with raw, zero-fill, ignore, zlib and ADC chunks
+ * (one and many tables, 1-sector and 2048-sector chunks, per-table data offsets after a lead-in)
+ * read back through libvdimg identical to the source, with their CRC-32 checksums verified by
+ * check; qemu-img (no ADC) and dmg2img (no ignore chunks) as second readers; bzip2, LZFSE and LZMA
+ * chunks and encrypted images refused by name; corrupt trailers, tables, offsets, base64, master
+ * checksum and compressed data refused or failing the read with -EUCLEAN; the sample
+ * simple-dmg.dmg read as qemu-img reads it. Skips (exit 4) without python3. KTAP on stdout.
+ */
+#include <sys/wait.h>
+#include "../../tools/lib/chain.h"
+#include "../../tools/lib/tool-ops.h"
+#include "../../backends/dmg/dmg.h"
+#include "ktap.h"
+
+static const char *samples;
+static const char *mkdmg;
+static bool have_qemu, have_dmg2img;
+
+static const char *tp(const char *name)
+{
+	static char bufs[32][512];
+	static int n;
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (!strcmp(strrchr(bufs[i], '/') + 1, name))
+			return bufs[i];
+	if (n == 32)
+		return tpath(name);
+	snprintf(bufs[n], sizeof(bufs[n]), "%s", tpath(name));
+	return bufs[n++];
+}
+
+static void test_adc(void)
+{
+	/* "abc" literal, then a 2-byte copy (len 6, dist 2 -> from 3 back), then 3-byte copy */
+	static const u8 s1[] = { 0x82, 'a', 'b', 'c', (6 - 3) << 2, 2, 0x40 | (5 - 4), 0, 8 };
+	static const u8 want1[] = "abcabcabcabcab";
+	/* run-length: one literal, then a copy of distance 0 (the previous byte) */
+	static const u8 s2[] = { 0x80, 'x', 0x40 | 63, 0, 0 };
+	static const u8 bad_dist[] = { 0x80, 'x', (3 - 3) << 2, 5 };
+	static const u8 truncated[] = { 0x85, 'a', 'b' };
+	u8 out[80];
+	size_t i;
+	bool all_x = true;
+
+	ok(!dmg_adc_decode(s1, sizeof(s1), out, 14) && !memcmp(out, want1, 14),
+	   "adc: literal, 2-byte and 3-byte copies");
+	ok(!dmg_adc_decode(s2, sizeof(s2), out, 68), "adc: overlapping copy (run length)");
+	for (i = 0; i < 68; i++)
+		all_x &= out[i] == 'x';
+	ok(all_x, "adc: the run is 68 x's");
+	ok_err(dmg_adc_decode(bad_dist, sizeof(bad_dist), out, 4), -EFSCORRUPTED,
+	       "adc: a copy from before the start is refused");
+	ok_err(dmg_adc_decode(truncated, sizeof(truncated), out, 6), -EFSCORRUPTED,
+	       "adc: a truncated literal is refused");
+	ok_err(dmg_adc_decode(s1, sizeof(s1), out, 20), -EFSCORRUPTED,
+	       "adc: input ending before the output is full is refused");
+	ok_err(dmg_adc_decode(s2, sizeof(s2), out, 10), -EFSCORRUPTED,
+	       "adc: a copy past the end of the output is refused");
+}
+
+/* The source disk: 4 MiB of zero, random and text regions of 64 KiB. */
+static int make_source(void)
+{
+	return sh("python3 -c \"import random\nrandom.seed(7)\nd=bytearray()\n"
+		  "for i in range(64):\n"
+		  " m=i%%4\n"
+		  " d+=bytes(65536) if m==0 else random.randbytes(65536) if m==1 else "
+		  "(('line %%d text '%%i)*9000).encode()[:65536]\n"
+		  "open('%s','wb').write(d)\"", tp("src.raw"));
+}
+
+static int open_img(struct vdimg_path_image *o, const char *path, u32 fmt)
+{
+	ktap_last_msg[0] = '\0';
+	return vdimg_open_path(o, path, fmt, VDIMG_OPEN_READ_ONLY);
+}
+
+/* Read all of @path through libvdimg; malloc'd, length in *@len. */
+static u8 *read_image(const char *path, size_t *len, int *err)
+{
+	struct vdimg_chain *c;
+	u8 *buf = NULL;
+	int ret;
+
+	ret = vdimg_chain_open(&c, &path, 1, NULL, VDIMG_CHAIN_READ_ONLY);
+	if (!ret) {
+		*len = c->size;
+		buf = malloc(c->size);
+		ret = buf ? vdimg_chain_pread(c, buf, c->size, 0) : -ENOMEM;
+		vdimg_chain_close(c);
+	}
+	if (ret) {
+		free(buf);
+		buf = NULL;
+	}
+	*err = ret;
+	return buf;
+}
+
+static bool same_as(const char *path, const char *ref, const char *tag)
+{
+	size_t len, rlen;
+	int err;
+	u8 *got = read_image(path, &len, &err), *want = slurp(ref, &rlen);
+	bool same = got && want && len == rlen && !memcmp(got, want, len);
+
+	if (!same)
+		printf("# %s: read %d, %zu vs %zu bytes\n", tag, err, got ? len : 0, rlen);
+	free(got);
+	free(want);
+	return same;
+}
+
+static bool check_clean(const char *path)
+{
+	struct vdimg_path_image o;
+	struct vdimg_check_result res = {};
+	int ret = open_img(&o, path, VDIMG_FMT_AUTO);
+
+	if (ret)
+		return false;
+	ret = vdimg_tool_ops(o.img.fmt)->check(&o.img, 0, &res);
+	vdimg_close_path(&o);
+	return !ret && !res.errors;
+}
+
+static void test_built(void)
+{
+	static const struct {
+		const char *tag, *opts;
+		bool adc, ignore;	/* qemu-img cannot read ADC; dmg2img drops ignored chunks */
+	} v[] = {
+		{ "raw", "--types raw", false, false },
+		{ "zlib", "--types zlib", false, false },
+		{ "adc", "--types adc", true, false },
+		{ "raw+zlib+adc, zero and ignore", "--types raw,zlib,adc --ignore", true, true },
+		/* dmg2img ignores the tables' data offsets: not a second reader here */
+		{ "5 tables, data offsets, lead-in", "--types zlib,raw --tables 5 --rel --lead 4096",
+		  false, true },
+		{ "1-sector chunks", "--types zlib,adc,raw --chunk 1 --tables 1", true, false },
+		{ "2048-sector chunks", "--types adc,zlib --chunk 2048 --tables 1 --ignore", true, true },
+		{ "no checksums", "--types zlib --no-crc", false, false },
+		{ "resource fork, no property list", "--types zlib,raw,adc --rsrc --tables 3", true,
+		  false },
+	};
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(v); i++) {
+		const char *dmg = tp("t.dmg");
+
+		if (sh("python3 '%s' %s '%s' '%s'", mkdmg, v[i].opts, tp("src.raw"), dmg)) {
+			ok(false, "%s: mkdmg.py", v[i].tag);
+			continue;
+		}
+		ok(same_as(dmg, tp("src.raw"), v[i].tag), "%s: reads as the source", v[i].tag);
+		ok(check_clean(dmg), "%s: check verifies every checksum", v[i].tag);
+		if (have_qemu && !v[i].adc)
+			ok(!sh("qemu-img convert -f dmg -O raw '%s' '%s' 2>/dev/null", dmg, tp("q.raw")) &&
+			   same_as(dmg, tp("q.raw"), v[i].tag), "%s: qemu-img reads the same", v[i].tag);
+		if (have_dmg2img && !v[i].ignore)
+			ok(!sh("dmg2img -s '%s' '%s' >/dev/null 2>&1", dmg, tp("d.raw")) &&
+			   same_as(dmg, tp("d.raw"), v[i].tag), "%s: dmg2img reads the same", v[i].tag);
+	}
+}
+
+static void test_refused(void)
+{
+	static const struct {
+		const char *tag, *opts;
+		int err;
+		const char *msg;
+	} v[] = {
+		{ "bzip2 chunks", "--types bzip2", -EOPNOTSUPP, "bzip2 (UDBZ)" },
+		{ "LZFSE chunks", "--types lzfse", -EOPNOTSUPP, "LZFSE (ULFO)" },
+		{ "LZMA chunks", "--types lzma", -EOPNOTSUPP, "LZMA (ULMO)" },
+		{ "chunk data past the file", "--corrupt offset", -EUCLEAN, "not inside the file" },
+		{ "overlapping chunks", "--corrupt overlap", -EUCLEAN, "in two chunks" },
+		{ "a gap between chunks", "--corrupt gap", -EUCLEAN, "in no chunk" },
+		{ "trailer sector count", "--corrupt count", -EUCLEAN, "the trailer says" },
+		{ "bad base64", "--corrupt b64", -EUCLEAN, "base64" },
+		{ "not a mish table", "--corrupt nomish", -EUCLEAN, "not a mish table" },
+		{ "master checksum", "--corrupt master", -EUCLEAN, "master checksum mismatch" },
+		{ "koly version", "--corrupt version", -EOPNOTSUPP, "koly version 3" },
+	};
+	struct vdimg_path_image o;
+	size_t i;
+	int fd;
+
+	for (i = 0; i < ARRAY_SIZE(v); i++) {
+		const char *dmg = tp("bad.dmg");
+		int ret;
+
+		if (sh("python3 '%s' --types zlib,raw %s '%s' '%s'", mkdmg, v[i].opts, tp("src.raw"),
+		       dmg)) {
+			ok(false, "%s: mkdmg.py", v[i].tag);
+			continue;
+		}
+		ret = open_img(&o, dmg, VDIMG_FMT_AUTO);
+		if (!ret)
+			vdimg_close_path(&o);
+		if (ok_err(ret, v[i].err, "%s refused", v[i].tag) && !strstr(ktap_last_msg, v[i].msg))
+			ok(false, "%s: message \"%s\" lacks \"%s\"", v[i].tag, ktap_last_msg, v[i].msg);
+	}
+
+	/* bad compressed data: open works, reading that chunk fails, check counts it */
+	for (i = 0; i < 2; i++) {
+		const char *kind = i ? "adc" : "zlib";
+		size_t len;
+		int err;
+		u8 *buf;
+
+		sh("python3 '%s' --types %s --corrupt %s '%s' '%s'", mkdmg, kind,
+		   i ? "adcdist" : "zdata", tp("src.raw"), tp("bad.dmg"));
+		buf = read_image(tp("bad.dmg"), &len, &err);
+		free(buf);
+		ok(err == -EUCLEAN && strstr(ktap_last_msg, "compressed data is invalid"),
+		   "corrupt %s data: the read fails with -EUCLEAN, named (%d)", kind, err);
+		ok(!check_clean(tp("bad.dmg")), "corrupt %s data: check finds it", kind);
+	}
+
+	/* encrypted images: refused by name */
+	fd = tfile("enc.dmg", "encrcdsa\0\0\0\2", 12);
+	if (fd >= 0) {
+		ftruncate(fd, 8192);
+		close(fd);
+	}
+	ok(open_img(&o, tp("enc.dmg"), VDIMG_FMT_AUTO) == -EOPNOTSUPP &&
+	   strstr(ktap_last_msg, "encrypted DMG"), "encrcdsa image refused by name");
+
+	/* the trailer missing when the format is forced; a writable open */
+	ok(open_img(&o, tp("src.raw"), VDIMG_FMT_DMG) == -EUCLEAN, "no koly trailer: -EUCLEAN");
+	sh("python3 '%s' '%s' '%s'", mkdmg, tp("src.raw"), tp("t.dmg"));
+	ktap_last_msg[0] = '\0';
+	ok(vdimg_open_path(&o, tp("t.dmg"), VDIMG_FMT_AUTO, 0) == -EROFS, "writable open refused");
+}
+
+static void test_sample(void)
+{
+	char path[512], raw[512];
+
+	if (!samples) {
+		skip("sample simple-dmg.dmg: VDIMG_SAMPLES is not set");
+		return;
+	}
+	snprintf(path, sizeof(path), "%s/simple-dmg.dmg.bz2", samples);
+	if (access(path, R_OK)) {
+		skip("sample simple-dmg.dmg is not fetched (selftests/samples.sh)");
+		return;
+	}
+	snprintf(raw, sizeof(raw), "%s", tp("simple.dmg"));
+	if (sh("bzip2 -dc '%s' > '%s'", path, raw)) {
+		ok(false, "simple-dmg: bunzip2");
+		return;
+	}
+	if (have_qemu)
+		ok(!sh("qemu-img convert -f dmg -O raw '%s' '%s' 2>/dev/null", raw, tp("q.raw")) &&
+		   same_as(raw, tp("q.raw"), "simple-dmg"), "simple-dmg: reads as qemu-img reads it");
+	ok(check_clean(raw), "simple-dmg: master, data fork and table checksums verify");
+	{
+		struct vdimg_path_image o;
+
+		if (ok(!open_img(&o, raw, VDIMG_FMT_AUTO), "simple-dmg: opens")) {
+			ok(DMG(&o.img)->master_verified && DMG(&o.img)->nr_tables == 8,
+			   "simple-dmg: 8 tables, master checksum verified at open");
+			vdimg_close_path(&o);
+		}
+	}
+}
+
+int main(void)
+{
+	static char script[512];
+
+	ktap_start();
+	if (sh("command -v python3 >/dev/null")) {
+		printf("1..0 # SKIP python3 is not installed\n");
+		return 4;
+	}
+	samples = getenv("VDIMG_SAMPLES");
+	snprintf(script, sizeof(script), "%s/selftests/host/mkdmg.py",
+		 getenv("VDIMG_SRC") ? getenv("VDIMG_SRC") : ".");
+	mkdmg = script;
+	if (access(mkdmg, R_OK)) {
+		printf("Bail out! %s not found (run from the source tree, or set VDIMG_SRC)\n", mkdmg);
+		return 1;
+	}
+	have_qemu = !sh("command -v qemu-img >/dev/null");
+	have_dmg2img = !sh("command -v dmg2img >/dev/null");
+	test_adc();
+	if (make_source()) {
+		printf("Bail out! cannot make the source disk\n");
+		return 1;
+	}
+	test_built();
+	if (!have_qemu)
+		skip("qemu-img is not installed: no second reader");
+	if (!have_dmg2img)
+		skip("dmg2img is not installed: no second reader");
+	test_refused();
+	test_sample();
+	return ktap_finish();
+}
