@@ -407,6 +407,45 @@ for KREL in "${kernels[@]}"; do
 			fi
 		fi
 	fi
+
+	# (e) NTFS host (the kernel's ntfs3 driver): mkntfs + ntfscp, checked with ntfscat/ntfsinfo
+	name=$KREL-vhdx-ntfs
+	if wantk vhdx-ntfs; then
+		if ! command -v mkntfs >/dev/null || ! command -v ntfscp >/dev/null; then
+			skip "$name" "ntfs-3g is not installed (.ci/deps.sh)"
+		elif ! find "/lib/modules/$KREL" -name 'ntfs3.ko*' | grep -q .; then
+			skip "$name" "$KREL has no ntfs3 module"
+		else
+			rm -f "$work/host.ntfs"
+			truncate -s 256M "$work/host.ntfs"
+			mkntfs -F -f -q -L vdimghost "$work/host.ntfs" >/dev/null 2>&1 &&
+				ntfscp -f "$work/host.ntfs" "$work/root.vhdx" root.vhdx >/dev/null 2>&1 ||
+				notok "$name" "could not make the NTFS host (mkntfs, ntfscp)"
+			ntfs_uuid=$(blkid -o value -s UUID "$work/host.ntfs")
+			case_boot "$name" "$work/host.ntfs" raw \
+				"$base vdimg.image=UUID=$ntfs_uuid:/root.vhdx"
+			if check_booted "$name"; then
+				why=()
+				grep -aq 'BOOTTEST: host /dev/vda /run/vdimg/host ntfs3' "$BOOT_LOG" ||
+					why+=("the host was not mounted with ntfs3")
+				ntfscat "$work/host.ntfs" root.vhdx >"$work/out.vhdx" 2>/dev/null ||
+					why+=("root.vhdx cannot be read back with ntfscat")
+				qemu-img check -q "$work/out.vhdx" >"$work/check.log" 2>&1 ||
+					why+=("qemu-img check: $(head -n 3 "$work/check.log" | tr '\n' ' ')")
+				m=$(image_marker "$work/out.vhdx" vhdx)
+				grep -q 'marker written by the boot test' <<<"$m" || why+=("the marker is not inside the VHDX")
+				grep -q 'ROOTFSCK-FAILED' <<<"$m" && why+=("the root fs in the VHDX is not fsck-clean")
+				flags=$(ntfsinfo -m "$work/host.ntfs" 2>/dev/null | sed -n 's/.*Volume Flags: *//p')
+				note "$name: NTFS volume flags after shutdown: ${flags:-?}"
+				[ "$flags" = 0x0000 ] || why+=("the NTFS volume is left dirty (flags ${flags:-?})")
+				if [ ${#why[@]} -eq 0 ]; then
+					ok "$name"
+				else
+					notok "$name" "${why[@]}"
+				fi
+			fi
+		fi
+	fi
 done
 
 echo "1..$N"
