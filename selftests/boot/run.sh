@@ -220,6 +220,22 @@ build_initramfs_tools() { # RELEASE MODULE OUT
 		nice -n 10 mkinitramfs -d "$conf" -o "$out" "$rel" >"$out.log" 2>&1
 }
 
+# ---- dracut: a private copy of /usr/lib/dracut with dracut/90vdimg added (dracutbasedir)
+build_dracut() { # RELEASE MODULE OUT
+	local rel=$1 ko=$2 out=$3 b=$work/dracut
+	if [ ! -d "$b/base" ]; then
+		mkdir -p "$b/conf.d"
+		cp -a /usr/lib/dracut "$b/base"
+		cp -a "$top/dracut/90vdimg" "$b/base/modules.d/90vdimg"
+	fi
+	dracutbasedir=$b/base VDIMG_KO=$ko VDIMGCTL=$vdimgctl VDIMG_BOOT=$top/boot/vdimg-boot \
+		VDIMG_RULES=$top/udev/60-vdimg.rules \
+		nice -n 10 dracut --force --no-hostonly --no-hostonly-cmdline --no-early-microcode \
+		--conf /dev/null --confdir "$b/conf.d" \
+		--modules "bash base udev-rules rootfs-block fs-lib vdimg" \
+		--add-drivers "virtio_pci virtio_blk ext4" --gzip "$out" "$rel" >"$out.log" 2>&1
+}
+
 want() { [ -z "$filter" ] || [[ $1 =~ $filter ]]; }
 
 # ---- the cases
@@ -444,6 +460,39 @@ for KREL in "${kernels[@]}"; do
 					notok "$name" "${why[@]}"
 				fi
 			fi
+		fi
+	fi
+
+	# (f) dracut: the same boot as (a)
+	if wantk dracut-vhdx-ext4; then
+		if ! command -v dracut >/dev/null; then
+			skip "$KREL-dracut" "dracut is not installed (dracut-core, .ci/deps.sh)"
+		elif ! build_dracut "$KREL" "$ko" "$work/dracut-$KREL" || ! [ -s "$work/dracut-$KREL" ]; then
+			notok "$KREL-dracut" "dracut failed"
+			tail -n 20 "$work/dracut-$KREL.log" | sed 's/^/# /'
+		else
+			saved=$INITRD
+			INITRD=$work/dracut-$KREL
+			name=$KREL-dracut-vhdx-ext4
+			if wantk dracut-vhdx-ext4; then
+				mkhost "$work/host.ext4" "$work/root.vhdx"
+				case_boot "$name" "$work/host.ext4" raw "$base vdimg.image=UUID=$HOST_UUID:/root.vhdx"
+				if check_booted "$name"; then
+					why=()
+					host_get "$work/host.ext4" root.vhdx "$work/out.vhdx" || why+=("root.vhdx is gone")
+					e2fsck -fn "$work/host.ext4" >"$work/hostfsck.log" 2>&1 || why+=("the host ext4 is not clean")
+					qemu-img check -q "$work/out.vhdx" >"$work/check.log" 2>&1 ||
+						why+=("qemu-img check: $(head -n 3 "$work/check.log" | tr '\n' ' ')")
+					m=$(image_marker "$work/out.vhdx" vhdx)
+					grep -q 'marker written by the boot test' <<<"$m" || why+=("the marker is not inside the VHDX")
+					if [ ${#why[@]} -eq 0 ]; then
+						ok "$name"
+					else
+						notok "$name" "${why[@]}"
+					fi
+				fi
+			fi
+			INITRD=$saved
 		fi
 	fi
 done
