@@ -335,7 +335,8 @@ for KREL in "${kernels[@]}"; do
 	esac
 	wantk() { [ -z "$kfilter" ] || [[ $1 =~ $kfilter ]]; }
 	any=
-	for c in vhdx-ext4 missing-file missing-host overlay vhd-diff vhdx-ntfs dracut-vhdx-ext4; do
+	for c in vhdx-ext4 missing-file missing-host overlay vhd-diff vhdx-ntfs dracut-vhdx-ext4 \
+		dracut-missing-file; do
 		wantk "$c" && any=1
 	done
 	[ -n "$any" ] || continue
@@ -499,8 +500,8 @@ for KREL in "${kernels[@]}"; do
 		fi
 	fi
 
-	# (f) dracut: the same boot as (a)
-	if wantk dracut-vhdx-ext4; then
+	# (f) dracut: the same boot as (a), and a missing file ending in dracut's emergency shell
+	if wantk dracut-vhdx-ext4 || wantk dracut-missing-file; then
 		if ! command -v dracut >/dev/null; then
 			skip "$KREL-dracut" "dracut is not installed (dracut-core, .ci/deps.sh)"
 		elif ! build_dracut "$KREL" "$ko" "$work/dracut-$KREL" || ! [ -s "$work/dracut-$KREL" ]; then
@@ -526,6 +527,29 @@ for KREL in "${kernels[@]}"; do
 					else
 						notok "$name" "${why[@]}"
 					fi
+				fi
+			fi
+			name=$KREL-dracut-missing-file
+			if wantk dracut-missing-file; then
+				mkhost "$work/host.ext4" "$work/root.vhdx"
+				log=$work/$name.console
+				t0=$(date +%s)
+				boot_vm "/boot/vmlinuz-$KREL" "$INITRD" "$work/host.ext4" raw \
+					"console=ttyS0 root=UUID=$ROOT_UUID quiet rd.shell vdimg.image=UUID=$HOST_UUID:/nope.vhdx" \
+					"$log" 'dracut:/#'
+				rc=$?
+				note "$name: reached the emergency shell in $(($(date +%s) - t0)) s (status $rc)"
+				why=()
+				[ "$rc" -eq 0 ] || why+=("no emergency shell prompt (status $rc)")
+				grep -aq "FATAL: vdimg: /nope.vhdx: no such file on UUID=$HOST_UUID" "$log" ||
+					why+=("no 'FATAL: vdimg: /nope.vhdx: no such file' line")
+				grep -aq 'BOOTTEST' "$log" && why+=("the root's init ran")
+				if [ ${#why[@]} -eq 0 ]; then
+					note "$name: $(grep -a 'FATAL: vdimg' "$log" | head -n1 | tr -d '\r')"
+					ok "$name"
+				else
+					notok "$name" "${why[@]}" "console tail:"
+					console_tail "$log" | sed 's/^/#   /'
 				fi
 			fi
 			INITRD=$saved
