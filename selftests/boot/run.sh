@@ -120,10 +120,17 @@ mkroot() { # DIR
 		ln -s busybox "$d/bin/$a"
 	done
 	cp "$top/boot/vdimg.shutdown" "$d/usr/lib/systemd/system-shutdown/vdimg.shutdown"
+	# vdimgctl and its libraries, for "vdimgctl list" after switch_root
+	mkdir -p "$d/usr/sbin"
+	cp "$vdimgctl" "$d/usr/sbin/vdimgctl"
+	for a in $(ldd "$vdimgctl" | grep -o '/[^ ]*'); do
+		mkdir -p "$d$(dirname "$a")"
+		cp -L "$a" "$d$a"
+	done
 	cat >"$d/sbin/init" <<'EOF'
 #!/bin/sh
 # boot test root: report, write the marker, shut down as a sysvinit-style system would
-export PATH=/bin:/sbin
+export PATH=/bin:/sbin:/usr/sbin
 mountpoint() { grep -q " $1 " /proc/mounts; }
 [ -e /proc/mounts ] || mount -t proc proc /proc
 [ -d /sys/class ] || mount -t sysfs sysfs /sys
@@ -133,6 +140,7 @@ echo "BOOTTEST: root on $src"
 host=$(grep ' /run/vdimg/host ' /proc/mounts | cut -d' ' -f1-3)
 echo "BOOTTEST: host $host"
 ls /sys/block | grep -q '^vdimg' && echo "BOOTTEST: vdimg devices $(ls /sys/block | grep vdimg)"
+/usr/sbin/vdimgctl list -n -O NAME,BACK-FILE 2>&1 | sed 's/^/BOOTTEST: list /'
 mount -o remount,rw / || echo "BOOTTEST: remount rw failed"
 { echo "marker written by the boot test"; echo "root=$src"; echo "host=$host"; } >/marker
 sync
@@ -281,8 +289,9 @@ case_boot() {
 	note "$name: boot took $(($(date +%s) - t0)) s (qemu status $BOOT_RC)"
 }
 
-# check_booted NAME: the console shows the root's init on a vdimg device, the host mount and a
-# clean shutdown
+# check_booted NAME [BACK-FILE-ERE]: the console shows the root's init on a vdimg device,
+# "vdimgctl list" naming the image (default /run/vdimg/host/root.vhdx), the host mount and a clean
+# shutdown
 check_booted() {
 	local name=$1 why=()
 	grep -aq 'BOOTTEST: marker written' "$BOOT_LOG" || why+=("the root's init did not write its marker")
@@ -291,6 +300,9 @@ check_booted() {
 	grep -aq "BOOTTEST: host /dev/vda /run/vdimg/host" "$BOOT_LOG" ||
 		why+=("the host fs is not mounted at /run/vdimg/host after switch_root")
 	grep -aq 'BOOTTEST: shutdown hook status 0' "$BOOT_LOG" || why+=("the shutdown hook failed")
+	local back=${2:-/run/vdimg/host/root\.vhdx}
+	grep -aqE "BOOTTEST: list /dev/vdimg0 +$back" "$BOOT_LOG" ||
+		why+=("vdimgctl list after switch_root does not show /dev/vdimg0 on $back")
 	grep -aqE 'BUG:|Oops|WARNING:|Kernel panic|Call Trace' "$BOOT_LOG" && why+=("kernel splat on the console")
 	[ "$BOOT_RC" -eq 0 ] || why+=("qemu status $BOOT_RC (124: timeout)")
 	if [ ${#why[@]} -gt 0 ]; then
@@ -405,7 +417,7 @@ for KREL in "${kernels[@]}"; do
 		mkhost "$work/host.ext4" "$work/root.vhdx"
 		sum0=$(sha256sum <"$work/root.vhdx")
 		case_boot "$name" "$work/host.ext4" raw "$base vdimg.image=UUID=$HOST_UUID:/root.vhdx,overlay"
-		if check_booted "$name"; then
+		if check_booted "$name" /run/vdimg/tmp/; then
 			why=()
 			host_get "$work/host.ext4" root.vhdx "$work/out.vhdx" || why+=("root.vhdx is gone from the host")
 			[ "$(sha256sum <"$work/out.vhdx")" = "$sum0" ] || why+=("root.vhdx changed (sha256)")
@@ -434,7 +446,7 @@ for KREL in "${kernels[@]}"; do
 			sum0=$(sha256sum <"$d/base.vhd")
 			case_boot "$name" "$work/host.ext4" raw \
 				"$base vdimg.image=UUID=$HOST_UUID:/child.vhd,chain=/base.vhd"
-			if check_booted "$name"; then
+			if check_booted "$name" '/run/vdimg/host/child\.vhd'; then
 				why=()
 				host_get "$work/host.ext4" base.vhd "$d/out-base.vhd" || why+=("base.vhd is gone")
 				[ "$(sha256sum <"$d/out-base.vhd")" = "$sum0" ] || why+=("base.vhd changed (sha256)")
