@@ -335,6 +335,91 @@ case_error() {
 	ok "$name"
 }
 
+# case_debian NAME: the mmdebstrap root (cached), with /etc/fstab, vdimgctl, the shutdown hook
+# and a oneshot service that reports, writes the marker and powers off
+DEBIAN_TAR=${VDIMG_BOOT_DEBIAN_TAR:-/var/cache/vdimg/boot-debian-bookworm.tar}
+case_debian() {
+	local name=$1 r=$work/debroot raw=$work/deb.raw why=() a
+	if [ ! -s "$DEBIAN_TAR" ]; then
+		if ! command -v mmdebstrap >/dev/null; then
+			skip "$name" "mmdebstrap is not installed"
+			return
+		fi
+		mkdir -p "$(dirname "$DEBIAN_TAR")"
+		note "$name: building $DEBIAN_TAR with mmdebstrap (once)"
+		if ! nice -n 10 mmdebstrap --variant=apt --include=systemd-sysv,udev,e2fsprogs bookworm \
+			"$DEBIAN_TAR.tmp.tar" >"$work/mmdebstrap.log" 2>&1; then
+			notok "$name" "mmdebstrap failed: $(tail -n 2 "$work/mmdebstrap.log" | tr '\n' ' ')"
+			rm -f "$DEBIAN_TAR.tmp.tar"
+			return
+		fi
+		mv "$DEBIAN_TAR.tmp.tar" "$DEBIAN_TAR"
+	fi
+	rm -rf "$r"
+	mkdir -p "$r"
+	tar -C "$r" -xf "$DEBIAN_TAR" || { notok "$name" "cannot unpack $DEBIAN_TAR"; return; }
+	echo "UUID=$ROOT_UUID / ext4 defaults 0 1" >"$r/etc/fstab"
+	cp "$vdimgctl" "$r/usr/sbin/vdimgctl"
+	for a in $(ldd "$vdimgctl" | grep -o '/[^ ]*'); do
+		[ -e "$r$a" ] || { mkdir -p "$r$(dirname "$a")"; cp -L "$a" "$r$a"; }
+	done
+	mkdir -p "$r/usr/lib/systemd/system-shutdown" "$r/usr/local/sbin" \
+		"$r/etc/systemd/system/multi-user.target.wants"
+	cp "$top/boot/vdimg.shutdown" "$r/usr/lib/systemd/system-shutdown/vdimg.shutdown"
+	printf '%s\n' '#!/bin/sh' '{' \
+		'echo "BOOTTEST: init started (systemd)"' \
+		'echo "BOOTTEST: root on $(findmnt -n -o SOURCE /)"' \
+		'echo "BOOTTEST: host $(grep " /run/vdimg/host " /proc/mounts | cut -d" " -f1-3)"' \
+		'vdimgctl list -n -O NAME,BACK-FILE 2>&1 | sed "s/^/BOOTTEST: list /"' \
+		'{ echo "marker written by the boot test"; echo "init=systemd"; } >/marker' \
+		'sync' 'echo "BOOTTEST: marker written"' \
+		'echo "BOOTTEST: shutdown hook status 0"' \
+		'} >/dev/console 2>&1' 'systemctl --no-block poweroff' >"$r/usr/local/sbin/boottest"
+	chmod +x "$r/usr/local/sbin/boottest"
+	printf '%s\n' '[Unit]' 'Description=vdimg boot test' 'After=multi-user.target' '' \
+		'[Service]' 'Type=oneshot' 'ExecStart=/usr/local/sbin/boottest' '' \
+		'[Install]' 'WantedBy=multi-user.target' >"$r/etc/systemd/system/boottest.service"
+	ln -sf /etc/systemd/system/boottest.service "$r/etc/systemd/system/multi-user.target.wants/"
+	rm -f "$raw" "$raw.part"
+	truncate -s 1G "$raw"
+	printf 'label: gpt\nstart=2048, size=2048000, type=L\n' | sfdisk -q "$raw" >/dev/null
+	truncate -s 1000M "$raw.part"
+	if ! mkfs.ext4 -q -F -U "$ROOT_UUID" -d "$r" "$raw.part" >/dev/null ||
+		! dd if="$raw.part" of="$raw" bs=1M seek=1 conv=notrunc,sparse status=none ||
+		! qemu-img convert -f raw -O vhdx -o subformat=dynamic "$raw" "$work/deb.vhdx"; then
+		notok "$name" "could not make the Debian VHDX"
+		return
+	fi
+	rm -rf "$r" "$raw" "$raw.part" "$work/hostdir" "$work/host.ext4"
+	mkdir -p "$work/hostdir"
+	mv "$work/deb.vhdx" "$work/hostdir/root.vhdx"
+	truncate -s 2G "$work/host.ext4"
+	mkfs.ext4 -q -F -U "$HOST_UUID" -d "$work/hostdir" "$work/host.ext4" >/dev/null
+	rm -rf "$work/hostdir"
+	case_boot "$name" "$work/host.ext4" raw \
+		"console=ttyS0 root=UUID=$ROOT_UUID panic=-1 vdimg.image=UUID=$HOST_UUID:/root.vhdx"
+	grep -aq 'vdimg: /run/vdimg/host synced and frozen' "$BOOT_LOG" ||
+		why+=("systemd-shutdown did not run the hook (no 'synced and frozen' line)")
+	if check_booted "$name"; then
+		host_get "$work/host.ext4" root.vhdx "$work/out.vhdx" || why+=("root.vhdx is gone")
+		e2fsck -fn "$work/host.ext4" >"$work/hostfsck.log" 2>&1 || why+=("the host ext4 is not clean")
+		qemu-img check -q "$work/out.vhdx" >"$work/check.log" 2>&1 ||
+			why+=("qemu-img check: $(head -n 3 "$work/check.log" | tr '\n' ' ')")
+		rm -f "$work/check.raw" "$work/check.raw.fs"
+		qemu-img convert -f vhdx -O raw "$work/out.vhdx" "$work/check.raw" &&
+			dd if="$work/check.raw" of="$work/check.raw.fs" bs=1M skip=1 count=1000 status=none
+		debugfs -R 'cat /marker' "$work/check.raw.fs" 2>/dev/null | grep -q 'init=systemd' ||
+			why+=("the marker is not inside the VHDX")
+		e2fsck -fn "$work/check.raw.fs" >/dev/null 2>&1 || why+=("the root fs is not fsck-clean")
+		rm -f "$work/check.raw" "$work/check.raw.fs" "$work/out.vhdx"
+		if [ ${#why[@]} -eq 0 ]; then
+			ok "$name"
+		else
+			notok "$name" "${why[@]}"
+		fi
+	fi
+}
+
 for KREL in "${kernels[@]}"; do
 	if [ ! -f "/boot/vmlinuz-$KREL" ]; then
 		notok "$KREL" "/boot/vmlinuz-$KREL: no such kernel"
@@ -348,7 +433,7 @@ for KREL in "${kernels[@]}"; do
 	wantk() { [ -z "$kfilter" ] || [[ $1 =~ $kfilter ]]; }
 	any=
 	for c in vhdx-ext4 missing-file missing-host overlay vhd-diff vhdx-ntfs dracut-vhdx-ext4 \
-		dracut-missing-file; do
+		dracut-missing-file debian-systemd; do
 		wantk "$c" && any=1
 	done
 	[ -n "$any" ] || continue
@@ -566,6 +651,16 @@ for KREL in "${kernels[@]}"; do
 			fi
 			INITRD=$saved
 		fi
+	fi
+
+	# (h) a minimal Debian root (mmdebstrap, systemd as init) in a VHDX: the real systemd shutdown
+	# path with the system-shutdown hook. Opt-in (VDIMG_BOOT_DEBIAN=1): the root is ~300 MB and
+	# the boot takes minutes under TCG. The root tarball is cached in /var/cache/vdimg/.
+	name=$KREL-debian-systemd
+	if [ "${VDIMG_BOOT_DEBIAN:-0}" = 1 ] && wantk debian-systemd; then
+		case_debian "$name"
+	elif [ -z "$kfilter" ]; then
+		skip "$name" "opt-in: VDIMG_BOOT_DEBIAN=1 (mmdebstrap root, systemd)"
 	fi
 done
 
