@@ -9,6 +9,8 @@
 # make samples         fetch the third-party sample images the tests read (selftests/samples.sh)
 # make bench           fio benchmark table in the VM
 # make demo            boot the VM, attach a sample image, mount it, detach
+# make install         vdimgctl, the udev rule, the boot files (initramfs-tools hook and script,
+#                      dracut module, shutdown hook); DESTDIR, PREFIX (default /usr)
 
 KDIR ?= $(firstword $(wildcard /lib/modules/$(shell uname -r)/build) \
 	$(lastword $(sort $(wildcard /usr/src/linux-headers-*-amd64))))
@@ -109,3 +111,23 @@ debug-kernel:
 clean:
 	-$(MAKE) -C $(KDIR) M=$(CURDIR) clean
 	rm -rf $(BUILD) tools/vdimgctl/vdimgctl
+
+# make install: the userspace side of booting from an image file and of using vdimg at all. The
+# module itself is installed with DKMS (dkms.conf) or `make modules_install`-style by kbuild.
+PREFIX ?= /usr
+DESTDIR ?=
+.PHONY: install
+install: tools
+	install -D -m 0755 tools/vdimgctl/vdimgctl $(DESTDIR)$(PREFIX)/sbin/vdimgctl
+	install -D -m 0644 udev/60-vdimg.rules $(DESTDIR)$(PREFIX)/lib/udev/rules.d/60-vdimg.rules
+	install -D -m 0755 boot/vdimg-boot $(DESTDIR)$(PREFIX)/lib/vdimg/vdimg-boot
+	install -D -m 0755 boot/initramfs-tools/hooks/vdimg \
+		$(DESTDIR)$(PREFIX)/share/initramfs-tools/hooks/vdimg
+	install -D -m 0755 boot/initramfs-tools/scripts/local-top/vdimg \
+		$(DESTDIR)$(PREFIX)/share/initramfs-tools/scripts/local-top/vdimg
+	install -D -m 0755 dracut/90vdimg/module-setup.sh \
+		$(DESTDIR)$(PREFIX)/lib/dracut/modules.d/90vdimg/module-setup.sh
+	install -D -m 0755 dracut/90vdimg/vdimg-cmdline.sh \
+		$(DESTDIR)$(PREFIX)/lib/dracut/modules.d/90vdimg/vdimg-cmdline.sh
+	install -D -m 0755 boot/vdimg.shutdown \
+		$(DESTDIR)$(PREFIX)/lib/systemd/system-shutdown/vdimg.shutdown

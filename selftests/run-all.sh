@@ -83,6 +83,13 @@ for r in "${runs[@]}"; do
 	add "$(totals "build/$log")" "$rc" "selftests/vm/run.sh ($series ${opts[*]})"
 done
 
+# Boot tests (selftests/boot/run.sh): the real mkinitramfs and dracut build an initramfs, a VM boots
+# a root inside a VHDX/VHD on an ext4 or NTFS host; every case on 6.12, the VHDX one on 6.1.
+echo "# ==== boot tests (selftests/boot/run.sh)"
+selftests/boot/run.sh 2>&1 | tee build/check-vm-boot.log
+rc=${PIPESTATUS[0]}
+add "$(totals build/check-vm-boot.log)" "$rc" "selftests/boot/run.sh"
+
 # The debug kernel (KASAN, lockdep, kmemleak) runs 3-5x slower under TCG: it gets the driver's own
 # tests (0xx, 1xx), the per-format fio test, which drives every backend's allocation path, and VMDK.
 debug_filter=${VM_DEBUG_FILTER:-'^(0[0-9][0-9]|1[0-9][0-9]|200|205)-'}
