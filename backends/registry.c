@@ -36,6 +36,7 @@ static const struct vdimg_format *const vdimg_formats[] = {
 	&vdimg_qcow_format,
 	&vdimg_vhdx_format,
 	&vdimg_vmdk_format,
+	&vdimg_parallels_format,
 };
 
 /* What a probe sees: the head of the file, its last sector and its size. */

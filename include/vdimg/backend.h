@@ -186,6 +186,7 @@ extern const struct vdimg_format vdimg_qed_format;
 extern const struct vdimg_format vdimg_qcow_format;
 extern const struct vdimg_format vdimg_vhdx_format;
 extern const struct vdimg_format vdimg_vmdk_format;
+extern const struct vdimg_format vdimg_parallels_format;
 
 /**
  * vdimg_format_by_id() - the built-in backend for a format id

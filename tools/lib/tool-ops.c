@@ -15,6 +15,7 @@ static const struct vdimg_tool_ops *const vdimg_all_tool_ops[] = {
 	&vdimg_qed_tool_ops,
 	&vdimg_qcow_tool_ops,
 	&vdimg_vmdk_tool_ops,
+	&vdimg_parallels_tool_ops,
 };
 
 static const struct vdimg_tool_ops vdimg_no_tool_ops;

@@ -98,6 +98,7 @@ extern const struct vdimg_tool_ops vdimg_qcow2_tool_ops;
 extern const struct vdimg_tool_ops vdimg_qed_tool_ops;
 extern const struct vdimg_tool_ops vdimg_qcow_tool_ops;
 extern const struct vdimg_tool_ops vdimg_vmdk_tool_ops;
+extern const struct vdimg_tool_ops vdimg_parallels_tool_ops;
 
 /**
  * vdimg_tool_ops() - the userspace operations of a format
