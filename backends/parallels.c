@@ -36,7 +36,7 @@ int prl_write_header(struct prl *p, u32 inuse)
 {
 	lockdep_assert_held(&p->meta_lock);
 	p->hdr.inuse = cpu_to_le32(inuse);
-	return vdimg_file_write(p->img->file, &p->hdr, sizeof(p->hdr), 0);
+	return vdimg_file_write(p->file, &p->hdr, sizeof(p->hdr), 0);
 }
 
 static void prl_set_dirty(struct prl *p, u32 i)
@@ -61,7 +61,7 @@ static int prl_write_chunk(struct prl *p, u32 c)
 	for (i = 0; i < n; i++)
 		buf[i] = cpu_to_le32(p->bat[first + i]);
 	vdimg_mutex_unlock(&p->map_lock);
-	return vdimg_file_write(p->img->file, buf, n * 4, PRL_HEADER_SIZE + (u64)first * 4);
+	return vdimg_file_write(p->file, buf, n * 4, PRL_HEADER_SIZE + (u64)first * 4);
 }
 
 static int prl_flush_locked(struct prl *p)
@@ -77,7 +77,7 @@ static int prl_flush_locked(struct prl *p)
 	if (!dirty)
 		return 0;
 	/* the clusters the new entries point at reach the disk before the entries */
-	ret = vdimg_file_sync(p->img->file);
+	ret = vdimg_file_sync(p->file);
 	if (ret)
 		return ret;
 	for (c = 0; c < nr_chunks; c++) {
@@ -100,14 +100,19 @@ static int prl_flush_locked(struct prl *p)
 
 int prl_flush(struct vdimg_image *img)
 {
-	struct prl *p = img->priv;
-	int ret;
+	struct prl_disk *d = img->priv;
+	u32 k;
+	int ret = 0;
 
-	if (!p->writable)
-		return 0;
-	vdimg_mutex_lock(&p->meta_lock);
-	ret = prl_flush_locked(p);
-	vdimg_mutex_unlock(&p->meta_lock);
+	for (k = 0; k < d->nr && !ret; k++) {
+		struct prl *p = d->part[k];
+
+		if (!p->writable)
+			continue;
+		vdimg_mutex_lock(&p->meta_lock);
+		ret = prl_flush_locked(p);
+		vdimg_mutex_unlock(&p->meta_lock);
+	}
 	return ret;
 }
 
@@ -159,17 +164,16 @@ static u64 prl_clusters_of(const struct prl *p, u64 bytes)
 	return div_u64(bytes, p->cluster);
 }
 
-static int prl_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags,
-		   struct vdimg_extent *ext)
+/* map within one part: @offset and the extent's offsets relative to the part */
+static int prl_map_part(struct prl *p, u64 offset, u64 length, unsigned int flags,
+			struct vdimg_extent *ext)
 {
-	struct prl *p = img->priv;
+	struct vdimg_image *img = p->img;
 	u64 in, avail, start, off;
 	u32 i, j, e;
 	int ret;
 
-	if (offset >= img->size || !length)
-		return -EINVAL;
-	length = min(length, img->size - offset);
+	length = min(length, p->size - offset);
 	if (flags & VDIMG_MAP_WRITE) {
 		if (!p->writable)
 			return -EROFS;
@@ -200,7 +204,7 @@ static int prl_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int
 		     prl_entry_offset(p, p->bat[j]) == off + (u64)(j - i) * p->cluster; j++)
 			avail += p->cluster;
 		ext->type = VDIMG_EXT_DATA;
-		ext->file = img->file;
+		ext->file = p->file;
 		ext->file_offset = off + in;
 	} else if (!(flags & VDIMG_MAP_WRITE)) {
 		for (j = i + 1; avail < length && j < p->nr_bat && !p->bat[j]; j++)
@@ -216,10 +220,10 @@ static int prl_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int
 		p->next_off += p->cluster;
 		ext->type = VDIMG_EXT_DATA;
 		ext->flags = VDIMG_EXT_NEW;
-		ext->file = img->file;
+		ext->file = p->file;
 		ext->file_offset = off + in;
 		ext->fill_offset = start;
-		ext->fill_length = min_t(u64, p->cluster, img->size - start);
+		ext->fill_length = min_t(u64, p->cluster, p->size - start);
 		ext->cookie[0] = i;
 		ext->cookie[1] = off;
 	}
@@ -231,27 +235,72 @@ out:
 	return ret;
 }
 
-/* Is @ext a NEW extent this image handed out? Sets the cluster and its file offset. */
-static bool prl_new_extent(struct prl *p, const struct vdimg_extent *ext, u32 *i, u64 *off)
+/* the part holding virtual offset @offset (< the layer's size) */
+static struct prl *prl_part_at(struct prl_disk *d, u64 offset, u32 *k)
 {
-	if (!(ext->flags & VDIMG_EXT_NEW) || ext->cookie[0] >= p->nr_bat ||
-	    ext->cookie[1] < p->data_off)
+	u32 lo = 0, hi = d->nr;
+
+	while (hi - lo > 1) {
+		u32 mid = lo + (hi - lo) / 2;
+
+		if (d->part[mid]->base <= offset)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	*k = lo;
+	return d->part[lo];
+}
+
+static int prl_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags,
+		   struct vdimg_extent *ext)
+{
+	struct prl_disk *d = img->priv;
+	struct prl *p;
+	u32 k;
+	int ret;
+
+	if (offset >= img->size || !length)
+		return -EINVAL;
+	p = prl_part_at(d, offset, &k);
+	ret = prl_map_part(p, offset - p->base, length, flags, ext);
+	if (ret)
+		return ret;
+	ext->offset = offset;
+	if (ext->flags & VDIMG_EXT_NEW) {
+		ext->fill_offset += p->base;
+		ext->cookie[0] |= (u64)k << 32;
+	}
+	return 0;
+}
+
+/*
+ * Is @ext a NEW extent this layer handed out? Sets the part, the cluster and its file offset.
+ * cookie[0] holds the part in its high 32 bits and the cluster in the low ones.
+ */
+static bool prl_new_extent(struct prl_disk *d, const struct vdimg_extent *ext, struct prl **pp,
+			   u32 *i, u64 *off)
+{
+	u32 k = ext->cookie[0] >> 32;
+
+	if (!(ext->flags & VDIMG_EXT_NEW) || k >= d->nr)
 		return false;
-	*i = ext->cookie[0];
+	*pp = d->part[k];
+	*i = (u32)ext->cookie[0];
 	*off = ext->cookie[1];
-	return true;
+	return *i < (*pp)->nr_bat && *off >= (*pp)->data_off;
 }
 
 static int prl_commit(struct vdimg_image *img, const struct vdimg_extent *ext)
 {
 	static const u8 zeros[4096];
-	struct prl *p = img->priv;
+	struct prl *p;
 	u64 off, valid;
 	u32 i, e;
 	bool ok;
 	int ret = 0;
 
-	if (WARN_ON_ONCE(!prl_new_extent(p, ext, &i, &off)))
+	if (WARN_ON_ONCE(!prl_new_extent(img->priv, ext, &p, &i, &off)))
 		return -EINVAL;
 	vdimg_mutex_lock(&p->meta_lock);
 	vdimg_mutex_lock(&p->map_lock);
@@ -262,11 +311,11 @@ static int prl_commit(struct vdimg_image *img, const struct vdimg_extent *ext)
 		goto out;
 	}
 	/* the last cluster may reach past the disk: the fill stopped there, complete the cluster */
-	valid = img->size - (u64)i * p->cluster;
+	valid = p->size - (u64)i * p->cluster;
 	while (valid < p->cluster) {
 		u32 n = min_t(u64, sizeof(zeros), p->cluster - valid);
 
-		ret = vdimg_file_write(img->file, zeros, n, off + valid);
+		ret = vdimg_file_write(p->file, zeros, n, off + valid);
 		if (ret)
 			goto out;
 		valid += n;
@@ -284,11 +333,11 @@ out:
 
 static void prl_abort(struct vdimg_image *img, const struct vdimg_extent *ext)
 {
-	struct prl *p = img->priv;
+	struct prl *p;
 	u64 off;
 	u32 i;
 
-	if (!prl_new_extent(p, ext, &i, &off))
+	if (!prl_new_extent(img->priv, ext, &p, &i, &off))
 		return;
 	/* the last cluster handed out can be handed out again; any other one is leaked */
 	vdimg_mutex_lock(&p->map_lock);
@@ -313,7 +362,7 @@ static int prl_read_header(struct vdimg_image *img, struct prl *p, u64 fsize)
 	if (fsize < PRL_HEADER_SIZE)
 		return vdimg_corrupt(img, "the file (%llu bytes) is too short for a Parallels header",
 				     (unsigned long long)fsize);
-	ret = vdimg_file_read(img->file, h, sizeof(*h), 0);
+	ret = vdimg_file_read(p->file, h, sizeof(*h), 0);
 	if (ret)
 		return ret;
 	if (!memcmp(h->magic, PRL_MAGIC_V2, 16))
@@ -352,9 +401,12 @@ static int prl_read_header(struct vdimg_image *img, struct prl *p, u64 fsize)
 	if (sectors > (u64)p->nr_bat * p->tracks)
 		return vdimg_corrupt(img, "%llu sectors do not fit in %u clusters of %u sectors",
 				     (unsigned long long)sectors, p->nr_bat, p->tracks);
-	img->size = sectors * PRL_SECTOR;
+	p->size = sectors * PRL_SECTOR;
 
 	bat_end = PRL_HEADER_SIZE + (u64)p->nr_bat * 4;
+	if (bat_end > fsize)
+		return vdimg_corrupt(img, "the BAT (%u entries) runs past the end of the file",
+				     p->nr_bat);
 	v = le32_to_cpu(h->data_off);
 	p->data_off = v ? (u64)v * PRL_SECTOR : ALIGN(bat_end, PRL_SECTOR);
 	if (p->data_off < bat_end)
@@ -381,7 +433,15 @@ static u64 prl_sector_of(const struct prl *p, u32 i)
 	return (u64)p->bat[i] * p->mult;
 }
 
-/* heap sort of @idx[0..n) by the sector their BAT entries point at */
+/* entry @a sorts before entry @b: by the sector they point at, then by their index */
+static bool prl_before(const struct prl *p, u32 a, u32 b)
+{
+	u64 sa = prl_sector_of(p, a), sb = prl_sector_of(p, b);
+
+	return sa < sb || (sa == sb && a < b);
+}
+
+/* heap sort of @idx[0..n) with prl_before() */
 static void prl_sift(const struct prl *p, u32 *idx, u32 root, u32 n)
 {
 	for (;;) {
@@ -389,9 +449,9 @@ static void prl_sift(const struct prl *p, u32 *idx, u32 root, u32 n)
 
 		if (child >= n)
 			return;
-		if (child + 1 < n && prl_sector_of(p, idx[child + 1]) > prl_sector_of(p, idx[child]))
+		if (child + 1 < n && prl_before(p, idx[child], idx[child + 1]))
 			child++;
-		if (prl_sector_of(p, idx[root]) >= prl_sector_of(p, idx[child]))
+		if (!prl_before(p, idx[root], idx[child]))
 			return;
 		t = idx[root];
 		idx[root] = idx[child];
@@ -437,14 +497,14 @@ static int prl_bad_entry(struct vdimg_image *img, struct prl *p, u32 i, const ch
 static int prl_read_bat(struct vdimg_image *img, struct prl *p, u64 fsize, bool repair)
 {
 	u64 end = max(p->data_off, fsize), last = 0;
-	u32 *idx = NULL, n = 0, i;
+	u32 *idx = NULL, n = 0, i, k = 0;
 	int ret;
 
 	p->bat = vdimg_zalloc((size_t)p->nr_bat * 4);
 	p->chunk_dirty = vdimg_zalloc(DIV_ROUND_UP(DIV_ROUND_UP(p->nr_bat, PRL_BAT_CHUNK), 64) * 8);
 	if (!p->bat || !p->chunk_dirty)
 		return -ENOMEM;
-	ret = vdimg_file_read(img->file, p->bat, (size_t)p->nr_bat * 4, PRL_HEADER_SIZE);
+	ret = vdimg_file_read(p->file, p->bat, (size_t)p->nr_bat * 4, PRL_HEADER_SIZE);
 	if (ret)
 		return ret;
 	for (i = 0; i < p->nr_bat; i++) {
@@ -455,7 +515,7 @@ static int prl_read_bat(struct vdimg_image *img, struct prl *p, u64 fsize, bool 
 		if (!e)
 			continue;
 		off = prl_entry_offset(p, e);
-		valid = start < img->size ? min_t(u64, p->cluster, img->size - start) : p->cluster;
+		valid = start < p->size ? min_t(u64, p->cluster, p->size - start) : p->cluster;
 		if (off < p->data_off)
 			ret = prl_bad_entry(img, p, i, "points into the header or the BAT", repair);
 		else if (off > fsize || fsize - off < valid)
@@ -478,16 +538,19 @@ static int prl_read_bat(struct vdimg_image *img, struct prl *p, u64 fsize, bool 
 		if (p->bat[i])
 			idx[n++] = i;
 	prl_sort(p, idx, n);
-	for (i = 1; i < n && !ret; i++) {
-		u64 prev = prl_sector_of(p, idx[i - 1]), cur = prl_sector_of(p, idx[i]);
+	/* of two overlapping entries the later (in file order, then BAT order) goes */
+	for (i = 1, k = 0; i < n && !ret; i++) {
+		u64 prev = prl_sector_of(p, idx[k]), cur = prl_sector_of(p, idx[i]);
 
-		if (cur - prev < p->tracks)
-			ret = prl_bad_entry(img, p, max(idx[i - 1], idx[i]),
-					    cur == prev ? "is used by another entry too" :
-					    "overlaps another entry's cluster", repair);
+		if (cur - prev >= p->tracks) {
+			k = i;
+			continue;
+		}
+		ret = prl_bad_entry(img, p, idx[i], cur == prev ? "is used by another entry too" :
+				    "overlaps another entry's cluster", repair);
 	}
 	if (n)
-		last = prl_entry_offset(p, p->bat[idx[n - 1]]) + p->cluster;
+		last = prl_entry_offset(p, p->bat[idx[k]]) + p->cluster;
 	vdimg_free(idx);
 	if (ret)
 		return ret;
@@ -513,18 +576,20 @@ static void prl_free(struct prl *p)
 	vdimg_free(p);
 }
 
-static int prl_open(struct vdimg_image *img, unsigned int flags)
+/* open one file of the layer (the whole layer, or one part of a split storage) */
+static int prl_open_part(struct vdimg_image *img, struct vdimg_file *file, unsigned int flags,
+			 struct prl **out)
 {
-	u64 fsize = vdimg_file_size(img->file);
+	u64 fsize = vdimg_file_size(file);
 	bool repair = flags & VDIMG_OPEN_REPAIR;
 	struct prl *p;
-	u32 i;
 	int ret;
 
 	p = vdimg_zalloc(sizeof(*p));
 	if (!p)
 		return -ENOMEM;
 	p->img = img;
+	p->file = file;
 	vdimg_mutex_init(&p->map_lock);
 	vdimg_mutex_init(&p->meta_lock);
 	p->writable = !(flags & VDIMG_OPEN_READ_ONLY);
@@ -540,7 +605,88 @@ static int prl_open(struct vdimg_image *img, unsigned int flags)
 		ret = -EUCLEAN;
 		goto out_free;
 	}
-	if (p->writable && !repair) {
+	*out = p;
+	return 0;
+
+out_free:
+	prl_free(p);
+	return ret;
+}
+
+/* a clean close of one part: BAT written, synced, then the in-use flag cleared and synced */
+static void prl_close_part(struct prl *p)
+{
+	int ret;
+
+	if (p->writable) {
+		vdimg_mutex_lock(&p->meta_lock);
+		ret = prl_flush_locked(p);
+		if (!ret)
+			ret = vdimg_file_sync(p->file);
+		if (!ret && p->inuse_written)
+			ret = prl_write_header(p, PRL_INUSE_CLOSED);
+		if (!ret && p->inuse_written)
+			ret = vdimg_file_sync(p->file);
+		vdimg_mutex_unlock(&p->meta_lock);
+		if (ret)
+			vdimg_err(p->img, "metadata could not be written at close (error %d)", ret);
+	}
+	prl_free(p);
+}
+
+static void prl_disk_free(struct prl_disk *d)
+{
+	u32 k;
+
+	for (k = 0; k < d->nr; k++)
+		prl_close_part(d->part[k]);
+	vdimg_free(d);
+}
+
+static int prl_open(struct vdimg_image *img, unsigned int flags)
+{
+	u32 nr = img->nr_extents + 1, k, i;
+	bool full = true;
+	struct prl_disk *d;
+	u64 size = 0;
+	int ret;
+
+	if (nr > PRL_MAX_PARTS) {
+		vdimg_err(img, "a layer of %u parts is more than the supported %u", nr, PRL_MAX_PARTS);
+		return -EOPNOTSUPP;
+	}
+	d = vdimg_zalloc(sizeof(*d) + nr * sizeof(d->part[0]));
+	if (!d)
+		return -ENOMEM;
+	for (k = 0; k < nr; k++) {
+		struct vdimg_file *file = k ? img->extents[k - 1] : img->file;
+		struct prl *p;
+
+		ret = prl_open_part(img, file, flags, &p);
+		if (ret) {
+			if (nr > 1)
+				vdimg_err(img, "part %u of the split image cannot be used", k + 1);
+			goto out_free;
+		}
+		d->part[d->nr++] = p;
+		/*
+		 * The parts follow each other in the virtual disk; the driver allocates in units
+		 * of the cluster from offset 0, so every part starts on one and shares its size.
+		 */
+		if (k && (p->cluster != d->part[0]->cluster || size % p->cluster)) {
+			vdimg_err(img, "part %u of the split image has %u-byte clusters at offset %llu: the parts must share one cluster size and start on cluster boundaries",
+				  k + 1, p->cluster, (unsigned long long)size);
+			ret = -EOPNOTSUPP;
+			goto out_free;
+		}
+		p->base = size;
+		size += p->size;
+		for (i = 0; full && i < p->nr_bat; i++)
+			full = p->bat[i];
+	}
+	for (k = 0; k < nr && !(flags & (VDIMG_OPEN_READ_ONLY | VDIMG_OPEN_REPAIR)); k++) {
+		struct prl *p = d->part[k];
+
 		/* from now until a clean close the image says it is open for writing */
 		vdimg_mutex_lock(&p->meta_lock);
 		ret = prl_write_header(p, PRL_INUSE_OPEN);
@@ -550,50 +696,41 @@ static int prl_open(struct vdimg_image *img, unsigned int flags)
 		p->inuse_written = true;
 	}
 
+	img->size = size;
 	img->lbs = 512;
 	img->pbs = 512;
-	img->alloc_unit = p->cluster;
-	for (i = 0; i < p->nr_bat && p->bat[i]; i++)
-		;
-	if (i == p->nr_bat)
-		img->alloc_unit = 0;	/* every cluster allocated: never allocates */
-	vdimg_strscpy(img->variant, img->alloc_unit ? "expanding" : "preallocated",
-		      sizeof(img->variant));
-	img->priv = p;
+	/* every cluster allocated: never allocates */
+	img->alloc_unit = full ? 0 : d->part[0]->cluster;
+	vdimg_strscpy(img->variant, !full ? "expanding" : "preallocated", sizeof(img->variant));
+	img->priv = d;
+	if (VDIMG_LIBRARY) {
+		ret = prl_bundle_note(img);
+		if (ret) {
+			img->priv = NULL;
+			goto out_free;
+		}
+	}
 	return 0;
 
 out_free:
-	prl_free(p);
+	prl_disk_free(d);
 	return ret;
 }
 
 static void prl_close(struct vdimg_image *img)
 {
-	struct prl *p = img->priv;
-	int ret;
+	struct prl_disk *d = img->priv;
 
-	if (!p)
-		return;
-	if (p->writable) {
-		vdimg_mutex_lock(&p->meta_lock);
-		ret = prl_flush_locked(p);
-		if (!ret)
-			ret = vdimg_file_sync(img->file);
-		if (!ret && p->inuse_written)
-			ret = prl_write_header(p, PRL_INUSE_CLOSED);
-		if (!ret)
-			ret = vdimg_file_sync(img->file);
-		vdimg_mutex_unlock(&p->meta_lock);
-		if (ret)
-			vdimg_err(img, "metadata could not be written at close (error %d)", ret);
-	}
-	prl_free(p);
+	if (d)
+		prl_disk_free(d);
 	img->priv = NULL;
 }
 
 const struct vdimg_format vdimg_parallels_format = {
 	.name = "parallels",
 	.id = VDIMG_FMT_PARALLELS,
+	/* the parts of a split storage; the snapshot links live in the bundle's descriptor */
+	.caps = VDIMG_CAP_EXTENT_FILES | VDIMG_CAP_SAME_SIZE_PARENT | VDIMG_CAP_EXTERNAL_PARENT,
 	.probe = prl_probe,
 	.open = prl_open,
 	.close = prl_close,

@@ -48,8 +48,12 @@ struct prl_header {
 #define PRL_MAX_BAT		(1U << 26)	/* 256 MiB of BAT in memory at most */
 #define PRL_DEFAULT_CLUSTER	(1U << 20)	/* what qemu and Parallels Desktop create */
 
+/* one image file: the whole layer, or one part of a split storage */
 struct prl {
-	struct vdimg_image *img;
+	struct vdimg_image *img;	/* the layer, for messages */
+	struct vdimg_file *file;
+	u64 base;			/* virtual offset of the part's first byte in the layer */
+	u64 size;			/* virtual bytes the part holds */
 	struct prl_header hdr;		/* as on disk, updated before each header write */
 	bool v2;			/* "WithouFreSpacExt": entries in clusters */
 	bool writable;
@@ -75,6 +79,18 @@ struct prl {
 	u64 nr_dirty;			/* set bits in @chunk_dirty */
 };
 
+/*
+ * A layer: one image file, or the parts of a split storage (a Parallels bundle), consecutive in the
+ * virtual disk in the order userspace passed them (the first is the layer's file, the others its
+ * extent files). The ranges are derived from the parts' own sizes.
+ */
+#define PRL_MAX_PARTS		256
+
+struct prl_disk {
+	u32 nr;
+	struct prl *part[];
+};
+
 /* file offset of the data of BAT entry @e (not 0) */
 static inline u64 prl_entry_offset(const struct prl *p, u32 e)
 {
@@ -84,5 +100,13 @@ static inline u64 prl_entry_offset(const struct prl *p, u32 e)
 /* the in-memory state is also read by the userspace half */
 int prl_write_header(struct prl *p, u32 inuse);
 int prl_flush(struct vdimg_image *img);
+
+/*
+ * userspace only (tools/lib/formats/parallels-bundle.c), called at open when VDIMG_LIBRARY: if
+ * the image's directory holds a DiskDescriptor.xml naming it as a snapshot with a parent, mark
+ * the image as having one (the library then resolves the chain from the descriptor), and check
+ * its parts' sizes against the descriptor's ranges. 0, or a negative errno after a message.
+ */
+int prl_bundle_note(struct vdimg_image *img);
 
 #endif /* _VDIMG_PARALLELS_H */

@@ -27,6 +27,12 @@ char *vdimg_path_in_dir(const char *dir, const char *path);
  * malloc'd; NULL on ENOMEM.
  */
 char *vdimg_relpath(const char *path, const char *dir, char sep);
+/*
+ * A Parallels bundle named by @path (its directory, or its DiskDescriptor.xml): the first file of
+ * its top snapshot, absolute (malloc'd) in *@top. -ENOENT when @path is not a bundle, another
+ * negative errno (after a message) when its descriptor is refused.
+ */
+int vdimg_parallels_bundle_top(const char *path, char **top);
 
 /* an image opened from a path by vdimg_open_path() (tools/lib/open.c) */
 struct vdimg_path_image {

@@ -2,12 +2,14 @@
 /*
  * Userspace only: the tool operations of Parallels images: create (expanding, or plain: every
  * cluster preallocated in order), check and repair (entries a repair open dropped, the in-use flag
- * of an image not closed cleanly, space leaked after the last cluster), describe, and the parts of a
- * bundle (extent_refs, see bundle.c). The kernel-shared backend is backends/parallels.c.
+ * of an image not closed cleanly, space leaked after the last cluster), describe, and through
+ * parallels-bundle.c the snapshot parent and the parts of a split storage (extent_refs) a bundle's
+ * descriptor names. The kernel-shared backend is backends/parallels.c.
  */
 #include <stdio.h>
 #include "tool-ops.h"
 #include "backends/parallels.h"
+#include "parallels-bundle.h"
 
 static int prl_create(struct vdimg_file *f, const struct vdimg_create_opts *opts)
 {
@@ -74,12 +76,12 @@ static int prl_create(struct vdimg_file *f, const struct vdimg_create_opts *opts
 static u64 prl_ext_end(struct prl *p)
 {
 	u8 *buf;
-	u64 end = 0, pos = 24, fsize = vdimg_file_size(p->img->file);
+	u64 end = 0, pos = 24, fsize = vdimg_file_size(p->file);
 
 	if (!p->hdr.ext_off)
 		return 0;
 	buf = malloc(p->cluster);
-	if (!buf || vdimg_file_read(p->img->file, buf, p->cluster, p->ext_off))
+	if (!buf || vdimg_file_read(p->file, buf, p->cluster, p->ext_off))
 		goto out;
 	if (le64_to_cpu(*(__le64 *)buf) != PRL_EXT_MAGIC) {
 		vdimg_warn(p->img, "the format extension cluster has a bad magic number");
@@ -123,18 +125,18 @@ static int prl_write_bat(struct prl *p)
 	for (i = 0; i < p->nr_bat; i++)
 		bat[i] = cpu_to_le32(p->bat[i]);
 	vdimg_mutex_unlock(&p->map_lock);
-	ret = vdimg_file_write(p->img->file, bat, (size_t)p->nr_bat * 4, PRL_HEADER_SIZE);
+	ret = vdimg_file_write(p->file, bat, (size_t)p->nr_bat * 4, PRL_HEADER_SIZE);
 	if (!ret)
-		ret = vdimg_file_sync(p->img->file);
+		ret = vdimg_file_sync(p->file);
 	free(bat);
 	return ret;
 }
 
-static int prl_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_result *res)
+static int prl_check_part(struct vdimg_image *img, struct prl *p, unsigned int flags,
+			  struct vdimg_check_result *res)
 {
-	struct prl *p = img->priv;
 	bool repair = (flags & VDIMG_CHECK_REPAIR) && p->writable;
-	u64 fsize = vdimg_file_size(img->file), end = p->data_off, used = 0, span;
+	u64 fsize = vdimg_file_size(p->file), end = p->data_off, used = 0, span;
 	u32 i;
 	int ret;
 
@@ -158,7 +160,7 @@ static int prl_check(struct vdimg_image *img, unsigned int flags, struct vdimg_c
 			vdimg_mutex_lock(&p->meta_lock);
 			ret = prl_write_header(p, PRL_INUSE_CLOSED);
 			if (!ret)
-				ret = vdimg_file_sync(img->file);
+				ret = vdimg_file_sync(p->file);
 			vdimg_mutex_unlock(&p->meta_lock);
 			if (ret)
 				return ret;
@@ -190,7 +192,7 @@ static int prl_check(struct vdimg_image *img, unsigned int flags, struct vdimg_c
 			   (unsigned long long)(fsize - end));
 		res->leaks += n;
 		if (repair) {
-			ret = vdimg_file_truncate(img->file, end);
+			ret = vdimg_file_truncate(p->file, end);
 			if (ret)
 				return ret;
 			res->fixed += n;
@@ -199,12 +201,28 @@ static int prl_check(struct vdimg_image *img, unsigned int flags, struct vdimg_c
 	return 0;
 }
 
+static int prl_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_result *res)
+{
+	struct prl_disk *d = img->priv;
+	int ret = 0;
+
+	for (u32 k = 0; k < d->nr && !ret; k++)
+		ret = prl_check_part(img, d->part[k], flags, res);
+	return ret;
+}
+
 static void prl_describe(struct vdimg_image *img,
 			 void (*emit)(void *ctx, const char *key, const char *value), void *ctx)
 {
-	struct prl *p = img->priv;
-	u32 i, used = 0, inuse = p->found_inuse;
+	struct prl_disk *d = img->priv;
+	struct prl *p = d->part[0];
+	u32 i, k, used = 0, inuse = p->found_inuse;
 	char buf[64];
+
+	if (d->nr > 1) {
+		snprintf(buf, sizeof(buf), "%u", d->nr);
+		emit(ctx, "parts", buf);
+	}
 
 	emit(ctx, "signature", p->v2 ? PRL_MAGIC_V2 " (BAT in clusters)" :
 				       PRL_MAGIC_V1 " (BAT in sectors)");
@@ -212,10 +230,12 @@ static void prl_describe(struct vdimg_image *img,
 	emit(ctx, "cluster size", buf);
 	snprintf(buf, sizeof(buf), "%u", p->nr_bat);
 	emit(ctx, "bat entries", buf);
-	vdimg_mutex_lock(&p->map_lock);
-	for (i = 0; i < p->nr_bat; i++)
-		used += !!p->bat[i];
-	vdimg_mutex_unlock(&p->map_lock);
+	for (k = 0; k < d->nr; k++) {
+		vdimg_mutex_lock(&d->part[k]->map_lock);
+		for (i = 0; i < d->part[k]->nr_bat; i++)
+			used += !!d->part[k]->bat[i];
+		vdimg_mutex_unlock(&d->part[k]->map_lock);
+	}
 	snprintf(buf, sizeof(buf), "%u", used);
 	emit(ctx, "allocated clusters", buf);
 	snprintf(buf, sizeof(buf), "%llu", (unsigned long long)p->data_off);
@@ -240,4 +260,6 @@ const struct vdimg_tool_ops vdimg_parallels_tool_ops = {
 	.create = prl_create,
 	.check = prl_check,
 	.describe = prl_describe,
+	.parent_ref = prl_parent_ref,
+	.extent_refs = prl_extent_refs,
 };
