@@ -12,6 +12,7 @@
 #include "../../tools/lib/chain.h"
 #include "ktap.h"
 #include "../../backends/parallels.h"
+#include "../../tools/lib/vdimg-user.h"
 
 #define KiB 1024ULL
 #define MiB (1ULL << 20)
@@ -753,6 +754,242 @@ static void test_crash(void)
 	free(got);
 }
 
+/* ---- bundles ---- */
+
+#define GUID_A	"{a1b2c3d4-0000-4000-8000-000000000001}"
+#define GUID_T	"{5fbaabe3-6958-40ff-92a7-860e329aab41}"
+
+static const char bundle_xml[] =
+	"<?xml version='1.0' encoding='UTF-8'?>\n"
+	"<!-- written by hand after qemu's docs/interop/prl-xml.txt -->\n"
+	"<Parallels_disk_image Version=\"1.0\">\n"
+	" <Disk_Parameters>\n"
+	"  <Disk_size>32768</Disk_size>\n  <Cylinders>64</Cylinders>\n"
+	"  <PhysicalSectorSize>512</PhysicalSectorSize>\n  <Heads>16</Heads>\n"
+	"  <Sectors>32</Sectors>\n  <Padding>0</Padding>\n"
+	"  <Encryption><Engine>{00000000-0000-0000-0000-000000000000}</Engine><Data></Data></Encryption>\n"
+	"  <UID>{8d0b4f3e-1111-4222-8333-944455556666}</UID>\n  <Name>harddisk &amp; co</Name>\n"
+	"  <Miscellaneous><CompatLevel>level2</CompatLevel><Bootable>1</Bootable></Miscellaneous>\n"
+	" </Disk_Parameters>\n"
+	" <StorageData>\n"
+	"  <Storage>\n   <Start>0</Start>\n   <End>16384</End>\n   <Blocksize>2048</Blocksize>\n"
+	"   <Image><GUID>" GUID_A "</GUID><Type>Compressed</Type><File>hd.0." GUID_A ".hds</File></Image>\n"
+	"   <Image><GUID>" GUID_T "</GUID><Type>Compressed</Type><File>hd.0." GUID_T ".hds</File></Image>\n"
+	"  </Storage>\n"
+	"  <Storage>\n   <Start>16384</Start>\n   <End>32768</End>\n   <Blocksize>2048</Blocksize>\n"
+	"   <Image><GUID>" GUID_A "</GUID><Type>Compressed</Type><File>hd.1." GUID_A ".hds</File></Image>\n"
+	"   <Image><GUID>" GUID_T "</GUID><Type>Compressed</Type><File>hd.1." GUID_T ".hds</File></Image>\n"
+	"  </Storage>\n"
+	" </StorageData>\n"
+	" <Snapshots>\n"
+	"  <Shot><GUID>" GUID_A "</GUID><ParentGUID>{00000000-0000-0000-0000-000000000000}</ParentGUID></Shot>\n"
+	"  <Shot><GUID>" GUID_T "</GUID><ParentGUID>" GUID_A "</ParentGUID></Shot>\n"
+	" </Snapshots>\n"
+	"</Parallels_disk_image>\n";
+
+/* a split storage (two 8 MiB parts) with two snapshots: base 0x11/0x22, top writes 0x33/0x44 */
+static bool make_bundle(const char *dir, u8 *ref)
+{
+	static const char *parts[4] = { "hd.0." GUID_A ".hds", "hd.1." GUID_A ".hds",
+					"hd.0." GUID_T ".hds", "hd.1." GUID_T ".hds" };
+	char path[1024];
+
+	sh("rm -rf '%s' && mkdir -p '%s'", dir, dir);
+	for (int i = 0; i < 4; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, parts[i]);
+		if (mkprl(path, 8 * MiB, NULL, 0))
+			return false;
+	}
+	snprintf(path, sizeof(path), "%s/DiskDescriptor.xml", dir);
+	put_file(path, bundle_xml, strlen(bundle_xml));
+	if (sh("cd '%s' && qemu-io -f parallels -c 'write -P 0x11 0 8M' '%s' >/dev/null && "
+	       "qemu-io -f parallels -c 'write -P 0x22 0 8M' '%s' >/dev/null && "
+	       "qemu-io -f parallels -c 'write -P 0x33 1M 1M' '%s' >/dev/null && "
+	       "qemu-io -f parallels -c 'write -P 0x44 6M 2M' '%s' >/dev/null",
+	       dir, parts[0], parts[1], parts[2], parts[3]))
+		return false;
+	memset(ref, 0x11, 8 * MiB);
+	memset(ref + 8 * MiB, 0x22, 8 * MiB);
+	memset(ref + MiB, 0x33, MiB);
+	memset(ref + 14 * MiB, 0x44, 2 * MiB);
+	return true;
+}
+
+/* open the chain @path (a bundle or an image in one) resolves to */
+static int open_bundle(struct vdimg_chain **c, const char *path, unsigned int flags, int *depth)
+{
+	char *top = NULL, **paths = NULL;
+	u32 *formats = NULL;
+	int n = 0, ret;
+
+	ret = vdimg_parallels_bundle_top(path, &top);
+	if (ret == -ENOENT)
+		top = strdup(path);
+	else if (ret)
+		return ret;
+	ret = vdimg_chain_resolve(top, VDIMG_FMT_AUTO, &paths, &formats, &n);
+	if (!ret)
+		ret = vdimg_chain_open(c, (const char *const *)paths, n, formats, flags);
+	*depth = n;
+	vdimg_chain_resolve_free(paths, formats, n);
+	free(top);
+	return ret;
+}
+
+static u8 *sha_file(const char *path, u64 *len)
+{
+	return read_all(path, len);
+}
+
+static void test_bundle(void)
+{
+	const char *dir = tpath("disk.hdd"), *moved = tpath("renamed.pvm.disk");
+	u64 size = 16 * MiB, n0, n1;
+	u8 *ref = malloc(size), *base0, *base1, *now;
+	struct vdimg_chain *c;
+	char path[1024], *top = NULL;
+	int depth = 0;
+
+	if (!ok(make_bundle(dir, ref), "bundle: made by hand (split storage, two snapshots)"))
+		return;
+	ok(!vdimg_parallels_bundle_top(dir, &top) && strstr(top, "/hd.0." GUID_T ".hds"),
+	   "bundle: the directory names its top snapshot's first part");
+	free(top);
+	snprintf(path, sizeof(path), "%s/DiskDescriptor.xml", dir);
+	ok(!vdimg_parallels_bundle_top(path, &top) && strstr(top, "/hd.0." GUID_T ".hds"),
+	   "bundle: so does its DiskDescriptor.xml");
+	free(top);
+	snprintf(path, sizeof(path), "%s/hd.0." GUID_A ".hds", dir);
+	ok_err(vdimg_parallels_bundle_top(path, &top), -ENOENT, "bundle: an image file is not a bundle");
+
+	if (ok_err(open_bundle(&c, dir, VDIMG_CHAIN_READ_ONLY, &depth), 0, "bundle: opens")) {
+		ok(depth == 2 && c->size == size, "bundle: two layers of 16 MiB (depth %d)", depth);
+		ok(chain_is(c, ref, size), "bundle: reads the top over the base across both parts");
+		vdimg_chain_close(c);
+	}
+	snprintf(path, sizeof(path), "%s/hd.0." GUID_A ".hds", dir);
+	base0 = sha_file(path, &n0);
+	snprintf(path, sizeof(path), "%s/hd.1." GUID_A ".hds", dir);
+	base1 = sha_file(path, &n1);
+	if (ok_err(open_bundle(&c, dir, 0, &depth), 0, "bundle: opens writable")) {
+		u8 *buf = malloc(MiB);
+
+		fill_pat(buf, MiB, 61, 7 * MiB + MiB / 2);
+		memcpy(ref + 7 * MiB + MiB / 2, buf, MiB);
+		ok(!vdimg_chain_pwrite(c, buf, MiB, 7 * MiB + MiB / 2),
+		   "bundle: a write across the part boundary");
+		ok(chain_is(c, ref, size), "bundle: reads it back");
+		ok_err(vdimg_chain_close(c), 0, "bundle: close");
+		free(buf);
+	}
+	now = sha_file(path, &n1);
+	ok(!memcmp(now, base1, n1), "bundle: the base snapshot's second part is unchanged");
+	free(now);
+	snprintf(path, sizeof(path), "%s/hd.0." GUID_A ".hds", dir);
+	now = sha_file(path, &n0);
+	ok(!memcmp(now, base0, n0), "bundle: the base snapshot's first part is unchanged");
+	free(now);
+	free(base0);
+	free(base1);
+	for (int k = 0; k < 2; k++) {
+		snprintf(path, sizeof(path), "%s/hd.%d." GUID_T ".hds", dir, k);
+		qemu_check(path, k ? "bundle top, part 2" : "bundle top, part 1");
+	}
+	/* qemu reads each part of the top: what we wrote on either side of the boundary */
+	ok(sh("cd '%s' && qemu-io -r -f parallels -c 'read -P 0x33 1M 1M' 'hd.0." GUID_T ".hds' | grep -q 'read 1048576/1048576' && "
+	      "qemu-io -r -f parallels -c 'read -P 0x44 6M 2M' 'hd.1." GUID_T ".hds' | grep -q 'read 2097152/2097152'",
+	      dir) == 0, "bundle: qemu reads the top's parts");
+
+	/* a renamed bundle directory still works: nothing depends on its name */
+	sh("rm -rf '%s' && mv '%s' '%s'", moved, dir, moved);
+	if (ok_err(open_bundle(&c, moved, VDIMG_CHAIN_READ_ONLY, &depth), 0, "bundle: renamed, opens")) {
+		ok(depth == 2 && chain_is(c, ref, size), "bundle: renamed, reads the same");
+		vdimg_chain_close(c);
+	}
+	/* the top's first part on its own resolves the same chain (its directory's descriptor) */
+	snprintf(path, sizeof(path), "%s/hd.0." GUID_T ".hds", moved);
+	if (ok_err(open_bundle(&c, path, VDIMG_CHAIN_READ_ONLY, &depth), 0,
+		   "bundle: the top's file opens with its parts and parent")) {
+		ok(depth == 2 && chain_is(c, ref, size), "bundle: the top's file reads the whole disk");
+		vdimg_chain_close(c);
+	}
+	/* a part whose size disagrees with the descriptor's range */
+	snprintf(path, sizeof(path), "%s/DiskDescriptor.xml", moved);
+	sh("sed -i 's|<End>16384</End>|<End>8192</End>|; s|<Start>16384</Start>|<Start>8192</Start>|' '%s'",
+	   path);
+	ok(open_bundle(&c, moved, VDIMG_CHAIN_READ_ONLY, &depth) == -EUCLEAN,
+	   "bundle: parts whose sizes disagree with the descriptor's ranges are refused");
+	free(ref);
+}
+
+/* malformed or hostile descriptors, each refused with a message */
+static void test_bundle_hostile(void)
+{
+	static const struct { const char *what, *sed; int want; } cases[] = {
+		{ "a DTD with an entity", "1a <!DOCTYPE x [<!ENTITY big \"aaaa\">]>", -EOPNOTSUPP },
+		{ "an undefined entity", "s|<Name>harddisk|<Name>\\&big;|", -EOPNOTSUPP },
+		{ "a CDATA section", "s|<Name>|<Name><![CDATA[x]]>|", -EOPNOTSUPP },
+		{ "a mismatched closing tag", "s|</Heads>|</Head>|", -EUCLEAN },
+		{ "an unterminated document", "$d", -EUCLEAN },
+		{ "a second root element", "$a <x/>", -EUCLEAN },
+		{ "another root element", "s|Parallels_disk_image|Disk_image|g", -EUCLEAN },
+		{ "version 2.0", "s|Version=\"1.0\"|Version=\"2.0\"|", -EOPNOTSUPP },
+		{ "padding 1", "s|<Padding>0|<Padding>1|", -EOPNOTSUPP },
+		{ "an encrypted disk", "s|<Engine>{00000000|<Engine>{10000000|", -EOPNOTSUPP },
+		{ "storages with a gap", "s|<Start>16384|<Start>16000|", -EUCLEAN },
+		{ "storages short of the disk", "s|<Disk_size>32768|<Disk_size>40000|", -EUCLEAN },
+		{ "a plain (raw) image", "0,/Compressed/s|Compressed|Plain|", -EOPNOTSUPP },
+		{ "an unknown image type", "0,/Compressed/s|Compressed|Fancy|", -EOPNOTSUPP },
+		{ "a file outside the bundle", "s|<File>hd.1." GUID_T "|<File>../hd.1." GUID_T "|", -EPERM },
+		{ "an absolute file name", "s|<File>hd.1." GUID_T "|<File>/etc/hd.1." GUID_T "|", -EPERM },
+		{ "a snapshot missing from a storage", "0,/<Image><GUID>" GUID_T "/s|<Image><GUID>" GUID_T "|<Image><GUID>{11111111-2222-3333-4444-555555555555}|", -EUCLEAN },
+		{ "a snapshot loop", "s|<ParentGUID>{00000000-0000-0000-0000-000000000000}|<ParentGUID>" GUID_T "|", -EUCLEAN },
+		{ "a malformed GUID", "s|<ParentGUID>" GUID_A "|<ParentGUID>{zz}|", -EUCLEAN },
+		{ "a top with no shot", "s|<Snapshots>|<Snapshots><TopGUID>{99999999-2222-3333-4444-555555555555}</TopGUID>|", -EUCLEAN },
+		{ "a non-numeric End", "s|<End>32768|<End>lots|", -EUCLEAN },
+		{ "a NUL byte", "s|harddisk|hard\\x00disk|", -EUCLEAN },
+	};
+	const char *dir = tpath("h.hdd");
+	char xml[1024];
+	char *top;
+	int ret;
+
+	snprintf(xml, sizeof(xml), "%s/DiskDescriptor.xml", dir);
+	sh("mkdir -p '%s'", dir);
+	put_file(xml, bundle_xml, strlen(bundle_xml));
+	ret = vdimg_parallels_bundle_top(dir, &top);
+	if (ok_err(ret, 0, "descriptor: the good one parses"))
+		free(top);
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		put_file(xml, bundle_xml, strlen(bundle_xml));
+		if (sh("sed -i -e '%s' '%s'", cases[i].sed, xml)) {
+			ok(false, "descriptor: %s: sed", cases[i].what);
+			continue;
+		}
+		top = NULL;
+		ret = vdimg_parallels_bundle_top(dir, &top);
+		ok_err(ret, cases[i].want, "descriptor: %s refused", cases[i].what);
+		free(top);
+	}
+	/* nesting beyond the bound, and a file beyond the size limit */
+	{
+		FILE *f = fopen(xml, "w");
+
+		fputs("<Parallels_disk_image>", f);
+		for (int i = 0; i < 40; i++)
+			fputs("<a>", f);
+		for (int i = 0; i < 40; i++)
+			fputs("</a>", f);
+		fputs("</Parallels_disk_image>", f);
+		fclose(f);
+		ok_err(vdimg_parallels_bundle_top(dir, &top), -EOPNOTSUPP,
+		       "descriptor: elements nested 40 deep refused");
+		sh("truncate -s 2M '%s'", xml);
+		ok_err(vdimg_parallels_bundle_top(dir, &top), -EFBIG,
+		       "descriptor: a 2 MiB descriptor refused");
+	}
+}
+
 int main(void)
 {
 	ktap_start();
@@ -769,5 +1006,7 @@ int main(void)
 	test_hostile();
 	test_repair();
 	test_crash();
+	test_bundle();
+	test_bundle_hostile();
 	return ktap_finish();
 }
