@@ -3,19 +3,20 @@
  * Parallels expanding disk images (.hds), read-write: probe, both header signatures (v1 BAT in
  * sectors, v2 BAT in clusters), the BAT read whole into memory and checked (every entry inside the
  * data area and the file, no two clusters overlapping each other or the format extension cluster),
- * map, allocation, commit, flush and close, and the struct vdimg_format of parallels. Kernel-shared:
- * compiled into the module and the userspace library; only include/vdimg/platform.h services here.
+ * map, allocation, commit, flush and close, and the struct vdimg_format of parallels.
+ * Kernel-shared: compiled into the module and the userspace library; only
+ * include/vdimg/platform.h services here.
  * The layout is in parallels.h; create, check and describe are in tools/lib/formats/parallels.c.
  *
  * Allocation appends: a new cluster goes at @next_off, past everything the file holds, so space is
  * never handed out twice and a crash can only leak. ->commit() runs after the driver wrote the
  * cluster (data and fill) and only records the entry in the in-memory BAT, marking its 512-byte
- * chunk dirty; ->flush() syncs the file (the data is durable) and then writes the dirty chunks, so a
- * BAT entry on disk never points at data that may not be there. The header's @inuse field says
+ * chunk dirty; ->flush() syncs the file (the data is durable) and then writes the dirty chunks,
+ * so a BAT entry on disk never points at data that may not be there. The header's @inuse field says
  * PRL_INUSE_OPEN from a writable open until a clean close, which writes the BAT, syncs and sets
  * PRL_INUSE_CLOSED. An image found with PRL_INUSE_OPEN was not closed cleanly: like qemu, it opens
- * read-only only, until `vdimgctl check --repair`. A dirty-bitmap format extension (@ext_off) is kept
- * untouched until the first write, which invalidates it by clearing @ext_off (a bitmap that no
+ * read-only only, until `vdimgctl check --repair`. A dirty-bitmap format extension (@ext_off) is
+ * kept untouched until the first write, which invalidates it by clearing @ext_off (a bitmap that no
  * longer lists every change would mislead an incremental backup); its cluster becomes a leak.
  *
  * Locking: @map_lock protects the in-memory BAT, the dirty chunk bitmap and the allocation cursor
@@ -27,7 +28,8 @@
 
 static bool prl_probe(const u8 *head, size_t head_len, const u8 *tail, u64 file_size)
 {
-	return head_len >= 16 && (!memcmp(head, PRL_MAGIC_V1, 16) || !memcmp(head, PRL_MAGIC_V2, 16));
+	return head_len >= 16 &&
+	       (!memcmp(head, PRL_MAGIC_V1, 16) || !memcmp(head, PRL_MAGIC_V2, 16));
 }
 
 /* ---- metadata writes ---- */
@@ -111,6 +113,12 @@ int prl_flush(struct vdimg_image *img)
 			continue;
 		vdimg_mutex_lock(&p->meta_lock);
 		ret = prl_flush_locked(p);
+		/*
+		 * the caller syncs the layer's file only: the other parts' data and BAT writes
+		 * are made durable here
+		 */
+		if (!ret && k)
+			ret = vdimg_file_sync(p->file);
 		vdimg_mutex_unlock(&p->meta_lock);
 	}
 	return ret;
@@ -360,7 +368,7 @@ static int prl_read_header(struct vdimg_image *img, struct prl *p, u64 fsize)
 	BUILD_BUG_ON(offsetof(struct prl_header, ext_off) != 56);
 
 	if (fsize < PRL_HEADER_SIZE)
-		return vdimg_corrupt(img, "the file (%llu bytes) is too short for a Parallels header",
+		return vdimg_corrupt(img, "the file (%llu bytes) is too short for a header",
 				     (unsigned long long)fsize);
 	ret = vdimg_file_read(p->file, h, sizeof(*h), 0);
 	if (ret)
@@ -416,7 +424,7 @@ static int prl_read_header(struct vdimg_image *img, struct prl *p, u64 fsize)
 	if (ext) {
 		if (ext > ~0ULL / PRL_SECTOR || ext * PRL_SECTOR < p->data_off ||
 		    ext * PRL_SECTOR > fsize || fsize - ext * PRL_SECTOR < p->cluster)
-			return vdimg_corrupt(img, "the format extension (sector %llu) is outside the data area",
+			return vdimg_corrupt(img, "the format extension (sector %llu) is not in the data area",
 					     (unsigned long long)ext);
 		p->ext_off = ext * PRL_SECTOR;
 	}
@@ -522,8 +530,10 @@ static int prl_read_bat(struct vdimg_image *img, struct prl *p, u64 fsize, bool 
 			ret = prl_bad_entry(img, p, i, "points past the end of the file", repair);
 		else if (!p->v2 && (off - p->data_off) % p->cluster)
 			ret = prl_bad_entry(img, p, i, "is not on a cluster boundary", repair);
-		else if (p->ext_off && off < p->ext_off + p->cluster && p->ext_off < off + p->cluster)
-			ret = prl_bad_entry(img, p, i, "overlaps the format extension cluster", repair);
+		else if (p->ext_off && off < p->ext_off + p->cluster &&
+			 p->ext_off < off + p->cluster)
+			ret = prl_bad_entry(img, p, i, "overlaps the format extension cluster",
+					    repair);
 		if (ret)
 			return ret;
 		if (p->bat[i])
@@ -652,7 +662,8 @@ static int prl_open(struct vdimg_image *img, unsigned int flags)
 	int ret;
 
 	if (nr > PRL_MAX_PARTS) {
-		vdimg_err(img, "a layer of %u parts is more than the supported %u", nr, PRL_MAX_PARTS);
+		vdimg_err(img, "a layer of %u parts is more than the supported %u", nr,
+			  PRL_MAX_PARTS);
 		return -EOPNOTSUPP;
 	}
 	d = vdimg_zalloc(sizeof(*d) + nr * sizeof(d->part[0]));

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * The on-disk layout of Parallels expanding disk images (.hds), as backends/parallels.c reads and
- * writes it, and the backend's private state. A file starts with a 64-byte header, then the block
- * allocation table (BAT: one little-endian u32 per cluster of the virtual disk), then the data area.
- * A BAT entry of 0 is a cluster not in this image (zeros, or the parent snapshot's data in a bundle);
- * any other value is the cluster's place in the file: in sectors for "WithoutFreeSpace" (v1) images,
- * in clusters (units of @tracks sectors) for "WithouFreSpacExt" (v2) ones. @ext_off, when not zero,
- * is the sector of a format extension cluster (dirty bitmaps). Layout per qemu's
+ * writes it, and the backend's private state. A file starts with a 64-byte header, then the
+ * block allocation table (BAT: one little-endian u32 per cluster of the virtual disk), then the
+ * data area. A BAT entry of 0 is a cluster not in this image (zeros, or the parent snapshot's data
+ * in a bundle); any other value is the cluster's place in the file: in sectors for
+ * "WithoutFreeSpace" (v1) images, in clusters (units of @tracks sectors) for "WithouFreSpacExt"
+ * (v2) ones. @ext_off, when not zero, is the sector of a format extension cluster (dirty bitmaps). Layout per qemu's
  * docs/interop/parallels.txt. The private header of backends/parallels.c (kernel-shared) and of its
  * userspace half, tools/lib/formats/parallels.c; the host tests read the layout from it too.
  */
@@ -20,7 +20,7 @@
 #define PRL_VERSION		2
 #define PRL_INUSE_OPEN		0x746f6e59U	/* "Ynot": open for writing (or not closed) */
 #define PRL_INUSE_CLOSED	0x312e3276U	/* "v2.1": closed cleanly */
-#define PRL_FLAG_EMPTY		BIT(0)		/* header.flags: the image is to be taken as empty */
+#define PRL_FLAG_EMPTY		BIT(0)		/* header.flags: take the image as empty */
 #define PRL_EXT_MAGIC		0xab234cef23dcea87ULL	/* first 8 bytes of the extension cluster */
 #define PRL_EXT_BITMAP		0x20385fae252cb34aULL	/* dirty bitmap feature */
 
@@ -45,8 +45,8 @@ struct prl_header {
 /* ---- the backend's private state ---- */
 
 #define PRL_MAX_TRACKS		(128U << 11)	/* 128 MiB clusters: bounds the driver's fill */
-#define PRL_MAX_BAT		(1U << 26)	/* 256 MiB of BAT in memory at most */
-#define PRL_DEFAULT_CLUSTER	(1U << 20)	/* what qemu and Parallels Desktop create */
+#define PRL_MAX_BAT		(1U << 26)	/* 256 MiB of BAT in memory */
+#define PRL_DEFAULT_CLUSTER	(1U << 20)	/* as qemu and Parallels create */
 
 /* one image file: the whole layer, or one part of a split storage */
 struct prl {
@@ -68,7 +68,7 @@ struct prl {
 
 	/* serializes metadata writes (BAT chunks, header); held across their I/O */
 	vdimg_mutex_t meta_lock;
-	bool touched;			/* the first write after open was prepared (under meta_lock) */
+	bool touched;			/* first write after open prepared (meta_lock) */
 	bool inuse_written;		/* this open set PRL_INUSE_OPEN: a clean close clears it */
 
 	/* protects everything below; never held across I/O */

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Parallels in the kernel: an expanding image made by vdimgctl and one made by qemu-img (64 KiB clusters): the header's in-use flag set while attached read-write and cleared by the detach, fio verify=crc32c, detach, re-attach verify_only, qemu-img check clean and qemu-img's raw view equals the device; ext4 on a vdimgctl image across a re-attach; an image left in use refused read-write and readable read-only; the parallels-v1 and parallels-v2 samples read as qemu-img reads them
+# Parallels in the kernel: an expanding image made by vdimgctl and one made by qemu-img (64 KiB clusters): the header's in-use flag set while attached read-write and cleared by the detach, fio verify=crc32c, detach, re-attach verify_only, qemu-img check clean and qemu-img's raw view equals the device; ext4 on a vdimgctl image across a re-attach; an image left in use refused read-write and readable read-only; a hand-made bundle (split storage, two snapshots) attached by its directory, written across the part boundary, the base untouched, and attached again renamed by its descriptor; the parallels-v1 and parallels-v2 samples read as qemu-img reads them
 # timeout: 300
 . /vmtest/lib.sh
 require_vdimg
@@ -94,6 +94,79 @@ check "$t: check --repair" "$VDIMGCTL" check --repair "$img"
 dev=$(vd_attach "$img") && { vd_detach "$dev" || fail "$t: detach"; }
 check_eq "$t: read-write after the repair" "${dev:+yes}" yes
 rm -f "$img"
+
+# a bundle made by hand: a split storage (two 8 MiB parts) and two snapshots, the top written
+t="parallels bundle"
+B=$W/disk.hdd
+A='{a1b2c3d4-0000-4000-8000-000000000001}'
+T='{5fbaabe3-6958-40ff-92a7-860e329aab41}'
+rm -rf "$B" "$W/bexp.raw"
+mkdir -p "$B"
+ok_made=yes
+for g in "$A" "$T"; do
+	for k in 0 1; do
+		"$VDIMGCTL" create -t parallels -s 8M "$B/hd.$k.$g.hds" || ok_made=
+	done
+done
+"$QEMU_IO" -f parallels -c "write -P 0x11 0 8M" "$B/hd.0.$A.hds" >/dev/null &&
+	"$QEMU_IO" -f parallels -c "write -P 0x22 0 8M" "$B/hd.1.$A.hds" >/dev/null &&
+	"$QEMU_IO" -f parallels -c "write -P 0x33 1M 1M" "$B/hd.0.$T.hds" >/dev/null &&
+	"$QEMU_IO" -f parallels -c "write -P 0x44 6M 2M" "$B/hd.1.$T.hds" >/dev/null &&
+	"$QEMU_IMG" create -q -f raw "$W/bexp.raw" 16M &&
+	"$QEMU_IO" -f raw -c "write -P 0x11 0 8M" -c "write -P 0x22 8M 8M" -c "write -P 0x33 1M 1M" \
+		-c "write -P 0x44 14M 2M" "$W/bexp.raw" >/dev/null || ok_made=
+img() { # img GUID: one Image element per part
+	echo "<Image><GUID>$1</GUID><Type>Compressed</Type><File>hd.$2.$1.hds</File></Image>"
+}
+cat >"$B/DiskDescriptor.xml" <<XML
+<?xml version='1.0' encoding='UTF-8'?>
+<Parallels_disk_image Version="1.0">
+ <Disk_Parameters>
+  <Disk_size>32768</Disk_size><Cylinders>64</Cylinders><Heads>16</Heads><Sectors>32</Sectors>
+  <Padding>0</Padding><Name>disk</Name>
+ </Disk_Parameters>
+ <StorageData>
+  <Storage><Start>0</Start><End>16384</End><Blocksize>2048</Blocksize>
+   $(img "$A" 0)
+   $(img "$T" 0)
+  </Storage>
+  <Storage><Start>16384</Start><End>32768</End><Blocksize>2048</Blocksize>
+   $(img "$A" 1)
+   $(img "$T" 1)
+  </Storage>
+ </StorageData>
+ <Snapshots>
+  <Shot><GUID>$A</GUID><ParentGUID>{00000000-0000-0000-0000-000000000000}</ParentGUID></Shot>
+  <Shot><GUID>$T</GUID><ParentGUID>$A</ParentGUID></Shot>
+ </Snapshots>
+</Parallels_disk_image>
+XML
+if [ -n "$ok_made" ] && dev=$(vd_attach "$B"); then
+	sa0=$(sha_of "$B/hd.0.$A.hds")
+	sa1=$(sha_of "$B/hd.1.$A.hds")
+	check_eq "$t: depth" "$(vd_attr "$dev" depth)" 2
+	check "$t: device = the chain's expected content" cmp "$dev" "$W/bexp.raw"
+	check_eq "$t: both top parts in use" "$(inuse "$B/hd.0.$T.hds")$(inuse "$B/hd.1.$T.hds")" YnotYnot
+	mkrandom "$W/rnd" 1
+	dd if="$W/rnd" of="$dev" bs=64k seek=120 count=16 oflag=direct conv=fsync status=none &&
+		dd if="$W/rnd" of="$W/bexp.raw" bs=64k seek=120 count=16 conv=notrunc status=none
+	check_eq "$t: a write across the part boundary" $? 0
+	check "$t: device = expected after the write" cmp "$dev" "$W/bexp.raw"
+	check "$t: detach" vd_detach "$dev"
+	check_eq "$t: top parts closed" "$(inuse "$B/hd.0.$T.hds")$(inuse "$B/hd.1.$T.hds")" v2.1v2.1
+	check_eq "$t: base parts unchanged" "$(sha_of "$B/hd.0.$A.hds")$(sha_of "$B/hd.1.$A.hds")" "$sa0$sa1"
+	check "$t: qemu-img check of the top's parts" "$QEMU_IMG" check -q -f parallels "$B/hd.0.$T.hds"
+	check "$t: qemu-img check of the top's second part" "$QEMU_IMG" check -q -f parallels "$B/hd.1.$T.hds"
+	mv "$B" "$W/renamed"
+	dev=$(vd_attach -r "$W/renamed/DiskDescriptor.xml") || fail "$t: renamed, attach by descriptor"
+	if [ -n "$dev" ]; then
+		check "$t: renamed, reads the same" cmp "$dev" "$W/bexp.raw"
+		vd_detach "$dev" || fail "$t: detach"
+	fi
+else
+	fail "$t: made and attached"
+fi
+rm -rf "$B" "$W/renamed" "$W/bexp.raw" "$W/rnd"
 
 for s in parallels-v1 parallels-v2; do
 	t="sample $s"
