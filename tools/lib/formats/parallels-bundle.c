@@ -41,8 +41,8 @@ struct xnode {
 struct xml {
 	const char *s;
 	size_t len, pos;
-	struct xnode *n;
-	int nr;
+	struct xnode *n;		/* grown as elements come (the children move it) */
+	int nr, cap;
 	const char *why;		/* what was refused */
 	int err;
 };
@@ -198,6 +198,17 @@ static int xml_element(struct xml *x, int parent, int depth)
 		xml_fail(x, -EOPNOTSUPP, "more than 20000 elements");
 		return -1;
 	}
+	if (x->nr == x->cap) {
+		int cap = x->cap ? min(2 * x->cap, XML_MAX_NODES) : 64;
+		struct xnode *n = realloc(x->n, cap * sizeof(*n));
+
+		if (!n) {
+			xml_fail(x, -ENOMEM, "memory");
+			return -1;
+		}
+		x->n = n;
+		x->cap = cap;
+	}
 	me = x->nr++;
 	e = &x->n[me];
 	memset(e, 0, sizeof(*e));
@@ -295,9 +306,6 @@ static int xml_parse(struct xml *x)
 {
 	int root = -1;
 
-	x->n = calloc(XML_MAX_NODES, sizeof(*x->n));
-	if (!x->n)
-		return -ENOMEM;
 	if (x->len >= 3 && !memcmp(x->s, "\xef\xbb\xbf", 3))
 		x->pos = 3;	/* a UTF-8 byte order mark */
 	for (;;) {
