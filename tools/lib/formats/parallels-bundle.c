@@ -12,7 +12,8 @@
  * snapshot, base first; a split storage makes each layer one image file (the part of the first
  * storage) with extent files (the parts of the others, VDIMG_CAP_EXTENT_FILES). The kernel never
  * parses the descriptor: it derives each part's range from the parts' own headers (they follow each
- * other), and the library checks them against the descriptor's ranges when it opens an image.
+ * other), and the library checks them against the descriptor's ranges when it opens an image. A
+ * "Plain" root (a raw file, unsplit) becomes a raw base layer.
  */
 #include <stdio.h>
 #include <fcntl.h>
@@ -531,10 +532,13 @@ static int bundle_build(struct vdimg_image *msg, const char *dir, const struct x
 			if (!file || !type)
 				return vdimg_err(msg, "storage %u has no image of snapshot %s", k + 1, g),
 				       -EUCLEAN;
-			if (!strcmp(type, "Plain"))
-				return vdimg_err(msg, "storage %u: plain (raw) image %s is not supported in a bundle; attach it with -t raw",
+			/* a raw root, as Parallels makes "plain" disks; only whole, in one storage */
+			if (!strcmp(type, "Plain") && (i || ns > 1))
+				return vdimg_err(msg, "storage %u: plain (raw) image %s is supported only as the root of an unsplit disk",
 						 k + 1, file), -EOPNOTSUPP;
-			if (strcmp(type, "Compressed"))
+			if (!strcmp(type, "Plain"))
+				out->plain_base = true;
+			else if (strcmp(type, "Compressed"))
 				return vdimg_err(msg, "storage %u: image type \"%s\" is not known", k + 1,
 						 type), -EOPNOTSUPP;
 			if (!file_name_ok(file))
@@ -672,7 +676,7 @@ int prl_parent_ref(struct vdimg_image *img, struct vdimg_parent_ref *ref)
 	if (layer > 0) {
 		snprintf(ref->path, sizeof(ref->path), "%s",
 			 c.files[(size_t)(layer - 1) * c.nr_parts]);
-		ref->format = VDIMG_FMT_PARALLELS;
+		ref->format = layer == 1 && c.plain_base ? VDIMG_FMT_RAW : VDIMG_FMT_PARALLELS;
 		ret = 0;
 	}
 	prl_bundle_free(&c);

@@ -24,6 +24,7 @@ struct prl_bundle_chain {
 	u32 nr, nr_parts;
 	char **files;
 	u64 *part_sectors;		/* [nr_parts]: End - Start of each storage */
+	bool plain_base;		/* the root is a "Plain" image: a raw file (one storage) */
 };
 
 /*
