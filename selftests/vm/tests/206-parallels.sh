@@ -1,5 +1,5 @@
 #!/bin/sh
-# Parallels in the kernel: an expanding image made by vdimgctl and one made by qemu-img (64 KiB clusters): the header's in-use flag set while attached read-write and cleared by the detach, fio verify=crc32c, detach, re-attach verify_only, qemu-img check clean and qemu-img's raw view equals the device; ext4 on a vdimgctl image across a re-attach; an image left in use refused read-write and readable read-only; a hand-made bundle (split storage, two snapshots) attached by its directory, written across the part boundary, the base untouched, and attached again renamed by its descriptor; the parallels-v1 and parallels-v2 samples read as qemu-img reads them
+# Parallels in the kernel: an expanding image made by vdimgctl and one made by qemu-img (64 KiB clusters): the header's in-use flag set while attached read-write and cleared by the detach, fio verify=crc32c, detach, re-attach verify_only, qemu-img check clean and qemu-img's raw view equals the device; ext4 on a vdimgctl image across a re-attach; an image left in use refused read-write and readable read-only; a hand-made bundle (split storage, two snapshots) attached by its directory, written across the part boundary, the base untouched, and attached again renamed by its descriptor; a plain (raw) root under a snapshot; the parallels-v1 and parallels-v2 samples read as qemu-img reads them
 # timeout: 300
 . /vmtest/lib.sh
 require_vdimg
@@ -167,6 +167,36 @@ else
 	fail "$t: made and attached"
 fi
 rm -rf "$B" "$W/renamed" "$W/bexp.raw" "$W/rnd"
+
+# a plain (raw) root under an expanding snapshot: a raw base layer
+t="parallels bundle, plain root"
+B=$W/plain.hdd
+rm -rf "$B" "$W/pexp.raw"
+mkdir -p "$B"
+if mkrandom "$B/hd.raw" 4 && cp "$B/hd.raw" "$W/pexp.raw" &&
+	"$VDIMGCTL" create -t parallels -s 4M "$B/hd.top.hds" &&
+	dd if=/dev/zero of="$W/pexp.raw" bs=1M seek=1 count=1 conv=notrunc status=none &&
+	"$QEMU_IO" -f parallels -c "write -P 0x5e 1M 64k" "$B/hd.top.hds" >/dev/null &&
+	"$QEMU_IO" -f raw -c "write -P 0x5e 1M 64k" "$W/pexp.raw" >/dev/null; then
+	cat >"$B/DiskDescriptor.xml" <<XML
+<Parallels_disk_image Version="1.0"><Disk_Parameters><Disk_size>8192</Disk_size></Disk_Parameters>
+<StorageData><Storage><Start>0</Start><End>8192</End>
+<Image><GUID>$A</GUID><Type>Plain</Type><File>hd.raw</File></Image>
+<Image><GUID>$T</GUID><Type>Compressed</Type><File>hd.top.hds</File></Image>
+</Storage></StorageData><Snapshots>
+<Shot><GUID>$A</GUID><ParentGUID>{00000000-0000-0000-0000-000000000000}</ParentGUID></Shot>
+<Shot><GUID>$T</GUID><ParentGUID>$A</ParentGUID></Shot></Snapshots></Parallels_disk_image>
+XML
+	dev=$(vd_attach -r "$B") || fail "$t: attach"
+	if [ -n "$dev" ]; then
+		check_eq "$t: depth" "$(vd_attr "$dev" depth)" 2
+		check "$t: device = the raw base under the snapshot" cmp "$dev" "$W/pexp.raw"
+		vd_detach "$dev" || fail "$t: detach"
+	fi
+else
+	fail "$t: made"
+fi
+rm -rf "$B" "$W/pexp.raw"
 
 for s in parallels-v1 parallels-v2; do
 	t="sample $s"
