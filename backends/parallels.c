@@ -218,6 +218,8 @@ static int prl_map_part(struct prl *p, u64 offset, u64 length, unsigned int flag
 		for (j = i + 1; avail < length && j < p->nr_bat && !p->bat[j]; j++)
 			avail += p->cluster;
 		ext->type = VDIMG_EXT_UNALLOCATED;
+	} else if (flags & VDIMG_MAP_NOWAIT) {
+		ret = -EAGAIN;		/* allocation belongs to the worker path */
 	} else {
 		off = p->next_off;
 		/* the entry must fit in 32 bits: sectors (v1) or clusters (v2) */
