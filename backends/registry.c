@@ -40,6 +40,7 @@ static const struct vdimg_format *const vdimg_formats[] = {
 	&vdimg_vmdk_format,
 	&vdimg_cue_format,
 	&vdimg_dmg_format,
+	&vdimg_parallels_format,
 };
 
 /* What a probe sees: the head of the file, its last sector and its size. */

@@ -308,7 +308,7 @@ static int vdimg_layer_open(struct vdimg_device *dev, struct vdimg_layer_k **bel
 /* @img (layer @pos) over @parent: the checks that need no identity (see vdimg_chain_check). */
 static int vdimg_link_check(struct vdimg_image *img, struct vdimg_image *parent, unsigned int pos)
 {
-	if (!(img->flags & VDIMG_IMG_HAS_PARENT)) {
+	if (!(img->flags & VDIMG_IMG_HAS_PARENT) && !(img->fmt->caps & VDIMG_CAP_EXTERNAL_PARENT)) {
 		pr_err("%s: not a differencing image, cannot be layered over %s\n",
 		       img->name, parent->name);
 		return -EINVAL;

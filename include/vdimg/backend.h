@@ -129,6 +129,11 @@ struct vdimg_extent {
 /* a child must have exactly its parent's virtual size (else the parent's size may differ) */
 #define VDIMG_CAP_SAME_SIZE_PARENT BIT(2)
 #define VDIMG_CAP_EXTENT_FILES	BIT(3)	/* ->open() uses img->extents (VMDK descriptors) */
+/*
+ * the image itself records no parent link (a Parallels snapshot: its bundle's descriptor does, and
+ * userspace reads it): the image may be layered over a parent without VDIMG_IMG_HAS_PARENT
+ */
+#define VDIMG_CAP_EXTERNAL_PARENT BIT(4)
 
 struct vdimg_format {
 	const char *name;		/* "raw", "vhd", ... as the tool and sysfs spell it */
@@ -188,6 +193,7 @@ extern const struct vdimg_format vdimg_vhdx_format;
 extern const struct vdimg_format vdimg_vmdk_format;
 extern const struct vdimg_format vdimg_cue_format;
 extern const struct vdimg_format vdimg_dmg_format;
+extern const struct vdimg_format vdimg_parallels_format;
 
 /**
  * vdimg_format_by_id() - the built-in backend for a format id

@@ -17,6 +17,7 @@ static const struct vdimg_tool_ops *const vdimg_all_tool_ops[] = {
 	&vdimg_vmdk_tool_ops,
 	&vdimg_cue_tool_ops,
 	&vdimg_dmg_tool_ops,
+	&vdimg_parallels_tool_ops,
 };
 
 static const struct vdimg_tool_ops vdimg_no_tool_ops;

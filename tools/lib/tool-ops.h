@@ -100,6 +100,7 @@ extern const struct vdimg_tool_ops vdimg_qcow_tool_ops;
 extern const struct vdimg_tool_ops vdimg_vmdk_tool_ops;
 extern const struct vdimg_tool_ops vdimg_cue_tool_ops;
 extern const struct vdimg_tool_ops vdimg_dmg_tool_ops;
+extern const struct vdimg_tool_ops vdimg_parallels_tool_ops;
 
 /**
  * vdimg_tool_ops() - the userspace operations of a format

@@ -32,6 +32,12 @@ int vdimg_parent_paths(struct vdimg_image *img, const char *path, char sep, char
 /* UTF-16 <-> UTF-8 for the names and locators of VHD and VHDX (tools/lib/platform.c) */
 char *vdimg_utf16_to_utf8(const u8 *p, size_t bytes, bool be, bool nul_ends);
 size_t vdimg_utf8_to_utf16(const char *s, u8 *out, size_t max, bool be);
+/*
+ * A Parallels bundle named by @path (its directory, or its DiskDescriptor.xml): the first file of
+ * its top snapshot, absolute (malloc'd) in *@top. -ENOENT when @path is not a bundle, another
+ * negative errno (after a message) when its descriptor is refused.
+ */
+int vdimg_parallels_bundle_top(const char *path, char **top);
 
 /* an image opened from a path by vdimg_open_path() (tools/lib/open.c) */
 struct vdimg_path_image {

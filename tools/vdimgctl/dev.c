@@ -488,7 +488,7 @@ int cmd_attach(int argc, char **argv)
 	struct vdimg_attach a;
 	struct vdimg_chain *chain;
 	const char *chain_arg = NULL, *top_path;
-	char *chain_copy = NULL, *tok, *save = NULL;
+	char *chain_copy = NULL, *tok, *save = NULL, *bundle_top = NULL;
 	bool show = false, ro = false, rw_iso = false, force = false, all_built = true, dry = false;
 	u32 flags = 0, format = VDIMG_FMT_AUTO, lbs = 0, index = VDIMG_INDEX_ANY;
 	int c, n = 0, i, ctl, ret, status = EXIT_FAIL;
@@ -630,6 +630,15 @@ int cmd_attach(int argc, char **argv)
 			goto out;
 		}
 		layers[n++].path = argv[optind];
+		/* a Parallels bundle (DIR.hdd or its DiskDescriptor.xml): its top snapshot's file */
+		ret = vdimg_parallels_bundle_top(argv[optind], &bundle_top);
+		if (ret && ret != -ENOENT) {
+			errmsg(argv[optind], "cannot attach", "the bundle's descriptor is refused: %s",
+			       strerror(-ret));
+			goto out;
+		}
+		if (!ret)
+			layers[n - 1].path = bundle_top;
 	}
 	if (!n) {
 		usage_error("attach", "no image given");
@@ -806,6 +815,7 @@ out:
 	free(names);
 	free(fmts);
 	free(chain_copy);
+	free(bundle_top);
 	vdimg_chain_resolve_free(resolved, res_fmts, nres);
 	return status;
 }

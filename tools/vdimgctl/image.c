@@ -17,13 +17,24 @@
 int offline_open(struct vdimg_path_image *o, const char *path, u32 format, unsigned int flags,
 		 const char *action)
 {
+	char *top = NULL;
 	int ret;
 
 	lib_action(action);
-	ret = vdimg_open_path(o, path, format, flags | VDIMG_PATH_REGULAR);
+	/* a Parallels bundle (its directory or descriptor) stands for its top snapshot's image */
+	ret = vdimg_parallels_bundle_top(path, &top);
+	if (ret && ret != -ENOENT) {
+		if (!lib_reported)
+			errmsg(path, action, "the bundle's descriptor is refused: %s", strerror(-ret));
+		return ret;
+	}
+	ret = vdimg_open_path(o, top ? top : path, format, flags | VDIMG_PATH_REGULAR);
 	if (ret && !lib_reported)
 		errmsg(path, action, "%s", ret == -EINVAL && o->failed == VDIMG_PATH_NOT_REGULAR ?
 		       "not a regular file" : strerror(-ret));
+	if (!ret && top)
+		o->img.name = path;	/* @top goes; messages name what the user gave */
+	free(top);
 	return ret;
 }
 

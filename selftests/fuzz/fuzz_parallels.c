@@ -1,0 +1,68 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * libFuzzer target for the Parallels backend (backends/parallels.c): the input is an image file. It
+ * is opened read-only and every extent of the disk is mapped (and DATA extents read); describe runs
+ * too. Then an open with VDIMG_OPEN_REPAIR and check --repair: the result must open normally. Then
+ * opened writable (an image whose in-use flag is set is refused, as it must be) and given a write to
+ * a cluster chosen by the input (map WRITE, fill, commit or abort), a flush, a check and a reopen,
+ * which must succeed after our own writes. Any crash, sanitizer report or extent that does not
+ * answer the question asked is a bug.
+ *
+ * Build: make build/fuzz/fuzz_parallels
+ * Run:   build/fuzz/fuzz_parallels -max_len=65536 selftests/fuzz/corpus/parallels
+ */
+#include "fuzz_common.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	u32 pick = fuzz_pick(data, size);
+	struct vdimg_check_result res;
+	struct vdimg_image img;
+	struct vdimg_file *f;
+	u64 off;
+
+	f = fuzz_load(&vdimg_parallels_format, data, size, 0);
+	if (!f)
+		return 0;
+	if (fuzz_open(&img, f, VDIMG_OPEN_READ_ONLY) == 0) {
+		fuzz_walk(&img, 4096, FUZZ_MAP_STRICT);
+		fuzz_read_only_calls(&img);
+		fmt->close(&img);
+	}
+
+	/* what a normal open refuses in the BAT, check --repair must fix for good */
+	if (fuzz_open(&img, f, VDIMG_OPEN_REPAIR) == 0) {
+		memset(&res, 0, sizeof(res));
+		if (vdimg_tool_ops(fmt)->check(&img, VDIMG_CHECK_REPAIR, &res))
+			abort();
+		fmt->close(&img);
+		if (fuzz_open(&img, f, VDIMG_OPEN_READ_ONLY))
+			abort();
+		fmt->close(&img);
+		/* and the in-use flag is cleared: a writable open works */
+		if (fuzz_open(&img, f, 0))
+			abort();
+		fmt->close(&img);
+	}
+
+	if (fuzz_open(&img, f, 0) == 0) {
+		off = ((u64)pick * 512) % img.size;
+		fuzz_write_one(&img, off, pick, 1 << 20);
+		if (fmt->flush(&img))
+			abort();
+		memset(&res, 0, sizeof(res));
+		vdimg_tool_ops(fmt)->check(&img, 0, &res);
+		fuzz_walk(&img, 4096, FUZZ_MAP_STRICT);
+		fmt->close(&img);
+		/* what we wrote must open again, writable too */
+		if (fuzz_open(&img, f, VDIMG_OPEN_READ_ONLY))
+			abort();
+		fuzz_walk(&img, 4096, FUZZ_MAP_STRICT);
+		fmt->close(&img);
+		if (fuzz_open(&img, f, 0))
+			abort();
+		fmt->close(&img);
+	}
+	vdimg_file_free(f);
+	return 0;
+}
