@@ -196,4 +196,140 @@ static inline int workload(struct vdimg_chain *c, u8 *shadow, u64 size, int ops,
 	return ret;
 }
 
+/* ---- whole files: the fixtures of the tests that patch and compare image files ---- */
+
+static inline u64 fsize(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) ? 0 : st.st_size;
+}
+
+static inline u8 *read_all(const char *path, u64 *len)
+{
+	int fd = open(path, O_RDONLY);
+	u64 n = fsize(path);
+	u8 *p = malloc(n ? n : 1);
+
+	if (fd < 0 || pread(fd, p, n, 0) != (ssize_t)n) {
+		printf("Bail out! cannot read %s\n", path);
+		exit(1);
+	}
+	close(fd);
+	*len = n;
+	return p;
+}
+
+static inline void put_file(const char *path, const void *p, u64 len)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+
+	if (fd < 0 || pwrite(fd, p, len, 0) != (ssize_t)len) {
+		printf("Bail out! cannot write %s\n", path);
+		exit(1);
+	}
+	close(fd);
+}
+
+static inline void copy_file(const char *from, const char *to)
+{
+	u64 n;
+	u8 *p = read_all(from, &n);
+
+	put_file(to, p, n);
+	free(p);
+}
+
+static inline void patch(const char *path, u64 off, const void *p, size_t len)
+{
+	int fd = open(path, O_RDWR);
+
+	if (fd < 0 || pwrite(fd, p, len, off) != (ssize_t)len) {
+		printf("Bail out! cannot patch %s\n", path);
+		exit(1);
+	}
+	close(fd);
+}
+
+
+static inline void patch32(const char *path, u64 off, u32 v)
+{
+	__le32 le = cpu_to_le32(v);
+
+	patch(path, off, &le, 4);
+}
+
+static inline void patch64(const char *path, u64 off, u64 v)
+{
+	__le64 le = cpu_to_le64(v);
+
+	patch(path, off, &le, 8);
+}
+
+/* ---- whole chains compared with a reference buffer ---- */
+
+static inline int open1(struct vdimg_chain **c, const char *path, unsigned int flags)
+{
+	return vdimg_chain_open(c, &path, 1, NULL, flags);
+}
+
+/* the whole chain equals @ref? */
+static inline bool chain_is(struct vdimg_chain *c, const u8 *ref, u64 size)
+{
+	u8 *b = malloc(size);
+	bool same = c->size == size && !vdimg_chain_pread(c, b, size, 0) && !memcmp(b, ref, size);
+
+	if (!same && c->size == size)
+		for (u64 i = 0; i < size; i++)
+			if (b[i] != ref[i]) {
+				printf("# first difference at %llu: %#x, want %#x\n",
+				       (unsigned long long)i, b[i], ref[i]);
+				break;
+			}
+	free(b);
+	return same;
+}
+
+static inline bool image_is(const char *path, const u8 *ref, u64 size)
+{
+	struct vdimg_chain *c;
+	bool same;
+
+	if (open1(&c, path, VDIMG_CHAIN_READ_ONLY))
+		return false;
+	same = chain_is(c, ref, size);
+	vdimg_chain_close(c);
+	return same;
+}
+
+/* the linear congruential generator of random_writes(); tests seed lcg_state to replay it */
+static unsigned int lcg_state = 12345;
+
+static inline u32 lcg(void)
+{
+	lcg_state = lcg_state * 1103515245 + 12345;
+	return lcg_state >> 8;
+}
+
+/* random writes of mixed sizes (512 B .. 3 MiB, 512-aligned) through @c and into @ref */
+static inline int random_writes(struct vdimg_chain *c, u8 *ref, u64 size, int n, unsigned int seed)
+{
+	u8 *buf = malloc(3 << 20);
+	int i, ret = 0;
+
+	for (i = 0; i < n && !ret; i++) {
+		u64 len = (u64)(1 + lcg() % (i % 3 == 0 ? 6144 : 64)) * 512;
+		u64 off;
+
+		len = len > size ? size : len;
+		off = (u64)(lcg() % ((size - len) / 512 + 1)) * 512;
+		fill_pat(buf, len, seed + i, off);
+		ret = vdimg_chain_pwrite(c, buf, len, off);
+		memcpy(ref + off, buf, len);
+	}
+	free(buf);
+	return ret;
+}
+
+
 #endif

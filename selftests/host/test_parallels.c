@@ -9,8 +9,7 @@
  * KTAP on stdout; skips (exit 4) when qemu-img is missing.
  */
 #include <sys/wait.h>
-#include "../../tools/lib/chain.h"
-#include "ktap.h"
+#include "format_test.h"
 #include "../../backends/parallels.h"
 #include "../../tools/lib/vdimg-user.h"
 
@@ -23,60 +22,6 @@ static const struct vdimg_tool_ops *prl = &vdimg_parallels_tool_ops;
 static const char *samples;
 
 /* ---- helpers ---- */
-
-static u64 fsize(const char *path)
-{
-	struct stat st;
-
-	return stat(path, &st) ? 0 : st.st_size;
-}
-
-static u8 *read_all(const char *path, u64 *len)
-{
-	int fd = open(path, O_RDONLY);
-	u64 n = fsize(path);
-	u8 *p = malloc(n ? n : 1);
-
-	if (fd < 0 || pread(fd, p, n, 0) != (ssize_t)n) {
-		printf("Bail out! cannot read %s\n", path);
-		exit(1);
-	}
-	close(fd);
-	*len = n;
-	return p;
-}
-
-static void put_file(const char *path, const void *p, u64 len)
-{
-	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-
-	if (fd < 0 || pwrite(fd, p, len, 0) != (ssize_t)len) {
-		printf("Bail out! cannot write %s\n", path);
-		exit(1);
-	}
-	close(fd);
-}
-
-static void copy_file(const char *from, const char *to)
-{
-	u64 n;
-	u8 *p = read_all(from, &n);
-
-	put_file(to, p, n);
-	free(p);
-}
-
-static void patch32(const char *path, u64 off, u32 v)
-{
-	__le32 le = cpu_to_le32(v);
-	int fd = open(path, O_RDWR);
-
-	if (fd < 0 || pwrite(fd, &le, 4, off) != 4) {
-		printf("Bail out! cannot patch %s\n", path);
-		exit(1);
-	}
-	close(fd);
-}
 
 static u32 get32(const char *path, u64 off)
 {
@@ -100,67 +45,6 @@ static int mkprl(const char *path, u64 size, const char *variant, u32 cluster)
 
 	vdimg_file_free(f);
 	close(fd);
-	return ret;
-}
-
-static int open1(struct vdimg_chain **c, const char *path, unsigned int flags)
-{
-	return vdimg_chain_open(c, &path, 1, NULL, flags);
-}
-
-static bool chain_is(struct vdimg_chain *c, const u8 *ref, u64 size)
-{
-	u8 *b = malloc(size);
-	bool same = c->size == size && !vdimg_chain_pread(c, b, size, 0) && !memcmp(b, ref, size);
-
-	if (!same && c->size == size)
-		for (u64 i = 0; i < size; i++)
-			if (b[i] != ref[i]) {
-				printf("# first difference at %llu: %#x, want %#x\n",
-				       (unsigned long long)i, b[i], ref[i]);
-				break;
-			}
-	free(b);
-	return same;
-}
-
-static bool image_is(const char *path, const u8 *ref, u64 size)
-{
-	struct vdimg_chain *c;
-	bool same;
-
-	if (open1(&c, path, VDIMG_CHAIN_READ_ONLY))
-		return false;
-	same = chain_is(c, ref, size);
-	vdimg_chain_close(c);
-	return same;
-}
-
-static unsigned int rnd_state = 4242;
-
-static u32 rnd(void)
-{
-	rnd_state = rnd_state * 1103515245 + 12345;
-	return rnd_state >> 8;
-}
-
-/* random writes of mixed sizes (512 B .. 3 MiB, 512-aligned) through @c and into @ref */
-static int random_writes(struct vdimg_chain *c, u8 *ref, u64 size, int n, unsigned int seed)
-{
-	u8 *buf = malloc(3 * MiB);
-	int i, ret = 0;
-
-	for (i = 0; i < n && !ret; i++) {
-		u64 len = (u64)(1 + rnd() % (i % 3 == 0 ? 6144 : 64)) * 512;
-		u64 off;
-
-		len = len > size ? size : len;
-		off = (u64)(rnd() % ((size - len) / 512 + 1)) * 512;
-		fill_pat(buf, len, seed + i, off);
-		ret = vdimg_chain_pwrite(c, buf, len, off);
-		memcpy(ref + off, buf, len);
-	}
-	free(buf);
 	return ret;
 }
 
@@ -1033,6 +917,7 @@ static void test_bundle_hostile(void)
 int main(void)
 {
 	ktap_start();
+	lcg_state = 4242;
 	if (sh("qemu-img --version >/dev/null 2>&1 && qemu-io --version >/dev/null 2>&1")) {
 		skip("qemu-img/qemu-io not installed");
 		return ktap_finish();

@@ -10,8 +10,7 @@
  */
 #include <pthread.h>
 #include <sys/wait.h>
-#include "../../tools/lib/chain.h"
-#include "ktap.h"
+#include "format_test.h"
 #include "../../backends/vdi/vdi.h"
 
 #define KiB 1024ULL
@@ -22,73 +21,6 @@ static const struct vdimg_format *vdi_fmt = &vdimg_vdi_format;
 static const struct vdimg_tool_ops *vdi = &vdimg_vdi_tool_ops;
 
 /* ---- helpers ---- */
-
-static u64 fsize(const char *path)
-{
-	struct stat st;
-
-	return stat(path, &st) ? 0 : st.st_size;
-}
-
-static u8 *read_all(const char *path, u64 *len)
-{
-	int fd = open(path, O_RDONLY);
-	u64 n = fsize(path);
-	u8 *p = malloc(n ? n : 1);
-
-	if (fd < 0 || pread(fd, p, n, 0) != (ssize_t)n) {
-		printf("Bail out! cannot read %s\n", path);
-		exit(1);
-	}
-	close(fd);
-	*len = n;
-	return p;
-}
-
-static void put_file(const char *path, const void *p, u64 len)
-{
-	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-
-	if (fd < 0 || pwrite(fd, p, len, 0) != (ssize_t)len) {
-		printf("Bail out! cannot write %s\n", path);
-		exit(1);
-	}
-	close(fd);
-}
-
-static void copy_file(const char *from, const char *to)
-{
-	u64 n;
-	u8 *p = read_all(from, &n);
-
-	put_file(to, p, n);
-	free(p);
-}
-
-static void patch(const char *path, u64 off, const void *p, size_t len)
-{
-	int fd = open(path, O_RDWR);
-
-	if (fd < 0 || pwrite(fd, p, len, off) != (ssize_t)len) {
-		printf("Bail out! cannot patch %s\n", path);
-		exit(1);
-	}
-	close(fd);
-}
-
-static void patch32(const char *path, u64 off, u32 v)
-{
-	__le32 le = cpu_to_le32(v);
-
-	patch(path, off, &le, 4);
-}
-
-static void patch64(const char *path, u64 off, u64 v)
-{
-	__le64 le = cpu_to_le64(v);
-
-	patch(path, off, &le, 8);
-}
 
 /* create a VDI with the backend's create() */
 static int mkvdi(const char *path, u64 size, const char *variant, const char *parent, u32 bs)
@@ -115,73 +47,11 @@ static int mkvdi(const char *path, u64 size, const char *variant, const char *pa
 	return ret;
 }
 
-static int open1(struct vdimg_chain **c, const char *path, unsigned int flags)
-{
-	return vdimg_chain_open(c, &path, 1, NULL, flags);
-}
-
 static int open2(struct vdimg_chain **c, const char *base, const char *top, unsigned int flags)
 {
 	const char *p[2] = { base, top };
 
 	return vdimg_chain_open(c, p, 2, NULL, flags);
-}
-
-/* the whole chain equals @ref? */
-static bool chain_is(struct vdimg_chain *c, const u8 *ref, u64 size)
-{
-	u8 *b = malloc(size);
-	bool same = c->size == size && !vdimg_chain_pread(c, b, size, 0) && !memcmp(b, ref, size);
-
-	if (!same && c->size == size)
-		for (u64 i = 0; i < size; i++)
-			if (b[i] != ref[i]) {
-				printf("# first difference at %llu: %#x, want %#x\n",
-				       (unsigned long long)i, b[i], ref[i]);
-				break;
-			}
-	free(b);
-	return same;
-}
-
-static bool image_is(const char *path, const u8 *ref, u64 size)
-{
-	struct vdimg_chain *c;
-	bool same;
-
-	if (open1(&c, path, VDIMG_CHAIN_READ_ONLY))
-		return false;
-	same = chain_is(c, ref, size);
-	vdimg_chain_close(c);
-	return same;
-}
-
-static unsigned int rnd_state = 12345;
-
-static u32 rnd(void)
-{
-	rnd_state = rnd_state * 1103515245 + 12345;
-	return rnd_state >> 8;
-}
-
-/* random writes of mixed sizes (512 B .. 3 MiB, 512-aligned) through @c and into @ref */
-static int random_writes(struct vdimg_chain *c, u8 *ref, u64 size, int n, unsigned int seed)
-{
-	u8 *buf = malloc(3 * MiB);
-	int i, ret = 0;
-
-	for (i = 0; i < n && !ret; i++) {
-		u64 len = (u64)(1 + rnd() % (i % 3 == 0 ? 6144 : 64)) * 512;
-		u64 off;
-
-		len = len > size ? size : len;
-		off = (u64)(rnd() % ((size - len) / 512 + 1)) * 512;
-		fill_pat(buf, len, seed + i, off);
-		ret = vdimg_chain_pwrite(c, buf, len, off);
-		memcpy(ref + off, buf, len);
-	}
-	free(buf);
-	return ret;
 }
 
 static void qemu_check(const char *path, const char *what)
@@ -309,7 +179,7 @@ static void test_qemu_images(void)
 		/* then written by us: qemu still agrees */
 		if (!ok_err(open1(&c, img, 0), 0, "qemu-img %s: opens writable", variants[v]))
 			continue;
-		rnd_state = 77 + v;
+		lcg_state = 77 + v;
 		ok_err(random_writes(c, ref, size, 40, 500), 0, "qemu-img %s: 40 random writes",
 		       variants[v]);
 		ok(chain_is(c, ref, size), "qemu-img %s: reads back what was written", variants[v]);
@@ -331,7 +201,7 @@ static void test_random_rw(void)
 	ok_err(mkvdi(img, size, NULL, NULL, 0), 0, "random: create %llu bytes", (unsigned long long)size);
 	if (!ok_err(open1(&c, img, 0), 0, "random: open"))
 		return;
-	rnd_state = 1;
+	lcg_state = 1;
 	ok_err(random_writes(c, ref, size, 300, 1000), 0, "random: 300 writes of mixed sizes");
 	ok(chain_is(c, ref, size), "random: reads back the shadow");
 	fill_pat(ref + size - 4096, 4096, 9, size - 4096);
@@ -362,7 +232,7 @@ static void test_fixed(void)
 	   "fixed: never allocates");
 	ok(!map_top(c, 0, size, &e) && e.type == VDIMG_EXT_DATA && e.length == size &&
 	   e.file_offset == MiB, "fixed: map coalesces contiguous blocks into one DATA extent");
-	rnd_state = 3;
+	lcg_state = 3;
 	ok_err(random_writes(c, ref, size, 50, 2000), 0, "fixed: random writes");
 	ok_err(vdimg_chain_discard(c, MiB, 2 * MiB + 4096, VDIMG_DISCARD_ZEROES), 0,
 	       "fixed: discard with zeroes");
@@ -387,7 +257,7 @@ static void test_diff_chain(void)
 	mkvdi(base, size, NULL, NULL, 0);
 	if (!ok_err(open1(&c, base, 0), 0, "diff: base"))
 		return;
-	rnd_state = 5;
+	lcg_state = 5;
 	random_writes(c, ref, size, 60, 3000);
 	vdimg_chain_close(c);
 	ok_err(mkvdi(top, 0, NULL, base, 0), 0, "diff: create a child of the base");
@@ -397,7 +267,7 @@ static void test_diff_chain(void)
 	ok(!strcmp(vdimg_chain_top(c)->variant, "differencing") && c->size == size &&
 	   (vdimg_chain_top(c)->flags & VDIMG_IMG_HAS_PARENT), "diff: child is differencing, same size");
 	ok(chain_is(c, ref, size), "diff: an empty child reads the base");
-	rnd_state = 6;
+	lcg_state = 6;
 	ok_err(random_writes(c, ref, size, 200, 4000), 0, "diff: random writes to the child");
 	ok(chain_is(c, ref, size), "diff: chain reads the shadow");
 	ok_err(vdimg_chain_close(c), 0, "diff: close");

@@ -230,7 +230,7 @@ static void test_qemu_read(const char *subformat)
 }
 
 /* Random writes of mixed sizes through the chain and into @shadow. */
-static int random_writes_align(struct vdimg_chain *c, u8 *shadow, int n, unsigned int seed,
+static int shadow_writes_align(struct vdimg_chain *c, u8 *shadow, int n, unsigned int seed,
 			       u64 align)
 {
 	static u8 buf[3 * MiB];
@@ -252,9 +252,9 @@ static int random_writes_align(struct vdimg_chain *c, u8 *shadow, int n, unsigne
 	return 0;
 }
 
-static int random_writes(struct vdimg_chain *c, u8 *shadow, int n, unsigned int seed)
+static int shadow_writes(struct vdimg_chain *c, u8 *shadow, int n, unsigned int seed)
 {
-	return random_writes_align(c, shadow, n, seed, 512);
+	return shadow_writes_align(c, shadow, n, seed, 512);
 }
 
 static void write_raw(const char *path, const u8 *data, u64 size)
@@ -283,7 +283,7 @@ static void test_write_interop(const char *variant)
 		close(fd);
 		goto out;
 	}
-	ok(!random_writes(c, shadow, 60, 7), "%s: 60 random writes of mixed sizes", variant);
+	ok(!shadow_writes(c, shadow, 60, 7), "%s: 60 random writes of mixed sizes", variant);
 	ok(chain_equals_buf(c, shadow, size), "%s: reads back what was written", variant);
 	ok(!vdimg_chain_close(c), "%s: flush and close", variant);
 	ret = vopen(&c, fd, name, VDIMG_CHAIN_READ_ONLY);
@@ -341,7 +341,7 @@ static void test_qemu_write(void)
 	size = c->size;
 	shadow = malloc(size);
 	vdimg_chain_pread(c, shadow, size, 0);
-	ok(!random_writes(c, shadow, 40, 99), "qemu image: 40 random writes");
+	ok(!shadow_writes(c, shadow, 40, 99), "qemu image: 40 random writes");
 	vdimg_chain_close(c);
 	close(fd);
 	write_raw("qw-shadow.raw", shadow, size);
@@ -374,7 +374,7 @@ static void test_differencing(void)
 	ret = vopen(&c, bfd, "base.vhd", 0);
 	if (!ok(bfd >= 0 && !ret, "differencing: base created and opened"))
 		goto out;
-	ok(!random_writes(c, shadow, 25, 3), "differencing: base gets 25 random writes");
+	ok(!shadow_writes(c, shadow, 25, 3), "differencing: base gets 25 random writes");
 	vdimg_chain_close(c);
 
 	ok(!img_open(&bimg, bfd, "base.vhd", VDIMG_OPEN_READ_ONLY), "differencing: base opens alone");
@@ -414,7 +414,7 @@ static void test_differencing(void)
 	 * one bitmap byte from the child instead of the parent, so vhdimount below would disagree
 	 * with sub-4K writes (the sub-4K case is covered afterwards against the shadow).
 	 */
-	ok(!random_writes_align(c, shadow, 40, 11, 4096),
+	ok(!shadow_writes_align(c, shadow, 40, 11, 4096),
 	   "differencing: 40 random 4K-aligned writes to the child");
 	ok(chain_equals_buf(c, shadow, size), "differencing: the chain reads back the writes");
 	/* discard in the child must read zeros, never the parent */
@@ -465,7 +465,7 @@ static void test_differencing(void)
 no_mount:
 	ret = vopen2(&c, bfd, cfd, 0);
 	if (ok(!ret, "differencing: reopen writable")) {
-		ok(!random_writes(c, shadow, 30, 12), "differencing: 30 sector-granular writes");
+		ok(!shadow_writes(c, shadow, 30, 12), "differencing: 30 sector-granular writes");
 		ok(chain_equals_buf(c, shadow, size), "differencing: the chain reads them back");
 		vdimg_chain_close(c);
 		ret = vopen2(&c, bfd, cfd, VDIMG_CHAIN_READ_ONLY);
@@ -629,7 +629,7 @@ static void test_discard_base(void)
 	ret = vopen(&c, fd, "disc.vhd", 0);
 	if (!ok(!ret, "discard: open"))
 		goto out;
-	ok(!random_writes(c, shadow, 30, 5), "discard: random writes");
+	ok(!shadow_writes(c, shadow, 30, 5), "discard: random writes");
 	ok(!vdimg_chain_discard(c, 2 * MiB, 2 * MiB, 0), "discard a whole block");
 	ok(!vdimg_chain_discard(c, 5 * MiB + 4096, 8192, VDIMG_DISCARD_ZEROES),
 	   "discard part of a block");
@@ -857,7 +857,7 @@ static int crash_workload(struct vdimg_chain *c)
 	return vdimg_chain_flush(c);
 }
 
-static void copy_file(const char *from, const char *to)
+static void copy_sparse(const char *from, const char *to)
 {
 	sh("cp --sparse=always '%s' '%s'", from, to);
 }
@@ -884,14 +884,14 @@ static void test_crash(bool diff)
 		close(vcreate("cr-tmpl.vhd", 0, NULL, tpath("cr-base.vhd"), &bimg));
 		img_close(&bimg);
 	} else {
-		copy_file(tpath("cr-base.vhd"), tpath("cr-tmpl.vhd"));
+		copy_sparse(tpath("cr-base.vhd"), tpath("cr-tmpl.vhd"));
 	}
 	memcpy(new, old, size);
 	for (i = 0; i < ARRAY_SIZE(crash_w); i++)
 		fill_pat(new + crash_w[i].off, crash_w[i].len, 500 + i, crash_w[i].off);
 
 	for (n = 0; n < 400 && !done; n++) {
-		copy_file(tpath("cr-tmpl.vhd"), tpath("cr.vhd"));
+		copy_sparse(tpath("cr-tmpl.vhd"), tpath("cr.vhd"));
 		fd = openf(tpath("cr.vhd"), O_RDWR);
 		ret = diff ? vopen2(&c, bfd, fd, 0) : vopen(&c, fd, "cr.vhd", 0);
 		if (ret) {
