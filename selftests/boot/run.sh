@@ -432,8 +432,8 @@ for KREL in "${kernels[@]}"; do
 	esac
 	wantk() { [ -z "$kfilter" ] || [[ $1 =~ $kfilter ]]; }
 	any=
-	for c in vhdx-ext4 missing-file missing-host overlay vhd-diff vhdx-ntfs dracut-vhdx-ext4 \
-		dracut-missing-file debian-systemd; do
+	for c in vhdx-ext4 missing-file missing-host overlay vhd-diff qcow2-powercut vhdx-ntfs \
+		dracut-vhdx-ext4 dracut-missing-file debian-systemd; do
 		wantk "$c" && any=1
 	done
 	[ -n "$any" ] || continue
@@ -594,6 +594,54 @@ for KREL in "${kernels[@]}"; do
 					notok "$name" "${why[@]}"
 				fi
 			fi
+		fi
+	fi
+
+	# (g) a qcow2 root, and a power cut: the VM is killed as soon as the root's init has written
+	# the marker and synced. What was synced must be in the image, the image must have no
+	# corruption (qcow2's refcounts are checked; leaks are allowed after a crash), and both file
+	# systems must recover (their journals replayed) without errors.
+	name=$KREL-qcow2-powercut
+	if wantk qcow2-powercut; then
+		why=()
+		rm -f "$work/root.qcow2"
+		qemu-img convert -f raw -O qcow2 "$work/root.raw" "$work/root.qcow2" ||
+			why+=("qemu-img convert to qcow2 failed")
+		mkhost "$work/host.ext4" "$work/root.qcow2"
+		log=$work/$name.console
+		boot_vm "/boot/vmlinuz-$KREL" "$INITRD" "$work/host.ext4" raw \
+			"$base vdimg.image=UUID=$HOST_UUID:/root.qcow2" "$log" 'BOOTTEST: marker written'
+		rc=$?
+		[ "$rc" -eq 0 ] || why+=("the root's init never wrote the marker (status $rc)")
+		grep -aqE 'BOOTTEST: root on /dev/vdimg[0-9]+p1' "$log" || why+=("the root was not on a vdimg partition")
+		# the host ext4 was cut off mid-flight: replay its journal (e2fsck -p), then read it
+		e2fsck -fp "$work/host.ext4" >"$work/hostfsck.log" 2>&1
+		[ $? -le 1 ] || why+=("the host ext4 does not recover: $(tail -n 2 "$work/hostfsck.log" | tr '\n' ' ')")
+		if host_get "$work/host.ext4" root.qcow2 "$work/out.qcow2"; then
+			qemu-img check -q "$work/out.qcow2" >"$work/check.log" 2>&1
+			c=$?
+			[ "$c" -eq 0 ] || [ "$c" -eq 3 ] ||
+				why+=("qemu-img check (status $c): $(head -n 3 "$work/check.log" | tr '\n' ' ')")
+			rm -f "$work/check.raw" "$work/check.raw.fs"
+			if qemu-img convert -f qcow2 -O raw "$work/out.qcow2" "$work/check.raw"; then
+				root_fs_of "$work/check.raw" "$work/check.raw.fs"
+				e2fsck -fp "$work/check.raw.fs" >"$work/rootfsck.log" 2>&1
+				[ $? -le 1 ] || why+=("the root fs does not recover: $(tail -n 2 "$work/rootfsck.log" | tr '\n' ' ')")
+				debugfs -R 'cat /marker' "$work/check.raw.fs" 2>/dev/null |
+					grep -q 'marker written by the boot test' ||
+					why+=("the synced marker is not in the image")
+			else
+				why+=("qemu-img cannot read the image back")
+			fi
+			rm -f "$work/check.raw" "$work/check.raw.fs" "$work/out.qcow2"
+		else
+			why+=("root.qcow2 is gone from the host")
+		fi
+		if [ ${#why[@]} -eq 0 ]; then
+			ok "$name"
+		else
+			notok "$name" "${why[@]}" "console tail:"
+			console_tail "$log" | sed 's/^/#   /'
 		fi
 	fi
 
