@@ -26,9 +26,10 @@ apt-get install -y -qq --no-install-recommends \
 	libsmartcols-dev zlib1g-dev libzstd-dev \
 	libvhdi-utils libqcow-utils libvmdk-utils python3 python3-docutils sparse \
 	clang libclang-rt-14-dev >/dev/null
-# boot tests (selftests/boot/run.sh): initramfs-tools and dracut side by side, NTFS host disks,
+# boot tests (selftests/boot/run.sh): initramfs-tools and dracut side by side, NTFS, xfs, btrfs and vfat host disks,
 # mmdebstrap for the opt-in systemd root (VDIMG_BOOT_DEBIAN=1)
-apt-get install -y -qq --no-install-recommends initramfs-tools dracut-core ntfs-3g mmdebstrap >/dev/null
+apt-get install -y -qq --no-install-recommends initramfs-tools dracut-core ntfs-3g mmdebstrap \
+	xfsprogs btrfs-progs dosfstools mtools >/dev/null
 # debug kernel (selftests/vm/debug-kernel.sh): kernel build tools and Debian's 6.12 source tarball
 apt-get install -y -qq --no-install-recommends \
 	flex bison bc libelf-dev libssl-dev rsync cpio kmod xz-utils linux-source-6.12 >/dev/null

@@ -28,7 +28,7 @@ installkernel() {
     else
         hostonly='' instmods vdimg
     fi
-    hostonly='' instmods ext4 xfs btrfs vfat exfat ntfs3 nls_utf8 nls_cp437 nls_iso8859-1
+    hostonly='' instmods ext4 xfs btrfs vfat exfat ntfs3 nls_utf8 nls_ascii nls_cp437 nls_iso8859-1
     return 0
 }
 

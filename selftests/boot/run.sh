@@ -142,6 +142,7 @@ echo "BOOTTEST: host $host"
 ls /sys/block | grep -q '^vdimg' && echo "BOOTTEST: vdimg devices $(ls /sys/block | grep vdimg)"
 /usr/sbin/vdimgctl list -n -O NAME,BACK-FILE 2>&1 | sed 's/^/BOOTTEST: list /'
 mount -o remount,rw / || echo "BOOTTEST: remount rw failed"
+[ -f /marker ] && echo "BOOTTEST: previous marker: $(head -n 1 /marker)"
 { echo "marker written by the boot test"; echo "root=$src"; echo "host=$host"; } >/marker
 sync
 echo "BOOTTEST: marker written"
@@ -433,7 +434,7 @@ for KREL in "${kernels[@]}"; do
 	wantk() { [ -z "$kfilter" ] || [[ $1 =~ $kfilter ]]; }
 	any=
 	for c in vhdx-ext4 missing-file missing-host overlay vhd-diff qcow2-powercut vhdx-ntfs \
-		dracut-vhdx-ext4 dracut-missing-file debian-systemd; do
+		vhdx-xfs vhdx-btrfs vhdx-vfat dracut-vhdx-ext4 dracut-missing-file debian-systemd; do
 		wantk "$c" && any=1
 	done
 	[ -n "$any" ] || continue
@@ -644,6 +645,84 @@ for KREL in "${kernels[@]}"; do
 			console_tail "$log" | sed 's/^/#   /'
 		fi
 	fi
+
+	# (h) the other host file systems the hook supports: xfs, btrfs, vfat, each made and filled
+	# offline (mkfs.xfs -p, mkfs.btrfs --rootdir, mkfs.vfat + mcopy); the image is read back with
+	# the file system's own offline tool where it has one (btrfs restore, mcopy; xfs has none,
+	# and its log, kept by the freeze at shutdown, needs a mount to replay: there a second boot
+	# must find the first one's marker)
+	for hfs in xfs btrfs vfat; do
+		name=$KREL-vhdx-$hfs
+		wantk "vhdx-$hfs" || continue
+		why=()
+		hd=$work/host.$hfs
+		huuid=$HOST_UUID
+		rm -f "$hd" "$work/out.vhdx"
+		truncate -s 320M "$hd"
+		case $hfs in
+		xfs)
+			printf '%s\n' /dev/null '0 0' 'd--755 0 0' \
+				"root.vhdx ---644 0 0 $work/root.vhdx" '$' '$' >"$work/xfs.proto"
+			mkfs.xfs -q -f -m uuid="$huuid" -L vdimghost -p "$work/xfs.proto" "$hd" \
+				>"$work/mkfs.log" 2>&1 ;;
+		btrfs)
+			rm -rf "$work/hostdir" && mkdir -p "$work/hostdir" &&
+				cp --sparse=always "$work/root.vhdx" "$work/hostdir/" &&
+				mkfs.btrfs -q -f -U "$huuid" -L vdimghost --rootdir "$work/hostdir" "$hd" \
+					>"$work/mkfs.log" 2>&1 ;;
+		vfat)
+			huuid=5A1E-B007
+			rm -f "$hd"
+			mkfs.vfat -i 5A1EB007 -n VDIMGHOST -C "$hd" $((320 * 1024)) >"$work/mkfs.log" 2>&1 &&
+				mcopy -i "$hd" "$work/root.vhdx" ::/root.vhdx >>"$work/mkfs.log" 2>&1 ;;
+		esac
+		if [ $? -ne 0 ] || ! command -v "mkfs.$hfs" >/dev/null; then
+			notok "$name" "could not make the $hfs host: $(tail -n 2 "$work/mkfs.log" | tr '\n' ' ')"
+			continue
+		fi
+		case_boot "$name" "$hd" raw "$base vdimg.image=UUID=$huuid:/root.vhdx"
+		check_booted "$name" || continue
+		grep -aq "BOOTTEST: host /dev/vda /run/vdimg/host $hfs" "$BOOT_LOG" ||
+			why+=("the host was not mounted as $hfs")
+		case $hfs in
+		xfs)
+			# a frozen XFS keeps its log for the next mount to replay (xfs_repair cannot
+			# check it before that): boot again; the replayed host must give the image
+			# back with the first boot's marker in it
+			log1=$BOOT_LOG
+			case_boot "$name-again" "$hd" raw "$base vdimg.image=UUID=$huuid:/root.vhdx"
+			check_booted "$name-again" || continue
+			grep -aq 'BOOTTEST: previous marker: marker written by the boot test' "$BOOT_LOG" ||
+				why+=("the second boot does not find the first boot's marker")
+			BOOT_LOG=$log1 ;;
+		btrfs)
+			btrfs check --readonly "$hd" >"$work/hostfsck.log" 2>&1 ||
+				why+=("btrfs check: $(tail -n 2 "$work/hostfsck.log" | tr '\n' ' ')")
+			rm -rf "$work/restore" && mkdir -p "$work/restore" &&
+				btrfs restore -i "$hd" "$work/restore" >/dev/null 2>&1 &&
+				mv "$work/restore/root.vhdx" "$work/out.vhdx" ;;
+		vfat)
+			mcopy -i "$hd" ::/root.vhdx "$work/out.vhdx" 2>/dev/null ;;
+		esac
+		if [ "$hfs" != xfs ]; then
+			if [ ! -s "$work/out.vhdx" ]; then
+				why+=("root.vhdx cannot be read back from the $hfs host")
+			else
+				qemu-img check -q "$work/out.vhdx" >"$work/check.log" 2>&1 ||
+					why+=("qemu-img check: $(head -n 3 "$work/check.log" | tr '\n' ' ')")
+				m=$(image_marker "$work/out.vhdx" vhdx)
+				grep -q 'marker written by the boot test' <<<"$m" ||
+					why+=("the marker is not inside the VHDX")
+				grep -q 'ROOTFSCK-FAILED' <<<"$m" && why+=("the root fs in the VHDX is not fsck-clean")
+			fi
+		fi
+		rm -f "$hd" "$work/out.vhdx"
+		if [ ${#why[@]} -eq 0 ]; then
+			ok "$name"
+		else
+			notok "$name" "${why[@]}"
+		fi
+	done
 
 	# (f) dracut: the same boot as (a), and a missing file ending in dracut's emergency shell
 	if wantk dracut-vhdx-ext4 || wantk dracut-missing-file; then
