@@ -746,6 +746,10 @@ int vdimg_parallels_bundle_top(const char *path, char **top)
 	if (S_ISDIR(st.st_mode)) {
 		if (asprintf(&desc, "%s/%s", path, PRL_DESCRIPTOR) < 0)
 			return -ENOMEM;
+		if (access(desc, F_OK) && errno == ENOENT) {
+			free(desc);
+			return -ENOENT;		/* a directory, but no bundle: the caller says so */
+		}
 	} else {
 		const char *b = strrchr(path, '/');
 
