@@ -138,11 +138,11 @@ int vdimg_image_data_file(const char *image_path, u32 format, char **path)
 }
 
 /*
- * An extent file name from an image: only a name in the descriptor's directory tree (not
- * absolute, no ".." component), so that a hostile descriptor cannot make a privileged caller
- * open (and let a guest write) an arbitrary file.
+ * A file name read from an image or its descriptor (a VMDK extent, a Parallels bundle part): only
+ * a name in the descriptor's directory tree (not absolute, no ".." component), so that a hostile
+ * descriptor cannot make a privileged caller open (and let a guest write) an arbitrary file.
  */
-static bool extent_name_ok(const char *name)
+bool vdimg_inner_name_ok(const char *name)
 {
 	const char *p = name;
 
@@ -190,7 +190,7 @@ int vdimg_image_open_extents(struct vdimg_image *img, u32 format, bool writable)
 		char *p;
 		int fd;
 
-		if (!extent_name_ok(paths[i])) {
+		if (!vdimg_inner_name_ok(paths[i])) {
 			vdimg_err(img, "extent file name \"%s\" is not inside the descriptor's directory: refused",
 				  paths[i]);
 			ret = -EPERM;

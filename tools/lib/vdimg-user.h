@@ -27,6 +27,8 @@ char *vdimg_path_in_dir(const char *dir, const char *path);
  * malloc'd; NULL on ENOMEM.
  */
 char *vdimg_relpath(const char *path, const char *dir, char sep);
+/* a file name from an image's descriptor that stays inside its directory (io.c) */
+bool vdimg_inner_name_ok(const char *name);
 /* a new parent's absolute path and its path relative to @img's directory (@sep-separated) */
 int vdimg_parent_paths(struct vdimg_image *img, const char *path, char sep, char **abs, char **rel);
 /* UTF-16 <-> UTF-8 for the names and locators of VHD and VHDX (tools/lib/platform.c) */

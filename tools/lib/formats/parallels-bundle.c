@@ -415,25 +415,6 @@ out:
 	return buf;
 }
 
-/* a file name from the descriptor: relative, inside the bundle (no ".." component) */
-static bool file_name_ok(const char *f)
-{
-	const char *p = f;
-
-	if (!*f || *f == '/')
-		return false;
-	while (*p) {
-		size_t n = strcspn(p, "/");
-
-		if (n == 2 && p[0] == '.' && p[1] == '.')
-			return false;
-		p += n;
-		while (*p == '/')
-			p++;
-	}
-	return true;
-}
-
 static int bundle_build(struct vdimg_image *msg, const char *dir, const struct xml *x, int root,
 			struct prl_bundle_chain *out)
 {
@@ -541,7 +522,7 @@ static int bundle_build(struct vdimg_image *msg, const char *dir, const struct x
 			else if (strcmp(type, "Compressed"))
 				return vdimg_err(msg, "storage %u: image type \"%s\" is not known", k + 1,
 						 type), -EOPNOTSUPP;
-			if (!file_name_ok(file))
+			if (!vdimg_inner_name_ok(file))
 				return vdimg_err(msg, "image file \"%s\" is not inside the bundle: refused",
 						 file), -EPERM;
 			if (asprintf(&out->files[(size_t)i * ns + k], "%s/%s", dir, file) < 0) {
