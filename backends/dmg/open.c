@@ -297,6 +297,12 @@ out:
 	return ret;
 }
 
+/* a big-endian u32 at any byte offset: resources in the fork are not aligned */
+static u32 dmg_get_be32(const u8 *p)
+{
+	return (u32)p[0] << 24 | (u32)p[1] << 16 | (u32)p[2] << 8 | p[3];
+}
+
 /*
  * No property list: the blkx resources from the binary resource fork, whose data area is a run
  * of (big-endian u32 length, bytes) resources; those that are not mish tables are skipped.
@@ -318,8 +324,8 @@ static int dmg_read_rsrc(struct dmg *d)
 	ret = vdimg_file_read(img->file, fork, len, off);
 	if (ret)
 		goto out;
-	data_off = be32_to_cpu(*(__be32 *)fork);
-	data_len = be32_to_cpu(*(__be32 *)(fork + 8));
+	data_off = dmg_get_be32(fork);
+	data_len = dmg_get_be32(fork + 8);
 	if (data_off > len || data_len > len - data_off) {
 		ret = vdimg_corrupt(img, "the resource fork's data area (%u bytes at %u) is not inside it",
 				    data_len, data_off);
@@ -332,7 +338,7 @@ static int dmg_read_rsrc(struct dmg *d)
 			ret = vdimg_corrupt(img, "a truncated resource in the resource fork");
 			goto out;
 		}
-		n = be32_to_cpu(*(__be32 *)(fork + data_off + pos));
+		n = dmg_get_be32(fork + data_off + pos);
 		pos += 4;
 		if (n > data_len - pos) {
 			ret = vdimg_corrupt(img, "a resource of %u bytes runs past the resource fork", n);
