@@ -238,6 +238,9 @@ static int prl_map_part(struct prl *p, u64 offset, u64 length, unsigned int flag
 		ext->cookie[1] = off;
 	}
 	ext->length = min(length, avail);
+	/* v1 images may place clusters at any sector */
+	if (ext->type == VDIMG_EXT_DATA)
+		vdimg_ext_page_check(ext, ext->file_offset - in, in + avail);
 out:
 	vdimg_mutex_unlock(&p->map_lock);
 	if (ret == -ENOSPC)

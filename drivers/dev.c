@@ -430,11 +430,15 @@ static void vdimg_layer_dio(struct vdimg_device *dev, struct vdimg_layer_k *l)
 	l->dio = false;
 	l->data_dio_align = SECTOR_SIZE;
 	l->data_dio = false;
+	l->vf.dio_align = 0;
+	l->data_vf.dio_align = 0;
 	if (dev->attach_flags & VDIMG_ATTACH_BUFFERED)
 		return;
 	l->dio = vdimg_can_dio(l->vf.filp, dev->lbs, &l->dio_align);
 	if (l->data_vf.filp)
 		l->data_dio = vdimg_can_dio(l->data_vf.filp, dev->lbs, &l->data_dio_align);
+	l->vf.dio_align = l->dio ? l->dio_align : 0;
+	l->data_vf.dio_align = l->data_dio ? l->data_dio_align : 0;
 }
 
 /* Pick the logical block size and direct I/O for a device whose layers are open. */

@@ -68,16 +68,42 @@ static bool vdimg_lock_units(struct vdimg_device *dev, struct vdimg_range *r, u6
 
 /* ---- synchronous helpers ---- */
 
-/* Read or write @len bytes of @iter at @pos of @file, advancing @iter. */
-static int vdimg_file_iter(struct file *file, struct iov_iter *iter, u64 len, loff_t pos,
-			   bool write)
+/* One synchronous direct read or write of @iter at @pos of @file. */
+static ssize_t vdimg_file_direct(struct file *file, struct iov_iter *iter, loff_t pos, bool write)
+{
+	struct kiocb kiocb;
+	ssize_t n;
+
+	init_sync_kiocb(&kiocb, file);
+	kiocb.ki_pos = pos;
+	kiocb.ki_flags |= IOCB_DIRECT;
+	if (!write)
+		return file->f_op->read_iter(&kiocb, iter);
+	file_start_write(file);
+	n = file->f_op->write_iter(&kiocb, iter);
+	file_end_write(file);
+	return n;
+}
+
+/*
+ * Read or write @len bytes of @iter at @pos of @vf, advancing @iter: directly when the data path
+ * uses direct I/O on the file and the request's pages allow it (see struct vdimg_file), else
+ * through the page cache.
+ */
+static int vdimg_file_iter(struct vdimg_file *vf, struct iov_iter *iter, u64 len, loff_t pos,
+			   bool write, bool shared)
 {
 	size_t rest = iov_iter_count(iter) - len;
+	unsigned int mask = vf->dio_align - 1;
+	struct file *file = vf->filp;
 	ssize_t n;
 	int ret = 0;
 
 	iov_iter_truncate(iter, len);
-	if (write)
+	if (vf->dio_align && !shared && !((pos | len) & mask) && iov_iter_is_bvec(iter) &&
+	    iov_iter_is_aligned(iter, mask, mask))
+		n = vdimg_file_direct(file, iter, pos, write);
+	else if (write)
 		n = vfs_iter_write(file, iter, &pos, 0);
 	else
 		n = vfs_iter_read(file, iter, &pos, 0);
@@ -157,8 +183,8 @@ static int vdimg_read_chain(struct vdimg_device *dev, int top, struct iov_iter *
 				continue;
 			}
 			if (ext.type == VDIMG_EXT_DATA)
-				ret = vdimg_file_iter(ext.file->filp, iter, chunk, ext.file_offset,
-						      false);
+				ret = vdimg_file_iter(ext.file, iter, chunk, ext.file_offset,
+						      false, ext.flags & VDIMG_EXT_PAGE_SHARED);
 			else if (ext.type == VDIMG_EXT_ZERO)
 				ret = iov_iter_zero(chunk, iter) == chunk ? 0 : -EFAULT;
 			else if (ext.type == VDIMG_EXT_ENCODED)
@@ -205,7 +231,8 @@ static int vdimg_write_new(struct vdimg_device *dev, const struct vdimg_extent *
 	int ret;
 
 	if (!ext->fill_length) {
-		ret = vdimg_file_iter(ext->file->filp, iter, ext->length, ext->file_offset, true);
+		ret = vdimg_file_iter(ext->file, iter, ext->length, ext->file_offset, true,
+				      ext->flags & VDIMG_EXT_PAGE_SHARED);
 		goto commit;
 	}
 	fill_end = ext->fill_offset + ext->fill_length;
@@ -267,7 +294,8 @@ static int vdimg_write_top(struct vdimg_device *dev, struct iov_iter *iter, u64 
 		if (ext.flags & VDIMG_EXT_NEW)
 			ret = vdimg_write_new(dev, &ext, iter);
 		else
-			ret = vdimg_file_iter(ext.file->filp, iter, ext.length, ext.file_offset, true);
+			ret = vdimg_file_iter(ext.file, iter, ext.length, ext.file_offset, true,
+					      ext.flags & VDIMG_EXT_PAGE_SHARED);
 		if (ret)
 			break;
 		pos += ext.length;
@@ -527,7 +555,7 @@ static void vdimg_aio_complete(struct kiocb *iocb, long ret)
  * Return: -EIOCBQUEUED (the callback completes the request).
  */
 static int vdimg_submit_aio(struct vdimg_cmd *cmd, struct vdimg_layer_k *layer, bool data_file,
-			    u64 file_pos, bool write)
+			    u64 file_pos, bool write, bool shared)
 {
 	struct file *file = data_file ? layer->data_vf.filp : layer->vf.filp;
 	unsigned int align = data_file ? layer->data_dio_align : layer->dio_align;
@@ -542,7 +570,7 @@ static int vdimg_submit_aio(struct vdimg_cmd *cmd, struct vdimg_layer_k *layer, 
 	cmd->iocb.ki_complete = vdimg_aio_complete;
 	cmd->iocb.ki_flags = 0;
 	cmd->iocb.ki_ioprio = IOPRIO_PRIO_VALUE(IOPRIO_CLASS_NONE, 0);
-	if (dio && !((file_pos | blk_rq_bytes(cmd->rq)) & (align - 1)))
+	if (dio && !shared && !((file_pos | blk_rq_bytes(cmd->rq)) & (align - 1)))
 		cmd->iocb.ki_flags |= IOCB_DIRECT;
 	if (write) {
 		kiocb_start_write(&cmd->iocb);
@@ -565,7 +593,8 @@ static int vdimg_submit_aio(struct vdimg_cmd *cmd, struct vdimg_layer_k *layer, 
  * NEW extent it still returns is given back and the request takes the worker path.
  */
 static struct vdimg_layer_k *vdimg_fast_layer(struct vdimg_device *dev, u64 pos, u64 len,
-					      bool write, u64 *file_pos, bool *data_file)
+					      bool write, u64 *file_pos, bool *data_file,
+					      bool *shared)
 {
 	unsigned int mflags = write ? VDIMG_MAP_WRITE | VDIMG_MAP_NOWAIT : 0;
 	int l = dev->nr_layers - 1;
@@ -589,6 +618,7 @@ static struct vdimg_layer_k *vdimg_fast_layer(struct vdimg_device *dev, u64 pos,
 		    (ext.file == &layer->vf || (layer->data_vf.filp && ext.file == &layer->data_vf))) {
 			*file_pos = ext.file_offset;
 			*data_file = ext.file == &layer->data_vf;
+			*shared = ext.flags & VDIMG_EXT_PAGE_SHARED;
 			return layer;
 		}
 		if (ext.type != VDIMG_EXT_UNALLOCATED || write)
@@ -604,7 +634,7 @@ static int vdimg_do_rw(struct vdimg_device *dev, struct vdimg_cmd *cmd, bool wri
 	u64 len = blk_rq_bytes(rq);
 	struct vdimg_layer_k *layer;
 	struct iov_iter iter;
-	bool data_file;
+	bool data_file, shared;
 	u64 file_pos;
 	int ret;
 
@@ -614,9 +644,9 @@ static int vdimg_do_rw(struct vdimg_device *dev, struct vdimg_cmd *cmd, bool wri
 	if (ret)
 		return ret;
 	if (!(rq->cmd_flags & REQ_FUA)) {
-		layer = vdimg_fast_layer(dev, pos, len, write, &file_pos, &data_file);
+		layer = vdimg_fast_layer(dev, pos, len, write, &file_pos, &data_file, &shared);
 		if (layer)
-			return vdimg_submit_aio(cmd, layer, data_file, file_pos, write);
+			return vdimg_submit_aio(cmd, layer, data_file, file_pos, write, shared);
 	}
 	vdimg_rq_iter(cmd, &iter, write ? ITER_SOURCE : ITER_DEST);
 	if (!write)

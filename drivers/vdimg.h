@@ -21,6 +21,14 @@
 /* The kernel's image file: what struct vdimg_file is in the module build. */
 struct vdimg_file {
 	struct file *filp;
+	/*
+	 * Nonzero when the data path uses direct I/O on this file: its offset, length and memory
+	 * alignment. Then the worker's synchronous data I/O is direct too whenever it is aligned, so
+	 * that buffered and direct I/O do not meet in the file's page cache (a page a buffered access
+	 * brings in while a direct write is in flight cannot be invalidated after it, and the kernel
+	 * then fails the next fsync of the file with EIO).
+	 */
+	unsigned int dio_align;
 };
 
 struct vdimg_layer_k {

@@ -560,6 +560,9 @@ int qcow2_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int flag
 			ret = qcow2_map_write(img, offset, length, ext);
 		}
 	}
+	/* (sub)clusters smaller than a page share it with their neighbours */
+	if (!ret && ext->type == VDIMG_EXT_DATA)
+		vdimg_ext_unit_check(ext, 1ULL << q->sc_bits);
 	vdimg_mutex_unlock(&q->lock);
 	return ret;
 }

@@ -181,6 +181,9 @@ int vdi_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags,
 		ext->cookie[1] = slot;
 	}
 	ext->length = min(length, avail);
+	/* the run of slots from the one holding @offset (its start is page-aligned in VirtualBox's) */
+	if (ext->type == VDIMG_EXT_DATA)
+		vdimg_ext_page_check(ext, ext->file_offset - in, in + avail);
 out:
 	vdimg_mutex_unlock(&v->map_lock);
 	return ret;

@@ -118,9 +118,7 @@ static void vhd_map_bits(struct vdimg_image *img, struct vhd *v, u32 blk, u32 e,
 	if (!write) {
 		if (!set)
 			ext->type = VDIMG_EXT_UNALLOCATED;
-		return;
-	}
-	if (pending || !set) {
+	} else if (pending || !set) {
 		if (pending)
 			ext->length = len;
 		ext->flags = VDIMG_EXT_NEW;
@@ -129,6 +127,8 @@ static void vhd_map_bits(struct vdimg_image *img, struct vhd *v, u32 blk, u32 e,
 		ext->cookie[0] = blk;
 		ext->cookie[1] = pending ? VHD_COMMIT_BLOCK : VHD_COMMIT_BITS;
 	}
+	/* the block's first data page also holds its bitmap, unless the creator padded it */
+	vdimg_ext_page_check(ext, (u64)e * VHD_SECTOR + v->bitmap_size, v->block_size);
 }
 
 /* Map from memory; VHD_SLOW when the answer needs a bitmap load or an allocation. Holds lock. */

@@ -375,6 +375,10 @@ static int vmdk_map_read(struct vmdk_sparse *v, u64 offset, u64 length, bool now
 		ext->type = VDIMG_EXT_DATA;
 		ext->file = v->file;
 		ext->file_offset = (u64)e0 * VMDK_SECTOR + (offset & (v->grain_bytes - 1));
+		/* grains and grain tables are allocated in sectors, not pages */
+		vdimg_ext_page_check(ext, (u64)e0 * VMDK_SECTOR,
+				     ALIGN((offset & (v->grain_bytes - 1)) + ext->length,
+					   v->grain_bytes));
 	}
 	return 0;
 }
@@ -416,6 +420,7 @@ static int vmdk_map_write(struct vmdk_sparse *v, u64 offset, u64 length, struct 
 	ext->fill_length = min_t(u64, v->grain_bytes, v->size - gstart);
 	ext->cookie[0] = host | e;
 	ext->cookie[1] = VMDK_NEW_MAGIC | g;
+	vdimg_ext_page_check(ext, host, v->grain_bytes);
 	return 0;
 }
 

@@ -89,6 +89,14 @@ enum vdimg_ext_type {
 /* struct vdimg_extent.flags */
 #define VDIMG_EXT_NEW		BIT(0)	/* DATA reserved by map(WRITE): fill, then ->commit() */
 #define VDIMG_EXT_FILL_ZERO	BIT(1)	/* NEW: fill with zeros, not from the parent */
+/*
+ * DATA: a page of the host's page cache under this extent also holds bytes that are not this data
+ * (metadata, or another allocation unit that may be written or filled through the page cache), so
+ * the kernel must not write it with direct I/O: a direct write racing with a buffered write of the
+ * same page leaves a stale dirty page that later overwrites it (and fails the file's next fsync).
+ * Set it with vdimg_ext_page_check().
+ */
+#define VDIMG_EXT_PAGE_SHARED	BIT(2)
 
 /**
  * struct vdimg_extent - the answer of ->map()
@@ -110,6 +118,32 @@ struct vdimg_extent {
 	u64 fill_length;		/* NEW: its length, 0 for none */
 	u64 cookie[2];			/* backend's own, carried from map to commit/abort */
 };
+
+/*
+ * vdimg_ext_page_check - mark a DATA extent whose pages are not the data's alone
+ * @unit_start, @unit_len: the file range holding nothing but this extent's data unit (a cluster, or
+ *	a block's data area, or a run of them contiguous in the file)
+ *
+ * Formats whose units are not page-aligned in the file (a VHD block's data follows its 512-byte
+ * bitmap, qcow2 clusters smaller than a page...) call this for every DATA extent they return.
+ */
+static inline void vdimg_ext_page_check(struct vdimg_extent *ext, u64 unit_start, u64 unit_len)
+{
+	u64 first = ALIGN_DOWN(ext->file_offset, (u64)PAGE_SIZE);
+	u64 end = ALIGN(ext->file_offset + ext->length, (u64)PAGE_SIZE);
+
+	if (first < unit_start || end - unit_start > unit_len)
+		ext->flags |= VDIMG_EXT_PAGE_SHARED;
+}
+
+/* the same for formats whose units are @unit bytes at multiples of @unit in the file */
+static inline void vdimg_ext_unit_check(struct vdimg_extent *ext, u64 unit)
+{
+	u64 start = ALIGN_DOWN(ext->file_offset, unit);
+
+	if (unit < PAGE_SIZE)
+		vdimg_ext_page_check(ext, start, ALIGN(ext->file_offset + ext->length, unit) - start);
+}
 
 /* flags for ->map() */
 #define VDIMG_MAP_WRITE		BIT(0)	/* the caller will write: allocate if needed */

@@ -111,6 +111,10 @@ typedef int64_t s64;
 #define ALIGN(x, a)		(((x) + ((a) - 1)) & ~((__typeof__(x))(a) - 1))
 #define ALIGN_DOWN(x, a)	((x) & ~((__typeof__(x))(a) - 1))
 #define IS_ALIGNED(x, a)	(((x) & ((__typeof__(x))(a) - 1)) == 0)
+/* the page-cache granule that VDIMG_EXT_PAGE_SHARED is about (the library ignores the flag) */
+#ifndef PAGE_SIZE
+#define PAGE_SIZE		4096UL
+#endif
 #define check_add_overflow(a, b, d)	__builtin_add_overflow(a, b, d)
 #define check_mul_overflow(a, b, d)	__builtin_mul_overflow(a, b, d)
 #define WARN_ON_ONCE(c)		(!!(c))
