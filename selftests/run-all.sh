@@ -60,7 +60,7 @@ fi
 # Tiers, for CI time: the newest 6.12 kernel runs every VM test; the newest 6.1 kernel runs the
 # driver's own tests and one workflow per area (the format code is the same C on both kernels; what
 # differs is the block layer and compat.h underneath): VM_LTS_FILTER.
-lts_filter=${VM_LTS_FILTER:-'^(0[0-9][0-9]|1[0-9][0-9]|200|205|206|220|230|240|250|260|270|300|302|310|322)-'}
+lts_filter=${VM_LTS_FILTER:-'^(0[0-9][0-9]|1[0-9][0-9]|200|205|206|220|230|240|250|260|270|285|300|302|310|322)-'}
 # The 6.12 run is split in two VMs (tests 0xx-2xx, then 3xx and up), so that each stays well inside
 # run.sh's whole-VM timeout on a loaded machine and a VM that dies takes only half the tests along.
 # Options given to run-all.sh replace the filters: then one VM per kernel.
