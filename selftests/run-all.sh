@@ -13,7 +13,7 @@ set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top" || exit 1
 mkdir -p build
-rm -f build/check-host.log build/fuzz-smoke.log build/check-vm*.log
+rm -f build/check-host.log build/fuzz-smoke.log build/check-vm*.log build/check-vm*.log.rc
 P=0 F=0 S=0
 
 # totals LOG: the last "N passed, N failed[, N skipped]" line of a log, as "P F S"
@@ -57,54 +57,96 @@ else
 fi
 
 . selftests/vm/common.sh
-# Tiers, for CI time: the newest 6.12 kernel runs every VM test; the newest 6.1 kernel runs the
-# driver's own tests and one workflow per area (the format code is the same C on both kernels; what
-# differs is the block layer and compat.h underneath): VM_LTS_FILTER.
+
+# The VM stages. Each is one command whose output goes to build/LOG; with VM_PARALLEL=2 (the
+# default) two queues of stages run at once, since one TCG guest keeps about one core busy (its
+# tests are mostly one process at a time). Their logs are printed whole, in this order, as each
+# queue finishes. VM_PARALLEL=1 runs them one by one with live output.
 lts_filter=${VM_LTS_FILTER:-'^(0[0-9][0-9]|1[0-9][0-9]|200|205|206|220|230|240|250|260|270|285|300|302|310|322)-'}
-# The 6.12 run is split in two VMs (tests 0xx-2xx, then 3xx and up), so that each stays well inside
-# run.sh's whole-VM timeout on a loaded machine and a VM that dies takes only half the tests along.
-# Options given to run-all.sh replace the filters: then one VM per kernel.
-runs=("6.12 ^[0-2][0-9][0-9]- check-vm-6.12.log" "6.12 ^[3-9][0-9][0-9]- check-vm-6.12-2.log"
-      "6.1 $lts_filter check-vm-6.1.log")
-[ $# -gt 0 ] && runs=("6.12 - check-vm-6.12.log" "6.1 - check-vm-6.1.log")
+debug_filter=${VM_DEBUG_FILTER:-'^(0[0-9][0-9]|1[0-9][0-9]|200|205)-'}
+parallel=${VM_PARALLEL:-2}
+# two guests at once run slower each: more room under the whole-VM timeout (run.sh's default 1800 s)
+vm_timeout=${VM_TIMEOUT:-2700}
+t0=$SECONDS
+declare -A stage_desc stage_cmd
+stages_a=() stages_b=()
+
+# stage QUEUE LOG DESCRIPTION CMD...: a VM stage in queue a or b
+stage() {
+	local q=$1 log=$2
+	stage_desc[$log]=$3
+	shift 3
+	stage_cmd[$log]=$(printf '%q ' "$@")
+	if [ "$q" = a ]; then stages_a+=("$log"); else stages_b+=("$log"); fi
+}
+
+# series_kernel SERIES: the newest Debian kernel of that series in /boot
+series_kernel() {
+	local k
+	k=$(ls /boot/vmlinuz-"$1".*-amd64 2>/dev/null | sort -V | tail -n1)
+	[ -n "$k" ] && echo "${k#/boot/vmlinuz-}"
+}
+
+if [ $# -gt 0 ]; then
+	runs=("a 6.12 check-vm-6.12.log" "b 6.1 check-vm-6.1.log")
+else
+	runs=("a 6.12 check-vm-6.12.log ^[0-2][0-9][0-9]-" "b 6.12 check-vm-6.12-2.log ^[3-9][0-9][0-9]-"
+	      "a 6.1 check-vm-6.1.log $lts_filter")
+fi
 for r in "${runs[@]}"; do
-	read -r series filter log <<<"$r"
-	k=$(ls /boot/vmlinuz-"$series".*-amd64 2>/dev/null | sort -V | tail -n1)
+	read -r q series log filter <<<"$r"
+	k=$(series_kernel "$series")
 	if [ -z "$k" ]; then
 		echo "# no Debian $series kernel in /boot"
 		F=$((F + 1))
 		continue
 	fi
-	opts=(--filter "$filter")
-	[ $# -gt 0 ] && opts=("$@")
-	echo "# ==== VM tests on $series (selftests/vm/run.sh ${opts[*]})"
-	selftests/vm/run.sh --kernel "${k#/boot/vmlinuz-}" "${opts[@]}" 2>&1 | tee "build/$log"
-	rc=${PIPESTATUS[0]}
-	add "$(totals "build/$log")" "$rc" "selftests/vm/run.sh ($series ${opts[*]})"
+	if [ $# -gt 0 ]; then
+		stage "$q" "$log" "VM tests on $series (selftests/vm/run.sh $*)" \
+			selftests/vm/run.sh --kernel "$k" "$@"
+	else
+		stage "$q" "$log" "VM tests on $series (selftests/vm/run.sh --filter $filter)" \
+			selftests/vm/run.sh --kernel "$k" --timeout "$vm_timeout" --filter "$filter"
+	fi
 done
-
-# Boot tests (selftests/boot/run.sh): the real mkinitramfs and dracut build an initramfs, a VM boots
-# a root inside a VHDX/VHD on an ext4 or NTFS host; every case on 6.12, the VHDX one on 6.1.
-echo "# ==== boot tests (selftests/boot/run.sh)"
-selftests/boot/run.sh 2>&1 | tee build/check-vm-boot.log
-rc=${PIPESTATUS[0]}
-add "$(totals build/check-vm-boot.log)" "$rc" "selftests/boot/run.sh"
-
-# The debug kernel (KASAN, lockdep, kmemleak) runs 3-5x slower under TCG: it gets the driver's own
-# tests (0xx, 1xx), the per-format fio test, which drives every backend's allocation path, and VMDK.
-debug_filter=${VM_DEBUG_FILTER:-'^(0[0-9][0-9]|1[0-9][0-9]|200|205)-'}
+stage a check-vm-boot.log "boot tests (selftests/boot/run.sh)" selftests/boot/run.sh
 if vm_debug_dir >/dev/null; then
-	echo "# ==== VM tests on the debug kernel (filter: $debug_filter)"
-	selftests/vm/run.sh --kernel debug --filter "$debug_filter" 2>&1 | tee build/check-vm-debug.log
-	rc=${PIPESTATUS[0]}
-	add "$(totals build/check-vm-debug.log)" "$rc" "selftests/vm/run.sh --kernel debug"
+	stage b check-vm-debug.log "VM tests on the debug kernel (filter: $debug_filter)" \
+		selftests/vm/run.sh --kernel debug --timeout "$vm_timeout" --filter "$debug_filter"
 else
 	echo "# the debug kernel is not built (selftests/vm/debug-kernel.sh): its VM tests skipped"
 	S=$((S + 1))
 fi
 
-# every skip with its reason (identical ones counted once per kernel), so that a sudden rise in
-# the count is visible and explained
+# run_queue LOG...: the stages one after the other, each into build/LOG, its status in LOG.rc
+run_queue() {
+	local log
+	for log in "$@"; do
+		eval "${stage_cmd[$log]}" >"build/$log" 2>&1
+		echo $? >"build/$log.rc"
+		echo "# [$((SECONDS - t0)) s] done: ${stage_desc[$log]}: $(tail -n1 "build/$log")"
+	done
+}
+
+if [ "$parallel" -ge 2 ]; then
+	echo "# ==== VM stages, two at a time: [${stages_a[*]}] and [${stages_b[*]}]"
+	run_queue "${stages_a[@]}" &
+	run_queue "${stages_b[@]}"
+	wait
+	for log in "${stages_a[@]}" "${stages_b[@]}"; do
+		echo "# ==== ${stage_desc[$log]}"
+		cat "build/$log"
+		add "$(totals "build/$log")" "$(cat "build/$log.rc" 2>/dev/null || echo 1)" \
+			"${stage_desc[$log]}"
+	done
+else
+	for log in "${stages_a[@]}" "${stages_b[@]}"; do
+		echo "# ==== ${stage_desc[$log]}"
+		eval "${stage_cmd[$log]}" 2>&1 | tee "build/$log"
+		add "$(totals "build/$log")" "${PIPESTATUS[0]}" "${stage_desc[$log]}"
+	done
+fi
+
 if [ "$S" -gt 0 ]; then
 	echo "# skipped ($S):"
 	cat build/check-host.log build/fuzz-smoke.log build/check-vm*.log 2>/dev/null |

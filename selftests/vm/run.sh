@@ -51,8 +51,12 @@ if [ ${#kernels[@]} -eq 0 ]; then
 fi
 
 vm_build_userspace
+# one run at a time prepares the shared sample and fixture directories (run-all.sh runs VMs in parallel)
+exec 7>"$VM_BUILD/.prepare.lock"
+flock 7
 vm_samples
 vm_fixtures
+flock -u 7
 
 if [ -n "$shell" ]; then
 	vm_resolve_kernel "${kernels[0]}" || exit 1
