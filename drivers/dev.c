@@ -217,6 +217,64 @@ static int vdimg_layer_unique(struct vdimg_layer_k **below, unsigned int pos,
 	return 0;
 }
 
+/* The inode of @l's file @k: 0 the image, 1 its data file, 2.. its extent files; NULL if none. */
+static struct inode *vdimg_layer_inode(struct vdimg_layer_k *l, u32 k)
+{
+	if (k == 0)
+		return vdimg_file_id(l->vf.filp);
+	if (k == 1)
+		return vdimg_file_id(l->data_vf.filp);
+	return k - 2 < l->nr_ext ? vdimg_file_id(l->ext_vf[k - 2].filp) : NULL;
+}
+
+static bool vdimg_layer_holds(struct vdimg_layer_k *l, struct inode *inode)
+{
+	u32 k;
+
+	for (k = 0; k < 2 + l->nr_ext; k++)
+		if (vdimg_layer_inode(l, k) == inode)
+			return true;
+	return false;
+}
+
+/*
+ * A file that one device writes is in no other device: refuse @l (to be a layer of @dev, written
+ * when @written) if another device holds one of its files and either of the two writes it. Two
+ * devices may share read-only layers (a golden base under two overlays).
+ * Context: vdimg_idr_mutex held (no device's layers change).
+ */
+static int vdimg_layer_exclusive(struct vdimg_device *dev, struct vdimg_layer_k *l, bool written)
+{
+	struct vdimg_device *o;
+	unsigned int j;
+	int id;
+	u32 k;
+
+	lockdep_assert_held(&vdimg_idr_mutex);
+	idr_for_each_entry(&vdimg_idr, o, id) {
+		if (o == dev)
+			continue;
+		for (j = 0; j < o->nr_layers; j++) {
+			struct vdimg_layer_k *ol = o->layers[j];
+			bool theirs = !(ol->img.flags & VDIMG_IMG_READ_ONLY);
+
+			if (!written && !theirs)
+				continue;
+			for (k = 0; k < 2 + l->nr_ext; k++) {
+				struct inode *inode = vdimg_layer_inode(l, k);
+
+				if (!inode || !vdimg_layer_holds(ol, inode))
+					continue;
+				pr_err("%s is %s vdimg%d (layer %u): one device at a time may write an image\n",
+				       l->name ?: "a file", theirs ? "written by" : "a layer of",
+				       o->index, j);
+				return -EBUSY;
+			}
+		}
+	}
+	return 0;
+}
+
 /*
  * Open @ul into @l (zeroed) as layer @pos over @below[0..pos-1]: the writable top unless @top is
  * false or the device is read-only.
@@ -510,6 +568,12 @@ int vdimg_dev_attach(const struct vdimg_attach *a, const struct vdimg_layer *ul)
 		goto out_close_layers;
 
 	mutex_lock(&vdimg_idr_mutex);
+	for (i = 0; i < dev->nr_layers; i++) {
+		ret = vdimg_layer_exclusive(dev, dev->layers[i],
+					    !(dev->layers[i]->img.flags & VDIMG_IMG_READ_ONLY));
+		if (ret)
+			goto out_unlock;
+	}
 	if (a->index == VDIMG_INDEX_ANY)
 		ret = idr_alloc(&vdimg_idr, dev, 0, vdimg_max_devices, GFP_KERNEL);
 	else if (a->index >= vdimg_max_devices)
@@ -795,6 +859,8 @@ int vdimg_dev_snapshot(const struct vdimg_snapshot *s)
 		goto out_unlock;
 	}
 	ret = vdimg_layer_open(dev, dev->layers, n, l, &ul, true);
+	if (!ret)
+		ret = vdimg_layer_exclusive(dev, l, true);
 	if (ret)
 		goto out_close;
 	ret = vdimg_link_check(&l->img, &top->img, n);
