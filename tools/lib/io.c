@@ -1007,3 +1007,80 @@ void vdimg_chain_resolve_free(char **paths, u32 *formats, int n)
 	free(paths);
 	free(formats);
 }
+
+/*
+ * Image locks, in qemu's scheme (its block/file-posix.c), so that qemu and vdimg do not both write
+ * one image: open file description (OFD) locks on single bytes, all shared (read) locks. Byte
+ * 100 + i says "I use permission i", byte 200 + i "I do not let others have permission i", where
+ * i is 0 consistent read, 1 write, 2 write-unchanged, 3 resize. A writer uses 0-3 and does not
+ * share write and resize; a reader uses 0 and does not share them either (a backing file must not
+ * change under it). Before locking, each byte whose counterpart we claim is tested for a lock held
+ * by another open file: that is a conflict. OFD locks belong to the open file, so those on a
+ * descriptor the kernel keeps last until the device lets it go, whatever becomes of the tool.
+ */
+#define VDIMG_LOCK_USE		100
+#define VDIMG_LOCK_NO_SHARE	200
+#define VDIMG_PERM_WRITE	1
+#define VDIMG_PERM_RESIZE	3
+
+static int vdimg_lock_byte(int fd, int cmd, short type, off_t byte, struct flock *fl)
+{
+	memset(fl, 0, sizeof(*fl));
+	fl->l_type = type;
+	fl->l_whence = SEEK_SET;
+	fl->l_start = byte;
+	fl->l_len = 1;
+	return fcntl(fd, cmd, fl) ? -errno : 0;
+}
+
+int vdimg_lock_image(int fd, bool write, const char **why)
+{
+	static const char *const names[] = { "consistent read", "write", "write unchanged", "resize" };
+	unsigned int use = write ? 0xf : 0x1;
+	unsigned int no_share = 1U << VDIMG_PERM_WRITE | 1U << VDIMG_PERM_RESIZE;
+	struct flock fl;
+	unsigned int i;
+	int ret;
+
+	*why = NULL;
+	for (i = 0; i < 4; i++) {
+		/* others who refuse what we use, others who use what we refuse */
+		off_t probe[2] = { VDIMG_LOCK_NO_SHARE + i, VDIMG_LOCK_USE + i };
+		bool want[2] = { use & (1U << i), no_share & (1U << i) };
+		unsigned int k;
+
+		for (k = 0; k < 2; k++) {
+			if (!want[k])
+				continue;
+			ret = vdimg_lock_byte(fd, F_OFD_GETLK, F_WRLCK, probe[k], &fl);
+			if (ret == -EINVAL || ret == -ENOLCK || ret == -EOPNOTSUPP)
+				return 0;	/* no OFD locks here (e.g. some network file systems) */
+			if (ret)
+				return ret;
+			if (fl.l_type != F_UNLCK) {
+				*why = names[i];
+				return -EBUSY;
+			}
+		}
+	}
+	for (i = 0; i < 4; i++) {
+		if ((use & (1U << i)) &&
+		    (ret = vdimg_lock_byte(fd, F_OFD_SETLK, F_RDLCK, VDIMG_LOCK_USE + i, &fl)))
+			goto fail;
+		if ((no_share & (1U << i)) &&
+		    (ret = vdimg_lock_byte(fd, F_OFD_SETLK, F_RDLCK, VDIMG_LOCK_NO_SHARE + i, &fl)))
+			goto fail;
+	}
+	return 0;
+fail:
+	/* someone took a byte between the test and the lock: theirs wins, ours go */
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_UNLCK;
+	fl.l_whence = SEEK_SET;
+	fcntl(fd, F_OFD_SETLK, &fl);
+	if (ret == -EAGAIN || ret == -EACCES) {
+		*why = names[i];
+		return -EBUSY;
+	}
+	return ret == -EINVAL || ret == -ENOLCK || ret == -EOPNOTSUPP ? 0 : ret;
+}

@@ -27,6 +27,12 @@ char *vdimg_path_in_dir(const char *dir, const char *path);
  * malloc'd; NULL on ENOMEM.
  */
 char *vdimg_relpath(const char *path, const char *dir, char sep);
+/*
+ * Take qemu-compatible OFD locks on an image file open at @fd, for writing or for reading (io.c):
+ * -EBUSY with *@why naming the permission when another process (qemu, another vdimg device) holds
+ * a conflicting one; 0 also where the file system has no OFD locks.
+ */
+int vdimg_lock_image(int fd, bool write, const char **why);
 /* a file name from an image's descriptor that stays inside its directory (io.c) */
 bool vdimg_inner_name_ok(const char *name);
 /* a new parent's absolute path and its path relative to @img's directory (@sep-separated) */

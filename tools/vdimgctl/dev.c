@@ -164,6 +164,29 @@ struct attach_layer {
 	u32 nr_ext;
 };
 
+/*
+ * qemu-compatible locks on every file of @l (vdimg_lock_image()): written when @write. After a
+ * message naming the file and returning -EBUSY when another process holds it.
+ */
+static int attach_lock(const struct attach_layer *l, bool write)
+{
+	const char *why;
+	u32 i;
+	int ret = vdimg_lock_image(l->fd, write, &why);
+
+	if (!ret && l->data_fd >= 0)
+		ret = vdimg_lock_image(l->data_fd, write, &why);
+	for (i = 0; !ret && i < l->nr_ext; i++)
+		ret = vdimg_lock_image(l->ext_fds[i], write, &why);
+	if (ret == -EBUSY)
+		errmsg(l->path, "cannot attach",
+		       "in use by another process (qemu, or another vdimg device): it holds or refuses the '%s' permission%s",
+		       why, write ? " (attach read-only with -r if it only reads)" : "");
+	else if (ret)
+		errmsg(l->path, "cannot attach", "cannot lock it: %s", strerror(-ret));
+	return ret;
+}
+
 /* ---- overlays and snapshots ---- */
 
 /*
@@ -751,6 +774,9 @@ int cmd_attach(int argc, char **argv)
 	kl = calloc(n, sizeof(*kl));
 	if (!kl)
 		goto out;
+	for (i = 0; i < n; i++)
+		if (attach_lock(&layers[i], i == n - 1 && !ro))
+			goto out;
 	for (i = 0; i < n; i++) {
 		kl[i].fd = layers[i].fd;
 		kl[i].format = layers[i].format;
