@@ -116,7 +116,9 @@ static int attach_usage(void)
 	       "     --snapshot NAME|ID     attach an internal snapshot (read-only, or under\n"
 	       "                            a temporary --overlay)\n"
 	       "     --track N              a CUE sheet's data track N (default: the first)\n"
-	       "     --dry-run              check the image and print what would be attached\n\n"
+	       "     --dry-run              check the image and print what would be attached\n"
+	       "     --no-lock              take no qemu-compatible image locks (the module\n"
+	       "                            still refuses a second vdimg writer)\n\n"
 	       "For more details see vdimgctl(8).\n");
 	return EXIT_OK;
 }
@@ -135,7 +137,7 @@ static const char *attach_reason(int err)
 	case EACCES:
 		return "permission denied (attaching needs CAP_SYS_ADMIN)";
 	case EBUSY:
-		return "the device is already in use";
+		return "in use: the device index is taken, or another vdimg device writes the image or holds it while this attach would write it (see dmesg)";
 	case EOPNOTSUPP:
 		return "the image format is not supported by the vdimg module (see dmesg)";
 	case EMEDIUMTYPE:
@@ -480,7 +482,7 @@ static int attach_resolve(struct attach_layer *layers, int *n, u32 format, char 
 int cmd_attach(int argc, char **argv)
 {
 	enum { OPT_SHOW = 256, OPT_RW, OPT_DIO, OPT_AUTOCLEAR, OPT_CHAIN, OPT_FORCE, OPT_DRY,
-	       OPT_OVERLAY, OPT_OVERLAY_FMT, OPT_SNAPSHOT, OPT_TRACK };
+	       OPT_OVERLAY, OPT_OVERLAY_FMT, OPT_SNAPSHOT, OPT_TRACK, OPT_NO_LOCK };
 	static const struct option opts[] = {
 		{ "find", no_argument, NULL, 'f' },
 		{ "show", no_argument, NULL, OPT_SHOW },
@@ -498,6 +500,7 @@ int cmd_attach(int argc, char **argv)
 		{ "overlay-format", required_argument, NULL, OPT_OVERLAY_FMT },
 		{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
 		{ "track", required_argument, NULL, OPT_TRACK },
+		{ "no-lock", no_argument, NULL, OPT_NO_LOCK },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
@@ -513,6 +516,7 @@ int cmd_attach(int argc, char **argv)
 	const char *chain_arg = NULL, *top_path;
 	char *chain_copy = NULL, *tok, *save = NULL, *bundle_top = NULL;
 	bool show = false, ro = false, rw_iso = false, force = false, all_built = true, dry = false;
+	bool lock = true;
 	u32 flags = 0, format = VDIMG_FMT_AUTO, lbs = 0, index = VDIMG_INDEX_ANY;
 	int c, n = 0, i, ctl, ret, status = EXIT_FAIL;
 	u32 *fmts = NULL, *res_fmts = NULL;
@@ -524,6 +528,9 @@ int cmd_attach(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "frPt:b:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
+			break;
+		case OPT_NO_LOCK:
+			lock = false;
 			break;
 		case OPT_SHOW:
 			show = true;
@@ -774,7 +781,7 @@ int cmd_attach(int argc, char **argv)
 	kl = calloc(n, sizeof(*kl));
 	if (!kl)
 		goto out;
-	for (i = 0; i < n; i++)
+	for (i = 0; lock && i < n; i++)
 		if (attach_lock(&layers[i], i == n - 1 && !ro))
 			goto out;
 	for (i = 0; i < n; i++) {

@@ -1,0 +1,68 @@
+#!/bin/sh
+# One writer per image: a second writable or read-only attach of an image a device writes is refused by vdimgctl's qemu-compatible locks and, without them (--no-lock), by the module (EBUSY); qemu refuses an image vdimg writes and vdimg one that qemu has open; two overlays may share a read-only base; a device's writable top cannot be another chain's base; after detach everything opens again
+# timeout: 120
+. /vmtest/lib.sh
+require_vdimg
+require_cmd "$QEMU_IMG" "$QEMU_IO"
+
+W=$TEST_WORK
+img=$W/one.qcow2
+"$QEMU_IMG" create -q -f qcow2 "$img" 32M || die "qemu-img create"
+dev=$(vd_attach "$img") || die "attach"
+out=$("$VDIMGCTL" attach --show "$img" 2>&1) && vd_detach "$out"
+case $out in
+*"in use by another process"*) ok "a second writable attach is refused by the image lock" ;;
+*) fail "a second writable attach is refused by the image lock" "$out" ;;
+esac
+check_fail "a read-only attach of the written image is refused" "$VDIMGCTL" attach -r "$img"
+out=$("$VDIMGCTL" attach --no-lock --show "$img" 2>&1) && vd_detach "$out"
+case $out in
+*"in use"*) ok "without the locks the module refuses the second writer (EBUSY)" ;;
+*) fail "without the locks the module refuses the second writer (EBUSY)" "$out" ;;
+esac
+check "the module says which device writes it" sh -c "dmesg | grep -q 'is written by vdimg'"
+out=$("$QEMU_IMG" info "$img" 2>&1)
+case $out in
+*"lock"*) ok "qemu-img refuses the image vdimg writes" ;;
+*) fail "qemu-img refuses the image vdimg writes" "$out" ;;
+esac
+check "qemu-img info -U still reads it" "$QEMU_IMG" info -U "$img"
+check "detach" vd_detach "$dev"
+check "qemu-img opens it after the detach" "$QEMU_IMG" check -q "$img"
+
+# qemu first: vdimg must not write under it
+"$QEMU_IO" -f qcow2 -c "sleep 6000" "$img" >/dev/null 2>&1 &
+qpid=$!
+sleep 2
+check_fail "a writable attach is refused while qemu-io writes the image" "$VDIMGCTL" attach "$img"
+check_fail "a read-only attach is refused while qemu-io writes the image" "$VDIMGCTL" attach -r "$img"
+wait "$qpid"
+"$QEMU_IO" -r -f qcow2 -c "sleep 6000" "$img" >/dev/null 2>&1 &
+qpid=$!
+sleep 2
+check_fail "a writable attach is refused while qemu-io reads the image" "$VDIMGCTL" attach "$img"
+dev=$(vd_attach -r "$img") && ok "a read-only attach shares the image with a qemu reader" ||
+	fail "a read-only attach shares the image with a qemu reader"
+[ -n "$dev" ] && vd_detach "$dev"
+wait "$qpid"
+
+# a golden base under two overlays; a written top is nobody's base
+base=$W/base.qcow2
+"$QEMU_IMG" create -q -f qcow2 "$base" 32M || die "create base"
+for c in a b; do
+	"$QEMU_IMG" create -q -f qcow2 -b "$base" -F qcow2 "$W/$c.qcow2" || die "create $c"
+done
+da=$(vd_attach "$W/a.qcow2") || fail "overlay a over the base"
+db=$(vd_attach "$W/b.qcow2") || fail "overlay b over the same base"
+[ -n "$da" ] && [ -n "$db" ] && ok "two devices share a read-only base"
+check_fail "a writable attach of the shared base is refused" "$VDIMGCTL" attach --no-lock "$base"
+[ -n "$da" ] && vd_detach "$da"
+[ -n "$db" ] && vd_detach "$db"
+dev=$(vd_attach "$base") || die "attach the base writable"
+check_fail "a chain whose base another device writes is refused (locks)" "$VDIMGCTL" attach "$W/a.qcow2"
+check_fail "... and by the module" "$VDIMGCTL" attach --no-lock "$W/a.qcow2"
+check "detach" vd_detach "$dev"
+dev=$(vd_attach "$W/a.qcow2") && ok "the chain attaches once the base is free" ||
+	fail "the chain attaches once the base is free"
+[ -n "$dev" ] && vd_detach "$dev"
+done_testing
