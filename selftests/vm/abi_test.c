@@ -20,8 +20,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -327,7 +329,7 @@ static void test_fds(const char *dir, const char *file)
 {
 	struct vdimg_layer l;
 	struct vdimg_attach a;
-	int dfd, nfd, rofd;
+	int dfd, nfd, rofd, pfd[2];
 
 	init_attach(&a, &l, -1, VDIMG_ATTACH_READ_ONLY);
 	attach_expect("ATTACH with fd -1", &a, EBADF);
@@ -347,6 +349,24 @@ static void test_fds(const char *dir, const char *file)
 	rofd = open(file, O_RDONLY);
 	init_attach(&a, &l, rofd, 0);
 	attach_expect("writable ATTACH of an O_RDONLY fd", &a, EBADF);
+	close(rofd);
+
+	if (pipe(pfd) == 0) {
+		init_attach(&a, &l, pfd[0], VDIMG_ATTACH_READ_ONLY);
+		attach_expect("ATTACH of a pipe", &a, EINVAL);
+		close(pfd[0]);
+		close(pfd[1]);
+	}
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, pfd) == 0) {
+		init_attach(&a, &l, pfd[0], VDIMG_ATTACH_READ_ONLY);
+		attach_expect("ATTACH of a socket", &a, EINVAL);
+		close(pfd[0]);
+		close(pfd[1]);
+	}
+	/* an O_PATH descriptor opens nothing: the kernel's fget() does not take it */
+	rofd = open(file, O_PATH);
+	init_attach(&a, &l, rofd, VDIMG_ATTACH_READ_ONLY);
+	attach_expect("ATTACH of an O_PATH fd", &a, EBADF);
 	close(rofd);
 }
 
@@ -688,6 +708,33 @@ static void test_unprivileged(const char *file)
 		}
 	}
 	close(pfd[0]);
+
+	/* root of a new user namespace is not CAP_SYS_ADMIN where the module checks it */
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		int err, ret;
+
+		if (unshare(CLONE_NEWUSER))
+			_exit(100);
+		init_attach(&a, &l, fd, 0);
+		ret = do_ioctl(ctl, VDIMG_CTL_ATTACH, &a, &err);
+		_exit(ret < 0 ? (err & 0x7f) : 0);
+	}
+	waitpid(pid, &status, 0);
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 100)
+		result(1, "ATTACH from a user namespace # SKIP unshare(CLONE_NEWUSER) failed");
+	else
+		result(WIFEXITED(status) && WEXITSTATUS(status) == EPERM,
+		       "ATTACH by root of a new user namespace fails with EPERM (exit %d)",
+		       WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	{
+		struct stat st = { 0 };
+
+		result(stat("/dev/vdimg-control", &st) == 0 && st.st_uid == 0 &&
+		       (st.st_mode & 0077) == 0,
+		       "/dev/vdimg-control is root's alone (mode %o)", st.st_mode & 07777);
+	}
 	close(fd);
 	(void)info;
 }
