@@ -403,9 +403,15 @@ static void test_lifecycle(const char *file, const char *junk)
 		       "info: layer 0 format raw (%u, \"%.16s\")", li[0].format, li[0].format_name);
 	}
 
-	init_attach(&a, &l, fd, 0);
+	/* another file, so that the index is what is in use */
+	jfd = open(junk, O_RDONLY);
+	init_attach(&a, &l, jfd, VDIMG_ATTACH_READ_ONLY);
 	a.index = idx;
 	attach_expect("ATTACH at an index in use", &a, EBUSY);
+	close(jfd);
+	/* one writer per file: the file this device writes is nobody else's, not even read-only */
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	attach_expect("read-only ATTACH of a file another device writes", &a, EBUSY);
 
 	memset(&info, 0, sizeof(info));
 	info.size = sizeof(info);
@@ -479,15 +485,24 @@ static void test_lifecycle(const char *file, const char *junk)
 	init_attach(&a, &l, jfd, VDIMG_ATTACH_READ_ONLY);
 	l.format = VDIMG_FMT_AUTO;
 	idx = attach_expect("read-only AUTO ATTACH of an unrecognised image", &a, 0);
+	init_attach(&a, &l, jfd, VDIMG_ATTACH_READ_ONLY);
+	l.format = VDIMG_FMT_AUTO;
+	idx2 = attach_expect("a second read-only ATTACH of the same file (read-only layers are shared)",
+			     &a, 0);
+	if (idx2 >= 0)
+		result(detach(idx2, 0) == 0, "DETACH");
 	init_attach(&a, &l, jfd, VDIMG_ATTACH_FORCE_RAW);
 	l.format = VDIMG_FMT_AUTO;
-	idx2 = attach_expect("FORCE_RAW AUTO ATTACH of an unrecognised image", &a, 0);
+	attach_expect("writable ATTACH of a file another device holds", &a, EBUSY);
 	if (idx >= 0) {
 		ret = get_info(idx, &info, li, 1);
 		result(ret == 0 && (info.dev_flags & VDIMG_DEV_READ_ONLY) && li[0].format == VDIMG_FMT_RAW,
 		       "it is raw and read-only");
 		result(detach(idx, 0) == 0, "DETACH");
 	}
+	init_attach(&a, &l, jfd, VDIMG_ATTACH_FORCE_RAW);
+	l.format = VDIMG_FMT_AUTO;
+	idx2 = attach_expect("FORCE_RAW AUTO ATTACH of an unrecognised image", &a, 0);
 	if (idx2 >= 0)
 		result(detach(idx2, 0) == 0, "DETACH");
 	close(jfd);
