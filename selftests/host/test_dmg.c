@@ -2,12 +2,15 @@
 /*
  * Host tests of the DMG backend (backends/dmg/, tools/lib/formats/dmg.c): the ADC decoder on hand
  * made streams (literals, overlapping copies, truncated and out-of-range input); UDIF images built
- * by selftests/host/mkdmg.py from a source disk with raw, zero-fill, ignore, zlib and ADC chunks
- * (one and many tables, 1-sector and 2048-sector chunks, per-table data offsets after a lead-in)
- * read back through libvdimg identical to the source, with their CRC-32 checksums verified by
- * check; qemu-img (no ADC) and dmg2img (no ignore chunks) as second readers; bzip2, LZFSE and LZMA
- * chunks and encrypted images refused by name; corrupt trailers, tables, offsets, base64, master
- * checksum and compressed data refused or failing the read with -EUCLEAN; the sample
+ * by selftests/host/mkdmg.py from a source disk with raw, zero-fill, ignore, zlib, ADC and bzip2
+ * chunks (one and many tables, 1-sector and 2048-sector chunks, per-table data offsets after a
+ * lead-in) read back through libvdimg identical to the source, with their CRC-32 checksums
+ * verified by check; bzip2 chunks (Python's bz2 as the encoder; 1 MiB chunks of one 900k block
+ * and of several 100k blocks) among them; qemu-img (no ADC, no bzip2) and dmg2img (no ignore
+ * chunks) as second readers; LZFSE and LZMA chunks and encrypted images refused by name; corrupt
+ * trailers, tables, offsets, base64, master checksum and compressed data (zlib, ADC; bzip2
+ * truncated, with a bad block CRC, bad Huffman code lengths, or decoding to too much) refused
+ * or failing the read with -EUCLEAN; the sample
  * simple-dmg.dmg read as qemu-img reads it. Skips (exit 4) without python3. KTAP on stdout.
  */
 #include <sys/wait.h>
@@ -134,7 +137,10 @@ static void test_built(void)
 {
 	static const struct {
 		const char *tag, *opts;
-		bool adc, ignore;	/* qemu-img cannot read ADC; dmg2img drops ignored chunks */
+		/* qemu-img cannot read ADC (nor bzip2 without qemu-block-extra); dmg2img drops
+		 * ignored chunks
+		 */
+		bool noqemu, ignore;
 	} v[] = {
 		{ "raw", "--types raw", false, false },
 		{ "zlib", "--types zlib", false, false },
@@ -148,6 +154,15 @@ static void test_built(void)
 		{ "no checksums", "--types zlib --no-crc", false, false },
 		{ "resource fork, no property list", "--types zlib,raw,adc --rsrc --tables 3", true,
 		  false },
+		{ "bzip2", "--types bzip2", true, false },
+		{ "bzip2+zlib+raw, 3 tables, zero and ignore",
+		  "--types bzip2,zlib,raw --tables 3 --ignore", true, true },
+		{ "bzip2 1-sector chunks", "--types bzip2,adc --chunk 1 --tables 1", true, false },
+		/* 2048 sectors: 1 MiB per chunk, several 100k bzip2 blocks (level 1) */
+		{ "bzip2 2048-sector chunks, 100k blocks",
+		  "--types bzip2 --chunk 2048 --tables 1 --bz-level 1", true, false },
+		{ "bzip2 2048-sector chunks, 900k blocks", "--types bzip2 --chunk 2048 --tables 1",
+		  true, false },
 	};
 	size_t i;
 
@@ -160,7 +175,7 @@ static void test_built(void)
 		}
 		ok(same_as(dmg, tp("src.raw"), v[i].tag), "%s: reads as the source", v[i].tag);
 		ok(check_clean(dmg), "%s: check verifies every checksum", v[i].tag);
-		if (have_qemu && !v[i].adc)
+		if (have_qemu && !v[i].noqemu)
 			ok(!sh("qemu-img convert -f dmg -O raw '%s' '%s' 2>/dev/null", dmg, tp("q.raw")) &&
 			   same_as(dmg, tp("q.raw"), v[i].tag), "%s: qemu-img reads the same", v[i].tag);
 		if (have_dmg2img && !v[i].ignore)
@@ -176,7 +191,6 @@ static void test_refused(void)
 		int err;
 		const char *msg;
 	} v[] = {
-		{ "bzip2 chunks", "--types bzip2", -EOPNOTSUPP, "bzip2 (UDBZ)" },
 		{ "LZFSE chunks", "--types lzfse", -EOPNOTSUPP, "LZFSE (ULFO)" },
 		{ "LZMA chunks", "--types lzma", -EOPNOTSUPP, "LZMA (ULMO)" },
 		{ "chunk data past the file", "--corrupt offset", -EUCLEAN, "not inside the file" },
@@ -209,19 +223,25 @@ static void test_refused(void)
 	}
 
 	/* bad compressed data: open works, reading that chunk fails, check counts it */
-	for (i = 0; i < 2; i++) {
-		const char *kind = i ? "adc" : "zlib";
+	for (i = 0; i < 6; i++) {
+		static const char *const corrupt[][2] = {
+			{ "zlib", "zdata" }, { "adc", "adcdist" }, { "bzip2", "bztrunc" },
+			{ "bzip2", "bzcrc" }, { "bzip2", "bzhuff" }, { "bzip2", "bzlong" },
+		};
+		const char *kind = corrupt[i][0];
 		size_t len;
 		int err;
 		u8 *buf;
 
-		sh("python3 '%s' --types %s --corrupt %s '%s' '%s'", mkdmg, kind,
-		   i ? "adcdist" : "zdata", tp("src.raw"), tp("bad.dmg"));
+		sh("python3 '%s' --types %s --corrupt %s '%s' '%s'", mkdmg, kind, corrupt[i][1],
+		   tp("src.raw"), tp("bad.dmg"));
 		buf = read_image(tp("bad.dmg"), &len, &err);
 		free(buf);
 		ok(err == -EUCLEAN && strstr(ktap_last_msg, "compressed data is invalid"),
-		   "corrupt %s data: the read fails with -EUCLEAN, named (%d)", kind, err);
-		ok(!check_clean(tp("bad.dmg")), "corrupt %s data: check finds it", kind);
+		   "corrupt %s data (%s): the read fails with -EUCLEAN, named (%d)", kind,
+		   corrupt[i][1], err);
+		ok(!check_clean(tp("bad.dmg")), "corrupt %s data (%s): check finds it", kind,
+		   corrupt[i][1]);
 	}
 
 	/* encrypted images: refused by name */
