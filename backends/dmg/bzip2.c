@@ -36,6 +36,8 @@ struct dmg_bzip2 {
 	u32 tt[BZ_MAX_BLOCK];		/* the block: byte in bits 0-7, BWT link above */
 	u8 selectors[BZ_MAX_SELECTORS];
 	struct dmg_bz_huff huff[BZ_MAX_GROUPS];
+	u32 cf[256];			/* byte counts, then their first places, of the block */
+	u8 len[BZ_MAX_ALPHA];		/* code lengths being read */
 };
 
 struct dmg_bz_in {
@@ -137,10 +139,10 @@ static void bz_put(struct dmg_bzip2 *ws, struct dmg_bz_out *o, u8 b)
  */
 static int bz_unsort(struct dmg_bzip2 *ws, u32 n, u32 orig, struct dmg_bz_out *o)
 {
-	u32 cf[256], i, sum = 0, pos;
+	u32 *cf = ws->cf, i, sum = 0, pos;
 	int last = -1, run = 0;
 
-	memset(cf, 0, sizeof(cf));
+	memset(ws->cf, 0, sizeof(ws->cf));
 	for (i = 0; i < n; i++)
 		cf[ws->tt[i] & 0xff]++;
 	for (i = 0; i < 256; i++) {
@@ -181,7 +183,7 @@ static int bz_unsort(struct dmg_bzip2 *ws, u32 n, u32 orig, struct dmg_bz_out *o
 static int bz_block(struct dmg_bzip2 *ws, struct dmg_bz_in *in, u32 max, struct dmg_bz_out *o,
 		    u32 *combined)
 {
-	u8 seq[256], mtf[256], glist[BZ_MAX_GROUPS], len[BZ_MAX_ALPHA];
+	u8 seq[256], mtf[256], glist[BZ_MAX_GROUPS], *len = ws->len;
 	u32 want_crc, orig, used, i, j, k, n = 0, nsel, stored_sel, ngroups, alpha, run = 0;
 	unsigned int nused = 0, runbit = 0, group_left = 0, sel = 0;
 	const struct dmg_bz_huff *h = NULL;
