@@ -15,8 +15,12 @@ table.
 import argparse
 import bz2
 import lzma
+import os
 import plistlib
+import shutil
 import struct
+import subprocess
+import sys
 import zlib
 
 TYPES = {"zero": 0, "raw": 1, "ignore": 2, "adc": 0x80000004, "zlib": 0x80000005,
@@ -69,6 +73,17 @@ def adc_encode(data):
 BZ_LEVEL = 9
 
 
+def lzfse_encode(data):
+    """The reference encoder's command line tool (github.com/lzfse/lzfse; not packaged in
+    Debian): $LZFSE, or lzfse on the PATH. Exit status 3 without one."""
+    tool = os.environ.get("LZFSE") or shutil.which("lzfse")
+    if not tool:
+        sys.stderr.write("mkdmg.py: no LZFSE encoder (set LZFSE to the lzfse tool)\n")
+        sys.exit(3)
+    return subprocess.run([tool, "-encode"], input=data, stdout=subprocess.PIPE,
+                          check=True).stdout
+
+
 def compress(kind, data):
     if kind == "raw":
         return data
@@ -81,7 +96,7 @@ def compress(kind, data):
     if kind == "lzma":
         return lzma.compress(data, format=lzma.FORMAT_ALONE)
     if kind == "lzfse":
-        return data  # no encoder here: only the type matters (refused at open)
+        return lzfse_encode(data)
     raise ValueError(kind)
 
 
