@@ -21,6 +21,7 @@
 
 static const char *samples;
 static const char *mkdmg;
+static const char *datadir;
 static bool have_qemu, have_dmg2img;
 
 static const char *tp(const char *name)
@@ -272,6 +273,129 @@ static void test_refused(void)
 	ok(vdimg_open_path(&o, tp("t.dmg"), VDIMG_FMT_AUTO, 0) == -EROFS, "writable open refused");
 }
 
+static u8 *lzfse_decode_file(const char *name, size_t *len, size_t out_len, int *err)
+{
+	char path[600];
+	struct dmg_lzfse *ws = malloc(dmg_lzfse_workspace_size());
+	u8 *src, *out = malloc(out_len + 1);
+
+	snprintf(path, sizeof(path), "%s/%s", datadir, name);
+	src = slurp(path, len);
+	*err = -ENOMEM;
+	if (ws && src && out) {
+		dmg_lzfse_init(ws);
+		*err = dmg_lzfse_decode(ws, src, *len, out, out_len);
+	}
+	free(ws);
+	free(out);
+	return src;
+}
+
+/*
+ * LZFSE: the encoder is not packaged, so the reference encoder's output is committed
+ * (selftests/host/data/lzfse-*, made by mkdmg.py with LZFSE set, from lzfse-src.py's disk)
+ */
+static void test_lzfse(void)
+{
+	static const struct {
+		const char *file;
+		size_t off, len;
+	} st[] = {
+		{ "lzfse-fse.bin", 16384, 16384 },	/* one bvx2 block */
+		{ "lzfse-lzvn.bin", 25000, 3000 },	/* one bvxn block */
+	};
+	struct dmg_lzfse *ws = malloc(dmg_lzfse_workspace_size());
+	size_t i, srclen;
+	u8 *src, *out;
+
+	if (sh("python3 '%s/lzfse-src.py' '%s'", datadir, tp("ls.raw"))) {
+		ok(false, "lzfse: lzfse-src.py");
+		free(ws);
+		return;
+	}
+	src = slurp(tp("ls.raw"), &srclen);
+	out = malloc(srclen + 1);
+	if (!ws || !src || !out || srclen != 262144) {
+		ok(false, "lzfse: setup");
+		goto out;
+	}
+	dmg_lzfse_init(ws);
+	for (i = 0; i < 2; i++) {
+		char path[600];
+		const char *name = i ? "lzfse-lzvn.dmg" : "lzfse-fse.dmg";
+
+		snprintf(path, sizeof(path), "%s/%s", datadir, name);
+		ok(same_as(path, tp("ls.raw"), name), "lzfse: %s reads as its source", name);
+		ok(check_clean(path), "lzfse: %s: check verifies every checksum", name);
+	}
+	for (i = 0; i < ARRAY_SIZE(st); i++) {
+		size_t len, cut, bad = 0, flips_ok = 0, n;
+		int err;
+		u8 *s = lzfse_decode_file(st[i].file, &len, st[i].len, &err), *m;
+		u32 x = 1;
+
+		if (!s) {
+			ok(false, "lzfse: %s missing", st[i].file);
+			continue;
+		}
+		ok(!err, "lzfse: %s decodes (%d)", st[i].file, err);
+		ok(!dmg_lzfse_decode(ws, s, len, out, st[i].len) &&
+		   !memcmp(out, src + st[i].off, st[i].len), "lzfse: %s gives the source bytes",
+		   st[i].file);
+		ok_err(dmg_lzfse_decode(ws, s, len, out, st[i].len - 1), -EFSCORRUPTED,
+		       "lzfse: %s into one byte less is refused", st[i].file);
+		ok_err(dmg_lzfse_decode(ws, s, len, out, st[i].len + 1), -EFSCORRUPTED,
+		       "lzfse: %s into one byte more is refused", st[i].file);
+		for (cut = 0; cut < len; cut++)
+			bad += dmg_lzfse_decode(ws, s, cut, out, st[i].len) != -EFSCORRUPTED;
+		ok(!bad, "lzfse: %s: each of its %zu truncations is refused (%zu not)", st[i].file,
+		   len, bad);
+		m = malloc(len);
+		if (!m)
+			continue;
+		/* 3000 random byte changes: an error or a result, never anything else */
+		for (n = 0; n < 3000; n++) {
+			int r;
+
+			memcpy(m, s, len);
+			x = x * 1103515245 + 12345;
+			m[(x >> 8) % len] ^= 1 + (x >> 24) % 255;
+			r = dmg_lzfse_decode(ws, m, len, out, st[i].len);
+			flips_ok += r == 0 || r == -EFSCORRUPTED;
+		}
+		ok(flips_ok == 3000, "lzfse: %s: 3000 corrupted copies decode or fail cleanly",
+		   st[i].file);
+		/* header fields: the raw byte count, the magic */
+		memcpy(m, s, len);
+		m[4] ^= 1;
+		ok_err(dmg_lzfse_decode(ws, m, len, out, st[i].len), -EFSCORRUPTED,
+		       "lzfse: %s: a wrong block size is refused", st[i].file);
+		memcpy(m, s, len);
+		m[3] = 'z';
+		ok_err(dmg_lzfse_decode(ws, m, len, out, st[i].len), -EFSCORRUPTED,
+		       "lzfse: %s: an unknown block magic is refused", st[i].file);
+		if (!i) {
+			/* v2: the L state (bits 32-41 of the third packed word) past its 64 states */
+			memcpy(m, s, len);
+			m[28] = 0xff;
+			m[29] |= 3;
+			ok_err(dmg_lzfse_decode(ws, m, len, out, st[i].len), -EFSCORRUPTED,
+			       "lzfse: bvx2 with an L state out of range is refused");
+			/* the header one byte longer: the frequency code does not end there */
+			memcpy(m, s, len);
+			m[24]++;
+			ok_err(dmg_lzfse_decode(ws, m, len, out, st[i].len), -EFSCORRUPTED,
+			       "lzfse: bvx2 with a wrong header size is refused");
+		}
+		free(m);
+		free(s);
+	}
+out:
+	free(ws);
+	free(src);
+	free(out);
+}
+
 static void test_sample(void)
 {
 	char path[512], raw[512];
@@ -307,7 +431,7 @@ static void test_sample(void)
 
 int main(void)
 {
-	static char script[512];
+	static char script[512], data[512];
 
 	ktap_start();
 	if (sh("command -v python3 >/dev/null")) {
@@ -318,6 +442,9 @@ int main(void)
 	snprintf(script, sizeof(script), "%s/selftests/host/mkdmg.py",
 		 getenv("VDIMG_SRC") ? getenv("VDIMG_SRC") : ".");
 	mkdmg = script;
+	snprintf(data, sizeof(data), "%s/selftests/host/data",
+		 getenv("VDIMG_SRC") ? getenv("VDIMG_SRC") : ".");
+	datadir = data;
 	if (access(mkdmg, R_OK)) {
 		printf("Bail out! %s not found (run from the source tree, or set VDIMG_SRC)\n", mkdmg);
 		return 1;
@@ -335,6 +462,7 @@ int main(void)
 	if (!have_dmg2img)
 		skip("dmg2img is not installed: no second reader");
 	test_refused();
+	test_lzfse();
 	test_sample();
 	return ktap_finish();
 }
