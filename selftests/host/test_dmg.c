@@ -68,6 +68,66 @@ static void test_adc(void)
 	       "adc: a copy past the end of the output is refused");
 }
 
+/*
+ * bzip2 streams straight into the decoder: two blocks (level 1, 100k) of text and random bytes;
+ * every truncation fails; random byte changes fail or (CRCs) give exactly the source
+ */
+static void test_bzip2_stream(void)
+{
+	struct dmg_bzip2 *ws = malloc(dmg_bzip2_workspace_size());
+	size_t slen, zlen, n, cut, bad = 0, wrong = 0, other = 0;
+	u8 *src = NULL, *z = NULL, *m = NULL, *out = NULL;
+	u32 x = 7;
+
+	if (sh("python3 -c \"import bz2, random\nrandom.seed(9)\n"
+	       "d=b''.join(b'row %%d %%d\\n' %% (i, random.randrange(99)) for i in range(12000))"
+	       "+random.randbytes(30000)\nopen('%s','wb').write(d)\n"
+	       "open('%s','wb').write(bz2.compress(d, 1))\"", tp("bz.raw"), tp("bz.bz2"))) {
+		ok(false, "bzip2 stream: python3 bz2");
+		free(ws);
+		return;
+	}
+	src = slurp(tp("bz.raw"), &slen);
+	z = slurp(tp("bz.bz2"), &zlen);
+	out = malloc(slen + 1);
+	m = z ? malloc(zlen) : NULL;
+	if (!ws || !src || !z || !out || !m) {
+		ok(false, "bzip2 stream: setup");
+		goto out;
+	}
+	dmg_bzip2_init(ws);
+	ok(!dmg_bzip2_decode(ws, z, zlen, out, slen) && !memcmp(out, src, slen),
+	   "bzip2 stream: %zu bytes in two blocks decode to the source", slen);
+	ok_err(dmg_bzip2_decode(ws, z, zlen, out, slen - 1), -EFSCORRUPTED,
+	       "bzip2 stream: into one byte less is refused");
+	ok_err(dmg_bzip2_decode(ws, z, zlen, out, slen + 1), -EFSCORRUPTED,
+	       "bzip2 stream: into one byte more is refused");
+	for (cut = 0; cut < zlen; cut += 7)
+		bad += dmg_bzip2_decode(ws, z, cut, out, slen) != -EFSCORRUPTED;
+	ok(!bad, "bzip2 stream: every 7th of its %zu truncations is refused (%zu not)", zlen, bad);
+	for (n = 0; n < 400; n++) {
+		int r;
+
+		memcpy(m, z, zlen);
+		x = x * 1103515245 + 12345;
+		m[(x >> 8) % zlen] ^= 1 + (x >> 24) % 255;
+		r = dmg_bzip2_decode(ws, m, zlen, out, slen);
+		if (r == 0)
+			wrong += !!memcmp(out, src, slen);
+		else
+			other += r != -EFSCORRUPTED;
+	}
+	ok(!wrong && !other,
+	   "bzip2 stream: 400 corrupted copies fail with -EFSCORRUPTED or give the source (%zu wrong, %zu other errors)",
+	   wrong, other);
+out:
+	free(ws);
+	free(src);
+	free(z);
+	free(m);
+	free(out);
+}
+
 /* The source disk: 4 MiB of zero, random and text regions of 64 KiB. */
 static int make_source(void)
 {
@@ -452,6 +512,7 @@ int main(void)
 	have_qemu = !sh("command -v qemu-img >/dev/null");
 	have_dmg2img = !sh("command -v dmg2img >/dev/null");
 	test_adc();
+	test_bzip2_stream();
 	if (make_source()) {
 		printf("Bail out! cannot make the source disk\n");
 		return 1;
