@@ -111,11 +111,15 @@ struct dmg {
 	u32 max_chunk_bytes;		/* largest decoded compressed chunk */
 	u32 max_stored;			/* largest stored length of a compressed chunk */
 	bool master_verified;		/* the koly master checksum matched */
+	bool has_bzip2;			/* a bzip2 chunk: @bzip2 is allocated */
+	bool has_lzfse;			/* an LZFSE chunk: @lzfse is allocated */
 	/* the last decoded chunk: @cache_lock protects @cache_chunk and @cache */
 	vdimg_mutex_t cache_lock;
 	u32 cache_chunk;		/* index, or U32_MAX for none */
 	u8 *cache;			/* max_chunk_bytes */
 	u8 *stored;			/* max_stored: the compressed bytes, under @cache_lock */
+	struct dmg_bzip2 *bzip2;	/* workspace of bzip2 chunks, under @cache_lock */
+	struct dmg_lzfse *lzfse;	/* workspace of LZFSE chunks, under @cache_lock */
 };
 
 #define DMG(img) ((struct dmg *)(img)->priv)
@@ -134,5 +138,29 @@ int dmg_decode_chunk(struct dmg *d, u32 i, u8 *dst);
  * Return: 0 when exactly @dst_len bytes were produced, -EFSCORRUPTED otherwise.
  */
 int dmg_adc_decode(const u8 *src, size_t src_len, u8 *dst, size_t dst_len);
+
+/* bzip2.c */
+struct dmg_bzip2;
+/* bytes of one workspace; dmg_bzip2_init() prepares it once */
+size_t dmg_bzip2_workspace_size(void);
+void dmg_bzip2_init(struct dmg_bzip2 *ws);
+/**
+ * dmg_bzip2_decode() - decode one or more bzip2 streams
+ * Return: 0 when exactly @dst_len bytes were produced with every CRC matching,
+ * -EFSCORRUPTED otherwise.
+ */
+int dmg_bzip2_decode(struct dmg_bzip2 *ws, const u8 *src, size_t src_len, u8 *dst,
+		     size_t dst_len);
+/* lzfse.c */
+struct dmg_lzfse;
+/* bytes of one workspace; dmg_lzfse_init() prepares it once */
+size_t dmg_lzfse_workspace_size(void);
+void dmg_lzfse_init(struct dmg_lzfse *ws);
+/**
+ * dmg_lzfse_decode() - decode an LZFSE stream (LZFSE, LZVN and stored blocks)
+ * Return: 0 when exactly @dst_len bytes were produced, -EFSCORRUPTED otherwise.
+ */
+int dmg_lzfse_decode(struct dmg_lzfse *ws, const u8 *src, size_t src_len, u8 *dst,
+		     size_t dst_len);
 
 #endif /* _VDIMG_DMG_H */

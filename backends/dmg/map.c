@@ -3,8 +3,8 @@
  * The DMG backend's data path: ->map() finds the chunk holding an offset (binary search in the
  * sorted chunk list) and answers DATA for stored chunks, ZERO for zero-fill and ignored ones, and
  * ENCODED for compressed ones, which ->read_encoded() decodes (zlib through vdimg_decompress(),
- * ADC through adc.c) into a one-chunk cache, so that reading a chunk in small pieces decodes it
- * once. Kernel-shared.
+ * ADC, bzip2 and LZFSE through adc.c, bzip2.c and lzfse.c) into a one-chunk cache, so that
+ * reading a chunk in small pieces decodes it once. Kernel-shared.
  */
 #include "dmg.h"
 
@@ -76,6 +76,10 @@ int dmg_decode_chunk(struct dmg *d, u32 i, u8 *dst)
 		ret = vdimg_decompress(VDIMG_DECOMP_ZLIB, d->stored, c->length, dst, out);
 	else if (c->type == DMG_CHUNK_ADC)
 		ret = dmg_adc_decode(d->stored, c->length, dst, out);
+	else if (c->type == DMG_CHUNK_BZIP2 && d->bzip2)
+		ret = dmg_bzip2_decode(d->bzip2, d->stored, c->length, dst, out);
+	else if (c->type == DMG_CHUNK_LZFSE && d->lzfse)
+		ret = dmg_lzfse_decode(d->lzfse, d->stored, c->length, dst, out);
 	else
 		ret = -EINVAL;
 	if (ret == -EFSCORRUPTED)

@@ -2,8 +2,9 @@
 /*
  * libFuzzer target for the DMG backend (backends/dmg/): the input is an image file. It is opened
  * read-only, every extent of the disk is mapped (DATA extents read, ENCODED ones decoded: zlib and
- * ADC chunks), describe runs, and a write map must be refused. The input is also fed to the ADC
- * decoder directly, with an output size picked from its last bytes. Any crash, sanitizer report
+ * ADC, bzip2 and LZFSE chunks), describe runs, and a write map must be refused. The input is
+ * also fed to the ADC, bzip2 and LZFSE decoders directly, with an output size picked from its
+ * last bytes. Any crash, sanitizer report
  * or extent that does not answer the question asked is a bug.
  *
  * Build: make build/fuzz/fuzz_dmg
@@ -15,10 +16,24 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static u8 out[1 << 16];
+	static struct dmg_bzip2 *bz;
+	static struct dmg_lzfse *lz;
 	struct vdimg_image img;
 	struct vdimg_file *f;
 
+	if (!bz) {
+		bz = vdimg_zalloc(dmg_bzip2_workspace_size());
+		if (!bz)
+			abort();
+		dmg_bzip2_init(bz);
+		lz = vdimg_zalloc(dmg_lzfse_workspace_size());
+		if (!lz)
+			abort();
+		dmg_lzfse_init(lz);
+	}
 	dmg_adc_decode(data, size, out, fuzz_pick(data, size) % sizeof(out));
+	dmg_bzip2_decode(bz, data, size, out, fuzz_pick(data, size) % sizeof(out));
+	dmg_lzfse_decode(lz, data, size, out, fuzz_pick(data, size) % sizeof(out));
 	f = fuzz_load(&vdimg_dmg_format, data, size, DMG_MAX_CHUNK_SECTORS * DMG_SECTOR);
 	if (!f)
 		return 0;

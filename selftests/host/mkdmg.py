@@ -15,8 +15,12 @@ table.
 import argparse
 import bz2
 import lzma
+import os
 import plistlib
+import shutil
 import struct
+import subprocess
+import sys
 import zlib
 
 TYPES = {"zero": 0, "raw": 1, "ignore": 2, "adc": 0x80000004, "zlib": 0x80000005,
@@ -66,6 +70,20 @@ def adc_encode(data):
     return bytes(out)
 
 
+BZ_LEVEL = 9
+
+
+def lzfse_encode(data):
+    """The reference encoder's command line tool (github.com/lzfse/lzfse; not packaged in
+    Debian): $LZFSE, or lzfse on the PATH. Exit status 3 without one."""
+    tool = os.environ.get("LZFSE") or shutil.which("lzfse")
+    if not tool:
+        sys.stderr.write("mkdmg.py: no LZFSE encoder (set LZFSE to the lzfse tool)\n")
+        sys.exit(3)
+    return subprocess.run([tool, "-encode"], input=data, stdout=subprocess.PIPE,
+                          check=True).stdout
+
+
 def compress(kind, data):
     if kind == "raw":
         return data
@@ -74,12 +92,42 @@ def compress(kind, data):
     if kind == "adc":
         return adc_encode(data)
     if kind == "bzip2":
-        return bz2.compress(data)
+        return bz2.compress(data, BZ_LEVEL)
     if kind == "lzma":
         return lzma.compress(data, format=lzma.FORMAT_ALONE)
     if kind == "lzfse":
-        return data  # no encoder here: only the type matters (refused at open)
+        return lzfse_encode(data)
     raise ValueError(kind)
+
+
+def corrupt_bzip2(how, stored, piece):
+    """bztrunc: cut short; bzcrc: the block CRC flipped; bzhuff: the first table's code lengths
+    out of range; bzlong: a stream of the chunk's data and one sector more (too much output)"""
+    if how == "bztrunc":
+        return stored[:len(stored) // 2]
+    if how == "bzcrc":
+        return stored[:10] + bytes([stored[10] ^ 0x10]) + stored[11:]
+    if how == "bzhuff":
+        # after the 4-byte header, 48-bit magic, 32-bit CRC, 1+24 bits, the map: find the
+        # 5-bit start length of group 0 by decoding the bits the way the decoder does
+        bits = "".join(format(b, "08b") for b in stored)
+        pos = 32 + 48 + 32 + 1 + 24
+        used = int(bits[pos:pos + 16], 2)
+        pos += 16 + 16 * bin(used).count("1")
+        ngroups = int(bits[pos:pos + 3], 2)
+        nsel = int(bits[pos + 3:pos + 18], 2)
+        pos += 18
+        for _ in range(nsel):
+            while bits[pos] == "1":
+                pos += 1
+            pos += 1
+        # start length 0 is out of range
+        bits = bits[:pos] + "00000" + bits[pos + 5:]
+        assert ngroups >= 2
+        return int(bits, 2).to_bytes(len(stored), "big")
+    if how == "bzlong":
+        return bz2.compress(piece + b"x" * 512)
+    raise ValueError(how)
 
 
 def checksum(crc):
@@ -101,12 +149,17 @@ def main():
     ap.add_argument("--no-crc", action="store_true")
     ap.add_argument("--lead", type=int, default=0, help="bytes before the data fork")
     ap.add_argument("--corrupt", default="",
-                    help="offset, overlap, gap, count, b64, nomish, zdata, adcdist, master, version")
+                    help="offset, overlap, gap, count, b64, nomish, zdata, adcdist, master, "
+                         "version, bztrunc, bzcrc, bzhuff, bzlong")
     ap.add_argument("--rsrc", action="store_true",
                     help="the tables in a binary resource fork, no property list")
     ap.add_argument("--rel", action="store_true",
                     help="chunk offsets relative to a per-table data offset (hdiutil: absolute)")
+    ap.add_argument("--bz-level", type=int, default=9,
+                    help="bzip2 block size in 100k (1: several blocks per 1 MiB chunk)")
     a = ap.parse_args()
+    global BZ_LEVEL
+    BZ_LEVEL = a.bz_level
 
     src = open(a.source, "rb").read()
     assert len(src) % 512 == 0 and src
@@ -146,6 +199,9 @@ def main():
             if a.corrupt == "zdata" and kind == "zlib" and not done.get("zdata"):
                 stored = stored[:8] + bytes(b ^ 0x5A for b in stored[8:40]) + stored[40:]
                 done["zdata"] = 1
+            if a.corrupt.startswith("bz") and kind == "bzip2" and not done.get("bz"):
+                stored = corrupt_bzip2(a.corrupt, stored, piece)
+                done["bz"] = 1
             if a.corrupt == "adcdist" and kind == "adc" and not done.get("adcdist"):
                 stored = b"\x40\x10\x00" + stored  # a copy before any output
                 done["adcdist"] = 1

@@ -196,6 +196,11 @@ vm_fixtures() {
 		      printf 'label: dos\n2048,2048,83\n4096,,83\n' | sfdisk -q src.raw >/dev/null
 		      python3 "$VM_TOP/selftests/host/mkdmg.py" --types zlib,adc,raw --ignore src.raw mixed.dmg
 		      python3 "$VM_TOP/selftests/host/mkdmg.py" --types adc --chunk 2048 src.raw adc.dmg
+		      python3 "$VM_TOP/selftests/host/mkdmg.py" --types bzip2,raw --chunk 2048 \
+			      --bz-level 1 src.raw bzip2.dmg
+		      python3 "$VM_TOP/selftests/host/data/lzfse-src.py" lzfse-src.raw
+		      cp "$VM_TOP/selftests/host/data/lzfse-fse.dmg" \
+			 "$VM_TOP/selftests/host/data/lzfse-lzvn.dmg" .
 		      touch done); then
 			vm_log "fixtures: building the DMG images failed (106-dmg skips)"
 			rm -rf "$d/dmg"

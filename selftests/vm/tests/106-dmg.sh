@@ -1,5 +1,5 @@
 #!/bin/sh
-# DMG (UDIF) in the kernel: images the host built with selftests/host/mkdmg.py (zlib, ADC, raw, zero-fill and ignore chunks; ADC chunks of 1 MiB) from an MBR-partitioned source disk attach read-only, read back as the source, and -P shows the two partitions with their data; writes fail; the sample simple-dmg.dmg reads as qemu-img reads it
+# DMG (UDIF) in the kernel: images the host built with selftests/host/mkdmg.py (zlib, ADC, raw, zero-fill and ignore chunks; ADC chunks of 1 MiB; bzip2 chunks of 1 MiB in 100k blocks) from an MBR-partitioned source disk attach read-only, read back as the source, and -P shows the two partitions with their data; writes fail; the committed LZFSE images (LZFSE and LZVN blocks, selftests/host/data) read as their source; the sample simple-dmg.dmg reads as qemu-img reads it
 # timeout: 120
 . /vmtest/lib.sh
 require_vdimg
@@ -10,7 +10,7 @@ W=$TEST_WORK
 src_sha=$(sha_of "$F/src.raw")
 p1_sha=$(dd if="$F/src.raw" bs=512 skip=2048 count=2048 status=none | sha256sum | cut -d' ' -f1)
 p2_sha=$(dd if="$F/src.raw" bs=512 skip=4096 status=none | sha256sum | cut -d' ' -f1)
-for img in mixed adc; do
+for img in mixed adc bzip2; do
 	t="dmg $img"
 	dev=$(vd_attach -P "$F/$img.dmg") || { fail "$t: attach"; continue; }
 	check_eq "$t: sysfs format" "$(vd_attr "$dev" format)" dmg
@@ -21,6 +21,12 @@ for img in mixed adc; do
 	check_eq "$t: partition 2" "$(sha_of "${dev}p2" 2>/dev/null)" "$p2_sha"
 	check_fail "$t: writes fail" dd if=/dev/zero of="$dev" bs=512 count=1 oflag=direct status=none
 	check "$t: detach" vd_detach "$dev"
+done
+lz_sha=$(sha_of "$F/lzfse-src.raw")
+for img in lzfse-fse lzfse-lzvn; do
+	dev=$(vd_attach "$F/$img.dmg") || { fail "$img: attach"; continue; }
+	check_eq "$img: reads as the source" "$(sha_of "$dev")" "$lz_sha"
+	check "$img: detach" vd_detach "$dev"
 done
 check_fail "a writable attach with -t dmg --rw is refused" "$VDIMGCTL" attach -f --show --rw -t dmg "$F/mixed.dmg"
 
