@@ -73,6 +73,41 @@ static int allocated_past(struct vdimg_image *img, u64 from, u64 to)
 	return 0;
 }
 
+/*
+ * After growing from @old: the part of the old last allocation unit past @old may still hold
+ * bytes an earlier shrink left behind; the new range must read as zeros, so zero it.
+ */
+static int zero_tail(struct vdimg_image *img, u64 old)
+{
+	u64 end = img->alloc_unit ? ALIGN(old, (u64)img->alloc_unit) : old;
+	struct vdimg_extent ext;
+	void *z;
+	int ret = 0;
+
+	end = min(end, img->size);
+	while (!ret && old < end) {
+		memset(&ext, 0, sizeof(ext));
+		ret = img->fmt->map(img, old, end - old, 0, &ext);
+		if (ret)
+			break;
+		if (!ext.length || ext.length > end - old)
+			return -EIO;
+		if (ext.type == VDIMG_EXT_ENCODED) {
+			vdimg_err(img, "the compressed block at the old end cannot be zeroed");
+			return -EOPNOTSUPP;
+		}
+		if (ext.type == VDIMG_EXT_DATA) {
+			z = calloc(1, ext.length);
+			if (!z)
+				return -ENOMEM;
+			ret = vdimg_file_write(ext.file, z, ext.length, ext.file_offset);
+			free(z);
+		}
+		old += ext.length;
+	}
+	return ret;
+}
+
 int cmd_resize(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -164,6 +199,8 @@ int cmd_resize(int argc, char **argv)
 	}
 	lib_action(action);
 	ret = ops->resize(&o.img, size, size < old ? VDIMG_RESIZE_SHRINK : 0);
+	if (!ret && size > old)
+		ret = zero_tail(&o.img, old);
 	if (!ret && o.img.fmt->flush)
 		ret = o.img.fmt->flush(&o.img);
 	if (!ret)
