@@ -198,6 +198,12 @@ int cmd_resize(int argc, char **argv)
 		}
 	}
 	lib_action(action);
+	/*
+	 * tests only (selftests/host/test_resize.sh): fail every image write after the first N, as
+	 * if the machine stopped there, to show what an interrupted resize leaves
+	 */
+	if (getenv("VDIMGCTL_TEST_WRITE_CUT"))
+		vdimg_write_budget = atoll(getenv("VDIMGCTL_TEST_WRITE_CUT"));
 	ret = ops->resize(&o.img, size, size < old ? VDIMG_RESIZE_SHRINK : 0);
 	if (!ret && size > old)
 		ret = zero_tail(&o.img, old);
@@ -208,6 +214,7 @@ int cmd_resize(int argc, char **argv)
 	if (ret)
 		goto fail_errno;
 	offline_close(&o);
+	vdimg_write_budget = -1;
 	/* what the next user will see */
 	if (offline_open(&o, path, format, VDIMG_OPEN_READ_ONLY, "resized, but cannot reopen"))
 		return EXIT_FAIL;
@@ -224,5 +231,6 @@ fail_errno:
 		errmsg(path, action, "%s", strerror(-ret));
 fail:
 	offline_close(&o);
+	vdimg_write_budget = -1;
 	return EXIT_FAIL;
 }

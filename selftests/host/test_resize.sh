@@ -1,0 +1,173 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Host tests of `vdimgctl resize`: for images qemu-img creates and for images vdimgctl creates,
+# filled by qemu-io, grow and shrink them and check, against a raw shadow resized the same way,
+# that `qemu-img info` gives the new size, `qemu-img check` (vdimgctl check where qemu has none)
+# finds nothing, `qemu-img compare` finds the data kept and the new range zero, and, where qemu
+# can resize the format, that `qemu-img resize` gives the same disk. Shrinking is refused without
+# --shrink and while data lies past the new end without --force. Interrupted resizes (every write
+# after the first N failing, VDIMGCTL_TEST_WRITE_CUT) leave the old or the new size, a clean check
+# and the data. KTAP on stdout; skips (exit 4) without qemu-img.
+#
+# VDIMGCTL=path (default: build/host/vdimgctl, the sanitizer build).
+set -u
+. "$(dirname "$0")/cli_lib.sh"
+
+echo "KTAP version 1"
+if [ ! -x "$V" ] || ! command -v qemu-img >/dev/null || ! command -v qemu-io >/dev/null; then
+	echo "1..0 # SKIP vdimgctl not built or qemu-img/qemu-io missing"
+	exit 4
+fi
+
+M=$((1 << 20))
+vsize() { "$V" info --json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])'; }
+# qemu's formats and checks: vpc has no qemu check, so vdimgctl checks it
+qfmt() { case $1 in vhd) echo vpc ;; *) echo "$1" ;; esac; }
+clean() {
+	if [ "$1" = vhd ] || [ "$1" = raw ]; then
+		"$V" check "$2" >"$T/out" 2>"$T/err"
+	else
+		qemu-img check -q -f "$(qfmt "$1")" "$2" >"$T/out" 2>"$T/err"
+	fi
+}
+# same FMT IMG: the image has the size of the shadow $T/s.raw and reads as it
+same() {
+	[ "$(vsize "$2")" = "$(stat -c %s "$T/s.raw")" ] &&
+		qemu-img compare -q -f "$(qfmt "$1")" -F raw "$2" "$T/s.raw" >"$T/diff" 2>&1
+}
+resize_shadow() { truncate -s "$1" "$T/s.raw"; }
+
+# case LABEL FMT: $T/img is the image (64 MiB, data written), the shadow made from it
+case_one() {
+	local label=$1 fmt=$2 img=$T/img s
+	s=$(vsize "$img")
+	rm -f "$T/s.raw"
+	"$V" convert -O raw "$img" "$T/s.raw" >/dev/null 2>&1
+	ok $? "$label: shadow copy"
+
+	run resize "$img" +100M
+	ok $((rc != 0)) "$label: grow by 100 MiB"
+	resize_shadow $((s + 100 * M))
+	[ "$(vsize "$img")" = $((s + 100 * M)) ]
+	ok $? "$label: vdimgctl info gives the new size"
+	if [ "$fmt" != vhd ]; then
+		qemu-img info --output=json -f "$(qfmt "$fmt")" "$img" | grep -q "\"virtual-size\": $((s + 100 * M)),"
+		ok $? "$label: qemu-img info gives the new size"
+	fi
+	clean "$fmt" "$img"
+	ok $? "$label: check is clean after growing"
+	same "$fmt" "$img"
+	ok $? "$label: data kept, the new range reads zeros"
+	if [ -n "${3:-}" ]; then
+		qemu-img resize -q -f "$(qfmt "$fmt")" "$T/qemu.img" +100M >/dev/null 2>&1
+		qemu-img compare -q "$img" "$T/qemu.img" >"$T/diff" 2>&1
+		ok $? "$label: qemu-img resize gives the same disk"
+	fi
+
+	run resize "$img" 32M
+	ok $((rc == 0)) "$label: shrinking without --shrink is refused"
+	if [ "$fmt" = qed ]; then
+		run resize --shrink --force "$img" 61M
+		ok $((rc == 0)) "$label: shrinking is refused (as qemu does)"
+		return
+	fi
+	run resize --shrink "$img" 32M
+	ok $((rc == 0)) "$label: shrinking over data is refused without --force"
+	grep -q "allocated past" "$T/err"
+	ok $? "$label: ... saying why"
+	run resize --shrink "$img" $((s + 64 * M))
+	if [ -n "${4:-}" ]; then
+		ok $((rc == 0)) "$label: shrinking is refused (every block of a fixed image holds data)"
+		run resize --shrink --force "$img" $((s + 64 * M))
+	fi
+	ok $((rc != 0)) "$label: shrinking over nothing allocated works"
+	resize_shadow $((s + 64 * M))
+	run resize --shrink --force "$img" $((61 * M + 512))
+	ok $((rc != 0)) "$label: shrink --force over data"
+	resize_shadow $((61 * M + 512))
+	[ "$(vsize "$img")" = $((61 * M + 512)) ] && clean "$fmt" "$img" && same "$fmt" "$img"
+	ok $? "$label: new size, clean, data before the end kept"
+	run resize "$img" 128M
+	resize_shadow $((128 * M))
+	[ "$rc" = 0 ] && clean "$fmt" "$img" && same "$fmt" "$img"
+	ok $? "$label: growing again reads zeros past the old end (not the dropped data)"
+}
+
+fill="-c 'write -P 1 0 64k' -c 'write -P 2 60M 2M' -c 'write -P 3 63M 1M'"
+
+# images qemu-img makes (qemu can resize qcow2, qed and raw: its result is compared too)
+for spec in qcow2 qcow2:cluster_size=4096 qcow2:compat=0.10 qed vdi vpc:subformat=dynamic \
+	vpc:subformat=fixed raw; do
+	qf=${spec%%:*} o=${spec#"$qf"} o=${o#:} fmt=$qf
+	[ "$qf" = vpc ] && fmt=vhd
+	rm -f "$T"/img "$T"/qemu.img
+	eval qemu-img create -q -f "$qf" ${o:+-o "$o"} "$T/img" 64M >/dev/null &&
+		eval qemu-io -f "$qf" "$fill" "$T/img" >/dev/null 2>&1
+	ok $? "qemu $spec: made and filled"
+	qemu_too= full=
+	case $qf in qcow2|qed|raw) cp "$T/img" "$T/qemu.img"; qemu_too=1 ;; esac
+	case $spec in raw|*fixed) full=1 ;; esac
+	case_one "qemu $spec" "$fmt" "$qemu_too" "$full"
+done
+
+# images vdimgctl makes
+for spec in qcow2 qed vdi vhd vhd:fixed raw; do
+	fmt=${spec%%:*} var=${spec#"$fmt"} var=${var#:}
+	rm -f "$T"/img "$T"/qemu.img
+	"$V" create -t "$fmt" -s 64M ${var:+--variant "$var"} "$T/img" >/dev/null 2>&1 &&
+		eval qemu-io -f "$(qfmt "$fmt")" "$fill" "$T/img" >/dev/null 2>&1
+	ok $? "vdimgctl $spec: made and filled"
+	full=
+	case $spec in raw|*fixed) full=1 ;; esac
+	case_one "vdimgctl $spec" "$fmt" "" "$full"
+done
+
+# growing past what the metadata has room for in place (VDI map, qcow2 L1, VHD BAT)
+for spec in "vdi 4M 1G" "qcow2:cluster_size=4096 1M 2G" "vpc 4M 1G"; do
+	set -- $spec
+	q=${1%%:*} o=${1#"${1%%:*}"} o=${o#:} fmt=$q
+	[ "$q" = vpc ] && fmt=vhd
+	rm -f "$T/img" "$T/s.raw"
+	qemu-img create -q -f "$q" ${o:+-o "$o"} "$T/img" "$2" &&
+		qemu-io -f "$q" -c "write -P 7 0 1M" "$T/img" >/dev/null 2>&1
+	"$V" convert -O raw "$T/img" "$T/s.raw" >/dev/null 2>&1
+	run resize "$T/img" "$3"
+	resize_shadow "$(vsize "$T/img")"
+	[ "$rc" = 0 ] && clean "$fmt" "$T/img" && same "$fmt" "$T/img"
+	ok $? "$1 $2 -> $3: the table moves, clean, data kept"
+done
+
+# interrupted resizes: every write after the first N fails (as if the machine stopped there)
+for spec in "qcow2:cluster_size=4096 1M 2G" "vdi 4M 1G" "vpc 4M 1G" "qcow2 64M 1G" "qed 64M 1G"; do
+	set -- $spec
+	q=${1%%:*} o=${1#"${1%%:*}"} o=${o#:} fmt=$q
+	[ "$q" = vpc ] && fmt=vhd
+	rm -f "$T/pristine" "$T/s0.raw"
+	qemu-img create -q -f "$q" ${o:+-o "$o"} "$T/pristine" "$2" &&
+		qemu-io -f "$q" -c "write -P 7 0 512k" "$T/pristine" >/dev/null 2>&1
+	"$V" convert -O raw "$T/pristine" "$T/s0.raw" >/dev/null 2>&1
+	old=$(vsize "$T/pristine") new=$(($(echo "$3" | sed 's/G$/ << 30/'))) bad=0 cuts=0
+	for cut in $(seq 0 40); do
+		cp "$T/pristine" "$T/img"
+		VDIMGCTL_TEST_WRITE_CUT=$cut "$V" resize "$T/img" "$3" >/dev/null 2>&1
+		done_rc=$?
+		cuts=$((cuts + 1))
+		got=$(vsize "$T/img" 2>/dev/null)
+		cp "$T/s0.raw" "$T/s.raw"
+		resize_shadow "${got:-0}"
+		if [ "$got" != "$old" ] && [ "$got" != "$new" ]; then
+			echo "# $1 $2 -> $3: cut after $cut writes: size ${got:-none}"
+			bad=$((bad + 1))
+		fi
+		if [ -z "$got" ] || ! "$V" check "$T/img" >/dev/null 2>&1 || ! same "$fmt" "$T/img"; then
+			echo "# $1 $2 -> $3: cut after $cut writes: size ${got:-none}, not clean or data lost"
+			bad=$((bad + 1))
+		fi
+		[ "$done_rc" = 0 ] && break
+	done
+	[ "$bad" = 0 ] && [ "$done_rc" = 0 ]
+	ok $? "$1 $2 -> $3: cut after each of $cuts writes: old or new size, clean, data kept"
+done
+
+ktap_end
