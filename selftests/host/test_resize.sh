@@ -97,7 +97,7 @@ case_one() {
 fill="-c 'write -P 1 0 64k' -c 'write -P 2 60M 2M' -c 'write -P 3 63M 1M'"
 
 # images qemu-img makes (qemu can resize qcow2, qed and raw: its result is compared too)
-for spec in qcow2 qcow2:cluster_size=4096 qcow2:compat=0.10 qed vdi vpc:subformat=dynamic parallels \
+for spec in qcow2 qcow2:cluster_size=4096 qcow2:compat=0.10 qed vdi vpc:subformat=dynamic parallels vhdx \
 	vpc:subformat=fixed raw; do
 	qf=${spec%%:*} o=${spec#"$qf"} o=${o#:} fmt=$qf
 	[ "$qf" = vpc ] && fmt=vhd
@@ -112,7 +112,7 @@ for spec in qcow2 qcow2:cluster_size=4096 qcow2:compat=0.10 qed vdi vpc:subforma
 done
 
 # images vdimgctl makes
-for spec in qcow2 qed vdi vhd vhd:fixed parallels raw; do
+for spec in qcow2 qed vdi vhd vhd:fixed vhdx parallels raw; do
 	fmt=${spec%%:*} var=${spec#"$fmt"} var=${var#:}
 	rm -f "$T"/img "$T"/qemu.img
 	"$V" create -t "$fmt" -s 64M ${var:+--variant "$var"} "$T/img" >/dev/null 2>&1 &&
