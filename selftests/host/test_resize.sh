@@ -22,10 +22,10 @@ fi
 
 M=$((1 << 20))
 vsize() { "$V" info --json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])'; }
-# qemu's formats and checks: vpc has no qemu check, so vdimgctl checks it
+# qemu's format names; qemu has no check for vpc and checks nothing of flat VMDK: vdimgctl checks
 qfmt() { case $1 in vhd) echo vpc ;; *) echo "$1" ;; esac; }
 clean() {
-	if [ "$1" = vhd ] || [ "$1" = raw ]; then
+	if [ "$1" = vhd ] || [ "$1" = raw ] || [ "$1" = vmdk ]; then
 		"$V" check "$2" >"$T/out" 2>"$T/err"
 	else
 		qemu-img check -q -f "$(qfmt "$1")" "$2" >"$T/out" 2>"$T/err"
@@ -97,17 +97,17 @@ case_one() {
 fill="-c 'write -P 1 0 64k' -c 'write -P 2 60M 2M' -c 'write -P 3 63M 1M'"
 
 # images qemu-img makes (qemu can resize qcow2, qed and raw: its result is compared too)
-for spec in qcow2 qcow2:cluster_size=4096 qcow2:compat=0.10 qed vdi vpc:subformat=dynamic parallels vhdx \
-	vpc:subformat=fixed raw; do
+for spec in qcow2 qcow2:cluster_size=4096 qcow2:compat=0.10 qed vdi vpc:subformat=dynamic \
+	vpc:subformat=fixed parallels vhdx vmdk:subformat=monolithicFlat raw; do
 	qf=${spec%%:*} o=${spec#"$qf"} o=${o#:} fmt=$qf
 	[ "$qf" = vpc ] && fmt=vhd
-	rm -f "$T"/img "$T"/qemu.img
+	rm -f "$T"/img* "$T"/qemu.img
 	eval qemu-img create -q -f "$qf" ${o:+-o "$o"} "$T/img" 64M >/dev/null &&
 		eval qemu-io -f "$qf" "$fill" "$T/img" >/dev/null 2>&1
 	ok $? "qemu $spec: made and filled"
 	qemu_too= full=
 	case $qf in qcow2|qed|raw) cp "$T/img" "$T/qemu.img"; qemu_too=1 ;; esac
-	case $spec in raw|*fixed) full=1 ;; esac
+	case $spec in raw|*fixed|*Flat) full=1 ;; esac
 	case_one "qemu $spec" "$fmt" "$qemu_too" "$full"
 done
 
