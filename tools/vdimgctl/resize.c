@@ -51,8 +51,8 @@ static int parse_new_size(const char *s, u64 cur, u64 *out)
 }
 
 /*
- * Is anything allocated in [@from, @to) of @img itself (not its parents)? 1 yes, 0 no, or a
- * negative errno.
+ * Does @img itself (not its parents) hold data in [@from, @to)? 1 yes, 0 no, or a negative errno.
+ * Ranges that read as zeros (ZERO extents) hold none: the backend drops them with the rest.
  */
 static int allocated_past(struct vdimg_image *img, u64 from, u64 to)
 {
@@ -66,7 +66,7 @@ static int allocated_past(struct vdimg_image *img, u64 from, u64 to)
 			return ret;
 		if (!ext.length || ext.length > to - from)
 			return -EIO;
-		if (ext.type != VDIMG_EXT_UNALLOCATED)
+		if (ext.type == VDIMG_EXT_DATA || ext.type == VDIMG_EXT_ENCODED)
 			return 1;
 		from += ext.length;
 	}
