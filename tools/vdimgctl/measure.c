@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * vdimgctl measure: how large a new image would be, like `qemu-img measure`: the bytes a new image
- * of a format needs for a given virtual size, or for what a source image's chain holds ("required"),
- * and the bytes it takes fully allocated. QCOW2 uses qemu's qcow2 layout rules (a header cluster,
- * L2 tables for every cluster, the L1 table, refcount blocks and table counting everything
- * including themselves), so the figures are the ones qemu-img measure prints; raw needs its size.
+ * vdimgctl measure: how large a new image would be, like `qemu-img measure`: the bytes a new
+ * image of a format needs for a given virtual size, or for what a source image's chain holds
+ * ("required"), and the bytes it takes fully allocated. QCOW2 uses qemu's qcow2 layout rules (a
+ * header cluster, L2 tables for every cluster, the L1 table, refcount blocks and table counting
+ * everything including themselves), so the figures are the ones qemu-img measure prints; raw
+ * needs its size.
  * Never talks to the module.
  */
 #include <stdlib.h>
@@ -16,7 +17,8 @@
 
 static int measure_usage(void)
 {
-	printf("Usage: vdimgctl measure [-O FMT] [-o OPTS] [--json] [-t FMT] (--size SIZE | SRC)\n\n"
+	printf("Usage: vdimgctl measure [-O FMT] [-o OPTS] [--json] [-t FMT]\n"
+	       "                        (--size SIZE | SRC)\n\n"
 	       "Print the size a new image of FMT (qcow2 or raw, default raw) needs: for a disk of\n"
 	       "SIZE, or to hold what SRC's chain holds (required), and fully allocated, like\n"
 	       "`qemu-img measure`. -o takes qcow2's cluster_size and refcount_bits.\n\n"

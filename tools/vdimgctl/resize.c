@@ -157,7 +157,8 @@ int cmd_resize(int argc, char **argv)
 	old = o.img.size;
 	ret = parse_new_size(arg, old, &size);
 	if (ret || !size || size % 512) {
-		errmsg(path, action, "bad size '%s' (a positive multiple of 512 bytes is needed)", arg);
+		errmsg(path, action, "bad size '%s' (a positive multiple of 512 bytes is needed)",
+		       arg);
 		goto fail;
 	}
 	ops = vdimg_tool_ops(o.img.fmt);
@@ -165,7 +166,8 @@ int cmd_resize(int argc, char **argv)
 		errmsg(path, action, "%s images cannot be resized", o.img.fmt->name);
 		goto fail;
 	}
-	if ((o.img.flags & VDIMG_IMG_HAS_PARENT) && (o.img.fmt->caps & VDIMG_CAP_SAME_SIZE_PARENT)) {
+	if ((o.img.flags & VDIMG_IMG_HAS_PARENT) &&
+	    (o.img.fmt->caps & VDIMG_CAP_SAME_SIZE_PARENT)) {
 		errmsg(path, action, "a differencing %s image must keep its parent's size",
 		       o.img.fmt->name);
 		goto fail;
@@ -177,7 +179,8 @@ int cmd_resize(int argc, char **argv)
 	}
 	if (size < old) {
 		if (!shrink) {
-			errmsg(path, action, "%llu is smaller than the current %llu bytes: use --shrink",
+			errmsg(path, action,
+			       "%llu is smaller than the current %llu bytes: use --shrink",
 			       (unsigned long long)size, (unsigned long long)old);
 			goto fail;
 		}

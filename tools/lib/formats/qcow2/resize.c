@@ -96,7 +96,7 @@ static int qcow2_shrink_l1(struct vdimg_image *img, u64 size, u32 need)
 		if (ret < 0)
 			goto out;
 		if (!ret)
-			continue;	/* still references something: kept, harmless past the end */
+			continue;	/* still maps something: kept, harmless past the end */
 		drop[n++] = off;
 		q->l1[i] = 0;
 	}

@@ -89,7 +89,7 @@ int vhdx_resize(struct vdimg_image *img, u64 size, unsigned int flags)
 {
 	struct vhdx *v = img->priv;
 	struct vhdx_pageset ps = { 0 };
-	u64 entries, item, page, i;
+	u64 entries, item, page, i, chunks;
 	__le64 le = cpu_to_le64(size);
 	__le64 *bat;
 	u64 *sb;
@@ -144,8 +144,8 @@ int vhdx_resize(struct vdimg_image *img, u64 size, unsigned int flags)
 		return ret;
 	/* the state in memory follows: the BAT array for the new entry count */
 	bat = calloc(1, max_t(u64, entries, 1) * 8);
-	sb = calloc(1, max_t(u64, DIV_ROUND_UP(DIV_ROUND_UP(size, (u64)v->block_size),
-					    (u64)v->chunk_ratio), v->nr_chunks) * sizeof(u64));
+	chunks = DIV_ROUND_UP(DIV_ROUND_UP(size, (u64)v->block_size), (u64)v->chunk_ratio);
+	sb = calloc(1, max_t(u64, chunks, v->nr_chunks) * sizeof(u64));
 	if (!bat || !sb) {
 		free(bat);
 		free(sb);
