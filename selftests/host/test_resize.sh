@@ -105,7 +105,7 @@ cut_specs='"qcow2:cluster_size=4096 1M 2G" "vdi 4M 1G" "vpc 4M 1G"'
 if [ -n "${RESIZE_FULL:-}" ]; then
 	qemu_specs="$qemu_specs qcow2:compat=0.10 qed vpc:subformat=fixed parallels raw"
 	ours_specs="qcow2 qed vdi vhd vhd:fixed vhdx parallels raw"
-	cut_specs="$cut_specs \"qcow2 64M 1G\" \"qed 64M 1G\""
+	cut_specs="$cut_specs \"qcow2 64M 1G\" \"qed 64M 1G\" \"vhdx 64M 1G\" \"parallels 64M 1G\""
 fi
 
 for spec in $qemu_specs; do
@@ -147,6 +147,22 @@ for spec in "vdi 4M 1G" "qcow2:cluster_size=4096 1M 2G" "vpc 4M 1G"; do
 	[ "$rc" = 0 ] && clean "$fmt" "$T/img" && same "$fmt" "$T/img"
 	ok $? "$1 $2 -> $3: the table moves, clean, data kept"
 done
+
+# children: VHD, VHDX and VDI keep their parent's size; a QCOW2 child grows over its parent
+rm -f "$T"/base.* "$T"/child.*
+qemu-img create -q -f vpc "$T/base.vhd" 64M && "$V" create -t vhd --parent "$T/base.vhd" "$T/child.vhd" >/dev/null 2>&1
+run resize "$T/child.vhd" 128M
+ok $((rc == 0)) "a differencing VHD is refused"
+grep -q "parent's size" "$T/err"
+ok $? "... saying why"
+qemu-img create -q -f qcow2 "$T/base.qcow2" 64M && qemu-io -c 'write -P 5 0 64M' "$T/base.qcow2" >/dev/null &&
+	qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$T/child.qcow2" 32M &&
+	qemu-io -c 'write -P 6 1M 1M' "$T/child.qcow2" >/dev/null
+run resize "$T/child.qcow2" 96M
+[ "$rc" = 0 ] && [ "$(vsize "$T/child.qcow2")" = $((96 * M)) ] && qemu-img check -q "$T/child.qcow2" &&
+	qemu-io -c 'read -P 6 1M 1M' -c 'read -P 5 40M 24M' -c 'read -P 0 64M 32M' "$T/child.qcow2" \
+		>"$T/out" 2>&1 && ! grep -q "verification failed" "$T/out"
+ok $? "a QCOW2 child grows: its data, its parent's data under it, zeros past the parent"
 
 # interrupted resizes: every write after the first N fails (as if the machine stopped there)
 eval "set -- $cut_specs"
