@@ -157,12 +157,14 @@ grep -q "parent's size" "$T/err"
 ok $? "... saying why"
 qemu-img create -q -f qcow2 "$T/base.qcow2" 64M && qemu-io -c 'write -P 5 0 64M' "$T/base.qcow2" >/dev/null &&
 	qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$T/child.qcow2" 32M &&
-	qemu-io -c 'write -P 6 1M 1M' "$T/child.qcow2" >/dev/null
+	qemu-io -c 'write -P 6 1M 1M' "$T/child.qcow2" >/dev/null && cp "$T/child.qcow2" "$T/child.q.qcow2"
 run resize "$T/child.qcow2" 96M
 [ "$rc" = 0 ] && [ "$(vsize "$T/child.qcow2")" = $((96 * M)) ] && qemu-img check -q "$T/child.qcow2" &&
-	qemu-io -c 'read -P 6 1M 1M' -c 'read -P 5 40M 24M' -c 'read -P 0 64M 32M' "$T/child.qcow2" \
+	qemu-io -c 'read -P 6 1M 1M' -c 'read -P 5 2M 30M' -c 'read -P 0 32M 64M' "$T/child.qcow2" \
 		>"$T/out" 2>&1 && ! grep -q "verification failed" "$T/out"
-ok $? "a QCOW2 child grows: its data, its parent's data under it, zeros past the parent"
+ok $? "a QCOW2 child grows: its data, its parent's below the old end, zeros (not the parent's) past it"
+qemu-img resize -q "$T/child.q.qcow2" 96M && qemu-img compare -q "$T/child.qcow2" "$T/child.q.qcow2"
+ok $? "... as qemu-img resize makes it"
 
 # interrupted resizes: every write after the first N fails (as if the machine stopped there)
 eval "set -- $cut_specs"

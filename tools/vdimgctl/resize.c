@@ -108,6 +108,30 @@ static int zero_tail(struct vdimg_image *img, u64 old)
 	return ret;
 }
 
+/*
+ * A child grown from @old: the new range must read as zeros, not as what its parent has there
+ * (as qemu-img resize does it), so mark it zero in the child where the format can say so.
+ */
+static int zero_over_parent(struct vdimg_image *img, u64 old)
+{
+	u64 unit = img->alloc_unit ? img->alloc_unit : 512, from = ALIGN(old, unit);
+	int ret = -EOPNOTSUPP;
+
+	if (from < img->size && img->fmt->discard)
+		ret = img->fmt->discard(img, from, img->size - from, VDIMG_DISCARD_ZEROES);
+	if (from >= img->size || !ret) {
+		if (from == old)
+			return 0;
+		ret = -EOPNOTSUPP;	/* the old last unit's tail */
+	}
+	if (ret == -EOPNOTSUPP) {
+		vdimg_warn(img, "the grown range reads what the parent has there (this %s image cannot mark it zero)",
+			   img->fmt->name);
+		return 0;
+	}
+	return ret;
+}
+
 int cmd_resize(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -210,6 +234,8 @@ int cmd_resize(int argc, char **argv)
 	ret = ops->resize(&o.img, size, size < old ? VDIMG_RESIZE_SHRINK : 0);
 	if (!ret && size > old)
 		ret = zero_tail(&o.img, old);
+	if (!ret && size > old && (o.img.flags & VDIMG_IMG_HAS_PARENT))
+		ret = zero_over_parent(&o.img, old);
 	if (!ret && o.img.fmt->flush)
 		ret = o.img.fmt->flush(&o.img);
 	if (!ret)
