@@ -189,7 +189,15 @@ for spec in "$@"; do
 			echo "# $1 $2 -> $3: cut after $cut writes: size ${got:-none}"
 			bad=$((bad + 1))
 		fi
-		if [ -z "$got" ] || ! "$V" check "$T/img" >/dev/null 2>&1 || ! same "$fmt" "$T/img"; then
+		# a Parallels image written to and not closed keeps its in-use flag: check --repair
+		# clears it (the format's crash state); a VHDX log left pending is replayed by vdimgctl
+		if [ "$fmt" = parallels ] && "$V" info "$T/img" 2>/dev/null | grep -q "not closed"; then
+			"$V" check --repair "$T/img" >/dev/null 2>&1
+		fi
+		rm -f "$T/got.raw"
+		if [ -z "$got" ] || ! "$V" check "$T/img" >/dev/null 2>&1 ||
+		   ! "$V" convert -O raw "$T/img" "$T/got.raw" >/dev/null 2>&1 ||
+		   ! cmp -s "$T/got.raw" "$T/s.raw"; then
 			echo "# $1 $2 -> $3: cut after $cut writes: size ${got:-none}, not clean or data lost"
 			bad=$((bad + 1))
 		fi
