@@ -99,13 +99,15 @@ case_one() {
 fill="-c 'write -P 1 0 64k' -c 'write -P 2 60M 2M' -c 'write -P 3 63M 1M'"
 
 # images qemu-img makes (qemu can resize qcow2, qed and raw: its result is compared too)
-qemu_specs="qcow2 qcow2:cluster_size=4096 vdi vpc:subformat=dynamic vhdx vmdk:subformat=monolithicFlat"
+qemu_specs="qcow2 vdi vpc:subformat=dynamic vhdx vmdk:subformat=monolithicFlat"
 ours_specs="qed vhd:fixed parallels raw"
-cut_specs='"qcow2:cluster_size=4096 1M 2G" "vdi 4M 1G" "vpc 4M 1G"'
+cut_specs='"qcow2:cluster_size=4096 1M 2G" "vdi 4M 1G"'
 if [ -n "${RESIZE_FULL:-}" ]; then
-	qemu_specs="$qemu_specs qcow2:compat=0.10 qed vpc:subformat=fixed parallels raw"
+	qemu_specs="$qemu_specs qcow2:cluster_size=4096 qcow2:compat=0.10 qed vpc:subformat=fixed"
+	qemu_specs="$qemu_specs parallels raw"
 	ours_specs="qcow2 qed vdi vhd vhd:fixed vhdx parallels raw"
-	cut_specs="$cut_specs \"qcow2 64M 1G\" \"qed 64M 1G\" \"vhdx 64M 1G\" \"parallels 64M 1G\""
+	cut_specs="$cut_specs \"vpc 4M 1G\" \"qcow2 64M 1G\" \"qed 64M 1G\" \"vhdx 64M 1G\""
+	cut_specs="$cut_specs \"parallels 64M 1G\""
 fi
 
 for spec in $qemu_specs; do
