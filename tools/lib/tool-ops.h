@@ -86,7 +86,20 @@ struct vdimg_tool_ops {
 	 * only reads; 0 with *@n = 0 for an image that has none. May be NULL
 	 */
 	int (*extent_refs)(struct vdimg_file *f, char ***paths, bool **ro, u32 *n);
+	/*
+	 * offline (image opened writable, nothing else using it): make the virtual size @size (a
+	 * multiple of 512, != img->size). Growing: the new range reads as zeros. Shrinking (only
+	 * with VDIMG_RESIZE_SHRINK): the caller has already checked or discarded what lies past
+	 * the new end; the backend drops (frees) whatever allocation is left there. The backend
+	 * writes in an order that leaves the old or the new size after a crash, and updates
+	 * img->size and its own state so that ->flush() and ->close() stay correct. 0,
+	 * -EOPNOTSUPP or -ENOSPC after a message saying why, or another negative errno. May be NULL
+	 */
+	int (*resize)(struct vdimg_image *img, u64 size, unsigned int flags);
 };
+
+/* flags of ->resize() */
+#define VDIMG_RESIZE_SHRINK	(1U << 0)
 
 /* The userspace operations of each format that has them */
 extern const struct vdimg_tool_ops vdimg_raw_tool_ops;

@@ -203,6 +203,8 @@ static void usage(void)
 	      " vdimgctl snapshot [-t FMT] DEV FILE     live snapshot: FILE becomes the new top\n"
 	      " vdimgctl map [--json] IMAGE             where the data of IMAGE's chain is\n"
 	      " vdimgctl convert [-O FMT] SRC DST       copy SRC's chain into a new image\n"
+	      " vdimgctl resize [--shrink] IMAGE [+-]SIZE change an image's virtual size (offline)\n"
+	      " vdimgctl measure [-O FMT] (--size N | SRC) how large a new image would be\n"
 	      "\n"
 	      "Attach virtual-disk image files (VHD, VHDX, VDI, QCOW2, QED, ...) as block devices.\n"
 	      "\n"
@@ -272,6 +274,8 @@ static const struct command commands[] = {
 	{ "snapshot", cmd_snapshot },
 	{ "map", cmd_map },
 	{ "convert", cmd_convert },
+	{ "resize", cmd_resize },
+	{ "measure", cmd_measure },
 };
 
 int main(int argc, char **argv)

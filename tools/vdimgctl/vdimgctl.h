@@ -30,6 +30,8 @@ int cmd_rebase(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_map(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_resize(int argc, char **argv);
+int cmd_measure(int argc, char **argv);
 
 /* "vdimgctl: <object>: <what>: <reason>" on stderr; @object or @reason may be NULL */
 void errmsg(const char *object, const char *what, const char *reason_fmt, ...)

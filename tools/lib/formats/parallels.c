@@ -255,6 +255,105 @@ static void prl_describe(struct vdimg_image *img,
 	}
 }
 
+/*
+ * Resize a single-file image: the BAT grows into the room before the data area (entries of 0:
+ * not allocated) or, shrinking, keeps only the entries the new size uses; then the header's
+ * entry count and size (adjacent fields, one write). Growing past the room before the data area
+ * is refused (it would mean moving the first clusters), as is a bundle's split storage or
+ * snapshot, whose descriptor records the size too.
+ */
+static int prl_resize(struct vdimg_image *img, u64 size, unsigned int flags)
+{
+	struct prl_disk *d = img->priv;
+	struct prl *p = d->part[0];
+	u64 n64 = DIV_ROUND_UP(size, (u64)p->cluster), room, end;
+	u32 n = n64, i, *nbat = NULL;
+	u64 *ndirty = NULL;
+	__le32 *zero = NULL;
+	int ret = 0;
+
+	if (!p->writable)
+		return -EROFS;
+	if (p->repairs)
+		return -EUCLEAN;
+	if (d->nr != 1 || (img->flags & VDIMG_IMG_HAS_PARENT)) {
+		vdimg_err(img, "a bundle's split storage or snapshot is resized with its bundle, not here");
+		return -EOPNOTSUPP;
+	}
+	if (!le32_to_cpu(p->hdr.data_off)) {
+		vdimg_err(img, "the header does not say where the data starts: growing the BAT would move it");
+		return -EOPNOTSUPP;
+	}
+	if (!p->v2 && size / PRL_SECTOR > U32_MAX) {
+		vdimg_err(img, "version 1 images hold at most 2 TiB");
+		return -EFBIG;
+	}
+	room = (p->data_off - PRL_HEADER_SIZE) / 4;
+	if (n64 > PRL_MAX_BAT || n64 > room) {
+		vdimg_err(img, "the BAT has room for %llu clusters (%llu bytes) before the data area; growing further would mean moving data",
+			  (unsigned long long)min_t(u64, room, PRL_MAX_BAT),
+			  (unsigned long long)min_t(u64, room, PRL_MAX_BAT) * p->cluster);
+		return -ENOSPC;
+	}
+	ret = prl_flush(img);
+	if (ret)
+		return ret;
+	nbat = vdimg_zalloc((size_t)max(n, p->nr_bat) * 4);
+	ndirty = vdimg_zalloc(DIV_ROUND_UP(DIV_ROUND_UP((size_t)max(n, p->nr_bat), PRL_BAT_CHUNK), 64) * 8);
+	if (!nbat || !ndirty) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	vdimg_mutex_lock(&p->meta_lock);
+	if (n > p->nr_bat) {
+		zero = vdimg_zalloc((size_t)(n - p->nr_bat) * 4);
+		ret = zero ? vdimg_file_write(p->file, zero, (size_t)(n - p->nr_bat) * 4,
+					      PRL_HEADER_SIZE + (u64)p->nr_bat * 4) : -ENOMEM;
+	} else {
+		/* clusters past the new end (the caller checked or discarded them) are dropped */
+		zero = vdimg_zalloc((size_t)(p->nr_bat - n) * 4);
+		ret = zero ? vdimg_file_write(p->file, zero, (size_t)(p->nr_bat - n) * 4,
+					      PRL_HEADER_SIZE + (u64)n * 4) : -ENOMEM;
+	}
+	if (!ret)
+		ret = vdimg_file_sync(p->file);
+	if (!ret) {
+		p->hdr.bat_entries = cpu_to_le32(n);
+		p->hdr.nb_sectors = cpu_to_le64(size / PRL_SECTOR);
+		ret = prl_write_header(p, le32_to_cpu(p->hdr.inuse));
+	}
+	if (!ret)
+		ret = vdimg_file_sync(p->file);
+	if (!ret) {
+		vdimg_mutex_lock(&p->map_lock);
+		memcpy(nbat, p->bat, (size_t)min(n, p->nr_bat) * 4);
+		vdimg_free(p->bat);
+		vdimg_free(p->chunk_dirty);
+		p->bat = nbat;
+		p->chunk_dirty = ndirty;
+		nbat = NULL;
+		ndirty = NULL;
+		p->nr_bat = n;
+		p->size = size;
+		for (i = 0, end = p->data_off; i < n; i++)
+			if (p->bat[i])
+				end = max(end, prl_entry_offset(p, p->bat[i]) + p->cluster);
+		vdimg_mutex_unlock(&p->map_lock);
+		img->size = size;
+		/* the file ends after the last cluster still used (dropped ones at the end go) */
+		if (end < p->next_off) {
+			ret = vdimg_file_truncate(p->file, end);
+			p->next_off = end;
+		}
+	}
+	vdimg_mutex_unlock(&p->meta_lock);
+out:
+	vdimg_free(zero);
+	vdimg_free(nbat);
+	vdimg_free(ndirty);
+	return ret;
+}
+
 const struct vdimg_tool_ops vdimg_parallels_tool_ops = {
 	.id = VDIMG_FMT_PARALLELS,
 	.create = prl_create,
@@ -262,4 +361,5 @@ const struct vdimg_tool_ops vdimg_parallels_tool_ops = {
 	.describe = prl_describe,
 	.parent_ref = prl_parent_ref,
 	.extent_refs = prl_extent_refs,
+	.resize = prl_resize,
 };

@@ -283,6 +283,73 @@ out:
 	return ret;
 }
 
+/*
+ * Grow only, as qemu does: the L1 table has a fixed size, so the new size must be one the tables
+ * can map. L1 entries the new range uses are zeroed on disk first (an earlier shrink by another
+ * tool may have left some), then the header's size changes in one 8-byte write.
+ */
+static int qed_resize(struct vdimg_image *img, u64 size, unsigned int flags)
+{
+	struct qed *q = QD(img);
+	u64 l2_span = 1ULL << (q->cluster_bits + q->tbits);
+	u64 entries = DIV_ROUND_UP(size, l2_span), i, *nl1;
+	__le64 le = cpu_to_le64(size);
+	__le64 *disk;
+	bool dirty = false;
+	int ret;
+
+	if (!q->writable)
+		return -EROFS;
+	if (flags & VDIMG_RESIZE_SHRINK) {
+		vdimg_err(img, "QED images cannot shrink (qemu does not either)");
+		return -EOPNOTSUPP;
+	}
+	if (size > QED_MAX_VSIZE || entries > q->tbytes / 8 || entries * 8 > QED_MAX_L1_BYTES) {
+		vdimg_err(img, "the tables of %u-byte clusters map at most %llu bytes",
+			  q->cluster_size, (unsigned long long)min_t(u64, (q->tbytes / 8) * l2_span,
+								    QED_MAX_VSIZE));
+		return -EFBIG;
+	}
+	disk = vdimg_zalloc(entries * 8);
+	nl1 = vdimg_zalloc(entries * 8);
+	if (!disk || !nl1) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	vdimg_mutex_lock(&q->lock);
+	ret = qed_flush_locked(img);
+	if (!ret)
+		ret = vdimg_file_read(img->file, disk, entries * 8, q->l1_offset);
+	for (i = q->l1_entries; !ret && i < entries; i++)
+		if (disk[i]) {
+			dirty = true;
+			disk[i] = 0;
+		}
+	if (!ret && dirty)
+		ret = vdimg_file_write(img->file, disk + q->l1_entries,
+				       (entries - q->l1_entries) * 8, q->l1_offset + q->l1_entries * 8);
+	if (!ret)
+		ret = vdimg_file_sync(img->file);
+	if (!ret)
+		ret = vdimg_file_write(img->file, &le, 8, offsetof(struct qed_header, image_size));
+	if (!ret)
+		ret = vdimg_file_sync(img->file);
+	if (!ret) {
+		memcpy(nl1, q->l1, q->l1_entries * 8);
+		vdimg_free(q->l1);
+		q->l1 = nl1;
+		nl1 = NULL;
+		q->l1_entries = entries;
+		q->vsize = size;
+		img->size = size;
+	}
+	vdimg_mutex_unlock(&q->lock);
+out:
+	vdimg_free(disk);
+	vdimg_free(nl1);
+	return ret;
+}
+
 const struct vdimg_tool_ops vdimg_qed_tool_ops = {
 	.id = VDIMG_FMT_QED,
 	.create = qed_create,
@@ -290,4 +357,5 @@ const struct vdimg_tool_ops vdimg_qed_tool_ops = {
 	.parent_ref = qed_parent_ref,
 	.describe = qed_describe,
 	.set_parent = qed_set_parent,
+	.resize = qed_resize,
 };

@@ -20,10 +20,21 @@ static int raw_check(struct vdimg_image *img, unsigned int flags, struct vdimg_c
 	return 0;
 }
 
+/* the file is the disk: a new tail is a hole (zeros), a shorter file drops the old one */
+static int raw_resize(struct vdimg_image *img, u64 size, unsigned int flags)
+{
+	int ret = vdimg_file_truncate(img->file, size);
+
+	if (!ret)
+		img->size = size;
+	return ret;
+}
+
 const struct vdimg_tool_ops vdimg_raw_tool_ops = {
 	.id = VDIMG_FMT_RAW,
 	.create = raw_create,
 	.check = raw_check,
+	.resize = raw_resize,
 };
 
 const struct vdimg_tool_ops vdimg_iso_tool_ops = {

@@ -130,6 +130,29 @@ static int vdi_move_block(struct vdi *v, u32 blk, u32 from, u32 to, u8 *buf, u32
 }
 
 /*
+ * Move block @blk from slot @from to the new slot @to at the end of the allocated area: the count
+ * (and the file) cover @to before the map entry points at it. Caller holds meta_lock.
+ */
+static int vdi_move_block_counted(struct vdi *v, u32 blk, u32 from, u32 to, u8 *buf, u32 buflen)
+{
+	int ret = vdimg_file_truncate(v->img->file, vdi_slot_offset(v, to) - v->block_extra +
+				      v->stride);
+
+	if (!ret)
+		ret = vdimg_file_sync(v->img->file);
+	if (!ret)
+		ret = vdi_write_le32(v, v->alloc_field, to + 1);
+	if (ret)
+		return ret;
+	v->disk_alloc = to + 1;
+	vdimg_mutex_lock(&v->map_lock);
+	v->nr_holes += to - v->next_slot;	/* the slots skipped (none when @to is the next) */
+	v->next_slot = to + 1;
+	vdimg_mutex_unlock(&v->map_lock);
+	return vdi_move_block(v, blk, from, to, buf, buflen);
+}
+
+/*
  * Offline: optionally unmap blocks whose data is all zeros, move the last slots into the holes,
  * lower the allocated count and truncate the file. Every step leaves a valid image.
  */
@@ -452,6 +475,241 @@ static void vdi_describe(struct vdimg_image *img,
 	}
 }
 
+/*
+ * The size fields of a version 1 header, from blocks_offset to blocks_allocated: contiguous and
+ * inside the first sector, so one write switches an image to a new map, data area and size.
+ */
+struct vdi_size_fields {
+	__le32 blocks_offset;
+	__le32 data_offset;
+	struct vdi_geometry geometry;
+	__le32 unused;
+	__le64 disk_size;
+	__le32 block_size;
+	__le32 block_extra;
+	__le32 blocks;
+	__le32 blocks_allocated;
+} __packed;
+
+#define VDI_SIZE_FIELDS	(VDI_PREHEADER_SIZE + offsetof(struct vdi_header1, blocks_offset))
+
+static int vdi_write_size(struct vdi *v, u64 map_off, u64 data_off, u64 size, u32 blocks,
+			  u32 alloc)
+{
+	struct vdi_size_fields f;
+	int ret;
+
+	BUILD_BUG_ON(sizeof(f) != offsetof(struct vdi_header1, uuid_create) -
+		     offsetof(struct vdi_header1, blocks_offset));
+	ret = vdimg_file_sync(v->img->file);	/* what the header will point at is durable */
+	if (!ret)
+		ret = vdimg_file_read(v->img->file, &f, sizeof(f), VDI_SIZE_FIELDS);
+	if (ret)
+		return ret;
+	f.blocks_offset = cpu_to_le32(map_off);
+	f.data_offset = cpu_to_le32(data_off);
+	vdi_chs(size, &f.geometry);
+	f.disk_size = cpu_to_le64(size);
+	f.blocks = cpu_to_le32(blocks);
+	f.blocks_allocated = cpu_to_le32(alloc);
+	ret = vdimg_file_write(v->img->file, &f, sizeof(f), VDI_SIZE_FIELDS);
+	if (!ret)
+		ret = vdimg_file_sync(v->img->file);
+	return ret;
+}
+
+/* the in-memory map and slot bitmap for @blocks entries, new ones FREE */
+static int vdi_resize_map(struct vdi *v, u32 blocks)
+{
+	u32 *map = vdimg_zalloc((size_t)max_t(u32, blocks, v->nr_blocks) * 4);
+	u64 *used = vdimg_zalloc(DIV_ROUND_UP((size_t)max_t(u32, blocks, v->nr_blocks), 64) * 8);
+	u32 i;
+
+	if (!map || !used) {
+		vdimg_free(map);
+		vdimg_free(used);
+		return -ENOMEM;
+	}
+	for (i = 0; i < max_t(u32, blocks, v->nr_blocks); i++)
+		map[i] = i < v->nr_blocks ? v->map[i] : VDI_BLOCK_FREE;
+	memcpy(used, v->slot_used, DIV_ROUND_UP((size_t)v->nr_blocks, 64) * 8);
+	vdimg_mutex_lock(&v->map_lock);
+	vdimg_free(v->map);
+	vdimg_free(v->slot_used);
+	v->map = map;
+	v->slot_used = used;
+	vdimg_mutex_unlock(&v->map_lock);
+	return 0;
+}
+
+/*
+ * No room for the grown map between the header and the data: as VirtualBox does, move the blocks
+ * of the first @k slots elsewhere (free slots the old map can name, each move durable before its
+ * map entry, as compact does), then write the whole map, renumbered by -@k, into the freed slots
+ * and switch the header to it and to the data area @k slots further in one write. A crash leaves
+ * the old image (with some blocks moved) or the new one. Refused (-ENOSPC) when the old map has
+ * too few free slots to take the moved blocks.
+ */
+static int vdi_relocate(struct vdi *v, u32 blocks, u64 size)
+{
+	u64 map_bytes = ALIGN((u64)blocks * 4, 512);
+	u32 k = DIV_ROUND_UP(map_bytes, v->stride), blk, i, to;
+	u32 buflen = min_t(u32, v->block_size, 1U << 20);
+	u64 new_data = v->data_off + (u64)k * v->stride;
+	__le32 *disk = NULL;
+	u8 *buf = NULL;
+	int ret = 0;
+
+	if (new_data > 0xffffffffULL) {
+		vdimg_err(v->img, "the grown block map does not fit below 4 GiB");
+		return -EFBIG;
+	}
+	buf = malloc(buflen);
+	disk = malloc(map_bytes);
+	if (!buf || !disk) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	/* the old map can only name slots below its block count: move within it */
+	for (blk = 0, i = 0; blk < v->nr_blocks; blk++)
+		i += vdi_allocated(v->map[blk]);
+	if (k > v->nr_blocks || i > v->nr_blocks - k) {
+		vdimg_err(v->img, "the block map must grow into the first %u blocks' slots and there are not enough free slots to move them to: compact the image or convert it",
+			  k);
+		ret = -ENOSPC;
+		goto out;
+	}
+	to = k;
+	for (blk = 0; blk < v->nr_blocks && !ret; blk++) {
+		u32 e = v->map[blk];
+
+		if (!vdi_allocated(e) || e >= k)
+			continue;
+		while (vdi_test_slot(v, to))
+			to++;
+		if (to >= v->disk_alloc)
+			ret = vdi_move_block_counted(v, blk, e, to, buf, buflen);
+		else
+			ret = vdi_move_block(v, blk, e, to, buf, buflen);
+	}
+	if (ret)
+		goto out;
+	for (i = 0; i < map_bytes / 4; i++) {
+		u32 e = i < v->nr_blocks ? v->map[i] : VDI_BLOCK_FREE;
+
+		disk[i] = cpu_to_le32(vdi_allocated(e) ? e - k : e);
+	}
+	ret = vdimg_file_write(v->img->file, disk, map_bytes, v->data_off);
+	if (!ret && vdimg_file_size(v->img->file) < new_data)
+		ret = vdimg_file_truncate(v->img->file, new_data);
+	if (!ret)
+		ret = vdi_write_size(v, v->data_off, new_data, size, blocks, v->next_slot - k);
+	if (ret)
+		goto out;
+	/* the image is the new one now: renumber what is in memory */
+	ret = vdi_resize_map(v, blocks);
+	if (ret)
+		goto out;
+	vdimg_mutex_lock(&v->map_lock);
+	memset(v->slot_used, 0, DIV_ROUND_UP((size_t)max_t(u32, blocks, v->nr_blocks), 64) * 8);
+	for (i = 0; i < blocks; i++)
+		if (vdi_allocated(v->map[i])) {
+			v->map[i] -= k;
+			vdi_set_slot(v, v->map[i]);
+		}
+	v->blocks_off = v->data_off;
+	v->data_off = new_data;
+	v->next_slot -= k;
+	v->nr_holes = 0;
+	for (i = 0; i < v->next_slot; i++)
+		v->nr_holes += !vdi_test_slot(v, i);
+	v->hole_hint = 0;
+	v->disk_alloc = v->next_slot;
+	vdimg_mutex_unlock(&v->map_lock);
+out:
+	free(disk);
+	free(buf);
+	return ret;
+}
+
+/* grow or shrink a dynamic base image (differencing ones keep their parent's size) */
+static int vdi_resize(struct vdimg_image *img, u64 size, unsigned int flags)
+{
+	struct vdi *v = img->priv;
+	u64 blocks64 = DIV_ROUND_UP(size, v->block_size), moved, unmapped;
+	u32 blocks = blocks64, i;
+	int ret;
+
+	if (v->read_only)
+		return -EROFS;
+	if (v->repairs)
+		return -EUCLEAN;
+	if (v->version >> 16 != 1) {
+		vdimg_err(img, "only version 1.1 VDI images can be resized");
+		return -EOPNOTSUPP;
+	}
+	if (v->type != VDI_TYPE_NORMAL) {
+		vdimg_err(img, "only dynamic VDI images can be resized (this one is %s)",
+			  vdi_type_name(v->type));
+		return -EOPNOTSUPP;
+	}
+	if (blocks64 > VDI_MAX_BLOCKS) {
+		vdimg_err(img, "%llu bytes need more than %u blocks", (unsigned long long)size,
+			  VDI_MAX_BLOCKS);
+		return -EFBIG;
+	}
+	ret = vdi_touch(v, false);
+	if (ret)
+		return ret;
+	if (blocks < v->nr_blocks) {
+		/* drop what is left past the end, then pack the slots below the new count */
+		vdimg_mutex_lock(&v->meta_lock);
+		for (i = blocks; i < v->nr_blocks && !ret; i++)
+			ret = vdi_unmap_block(v, i, true);
+		vdimg_mutex_unlock(&v->meta_lock);
+		if (!ret)
+			ret = vdi_pack(v, false, &moved, &unmapped);
+		if (!ret)
+			ret = vdi_write_size(v, v->blocks_off, v->data_off, size, blocks, v->disk_alloc);
+		if (ret)
+			return ret;
+		v->nr_blocks = blocks;
+	} else if ((u64)blocks * 4 <= v->data_off - v->blocks_off) {
+		__le32 *fresh = NULL;
+
+		if (blocks > v->nr_blocks) {
+			fresh = malloc((size_t)(blocks - v->nr_blocks) * 4);
+			if (!fresh)
+				return -ENOMEM;
+			memset(fresh, 0xff, (size_t)(blocks - v->nr_blocks) * 4);	/* FREE */
+			ret = vdimg_file_write(img->file, fresh, (size_t)(blocks - v->nr_blocks) * 4,
+					       v->blocks_off + (u64)v->nr_blocks * 4);
+			free(fresh);
+		}
+		vdimg_mutex_lock(&v->meta_lock);
+		if (!ret)
+			ret = vdi_write_size(v, v->blocks_off, v->data_off, size, blocks,
+					     v->disk_alloc);
+		vdimg_mutex_unlock(&v->meta_lock);
+		if (!ret)
+			ret = vdi_resize_map(v, blocks);
+		if (ret)
+			return ret;
+		v->nr_blocks = blocks;
+	} else {
+		vdimg_mutex_lock(&v->meta_lock);
+		ret = vdi_relocate(v, blocks, size);
+		vdimg_mutex_unlock(&v->meta_lock);
+		if (ret)
+			return ret;
+		v->nr_blocks = blocks;
+	}
+	v->disk_size = size;
+	img->size = size;
+	img->flags |= VDIMG_IMG_DIRTY;
+	return 0;
+}
+
 const struct vdimg_tool_ops vdimg_vdi_tool_ops = {
 	.id = VDIMG_FMT_VDI,
 	.create = vdi_create,
@@ -460,4 +718,5 @@ const struct vdimg_tool_ops vdimg_vdi_tool_ops = {
 	.set_parent = vdi_set_parent,
 	.describe = vdi_describe,
 	.compact = vdi_compact,
+	.resize = vdi_resize,
 };

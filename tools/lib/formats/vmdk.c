@@ -787,6 +787,127 @@ out:
 	return ret;
 }
 
+/* ---- resize ---- */
+
+static bool vmdk_extent_line(const char *l)
+{
+	return !strncmp(l, "RW ", 3) || !strncmp(l, "RDONLY ", 7) || !strncmp(l, "NOACCESS ", 9);
+}
+
+/*
+ * Flat images only (a descriptor file whose last extent is a writable FLAT one): that extent's
+ * file grows (a hole, zeros) before the descriptor records the new sector count and geometry, and
+ * a shrunk descriptor is written before the file is cut; the descriptor is rewritten in place,
+ * as set_parent does. Sparse extents (a grain directory that would have to grow) are refused.
+ */
+static int vmdk_resize(struct vdimg_image *img, u64 size, unsigned int flags)
+{
+	struct vmdk *v = VMDK(img);
+	struct vmdk_desc d = {};
+	struct vmdk_ext *last;
+	char *t = NULL, *copy = NULL, *line, *save = NULL, hv[32], sv[32];
+	u64 new_len, old_end, heads = 16, secs = 63, cyl;
+	u32 k = 0;
+	size_t len = 0;
+	int ret = 0;
+
+	if (!v->writable || (img->flags & VDIMG_IMG_READ_ONLY))
+		return -EROFS;
+	last = v->nr_ext ? &v->ext[v->nr_ext - 1] : NULL;
+	if (!v->desc_file || !v->desc_text || !last || last->type != VMDK_EXT_FLAT ||
+	    last->access != VMDK_ACCESS_RW) {
+		vdimg_err(img, "only flat VMDK images can be resized (a sparse extent's grain directory would have to grow)");
+		return -EOPNOTSUPP;
+	}
+	if (size <= last->start) {
+		vdimg_err(img, "the new size would drop whole extents");
+		return -EOPNOTSUPP;
+	}
+	new_len = size - last->start;
+	if (!strcmp(v->desc.create_type, "twoGbMaxExtentFlat") && new_len > (2ULL << 30)) {
+		vdimg_err(img, "the last extent would pass 2 GiB: a new extent file would be needed");
+		return -ENOSPC;
+	}
+	if (vmdk_desc_value(v->desc_text, v->desc.text_len, "ddb.geometry.heads", hv, sizeof(hv)))
+		heads = strtoull(hv, NULL, 10);
+	if (vmdk_desc_value(v->desc_text, v->desc.text_len, "ddb.geometry.sectors", sv, sizeof(sv)))
+		secs = strtoull(sv, NULL, 10);
+	if (!heads || !secs || heads > 255 || secs > 255)
+		heads = 16, secs = 63;
+	cyl = min_t(u64, size / 512 / (heads * secs), 65535);
+	t = calloc(1, VMDK_DESC_MAX + 1);
+	copy = strndup(v->desc_text, v->desc.text_len);
+	if (!t || !copy) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (line = strtok_r(copy, "\n", &save); line && !ret; line = strtok_r(NULL, "\n", &save)) {
+		char add[VMDK_PATH_MAX + 128], *sp;
+		int n;
+
+		if (vmdk_extent_line(line) && ++k == v->desc.nr_extents) {
+			sp = strchr(line, ' ');
+			sp = sp ? strchr(sp + 1, ' ') : NULL;	/* after the sector count */
+			if (!sp) {
+				ret = -EUCLEAN;
+				break;
+			}
+			n = snprintf(add, sizeof(add), "%.*s %llu%s\n", (int)strcspn(line, " "), line,
+				     (unsigned long long)(new_len / 512), sp);
+		} else if (!strncmp(line, "ddb.geometry.cylinders", 22)) {
+			n = snprintf(add, sizeof(add), "ddb.geometry.cylinders = \"%llu\"\n",
+				     (unsigned long long)cyl);
+		} else {
+			n = snprintf(add, sizeof(add), "%s\n", line);
+		}
+		if (n >= (int)sizeof(add) || len + n > VMDK_DESC_MAX) {
+			ret = -ENOSPC;
+			break;
+		}
+		memcpy(t + len, add, n);
+		len += n;
+	}
+	if (!ret && k != v->desc.nr_extents)
+		ret = vdimg_corrupt(img, "the descriptor's extent lines changed under us");
+	if (!ret)
+		ret = vmdk_desc_parse(img, t, len, &d);
+	if (ret)
+		goto out;
+	old_end = last->file_off + last->len;
+	if (size > img->size) {
+		if (vdimg_file_size(last->file) < last->file_off + new_len)
+			ret = vdimg_file_truncate(last->file, last->file_off + new_len);
+		if (!ret)
+			ret = vdimg_file_sync(last->file);
+	}
+	if (!ret) {
+		vdimg_mutex_lock(&v->cid_lock);
+		ret = vmdk_write_desc(v, t, len);
+		if (!ret)
+			ret = vdimg_file_sync(img->file);
+		vdimg_mutex_unlock(&v->cid_lock);
+	}
+	if (!ret && size < img->size && vdimg_file_size(last->file) == old_end)
+		ret = vdimg_file_truncate(last->file, last->file_off + new_len);
+	if (ret) {
+		vmdk_desc_free(&d);
+		goto out;
+	}
+	vmdk_desc_free(&v->desc);
+	v->desc = d;
+	vdimg_free(v->desc_text);
+	v->desc_text = t;
+	t = NULL;
+	v->desc_area = len;
+	last->len = new_len;
+	img->size = size;
+	img->flags |= VDIMG_IMG_DIRTY;
+out:
+	free(t);
+	free(copy);
+	return ret;
+}
+
 const struct vdimg_tool_ops vdimg_vmdk_tool_ops = {
 	.extent_refs = vmdk_extent_refs,
 	.id = VDIMG_FMT_VMDK,
@@ -795,4 +916,5 @@ const struct vdimg_tool_ops vdimg_vmdk_tool_ops = {
 	.parent_ref = vmdk_parent_ref,
 	.set_parent = vmdk_set_parent,
 	.describe = vmdk_describe,
+	.resize = vmdk_resize,
 };

@@ -166,4 +166,5 @@ const struct vdimg_tool_ops vdimg_qcow2_tool_ops = {
 	.set_parent = qcow2_set_parent,
 	.data_file_ref = qcow2_data_file_ref,
 	.find_snapshot = qcow2_find_snapshot,
+	.resize = qcow2_resize,
 };

@@ -15,4 +15,7 @@ int qcow2_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_
 int qcow2_create(struct vdimg_file *f, const struct vdimg_create_opts *opts);
 int qcow2_set_parent(struct vdimg_image *img, const char *path, struct vdimg_image *parent);
 
+/* resize.c */
+int qcow2_resize(struct vdimg_image *img, u64 size, unsigned int flags);
+
 #endif /* _VDIMG_QCOW2_TOOL_H */

@@ -12,7 +12,7 @@
 #include "tool.h"
 
 /* The geometry the VHD specification derives from a sector count. */
-static void vhd_geometry(u64 sectors, u16 *cyl, u8 *heads, u8 *spt)
+void vhd_geometry(u64 sectors, u16 *cyl, u8 *heads, u8 *spt)
 {
 	u64 cth;
 	u32 h, s;

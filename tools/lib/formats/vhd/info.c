@@ -68,4 +68,5 @@ const struct vdimg_tool_ops vdimg_vhd_tool_ops = {
 	.parent_ref = vhd_parent_ref,
 	.set_parent = vhd_set_parent,
 	.describe = vhd_describe,
+	.resize = vhd_resize,
 };

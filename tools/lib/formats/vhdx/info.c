@@ -89,4 +89,5 @@ const struct vdimg_tool_ops vdimg_vhdx_tool_ops = {
 	.parent_ref = vhdx_parent_ref,
 	.set_parent = vhdx_set_parent,
 	.describe = vhdx_describe,
+	.resize = vhdx_resize,
 };

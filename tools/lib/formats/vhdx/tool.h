@@ -18,4 +18,7 @@ int vhdx_create(struct vdimg_file *f, const struct vdimg_create_opts *opts);
 int vhdx_parent_ref(struct vdimg_image *img, struct vdimg_parent_ref *ref);
 int vhdx_set_parent(struct vdimg_image *img, const char *path, struct vdimg_image *parent);
 
+/* resize.c */
+int vhdx_resize(struct vdimg_image *img, u64 size, unsigned int flags);
+
 #endif /* _VDIMG_VHDX_TOOL_H */
