@@ -8,7 +8,8 @@
  * `qemu-img compare` (and libyal's vmdkinfo when installed); chains made by qemu-img with their
  * CID checks (a parent changed after its child was made is refused unless forced; the first write
  * renews the CID); write cuts at every write of a workload leave an image qemu checks clean with
- * the flushed data intact; hostile headers fail open cleanly; the sample images in
+ * the flushed data intact; streamOptimized images we create from a source read like it through
+ * qemu, libvmdk and libvdimg, hold the grains qemu-img writes, in VMware's stream order; hostile headers fail open cleanly; the sample images in
  * $VDIMG_SAMPLES (set by make check-host, see selftests/samples.sh) when present. Skips (exit 4) when qemu-img is missing. KTAP on stdout.
  */
 #include <sys/wait.h>
@@ -514,11 +515,272 @@ static void test_create(void)
 		/* the spec (and libvmdk) want more than 8 sectors */
 		ok_err(create_file(tp("bad.vmdk"), &o), -EINVAL, "create refuses a 4 KiB grain");
 		o.block_size = 0;
-		o.variant = "streamOptimized";
+		o.variant = "vmfsSparse";
 		ok_err(create_file(tp("bad.vmdk"), &o), -EOPNOTSUPP, "create refuses other variants");
 		o.variant = NULL;
 		o.options = "adapter_type=scsi";
 		ok_err(create_file(tp("bad.vmdk"), &o), -EINVAL, "create refuses an unknown adapter");
+	}
+}
+
+/* ---- streamOptimized create ---- */
+
+/* create_opts.source_read over a raw file; counts the calls that said "zeros" */
+struct raw_source {
+	int fd;
+	u64 zero_calls;
+};
+
+static int raw_source_read(void *ctx, void *buf, size_t len, u64 off, bool *zero)
+{
+	struct raw_source *rs = ctx;
+	ssize_t n = pread(rs->fd, buf, len, off);
+
+	if (n != (ssize_t)len)
+		return -EIO;
+	/* say "zeros" for whole zero grains now and then, as convert does for holes */
+	if (!(off & (256 * KiB)) && !((u8 *)buf)[0] && !memcmp(buf, (u8 *)buf + 1, len - 1)) {
+		rs->zero_calls++;
+		*zero = true;
+	}
+	return 0;
+}
+
+/* what a walk of a stream from its overhead on finds */
+struct stream_walk {
+	u64 grains, gts, gds, footers, eos;
+	u64 lbas[512];			/* the first grains' LBAs, in file order */
+	u64 gd_sector;			/* where the GD marker's data is */
+	u64 footer_gd;			/* the footer's gdOffset */
+	u64 head_gd;			/* the header's gdOffset */
+	u32 head_flags;
+	bool in_order;			/* grain LBAs strictly increasing */
+	bool tail_ok;			/* the EOS marker is the last sector, right after the footer */
+	bool gts_after_grains;		/* every GT marker follows grains of that GT only */
+};
+
+/*
+ * Walk the file marker by marker as a streaming reader would (no GD), checking the order VMware
+ * writes: grains of GT n, GT n, ..., GD, footer, end of stream. False when a marker is bad.
+ */
+static bool walk_stream(const char *path, struct stream_walk *w)
+{
+	size_t len, pos;
+	u8 *d = slurp(path, &len);
+	const struct vmdk_header *h = (const void *)d;
+	u64 last_lba = 0, gt_first = 0, grain_sec;
+	bool any = false, bad = false;
+
+	memset(w, 0, sizeof(*w));
+	if (!d || len < 4 * VMDK_SECTOR || len % VMDK_SECTOR) {
+		free(d);
+		return false;
+	}
+	w->head_gd = le64_to_cpu(h->gd_offset);
+	w->head_flags = le32_to_cpu(h->flags);
+	grain_sec = le64_to_cpu(h->grain_size);
+	w->in_order = w->gts_after_grains = true;
+	pos = le64_to_cpu(h->overhead) * VMDK_SECTOR;
+	while (pos + VMDK_SECTOR <= len && !bad) {
+		const struct vmdk_marker *m = (const void *)(d + pos);
+		u64 n = le64_to_cpu(m->num_sectors);
+
+		if (le32_to_cpu(m->size)) {
+			u64 lba = n;
+
+			if (w->grains < ARRAY_SIZE(w->lbas))
+				w->lbas[w->grains] = lba;
+			if (any && lba <= last_lba)
+				w->in_order = false;
+			if (!gt_first)
+				gt_first = lba / (grain_sec * 512) + 1;
+			else if (lba / (grain_sec * 512) + 1 != gt_first)
+				w->gts_after_grains = false;
+			last_lba = lba;
+			any = true;
+			w->grains++;
+			pos += ALIGN(12 + (u64)le32_to_cpu(m->size), (u64)VMDK_SECTOR);
+			continue;
+		}
+		switch (le32_to_cpu(m->type)) {
+		case VMDK_MARKER_GT:
+			w->gts++;
+			if (!gt_first || n != 4)
+				w->gts_after_grains = false;
+			gt_first = 0;
+			break;
+		case VMDK_MARKER_GD:
+			w->gds++;
+			w->gd_sector = pos / VMDK_SECTOR + 1;
+			if (gt_first)
+				w->gts_after_grains = false;
+			break;
+		case VMDK_MARKER_FOOTER:
+			w->footers++;
+			if (n != 1 || pos + 2 * VMDK_SECTOR > len) {
+				bad = true;
+				break;
+			}
+			w->footer_gd = le64_to_cpu(((const struct vmdk_header *)(d + pos + VMDK_SECTOR))->gd_offset);
+			break;
+		case VMDK_MARKER_EOS:
+			w->eos++;
+			w->tail_ok = !n && pos + VMDK_SECTOR == len && w->footers == 1;
+			break;
+		default:
+			bad = true;
+		}
+		pos += (1 + n) * VMDK_SECTOR;
+	}
+	free(d);
+	return !bad && pos == len;
+}
+
+/* the LBAs of the grains in qemu's streamOptimized @path (sectors from its overhead on) */
+static u64 qemu_stream_lbas(const char *path, u64 *lbas, u64 max)
+{
+	size_t len, pos;
+	u8 *d = slurp(path, &len);
+	u64 n = 0;
+
+	if (!d || len < VMDK_SECTOR) {
+		free(d);
+		return 0;
+	}
+	pos = le64_to_cpu(((const struct vmdk_header *)d)->overhead) * VMDK_SECTOR;
+	while (pos + VMDK_SECTOR <= len) {
+		const struct vmdk_grain_marker *m = (const void *)(d + pos);
+
+		if (!le32_to_cpu(m->size))
+			break;
+		if (n < max)
+			lbas[n] = le64_to_cpu(m->lba);
+		n++;
+		pos += ALIGN(12 + (u64)le32_to_cpu(m->size), (u64)VMDK_SECTOR);
+	}
+	free(d);
+	return n;
+}
+
+/*
+ * streamOptimized create: of a raw source (sizes not a multiple of the grain, several grain
+ * sizes, more than one GT, an empty disk), the result reads like the source through qemu-img and
+ * libvdimg, passes qemu-img check and vmdkinfo, is laid out as VMware streams it, holds exactly
+ * the grains qemu-img convert writes, and is refused writable by name.
+ */
+static void test_stream_create(void)
+{
+	static const struct {
+		u64 size;
+		u32 grain;
+		bool fill;
+	} cfg[] = {
+		{ 40 * MiB, 0, true },
+		{ 40 * MiB + 3 * KiB, 8192, true },
+		{ 40 * MiB, 1 << 20, true },
+		{ 100 * MiB, 0, false },
+	};
+	const char *raw = tp("ss.raw"), *p[1] = { tp("ss.vmdk") }, *q = tp("ssq.vmdk");
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(cfg); i++) {
+		struct raw_source rs = { .fd = -1 };
+		bool copied = false;
+		struct vdimg_create_opts o = { .size = cfg[i].size, .block_size = cfg[i].grain,
+					       .variant = "streamOptimized",
+					       .source_copied = &copied };
+		struct stream_walk w;
+		u64 gsec = (cfg[i].grain ? cfg[i].grain : 65536) / VMDK_SECTOR, want = 0, j;
+		u64 *ql = calloc(512, sizeof(*ql));
+		struct vdimg_chain *c;
+		u8 *buf = malloc(gsec * VMDK_SECTOR);
+		int r, fd;
+
+		r = sh("rm -f '%s' && truncate -s %llu '%s'", raw, (unsigned long long)cfg[i].size,
+		       raw);
+		if (cfg[i].fill)
+			r = r ?: sh("qemu-io -f raw %s -c 'write -P 0x3c %llu 3k' '%s' >/dev/null",
+				    fill_cmds, (unsigned long long)cfg[i].size - 3 * KiB, raw);
+		if (!ok(r == 0, "stream %zu: source made", i)) {
+			free(ql);
+			free(buf);
+			continue;
+		}
+		if (cfg[i].fill) {
+			rs.fd = openf(raw, O_RDONLY);
+			o.source_read = raw_source_read;
+			o.source_ctx = &rs;
+		}
+		r = create_file(p[0], &o);
+		if (rs.fd >= 0) {
+			/* the non-zero grains of the source: what the stream must hold */
+			for (j = 0; j * gsec * VMDK_SECTOR < cfg[i].size; j++) {
+				size_t n = min_t(u64, gsec * VMDK_SECTOR,
+						 cfg[i].size - j * gsec * VMDK_SECTOR);
+
+				if (pread(rs.fd, buf, n, j * gsec * VMDK_SECTOR) == (ssize_t)n &&
+				    (buf[0] || memcmp(buf, buf + 1, n - 1)))
+					want++;
+			}
+			close(rs.fd);
+		}
+		if (!ok_err(r, 0, "stream %zu: create (grain %u, %llu bytes)", i, cfg[i].grain,
+			    (unsigned long long)cfg[i].size)) {
+			free(ql);
+			free(buf);
+			continue;
+		}
+		ok(copied == cfg[i].fill, "stream %zu: says it copied the source (%d)", i, copied);
+		ok(sh("qemu-img check -q -f vmdk '%s'", p[0]) == 0,
+		   "stream %zu: qemu-img check is clean", i);
+		if (cfg[i].fill)
+			ok(sh("qemu-img compare -q -f raw -F vmdk '%s' '%s'", raw, p[0]) == 0,
+			   "stream %zu: qemu-img compare equal to the source", i);
+		else
+			ok(sh("qemu-img compare -q -f raw -F vmdk '%s' '%s'", raw, p[0]) == 0,
+			   "stream %zu: an empty stream reads zeros", i);
+		ok(chain_matches_qemu(p, 1, "stream create"),
+		   "stream %zu: libvdimg reads it as qemu-img convert does", i);
+		if (have_vmdkinfo)
+			ok(sh("vmdkinfo '%s' 2>&1 | grep -q 'Stream optimized'", p[0]) == 0,
+			   "stream %zu: vmdkinfo reads it as stream optimized", i);
+		ok(walk_stream(p[0], &w), "stream %zu: every marker is valid, back to back", i);
+		ok(w.head_gd == VMDK_GD_AT_END && w.head_flags == 0x30001,
+		   "stream %zu: header gdOffset GD_AT_END, flags %#x", i, w.head_flags);
+		ok(w.grains == want, "stream %zu: %llu grains for %llu non-zero source grains", i,
+		   (unsigned long long)w.grains, (unsigned long long)want);
+		ok(w.in_order && w.gts_after_grains && w.gds == 1 && w.tail_ok &&
+		   w.footer_gd == w.gd_sector,
+		   "stream %zu: grains in order, each GT after its grains, GD, footer naming it, EOS last (%llu GTs)",
+		   i, (unsigned long long)w.gts);
+		if (cfg[i].fill && !cfg[i].grain) {
+			u64 nq;
+
+			/* qemu-img's stream of the same source holds the same grains */
+			nq = sh("qemu-img convert -f raw -O vmdk -o subformat=streamOptimized '%s' '%s'",
+				raw, q) ? 0 : qemu_stream_lbas(q, ql, 512);
+			ok(nq == w.grains && nq <= 512 && !memcmp(ql, w.lbas, nq * sizeof(u64)),
+			   "stream %zu: the same %llu grain LBAs as qemu-img convert writes", i,
+			   (unsigned long long)nq);
+		}
+		fd = open(p[0], O_RDWR | O_CLOEXEC);
+		r = vdimg_chain_open_fds(&c, &fd, p, 1, NULL, 0);
+		ok(r == -EOPNOTSUPP && strstr(ktap_last_msg, "streamOptimized"),
+		   "stream %zu: a writable open is refused by name (%d)", i, r);
+		if (!r)
+			vdimg_chain_close(c);
+		close(fd);
+		free(ql);
+		free(buf);
+	}
+	{
+		struct vdimg_create_opts o = { .size = MiB, .variant = "streamOptimized",
+					       .parent = "base.vmdk" };
+		struct vdimg_image dummy = { .size = MiB };
+
+		o.parent_img = &dummy;
+		ok_err(create_file(tp("bad.vmdk"), &o), -EOPNOTSUPP,
+		       "a streamOptimized create with a parent is refused");
 	}
 }
 
@@ -1025,6 +1287,7 @@ int main(void)
 	test_chains();
 	test_create();
 	test_create_split();
+	test_stream_create();
 	test_foreign_parent();
 	test_set_parent();
 	test_check_repair();

@@ -5,13 +5,16 @@
  *
  * create writes monolithicSparse images laid out the way qemu-img does (header, embedded
  * descriptor, redundant GD and its GTs, GD and its GTs, all GTs preallocated, the grain area from a
- * grain boundary), so qemu-img check and VMware-compatible readers accept them.
+ * grain boundary), so qemu-img check and VMware-compatible readers accept them, the variants with
+ * extent files beside a descriptor, and streamOptimized files written in one pass from a source
+ * (convert) in the order VMware's OVF export uses.
  */
 #include <stdio.h>
 #include <stdarg.h>
 #include <fcntl.h>
 #include <unistd.h>
 #include <limits.h>
+#include <zlib.h>
 #include "../../../backends/vmdk/vmdk.h"
 #include "vdimg-user.h"
 
@@ -154,7 +157,166 @@ out:
 	return ret;
 }
 
-enum vmdk_create_kind { VMDK_MONO_SPARSE, VMDK_MONO_FLAT, VMDK_SPLIT_SPARSE, VMDK_SPLIT_FLAT };
+/* ---- streamOptimized: written once, front to back ---- */
+
+struct vmdk_stream_out {
+	struct vdimg_file *f;
+	u64 pos;			/* bytes written so far (a sector multiple) */
+	u8 *buf;			/* [cap_bytes]: a marker plus compressed data */
+	size_t cap_bytes;
+};
+
+/* append @len bytes of @p, then zeros up to the next sector */
+static int vmdk_stream_put(struct vmdk_stream_out *o, const void *p, size_t len)
+{
+	static const u8 zeros[VMDK_SECTOR];
+	size_t pad = ALIGN(len, (size_t)VMDK_SECTOR) - len;
+	int ret;
+
+	ret = vdimg_file_write(o->f, p, len, o->pos);
+	if (!ret && pad)
+		ret = vdimg_file_write(o->f, zeros, pad, o->pos + len);
+	if (!ret)
+		o->pos += len + pad;
+	return ret;
+}
+
+/* a metadata marker of @type followed by @sectors sectors of @data (@len bytes, padded) */
+static int vmdk_stream_meta(struct vmdk_stream_out *o, u32 type, const void *data, size_t len)
+{
+	struct vmdk_marker m;
+	int ret;
+
+	memset(&m, 0, sizeof(m));
+	m.num_sectors = cpu_to_le64(DIV_ROUND_UP(len, VMDK_SECTOR));
+	m.type = cpu_to_le32(type);
+	ret = vmdk_stream_put(o, &m, sizeof(m));
+	if (!ret && len)
+		ret = vmdk_stream_put(o, data, len);
+	return ret;
+}
+
+/* one grain: its marker (first sector, compressed size) and the zlib stream; its sector in *@gte */
+static int vmdk_stream_grain(struct vmdk_stream_out *o, u64 lba, const u8 *data, size_t len,
+			     __le32 *gte)
+{
+	struct vmdk_grain_marker *m = (struct vmdk_grain_marker *)o->buf;
+	uLongf clen = o->cap_bytes - sizeof(*m);
+
+	if (compress2(o->buf + sizeof(*m), &clen, data, len, Z_DEFAULT_COMPRESSION) != Z_OK)
+		return -ENOMEM;
+	if (o->pos / VMDK_SECTOR > U32_MAX)
+		return -EFBIG;
+	m->lba = cpu_to_le64(lba);
+	m->size = cpu_to_le32(clen);
+	*gte = cpu_to_le32(o->pos / VMDK_SECTOR);
+	return vmdk_stream_put(o, o->buf, sizeof(*m) + clen);
+}
+
+/*
+ * A streamOptimized file as VMware's OVF export writes it: the header (gdOffset GD_AT_END, so a
+ * reader takes the footer's), the descriptor, then for each grain table the compressed grains it
+ * covers that are not all zeros, each behind a grain marker, followed by the GT behind a GT marker
+ * (GTs without grains are left out: their GD entry is 0); then the GD behind its marker, the footer
+ * marker and a copy of the header with the real gdOffset, and the end-of-stream marker. The
+ * contents come from opts->source_read (none: an empty disk).
+ */
+static int vmdk_write_stream(struct vdimg_file *f, u64 cap, u64 gsec, const char *desc,
+			     const struct vdimg_create_opts *opts)
+{
+	u64 nr_gts = DIV_ROUND_UP(cap, VMDK_CREATE_GTES * gsec), gd_sec, dsec, g, i;
+	u32 grain = gsec * VMDK_SECTOR;
+	struct vmdk_stream_out o = { .f = f };
+	struct vmdk_header h;
+	__le32 *gd = NULL, *gt = NULL;
+	u8 *data = NULL;
+	char *area = NULL;
+	int ret = -ENOMEM;
+
+	if (nr_gts > (1U << 22))
+		return -EFBIG;
+	gd_sec = DIV_ROUND_UP(nr_gts * 4, VMDK_SECTOR);
+	dsec = VMDK_CREATE_DESC_SECTORS;
+	memset(&h, 0, sizeof(h));
+	h.magic = cpu_to_le32(VMDK_MAGIC);
+	h.version = cpu_to_le32(3);
+	h.flags = cpu_to_le32(VMDK_FLAG_NL_TEST | VMDK_FLAG_COMPRESSED | VMDK_FLAG_MARKERS);
+	h.capacity = cpu_to_le64(cap);
+	h.grain_size = cpu_to_le64(gsec);
+	h.desc_offset = cpu_to_le64(1);
+	h.desc_size = cpu_to_le64(dsec);
+	h.num_gtes_per_gt = cpu_to_le32(VMDK_CREATE_GTES);
+	h.gd_offset = cpu_to_le64(VMDK_GD_AT_END);
+	h.overhead = cpu_to_le64(ALIGN(1 + dsec, gsec));
+	h.nl_single = '\n';
+	h.nl_non = ' ';
+	h.nl_double1 = '\r';
+	h.nl_double2 = '\n';
+	h.compress_algorithm = cpu_to_le16(VMDK_COMPRESS_DEFLATE);
+
+	o.cap_bytes = sizeof(struct vmdk_grain_marker) + compressBound(grain);
+	o.buf = malloc(o.cap_bytes);
+	gd = calloc(1, gd_sec * VMDK_SECTOR);
+	gt = malloc(VMDK_CREATE_GTES * 4);
+	data = malloc(grain);
+	area = calloc(1, dsec * VMDK_SECTOR);
+	if (!o.buf || !gd || !gt || !data || !area)
+		goto out;
+	memcpy(area, desc, min_t(size_t, strlen(desc), dsec * VMDK_SECTOR));
+	ret = vmdk_stream_put(&o, &h, sizeof(h));
+	if (!ret)
+		ret = vmdk_stream_put(&o, area, dsec * VMDK_SECTOR);
+	o.pos = le64_to_cpu(h.overhead) * VMDK_SECTOR;
+	for (g = 0; g < nr_gts && !ret; g++) {
+		bool any = false;
+
+		memset(gt, 0, VMDK_CREATE_GTES * 4);
+		for (i = 0; i < VMDK_CREATE_GTES && opts->source_read && !ret; i++) {
+			u64 lba = (g * VMDK_CREATE_GTES + i) * gsec;
+			size_t len;
+			bool zero = false;
+
+			if (lba >= cap)
+				break;
+			len = min_t(u64, gsec, cap - lba) * VMDK_SECTOR;
+			ret = opts->source_read(opts->source_ctx, data, len, lba * VMDK_SECTOR, &zero);
+			if (ret || zero || (!data[0] && !memcmp(data, data + 1, len - 1)))
+				continue;
+			ret = vmdk_stream_grain(&o, lba, data, len, &gt[i]);
+			any = true;
+		}
+		if (ret || !any)
+			continue;
+		if (o.pos / VMDK_SECTOR + 1 > U32_MAX) {
+			ret = -EFBIG;
+			break;
+		}
+		gd[g] = cpu_to_le32(o.pos / VMDK_SECTOR + 1);
+		ret = vmdk_stream_meta(&o, VMDK_MARKER_GT, gt, VMDK_CREATE_GTES * 4);
+	}
+	if (ret)
+		goto out;
+	h.gd_offset = cpu_to_le64(o.pos / VMDK_SECTOR + 1);
+	ret = vmdk_stream_meta(&o, VMDK_MARKER_GD, gd, gd_sec * VMDK_SECTOR);
+	if (!ret)
+		ret = vmdk_stream_meta(&o, VMDK_MARKER_FOOTER, &h, sizeof(h));
+	if (!ret)
+		ret = vmdk_stream_meta(&o, VMDK_MARKER_EOS, NULL, 0);
+	if (!ret)
+		ret = vdimg_file_truncate(f, o.pos);
+	if (!ret && opts->source_read && opts->source_copied)
+		*opts->source_copied = true;
+out:
+	free(o.buf);
+	free(gd);
+	free(gt);
+	free(data);
+	free(area);
+	return ret;
+}
+
+enum vmdk_create_kind { VMDK_MONO_SPARSE, VMDK_MONO_FLAT, VMDK_SPLIT_SPARSE, VMDK_SPLIT_FLAT,
+			VMDK_STREAM };
 
 #define VMDK_SPLIT_SECTORS	(4194304ULL)	/* 2 GiB extents, as qemu and VMware split */
 
@@ -194,6 +356,7 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 		{ "monolithicFlat", VMDK_MONO_FLAT },
 		{ "twoGbMaxExtentSparse", VMDK_SPLIT_SPARSE },
 		{ "twoGbMaxExtentFlat", VMDK_SPLIT_FLAT },
+		{ "streamOptimized", VMDK_STREAM },
 	};
 	const struct vdimg_image msg = { .name = "vmdk create" };
 	struct vdimg_image *parent = opts->parent ? opts->parent_img : NULL;
@@ -204,7 +367,7 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 	char adapter[32] = "ide", hw[16] = "4", name[256], base[256], xname[300];
 	char pcid[9], cid[9], *desc = NULL, *dir = NULL;
 	const char *o = opts->options, *ct = "monolithicSparse";
-	bool zero_grain = vmdk_opt_on(o, "zeroed_grain");
+	bool zero_grain = vmdk_opt_on(o, "zeroed_grain"), mono;
 	size_t pos = 0, dlen;
 	int ret, dfd = -1;
 
@@ -218,12 +381,17 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 		for (i = 0; i < ARRAY_SIZE(kinds) && strcmp(opts->variant, kinds[i].name); i++)
 			;
 		if (i == ARRAY_SIZE(kinds)) {
-			vdimg_err(&msg, "creating %s VMDK images is not supported (monolithicSparse, monolithicFlat, twoGbMaxExtentSparse, twoGbMaxExtentFlat)",
+			vdimg_err(&msg, "creating %s VMDK images is not supported (monolithicSparse, monolithicFlat, twoGbMaxExtentSparse, twoGbMaxExtentFlat, streamOptimized)",
 				  opts->variant);
 			return -EOPNOTSUPP;
 		}
 		kind = kinds[i].kind;
 		ct = kind == VMDK_MONO_SPARSE ? "monolithicSparse" : kinds[i].name;
+	}
+	mono = kind == VMDK_MONO_SPARSE || kind == VMDK_STREAM;
+	if (kind == VMDK_STREAM && parent) {
+		vdimg_err(&msg, "a streamOptimized VMDK image cannot have a parent");
+		return -EOPNOTSUPP;
 	}
 	/* the spec asks for more than 8 sectors (libvmdk refuses fewer) */
 	if (!is_power_of_2(grain) || grain < 8192 || grain > (16U << 20)) {
@@ -249,7 +417,7 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 	if (cap > (1ULL << 44))
 		return -EFBIG;
 	per = kind == VMDK_SPLIT_SPARSE || kind == VMDK_SPLIT_FLAT ? VMDK_SPLIT_SECTORS : cap;
-	nr = kind == VMDK_MONO_SPARSE ? 1 : DIV_ROUND_UP(cap, per);
+	nr = mono ? 1 : DIV_ROUND_UP(cap, per);
 	if (nr > VMDK_MAX_EXTENTS)
 		return -EFBIG;
 	vmdk_file_name(f, name, sizeof(name));
@@ -271,10 +439,10 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 	    !vmdk_cat(desc, dlen, &pos, "\n# Extent description\n"))
 		goto out;
 	for (i = 0; i < nr; i++) {
-		u64 n = kind == VMDK_MONO_SPARSE ? cap : min(per, cap - (u64)i * per);
+		u64 n = mono ? cap : min(per, cap - (u64)i * per);
 		bool flat = kind == VMDK_MONO_FLAT || kind == VMDK_SPLIT_FLAT;
 
-		if (kind == VMDK_MONO_SPARSE)
+		if (mono)
 			snprintf(xname, sizeof(xname), "%s", name);
 		else
 			vmdk_extent_name(xname, sizeof(xname), base, kind, i);
@@ -287,12 +455,15 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 		      "ddb.geometry.sectors = \"63\"\nddb.adapterType = \"%s\"\n",
 		      hw, (unsigned long long)cyl, adapter))
 		goto out;
-	if (kind == VMDK_MONO_SPARSE) {
+	if (mono) {
 		if (pos >= VMDK_CREATE_DESC_SECTORS * VMDK_SECTOR) {
 			vdimg_err(&msg, "the parent path is too long for the descriptor");
 			goto out;
 		}
-		ret = vmdk_write_sparse(f, cap, gsec, zero_grain, desc);
+		if (kind == VMDK_STREAM)
+			ret = vmdk_write_stream(f, cap, gsec, desc, opts);
+		else
+			ret = vmdk_write_sparse(f, cap, gsec, zero_grain, desc);
 		goto out;
 	}
 	/* the extent files beside the descriptor: new files only, removed again on failure */
