@@ -9,7 +9,8 @@
  * CID checks (a parent changed after its child was made is refused unless forced; the first write
  * renews the CID); write cuts at every write of a workload leave an image qemu checks clean with
  * the flushed data intact; streamOptimized images we create from a source read like it through
- * qemu, libvmdk and libvdimg, hold the grains qemu-img writes, in VMware's stream order; hostile headers fail open cleanly; the sample images in
+ * qemu, libvmdk and libvdimg, hold the grains qemu-img writes, in VMware's stream order; hostile
+ * headers fail open cleanly; the sample images in
  * $VDIMG_SAMPLES (set by make check-host, see selftests/samples.sh) when present. Skips (exit 4) when qemu-img is missing. KTAP on stdout.
  */
 #include <sys/wait.h>
@@ -555,7 +556,7 @@ struct stream_walk {
 	u64 head_gd;			/* the header's gdOffset */
 	u32 head_flags;
 	bool in_order;			/* grain LBAs strictly increasing */
-	bool tail_ok;			/* the EOS marker is the last sector, right after the footer */
+	bool tail_ok;			/* EOS is the last sector, right after the footer */
 	bool gts_after_grains;		/* every GT marker follows grains of that GT only */
 };
 
@@ -579,7 +580,8 @@ static bool walk_stream(const char *path, struct stream_walk *w)
 	w->head_gd = le64_to_cpu(h->gd_offset);
 	w->head_flags = le32_to_cpu(h->flags);
 	grain_sec = le64_to_cpu(h->grain_size);
-	w->in_order = w->gts_after_grains = true;
+	w->in_order = true;
+	w->gts_after_grains = true;
 	pos = le64_to_cpu(h->overhead) * VMDK_SECTOR;
 	while (pos + VMDK_SECTOR <= len && !bad) {
 		const struct vmdk_marker *m = (const void *)(d + pos);
@@ -602,6 +604,8 @@ static bool walk_stream(const char *path, struct stream_walk *w)
 			pos += ALIGN(12 + (u64)le32_to_cpu(m->size), (u64)VMDK_SECTOR);
 			continue;
 		}
+		const struct vmdk_header *foot = (const void *)(d + pos + VMDK_SECTOR);
+
 		switch (le32_to_cpu(m->type)) {
 		case VMDK_MARKER_GT:
 			w->gts++;
@@ -621,7 +625,7 @@ static bool walk_stream(const char *path, struct stream_walk *w)
 				bad = true;
 				break;
 			}
-			w->footer_gd = le64_to_cpu(((const struct vmdk_header *)(d + pos + VMDK_SECTOR))->gd_offset);
+			w->footer_gd = le64_to_cpu(foot->gd_offset);
 			break;
 		case VMDK_MARKER_EOS:
 			w->eos++;
@@ -757,8 +761,9 @@ static void test_stream_create(void)
 			u64 nq;
 
 			/* qemu-img's stream of the same source holds the same grains */
-			nq = sh("qemu-img convert -f raw -O vmdk -o subformat=streamOptimized '%s' '%s'",
-				raw, q) ? 0 : qemu_stream_lbas(q, ql, 512);
+			r = sh("qemu-img convert -f raw -O vmdk -o subformat=streamOptimized '%s' '%s'",
+			       raw, q);
+			nq = r ? 0 : qemu_stream_lbas(q, ql, 512);
 			ok(nq == w.grains && nq <= 512 && !memcmp(ql, w.lbas, nq * sizeof(u64)),
 			   "stream %zu: the same %llu grain LBAs as qemu-img convert writes", i,
 			   (unsigned long long)nq);

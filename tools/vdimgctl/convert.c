@@ -137,6 +137,7 @@ static int convert_copy(struct vdimg_chain *s, struct vdimg_chain *d, bool progr
 	pthread_mutex_destroy(&job.lock);
 	return job.ret;
 }
+
 /*
  * create_opts.source_read for a create that writes the data itself (VMDK streamOptimized): in
  * order, so no threads; ranges the map says hold no data are zeros without a read.

@@ -279,7 +279,8 @@ static int vmdk_write_stream(struct vdimg_file *f, u64 cap, u64 gsec, const char
 			if (lba >= cap)
 				break;
 			len = min_t(u64, gsec, cap - lba) * VMDK_SECTOR;
-			ret = opts->source_read(opts->source_ctx, data, len, lba * VMDK_SECTOR, &zero);
+			ret = opts->source_read(opts->source_ctx, data, len, lba * VMDK_SECTOR,
+						&zero);
 			if (ret || zero || (!data[0] && !memcmp(data, data + 1, len - 1)))
 				continue;
 			ret = vmdk_stream_grain(&o, lba, data, len, &gt[i]);
