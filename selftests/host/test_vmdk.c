@@ -789,6 +789,243 @@ static void test_stream_create(void)
 	}
 }
 
+/* ---- descriptors: NUL padding, lines kept on every rewrite ---- */
+
+/* where the descriptor of @d (@len bytes) is: embedded in a sparse file, or the whole file */
+static void desc_where(const u8 *d, size_t len, size_t *off, size_t *n)
+{
+	const struct vmdk_header *h = (const void *)d;
+
+	*off = 0;
+	*n = len;
+	if (len >= VMDK_SECTOR && le32_to_cpu(h->magic) == VMDK_MAGIC) {
+		*off = min_t(u64, le64_to_cpu(h->desc_offset) * VMDK_SECTOR, len);
+		*n = min_t(u64, le64_to_cpu(h->desc_size) * VMDK_SECTOR, len - *off);
+	}
+}
+
+/* the descriptor text of @path, up to the first NUL (malloc'd) */
+static char *desc_text(const char *path)
+{
+	size_t len, off, n;
+	u8 *d = slurp(path, &len);
+	char *t;
+
+	if (!d)
+		return strdup("");
+	desc_where(d, len, &off, &n);
+	t = strndup((char *)d + off, n);
+	free(d);
+	return t;
+}
+
+/*
+ * Put @text into the descriptor of @path before the line that starts with @before; a separate
+ * descriptor file gets @pad NULs after its text (an embedded one is NUL-padded anyway).
+ */
+static int desc_insert(const char *path, const char *before, const char *text, size_t pad)
+{
+	size_t len, off, n, tl;
+	u8 *d = slurp(path, &len);
+	char *t = d ? desc_text(path) : NULL, *at = t ? strstr(t, before) : NULL, *out;
+	int fd, ret = -EINVAL;
+
+	if (!at) {
+		free(d);
+		free(t);
+		return -ENOENT;
+	}
+	desc_where(d, len, &off, &n);
+	tl = strlen(t) + strlen(text);
+	out = calloc(1, tl + pad + 1);
+	memcpy(out, t, at - t);
+	memcpy(out + (at - t), text, strlen(text));
+	memcpy(out + (at - t) + strlen(text), at, strlen(at));
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (off && tl <= n)
+		ret = pwrite(fd, out, tl, off) == (ssize_t)tl ? 0 : -EIO;
+	else if (!off)
+		ret = pwrite(fd, out, tl + pad, 0) == (ssize_t)(tl + pad) &&
+		      !ftruncate(fd, tl + pad) ? 0 : -EIO;
+	close(fd);
+	free(out);
+	free(t);
+	free(d);
+	return ret;
+}
+
+/* @t without the lines whose key is one of @keys (NULL-terminated), every other byte kept */
+static char *desc_without(const char *t, const char *const *keys)
+{
+	char *out = calloc(1, strlen(t) + 1);
+	const char *eol;
+	size_t len = 0, i;
+
+	for (; *t; t = eol) {
+		bool drop = false;
+
+		eol = strchr(t, '\n');
+		eol = eol ? eol + 1 : t + strlen(t);
+		for (i = 0; keys[i]; i++)
+			drop |= !strncmp(t, keys[i], strlen(keys[i])) &&
+				(t[strlen(keys[i])] == '=' || t[strlen(keys[i])] == ' ');
+		if (!drop) {
+			memcpy(out + len, t, eol - t);
+			len += eol - t;
+		}
+	}
+	return out;
+}
+
+/* do @a and @b differ at most in the lines of @keys? */
+static bool desc_same_but(const char *a, const char *b, const char *const *keys)
+{
+	char *x = desc_without(a, keys), *y = desc_without(b, keys);
+	bool same = !strcmp(x, y);
+
+	if (!same)
+		printf("# descriptors differ:\n# --- before\n%s# --- after\n%s", x, y);
+	free(x);
+	free(y);
+	return same;
+}
+
+static const char *const extra_lines =
+	"ddb.uuid.image = \"6000C29a-0102-0304-0506-0708090a0b0c\"\n"
+	"ddb.longContentID = \"0123456789abcdef0123456789abcdef\"\n"
+	"\n# a comment that stays\n"
+	"some.unknown.key = \"a b  c\"\r\n"
+	"ddb.toolsInstallType = \"4\"\n";
+
+/*
+ * A child (embedded descriptor, or a separate NUL-padded descriptor file) with ddb fields, blank
+ * lines, comments, CR LF and lines vdimg does not know: it reads like qemu reads it, the CID
+ * renewal of the first write changes only the CID line, set_parent only the parent lines, and
+ * qemu-img check stays clean.
+ */
+static void test_desc_keep(void)
+{
+	static const char *const variants[] = { "monolithicSparse", "twoGbMaxExtentSparse" };
+	static const char *const cid_keys[] = { "CID", NULL };
+	static const char *const parent_keys[] = { "parentCID", "parentFileNameHint", NULL };
+	const char *b = tp("dk-b.vmdk"), *b2 = tp("dk-b2.vmdk"), *top = tp("dk.vmdk");
+	const char *p[2] = { b, top }, *p2[2] = { b2, top };
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(variants); i++) {
+		struct vdimg_chain *c, *pc;
+		char *before, *after;
+		u8 buf[4096];
+		int r, fd, pfd;
+
+		r = sh("rm -f '%s'* '%s' '%s' %s/dk-s0*.vmdk && qemu-img create -q -f vmdk '%s' 4M && "
+		       "qemu-io -f vmdk -c 'write -P 0xb1 0 4m' '%s' >/dev/null && cp '%s' '%s' && "
+		       "qemu-img create -q -f vmdk -o subformat=%s -b '%s' -F vmdk '%s' && "
+		       "qemu-io -f vmdk -c 'write -P 0xc2 1m 64k' '%s' >/dev/null",
+		       top, b, b2, ktap_dir, b, b, b, b2, variants[i], b, top, top);
+		r = r ?: desc_insert(top, "ddb.adapterType", extra_lines, 2000);
+		if (!ok(r == 0, "%s child with extra descriptor lines%s", variants[i],
+			i ? " and 2000 NULs after them" : ""))
+			continue;
+		ok(chain_matches_qemu(p, 2, variants[i]), "%s: the chain reads as qemu reads it",
+		   variants[i]);
+		before = desc_text(top);
+		r = open_chain(&c, p, 2, false);
+		if (ok_err(r, 0, "%s: open the chain writable", variants[i])) {
+			memset(buf, 0xd3, sizeof(buf));
+			ok_err(vdimg_chain_pwrite(c, buf, sizeof(buf), 3 * MiB), 0,
+			       "%s: a write (renews the CID)", variants[i]);
+			close_chain(c, 2);
+		}
+		after = desc_text(top);
+		ok(read_cid(top, "CID") != 0 && strcmp(before, after) &&
+		   desc_same_but(before, after, cid_keys),
+		   "%s: the CID renewal changed the CID line and nothing else", variants[i]);
+		free(before);
+		before = after;
+		fd = open(top, O_RDWR | O_CLOEXEC);
+		r = vdimg_chain_open_fds(&c, &fd, &top, 1, NULL, VDIMG_CHAIN_ORPHAN_OK);
+		if (!r) {
+			pfd = open(b2, O_RDONLY | O_CLOEXEC);
+			r = vdimg_chain_open_fds(&pc, &pfd, &b2, 1, NULL, VDIMG_CHAIN_READ_ONLY);
+			if (!r) {
+				r = vdimg_vmdk_tool_ops.set_parent(vdimg_chain_top(c), "dk-b2.vmdk",
+								   vdimg_chain_top(pc));
+				vdimg_chain_close(pc);
+			}
+			close(pfd);
+			vdimg_chain_close(c);
+		}
+		close(fd);
+		ok_err(r, 0, "%s: set_parent to a copy of the parent", variants[i]);
+		after = desc_text(top);
+		ok(strstr(after, "parentFileNameHint=\"dk-b2.vmdk\"") &&
+		   desc_same_but(before, after, parent_keys),
+		   "%s: set_parent changed the parent lines and nothing else", variants[i]);
+		ok(strstr(after, "\n\n# a comment that stays\nsome.unknown.key = \"a b  c\"\r\n"),
+		   "%s: blank line, comment, unknown line and CR LF are still there", variants[i]);
+		free(before);
+		free(after);
+		ok(sh("qemu-img check -q '%s'", top) == 0 && chain_matches_qemu(p2, 2, "rebased"),
+		   "%s: qemu-img check clean, reads like qemu over the new parent", variants[i]);
+	}
+}
+
+/*
+ * A child we create over a VMDK parent takes the parent's adapter, hardware version, geometry and
+ * other ddb lines (not longContentID); explicit options still win.
+ */
+static void test_desc_child(void)
+{
+	const char *b = tp("dc-b.vmdk"), *top = tp("dc.vmdk");
+	const char *p[2] = { b, top };
+	struct vdimg_chain *pc;
+	char *t;
+	int r, pfd;
+
+	r = sh("rm -f '%s' && qemu-img create -q -f vmdk -o adapter_type=lsilogic,hwversion=7 '%s' 6M",
+	       b, b);
+	r = r ?: desc_insert(b, "ddb.adapterType", extra_lines, 0);
+	if (!ok(r == 0, "child create: a parent with extra ddb lines"))
+		return;
+	for (int round = 0; round < 2; round++) {
+		struct vdimg_create_opts o = { .parent = b,
+					       .options = round ? "adapter_type=buslogic" : NULL };
+
+		pfd = open(b, O_RDONLY | O_CLOEXEC);
+		r = vdimg_chain_open_fds(&pc, &pfd, &b, 1, NULL, VDIMG_CHAIN_READ_ONLY);
+		if (!ok_err(r, 0, "child create %d: open the parent", round)) {
+			close(pfd);
+			return;
+		}
+		o.parent_img = vdimg_chain_top(pc);
+		r = create_file(top, &o);
+		vdimg_chain_close(pc);
+		close(pfd);
+		if (!ok_err(r, 0, "child create %d: create", round))
+			continue;
+		t = desc_text(top);
+		if (!ok(strstr(t, round ? "ddb.adapterType = \"buslogic\"\n" :
+			  "ddb.adapterType = \"lsilogic\"\n") &&
+		   strstr(t, "ddb.virtualHWVersion = \"7\"\n") &&
+		   strstr(t, "ddb.geometry.heads = \"255\"\n") &&
+		   strstr(t, "ddb.uuid.image = \"6000C29a-0102-0304-0506-0708090a0b0c\"\n") &&
+		   strstr(t, "ddb.toolsInstallType = \"4\"\n") && !strstr(t, "longContentID") &&
+		   !strstr(t, "some.unknown.key"),
+		   "child create %d: the parent's ddb lines, %s adapter, no longContentID", round,
+		   round ? "the given" : "the parent's"))
+			printf("# the child's descriptor:\n%s", t);
+		ok(strstr(t, "ddb.adapterType") &&
+		   !strstr(strstr(t, "ddb.adapterType") + 1, "ddb.adapterType") &&
+		   !strstr(strstr(t, "ddb.virtualHWVersion") + 1, "ddb.virtualHWVersion"),
+		   "child create %d: one adapterType and one virtualHWVersion line", round);
+		free(t);
+		ok(sh("qemu-img check -q '%s' && qemu-img info '%s' | grep -q 'backing file: %s'",
+		      top, top, b) == 0 && chain_matches_qemu(p, 2, "child"),
+		   "child create %d: qemu-img check clean, reads like qemu", round);
+	}
+}
+
 /* our create of the variants with extent files: qemu and libvmdk read them, writes cross extents */
 static void test_create_split(void)
 {
@@ -1293,6 +1530,8 @@ int main(void)
 	test_create();
 	test_create_split();
 	test_stream_create();
+	test_desc_keep();
+	test_desc_child();
 	test_foreign_parent();
 	test_set_parent();
 	test_check_repair();

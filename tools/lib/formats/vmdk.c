@@ -347,6 +347,69 @@ static void vmdk_extent_name(char *out, size_t len, const char *base, enum vmdk_
 		snprintf(out, len, "%s-%c%03u.vmdk", base, kind == VMDK_SPLIT_SPARSE ? 's' : 'f', i + 1);
 }
 
+/*
+ * The value of @key in the parent's descriptor into @val when it is a plain one (no quotes or
+ * control characters, as it goes into the child's descriptor); @val is left as it is otherwise.
+ */
+static void vmdk_ddb_inherit(const struct vmdk *pv, const char *key, char *val, size_t len)
+{
+	char v[64];
+	size_t i;
+
+	if (!vmdk_desc_value(pv->desc_text, pv->desc.text_len, key, v, sizeof(v)) || !v[0])
+		return;
+	for (i = 0; v[i]; i++)
+		if (v[i] < 0x20 || v[i] == '"' || v[i] == 0x7f)
+			return;
+	if (i < len)
+		memcpy(val, v, i + 1);
+}
+
+static bool vmdk_line_is(const char *s, size_t n, const char *key);
+
+/*
+ * A child's descriptor gets the parent's other ddb lines byte for byte (uuid, tools version,
+ * geometry when @geo: the sizes are equal; ...), but not the ones create writes itself or
+ * longContentID, which belongs to the parent's contents.
+ */
+static bool vmdk_ddb_copy(const struct vmdk *pv, char *desc, size_t dlen, size_t *pos, bool geo)
+{
+	static const char *const own[] = {
+		"ddb.virtualHWVersion", "ddb.adapterType", "ddb.longContentID",
+	};
+	static const char *const geometry[] = {
+		"ddb.geometry.cylinders", "ddb.geometry.heads", "ddb.geometry.sectors",
+	};
+	const char *src = pv->desc_text, *end = src + pv->desc.text_len, *eol;
+	size_t i;
+
+	for (; src < end; src = eol) {
+		const char *nl = memchr(src, '\n', end - src), *p = src;
+		size_t n;
+		bool skip = false;
+
+		eol = nl ? nl + 1 : end;
+		n = eol - src;
+		while (p < eol && (*p == ' ' || *p == '\t'))
+			p++;
+		if (eol - p < 4 || memcmp(p, "ddb.", 4))
+			continue;
+		for (i = 0; i < ARRAY_SIZE(own); i++)
+			skip |= vmdk_line_is(src, n, own[i]);
+		for (i = 0; i < ARRAY_SIZE(geometry); i++)
+			skip |= !geo && vmdk_line_is(src, n, geometry[i]);
+		if (skip)
+			continue;
+		if (n >= dlen - *pos || (!nl && n + 1 >= dlen - *pos))
+			return false;
+		memcpy(desc + *pos, src, n);
+		*pos += n;
+		if (!nl)
+			desc[(*pos)++] = '\n';
+	}
+	return true;
+}
+
 static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opts)
 {
 	static const struct {
@@ -366,9 +429,10 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 	u64 size = opts->size, cap, gsec, per, cyl;
 	u32 parent_cid = VMDK_CID_NONE, nr, i, made = 0;
 	char adapter[32] = "ide", hw[16] = "4", name[256], base[256], xname[300];
-	char pcid[9], cid[9], *desc = NULL, *dir = NULL;
+	char pcid[9], cid[9], geo[32], *desc = NULL, *dir = NULL;
 	const char *o = opts->options, *ct = "monolithicSparse";
-	bool zero_grain = vmdk_opt_on(o, "zeroed_grain"), mono;
+	bool zero_grain = vmdk_opt_on(o, "zeroed_grain"), mono, same_geo;
+	const struct vmdk *pv = NULL;
 	size_t pos = 0, dlen;
 	int ret, dfd = -1;
 
@@ -399,13 +463,27 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 		vdimg_err(&msg, "grain size %u is not a power of two from 8 KiB to 16 MiB", grain);
 		return -EINVAL;
 	}
-	vmdk_opt(o, "adapter_type", adapter, sizeof(adapter));
-	if (strcmp(adapter, "ide") && strcmp(adapter, "buslogic") && strcmp(adapter, "lsilogic") &&
-	    strcmp(adapter, "legacyESX")) {
-		vdimg_err(&msg, "unknown adapter_type %s", adapter);
-		return -EINVAL;
+	if (parent && parent->fmt && parent->fmt->id == VDIMG_FMT_VMDK && parent->priv &&
+	    VMDK(parent)->desc_text)
+		pv = VMDK(parent);
+	/* a child takes its parent's adapter and hardware version unless told otherwise */
+	if (vmdk_opt(o, "adapter_type", adapter, sizeof(adapter))) {
+		if (strcmp(adapter, "ide") && strcmp(adapter, "buslogic") &&
+		    strcmp(adapter, "lsilogic") && strcmp(adapter, "legacyESX")) {
+			vdimg_err(&msg, "unknown adapter_type %s", adapter);
+			return -EINVAL;
+		}
+	} else if (pv) {
+		/* VMware's other names (pvscsi, lsisas1068) are kept as they are */
+		vmdk_ddb_inherit(pv, "ddb.adapterType", adapter, sizeof(adapter));
 	}
-	vmdk_opt(o, "hwversion", hw, sizeof(hw));
+	if (!vmdk_opt(o, "hwversion", hw, sizeof(hw)) && pv) {
+		char phw[16] = "";
+
+		vmdk_ddb_inherit(pv, "ddb.virtualHWVersion", phw, sizeof(phw));
+		if (phw[0] && strspn(phw, "0123456789") == strlen(phw))
+			snprintf(hw, sizeof(hw), "%s", phw);
+	}
 	if (vmdk_opt_on(o, "compat6"))
 		snprintf(hw, sizeof(hw), "6");
 	if (strspn(hw, "0123456789") != strlen(hw) || !hw[0])
@@ -451,14 +529,21 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 			      flat ? "FLAT" : "SPARSE", xname, flat ? " 0" : ""))
 			goto out;
 	}
-	if (!vmdk_cat(desc, dlen, &pos, "\n# The Disk Data Base\n#DDB\n\nddb.virtualHWVersion = \"%s\"\n"
-		      "ddb.geometry.cylinders = \"%llu\"\nddb.geometry.heads = \"16\"\n"
-		      "ddb.geometry.sectors = \"63\"\nddb.adapterType = \"%s\"\n",
-		      hw, (unsigned long long)cyl, adapter))
+	same_geo = pv && size == parent->size &&
+		   vmdk_desc_value(pv->desc_text, pv->desc.text_len, "ddb.geometry.cylinders", geo,
+				   sizeof(geo));
+	if (!vmdk_cat(desc, dlen, &pos, "\n# The Disk Data Base\n#DDB\n\n") ||
+	    !vmdk_cat(desc, dlen, &pos, "ddb.virtualHWVersion = \"%s\"\n", hw) ||
+	    (!same_geo && !vmdk_cat(desc, dlen, &pos, "ddb.geometry.cylinders = \"%llu\"\n"
+				    "ddb.geometry.heads = \"16\"\nddb.geometry.sectors = \"63\"\n",
+				    (unsigned long long)cyl)) ||
+	    !vmdk_cat(desc, dlen, &pos, "ddb.adapterType = \"%s\"\n", adapter) ||
+	    (pv && !vmdk_ddb_copy(pv, desc, dlen, &pos, same_geo)))
 		goto out;
 	if (mono) {
 		if (pos >= VMDK_CREATE_DESC_SECTORS * VMDK_SECTOR) {
-			vdimg_err(&msg, "the parent path is too long for the descriptor");
+			vdimg_err(&msg, "the descriptor (parent path, the parent's ddb lines) does not fit in %u bytes",
+				  VMDK_CREATE_DESC_SECTORS * VMDK_SECTOR);
 			goto out;
 		}
 		if (kind == VMDK_STREAM)
@@ -588,15 +673,47 @@ static int vmdk_parent_ref(struct vdimg_image *img, struct vdimg_parent_ref *ref
 	return 0;
 }
 
+/* is the line [@s, @s + @n) a "@key = value" line (blanks around the key allowed)? */
+static bool vmdk_line_is(const char *s, size_t n, const char *key)
+{
+	size_t kl = strlen(key);
+
+	while (n && (*s == ' ' || *s == '\t')) {
+		s++;
+		n--;
+	}
+	if (n < kl || memcmp(s, key, kl))
+		return false;
+	s += kl;
+	n -= kl;
+	while (n && (*s == ' ' || *s == '\t')) {
+		s++;
+		n--;
+	}
+	return n && *s == '=';
+}
+
+/* append @n bytes of @s to @t (@cap bytes, @len used); -ENOSPC when they do not fit */
+static int vmdk_put(char *t, size_t cap, size_t *len, const char *s, size_t n)
+{
+	if (n > cap - *len)
+		return -ENOSPC;
+	memcpy(t + *len, s, n);
+	*len += n;
+	return 0;
+}
+
 /*
- * Rewrite the descriptor with another parentCID and parentFileNameHint (or none): the other lines
- * are kept in order; the new ones follow the createType line. Must fit in the reserved sectors.
+ * Rewrite the descriptor with another parentCID and parentFileNameHint (or none), right after the
+ * createType line; every other line (ddb fields, comments, blank lines, lines this code does not
+ * know, their CR LF endings) is copied byte for byte. Must fit in the reserved sectors.
  */
 static int vmdk_set_parent(struct vdimg_image *img, const char *path, struct vdimg_image *parent)
 {
 	struct vmdk *v = VMDK(img);
 	struct vmdk_desc d = {};
-	char *t, *line, *save = NULL, *copy, pcid[9];
+	const char *src, *end, *eol;
+	char *t, pcid[9], add[VMDK_PATH_MAX + 64];
 	u32 cap = v->desc_file ? VMDK_DESC_MAX : v->desc_area, pc = VMDK_CID_NONE;
 	size_t len = 0;
 	bool placed = false;
@@ -610,39 +727,40 @@ static int vmdk_set_parent(struct vdimg_image *img, const char *path, struct vdi
 	}
 	if (path && !*path)
 		path = NULL;
+	if (path && strlen(path) >= VMDK_PATH_MAX) {
+		vdimg_err(img, "the parent path is longer than %u bytes", VMDK_PATH_MAX - 1);
+		return -ENOSPC;
+	}
 	if (path && parent && parent->fmt == img->fmt)
 		pc = ((const struct vmdk *)parent->priv)->cid;
 	vmdk_hex32(pcid, pc);
 	t = calloc(1, cap + 1);
-	copy = strndup(v->desc_text, v->desc.text_len);
-	if (!t || !copy) {
-		free(t);
-		free(copy);
+	if (!t)
 		return -ENOMEM;
-	}
 	ret = 0;
-	for (line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		char add[VMDK_PATH_MAX + 64];
-		int n;
+	src = v->desc_text;
+	end = src + v->desc.text_len;
+	for (; src < end && !ret; src = eol) {
+		const char *nl = memchr(src, '\n', end - src);
+		bool crlf = nl && nl > src && nl[-1] == '\r';
+		size_t n;
 
-		if (!strncmp(line, "parentCID", 9) || !strncmp(line, "parentFileNameHint", 18))
+		eol = nl ? nl + 1 : end;
+		n = eol - src;
+		if (vmdk_line_is(src, n, "parentCID") || vmdk_line_is(src, n, "parentFileNameHint"))
 			continue;
-		n = snprintf(add, sizeof(add), "%s\n", line);
-		if (!placed && !strncmp(line, "createType", 10)) {
-			n += snprintf(add + n, sizeof(add) - n, "parentCID=%s\n", pcid);
-			if (path)
-				n += snprintf(add + n, sizeof(add) - n, "parentFileNameHint=\"%s\"\n",
-					      path);
-			placed = true;
-		}
-		if (n >= (int)sizeof(add) || len + n > cap) {
-			ret = -ENOSPC;
-			break;
-		}
-		memcpy(t + len, add, n);
-		len += n;
+		ret = vmdk_put(t, cap, &len, src, n);
+		if (ret || placed || !vmdk_line_is(src, n, "createType"))
+			continue;
+		if (!nl)
+			ret = vmdk_put(t, cap, &len, "\n", 1);
+		n = snprintf(add, sizeof(add), "parentCID=%s%s", pcid, crlf ? "\r\n" : "\n");
+		if (path)
+			n += snprintf(add + n, sizeof(add) - n, "parentFileNameHint=\"%s\"%s", path,
+				      crlf ? "\r\n" : "\n");
+		ret = ret ?: vmdk_put(t, cap, &len, add, n);
+		placed = true;
 	}
-	free(copy);
 	if (!ret && !placed)
 		ret = -EOPNOTSUPP;	/* no createType line: not a descriptor we understand */
 	if (ret == -ENOSPC)
