@@ -9,8 +9,9 @@
  * CID checks (a parent changed after its child was made is refused unless forced; the first write
  * renews the CID); write cuts at every write of a workload leave an image qemu checks clean with
  * the flushed data intact; streamOptimized images we create from a source read like it through
- * qemu, libvmdk and libvdimg, hold the grains qemu-img writes, in VMware's stream order; hostile
- * headers fail open cleanly; the sample images in
+ * qemu, libvmdk and libvdimg, hold the grains qemu-img writes, in VMware's stream order;
+ * descriptor rewrites keep every other line; seSparse extents made by mksesparse.py read as qemu
+ * reads them; hostile headers fail open cleanly; the sample images in
  * $VDIMG_SAMPLES (set by make check-host, see selftests/samples.sh) when present. Skips (exit 4) when qemu-img is missing. KTAP on stdout.
  */
 #include <sys/wait.h>
@@ -1026,6 +1027,98 @@ static void test_desc_child(void)
 	}
 }
 
+/* ---- seSparse (selftests/host/mksesparse.py makes them; qemu reads them) ---- */
+
+static char mkse[600];
+
+/* the seSparse image @desc from mksesparse.py with @args */
+static int make_se(const char *desc, u64 size, const char *args)
+{
+	return sh("python3 '%s' '%s' %llu %s", mkse, desc, (unsigned long long)size, args);
+}
+
+/*
+ * seSparse extents: allocated grains placed out of order at indexes past 4096 (both halves of the
+ * entry's index), zeroed and unmapped grains, several grain tables, a size that ends inside a
+ * grain; alone and as a child over a monolithicSparse parent (zeroed grains hide the parent's
+ * data): libvdimg reads what qemu-img convert reads. A writable open is refused by name; broken
+ * headers, directory and table entries fail cleanly.
+ */
+static void test_sesparse(void)
+{
+	static const struct {
+		u64 size;
+		int seed;
+	} cfg[] = {
+		{ 20 * MiB, 1 }, { 40 * MiB + 1536, 2 }, { 1000 * KiB, 3 },
+	};
+	static const struct {
+		const char *kind;
+		int err;
+	} bad[] = {
+		{ "magic", -EUCLEAN }, { "gde", -EUCLEAN }, { "gte", -EUCLEAN },
+		{ "grain", -EUCLEAN }, { "replay", -EOPNOTSUPP },
+	};
+	const char *p[2] = { tp("seb.vmdk"), tp("se.vmdk") };
+	struct vdimg_chain *c;
+	char args[1200];
+	size_t i;
+	int r;
+
+	snprintf(mkse, sizeof(mkse), "%s/selftests/host/mksesparse.py",
+		 getenv("VDIMG_SRC") ? getenv("VDIMG_SRC") : ".");
+	if (access(mkse, R_OK) || sh("command -v python3 >/dev/null")) {
+		skip("seSparse: python3 or %s missing", mkse);
+		return;
+	}
+	for (i = 0; i < ARRAY_SIZE(cfg); i++) {
+		snprintf(args, sizeof(args), "--seed %d", cfg[i].seed);
+		if (!ok(make_se(p[1], cfg[i].size, args) == 0, "seSparse %zu: made (%llu bytes)", i,
+			(unsigned long long)cfg[i].size))
+			continue;
+		ok(chain_matches_qemu(&p[1], 1, "sesparse"),
+		   "seSparse %zu: reads as qemu-img convert reads it", i);
+	}
+	/* a child over a monolithicSparse parent full of data */
+	r = sh("rm -f '%s' && qemu-img create -q -f vmdk '%s' 20M && qemu-io -f vmdk -c 'write -P 0x77 0 20m' '%s' >/dev/null",
+	       p[0], p[0], p[0]);
+	snprintf(args, sizeof(args), "--seed 9 --parent seb.vmdk --parent-cid %08x",
+		 read_cid(p[0], "CID"));
+	r = r ?: make_se(p[1], 20 * MiB, args);
+	if (ok(r == 0, "seSparse child over a monolithicSparse parent made")) {
+		ok(chain_matches_qemu(p, 2, "sesparse child"),
+		   "seSparse child: the chain reads as qemu-img convert reads it");
+		r = open_chain(&c, p, 2, false);
+		ok(r == -EOPNOTSUPP && strstr(ktap_last_msg, "seSparse"),
+		   "seSparse child: a writable open is refused by name (%d)", r);
+		if (!r)
+			close_chain(c, 2);
+		r = open_chain(&c, p, 2, true);
+		ok(!r && !strcmp(vdimg_chain_top(c)->variant, "sesparse"),
+		   "seSparse child: opened read-only, its variant is sesparse (%d)", r);
+		if (!r)
+			close_chain(c, 2);
+	}
+	for (i = 0; i < ARRAY_SIZE(bad); i++) {
+		u8 *buf = malloc(20 * MiB);
+
+		snprintf(args, sizeof(args), "--corrupt %s", bad[i].kind);
+		if (!ok(make_se(p[1], 20 * MiB, args) == 0, "seSparse with a bad %s made",
+			bad[i].kind)) {
+			free(buf);
+			continue;
+		}
+		r = open_chain(&c, &p[1], 1, true);
+		if (!r) {
+			r = vdimg_chain_pread(c, buf, 20 * MiB, 0);
+			close_chain(c, 1);
+		}
+		ok_err(r, bad[i].err, "seSparse with a bad %s fails cleanly (%s)", bad[i].kind,
+		       ktap_last_msg);
+		free(buf);
+	}
+}
+
 /* our create of the variants with extent files: qemu and libvmdk read them, writes cross extents */
 static void test_create_split(void)
 {
@@ -1532,6 +1625,7 @@ int main(void)
 	test_stream_create();
 	test_desc_keep();
 	test_desc_child();
+	test_sesparse();
 	test_foreign_parent();
 	test_set_parent();
 	test_check_repair();
