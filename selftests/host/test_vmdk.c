@@ -494,9 +494,10 @@ static void test_create(void)
 		rnd_state = 1000 + i;
 		ret = workload(c, shadow, size, 200, 77 + i, 300);
 		ok_err(ret, 0, "grain %u: 200 random writes/discards", cfg[i].grain);
+		memset(&res, 0, sizeof(res));
 		ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), 0, &res);
-		ok(!ret && !res.errors, "grain %u: our check finds no error (%llu errors, %llu leaks)",
-		   cfg[i].grain, (unsigned long long)res.errors, (unsigned long long)res.leaks);
+		ok(!ret && !res.errors, "grain %u: our check finds no error (%d, %llu errors, %llu leaks)",
+		   cfg[i].grain, ret, (unsigned long long)res.errors, (unsigned long long)res.leaks);
 		close_chain(c, 1);
 		close(tfile("shadow.raw", shadow, size));
 		ok(sh("qemu-img check -q -f vmdk '%s'", p[0]) == 0 &&
