@@ -1120,6 +1120,124 @@ static void test_sesparse(void)
 	}
 }
 
+/* ---- compact ---- */
+
+/* file size of @path */
+static u64 fsize_of(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) ? 0 : (u64)st.st_size;
+}
+
+/* compact @path (with its parent @base when not NULL) through the tool op, then check it */
+static int compact_one(const char *base, const char *top, struct vdimg_check_result *res)
+{
+	const char *p[2] = { base, top };
+	struct vdimg_chain *c;
+	int n = base ? 2 : 1, ret;
+
+	ret = open_chain(&c, base ? p : &p[1], n, false);
+	if (ret)
+		return ret;
+	ret = vdimg_vmdk_tool_ops.compact(vdimg_chain_top(c));
+	memset(res, 0, sizeof(*res));
+	if (!ret)
+		ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), 0, res);
+	close_chain(c, n);
+	return ret;
+}
+
+/*
+ * compact of monolithicSparse: all-zero grains are dropped (or become zeroed grains in a child
+ * whose parent has data there; kept without zeroed-grain support), the last grains move into the
+ * holes, the file shrinks; the disk reads the same (qemu-img compare), qemu-img check and our
+ * check are clean and find no leak left; a random workload through libvdimg compacts the same way.
+ */
+static void test_compact(void)
+{
+	static const char *const child_opts[] = { "zeroed_grain=on", "zeroed_grain=off" };
+	const char *a = tp("cp.vmdk"), *b = tp("cpb.vmdk"), *ref = tp("cp.raw");
+	const char *p[1] = { a };
+	struct vdimg_check_result res;
+	struct vdimg_chain *c;
+	u64 before, after;
+	size_t i;
+	int r;
+
+	r = sh("rm -f '%s' && qemu-img create -q -f vmdk '%s' 40M && qemu-io -f vmdk -c 'write -P 1 0 1m' "
+	       "-c 'write -P 0 1m 4m' -c 'write -P 3 10m 64k' -c 'write -P 0 20m 1m' -c 'write -P 5 39m 1m' "
+	       "'%s' >/dev/null && qemu-img convert -O raw '%s' '%s'", a, a, a, a, ref);
+	if (ok(r == 0, "compact: qemu made an image with zero and data grains")) {
+		before = fsize_of(a);
+		r = compact_one(NULL, a, &res);
+		after = fsize_of(a);
+		ok(!r && !res.errors && !res.leaks,
+		   "compact: done, our check clean (%d, %llu errors, %llu leaks)", r,
+		   (unsigned long long)res.errors, (unsigned long long)res.leaks);
+		ok(after < before && after <= 3 * MiB,
+		   "compact: the file shrank from %llu to %llu bytes (2 MiB 64 KiB of data)",
+		   (unsigned long long)before, (unsigned long long)after);
+		ok(sh("qemu-img check -q '%s' && qemu-img compare -q -f raw -F vmdk '%s' '%s'", a, ref,
+		      a) == 0, "compact: qemu-img check clean, reads as before");
+		ok_err(compact_one(NULL, a, &res), 0, "compact again");
+		ok(fsize_of(a) == after, "compact again: nothing more to give back");
+	}
+	for (i = 0; i < ARRAY_SIZE(child_opts); i++) {
+		const char *q[2] = { b, a };
+
+		r = sh("rm -f '%s' '%s' && qemu-img create -q -f vmdk '%s' 16M && "
+		       "qemu-io -f vmdk -c 'write -P 0x55 0 16m' '%s' >/dev/null && "
+		       "qemu-img create -q -f vmdk -o %s -b '%s' -F vmdk '%s' && "
+		       "qemu-io -f vmdk -c 'write -P 0 1m 2m' -c 'write -P 7 8m 64k' -c 'write -P 0 15m 1m' '%s' >/dev/null && "
+		       "qemu-img convert -O raw '%s' '%s'",
+		       a, b, b, b, child_opts[i], b, a, a, a, ref);
+		if (!ok(r == 0, "compact child %s: made", child_opts[i]))
+			continue;
+		before = fsize_of(a);
+		r = compact_one(b, a, &res);
+		after = fsize_of(a);
+		ok(!r && !res.errors, "compact child %s: done, check clean (%d)", child_opts[i], r);
+		ok(i ? after == before : after < before,
+		   "compact child %s: %llu -> %llu bytes (%s)", child_opts[i],
+		   (unsigned long long)before, (unsigned long long)after,
+		   i ? "zero grains must stay" : "zero grains become GTE 1");
+		ok(sh("qemu-img check -q '%s' && qemu-img compare -q -f raw -F vmdk '%s' '%s'", a, ref,
+		      a) == 0 && chain_matches_qemu(q, 2, "compacted child"),
+		   "compact child %s: the chain reads as before (zeros, not the parent's data)",
+		   child_opts[i]);
+	}
+	/* after a random workload through libvdimg */
+	{
+		struct vdimg_create_opts o = { .size = 24 * MiB, .block_size = 16384 };
+		u8 *shadow = calloc(1, 24 * MiB), *got = malloc(24 * MiB);
+
+		r = create_file(a, &o);
+		if (!r)
+			r = open_chain(&c, p, 1, false);
+		if (ok_err(r, 0, "compact workload: create and open")) {
+			rnd_state = 4242;
+			r = workload(c, shadow, 24 * MiB, 300, 91, 400);
+			close_chain(c, 1);
+			ok_err(r, 0, "compact workload: 300 random writes/discards");
+			before = fsize_of(a);
+			r = compact_one(NULL, a, &res);
+			ok(!r && !res.errors && !res.leaks && fsize_of(a) <= before,
+			   "compact workload: done, clean, %llu -> %llu bytes (%d)",
+			   (unsigned long long)before, (unsigned long long)fsize_of(a), r);
+			close(tfile("cpshadow.raw", shadow, 24 * MiB));
+			ok(sh("qemu-img check -q '%s' && qemu-img compare -q -f raw -F vmdk '%s' '%s'", a,
+			      tp("cpshadow.raw"), a) == 0 &&
+			   !open_chain(&c, p, 1, true) && !vdimg_chain_pread(c, got, 24 * MiB, 0) &&
+			   !memcmp(got, shadow, 24 * MiB),
+			   "compact workload: qemu and libvdimg read the shadow");
+			close_chain(c, 1);
+		}
+		free(shadow);
+		free(got);
+	}
+}
+
 /* our create of the variants with extent files: qemu and libvmdk read them, writes cross extents */
 static void test_create_split(void)
 {
@@ -1627,6 +1745,7 @@ int main(void)
 	test_desc_keep();
 	test_desc_child();
 	test_sesparse();
+	test_compact();
 	test_foreign_parent();
 	test_set_parent();
 	test_check_repair();

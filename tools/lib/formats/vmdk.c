@@ -1077,6 +1077,157 @@ out:
 	return ret;
 }
 
+/* ---- compact ---- */
+
+/* forget every cached GT (compact reads and writes the tables itself); lock held */
+static void vmdk_drop_cache(struct vmdk_sparse *v)
+{
+	u32 i;
+
+	for (i = 0; i < v->nr_slots; i++) {
+		if (v->slots[i].gd_index != U32_MAX)
+			v->slot_of[v->slots[i].gd_index] = 0;
+		v->slots[i].gd_index = U32_MAX;
+		v->slots[i].dirty = false;
+	}
+}
+
+/* write GT @gi (both copies) and make it durable */
+static int vmdk_put_gt(struct vmdk_sparse *v, u32 gi, const __le32 *gt)
+{
+	int ret = vdimg_file_write(v->file, gt, v->gt_bytes, (u64)v->gd[gi] * VMDK_SECTOR);
+
+	if (!ret && v->rgd && v->rgd[gi])
+		ret = vdimg_file_write(v->file, gt, v->gt_bytes, (u64)v->rgd[gi] * VMDK_SECTOR);
+	if (!ret)
+		ret = vdimg_file_sync(v->file);
+	return ret;
+}
+
+/*
+ * Compact one hosted sparse extent: grains that hold only zeros are dropped (GTE 0, or 1 when a
+ * parent's data would show through and the extent has zeroed grains), then, when every grain lies
+ * on the grid from the grain area's start (as qemu and vdimg allocate them) and no table lies in
+ * the grain area, the last grains move into the holes and the file is cut after the last one.
+ * A grain is copied and synced before its entry points at it: a crash leaves a leak at worst.
+ */
+static int vmdk_compact_sparse(struct vmdk_sparse *v, bool has_parent)
+{
+	u64 gb = v->grain_bytes, area = v->overhead, nslots, lo, hi, g, *owner = NULL;
+	u32 zero_val = has_parent ? (v->zero_grain ? VMDK_GTE_ZERO : U32_MAX) : VMDK_GTE_UNALLOC;
+	__le32 *gt = malloc(v->gt_bytes);
+	u8 *buf = malloc(gb);
+	bool grid = area % VMDK_SECTOR == 0;
+	u32 gi, ti;
+	int ret = 0;
+
+	if (!gt || !buf) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	vdimg_mutex_lock(&v->lock);
+	ret = vmdk_flush_locked(v);
+	vmdk_drop_cache(v);
+	vdimg_mutex_unlock(&v->lock);
+	nslots = v->file_end > area ? DIV_ROUND_UP(v->file_end - area, gb) : 0;
+	owner = calloc(nslots + 1, sizeof(*owner));
+	if (!owner)
+		ret = -ENOMEM;
+	for (gi = 0; gi < v->nr_gts && !ret; gi++) {
+		bool changed = false;
+
+		if (!v->gd[gi])
+			continue;
+		if ((u64)v->gd[gi] * VMDK_SECTOR >= area ||
+		    (v->rgd && (u64)v->rgd[gi] * VMDK_SECTOR >= area))
+			grid = false;
+		ret = vdimg_file_read(v->file, gt, v->gt_bytes, (u64)v->gd[gi] * VMDK_SECTOR);
+		for (ti = 0; ti < v->num_gtes && !ret; ti++) {
+			u64 e = le32_to_cpu(gt[ti]), off = e * VMDK_SECTOR;
+
+			if (e <= VMDK_GTE_ZERO)
+				continue;
+			if (!vmdk_grain_ok(v, e)) {
+				ret = vdimg_corrupt(v->img, "GT %u entry %u points outside the file (check --repair first)",
+						    gi, ti);
+				break;
+			}
+			ret = vdimg_file_read(v->file, buf, min_t(u64, gb, v->file_end - off), off);
+			if (!ret && zero_val != U32_MAX && !buf[0] &&
+			    !memcmp(buf, buf + 1, min_t(u64, gb, v->file_end - off) - 1)) {
+				gt[ti] = cpu_to_le32(zero_val);
+				changed = true;
+				continue;
+			}
+			if (off < area || (off - area) % gb || owner[(off - area) / gb])
+				grid = false;
+			else
+				owner[(off - area) / gb] = ((u64)gi << 32 | ti) + 1;
+		}
+		if (!ret && changed)
+			ret = vmdk_put_gt(v, gi, gt);
+	}
+	if (ret || !grid || !nslots)
+		goto out;
+	/* the last grains into the first holes */
+	for (lo = 0, hi = nslots; !ret; lo++) {
+		while (hi > 0 && !owner[hi - 1])
+			hi--;
+		while (lo < hi && owner[lo])
+			lo++;
+		if (lo + 1 >= hi)
+			break;
+		g = owner[hi - 1] - 1;
+		gi = g >> 32;
+		ti = (u32)g;
+		ret = vdimg_file_read(v->file, buf, gb, area + (hi - 1) * gb);
+		if (!ret)
+			ret = vdimg_file_write(v->file, buf, gb, area + lo * gb);
+		if (!ret)
+			ret = vdimg_file_sync(v->file);
+		if (!ret)
+			ret = vdimg_file_read(v->file, gt, v->gt_bytes, (u64)v->gd[gi] * VMDK_SECTOR);
+		if (ret)
+			break;
+		gt[ti] = cpu_to_le32((area + lo * gb) / VMDK_SECTOR);
+		ret = vmdk_put_gt(v, gi, gt);
+		owner[lo] = owner[hi - 1];
+		owner[hi - 1] = 0;
+	}
+	while (!ret && hi > 0 && !owner[hi - 1])
+		hi--;
+	if (!ret && area + hi * gb < v->file_end) {
+		ret = vdimg_file_truncate(v->file, area + hi * gb);
+		if (!ret) {
+			v->file_end = area + hi * gb;
+			v->next_alloc = v->file_end;
+		}
+	}
+out:
+	free(owner);
+	free(gt);
+	free(buf);
+	return ret;
+}
+
+static int vmdk_compact(struct vdimg_image *img)
+{
+	struct vmdk *vm = VMDK(img);
+	u32 i;
+	int ret = 0;
+
+	if (!vm->writable || (img->flags & VDIMG_IMG_READ_ONLY))
+		return -EROFS;
+	for (i = 0; i < vm->nr_ext && !ret; i++) {
+		struct vmdk_sparse *sp = vm->ext[i].sp;
+
+		if (!sp || sp->compressed || sp->cowd || !sp->writable)
+			continue;
+		ret = vmdk_compact_sparse(sp, vm->has_parent);
+	}
+	return ret;
+}
+
 const struct vdimg_tool_ops vdimg_vmdk_tool_ops = {
 	.extent_refs = vmdk_extent_refs,
 	.id = VDIMG_FMT_VMDK,
@@ -1085,4 +1236,5 @@ const struct vdimg_tool_ops vdimg_vmdk_tool_ops = {
 	.parent_ref = vmdk_parent_ref,
 	.set_parent = vmdk_set_parent,
 	.describe = vmdk_describe,
+	.compact = vmdk_compact,
 };
