@@ -34,6 +34,7 @@ SHARED_SRCS += backends/qed/open.c backends/qed/map.c backends/qed/cache.c
 SHARED_SRCS += backends/qcow.c
 SHARED_SRCS += backends/vmdk/vmdk.c backends/vmdk/descriptor.c backends/vmdk/sparse.c \
 	backends/vmdk/stream.c
+SHARED_SRCS += backends/vmdk/sesparse.c
 SHARED_SRCS += backends/cue.c
 SHARED_SRCS += backends/dmg/open.c backends/dmg/map.c backends/dmg/adc.c
 SHARED_SRCS += backends/dmg/bzip2.c

@@ -31,6 +31,7 @@ static const struct {
 	{ "twoGbMaxExtentFlat", "2gb-flat" },
 	{ "vmfs", "vmfs" },
 	{ "vmfsSparse", "vmfs-sparse" },
+	{ "seSparse", "sesparse" },
 };
 
 static const char *vmdk_variant(const struct vmdk *vm)
@@ -192,6 +193,10 @@ static void vmdk_free(struct vmdk *vm)
 		if (vm->ext[i].sp) {
 			vmdk_sparse_free(vm->ext[i].sp);
 			vdimg_free(vm->ext[i].sp);
+		}
+		if (vm->ext[i].se) {
+			vmdk_se_free(vm->ext[i].se);
+			vdimg_free(vm->ext[i].se);
 		}
 	}
 	vdimg_free(vm->ext);
@@ -372,6 +377,7 @@ static int vmdk_open_descriptor(struct vmdk *vm, u64 fsize)
 		case VMDK_EXT_VMFSSPARSE:
 		case VMDK_EXT_FLAT:
 		case VMDK_EXT_VMFS:
+		case VMDK_EXT_SESPARSE:
 			files++;
 			break;
 		case VMDK_EXT_ZERO:
@@ -421,6 +427,24 @@ static int vmdk_open_descriptor(struct vmdk *vm, u64 fsize)
 						     i, d->file,
 						     (unsigned long long)vdimg_file_size(x->file),
 						     (unsigned long long)need);
+			continue;
+		}
+		if (x->type == VMDK_EXT_SESPARSE) {
+			if (vm->writable && x->access == VMDK_ACCESS_RW) {
+				vdimg_err(img, "seSparse extents are read-only");
+				return -EOPNOTSUPP;
+			}
+			x->se = vdimg_zalloc(sizeof(*x->se));
+			if (!x->se)
+				return -ENOMEM;
+			ret = vmdk_se_open(x->se, img, x->file);
+			if (ret)
+				return ret;
+			if (x->se->capacity != d->sectors)
+				return vdimg_corrupt(img, "extent %u (%s) holds %llu sectors, the descriptor says %llu",
+						     i, d->file,
+						     (unsigned long long)x->se->capacity,
+						     (unsigned long long)d->sectors);
 			continue;
 		}
 		ret = vmdk_open_sparse(vm, x, x->file, false);
@@ -572,6 +596,12 @@ static int vmdk_map(struct vdimg_image *img, u64 offset, u64 length, unsigned in
 		if (ext->flags & VDIMG_EXT_NEW)
 			ext->fill_offset += x->start;
 		return 0;
+	}
+	if (x->type == VMDK_EXT_SESPARSE) {
+		ret = vmdk_se_map(x->se, rel, length, flags, ext);
+		if (!ret)
+			ext->offset += x->start;
+		return ret;
 	}
 	if (write) {
 		ret = vmdk_renew_cid(vm, flags & VDIMG_MAP_NOWAIT);

@@ -223,6 +223,23 @@ struct vmdk_sparse {
 	u8 *zbuf;			/* zeros to pad a last grain */
 };
 
+/* an seSparse extent (sesparse.c), read-only */
+struct vmdk_se {
+	struct vdimg_image *img;
+	struct vdimg_file *file;
+	u64 capacity;			/* sectors */
+	u64 size;			/* bytes */
+	u32 nr_gts;			/* GD entries */
+	u64 gts_off, gts_size;		/* sectors: the grain-table area */
+	u64 grains_off, grains_size;	/* sectors: the grain area */
+	u64 file_sec;			/* file size at open, in sectors */
+	__le64 *gd;			/* [nr_gts], as on disk */
+	/* protects the cached GT; held across its read (NOWAIT callers only try it) */
+	vdimg_mutex_t lock;
+	u32 cached;			/* the GD index of @gt; U32_MAX: none */
+	__le64 *gt;			/* one grain table, as on disk */
+};
+
 /* one extent of the virtual disk */
 struct vmdk_ext {
 	u64 start;			/* virtual byte offset */
@@ -232,6 +249,7 @@ struct vmdk_ext {
 	struct vdimg_file *file;	/* NULL for ZERO */
 	u64 file_off;			/* FLAT, VMFS: byte offset of the extent in @file */
 	struct vmdk_sparse *sp;		/* SPARSE */
+	struct vmdk_se *se;		/* SESPARSE */
 };
 
 struct vmdk {
@@ -273,6 +291,12 @@ int vmdk_check_cowd_header(struct vmdk_sparse *v, const struct vmdk_cowd_header 
 /* stream.c */
 int vmdk_stream_footer(struct vmdk_sparse *v, struct vmdk_header *h, u64 fsize);
 int vmdk_sparse_read_encoded(struct vmdk_sparse *v, const struct vdimg_extent *ext, void *buf);
+
+/* sesparse.c: the extent's header and grain directory checked and loaded; offsets per extent */
+int vmdk_se_open(struct vmdk_se *se, struct vdimg_image *img, struct vdimg_file *file);
+void vmdk_se_free(struct vmdk_se *se);
+int vmdk_se_map(struct vmdk_se *se, u64 offset, u64 length, unsigned int flags,
+		struct vdimg_extent *ext);
 
 /* vmdk.c */
 /* a new CID before the first change (-EAGAIN with @nowait while still to be written) */

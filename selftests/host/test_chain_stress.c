@@ -957,6 +957,7 @@ int main(void)
 		{ "qcow2", "qcow2", "qcow2" }, { "qed", "qed", "qed" },
 		{ "vhdx", "vdi", "vhd", "qcow2" }, { "vdi", "vhd", "qed" }, { "raw", "qed", "qcow2" },
 		{ "vhd", "qcow2", "qed" }, { "raw", "qcow2", "qcow2" }, { "qcow2", "qed", "qcow2" },
+		{ "vmdk", "vmdk", "vmdk", "vmdk" }, { "vdi", "vmdk", "qcow2" }, { "vmdk", "qed", "vmdk" },
 	};
 	static const char *const all_children[] = { "vhd", "vdi", "vhdx", "qcow2", "qed" };
 	static const char *const q_children[] = { "qcow2" };
@@ -964,6 +965,8 @@ int main(void)
 	static const char *const vdi_children[] = { "vdi" };
 	static const char *const vhdx_children[] = { "vhdx" };
 	static const char *const qed_children[] = { "qed" };
+	static const char *const vmdk_children[] = { "vmdk" };
+	static const char *const vmdk_mixed[] = { "vmdk", "qcow2", "vhdx" };
 	const char *seed = getenv("VDIMG_SEED");
 
 	ktap_start();
@@ -990,6 +993,8 @@ int main(void)
 	test_snap("qed", qed_children, 1, "qed");
 	test_snap("vhdx", all_children, ARRAY_SIZE(all_children), "mixed");
 	test_snap("raw", all_children, ARRAY_SIZE(all_children), "raw-mixed");
+	test_snap("vmdk", vmdk_children, 1, "vmdk");
+	test_snap("vdi", vmdk_mixed, ARRAY_SIZE(vmdk_mixed), "vmdk-mixed");
 
 	test_depth("qcow2", 300);
 	test_depth("vhd", 300);

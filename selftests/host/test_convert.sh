@@ -64,6 +64,28 @@ for src in chain.qcow2 stream.vmdk src.vpc src.vdi src.qed src.raw; do
 	done
 done
 
+# streamOptimized VMDK out: written in one pass (VMware's OVF layout), read by qemu and libvmdk
+for src in chain.qcow2 stream.vmdk src.raw; do
+	d=$T/out.stream.vmdk
+	rm -f "$d"
+	run convert -O vmdk --variant streamOptimized "$S/$src" "$d"
+	[ $rc -eq 0 ] && qemu-img compare -q "$S/$src" "$d" >"$T/err" 2>&1 &&
+		qemu-img check -q "$d" >>"$T/err" 2>&1 &&
+		qemu-img info "$d" | grep -q 'create type: streamOptimized'
+	ok $? "$src -> streamOptimized vmdk: reads like the source, qemu-img check clean"
+	if command -v vmdkinfo >/dev/null; then
+		vmdkinfo "$d" 2>/dev/null | grep -q 'Stream optimized'
+		ok $? "$src -> streamOptimized vmdk: vmdkinfo reads it"
+	fi
+	k=$(du -k "$d" | cut -f1)
+	[ "$k" -lt 4096 ]
+	ok $? "$src -> streamOptimized vmdk: compressed, zeros left out (${k} KiB)"
+done
+run create -t vmdk --variant streamOptimized -s 64M "$T/empty.stream.vmdk"
+[ $rc -eq 0 ] && qemu-img check -q "$T/empty.stream.vmdk" &&
+	[ "$(qemu-img map --output=json "$T/empty.stream.vmdk" | grep -c '"data": true')" = 0 ]
+ok $? "create --variant streamOptimized: an empty stream qemu checks, no data"
+
 # a chain read through vdimg's own differencing VHD: base and child made by vdimgctl
 "$V" convert -O vhd "$S/src.vpc" "$T/b.vhd" >/dev/null 2>&1 &&
 	"$V" create -t vhd --parent "$T/b.vhd" "$T/c.vhd" >/dev/null 2>&1

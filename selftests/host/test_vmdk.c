@@ -8,7 +8,10 @@
  * `qemu-img compare` (and libyal's vmdkinfo when installed); chains made by qemu-img with their
  * CID checks (a parent changed after its child was made is refused unless forced; the first write
  * renews the CID); write cuts at every write of a workload leave an image qemu checks clean with
- * the flushed data intact; hostile headers fail open cleanly; the sample images in
+ * the flushed data intact; streamOptimized images we create from a source read like it through
+ * qemu, libvmdk and libvdimg, hold the grains qemu-img writes, in VMware's stream order;
+ * descriptor rewrites keep every other line; seSparse extents made by mksesparse.py read as qemu
+ * reads them; hostile headers fail open cleanly; the sample images in
  * $VDIMG_SAMPLES (set by make check-host, see selftests/samples.sh) when present. Skips (exit 4) when qemu-img is missing. KTAP on stdout.
  */
 #include <sys/wait.h>
@@ -491,9 +494,10 @@ static void test_create(void)
 		rnd_state = 1000 + i;
 		ret = workload(c, shadow, size, 200, 77 + i, 300);
 		ok_err(ret, 0, "grain %u: 200 random writes/discards", cfg[i].grain);
+		memset(&res, 0, sizeof(res));
 		ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), 0, &res);
-		ok(!ret && !res.errors, "grain %u: our check finds no error (%llu errors, %llu leaks)",
-		   cfg[i].grain, (unsigned long long)res.errors, (unsigned long long)res.leaks);
+		ok(!ret && !res.errors, "grain %u: our check finds no error (%d, %llu errors, %llu leaks)",
+		   cfg[i].grain, ret, (unsigned long long)res.errors, (unsigned long long)res.leaks);
 		close_chain(c, 1);
 		close(tfile("shadow.raw", shadow, size));
 		ok(sh("qemu-img check -q -f vmdk '%s'", p[0]) == 0 &&
@@ -514,11 +518,723 @@ static void test_create(void)
 		/* the spec (and libvmdk) want more than 8 sectors */
 		ok_err(create_file(tp("bad.vmdk"), &o), -EINVAL, "create refuses a 4 KiB grain");
 		o.block_size = 0;
-		o.variant = "streamOptimized";
+		o.variant = "vmfsSparse";
 		ok_err(create_file(tp("bad.vmdk"), &o), -EOPNOTSUPP, "create refuses other variants");
 		o.variant = NULL;
 		o.options = "adapter_type=scsi";
 		ok_err(create_file(tp("bad.vmdk"), &o), -EINVAL, "create refuses an unknown adapter");
+	}
+}
+
+/* ---- streamOptimized create ---- */
+
+/* create_opts.source_read over a raw file; counts the calls that said "zeros" */
+struct raw_source {
+	int fd;
+	u64 zero_calls;
+};
+
+static int raw_source_read(void *ctx, void *buf, size_t len, u64 off, bool *zero)
+{
+	struct raw_source *rs = ctx;
+	ssize_t n = pread(rs->fd, buf, len, off);
+
+	if (n != (ssize_t)len)
+		return -EIO;
+	/* say "zeros" for whole zero grains now and then, as convert does for holes */
+	if (!(off & (256 * KiB)) && !((u8 *)buf)[0] && !memcmp(buf, (u8 *)buf + 1, len - 1)) {
+		rs->zero_calls++;
+		*zero = true;
+	}
+	return 0;
+}
+
+/* what a walk of a stream from its overhead on finds */
+struct stream_walk {
+	u64 grains, gts, gds, footers, eos;
+	u64 lbas[512];			/* the first grains' LBAs, in file order */
+	u64 gd_sector;			/* where the GD marker's data is */
+	u64 footer_gd;			/* the footer's gdOffset */
+	u64 head_gd;			/* the header's gdOffset */
+	u32 head_flags;
+	bool in_order;			/* grain LBAs strictly increasing */
+	bool tail_ok;			/* EOS is the last sector, right after the footer */
+	bool gts_after_grains;		/* every GT marker follows grains of that GT only */
+};
+
+/*
+ * Walk the file marker by marker as a streaming reader would (no GD), checking the order VMware
+ * writes: grains of GT n, GT n, ..., GD, footer, end of stream. False when a marker is bad.
+ */
+static bool walk_stream(const char *path, struct stream_walk *w)
+{
+	size_t len, pos;
+	u8 *d = slurp(path, &len);
+	const struct vmdk_header *h = (const void *)d;
+	u64 last_lba = 0, gt_first = 0, grain_sec;
+	bool any = false, bad = false;
+
+	memset(w, 0, sizeof(*w));
+	if (!d || len < 4 * VMDK_SECTOR || len % VMDK_SECTOR) {
+		free(d);
+		return false;
+	}
+	w->head_gd = le64_to_cpu(h->gd_offset);
+	w->head_flags = le32_to_cpu(h->flags);
+	grain_sec = le64_to_cpu(h->grain_size);
+	w->in_order = true;
+	w->gts_after_grains = true;
+	pos = le64_to_cpu(h->overhead) * VMDK_SECTOR;
+	while (pos + VMDK_SECTOR <= len && !bad) {
+		const struct vmdk_marker *m = (const void *)(d + pos);
+		u64 n = le64_to_cpu(m->num_sectors);
+
+		if (le32_to_cpu(m->size)) {
+			u64 lba = n;
+
+			if (w->grains < ARRAY_SIZE(w->lbas))
+				w->lbas[w->grains] = lba;
+			if (any && lba <= last_lba)
+				w->in_order = false;
+			if (!gt_first)
+				gt_first = lba / (grain_sec * 512) + 1;
+			else if (lba / (grain_sec * 512) + 1 != gt_first)
+				w->gts_after_grains = false;
+			last_lba = lba;
+			any = true;
+			w->grains++;
+			pos += ALIGN(12 + (u64)le32_to_cpu(m->size), (u64)VMDK_SECTOR);
+			continue;
+		}
+		const struct vmdk_header *foot = (const void *)(d + pos + VMDK_SECTOR);
+
+		switch (le32_to_cpu(m->type)) {
+		case VMDK_MARKER_GT:
+			w->gts++;
+			if (!gt_first || n != 4)
+				w->gts_after_grains = false;
+			gt_first = 0;
+			break;
+		case VMDK_MARKER_GD:
+			w->gds++;
+			w->gd_sector = pos / VMDK_SECTOR + 1;
+			if (gt_first)
+				w->gts_after_grains = false;
+			break;
+		case VMDK_MARKER_FOOTER:
+			w->footers++;
+			if (n != 1 || pos + 2 * VMDK_SECTOR > len) {
+				bad = true;
+				break;
+			}
+			w->footer_gd = le64_to_cpu(foot->gd_offset);
+			break;
+		case VMDK_MARKER_EOS:
+			w->eos++;
+			w->tail_ok = !n && pos + VMDK_SECTOR == len && w->footers == 1;
+			break;
+		default:
+			bad = true;
+		}
+		pos += (1 + n) * VMDK_SECTOR;
+	}
+	free(d);
+	return !bad && pos == len;
+}
+
+/* the LBAs of the grains in qemu's streamOptimized @path (sectors from its overhead on) */
+static u64 qemu_stream_lbas(const char *path, u64 *lbas, u64 max)
+{
+	size_t len, pos;
+	u8 *d = slurp(path, &len);
+	u64 n = 0;
+
+	if (!d || len < VMDK_SECTOR) {
+		free(d);
+		return 0;
+	}
+	pos = le64_to_cpu(((const struct vmdk_header *)d)->overhead) * VMDK_SECTOR;
+	while (pos + VMDK_SECTOR <= len) {
+		const struct vmdk_grain_marker *m = (const void *)(d + pos);
+
+		if (!le32_to_cpu(m->size))
+			break;
+		if (n < max)
+			lbas[n] = le64_to_cpu(m->lba);
+		n++;
+		pos += ALIGN(12 + (u64)le32_to_cpu(m->size), (u64)VMDK_SECTOR);
+	}
+	free(d);
+	return n;
+}
+
+/*
+ * streamOptimized create: of a raw source (sizes not a multiple of the grain, several grain
+ * sizes, more than one GT, an empty disk), the result reads like the source through qemu-img and
+ * libvdimg, passes qemu-img check and vmdkinfo, is laid out as VMware streams it, holds exactly
+ * the grains qemu-img convert writes, and is refused writable by name.
+ */
+static void test_stream_create(void)
+{
+	static const struct {
+		u64 size;
+		u32 grain;
+		bool fill;
+	} cfg[] = {
+		{ 40 * MiB, 0, true },
+		{ 40 * MiB + 3 * KiB, 8192, true },
+		{ 40 * MiB, 1 << 20, true },
+		{ 100 * MiB, 0, false },
+	};
+	const char *raw = tp("ss.raw"), *p[1] = { tp("ss.vmdk") }, *q = tp("ssq.vmdk");
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(cfg); i++) {
+		struct raw_source rs = { .fd = -1 };
+		bool copied = false;
+		struct vdimg_create_opts o = { .size = cfg[i].size, .block_size = cfg[i].grain,
+					       .variant = "streamOptimized",
+					       .source_copied = &copied };
+		struct stream_walk w;
+		u64 gsec = (cfg[i].grain ? cfg[i].grain : 65536) / VMDK_SECTOR, want = 0, j;
+		u64 *ql = calloc(512, sizeof(*ql));
+		struct vdimg_chain *c;
+		u8 *buf = malloc(gsec * VMDK_SECTOR);
+		int r, fd;
+
+		r = sh("rm -f '%s' && truncate -s %llu '%s'", raw, (unsigned long long)cfg[i].size,
+		       raw);
+		if (cfg[i].fill)
+			r = r ?: sh("qemu-io -f raw %s -c 'write -P 0x3c %llu 3k' '%s' >/dev/null",
+				    fill_cmds, (unsigned long long)cfg[i].size - 3 * KiB, raw);
+		if (!ok(r == 0, "stream %zu: source made", i)) {
+			free(ql);
+			free(buf);
+			continue;
+		}
+		if (cfg[i].fill) {
+			rs.fd = openf(raw, O_RDONLY);
+			o.source_read = raw_source_read;
+			o.source_ctx = &rs;
+		}
+		r = create_file(p[0], &o);
+		if (rs.fd >= 0) {
+			/* the non-zero grains of the source: what the stream must hold */
+			for (j = 0; j * gsec * VMDK_SECTOR < cfg[i].size; j++) {
+				size_t n = min_t(u64, gsec * VMDK_SECTOR,
+						 cfg[i].size - j * gsec * VMDK_SECTOR);
+
+				if (pread(rs.fd, buf, n, j * gsec * VMDK_SECTOR) == (ssize_t)n &&
+				    (buf[0] || memcmp(buf, buf + 1, n - 1)))
+					want++;
+			}
+			close(rs.fd);
+		}
+		if (!ok_err(r, 0, "stream %zu: create (grain %u, %llu bytes)", i, cfg[i].grain,
+			    (unsigned long long)cfg[i].size)) {
+			free(ql);
+			free(buf);
+			continue;
+		}
+		ok(copied == cfg[i].fill, "stream %zu: says it copied the source (%d)", i, copied);
+		ok(sh("qemu-img check -q -f vmdk '%s'", p[0]) == 0,
+		   "stream %zu: qemu-img check is clean", i);
+		if (cfg[i].fill)
+			ok(sh("qemu-img compare -q -f raw -F vmdk '%s' '%s'", raw, p[0]) == 0,
+			   "stream %zu: qemu-img compare equal to the source", i);
+		else
+			ok(sh("qemu-img compare -q -f raw -F vmdk '%s' '%s'", raw, p[0]) == 0,
+			   "stream %zu: an empty stream reads zeros", i);
+		ok(chain_matches_qemu(p, 1, "stream create"),
+		   "stream %zu: libvdimg reads it as qemu-img convert does", i);
+		if (have_vmdkinfo)
+			ok(sh("vmdkinfo '%s' 2>&1 | grep -q 'Stream optimized'", p[0]) == 0,
+			   "stream %zu: vmdkinfo reads it as stream optimized", i);
+		ok(walk_stream(p[0], &w), "stream %zu: every marker is valid, back to back", i);
+		ok(w.head_gd == VMDK_GD_AT_END && w.head_flags == 0x30001,
+		   "stream %zu: header gdOffset GD_AT_END, flags %#x", i, w.head_flags);
+		ok(w.grains == want, "stream %zu: %llu grains for %llu non-zero source grains", i,
+		   (unsigned long long)w.grains, (unsigned long long)want);
+		ok(w.in_order && w.gts_after_grains && w.gds == 1 && w.tail_ok &&
+		   w.footer_gd == w.gd_sector,
+		   "stream %zu: grains in order, each GT after its grains, GD, footer naming it, EOS last (%llu GTs)",
+		   i, (unsigned long long)w.gts);
+		if (cfg[i].fill && !cfg[i].grain) {
+			u64 nq;
+
+			/* qemu-img's stream of the same source holds the same grains */
+			r = sh("qemu-img convert -f raw -O vmdk -o subformat=streamOptimized '%s' '%s'",
+			       raw, q);
+			nq = r ? 0 : qemu_stream_lbas(q, ql, 512);
+			ok(nq == w.grains && nq <= 512 && !memcmp(ql, w.lbas, nq * sizeof(u64)),
+			   "stream %zu: the same %llu grain LBAs as qemu-img convert writes", i,
+			   (unsigned long long)nq);
+		}
+		fd = open(p[0], O_RDWR | O_CLOEXEC);
+		r = vdimg_chain_open_fds(&c, &fd, p, 1, NULL, 0);
+		ok(r == -EOPNOTSUPP && strstr(ktap_last_msg, "streamOptimized"),
+		   "stream %zu: a writable open is refused by name (%d)", i, r);
+		if (!r)
+			vdimg_chain_close(c);
+		close(fd);
+		free(ql);
+		free(buf);
+	}
+	{
+		struct vdimg_create_opts o = { .size = MiB, .variant = "streamOptimized",
+					       .parent = "base.vmdk" };
+		struct vdimg_image dummy = { .size = MiB };
+
+		o.parent_img = &dummy;
+		ok_err(create_file(tp("bad.vmdk"), &o), -EOPNOTSUPP,
+		       "a streamOptimized create with a parent is refused");
+	}
+}
+
+/* ---- descriptors: NUL padding, lines kept on every rewrite ---- */
+
+/* where the descriptor of @d (@len bytes) is: embedded in a sparse file, or the whole file */
+static void desc_where(const u8 *d, size_t len, size_t *off, size_t *n)
+{
+	const struct vmdk_header *h = (const void *)d;
+
+	*off = 0;
+	*n = len;
+	if (len >= VMDK_SECTOR && le32_to_cpu(h->magic) == VMDK_MAGIC) {
+		*off = min_t(u64, le64_to_cpu(h->desc_offset) * VMDK_SECTOR, len);
+		*n = min_t(u64, le64_to_cpu(h->desc_size) * VMDK_SECTOR, len - *off);
+	}
+}
+
+/* the descriptor text of @path, up to the first NUL (malloc'd) */
+static char *desc_text(const char *path)
+{
+	size_t len, off, n;
+	u8 *d = slurp(path, &len);
+	char *t;
+
+	if (!d)
+		return strdup("");
+	desc_where(d, len, &off, &n);
+	t = strndup((char *)d + off, n);
+	free(d);
+	return t;
+}
+
+/*
+ * Put @text into the descriptor of @path before the line that starts with @before; a separate
+ * descriptor file gets @pad NULs after its text (an embedded one is NUL-padded anyway).
+ */
+static int desc_insert(const char *path, const char *before, const char *text, size_t pad)
+{
+	size_t len, off, n, tl;
+	u8 *d = slurp(path, &len);
+	char *t = d ? desc_text(path) : NULL, *at = t ? strstr(t, before) : NULL, *out;
+	int fd, ret = -EINVAL;
+
+	if (!at) {
+		free(d);
+		free(t);
+		return -ENOENT;
+	}
+	desc_where(d, len, &off, &n);
+	tl = strlen(t) + strlen(text);
+	out = calloc(1, tl + pad + 1);
+	memcpy(out, t, at - t);
+	memcpy(out + (at - t), text, strlen(text));
+	memcpy(out + (at - t) + strlen(text), at, strlen(at));
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (off && tl <= n)
+		ret = pwrite(fd, out, tl, off) == (ssize_t)tl ? 0 : -EIO;
+	else if (!off)
+		ret = pwrite(fd, out, tl + pad, 0) == (ssize_t)(tl + pad) &&
+		      !ftruncate(fd, tl + pad) ? 0 : -EIO;
+	close(fd);
+	free(out);
+	free(t);
+	free(d);
+	return ret;
+}
+
+/* @t without the lines whose key is one of @keys (NULL-terminated), every other byte kept */
+static char *desc_without(const char *t, const char *const *keys)
+{
+	char *out = calloc(1, strlen(t) + 1);
+	const char *eol;
+	size_t len = 0, i;
+
+	for (; *t; t = eol) {
+		bool drop = false;
+
+		eol = strchr(t, '\n');
+		eol = eol ? eol + 1 : t + strlen(t);
+		for (i = 0; keys[i]; i++)
+			drop |= !strncmp(t, keys[i], strlen(keys[i])) &&
+				(t[strlen(keys[i])] == '=' || t[strlen(keys[i])] == ' ');
+		if (!drop) {
+			memcpy(out + len, t, eol - t);
+			len += eol - t;
+		}
+	}
+	return out;
+}
+
+/* do @a and @b differ at most in the lines of @keys? */
+static bool desc_same_but(const char *a, const char *b, const char *const *keys)
+{
+	char *x = desc_without(a, keys), *y = desc_without(b, keys);
+	bool same = !strcmp(x, y);
+
+	if (!same)
+		printf("# descriptors differ:\n# --- before\n%s# --- after\n%s", x, y);
+	free(x);
+	free(y);
+	return same;
+}
+
+static const char *const extra_lines =
+	"ddb.uuid.image = \"6000C29a-0102-0304-0506-0708090a0b0c\"\n"
+	"ddb.longContentID = \"0123456789abcdef0123456789abcdef\"\n"
+	"\n# a comment that stays\n"
+	"some.unknown.key = \"a b  c\"\r\n"
+	"ddb.toolsInstallType = \"4\"\n";
+
+/*
+ * A child (embedded descriptor, or a separate NUL-padded descriptor file) with ddb fields, blank
+ * lines, comments, CR LF and lines vdimg does not know: it reads like qemu reads it, the CID
+ * renewal of the first write changes only the CID line, set_parent only the parent lines, and
+ * qemu-img check stays clean.
+ */
+static void test_desc_keep(void)
+{
+	static const char *const variants[] = { "monolithicSparse", "twoGbMaxExtentSparse" };
+	static const char *const cid_keys[] = { "CID", NULL };
+	static const char *const parent_keys[] = { "parentCID", "parentFileNameHint", NULL };
+	const char *b = tp("dk-b.vmdk"), *b2 = tp("dk-b2.vmdk"), *top = tp("dk.vmdk");
+	const char *p[2] = { b, top }, *p2[2] = { b2, top };
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(variants); i++) {
+		struct vdimg_chain *c, *pc;
+		char *before, *after;
+		u8 buf[4096];
+		int r, fd, pfd;
+
+		r = sh("rm -f '%s'* '%s' '%s' %s/dk-s0*.vmdk && qemu-img create -q -f vmdk '%s' 4M && "
+		       "qemu-io -f vmdk -c 'write -P 0xb1 0 4m' '%s' >/dev/null && cp '%s' '%s' && "
+		       "qemu-img create -q -f vmdk -o subformat=%s -b '%s' -F vmdk '%s' && "
+		       "qemu-io -f vmdk -c 'write -P 0xc2 1m 64k' '%s' >/dev/null",
+		       top, b, b2, ktap_dir, b, b, b, b2, variants[i], b, top, top);
+		r = r ?: desc_insert(top, "ddb.adapterType", extra_lines, 2000);
+		if (!ok(r == 0, "%s child with extra descriptor lines%s", variants[i],
+			i ? " and 2000 NULs after them" : ""))
+			continue;
+		ok(chain_matches_qemu(p, 2, variants[i]), "%s: the chain reads as qemu reads it",
+		   variants[i]);
+		before = desc_text(top);
+		r = open_chain(&c, p, 2, false);
+		if (ok_err(r, 0, "%s: open the chain writable", variants[i])) {
+			memset(buf, 0xd3, sizeof(buf));
+			ok_err(vdimg_chain_pwrite(c, buf, sizeof(buf), 3 * MiB), 0,
+			       "%s: a write (renews the CID)", variants[i]);
+			close_chain(c, 2);
+		}
+		after = desc_text(top);
+		ok(read_cid(top, "CID") != 0 && strcmp(before, after) &&
+		   desc_same_but(before, after, cid_keys),
+		   "%s: the CID renewal changed the CID line and nothing else", variants[i]);
+		free(before);
+		before = after;
+		fd = open(top, O_RDWR | O_CLOEXEC);
+		r = vdimg_chain_open_fds(&c, &fd, &top, 1, NULL, VDIMG_CHAIN_ORPHAN_OK);
+		if (!r) {
+			pfd = open(b2, O_RDONLY | O_CLOEXEC);
+			r = vdimg_chain_open_fds(&pc, &pfd, &b2, 1, NULL, VDIMG_CHAIN_READ_ONLY);
+			if (!r) {
+				r = vdimg_vmdk_tool_ops.set_parent(vdimg_chain_top(c), "dk-b2.vmdk",
+								   vdimg_chain_top(pc));
+				vdimg_chain_close(pc);
+			}
+			close(pfd);
+			vdimg_chain_close(c);
+		}
+		close(fd);
+		ok_err(r, 0, "%s: set_parent to a copy of the parent", variants[i]);
+		after = desc_text(top);
+		ok(strstr(after, "parentFileNameHint=\"dk-b2.vmdk\"") &&
+		   desc_same_but(before, after, parent_keys),
+		   "%s: set_parent changed the parent lines and nothing else", variants[i]);
+		ok(strstr(after, "\n\n# a comment that stays\nsome.unknown.key = \"a b  c\"\r\n"),
+		   "%s: blank line, comment, unknown line and CR LF are still there", variants[i]);
+		free(before);
+		free(after);
+		ok(sh("qemu-img check -q '%s'", top) == 0 && chain_matches_qemu(p2, 2, "rebased"),
+		   "%s: qemu-img check clean, reads like qemu over the new parent", variants[i]);
+	}
+}
+
+/*
+ * A child we create over a VMDK parent takes the parent's adapter, hardware version, geometry and
+ * other ddb lines (not longContentID); explicit options still win.
+ */
+static void test_desc_child(void)
+{
+	const char *b = tp("dc-b.vmdk"), *top = tp("dc.vmdk");
+	const char *p[2] = { b, top };
+	struct vdimg_chain *pc;
+	char *t;
+	int r, pfd;
+
+	r = sh("rm -f '%s' && qemu-img create -q -f vmdk -o adapter_type=lsilogic,hwversion=7 '%s' 6M",
+	       b, b);
+	r = r ?: desc_insert(b, "ddb.adapterType", extra_lines, 0);
+	if (!ok(r == 0, "child create: a parent with extra ddb lines"))
+		return;
+	for (int round = 0; round < 2; round++) {
+		struct vdimg_create_opts o = { .parent = b,
+					       .options = round ? "adapter_type=buslogic" : NULL };
+
+		pfd = open(b, O_RDONLY | O_CLOEXEC);
+		r = vdimg_chain_open_fds(&pc, &pfd, &b, 1, NULL, VDIMG_CHAIN_READ_ONLY);
+		if (!ok_err(r, 0, "child create %d: open the parent", round)) {
+			close(pfd);
+			return;
+		}
+		o.parent_img = vdimg_chain_top(pc);
+		r = create_file(top, &o);
+		vdimg_chain_close(pc);
+		close(pfd);
+		if (!ok_err(r, 0, "child create %d: create", round))
+			continue;
+		t = desc_text(top);
+		if (!ok(strstr(t, round ? "ddb.adapterType = \"buslogic\"\n" :
+			  "ddb.adapterType = \"lsilogic\"\n") &&
+		   strstr(t, "ddb.virtualHWVersion = \"7\"\n") &&
+		   strstr(t, "ddb.geometry.heads = \"255\"\n") &&
+		   strstr(t, "ddb.uuid.image = \"6000C29a-0102-0304-0506-0708090a0b0c\"\n") &&
+		   strstr(t, "ddb.toolsInstallType = \"4\"\n") && !strstr(t, "longContentID") &&
+		   !strstr(t, "some.unknown.key"),
+		   "child create %d: the parent's ddb lines, %s adapter, no longContentID", round,
+		   round ? "the given" : "the parent's"))
+			printf("# the child's descriptor:\n%s", t);
+		ok(strstr(t, "ddb.adapterType") &&
+		   !strstr(strstr(t, "ddb.adapterType") + 1, "ddb.adapterType") &&
+		   !strstr(strstr(t, "ddb.virtualHWVersion") + 1, "ddb.virtualHWVersion"),
+		   "child create %d: one adapterType and one virtualHWVersion line", round);
+		free(t);
+		ok(sh("qemu-img check -q '%s' && qemu-img info '%s' | grep -q 'backing file: %s'",
+		      top, top, b) == 0 && chain_matches_qemu(p, 2, "child"),
+		   "child create %d: qemu-img check clean, reads like qemu", round);
+	}
+}
+
+/* ---- seSparse (selftests/host/mksesparse.py makes them; qemu reads them) ---- */
+
+static char mkse[600];
+
+/* the seSparse image @desc from mksesparse.py with @args */
+static int make_se(const char *desc, u64 size, const char *args)
+{
+	return sh("python3 '%s' '%s' %llu %s", mkse, desc, (unsigned long long)size, args);
+}
+
+/*
+ * seSparse extents: allocated grains placed out of order at indexes past 4096 (both halves of the
+ * entry's index), zeroed and unmapped grains, several grain tables, a size that ends inside a
+ * grain; alone and as a child over a monolithicSparse parent (zeroed grains hide the parent's
+ * data): libvdimg reads what qemu-img convert reads. A writable open is refused by name; broken
+ * headers, directory and table entries fail cleanly.
+ */
+static void test_sesparse(void)
+{
+	static const struct {
+		u64 size;
+		int seed;
+	} cfg[] = {
+		{ 20 * MiB, 1 }, { 40 * MiB + 1536, 2 }, { 1000 * KiB, 3 },
+	};
+	static const struct {
+		const char *kind;
+		int err;
+	} bad[] = {
+		{ "magic", -EUCLEAN }, { "gde", -EUCLEAN }, { "gte", -EUCLEAN },
+		{ "grain", -EUCLEAN }, { "replay", -EOPNOTSUPP },
+	};
+	const char *p[2] = { tp("seb.vmdk"), tp("se.vmdk") };
+	struct vdimg_chain *c;
+	char args[1200];
+	size_t i;
+	int r;
+
+	snprintf(mkse, sizeof(mkse), "%s/selftests/host/mksesparse.py",
+		 getenv("VDIMG_SRC") ? getenv("VDIMG_SRC") : ".");
+	if (access(mkse, R_OK) || sh("command -v python3 >/dev/null")) {
+		skip("seSparse: python3 or %s missing", mkse);
+		return;
+	}
+	for (i = 0; i < ARRAY_SIZE(cfg); i++) {
+		snprintf(args, sizeof(args), "--seed %d", cfg[i].seed);
+		if (!ok(make_se(p[1], cfg[i].size, args) == 0, "seSparse %zu: made (%llu bytes)", i,
+			(unsigned long long)cfg[i].size))
+			continue;
+		ok(chain_matches_qemu(&p[1], 1, "sesparse"),
+		   "seSparse %zu: reads as qemu-img convert reads it", i);
+	}
+	/* a child over a monolithicSparse parent full of data */
+	r = sh("rm -f '%s' && qemu-img create -q -f vmdk '%s' 20M && qemu-io -f vmdk -c 'write -P 0x77 0 20m' '%s' >/dev/null",
+	       p[0], p[0], p[0]);
+	snprintf(args, sizeof(args), "--seed 9 --parent seb.vmdk --parent-cid %08x",
+		 read_cid(p[0], "CID"));
+	r = r ?: make_se(p[1], 20 * MiB, args);
+	if (ok(r == 0, "seSparse child over a monolithicSparse parent made")) {
+		ok(chain_matches_qemu(p, 2, "sesparse child"),
+		   "seSparse child: the chain reads as qemu-img convert reads it");
+		r = open_chain(&c, p, 2, false);
+		ok(r == -EOPNOTSUPP && strstr(ktap_last_msg, "seSparse"),
+		   "seSparse child: a writable open is refused by name (%d)", r);
+		if (!r)
+			close_chain(c, 2);
+		r = open_chain(&c, p, 2, true);
+		ok(!r && !strcmp(vdimg_chain_top(c)->variant, "sesparse"),
+		   "seSparse child: opened read-only, its variant is sesparse (%d)", r);
+		if (!r)
+			close_chain(c, 2);
+	}
+	for (i = 0; i < ARRAY_SIZE(bad); i++) {
+		u8 *buf = malloc(20 * MiB);
+
+		snprintf(args, sizeof(args), "--corrupt %s", bad[i].kind);
+		if (!ok(make_se(p[1], 20 * MiB, args) == 0, "seSparse with a bad %s made",
+			bad[i].kind)) {
+			free(buf);
+			continue;
+		}
+		r = open_chain(&c, &p[1], 1, true);
+		if (!r) {
+			r = vdimg_chain_pread(c, buf, 20 * MiB, 0);
+			close_chain(c, 1);
+		}
+		ok_err(r, bad[i].err, "seSparse with a bad %s fails cleanly (%s)", bad[i].kind,
+		       ktap_last_msg);
+		free(buf);
+	}
+}
+
+/* ---- compact ---- */
+
+/* file size of @path */
+static u64 fsize_of(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) ? 0 : (u64)st.st_size;
+}
+
+/* compact @path (with its parent @base when not NULL) through the tool op, then check it */
+static int compact_one(const char *base, const char *top, struct vdimg_check_result *res)
+{
+	const char *p[2] = { base, top };
+	struct vdimg_chain *c;
+	int n = base ? 2 : 1, ret;
+
+	ret = open_chain(&c, base ? p : &p[1], n, false);
+	if (ret)
+		return ret;
+	ret = vdimg_vmdk_tool_ops.compact(vdimg_chain_top(c));
+	memset(res, 0, sizeof(*res));
+	if (!ret)
+		ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), 0, res);
+	close_chain(c, n);
+	return ret;
+}
+
+/*
+ * compact of monolithicSparse: all-zero grains are dropped (or become zeroed grains in a child
+ * whose parent has data there; kept without zeroed-grain support), the last grains move into the
+ * holes, the file shrinks; the disk reads the same (qemu-img compare), qemu-img check and our
+ * check are clean and find no leak left; a random workload through libvdimg compacts the same way.
+ */
+static void test_compact(void)
+{
+	static const char *const child_opts[] = { "zeroed_grain=on", "zeroed_grain=off" };
+	const char *a = tp("cp.vmdk"), *b = tp("cpb.vmdk"), *ref = tp("cp.raw");
+	const char *p[1] = { a };
+	struct vdimg_check_result res;
+	struct vdimg_chain *c;
+	u64 before, after;
+	size_t i;
+	int r;
+
+	r = sh("rm -f '%s' && qemu-img create -q -f vmdk '%s' 40M && qemu-io -f vmdk -c 'write -P 1 0 1m' "
+	       "-c 'write -P 0 1m 4m' -c 'write -P 3 10m 64k' -c 'write -P 0 20m 1m' -c 'write -P 5 39m 1m' "
+	       "'%s' >/dev/null && qemu-img convert -O raw '%s' '%s'", a, a, a, a, ref);
+	if (ok(r == 0, "compact: qemu made an image with zero and data grains")) {
+		before = fsize_of(a);
+		r = compact_one(NULL, a, &res);
+		after = fsize_of(a);
+		ok(!r && !res.errors && !res.leaks,
+		   "compact: done, our check clean (%d, %llu errors, %llu leaks)", r,
+		   (unsigned long long)res.errors, (unsigned long long)res.leaks);
+		ok(after < before && after <= 3 * MiB,
+		   "compact: the file shrank from %llu to %llu bytes (2 MiB 64 KiB of data)",
+		   (unsigned long long)before, (unsigned long long)after);
+		ok(sh("qemu-img check -q '%s' && qemu-img compare -q -f raw -F vmdk '%s' '%s'", a, ref,
+		      a) == 0, "compact: qemu-img check clean, reads as before");
+		ok_err(compact_one(NULL, a, &res), 0, "compact again");
+		ok(fsize_of(a) == after, "compact again: nothing more to give back");
+	}
+	for (i = 0; i < ARRAY_SIZE(child_opts); i++) {
+		const char *q[2] = { b, a };
+
+		r = sh("rm -f '%s' '%s' && qemu-img create -q -f vmdk '%s' 16M && "
+		       "qemu-io -f vmdk -c 'write -P 0x55 0 16m' '%s' >/dev/null && "
+		       "qemu-img create -q -f vmdk -o %s -b '%s' -F vmdk '%s' && "
+		       "qemu-io -f vmdk -c 'write -P 0 1m 2m' -c 'write -P 7 8m 64k' -c 'write -P 0 15m 1m' '%s' >/dev/null && "
+		       "qemu-img convert -O raw '%s' '%s'",
+		       a, b, b, b, child_opts[i], b, a, a, a, ref);
+		if (!ok(r == 0, "compact child %s: made", child_opts[i]))
+			continue;
+		before = fsize_of(a);
+		r = compact_one(b, a, &res);
+		after = fsize_of(a);
+		ok(!r && !res.errors, "compact child %s: done, check clean (%d)", child_opts[i], r);
+		ok(i ? after == before : after < before,
+		   "compact child %s: %llu -> %llu bytes (%s)", child_opts[i],
+		   (unsigned long long)before, (unsigned long long)after,
+		   i ? "zero grains must stay" : "zero grains become GTE 1");
+		ok(sh("qemu-img check -q '%s' && qemu-img compare -q -f raw -F vmdk '%s' '%s'", a, ref,
+		      a) == 0 && chain_matches_qemu(q, 2, "compacted child"),
+		   "compact child %s: the chain reads as before (zeros, not the parent's data)",
+		   child_opts[i]);
+	}
+	/* after a random workload through libvdimg */
+	{
+		struct vdimg_create_opts o = { .size = 24 * MiB, .block_size = 16384 };
+		u8 *shadow = calloc(1, 24 * MiB), *got = malloc(24 * MiB);
+
+		r = create_file(a, &o);
+		if (!r)
+			r = open_chain(&c, p, 1, false);
+		if (ok_err(r, 0, "compact workload: create and open")) {
+			rnd_state = 4242;
+			r = workload(c, shadow, 24 * MiB, 300, 91, 400);
+			close_chain(c, 1);
+			ok_err(r, 0, "compact workload: 300 random writes/discards");
+			before = fsize_of(a);
+			r = compact_one(NULL, a, &res);
+			ok(!r && !res.errors && !res.leaks && fsize_of(a) <= before,
+			   "compact workload: done, clean, %llu -> %llu bytes (%d)",
+			   (unsigned long long)before, (unsigned long long)fsize_of(a), r);
+			close(tfile("cpshadow.raw", shadow, 24 * MiB));
+			ok(sh("qemu-img check -q '%s' && qemu-img compare -q -f raw -F vmdk '%s' '%s'", a,
+			      tp("cpshadow.raw"), a) == 0 &&
+			   !open_chain(&c, p, 1, true) && !vdimg_chain_pread(c, got, 24 * MiB, 0) &&
+			   !memcmp(got, shadow, 24 * MiB),
+			   "compact workload: qemu and libvdimg read the shadow");
+			close_chain(c, 1);
+		}
+		free(shadow);
+		free(got);
 	}
 }
 
@@ -1025,6 +1741,11 @@ int main(void)
 	test_chains();
 	test_create();
 	test_create_split();
+	test_stream_create();
+	test_desc_keep();
+	test_desc_child();
+	test_sesparse();
+	test_compact();
 	test_foreign_parent();
 	test_set_parent();
 	test_check_repair();

@@ -221,6 +221,23 @@ vm_fixtures() {
 			rm -rf "$d/cue"
 		fi
 	fi
+	# seSparse VMDK (205-vmdk): a child over a monolithicSparse base, and qemu-img's raw view
+	if [ ! -f "$d/sesparse/done" ] || [ "$VM_TOP/selftests/host/mksesparse.py" -nt "$d/sesparse/done" ]; then
+		rm -rf "$d/sesparse"
+		mkdir -p "$d/sesparse"
+		if ! (set -e
+		      cd "$d/sesparse"
+		      qemu-img create -q -f vmdk base.vmdk 24M
+		      qemu-io -f vmdk -c 'write -P 0x5e 0 24m' base.vmdk >/dev/null
+		      cid=$(head -c 4096 base.vmdk | tr -d '\0' | sed -n 's/^CID=//p')
+		      python3 "$VM_TOP/selftests/host/mksesparse.py" se.vmdk $((24 << 20)) --seed 7 \
+			      --parent base.vmdk --parent-cid "$cid"
+		      qemu-img convert -O raw se.vmdk se.raw
+		      touch done); then
+			vm_log "fixtures: building the seSparse images failed (205-vmdk skips that part)"
+			rm -rf "$d/sesparse"
+		fi
+	fi
 	[ -d "$d" ] && export VM_SCRATCH_EXTRA=$d
 	return 0
 }

@@ -20,6 +20,16 @@ struct vdimg_create_opts {
 	const char *parent;		/* path of the parent image, NULL for none */
 	struct vdimg_image *parent_img;	/* the parent, opened, when @parent is set */
 	const char *options;		/* format-specific "key=value,..." or NULL */
+	/*
+	 * convert: the contents of the new image, for a create that writes them itself (a
+	 * variant written once, in order: VMDK streamOptimized). @source_read fills @buf with
+	 * [@off, @off + @len) of the source, or only sets *@zero when that range reads as zeros;
+	 * 0 or a negative errno. Such a create sets *@source_copied; otherwise the caller writes
+	 * the data through the new image. NULL for an empty image.
+	 */
+	int (*source_read)(void *ctx, void *buf, size_t len, u64 off, bool *zero);
+	void *source_ctx;
+	bool *source_copied;
 };
 
 /* where a differencing image's parent is, as the image records it */

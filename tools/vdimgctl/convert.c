@@ -138,6 +138,26 @@ static int convert_copy(struct vdimg_chain *s, struct vdimg_chain *d, bool progr
 	return job.ret;
 }
 
+/*
+ * create_opts.source_read for a create that writes the data itself (VMDK streamOptimized): in
+ * order, so no threads; ranges the map says hold no data are zeros without a read.
+ */
+static int convert_source_read(void *ctx, void *buf, size_t len, u64 off, bool *zero)
+{
+	struct vdimg_chain *s = ctx;
+	struct map_entry e;
+	int ret;
+
+	ret = map_range(s, off, len, &e);
+	if (ret)
+		return ret;
+	if (!e.data && e.length >= len) {
+		*zero = true;
+		return 0;
+	}
+	return vdimg_chain_pread(s, buf, len, off);
+}
+
 static int convert_usage(void)
 {
 	printf("Usage: vdimgctl convert [-t FMT] [-O FMT] [--variant V] [-o OPTS] [-p] SRC DST\n\n"
@@ -172,7 +192,7 @@ int cmd_convert(int argc, char **argv)
 	const struct vdimg_format *fmt;
 	char **paths = NULL, *rest = NULL;
 	int ch, n = 0, ret, status = EXIT_FAIL;
-	bool progress = false;
+	bool progress = false, copied = false;
 
 	while ((ch = getopt_long(argc, argv, "t:O:o:ph", opts, NULL)) != -1) {
 		switch (ch) {
@@ -223,8 +243,15 @@ int cmd_convert(int argc, char **argv)
 		goto out_free;
 	}
 	co.size = s->size;
+	co.source_read = convert_source_read;
+	co.source_ctx = s;
+	co.source_copied = &copied;
 	if (create_file(dst, fmt, &co))
 		goto out_src;
+	if (copied) {
+		status = EXIT_OK;
+		goto out_src;
+	}
 	lib_action("cannot convert");
 	ret = vdimg_chain_open(&d, &dst, 1, &out_id, VDIMG_CHAIN_ALLOW_RAW);
 	if (!ret)

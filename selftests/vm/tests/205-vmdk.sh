@@ -1,5 +1,5 @@
 #!/bin/sh
-# VMDK in the kernel: monolithicSparse made by vdimgctl (64 KiB and 1 MiB zeroed grains) and by qemu-img (zeroed_grain off/on): fio verify=crc32c, detach, re-attach verify_only, qemu-img check clean and qemu-img's raw view equals the device; streamOptimized read-only (writable attach refused by name); a 3-deep qemu-img chain read and written through the device; a VMDK child over a VDI base; monolithicFlat, twoGbMaxExtentSparse and twoGbMaxExtentFlat (extent files passed to the kernel) with fio verify across an extent boundary, qemu-img check and qemu's view of the written range; the iotest-version3 sample's pattern
+# VMDK in the kernel: monolithicSparse made by vdimgctl (64 KiB and 1 MiB zeroed grains) and by qemu-img (zeroed_grain off/on): fio verify=crc32c, detach, re-attach verify_only, qemu-img check clean and qemu-img's raw view equals the device; streamOptimized read-only (writable attach refused by name); a 3-deep qemu-img chain read and written through the device; a VMDK child over a VDI base; a qcow2 overlay over a VMDK base; streamOptimized written by vdimgctl convert; a seSparse child (host-built fixture); monolithicFlat, twoGbMaxExtentSparse and twoGbMaxExtentFlat (extent files passed to the kernel) with fio verify across an extent boundary, qemu-img check and qemu's view of the written range; the iotest-version3 sample's pattern
 # timeout: 900
 . /vmtest/lib.sh
 require_vdimg
@@ -139,6 +139,70 @@ else
 	fail "$t: create"
 fi
 rm -f "$base" "$child" "$exp" "$W/rnd"
+
+# a qcow2 overlay (qemu-img) over a VMDK base, written through the device
+t="vmdk <- qcow2"
+base=$W/qb.vmdk top=$W/qt.qcow2 exp=$W/qexp.raw
+rm -f "$base" "$top" "$exp"
+if "$QEMU_IMG" create -q -f vmdk "$base" 32M &&
+	"$QEMU_IO" -f vmdk -c "write -P 0x3a 0 32m" "$base" >/dev/null &&
+	"$QEMU_IMG" create -q -f qcow2 -b qb.vmdk -F vmdk "$top" &&
+	"$QEMU_IO" -f qcow2 -c "write -P 0x3b 4m 1m" -c "write -z 8m 64k" "$top" >/dev/null &&
+	"$QEMU_IMG" convert -f qcow2 -O raw "$top" "$exp"; then
+	bs=$(sha_of "$base")
+	dev=$(vd_attach "$top") || fail "$t: attach resolves the VMDK parent"
+	if [ -n "$dev" ]; then
+		check_eq "$t: depth" "$(vd_attr "$dev" depth)" 2
+		check "$t: device = qemu-img convert of the chain" cmp "$dev" "$exp"
+		mkrandom "$W/rnd" 1
+		dd if="$W/rnd" of="$dev" bs=4096 seek=2000 count=300 oflag=direct conv=fsync status=none &&
+			dd if="$W/rnd" of="$exp" bs=4096 seek=2000 count=300 conv=notrunc status=none
+		check_eq "$t: a write over the base's data" $? 0
+		check "$t: device = expected" cmp "$dev" "$exp"
+		vd_detach "$dev" || fail "$t: detach"
+	fi
+	check_eq "$t: the VMDK base is unchanged" "$(sha_of "$base")" "$bs"
+	check "$t: qemu-img check of the overlay clean" "$QEMU_IMG" check -q -f qcow2 "$top"
+	check_eq "$t: qemu-img reads the chain as the device did" "$(raw_sha "$top" qcow2)" \
+		"$(sha_of "$exp")"
+else
+	fail "$t: qemu-img made the chain"
+fi
+rm -f "$base" "$top" "$exp" "$W/rnd"
+
+# streamOptimized written by vdimgctl convert, attached read-only
+t="stream by vdimgctl"
+rm -f "$W/v.raw" "$W/v.vmdk"
+if "$QEMU_IMG" create -q -f raw "$W/v.raw" 40M &&
+	"$QEMU_IO" -f raw -c "write -P 0x44 0 2m" -c "write -P 0x45 33m 65k" "$W/v.raw" >/dev/null &&
+	"$VDIMGCTL" convert -O vmdk --variant streamOptimized "$W/v.raw" "$W/v.vmdk"; then
+	dev=$(vd_attach -r "$W/v.vmdk") || fail "$t: read-only attach"
+	if [ -n "$dev" ]; then
+		check "$t: device = the raw source" cmp "$dev" "$W/v.raw"
+		vd_detach "$dev" || fail "$t: detach"
+	fi
+	check "$t: qemu-img check clean" "$QEMU_IMG" check -q -f vmdk "$W/v.vmdk"
+else
+	fail "$t: vdimgctl convert made it"
+fi
+rm -f "$W/v.raw" "$W/v.vmdk"
+
+# a seSparse child (built on the host by mksesparse.py) over a monolithicSparse base
+t="seSparse"
+F=$SCRATCH/fixtures/sesparse
+if [ -f "$F/done" ]; then
+	cp "$F/base.vmdk" "$F/se.vmdk" "$F/se-sesparse.vmdk" "$W/"
+	dev=$(vd_attach -r "$W/se.vmdk") || fail "$t: read-only attach resolves the parent"
+	if [ -n "$dev" ]; then
+		check_eq "$t: depth" "$(vd_attr "$dev" depth)" 2
+		check "$t: device = qemu-img convert of the chain" cmp "$dev" "$F/se.raw"
+		vd_detach "$dev" || fail "$t: detach"
+	fi
+	check_fail "$t: a writable attach is refused" "$VDIMGCTL" attach -f --show "$W/se.vmdk"
+	rm -f "$W/base.vmdk" "$W/se.vmdk" "$W/se-sesparse.vmdk"
+else
+	fail "$t: the seSparse fixtures were not built on the host (python3 missing?)"
+fi
 
 # descriptor files with separate extent files (vdimgctl passes them to the kernel): qemu's data
 # reads back, fio verify across an extent boundary, re-attach verify_only, qemu checks the result

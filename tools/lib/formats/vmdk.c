@@ -5,13 +5,16 @@
  *
  * create writes monolithicSparse images laid out the way qemu-img does (header, embedded
  * descriptor, redundant GD and its GTs, GD and its GTs, all GTs preallocated, the grain area from a
- * grain boundary), so qemu-img check and VMware-compatible readers accept them.
+ * grain boundary), so qemu-img check and VMware-compatible readers accept them, the variants with
+ * extent files beside a descriptor, and streamOptimized files written in one pass from a source
+ * (convert) in the order VMware's OVF export uses.
  */
 #include <stdio.h>
 #include <stdarg.h>
 #include <fcntl.h>
 #include <unistd.h>
 #include <limits.h>
+#include <zlib.h>
 #include "../../../backends/vmdk/vmdk.h"
 #include "vdimg-user.h"
 
@@ -154,7 +157,167 @@ out:
 	return ret;
 }
 
-enum vmdk_create_kind { VMDK_MONO_SPARSE, VMDK_MONO_FLAT, VMDK_SPLIT_SPARSE, VMDK_SPLIT_FLAT };
+/* ---- streamOptimized: written once, front to back ---- */
+
+struct vmdk_stream_out {
+	struct vdimg_file *f;
+	u64 pos;			/* bytes written so far (a sector multiple) */
+	u8 *buf;			/* [cap_bytes]: a marker plus compressed data */
+	size_t cap_bytes;
+};
+
+/* append @len bytes of @p, then zeros up to the next sector */
+static int vmdk_stream_put(struct vmdk_stream_out *o, const void *p, size_t len)
+{
+	static const u8 zeros[VMDK_SECTOR];
+	size_t pad = ALIGN(len, (size_t)VMDK_SECTOR) - len;
+	int ret;
+
+	ret = vdimg_file_write(o->f, p, len, o->pos);
+	if (!ret && pad)
+		ret = vdimg_file_write(o->f, zeros, pad, o->pos + len);
+	if (!ret)
+		o->pos += len + pad;
+	return ret;
+}
+
+/* a metadata marker of @type followed by @sectors sectors of @data (@len bytes, padded) */
+static int vmdk_stream_meta(struct vmdk_stream_out *o, u32 type, const void *data, size_t len)
+{
+	struct vmdk_marker m;
+	int ret;
+
+	memset(&m, 0, sizeof(m));
+	m.num_sectors = cpu_to_le64(DIV_ROUND_UP(len, VMDK_SECTOR));
+	m.type = cpu_to_le32(type);
+	ret = vmdk_stream_put(o, &m, sizeof(m));
+	if (!ret && len)
+		ret = vmdk_stream_put(o, data, len);
+	return ret;
+}
+
+/* one grain: its marker (first sector, compressed size) and the zlib stream; its sector in *@gte */
+static int vmdk_stream_grain(struct vmdk_stream_out *o, u64 lba, const u8 *data, size_t len,
+			     __le32 *gte)
+{
+	struct vmdk_grain_marker *m = (struct vmdk_grain_marker *)o->buf;
+	uLongf clen = o->cap_bytes - sizeof(*m);
+
+	if (compress2(o->buf + sizeof(*m), &clen, data, len, Z_DEFAULT_COMPRESSION) != Z_OK)
+		return -ENOMEM;
+	if (o->pos / VMDK_SECTOR > U32_MAX)
+		return -EFBIG;
+	m->lba = cpu_to_le64(lba);
+	m->size = cpu_to_le32(clen);
+	*gte = cpu_to_le32(o->pos / VMDK_SECTOR);
+	return vmdk_stream_put(o, o->buf, sizeof(*m) + clen);
+}
+
+/*
+ * A streamOptimized file as VMware's OVF export writes it: the header (gdOffset GD_AT_END, so a
+ * reader takes the footer's), the descriptor, then for each grain table the compressed grains it
+ * covers that are not all zeros, each behind a grain marker, followed by the GT behind a GT marker
+ * (GTs without grains are left out: their GD entry is 0); then the GD behind its marker, the footer
+ * marker and a copy of the header with the real gdOffset, and the end-of-stream marker. The
+ * contents come from opts->source_read (none: an empty disk).
+ */
+static int vmdk_write_stream(struct vdimg_file *f, u64 cap, u64 gsec, const char *desc,
+			     const struct vdimg_create_opts *opts)
+{
+	u64 nr_gts = DIV_ROUND_UP(cap, VMDK_CREATE_GTES * gsec), gd_sec, dsec, g, i;
+	u32 grain = gsec * VMDK_SECTOR;
+	struct vmdk_stream_out o = { .f = f };
+	struct vmdk_header h;
+	__le32 *gd = NULL, *gt = NULL;
+	u8 *data = NULL;
+	char *area = NULL;
+	int ret = -ENOMEM;
+
+	if (nr_gts > (1U << 22))
+		return -EFBIG;
+	gd_sec = DIV_ROUND_UP(nr_gts * 4, VMDK_SECTOR);
+	dsec = VMDK_CREATE_DESC_SECTORS;
+	memset(&h, 0, sizeof(h));
+	h.magic = cpu_to_le32(VMDK_MAGIC);
+	h.version = cpu_to_le32(3);
+	h.flags = cpu_to_le32(VMDK_FLAG_NL_TEST | VMDK_FLAG_COMPRESSED | VMDK_FLAG_MARKERS);
+	h.capacity = cpu_to_le64(cap);
+	h.grain_size = cpu_to_le64(gsec);
+	h.desc_offset = cpu_to_le64(1);
+	h.desc_size = cpu_to_le64(dsec);
+	h.num_gtes_per_gt = cpu_to_le32(VMDK_CREATE_GTES);
+	h.gd_offset = cpu_to_le64(VMDK_GD_AT_END);
+	h.overhead = cpu_to_le64(ALIGN(1 + dsec, gsec));
+	h.nl_single = '\n';
+	h.nl_non = ' ';
+	h.nl_double1 = '\r';
+	h.nl_double2 = '\n';
+	h.compress_algorithm = cpu_to_le16(VMDK_COMPRESS_DEFLATE);
+
+	o.cap_bytes = sizeof(struct vmdk_grain_marker) + compressBound(grain);
+	o.buf = malloc(o.cap_bytes);
+	gd = calloc(1, gd_sec * VMDK_SECTOR);
+	gt = malloc(VMDK_CREATE_GTES * 4);
+	data = malloc(grain);
+	area = calloc(1, dsec * VMDK_SECTOR);
+	if (!o.buf || !gd || !gt || !data || !area)
+		goto out;
+	memcpy(area, desc, min_t(size_t, strlen(desc), dsec * VMDK_SECTOR));
+	ret = vmdk_stream_put(&o, &h, sizeof(h));
+	if (!ret)
+		ret = vmdk_stream_put(&o, area, dsec * VMDK_SECTOR);
+	o.pos = le64_to_cpu(h.overhead) * VMDK_SECTOR;
+	for (g = 0; g < nr_gts && !ret; g++) {
+		bool any = false;
+
+		memset(gt, 0, VMDK_CREATE_GTES * 4);
+		for (i = 0; i < VMDK_CREATE_GTES && opts->source_read && !ret; i++) {
+			u64 lba = (g * VMDK_CREATE_GTES + i) * gsec;
+			size_t len;
+			bool zero = false;
+
+			if (lba >= cap)
+				break;
+			len = min_t(u64, gsec, cap - lba) * VMDK_SECTOR;
+			ret = opts->source_read(opts->source_ctx, data, len, lba * VMDK_SECTOR,
+						&zero);
+			if (ret || zero || (!data[0] && !memcmp(data, data + 1, len - 1)))
+				continue;
+			ret = vmdk_stream_grain(&o, lba, data, len, &gt[i]);
+			any = true;
+		}
+		if (ret || !any)
+			continue;
+		if (o.pos / VMDK_SECTOR + 1 > U32_MAX) {
+			ret = -EFBIG;
+			break;
+		}
+		gd[g] = cpu_to_le32(o.pos / VMDK_SECTOR + 1);
+		ret = vmdk_stream_meta(&o, VMDK_MARKER_GT, gt, VMDK_CREATE_GTES * 4);
+	}
+	if (ret)
+		goto out;
+	h.gd_offset = cpu_to_le64(o.pos / VMDK_SECTOR + 1);
+	ret = vmdk_stream_meta(&o, VMDK_MARKER_GD, gd, gd_sec * VMDK_SECTOR);
+	if (!ret)
+		ret = vmdk_stream_meta(&o, VMDK_MARKER_FOOTER, &h, sizeof(h));
+	if (!ret)
+		ret = vmdk_stream_meta(&o, VMDK_MARKER_EOS, NULL, 0);
+	if (!ret)
+		ret = vdimg_file_truncate(f, o.pos);
+	if (!ret && opts->source_read && opts->source_copied)
+		*opts->source_copied = true;
+out:
+	free(o.buf);
+	free(gd);
+	free(gt);
+	free(data);
+	free(area);
+	return ret;
+}
+
+enum vmdk_create_kind { VMDK_MONO_SPARSE, VMDK_MONO_FLAT, VMDK_SPLIT_SPARSE, VMDK_SPLIT_FLAT,
+			VMDK_STREAM };
 
 #define VMDK_SPLIT_SECTORS	(4194304ULL)	/* 2 GiB extents, as qemu and VMware split */
 
@@ -184,6 +347,69 @@ static void vmdk_extent_name(char *out, size_t len, const char *base, enum vmdk_
 		snprintf(out, len, "%s-%c%03u.vmdk", base, kind == VMDK_SPLIT_SPARSE ? 's' : 'f', i + 1);
 }
 
+/*
+ * The value of @key in the parent's descriptor into @val when it is a plain one (no quotes or
+ * control characters, as it goes into the child's descriptor); @val is left as it is otherwise.
+ */
+static void vmdk_ddb_inherit(const struct vmdk *pv, const char *key, char *val, size_t len)
+{
+	char v[64];
+	size_t i;
+
+	if (!vmdk_desc_value(pv->desc_text, pv->desc.text_len, key, v, sizeof(v)) || !v[0])
+		return;
+	for (i = 0; v[i]; i++)
+		if (v[i] < 0x20 || v[i] == '"' || v[i] == 0x7f)
+			return;
+	if (i < len)
+		memcpy(val, v, i + 1);
+}
+
+static bool vmdk_line_is(const char *s, size_t n, const char *key);
+
+/*
+ * A child's descriptor gets the parent's other ddb lines byte for byte (uuid, tools version,
+ * geometry when @geo: the sizes are equal; ...), but not the ones create writes itself or
+ * longContentID, which belongs to the parent's contents.
+ */
+static bool vmdk_ddb_copy(const struct vmdk *pv, char *desc, size_t dlen, size_t *pos, bool geo)
+{
+	static const char *const own[] = {
+		"ddb.virtualHWVersion", "ddb.adapterType", "ddb.longContentID",
+	};
+	static const char *const geometry[] = {
+		"ddb.geometry.cylinders", "ddb.geometry.heads", "ddb.geometry.sectors",
+	};
+	const char *src = pv->desc_text, *end = src + pv->desc.text_len, *eol;
+	size_t i;
+
+	for (; src < end; src = eol) {
+		const char *nl = memchr(src, '\n', end - src), *p = src;
+		size_t n;
+		bool skip = false;
+
+		eol = nl ? nl + 1 : end;
+		n = eol - src;
+		while (p < eol && (*p == ' ' || *p == '\t'))
+			p++;
+		if (eol - p < 4 || memcmp(p, "ddb.", 4))
+			continue;
+		for (i = 0; i < ARRAY_SIZE(own); i++)
+			skip |= vmdk_line_is(src, n, own[i]);
+		for (i = 0; i < ARRAY_SIZE(geometry); i++)
+			skip |= !geo && vmdk_line_is(src, n, geometry[i]);
+		if (skip)
+			continue;
+		if (n >= dlen - *pos || (!nl && n + 1 >= dlen - *pos))
+			return false;
+		memcpy(desc + *pos, src, n);
+		*pos += n;
+		if (!nl)
+			desc[(*pos)++] = '\n';
+	}
+	return true;
+}
+
 static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opts)
 {
 	static const struct {
@@ -194,6 +420,7 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 		{ "monolithicFlat", VMDK_MONO_FLAT },
 		{ "twoGbMaxExtentSparse", VMDK_SPLIT_SPARSE },
 		{ "twoGbMaxExtentFlat", VMDK_SPLIT_FLAT },
+		{ "streamOptimized", VMDK_STREAM },
 	};
 	const struct vdimg_image msg = { .name = "vmdk create" };
 	struct vdimg_image *parent = opts->parent ? opts->parent_img : NULL;
@@ -202,9 +429,10 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 	u64 size = opts->size, cap, gsec, per, cyl;
 	u32 parent_cid = VMDK_CID_NONE, nr, i, made = 0;
 	char adapter[32] = "ide", hw[16] = "4", name[256], base[256], xname[300];
-	char pcid[9], cid[9], *desc = NULL, *dir = NULL;
+	char pcid[9], cid[9], geo[32], *desc = NULL, *dir = NULL;
 	const char *o = opts->options, *ct = "monolithicSparse";
-	bool zero_grain = vmdk_opt_on(o, "zeroed_grain");
+	bool zero_grain = vmdk_opt_on(o, "zeroed_grain"), mono, same_geo;
+	const struct vmdk *pv = NULL;
 	size_t pos = 0, dlen;
 	int ret, dfd = -1;
 
@@ -218,25 +446,44 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 		for (i = 0; i < ARRAY_SIZE(kinds) && strcmp(opts->variant, kinds[i].name); i++)
 			;
 		if (i == ARRAY_SIZE(kinds)) {
-			vdimg_err(&msg, "creating %s VMDK images is not supported (monolithicSparse, monolithicFlat, twoGbMaxExtentSparse, twoGbMaxExtentFlat)",
+			vdimg_err(&msg, "creating %s VMDK images is not supported (monolithicSparse, monolithicFlat, twoGbMaxExtentSparse, twoGbMaxExtentFlat, streamOptimized)",
 				  opts->variant);
 			return -EOPNOTSUPP;
 		}
 		kind = kinds[i].kind;
 		ct = kind == VMDK_MONO_SPARSE ? "monolithicSparse" : kinds[i].name;
 	}
+	mono = kind == VMDK_MONO_SPARSE || kind == VMDK_STREAM;
+	if (kind == VMDK_STREAM && parent) {
+		vdimg_err(&msg, "a streamOptimized VMDK image cannot have a parent");
+		return -EOPNOTSUPP;
+	}
 	/* the spec asks for more than 8 sectors (libvmdk refuses fewer) */
 	if (!is_power_of_2(grain) || grain < 8192 || grain > (16U << 20)) {
 		vdimg_err(&msg, "grain size %u is not a power of two from 8 KiB to 16 MiB", grain);
 		return -EINVAL;
 	}
-	vmdk_opt(o, "adapter_type", adapter, sizeof(adapter));
-	if (strcmp(adapter, "ide") && strcmp(adapter, "buslogic") && strcmp(adapter, "lsilogic") &&
-	    strcmp(adapter, "legacyESX")) {
-		vdimg_err(&msg, "unknown adapter_type %s", adapter);
-		return -EINVAL;
+	if (parent && parent->fmt && parent->fmt->id == VDIMG_FMT_VMDK && parent->priv &&
+	    VMDK(parent)->desc_text)
+		pv = VMDK(parent);
+	/* a child takes its parent's adapter and hardware version unless told otherwise */
+	if (vmdk_opt(o, "adapter_type", adapter, sizeof(adapter))) {
+		if (strcmp(adapter, "ide") && strcmp(adapter, "buslogic") &&
+		    strcmp(adapter, "lsilogic") && strcmp(adapter, "legacyESX")) {
+			vdimg_err(&msg, "unknown adapter_type %s", adapter);
+			return -EINVAL;
+		}
+	} else if (pv) {
+		/* VMware's other names (pvscsi, lsisas1068) are kept as they are */
+		vmdk_ddb_inherit(pv, "ddb.adapterType", adapter, sizeof(adapter));
 	}
-	vmdk_opt(o, "hwversion", hw, sizeof(hw));
+	if (!vmdk_opt(o, "hwversion", hw, sizeof(hw)) && pv) {
+		char phw[16] = "";
+
+		vmdk_ddb_inherit(pv, "ddb.virtualHWVersion", phw, sizeof(phw));
+		if (phw[0] && strspn(phw, "0123456789") == strlen(phw))
+			snprintf(hw, sizeof(hw), "%s", phw);
+	}
 	if (vmdk_opt_on(o, "compat6"))
 		snprintf(hw, sizeof(hw), "6");
 	if (strspn(hw, "0123456789") != strlen(hw) || !hw[0])
@@ -249,7 +496,7 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 	if (cap > (1ULL << 44))
 		return -EFBIG;
 	per = kind == VMDK_SPLIT_SPARSE || kind == VMDK_SPLIT_FLAT ? VMDK_SPLIT_SECTORS : cap;
-	nr = kind == VMDK_MONO_SPARSE ? 1 : DIV_ROUND_UP(cap, per);
+	nr = mono ? 1 : DIV_ROUND_UP(cap, per);
 	if (nr > VMDK_MAX_EXTENTS)
 		return -EFBIG;
 	vmdk_file_name(f, name, sizeof(name));
@@ -271,10 +518,10 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 	    !vmdk_cat(desc, dlen, &pos, "\n# Extent description\n"))
 		goto out;
 	for (i = 0; i < nr; i++) {
-		u64 n = kind == VMDK_MONO_SPARSE ? cap : min(per, cap - (u64)i * per);
+		u64 n = mono ? cap : min(per, cap - (u64)i * per);
 		bool flat = kind == VMDK_MONO_FLAT || kind == VMDK_SPLIT_FLAT;
 
-		if (kind == VMDK_MONO_SPARSE)
+		if (mono)
 			snprintf(xname, sizeof(xname), "%s", name);
 		else
 			vmdk_extent_name(xname, sizeof(xname), base, kind, i);
@@ -282,17 +529,27 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 			      flat ? "FLAT" : "SPARSE", xname, flat ? " 0" : ""))
 			goto out;
 	}
-	if (!vmdk_cat(desc, dlen, &pos, "\n# The Disk Data Base\n#DDB\n\nddb.virtualHWVersion = \"%s\"\n"
-		      "ddb.geometry.cylinders = \"%llu\"\nddb.geometry.heads = \"16\"\n"
-		      "ddb.geometry.sectors = \"63\"\nddb.adapterType = \"%s\"\n",
-		      hw, (unsigned long long)cyl, adapter))
+	same_geo = pv && size == parent->size &&
+		   vmdk_desc_value(pv->desc_text, pv->desc.text_len, "ddb.geometry.cylinders", geo,
+				   sizeof(geo));
+	if (!vmdk_cat(desc, dlen, &pos, "\n# The Disk Data Base\n#DDB\n\n") ||
+	    !vmdk_cat(desc, dlen, &pos, "ddb.virtualHWVersion = \"%s\"\n", hw) ||
+	    (!same_geo && !vmdk_cat(desc, dlen, &pos, "ddb.geometry.cylinders = \"%llu\"\n"
+				    "ddb.geometry.heads = \"16\"\nddb.geometry.sectors = \"63\"\n",
+				    (unsigned long long)cyl)) ||
+	    !vmdk_cat(desc, dlen, &pos, "ddb.adapterType = \"%s\"\n", adapter) ||
+	    (pv && !vmdk_ddb_copy(pv, desc, dlen, &pos, same_geo)))
 		goto out;
-	if (kind == VMDK_MONO_SPARSE) {
+	if (mono) {
 		if (pos >= VMDK_CREATE_DESC_SECTORS * VMDK_SECTOR) {
-			vdimg_err(&msg, "the parent path is too long for the descriptor");
+			vdimg_err(&msg, "the descriptor (parent path, the parent's ddb lines) does not fit in %u bytes",
+				  VMDK_CREATE_DESC_SECTORS * VMDK_SECTOR);
 			goto out;
 		}
-		ret = vmdk_write_sparse(f, cap, gsec, zero_grain, desc);
+		if (kind == VMDK_STREAM)
+			ret = vmdk_write_stream(f, cap, gsec, desc, opts);
+		else
+			ret = vmdk_write_sparse(f, cap, gsec, zero_grain, desc);
 		goto out;
 	}
 	/* the extent files beside the descriptor: new files only, removed again on failure */
@@ -416,15 +673,47 @@ static int vmdk_parent_ref(struct vdimg_image *img, struct vdimg_parent_ref *ref
 	return 0;
 }
 
+/* is the line [@s, @s + @n) a "@key = value" line (blanks around the key allowed)? */
+static bool vmdk_line_is(const char *s, size_t n, const char *key)
+{
+	size_t kl = strlen(key);
+
+	while (n && (*s == ' ' || *s == '\t')) {
+		s++;
+		n--;
+	}
+	if (n < kl || memcmp(s, key, kl))
+		return false;
+	s += kl;
+	n -= kl;
+	while (n && (*s == ' ' || *s == '\t')) {
+		s++;
+		n--;
+	}
+	return n && *s == '=';
+}
+
+/* append @n bytes of @s to @t (@cap bytes, @len used); -ENOSPC when they do not fit */
+static int vmdk_put(char *t, size_t cap, size_t *len, const char *s, size_t n)
+{
+	if (n > cap - *len)
+		return -ENOSPC;
+	memcpy(t + *len, s, n);
+	*len += n;
+	return 0;
+}
+
 /*
- * Rewrite the descriptor with another parentCID and parentFileNameHint (or none): the other lines
- * are kept in order; the new ones follow the createType line. Must fit in the reserved sectors.
+ * Rewrite the descriptor with another parentCID and parentFileNameHint (or none), right after the
+ * createType line; every other line (ddb fields, comments, blank lines, lines this code does not
+ * know, their CR LF endings) is copied byte for byte. Must fit in the reserved sectors.
  */
 static int vmdk_set_parent(struct vdimg_image *img, const char *path, struct vdimg_image *parent)
 {
 	struct vmdk *v = VMDK(img);
 	struct vmdk_desc d = {};
-	char *t, *line, *save = NULL, *copy, pcid[9];
+	const char *src, *end, *eol;
+	char *t, pcid[9], add[VMDK_PATH_MAX + 64];
 	u32 cap = v->desc_file ? VMDK_DESC_MAX : v->desc_area, pc = VMDK_CID_NONE;
 	size_t len = 0;
 	bool placed = false;
@@ -438,39 +727,40 @@ static int vmdk_set_parent(struct vdimg_image *img, const char *path, struct vdi
 	}
 	if (path && !*path)
 		path = NULL;
+	if (path && strlen(path) >= VMDK_PATH_MAX) {
+		vdimg_err(img, "the parent path is longer than %u bytes", VMDK_PATH_MAX - 1);
+		return -ENOSPC;
+	}
 	if (path && parent && parent->fmt == img->fmt)
 		pc = ((const struct vmdk *)parent->priv)->cid;
 	vmdk_hex32(pcid, pc);
 	t = calloc(1, cap + 1);
-	copy = strndup(v->desc_text, v->desc.text_len);
-	if (!t || !copy) {
-		free(t);
-		free(copy);
+	if (!t)
 		return -ENOMEM;
-	}
 	ret = 0;
-	for (line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		char add[VMDK_PATH_MAX + 64];
-		int n;
+	src = v->desc_text;
+	end = src + v->desc.text_len;
+	for (; src < end && !ret; src = eol) {
+		const char *nl = memchr(src, '\n', end - src);
+		bool crlf = nl && nl > src && nl[-1] == '\r';
+		size_t n;
 
-		if (!strncmp(line, "parentCID", 9) || !strncmp(line, "parentFileNameHint", 18))
+		eol = nl ? nl + 1 : end;
+		n = eol - src;
+		if (vmdk_line_is(src, n, "parentCID") || vmdk_line_is(src, n, "parentFileNameHint"))
 			continue;
-		n = snprintf(add, sizeof(add), "%s\n", line);
-		if (!placed && !strncmp(line, "createType", 10)) {
-			n += snprintf(add + n, sizeof(add) - n, "parentCID=%s\n", pcid);
-			if (path)
-				n += snprintf(add + n, sizeof(add) - n, "parentFileNameHint=\"%s\"\n",
-					      path);
-			placed = true;
-		}
-		if (n >= (int)sizeof(add) || len + n > cap) {
-			ret = -ENOSPC;
-			break;
-		}
-		memcpy(t + len, add, n);
-		len += n;
+		ret = vmdk_put(t, cap, &len, src, n);
+		if (ret || placed || !vmdk_line_is(src, n, "createType"))
+			continue;
+		if (!nl)
+			ret = vmdk_put(t, cap, &len, "\n", 1);
+		n = snprintf(add, sizeof(add), "parentCID=%s%s", pcid, crlf ? "\r\n" : "\n");
+		if (path)
+			n += snprintf(add + n, sizeof(add) - n, "parentFileNameHint=\"%s\"%s", path,
+				      crlf ? "\r\n" : "\n");
+		ret = ret ?: vmdk_put(t, cap, &len, add, n);
+		placed = true;
 	}
-	free(copy);
 	if (!ret && !placed)
 		ret = -EOPNOTSUPP;	/* no createType line: not a descriptor we understand */
 	if (ret == -ENOSPC)
@@ -905,6 +1195,154 @@ static int vmdk_resize(struct vdimg_image *img, u64 size, unsigned int flags)
 out:
 	free(t);
 	free(copy);
+/* ---- compact ---- */
+
+/* forget every cached GT (compact reads and writes the tables itself); lock held */
+static void vmdk_drop_cache(struct vmdk_sparse *v)
+{
+	u32 i;
+
+	for (i = 0; i < v->nr_slots; i++) {
+		if (v->slots[i].gd_index != U32_MAX)
+			v->slot_of[v->slots[i].gd_index] = 0;
+		v->slots[i].gd_index = U32_MAX;
+		v->slots[i].dirty = false;
+	}
+}
+
+/* write GT @gi (both copies) and make it durable */
+static int vmdk_put_gt(struct vmdk_sparse *v, u32 gi, const __le32 *gt)
+{
+	int ret = vdimg_file_write(v->file, gt, v->gt_bytes, (u64)v->gd[gi] * VMDK_SECTOR);
+
+	if (!ret && v->rgd && v->rgd[gi])
+		ret = vdimg_file_write(v->file, gt, v->gt_bytes, (u64)v->rgd[gi] * VMDK_SECTOR);
+	if (!ret)
+		ret = vdimg_file_sync(v->file);
+	return ret;
+}
+
+/*
+ * Compact one hosted sparse extent: grains that hold only zeros are dropped (GTE 0, or 1 when a
+ * parent's data would show through and the extent has zeroed grains), then, when every grain lies
+ * on the grid from the grain area's start (as qemu and vdimg allocate them) and no table lies in
+ * the grain area, the last grains move into the holes and the file is cut after the last one.
+ * A grain is copied and synced before its entry points at it: a crash leaves a leak at worst.
+ */
+static int vmdk_compact_sparse(struct vmdk_sparse *v, bool has_parent)
+{
+	u64 gb = v->grain_bytes, area = v->overhead, nslots, lo, hi, g, *owner = NULL;
+	u32 zero_val = has_parent ? (v->zero_grain ? VMDK_GTE_ZERO : U32_MAX) : VMDK_GTE_UNALLOC;
+	__le32 *gt = malloc(v->gt_bytes);
+	u8 *buf = malloc(gb);
+	bool grid = area % VMDK_SECTOR == 0;
+	u32 gi, ti;
+	int ret = 0;
+
+	if (!gt || !buf) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	vdimg_mutex_lock(&v->lock);
+	ret = vmdk_flush_locked(v);
+	vmdk_drop_cache(v);
+	vdimg_mutex_unlock(&v->lock);
+	nslots = v->file_end > area ? DIV_ROUND_UP(v->file_end - area, gb) : 0;
+	owner = calloc(nslots + 1, sizeof(*owner));
+	if (!owner)
+		ret = -ENOMEM;
+	for (gi = 0; gi < v->nr_gts && !ret; gi++) {
+		bool changed = false;
+
+		if (!v->gd[gi])
+			continue;
+		if ((u64)v->gd[gi] * VMDK_SECTOR >= area ||
+		    (v->rgd && (u64)v->rgd[gi] * VMDK_SECTOR >= area))
+			grid = false;
+		ret = vdimg_file_read(v->file, gt, v->gt_bytes, (u64)v->gd[gi] * VMDK_SECTOR);
+		for (ti = 0; ti < v->num_gtes && !ret; ti++) {
+			u64 e = le32_to_cpu(gt[ti]), off = e * VMDK_SECTOR;
+
+			if (e <= VMDK_GTE_ZERO)
+				continue;
+			if (!vmdk_grain_ok(v, e)) {
+				ret = vdimg_corrupt(v->img, "GT %u entry %u points outside the file (check --repair first)",
+						    gi, ti);
+				break;
+			}
+			ret = vdimg_file_read(v->file, buf, min_t(u64, gb, v->file_end - off), off);
+			if (!ret && zero_val != U32_MAX && !buf[0] &&
+			    !memcmp(buf, buf + 1, min_t(u64, gb, v->file_end - off) - 1)) {
+				gt[ti] = cpu_to_le32(zero_val);
+				changed = true;
+				continue;
+			}
+			if (off < area || (off - area) % gb || owner[(off - area) / gb])
+				grid = false;
+			else
+				owner[(off - area) / gb] = ((u64)gi << 32 | ti) + 1;
+		}
+		if (!ret && changed)
+			ret = vmdk_put_gt(v, gi, gt);
+	}
+	if (ret || !grid || !nslots)
+		goto out;
+	/* the last grains into the first holes */
+	for (lo = 0, hi = nslots; !ret; lo++) {
+		while (hi > 0 && !owner[hi - 1])
+			hi--;
+		while (lo < hi && owner[lo])
+			lo++;
+		if (lo + 1 >= hi)
+			break;
+		g = owner[hi - 1] - 1;
+		gi = g >> 32;
+		ti = (u32)g;
+		ret = vdimg_file_read(v->file, buf, gb, area + (hi - 1) * gb);
+		if (!ret)
+			ret = vdimg_file_write(v->file, buf, gb, area + lo * gb);
+		if (!ret)
+			ret = vdimg_file_sync(v->file);
+		if (!ret)
+			ret = vdimg_file_read(v->file, gt, v->gt_bytes, (u64)v->gd[gi] * VMDK_SECTOR);
+		if (ret)
+			break;
+		gt[ti] = cpu_to_le32((area + lo * gb) / VMDK_SECTOR);
+		ret = vmdk_put_gt(v, gi, gt);
+		owner[lo] = owner[hi - 1];
+		owner[hi - 1] = 0;
+	}
+	while (!ret && hi > 0 && !owner[hi - 1])
+		hi--;
+	if (!ret && area + hi * gb < v->file_end) {
+		ret = vdimg_file_truncate(v->file, area + hi * gb);
+		if (!ret) {
+			v->file_end = area + hi * gb;
+			v->next_alloc = v->file_end;
+		}
+	}
+out:
+	free(owner);
+	free(gt);
+	free(buf);
+	return ret;
+}
+
+static int vmdk_compact(struct vdimg_image *img)
+{
+	struct vmdk *vm = VMDK(img);
+	u32 i;
+	int ret = 0;
+
+	if (!vm->writable || (img->flags & VDIMG_IMG_READ_ONLY))
+		return -EROFS;
+	for (i = 0; i < vm->nr_ext && !ret; i++) {
+		struct vmdk_sparse *sp = vm->ext[i].sp;
+
+		if (!sp || sp->compressed || sp->cowd || !sp->writable)
+			continue;
+		ret = vmdk_compact_sparse(sp, vm->has_parent);
+	}
 	return ret;
 }
 
@@ -917,4 +1355,5 @@ const struct vdimg_tool_ops vdimg_vmdk_tool_ops = {
 	.set_parent = vmdk_set_parent,
 	.describe = vmdk_describe,
 	.resize = vmdk_resize,
+	.compact = vmdk_compact,
 };
