@@ -150,12 +150,20 @@ install: tools
 		$(DESTDIR)$(PREFIX)/share/bash-completion/completions/vdimgctl
 	ln -sf vdimgctl $(DESTDIR)$(PREFIX)/share/bash-completion/completions/mount.vdimg
 	install -D -m 0644 $(BUILD)/vdimgctl.8 $(DESTDIR)$(PREFIX)/share/man/man8/vdimgctl.8
+	install -D -m 0644 $(BUILD)/mount.vdimg.8 $(DESTDIR)$(PREFIX)/share/man/man8/mount.vdimg.8
+	install -D -m 0644 $(BUILD)/vdimgtab.5 $(DESTDIR)$(PREFIX)/share/man/man5/vdimgtab.5
 
-# the man page (python3-docutils)
+# the man pages (python3-docutils)
+MAN_PAGES := $(BUILD)/vdimgctl.8 $(BUILD)/mount.vdimg.8 $(BUILD)/vdimgtab.5
 $(BUILD)/vdimgctl.8: tools/vdimgctl/vdimgctl.rst
+$(BUILD)/mount.vdimg.8: tools/system/mount.vdimg.rst
+$(BUILD)/vdimgtab.5: tools/system/vdimgtab.rst
+$(MAN_PAGES):
 	@mkdir -p $(dir $@)
 	rst2man $< $@
-install: $(BUILD)/vdimgctl.8
+.PHONY: man
+man: $(MAN_PAGES)
+install: man
 
 # make modules_install: vdimg.ko into /lib/modules/<release>/updates (kbuild's INSTALL_MOD_PATH,
 # INSTALL_MOD_DIR), then depmod
