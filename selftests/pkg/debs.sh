@@ -5,7 +5,8 @@
 # (dpkg-buildpackage -us -uc -b), check what they hold (dpkg-deb -c), run lintian (errors fail,
 # warnings are counted), and with --dkms build the module with DKMS from the vdimg-dkms package
 # for every kernel whose headers are installed, in private DKMS trees (nothing on the system
-# changes: no dkms.conf in /usr/src, nothing in /lib/modules). KTAP output; takes a minute or two
+# changes: no dkms.conf in /usr/src, nothing in /lib/modules; dkms does create its MOK signing key
+# /var/lib/dkms/mok.{key,pub} on first use, as any DKMS package would). KTAP output; takes a minute or two
 # (plus about a minute a kernel with --dkms), so it runs outside CI. Needs debhelper, dh-dkms,
 # lintian, dkms (.ci/deps.sh installs the build dependencies only).
 set -uo pipefail
@@ -62,6 +63,7 @@ if [ "$e" -eq 0 ]; then ok "lintian: no errors ($w warnings)"; else not_ok "lint
 
 if [ -n "$want_dkms" ]; then
 	dpkg-deb -x "$dkmsdeb" "$work/root"
+	mkdir -p "$work/dkms"
 	for hdr in /usr/src/linux-headers-*-amd64; do
 		[ -d "$hdr" ] || continue
 		rel=${hdr#/usr/src/linux-headers-}
