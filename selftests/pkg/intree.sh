@@ -53,9 +53,12 @@ if [ -f "$work/build/drivers/block/vdimg/built-in.a" ] && grep -qx 'CONFIG_BLK_D
 else
 	not_ok "built-in.a is built"
 fi
-if perl "$work/src/scripts/checkpatch.pl" --strict --no-tree --terse -f "$top/Kconfig" | grep -q '^total: 0 errors, 0 warnings, 0 checks'; then
+# --terse prints nothing for a clean file
+if out=$(perl "$work/src/scripts/checkpatch.pl" --strict --no-tree --terse -f "$top/Kconfig" 2>&1) &&
+	! echo "$out" | grep -qE '(ERROR|WARNING|CHECK):'; then
 	ok "checkpatch --strict: Kconfig"
 else
+	echo "$out" | sed 's/^/# /'
 	not_ok "checkpatch --strict: Kconfig"
 fi
 echo "1..$n"
