@@ -10,7 +10,10 @@
 # make bench           fio benchmark table in the VM
 # make demo            boot the VM, attach a sample image, mount it, detach
 # make install         vdimgctl, the udev rule, the boot files (initramfs-tools hook and script,
-#                      dracut module, shutdown hook); DESTDIR, PREFIX (default /usr)
+#                      dracut module, shutdown hook), mount.vdimg, vdimgtab and its systemd
+#                      generator, bash completion, the man page; DESTDIR, PREFIX (default /usr)
+# make modules_install the module into /lib/modules/RELEASE/updates (KDIR as for make modules)
+# make install-dkms    the module's sources into PREFIX/src/vdimg-VERSION for dkms
 
 KDIR ?= $(firstword $(wildcard /lib/modules/$(shell uname -r)/build) \
 	$(lastword $(sort $(wildcard /usr/src/linux-headers-*-amd64))))
@@ -20,6 +23,8 @@ CC ?= gcc
 BUILD := build
 USER_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
 	-D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -I. -Iinclude -Itools/lib
+# distribution build flags (debian/rules: dpkg-buildflags' CFLAGS, CPPFLAGS and LDFLAGS)
+USER_CFLAGS += $(EXTRA_USER_CFLAGS)
 SAN_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=undefined
 # kernel-shared: the backends, compiled unchanged into vdimg.ko (Kbuild) and into libvdimg
@@ -74,7 +79,7 @@ $(BUILD)/libvdimg-asan.a: $(LIB_SRCS:%.c=$(BUILD)/asan/%.o)
 	rm -f $@ && ar rcs $@ $^
 
 tools/vdimgctl/vdimgctl: $(TOOL_SRCS:%.c=$(BUILD)/user/%.o) $(BUILD)/libvdimg.a
-	$(CC) -o $@ $^ $(TOOL_LIBS) $(LIB_LIBS)
+	$(CC) $(EXTRA_USER_LDFLAGS) -o $@ $^ $(TOOL_LIBS) $(LIB_LIBS)
 
 -include selftests/host/Makefile.inc
 
@@ -119,6 +124,8 @@ clean:
 # make install: the userspace side of booting from an image file and of using vdimg at all. The
 # module itself is installed with DKMS (dkms.conf) or `make modules_install`-style by kbuild.
 PREFIX ?= /usr
+# util-linux mount looks for helpers in /sbin only (the same directory on merged-/usr systems)
+MOUNT_HELPER_DIR ?= /sbin
 DESTDIR ?=
 .PHONY: install
 install: tools
@@ -135,3 +142,44 @@ install: tools
 		$(DESTDIR)$(PREFIX)/lib/dracut/modules.d/90vdimg/vdimg-cmdline.sh
 	install -D -m 0755 boot/vdimg.shutdown \
 		$(DESTDIR)$(PREFIX)/lib/systemd/system-shutdown/vdimg.shutdown
+	install -D -m 0755 tools/system/mount.vdimg $(DESTDIR)$(MOUNT_HELPER_DIR)/mount.vdimg
+	install -D -m 0755 tools/system/vdimgtab $(DESTDIR)$(PREFIX)/lib/vdimg/vdimgtab
+	install -D -m 0755 tools/system/vdimg-id $(DESTDIR)$(PREFIX)/lib/vdimg/vdimg-id
+	install -D -m 0755 tools/system/vdimg-generator \
+		$(DESTDIR)$(PREFIX)/lib/systemd/system-generators/vdimg-generator
+	install -D -m 0644 tools/system/vdimg@.service \
+		$(DESTDIR)$(PREFIX)/lib/systemd/system/vdimg@.service
+	install -D -m 0644 tools/completion/vdimgctl \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions/vdimgctl
+	ln -sf vdimgctl $(DESTDIR)$(PREFIX)/share/bash-completion/completions/mount.vdimg
+	install -D -m 0644 $(BUILD)/vdimgctl.8 $(DESTDIR)$(PREFIX)/share/man/man8/vdimgctl.8
+	install -D -m 0644 $(BUILD)/mount.vdimg.8 $(DESTDIR)$(PREFIX)/share/man/man8/mount.vdimg.8
+	install -D -m 0644 $(BUILD)/vdimgtab.5 $(DESTDIR)$(PREFIX)/share/man/man5/vdimgtab.5
+
+# the man pages (python3-docutils)
+MAN_PAGES := $(BUILD)/vdimgctl.8 $(BUILD)/mount.vdimg.8 $(BUILD)/vdimgtab.5
+$(BUILD)/vdimgctl.8: tools/vdimgctl/vdimgctl.rst
+$(BUILD)/mount.vdimg.8: tools/system/mount.vdimg.rst
+$(BUILD)/vdimgtab.5: tools/system/vdimgtab.rst
+$(MAN_PAGES):
+	@mkdir -p $(dir $@)
+	rst2man $< $@
+.PHONY: man
+man: $(MAN_PAGES)
+install: man
+
+# make modules_install: vdimg.ko into /lib/modules/<release>/updates (kbuild's INSTALL_MOD_PATH,
+# INSTALL_MOD_DIR), then depmod
+INSTALL_MOD_DIR ?= updates
+.PHONY: modules_install install-dkms
+modules_install: modules
+	$(MAKE) -C $(KDIR) M=$(CURDIR) INSTALL_MOD_DIR=$(INSTALL_MOD_DIR) modules_install
+
+# make install-dkms: the module's sources as DKMS wants them, /usr/src/vdimg-<version>
+DKMS_VERSION := $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' dkms.conf)
+DKMS_DIR = $(DESTDIR)$(PREFIX)/src/vdimg-$(DKMS_VERSION)
+DKMS_FILES := Kbuild dkms.conf $(wildcard drivers/*.[ch] backends/*.[ch] backends/*/*.[ch] \
+	include/vdimg/*.h include/uapi/linux/*.h)
+install-dkms:
+	for f in $(DKMS_FILES); do install -D -m 0644 $$f $(DKMS_DIR)/$$f || exit 1; done
+	install -m 0644 Makefile.dkms $(DKMS_DIR)/Makefile

@@ -38,3 +38,5 @@ apt-get install -y -qq --no-install-recommends \
 bash "$(dirname "$0")/../selftests/samples.sh"
 # CUE/BIN and DMG tests: ISO 9660 images to wrap in cue sheets, and a second DMG reader
 apt-get install -y -qq --no-install-recommends genisoimage dmg2img >/dev/null
+# packaging host test (selftests/host/test_pkg.sh): bash completion
+apt-get install -y -qq --no-install-recommends bash-completion >/dev/null

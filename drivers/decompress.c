@@ -11,6 +11,19 @@
 #include <linux/zlib.h>
 #include <linux/zstd.h>
 
+/*
+ * Built into a kernel tree (Kconfig), BLK_DEV_VDIMG_ZLIB and BLK_DEV_VDIMG_ZSTD may leave a
+ * decoder out; out of tree there is no CONFIG_BLK_DEV_VDIMG and both are built.
+ */
+#if !defined(CONFIG_BLK_DEV_VDIMG) && !defined(CONFIG_BLK_DEV_VDIMG_MODULE)
+#define VDIMG_HAVE_ZLIB 1
+#define VDIMG_HAVE_ZSTD 1
+#else
+#define VDIMG_HAVE_ZLIB IS_ENABLED(CONFIG_BLK_DEV_VDIMG_ZLIB)
+#define VDIMG_HAVE_ZSTD IS_ENABLED(CONFIG_BLK_DEV_VDIMG_ZSTD)
+#endif
+
+#if VDIMG_HAVE_ZLIB
 static int vdimg_inflate(int wbits, const void *src, size_t src_len, void *dst, size_t dst_len)
 {
 	struct z_stream_s s = {};
@@ -35,6 +48,15 @@ static int vdimg_inflate(int wbits, const void *src, size_t src_len, void *dst, 
 	return ret;
 }
 
+#else
+static int vdimg_inflate(int wbits, const void *src, size_t src_len, void *dst, size_t dst_len)
+{
+	pr_warn_ratelimited("vdimg: deflate-compressed data needs CONFIG_BLK_DEV_VDIMG_ZLIB\n");
+	return -EOPNOTSUPP;
+}
+#endif
+
+#if VDIMG_HAVE_ZSTD
 static int vdimg_unzstd(const void *src, size_t src_len, void *dst, size_t dst_len)
 {
 	size_t ws = zstd_dctx_workspace_bound(), done = 0, pos = 0;
@@ -73,6 +95,13 @@ static int vdimg_unzstd(const void *src, size_t src_len, void *dst, size_t dst_l
 	kvfree(work);
 	return ret;
 }
+#else
+static int vdimg_unzstd(const void *src, size_t src_len, void *dst, size_t dst_len)
+{
+	pr_warn_ratelimited("vdimg: zstd-compressed data needs CONFIG_BLK_DEV_VDIMG_ZSTD\n");
+	return -EOPNOTSUPP;
+}
+#endif
 
 int vdimg_decompress(unsigned int algo, const void *src, size_t src_len, void *dst, size_t dst_len)
 {

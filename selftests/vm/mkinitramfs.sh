@@ -48,6 +48,7 @@ TOOLS="/usr/bin/fio /usr/bin/qemu-img /usr/bin/qemu-nbd /usr/sbin/mkfs.ext4 /usr
 /usr/sbin/e2fsck /usr/sbin/sfdisk /usr/sbin/blkid /usr/sbin/losetup /usr/sbin/blkdiscard
 /usr/bin/lsblk /usr/bin/sha256sum /usr/bin/stat /usr/bin/du /usr/bin/dd /usr/bin/cmp /usr/bin/kmod
 /usr/sbin/debugfs /usr/bin/truncate /usr/bin/fallocate /usr/bin/qemu-io"
+TOOLS="$TOOLS /usr/bin/mount /usr/bin/umount"	# 330-mount-helper: util-linux mount runs mount.vdimg
 
 root=$(mktemp -d "${TMPDIR:-/tmp}/vdimg-initramfs.XXXXXX")
 trap 'rm -rf "$root"' EXIT
@@ -87,6 +88,9 @@ ln -sf /usr/bin/kmod "$root/sbin/lsmod"
 if [ -n "$vdimgctl" ]; then
 	copy_bin "$vdimgctl" /usr/sbin/vdimgctl
 fi
+# the mount helper and the vdimgtab helper (tests/330-mount-helper.sh)
+install -D -m 0755 "$here/../../tools/system/mount.vdimg" "$root/sbin/mount.vdimg"
+install -D -m 0755 "$here/../../tools/system/vdimgtab" "$root/usr/lib/vdimg/vdimgtab"
 if [ -n "$abi_test" ]; then
 	copy_bin "$abi_test" /vmtest/abi_test
 fi
