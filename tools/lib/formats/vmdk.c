@@ -1195,6 +1195,9 @@ static int vmdk_resize(struct vdimg_image *img, u64 size, unsigned int flags)
 out:
 	free(t);
 	free(copy);
+	return ret;
+}
+
 /* ---- compact ---- */
 
 /* forget every cached GT (compact reads and writes the tables itself); lock held */
