@@ -109,7 +109,7 @@ for r in "${runs[@]}"; do
 			selftests/vm/run.sh --kernel "$k" --timeout "$vm_timeout" --filter "$filter"
 	fi
 done
-stage b check-vm-boot.log "boot tests (selftests/boot/run.sh)" selftests/boot/run.sh
+stage a check-vm-boot.log "boot tests (selftests/boot/run.sh)" selftests/boot/run.sh
 if vm_debug_dir >/dev/null; then
 	stage b check-vm-debug.log "VM tests on the debug kernel (filter: $debug_filter)" \
 		selftests/vm/run.sh --kernel debug --timeout "$vm_timeout" --filter "$debug_filter"
