@@ -90,11 +90,13 @@ series_kernel() {
 if [ $# -gt 0 ]; then
 	runs=("a 6.12 check-vm-6.12.log" "b 6.1 check-vm-6.1.log")
 else
-	runs=("a 6.12 check-vm-6.12.log ^[0-2][0-9][0-9]-" "b 6.12 check-vm-6.12-2.log ^[3-9][0-9][0-9]-"
-	      "a 6.1 check-vm-6.1.log $lts_filter")
+	# queue, series, log, tier, filter; the 6.12 halves split where the two queues come out even
+	runs=("a 6.12 check-vm-6.12.log full ^([01][0-9][0-9]|2[0-5][0-9])-"
+	      "b 6.12 check-vm-6.12-2.log full ^(2[6-9][0-9]|[3-9][0-9][0-9])-"
+	      "a 6.1 check-vm-6.1.log short $lts_filter")
 fi
 for r in "${runs[@]}"; do
-	read -r q series log filter <<<"$r"
+	read -r q series log tier filter <<<"$r"
 	k=$(series_kernel "$series")
 	if [ -z "$k" ]; then
 		echo "# no Debian $series kernel in /boot"
@@ -105,14 +107,16 @@ for r in "${runs[@]}"; do
 		stage "$q" "$log" "VM tests on $series (selftests/vm/run.sh $*)" \
 			selftests/vm/run.sh --kernel "$k" "$@"
 	else
-		stage "$q" "$log" "VM tests on $series (selftests/vm/run.sh --filter $filter)" \
-			selftests/vm/run.sh --kernel "$k" --timeout "$vm_timeout" --filter "$filter"
+		stage "$q" "$log" "VM tests on $series (selftests/vm/run.sh --tier $tier --filter $filter)" \
+			selftests/vm/run.sh --kernel "$k" --timeout "$vm_timeout" --tier "$tier" \
+			--filter "$filter"
 	fi
 done
 stage a check-vm-boot.log "boot tests (selftests/boot/run.sh)" selftests/boot/run.sh
 if vm_debug_dir >/dev/null; then
-	stage b check-vm-debug.log "VM tests on the debug kernel (filter: $debug_filter)" \
-		selftests/vm/run.sh --kernel debug --timeout "$vm_timeout" --filter "$debug_filter"
+	stage b check-vm-debug.log "VM tests on the debug kernel (--tier short, filter: $debug_filter)" \
+		selftests/vm/run.sh --kernel debug --timeout "$vm_timeout" --tier short \
+		--filter "$debug_filter"
 else
 	echo "# the debug kernel is not built (selftests/vm/debug-kernel.sh): its VM tests skipped"
 	S=$((S + 1))

@@ -52,6 +52,7 @@ mount -t ext4 /dev/vda /scratch || die_early "cannot mount the scratch disk /dev
 VMTEST_MODE=tests
 VMTEST_FILTER=
 VMTEST_TIMEOUT=300
+VMTEST_TIER=full
 [ -f /scratch/vmtest.conf ] && . /scratch/vmtest.conf
 # A sanitizer kernel (KASAN, lockdep) runs everything several times slower: tests shrink their
 # data sizes (never their checks) when VMTEST_SLOW=1.
@@ -60,6 +61,9 @@ if [ -z "${VMTEST_SLOW:-}" ]; then
 	grep -q ' kasan_report$' /proc/kallsyms 2>/dev/null && VMTEST_SLOW=1
 fi
 export VMTEST_SLOW
+# VMTEST_TIER=short (run.sh --tier short): tests that repeat one check over many variants keep a
+# representative few; see short_tier in lib.sh
+export VMTEST_TIER
 RES=/scratch/vmtest
 mkdir -p "$RES" /scratch/work
 

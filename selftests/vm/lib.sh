@@ -54,6 +54,17 @@ scaled() {
 	fi
 }
 
+# tier FULL-LIST SHORT-LIST: the variants a test loops over, all of them in the full tier and the
+# representative few in the short tier (VMTEST_TIER=short: the 6.1 and debug-kernel stages of
+# run-all.sh, whose job is catching what differs by kernel, not by variant; 6.12 runs everything)
+tier() {
+	if [ "${VMTEST_TIER:-full}" = short ]; then
+		echo "$2"
+	else
+		echo "$1"
+	fi
+}
+
 # --- KTAP sub-results
 T_N=0
 T_FAILS=0

@@ -3,7 +3,8 @@
 #
 # run.sh: the VM tests of the vdimg module.
 #
-#   run.sh [--kernel RELEASE|debug|PATH]... [--filter REGEX] [--timeout S] [--live] [--keep] [--shell]
+#   run.sh [--kernel RELEASE|debug|PATH]... [--filter REGEX] [--tier full|short] [--timeout S]
+#          [--live] [--keep] [--shell]
 #
 # For each kernel (default: the newest Debian 6.1 and 6.12 kernels in /boot, and the debug kernel
 # when it has been built), builds vdimg.ko against its headers (warnings fail), the initramfs and a
@@ -16,12 +17,15 @@
 #             in /vmtest, console log); the last console log is always build/vm/RELEASE/console.log
 #   --shell   boot into an interactive shell instead of running the tests (one kernel)
 #   --timeout whole-VM timeout in seconds (default 1800); per-test timeouts live in the guest
+#   --tier    short: the tests that loop over many variants keep a representative few (VMTEST_TIER
+#             in the guest; run-all.sh uses it for the 6.1 and debug-kernel stages); default full
 set -uo pipefail
 
 . "$(dirname "$0")/common.sh"
 
 kernels=()
 filter=
+tier=full
 vm_timeout=1800
 test_timeout=300
 live=
@@ -33,6 +37,8 @@ while [ $# -gt 0 ]; do
 	--kernel=*) kernels+=("${1#*=}") ;;
 	--filter) filter=$2; shift ;;
 	--filter=*) filter=${1#*=} ;;
+	--tier) tier=$2; shift ;;
+	--tier=*) tier=${1#*=} ;;
 	--timeout) vm_timeout=$2; shift ;;
 	--test-timeout) test_timeout=$2; shift ;;
 	--live) live=--live ;;
@@ -43,6 +49,10 @@ while [ $# -gt 0 ]; do
 	esac
 	shift
 done
+case $tier in
+full|short) ;;
+*) echo "run.sh: --tier is full or short" >&2; exit 2 ;;
+esac
 [ ${#kernels[@]} -gt 0 ] || mapfile -t kernels < <(vm_default_kernels)
 if [ ${#kernels[@]} -eq 0 ]; then
 	echo "run.sh: no kernels found in /boot" >&2
@@ -97,7 +107,7 @@ for spec in "${kernels[@]}"; do
 	[ -n "$VM_ABI_TEST" ] || results+=(--result fail "build abi_test" "$VM_BUILD/abi_test.log")
 
 	vm_make_scratch "$K_RUN/scratch.img" VMTEST_MODE=tests "VMTEST_FILTER='$filter'" \
-		VMTEST_TIMEOUT="$test_timeout" || { echo "not ok $n - $K_RELEASE # scratch disk"; continue; }
+		VMTEST_TIER="$tier" VMTEST_TIMEOUT="$test_timeout" || { echo "not ok $n - $K_RELEASE # scratch disk"; continue; }
 	vm_log "$K_RELEASE: booting the VM (console: $K_RUN/console.log)"
 	vm_boot "$K_RUN/console.log" "$vm_timeout" $live
 	vm_rc=$?

@@ -29,8 +29,10 @@ mkimg() {
 	esac
 }
 
+# the short tier takes one creator per format: qemu-img's vhd and qcow2, vdimgctl's vdi, vhdx, qed
 for f in vhd vdi vhdx qcow2 qed; do
-	for by in vdimgctl qemu-img; do
+	case $f in vhd|qcow2) one=qemu-img ;; *) one=vdimgctl ;; esac
+	for by in $(tier "vdimgctl qemu-img" "$one"); do
 		t="$f by $by"
 		img=$TEST_WORK/fio-$by.$f
 		if ! mkimg "$f" "$by" "$img"; then

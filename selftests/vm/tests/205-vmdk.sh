@@ -16,7 +16,7 @@ fio_run() {
 	return 1
 }
 
-for by in vdimgctl vdimgctl-1m qemu-img qemu-img-zg; do
+for by in $(tier "vdimgctl vdimgctl-1m qemu-img qemu-img-zg" "vdimgctl-1m qemu-img-zg"); do
 	t="vmdk by $by"
 	img=$W/fio-$by.vmdk
 	rm -f "$img"
@@ -206,7 +206,7 @@ fi
 
 # descriptor files with separate extent files (vdimgctl passes them to the kernel): qemu's data
 # reads back, fio verify across an extent boundary, re-attach verify_only, qemu checks the result
-for sub in monolithicFlat twoGbMaxExtentSparse twoGbMaxExtentFlat; do
+for sub in $(tier "monolithicFlat twoGbMaxExtentSparse twoGbMaxExtentFlat" twoGbMaxExtentSparse); do
 	t=$sub
 	rm -f "$W"/x*.vmdk
 	case $sub in
