@@ -168,6 +168,21 @@ ok $? "a QCOW2 child grows: its data, its parent's below the old end, zeros (not
 qemu-img resize -q "$T/child.q.qcow2" 96M && qemu-img compare -q "$T/child.qcow2" "$T/child.q.qcow2"
 ok $? "... as qemu-img resize makes it"
 
+# a flat VMDK descriptor with CR LF endings, blank lines, comments and a key vdimg does not know:
+# resize changes the extent's sector count and the cylinder count, and keeps every other byte
+rm -f "$T"/flat*
+qemu-img create -q -f vmdk -o subformat=monolithicFlat "$T/flat.vmdk" 64M &&
+	{ sed 's/$/\r/' "$T/flat.vmdk"; printf '\r\nx.vendor.note = "keep me"\r\n'; } >"$T/flat.new" &&
+	mv "$T/flat.new" "$T/flat.vmdk" &&
+	sed -e 's/^RW 131072 FLAT/RW 262144 FLAT/' \
+		-e 's/^ddb.geometry.cylinders = "[0-9]*"/ddb.geometry.cylinders = "260"/' \
+		"$T/flat.vmdk" >"$T/flat.want"
+ok $? "flat VMDK with CR LF endings, blank lines and an unknown key: made"
+run resize "$T/flat.vmdk" 128M
+[ "$rc" = 0 ] && cmp -s "$T/flat.vmdk" "$T/flat.want" && [ "$(vsize "$T/flat.vmdk")" = $((128 * M)) ] &&
+	[ "$(stat -c %s "$T/flat-flat.vmdk")" = $((128 * M)) ]
+ok $? "... resized: only the sector count and the cylinders changed, the extent file grew"
+
 # interrupted resizes: every write after the first N fails (as if the machine stopped there)
 eval "set -- $cut_specs"
 for spec in "$@"; do

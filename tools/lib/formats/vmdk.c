@@ -704,19 +704,108 @@ static int vmdk_put(char *t, size_t cap, size_t *len, const char *s, size_t n)
 }
 
 /*
+ * vmdk_line_fn: appends to @t (through vmdk_put()) what replaces the descriptor line [@l, @l + @n)
+ * (its ending included): the line itself, other lines, or nothing. @crlf says whether the line
+ * ended in CR LF, so that added lines can match it.
+ */
+typedef int (*vmdk_line_fn)(void *ctx, const char *l, size_t n, bool crlf, char *t, size_t cap,
+			    size_t *len);
+
+/*
+ * Build a new descriptor text in @t (@cap bytes, *@len set) from the current one, line by line
+ * through @fn. A line @fn copies keeps every byte (comments, blank lines, lines this code does not
+ * know, CR LF endings). -ENOSPC when the result does not fit.
+ */
+static int vmdk_desc_edit(struct vmdk *v, char *t, size_t cap, size_t *len, vmdk_line_fn fn,
+			  void *ctx)
+{
+	const char *src = v->desc_text, *end = src + v->desc.text_len, *eol;
+	int ret = 0;
+
+	*len = 0;
+	for (; src < end && !ret; src = eol) {
+		const char *nl = memchr(src, '\n', end - src);
+
+		eol = nl ? nl + 1 : end;
+		ret = fn(ctx, src, eol - src, nl && nl > src && nl[-1] == '\r', t, cap, len);
+	}
+	return ret;
+}
+
+/*
+ * Parse the new descriptor text @t, write it in place under the CID lock, synced, and make it the
+ * current one (@t then belongs to the image).
+ */
+static int vmdk_desc_commit(struct vdimg_image *img, char *t, size_t len)
+{
+	struct vmdk *v = VMDK(img);
+	struct vmdk_desc d = {};
+	int ret;
+
+	ret = vmdk_desc_parse(img, t, len, &d);
+	if (!ret) {
+		vdimg_mutex_lock(&v->cid_lock);
+		ret = vmdk_write_desc(v, t, len);
+		if (!ret)
+			ret = vdimg_file_sync(img->file);
+		vdimg_mutex_unlock(&v->cid_lock);
+	}
+	if (ret) {
+		vmdk_desc_free(&d);
+		return ret;
+	}
+	vmdk_desc_free(&v->desc);
+	v->desc = d;
+	vdimg_free(v->desc_text);
+	v->desc_text = t;
+	if (v->desc_file)
+		v->desc_area = len;
+	img->flags |= VDIMG_IMG_DIRTY;
+	return 0;
+}
+
+struct vmdk_parent_edit {
+	const char *path;
+	char pcid[9];
+	bool placed;
+};
+
+/* set_parent's lines: parentCID and parentFileNameHint dropped, new ones after createType */
+static int vmdk_parent_line(void *ctx, const char *l, size_t n, bool crlf, char *t, size_t cap,
+			    size_t *len)
+{
+	struct vmdk_parent_edit *e = ctx;
+	const char *nl = crlf ? "\r\n" : "\n";
+	int ret;
+
+	if (vmdk_line_is(l, n, "parentCID") || vmdk_line_is(l, n, "parentFileNameHint"))
+		return 0;
+	ret = vmdk_put(t, cap, len, l, n);
+	if (ret || e->placed || !vmdk_line_is(l, n, "createType"))
+		return ret;
+	e->placed = true;
+	if (l[n - 1] != '\n')
+		ret = vmdk_put(t, cap, len, "\n", 1);
+	ret = ret ?: vmdk_put(t, cap, len, "parentCID=", 10) ?: vmdk_put(t, cap, len, e->pcid, 8) ?:
+		vmdk_put(t, cap, len, nl, strlen(nl));
+	if (e->path)
+		ret = ret ?: vmdk_put(t, cap, len, "parentFileNameHint=\"", 20) ?:
+			vmdk_put(t, cap, len, e->path, strlen(e->path)) ?:
+			vmdk_put(t, cap, len, "\"", 1) ?: vmdk_put(t, cap, len, nl, strlen(nl));
+	return ret;
+}
+
+/*
  * Rewrite the descriptor with another parentCID and parentFileNameHint (or none), right after the
- * createType line; every other line (ddb fields, comments, blank lines, lines this code does not
- * know, their CR LF endings) is copied byte for byte. Must fit in the reserved sectors.
+ * createType line; every other line is copied byte for byte. Must fit in the reserved sectors.
  */
 static int vmdk_set_parent(struct vdimg_image *img, const char *path, struct vdimg_image *parent)
 {
 	struct vmdk *v = VMDK(img);
-	struct vmdk_desc d = {};
-	const char *src, *end, *eol;
-	char *t, pcid[9], add[VMDK_PATH_MAX + 64];
+	struct vmdk_parent_edit e = {};
 	u32 cap = v->desc_file ? VMDK_DESC_MAX : v->desc_area, pc = VMDK_CID_NONE;
-	size_t len = 0;
-	bool placed = false;
+	size_t len;
+	char *t;
 	int ret;
 
 	if (!v->writable || (img->flags & VDIMG_IMG_READ_ONLY))
@@ -733,64 +822,27 @@ static int vmdk_set_parent(struct vdimg_image *img, const char *path, struct vdi
 	}
 	if (path && parent && parent->fmt == img->fmt)
 		pc = ((const struct vmdk *)parent->priv)->cid;
-	vmdk_hex32(pcid, pc);
+	vmdk_hex32(e.pcid, pc);
+	e.path = path;
 	t = calloc(1, cap + 1);
 	if (!t)
 		return -ENOMEM;
-	ret = 0;
-	src = v->desc_text;
-	end = src + v->desc.text_len;
-	for (; src < end && !ret; src = eol) {
-		const char *nl = memchr(src, '\n', end - src);
-		bool crlf = nl && nl > src && nl[-1] == '\r';
-		size_t n;
-
-		eol = nl ? nl + 1 : end;
-		n = eol - src;
-		if (vmdk_line_is(src, n, "parentCID") || vmdk_line_is(src, n, "parentFileNameHint"))
-			continue;
-		ret = vmdk_put(t, cap, &len, src, n);
-		if (ret || placed || !vmdk_line_is(src, n, "createType"))
-			continue;
-		if (!nl)
-			ret = vmdk_put(t, cap, &len, "\n", 1);
-		n = snprintf(add, sizeof(add), "parentCID=%s%s", pcid, crlf ? "\r\n" : "\n");
-		if (path)
-			n += snprintf(add + n, sizeof(add) - n, "parentFileNameHint=\"%s\"%s", path,
-				      crlf ? "\r\n" : "\n");
-		ret = ret ?: vmdk_put(t, cap, &len, add, n);
-		placed = true;
-	}
-	if (!ret && !placed)
+	ret = vmdk_desc_edit(v, t, cap, &len, vmdk_parent_line, &e);
+	if (!ret && !e.placed)
 		ret = -EOPNOTSUPP;	/* no createType line: not a descriptor we understand */
 	if (ret == -ENOSPC)
 		vdimg_err(img, "no room for the parent path in the %u-byte descriptor", cap);
 	if (!ret)
-		ret = vmdk_desc_parse(img, t, len, &d);
-	if (!ret) {
-		vdimg_mutex_lock(&v->cid_lock);
-		ret = vmdk_write_desc(v, t, len);
-		if (!ret)
-			ret = vdimg_file_sync(img->file);
-		vdimg_mutex_unlock(&v->cid_lock);
-	}
+		ret = vmdk_desc_commit(img, t, len);
 	if (ret) {
-		vmdk_desc_free(&d);
 		free(t);
 		return ret;
 	}
-	vmdk_desc_free(&v->desc);
-	v->desc = d;
-	vdimg_free(v->desc_text);
-	v->desc_text = t;
-	if (v->desc_file)
-		v->desc_area = len;
 	v->has_parent = path != NULL;
 	if (path)
 		img->flags |= VDIMG_IMG_HAS_PARENT;
 	else
 		img->flags &= ~VDIMG_IMG_HAS_PARENT;
-	img->flags |= VDIMG_IMG_DIRTY;
 	return 0;
 }
 
@@ -1079,25 +1131,63 @@ out:
 
 /* ---- resize ---- */
 
-static bool vmdk_extent_line(const char *l)
+/* is the line [@l, @l + @n) an extent line? */
+static bool vmdk_extent_line(const char *l, size_t n)
 {
-	return !strncmp(l, "RW ", 3) || !strncmp(l, "RDONLY ", 7) || !strncmp(l, "NOACCESS ", 9);
+	static const char *const acc[] = { "RW ", "RDONLY ", "NOACCESS " };
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(acc); i++)
+		if (n > strlen(acc[i]) && !memcmp(l, acc[i], strlen(acc[i])))
+			return true;
+	return false;
+}
+
+struct vmdk_resize_edit {
+	u32 k, nr;			/* extent lines seen, the last one's number */
+	u64 sectors, cyl;		/* the last extent's new length, the new cylinder count */
+};
+
+/* resize's lines: the last extent's sector count and ddb.geometry.cylinders replaced */
+static int vmdk_resize_line(void *ctx, const char *l, size_t n, bool crlf, char *t, size_t cap,
+			    size_t *len)
+{
+	struct vmdk_resize_edit *e = ctx;
+	const char *a, *b;
+	char add[64];
+	int k;
+
+	if (vmdk_extent_line(l, n) && ++e->k == e->nr) {
+		a = memchr(l, ' ', n);			/* "RW| 2048 FLAT ..." */
+		b = a ? memchr(a + 1, ' ', n - (a + 1 - l)) : NULL;	/* "RW 2048| FLAT ..." */
+		if (!b)
+			return -EUCLEAN;
+		k = snprintf(add, sizeof(add), " %llu", (unsigned long long)e->sectors);
+		return vmdk_put(t, cap, len, l, a - l) ?: vmdk_put(t, cap, len, add, k) ?:
+			vmdk_put(t, cap, len, b, n - (b - l));
+	}
+	if (vmdk_line_is(l, n, "ddb.geometry.cylinders")) {
+		k = snprintf(add, sizeof(add), "ddb.geometry.cylinders = \"%llu\"%s",
+			     (unsigned long long)e->cyl, crlf ? "\r\n" : l[n - 1] == '\n' ? "\n" : "");
+		return vmdk_put(t, cap, len, add, k);
+	}
+	return vmdk_put(t, cap, len, l, n);
 }
 
 /*
  * Flat images only (a descriptor file whose last extent is a writable FLAT one): that extent's
  * file grows (a hole, zeros) before the descriptor records the new sector count and geometry, and
- * a shrunk descriptor is written before the file is cut; the descriptor is rewritten in place,
- * as set_parent does. Sparse extents (a grain directory that would have to grow) are refused.
+ * a shrunk descriptor is written before the file is cut; the descriptor is rewritten in place
+ * (every other line kept byte for byte, as set_parent does). Sparse extents (a grain directory
+ * that would have to grow) are refused.
  */
 static int vmdk_resize(struct vdimg_image *img, u64 size, unsigned int flags)
 {
 	struct vmdk *v = VMDK(img);
-	struct vmdk_desc d = {};
+	struct vmdk_resize_edit e = {};
 	struct vmdk_ext *last;
-	char *t = NULL, *copy = NULL, *line, *save = NULL, hv[32], sv[32];
-	u64 new_len, old_end, heads = 16, secs = 63, cyl;
-	u32 k = 0;
+	char *t = NULL, hv[32], sv[32];
+	u64 new_len, old_end, heads = 16, secs = 63;
 	size_t len = 0;
 	int ret = 0;
 
@@ -1124,43 +1214,15 @@ static int vmdk_resize(struct vdimg_image *img, u64 size, unsigned int flags)
 		secs = strtoull(sv, NULL, 10);
 	if (!heads || !secs || heads > 255 || secs > 255)
 		heads = 16, secs = 63;
-	cyl = min_t(u64, size / 512 / (heads * secs), 65535);
+	e.nr = v->desc.nr_extents;
+	e.sectors = new_len / 512;
+	e.cyl = min_t(u64, size / 512 / (heads * secs), 65535);
 	t = calloc(1, VMDK_DESC_MAX + 1);
-	copy = strndup(v->desc_text, v->desc.text_len);
-	if (!t || !copy) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	for (line = strtok_r(copy, "\n", &save); line && !ret; line = strtok_r(NULL, "\n", &save)) {
-		char add[VMDK_PATH_MAX + 128], *sp;
-		int n;
-
-		if (vmdk_extent_line(line) && ++k == v->desc.nr_extents) {
-			sp = strchr(line, ' ');
-			sp = sp ? strchr(sp + 1, ' ') : NULL;	/* after the sector count */
-			if (!sp) {
-				ret = -EUCLEAN;
-				break;
-			}
-			n = snprintf(add, sizeof(add), "%.*s %llu%s\n", (int)strcspn(line, " "), line,
-				     (unsigned long long)(new_len / 512), sp);
-		} else if (!strncmp(line, "ddb.geometry.cylinders", 22)) {
-			n = snprintf(add, sizeof(add), "ddb.geometry.cylinders = \"%llu\"\n",
-				     (unsigned long long)cyl);
-		} else {
-			n = snprintf(add, sizeof(add), "%s\n", line);
-		}
-		if (n >= (int)sizeof(add) || len + n > VMDK_DESC_MAX) {
-			ret = -ENOSPC;
-			break;
-		}
-		memcpy(t + len, add, n);
-		len += n;
-	}
-	if (!ret && k != v->desc.nr_extents)
+	if (!t)
+		return -ENOMEM;
+	ret = vmdk_desc_edit(v, t, VMDK_DESC_MAX, &len, vmdk_resize_line, &e);
+	if (!ret && e.k != e.nr)
 		ret = vdimg_corrupt(img, "the descriptor's extent lines changed under us");
-	if (!ret)
-		ret = vmdk_desc_parse(img, t, len, &d);
 	if (ret)
 		goto out;
 	old_end = last->file_off + last->len;
@@ -1170,31 +1232,17 @@ static int vmdk_resize(struct vdimg_image *img, u64 size, unsigned int flags)
 		if (!ret)
 			ret = vdimg_file_sync(last->file);
 	}
-	if (!ret) {
-		vdimg_mutex_lock(&v->cid_lock);
-		ret = vmdk_write_desc(v, t, len);
-		if (!ret)
-			ret = vdimg_file_sync(img->file);
-		vdimg_mutex_unlock(&v->cid_lock);
-	}
-	if (!ret && size < img->size && vdimg_file_size(last->file) == old_end)
-		ret = vdimg_file_truncate(last->file, last->file_off + new_len);
-	if (ret) {
-		vmdk_desc_free(&d);
+	if (!ret)
+		ret = vmdk_desc_commit(img, t, len);
+	if (ret)
 		goto out;
-	}
-	vmdk_desc_free(&v->desc);
-	v->desc = d;
-	vdimg_free(v->desc_text);
-	v->desc_text = t;
 	t = NULL;
-	v->desc_area = len;
+	if (size < img->size && vdimg_file_size(last->file) == old_end)
+		ret = vdimg_file_truncate(last->file, last->file_off + new_len);
 	last->len = new_len;
 	img->size = size;
-	img->flags |= VDIMG_IMG_DIRTY;
 out:
 	free(t);
-	free(copy);
 	return ret;
 }
 
