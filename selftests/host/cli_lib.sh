@@ -29,6 +29,15 @@ ok() {
 	return 0
 }
 skip() { n=$((n + 1)); echo "ok $n - $1 # SKIP $2"; }
+# ktap_begin_qemu: the KTAP header of a test that compares against qemu-img and qemu-io; the whole
+# program is skipped (exit 4) without them or without vdimgctl
+ktap_begin_qemu() {
+	echo "KTAP version 1"
+	if [ ! -x "$V" ] || ! command -v qemu-img >/dev/null || ! command -v qemu-io >/dev/null; then
+		echo "1..0 # SKIP vdimgctl not built or qemu-img/qemu-io missing"
+		exit 4
+	fi
+}
 run() { "$V" "$@" >"$T/out" 2>"$T/err"; rc=$?; }
 ktap_end() {
 	echo "1..$n"

@@ -26,11 +26,7 @@ assert pos == size, (pos, size)
 EOF
 }
 
-echo "KTAP version 1"
-if [ ! -x "$V" ] || ! command -v qemu-img >/dev/null || ! command -v qemu-io >/dev/null; then
-	echo "1..0 # SKIP vdimgctl not built or qemu-img/qemu-io missing"
-	exit 4
-fi
+ktap_begin_qemu
 
 # data at cluster starts, inside clusters, across block ends, a zeroed range, the last MiB
 fill="-c 'write -P 1 0 64k' -c 'write -P 2 5M 3M' -c 'write -z 20M 1M' -c 'write -P 3 40M 4k'"

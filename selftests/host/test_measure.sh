@@ -11,11 +11,7 @@
 set -u
 . "$(dirname "$0")/cli_lib.sh"
 
-echo "KTAP version 1"
-if [ ! -x "$V" ] || ! command -v qemu-img >/dev/null || ! command -v qemu-io >/dev/null; then
-	echo "1..0 # SKIP vdimgctl not built or qemu-img/qemu-io missing"
-	exit 4
-fi
+ktap_begin_qemu
 
 same() {	# ARGS...: vdimgctl measure ARGS prints what qemu-img measure ARGS prints
 	local q=("$@")

@@ -16,11 +16,7 @@
 set -u
 . "$(dirname "$0")/cli_lib.sh"
 
-echo "KTAP version 1"
-if [ ! -x "$V" ] || ! command -v qemu-img >/dev/null || ! command -v qemu-io >/dev/null; then
-	echo "1..0 # SKIP vdimgctl not built or qemu-img/qemu-io missing"
-	exit 4
-fi
+ktap_begin_qemu
 
 M=$((1 << 20))
 vsize() { "$V" info --json "$1" | sed -n 's/^  "virtual-size": \([0-9]*\),$/\1/p'; }
