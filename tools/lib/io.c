@@ -1033,6 +1033,12 @@ static int vdimg_lock_byte(int fd, int cmd, short type, off_t byte, struct flock
 	return fcntl(fd, cmd, fl) ? -errno : 0;
 }
 
+/* the errors of a file system without OFD locks (e.g. some network file systems): no locking */
+static bool vdimg_no_ofd_locks(int err)
+{
+	return err == -EINVAL || err == -ENOLCK || err == -EOPNOTSUPP;
+}
+
 int vdimg_lock_image(int fd, bool write, const char **why)
 {
 	static const char *const names[] = { "consistent read", "write", "write unchanged", "resize" };
@@ -1053,8 +1059,8 @@ int vdimg_lock_image(int fd, bool write, const char **why)
 			if (!want[k])
 				continue;
 			ret = vdimg_lock_byte(fd, F_OFD_GETLK, F_WRLCK, probe[k], &fl);
-			if (ret == -EINVAL || ret == -ENOLCK || ret == -EOPNOTSUPP)
-				return 0;	/* no OFD locks here (e.g. some network file systems) */
+			if (vdimg_no_ofd_locks(ret))
+				return 0;
 			if (ret)
 				return ret;
 			if (fl.l_type != F_UNLCK) {
@@ -1082,5 +1088,5 @@ fail:
 		*why = names[i];
 		return -EBUSY;
 	}
-	return ret == -EINVAL || ret == -ENOLCK || ret == -EOPNOTSUPP ? 0 : ret;
+	return vdimg_no_ofd_locks(ret) ? 0 : ret;
 }
