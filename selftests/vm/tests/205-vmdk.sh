@@ -74,6 +74,20 @@ else
 fi
 rm -f "$W/s.raw" "$W/s.vmdk"
 
+# chain_write T DEV EXP DEPTH BS SEEK COUNT WHAT: on an attached chain, the depth is DEPTH and the
+# device reads as EXP (a raw file), then COUNT random blocks of BS bytes written at block SEEK of
+# both (WHAT names the write) leave the device reading as EXP
+chain_write() {
+	local t=$1 dev=$2 exp=$3
+	check_eq "$t: depth" "$(vd_attr "$dev" depth)" "$4"
+	check "$t: device = qemu-img convert of the chain" cmp "$dev" "$exp"
+	mkrandom "$W/rnd" 1
+	dd if="$W/rnd" of="$dev" bs="$5" seek="$6" count="$7" oflag=direct conv=fsync status=none &&
+		dd if="$W/rnd" of="$exp" bs="$5" seek="$6" count="$7" conv=notrunc status=none
+	check_eq "$t: $8" $? 0
+	check "$t: device = expected after the write" cmp "$dev" "$exp"
+}
+
 # a 3-deep chain made by qemu-img, written through the device
 t="vmdk chain"
 c0=$W/c0.vmdk c1=$W/c1.vmdk c2=$W/c2.vmdk exp=$W/cexp.raw
@@ -89,13 +103,7 @@ if "$QEMU_IMG" create -q -f vmdk "$c0" 40M &&
 	s1=$(sha_of "$c1")
 	dev=$(vd_attach "$c2") || fail "$t: attach the top resolves two parents"
 	if [ -n "$dev" ]; then
-		check_eq "$t: depth" "$(vd_attr "$dev" depth)" 3
-		check "$t: device = qemu-img convert of the chain" cmp "$dev" "$exp"
-		mkrandom "$W/rnd" 1
-		dd if="$W/rnd" of="$dev" bs=4096 seek=250 count=200 oflag=direct conv=fsync status=none &&
-			dd if="$W/rnd" of="$exp" bs=4096 seek=250 count=200 conv=notrunc status=none
-		check_eq "$t: a write across grains" $? 0
-		check "$t: device = expected after the write" cmp "$dev" "$exp"
+		chain_write "$t" "$dev" "$exp" 3 4096 250 200 "a write across grains"
 		vd_detach "$dev" || fail "$t: detach"
 	fi
 	check_eq "$t: the base is unchanged" "$(sha_of "$c0")" "$s0"
@@ -122,13 +130,7 @@ if "$QEMU_IMG" create -q -f vdi "$base" 40M &&
 	bs=$(sha_of "$base")
 	dev=$(vd_attach "$child") || fail "$t: attach resolves the VDI parent"
 	if [ -n "$dev" ]; then
-		check_eq "$t: depth" "$(vd_attr "$dev" depth)" 2
-		check "$t: device reads the base" cmp "$dev" "$exp"
-		mkrandom "$W/rnd" 1
-		dd if="$W/rnd" of="$dev" bs=512 seek=16300 count=300 oflag=direct conv=fsync status=none &&
-			dd if="$W/rnd" of="$exp" bs=512 seek=16300 count=300 conv=notrunc status=none
-		check_eq "$t: a partial-grain write over the base's data" $? 0
-		check "$t: device = expected" cmp "$dev" "$exp"
+		chain_write "$t" "$dev" "$exp" 2 512 16300 300 "a partial-grain write over the base's data"
 		vd_detach "$dev" || fail "$t: detach"
 		dev=$(vd_attach -r "$child") || fail "$t: re-attach"
 		[ -n "$dev" ] && check "$t: device = expected after re-attach" cmp "$dev" "$exp"
@@ -152,13 +154,7 @@ if "$QEMU_IMG" create -q -f vmdk "$base" 32M &&
 	bs=$(sha_of "$base")
 	dev=$(vd_attach "$top") || fail "$t: attach resolves the VMDK parent"
 	if [ -n "$dev" ]; then
-		check_eq "$t: depth" "$(vd_attr "$dev" depth)" 2
-		check "$t: device = qemu-img convert of the chain" cmp "$dev" "$exp"
-		mkrandom "$W/rnd" 1
-		dd if="$W/rnd" of="$dev" bs=4096 seek=2000 count=300 oflag=direct conv=fsync status=none &&
-			dd if="$W/rnd" of="$exp" bs=4096 seek=2000 count=300 conv=notrunc status=none
-		check_eq "$t: a write over the base's data" $? 0
-		check "$t: device = expected" cmp "$dev" "$exp"
+		chain_write "$t" "$dev" "$exp" 2 4096 2000 300 "a write over the base's data"
 		vd_detach "$dev" || fail "$t: detach"
 	fi
 	check_eq "$t: the VMDK base is unchanged" "$(sha_of "$base")" "$bs"
