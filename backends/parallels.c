@@ -133,12 +133,8 @@ static int prl_touch(struct prl *p, bool nowait)
 	bool done;
 	int ret = 0;
 
-	if (nowait) {
-		if (!vdimg_mutex_trylock(&p->map_lock))
-			return -EAGAIN;
-	} else {
-		vdimg_mutex_lock(&p->map_lock);
-	}
+	if (!vdimg_mutex_lock_nowait(&p->map_lock, nowait))
+		return -EAGAIN;
 	done = p->touched;
 	vdimg_mutex_unlock(&p->map_lock);
 	if (done)
@@ -191,12 +187,8 @@ static int prl_map_part(struct prl *p, u64 offset, u64 length, unsigned int flag
 		if (ret)
 			return ret;
 	}
-	if (flags & VDIMG_MAP_NOWAIT) {
-		if (!vdimg_mutex_trylock(&p->map_lock))
-			return -EAGAIN;
-	} else {
-		vdimg_mutex_lock(&p->map_lock);
-	}
+	if (!vdimg_mutex_lock_nowait(&p->map_lock, flags & VDIMG_MAP_NOWAIT))
+		return -EAGAIN;
 
 	i = prl_clusters_of(p, offset);
 	start = (u64)i * p->cluster;

@@ -120,12 +120,8 @@ static int qcow_map(struct vdimg_image *img, u64 offset, u64 length, unsigned in
 		return -EROFS;
 	length = min(length, img->size - offset);
 	memset(ext, 0, sizeof(*ext));
-	if (nowait) {
-		if (!vdimg_mutex_trylock(&q->lock))
-			return -EAGAIN;
-	} else {
-		vdimg_mutex_lock(&q->lock);
-	}
+	if (!vdimg_mutex_lock_nowait(&q->lock, nowait))
+		return -EAGAIN;
 	ret = qcow_map_locked(img, offset, length, nowait, ext);
 	vdimg_mutex_unlock(&q->lock);
 	return ret;

@@ -531,12 +531,8 @@ int qcow2_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int flag
 		return -EINVAL;
 	length = min(length, img->size - offset);
 	memset(ext, 0, sizeof(*ext));
-	if (nowait) {
-		if (!vdimg_mutex_trylock(&q->lock))
-			return -EAGAIN;
-	} else {
-		vdimg_mutex_lock(&q->lock);
-	}
+	if (!vdimg_mutex_lock_nowait(&q->lock, nowait))
+		return -EAGAIN;
 	if (!(flags & VDIMG_MAP_WRITE)) {
 		ret = qcow2_map_read(img, offset, length, nowait, ext);
 	} else {

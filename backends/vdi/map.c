@@ -39,12 +39,8 @@ int vdi_touch(struct vdi *v, bool nowait)
 	u8 uuid[16];
 	int ret = 0;
 
-	if (nowait) {
-		if (!vdimg_mutex_trylock(&v->map_lock))
-			return -EAGAIN;
-	} else {
-		vdimg_mutex_lock(&v->map_lock);
-	}
+	if (!vdimg_mutex_lock_nowait(&v->map_lock, nowait))
+		return -EAGAIN;
 	done = v->modified;
 	vdimg_mutex_unlock(&v->map_lock);
 	if (done)
@@ -131,12 +127,8 @@ int vdi_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags,
 		if (ret)
 			return ret;
 	}
-	if (flags & VDIMG_MAP_NOWAIT) {
-		if (!vdimg_mutex_trylock(&v->map_lock))
-			return -EAGAIN;
-	} else {
-		vdimg_mutex_lock(&v->map_lock);
-	}
+	if (!vdimg_mutex_lock_nowait(&v->map_lock, flags & VDIMG_MAP_NOWAIT))
+		return -EAGAIN;
 
 	blk = offset >> v->block_shift;
 	in = offset & (v->block_size - 1);

@@ -236,12 +236,8 @@ int vhd_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags,
 		ext->file_offset = offset;
 		return 0;
 	}
-	if (flags & VDIMG_MAP_NOWAIT) {
-		if (!vdimg_mutex_trylock(&v->lock))
-			return -EAGAIN;
-	} else {
-		vdimg_mutex_lock(&v->lock);
-	}
+	if (!vdimg_mutex_lock_nowait(&v->lock, flags & VDIMG_MAP_NOWAIT))
+		return -EAGAIN;
 	ret = vhd_map_cached(img, v, offset, length, write, ext);
 	vdimg_mutex_unlock(&v->lock);
 	if (ret != VHD_SLOW)

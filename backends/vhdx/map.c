@@ -264,12 +264,8 @@ int vhdx_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags
 	}
 	memset(ext, 0, sizeof(*ext));
 	ext->offset = offset;
-	if (flags & VDIMG_MAP_NOWAIT) {
-		if (!vdimg_mutex_trylock(&v->lock))
-			return -EAGAIN;
-	} else {
-		vdimg_mutex_lock(&v->lock);
-	}
+	if (!vdimg_mutex_lock_nowait(&v->lock, flags & VDIMG_MAP_NOWAIT))
+		return -EAGAIN;
 	ret = vhdx_map_cached(img, v, offset, length, write, ext);
 	vdimg_mutex_unlock(&v->lock);
 	if (ret != VHDX_SLOW)

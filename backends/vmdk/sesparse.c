@@ -248,12 +248,8 @@ int vmdk_se_map(struct vmdk_se *se, u64 offset, u64 length, unsigned int flags,
 	memset(ext, 0, sizeof(*ext));
 	ext->offset = offset;
 	ext->length = min(min(length, gbytes - in), se->size - offset);
-	if (nowait) {
-		if (!vdimg_mutex_trylock(&se->lock))
-			return -EAGAIN;
-	} else {
-		vdimg_mutex_lock(&se->lock);
-	}
+	if (!vdimg_mutex_lock_nowait(&se->lock, nowait))
+		return -EAGAIN;
 	ret = se_gte(se, g, nowait, &e);
 	vdimg_mutex_unlock(&se->lock);
 	if (ret)

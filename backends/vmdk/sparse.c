@@ -435,12 +435,8 @@ int vmdk_sparse_map(struct vmdk_sparse *v, u64 offset, u64 length, unsigned int 
 	length = min(length, v->size - offset);
 	if ((flags & VDIMG_MAP_WRITE) && !v->writable)
 		return -EROFS;
-	if (nowait) {
-		if (!vdimg_mutex_trylock(&v->lock))
-			return -EAGAIN;
-	} else {
-		vdimg_mutex_lock(&v->lock);
-	}
+	if (!vdimg_mutex_lock_nowait(&v->lock, nowait))
+		return -EAGAIN;
 	if (!(flags & VDIMG_MAP_WRITE)) {
 		ret = vmdk_map_read(v, offset, length, nowait, ext);
 	} else if (nowait) {

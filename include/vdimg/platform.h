@@ -177,6 +177,18 @@ void vdimg_strscpy(char *d, const char *s, size_t n);
 #define EFSCORRUPTED	EUCLEAN		/* the image's metadata is inconsistent */
 #endif
 
+/*
+ * Take @m, or with @nowait only try to (false when another holds it): the lock of a map path,
+ * whose callers in the submission path may not sleep (VDIMG_MAP_NOWAIT).
+ */
+static inline bool vdimg_mutex_lock_nowait(vdimg_mutex_t *m, bool nowait)
+{
+	if (nowait)
+		return vdimg_mutex_trylock(m);
+	vdimg_mutex_lock(m);
+	return true;
+}
+
 struct vdimg_file;
 struct vdimg_image;
 
