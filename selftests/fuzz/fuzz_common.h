@@ -195,6 +195,42 @@ static void fuzz_write_one(struct vdimg_image *img, u64 off, u32 pick, u64 max_f
 	}
 }
 
+/* open read-only, map the whole disk strictly (reading DATA extents), the read-only calls */
+static void fuzz_read_only_pass(struct vdimg_file *f)
+{
+	struct vdimg_image img;
+
+	if (fuzz_open(&img, f, VDIMG_OPEN_READ_ONLY))
+		return;
+	fuzz_walk(&img, 4096, FUZZ_MAP_STRICT);
+	fuzz_read_only_calls(&img);
+	fmt->close(&img);
+}
+
+/*
+ * What a normal open refuses, check --repair must fix for good: when an open for repair works, the
+ * repair must succeed and the image then open read-only (and with @writable, writable too).
+ */
+static void fuzz_repair_pass(struct vdimg_file *f, bool writable)
+{
+	struct vdimg_check_result res = {};
+	struct vdimg_image img;
+
+	if (fuzz_open(&img, f, VDIMG_OPEN_REPAIR))
+		return;
+	if (vdimg_tool_ops(fmt)->check(&img, VDIMG_CHECK_REPAIR, &res))
+		abort();
+	fmt->close(&img);
+	if (fuzz_open(&img, f, VDIMG_OPEN_READ_ONLY))
+		abort();
+	fmt->close(&img);
+	if (!writable)
+		return;
+	if (fuzz_open(&img, f, 0))
+		abort();
+	fmt->close(&img);
+}
+
 /*
  * The run of the cluster-table formats (qcow2, qed): read-only walk and calls, a walk of an
  * internal snapshot (formats with VDIMG_CAP_SNAPSHOTS); a writable open

@@ -23,22 +23,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	f = fuzz_load(&vdimg_vdi_format, data, size, 0);
 	if (!f)
 		return 0;
-	if (fuzz_open(&img, f, VDIMG_OPEN_READ_ONLY) == 0) {
-		fuzz_walk(&img, 4096, FUZZ_MAP_STRICT);
-		fuzz_read_only_calls(&img);
-		fmt->close(&img);
-	}
+	fuzz_read_only_pass(f);
 
 	/* what a normal open refuses in the map, check --repair must fix for good */
-	if (fuzz_open(&img, f, VDIMG_OPEN_REPAIR) == 0) {
-		memset(&res, 0, sizeof(res));
-		if (vdimg_tool_ops(fmt)->check(&img, VDIMG_CHECK_REPAIR, &res))
-			abort();
-		fmt->close(&img);
-		if (fuzz_open(&img, f, VDIMG_OPEN_READ_ONLY))
-			abort();
-		fmt->close(&img);
-	}
+	fuzz_repair_pass(f, false);
 
 	if (fuzz_open(&img, f, 0) == 0) {
 		off = ((u64)pick * 512) % img.size;
