@@ -11,6 +11,8 @@
 #include <fcntl.h>
 #include <dirent.h>
 #include <sys/stat.h>
+#include <sys/ioctl.h>
+#include <linux/loop.h>
 #include "chain.h"
 
 /* ---- the allocation-unit range lock (drivers/io.c vdimg_lock_units) ---- */
@@ -1089,4 +1091,47 @@ fail:
 		return -EBUSY;
 	}
 	return vdimg_no_ofd_locks(ret) ? 0 : ret;
+}
+
+/*
+ * Loop devices take no locks: find one on the file open at @fd (matched by device and inode, as
+ * losetup -j does) that conflicts with an attach: a writable one always, a read-only one when
+ * @write. Returns true with its name in @name; false also when nothing can be looked at.
+ */
+bool vdimg_loop_conflict(int fd, bool write, char *name, size_t len, bool *loop_writable)
+{
+	struct dirent *e;
+	struct stat st;
+	bool found = false;
+	DIR *d;
+
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode))
+		return false;
+	d = opendir("/sys/block");
+	if (!d)
+		return false;
+	while (!found && (e = readdir(d))) {
+		struct loop_info64 li;
+		char dev[32];
+		int lfd;
+
+		if (strncmp(e->d_name, "loop", 4) ||
+		    snprintf(dev, sizeof(dev), "/dev/%s", e->d_name) >= (int)sizeof(dev))
+			continue;
+		lfd = open(dev, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+		if (lfd < 0)
+			continue;
+		memset(&li, 0, sizeof(li));
+		if (!ioctl(lfd, LOOP_GET_STATUS64, &li) && li.lo_device == (u64)st.st_dev &&
+		    li.lo_inode == (u64)st.st_ino) {
+			*loop_writable = !(li.lo_flags & LO_FLAGS_READ_ONLY);
+			if (*loop_writable || write) {
+				snprintf(name, len, "%s", dev);
+				found = true;
+			}
+		}
+		close(lfd);
+	}
+	closedir(d);
+	return found;
 }

@@ -33,6 +33,11 @@ char *vdimg_relpath(const char *path, const char *dir, char sep);
  * a conflicting one; 0 also where the file system has no OFD locks.
  */
 int vdimg_lock_image(int fd, bool write, const char **why);
+/*
+ * A loop device on the file open at @fd that an attach (writable when @write) would conflict with:
+ * a writable one, or any when @write (io.c). Its name in @name, *@loop_writable says which.
+ */
+bool vdimg_loop_conflict(int fd, bool write, char *name, size_t len, bool *loop_writable);
 /* a file name from an image's descriptor that stays inside its directory (io.c) */
 bool vdimg_inner_name_ok(const char *name);
 /* a new parent's absolute path and its path relative to @img's directory (@sep-separated) */

@@ -170,12 +170,37 @@ struct attach_layer {
  * qemu-compatible locks on every file of @l (vdimg_lock_image()): written when @write. After a
  * message naming the file and returning -EBUSY when another process holds it.
  */
+/* a loop device on one of @l's files that conflicts (loop devices take no locks) */
+static int attach_loop_check(const struct attach_layer *l, int fd, bool write)
+{
+	char loop[32];
+	bool lw;
+
+	if (!vdimg_loop_conflict(fd, write, loop, sizeof(loop), &lw))
+		return 0;
+	if (lw)
+		errmsg(l->path, "cannot attach",
+		       "%s, a writable loop device, uses it (losetup -d %s first)", loop, loop);
+	else
+		errmsg(l->path, "cannot attach",
+		       "%s, a read-only loop device, reads it (attach read-only with -r, or losetup -d %s first)",
+		       loop, loop);
+	return -EBUSY;
+}
+
 static int attach_lock(const struct attach_layer *l, bool write)
 {
 	const char *why;
 	u32 i;
-	int ret = vdimg_lock_image(l->fd, write, &why);
+	int ret = attach_loop_check(l, l->fd, write);
 
+	if (!ret && l->data_fd >= 0)
+		ret = attach_loop_check(l, l->data_fd, write);
+	for (i = 0; !ret && i < l->nr_ext; i++)
+		ret = attach_loop_check(l, l->ext_fds[i], write);
+	if (ret)
+		return ret;
+	ret = vdimg_lock_image(l->fd, write, &why);
 	if (!ret && l->data_fd >= 0)
 		ret = vdimg_lock_image(l->data_fd, write, &why);
 	for (i = 0; !ret && i < l->nr_ext; i++)

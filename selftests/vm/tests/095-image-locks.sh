@@ -1,5 +1,5 @@
 #!/bin/sh
-# One writer per image: a second writable or read-only attach of an image a device writes is refused by vdimgctl's qemu-compatible locks and, without them (--no-lock), by the module (EBUSY); qemu refuses an image vdimg writes and vdimg one that qemu has open; two overlays may share a read-only base; a device's writable top cannot be another chain's base; after detach everything opens again
+# One writer per image: a second writable or read-only attach of an image a device writes is refused by vdimgctl's qemu-compatible locks and, without them (--no-lock), by the module (EBUSY); qemu refuses an image vdimg writes and vdimg one that qemu has open; two overlays may share a read-only base; a device's writable top cannot be another chain's base; after detach everything opens again; a loop device on the file (no locks) is found: a writable one refuses every attach, a read-only one a writable attach
 # timeout: 120
 . /vmtest/lib.sh
 require_vdimg
@@ -64,5 +64,44 @@ check_fail "... and by the module" "$VDIMGCTL" attach --no-lock "$W/a.qcow2"
 check "detach" vd_detach "$dev"
 dev=$(vd_attach "$W/a.qcow2") && ok "the chain attaches once the base is free" ||
 	fail "the chain attaches once the base is free"
+[ -n "$dev" ] && vd_detach "$dev"
+
+# loop devices take no locks: vdimgctl looks for one on the file (by device and inode, as
+# losetup -j does); a writable loop device excludes every attach, a read-only one a writable attach
+raw=$W/loop.raw
+truncate -s 16M "$raw"
+# expect_refused NAME TEXT ARGS...: vdimgctl attach ARGS fails saying TEXT
+expect_refused() {
+	local name=$1 text=$2 out
+	shift 2
+	out=$("$VDIMGCTL" attach --show "$@" 2>&1) && vd_detach "$out"
+	case $out in
+	*"$text"*) ok "$name" ;;
+	*) fail "$name" "$out" ;;
+	esac
+}
+if ld=$(losetup -f --show "$raw"); then
+	expect_refused "a read-only attach is refused while a writable loop device uses the file" \
+		"$ld, a writable loop device" -r "$raw"
+	expect_refused "a writable attach too" "$ld, a writable loop device" "$raw"
+	dev=$("$VDIMGCTL" attach --no-lock --show -r "$raw" 2>&1) &&
+		ok "--no-lock skips the check" || fail "--no-lock skips the check" "$dev"
+	[ -b "$dev" ] && vd_detach "$dev"
+	losetup -d "$ld"
+else
+	fail "losetup of the file"
+fi
+if ld=$(losetup -r -f --show "$raw"); then
+	expect_refused "a writable attach is refused while a read-only loop device reads the file" \
+		"$ld, a read-only loop device" "$raw"
+	dev=$(vd_attach -r "$raw") && ok "a read-only attach shares the file with a read-only loop device" ||
+		fail "a read-only attach shares the file with a read-only loop device"
+	[ -n "$dev" ] && vd_detach "$dev"
+	losetup -d "$ld"
+else
+	fail "losetup -r of the file"
+fi
+dev=$(vd_attach "$raw") && ok "a writable attach once the loop devices are gone" ||
+	fail "a writable attach once the loop devices are gone"
 [ -n "$dev" ] && vd_detach "$dev"
 done_testing
