@@ -401,6 +401,7 @@ static void vdimg_epoch_enter(struct vdimg_device *dev, struct vdimg_cmd *cmd)
 	for (;;) {
 		e = READ_ONCE(dev->epoch) & 1;
 		atomic_inc(&dev->inflight[e]);
+		/* order the count before the epoch re-read; pairs with the drain's flip and read */
 		smp_mb__after_atomic();
 		if ((READ_ONCE(dev->epoch) & 1) == e)
 			break;

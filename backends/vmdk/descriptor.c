@@ -173,7 +173,6 @@ bad:
 	return vdimg_corrupt(img, "descriptor line %u: malformed extent line", lineno);
 }
 
-
 /* "key" and "value" of a key=value line, value unquoted; false if the line is not one */
 static bool vmdk_key_value(const char *s, const char *end, const char **k, size_t *kn,
 			   const char **val, size_t *vn)

@@ -657,7 +657,6 @@ int vmdk_check_header(struct vmdk_sparse *v, const struct vmdk_header *h, u64 fs
 	return 0;
 }
 
-
 /* The header of a COWD extent: the same GD/GT/grain scheme with 4096-entry GTs and no copy. */
 int vmdk_check_cowd_header(struct vmdk_sparse *v, const struct vmdk_cowd_header *h, u64 fsize)
 {

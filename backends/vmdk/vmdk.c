@@ -689,10 +689,11 @@ static int vmdk_discard(struct vdimg_image *img, u64 offset, u64 length, unsigne
 			ret = -EROFS;
 		else if (x->type == VMDK_EXT_SPARSE)
 			ret = vmdk_sparse_discard(x->sp, rel, n, flags);
-		else if (!(ret = vmdk_renew_cid(vm, false)))
-			ret = flags & VDIMG_DISCARD_NOUNMAP ?
-			      vdimg_file_zero_range(x->file, x->file_off + rel, n) :
-			      vdimg_file_zero(x->file, x->file_off + rel, n);
+		else
+			ret = vmdk_renew_cid(vm, false) ?:
+			      (flags & VDIMG_DISCARD_NOUNMAP ?
+			       vdimg_file_zero_range(x->file, x->file_off + rel, n) :
+			       vdimg_file_zero(x->file, x->file_off + rel, n));
 		offset += n;
 	}
 	return ret;

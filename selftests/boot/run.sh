@@ -213,15 +213,18 @@ image_marker() {
 
 # boot_once KERNEL INITRD DISK FMT APPEND LOG [EXPECT]: one boot; without EXPECT wait for the VM
 # to power off (BOOT_TIMEOUT); with EXPECT (an ERE) kill the VM as soon as the console matches it
-# or after BOOT_TIMEOUT. Returns qemu's status (124 on timeout) or 0 when EXPECT matched.
-# panic=-1 with -no-reboot ends the VM at once on a panic instead of waiting for the timeout.
+# or after BOOT_TIMEOUT. Returns qemu's status (124 on timeout) or 0 when EXPECT matched (125
+# when the VM ended without it, or the kernel panicked).
+# A kernel panic on the console ends the VM at once (status 125) instead of waiting for the
+# timeout (panic=-1 cannot be used for that everywhere: initramfs-tools then reboots instead of
+# opening its emergency shell).
 boot_once() {
-	local kernel=$1 initrd=$2 disk=$3 fmt=$4 append=$5 log=$6 expect=${7:-} pid n
+	local kernel=$1 initrd=$2 disk=$3 fmt=$4 append=$5 log=$6 expect=${7:-} pid n rc
 	rm -f "$log"
 	nice -n 10 qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048 -display none \
 		-monitor none -serial "file:$log" -no-reboot -kernel "$kernel" -initrd "$initrd" \
 		-drive "file=$disk,if=virtio,format=$fmt,cache=writeback" \
-		-append "console=ttyS0 panic=-1 $append" </dev/null >"$log.qemu" 2>&1 &
+		-append "console=ttyS0 $append" </dev/null >"$log.qemu" 2>&1 &
 	pid=$!
 	n=$((BOOT_TIMEOUT * 2))
 	while kill -0 "$pid" 2>/dev/null; do
@@ -231,17 +234,32 @@ boot_once() {
 			wait "$pid" 2>/dev/null
 			return 0
 		fi
-		if [ "$n" -le 0 ]; then
+		if [ "$n" -le 0 ] || grep -q 'end Kernel panic' "$log" 2>/dev/null; then
 			kill "$pid" 2>/dev/null
 			sleep 1
 			kill -9 "$pid" 2>/dev/null
 			wait "$pid" 2>/dev/null
-			return 124
+			[ "$n" -le 0 ] && return 124
+			return 125
 		fi
 		n=$((n - 1))
 		sleep 0.5
 	done
 	wait "$pid"
+	rc=$?
+	# the VM ended by itself (a panic with panic=-1, a power-off) before EXPECT showed
+	[ -n "$expect" ] && ! grep -Eq "$expect" "$log" && return 125
+	return "$rc"
+}
+
+# boot_status RC: what boot_once's status RC means
+boot_status() {
+	case $1 in
+	0) echo "the expected prompt" ;;
+	124) echo "timeout" ;;
+	125) echo "the VM stopped or the kernel panicked before the expected prompt" ;;
+	*) echo "qemu failed" ;;
+	esac
 }
 
 # splat LOG: the console from the first oops/panic line on (empty when the kernel did not die)
@@ -357,7 +375,7 @@ case_error() {
 	boot_vm "/boot/vmlinuz-$KREL" "$INITRD" "$work/host.ext4" raw "$append" "$log" \
 		'\(initramfs\)'
 	rc=$?
-	note "$name: reached the emergency shell in $(($(date +%s) - t0)) s (status $rc)"
+	note "$name: boot ended in $(($(date +%s) - t0)) s (status $rc; $(boot_status "$rc"))"
 	[ "$rc" -eq 0 ] || why+=("no emergency shell prompt on the console (status $rc)")
 	grep -aEq "^$line" "$log" || why+=("no line matching '$line' on the console")
 	[ "$(grep -ac '^vdimg: ' "$log")" -eq 1 ] || why+=("not exactly one 'vdimg: ' line")
@@ -797,7 +815,7 @@ for KREL in "${kernels[@]}"; do
 					"console=ttyS0 root=UUID=$ROOT_UUID quiet rd.shell vdimg.image=UUID=$HOST_UUID:/nope.vhdx" \
 					"$log" 'dracut:/#'
 				rc=$?
-				note "$name: reached the emergency shell in $(($(date +%s) - t0)) s (status $rc)"
+				note "$name: boot ended in $(($(date +%s) - t0)) s (status $rc; $(boot_status "$rc"))"
 				why=()
 				[ "$rc" -eq 0 ] || why+=("no emergency shell prompt (status $rc)")
 				grep -aq "FATAL: vdimg: /nope.vhdx: no such file on UUID=$HOST_UUID" "$log" ||

@@ -83,7 +83,7 @@ expect_refused() {
 if ld=$(losetup -f --show "$raw"); then
 	expect_refused "a read-only attach is refused while a writable loop device uses the file" \
 		"$ld, a writable loop device" -r "$raw"
-	expect_refused "a writable attach too" "$ld, a writable loop device" "$raw"
+	expect_refused "a writable attach too" "$ld, a writable loop device" -t raw "$raw"
 	dev=$("$VDIMGCTL" attach --no-lock --show -r "$raw" 2>&1) &&
 		ok "--no-lock skips the check" || fail "--no-lock skips the check" "$dev"
 	[ -b "$dev" ] && vd_detach "$dev"
@@ -93,7 +93,7 @@ else
 fi
 if ld=$(losetup -r -f --show "$raw"); then
 	expect_refused "a writable attach is refused while a read-only loop device reads the file" \
-		"$ld, a read-only loop device" "$raw"
+		"$ld, a read-only loop device" -t raw "$raw"
 	dev=$(vd_attach -r "$raw") && ok "a read-only attach shares the file with a read-only loop device" ||
 		fail "a read-only attach shares the file with a read-only loop device"
 	[ -n "$dev" ] && vd_detach "$dev"
@@ -101,7 +101,7 @@ if ld=$(losetup -r -f --show "$raw"); then
 else
 	fail "losetup -r of the file"
 fi
-dev=$(vd_attach "$raw") && ok "a writable attach once the loop devices are gone" ||
+dev=$(vd_attach -t raw "$raw") && ok "a writable attach once the loop devices are gone" ||
 	fail "a writable attach once the loop devices are gone"
 [ -n "$dev" ] && vd_detach "$dev"
 done_testing
