@@ -48,7 +48,19 @@ check() {
 		not_ok "$d"
 	fi
 }
-apt_get() { apt-get -y -q -o DPkg::Lock::Timeout=300 "$@"; }
+# apt_get ARGS...: apt-get -y, where the initramfs-tools trigger the packages fire runs but does
+# not rewrite /boot/initrd.img-* (twice a few minutes; the hook itself is tested by
+# selftests/boot/run.sh): in a private mount namespace, update-initramfs.conf is a copy with
+# update_initramfs=no over it. Nothing on disk changes, and the mount ends with the process.
+uic=/etc/initramfs-tools/update-initramfs.conf
+apt_get() {
+	if [ -f "$uic" ] && [ -f "$work/uic" ]; then
+		nice -n 10 unshare -m --propagation private sh -c 'mount --bind "$1" "$2" && shift 2 && exec "$@"' \
+			sh "$work/uic" "$uic" apt-get -y -q -o DPkg::Lock::Timeout=300 "$@"
+	else
+		nice -n 10 apt-get -y -q -o DPkg::Lock::Timeout=300 "$@"
+	fi
+}
 
 # purge: remove both packages, and what a failed removal may have left of the DKMS registration
 purge() {
@@ -186,10 +198,19 @@ if [ -n "$why" ] || [ -z "$want_install" ]; then
 	[ -n "$why" ] && skip "install, check and purge the packages" "$why"
 elif [ "${#kernels[@]}" -gt 0 ]; then
 	note "kernels: ${kernels[*]}; DKMS signing key before: $([ -n "$mok_before" ] && echo present || echo none)"
+	if [ -f "$uic" ]; then
+		{ cat "$uic"; echo update_initramfs=no; } >"$work/uic"
+		if ! unshare -m --propagation private sh -c 'mount --bind "$1" "$2" && . "$2" && [ "$update_initramfs" = no ]' \
+			sh "$work/uic" "$uic" 2>"$work/out"; then
+			sed 's/^/# /' "$work/out"
+			note "no private mount namespace here: the initramfs trigger will rewrite /boot/initrd.img-* twice"
+			rm -f "$work/uic"
+		fi
+	fi
 	t0=$(date +%s)
 	installed=1 tried=1
 	check "apt-get install ./vdimg-dkms_${ver}_all.deb ./vdimg-utils_${ver}_$arch.deb" \
-		nice -n 10 apt-get -y -q -o DPkg::Lock::Timeout=300 --no-install-recommends install "$dkmsdeb" "$utils"
+		apt_get --no-install-recommends install "$dkmsdeb" "$utils"
 	cp "$work/out" "$work/install.log"
 	note "apt-get install (DKMS builds, initramfs trigger): $(($(date +%s) - t0)) s"
 
@@ -198,7 +219,7 @@ elif [ "${#kernels[@]}" -gt 0 ]; then
 	signed_any=
 	for k in "${kernels[@]}"; do
 		# "vdimg/0.1.0, 6.12.95+deb12-amd64, x86_64: installed" (a warning may follow)
-		if grep -qE "^vdimg/$ver, $k, [^:]*: installed" "$work/status"; then
+		if grep -F "vdimg/$ver, $k, " "$work/status" | grep -q '^vdimg/[^,]*, [^,]*, [^:]*: installed'; then
 			ok "dkms status: vdimg/$ver installed for $k"
 		else
 			not_ok "dkms status: vdimg/$ver installed for $k"
@@ -219,17 +240,19 @@ elif [ "${#kernels[@]}" -gt 0 ]; then
 		signer=$(modinfo -F signer "$ko")
 		if [ -f /var/lib/dkms/mok.pub ]; then
 			# DKMS signs with /var/lib/dkms/mok.key whenever the kernel's sign-file is there; the
-			# signature's signer and key id must be those of the certificate mok.pub
+			# signature (PKCS#7, naming its certificate by issuer and serial number) must name
+			# the certificate mok.pub: its common name as signer, its serial number as key
 			cn=$(openssl x509 -inform DER -in /var/lib/dkms/mok.pub -noout -subject -nameopt multiline |
 				sed -n 's/^ *commonName *= *//p')
-			skid=$(openssl x509 -inform DER -in /var/lib/dkms/mok.pub -noout -ext subjectKeyIdentifier |
-				sed -n '2s/ //gp' | tr a-f A-F)
-			sigkey=$(modinfo -F sig_key "$ko" | tr -d ': \t\n' | tr a-f A-F)
-			if [ -n "$signer" ] && [ "$signer" = "$cn" ] && [ -n "$skid" ] && [ "$sigkey" = "${skid//:/}" ]; then
+			serial=$(openssl x509 -inform DER -in /var/lib/dkms/mok.pub -noout -serial |
+				sed -n 's/^serial=0*//p' | tr a-f A-F)
+			sigkey=$(modinfo -F sig_key "$ko" | tr -d ': \t\n' | tr a-f A-F | sed 's/^0*//')
+			if [ -n "$signer" ] && [ "$signer" = "$cn" ] && [ -n "$serial" ] &&
+				[ "$sigkey" = "$serial" ]; then
 				ok "vdimg.ko for $k is signed with the DKMS MOK key ('$signer', $(modinfo -F sig_hashalgo "$ko"))"
 				signed_any=1
 			else
-				not_ok "vdimg.ko for $k signed with the DKMS MOK key (signer '$signer', key $sigkey; mok.pub: '$cn', $skid)"
+				not_ok "vdimg.ko for $k signed with the DKMS MOK key (signer '$signer', key $sigkey; mok.pub: '$cn', serial $serial)"
 			fi
 		else
 			note "vdimg.ko for $k: no /var/lib/dkms/mok.pub, so not signed by DKMS (signer: '${signer:-none}')"
@@ -263,17 +286,17 @@ elif [ "${#kernels[@]}" -gt 0 ]; then
 		sh -c 'man -w vdimgctl && man -w 8 mount.vdimg && man -w 5 vdimgtab'
 	check "bash completion for vdimgctl loads and registers" \
 		bash -c '. /usr/share/bash-completion/completions/vdimgctl && complete -p vdimgctl'
-	if command -v lsinitramfs >/dev/null && [ -e "/boot/initrd.img-${kernels[-1]}" ]; then
-		check "the initramfs trigger rebuilt initrd.img-${kernels[-1]} with vdimg.ko and the vdimg hook" \
-			sh -c "lsinitramfs '/boot/initrd.img-${kernels[-1]}' >'$work/initrd' &&
-				grep -q 'updates/.*vdimg.ko' '$work/initrd' && grep -q 'scripts/local-top/vdimg' '$work/initrd'"
+	if [ -f "$uic" ]; then
+		check "the install fired the initramfs-tools trigger (update-initramfs)" \
+			grep -q '^Processing triggers for initramfs-tools' "$work/install.log"
 	fi
 
 	# ---- 3. purge
 	t0=$(date +%s)
 	check "apt-get purge vdimg-dkms vdimg-utils" \
-		nice -n 10 apt-get -y -q -o DPkg::Lock::Timeout=300 purge vdimg-dkms vdimg-utils
+		apt_get purge vdimg-dkms vdimg-utils
 	note "apt-get purge: $(($(date +%s) - t0)) s"
+	cp "$work/out" "$work/purge.log"
 	installed=
 	left=$(while read -r f; do [ -e "$f" ] || [ -L "$f" ] && echo "$f"; done <"$work/files")
 	left="$left $(ls -d /usr/src/vdimg-* /var/lib/dkms/vdimg /lib/modules/*/updates/vdimg.ko* \
@@ -283,6 +306,10 @@ elif [ "${#kernels[@]}" -gt 0 ]; then
 		ok "purge: no file of either package, no vdimg.ko under /lib/modules/*/updates, no /usr/src/vdimg-*, no /var/lib/dkms/vdimg"
 	else
 		not_ok "purge leaves nothing behind (left: $left)"
+	fi
+	if [ -f "$uic" ]; then
+		check "the purge fired the initramfs-tools trigger again" \
+			grep -q '^Processing triggers for initramfs-tools' "$work/purge.log"
 	fi
 	if dkms status 2>&1 | grep -q vdimg; then
 		dkms status 2>&1 | sed 's/^/# dkms status: /'
