@@ -170,7 +170,6 @@ if [ -z "$want_install" ]; then
 elif [ "$(id -u)" -ne 0 ]; then
 	why="not root"
 elif ! command -v dkms >/dev/null; then
-	why=
 	not_ok "dkms installed (.ci/deps.sh installs it)"
 	want_install=
 elif dpkg-query -W -f '${Package} ${db:Status-Status}\n' vdimg-dkms vdimg-utils 2>/dev/null |
@@ -207,6 +206,7 @@ elif [ "${#kernels[@]}" -gt 0 ]; then
 			rm -f "$work/uic"
 		fi
 	fi
+	boot_before=$(stat -c '%n %Y %s' /boot/initrd.img-* 2>/dev/null)
 	t0=$(date +%s)
 	installed=1 tried=1
 	check "apt-get install ./vdimg-dkms_${ver}_all.deb ./vdimg-utils_${ver}_$arch.deb" \
@@ -319,6 +319,13 @@ elif [ "${#kernels[@]}" -gt 0 ]; then
 	fi
 	left=$(grep -l vdimg /lib/modules/*/modules.dep 2>/dev/null)
 	if [ -z "$left" ]; then ok "purge: no modules.dep names vdimg"; else not_ok "purge: modules.dep names vdimg ($left)"; fi
+	if [ -f "$work/uic" ]; then
+		if [ "$(stat -c '%n %Y %s' /boot/initrd.img-* 2>/dev/null)" = "$boot_before" ]; then
+			ok "the initrd images in /boot are untouched"
+		else
+			not_ok "the initrd images in /boot are untouched"
+		fi
+	fi
 	st=$(dpkg-query -W -f '${db:Status-Status} ' vdimg-dkms vdimg-utils 2>/dev/null)
 	if [ -z "$(echo $st | tr ' ' '\n' | grep -vx not-installed)" ]; then
 		ok "purge: dpkg knows neither package any more"
