@@ -21,10 +21,18 @@ W ?= 1
 
 CC ?= gcc
 BUILD := build
+# the version: debian/changelog's first entry is the one place it is written (vdimgctl --version,
+# make install-dkms, the packages); selftests/host/test_pkg.sh checks that dkms.conf, the man
+# pages and the docs say the same
+VERSION := $(shell awk -F '[()]' 'NR == 1 { print $$2 }' debian/changelog)
+ifeq ($(VERSION),)
+$(error no version in debian/changelog)
+endif
 USER_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
 	-D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -I. -Iinclude -Itools/lib
 # distribution build flags (debian/rules: dpkg-buildflags' CFLAGS, CPPFLAGS and LDFLAGS)
 USER_CFLAGS += $(EXTRA_USER_CFLAGS)
+USER_CFLAGS += -DVDIMGCTL_VERSION='"$(VERSION)"'
 SAN_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=undefined
 # kernel-shared: the backends, compiled unchanged into vdimg.ko (Kbuild) and into libvdimg
@@ -77,6 +85,9 @@ $(BUILD)/libvdimg.a: $(LIB_SRCS:%.c=$(BUILD)/user/%.o)
 
 $(BUILD)/libvdimg-asan.a: $(LIB_SRCS:%.c=$(BUILD)/asan/%.o)
 	rm -f $@ && ar rcs $@ $^
+
+# --version: rebuilt when the version changes
+$(BUILD)/user/tools/vdimgctl/vdimgctl.o: debian/changelog
 
 tools/vdimgctl/vdimgctl: $(TOOL_SRCS:%.c=$(BUILD)/user/%.o) $(BUILD)/libvdimg.a
 	$(CC) $(EXTRA_USER_LDFLAGS) -o $@ $^ $(TOOL_LIBS) $(LIB_LIBS)
@@ -176,10 +187,10 @@ modules_install: modules
 	$(MAKE) -C $(KDIR) M=$(CURDIR) INSTALL_MOD_DIR=$(INSTALL_MOD_DIR) modules_install
 
 # make install-dkms: the module's sources as DKMS wants them, /usr/src/vdimg-<version>
-DKMS_VERSION := $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' dkms.conf)
-DKMS_DIR = $(DESTDIR)$(PREFIX)/src/vdimg-$(DKMS_VERSION)
+DKMS_DIR = $(DESTDIR)$(PREFIX)/src/vdimg-$(VERSION)
 DKMS_FILES := Kbuild dkms.conf $(wildcard drivers/*.[ch] backends/*.[ch] backends/*/*.[ch] \
 	include/vdimg/*.h include/uapi/linux/*.h)
 install-dkms:
 	for f in $(DKMS_FILES); do install -D -m 0644 $$f $(DKMS_DIR)/$$f || exit 1; done
 	install -m 0644 Makefile.dkms $(DKMS_DIR)/Makefile
+	sed -i 's/^PACKAGE_VERSION=.*/PACKAGE_VERSION="$(VERSION)"/' $(DKMS_DIR)/dkms.conf

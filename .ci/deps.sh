@@ -40,3 +40,7 @@ bash "$(dirname "$0")/../selftests/samples.sh"
 apt-get install -y -qq --no-install-recommends genisoimage dmg2img >/dev/null
 # packaging host test (selftests/host/test_pkg.sh): bash completion
 apt-get install -y -qq --no-install-recommends bash-completion >/dev/null
+# Debian packages stage (selftests/pkg/debs.sh): dpkg-buildpackage, lintian, and DKMS building the
+# module for both kernels at install (openssl makes DKMS's module signing key)
+apt-get install -y -qq --no-install-recommends dpkg-dev debhelper dh-dkms dkms lintian fakeroot \
+	openssl >/dev/null

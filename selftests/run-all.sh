@@ -14,6 +14,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top" || exit 1
 mkdir -p build
 rm -f build/check-host.log build/fuzz-smoke.log build/check-vm*.log build/check-vm*.log.rc
+rm -f build/check-pkg.log
 P=0 F=0 S=0
 
 # totals LOG: the last "N passed, N failed[, N skipped]" line of a log, as "P F S"
@@ -55,6 +56,11 @@ else
 	echo "# clang is not installed: fuzz smoke run failed to start"
 	F=$((F + 1))
 fi
+
+echo "# ==== Debian packages (selftests/pkg/debs.sh)"
+selftests/pkg/debs.sh 2>&1 | tee build/check-pkg.log
+rc=${PIPESTATUS[0]}
+add "$(totals build/check-pkg.log)" "$rc" "selftests/pkg/debs.sh"
 
 . selftests/vm/common.sh
 
@@ -153,7 +159,7 @@ fi
 
 if [ "$S" -gt 0 ]; then
 	echo "# skipped ($S):"
-	cat build/check-host.log build/fuzz-smoke.log build/check-vm*.log 2>/dev/null |
+	cat build/check-host.log build/fuzz-smoke.log build/check-pkg.log build/check-vm*.log 2>/dev/null |
 		grep -E '^ *ok [0-9]+ .*# SKIP' | sed -E 's/^ *ok [0-9]+ (- )?//' | sort | uniq -c |
 		sed -E 's/^ *([0-9]+) /#   [x\1] /' | head -n 60
 fi

@@ -33,7 +33,9 @@ fi
 
 # ---- --help / --version / usage errors ----
 run --version
-[ $rc -eq 0 ] && [ "$(cat "$T/out")" = "vdimgctl 0.1.0" ]; ok $? "--version prints 'vdimgctl 0.1.0'"
+ver=$(sed -n '1s/^vdimg (\([^)]*\)).*/\1/p' "$ROOT/debian/changelog")
+[ $rc -eq 0 ] && [ -n "$ver" ] && [ "$(cat "$T/out")" = "vdimgctl $ver" ]
+ok $? "--version prints 'vdimgctl $ver' (debian/changelog's version)"
 run --help
 [ $rc -eq 0 ] && [ "$(tail -n1 "$T/out")" = "For more details see vdimgctl(8)." ] && [ ! -s "$T/err" ]
 ok $? "--help exits 0 and ends pointing at vdimgctl(8)"

@@ -239,4 +239,28 @@ EOT
 else
 	skip "bash completion" "bash-completion is not installed"
 fi
+
+# ---- one version: debian/changelog's first entry; every other place that writes it agrees
+ver=$(sed -n '1s/^vdimg (\([^)]*\)).*/\1/p' "$ROOT/debian/changelog")
+: >"$T/diff"
+[ -n "$ver" ] || echo "debian/changelog: no 'vdimg (VERSION)' first line" >>"$T/diff"
+if command -v dpkg-parsechangelog >/dev/null; then
+	v=$(dpkg-parsechangelog -l "$ROOT/debian/changelog" -S Version)
+	[ "$v" = "$ver" ] || echo "dpkg-parsechangelog: $v" >>"$T/diff"
+fi
+grep -qx "PACKAGE_VERSION=\"$ver\"" "$ROOT/dkms.conf" || echo "dkms.conf: $(grep PACKAGE_VERSION "$ROOT/dkms.conf")" >>"$T/diff"
+v=$(make -s -C "$ROOT" -f Makefile -f - print-version <<<'print-version: ; @echo $(VERSION)' 2>&1)
+[ "$v" = "$ver" ] || echo "Makefile VERSION: $v" >>"$T/diff"
+for f in tools/vdimgctl/vdimgctl.rst tools/system/mount.vdimg.rst tools/system/vdimgtab.rst; do
+	grep -qx ":Version: $ver" "$ROOT/$f" || echo "$f: $(grep '^:Version:' "$ROOT/$f")" >>"$T/diff"
+done
+# the docs' examples: vdimg-X.Y.Z, vdimg/X.Y.Z, vdimg-dkms_X.Y.Z_all.deb, vdimg-utils_X.Y.Z_amd64.deb
+grep -noE '(vdimg[-/]|vdimg-(dkms|utils)_)[0-9]+\.[0-9]+[0-9.~+a-z-]*' "$ROOT/README.md" \
+	"$ROOT/Documentation/admin-guide/vdimg.rst" "$ROOT/dkms.conf" |
+	grep -vE "(vdimg[-/]|_)$(sed 's/[.+~]/\\&/g' <<<"$ver")\$" >>"$T/diff"
+"$V" --version >"$T/out" 2>"$T/err"
+[ "$(cat "$T/out")" = "vdimgctl $ver" ] || echo "vdimgctl --version: $(cat "$T/out")" >>"$T/diff"
+[ ! -s "$T/diff" ]
+ok $? "version $ver (debian/changelog) everywhere: Makefile, vdimgctl --version, dkms.conf, man pages, docs"
+rm -f "$T/diff"
 ktap_end

@@ -12,7 +12,10 @@
 #include <vdimg/backend.h>
 #include "vdimg-user.h"
 
-#define VDIMGCTL_VERSION	"0.1.0"
+/* VDIMGCTL_VERSION: set by the Makefile from debian/changelog */
+#ifndef VDIMGCTL_VERSION
+#error "VDIMGCTL_VERSION is not defined (the Makefile passes it, from debian/changelog)"
+#endif
 
 /* exit statuses, as losetup: 0 success, 1 any failure */
 #define EXIT_OK		0
