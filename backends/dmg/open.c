@@ -7,9 +7,8 @@
  * gaps or overlaps. Every offset and count is checked against the file before use. The master
  * checksum (CRC-32 over the tables' checksums) is verified when present. Images without a property
  * list give their tables in the binary resource fork instead (a run of length-prefixed resources,
- * the mish ones taken). Chunk types vdimg cannot decode (LZMA) and encrypted images
- * are refused by name. The whole disk (with the partition map the image carries) is the device.
- * Kernel-shared; mapping and decoding are in map.c, adc.c, bzip2.c and lzfse.c, info and check in
+ * the mish ones taken). Unknown chunk types and encrypted images are refused by name. The whole disk (with the partition map the image carries) is the device.
+ * Kernel-shared; mapping and decoding are in map.c, adc.c, bzip2.c, lzfse.c and lzma.c, info and check in
  * tools/lib/formats/dmg.c.
  */
 #include "dmg.h"
@@ -43,7 +42,7 @@ const char *dmg_chunk_type_name(u32 type)
 static bool dmg_compressed(u32 type)
 {
 	return type == DMG_CHUNK_ADC || type == DMG_CHUNK_ZLIB || type == DMG_CHUNK_BZIP2 ||
-	       type == DMG_CHUNK_LZFSE;
+	       type == DMG_CHUNK_LZFSE || type == DMG_CHUNK_LZMA;
 }
 
 static bool dmg_probe(const u8 *head, size_t head_len, const u8 *tail, u64 file_size)
@@ -230,6 +229,8 @@ static int dmg_add_table(struct dmg *d, const u8 *buf, size_t len, u32 *cap)
 			d->has_bzip2 = true;
 		if (type == DMG_CHUNK_LZFSE)
 			d->has_lzfse = true;
+		if (type == DMG_CHUNK_LZMA)
+			d->has_lzma = true;
 		if (dmg_compressed(type)) {
 			d->max_chunk_bytes = max_t(u32, d->max_chunk_bytes, cnt * DMG_SECTOR);
 			d->max_stored = max_t(u32, d->max_stored, clen);
@@ -429,6 +430,7 @@ static void dmg_free(struct dmg *d)
 	vdimg_free(d->stored);
 	vdimg_free(d->bzip2);
 	vdimg_free(d->lzfse);
+	vdimg_free(d->lzma);
 	vdimg_free(d);
 }
 
@@ -537,6 +539,14 @@ static int dmg_open(struct vdimg_image *img, unsigned int flags)
 			goto fail;
 		}
 		dmg_lzfse_init(d->lzfse);
+	}
+	if (d->has_lzma) {
+		d->lzma = vdimg_zalloc(dmg_lzma_workspace_size());
+		if (!d->lzma) {
+			ret = -ENOMEM;
+			goto fail;
+		}
+		dmg_lzma_init(d->lzma);
 	}
 	img->size = next * DMG_SECTOR;
 	img->lbs = DMG_SECTOR;
