@@ -223,8 +223,11 @@ static void lz_reset_state(struct dmg_lz *lz)
 	memset(lz->rep, 0, sizeof(lz->rep));
 }
 
-/* the properties byte: -EOPNOTSUPP (named) for lc + lp > 4, -EFSCORRUPTED above 224 */
-static int lz_props(struct dmg_lz *lz, u8 b)
+/*
+ * The properties byte: -EFSCORRUPTED above 224; lc + lp > 4 is invalid in LZMA2 (@lzma2) and
+ * valid but not supported (-EOPNOTSUPP, named) in LZMA1
+ */
+static int lz_props(struct dmg_lz *lz, u8 b, bool lzma2)
 {
 	u32 lc, lp, pb;
 
@@ -233,6 +236,8 @@ static int lz_props(struct dmg_lz *lz, u8 b)
 	lc = b % 9;
 	lp = (b / 9) % 5;
 	pb = b / 45;
+	if (lc + lp > 4 && lzma2)
+		return -EFSCORRUPTED;
 	if (lc + lp > 4) {
 		lz->ws->unsupported = "LZMA properties with lc + lp above 4";
 		lz->ws->unsupported_val = b;
@@ -386,7 +391,7 @@ static int lz_alone(struct dmg_lzma *ws, const u8 *src, size_t src_len, u8 *dst,
 
 	if (src_len < 13)
 		return -EFSCORRUPTED;
-	ret = lz_props(&lz, src[0]);
+	ret = lz_props(&lz, src[0], false);
 	if (ret)
 		return ret;
 	for (i = 12; i >= 5; i--)
@@ -476,7 +481,7 @@ static int xz_lzma2(struct dmg_lzma *ws, const u8 *src, size_t src_len, size_t *
 		if (ctrl >= 0xc0) {
 			if (pos >= src_len)
 				return -EFSCORRUPTED;
-			ret = lz_props(&lz, src[pos++]);
+			ret = lz_props(&lz, src[pos++], true);
 			if (ret)
 				return ret;
 			need_props = false;

@@ -198,6 +198,8 @@ vm_fixtures() {
 		      python3 "$VM_TOP/selftests/host/mkdmg.py" --types adc --chunk 2048 src.raw adc.dmg
 		      python3 "$VM_TOP/selftests/host/mkdmg.py" --types bzip2,raw --chunk 2048 \
 			      --bz-level 1 src.raw bzip2.dmg
+		      python3 "$VM_TOP/selftests/host/mkdmg.py" --types lzma,raw --chunk 2048 \
+			      src.raw lzma.dmg
 		      python3 "$VM_TOP/selftests/host/data/lzfse-src.py" lzfse-src.raw
 		      cp "$VM_TOP/selftests/host/data/lzfse-fse.dmg" \
 			 "$VM_TOP/selftests/host/data/lzfse-lzvn.dmg" .

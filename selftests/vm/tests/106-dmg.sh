@@ -1,5 +1,5 @@
 #!/bin/sh
-# DMG (UDIF) in the kernel: images the host built with selftests/host/mkdmg.py (zlib, ADC, raw, zero-fill and ignore chunks; ADC chunks of 1 MiB; bzip2 chunks of 1 MiB in 100k blocks) from an MBR-partitioned source disk attach read-only, read back as the source, and -P shows the two partitions with their data; writes fail; the committed LZFSE images (LZFSE and LZVN blocks, selftests/host/data) read as their source; the sample simple-dmg.dmg reads as qemu-img reads it
+# DMG (UDIF) in the kernel: images the host built with selftests/host/mkdmg.py (zlib, ADC, raw, zero-fill and ignore chunks; ADC chunks of 1 MiB; bzip2 chunks of 1 MiB in 100k blocks; LZMA chunks of 1 MiB as .xz streams) from an MBR-partitioned source disk attach read-only, read back as the source, and -P shows the two partitions with their data; writes fail; the committed LZFSE images (LZFSE and LZVN blocks, selftests/host/data) read as their source; the sample simple-dmg.dmg reads as qemu-img reads it
 # timeout: 120
 . /vmtest/lib.sh
 require_vdimg
@@ -10,7 +10,7 @@ W=$TEST_WORK
 src_sha=$(sha_of "$F/src.raw")
 p1_sha=$(dd if="$F/src.raw" bs=512 skip=2048 count=2048 status=none | sha256sum | cut -d' ' -f1)
 p2_sha=$(dd if="$F/src.raw" bs=512 skip=4096 status=none | sha256sum | cut -d' ' -f1)
-for img in mixed adc bzip2; do
+for img in mixed adc bzip2 lzma; do
 	t="dmg $img"
 	dev=$(vd_attach -P "$F/$img.dmg") || { fail "$t: attach"; continue; }
 	check_eq "$t: sysfs format" "$(vd_attr "$dev" format)" dmg
