@@ -439,11 +439,12 @@ static int xz_vli(const u8 *p, size_t len, size_t *pos, u64 *v)
 static int xz_lzma2(struct dmg_lzma *ws, const u8 *src, size_t src_len, size_t *used,
 		    u8 *dst, size_t dst_len, size_t *out_pos)
 {
-	struct dmg_lz lz = { .ws = ws, .p = &ws->p, .out = dst, .out_len = dst_len, .pos = *out_pos };
+	struct dmg_lz lz = { .ws = ws, .p = &ws->p, .out = dst, .out_len = dst_len };
 	bool need_dict = true, need_props = true;
 	size_t pos = 0;
 	int ret;
 
+	lz.pos = *out_pos;
 	lz.dict_start = lz.pos;
 	for (;;) {
 		u32 ctrl, unpacked, packed;
