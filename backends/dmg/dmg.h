@@ -111,6 +111,7 @@ struct dmg {
 	u32 max_chunk_bytes;		/* largest decoded compressed chunk */
 	u32 max_stored;			/* largest stored length of a compressed chunk */
 	bool master_verified;		/* the koly master checksum matched */
+	bool force_csum;		/* opened with VDIMG_OPEN_FORCE_CSUM: mismatches warn */
 	bool has_bzip2;			/* a bzip2 chunk: @bzip2 is allocated */
 	bool has_lzfse;			/* an LZFSE chunk: @lzfse is allocated */
 	bool has_lzma;			/* an LZMA chunk: @lzma is allocated */

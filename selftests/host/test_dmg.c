@@ -11,7 +11,8 @@
  * streams (liblzma and xz) and corrupted copies of them; encrypted images refused by name; corrupt
  * trailers, tables, offsets, base64, master checksum and compressed data (zlib, ADC; bzip2
  * truncated, with a bad block CRC, bad Huffman code lengths, or decoding to too much; LZMA)
- * refused or failing the read with -EUCLEAN; the sample
+ * refused or failing the read with -EUCLEAN; a master checksum mismatch opened with
+ * VDIMG_OPEN_FORCE_CSUM (a warning), a wrong sector count still refused with it; the sample
  * simple-dmg.dmg read as qemu-img reads it. Skips (exit 4) without python3. KTAP on stdout.
  */
 #include <sys/wait.h>
@@ -431,6 +432,43 @@ static void test_refused(void)
 		if (ok_err(ret, v[i].err, "%s refused", v[i].tag) && !strstr(ktap_last_msg, v[i].msg))
 			ok(false, "%s: message \"%s\" lacks \"%s\"", v[i].tag, ktap_last_msg, v[i].msg);
 	}
+
+	/* force: a master checksum mismatch warns instead; structural damage is still refused */
+	sh("python3 '%s' --types zlib,raw --corrupt master '%s' '%s'", mkdmg, tp("src.raw"),
+	   tp("bad.dmg"));
+	ktap_last_msg[0] = '\0';
+	if (ok(!vdimg_open_path(&o, tp("bad.dmg"), VDIMG_FMT_AUTO,
+				VDIMG_OPEN_READ_ONLY | VDIMG_OPEN_FORCE_CSUM),
+	       "master checksum mismatch with VDIMG_OPEN_FORCE_CSUM: opens")) {
+		ok(!DMG(&o.img)->master_verified && strstr(ktap_last_msg, "opened anyway"),
+		   "master checksum mismatch with force: not verified, a warning (\"%s\")",
+		   ktap_last_msg);
+		vdimg_close_path(&o);
+	}
+	{
+		const char *bad = tp("bad.dmg");
+		struct vdimg_chain *c;
+		u8 *buf, *want;
+		size_t wlen;
+		int ret = vdimg_chain_open(&c, &bad, 1, NULL,
+					   VDIMG_CHAIN_READ_ONLY | VDIMG_CHAIN_FORCE_CSUM);
+
+		want = slurp(tp("src.raw"), &wlen);
+		buf = !ret && want ? malloc(c->size) : NULL;
+		ok(buf && c->size == wlen && !vdimg_chain_pread(c, buf, wlen, 0) &&
+		   !memcmp(buf, want, wlen),
+		   "master checksum mismatch with VDIMG_CHAIN_FORCE_CSUM: reads as the source (%d)",
+		   ret);
+		if (!ret)
+			vdimg_chain_close(c);
+		free(buf);
+		free(want);
+	}
+	sh("python3 '%s' --types zlib,raw --corrupt count '%s' '%s'", mkdmg, tp("src.raw"),
+	   tp("bad.dmg"));
+	ok_err(vdimg_open_path(&o, tp("bad.dmg"), VDIMG_FMT_AUTO,
+			       VDIMG_OPEN_READ_ONLY | VDIMG_OPEN_FORCE_CSUM), -EUCLEAN,
+	       "a wrong sector count with force is still refused");
 
 	/* bad compressed data: open works, reading that chunk fails, check counts it */
 	for (i = 0; i < 7; i++) {

@@ -200,6 +200,8 @@ vm_fixtures() {
 			      --bz-level 1 src.raw bzip2.dmg
 		      python3 "$VM_TOP/selftests/host/mkdmg.py" --types lzma,raw --chunk 2048 \
 			      src.raw lzma.dmg
+		      python3 "$VM_TOP/selftests/host/mkdmg.py" --types zlib --corrupt master \
+			      src.raw master.dmg
 		      python3 "$VM_TOP/selftests/host/data/lzfse-src.py" lzfse-src.raw
 		      cp "$VM_TOP/selftests/host/data/lzfse-fse.dmg" \
 			 "$VM_TOP/selftests/host/data/lzfse-lzvn.dmg" .

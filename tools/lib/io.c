@@ -298,6 +298,8 @@ static int chain_open_layer(struct vdimg_chain *c, int i, const u32 *formats,
 		oflags |= VDIMG_OPEN_READ_ONLY;
 	if (!top)
 		oflags |= VDIMG_OPEN_HAS_CHILD;
+	if (c->flags & VDIMG_CHAIN_FORCE_CSUM)
+		oflags |= VDIMG_OPEN_FORCE_CSUM;
 	ret = chain_open_data_file(l, ops ? ops[i] : NULL, formats ? formats[i] : VDIMG_FMT_AUTO,
 				   i == c->rw);
 	if (!ret)

@@ -109,7 +109,7 @@ static int attach_usage(void)
 	       "     --direct-io[=on|off]   require or refuse direct I/O\n"
 	       "     --autoclear            detach when the last opener closes\n"
 	       "     --chain A,B,...        layers below IMAGE, base first\n"
-	       "     --force                ignore mismatched parent links\n"
+	       "     --force                ignore mismatched parent links and image checksums\n"
 	       "     --overlay[=FILE]       write to a new differencing image on top, never to\n"
 	       "                            IMAGE (temporary unless FILE is given)\n"
 	       "     --overlay-format FMT   format of the overlay (default qcow2)\n"
@@ -414,7 +414,8 @@ static int attach_probe(struct attach_layer *l, bool top, bool *ro, bool rw_iso)
 static void attach_print(const struct attach_layer *l, int n, u32 flags, u32 lbs, u32 index)
 {
 	static const char *const names[] = { "read-only", "partscan", "direct-io", "buffered",
-					     "autoclear", "force-raw", "force-link" };
+					     "autoclear", "force-raw", "force-link",
+					     "force-csum" };
 	unsigned int b;
 	int i;
 
@@ -608,7 +609,7 @@ int cmd_attach(int argc, char **argv)
 		}
 		case OPT_FORCE:
 			force = true;
-			flags |= VDIMG_ATTACH_FORCE_LINK;
+			flags |= VDIMG_ATTACH_FORCE_LINK | VDIMG_ATTACH_FORCE_CSUM;
 			break;
 		case 'h':
 			return attach_usage();
@@ -761,7 +762,7 @@ int cmd_attach(int argc, char **argv)
 		}
 		lib_action("cannot attach");
 		ret = vdimg_chain_open_fds(&chain, fds, names, n, fmts, VDIMG_CHAIN_READ_ONLY |
-					   (force ? VDIMG_CHAIN_FORCE_LINK : 0));
+					   (force ? VDIMG_CHAIN_FORCE_LINK | VDIMG_CHAIN_FORCE_CSUM : 0));
 		if (ret) {
 			if (!lib_reported)
 				errmsg(top_path, "cannot attach", "%s", attach_reason(-ret));

@@ -1,5 +1,5 @@
 #!/bin/sh
-# DMG (UDIF) in the kernel: images the host built with selftests/host/mkdmg.py (zlib, ADC, raw, zero-fill and ignore chunks; ADC chunks of 1 MiB; bzip2 chunks of 1 MiB in 100k blocks; LZMA chunks of 1 MiB as .xz streams) from an MBR-partitioned source disk attach read-only, read back as the source, and -P shows the two partitions with their data; writes fail; the committed LZFSE images (LZFSE and LZVN blocks, selftests/host/data) read as their source; the sample simple-dmg.dmg reads as qemu-img reads it
+# DMG (UDIF) in the kernel: images the host built with selftests/host/mkdmg.py (zlib, ADC, raw, zero-fill and ignore chunks; ADC chunks of 1 MiB; bzip2 chunks of 1 MiB in 100k blocks; LZMA chunks of 1 MiB as .xz streams) from an MBR-partitioned source disk attach read-only, read back as the source, and -P shows the two partitions with their data; writes fail; a master checksum mismatch is refused, and attaches with --force; the committed LZFSE images (LZFSE and LZVN blocks, selftests/host/data) read as their source; the sample simple-dmg.dmg reads as qemu-img reads it
 # timeout: 120
 . /vmtest/lib.sh
 require_vdimg
@@ -28,6 +28,13 @@ for img in lzfse-fse lzfse-lzvn; do
 	check_eq "$img: reads as the source" "$(sha_of "$dev")" "$lz_sha"
 	check "$img: detach" vd_detach "$dev"
 done
+check_fail "a master checksum mismatch is refused" "$VDIMGCTL" attach -f --show "$F/master.dmg"
+if dev=$(vd_attach --force "$F/master.dmg"); then
+	check_eq "master checksum mismatch, --force: reads as the source" "$(sha_of "$dev")" "$src_sha"
+	check "master checksum mismatch, --force: detach" vd_detach "$dev"
+else
+	fail "a master checksum mismatch with --force: attach"
+fi
 check_fail "a writable attach with -t dmg --rw is refused" "$VDIMGCTL" attach -f --show --rw -t dmg "$F/mixed.dmg"
 
 need_sample simple-dmg.dmg
