@@ -380,6 +380,21 @@ static int lz_run(struct dmg_lz *lz, size_t end, bool marker_ok)
 	return rc->bad ? -EFSCORRUPTED : LZ_OK;
 }
 
+/* after the last byte: the end marker (a match of distance 0xffffffff), read without writing */
+static int lz_end_marker(struct dmg_lz *lz)
+{
+	struct dmg_lz_probs *p = lz->p;
+	struct dmg_lz_rc *rc = &lz->rc;
+	u32 ps = (lz->pos - lz->dict_start) & ((1u << lz->pb) - 1), s = lz->state, len;
+
+	if (!rc_bit(rc, &p->is_match[s][ps]) || rc_bit(rc, &p->is_rep[s]))
+		return -EFSCORRUPTED;
+	len = lz_len(lz, &p->match_len, ps);
+	if (lz_dist(lz, len) != LZ_END_DIST || rc->bad || rc->code)
+		return -EFSCORRUPTED;
+	return 0;
+}
+
 /* ---- .lzma (alone): 13-byte header, one LZMA1 stream ---- */
 
 static int lz_alone(struct dmg_lzma *ws, const u8 *src, size_t src_len, u8 *dst,
@@ -408,8 +423,7 @@ static int lz_alone(struct dmg_lzma *ws, const u8 *src, size_t src_len, u8 *dst,
 	/* all the output: the stream ends here, or with an end marker (needed without a size) */
 	if (size != U64_MAX && !lz.rc.code)
 		return 0;
-	ret = lz_run(&lz, dst_len + 1, true);
-	return ret == LZ_MARKER && lz.pos == dst_len && !lz.rc.code ? 0 : -EFSCORRUPTED;
+	return lz_end_marker(&lz);
 }
 
 /* ---- .xz: stream header, blocks of LZMA2, index, footer ---- */
