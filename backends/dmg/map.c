@@ -3,8 +3,8 @@
  * The DMG backend's data path: ->map() finds the chunk holding an offset (binary search in the
  * sorted chunk list) and answers DATA for stored chunks, ZERO for zero-fill and ignored ones, and
  * ENCODED for compressed ones, which ->read_encoded() decodes (zlib through vdimg_decompress(),
- * ADC, bzip2, LZFSE and LZMA through adc.c, bzip2.c, lzfse.c and lzma.c) into a one-chunk cache, so that
- * reading a chunk in small pieces decodes it once. Kernel-shared.
+ * ADC, bzip2, LZFSE and LZMA through adc.c, bzip2.c, lzfse.c and lzma.c) into a one-chunk cache,
+ * so that reading a chunk in small pieces decodes it once. Kernel-shared.
  */
 #include "dmg.h"
 

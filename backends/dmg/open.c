@@ -5,11 +5,12 @@
  * strict scan for <key>blkx</key> and the base64 <data> elements of its array, decoded here), and
  * turns their "mish" tables into one sorted chunk list covering the disk from sector 0 without
  * gaps or overlaps. Every offset and count is checked against the file before use. The master
- * checksum (CRC-32 over the tables' checksums) is verified when present. Images without a property
- * list give their tables in the binary resource fork instead (a run of length-prefixed resources,
- * the mish ones taken). Unknown chunk types and encrypted images are refused by name. The whole disk (with the partition map the image carries) is the device.
- * Kernel-shared; mapping and decoding are in map.c, adc.c, bzip2.c, lzfse.c and lzma.c, info and check in
- * tools/lib/formats/dmg.c.
+ * checksum (CRC-32 over the tables' checksums) is verified when present (a mismatch only warns
+ * when opened with VDIMG_OPEN_FORCE_CSUM). Images without a property list give their tables in
+ * the binary resource fork instead (a run of length-prefixed resources, the mish ones taken).
+ * Unknown chunk types and encrypted images are refused by name. The whole disk (with the
+ * partition map the image carries) is the device. Kernel-shared; mapping and decoding are in
+ * map.c, adc.c, bzip2.c, lzfse.c and lzma.c, info and check in tools/lib/formats/dmg.c.
  */
 #include "dmg.h"
 
