@@ -184,7 +184,8 @@ vm_samples() {
 vm_fixtures() {
 	local d=$VM_BUILD/fixtures
 	[ -n "${VM_SCRATCH_EXTRA:-}" ] && return 0
-	if [ ! -f "$d/dmg/done" ] || [ "$VM_TOP/selftests/host/mkdmg.py" -nt "$d/dmg/done" ]; then
+	if [ ! -f "$d/dmg/done" ] || [ "$VM_TOP/selftests/host/mkdmg.py" -nt "$d/dmg/done" ] ||
+	   [ "$VM_TOP/selftests/vm/common.sh" -nt "$d/dmg/done" ]; then
 		rm -rf "$d/dmg"
 		mkdir -p "$d/dmg"
 		if ! (set -e

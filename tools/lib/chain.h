@@ -145,6 +145,9 @@ int vdimg_chain_close(struct vdimg_chain *c);
  * Return: 0, or a negative errno after a message naming the image whose parent was not found.
  */
 int vdimg_chain_resolve(const char *top, u32 top_format, char ***paths, u32 **formats, int *n);
+/* the same; @flags: VDIMG_CHAIN_FORCE_CSUM opens the images past checksum mismatches */
+int vdimg_chain_resolve_flags(const char *top, u32 top_format, char ***paths, u32 **formats,
+			      int *n, unsigned int flags);
 
 /**
  * vdimg_data_file_path() - the external data file an image names (qcow2 data_file)

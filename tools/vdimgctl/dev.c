@@ -447,7 +447,7 @@ static void attach_print(const struct attach_layer *l, int n, u32 flags, u32 lbs
  * @layers with its chain, base first. 0, or -errno after a message.
  */
 static int attach_resolve(struct attach_layer *layers, int *n, u32 format, char ***resolved,
-			  int *nres)
+			  int *nres, bool force)
 {
 	const char *why, *top;
 	u32 id = format, *fmts;
@@ -464,7 +464,8 @@ static int attach_resolve(struct attach_layer *layers, int *n, u32 format, char 
 	if (ret || !vdimg_format_by_id(id) || id == VDIMG_FMT_RAW || id == VDIMG_FMT_ISO)
 		return 0;
 	lib_action("cannot attach");
-	ret = vdimg_chain_resolve(layers[0].path, format, resolved, &fmts, nres);
+	ret = vdimg_chain_resolve_flags(layers[0].path, format, resolved, &fmts, nres,
+					force ? VDIMG_CHAIN_FORCE_CSUM : 0);
 	if (ret) {
 		if (!lib_reported)
 			errmsg(layers[0].path, "cannot attach", "%s", strerror(-ret));
@@ -676,7 +677,7 @@ int cmd_attach(int argc, char **argv)
 		goto out;
 	}
 	/* a differencing image without --chain: find its parents the way the image records them */
-	if (!chain_arg && attach_resolve(layers, &n, format, &resolved, &nres))
+	if (!chain_arg && attach_resolve(layers, &n, format, &resolved, &nres, force))
 		goto out;
 	top_path = layers[n - 1].path;
 	if (ends_with_iso(top_path) && !rw_iso && !overlay)
