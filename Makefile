@@ -52,6 +52,7 @@ SHARED_SRCS += backends/cue.c
 SHARED_SRCS += backends/dmg/open.c backends/dmg/map.c backends/dmg/adc.c
 SHARED_SRCS += backends/dmg/bzip2.c
 SHARED_SRCS += backends/dmg/lzfse.c
+SHARED_SRCS += backends/dmg/lzma.c
 SHARED_SRCS += backends/parallels.c
 # userspace only: the platform shim's userspace side, chain I/O, and the formats' tool operations
 USER_LIB_SRCS := tools/lib/platform.c tools/lib/decompress.c tools/lib/open.c tools/lib/io.c

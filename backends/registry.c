@@ -377,7 +377,8 @@ int vdimg_image_open(struct vdimg_image *img, u32 format, unsigned int flags)
 	}
 	img->fmt = fmt;
 	ret = fmt->open(img,
-			flags & (VDIMG_OPEN_READ_ONLY | VDIMG_OPEN_HAS_CHILD | VDIMG_OPEN_REPAIR));
+			flags & (VDIMG_OPEN_READ_ONLY | VDIMG_OPEN_HAS_CHILD | VDIMG_OPEN_REPAIR |
+				 VDIMG_OPEN_FORCE_CSUM));
 	if (ret) {
 		img->fmt = NULL;
 		return ret;

@@ -340,6 +340,8 @@ static int vdimg_layer_open(struct vdimg_device *dev, struct vdimg_layer_k **bel
 		oflags |= VDIMG_OPEN_READ_ONLY;
 	if (!top)
 		oflags |= VDIMG_OPEN_HAS_CHILD;
+	if (dev->attach_flags & VDIMG_ATTACH_FORCE_CSUM)
+		oflags |= VDIMG_OPEN_FORCE_CSUM;
 	/* never guess raw for a writable top: a guest could forge a header */
 	if (ro || (dev->attach_flags & VDIMG_ATTACH_FORCE_RAW))
 		oflags |= VDIMG_OPEN_ALLOW_RAW;

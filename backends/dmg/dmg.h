@@ -111,8 +111,10 @@ struct dmg {
 	u32 max_chunk_bytes;		/* largest decoded compressed chunk */
 	u32 max_stored;			/* largest stored length of a compressed chunk */
 	bool master_verified;		/* the koly master checksum matched */
+	bool force_csum;		/* opened with VDIMG_OPEN_FORCE_CSUM: mismatches warn */
 	bool has_bzip2;			/* a bzip2 chunk: @bzip2 is allocated */
 	bool has_lzfse;			/* an LZFSE chunk: @lzfse is allocated */
+	bool has_lzma;			/* an LZMA chunk: @lzma is allocated */
 	/* the last decoded chunk: @cache_lock protects @cache_chunk and @cache */
 	vdimg_mutex_t cache_lock;
 	u32 cache_chunk;		/* index, or U32_MAX for none */
@@ -120,6 +122,7 @@ struct dmg {
 	u8 *stored;			/* max_stored: the compressed bytes, under @cache_lock */
 	struct dmg_bzip2 *bzip2;	/* workspace of bzip2 chunks, under @cache_lock */
 	struct dmg_lzfse *lzfse;	/* workspace of LZFSE chunks, under @cache_lock */
+	struct dmg_lzma *lzma;		/* workspace of LZMA chunks, under @cache_lock */
 };
 
 #define DMG(img) ((struct dmg *)(img)->priv)
@@ -162,5 +165,20 @@ void dmg_lzfse_init(struct dmg_lzfse *ws);
  */
 int dmg_lzfse_decode(struct dmg_lzfse *ws, const u8 *src, size_t src_len, u8 *dst,
 		     size_t dst_len);
+/* lzma.c */
+struct dmg_lzma;
+/* bytes of one workspace; dmg_lzma_init() prepares it once */
+size_t dmg_lzma_workspace_size(void);
+void dmg_lzma_init(struct dmg_lzma *ws);
+/**
+ * dmg_lzma_decode() - decode an LZMA chunk: an .xz stream (LZMA2) or an .lzma (alone) one
+ * Return: 0 when exactly @dst_len bytes were produced with every check matching,
+ * -EOPNOTSUPP for properties or filters it does not decode (dmg_lzma_unsupported() says
+ * which), -EFSCORRUPTED otherwise.
+ */
+int dmg_lzma_decode(struct dmg_lzma *ws, const u8 *src, size_t src_len, u8 *dst,
+		    size_t dst_len);
+/* after -EOPNOTSUPP from dmg_lzma_decode(): what was not supported, and its value */
+const char *dmg_lzma_unsupported(const struct dmg_lzma *ws, u64 *val);
 
 #endif /* _VDIMG_DMG_H */

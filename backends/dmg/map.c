@@ -3,8 +3,8 @@
  * The DMG backend's data path: ->map() finds the chunk holding an offset (binary search in the
  * sorted chunk list) and answers DATA for stored chunks, ZERO for zero-fill and ignored ones, and
  * ENCODED for compressed ones, which ->read_encoded() decodes (zlib through vdimg_decompress(),
- * ADC, bzip2 and LZFSE through adc.c, bzip2.c and lzfse.c) into a one-chunk cache, so that
- * reading a chunk in small pieces decodes it once. Kernel-shared.
+ * ADC, bzip2, LZFSE and LZMA through adc.c, bzip2.c, lzfse.c and lzma.c) into a one-chunk cache,
+ * so that reading a chunk in small pieces decodes it once. Kernel-shared.
  */
 #include "dmg.h"
 
@@ -80,12 +80,22 @@ int dmg_decode_chunk(struct dmg *d, u32 i, u8 *dst)
 		ret = dmg_bzip2_decode(d->bzip2, d->stored, c->length, dst, out);
 	else if (c->type == DMG_CHUNK_LZFSE && d->lzfse)
 		ret = dmg_lzfse_decode(d->lzfse, d->stored, c->length, dst, out);
+	else if (c->type == DMG_CHUNK_LZMA && d->lzma)
+		ret = dmg_lzma_decode(d->lzma, d->stored, c->length, dst, out);
 	else
 		ret = -EINVAL;
 	if (ret == -EFSCORRUPTED)
 		vdimg_err(d->img, "chunk %u (%s, sectors %llu+%llu): the compressed data is invalid",
 			  i, dmg_chunk_type_name(c->type), (unsigned long long)c->sector,
 			  (unsigned long long)c->count);
+	if (ret == -EOPNOTSUPP && c->type == DMG_CHUNK_LZMA) {
+		u64 val;
+		const char *what = dmg_lzma_unsupported(d->lzma, &val);
+
+		vdimg_err(d->img, "chunk %u (%s): %s (0x%llx) is not supported", i,
+			  dmg_chunk_type_name(c->type), what ? what : "a feature",
+			  (unsigned long long)val);
+	}
 	return ret;
 }
 

@@ -5,12 +5,12 @@
  * strict scan for <key>blkx</key> and the base64 <data> elements of its array, decoded here), and
  * turns their "mish" tables into one sorted chunk list covering the disk from sector 0 without
  * gaps or overlaps. Every offset and count is checked against the file before use. The master
- * checksum (CRC-32 over the tables' checksums) is verified when present. Images without a property
- * list give their tables in the binary resource fork instead (a run of length-prefixed resources,
- * the mish ones taken). Chunk types vdimg cannot decode (LZMA) and encrypted images
- * are refused by name. The whole disk (with the partition map the image carries) is the device.
- * Kernel-shared; mapping and decoding are in map.c, adc.c, bzip2.c and lzfse.c, info and check in
- * tools/lib/formats/dmg.c.
+ * checksum (CRC-32 over the tables' checksums) is verified when present (a mismatch only warns
+ * when opened with VDIMG_OPEN_FORCE_CSUM). Images without a property list give their tables in
+ * the binary resource fork instead (a run of length-prefixed resources, the mish ones taken).
+ * Unknown chunk types and encrypted images are refused by name. The whole disk (with the
+ * partition map the image carries) is the device. Kernel-shared; mapping and decoding are in
+ * map.c, adc.c, bzip2.c, lzfse.c and lzma.c, info and check in tools/lib/formats/dmg.c.
  */
 #include "dmg.h"
 
@@ -43,7 +43,7 @@ const char *dmg_chunk_type_name(u32 type)
 static bool dmg_compressed(u32 type)
 {
 	return type == DMG_CHUNK_ADC || type == DMG_CHUNK_ZLIB || type == DMG_CHUNK_BZIP2 ||
-	       type == DMG_CHUNK_LZFSE;
+	       type == DMG_CHUNK_LZFSE || type == DMG_CHUNK_LZMA;
 }
 
 static bool dmg_probe(const u8 *head, size_t head_len, const u8 *tail, u64 file_size)
@@ -230,6 +230,8 @@ static int dmg_add_table(struct dmg *d, const u8 *buf, size_t len, u32 *cap)
 			d->has_bzip2 = true;
 		if (type == DMG_CHUNK_LZFSE)
 			d->has_lzfse = true;
+		if (type == DMG_CHUNK_LZMA)
+			d->has_lzma = true;
 		if (dmg_compressed(type)) {
 			d->max_chunk_bytes = max_t(u32, d->max_chunk_bytes, cnt * DMG_SECTOR);
 			d->max_stored = max_t(u32, d->max_stored, clen);
@@ -414,8 +416,13 @@ static int dmg_check_master(struct dmg *d)
 		v = cpu_to_be32(d->tables[i].csum);
 		crc = vdimg_crc32(crc, &v, sizeof(v));
 	}
+	if (crc != be32_to_cpu(m->data[0]) && d->force_csum) {
+		vdimg_warn(d->img, "master checksum mismatch: the image says %08x, the tables give %08x; opened anyway (force)",
+			   be32_to_cpu(m->data[0]), crc);
+		return 0;
+	}
 	if (crc != be32_to_cpu(m->data[0]))
-		return vdimg_corrupt(d->img, "master checksum mismatch: the image says %08x, the tables give %08x",
+		return vdimg_corrupt(d->img, "master checksum mismatch: the image says %08x, the tables give %08x (force to open anyway)",
 				     be32_to_cpu(m->data[0]), crc);
 	d->master_verified = true;
 	return 0;
@@ -429,6 +436,7 @@ static void dmg_free(struct dmg *d)
 	vdimg_free(d->stored);
 	vdimg_free(d->bzip2);
 	vdimg_free(d->lzfse);
+	vdimg_free(d->lzma);
 	vdimg_free(d);
 }
 
@@ -453,6 +461,7 @@ static int dmg_open(struct vdimg_image *img, unsigned int flags)
 	if (!d)
 		return -ENOMEM;
 	d->img = img;
+	d->force_csum = flags & VDIMG_OPEN_FORCE_CSUM;
 	d->cache_chunk = U32_MAX;
 	vdimg_mutex_init(&d->cache_lock);
 	k = &d->koly;
@@ -537,6 +546,14 @@ static int dmg_open(struct vdimg_image *img, unsigned int flags)
 			goto fail;
 		}
 		dmg_lzfse_init(d->lzfse);
+	}
+	if (d->has_lzma) {
+		d->lzma = vdimg_zalloc(dmg_lzma_workspace_size());
+		if (!d->lzma) {
+			ret = -ENOMEM;
+			goto fail;
+		}
+		dmg_lzma_init(d->lzma);
 	}
 	img->size = next * DMG_SECTOR;
 	img->lbs = DMG_SECTOR;

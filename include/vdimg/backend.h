@@ -77,6 +77,8 @@ struct vdimg_image {
 #define VDIMG_OPEN_HAS_CHILD	BIT(1)	/* a lower layer of a chain (opened read-only) */
 /* userspace check --repair: open a damaged image writable so ->check() can fix it */
 #define VDIMG_OPEN_REPAIR	BIT(2)
+/* a checksum mismatch is a warning, not an error (structural corruption still is one) */
+#define VDIMG_OPEN_FORCE_CSUM	BIT(3)
 
 /* extent types */
 enum vdimg_ext_type {

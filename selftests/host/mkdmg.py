@@ -7,7 +7,8 @@ types asked for, so that the tests can check that vdimg reads every kind back as
 
 Chunks of --chunk sectors are cut from the source; the source is split into --tables blkx tables.
 An all-zero chunk is written as a zero-fill chunk (or ignore, alternating, with --ignore); every
-other chunk gets the next type of --types (raw, zlib, adc, bzip2, lzma) in turn. CRC-32 checksums
+other chunk gets the next type of --types (raw, zlib, adc, bzip2, lzfse, lzma) in turn;
+LZMA chunks are .xz streams (CRC-32 check), or .lzma ones with --lzma-alone. CRC-32 checksums
 (data fork, each table over its decoded data without ignored chunks, and the master checksum over
 the tables' checksums) are written unless --no-crc. A comment chunk and the terminator end each
 table.
@@ -71,6 +72,7 @@ def adc_encode(data):
 
 
 BZ_LEVEL = 9
+LZMA_ALONE = False
 
 
 def lzfse_encode(data):
@@ -94,7 +96,9 @@ def compress(kind, data):
     if kind == "bzip2":
         return bz2.compress(data, BZ_LEVEL)
     if kind == "lzma":
-        return lzma.compress(data, format=lzma.FORMAT_ALONE)
+        if LZMA_ALONE:
+            return lzma.compress(data, format=lzma.FORMAT_ALONE)
+        return lzma.compress(data, check=lzma.CHECK_CRC32)
     if kind == "lzfse":
         return lzfse_encode(data)
     raise ValueError(kind)
@@ -150,16 +154,19 @@ def main():
     ap.add_argument("--lead", type=int, default=0, help="bytes before the data fork")
     ap.add_argument("--corrupt", default="",
                     help="offset, overlap, gap, count, b64, nomish, zdata, adcdist, master, "
-                         "version, bztrunc, bzcrc, bzhuff, bzlong")
+                         "version, bztrunc, bzcrc, bzhuff, bzlong, lzdata")
     ap.add_argument("--rsrc", action="store_true",
                     help="the tables in a binary resource fork, no property list")
     ap.add_argument("--rel", action="store_true",
                     help="chunk offsets relative to a per-table data offset (hdiutil: absolute)")
     ap.add_argument("--bz-level", type=int, default=9,
                     help="bzip2 block size in 100k (1: several blocks per 1 MiB chunk)")
+    ap.add_argument("--lzma-alone", action="store_true",
+                    help="LZMA chunks as .lzma (alone) streams instead of .xz ones")
     a = ap.parse_args()
-    global BZ_LEVEL
+    global BZ_LEVEL, LZMA_ALONE
     BZ_LEVEL = a.bz_level
+    LZMA_ALONE = a.lzma_alone
 
     src = open(a.source, "rb").read()
     assert len(src) % 512 == 0 and src
@@ -202,6 +209,11 @@ def main():
             if a.corrupt.startswith("bz") and kind == "bzip2" and not done.get("bz"):
                 stored = corrupt_bzip2(a.corrupt, stored, piece)
                 done["bz"] = 1
+            if a.corrupt == "lzdata" and kind == "lzma" and not done.get("lzdata"):
+                mid = len(stored) // 2
+                stored = stored[:mid] + bytes(b ^ 0x21 for b in stored[mid:mid + 8]) + \
+                    stored[mid + 8:]
+                done["lzdata"] = 1
             if a.corrupt == "adcdist" and kind == "adc" and not done.get("adcdist"):
                 stored = b"\x40\x10\x00" + stored  # a copy before any output
                 done["adcdist"] = 1

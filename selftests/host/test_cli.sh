@@ -224,6 +224,20 @@ printf 'Bochs Virtual HD Image' | dd of="$T/b.bochs" bs=4096 conv=sync status=no
 run attach --chain "$T/b.bochs" "$T/a.raw"
 [ $rc -eq 1 ] && grep -qx "vdimgctl: $T/b.bochs: cannot attach: bochs images are not supported" "$T/err"
 ok $? "attach --chain: an unsupported lower layer is refused by name"
+# a DMG whose master checksum does not match: refused, named; --force attaches it (a warning)
+head -c 65536 /dev/urandom >"$T/dmgsrc.raw"
+if python3 "$ROOT/selftests/host/mkdmg.py" --types zlib --corrupt master "$T/dmgsrc.raw" \
+	"$T/master.dmg" 2>/dev/null; then
+	run attach --dry-run "$T/master.dmg"
+	[ $rc -eq 1 ] && grep -q "cannot attach: .*master checksum mismatch" "$T/err"
+	ok $? "attach: a DMG master checksum mismatch is refused, named"
+	run attach --dry-run --force "$T/master.dmg"
+	[ $rc -eq 0 ] && grep -qx "flags: read-only force-link force-csum" "$T/out" &&
+		grep -q "warning: master checksum mismatch.*opened anyway (force)" "$T/err"
+	ok $? "attach --force: a DMG master checksum mismatch attaches with a warning (force-csum)"
+else
+	skip "attach: DMG master checksum mismatch" "mkdmg.py (python3) failed"
+fi
 cp --sparse=always "$T/a.raw" "$T/disc.iso"
 run attach --dry-run "$T/disc.iso"
 [ $rc -eq 0 ] && grep -qx "layer 0: $T/disc.iso (format raw, read-only)" "$T/out" && grep -qx "flags: read-only" "$T/out"
@@ -247,7 +261,7 @@ run attach --dry-run -P --direct-io --autoclear --force -b 4096 --chain "$T/mbr.
 [ $rc -eq 0 ] && [ "$(cat "$T/out")" = "layer 0: $T/mbr.raw (format raw, read-only)
 layer 1: $T/mid.raw (format raw, read-only)
 layer 2: $T/a.raw (format raw, read-write)
-flags: partscan direct-io autoclear force-link
+flags: partscan direct-io autoclear force-link force-csum
 logical block size: 4096
 device: /dev/vdimg7" ]
 ok $? "attach --dry-run: chain base first, top writable, flags, sector size, chosen device"

@@ -184,7 +184,8 @@ vm_samples() {
 vm_fixtures() {
 	local d=$VM_BUILD/fixtures
 	[ -n "${VM_SCRATCH_EXTRA:-}" ] && return 0
-	if [ ! -f "$d/dmg/done" ] || [ "$VM_TOP/selftests/host/mkdmg.py" -nt "$d/dmg/done" ]; then
+	if [ ! -f "$d/dmg/done" ] || [ "$VM_TOP/selftests/host/mkdmg.py" -nt "$d/dmg/done" ] ||
+	   [ "$VM_TOP/selftests/vm/common.sh" -nt "$d/dmg/done" ]; then
 		rm -rf "$d/dmg"
 		mkdir -p "$d/dmg"
 		if ! (set -e
@@ -198,6 +199,10 @@ vm_fixtures() {
 		      python3 "$VM_TOP/selftests/host/mkdmg.py" --types adc --chunk 2048 src.raw adc.dmg
 		      python3 "$VM_TOP/selftests/host/mkdmg.py" --types bzip2,raw --chunk 2048 \
 			      --bz-level 1 src.raw bzip2.dmg
+		      python3 "$VM_TOP/selftests/host/mkdmg.py" --types lzma,raw --chunk 2048 \
+			      src.raw lzma.dmg
+		      python3 "$VM_TOP/selftests/host/mkdmg.py" --types zlib --corrupt master \
+			      src.raw master.dmg
 		      python3 "$VM_TOP/selftests/host/data/lzfse-src.py" lzfse-src.raw
 		      cp "$VM_TOP/selftests/host/data/lzfse-fse.dmg" \
 			 "$VM_TOP/selftests/host/data/lzfse-lzvn.dmg" .

@@ -20,7 +20,8 @@
 #define VDIMG_CHAIN_ALLOW_RAW	(1U << 1)	/* an unrecognised file (format auto) opens as raw */
 #define VDIMG_CHAIN_FORCE_LINK	(1U << 2)	/* do not refuse a failed ->verify_parent() */
 #define VDIMG_CHAIN_ORPHAN_OK	(1U << 3)	/* the base may be a differencing image (reads zeros) */
-#define VDIMG_CHAIN_FLAGS_ALL	((1U << 4) - 1)
+#define VDIMG_CHAIN_FORCE_CSUM	(1U << 4)	/* checksum mismatches are warnings (VDIMG_OPEN_FORCE_CSUM) */
+#define VDIMG_CHAIN_FLAGS_ALL	((1U << 5) - 1)
 
 /* Largest fill range (allocation unit) the write path accepts from a backend (as the driver). */
 #define VDIMG_CHAIN_MAX_FILL	(64ULL << 20)
@@ -144,6 +145,9 @@ int vdimg_chain_close(struct vdimg_chain *c);
  * Return: 0, or a negative errno after a message naming the image whose parent was not found.
  */
 int vdimg_chain_resolve(const char *top, u32 top_format, char ***paths, u32 **formats, int *n);
+/* the same; @flags: VDIMG_CHAIN_FORCE_CSUM opens the images past checksum mismatches */
+int vdimg_chain_resolve_flags(const char *top, u32 top_format, char ***paths, u32 **formats,
+			      int *n, unsigned int flags);
 
 /**
  * vdimg_data_file_path() - the external data file an image names (qcow2 data_file)

@@ -300,6 +300,8 @@ static int chain_open_layer(struct vdimg_chain *c, int i, const u32 *formats,
 		oflags |= VDIMG_OPEN_READ_ONLY;
 	if (!top)
 		oflags |= VDIMG_OPEN_HAS_CHILD;
+	if (c->flags & VDIMG_CHAIN_FORCE_CSUM)
+		oflags |= VDIMG_OPEN_FORCE_CSUM;
 	ret = chain_open_data_file(l, ops ? ops[i] : NULL, formats ? formats[i] : VDIMG_FMT_AUTO,
 				   i == c->rw);
 	if (!ret)
@@ -812,12 +814,13 @@ int vdimg_chain_flush(struct vdimg_chain *c)
  * Open @path read-only as a layer of a chain (@format, or probed, raw allowed); @quiet: probing a
  * candidate (only formats built in, no message). A file that is not regular is -EINVAL.
  */
-static int resolve_open(const char *path, u32 format, struct vdimg_path_image *o, bool quiet)
+static int resolve_open(const char *path, u32 format, struct vdimg_path_image *o, bool quiet,
+			unsigned int oflags)
 {
 	int ret;
 
 	ret = vdimg_open_path(o, path, format, VDIMG_OPEN_READ_ONLY | VDIMG_OPEN_HAS_CHILD |
-			      VDIMG_PATH_REGULAR | (quiet ? VDIMG_PATH_BUILT_IN : 0));
+			      VDIMG_PATH_REGULAR | (quiet ? VDIMG_PATH_BUILT_IN : 0) | oflags);
 	if (o->failed == VDIMG_PATH_NOT_REGULAR)
 		return -EINVAL;
 	if (o->failed == VDIMG_PATH_NO_FILE && !quiet) {
@@ -860,7 +863,7 @@ static char *resolve_by_uuid(const char *child, const u8 *uuid, const struct sta
 
 		if (e->d_name[0] == '.' || asprintf(&path, "%s/%s", dir, e->d_name) < 0)
 			continue;
-		if (!resolve_open(path, VDIMG_FMT_AUTO, &o, true)) {
+		if (!resolve_open(path, VDIMG_FMT_AUTO, &o, true, 0)) {
 			if ((o.img.flags & VDIMG_IMG_HAS_UUID) && !memcmp(o.img.uuid, uuid, 16) &&
 			    (o.st.st_dev != child_st->st_dev || o.st.st_ino != child_st->st_ino))
 				found = strdup(path);
@@ -877,6 +880,13 @@ static char *resolve_by_uuid(const char *child, const u8 *uuid, const struct sta
 int vdimg_chain_resolve(const char *top, u32 top_format, char ***paths_out, u32 **formats_out,
 			int *n_out)
 {
+	return vdimg_chain_resolve_flags(top, top_format, paths_out, formats_out, n_out, 0);
+}
+
+int vdimg_chain_resolve_flags(const char *top, u32 top_format, char ***paths_out,
+			      u32 **formats_out, int *n_out, unsigned int flags)
+{
+	unsigned int oflags = flags & VDIMG_CHAIN_FORCE_CSUM ? VDIMG_OPEN_FORCE_CSUM : 0;
 	char **paths = NULL;
 	u32 *formats = NULL;
 	struct stat *seen = NULL;
@@ -900,7 +910,7 @@ int vdimg_chain_resolve(const char *top, u32 top_format, char ***paths_out, u32 
 		struct vdimg_image *img = &o.img;
 		char *next = NULL;
 
-		ret = resolve_open(cur, fmt, &o, false);
+		ret = resolve_open(cur, fmt, &o, false, oflags);
 		seen[n] = o.st;
 		if (ret)
 			goto fail;

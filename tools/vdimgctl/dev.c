@@ -109,7 +109,7 @@ static int attach_usage(void)
 	       "     --direct-io[=on|off]   require or refuse direct I/O\n"
 	       "     --autoclear            detach when the last opener closes\n"
 	       "     --chain A,B,...        layers below IMAGE, base first\n"
-	       "     --force                ignore mismatched parent links\n"
+	       "     --force                ignore mismatched parent links and image checksums\n"
 	       "     --overlay[=FILE]       write to a new differencing image on top, never to\n"
 	       "                            IMAGE (temporary unless FILE is given)\n"
 	       "     --overlay-format FMT   format of the overlay (default qcow2)\n"
@@ -439,7 +439,8 @@ static int attach_probe(struct attach_layer *l, bool top, bool *ro, bool rw_iso)
 static void attach_print(const struct attach_layer *l, int n, u32 flags, u32 lbs, u32 index)
 {
 	static const char *const names[] = { "read-only", "partscan", "direct-io", "buffered",
-					     "autoclear", "force-raw", "force-link" };
+					     "autoclear", "force-raw", "force-link",
+					     "force-csum" };
 	unsigned int b;
 	int i;
 
@@ -471,7 +472,7 @@ static void attach_print(const struct attach_layer *l, int n, u32 flags, u32 lbs
  * @layers with its chain, base first. 0, or -errno after a message.
  */
 static int attach_resolve(struct attach_layer *layers, int *n, u32 format, char ***resolved,
-			  int *nres)
+			  int *nres, bool force)
 {
 	const char *why, *top;
 	u32 id = format, *fmts;
@@ -488,7 +489,8 @@ static int attach_resolve(struct attach_layer *layers, int *n, u32 format, char 
 	if (ret || !vdimg_format_by_id(id) || id == VDIMG_FMT_RAW || id == VDIMG_FMT_ISO)
 		return 0;
 	lib_action("cannot attach");
-	ret = vdimg_chain_resolve(layers[0].path, format, resolved, &fmts, nres);
+	ret = vdimg_chain_resolve_flags(layers[0].path, format, resolved, &fmts, nres,
+					force ? VDIMG_CHAIN_FORCE_CSUM : 0);
 	if (ret) {
 		if (!lib_reported)
 			errmsg(layers[0].path, "cannot attach", "%s", strerror(-ret));
@@ -633,7 +635,7 @@ int cmd_attach(int argc, char **argv)
 		}
 		case OPT_FORCE:
 			force = true;
-			flags |= VDIMG_ATTACH_FORCE_LINK;
+			flags |= VDIMG_ATTACH_FORCE_LINK | VDIMG_ATTACH_FORCE_CSUM;
 			break;
 		case 'h':
 			return attach_usage();
@@ -700,7 +702,7 @@ int cmd_attach(int argc, char **argv)
 		goto out;
 	}
 	/* a differencing image without --chain: find its parents the way the image records them */
-	if (!chain_arg && attach_resolve(layers, &n, format, &resolved, &nres))
+	if (!chain_arg && attach_resolve(layers, &n, format, &resolved, &nres, force))
 		goto out;
 	top_path = layers[n - 1].path;
 	if (ends_with_iso(top_path) && !rw_iso && !overlay)
@@ -786,7 +788,7 @@ int cmd_attach(int argc, char **argv)
 		}
 		lib_action("cannot attach");
 		ret = vdimg_chain_open_fds(&chain, fds, names, n, fmts, VDIMG_CHAIN_READ_ONLY |
-					   (force ? VDIMG_CHAIN_FORCE_LINK : 0));
+					   (force ? VDIMG_CHAIN_FORCE_LINK | VDIMG_CHAIN_FORCE_CSUM : 0));
 		if (ret) {
 			if (!lib_reported)
 				errmsg(top_path, "cannot attach", "%s", attach_reason(-ret));

@@ -45,7 +45,9 @@ enum vdimg_format_id {
 #define VDIMG_ATTACH_AUTOCLEAR	(1U << 4)	/* detach when the last opener closes */
 #define VDIMG_ATTACH_FORCE_RAW	(1U << 5)	/* writable raw attach of an unrecognised image */
 #define VDIMG_ATTACH_FORCE_LINK	(1U << 6)	/* skip parent identity checks between layers */
-#define VDIMG_ATTACH_FLAGS_ALL	((1U << 7) - 1)
+/* open despite image checksum mismatches (logged as warnings); structural damage still fails */
+#define VDIMG_ATTACH_FORCE_CSUM	(1U << 7)
+#define VDIMG_ATTACH_FLAGS_ALL	((1U << 8) - 1)
 
 /* vdimg_layer.flags */
 #define VDIMG_LAYER_DATA_FILE	(1U << 0)	/* @data_fd is the image's external data file (qcow2) */

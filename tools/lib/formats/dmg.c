@@ -15,7 +15,7 @@ static void dmg_describe(struct vdimg_image *img,
 {
 	static const u32 types[] = { DMG_CHUNK_RAW, DMG_CHUNK_ZERO, DMG_CHUNK_IGNORE,
 				     DMG_CHUNK_ZLIB, DMG_CHUNK_ADC, DMG_CHUNK_BZIP2,
-				     DMG_CHUNK_LZFSE };
+				     DMG_CHUNK_LZFSE, DMG_CHUNK_LZMA };
 	const struct dmg *d = DMG(img);
 	char b[128];
 	size_t t;
