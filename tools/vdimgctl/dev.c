@@ -435,6 +435,22 @@ static int attach_probe(struct attach_layer *l, bool top, bool *ro, bool rw_iso)
 	return 0;
 }
 
+/*
+ * Of the optional attach flags @opt (bits an older module may not know: --force's force-csum is
+ * only needed for the images it concerns), those the module on @ctl does not know, which the
+ * attach then leaves out. A module without VDIMG_CTL_GET_FEATURES knows none of them.
+ */
+static u32 attach_flags_unknown(int ctl, u32 opt)
+{
+	struct vdimg_features f = { .size = sizeof(f) };
+
+	if (!opt)
+		return 0;
+	if (ioctl(ctl, VDIMG_CTL_GET_FEATURES, &f) < 0)
+		return opt;
+	return opt & ~(u32)f.attach_flags;
+}
+
 /* --dry-run: what would be passed to VDIMG_CTL_ATTACH */
 static void attach_print(const struct attach_layer *l, int n, u32 flags, u32 lbs, u32 index)
 {
@@ -839,6 +855,7 @@ int cmd_attach(int argc, char **argv)
 	a.layers = (uintptr_t)kl;
 	a.layer_size = sizeof(*kl);
 	a.logical_block_size = lbs;
+	a.flags &= ~attach_flags_unknown(ctl, a.flags & VDIMG_ATTACH_FORCE_CSUM);
 	ret = ioctl(ctl, VDIMG_CTL_ATTACH, &a);
 	if (ret < 0) {
 		int err = errno;
