@@ -968,7 +968,8 @@ int vdimg_dev_resize(u32 index, u64 new_size)
 	/* size, layers and nr_layers change only under vdimg_idr_mutex */
 	top = vdimg_top(dev);
 	old = dev->size;
-	if ((dev->attach_flags & VDIMG_ATTACH_READ_ONLY) || (top->img.flags & VDIMG_IMG_READ_ONLY)) {
+	if ((dev->attach_flags & VDIMG_ATTACH_READ_ONLY) ||
+	    (top->img.flags & VDIMG_IMG_READ_ONLY)) {
 		ret = -EROFS;
 		goto out_unlock;
 	}

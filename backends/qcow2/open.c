@@ -420,6 +420,7 @@ static int qcow2_grow_check_new(struct vdimg_image *img, u64 old)
 	u64 tail_end = min(ALIGN(old, (u64)QC(img)->cluster_size), img->size);
 	struct vdimg_extent ext;
 	void *z = NULL;
+	bool data;
 	int ret = 0;
 
 	while (!ret && old < img->size) {
@@ -430,7 +431,8 @@ static int qcow2_grow_check_new(struct vdimg_image *img, u64 old)
 			ret = -EIO;
 			break;
 		}
-		if (old >= tail_end && (ext.type == VDIMG_EXT_DATA || ext.type == VDIMG_EXT_ENCODED)) {
+		data = ext.type == VDIMG_EXT_DATA || ext.type == VDIMG_EXT_ENCODED;
+		if (old >= tail_end && data) {
 			vdimg_err(img, "cannot grow online: clusters are allocated past the end at %llu (detach and use vdimgctl resize)",
 				  (unsigned long long)old);
 			ret = -EOPNOTSUPP;
@@ -440,7 +442,9 @@ static int qcow2_grow_check_new(struct vdimg_image *img, u64 old)
 		} else if (ext.type == VDIMG_EXT_DATA) {
 			if (!z)
 				z = vdimg_zalloc(QC(img)->cluster_size);
-			ret = z ? vdimg_file_write(ext.file, z, ext.length, ext.file_offset) : -ENOMEM;
+			ret = -ENOMEM;
+			if (z)
+				ret = vdimg_file_write(ext.file, z, ext.length, ext.file_offset);
 		}
 		old += ext.length;
 	}
@@ -497,7 +501,7 @@ static int qcow2_grow(struct vdimg_image *img, u64 new_size)
 		     !ret && i <= (q->l1_offset + need * 8 - 1) >> q->cluster_bits; i++) {
 			ret = qcow2_rc_get(img, i, &rc);
 			if (!ret && !rc)
-				ret = vdimg_corrupt(img, "cluster %llu of the L1 table is not allocated",
+				ret = vdimg_corrupt(img, "L1 table cluster %llu is free",
 						    (unsigned long long)i);
 		}
 		l1 = vdimg_zalloc(need * 8);
