@@ -410,49 +410,6 @@ static void qcow2_close(struct vdimg_image *img)
 }
 
 /*
- * The new range must read as zeros. The bytes of the old last cluster past the old end may hold
- * anything (an image written by another tool, or shrunk): they are zeroed. Clusters allocated
- * wholly past the old end (left behind by a shrink, or planted) are refused rather than freed
- * here. Called with img->size already the new size, before anything else is written.
- */
-static int qcow2_grow_check_new(struct vdimg_image *img, u64 old)
-{
-	u64 tail_end = min(ALIGN(old, (u64)QC(img)->cluster_size), img->size);
-	struct vdimg_extent ext;
-	void *z = NULL;
-	bool data;
-	int ret = 0;
-
-	while (!ret && old < img->size) {
-		ret = qcow2_map(img, old, (old < tail_end ? tail_end : img->size) - old, 0, &ext);
-		if (ret)
-			break;
-		if (!ext.length || ext.length > img->size - old) {
-			ret = -EIO;
-			break;
-		}
-		data = ext.type == VDIMG_EXT_DATA || ext.type == VDIMG_EXT_ENCODED;
-		if (old >= tail_end && data) {
-			vdimg_err(img, "cannot grow online: clusters are allocated past the end at %llu (detach and use vdimgctl resize)",
-				  (unsigned long long)old);
-			ret = -EOPNOTSUPP;
-		} else if (ext.type == VDIMG_EXT_ENCODED) {
-			vdimg_err(img, "cannot grow online: the last cluster is compressed (detach and use vdimgctl resize)");
-			ret = -EOPNOTSUPP;
-		} else if (ext.type == VDIMG_EXT_DATA) {
-			if (!z)
-				z = vdimg_zalloc(QC(img)->cluster_size);
-			ret = -ENOMEM;
-			if (z)
-				ret = vdimg_file_write(ext.file, z, ext.length, ext.file_offset);
-		}
-		old += ext.length;
-	}
-	vdimg_free(z);
-	return ret;
-}
-
-/*
  * Online grow: the L1 table may take entries up to the end of the clusters it was allocated in
  * (they are its own; offline resize moves it to make it larger). The new entries are zeroed on
  * disk, then l1_size and the size go into the header (in that order: a larger L1 with the old size
@@ -489,7 +446,7 @@ static int qcow2_grow(struct vdimg_image *img, u64 new_size)
 		}
 	}
 	img->size = new_size;
-	ret = qcow2_grow_check_new(img, old_vsize);
+	ret = vdimg_grow_zero_new(img, old_vsize);
 	img->size = old;
 	if (ret)
 		return ret;

@@ -289,4 +289,14 @@ int vdimg_image_open(struct vdimg_image *img, u32 format, unsigned int flags);
 #define VDIMG_OPEN_ALLOW_RAW	BIT(8)
 void vdimg_image_close(struct vdimg_image *img);
 
+/*
+ * vdimg_grow_zero_new() - for ->grow(): make the range a grow brings in read as zeros
+ * @img: with img->size already the new size (restore it on failure), nothing written yet
+ * @old: the old size
+ *
+ * Zeroes the stale bytes of the old last allocation unit past @old; refuses (-EOPNOTSUPP, with a
+ * message) data allocated wholly past @old and a compressed last unit.
+ */
+int vdimg_grow_zero_new(struct vdimg_image *img, u64 old);
+
 #endif /* _VDIMG_BACKEND_H */

@@ -1,15 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Host tests of the backends' online grow op (->grow(), the kernel-shared code VDIMG_CTL_RESIZE
- * calls) through the userspace library: raw and qcow2 (v2, v3, extended L2, several cluster sizes)
- * images made by qemu-img and filled by qemu-io grow from 64 MiB to 128 MiB; then `qemu-img info`
- * must report the new size and `qemu-img check` be clean, the old data must read back (and match
- * `qemu-img convert`), the new range must read as zeros, and data written after the grow on both
- * sides of the old end must read back, also through qemu. Refusals: an L1 table that is full in
- * place (-EFBIG, the image unchanged), a shrink or the same size (-EINVAL), a read-only open
- * (-EROFS). The old last cluster past a non-aligned end holds stale bytes (left there by a
- * shrink) that the grow must zero. A qcow2 overlay grown over a smaller raw base reads the base's
- * data, then zeros past the base's end. Skips (exit 4) when qemu-img is missing. KTAP on stdout.
+ * calls) through the userspace library: raw, qcow2 (v2, v3, extended L2, several cluster sizes)
+ * and QED images made by qemu-img and filled by qemu-io grow from 64 MiB to 128 MiB; then
+ * `qemu-img info` must report the new size and `qemu-img check` be clean, the old data must read
+ * back (and match `qemu-img convert`), the new range must read as zeros, and data written after
+ * the grow on both sides of the old end must read back, also through qemu. Refusals: a qcow2 L1
+ * table that is full in place or a QED size past what its L1 maps (-EFBIG, the image unchanged),
+ * a shrink or the same size (-EINVAL), a read-only open (-EROFS). The old last cluster past a
+ * non-aligned end holds stale bytes (left there by a shrink) that the grow must zero. A qcow2
+ * overlay grown over a smaller raw base reads the base's data, then zeros past the base's end.
+ * Skips (exit 4) when qemu-img is missing. KTAP on stdout.
  */
 #include "format_test.h"
 
@@ -202,6 +203,37 @@ static void test_qcow2_stale_tail(void)
 	       (unsigned long long)(64 * MiB - old), p[0]), "stale tail: qemu reads zeros there too");
 }
 
+static void test_qed(void)
+{
+	const char *p[1] = { tp("g.qed") };
+	size_t len1, len2;
+	u8 *before, *after;
+
+	if (!ok(!sh("qemu-img create -q -f qed -o cluster_size=4096,table_size=2 '%s' 64M && qemu-io -f qed %s '%s' >/dev/null",
+		    p[0], fill_cmds, p[0]), "qed: qemu made the image"))
+		return;
+	ok_err(grow_file(p[0], &vdimg_qed_format, 128 * MiB, true), -EROFS,
+	       "qed: read-only open refused");
+	ok_err(grow_file(p[0], &vdimg_qed_format, 64 * MiB, false), -EINVAL, "qed: same size refused");
+	/* 4 KiB clusters, two-cluster tables: the L1 maps 1024 * 1024 * 4 KiB = 4 GiB */
+	before = slurp(p[0], &len1);
+	ktap_last_msg[0] = 0;
+	ok_err(grow_file(p[0], &vdimg_qed_format, 4096 * MiB + 4 * KiB, false), -EFBIG,
+	       "qed: past what the L1 table maps refused with EFBIG");
+	ok(strstr(ktap_last_msg, "L1 table") != NULL, "qed: the message names the L1 table");
+	after = slurp(p[0], &len2);
+	ok(before && after && len1 == len2 && !memcmp(before, after, len1),
+	   "qed: the file is unchanged");
+	free(before);
+	free(after);
+	ok_err(grow_file(p[0], &vdimg_qed_format, 128 * MiB, false), 0, "qed: grown to 128 MiB");
+	check_grown(p, 1, &vdimg_qed_format, NULL, "qed", 64 * MiB, 128 * MiB, "qed");
+	ok_err(grow_file(p[0], &vdimg_qed_format, 4096 * MiB, false), 0,
+	       "qed: grown to 4 GiB, all the L1 table maps");
+	ok(qemu_vsize(p[0]) == 4096 * MiB && !sh("qemu-img check -q -f qed '%s'", p[0]),
+	   "qed: qemu agrees, check clean");
+}
+
 /* A qcow2 overlay over a 64 MiB raw base grows; the base stays 64 MiB and reads zeros past it. */
 static void test_overlay(void)
 {
@@ -228,6 +260,7 @@ int main(void)
 	test_qcow2();
 	test_qcow2_full_l1();
 	test_qcow2_stale_tail();
+	test_qed();
 	test_overlay();
 	return ktap_finish();
 }
