@@ -417,7 +417,9 @@ int vdimg_grow_zero_new(struct vdimg_image *img, u64 old)
 
 	tail_end = min(tail_end, img->size);
 	while (!ret && old < img->size) {
-		ret = img->fmt->map(img, old, (old < tail_end ? tail_end : img->size) - old, 0, &ext);
+		u64 end = old < tail_end ? tail_end : img->size;
+
+		ret = img->fmt->map(img, old, end - old, 0, &ext);
 		if (ret)
 			break;
 		if (!ext.length || ext.length > img->size - old) {

@@ -1,15 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Host tests of the backends' online grow op (->grow(), the kernel-shared code VDIMG_CTL_RESIZE
- * calls) through the userspace library: raw, qcow2 (v2, v3, extended L2, several cluster sizes)
- * and QED images made by qemu-img and filled by qemu-io grow from 64 MiB to 128 MiB; then
- * `qemu-img info` must report the new size and `qemu-img check` be clean, the old data must read
- * back (and match `qemu-img convert`), the new range must read as zeros, and data written after
- * the grow on both sides of the old end must read back, also through qemu. Refusals: a qcow2 L1
- * table that is full in place or a QED size past what its L1 maps (-EFBIG, the image unchanged),
- * a shrink or the same size (-EINVAL), a read-only open (-EROFS). The old last cluster past a
- * non-aligned end holds stale bytes (left there by a shrink) that the grow must zero. A qcow2
- * overlay grown over a smaller raw base reads the base's data, then zeros past the base's end.
+ * calls) through the userspace library: raw, qcow2 (v2, v3, extended L2, several cluster sizes),
+ * QED and dynamic VDI images made by qemu-img and filled by qemu-io grow from 64 MiB to 128 MiB;
+ * then `qemu-img info` must report the new size and `qemu-img check` be clean, the old data must
+ * read back (and match `qemu-img convert`), the new range must read as zeros, and data written
+ * after the grow on both sides of the old end must read back, also through qemu. Refusals: a
+ * qcow2 L1 table that is full in place, a QED size past what its L1 maps, a VDI block map
+ * without room (-EFBIG, the image unchanged), a fixed VDI (-EOPNOTSUPP), a shrink or the same
+ * size (-EINVAL), a read-only open (-EROFS). The old last cluster past a non-aligned end holds
+ * stale bytes (left there by a shrink) that the grow must zero. A qcow2 overlay grown over a
+ * smaller raw base reads the base's data, then zeros past the base's end.
  * Skips (exit 4) when qemu-img is missing. KTAP on stdout.
  */
 #include "format_test.h"
@@ -234,6 +235,39 @@ static void test_qed(void)
 	   "qed: qemu agrees, check clean");
 }
 
+/*
+ * VDI: qemu puts the data area right after a 512-byte aligned block map, so a 64 MiB image of
+ * 1 MiB blocks (64 entries) has room for 128 entries: 128 MiB grows in place, more does not.
+ */
+static void test_vdi(void)
+{
+	const char *p[1] = { tp("g.vdi") };
+	size_t len1, len2;
+	u8 *before, *after;
+
+	if (!ok(!sh("qemu-img create -q -f vdi '%s' 64M && qemu-io -f vdi %s '%s' >/dev/null",
+		    p[0], fill_cmds, p[0]), "vdi: qemu made the image"))
+		return;
+	ok_err(grow_file(p[0], &vdimg_vdi_format, 128 * MiB, true), -EROFS,
+	       "vdi: read-only open refused");
+	before = slurp(p[0], &len1);
+	ktap_last_msg[0] = 0;
+	ok_err(grow_file(p[0], &vdimg_vdi_format, 129 * MiB, false), -EFBIG,
+	       "vdi: past the room of the block map refused with EFBIG");
+	ok(strstr(ktap_last_msg, "block map") != NULL, "vdi: the message names the block map");
+	after = slurp(p[0], &len2);
+	ok(before && after && len1 == len2 && !memcmp(before, after, len1),
+	   "vdi: the file is unchanged");
+	free(before);
+	free(after);
+	ok_err(grow_file(p[0], &vdimg_vdi_format, 128 * MiB, false), 0, "vdi: grown to 128 MiB");
+	check_grown(p, 1, &vdimg_vdi_format, NULL, "vdi", 64 * MiB, 128 * MiB, "vdi");
+	if (ok(!sh("qemu-img create -q -f vdi -o static=on '%s' 8M", tp("fixed.vdi")),
+	       "vdi: qemu made a fixed image"))
+		ok_err(grow_file(tp("fixed.vdi"), &vdimg_vdi_format, 16 * MiB, false), -EOPNOTSUPP,
+		       "vdi: a fixed image is refused");
+}
+
 /* A qcow2 overlay over a 64 MiB raw base grows; the base stays 64 MiB and reads zeros past it. */
 static void test_overlay(void)
 {
@@ -255,12 +289,13 @@ int main(void)
 		skip("qemu-img/qemu-io not installed");
 		return ktap_finish();
 	}
-	ok(!vdimg_vhd_format.grow && !vdimg_vdi_format.grow, "formats without a grow op say so (NULL)");
+	ok(!vdimg_vhd_format.grow && !vdimg_vhdx_format.grow, "formats without a grow op say so (NULL)");
 	test_raw();
 	test_qcow2();
 	test_qcow2_full_l1();
 	test_qcow2_stale_tail();
 	test_qed();
+	test_vdi();
 	test_overlay();
 	return ktap_finish();
 }

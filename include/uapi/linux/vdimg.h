@@ -195,7 +195,7 @@ struct vdimg_snapshot {
 
 /*
  * Online grow (ABI version 4): make an attached, writable device larger. Only the top layer grows,
- * in place, through its format's backend (raw, qcow2, qed; others fail with -EOPNOTSUPP, a
+ * in place, through its format's backend (raw, qcow2, qed, vdi; others fail with -EOPNOTSUPP, a
  * layout whose tables cannot address the new size with -EFBIG: detach and resize offline). The
  * queue is frozen meanwhile; the new range reads as zeros; the new size is durable in the image
  * before the disk capacity changes (a change uevent follows). Shrinking is not supported (-EINVAL).

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Online grow (vdimgctl resize --online, VDIMG_CTL_RESIZE) of raw and qcow2 devices under a mounted ext4 while fio verify=crc32c writes a file in it: 64 -> 128 MiB, resize2fs online, fio verifies, df/blockdev/sysfs follow, qemu-img info/check agree, e2fsck clean after re-attach; a qed device grown and written across the old end, checked by qemu; a qcow2 overlay grown over a smaller raw base reads zeros past the base; refusals: read-only device, shrink, a format without grow (vhd), a lower layer larger than the device
+# Online grow (vdimgctl resize --online, VDIMG_CTL_RESIZE) of raw and qcow2 devices under a mounted ext4 while fio verify=crc32c writes a file in it: 64 -> 128 MiB, resize2fs online, fio verifies, df/blockdev/sysfs follow, qemu-img info/check agree, e2fsck clean after re-attach; qed and vdi devices grown and written across the old end, checked by qemu; a qcow2 overlay grown over a smaller raw base reads zeros past the base; refusals: read-only device, shrink, a format without grow (vhd), a lower layer larger than the device
 # timeout: 300
 . /vmtest/lib.sh
 require_vdimg
@@ -67,24 +67,27 @@ for f in raw qcow2; do
 	check "$t: detach after e2fsck" vd_detach "$dev"
 done
 
-# qed, without the file system: data across the old end, qemu's view afterwards
-img=$W/grow.qed
-rm -f "$img"
-"$QEMU_IMG" create -q -f qed "$img" 64M || die "qemu-img create qed"
+# qed and vdi (qemu-made), without the file system: data across the old end, qemu's view
 mkrandom "$W/qtail" 2 || die "cannot write $W/qtail"
-dev=$(vd_attach "$img") || die "attach qed"
-check "qed: resize --online" "$VDIMGCTL" resize --online "$dev" 128M
-check_eq "qed: blockdev --getsize64" "$(blockdev --getsize64 "$dev")" "$new"
-check "qed: the new range reads zeros" \
-	sh -c "/usr/bin/dd if='$dev' bs=1M skip=64 count=64 iflag=direct status=none | /usr/bin/cmp -n $old - /dev/zero"
-check "qed: write 2 MiB across the old end" \
-	dd if="$W/qtail" of="$dev" bs=1M seek=63 count=2 oflag=direct conv=notrunc status=none
-check "qed: detach" vd_detach "$dev"
-check_eq "qed: qemu-img info says the new size" "$(vsize_of "$img")" "$new"
-check "qed: qemu-img check" "$QEMU_IMG" check -q -f qed "$img"
-check "qed: qemu reads what the device wrote" \
-	sh -c "'$QEMU_IMG' convert -f qed -O raw '$img' '$W/q.raw' && /usr/bin/dd if='$W/q.raw' bs=1M skip=63 count=2 status=none | /usr/bin/cmp - '$W/qtail'"
-rm -f "$W/q.raw"
+for f in qed vdi; do
+	t=$f
+	img=$W/grow.$f
+	rm -f "$img"
+	"$QEMU_IMG" create -q -f "$f" "$img" 64M || { fail "$t: qemu-img create"; continue; }
+	dev=$(vd_attach "$img") || { fail "$t: attach"; continue; }
+	check "$t: resize --online" "$VDIMGCTL" resize --online "$dev" 128M
+	check_eq "$t: blockdev --getsize64" "$(blockdev --getsize64 "$dev")" "$new"
+	check "$t: the new range reads zeros" \
+		sh -c "/usr/bin/dd if='$dev' bs=1M skip=64 count=64 iflag=direct status=none | /usr/bin/cmp -n $old - /dev/zero"
+	check "$t: write 2 MiB across the old end" \
+		dd if="$W/qtail" of="$dev" bs=1M seek=63 count=2 oflag=direct conv=notrunc status=none
+	check "$t: detach" vd_detach "$dev"
+	check_eq "$t: qemu-img info says the new size" "$(vsize_of "$img")" "$new"
+	check "$t: qemu-img check" "$QEMU_IMG" check -q -f "$f" "$img"
+	check "$t: qemu reads what the device wrote" \
+		sh -c "'$QEMU_IMG' convert -f $f -O raw '$img' '$W/q.raw' && /usr/bin/dd if='$W/q.raw' bs=1M skip=63 count=2 status=none | /usr/bin/cmp - '$W/qtail'"
+	rm -f "$W/q.raw"
+done
 
 # a qcow2 overlay over a 64 MiB raw base: past the base's end the grown device reads zeros
 base=$W/base.raw ov=$W/ov.qcow2
@@ -110,7 +113,21 @@ check "overlay: qemu reads what the device wrote" \
 	sh -c "'$QEMU_IMG' convert -f qcow2 -O raw '$ov' '$W/ov.raw' && /usr/bin/dd if='$W/ov.raw' bs=1M skip=63 count=2 status=none | /usr/bin/cmp - '$W/tail'"
 rm -f "$W/ov.raw"
 
-# refusals; the device keeps its size
+# refusals; the device keeps its size (a qemu-made vdi has room in its map for 128 MiB, not more)
+img=$W/full.vdi
+rm -f "$img"
+"$QEMU_IMG" create -q -f vdi "$img" 64M || die "qemu-img create vdi"
+dev=$(vd_attach "$img") || die "attach vdi"
+out=$("$VDIMGCTL" resize --online "$dev" 256M 2>&1)
+rc=$?
+check_eq "vdi past its map's room: refused" "$rc" 1
+case $out in
+*"tables cannot address that size"*) ok "vdi past its map's room: EFBIG explained" ;;
+*) fail "vdi past its map's room: EFBIG explained" "got: $out" ;;
+esac
+check_eq "vdi past its map's room: size unchanged" "$(blockdev --getsize64 "$dev")" "$old"
+check "vdi past its map's room: detach" vd_detach "$dev"
+
 img=$W/ro.qcow2
 rm -f "$img"
 "$VDIMGCTL" create -t qcow2 -s "$old" "$img" || die "create $img"
