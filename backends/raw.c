@@ -71,6 +71,34 @@ static int raw_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned
 	return vdimg_file_zero(img->file, offset, length);
 }
 
+/* Online grow: extend the file; the new range is a hole and reads as zeros. */
+static int raw_grow(struct vdimg_image *img, u64 new_size)
+{
+	u64 fsize = vdimg_file_size(img->file);
+	int ret;
+
+	if (new_size <= img->size)
+		return -EINVAL;
+	/* open() took the file's size: a file that grew behind our back is not ours to cut */
+	if (fsize > img->size) {
+		vdimg_err(img, "the file has %llu bytes, more than the %llu the device serves",
+			  (unsigned long long)fsize, (unsigned long long)img->size);
+		return -EINVAL;
+	}
+	ret = vdimg_file_truncate(img->file, new_size);
+	if (!ret)
+		ret = vdimg_file_sync(img->file);
+	if (ret) {
+		vdimg_err(img, "extending the file to %llu bytes failed: %d",
+			  (unsigned long long)new_size, ret);
+		/* best effort: back to the size the device still serves */
+		vdimg_file_truncate(img->file, img->size);
+		return ret;
+	}
+	img->size = new_size;
+	return 0;
+}
+
 const struct vdimg_format vdimg_raw_format = {
 	.name = "raw",
 	.id = VDIMG_FMT_RAW,
@@ -78,6 +106,7 @@ const struct vdimg_format vdimg_raw_format = {
 	.close = raw_close,
 	.map = raw_map,
 	.discard = raw_discard,
+	.grow = raw_grow,
 };
 
 const struct vdimg_format vdimg_iso_format = {

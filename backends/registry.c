@@ -400,3 +400,51 @@ void vdimg_image_close(struct vdimg_image *img)
 		img->fmt = NULL;
 	}
 }
+
+/*
+ * For ->grow(): the range [@old, img->size) that a grow brings in must read as zeros through @img.
+ * Called with img->size already the new size and nothing written yet. Bytes of the old last
+ * allocation unit past @old may hold anything (written by another tool, or left by a shrink):
+ * they are zeroed in the file. Allocated units wholly past @old (left behind, or planted) are
+ * refused (-EOPNOTSUPP) rather than freed here, as is a compressed last unit.
+ */
+int vdimg_grow_zero_new(struct vdimg_image *img, u64 old)
+{
+	u64 tail_end = img->alloc_unit ? ALIGN(old, (u64)img->alloc_unit) : old;
+	struct vdimg_extent ext;
+	void *z = NULL;
+	bool data;
+	int ret = 0;
+
+	tail_end = min(tail_end, img->size);
+	while (!ret && old < img->size) {
+		u64 end = old < tail_end ? tail_end : img->size;
+
+		ret = img->fmt->map(img, old, end - old, 0, &ext);
+		if (ret)
+			break;
+		if (!ext.length || ext.length > img->size - old) {
+			ret = -EIO;
+			break;
+		}
+		data = ext.type == VDIMG_EXT_DATA || ext.type == VDIMG_EXT_ENCODED;
+		if (old >= tail_end && data) {
+			vdimg_err(img, "cannot grow online: data is allocated past the end at %llu (detach and use vdimgctl resize)",
+				  (unsigned long long)old);
+			ret = -EOPNOTSUPP;
+		} else if (ext.type == VDIMG_EXT_ENCODED) {
+			vdimg_err(img, "cannot grow online: the last cluster is compressed (detach and use vdimgctl resize)");
+			ret = -EOPNOTSUPP;
+		} else if (ext.type == VDIMG_EXT_DATA) {
+			if (!z)
+				z = vdimg_zalloc(ext.length);
+			ret = -ENOMEM;
+			if (z)
+				ret = vdimg_file_write(ext.file, z, ext.length, ext.file_offset);
+			vdimg_free(z);
+			z = NULL;
+		}
+		old += ext.length;
+	}
+	return ret;
+}

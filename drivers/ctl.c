@@ -182,6 +182,20 @@ static long vdimg_ctl_snapshot(void __user *argp)
 	return vdimg_dev_snapshot(&s);
 }
 
+static long vdimg_ctl_resize(void __user *argp)
+{
+	struct vdimg_resize r;
+	u32 usize;
+	int ret;
+
+	ret = vdimg_copy_in(&r, sizeof(r), VDIMG_RESIZE_SIZE_VER0, argp, &usize);
+	if (ret)
+		return ret;
+	if (r.flags || r.__pad || vdimg_nonzero(r.__reserved))
+		return -EINVAL;
+	return vdimg_dev_resize(r.index, r.new_size);
+}
+
 static long vdimg_ctl_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
 	void __user *argp = (void __user *)arg;
@@ -199,6 +213,10 @@ static long vdimg_ctl_ioctl(struct file *file, unsigned int cmd, unsigned long a
 		if (!capable(CAP_SYS_ADMIN))
 			return -EPERM;
 		return vdimg_ctl_snapshot(argp);
+	case VDIMG_CMD(VDIMG_CTL_RESIZE):
+		if (!capable(CAP_SYS_ADMIN))
+			return -EPERM;
+		return vdimg_ctl_resize(argp);
 	case VDIMG_CMD(VDIMG_CTL_GET_INFO):
 		return vdimg_ctl_info(argp);
 	case VDIMG_CMD(VDIMG_CTL_GET_FEATURES):

@@ -927,6 +927,118 @@ out_unlock:
 	return ret;
 }
 
+/**
+ * vdimg_dev_resize() - grow an attached device online
+ * @index: the device
+ * @new_size: the new size in bytes
+ *
+ * Only the top layer grows, through its backend's ->grow(), with the queue frozen and the layers'
+ * metadata flushed and synced first. The layers below keep their size: reads past a lower layer's
+ * end are zeros (vdimg_read_chain()), so the device refuses when a lower layer is larger than the
+ * device, whose bytes would otherwise show through in the new range. The capacity changes (with a
+ * change uevent) only once the backend has made the new size durable.
+ *
+ * Context: process context; takes vdimg_idr_mutex (so detach and snapshot wait) and dev->lock.
+ * Return: 0 (also when @new_size is the current size), or -ENXIO (no such device), -EROFS
+ * (read-only device), -EINVAL (a shrink, a size that is not a multiple of the logical block size,
+ * a lower layer larger than the device, a format whose children keep their parent's size),
+ * -EOPNOTSUPP (the top layer's format cannot grow online), -EFBIG (its tables cannot address the
+ * new size in place), a flush or I/O error.
+ */
+int vdimg_dev_resize(u32 index, u64 new_size)
+{
+	struct vdimg_layer_k *top;
+	struct vdimg_device *dev;
+	unsigned int memflags, i;
+	u64 old;
+	bool bound;
+	int ret;
+
+	mutex_lock(&vdimg_idr_mutex);
+	dev = idr_find(&vdimg_idr, index);
+	if (!dev) {
+		ret = -ENXIO;
+		goto out_unlock;
+	}
+	mutex_lock(&dev->lock);
+	bound = dev->state == VDIMG_STATE_BOUND;
+	mutex_unlock(&dev->lock);
+	if (!bound) {
+		ret = -ENXIO;
+		goto out_unlock;
+	}
+	/* size, layers and nr_layers change only under vdimg_idr_mutex */
+	top = vdimg_top(dev);
+	old = dev->size;
+	if ((dev->attach_flags & VDIMG_ATTACH_READ_ONLY) ||
+	    (top->img.flags & VDIMG_IMG_READ_ONLY)) {
+		ret = -EROFS;
+		goto out_unlock;
+	}
+	if (new_size < old) {
+		pr_err("vdimg%d: resize: online shrink is not supported\n", dev->index);
+		ret = -EINVAL;
+		goto out_unlock;
+	}
+	if (new_size % dev->lbs || new_size >> 62) {
+		pr_err("vdimg%d: resize: %llu bytes is not a multiple of the %u-byte sectors\n",
+		       dev->index, (unsigned long long)new_size, dev->lbs);
+		ret = -EINVAL;
+		goto out_unlock;
+	}
+	ret = 0;
+	if (new_size == old)
+		goto out_unlock;
+	if (!top->img.fmt->grow) {
+		pr_err("vdimg%d: resize: %s: %s images cannot grow online (detach and use vdimgctl resize)\n",
+		       dev->index, top->name, top->img.fmt->name);
+		ret = -EOPNOTSUPP;
+		goto out_unlock;
+	}
+	if (dev->nr_layers > 1 && (top->img.fmt->caps & VDIMG_CAP_SAME_SIZE_PARENT)) {
+		pr_err("vdimg%d: resize: %s: a differencing %s image must keep its parent's size\n",
+		       dev->index, top->name, top->img.fmt->name);
+		ret = -EINVAL;
+		goto out_unlock;
+	}
+	for (i = 0; i + 1 < dev->nr_layers; i++) {
+		if (dev->layers[i]->img.size > old) {
+			pr_err("vdimg%d: resize: the lower layer %s is larger than the device; its data would show in the new range\n",
+			       dev->index, dev->layers[i]->name);
+			ret = -EINVAL;
+			goto out_unlock;
+		}
+	}
+
+	memflags = vdimg_freeze_queue(dev->disk->queue);
+	ret = vdimg_flush_layers(dev);
+	if (ret)
+		pr_err("vdimg%d: resize: flushing %s failed: %d\n", dev->index, top->name, ret);
+	else
+		ret = top->img.fmt->grow(&top->img, new_size);
+	if (!ret && top->img.size != new_size) {
+		WARN_ON_ONCE(1);
+		ret = -EIO;
+	}
+	if (!ret) {
+		mutex_lock(&dev->lock);
+		dev->size = new_size;
+		mutex_unlock(&dev->lock);
+	}
+	vdimg_unfreeze_queue(dev->disk->queue, memflags);
+	if (ret) {
+		pr_err("vdimg%d: resize: growing %s to %llu bytes failed: %d\n", dev->index,
+		       top->name, (unsigned long long)new_size, ret);
+		goto out_unlock;
+	}
+	set_capacity_and_notify(dev->disk, new_size >> SECTOR_SHIFT);
+	pr_info("vdimg%d: resize: %llu -> %llu bytes\n", dev->index, (unsigned long long)old,
+		(unsigned long long)new_size);
+out_unlock:
+	mutex_unlock(&vdimg_idr_mutex);
+	return ret;
+}
+
 int vdimg_dev_init(void)
 {
 	vdimg_part_shift = fls(vdimg_max_part);

@@ -125,6 +125,7 @@ int vdimg_dev_attach(const struct vdimg_attach *a, const struct vdimg_layer *lay
 int vdimg_dev_detach(u32 index, u32 flags);
 int vdimg_dev_info(struct vdimg_dev_info *info, void __user *out);
 int vdimg_dev_snapshot(const struct vdimg_snapshot *s);
+int vdimg_dev_resize(u32 index, u64 new_size);
 void vdimg_dev_remove_all(void);
 int vdimg_dev_init(void);
 void vdimg_dev_exit(void);

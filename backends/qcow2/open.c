@@ -409,6 +409,92 @@ static void qcow2_close(struct vdimg_image *img)
 	img->priv = NULL;
 }
 
+/*
+ * Online grow: the L1 table may take entries up to the end of the clusters it was allocated in
+ * (they are its own; offline resize moves it to make it larger). The new entries are zeroed on
+ * disk, then l1_size and the size go into the header (in that order: a larger L1 with the old size
+ * is a valid image), then the file is synced.
+ */
+static int qcow2_grow(struct vdimg_image *img, u64 new_size)
+{
+	struct qcow2 *q = QC(img);
+	u64 l2_span = 1ULL << (q->cluster_bits + q->l2_bits), need, cap, i, rc;
+	u64 old = img->size, old_vsize = q->vsize;
+	u64 *l1 = NULL;
+	void *z = NULL;
+	int ret;
+
+	if (!q->writable)
+		return -EROFS;
+	if (new_size <= old || new_size > (1ULL << 62))
+		return -EINVAL;
+	need = DIV_ROUND_UP(new_size, l2_span);
+	cap = ALIGN((u64)q->l1_size * 8, (u64)q->cluster_size) / 8;
+	cap = min_t(u64, cap, QCOW2_MAX_L1_BYTES / 8);
+	if (need > cap) {
+		vdimg_err(img, "cannot grow online past %llu bytes: the L1 table (%llu entries in place) is full; detach and use vdimgctl resize",
+			  (unsigned long long)(cap * l2_span), (unsigned long long)cap);
+		return -EFBIG;
+	}
+	if (q->has_data_file && q->data_raw && vdimg_file_size(q->dfile) < new_size) {
+		ret = vdimg_file_truncate(q->dfile, new_size);
+		if (!ret)
+			ret = vdimg_file_sync(q->dfile);
+		if (ret) {
+			vdimg_err(img, "extending the raw data file %s failed: %d", q->dfname, ret);
+			return ret;
+		}
+	}
+	img->size = new_size;
+	ret = vdimg_grow_zero_new(img, old_vsize);
+	img->size = old;
+	if (ret)
+		return ret;
+
+	vdimg_mutex_lock(&q->lock);
+	if (need > q->l1_size) {
+		/* the clusters the entries go to must be allocated (they are the L1's) */
+		for (i = q->l1_offset >> q->cluster_bits;
+		     !ret && i <= (q->l1_offset + need * 8 - 1) >> q->cluster_bits; i++) {
+			ret = qcow2_rc_get(img, i, &rc);
+			if (!ret && !rc)
+				ret = vdimg_corrupt(img, "L1 table cluster %llu is free",
+						    (unsigned long long)i);
+		}
+		l1 = vdimg_zalloc(need * 8);
+		z = vdimg_zalloc((need - q->l1_size) * 8);
+		if (!ret && (!l1 || !z))
+			ret = -ENOMEM;
+		if (!ret)
+			ret = vdimg_file_write(img->file, z, (need - q->l1_size) * 8,
+					       q->l1_offset + (u64)q->l1_size * 8);
+		if (!ret)
+			ret = vdimg_file_sync(img->file);
+		if (!ret)
+			ret = qcow2_write_header_field(img, offsetof(struct qcow2_header, l1_size),
+						       need, 4);
+		if (ret)
+			goto out;
+		memcpy(l1, q->l1, (size_t)q->l1_size * 8);
+		vdimg_free(q->l1);
+		q->l1 = l1;
+		l1 = NULL;
+		q->l1_size = need;
+	}
+	ret = qcow2_write_header_field(img, offsetof(struct qcow2_header, size), new_size, 8);
+	if (!ret)
+		ret = vdimg_file_sync(img->file);
+	if (!ret) {
+		q->vsize = new_size;
+		img->size = new_size;
+	}
+out:
+	vdimg_mutex_unlock(&q->lock);
+	vdimg_free(l1);
+	vdimg_free(z);
+	return ret;
+}
+
 static bool qcow2_probe(const u8 *head, size_t head_len, const u8 *tail, u64 file_size)
 {
 	u32 v;
@@ -433,4 +519,5 @@ const struct vdimg_format vdimg_qcow2_format = {
 	.discard = qcow2_discard,
 	.flush = qcow2_flush,
 	.frees_pending = qcow2_frees_pending,
+	.grow = qcow2_grow,
 };

@@ -302,6 +302,77 @@ static void qed_close(struct vdimg_image *img)
 	img->priv = NULL;
 }
 
+/*
+ * Online grow: the L1 table has a fixed size (table_size clusters), so the new size must be one
+ * it maps; the L1 entries the new size brings in must be empty on disk. Then one header field,
+ * image_size, changes.
+ */
+static int qed_grow(struct vdimg_image *img, u64 new_size)
+{
+	struct qed *q = QD(img);
+	u64 l2_span = 1ULL << (q->cluster_bits + q->tbits), need, cap, i, old = img->size;
+	u64 *l1 = NULL;
+	__le64 v;
+	int ret = 0;
+
+	if (!q->writable)
+		return -EROFS;
+	if (new_size <= old || new_size % 512 || new_size > QED_MAX_VSIZE)
+		return -EINVAL;
+	need = DIV_ROUND_UP(new_size, l2_span);
+	cap = min_t(u64, q->tbytes / 8, QED_MAX_L1_BYTES / 8);
+	if (need > cap) {
+		vdimg_err(img, "cannot grow past %llu bytes: that is all the L1 table maps",
+			  (unsigned long long)(cap * l2_span));
+		return -EFBIG;
+	}
+	vdimg_mutex_lock(&q->lock);
+	if (need > q->l1_entries) {
+		l1 = vdimg_zalloc(need * 8);
+		if (!l1)
+			ret = -ENOMEM;
+		else
+			ret = vdimg_file_read(img->file, l1 + q->l1_entries,
+					      (need - q->l1_entries) * 8,
+					      q->l1_offset + q->l1_entries * 8);
+		for (i = q->l1_entries; !ret && i < need; i++) {
+			if (l1[i]) {
+				vdimg_err(img, "cannot grow online: L1 entry %llu past the end is not empty (detach and use vdimgctl resize)",
+					  (unsigned long long)i);
+				ret = -EOPNOTSUPP;
+			}
+		}
+		if (!ret) {
+			/* all zeros: the same in any byte order */
+			memcpy(l1, q->l1, q->l1_entries * 8);
+			vdimg_free(q->l1);
+			q->l1 = l1;
+			l1 = NULL;
+			q->l1_entries = need;
+		}
+	}
+	vdimg_mutex_unlock(&q->lock);
+	vdimg_free(l1);
+	if (ret)
+		return ret;
+	img->size = new_size;
+	ret = vdimg_grow_zero_new(img, old);
+	if (!ret) {
+		v = cpu_to_le64(new_size);
+		ret = vdimg_file_write(img->file, &v, 8, offsetof(struct qed_header, image_size));
+	}
+	if (!ret)
+		ret = vdimg_file_sync(img->file);
+	if (ret) {
+		img->size = old;
+		return ret;
+	}
+	vdimg_mutex_lock(&q->lock);
+	q->vsize = new_size;
+	vdimg_mutex_unlock(&q->lock);
+	return 0;
+}
+
 static bool qed_probe(const u8 *head, size_t head_len, const u8 *tail, u64 file_size)
 {
 	return head_len >= 4 && !memcmp(head, "QED\0", 4);
@@ -318,4 +389,5 @@ const struct vdimg_format vdimg_qed_format = {
 	.abort = qed_abort,
 	.discard = qed_discard,
 	.flush = qed_flush,
+	.grow = qed_grow,
 };

@@ -365,6 +365,100 @@ static int vdi_verify_parent(struct vdimg_image *child, struct vdimg_image *pare
 	return 0;
 }
 
+/*
+ * Online grow of a dynamic version 1.1 image: the block map may take entries up to the data area
+ * (images vdimgctl creates leave room up to a 1 MiB boundary; qemu's leave almost none). The new
+ * entries are written free first, then the header's block count, then its disk size (a map
+ * longer than the size needs is valid), then the file is synced. The legacy CHS geometry is left
+ * as it is.
+ */
+static int vdi_grow(struct vdimg_image *img, u64 new_size)
+{
+	struct vdi *v = img->priv;
+	u64 need, room, old = img->size, i;
+	u32 *map = NULL, *tmap;
+	u64 *used = NULL, *tused;
+	__le32 *ones = NULL;
+	int ret;
+
+	if (v->read_only)
+		return -EROFS;
+	if (new_size <= old || new_size % 512)
+		return -EINVAL;
+	if (v->type != VDI_TYPE_NORMAL || v->version >> 16 < 1) {
+		vdimg_err(img, "cannot grow a %s version %u.%u VDI image online (detach and use vdimgctl resize)",
+			  vdi_type_name(v->type), v->version >> 16, v->version & 0xffff);
+		return -EOPNOTSUPP;
+	}
+	need = DIV_ROUND_UP(new_size, (u64)v->block_size);
+	room = (v->data_off - v->blocks_off) / 4;
+	if (need > min_t(u64, room, VDI_MAX_BLOCKS)) {
+		vdimg_err(img, "cannot grow online past %llu bytes: the block map has room for %llu entries before the data area (detach and use vdimgctl resize)",
+			  (unsigned long long)(min_t(u64, room, VDI_MAX_BLOCKS) << v->block_shift),
+			  (unsigned long long)min_t(u64, room, VDI_MAX_BLOCKS));
+		return -EFBIG;
+	}
+	ret = vdi_touch(v, false);
+	if (ret)
+		return ret;
+	if (need > v->nr_blocks) {
+		map = vdimg_zalloc(need * 4);
+		used = vdimg_zalloc(DIV_ROUND_UP(need, 64) * 8);
+		ones = vdimg_zalloc((need - v->nr_blocks) * 4);
+		if (!map || !used || !ones) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		for (i = 0; i < need - v->nr_blocks; i++)
+			ones[i] = cpu_to_le32(VDI_BLOCK_FREE);
+		vdimg_mutex_lock(&v->meta_lock);
+		ret = vdimg_file_write(img->file, ones, (need - v->nr_blocks) * 4,
+				       v->blocks_off + (u64)v->nr_blocks * 4);
+		if (!ret)
+			ret = vdimg_file_sync(img->file);
+		if (!ret)
+			ret = vdi_write_le32(v, VDI_PREHEADER_SIZE +
+					     offsetof(struct vdi_header1, blocks), need);
+		vdimg_mutex_unlock(&v->meta_lock);
+		if (ret)
+			goto out;
+		vdimg_mutex_lock(&v->map_lock);
+		memcpy(map, v->map, (size_t)v->nr_blocks * 4);
+		for (i = v->nr_blocks; i < need; i++)
+			map[i] = VDI_BLOCK_FREE;
+		memcpy(used, v->slot_used, DIV_ROUND_UP((size_t)v->nr_blocks, 64) * 8);
+		tmap = v->map;
+		v->map = map;
+		map = tmap;
+		tused = v->slot_used;
+		v->slot_used = used;
+		used = tused;
+		v->nr_blocks = need;
+		vdimg_mutex_unlock(&v->map_lock);
+	}
+	img->size = new_size;
+	ret = vdimg_grow_zero_new(img, old);
+	if (!ret) {
+		__le64 ds = cpu_to_le64(new_size);
+
+		vdimg_mutex_lock(&v->meta_lock);
+		ret = vdimg_file_write(img->file, &ds, 8, VDI_PREHEADER_SIZE +
+				       offsetof(struct vdi_header1, disk_size));
+		if (!ret)
+			ret = vdimg_file_sync(img->file);
+		vdimg_mutex_unlock(&v->meta_lock);
+	}
+	if (ret)
+		img->size = old;
+	else
+		v->disk_size = new_size;
+out:
+	vdimg_free(map);
+	vdimg_free(used);
+	vdimg_free(ones);
+	return ret;
+}
+
 const struct vdimg_format vdimg_vdi_format = {
 	.name = "vdi",
 	.id = VDIMG_FMT_VDI,
@@ -377,4 +471,5 @@ const struct vdimg_format vdimg_vdi_format = {
 	.abort = vdi_abort,
 	.discard = vdi_discard,
 	.verify_parent = vdi_verify_parent,
+	.grow = vdi_grow,
 };

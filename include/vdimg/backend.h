@@ -211,6 +211,19 @@ struct vdimg_format {
 	bool (*frees_pending)(struct vdimg_image *img);
 	/* does @parent match the identity @child records? 0, or -ESTALE with a message. May be NULL */
 	int (*verify_parent)(struct vdimg_image *child, struct vdimg_image *parent);
+	/*
+	 * Online grow (VDIMG_CTL_RESIZE): make the virtual size @new_size, which the caller has
+	 * checked is larger than img->size and a multiple of img->lbs. Called on a writable top
+	 * layer with no I/O in flight (the queue frozen) and its dirty metadata already flushed
+	 * and synced. The range [old size, @new_size) must read as zeros afterwards through this
+	 * layer (the caller refuses when a lower layer reaches past the old size). The new size is
+	 * durable (header written, file synced) before it returns 0, and img->size is then
+	 * @new_size. It never moves data or tables: when the format's tables cannot address
+	 * @new_size where they are, it fails with -EFBIG (or -EOPNOTSUPP) after a message naming
+	 * the limit, and leaves the image as it was (offline `vdimgctl resize` can relocate them).
+	 * May be NULL (the format cannot grow online).
+	 */
+	int (*grow)(struct vdimg_image *img, u64 new_size);
 };
 
 /* ---- the registry (backends/registry.c) ---- */
@@ -277,5 +290,15 @@ int vdimg_probe(struct vdimg_file *f, u32 *id, const char **why);
 int vdimg_image_open(struct vdimg_image *img, u32 format, unsigned int flags);
 #define VDIMG_OPEN_ALLOW_RAW	BIT(8)
 void vdimg_image_close(struct vdimg_image *img);
+
+/*
+ * vdimg_grow_zero_new() - for ->grow(): make the range a grow brings in read as zeros
+ * @img: with img->size already the new size (restore it on failure), nothing written yet
+ * @old: the old size
+ *
+ * Zeroes the stale bytes of the old last allocation unit past @old; refuses (-EOPNOTSUPP, with a
+ * message) data allocated wholly past @old and a compressed last unit.
+ */
+int vdimg_grow_zero_new(struct vdimg_image *img, u64 old);
 
 #endif /* _VDIMG_BACKEND_H */

@@ -544,4 +544,17 @@ EOF
 	fi
 fi
 
+# resize --online: argument errors before the module is asked, and no module at all
+run resize --online notadev 1G
+[ $rc -eq 1 ] && grep -q "'notadev' is not a vdimg device" "$T/err"
+ok $? "resize --online: DEV must be a vdimg device"
+run resize --online --shrink /dev/vdimg0 1G
+[ $rc -eq 1 ] && grep -q "online goes with neither --shrink nor -t" "$T/err"
+ok $? "resize --online: --shrink refused"
+run resize --online /dev/vdimg0 -1G
+[ $rc -eq 1 ] && grep -q "online shrink is not supported" "$T/err"
+ok $? "resize --online: a -SIZE is refused"
+run resize --online /dev/vdimg0 2G
+[ $rc -eq 1 ] && grep -q "no-control: cannot open" "$T/err"
+ok $? "resize --online: no control device is reported"
 ktap_end

@@ -666,6 +666,108 @@ out:
 	close(fd2);
 }
 
+static void init_resize(struct vdimg_resize *r, unsigned int index, unsigned long long new_size)
+{
+	memset(r, 0, sizeof(*r));
+	r->size = sizeof(*r);
+	r->index = index;
+	r->new_size = new_size;
+}
+
+static void resize_expect(const char *what, struct vdimg_resize *r, int want)
+{
+	int err, ret = do_ioctl(ctl, VDIMG_CTL_RESIZE, r, &err);
+
+	expect(what, ret, err, want);
+}
+
+/*
+ * VDIMG_CTL_RESIZE: struct shapes and refusals against a writable raw device of 1 MiB (a copy of
+ * @file, so the other tests keep theirs), then one grow seen by GET_INFO, the file and the disk's
+ * capacity; a read-only device refuses (EROFS).
+ */
+static void test_resize(const char *dir)
+{
+	unsigned char big[sizeof(struct vdimg_resize) + 16];
+	struct vdimg_dev_info info;
+	struct vdimg_resize r;
+	struct vdimg_attach a;
+	struct vdimg_layer l;
+	char path[4096], sysf[128], buf[64] = "";
+	int fd, idx, err, ret, sfd;
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/resize.img", dir);
+	if (make_file(path, 1 << 20, 1)) {
+		result(0, "RESIZE: create %s", path);
+		return;
+	}
+	fd = open(path, O_RDWR);
+	init_attach(&a, &l, fd, 0);
+	idx = attach_expect("ATTACH writable raw device for RESIZE", &a, 0);
+	if (idx < 0)
+		goto out;
+	init_resize(&r, idx, 2 << 20);
+	r.size = VDIMG_RESIZE_SIZE_VER0 - 8;
+	resize_expect("RESIZE with a short struct (size VER0-8)", &r, EINVAL);
+	init_resize(&r, idx, 2 << 20);
+	r.size = 0;
+	resize_expect("RESIZE with size 0", &r, EINVAL);
+	memset(big, 0, sizeof(big));
+	init_resize(&r, idx, 2 << 20);
+	r.size = sizeof(big);
+	memcpy(big, &r, sizeof(r));
+	big[sizeof(r) + 5] = 1;
+	ret = do_ioctl(ctl, VDIMG_CTL_RESIZE, big, &err);
+	expect("RESIZE with a nonzero tail beyond the known struct", ret, err, E2BIG);
+	init_resize(&r, idx, 2 << 20);
+	r.flags = 1;
+	resize_expect("RESIZE with nonzero flags", &r, EINVAL);
+	init_resize(&r, idx, 2 << 20);
+	r.__pad = 1;
+	resize_expect("RESIZE with nonzero __pad", &r, EINVAL);
+	init_resize(&r, idx, 2 << 20);
+	r.__reserved[3] = 1;
+	resize_expect("RESIZE with nonzero __reserved", &r, EINVAL);
+	init_resize(&r, 4000000, 2 << 20);
+	resize_expect("RESIZE of an index not attached", &r, ENXIO);
+	init_resize(&r, idx, 512 << 10);
+	resize_expect("RESIZE to a smaller size (online shrink)", &r, EINVAL);
+	init_resize(&r, idx, (2 << 20) + 100);
+	resize_expect("RESIZE to a size that is not a multiple of the sector size", &r, EINVAL);
+	init_resize(&r, idx, 1ULL << 63);
+	resize_expect("RESIZE to 2^63 bytes", &r, EINVAL);
+	init_resize(&r, idx, 1 << 20);
+	resize_expect("RESIZE to the current size (nothing to do)", &r, 0);
+	init_resize(&r, idx, 2 << 20);
+	resize_expect("RESIZE raw 1 MiB -> 2 MiB", &r, 0);
+	ret = get_info(idx, &info, NULL, 0);
+	result(!ret && info.size_bytes == 2 << 20, "GET_INFO after RESIZE: %llu bytes",
+	       (unsigned long long)info.size_bytes);
+	result(!fstat(fd, &st) && st.st_size == 2 << 20, "the raw file grew to %lld bytes",
+	       (long long)st.st_size);
+	snprintf(sysf, sizeof(sysf), "/sys/block/vdimg%d/size", idx);
+	sfd = open(sysf, O_RDONLY);
+	if (sfd >= 0) {
+		ret = read(sfd, buf, sizeof(buf) - 1);
+		buf[ret > 0 ? ret : 0] = 0;
+		close(sfd);
+	}
+	result(atoll(buf) == 4096, "the disk's capacity is 4096 sectors (%s)", buf);
+	result(detach(idx, 0) == 0, "DETACH after RESIZE");
+
+	init_attach(&a, &l, fd, VDIMG_ATTACH_READ_ONLY);
+	idx = attach_expect("ATTACH read-only raw device for RESIZE", &a, 0);
+	if (idx >= 0) {
+		init_resize(&r, idx, 4 << 20);
+		resize_expect("RESIZE of a read-only device", &r, EROFS);
+		detach(idx, 0);
+	}
+out:
+	close(fd);
+	unlink(path);
+}
+
 /* the same requests from an unprivileged process (uid 65534, no capabilities) */
 static void test_unprivileged(const char *file)
 {
@@ -682,7 +784,8 @@ static void test_unprivileged(const char *file)
 	pid = fork();
 	if (pid == 0) {
 		struct vdimg_snapshot s;
-		int err, ret, res[4];
+		struct vdimg_resize r;
+		int err, ret, res[5];
 
 		close(pfd[0]);
 		if (setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534))
@@ -699,13 +802,16 @@ static void test_unprivileged(const char *file)
 		init_snapshot(&s, 0, fd, VDIMG_FMT_AUTO);
 		ret = snapshot_ioctl(&s, &err);
 		res[3] = ret < 0 ? err : 0;
+		init_resize(&r, 0, 1ULL << 30);
+		ret = do_ioctl(ctl, VDIMG_CTL_RESIZE, &r, &err);
+		res[4] = ret < 0 ? err : 0;
 		if (write(pfd[1], res, sizeof(res)) != sizeof(res))
 			_exit(3);
 		_exit(0);
 	}
 	close(pfd[1]);
 	{
-		int res[4] = { -1, -1, -1, -1 };
+		int res[5] = { -1, -1, -1, -1, -1 };
 		ssize_t n = read(pfd[0], res, sizeof(res));
 
 		waitpid(pid, &status, 0);
@@ -720,6 +826,8 @@ static void test_unprivileged(const char *file)
 			       res[2] ? strerrorname_np(res[2]) : "0");
 			result(res[3] == EPERM, "unprivileged SNAPSHOT fails with EPERM (%s)",
 			       res[3] ? strerrorname_np(res[3]) : "succeeded");
+			result(res[4] == EPERM, "unprivileged RESIZE fails with EPERM (%s)",
+			       res[4] ? strerrorname_np(res[4]) : "succeeded");
 		}
 	}
 	close(pfd[0]);
@@ -898,6 +1006,7 @@ int main(int argc, char **argv)
 	test_lifecycle(file, junk);
 	test_unprivileged(file);
 	test_snapshot(argv[1], file);
+	test_resize(argv[1]);
 
 	printf("1..%d\n", nr_tests);
 	return nr_failed ? 1 : 0;

@@ -14,6 +14,7 @@ QEMU_IMG=/usr/bin/qemu-img
 QEMU_NBD=/usr/bin/qemu-nbd
 MKFS_EXT4=/usr/sbin/mkfs.ext4
 E2FSCK=/usr/sbin/e2fsck
+RESIZE2FS=/usr/sbin/resize2fs
 SFDISK=/usr/sbin/sfdisk
 BLKID=/usr/sbin/blkid
 LOSETUP=/usr/sbin/losetup

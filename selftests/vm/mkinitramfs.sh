@@ -49,6 +49,7 @@ TOOLS="/usr/bin/fio /usr/bin/qemu-img /usr/bin/qemu-nbd /usr/sbin/mkfs.ext4 /usr
 /usr/bin/lsblk /usr/bin/sha256sum /usr/bin/stat /usr/bin/du /usr/bin/dd /usr/bin/cmp /usr/bin/kmod
 /usr/sbin/debugfs /usr/bin/truncate /usr/bin/fallocate /usr/bin/qemu-io"
 TOOLS="$TOOLS /usr/bin/mount /usr/bin/umount"	# 330-mount-helper: util-linux mount runs mount.vdimg
+TOOLS="$TOOLS /usr/sbin/resize2fs"	# 325-online-grow: grows the mounted ext4
 
 root=$(mktemp -d "${TMPDIR:-/tmp}/vdimg-initramfs.XXXXXX")
 trap 'rm -rf "$root"' EXIT

@@ -4,25 +4,32 @@
  * ->resize() tool operation. What every format shares lives here: parsing an absolute or relative
  * size, refusing a shrink that would drop allocated data (unless --force, which discards it first),
  * refusing differencing images of formats whose children must keep their parent's size, and
- * checking afterwards that the image opens with the new size. Never talks to the module.
+ * checking afterwards that the image opens with the new size. With --online, the other way: an
+ * attached device grows in place through VDIMG_CTL_RESIZE, and the image file is not touched here.
  */
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
 #include <getopt.h>
+#include <unistd.h>
+#include <fcntl.h>
+#include <sys/ioctl.h>
 #include "vdimgctl.h"
 #include "tool-ops.h"
 
 static int resize_usage(void)
 {
-	printf("Usage: vdimgctl resize [-t FMT] [--shrink [--force]] IMAGE [+|-]SIZE\n\n"
+	printf("Usage: vdimgctl resize [-t FMT] [--shrink [--force]] IMAGE [+|-]SIZE\n"
+	       "       vdimgctl resize --online DEV [+]SIZE\n\n"
 	       "Change the virtual size of an image (offline: it must not be attached). SIZE is the\n"
 	       "new size, or +N / -N relative to the current one, with an optional K, M, G, T suffix.\n"
 	       "A new range reads as zeros. Shrinking needs --shrink and is refused while data is\n"
 	       "allocated past the new end, unless --force (that data is then dropped).\n\n"
 	       " -t, --format FMT   the image's format (default: probe)\n"
 	       "     --shrink       allow making the image smaller\n"
-	       "     --force        with --shrink: drop data allocated past the new end\n\n"
+	       "     --force        with --shrink: drop data allocated past the new end\n"
+	       "     --online       grow the attached device DEV (/dev/vdimgN) in place, like\n"
+	       "                    losetup -c: its top layer grows, the disk's capacity follows\n\n"
 	       "See vdimgctl(8).\n");
 	return EXIT_OK;
 }
@@ -132,18 +139,111 @@ static int zero_over_parent(struct vdimg_image *img, u64 old)
 	return ret;
 }
 
+static const char *online_reason(int err, const char *fmt)
+{
+	static char buf[160];
+
+	switch (err) {
+	case EPERM:
+	case EACCES:
+		return "permission denied (online resize needs CAP_SYS_ADMIN)";
+	case ENXIO:
+		return "no such device attached";
+	case EROFS:
+		return "the device is read-only";
+	case EOPNOTSUPP:
+		snprintf(buf, sizeof(buf),
+			 "%s images cannot grow online (see dmesg); detach and use vdimgctl resize",
+			 fmt ? fmt : "the top layer's");
+		return buf;
+	case EFBIG:
+		return "the image's tables cannot address that size in place (see dmesg); detach and use vdimgctl resize";
+	case EINVAL:
+		return "refused by the module (see dmesg)";
+	case ENOTTY:
+		return "this kernel's vdimg has no online resize";
+	default:
+		return strerror(err);
+	}
+}
+
+/* resize --online DEV SIZE: VDIMG_CTL_RESIZE on an attached device */
+static int resize_online(const char *devarg, const char *arg)
+{
+	static const char action[] = "cannot resize";
+	struct vdimg_features f = { .size = sizeof(f) };
+	struct vdimg_dev_info info;
+	struct vdimg_resize r;
+	char *fmt = NULL, hbuf[32];
+	int ctl, status = EXIT_FAIL, ret;
+	long idx = parse_dev(devarg);
+	u64 size;
+
+	if (idx < 0)
+		return usage_error("resize", "'%s' is not a vdimg device", devarg);
+	if (*arg == '-')
+		return usage_error("resize", "online shrink is not supported");
+	ctl = open(control_path(), O_RDWR | O_CLOEXEC);
+	if (ctl < 0) {
+		errmsg(control_path(), "cannot open", "%s%s", strerror(errno),
+		       errno == ENOENT ? " (is the vdimg module loaded?)" : "");
+		return EXIT_FAIL;
+	}
+	if (ioctl(ctl, VDIMG_CTL_GET_FEATURES, &f) || f.version < 4) {
+		errmsg(devarg, action, "this kernel's vdimg has no online resize");
+		goto out;
+	}
+	memset(&info, 0, sizeof(info));
+	info.size = sizeof(info);
+	info.index = idx;
+	if (ioctl(ctl, VDIMG_CTL_GET_INFO, &info)) {
+		errmsg(devarg, action, "%s", online_reason(errno, NULL));
+		goto out;
+	}
+	ret = parse_new_size(arg, info.size_bytes, &size);
+	if (ret || !size || size % info.logical_block_size) {
+		errmsg(devarg, action, "bad size '%s' (a multiple of the %u-byte sectors is needed)",
+		       arg, info.logical_block_size);
+		goto out;
+	}
+	if (size < info.size_bytes) {
+		errmsg(devarg, action, "%llu is smaller than the current %llu bytes: online shrink is not supported",
+		       (unsigned long long)size, (unsigned long long)info.size_bytes);
+		goto out;
+	}
+	memset(&r, 0, sizeof(r));
+	r.size = sizeof(r);
+	r.index = idx;
+	r.new_size = size;
+	if (ioctl(ctl, VDIMG_CTL_RESIZE, &r)) {
+		int err = errno;
+
+		fmt = sysfs_attr(idx, "format");
+		errmsg(devarg, action, "%s", online_reason(err, fmt));
+		goto out;
+	}
+	printf("%s: %llu bytes (%s)\n", devarg, (unsigned long long)size,
+	       human_size(size, hbuf, sizeof(hbuf)));
+	status = EXIT_OK;
+out:
+	free(fmt);
+	close(ctl);
+	return status;
+}
+
 int cmd_resize(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "format", required_argument, NULL, 't' },
 		{ "shrink", no_argument, NULL, 's' },
 		{ "force", no_argument, NULL, 'f' },
+		{ "online", no_argument, NULL, 'o' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
 	static const char action[] = "cannot resize";
 	u32 format = VDIMG_FMT_AUTO;
-	bool shrink = false, force = false;
+	bool shrink = false, force = false, online = false;
 	struct vdimg_path_image o;
 	const struct vdimg_tool_ops *ops;
 	const char *path, *arg;
@@ -163,6 +263,9 @@ int cmd_resize(int argc, char **argv)
 		case 'f':
 			force = true;
 			break;
+		case 'o':
+			online = true;
+			break;
 		case 'h':
 			return resize_usage();
 		default:
@@ -176,6 +279,11 @@ int cmd_resize(int argc, char **argv)
 		return usage_error("resize", "--force only goes with --shrink");
 	path = argv[optind];
 	arg = argv[optind + 1];
+	if (online) {
+		if (shrink || format != VDIMG_FMT_AUTO)
+			return usage_error("resize", "--online goes with neither --shrink nor -t");
+		return resize_online(path, arg);
+	}
 	if (offline_open(&o, path, format, 0, action))
 		return EXIT_FAIL;
 	old = o.img.size;

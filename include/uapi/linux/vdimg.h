@@ -168,8 +168,9 @@ struct vdimg_features {
 /*
  * 1: attach, detach, info, features. 2: + layer data files and snapshots, VDIMG_CTL_SNAPSHOT.
  * 3: + layer extent files (struct vdimg_layer of VDIMG_LAYER_SIZE_VER1, VDIMG_LAYER_EXTENTS)
+ * 4: + online grow, VDIMG_CTL_RESIZE
  */
-#define VDIMG_ABI_VERSION	3
+#define VDIMG_ABI_VERSION	4
 
 /* vdimg_snapshot.flags */
 #define VDIMG_SNAPSHOT_FORCE_LINK (1U << 0)	/* skip the new top's parent identity check */
@@ -194,11 +195,32 @@ struct vdimg_snapshot {
 
 #define VDIMG_SNAPSHOT_SIZE_VER0 64
 
+/*
+ * Online grow (ABI version 4): make an attached, writable device larger. Only the top layer grows,
+ * in place, through its format's backend (raw, qcow2, qed, vdi; others fail with -EOPNOTSUPP, a
+ * layout whose tables cannot address the new size with -EFBIG: detach and resize offline). The
+ * queue is frozen meanwhile; the new range reads as zeros; the new size is durable in the image
+ * before the disk capacity changes (a change uevent follows). Shrinking is not supported (-EINVAL).
+ */
+struct vdimg_resize {
+	__u32 size;		/* in: sizeof(struct vdimg_resize) */
+	__u32 flags;		/* in: must be zero */
+	__u32 index;		/* in: device index */
+	__u32 __pad;		/* must be zero */
+	__u64 new_size;		/* in: bytes, larger than the current size, a multiple of the
+				 * device's logical block size
+				 */
+	__u64 __reserved[4];	/* must be zero */
+};
+
+#define VDIMG_RESIZE_SIZE_VER0	56
+
 #define VDIMG_IOC_MAGIC		0xDB
 #define VDIMG_CTL_ATTACH	_IOWR(VDIMG_IOC_MAGIC, 0x00, struct vdimg_attach)
 #define VDIMG_CTL_DETACH	_IOW(VDIMG_IOC_MAGIC, 0x01, struct vdimg_detach)
 #define VDIMG_CTL_GET_INFO	_IOWR(VDIMG_IOC_MAGIC, 0x02, struct vdimg_dev_info)
 #define VDIMG_CTL_GET_FEATURES	_IOWR(VDIMG_IOC_MAGIC, 0x03, struct vdimg_features)
 #define VDIMG_CTL_SNAPSHOT	_IOW(VDIMG_IOC_MAGIC, 0x04, struct vdimg_snapshot)
+#define VDIMG_CTL_RESIZE	_IOW(VDIMG_IOC_MAGIC, 0x05, struct vdimg_resize)
 
 #endif /* _UAPI_LINUX_VDIMG_H */

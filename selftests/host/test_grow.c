@@ -1,0 +1,301 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Host tests of the backends' online grow op (->grow(), the kernel-shared code VDIMG_CTL_RESIZE
+ * calls) through the userspace library: raw, qcow2 (v2, v3, extended L2, several cluster sizes),
+ * QED and dynamic VDI images made by qemu-img and filled by qemu-io grow from 64 MiB to 128 MiB;
+ * then `qemu-img info` must report the new size and `qemu-img check` be clean, the old data must
+ * read back (and match `qemu-img convert`), the new range must read as zeros, and data written
+ * after the grow on both sides of the old end must read back, also through qemu. Refusals: a
+ * qcow2 L1 table that is full in place, a QED size past what its L1 maps, a VDI block map
+ * without room (-EFBIG, the image unchanged), a fixed VDI (-EOPNOTSUPP), a shrink or the same
+ * size (-EINVAL), a read-only open (-EROFS). The old last cluster past a non-aligned end holds
+ * stale bytes (left there by a shrink) that the grow must zero. A qcow2 overlay grown over a
+ * smaller raw base reads the base's data, then zeros past the base's end.
+ * Skips (exit 4) when qemu-img is missing. KTAP on stdout.
+ */
+#include "format_test.h"
+
+#define KiB 1024ULL
+#define MiB (1024ULL * 1024)
+
+static const char *const fill_cmds =
+	"-c 'write -P 0x11 0 4k' -c 'write -P 0x22 1000k 100k' -c 'write -P 0x33 30m 1m' "
+	"-c 'write -z 40m 1m' -c 'write -P 0x44 63m 1m'";
+
+/* qemu-img info's virtual size of @path */
+static u64 qemu_vsize(const char *path)
+{
+	char cmd[1024], out[64] = "";
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd),
+		 "qemu-img info --output=json '%s' | sed -n 's/.*\"virtual-size\": *\\([0-9]*\\).*/\\1/p' | head -1",
+		 path);
+	f = popen(cmd, "r");
+	if (!f)
+		return 0;
+	if (!fgets(out, sizeof(out), f))
+		out[0] = 0;
+	pclose(f);
+	return strtoull(out, NULL, 10);
+}
+
+/* grow @path (format @fmt) to @size through the backend op; the op's result */
+static int grow_file(const char *path, const struct vdimg_format *fmt, u64 size, bool ro)
+{
+	struct vdimg_image img;
+	int fd = openf(path, ro ? O_RDONLY : O_RDWR), ret;
+
+	ret = img_open_with(&img, fmt, fd, path, ro ? VDIMG_OPEN_READ_ONLY : 0);
+	if (!ret) {
+		ret = fmt->grow(&img, size);
+		if (!ret && img.size != size)
+			ret = -EBADE;
+		img_close(&img);
+	}
+	close(fd);
+	return ret;
+}
+
+static bool read_is(struct vdimg_chain *c, u64 off, u64 len, int byte)
+{
+	u8 *buf = malloc(len);
+	bool r = buf && !vdimg_chain_pread(c, buf, len, off) && is_byte(buf, len, byte);
+
+	free(buf);
+	return r;
+}
+
+/* After a grow from @old to @new: data, zeros, writes past and across the old end. */
+static void check_grown(const char *const *paths, int n, const struct vdimg_format *fmt,
+			const bool *mine, const char *fmtname, u64 old, u64 new, const char *tag)
+{
+	static u8 buf[2 * MiB];
+	bool raw = !strcmp(fmtname, "raw");
+	struct vdimg_chain *c;
+	int ret;
+
+	ok(qemu_vsize(paths[n - 1]) == new, "%s: qemu-img info says %llu bytes", tag,
+	   (unsigned long long)new);
+	/* (qemu-img check has nothing to say about raw images) */
+	ok(raw || !sh("qemu-img check -q -f %s '%s'", fmtname, paths[n - 1]),
+	   "%s: qemu-img check clean", tag);
+	ok(chain_matches_qemu_with(paths, n, fmt, mine, tag), "%s: reads as qemu-img convert", tag);
+	ret = open_chain_with(&c, paths, n, fmt, mine, false, 0);
+	if (!ok(!ret, "%s: reopens writable", tag))
+		return;
+	ok(c->size == new, "%s: size %llu", tag, (unsigned long long)c->size);
+	ok(n > 1 || (read_is(c, 30 * MiB, MiB, 0x33) && read_is(c, 63 * MiB, MiB, 0x44)),
+	   "%s: old data reads back", tag);
+	ok(read_is(c, old, new - old, 0), "%s: the new range reads as zeros", tag);
+	fill_pat(buf, sizeof(buf), 7, old - MiB);
+	ret = vdimg_chain_pwrite(c, buf, sizeof(buf), old - MiB);
+	fill_pat(buf, MiB, 8, new - MiB);
+	if (!ret)
+		ret = vdimg_chain_pwrite(c, buf, MiB, new - MiB);
+	ok(!ret, "%s: writes across the old end and at the new end", tag);
+	ret = vdimg_chain_pread(c, buf, sizeof(buf), old - MiB);
+	ok(!ret && is_pat(buf, sizeof(buf), 7, old - MiB), "%s: the write across the old end reads back",
+	   tag);
+	ret = vdimg_chain_pread(c, buf, MiB, new - MiB);
+	ok(!ret && is_pat(buf, MiB, 8, new - MiB), "%s: the write at the new end reads back", tag);
+	close_chain(c, n);
+	ok(raw || !sh("qemu-img check -q -f %s '%s'", fmtname, paths[n - 1]),
+	   "%s: qemu-img check clean after the writes", tag);
+	ok(!sh("qemu-io -f %s -c 'read -P 0 %llu 1m' '%s' >/dev/null", fmtname,
+	       (unsigned long long)(old + MiB), paths[n - 1]) &&
+	   chain_matches_qemu_with(paths, n, fmt, mine, tag),
+	   "%s: qemu reads what we wrote", tag);
+}
+
+static void test_raw(void)
+{
+	const char *p[1] = { tp("g.raw") };
+
+	if (!ok(!sh("qemu-img create -q -f raw '%s' 64M && qemu-io -f raw %s '%s' >/dev/null", p[0],
+		    fill_cmds, p[0]), "raw: qemu made the image"))
+		return;
+	ok_err(grow_file(p[0], &vdimg_raw_format, 64 * MiB, false), -EINVAL, "raw: same size refused");
+	ok_err(grow_file(p[0], &vdimg_raw_format, 32 * MiB, false), -EINVAL, "raw: shrink refused");
+	ok_err(grow_file(p[0], &vdimg_raw_format, 128 * MiB, false), 0, "raw: grown to 128 MiB");
+	check_grown(p, 1, &vdimg_raw_format, NULL, "raw", 64 * MiB, 128 * MiB, "raw");
+}
+
+static const char *const qcfgs[] = {
+	"compat=1.1,cluster_size=65536",
+	"compat=0.10,cluster_size=65536",
+	"compat=1.1,cluster_size=4096",
+	"compat=1.1,extended_l2=on,cluster_size=131072",
+};
+
+static void test_qcow2(void)
+{
+	const char *p[1] = { tp("g.qcow2") };
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(qcfgs); i++) {
+		if (!ok(!sh("qemu-img create -q -f qcow2 -o %s '%s' 64M && qemu-io -f qcow2 %s '%s' >/dev/null",
+			    qcfgs[i], p[0], fill_cmds, p[0]), "qcow2 %s: qemu made the image", qcfgs[i]))
+			continue;
+		ok_err(grow_file(p[0], &vdimg_qcow2_format, 128 * MiB, true), -EROFS,
+		       "qcow2 %s: read-only open refused", qcfgs[i]);
+		ok_err(grow_file(p[0], &vdimg_qcow2_format, 64 * MiB, false), -EINVAL,
+		       "qcow2 %s: same size refused", qcfgs[i]);
+		ok_err(grow_file(p[0], &vdimg_qcow2_format, 128 * MiB, false), 0,
+		       "qcow2 %s: grown to 128 MiB", qcfgs[i]);
+		check_grown(p, 1, &vdimg_qcow2_format, NULL, "qcow2", 64 * MiB, 128 * MiB, qcfgs[i]);
+	}
+}
+
+/*
+ * 512-byte clusters: one L2 table maps 32 KiB, so the L1 of a 64 MiB - 16 KiB disk (2048 entries)
+ * fills its 32 clusters exactly: 64 MiB fits in place, 128 MiB does not.
+ */
+static void test_qcow2_full_l1(void)
+{
+	const char *p = tp("full.qcow2");
+	size_t len1, len2;
+	u8 *before, *after;
+
+	if (!ok(!sh("qemu-img create -q -f qcow2 -o cluster_size=512 '%s' %llu && qemu-io -f qcow2 -c 'write -P 0x5a 1m 64k' '%s' >/dev/null",
+		    p, 64 * MiB - 16 * KiB, p), "qcow2 512-byte clusters: qemu made the image"))
+		return;
+	before = slurp(p, &len1);
+	ktap_last_msg[0] = 0;
+	ok_err(grow_file(p, &vdimg_qcow2_format, 128 * MiB, false), -EFBIG,
+	       "qcow2 with a full L1: grow refused with EFBIG");
+	ok(strstr(ktap_last_msg, "L1 table") != NULL,
+	   "qcow2 with a full L1: the message names the L1 table");
+	after = slurp(p, &len2);
+	ok(before && after && len1 == len2 && !memcmp(before, after, len1),
+	   "qcow2 with a full L1: the file is unchanged");
+	free(before);
+	free(after);
+	ok_err(grow_file(p, &vdimg_qcow2_format, 64 * MiB, false), 0,
+	       "qcow2 with a full L1: a grow within the last L2 table works");
+	ok(qemu_vsize(p) == 64 * MiB && !sh("qemu-img check -q '%s'", p) &&
+	   !sh("qemu-io -f qcow2 -c 'read -P 0x5a 1m 64k' -c 'read -P 0 %llu 16k' '%s' >/dev/null",
+	       64 * MiB - 16 * KiB, p),
+	   "qcow2 with a full L1: qemu agrees, check clean, data and zeros read back");
+}
+
+/*
+ * A non-aligned end: qemu shrinks 64 MiB to 63 MiB + 512 after filling the last cluster, which
+ * keeps the cluster with its stale bytes past the end; growing must not bring them back.
+ */
+static void test_qcow2_stale_tail(void)
+{
+	const char *p[1] = { tp("tail.qcow2") };
+	u64 old = 63 * MiB + 512;
+	struct vdimg_chain *c;
+
+	if (!ok(!sh("qemu-img create -q -f qcow2 '%s' 64M && qemu-io -f qcow2 -c 'write -P 0x77 63m 1m' '%s' >/dev/null && qemu-img resize -q --shrink '%s' %llu",
+		    p[0], p[0], p[0], (unsigned long long)old), "stale tail: qemu made the image"))
+		return;
+	ok(!sh("qemu-img map --output=json '%s' | grep -q '\"start\": 66060288, .*\"data\": true'", p[0]),
+	   "stale tail: the old last cluster is allocated");
+	ok_err(grow_file(p[0], &vdimg_qcow2_format, 128 * MiB, false), 0, "stale tail: grown");
+	if (!ok(!open_chain_with(&c, p, 1, &vdimg_qcow2_format, NULL, true, 0), "stale tail: reopens"))
+		return;
+	ok(read_is(c, 63 * MiB, 512, 0x77), "stale tail: the byte before the old end kept its data");
+	ok(read_is(c, old, 64 * MiB - old, 0), "stale tail: the rest of the old last cluster reads zeros");
+	close_chain(c, 1);
+	ok(!sh("qemu-io -f qcow2 -c 'read -P 0 %llu %llu' '%s' >/dev/null", (unsigned long long)old,
+	       (unsigned long long)(64 * MiB - old), p[0]), "stale tail: qemu reads zeros there too");
+}
+
+static void test_qed(void)
+{
+	const char *p[1] = { tp("g.qed") };
+	size_t len1, len2;
+	u8 *before, *after;
+
+	if (!ok(!sh("qemu-img create -q -f qed -o cluster_size=4096,table_size=2 '%s' 64M && qemu-io -f qed %s '%s' >/dev/null",
+		    p[0], fill_cmds, p[0]), "qed: qemu made the image"))
+		return;
+	ok_err(grow_file(p[0], &vdimg_qed_format, 128 * MiB, true), -EROFS,
+	       "qed: read-only open refused");
+	ok_err(grow_file(p[0], &vdimg_qed_format, 64 * MiB, false), -EINVAL, "qed: same size refused");
+	/* 4 KiB clusters, two-cluster tables: the L1 maps 1024 * 1024 * 4 KiB = 4 GiB */
+	before = slurp(p[0], &len1);
+	ktap_last_msg[0] = 0;
+	ok_err(grow_file(p[0], &vdimg_qed_format, 4096 * MiB + 4 * KiB, false), -EFBIG,
+	       "qed: past what the L1 table maps refused with EFBIG");
+	ok(strstr(ktap_last_msg, "L1 table") != NULL, "qed: the message names the L1 table");
+	after = slurp(p[0], &len2);
+	ok(before && after && len1 == len2 && !memcmp(before, after, len1),
+	   "qed: the file is unchanged");
+	free(before);
+	free(after);
+	ok_err(grow_file(p[0], &vdimg_qed_format, 128 * MiB, false), 0, "qed: grown to 128 MiB");
+	check_grown(p, 1, &vdimg_qed_format, NULL, "qed", 64 * MiB, 128 * MiB, "qed");
+	ok_err(grow_file(p[0], &vdimg_qed_format, 4096 * MiB, false), 0,
+	       "qed: grown to 4 GiB, all the L1 table maps");
+	ok(qemu_vsize(p[0]) == 4096 * MiB && !sh("qemu-img check -q -f qed '%s'", p[0]),
+	   "qed: qemu agrees, check clean");
+}
+
+/*
+ * VDI: qemu puts the data area right after a 512-byte aligned block map, so a 64 MiB image of
+ * 1 MiB blocks (64 entries) has room for 128 entries: 128 MiB grows in place, more does not.
+ */
+static void test_vdi(void)
+{
+	const char *p[1] = { tp("g.vdi") };
+	size_t len1, len2;
+	u8 *before, *after;
+
+	if (!ok(!sh("qemu-img create -q -f vdi '%s' 64M && qemu-io -f vdi %s '%s' >/dev/null",
+		    p[0], fill_cmds, p[0]), "vdi: qemu made the image"))
+		return;
+	ok_err(grow_file(p[0], &vdimg_vdi_format, 128 * MiB, true), -EROFS,
+	       "vdi: read-only open refused");
+	before = slurp(p[0], &len1);
+	ktap_last_msg[0] = 0;
+	ok_err(grow_file(p[0], &vdimg_vdi_format, 129 * MiB, false), -EFBIG,
+	       "vdi: past the room of the block map refused with EFBIG");
+	ok(strstr(ktap_last_msg, "block map") != NULL, "vdi: the message names the block map");
+	after = slurp(p[0], &len2);
+	ok(before && after && len1 == len2 && !memcmp(before, after, len1),
+	   "vdi: the file is unchanged");
+	free(before);
+	free(after);
+	ok_err(grow_file(p[0], &vdimg_vdi_format, 128 * MiB, false), 0, "vdi: grown to 128 MiB");
+	check_grown(p, 1, &vdimg_vdi_format, NULL, "vdi", 64 * MiB, 128 * MiB, "vdi");
+	if (ok(!sh("qemu-img create -q -f vdi -o static=on '%s' 8M", tp("fixed.vdi")),
+	       "vdi: qemu made a fixed image"))
+		ok_err(grow_file(tp("fixed.vdi"), &vdimg_vdi_format, 16 * MiB, false), -EOPNOTSUPP,
+		       "vdi: a fixed image is refused");
+}
+
+/* A qcow2 overlay over a 64 MiB raw base grows; the base stays 64 MiB and reads zeros past it. */
+static void test_overlay(void)
+{
+	const char *p[2] = { tp("base.raw"), tp("ov.qcow2") };
+	static const bool mine[2] = { false, true };
+
+	if (!ok(!sh("qemu-img create -q -f raw '%s' 64M && qemu-io -f raw %s '%s' >/dev/null && qemu-img create -q -f qcow2 -F raw -b '%s' '%s' && qemu-io -f qcow2 -c 'write -P 0x66 2m 64k' '%s' >/dev/null",
+		    p[0], fill_cmds, p[0], p[0], p[1], p[1]), "overlay: qemu made base and overlay"))
+		return;
+	ok_err(grow_file(p[1], &vdimg_qcow2_format, 128 * MiB, false), 0, "overlay: grown");
+	check_grown(p, 2, &vdimg_qcow2_format, mine, "qcow2", 64 * MiB, 128 * MiB, "overlay");
+	ok(!sh("test $(stat -c %%s '%s') -eq %llu", p[0], 64 * MiB), "overlay: the base kept its size");
+}
+
+int main(void)
+{
+	ktap_start();
+	if (sh("qemu-img --version >/dev/null 2>&1 && qemu-io --version >/dev/null 2>&1")) {
+		skip("qemu-img/qemu-io not installed");
+		return ktap_finish();
+	}
+	ok(!vdimg_vhd_format.grow && !vdimg_vhdx_format.grow, "formats without a grow op say so (NULL)");
+	test_raw();
+	test_qcow2();
+	test_qcow2_full_l1();
+	test_qcow2_stale_tail();
+	test_qed();
+	test_vdi();
+	test_overlay();
+	return ktap_finish();
+}
