@@ -168,7 +168,7 @@ struct vdimg_features {
 /*
  * 1: attach, detach, info, features. 2: + layer data files and snapshots, VDIMG_CTL_SNAPSHOT.
  * 3: + layer extent files (struct vdimg_layer of VDIMG_LAYER_SIZE_VER1, VDIMG_LAYER_EXTENTS)
- * 4: + online grow, VDIMG_CTL_RESIZE
+ * 4: + online grow, VDIMG_CTL_RESIZE; VDIMG_ATTACH_FORCE_CSUM (found in attach_flags)
  */
 #define VDIMG_ABI_VERSION	4
 
