@@ -72,6 +72,10 @@ static int raw_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned
 }
 
 /* Online grow: extend the file; the new range is a hole and reads as zeros. */
+/*
+ * A raw image grows with its file: a file (or block device) already grown underneath to @new_size
+ * or more is taken as it is, as losetup -c does; a shorter one is extended (a hole) and synced.
+ */
 static int raw_grow(struct vdimg_image *img, u64 new_size)
 {
 	u64 fsize = vdimg_file_size(img->file);
@@ -79,21 +83,17 @@ static int raw_grow(struct vdimg_image *img, u64 new_size)
 
 	if (new_size <= img->size)
 		return -EINVAL;
-	/* open() took the file's size: a file that grew behind our back is not ours to cut */
-	if (fsize > img->size) {
-		vdimg_err(img, "the file has %llu bytes, more than the %llu the device serves",
-			  (unsigned long long)fsize, (unsigned long long)img->size);
-		return -EINVAL;
-	}
-	ret = vdimg_file_truncate(img->file, new_size);
-	if (!ret)
-		ret = vdimg_file_sync(img->file);
-	if (ret) {
-		vdimg_err(img, "extending the file to %llu bytes failed: %d",
-			  (unsigned long long)new_size, ret);
-		/* best effort: back to the size the device still serves */
-		vdimg_file_truncate(img->file, img->size);
-		return ret;
+	if (fsize < new_size) {
+		ret = vdimg_file_truncate(img->file, new_size);
+		if (!ret)
+			ret = vdimg_file_sync(img->file);
+		if (ret) {
+			vdimg_err(img, "extending the file to %llu bytes failed: %d",
+				  (unsigned long long)new_size, ret);
+			/* best effort: back to the size it had */
+			vdimg_file_truncate(img->file, fsize);
+			return ret;
+		}
 	}
 	img->size = new_size;
 	return 0;

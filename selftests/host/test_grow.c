@@ -108,6 +108,33 @@ static void check_grown(const char *const *paths, int n, const struct vdimg_form
 	   "%s: qemu reads what we wrote", tag);
 }
 
+/*
+ * A raw file grown underneath while open (truncate, lvextend): a grow up to its size takes it as
+ * it is (its new bytes show, as after losetup -c), a grow past it extends it.
+ */
+static void test_raw_grown_underneath(const char *path)
+{
+	static u8 buf[4096];
+	struct vdimg_image img;
+	int fd = openf(path, O_RDWR), ret;
+
+	ret = img_open_with(&img, &vdimg_raw_format, fd, path, 0);
+	if (!ok_err(ret, 0, "raw grown underneath: open"))
+		goto out;
+	memset(buf, 0x5a, sizeof(buf));
+	ok(!truncate(path, 160 * MiB) && pwrite(fd, buf, sizeof(buf), 150 * MiB) == sizeof(buf),
+	   "raw grown underneath: the file grows to 160 MiB, data at 150 MiB");
+	ok_err(vdimg_raw_format.grow(&img, 160 * MiB), 0, "raw grown underneath: grow to its size");
+	memset(buf, 0, sizeof(buf));
+	ok(img.size == 160 * MiB && !vdimg_file_read(img.file, buf, sizeof(buf), 150 * MiB) &&
+	   is_byte(buf, sizeof(buf), 0x5a), "raw grown underneath: its data shows, the size follows");
+	ok_err(vdimg_raw_format.grow(&img, 192 * MiB), 0, "raw grown underneath: grow past it");
+	ok(vdimg_file_size(img.file) == 192 * MiB, "raw grown underneath: the file is extended");
+	img_close(&img);
+out:
+	close(fd);
+}
+
 static void test_raw(void)
 {
 	const char *p[1] = { tp("g.raw") };
@@ -119,6 +146,7 @@ static void test_raw(void)
 	ok_err(grow_file(p[0], &vdimg_raw_format, 32 * MiB, false), -EINVAL, "raw: shrink refused");
 	ok_err(grow_file(p[0], &vdimg_raw_format, 128 * MiB, false), 0, "raw: grown to 128 MiB");
 	check_grown(p, 1, &vdimg_raw_format, NULL, "raw", 64 * MiB, 128 * MiB, "raw");
+	test_raw_grown_underneath(p[0]);
 }
 
 static const char *const qcfgs[] = {
