@@ -794,6 +794,30 @@ static int vdimg_snapshot_fd_check(int fd)
 	return ret;
 }
 
+/*
+ * The attached, writable device @index for a change of its layers or size (snapshot, resize):
+ * -ENXIO when there is none or it is being detached, -EROFS when it or its top is read-only.
+ * Context: vdimg_idr_mutex held.
+ */
+static struct vdimg_device *vdimg_writable_dev(u32 index)
+{
+	struct vdimg_device *dev = idr_find(&vdimg_idr, index);
+	bool bound;
+
+	lockdep_assert_held(&vdimg_idr_mutex);
+	if (!dev)
+		return ERR_PTR(-ENXIO);
+	mutex_lock(&dev->lock);
+	bound = dev->state == VDIMG_STATE_BOUND;
+	mutex_unlock(&dev->lock);
+	if (!bound)
+		return ERR_PTR(-ENXIO);
+	if ((dev->attach_flags & VDIMG_ATTACH_READ_ONLY) ||
+	    (vdimg_top(dev)->img.flags & VDIMG_IMG_READ_ONLY))
+		return ERR_PTR(-EROFS);
+	return dev;
+}
+
 /**
  * vdimg_dev_snapshot() - push a new, empty differencing image on top of an attached device
  * @s: the request, validated by ctl.c
@@ -822,32 +846,20 @@ int vdimg_dev_snapshot(const struct vdimg_snapshot *s)
 	struct vdimg_layer_k **layers = NULL, **old, *l, *top;
 	struct vdimg_device *dev;
 	unsigned int n, memflags;
-	bool bound;
 	int ret;
 
 	l = kzalloc(sizeof(*l), GFP_KERNEL);
 	if (!l)
 		return -ENOMEM;
 	mutex_lock(&vdimg_idr_mutex);
-	dev = idr_find(&vdimg_idr, s->index);
-	if (!dev) {
-		ret = -ENXIO;
+	dev = vdimg_writable_dev(s->index);
+	if (IS_ERR(dev)) {
+		ret = PTR_ERR(dev);
 		goto out_unlock;
 	}
-	mutex_lock(&dev->lock);
-	bound = dev->state == VDIMG_STATE_BOUND;
-	mutex_unlock(&dev->lock);
-	if (!bound) {
-		ret = -ENXIO;
-		goto out_unlock;
-	}
-	/* layers and nr_layers change only here, under vdimg_idr_mutex */
+	/* layers and nr_layers change only here and in resize, under vdimg_idr_mutex */
 	n = dev->nr_layers;
 	top = vdimg_top(dev);
-	if ((dev->attach_flags & VDIMG_ATTACH_READ_ONLY) || (top->img.flags & VDIMG_IMG_READ_ONLY)) {
-		ret = -EROFS;
-		goto out_unlock;
-	}
 	if (n >= VDIMG_MAX_LAYERS) {
 		ret = -E2BIG;
 		goto out_unlock;
@@ -951,30 +963,17 @@ int vdimg_dev_resize(u32 index, u64 new_size)
 	struct vdimg_device *dev;
 	unsigned int memflags, i;
 	u64 old;
-	bool bound;
 	int ret;
 
 	mutex_lock(&vdimg_idr_mutex);
-	dev = idr_find(&vdimg_idr, index);
-	if (!dev) {
-		ret = -ENXIO;
-		goto out_unlock;
-	}
-	mutex_lock(&dev->lock);
-	bound = dev->state == VDIMG_STATE_BOUND;
-	mutex_unlock(&dev->lock);
-	if (!bound) {
-		ret = -ENXIO;
+	dev = vdimg_writable_dev(index);
+	if (IS_ERR(dev)) {
+		ret = PTR_ERR(dev);
 		goto out_unlock;
 	}
 	/* size, layers and nr_layers change only under vdimg_idr_mutex */
 	top = vdimg_top(dev);
 	old = dev->size;
-	if ((dev->attach_flags & VDIMG_ATTACH_READ_ONLY) ||
-	    (top->img.flags & VDIMG_IMG_READ_ONLY)) {
-		ret = -EROFS;
-		goto out_unlock;
-	}
 	if (new_size < old) {
 		pr_err("vdimg%d: resize: online shrink is not supported\n", dev->index);
 		ret = -EINVAL;
