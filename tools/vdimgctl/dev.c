@@ -46,7 +46,7 @@ static int run_modprobe(void)
 }
 
 /* Open the control device, loading the module if the node is missing (@load). */
-static int open_control(bool load, bool quiet)
+int open_control(bool load, bool quiet)
 {
 	int fd, i;
 

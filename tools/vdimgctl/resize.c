@@ -183,12 +183,9 @@ static int resize_online(const char *devarg, const char *arg)
 		return usage_error("resize", "'%s' is not a vdimg device", devarg);
 	if (*arg == '-')
 		return usage_error("resize", "online shrink is not supported");
-	ctl = open(control_path(), O_RDWR | O_CLOEXEC);
-	if (ctl < 0) {
-		errmsg(control_path(), "cannot open", "%s%s", strerror(errno),
-		       errno == ENOENT ? " (is the vdimg module loaded?)" : "");
+	ctl = open_control(false, false);
+	if (ctl < 0)
 		return EXIT_FAIL;
-	}
 	if (ioctl(ctl, VDIMG_CTL_GET_FEATURES, &f) || f.version < 4) {
 		errmsg(devarg, action, "this kernel's vdimg has no online resize");
 		goto out;

@@ -77,6 +77,8 @@ const char *fmt_name(u32 id);
 
 /* dev.c: "/dev/vdimg3", "vdimg3" or "3" -> 3; -1 if it is none of these */
 long parse_dev(const char *s);
+/* the control device, the module loaded first when @load; -errno after a message unless @quiet */
+int open_control(bool load, bool quiet);
 /* dev.c: /sys/block/vdimgN/vdimg/@attr without trailing newlines, or NULL (errno set) */
 char *sysfs_attr(long idx, const char *attr);
 
