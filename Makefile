@@ -95,16 +95,26 @@ tools/vdimgctl/vdimgctl: $(TOOL_SRCS:%.c=$(BUILD)/user/%.o) $(BUILD)/libvdimg.a
 
 -include selftests/host/Makefile.inc
 
-# libFuzzer targets (selftests/fuzz/fuzz_<fmt>.c): `make fuzz-smoke` runs each for FUZZ_SECONDS
+# libFuzzer targets (selftests/fuzz/fuzz_<fmt>.c): `make fuzz-smoke` runs each for FUZZ_SECONDS.
+# The library is compiled once, instrumented for coverage (fuzzer-no-link) and the sanitizers,
+# and every target links against it.
 FUZZ_SRCS := $(wildcard selftests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRCS:selftests/fuzz/%.c=$(BUILD)/fuzz/%)
-FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+FUZZ_CFLAGS := -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 	-D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -I. -Iinclude -Itools/lib
 FUZZ_SECONDS ?= 20
 
-$(BUILD)/fuzz/%: selftests/fuzz/%.c selftests/fuzz/fuzz_common.h $(LIB_SRCS) $(HDRS)
+$(BUILD)/fuzz/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) $(LIB_LIBS) -lpthread
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(BUILD)/fuzz/libvdimg-fuzz.a: $(LIB_SRCS:%.c=$(BUILD)/fuzz/obj/%.o)
+	rm -f $@ && ar rcs $@ $^
+
+$(FUZZ_BINS): $(BUILD)/fuzz/%: selftests/fuzz/%.c selftests/fuzz/fuzz_common.h $(HDRS) \
+		$(BUILD)/fuzz/libvdimg-fuzz.a
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(BUILD)/fuzz/libvdimg-fuzz.a $(LIB_LIBS) \
+		-lpthread
 
 .PHONY: fuzz fuzz-smoke
 fuzz: $(FUZZ_BINS)

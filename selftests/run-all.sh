@@ -49,7 +49,7 @@ fi
 
 echo "# ==== fuzz smoke (make fuzz-smoke: every libFuzzer target over its corpus)"
 if command -v clang >/dev/null; then
-	make fuzz-smoke FUZZ_SECONDS="${FUZZ_SECONDS:-15}" 2>&1 | tee build/fuzz-smoke.log
+	make -j"$(nproc)" fuzz-smoke FUZZ_SECONDS="${FUZZ_SECONDS:-15}" 2>&1 | tee build/fuzz-smoke.log
 	rc=${PIPESTATUS[0]}
 	add "$(totals build/fuzz-smoke.log)" "$rc" "make fuzz-smoke"
 else
