@@ -14,6 +14,7 @@
 #include <linux/idr.h>
 #include <linux/file.h>
 #include <linux/pagemap.h>
+#include <linux/sched/mm.h>
 #include <linux/workqueue.h>
 
 static DEFINE_IDR(vdimg_idr);
@@ -818,16 +819,44 @@ static struct vdimg_device *vdimg_writable_dev(u32 index)
 	return dev;
 }
 
+/*
+ * Stop a device's I/O for a change of its layers or size, the way request-based dm suspends: the
+ * freeze drains the requests in flight, the quiesce keeps those that arrive from being dispatched,
+ * and the freeze ends at once. Only then is it safe to do I/O on the backing files (flush, sync,
+ * header writes) with the device stopped: a frozen queue is a lock every submitter takes
+ * (q_usage_counter, which lockdep models as one), so syncing the host file system under it orders
+ * that file system's journal after the journal of a file system on the device, which submits in a
+ * handle. Submitters to a quiesced queue only queue their requests and wait for them, as on any
+ * slow device. Allocations meanwhile must not recurse into I/O on the device: NOIO until resume.
+ *
+ * Return: the flags for vdimg_dev_resume().
+ */
+static unsigned int vdimg_dev_suspend(struct vdimg_device *dev)
+{
+	struct request_queue *q = dev->disk->queue;
+	unsigned int memflags = vdimg_freeze_queue(q);
+
+	blk_mq_quiesce_queue(q);
+	vdimg_unfreeze_queue(q, memflags);
+	return memalloc_noio_save();
+}
+
+static void vdimg_dev_resume(struct vdimg_device *dev, unsigned int noio_flags)
+{
+	memalloc_noio_restore(noio_flags);
+	blk_mq_unquiesce_queue(dev->disk->queue);
+}
+
 /**
  * vdimg_dev_snapshot() - push a new, empty differencing image on top of an attached device
  * @s: the request, validated by ctl.c
  *
  * The new layer is opened and checked (differencing, the device's size, a sector size the device
- * can serve, no file already in the chain) before anything changes. Then the queue is frozen, the
- * old top flushed and synced, the new top's parent link verified against the old top as it is now
- * (identity fields such as a VHDX data write GUID only settle once the old top is quiesced), and
- * the layer array replaced. From then on the old top is read-only. Any failure leaves the device
- * as it was.
+ * can serve, no file already in the chain) before anything changes. Then the device is suspended,
+ * the old top flushed and synced, the new top's parent link verified against the old top as it is
+ * now (identity fields such as a VHDX data write GUID only settle once the old top is quiesced),
+ * and the layer array replaced. From then on the old top is read-only. Any failure leaves the
+ * device as it was.
  *
  * Context: process context; takes vdimg_idr_mutex (so detach waits) and, for the swap, dev->lock.
  * Return: 0, or -ENXIO (no such device), -EROFS (read-only device), -E2BIG (chain full), -EBADF,
@@ -845,7 +874,7 @@ int vdimg_dev_snapshot(const struct vdimg_snapshot *s)
 	};
 	struct vdimg_layer_k **layers = NULL, **old, *l, *top;
 	struct vdimg_device *dev;
-	unsigned int n, memflags;
+	unsigned int n, noio;
 	int ret;
 
 	l = kzalloc(sizeof(*l), GFP_KERNEL);
@@ -901,19 +930,19 @@ int vdimg_dev_snapshot(const struct vdimg_snapshot *s)
 	memcpy(layers, dev->layers, n * sizeof(*layers));
 	layers[n] = l;
 
-	memflags = vdimg_freeze_queue(dev->disk->queue);
+	noio = vdimg_dev_suspend(dev);
 	/* no request in flight: what the old top holds goes to its file, then the file is synced */
 	ret = vdimg_flush_layers(dev);
 	if (ret) {
 		pr_err("vdimg%d: snapshot: flushing %s failed: %d\n", dev->index, top->name, ret);
-		goto out_unfreeze;
+		goto out_resume;
 	}
 	if (!(s->flags & VDIMG_SNAPSHOT_FORCE_LINK) && l->img.fmt->verify_parent) {
 		ret = l->img.fmt->verify_parent(&l->img, &top->img);
 		if (ret) {
 			pr_err("vdimg%d: snapshot: %s is not a child of the top layer %s (force to override)\n",
 			       dev->index, l->name, top->name);
-			goto out_unfreeze;
+			goto out_resume;
 		}
 	}
 	mutex_lock(&dev->lock);
@@ -922,14 +951,14 @@ int vdimg_dev_snapshot(const struct vdimg_snapshot *s)
 	dev->nr_layers = n + 1;
 	top->img.flags |= VDIMG_IMG_READ_ONLY;
 	mutex_unlock(&dev->lock);
-	vdimg_unfreeze_queue(dev->disk->queue, memflags);
+	vdimg_dev_resume(dev, noio);
 	pr_info("vdimg%d: snapshot: %s over %s, %u layers\n", dev->index, l->name, top->name, n + 1);
 	mutex_unlock(&vdimg_idr_mutex);
 	kvfree(old);
 	return 0;
 
-out_unfreeze:
-	vdimg_unfreeze_queue(dev->disk->queue, memflags);
+out_resume:
+	vdimg_dev_resume(dev, noio);
 out_close:
 	vdimg_layer_close(l);
 out_unlock:
@@ -944,11 +973,11 @@ out_unlock:
  * @index: the device
  * @new_size: the new size in bytes
  *
- * Only the top layer grows, through its backend's ->grow(), with the queue frozen and the layers'
- * metadata flushed and synced first. The layers below keep their size: reads past a lower layer's
- * end are zeros (vdimg_read_chain()), so the device refuses when a lower layer is larger than the
- * device, whose bytes would otherwise show through in the new range. The capacity changes (with a
- * change uevent) only once the backend has made the new size durable.
+ * Only the top layer grows, through its backend's ->grow(), with the device suspended and the
+ * layers' metadata flushed and synced first. The layers below keep their size: reads past a lower
+ * layer's end are zeros (vdimg_read_chain()), so the device refuses when a lower layer is larger
+ * than the device, whose bytes would otherwise show through in the new range. The capacity changes
+ * (with a change uevent) only once the backend has made the new size durable.
  *
  * Context: process context; takes vdimg_idr_mutex (so detach and snapshot wait) and dev->lock.
  * Return: 0 (also when @new_size is the current size), or -ENXIO (no such device), -EROFS
@@ -961,7 +990,7 @@ int vdimg_dev_resize(u32 index, u64 new_size)
 {
 	struct vdimg_layer_k *top;
 	struct vdimg_device *dev;
-	unsigned int memflags, i;
+	unsigned int noio, i;
 	u64 old;
 	int ret;
 
@@ -1009,7 +1038,7 @@ int vdimg_dev_resize(u32 index, u64 new_size)
 		}
 	}
 
-	memflags = vdimg_freeze_queue(dev->disk->queue);
+	noio = vdimg_dev_suspend(dev);
 	ret = vdimg_flush_layers(dev);
 	if (ret)
 		pr_err("vdimg%d: resize: flushing %s failed: %d\n", dev->index, top->name, ret);
@@ -1024,7 +1053,7 @@ int vdimg_dev_resize(u32 index, u64 new_size)
 		dev->size = new_size;
 		mutex_unlock(&dev->lock);
 	}
-	vdimg_unfreeze_queue(dev->disk->queue, memflags);
+	vdimg_dev_resume(dev, noio);
 	if (ret) {
 		pr_err("vdimg%d: resize: growing %s to %llu bytes failed: %d\n", dev->index,
 		       top->name, (unsigned long long)new_size, ret);

@@ -54,8 +54,8 @@ struct vdimg_layer_k {
 struct vdimg_device {
 	int index;
 	/*
-	 * protects state, open_count and autoclear, and (with the queue frozen) the swap of layers
-	 * and nr_layers by a live snapshot; never held across I/O
+	 * protects state, open_count and autoclear, and (with the device suspended) the swap of
+	 * layers and nr_layers by a live snapshot; never held across I/O
 	 */
 	struct mutex lock;
 	enum vdimg_dev_state state;
@@ -68,8 +68,8 @@ struct vdimg_device {
 
 	/*
 	 * The chain, base first: an array of pointers, so that backends may keep pointers into a
-	 * layer while a live snapshot replaces the array. Changed only with the queue frozen and
-	 * dev->lock held; readers outside the data path (sysfs, GET_INFO) take dev->lock.
+	 * layer while a live snapshot replaces the array. Changed only with the device suspended
+	 * (vdimg_dev_suspend()) and dev->lock held; readers outside the data path (sysfs, GET_INFO) take dev->lock.
 	 */
 	struct vdimg_layer_k **layers;
 	unsigned int nr_layers;

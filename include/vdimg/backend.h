@@ -214,7 +214,7 @@ struct vdimg_format {
 	/*
 	 * Online grow (VDIMG_CTL_RESIZE): make the virtual size @new_size, which the caller has
 	 * checked is larger than img->size and a multiple of img->lbs. Called on a writable top
-	 * layer with no I/O in flight (the queue frozen) and its dirty metadata already flushed
+	 * layer with no I/O in flight (the device suspended) and its dirty metadata already flushed
 	 * and synced. The range [old size, @new_size) must read as zeros afterwards through this
 	 * layer (the caller refuses when a lower layer reaches past the old size). The new size is
 	 * durable (header written, file synced) before it returns 0, and img->size is then

@@ -178,8 +178,9 @@ struct vdimg_features {
 
 /*
  * Live snapshot: push a new, empty differencing image (made by the caller, whose parent is the
- * current top) on top of an attached, writable device. The queue is frozen and the old top flushed
- * and synced before the switch; from then on the old top is read-only and writes go to the new one.
+ * current top) on top of an attached, writable device. I/O is held back (the requests in flight
+ * complete, new ones wait) while the old top is flushed and synced and the layers switch; from
+ * then on the old top is read-only and writes go to the new one.
  */
 struct vdimg_snapshot {
 	__u32 size;		/* in: sizeof(struct vdimg_snapshot) */
@@ -198,8 +199,8 @@ struct vdimg_snapshot {
 /*
  * Online grow (ABI version 4): make an attached, writable device larger. Only the top layer grows,
  * in place, through its format's backend (raw, qcow2, qed, vdi; others fail with -EOPNOTSUPP, a
- * layout whose tables cannot address the new size with -EFBIG: detach and resize offline). The
- * queue is frozen meanwhile; the new range reads as zeros; the new size is durable in the image
+ * layout whose tables cannot address the new size with -EFBIG: detach and resize offline). I/O
+ * is held back meanwhile; the new range reads as zeros; the new size is durable in the image
  * before the disk capacity changes (a change uevent follows). Shrinking is not supported (-EINVAL).
  */
 struct vdimg_resize {
