@@ -162,6 +162,10 @@ static int cue_audio_bytes(struct vdimg_image *img, u32 i, u64 *bytes, const cha
 		*why = "the name is not inside the sheet's directory";
 		return -EPERM;
 	}
+	if (fstat(img->file->fd, &st) || !st.st_nlink) {
+		*why = "the sheet has no directory";	/* deleted, or a memfd */
+		return -ENOENT;
+	}
 	dir = vdimg_file_dir(img->file);
 	path = dir ? vdimg_path_in_dir(dir, s->files[i]) : NULL;
 	fd = path ? open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC) : -1;
