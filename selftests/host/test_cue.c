@@ -394,7 +394,9 @@ static void test_audio_files(void)
 		   "FILE \"short.wav\" WAVE\nTRACK 03 AUDIO\nINDEX 01 00:00:00\n"
 		   "FILE \"text.wav\" WAVE\nTRACK 04 AUDIO\nINDEX 01 00:00:00\n"
 		   "FILE \"../game2.wav\" WAVE\nTRACK 05 AUDIO\nINDEX 01 00:00:00\n"
-		   "FILE \"game2.wav\" WAVE\nTRACK 06 AUDIO\nINDEX 01 01:00:00\n");
+		   "FILE \"game2.wav\" WAVE\nTRACK 06 AUDIO\nINDEX 01 01:00:00\n"
+		   "FILE \"fifo.wav\" WAVE\nTRACK 07 AUDIO\nINDEX 01 00:00:00\n");
+	sh("rm -f '%s' && mkfifo '%s'", tpath("fifo.wav"), tpath("fifo.wav"));
 	ok(reads_as_iso("nowav.cue", 0, "MODE1/2352"),
 	   "missing, broken and outside audio files: the data track reads as the ISO");
 	if (ok(describe("nowav.cue", &l), "info on it")) {
@@ -408,6 +410,8 @@ static void test_audio_files(void)
 		   "info: a \"..\" audio name is not opened");
 		ok(has_line(&l, "track 06: AUDIO start 10584000 length unknown (INDEX 01 is past the 611520 bytes of audio)"),
 		   "info: INDEX 01 past the audio");
+		ok(has_line(&l, "track 07: AUDIO start 0 length unknown (not a regular file) file \"fifo.wav\""),
+		   "info: a FIFO is not opened (info did not hang)");
 	}
 }
 

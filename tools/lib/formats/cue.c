@@ -135,7 +135,7 @@ static int cue_wave_bytes(int fd, u64 fsize, u64 *bytes, const char **why)
 			*bytes = len;
 			return 0;
 		}
-		pos += len + (len & 1);
+		pos += (u64)len + (len & 1);
 		if (pos > fsize)
 			break;
 	}
@@ -168,14 +168,17 @@ static int cue_audio_bytes(struct vdimg_image *img, u32 i, u64 *bytes, const cha
 	}
 	dir = vdimg_file_dir(img->file);
 	path = dir ? vdimg_path_in_dir(dir, s->files[i]) : NULL;
-	fd = path ? open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC) : -1;
+	ret = path ? stat(path, &st) : -1;
+	/* not even opened unless a regular file: no device or FIFO is touched */
+	fd = !ret && S_ISREG(st.st_mode) ?
+	     open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC) : -1;
 	free(path);
 	free(dir);
-	if (fd < 0) {
+	if (ret) {
 		*why = "the file is missing";
 		return -ENOENT;
 	}
-	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+	if (fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode)) {
 		*why = "not a regular file";
 		ret = -EINVAL;
 	} else if (s->file_type[i] == CUE_FILE_WAVE) {
@@ -184,7 +187,8 @@ static int cue_audio_bytes(struct vdimg_image *img, u32 i, u64 *bytes, const cha
 		*bytes = st.st_size;
 		ret = 0;
 	}
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 	return ret;
 }
 
