@@ -2,15 +2,16 @@
 /*
  * The CUE/BIN backend (read-only): a .cue sheet names one or more track files (.bin, .iso) and says
  * where each track of a CD starts and how its sectors are laid out. The layer's image file is the
- * sheet; the caller opens the files the sheet names and passes them in img->extents, in the order
- * of the FILE lines (this code never opens a path). The device is one data track (the first, or
- * the one img->snapshot names by its track number) as 2048-byte sectors of user data: MODE1/2048
- * maps straight onto the file, the raw modes (MODE1/2352, MODE2/2352, MODE2/2336) are ENCODED
- * extents whose sync, header and subheader are stripped in ->read_encoded(). MODE2 form 2 sectors
- * (2324 data bytes, no room in a 2048-byte sector) read as -EIO. AUDIO tracks are listed, never
- * exposed. The sheet text is parsed strictly here, with bounded size, line count and numbers.
- * Kernel-shared; the userspace half (the file names for the caller, info) is
- * tools/lib/formats/cue.c.
+ * sheet; the caller opens the BINARY files the sheet names and passes them in img->extents, in the
+ * order of their FILE lines (this code never opens a path). WAVE, MP3, AIFF and MOTOROLA files may
+ * hold audio tracks only; they are not passed (audio is never read, and rips often lack them).
+ * The device is one data track (the first, or the one img->snapshot names by its track number) as
+ * 2048-byte sectors of user data: MODE1/2048 maps straight onto the file, the raw modes
+ * (MODE1/2352, MODE2/2352, MODE2/2336) are ENCODED extents whose sync, header and subheader are
+ * stripped in ->read_encoded(). MODE2 form 2 sectors (2324 data bytes, no room in a 2048-byte
+ * sector) read as -EIO. AUDIO tracks are listed, never exposed. The sheet text is parsed strictly
+ * here, with bounded size, line count and numbers. Kernel-shared; the userspace half (the file
+ * names for the caller, info) is tools/lib/formats/cue.c.
  */
 #include "cue.h"
 
@@ -39,6 +40,19 @@ const char *cue_mode_name(enum cue_mode mode)
 		if (cue_modes[i].mode == mode)
 			return cue_modes[i].name;
 	return "?";
+}
+
+static const char *const cue_file_types[] = {
+	[CUE_FILE_BINARY] = "BINARY",
+	[CUE_FILE_MOTOROLA] = "MOTOROLA",
+	[CUE_FILE_WAVE] = "WAVE",
+	[CUE_FILE_MP3] = "MP3",
+	[CUE_FILE_AIFF] = "AIFF",
+};
+
+const char *cue_file_type_name(enum cue_file_type type)
+{
+	return (size_t)type < ARRAY_SIZE(cue_file_types) ? cue_file_types[type] : "?";
 }
 
 /* keywords the sheet may carry that say nothing about where the data is */
@@ -188,8 +202,11 @@ static int cue_line(const struct vdimg_image *img, struct cue_sheet *s, char *li
 	if (!strcmp(tok[0], "FILE")) {
 		if (n != 3)
 			return vdimg_corrupt(img, "line %u: FILE needs a name and a type", lineno);
-		if (strcmp(tok[2], "BINARY")) {
-			vdimg_err(img, "line %u: FILE type %.16s is not supported (only BINARY)",
+		for (i = 0; i < ARRAY_SIZE(cue_file_types); i++)
+			if (!strcmp(tok[2], cue_file_types[i]))
+				break;
+		if (i == ARRAY_SIZE(cue_file_types)) {
+			vdimg_err(img, "line %u: FILE type %.16s is not supported (BINARY; WAVE, MP3, AIFF, MOTOROLA for audio)",
 				  lineno, tok[2]);
 			return -EOPNOTSUPP;
 		}
@@ -203,6 +220,8 @@ static int cue_line(const struct vdimg_image *img, struct cue_sheet *s, char *li
 		if (!tok[1][0] || strlen(tok[1]) >= CUE_NAME_MAX)
 			return vdimg_corrupt(img, "line %u: the FILE name is empty or too long",
 					     lineno);
+		s->file_type[s->nr_files] = i;
+		s->extent[s->nr_files] = i == CUE_FILE_BINARY ? s->nr_binary++ : U32_MAX;
 		vdimg_strscpy(s->files[s->nr_files++], tok[1], CUE_NAME_MAX);
 		*in_track = false;
 		return 0;
@@ -225,6 +244,13 @@ static int cue_line(const struct vdimg_image *img, struct cue_sheet *s, char *li
 		if (i == ARRAY_SIZE(cue_modes)) {
 			vdimg_err(img, "line %u: track mode %.16s is not supported",
 				  lineno, tok[2]);
+			return -EOPNOTSUPP;
+		}
+		if (cue_modes[i].mode != CUE_AUDIO &&
+		    s->file_type[s->nr_files - 1] != CUE_FILE_BINARY) {
+			vdimg_err(img, "line %u: track %u is %s in a %s file: data tracks are read from BINARY files only",
+				  lineno, v, cue_modes[i].name,
+				  cue_file_type_name(s->file_type[s->nr_files - 1]));
 			return -EOPNOTSUPP;
 		}
 		if (s->nr_tracks == CUE_MAX_TRACKS)
@@ -331,27 +357,35 @@ int cue_check(const struct vdimg_image *img, struct cue_sheet *s, const u64 *siz
 	for (i = 0; i < s->nr_tracks; i++) {
 		struct cue_track *t = &s->tracks[i];
 		const struct cue_track *next = i + 1 < s->nr_tracks ? &s->tracks[i + 1] : NULL;
-		u64 fsize = sizes[t->file], end, nstart;
+		u64 fsize, end, nstart = 0;
 
 		if (next && next->file != t->file)
 			next = NULL;
+		if (next) {
+			nstart = next->index0 != U64_MAX ? next->index0 : next->index1;
+			if (nstart <= t->index1)
+				return vdimg_corrupt(img, "tracks %u and %u overlap", t->number,
+						     next->number);
+		}
+		/* sector counts are below 10^4 * 60 * 75: no overflow in bytes */
+		t->start = t->index1 * t->sector_size;
+		if (s->file_type[t->file] != CUE_FILE_BINARY) {
+			/* audio (parsing saw to it) in a file not given here: its length unknown */
+			t->length = 0;
+			continue;
+		}
+		fsize = sizes[t->file];
 		if (next && next->sector_size != t->sector_size) {
 			vdimg_err(img, "tracks %u and %u share a file with different sector sizes (%u, %u): not supported",
 				  t->number, next->number, t->sector_size, next->sector_size);
 			return -EOPNOTSUPP;
 		}
-		/* sector counts are below 10^4 * 60 * 75: no overflow in bytes */
-		t->start = t->index1 * t->sector_size;
 		if (t->start >= fsize)
 			return vdimg_corrupt(img, "track %u: INDEX 01 (byte %llu) is not inside %s (%llu bytes)",
 					     t->number, (unsigned long long)t->start,
 					     s->files[t->file], (unsigned long long)fsize);
 		if (next) {
-			nstart = next->index0 != U64_MAX ? next->index0 : next->index1;
 			end = nstart * t->sector_size;
-			if (nstart <= t->index1)
-				return vdimg_corrupt(img, "tracks %u and %u overlap", t->number,
-						     next->number);
 			if (end > fsize)
 				return vdimg_corrupt(img, "track %u starts past the end of %s",
 						     next->number, s->files[t->file]);
@@ -397,14 +431,15 @@ static int cue_open(struct vdimg_image *img, unsigned int flags)
 	ret = cue_parse(img, text, fsize, &c->sheet);
 	if (ret)
 		goto fail;
-	if (img->nr_extents != c->sheet.nr_files) {
-		vdimg_err(img, "the sheet names %u file%s, %u given (vdimgctl opens them beside the sheet)",
-			  c->sheet.nr_files, c->sheet.nr_files == 1 ? "" : "s", img->nr_extents);
+	if (img->nr_extents != c->sheet.nr_binary) {
+		vdimg_err(img, "the sheet names %u BINARY file%s, %u given (vdimgctl opens them beside the sheet)",
+			  c->sheet.nr_binary, c->sheet.nr_binary == 1 ? "" : "s", img->nr_extents);
 		ret = -EINVAL;
 		goto fail;
 	}
 	for (i = 0; i < c->sheet.nr_files; i++)
-		sizes[i] = vdimg_file_size(img->extents[i]);
+		if (c->sheet.extent[i] < img->nr_extents)
+			sizes[i] = vdimg_file_size(img->extents[c->sheet.extent[i]]);
 	ret = cue_check(img, &c->sheet, sizes);
 	if (ret)
 		goto fail;
@@ -432,7 +467,12 @@ static int cue_open(struct vdimg_image *img, unsigned int flags)
 		ret = -EOPNOTSUPP;
 		goto fail;
 	}
-	c->file = img->extents[c->track->file];
+	if (c->sheet.extent[c->track->file] >= img->nr_extents) {
+		/* cue_parse() keeps data tracks in BINARY files: not reached */
+		ret = -EINVAL;
+		goto fail;
+	}
+	c->file = img->extents[c->sheet.extent[c->track->file]];
 	img->size = c->track->length / c->track->sector_size * CUE_USER_SECTOR;
 	img->lbs = CUE_USER_SECTOR;
 	img->pbs = CUE_USER_SECTOR;

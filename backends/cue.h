@@ -27,6 +27,15 @@ enum cue_mode {
 	CUE_AUDIO,		/* 2352-byte audio frames, not exposed */
 };
 
+/* FILE types: BINARY holds raw sectors; the others hold audio tracks only */
+enum cue_file_type {
+	CUE_FILE_BINARY,
+	CUE_FILE_MOTOROLA,	/* raw audio, big-endian samples */
+	CUE_FILE_WAVE,
+	CUE_FILE_MP3,
+	CUE_FILE_AIFF,
+};
+
 struct cue_track {
 	u32 number;		/* TRACK nn, 1..99, increasing through the sheet */
 	enum cue_mode mode;
@@ -37,14 +46,23 @@ struct cue_track {
 	u64 index1;		/* INDEX 01 in sectors from the file start */
 	u64 pregap;		/* PREGAP sectors (not in the file) */
 	u64 postgap;		/* POSTGAP sectors (not in the file) */
-	u64 start;		/* set by cue_check(): byte offset of INDEX 01 in its file */
-	u64 length;		/* set by cue_check(): bytes from INDEX 01 to the track's end */
+	/* set by cue_check(); in a non-BINARY file: in its audio data, length 0 (unknown) */
+	u64 start;		/* byte offset of INDEX 01 in its file */
+	u64 length;		/* bytes from INDEX 01 to the track's end */
 };
 
+/*
+ * Only the BINARY files are passed as extent files (img->extents), in the order of their FILE
+ * lines: audio tracks are never read, so their files need not exist. extent[i] is FILE i's index
+ * in img->extents, or U32_MAX for an audio-only file.
+ */
 struct cue_sheet {
 	u32 nr_files;
 	u32 nr_tracks;
+	u32 nr_binary;		/* BINARY files: the extent files expected */
 	char files[CUE_MAX_FILES][CUE_NAME_MAX];
+	u8 file_type[CUE_MAX_FILES];	/* enum cue_file_type */
+	u32 extent[CUE_MAX_FILES];
 	struct cue_track tracks[CUE_MAX_TRACKS];
 };
 
@@ -68,12 +86,14 @@ struct cue {
  */
 int cue_parse(const struct vdimg_image *img, const char *text, size_t len, struct cue_sheet *sheet);
 /*
- * Check the tracks against the sizes of their files (@sizes[i] for FILE i) and compute each
- * track's start and length. 0 or -EUCLEAN after a message.
+ * Check the tracks against the sizes of their files (@sizes[i] for FILE i; only BINARY files' are
+ * read) and compute each track's start and length. 0 or -EUCLEAN after a message.
  */
 int cue_check(const struct vdimg_image *img, struct cue_sheet *sheet, const u64 *sizes);
 /* "MODE1/2352" and so on */
 const char *cue_mode_name(enum cue_mode mode);
+/* "BINARY", "WAVE" and so on */
+const char *cue_file_type_name(enum cue_file_type type);
 /* Is this head of a file a CUE sheet? */
 bool cue_probe_text(const u8 *head, size_t len, u64 file_size);
 

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * libFuzzer target for the CUE/BIN backend (backends/cue.c): the input is a cue sheet. It is
- * parsed, then opened read-only against as many track files as it names (sparse files whose sizes
- * are picked from the input's last bytes, some a whole number of 2352-byte sectors, some not),
+ * parsed, then opened read-only against one track file per BINARY file it names (sparse files
+ * whose sizes are picked from the input's last bytes, some a whole number of 2352-byte sectors,
+ * some not; its audio-only WAVE, MP3, AIFF and MOTOROLA files are not passed, as by vdimgctl),
  * as the default track and as a track number picked from the input; every extent of the exposed
  * track is mapped and read or decoded; describe runs, a write map must be refused. Any crash,
  * sanitizer report or extent that does not answer the question asked is a bug.
@@ -29,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	f = fuzz_load(&vdimg_cue_format, data, size, CUE_USER_SECTOR * 32);
 	if (!f)
 		return 0;
-	for (i = 0; i < sheet.nr_files; i++) {
+	for (i = 0; i < sheet.nr_binary; i++) {
 		u64 len = (u64)((pick >> (i % 16)) % 600 + 1) * 2352 + (i == 3 ? 100 : 0);
 
 		if (!cue_files[i]) {
@@ -47,7 +48,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		img.name = "fuzz";
 		img.fmt = fmt;
 		img.extents = cue_files;
-		img.nr_extents = sheet.nr_files;
+		img.nr_extents = sheet.nr_binary;
 		img.snapshot = pass ? pick % 100 : 0;
 		if (fmt->open(&img, VDIMG_OPEN_READ_ONLY))
 			continue;

@@ -5,10 +5,14 @@
  * MODE1/2352, MODE2/2352 and MODE2/2336 with sync, header and subheader around each sector and
  * zeroed EDC/ECC), wrapped in cue sheets (one file, several files, an audio track before the data
  * track, INDEX 00 pregaps), reads back through libvdimg identical to the ISO; the track a caller
- * names is the one exposed; MODE2 form 2 sectors read as -EIO; malformed sheets (unknown modes and
- * keywords, overlapping tracks, INDEX past the file end, sizes that are not whole sectors, bad
- * quoting, absolute and ".." paths, missing files) are refused with the errno and a message that
- * names the problem; a writable open is refused. Skips (exit 4) without genisoimage. KTAP.
+ * names is the one exposed; MODE2 form 2 sectors read as -EIO; mixed-mode sheets with audio tracks
+ * in WAVE, MP3, AIFF and MOTOROLA files (present, missing or broken) attach with only their BINARY
+ * files as extents and info lists the audio tracks with the lengths it can measure (a WAVE file's
+ * data chunk, a MOTOROLA file's size); malformed sheets (unknown modes, FILE types and keywords,
+ * data tracks in audio files, overlapping tracks, INDEX past the file end, sizes that are not
+ * whole sectors, bad quoting, absolute and ".." paths, missing files) are refused with the errno
+ * and a message that names the problem; a writable open is refused. Skips (exit 4) without
+ * genisoimage. KTAP.
  */
 #include <sys/wait.h>
 #include "../../tools/lib/chain.h"
@@ -240,6 +244,177 @@ static void test_layouts(void)
 	ok_err(cue_open_img(&img, "m1.cue", 0, false), -EROFS, "writable open refused");
 }
 
+static void put_le16(u8 *p, u32 v)
+{
+	p[0] = v & 0xff;
+	p[1] = (v >> 8) & 0xff;
+}
+
+static void put_le32(u8 *p, u32 v)
+{
+	put_le16(p, v & 0xffff);
+	put_le16(p + 2, v >> 16);
+}
+
+/*
+ * A WAVE file of CD audio: a LIST chunk of @list bytes (odd: padded), then @data bytes of audio in a
+ * data chunk whose size field says @data_field.
+ */
+static int write_wave(const char *name, u32 list, u32 data, u32 data_field)
+{
+	FILE *f = fopen(tpath(name), "w");
+	u8 h[44 + 8];
+	u32 i;
+
+	if (!f)
+		return -1;
+	memcpy(h, "RIFF", 4);
+	put_le32(h + 4, 4 + 24 + 8 + list + (list & 1) + 8 + data);
+	memcpy(h + 8, "WAVEfmt ", 8);
+	put_le32(h + 16, 16);
+	put_le16(h + 20, 1);		/* PCM */
+	put_le16(h + 22, 2);		/* stereo */
+	put_le32(h + 24, 44100);
+	put_le32(h + 28, 44100 * 4);
+	put_le16(h + 32, 4);
+	put_le16(h + 34, 16);
+	memcpy(h + 36, "LIST", 4);
+	put_le32(h + 40, list);
+	fwrite(h, 44, 1, f);
+	for (i = 0; i < list + (list & 1); i++)
+		fputc('x', f);
+	memcpy(h, "data", 4);
+	put_le32(h + 4, data_field);
+	fwrite(h, 8, 1, f);
+	for (i = 0; i < data; i++)
+		fputc((int)(i * 13) & 0xff, f);
+	return fclose(f) ? -1 : 0;
+}
+
+struct lines {
+	char text[4096];
+};
+
+static void collect(void *ctx, const char *key, const char *value)
+{
+	struct lines *l = ctx;
+	size_t n = strlen(l->text);
+
+	snprintf(l->text + n, sizeof(l->text) - n, "%s: %s\n", key, value);
+}
+
+/* vdimgctl info's lines for sheet @name into @l; true when it opens */
+static bool describe(const char *name, struct lines *l)
+{
+	struct vdimg_image img;
+
+	l->text[0] = '\0';
+	if (cue_open_img(&img, name, 0, true))
+		return false;
+	vdimg_tool_ops(img.fmt)->describe(&img, collect, l);
+	cue_close_img(&img);
+	return true;
+}
+
+static bool has_line(const struct lines *l, const char *s)
+{
+	if (strstr(l->text, s))
+		return true;
+	printf("# info lacks \"%s\":\n", s);
+	printf("# %s", l->text);
+	return false;
+}
+
+/*
+ * Mixed-mode sheets: a data track in a BINARY file and audio tracks in WAVE, MP3, AIFF and MOTOROLA
+ * files (present or not), then a second data track in another BINARY file.
+ */
+static void test_audio_files(void)
+{
+	const struct vdimg_format *fmt = vdimg_format_by_id(VDIMG_FMT_CUE);
+	struct vdimg_image img, bad;
+	struct lines l;
+	int fd;
+
+	write_wave("game2.wav", 5, 2352 * 260, 2352 * 260);
+	fd = tfile("game5.raw", NULL, 2352 * 10);
+	close(fd);
+	write_text("game.cue", "FILE \"m1.bin\" BINARY\n  TRACK 01 MODE1/2352\n    INDEX 01 00:00:00\n"
+		   "FILE \"game2.wav\" WAVE\n  TRACK 02 AUDIO\n    INDEX 00 00:00:00\n"
+		   "    INDEX 01 00:02:00\n  TRACK 03 AUDIO\n    INDEX 01 00:02:50\n"
+		   "FILE \"game4.mp3\" MP3\n  TRACK 04 AUDIO\n    INDEX 01 00:00:00\n"
+		   "FILE \"game5.raw\" MOTOROLA\n  TRACK 05 AUDIO\n    INDEX 01 00:00:00\n"
+		   "FILE \"game6.aiff\" AIFF\n  TRACK 06 AUDIO\n    INDEX 01 00:00:00\n"
+		   "FILE \"m3.bin\" BINARY\n  TRACK 07 MODE2/2352\n    INDEX 01 00:00:00\n");
+	ok(reads_as_iso("game.cue", 0, "MODE1/2352"), "mixed sheet: track 1 (BINARY) reads as the ISO");
+	ok(reads_as_iso("game.cue", 7, "MODE2/2352"),
+	   "mixed sheet: track 7, the second BINARY file after four audio files, reads as the ISO");
+	if (ok_err(cue_open_img(&img, "game.cue", 2, true), -EOPNOTSUPP, "track 2 (WAVE audio) refused"))
+		ok(msg_has("audio track"), "the message says it is audio");
+	if (ok(!cue_open_img(&img, "game.cue", 0, true), "mixed sheet opens")) {
+		const struct cue_sheet *s = &CUE(&img)->sheet;
+
+		ok(img.nr_extents == 2 && s->nr_files == 6 && s->nr_binary == 2 &&
+		   s->extent[0] == 0 && s->extent[5] == 1 && s->extent[1] == U32_MAX,
+		   "only the two BINARY files are extent files (FILE 1 -> 0, FILE 6 -> 1)");
+		/* the kernel half bound-checks the count it is given */
+		memset(&bad, 0, sizeof(bad));
+		bad.name = "bad";
+		bad.file = img.file;
+		bad.extents = img.extents;
+		bad.nr_extents = 1;
+		ktap_last_msg[0] = '\0';
+		if (ok_err(fmt->open(&bad, VDIMG_OPEN_READ_ONLY), -EINVAL, "one extent for two BINARY files refused"))
+			ok(msg_has("names 2 BINARY files, 1 given"), "the message gives both counts");
+		else
+			fmt->close(&bad);
+		cue_close_img(&img);
+	}
+	if (ok(describe("game.cue", &l), "info on the mixed sheet")) {
+		ok(has_line(&l, "track 01: MODE1/2352 start 0 length "), "info: data track 1");
+		ok(has_line(&l, "track 02: AUDIO start 352800 length 117600 (50 sectors of 2352) file \"game2.wav\" WAVE\n"),
+		   "info: WAVE track 2 up to track 3 (INDEX 00 at 0, INDEX 01 at 00:02:00)");
+		ok(has_line(&l, "track 03: AUDIO start 470400 length 141120 (60 sectors of 2352) file \"game2.wav\" WAVE\n"),
+		   "info: WAVE track 3 to the end of the data chunk (after an odd-sized LIST chunk)");
+		ok(has_line(&l, "track 04: AUDIO start 0 length unknown (not measured in this format) file \"game4.mp3\" MP3\n"),
+		   "info: MP3 track 4, length unknown");
+		ok(has_line(&l, "track 05: AUDIO start 0 length 23520 (10 sectors of 2352) file \"game5.raw\" MOTOROLA\n"),
+		   "info: MOTOROLA track 5 from the file size");
+		ok(has_line(&l, "track 06: AUDIO start 0 length unknown (not measured in this format) file \"game6.aiff\" AIFF\n"),
+		   "info: AIFF track 6");
+		ok(has_line(&l, "track 07: MODE2/2352 start 0 length ") && has_line(&l, "\"m3.bin\"\n"),
+		   "info: data track 7");
+	}
+
+	/* the audio files need not be there, nor be sound: only info looks at them */
+	write_wave("short.wav", 0, 100, 0xffffff00);
+	write_text("text.wav", "just some text, no RIFF header\n");
+	write_text("nowav.cue", "FILE \"m1.bin\" BINARY\nTRACK 01 MODE1/2352\nINDEX 01 00:00:00\n"
+		   "FILE \"gone.wav\" WAVE\nTRACK 02 AUDIO\nINDEX 01 00:00:00\n"
+		   "FILE \"short.wav\" WAVE\nTRACK 03 AUDIO\nINDEX 01 00:00:00\n"
+		   "FILE \"text.wav\" WAVE\nTRACK 04 AUDIO\nINDEX 01 00:00:00\n"
+		   "FILE \"../game2.wav\" WAVE\nTRACK 05 AUDIO\nINDEX 01 00:00:00\n"
+		   "FILE \"game2.wav\" WAVE\nTRACK 06 AUDIO\nINDEX 01 01:00:00\n"
+		   "FILE \"fifo.wav\" WAVE\nTRACK 07 AUDIO\nINDEX 01 00:00:00\n");
+	sh("rm -f '%s' && mkfifo '%s'", tpath("fifo.wav"), tpath("fifo.wav"));
+	ok(reads_as_iso("nowav.cue", 0, "MODE1/2352"),
+	   "missing, broken and outside audio files: the data track reads as the ISO");
+	if (ok(describe("nowav.cue", &l), "info on it")) {
+		ok(has_line(&l, "track 02: AUDIO start 0 length unknown (the file is missing) file \"gone.wav\" WAVE\n"),
+		   "info: a missing WAVE file");
+		ok(has_line(&l, "track 03: AUDIO start 0 length unknown (a RIFF chunk runs past the end of the file)"),
+		   "info: a data chunk size past the file end");
+		ok(has_line(&l, "track 04: AUDIO start 0 length unknown (not a RIFF WAVE file)"),
+		   "info: a WAVE file without RIFF header");
+		ok(has_line(&l, "track 05: AUDIO start 0 length unknown (the name is not inside the sheet's directory)"),
+		   "info: a \"..\" audio name is not opened");
+		ok(has_line(&l, "track 06: AUDIO start 10584000 length unknown (INDEX 01 is past the 611520 bytes of audio)"),
+		   "info: INDEX 01 past the audio");
+		ok(has_line(&l, "track 07: AUDIO start 0 length unknown (not a regular file) file \"fifo.wav\""),
+		   "info: a FIFO is not opened (info did not hang)");
+	}
+}
+
 static void test_form2(void)
 {
 	struct vdimg_image img;
@@ -269,8 +444,20 @@ static void test_malformed(void)
 		  -EOPNOTSUPP, "MODE3/2352" },
 		{ "CDG mode", "FILE \"m1.bin\" BINARY\nTRACK 01 CDG\nINDEX 01 00:00:00\n",
 		  -EOPNOTSUPP, "CDG" },
-		{ "WAVE file", "FILE \"m1.bin\" WAVE\nTRACK 01 AUDIO\nINDEX 01 00:00:00\n",
-		  -EOPNOTSUPP, "WAVE" },
+		{ "data track in a WAVE file", "FILE \"m1.bin\" WAVE\nTRACK 01 MODE1/2352\nINDEX 01 00:00:00\n",
+		  -EOPNOTSUPP, "line 2: track 1 is MODE1/2352 in a WAVE file" },
+		{ "data track in a MOTOROLA file", "FILE \"a.bin\" BINARY\nTRACK 01 AUDIO\nINDEX 01 00:00:00\n"
+		  "FILE \"m1.bin\" MOTOROLA\nTRACK 02 MODE2/2352\nINDEX 01 00:00:00\n",
+		  -EOPNOTSUPP, "line 5: track 2 is MODE2/2352 in a MOTOROLA file" },
+		{ "unknown FILE type", "FILE \"m1.bin\" OGG\nTRACK 01 AUDIO\nINDEX 01 00:00:00\n",
+		  -EOPNOTSUPP, "line 1: FILE type OGG" },
+		{ "lower-case FILE type", "FILE \"m1.bin\" wave\nTRACK 01 AUDIO\nINDEX 01 00:00:00\n",
+		  -EOPNOTSUPP, "FILE type wave" },
+		{ "audio files only", "FILE \"a.wav\" WAVE\nTRACK 01 AUDIO\nINDEX 01 00:00:00\n"
+		  "FILE \"b.mp3\" MP3\nTRACK 02 AUDIO\nINDEX 01 00:00:00\n", -EOPNOTSUPP, "no data track" },
+		{ "overlapping tracks in a WAVE file", "FILE \"m1.bin\" BINARY\nTRACK 01 MODE1/2352\n"
+		  "INDEX 01 00:00:00\nFILE \"a.wav\" WAVE\nTRACK 02 AUDIO\nINDEX 01 00:04:00\n"
+		  "TRACK 03 AUDIO\nINDEX 00 00:03:00\nINDEX 01 00:05:00\n", -EUCLEAN, "tracks 2 and 3 overlap" },
 		{ "unknown keyword", "FILE \"m1.bin\" BINARY\nTRACK 01 MODE1/2352\nINDEX 01 00:00:00\nBOGUS 1\n",
 		  -EUCLEAN, "unknown keyword" },
 		{ "overlapping tracks", "FILE \"multi.bin\" BINARY\nTRACK 01 AUDIO\nINDEX 01 00:04:00\n"
@@ -368,6 +555,7 @@ int main(void)
 	test_modes();
 	test_layouts();
 	test_form2();
+	test_audio_files();
 	test_malformed();
 	test_bounds();
 	free(iso);
