@@ -15,6 +15,25 @@ unsigned int vdimg_max_part = 15;
 module_param_named(max_part, vdimg_max_part, uint, 0444);
 MODULE_PARM_DESC(max_part, "Partitions per device, rounded up to 2^n - 1 (default: 15)");
 
+/*
+ * vdimg.image= and vdimg.timeout= on the kernel command line are read by the initramfs scripts that
+ * attach a root image at boot (admin-guide/vdimg.rst); the module takes them and does nothing, so
+ * that loading it does not log an unknown parameter.
+ */
+static int vdimg_param_boot_only(const char *val, const struct kernel_param *kp)
+{
+	return 0;
+}
+
+static const struct kernel_param_ops vdimg_boot_only_ops = {
+	.set = vdimg_param_boot_only,
+};
+
+module_param_cb(image, &vdimg_boot_only_ops, NULL, 0);
+MODULE_PARM_DESC(image, "Read by the initramfs (an image to attach at boot); the module ignores it");
+module_param_cb(timeout, &vdimg_boot_only_ops, NULL, 0);
+MODULE_PARM_DESC(timeout, "Read by the initramfs (seconds to wait for the host); the module ignores it");
+
 static int __init vdimg_init(void)
 {
 	int ret;

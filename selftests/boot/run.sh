@@ -358,6 +358,8 @@ check_booted() {
 	grep -aqE "BOOTTEST: list /dev/vdimg0 +$back" "$BOOT_LOG" ||
 		why+=("vdimgctl list after switch_root does not show /dev/vdimg0 on $back")
 	grep -aqE 'BUG:|Oops|WARNING:|Kernel panic|Call Trace' "$BOOT_LOG" && why+=("kernel splat on the console")
+	grep -aq "vdimg: unknown parameter" "$BOOT_LOG" &&
+		why+=("the module logged a vdimg.* boot parameter as unknown")
 	[ "$BOOT_RC" -eq 0 ] || why+=("qemu status $BOOT_RC (124: timeout)")
 	if [ ${#why[@]} -gt 0 ]; then
 		notok "$name" "${why[@]}" "console tail:"
