@@ -411,15 +411,14 @@ static int prl_unmap(struct prl *p, u32 i)
 }
 
 /*
- * Discard within one part (offsets relative to it). Whole allocated clusters of an expanding image
- * are unmapped, unless the range must read zeros (@zeroes): then the layer may be a snapshot over a
- * parent the unmapped cluster would show, so they are zeroed in place (punched, the entry kept).
- * Partial clusters are zeroed in place, as is everything with NOUNMAP or in a preallocated image
- * (every cluster allocated: it stays so, and the driver then locks no ranges around allocation).
+ * Discard within one part (offsets relative to it). Whole allocated clusters are unmapped, unless
+ * the range must read zeros (@zeroes): then the layer may be a snapshot over a parent the unmapped
+ * cluster would show, so they are zeroed in place (punched, the entry kept). Partial clusters are
+ * zeroed in place, as is everything with NOUNMAP (@keep: zeroed, the space kept allocated). An image
+ * with every cluster allocated ("preallocated") is no different: the format has no such type.
  */
 static int prl_discard_part(struct prl *p, u64 offset, u64 length, bool zeroes, bool keep)
 {
-	bool prealloc = !p->img->alloc_unit;
 	u64 pos, end = offset + length;
 	int ret;
 
@@ -435,11 +434,11 @@ static int prl_discard_part(struct prl *p, u64 offset, u64 length, bool zeroes, 
 		u32 e = prl_entry(p, i);
 		u64 where;
 
-		if (e && pos == cstart && n == cend - cstart && !zeroes && !keep && !prealloc) {
+		if (e && pos == cstart && n == cend - cstart && !zeroes && !keep) {
 			ret = prl_unmap(p, i);
 		} else if (e) {
 			where = prl_entry_offset(p, e) + (pos - cstart);
-			if (keep || prealloc)
+			if (keep)
 				ret = vdimg_file_zero_range(p->file, where, n);
 			else
 				ret = vdimg_file_zero(p->file, where, n);
@@ -880,8 +879,11 @@ static int prl_open(struct vdimg_image *img, unsigned int flags)
 	img->size = size;
 	img->lbs = 512;
 	img->pbs = 512;
-	/* every cluster allocated: never allocates */
-	img->alloc_unit = full ? 0 : d->part[0]->cluster;
+	/*
+	 * every cluster allocated: never allocates, unless it is writable (a discard may unmap
+	 * clusters, later written again)
+	 */
+	img->alloc_unit = full && (flags & VDIMG_OPEN_READ_ONLY) ? 0 : d->part[0]->cluster;
 	vdimg_strscpy(img->variant, !full ? "expanding" : "preallocated", sizeof(img->variant));
 	img->priv = d;
 	if (VDIMG_LIBRARY) {
