@@ -414,8 +414,8 @@ static int prl_unmap(struct prl *p, u32 i)
  * Discard within one part (offsets relative to it). Whole allocated clusters are unmapped, unless
  * the range must read zeros (@zeroes): then the layer may be a snapshot over a parent the unmapped
  * cluster would show, so they are zeroed in place (punched, the entry kept). Partial clusters are
- * zeroed in place, as is everything with NOUNMAP (@keep: zeroed, the space kept allocated). An image
- * with every cluster allocated ("preallocated") is no different: the format has no such type.
+ * zeroed in place, as is everything with NOUNMAP (@keep: the space stays allocated). An image with
+ * every cluster allocated ("preallocated") is no different: the format has no such type.
  */
 static int prl_discard_part(struct prl *p, u64 offset, u64 length, bool zeroes, bool keep)
 {
@@ -465,7 +465,7 @@ static int prl_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned
 	if (!length)
 		return 0;
 	end = offset + length;
-	/* a snapshot the library knows has a parent (the driver passes ZEROES for any upper layer) */
+	/* a snapshot the library knows has a parent (the driver sets ZEROES in any upper layer) */
 	if (img->flags & VDIMG_IMG_HAS_PARENT)
 		zeroes = true;
 	for (pos = offset; pos < end; pos += n) {
