@@ -963,7 +963,9 @@ static void test_discard(void)
 	ok(!bat_at(img, 3) && !bat_at(img, 4) && !bat_at(img, 5) && bat_at(img, 6) == 7 &&
 	   bat_at(img, 2) == 3, "discard: their BAT entries are 0 on disk at once, no others");
 	b1 = blocks_of(img);
-	ok(b0 - b1 >= 3 * MiB / 512, "discard: 3 MiB given back to the file system (%llu -> %llu blocks)",
+	/* a split extent may cost the file system a block of metadata */
+	ok(b0 > b1 && b0 - b1 >= (3 * MiB - 64 * KiB) / 512,
+	   "discard: 3 MiB given back to the file system (%llu -> %llu blocks)",
 	   (unsigned long long)b0, (unsigned long long)b1);
 	ok_err(vdimg_chain_discard(c, 7 * MiB + 4096, 8192, 0), 0, "discard: 8 KiB inside cluster 7");
 	memset(ref + 7 * MiB + 4096, 0, 8192);

@@ -107,7 +107,8 @@ if "$VDIMGCTL" create -t parallels -s 8M "$img" && mkrandom "$W/dexp.raw" 8 &&
 	sync
 	blocks1=$(blocks_of "$img")
 	echo "# allocated 512-byte blocks: before $blocks0, after $blocks1"
-	check "$t: at least 4 MiB given back to the file system" test $((blocks0 - blocks1)) -ge 8192
+	# 4 MiB punched; a split extent may cost the file system some metadata
+	check "$t: at least 3.5 MiB given back to the file system" test $((blocks0 - blocks1)) -ge 7168
 	check "$t: detach" vd_detach "$dev"
 	check_eq "$t: the last cluster is trimmed off the file" $((size0 - $(stat -c %s "$img"))) $((1 << 20))
 	check "$t: qemu-img check clean" "$QEMU_IMG" check -q -f parallels "$img"
