@@ -1004,16 +1004,19 @@ static void test_discard(void)
 
 	/* freed clusters below the end: trimmed too once the last one goes */
 	if (ok_err(open1(&c, img, 0), 0, "discard: reopens writable")) {
-		ok(!vdimg_chain_discard(c, 9 * MiB, MiB, 0) && !vdimg_chain_discard(c, 10 * MiB, MiB, 0),
+		ok(!vdimg_chain_discard(c, 9 * MiB, MiB, 0) &&
+		   !vdimg_chain_discard(c, 10 * MiB, MiB, 0),
 		   "discard: clusters 9, then 10 (now the last)");
 		memset(ref + 9 * MiB, 0, 2 * MiB);
 		fill_pat(buf, MiB, 72, 4 * MiB);
 		memcpy(ref + 4 * MiB, buf, MiB);
-		ok(!vdimg_chain_pwrite(c, buf, MiB, 4 * MiB), "discard: a write to freed cluster 4");
+		ok(!vdimg_chain_pwrite(c, buf, MiB, 4 * MiB),
+		   "discard: a write to freed cluster 4");
 		ok(bat_at(img, 4) == 0, "discard: its entry waits for the flush");
 		ok(chain_is(c, ref, size), "discard: reads back");
 		ok_err(vdimg_chain_close(c), 0, "discard: close");
-		ok(bat_at(img, 4) == 12, "discard: a freed cluster is not reused while open: cluster 4 appended");
+		ok(bat_at(img, 4) == 12,
+		   "discard: a freed cluster is not reused while open: cluster 4 appended");
 		ok(fsize(img) == 13 * MiB, "discard: nothing to trim after it (%llu bytes)",
 		   (unsigned long long)fsize(img));
 		ok(image_is(img, ref, size), "discard: reopened, reads the same");
@@ -1041,7 +1044,8 @@ static void test_discard(void)
 		ok(!vdimg_chain_pwrite(c, ref, 4 * MiB, 0), "discard preallocated: written");
 		ok(!vdimg_chain_discard(c, MiB, 2 * MiB, 0), "discard preallocated: clusters 1..2");
 		memset(ref + MiB, 0, 2 * MiB);
-		ok(chain_is(c, ref, 4 * MiB) && !bat_at(img, 1) && !bat_at(img, 2) && bat_at(img, 3),
+		ok(chain_is(c, ref, 4 * MiB) && !bat_at(img, 1) && !bat_at(img, 2) &&
+		   bat_at(img, 3),
 		   "discard preallocated: zeros, the entries 0");
 		ok(vdimg_chain_top(c)->alloc_unit == MiB,
 		   "discard preallocated: opened writable, it allocates in clusters");
@@ -1103,7 +1107,8 @@ static void test_discard_bundle(void)
 	free(now);
 	free(base0);
 	free(base1);
-	if (ok_err(open_bundle(&c, dir, VDIMG_CHAIN_READ_ONLY, &depth), 0, "discard bundle: reopens")) {
+	if (ok_err(open_bundle(&c, dir, VDIMG_CHAIN_READ_ONLY, &depth), 0,
+		   "discard bundle: reopens")) {
 		ok(chain_is(c, ref, size), "discard bundle: reads the same after a reopen");
 		vdimg_chain_close(c);
 	}
@@ -1241,10 +1246,11 @@ static void test_discard_crash(void)
 			bad_data++;
 		}
 	}
-	ok(done && runs > 5, "discard crash: the workload completes with enough write budget (%d runs)",
-	   runs);
+	ok(done && runs > 5,
+	   "discard crash: the workload completes with enough write budget (%d runs)", runs);
 	ok(!bad_open, "discard crash: every cut image reopens (read-only, then for repair)");
-	ok(!bad_data, "discard crash: every cut image reads old, zeroed or written data, repairs clean");
+	ok(!bad_data,
+	   "discard crash: every cut image reads old, zeroed or written data, repairs clean");
 	memcpy(ref, old, size);
 	run_dops(NULL, ref);
 	copy_file(pristine, work);
@@ -1252,7 +1258,8 @@ static void test_discard_crash(void)
 	run_dops(c, NULL);
 	vdimg_chain_close(c);
 	ok(image_is(work, ref, size), "discard crash: an uncut run reads the full result");
-	ok(fsize(work) == 7 * MiB, "discard crash: an uncut run trims the file after cluster 5 (%llu bytes)",
+	ok(fsize(work) == 7 * MiB,
+	   "discard crash: an uncut run trims the file after cluster 5 (%llu bytes)",
 	   (unsigned long long)fsize(work));
 	put_file(raw, ref, size);
 	qemu_check(work, "discard crash, uncut");
