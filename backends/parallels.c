@@ -351,6 +351,146 @@ static void prl_abort(struct vdimg_image *img, const struct vdimg_extent *ext)
 	vdimg_mutex_unlock(&p->map_lock);
 }
 
+/* ---- discard ---- */
+
+static u32 prl_entry(struct prl *p, u32 i)
+{
+	u32 e;
+
+	vdimg_mutex_lock(&p->map_lock);
+	e = p->bat[i];
+	vdimg_mutex_unlock(&p->map_lock);
+	return e;
+}
+
+/* does [@offset, @offset + @length) of part @p touch a cluster this image does not hold? */
+static bool prl_has_hole(struct prl *p, u64 offset, u64 length)
+{
+	u32 i = prl_clusters_of(p, offset), last = prl_clusters_of(p, offset + length - 1);
+	bool hole = false;
+
+	vdimg_mutex_lock(&p->map_lock);
+	for (; i <= last && !hole; i++)
+		hole = !p->bat[i];
+	vdimg_mutex_unlock(&p->map_lock);
+	return hole;
+}
+
+/*
+ * Unmap the allocated cluster @i; @meta_lock held. Its entry is written as 0 first, then the
+ * cluster is punched out of the file. Without a sync in between, a crash may leave the old entry
+ * on disk pointing at the hole: it reads zeros, as the discarded range may, and stays referenced.
+ * A freed cluster is never handed out again while the image is open (allocation only appends at
+ * @next_off); a clean close drops the file's end no entry uses any more, after syncing the zeroed
+ * entries, and only then can a later open allocate there.
+ */
+static int prl_unmap(struct prl *p, u32 i)
+{
+	__le32 zero = 0;
+	u64 off;
+	int ret;
+
+	lockdep_assert_held(&p->meta_lock);
+	vdimg_mutex_lock(&p->map_lock);
+	off = prl_entry_offset(p, p->bat[i]);
+	p->bat[i] = 0;
+	p->freed = true;
+	vdimg_mutex_unlock(&p->map_lock);
+	ret = vdimg_file_write(p->file, &zero, sizeof(zero), PRL_HEADER_SIZE + (u64)i * 4);
+	if (ret) {
+		/* the next flush writes the entry's chunk; the cluster is not punched */
+		vdimg_mutex_lock(&p->map_lock);
+		prl_set_dirty(p, i);
+		vdimg_mutex_unlock(&p->map_lock);
+		return ret;
+	}
+	ret = vdimg_file_punch(p->file, off, p->cluster);
+	if (ret && ret != -EOPNOTSUPP)
+		vdimg_warn(p->img, "cannot deallocate cluster %u of the file (error %d)", i, ret);
+	return 0;
+}
+
+/*
+ * Discard within one part (offsets relative to it). Whole allocated clusters are unmapped, unless
+ * the range must read zeros (@zeroes): then the layer may be a snapshot over a parent the unmapped
+ * cluster would show, so they are zeroed in place (punched, the entry kept). Partial clusters are
+ * zeroed in place, as is everything with NOUNMAP (@keep: the space stays allocated). An image with
+ * every cluster allocated ("preallocated") is no different: the format has no such type.
+ */
+static int prl_discard_part(struct prl *p, u64 offset, u64 length, bool zeroes, bool keep)
+{
+	u64 pos, end = offset + length;
+	int ret;
+
+	ret = prl_touch(p, false);
+	if (ret)
+		return ret;
+	vdimg_mutex_lock(&p->meta_lock);
+	for (pos = offset; pos < end && !ret; ) {
+		u32 i = prl_clusters_of(p, pos);
+		u64 cstart = (u64)i * p->cluster;
+		u64 cend = min(cstart + p->cluster, p->size);
+		u64 n = min(end, cend) - pos;
+		u32 e = prl_entry(p, i);
+		u64 where;
+
+		if (e && pos == cstart && n == cend - cstart && !zeroes && !keep) {
+			ret = prl_unmap(p, i);
+		} else if (e) {
+			where = prl_entry_offset(p, e) + (pos - cstart);
+			if (keep)
+				ret = vdimg_file_zero_range(p->file, where, n);
+			else
+				ret = vdimg_file_zero(p->file, where, n);
+		}
+		pos += n;
+	}
+	vdimg_mutex_unlock(&p->meta_lock);
+	return ret;
+}
+
+static int prl_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags)
+{
+	bool zeroes = flags & VDIMG_DISCARD_ZEROES, keep = flags & VDIMG_DISCARD_NOUNMAP;
+	struct prl_disk *d = img->priv;
+	u64 pos, end, n;
+	struct prl *p;
+	u32 k;
+	int ret = 0;
+
+	if (flags & ~(VDIMG_DISCARD_ZEROES | VDIMG_DISCARD_NOUNMAP))
+		return -EINVAL;
+	if (offset > img->size || length > img->size - offset)
+		return -EINVAL;
+	if (!length)
+		return 0;
+	end = offset + length;
+	/* a snapshot the library knows has a parent (the driver sets ZEROES in any upper layer) */
+	if (img->flags & VDIMG_IMG_HAS_PARENT)
+		zeroes = true;
+	for (pos = offset; pos < end; pos += n) {
+		p = prl_part_at(d, pos, &k);
+		n = min(end, p->base + p->size) - pos;
+		if (!p->writable)
+			return -EROFS;
+		if (p->repairs)
+			return -EUCLEAN;	/* opened for repair: check --repair first */
+		/*
+		 * An unallocated cluster that must read zeros: in a snapshot it shows the parent,
+		 * and the image cannot tell whether one is below (a bundle's descriptor names it).
+		 * Only the write path, which allocates, can hide it; the driver takes that path.
+		 */
+		if ((zeroes || keep) && prl_has_hole(p, pos - p->base, n))
+			return -EOPNOTSUPP;
+	}
+	for (pos = offset; pos < end && !ret; pos += n) {
+		p = prl_part_at(d, pos, &k);
+		n = min(end, p->base + p->size) - pos;
+		ret = prl_discard_part(p, pos - p->base, n, zeroes, keep);
+	}
+	return ret;
+}
+
 /* ---- open ---- */
 
 static int prl_read_header(struct vdimg_image *img, struct prl *p, u64 fsize)
@@ -620,7 +760,37 @@ out_free:
 	return ret;
 }
 
-/* a clean close of one part: BAT written, synced, then the in-use flag cleared and synced */
+/*
+ * After a discard unmapped clusters: drop the end of the file that no entry uses any more (qemu-img
+ * check counts it as leaked); the zeroed entries are synced. Not with a format extension, whose
+ * clusters the kernel-shared code does not know. Only a leak is left if it fails.
+ */
+static void prl_trim(struct prl *p)
+{
+	u64 end = p->data_off, fsize = vdimg_file_size(p->file);
+	int ret;
+	u32 i;
+
+	if (!p->freed || p->hdr.ext_off)
+		return;
+	vdimg_mutex_lock(&p->map_lock);
+	for (i = 0; i < p->nr_bat; i++)
+		if (p->bat[i])
+			end = max(end, prl_entry_offset(p, p->bat[i]) + p->cluster);
+	vdimg_mutex_unlock(&p->map_lock);
+	if (fsize <= end)
+		return;
+	ret = vdimg_file_truncate(p->file, end);
+	if (!ret)
+		ret = vdimg_file_sync(p->file);
+	if (ret)
+		vdimg_warn(p->img, "cannot give back the unused end of the file (error %d)", ret);
+}
+
+/*
+ * a clean close of one part: BAT written, synced, the unused end trimmed, then the in-use flag
+ * cleared and synced
+ */
 static void prl_close_part(struct prl *p)
 {
 	int ret;
@@ -630,6 +800,8 @@ static void prl_close_part(struct prl *p)
 		ret = prl_flush_locked(p);
 		if (!ret)
 			ret = vdimg_file_sync(p->file);
+		if (!ret)
+			prl_trim(p);
 		if (!ret && p->inuse_written)
 			ret = prl_write_header(p, PRL_INUSE_CLOSED);
 		if (!ret && p->inuse_written)
@@ -707,8 +879,11 @@ static int prl_open(struct vdimg_image *img, unsigned int flags)
 	img->size = size;
 	img->lbs = 512;
 	img->pbs = 512;
-	/* every cluster allocated: never allocates */
-	img->alloc_unit = full ? 0 : d->part[0]->cluster;
+	/*
+	 * every cluster allocated: never allocates, unless it is writable (a discard may unmap
+	 * clusters, later written again)
+	 */
+	img->alloc_unit = full && (flags & VDIMG_OPEN_READ_ONLY) ? 0 : d->part[0]->cluster;
 	vdimg_strscpy(img->variant, !full ? "expanding" : "preallocated", sizeof(img->variant));
 	img->priv = d;
 	if (VDIMG_LIBRARY) {
@@ -745,5 +920,6 @@ const struct vdimg_format vdimg_parallels_format = {
 	.map = prl_map,
 	.commit = prl_commit,
 	.abort = prl_abort,
+	.discard = prl_discard,
 	.flush = prl_flush,
 };

@@ -70,6 +70,7 @@ struct prl {
 	vdimg_mutex_t meta_lock;
 	bool touched;			/* first write after open prepared (meta_lock) */
 	bool inuse_written;		/* this open set PRL_INUSE_OPEN: a clean close clears it */
+	bool freed;			/* a discard unmapped a cluster: a clean close trims */
 
 	/* protects everything below; never held across I/O */
 	vdimg_mutex_t map_lock;

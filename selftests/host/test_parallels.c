@@ -5,7 +5,9 @@
  * (and the bitmap extension stays valid for qemu after a writable open without writes, and is
  * dropped by the first write); images qemu-img creates, fills and converts read back byte for byte;
  * images we create and write pass `qemu-img check` and `qemu-img compare`; the in-use flag; a disk
- * larger than 2 TiB; hostile headers and BATs refused; check --repair; crash cuts at every write.
+ * larger than 2 TiB; hostile headers and BATs refused; check --repair; crash cuts at every write;
+ * discard (whole clusters unmapped, partial ones, write-zeroes, NOUNMAP, a bundle's snapshot, the
+ * file trimmed at close) with qemu-img check and compare, and crash cuts around it.
  * KTAP on stdout; skips (exit 4) when qemu-img is missing.
  */
 #include <sys/wait.h>
@@ -914,6 +916,360 @@ static void test_bundle_hostile(void)
 	}
 }
 
+/* ---- discard ---- */
+
+static u64 blocks_of(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) ? 0 : (u64)st.st_blocks;
+}
+
+static u32 bat_at(const char *path, u32 i)
+{
+	return get32(path, PRL_HEADER_SIZE + (u64)i * 4);
+}
+
+/* every cluster of @path written with pattern @seed, in order (cluster i at file cluster i + 1) */
+static bool make_full(const char *path, u8 *ref, u64 size, int seed)
+{
+	struct vdimg_chain *c;
+	bool good;
+
+	if (mkprl(path, size, NULL, 0) || open1(&c, path, 0))
+		return false;
+	fill_pat(ref, size, seed, 0);
+	good = !vdimg_chain_pwrite(c, ref, size, 0);
+	return !vdimg_chain_close(c) && good;
+}
+
+static void test_discard(void)
+{
+	const char *img = tpath("disc.hds"), *raw = tpath("disc.raw");
+	u64 size = 12 * MiB - 2560, b0, b1;	/* the last cluster is partial */
+	u8 *ref = malloc(size), *buf = malloc(2 * MiB);
+	struct vdimg_image *top;
+	struct vdimg_chain *c;
+
+	if (!ok(make_full(img, ref, size, 71), "discard: a 12 MiB image, every cluster written"))
+		goto out;
+	ok(bat_at(img, 3) == 4 && bat_at(img, 11) == 12, "discard: clusters allocated in order");
+	if (!ok_err(open1(&c, img, 0), 0, "discard: opens writable"))
+		goto out;
+	b0 = blocks_of(img);
+	ok_err(vdimg_chain_discard(c, 3 * MiB, 3 * MiB, 0), 0, "discard: clusters 3..5");
+	memset(ref + 3 * MiB, 0, 3 * MiB);
+	ok(chain_is(c, ref, size), "discard: the whole clusters read zeros, the rest intact");
+	ok(!bat_at(img, 3) && !bat_at(img, 4) && !bat_at(img, 5) && bat_at(img, 6) == 7 &&
+	   bat_at(img, 2) == 3, "discard: their BAT entries are 0 on disk at once, no others");
+	b1 = blocks_of(img);
+	/* a split extent may cost the file system a block of metadata */
+	ok(b0 > b1 && b0 - b1 >= (3 * MiB - 64 * KiB) / 512,
+	   "discard: 3 MiB given back to the file system (%llu -> %llu blocks)",
+	   (unsigned long long)b0, (unsigned long long)b1);
+	ok_err(vdimg_chain_discard(c, 7 * MiB + 4096, 8192, 0), 0, "discard: 8 KiB inside cluster 7");
+	memset(ref + 7 * MiB + 4096, 0, 8192);
+	ok(chain_is(c, ref, size) && bat_at(img, 7) == 8,
+	   "discard: partial: only the range reads zeros, the cluster stays allocated");
+	ok_err(vdimg_chain_discard(c, 8 * MiB, MiB, VDIMG_DISCARD_ZEROES), 0,
+	       "discard: write-zeroes of the whole cluster 8");
+	memset(ref + 8 * MiB, 0, MiB);
+	ok(chain_is(c, ref, size) && bat_at(img, 8) == 9,
+	   "discard: write-zeroes reads zeros and keeps the cluster (it may be a snapshot's)");
+	top = vdimg_chain_top(c);
+	ok_err(top->fmt->discard(top, 9 * MiB + 512, 4096,
+				 VDIMG_DISCARD_ZEROES | VDIMG_DISCARD_NOUNMAP), 0,
+	       "discard: NOUNMAP inside cluster 9");
+	memset(ref + 9 * MiB + 512, 0, 4096);
+	ok(chain_is(c, ref, size) && bat_at(img, 9) == 10, "discard: NOUNMAP zeroes in place");
+	ok_err(top->fmt->discard(top, 4 * MiB, 4096, VDIMG_DISCARD_ZEROES | VDIMG_DISCARD_NOUNMAP),
+	       -EOPNOTSUPP, "discard: NOUNMAP of an unallocated cluster is left to the write path");
+	ok_err(top->fmt->discard(top, 4 * MiB, 4096, VDIMG_DISCARD_ZEROES), -EOPNOTSUPP,
+	       "discard: so is write-zeroes of one (it might show a parent)");
+	ok_err(top->fmt->discard(top, 0, 512, 1U << 7), -EINVAL, "discard: unknown flags refused");
+	ok_err(top->fmt->discard(top, size - 512, 1024, 0), -EINVAL,
+	       "discard: a range past the end refused");
+	ok_err(vdimg_chain_discard(c, 11 * MiB, size - 11 * MiB, 0), 0,
+	       "discard: the partial last cluster, whole");
+	memset(ref + 11 * MiB, 0, size - 11 * MiB);
+	ok(chain_is(c, ref, size) && !bat_at(img, 11), "discard: it reads zeros, unmapped");
+	ok_err(vdimg_chain_close(c), 0, "discard: close");
+	ok(fsize(img) == 12 * MiB, "discard: the close trimmed the freed last cluster (%llu bytes)",
+	   (unsigned long long)fsize(img));
+	ok(get32(img, HDR(inuse)) == PRL_INUSE_CLOSED, "discard: closed cleanly");
+	ok(image_is(img, ref, size), "discard: reopened, reads the same");
+	put_file(raw, ref, size);
+	qemu_check(img, "discard");
+	qemu_compare(img, raw, "discard");
+
+	/* freed clusters below the end: trimmed too once the last one goes */
+	if (ok_err(open1(&c, img, 0), 0, "discard: reopens writable")) {
+		ok(!vdimg_chain_discard(c, 9 * MiB, MiB, 0) &&
+		   !vdimg_chain_discard(c, 10 * MiB, MiB, 0),
+		   "discard: clusters 9, then 10 (now the last)");
+		memset(ref + 9 * MiB, 0, 2 * MiB);
+		fill_pat(buf, MiB, 72, 4 * MiB);
+		memcpy(ref + 4 * MiB, buf, MiB);
+		ok(!vdimg_chain_pwrite(c, buf, MiB, 4 * MiB),
+		   "discard: a write to freed cluster 4");
+		ok(bat_at(img, 4) == 0, "discard: its entry waits for the flush");
+		ok(chain_is(c, ref, size), "discard: reads back");
+		ok_err(vdimg_chain_close(c), 0, "discard: close");
+		ok(bat_at(img, 4) == 12,
+		   "discard: a freed cluster is not reused while open: cluster 4 appended");
+		ok(fsize(img) == 13 * MiB, "discard: nothing to trim after it (%llu bytes)",
+		   (unsigned long long)fsize(img));
+		ok(image_is(img, ref, size), "discard: reopened, reads the same");
+		put_file(raw, ref, size);
+		qemu_check(img, "discard, reuse");
+		qemu_compare(img, raw, "discard, reuse");
+	}
+	if (ok_err(open1(&c, img, 0), 0, "discard: reopens writable again")) {
+		ok(!vdimg_chain_discard(c, 4 * MiB, MiB, 0), "discard: the appended cluster 4");
+		memset(ref + 4 * MiB, 0, MiB);
+		ok_err(vdimg_chain_close(c), 0, "discard: close");
+		ok(fsize(img) == 10 * MiB,
+		   "discard: trimmed to the highest cluster still used (8 at 9 MiB): %llu bytes",
+		   (unsigned long long)fsize(img));
+		ok(image_is(img, ref, size), "discard: reopened, reads the same");
+		put_file(raw, ref, size);
+		qemu_check(img, "discard, trim below holes");
+		qemu_compare(img, raw, "discard, trim below holes");
+	}
+
+	/* a preallocated image is one with every cluster allocated: unmapped the same */
+	ok_err(mkprl(img, 4 * MiB, "plain", 0), 0, "discard: a preallocated image");
+	if (ok_err(open1(&c, img, 0), 0, "discard preallocated: opens")) {
+		fill_pat(ref, 4 * MiB, 73, 0);
+		ok(!vdimg_chain_pwrite(c, ref, 4 * MiB, 0), "discard preallocated: written");
+		ok(!vdimg_chain_discard(c, MiB, 2 * MiB, 0), "discard preallocated: clusters 1..2");
+		memset(ref + MiB, 0, 2 * MiB);
+		ok(chain_is(c, ref, 4 * MiB) && !bat_at(img, 1) && !bat_at(img, 2) &&
+		   bat_at(img, 3),
+		   "discard preallocated: zeros, the entries 0");
+		ok(vdimg_chain_top(c)->alloc_unit == MiB,
+		   "discard preallocated: opened writable, it allocates in clusters");
+		fill_pat(buf, 4096, 74, MiB);
+		memcpy(ref + MiB, buf, 4096);
+		ok(!vdimg_chain_pwrite(c, buf, 4096, MiB) && chain_is(c, ref, 4 * MiB),
+		   "discard preallocated: a freed cluster written again");
+		ok_err(vdimg_chain_close(c), 0, "discard preallocated: close");
+		ok(image_is(img, ref, 4 * MiB), "discard preallocated: reopened, reads the same");
+		put_file(raw, ref, 4 * MiB);
+		qemu_check(img, "discard preallocated");
+		qemu_compare(img, raw, "discard preallocated");
+	}
+out:
+	free(ref);
+	free(buf);
+}
+
+/* a snapshot in a bundle: discarded ranges read zeros, never the base again */
+static void test_discard_bundle(void)
+{
+	const char *dir = tpath("dbundle.hdd");
+	u64 size = 16 * MiB, n0, n1;
+	u8 *ref = malloc(size), *base0, *base1, *now;
+	struct vdimg_chain *c;
+	char path[1024];
+	int depth = 0;
+
+	if (!ok(make_bundle(dir, ref), "discard bundle: made"))
+		goto out;
+	snprintf(path, sizeof(path), "%s/hd.0." GUID_A ".hds", dir);
+	base0 = read_all(path, &n0);
+	snprintf(path, sizeof(path), "%s/hd.1." GUID_A ".hds", dir);
+	base1 = read_all(path, &n1);
+	if (ok_err(open_bundle(&c, dir, 0, &depth), 0, "discard bundle: opens writable")) {
+		/* top part 0: 1..2 MiB allocated (0x33), 2..4 MiB only in the base (0x11) */
+		ok_err(vdimg_chain_discard(c, MiB, 3 * MiB, 0), 0,
+		       "discard bundle: 1..4 MiB (the top's cluster and the base's)");
+		memset(ref + MiB, 0, 3 * MiB);
+		ok(chain_is(c, ref, size), "discard bundle: reads zeros, the base stays hidden");
+		ok_err(vdimg_chain_flush(c), 0, "discard bundle: flush");
+		snprintf(path, sizeof(path), "%s/hd.0." GUID_T ".hds", dir);
+		ok(bat_at(path, 1) && bat_at(path, 2) && bat_at(path, 3),
+		   "discard bundle: the top holds the zeroed clusters (unmapping would show the base)");
+		/* across the part boundary, partial clusters on both sides */
+		ok_err(vdimg_chain_discard(c, 7 * MiB + 4096, MiB, 0), 0,
+		       "discard bundle: a range across the part boundary");
+		memset(ref + 7 * MiB + 4096, 0, MiB);
+		ok(chain_is(c, ref, size), "discard bundle: reads zeros there too");
+		ok_err(vdimg_chain_close(c), 0, "discard bundle: close");
+	}
+	snprintf(path, sizeof(path), "%s/hd.0." GUID_A ".hds", dir);
+	now = read_all(path, &n0);
+	ok(!memcmp(now, base0, n0), "discard bundle: the base's first part is unchanged");
+	free(now);
+	snprintf(path, sizeof(path), "%s/hd.1." GUID_A ".hds", dir);
+	now = read_all(path, &n1);
+	ok(!memcmp(now, base1, n1), "discard bundle: the base's second part is unchanged");
+	free(now);
+	free(base0);
+	free(base1);
+	if (ok_err(open_bundle(&c, dir, VDIMG_CHAIN_READ_ONLY, &depth), 0,
+		   "discard bundle: reopens")) {
+		ok(chain_is(c, ref, size), "discard bundle: reads the same after a reopen");
+		vdimg_chain_close(c);
+	}
+	for (int k = 0; k < 2; k++) {
+		snprintf(path, sizeof(path), "%s/hd.%d." GUID_T ".hds", dir, k);
+		qemu_check(path, k ? "discard bundle top, part 2" : "discard bundle top, part 1");
+	}
+out:
+	free(ref);
+}
+
+/* crash cuts around discards: whole clusters, a partial one, the last one, a write, flushes */
+struct dop {
+	u64 off, len;
+	bool write, flush;
+};
+
+static const struct dop dcrash_ops[] = {
+	{ 2 * MiB, 2 * MiB, false, false },		/* unmap clusters 2, 3 */
+	{ 5 * MiB + 8192, 4096, false, true },		/* zero inside cluster 5, flush */
+	{ 7 * MiB, MiB, false, false },			/* unmap the last cluster */
+	{ 2 * MiB + 512, 4096, true, true },		/* a new cluster 2 */
+	{ 6 * MiB, MiB, false, false },			/* unmap cluster 6 */
+	{ 2 * MiB, MiB, false, false },			/* unmap the new cluster 2, the last */
+};
+
+static bool dcrash_state_ok(const u8 *got, const u8 *old, u64 size)
+{
+	u8 want[512];
+
+	for (u64 s = 0; s < size; s += 512) {
+		bool okay = !memcmp(got + s, old + s, 512);
+
+		for (size_t i = 0; i < ARRAY_SIZE(dcrash_ops) && !okay; i++) {
+			const struct dop *o = &dcrash_ops[i];
+
+			if (s < o->off || s >= o->off + o->len)
+				continue;
+			if (o->write)
+				fill_pat(want, 512, 400 + i, s);
+			else
+				memset(want, 0, 512);
+			okay = !memcmp(got + s, want, 512);
+		}
+		/* a discarded cluster later written: zeros around the write */
+		if (!okay && s >= 2 * MiB && s < 3 * MiB)
+			okay = is_byte(got + s, 512, 0);
+		if (!okay) {
+			printf("# sector at %llu holds neither old, zeroed nor written data\n",
+			       (unsigned long long)s);
+			return false;
+		}
+	}
+	return true;
+}
+
+static int run_dops(struct vdimg_chain *c, u8 *ref)
+{
+	u8 *buf = malloc(2 * MiB);
+	int ret = 0;
+
+	for (size_t i = 0; i < ARRAY_SIZE(dcrash_ops) && !ret; i++) {
+		const struct dop *o = &dcrash_ops[i];
+
+		if (o->write)
+			fill_pat(buf, o->len, 400 + i, o->off);
+		else
+			memset(buf, 0, o->len);
+		if (ref)
+			memcpy(ref + o->off, buf, o->len);
+		if (!c)
+			continue;
+		if (o->write)
+			ret = vdimg_chain_pwrite(c, buf, o->len, o->off);
+		else
+			ret = vdimg_chain_discard(c, o->off, o->len, 0);
+		if (!ret && o->flush)
+			ret = vdimg_chain_flush(c);
+	}
+	free(buf);
+	return ret;
+}
+
+static void test_discard_crash(void)
+{
+	const char *pristine = tpath("dcrash0.hds"), *work = tpath("dcrash.hds");
+	const char *raw = tpath("dcrash.raw");
+	u64 size = 8 * MiB;
+	u8 *old = malloc(size), *got = malloc(size), *ref = malloc(size);
+	int n, runs = 0, bad_open = 0, bad_data = 0;
+	struct vdimg_chain *c;
+	bool done = false;
+
+	if (!ok(make_full(pristine, old, size, 399), "discard crash: 8 clusters written"))
+		goto out;
+	for (n = 0; n < 200 && !done; n++) {
+		struct vdimg_check_result res = { 0 };
+		struct vdimg_image im;
+		int fd, ret;
+
+		copy_file(pristine, work);
+		if (open1(&c, work, 0)) {
+			bad_open++;
+			break;
+		}
+		vdimg_write_budget = n;
+		ret = run_dops(c, NULL);
+		ret = vdimg_chain_close(c) ?: ret;
+		vdimg_write_budget = -1;
+		done = !ret;
+		runs++;
+		if (open1(&c, work, VDIMG_CHAIN_READ_ONLY)) {
+			printf("# budget %d: reopen failed: %s\n", n, ktap_last_msg);
+			bad_open++;
+			continue;
+		}
+		if (vdimg_chain_pread(c, got, size, 0) || !dcrash_state_ok(got, old, size)) {
+			printf("# budget %d: bad data after the cut\n", n);
+			bad_data++;
+		}
+		vdimg_chain_close(c);
+		if (open_image(&im, work, VDIMG_OPEN_REPAIR, &fd)) {
+			bad_open++;
+			continue;
+		}
+		if (prl->check(&im, VDIMG_CHECK_REPAIR, &res) || res.errors > 1 ||
+		    res.fixed != res.errors + res.leaks) {
+			printf("# budget %d: check found %llu errors\n", n,
+			       (unsigned long long)res.errors);
+			bad_data++;
+		}
+		close_image(&im, fd);
+		if (sh("qemu-img check -q -f parallels '%s' >/dev/null 2>&1", work)) {
+			printf("# budget %d: qemu-img check is not clean after the repair\n", n);
+			bad_data++;
+		}
+	}
+	ok(done && runs > 5,
+	   "discard crash: the workload completes with enough write budget (%d runs)", runs);
+	ok(!bad_open, "discard crash: every cut image reopens (read-only, then for repair)");
+	ok(!bad_data,
+	   "discard crash: every cut image reads old, zeroed or written data, repairs clean");
+	memcpy(ref, old, size);
+	run_dops(NULL, ref);
+	copy_file(pristine, work);
+	open1(&c, work, 0);
+	run_dops(c, NULL);
+	vdimg_chain_close(c);
+	ok(image_is(work, ref, size), "discard crash: an uncut run reads the full result");
+	ok(fsize(work) == 7 * MiB,
+	   "discard crash: an uncut run trims the file after cluster 5 (%llu bytes)",
+	   (unsigned long long)fsize(work));
+	put_file(raw, ref, size);
+	qemu_check(work, "discard crash, uncut");
+	qemu_compare(work, raw, "discard crash, uncut");
+out:
+	free(old);
+	free(ref);
+	free(got);
+}
+
 int main(void)
 {
 	ktap_start();
@@ -934,5 +1290,8 @@ int main(void)
 	test_bundle();
 	test_bundle_plain();
 	test_bundle_hostile();
+	test_discard();
+	test_discard_bundle();
+	test_discard_crash();
 	return ktap_finish();
 }

@@ -183,7 +183,7 @@ static int prl_check_part(struct vdimg_image *img, struct prl *p, unsigned int f
 	}
 	span = end > p->data_off ? DIV_ROUND_UP(end - p->data_off, (u64)p->cluster) : 0;
 	if (span > used + !!p->hdr.ext_off)
-		vdimg_info(img, "%llu clusters inside the data area are not used by the BAT (extension clusters, or left by an interrupted write)",
+		vdimg_info(img, "%llu clusters inside the data area are not used by the BAT (discarded, extension clusters, or left by an interrupted write)",
 			   (unsigned long long)(span - used - !!p->hdr.ext_off));
 	if (fsize > end) {
 		u64 n = DIV_ROUND_UP(fsize - end, (u64)p->cluster);
