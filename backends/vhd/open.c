@@ -735,7 +735,7 @@ static int vhd_grow_dynamic(struct vdimg_image *img, struct vhd *v, u64 new_size
 	if (!ret)
 		ret = vdimg_file_sync(img->file);
 	if (!ret) {
-		/* from here the end says the new size: a failure below leaves only the copy stale */
+		/* the end says the new size now: a failure below leaves only the copy stale */
 		ret = vhd_write_footer(img, v, 0);
 		if (!ret)
 			ret = vdimg_file_sync(img->file);
@@ -773,7 +773,8 @@ static int vhd_grow(struct vdimg_image *img, u64 new_size)
 		return -EOPNOTSUPP;
 	}
 	if (new_size > VHD_MAX_SIZE) {
-		vdimg_err(img, "cannot grow past %llu bytes, the VHD limit (2040 GiB)", VHD_MAX_SIZE);
+		vdimg_err(img, "cannot grow past %llu bytes, the VHD limit (2040 GiB)",
+			  VHD_MAX_SIZE);
 		return -EFBIG;
 	}
 	if (v->type == VHD_TYPE_FIXED)

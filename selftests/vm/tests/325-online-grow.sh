@@ -1,5 +1,5 @@
 #!/bin/sh
-# Online grow (vdimgctl resize --online, VDIMG_CTL_RESIZE) of raw and qcow2 devices under a mounted ext4 while fio verify=crc32c writes a file in it: 64 -> 128 MiB, resize2fs online, fio verifies, df/blockdev/sysfs follow, qemu-img info/check agree, e2fsck clean after re-attach; qed and vdi devices grown and written across the old end, checked by qemu; a qcow2 overlay grown over a smaller raw base reads zeros past the base; refusals: read-only device, shrink, a format without grow (vhd), a lower layer larger than the device
+# Online grow (vdimgctl resize --online, VDIMG_CTL_RESIZE) of raw, qcow2 and dynamic vhd devices under a mounted ext4 while fio verify=crc32c writes a file in it: 64 -> 128 MiB, resize2fs online, fio verifies, df/blockdev/sysfs follow, qemu-img info/check (vdimgctl check for vhd, which qemu cannot check) agree, e2fsck clean after re-attach; qed and vdi devices grown and written across the old end, checked by qemu; a qcow2 overlay grown over a smaller raw base reads zeros past the base; refusals: read-only device, shrink, a format without grow (vhdx), a lower layer larger than the device
 # timeout: 300
 . /vmtest/lib.sh
 require_vdimg
@@ -20,7 +20,7 @@ vsize_of() { # vsize_of FILE: qemu-img's virtual size in bytes
 	"$QEMU_IMG" info --output=json "$1" | sed -n 's/.*"virtual-size": *\([0-9]*\).*/\1/p' | head -n1
 }
 
-for f in raw qcow2; do
+for f in raw qcow2 vhd; do
 	t=$f
 	img=$W/grow.$f
 	rm -f "$img"
@@ -60,7 +60,11 @@ for f in raw qcow2; do
 	check "$t: umount" umount_dev "$mnt"
 	check "$t: detach" vd_detach "$dev"
 	check_eq "$t: qemu-img info says the new size" "$(vsize_of "$img")" "$new"
-	[ "$f" = raw ] || check "$t: qemu-img check" "$QEMU_IMG" check -q -f "$f" "$img"
+	case $f in
+	raw) ;;
+	vhd) check "$t: vdimgctl check (qemu has no vhd check)" "$VDIMGCTL" check "$img" ;;
+	*) check "$t: qemu-img check" "$QEMU_IMG" check -q -f "$f" "$img" ;;
+	esac
 	dev=$(vd_attach -t "$f" "$img") || { fail "$t: re-attach"; continue; }
 	check_eq "$t: re-attached with the new size" "$(blockdev --getsize64 "$dev")" "$new"
 	check "$t: e2fsck -fn clean after re-attach" "$E2FSCK" -fn "$dev"
@@ -146,14 +150,14 @@ dev=$(vd_attach "$img") || die "attach writable"
 refused "shrink" "$dev" 32M "online shrink is not supported"
 check "shrink: detach" vd_detach "$dev"
 
-img=$W/nogrow.vhd
+img=$W/nogrow.vhdx
 rm -f "$img"
-"$VDIMGCTL" create -t vhd -s "$old" "$img" || die "create $img"
-dev=$(vd_attach "$img") || die "attach vhd"
-refused "vhd" "$dev" 128M "vhd images cannot grow online"
-check "vhd: the kernel log names the format" \
-	sh -c "dmesg | grep -q 'vhd images cannot grow online'"
-check "vhd: detach" vd_detach "$dev"
+"$VDIMGCTL" create -t vhdx -s "$old" "$img" || die "create $img"
+dev=$(vd_attach "$img") || die "attach vhdx"
+refused "vhdx" "$dev" 128M "vhdx images cannot grow online"
+check "vhdx: the kernel log names the format" \
+	sh -c "dmesg | grep -q 'vhdx images cannot grow online'"
+check "vhdx: detach" vd_detach "$dev"
 
 # a 128 MiB raw base under a 64 MiB qcow2 child: growing the child would show the base's bytes
 big=$W/bigbase.raw ch=$W/small.qcow2
