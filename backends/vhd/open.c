@@ -691,10 +691,12 @@ static int vhd_grow_dynamic(struct vdimg_image *img, struct vhd *v, u64 new_size
 
 	vdimg_mutex_lock(&v->io_lock);
 	wr_to = need > mte ? len : need * 4;
-	ret = vdimg_file_write(img->file, (u8 *)bat + v->nr_blocks * 4,
-			       wr_to - v->nr_blocks * 4, v->bat_off + v->nr_blocks * 4);
-	if (!ret)
-		ret = vdimg_file_sync(img->file);
+	if (wr_to > v->nr_blocks * 4) {
+		ret = vdimg_file_write(img->file, (u8 *)bat + v->nr_blocks * 4,
+				       wr_to - v->nr_blocks * 4, v->bat_off + v->nr_blocks * 4);
+		if (!ret)
+			ret = vdimg_file_sync(img->file);
+	}
 	if (!ret && need > mte) {
 		v->hdr->max_table_entries = cpu_to_be32(need);
 		v->hdr->checksum = 0;

@@ -439,6 +439,16 @@ static void test_vhd_stale_tail(void)
 	if (!ok(!sh("qemu-img create -q -f vpc -o force_size=on '%s' 64M && qemu-io -f vpc -c 'write -P 0x77 63m 1m' '%s' >/dev/null",
 		    p[0], p[0]) && vhd_set_size(p[0], old, 0), "vhd stale tail: made the image"))
 		return;
+	/* within the last block first: no new BAT entry */
+	ok_err(grow_file(p[0], &vdimg_vhd_format, 64 * MiB, false), 0,
+	       "vhd stale tail: grown within the last block");
+	if (ok(!open_chain_with(&c, p, 1, &vdimg_vhd_format, NULL, true, 0),
+	       "vhd stale tail: reopens at 64 MiB")) {
+		ok(c->size == 64 * MiB && read_is(c, 63 * MiB, 512, 0x77) &&
+		   read_is(c, old, 64 * MiB - old, 0),
+		   "vhd stale tail: data before the old end, zeros after it");
+		close_chain(c, 1);
+	}
 	ok_err(grow_file(p[0], &vdimg_vhd_format, 96 * MiB, false), 0, "vhd stale tail: grown");
 	if (!ok(!open_chain_with(&c, p, 1, &vdimg_vhd_format, NULL, true, 0),
 		"vhd stale tail: reopens"))
