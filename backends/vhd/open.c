@@ -64,6 +64,59 @@ u64 vhd_virtual_size(const struct vhd_footer *f, bool *chs)
 	return be64_to_cpu(f->current_size);
 }
 
+/*
+ * The geometry the VHD specification's algorithm derives from a sector count (the sector count
+ * capped at the largest geometry), as Virtual PC does at creation.
+ */
+void vhd_geometry(u64 sectors, u16 *cyl, u8 *heads, u8 *spt)
+{
+	u32 h, s;
+	u64 cth;
+
+	sectors = min_t(u64, sectors, VHD_CHS_MAX_SECTORS);
+	if (sectors >= 65535ULL * 16 * 63) {
+		s = 255;
+		h = 16;
+	} else {
+		s = 17;
+		h = max_t(u32, div_u64(div_u64(sectors, s) + 1023, 1024), 4);
+		if (div_u64(sectors, s) >= h * 1024ULL || h > 16) {
+			s = 31;
+			h = 16;
+		}
+		if (div_u64(sectors, s) >= h * 1024ULL) {
+			s = 63;
+			h = 16;
+		}
+	}
+	cth = div_u64(sectors, s);
+	*cyl = div_u64(cth, h);
+	*heads = h;
+	*spt = s;
+}
+
+/*
+ * The current size @size and its geometry in the footer @f. When no geometry expresses @size
+ * exactly, the largest one (65535/16/255): readers that size a disk by CHS (qemu for most
+ * creators) then take the current size, as for qemu's own force_size images.
+ */
+void vhd_footer_set_size(struct vhd_footer *f, u64 size)
+{
+	u16 cyl;
+	u8 heads, spt;
+
+	vhd_geometry(size / VHD_SECTOR, &cyl, &heads, &spt);
+	if ((u64)cyl * heads * spt != size / VHD_SECTOR) {
+		cyl = 65535;
+		heads = 16;
+		spt = 255;
+	}
+	f->current_size = cpu_to_be64(size);
+	f->cylinders = cpu_to_be16(cyl);
+	f->heads = heads;
+	f->sectors = spt;
+}
+
 static bool vhd_footer_sane(const struct vhd_footer *f)
 {
 	u32 type = be32_to_cpu(f->disk_type);
@@ -464,6 +517,273 @@ static bool vhd_probe(const u8 *head, size_t head_len, const u8 *tail, u64 file_
 	       (file_size >= 511 && !memcmp(tail + 1, VHD_FOOTER_COOKIE, 8));
 }
 
+/* the largest VHD the specification allows */
+#define VHD_MAX_SIZE		(2040ULL << 30)
+
+/* Write zeros over [@off, @end) of the file. */
+static int vhd_zero_range(struct vdimg_image *img, u64 off, u64 end)
+{
+	u32 chunk = 64U << 10;
+	void *z;
+	int ret = 0;
+
+	if (off >= end)
+		return 0;
+	z = vdimg_zalloc(chunk);
+	if (!z)
+		return -ENOMEM;
+	while (!ret && off < end) {
+		u32 n = min_t(u64, chunk, end - off);
+
+		ret = vdimg_file_write(img->file, z, n, off);
+		off += n;
+	}
+	vdimg_free(z);
+	return ret;
+}
+
+/*
+ * Fixed: the data grows in place and the footer moves to the new end. A reader finds the footer
+ * in the last 512 bytes of the file (a fixed image has no copy at offset 0), so the order is:
+ *   1. zero the bytes between the old virtual size and the old footer (a creator that sizes by
+ *      CHS may leave some): nothing reads them until the footer says the new size;
+ *   2. write the new footer at the new end, which extends the file (the gap is a hole, zeros),
+ *      and sync: from here the image has the new size;
+ *   3. zero the old footer's sector, now inside the data, and sync.
+ * A crash before 2 leaves the old image; after 2, the new size, with the old footer's bytes
+ * still in the grown range until 3. Truncating first (or zeroing the old footer first) would
+ * leave a file with no footer at its end.
+ */
+static int vhd_grow_fixed(struct vdimg_image *img, struct vhd *v, u64 new_size)
+{
+	struct vhd_footer saved = v->footer;
+	u64 fo = v->footer_off;
+	int ret;
+
+	ret = vhd_zero_range(img, img->size, min(new_size, fo));
+	if (!ret)
+		ret = vdimg_file_sync(img->file);
+	if (ret)
+		return ret;
+	vhd_footer_set_size(&v->footer, new_size);
+	ret = vhd_write_footer(img, v, max(new_size, fo));
+	if (!ret)
+		ret = vdimg_file_sync(img->file);
+	if (ret) {
+		v->footer = saved;
+		return ret;
+	}
+	if (new_size > fo) {
+		v->footer_off = new_size;
+		v->data_end = new_size;
+	}
+	ret = vhd_zero_range(img, fo, min(fo + VHD_SECTOR, new_size));
+	if (!ret)
+		ret = vdimg_file_sync(img->file);
+	if (!ret)
+		img->size = new_size;
+	return ret;
+}
+
+/*
+ * Where the BAT can end when it grows in place: at the first thing after it in the file (the
+ * dynamic header, a parent locator's data, a block, the footer at the end).
+ */
+static u64 vhd_bat_room_end(const struct vhd *v)
+{
+	u64 end = v->footer_off, off;
+	u32 i, e;
+
+	if (v->hdr_off > v->bat_off)
+		end = min(end, v->hdr_off);
+	for (i = 0; i < VHD_NR_LOCATORS; i++) {
+		off = be64_to_cpu(v->hdr->loc[i].offset);
+		if (be32_to_cpu(v->hdr->loc[i].code) != VHD_PLAT_NONE && off >= v->bat_off)
+			end = min(end, off);
+	}
+	for (i = 0; i < v->nr_blocks; i++) {
+		e = vhd_bat_get(v, i);
+		off = (u64)e * VHD_SECTOR;
+		if (e != VHD_BAT_FREE && off >= v->bat_off)
+			end = min(end, off);
+	}
+	return end;
+}
+
+/* The new BAT in memory: the entries on disk past the old ones must be free. */
+static int vhd_grow_bat_load(struct vdimg_image *img, struct vhd *v, u32 need, __be32 *bat,
+			     u32 len)
+{
+	u32 disk = min_t(u64, len, ALIGN((u64)v->max_entries * 4, VHD_SECTOR)), i;
+	int ret;
+
+	memset(bat, 0xff, len);		/* VHD_BAT_FREE */
+	memcpy(bat, v->bat, v->bat_len);
+	if (disk > v->bat_len) {
+		ret = vdimg_file_read(img->file, (u8 *)bat + v->bat_len, disk - v->bat_len,
+				      v->bat_off + v->bat_len);
+		if (ret)
+			return ret;
+	}
+	for (i = v->nr_blocks; i < min(need, v->max_entries); i++) {
+		if (be32_to_cpu(bat[i]) != VHD_BAT_FREE) {
+			vdimg_err(img, "cannot grow online: block %u past the end is allocated (detach and use vdimgctl resize)",
+				  i);
+			return -EOPNOTSUPP;
+		}
+	}
+	/* new entries, and the padding of a BAT that grows past its old last sector: free */
+	for (i = v->nr_blocks; i < (need > v->max_entries ? len / 4 : need); i++)
+		bat[i] = cpu_to_be32(VHD_BAT_FREE);
+	return 0;
+}
+
+/*
+ * Dynamic: the BAT takes entries up to the first structure after it; it never moves. Order:
+ *   1. the new BAT entries (0xFFFFFFFF, in the BAT's padding or the free space after it), sync:
+ *      space nothing uses yet;
+ *   2. the dynamic header's max_table_entries if it grows, sync: more entries than the size
+ *      needs is valid;
+ *   3. the stale bytes of the old last block past the old size zeroed, sync (hidden until 4);
+ *   4. the footer at the end with the new current size and geometry, sync, then its copy at
+ *      offset 0, sync.
+ * A crash before 4 leaves the old size; between the two footers, the footers disagree and each
+ * is a valid image (vdimg reads the one at the end, qemu the copy), of the old or new size.
+ */
+static int vhd_grow_dynamic(struct vdimg_image *img, struct vhd *v, u64 new_size)
+{
+	struct vhd_footer saved = v->footer;
+	u64 old = img->size, room_end, room, cap, need;
+	u32 len, mte = v->max_entries, wr_to;
+	__be32 *bat = NULL, *tb;
+	u8 *state = NULL, *ts;
+	int ret;
+
+	if (v->nr_pending)
+		return -EBUSY;
+	need = (new_size + v->block_size - 1) >> v->block_shift;
+	room_end = vhd_bat_room_end(v);
+	room = room_end > v->bat_off ? (room_end - v->bat_off) / 4 : 0;
+	cap = max_t(u64, mte, min_t(u64, room, VHD_BAT_MAX_BYTES / 4));
+	if (need > cap) {
+		vdimg_err(img, "cannot grow online past %llu bytes: the BAT at offset %llu has room for %llu entries before the next structure at %llu (detach and use vdimgctl resize)",
+			  (unsigned long long)min_t(u64, cap << v->block_shift, VHD_MAX_SIZE),
+			  (unsigned long long)v->bat_off, (unsigned long long)cap,
+			  (unsigned long long)room_end);
+		return -EFBIG;
+	}
+	if (need * 4 > VHD_BAT_MAX_BYTES) {
+		vdimg_err(img, "a BAT of %llu entries is larger than vdimg supports",
+			  (unsigned long long)need);
+		return -EOPNOTSUPP;
+	}
+	len = ALIGN(need * 4, VHD_SECTOR);
+	bat = vdimg_zalloc(len);
+	state = vdimg_zalloc(need);
+	if (!bat || !state) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = vhd_grow_bat_load(img, v, need, bat, len);
+	if (ret)
+		goto out;
+	memcpy(state, v->state, v->nr_blocks);
+
+	vdimg_mutex_lock(&v->io_lock);
+	wr_to = need > mte ? len : need * 4;
+	if (wr_to > v->nr_blocks * 4) {
+		ret = vdimg_file_write(img->file, (u8 *)bat + v->nr_blocks * 4,
+				       wr_to - v->nr_blocks * 4, v->bat_off + v->nr_blocks * 4);
+		if (!ret)
+			ret = vdimg_file_sync(img->file);
+	}
+	if (!ret && need > mte) {
+		v->hdr->max_table_entries = cpu_to_be32(need);
+		v->hdr->checksum = 0;
+		v->hdr->checksum = cpu_to_be32(vhd_hdr_csum(v->hdr));
+		ret = vdimg_file_write(img->file, v->hdr, sizeof(*v->hdr), v->hdr_off);
+		if (!ret)
+			ret = vdimg_file_sync(img->file);
+		if (!ret) {
+			v->max_entries = need;
+			v->data_end = max_t(u64, v->data_end, v->bat_off + len);
+		}
+	}
+	vdimg_mutex_unlock(&v->io_lock);
+	if (ret)
+		goto out;
+
+	/* the entries past the old size are free: the bigger table in memory is harmless */
+	vdimg_mutex_lock(&v->lock);
+	tb = v->bat;
+	v->bat = bat;
+	bat = tb;
+	ts = v->state;
+	v->state = state;
+	state = ts;
+	v->bat_len = len;
+	v->nr_blocks = need;
+	vdimg_mutex_unlock(&v->lock);
+
+	img->size = new_size;
+	ret = vdimg_grow_zero_new(img, old);
+	if (!ret)
+		ret = vdimg_file_sync(img->file);
+	if (ret)
+		goto fail;
+	vhd_footer_set_size(&v->footer, new_size);
+	vdimg_mutex_lock(&v->io_lock);
+	ret = vhd_write_footer(img, v, v->footer_off);
+	if (!ret)
+		ret = vdimg_file_sync(img->file);
+	if (!ret) {
+		/* the end says the new size now: a failure below leaves only the copy stale */
+		ret = vhd_write_footer(img, v, 0);
+		if (!ret)
+			ret = vdimg_file_sync(img->file);
+		vdimg_mutex_unlock(&v->io_lock);
+		goto out;
+	}
+	vdimg_mutex_unlock(&v->io_lock);
+fail:
+	img->size = old;
+	v->footer = saved;
+out:
+	vdimg_free(bat);
+	vdimg_free(state);
+	return ret;
+}
+
+/*
+ * Online grow: fixed and dynamic images. A differencing image keeps its parent's size (the spec;
+ * VDIMG_CAP_SAME_SIZE_PARENT makes the driver refuse it first). The new range reads as zeros.
+ */
+static int vhd_grow(struct vdimg_image *img, u64 new_size)
+{
+	struct vhd *v = img->priv;
+
+	if (img->flags & VDIMG_IMG_READ_ONLY)
+		return -EROFS;
+	if (new_size <= img->size || new_size % VHD_SECTOR)
+		return -EINVAL;
+	if (v->damage) {
+		vdimg_err(img, "cannot grow a damaged image: run vdimgctl check --repair");
+		return -EUCLEAN;
+	}
+	if (v->type == VHD_TYPE_DIFF) {
+		vdimg_err(img, "cannot grow a differencing VHD: it keeps its parent's size");
+		return -EOPNOTSUPP;
+	}
+	if (new_size > VHD_MAX_SIZE) {
+		vdimg_err(img, "cannot grow past %llu bytes, the VHD limit (2040 GiB)",
+			  VHD_MAX_SIZE);
+		return -EFBIG;
+	}
+	if (v->type == VHD_TYPE_FIXED)
+		return vhd_grow_fixed(img, v, new_size);
+	return vhd_grow_dynamic(img, v, new_size);
+}
+
 const struct vdimg_format vdimg_vhd_format = {
 	.name = "vhd",
 	.id = VDIMG_FMT_VHD,
@@ -477,4 +797,5 @@ const struct vdimg_format vdimg_vhd_format = {
 	.discard = vhd_discard,
 	.flush = vhd_flush,
 	.verify_parent = vhd_verify_parent,
+	.grow = vhd_grow,
 };

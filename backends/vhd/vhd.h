@@ -171,6 +171,10 @@ u32 vhd_hdr_csum(const struct vhd_dyn_header *h);
 u64 vhd_virtual_size(const struct vhd_footer *f, bool *chs);
 bool vhd_overlaps(u64 s1, u64 e1, u64 s2, u64 e2);
 u64 vhd_block_used(const struct vdimg_image *img, const struct vhd *v, u32 blk);
+/* the geometry the VHD specification derives from a sector count */
+void vhd_geometry(u64 sectors, u16 *cyl, u8 *heads, u8 *spt);
+/* @f's current size and geometry for @size (checksum not updated) */
+void vhd_footer_set_size(struct vhd_footer *f, u64 size);
 
 /* map.c */
 int vhd_write_bat_sector(struct vdimg_image *img, struct vhd *v, u32 blk);

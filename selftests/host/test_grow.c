@@ -2,7 +2,7 @@
 /*
  * Host tests of the backends' online grow op (->grow(), the kernel-shared code VDIMG_CTL_RESIZE
  * calls) through the userspace library: raw, qcow2 (v2, v3, extended L2, several cluster sizes),
- * QED and dynamic VDI images made by qemu-img and filled by qemu-io grow from 64 MiB to 128 MiB;
+ * QED, dynamic VDI and dynamic and fixed VHD images made by qemu-img and filled by qemu-io grow from 64 MiB to 128 MiB;
  * then `qemu-img info` must report the new size and `qemu-img check` be clean, the old data must
  * read back (and match `qemu-img convert`), the new range must read as zeros, and data written
  * after the grow on both sides of the old end must read back, also through qemu. Refusals: a
@@ -10,9 +10,14 @@
  * without room (-EFBIG, the image unchanged), a fixed VDI (-EOPNOTSUPP), a shrink or the same
  * size (-EINVAL), a read-only open (-EROFS). The old last cluster past a non-aligned end holds
  * stale bytes (left there by a shrink) that the grow must zero. A qcow2 overlay grown over a
- * smaller raw base reads the base's data, then zeros past the base's end.
+ * smaller raw base reads the base's data, then zeros past the base's end. VHD: a BAT without
+ * room (-EFBIG, unchanged), a differencing image (-EOPNOTSUPP), stale bytes in the last block
+ * past a non-aligned end zeroed, the footer geometry of a size CHS expresses; qemu has no VHD
+ * check, so ours and vhdiinfo stand in for `qemu-img check`.
  * Skips (exit 4) when qemu-img is missing. KTAP on stdout.
  */
+#include "../../backends/vhd/vhd.h"
+#include "../../tools/lib/tool-ops.h"
 #include "format_test.h"
 
 #define KiB 1024ULL
@@ -66,21 +71,84 @@ static bool read_is(struct vdimg_chain *c, u64 off, u64 len, int byte)
 	return r;
 }
 
+/*
+ * @path is consistent: `qemu-img check` clean; qemu has no check for VHD ("vpc"): our own check
+ * finds no error and no leak, and libvhdi's vhdiinfo (when installed) reads it. (vhdiinfo
+ * 20210425 reports the footer's original size, the size at creation that the specification keeps
+ * for information and a resize leaves alone, as its media size: not compared.)
+ */
+static bool image_clean(const char *fmtname, const char *path, const struct vdimg_format *fmt)
+{
+	struct vdimg_check_result res = { 0 };
+	struct vdimg_image img;
+	int fd, ret;
+
+	if (!strcmp(fmtname, "raw"))
+		return true;	/* qemu-img check has nothing to say about raw images */
+	if (strcmp(fmtname, "vpc"))
+		return !sh("qemu-img check -q -f %s '%s'", fmtname, path);
+	fd = openf(path, O_RDONLY);
+	ret = img_open_with(&img, fmt, fd, path, VDIMG_OPEN_READ_ONLY);
+	if (!ret) {
+		ret = vdimg_tool_ops(img.fmt)->check(&img, 0, &res);
+		img_close(&img);
+	}
+	close(fd);
+	if (ret || res.errors || res.leaks) {
+		printf("# check of %s: %d, %llu errors, %llu leaks\n", path, ret,
+		       (unsigned long long)res.errors, (unsigned long long)res.leaks);
+		return false;
+	}
+	return sh("command -v vhdiinfo >/dev/null") ||
+	       !sh("vhdiinfo '%s' | grep -q 'Media size'", path);
+}
+
+/*
+ * qemu sizes a fixed VHD by its file, footer included: `qemu-img info` says 512 bytes more and
+ * `qemu-img convert` copies the footer too. Set while checking one.
+ */
+static u64 qemu_extra;
+
+/* reads as `qemu-img convert` of the image, less the qemu_extra bytes at its end */
+static bool matches_qemu(const char *const *paths, int n, const struct vdimg_format *fmt,
+			 const bool *mine, const char *tag, u64 size)
+{
+	struct vdimg_chain *c;
+	size_t len;
+	u8 *want;
+	bool same;
+
+	if (!qemu_extra)
+		return chain_matches_qemu_with(paths, n, fmt, mine, tag);
+	if (sh("qemu-img convert -O raw '%s' '%s'", paths[n - 1], tp("ref.raw")))
+		return false;
+	want = slurp(tp("ref.raw"), &len);
+	same = want && len == size + qemu_extra &&
+	       !open_chain_with(&c, paths, n, fmt, mine, true, 0);
+	if (same) {
+		u8 *got = malloc(size);
+
+		same = got && c->size == size && !vdimg_chain_pread(c, got, size, 0) &&
+		       !memcmp(want, got, size);
+		free(got);
+		close_chain(c, n);
+	}
+	free(want);
+	return same;
+}
+
 /* After a grow from @old to @new: data, zeros, writes past and across the old end. */
 static void check_grown(const char *const *paths, int n, const struct vdimg_format *fmt,
 			const bool *mine, const char *fmtname, u64 old, u64 new, const char *tag)
 {
 	static u8 buf[2 * MiB];
-	bool raw = !strcmp(fmtname, "raw");
 	struct vdimg_chain *c;
 	int ret;
 
-	ok(qemu_vsize(paths[n - 1]) == new, "%s: qemu-img info says %llu bytes", tag,
-	   (unsigned long long)new);
-	/* (qemu-img check has nothing to say about raw images) */
-	ok(raw || !sh("qemu-img check -q -f %s '%s'", fmtname, paths[n - 1]),
-	   "%s: qemu-img check clean", tag);
-	ok(chain_matches_qemu_with(paths, n, fmt, mine, tag), "%s: reads as qemu-img convert", tag);
+	ok(qemu_vsize(paths[n - 1]) == new + qemu_extra, "%s: qemu-img info says %llu bytes", tag,
+	   (unsigned long long)(new + qemu_extra));
+	ok(image_clean(fmtname, paths[n - 1], fmt), "%s: qemu-img check (or ours) clean", tag);
+	ok(matches_qemu(paths, n, fmt, mine, tag, new), "%s: reads as qemu-img convert", tag);
 	ret = open_chain_with(&c, paths, n, fmt, mine, false, 0);
 	if (!ok(!ret, "%s: reopens writable", tag))
 		return;
@@ -100,11 +168,11 @@ static void check_grown(const char *const *paths, int n, const struct vdimg_form
 	ret = vdimg_chain_pread(c, buf, MiB, new - MiB);
 	ok(!ret && is_pat(buf, MiB, 8, new - MiB), "%s: the write at the new end reads back", tag);
 	close_chain(c, n);
-	ok(raw || !sh("qemu-img check -q -f %s '%s'", fmtname, paths[n - 1]),
-	   "%s: qemu-img check clean after the writes", tag);
+	ok(image_clean(fmtname, paths[n - 1], fmt),
+	   "%s: qemu-img check (or ours) clean after the writes", tag);
 	ok(!sh("qemu-io -f %s -c 'read -P 0 %llu 1m' '%s' >/dev/null", fmtname,
 	       (unsigned long long)(old + MiB), paths[n - 1]) &&
-	   chain_matches_qemu_with(paths, n, fmt, mine, tag),
+	   matches_qemu(paths, n, fmt, mine, tag, new),
 	   "%s: qemu reads what we wrote", tag);
 }
 
@@ -296,6 +364,132 @@ static void test_vdi(void)
 		       "vdi: a fixed image is refused");
 }
 
+/* Set the current size (and geometry) of the VHD @path in both footers, as another tool would. */
+static bool vhd_set_size(const char *path, u64 size, u32 type)
+{
+	struct vhd_footer f;
+	int fd = openf(path, O_RDWR);
+	off_t end = lseek(fd, 0, SEEK_END) - VHD_SECTOR;
+	bool r = pread(fd, &f, sizeof(f), end) == sizeof(f);
+
+	vhd_footer_set_size(&f, size);
+	if (type)
+		f.disk_type = cpu_to_be32(type);
+	f.checksum = 0;
+	f.checksum = cpu_to_be32(vhd_footer_csum(&f));
+	r = r && pwrite(fd, &f, sizeof(f), end) == sizeof(f) &&
+	    pwrite(fd, &f, sizeof(f), 0) == sizeof(f);
+	close(fd);
+	return r;
+}
+
+/*
+ * Dynamic VHD: qemu puts the BAT after the header at 1536 and the first block right after its
+ * last sector, so a 64 MiB image of 2 MiB blocks (32 entries) has room for 128: 256 MiB grows
+ * in place, more does not.
+ */
+static void test_vhd_dynamic(void)
+{
+	const char *p[1] = { tp("g.vhd") };
+	size_t len1, len2;
+	u8 *before, *after;
+
+	if (!ok(!sh("qemu-img create -q -f vpc -o force_size=on '%s' 64M && qemu-io -f vpc %s '%s' >/dev/null",
+		    p[0], fill_cmds, p[0]), "vhd dynamic: qemu made the image"))
+		return;
+	ok_err(grow_file(p[0], &vdimg_vhd_format, 128 * MiB, true), -EROFS,
+	       "vhd dynamic: read-only open refused");
+	ok_err(grow_file(p[0], &vdimg_vhd_format, 64 * MiB, false), -EINVAL,
+	       "vhd dynamic: same size refused");
+	before = slurp(p[0], &len1);
+	ktap_last_msg[0] = 0;
+	ok_err(grow_file(p[0], &vdimg_vhd_format, 256 * MiB + 512, false), -EFBIG,
+	       "vhd dynamic: past the room of the BAT refused with EFBIG");
+	ok(strstr(ktap_last_msg, "BAT") && strstr(ktap_last_msg, "268435456"),
+	   "vhd dynamic: the message names the BAT and the limit");
+	after = slurp(p[0], &len2);
+	ok(before && after && len1 == len2 && !memcmp(before, after, len1),
+	   "vhd dynamic: the file is unchanged");
+	free(before);
+	free(after);
+	ok_err(grow_file(p[0], &vdimg_vhd_format, 128 * MiB, false), 0,
+	       "vhd dynamic: grown to 128 MiB");
+	check_grown(p, 1, &vdimg_vhd_format, NULL, "vpc", 64 * MiB, 128 * MiB, "vhd dynamic");
+	ok_err(grow_file(p[0], &vdimg_vhd_format, 256 * MiB, false), 0,
+	       "vhd dynamic: grown to 256 MiB, all the BAT's room");
+	ok(qemu_vsize(p[0]) == 256 * MiB && image_clean("vpc", p[0], &vdimg_vhd_format) &&
+	   !sh("qemu-io -f vpc -c 'read -P 0x33 30m 1m' -c 'read -P 0 128m 128m' '%s' >/dev/null",
+	       p[0]), "vhd dynamic: qemu agrees, check clean, data and zeros read back");
+	/* the same image as a differencing one keeps its parent's size */
+	ok(vhd_set_size(p[0], 256 * MiB, VHD_TYPE_DIFF), "vhd: made it differencing");
+	ok_err(grow_file(p[0], &vdimg_vhd_format, 258 * MiB, false), -EOPNOTSUPP,
+	       "vhd differencing: refused");
+}
+
+/*
+ * A non-aligned end: the last block is allocated and full of data past the end (another tool
+ * shrank the size in the footer); the grow must zero those bytes.
+ */
+static void test_vhd_stale_tail(void)
+{
+	const char *p[1] = { tp("tail.vhd") };
+	u64 old = 63 * MiB + 512;
+	struct vdimg_chain *c;
+
+	if (!ok(!sh("qemu-img create -q -f vpc -o force_size=on '%s' 64M && qemu-io -f vpc -c 'write -P 0x77 63m 1m' '%s' >/dev/null",
+		    p[0], p[0]) && vhd_set_size(p[0], old, 0), "vhd stale tail: made the image"))
+		return;
+	/* within the last block first: no new BAT entry */
+	ok_err(grow_file(p[0], &vdimg_vhd_format, 64 * MiB, false), 0,
+	       "vhd stale tail: grown within the last block");
+	if (ok(!open_chain_with(&c, p, 1, &vdimg_vhd_format, NULL, true, 0),
+	       "vhd stale tail: reopens at 64 MiB")) {
+		ok(c->size == 64 * MiB && read_is(c, 63 * MiB, 512, 0x77) &&
+		   read_is(c, old, 64 * MiB - old, 0),
+		   "vhd stale tail: data before the old end, zeros after it");
+		close_chain(c, 1);
+	}
+	ok_err(grow_file(p[0], &vdimg_vhd_format, 96 * MiB, false), 0, "vhd stale tail: grown");
+	if (!ok(!open_chain_with(&c, p, 1, &vdimg_vhd_format, NULL, true, 0),
+		"vhd stale tail: reopens"))
+		return;
+	ok(read_is(c, 63 * MiB, 512, 0x77), "vhd stale tail: the sector before the old end kept its data");
+	ok(read_is(c, old, 96 * MiB - old, 0), "vhd stale tail: the rest reads zeros");
+	close_chain(c, 1);
+	ok(!sh("qemu-io -f vpc -c 'read -P 0 %llu %llu' '%s' >/dev/null", (unsigned long long)old,
+	       (unsigned long long)(96 * MiB - old), p[0]), "vhd stale tail: qemu reads zeros there too");
+}
+
+/* Fixed VHD: the data grows in place, the footer moves to the new end. */
+static void test_vhd_fixed(void)
+{
+	const char *p[1] = { tp("gf.vhd") };
+	u16 cyl;
+	u8 heads, spt;
+
+	if (!ok(!sh("qemu-img create -q -f vpc -o subformat=fixed,force_size=on '%s' 64M && qemu-io -f vpc %s '%s' >/dev/null",
+		    p[0], fill_cmds, p[0]), "vhd fixed: qemu made the image"))
+		return;
+	ok_err(grow_file(p[0], &vdimg_vhd_format, 128 * MiB, true), -EROFS,
+	       "vhd fixed: read-only open refused");
+	ok_err(grow_file(p[0], &vdimg_vhd_format, 128 * MiB, false), 0, "vhd fixed: grown to 128 MiB");
+	ok(!sh("test $(stat -c %%s '%s') -eq %llu", p[0], 128 * MiB + 512),
+	   "vhd fixed: the file is the data and a footer");
+	qemu_extra = VHD_SECTOR;
+	check_grown(p, 1, &vdimg_vhd_format, NULL, "vpc", 64 * MiB, 128 * MiB, "vhd fixed");
+	qemu_extra = 0;
+	/* a size the geometry expresses: 16 heads, 63 sectors, 1000 cylinders */
+	ok_err(grow_file(p[0], &vdimg_vhd_format, 1000ULL * 16 * 63 * 512, false), 0,
+	       "vhd fixed: grown to a CHS size");
+	vhd_geometry(1000ULL * 16 * 63, &cyl, &heads, &spt);
+	ok(cyl == 1000 && heads == 16 && spt == 63 &&
+	   !sh("od -An -tx1 -j %llu -N4 '%s' | grep -q '03 e8 10 3f'",
+	       1000ULL * 16 * 63 * 512 + offsetof(struct vhd_footer, cylinders), p[0]) &&
+	   qemu_vsize(p[0]) == 1000ULL * 16 * 63 * 512 + VHD_SECTOR &&
+	   image_clean("vpc", p[0], &vdimg_vhd_format),
+	   "vhd fixed: the footer has that geometry, qemu and vhdiinfo agree");
+}
+
 /* A qcow2 overlay over a 64 MiB raw base grows; the base stays 64 MiB and reads zeros past it. */
 static void test_overlay(void)
 {
@@ -317,13 +511,16 @@ int main(void)
 		skip("qemu-img/qemu-io not installed");
 		return ktap_finish();
 	}
-	ok(!vdimg_vhd_format.grow && !vdimg_vhdx_format.grow, "formats without a grow op say so (NULL)");
+	ok(!vdimg_vhdx_format.grow, "formats without a grow op say so (NULL)");
 	test_raw();
 	test_qcow2();
 	test_qcow2_full_l1();
 	test_qcow2_stale_tail();
 	test_qed();
 	test_vdi();
+	test_vhd_dynamic();
+	test_vhd_stale_tail();
+	test_vhd_fixed();
 	test_overlay();
 	return ktap_finish();
 }

@@ -198,7 +198,7 @@ struct vdimg_snapshot {
 
 /*
  * Online grow (ABI version 4): make an attached, writable device larger. Only the top layer grows,
- * in place, through its format's backend (raw, qcow2, qed, vdi; others fail with -EOPNOTSUPP, a
+ * in place, through its format's backend (raw, qcow2, qed, vdi, vhd; others fail: -EOPNOTSUPP, a
  * layout whose tables cannot address the new size with -EFBIG: detach and resize offline). I/O
  * is held back meanwhile; the new range reads as zeros; the new size is durable in the image
  * before the disk capacity changes (a change uevent follows). Shrinking is not supported (-EINVAL).

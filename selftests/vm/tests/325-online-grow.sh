@@ -1,5 +1,5 @@
 #!/bin/sh
-# Online grow (vdimgctl resize --online, VDIMG_CTL_RESIZE) of raw and qcow2 devices under a mounted ext4 while fio verify=crc32c writes a file in it: 64 -> 128 MiB, resize2fs online, fio verifies, df/blockdev/sysfs follow, qemu-img info/check agree, e2fsck clean after re-attach; qed and vdi devices grown and written across the old end, checked by qemu; a qcow2 overlay grown over a smaller raw base reads zeros past the base; refusals: read-only device, shrink, a format without grow (vhd), a lower layer larger than the device
+# Online grow (vdimgctl resize --online, VDIMG_CTL_RESIZE) of raw and qcow2 devices under a mounted ext4 while fio verify=crc32c writes a file in it: 64 -> 128 MiB, resize2fs online, fio verifies, df/blockdev/sysfs follow, qemu-img info/check agree, e2fsck clean after re-attach; qed, vdi and dynamic vhd devices grown and written across the old end, checked by qemu (and vdimgctl check for vhd, which qemu cannot check); a qcow2 overlay grown over a smaller raw base reads zeros past the base; refusals: read-only device, shrink, a format without grow (vhdx), a lower layer larger than the device
 # timeout: 300
 . /vmtest/lib.sh
 require_vdimg
@@ -67,13 +67,15 @@ for f in raw qcow2; do
 	check "$t: detach after e2fsck" vd_detach "$dev"
 done
 
-# qed and vdi (qemu-made), without the file system: data across the old end, qemu's view
+# qed, vdi and dynamic vhd (qemu-made), without the file system: data across the old end,
+# qemu's view (qemu calls vhd "vpc"; force_size keeps the size exact)
 mkrandom "$W/qtail" 2 || die "cannot write $W/qtail"
-for f in qed vdi; do
-	t=$f
-	img=$W/grow.$f
+for t in qed vdi vhd; do
+	f=$t opt=
+	[ "$t" = vhd ] && f=vpc opt="-o force_size=on"
+	img=$W/grow.$t
 	rm -f "$img"
-	"$QEMU_IMG" create -q -f "$f" "$img" 64M || { fail "$t: qemu-img create"; continue; }
+	"$QEMU_IMG" create -q -f "$f" $opt "$img" 64M || { fail "$t: qemu-img create"; continue; }
 	dev=$(vd_attach "$img") || { fail "$t: attach"; continue; }
 	check "$t: resize --online" "$VDIMGCTL" resize --online "$dev" 128M
 	check_eq "$t: blockdev --getsize64" "$(blockdev --getsize64 "$dev")" "$new"
@@ -83,7 +85,11 @@ for f in qed vdi; do
 		dd if="$W/qtail" of="$dev" bs=1M seek=63 count=2 oflag=direct conv=notrunc status=none
 	check "$t: detach" vd_detach "$dev"
 	check_eq "$t: qemu-img info says the new size" "$(vsize_of "$img")" "$new"
-	check "$t: qemu-img check" "$QEMU_IMG" check -q -f "$f" "$img"
+	if [ "$t" = vhd ]; then
+		check "$t: vdimgctl check (qemu has no vhd check)" "$VDIMGCTL" check "$img"
+	else
+		check "$t: qemu-img check" "$QEMU_IMG" check -q -f "$f" "$img"
+	fi
 	check "$t: qemu reads what the device wrote" \
 		sh -c "'$QEMU_IMG' convert -f $f -O raw '$img' '$W/q.raw' && /usr/bin/dd if='$W/q.raw' bs=1M skip=63 count=2 status=none | /usr/bin/cmp - '$W/qtail'"
 	rm -f "$W/q.raw"
@@ -146,14 +152,14 @@ dev=$(vd_attach "$img") || die "attach writable"
 refused "shrink" "$dev" 32M "online shrink is not supported"
 check "shrink: detach" vd_detach "$dev"
 
-img=$W/nogrow.vhd
+img=$W/nogrow.vhdx
 rm -f "$img"
-"$VDIMGCTL" create -t vhd -s "$old" "$img" || die "create $img"
-dev=$(vd_attach "$img") || die "attach vhd"
-refused "vhd" "$dev" 128M "vhd images cannot grow online"
-check "vhd: the kernel log names the format" \
-	sh -c "dmesg | grep -q 'vhd images cannot grow online'"
-check "vhd: detach" vd_detach "$dev"
+"$VDIMGCTL" create -t vhdx -s "$old" "$img" || die "create $img"
+dev=$(vd_attach "$img") || die "attach vhdx"
+refused "vhdx" "$dev" 128M "vhdx images cannot grow online"
+check "vhdx: the kernel log names the format" \
+	sh -c "dmesg | grep -q 'vhdx images cannot grow online'"
+check "vhdx: detach" vd_detach "$dev"
 
 # a 128 MiB raw base under a 64 MiB qcow2 child: growing the child would show the base's bytes
 big=$W/bigbase.raw ch=$W/small.qcow2

@@ -11,40 +11,6 @@
 #include "backends/vhd/vhd.h"
 #include "tool.h"
 
-/* The geometry the VHD specification derives from a sector count. */
-void vhd_geometry(u64 sectors, u16 *cyl, u8 *heads, u8 *spt)
-{
-	u64 cth;
-	u32 h, s;
-
-	if (sectors > VHD_CHS_MAX_SECTORS)
-		sectors = VHD_CHS_MAX_SECTORS;
-	if (sectors >= 65535ULL * 16 * 63) {
-		s = 255;
-		h = 16;
-		cth = sectors / s;
-	} else {
-		s = 17;
-		cth = sectors / s;
-		h = (cth + 1023) / 1024;
-		if (h < 4)
-			h = 4;
-		if (cth >= h * 1024ULL || h > 16) {
-			s = 31;
-			h = 16;
-			cth = sectors / s;
-		}
-		if (cth >= h * 1024ULL) {
-			s = 63;
-			h = 16;
-			cth = sectors / s;
-		}
-	}
-	*cyl = cth / h;
-	*heads = h;
-	*spt = s;
-}
-
 static void vhd_new_footer(struct vhd_footer *f, u32 type, u64 size, u64 data_offset)
 {
 	u16 cyl;

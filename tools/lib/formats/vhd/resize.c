@@ -17,24 +17,6 @@
 #include "backends/vhd/vhd.h"
 #include "tool.h"
 
-/* the footer in memory for @size: current size, geometry, checksum */
-static void vhd_footer_size(struct vhd *v, u64 size)
-{
-	u16 cyl;
-	u8 heads, spt;
-
-	vhd_geometry(size / VHD_SECTOR, &cyl, &heads, &spt);
-	if ((u64)cyl * heads * spt != size / VHD_SECTOR) {
-		cyl = 65535;
-		heads = 16;
-		spt = 255;
-	}
-	v->footer.current_size = cpu_to_be64(size);
-	v->footer.cylinders = cpu_to_be16(cyl);
-	v->footer.heads = heads;
-	v->footer.sectors = spt;
-}
-
 /* the footer at the end (@end) and, for dynamic images, its copy at offset 0 */
 static int vhd_put_footers(struct vdimg_image *img, struct vhd *v, u64 end)
 {
@@ -55,7 +37,7 @@ static int vhd_resize_fixed(struct vdimg_image *img, struct vhd *v, u64 size)
 	u64 old = v->footer_off;
 	int ret;
 
-	vhd_footer_size(v, size);
+	vhd_footer_set_size(&v->footer, size);
 	if (size > old) {
 		ret = vdimg_file_truncate(img->file, size + VHD_SECTOR);
 		if (!ret)
@@ -133,7 +115,7 @@ static int vhd_grow_dynamic(struct vdimg_image *img, struct vhd *v, u64 size, u3
 	}
 	if (ret)
 		goto out;
-	vhd_footer_size(v, size);
+	vhd_footer_set_size(&v->footer, size);
 	ret = vhd_put_footers(img, v, v->footer_off);
 	if (ret)
 		goto out;
@@ -154,7 +136,7 @@ static int vhd_shrink_dynamic(struct vdimg_image *img, struct vhd *v, u64 size, 
 	u32 blk;
 	int ret;
 
-	vhd_footer_size(v, size);
+	vhd_footer_set_size(&v->footer, size);
 	ret = vhd_put_footers(img, v, v->footer_off);
 	if (ret)
 		return ret;

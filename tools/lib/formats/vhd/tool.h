@@ -13,8 +13,6 @@ int vhd_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_re
 
 /* create.c */
 int vhd_create(struct vdimg_file *f, const struct vdimg_create_opts *opts);
-/* the geometry the VHD specification derives from a sector count */
-void vhd_geometry(u64 sectors, u16 *cyl, u8 *heads, u8 *spt);
 
 /* locator.c */
 int vhd_put_locator(struct vdimg_file *f, struct vhd_dyn_header *h, int idx, u32 code,
