@@ -127,8 +127,12 @@ static void vhd_map_bits(struct vdimg_image *img, struct vhd *v, u32 blk, u32 e,
 		ext->cookie[0] = blk;
 		ext->cookie[1] = pending ? VHD_COMMIT_BLOCK : VHD_COMMIT_BITS;
 	}
-	/* the block's first data page also holds its bitmap, unless the creator padded it */
-	vdimg_ext_page_check(ext, (u64)e * VHD_SECTOR + v->bitmap_size, v->block_size);
+	/*
+	 * the block's first data page also holds its bitmap, unless the creator padded it; a NEW
+	 * extent is cut too (vhd_commit() sets the bits of its range only), because direct writes
+	 * of sectors already written in the block do not wait for it
+	 */
+	vdimg_ext_page_split(ext, (u64)e * VHD_SECTOR + v->bitmap_size, v->block_size, true);
 }
 
 /* Map from memory; VHD_SLOW when the answer needs a bitmap load or an allocation. Holds lock. */

@@ -122,20 +122,51 @@ struct vdimg_extent {
 };
 
 /*
- * vdimg_ext_page_check - mark a DATA extent whose pages are not the data's alone
+ * vdimg_ext_page_split - mark a DATA extent whose pages are not the data's alone
  * @unit_start, @unit_len: the file range holding nothing but this extent's data unit (a cluster, or
  *	a block's data area, or a run of them contiguous in the file)
+ * @cut_new: NEW extents are cut too (the backend's ->commit() records exactly the extent's range)
  *
- * Formats whose units are not page-aligned in the file (a VHD block's data follows its 512-byte
- * bitmap, qcow2 clusters smaller than a page...) call this for every DATA extent they return.
+ * In the kernel the extent is also cut at a page boundary so that the flag covers only shared
+ * pages: an extent starting in a shared page ends with that page, one reaching into a shared last
+ * page stops before it. Otherwise the buffered write of a large extent would also cache pages the
+ * unit holds alone, which direct writes of other extents reach at the same time: the page cache
+ * cannot be invalidated under them, and a stale page overwrites their data later.
  */
-static inline void vdimg_ext_page_check(struct vdimg_extent *ext, u64 unit_start, u64 unit_len)
+static inline void vdimg_ext_page_split(struct vdimg_extent *ext, u64 unit_start, u64 unit_len,
+					bool cut_new)
 {
 	u64 first = ALIGN_DOWN(ext->file_offset, (u64)PAGE_SIZE);
 	u64 end = ALIGN(ext->file_offset + ext->length, (u64)PAGE_SIZE);
 
-	if (first < unit_start || end - unit_start > unit_len)
-		ext->flags |= VDIMG_EXT_PAGE_SHARED;
+	if (first >= unit_start && end - unit_start <= unit_len)
+		return;
+	ext->flags |= VDIMG_EXT_PAGE_SHARED;
+	if (VDIMG_LIBRARY || ((ext->flags & VDIMG_EXT_NEW) && (!cut_new || ext->fill_length)))
+		return;
+	if (first < unit_start) {
+		/* the first page is shared: the extent ends with it */
+		if (end - first > PAGE_SIZE)
+			ext->length = first + PAGE_SIZE - ext->file_offset;
+	} else if (end - first > PAGE_SIZE) {
+		/* only the last page is shared: stop before it, with nothing shared */
+		ext->length = end - PAGE_SIZE - ext->file_offset;
+		ext->flags &= ~VDIMG_EXT_PAGE_SHARED;
+	}
+}
+
+/*
+ * vdimg_ext_page_check - vdimg_ext_page_split() for formats whose NEW extents stay whole (their
+ * ->commit() maps whole units: a NEW extent is written with the unit range-locked, so no direct
+ * write reaches its pages meanwhile)
+ *
+ * Formats whose units are not page-aligned in the file (a VHD block's data follows its 512-byte
+ * bitmap, qcow2 clusters smaller than a page...) call this or vdimg_ext_page_split() for every DATA
+ * extent they return.
+ */
+static inline void vdimg_ext_page_check(struct vdimg_extent *ext, u64 unit_start, u64 unit_len)
+{
+	vdimg_ext_page_split(ext, unit_start, unit_len, false);
 }
 
 /* the same for formats whose units are @unit bytes at multiples of @unit in the file */
