@@ -13,8 +13,6 @@
 
 static void vhd_new_footer(struct vhd_footer *f, u32 type, u64 size, u64 data_offset)
 {
-	u16 cyl;
-	u8 heads, spt;
 	time_t now = time(NULL);
 
 	memset(f, 0, sizeof(*f));
@@ -27,21 +25,7 @@ static void vhd_new_footer(struct vhd_footer *f, u32 type, u64 size, u64 data_of
 	f->creator_version = cpu_to_be32(0x00010000);
 	memcpy(f->creator_os, "Wi2k", 4);
 	f->original_size = cpu_to_be64(size);
-	f->current_size = cpu_to_be64(size);
-	vhd_geometry(size / VHD_SECTOR, &cyl, &heads, &spt);
-	/*
-	 * A size the geometry cannot express: readers that size unknown creators by CHS (qemu) would
-	 * cut the disk short; the maximum geometry tells them to use the current size, as qemu's own
-	 * force_size images do.
-	 */
-	if ((u64)cyl * heads * spt != size / VHD_SECTOR) {
-		cyl = 65535;
-		heads = 16;
-		spt = 255;
-	}
-	f->cylinders = cpu_to_be16(cyl);
-	f->heads = heads;
-	f->sectors = spt;
+	vhd_footer_set_size(f, size);
 	f->disk_type = cpu_to_be32(type);
 	vdimg_random_bytes(f->uuid, 16);
 	f->uuid[6] = (f->uuid[6] & 0x0f) | 0x40;	/* version 4 */
