@@ -21,7 +21,7 @@ manual   /srv/m.img                noauto
 bad/name /srv/x.img
 rel      x.img
 EOT
-VDIMGTAB=$T/tab VDIMG_GENERATOR_STDERR=1 "$S/vdimg-generator" "$T/gen" "$T/early" "$T/late" \
+VDIMGTAB=$T/tab VDIMG_RUN=$T/no-run VDIMG_GENERATOR_STDERR=1 "$S/vdimg-generator" "$T/gen" "$T/early" "$T/late" \
 	>"$T/out" 2>"$T/err"
 rc=$?
 [ $rc -eq 1 ] && grep -q "tab:6: 'bad/name' is not a valid name" "$T/err" &&
@@ -56,8 +56,22 @@ fi
 grep -qxF "Before=$bd" "$T/gen/vdimg@sys-img.service.d/50-vdimgtab.conf" &&
 	grep -qxF "Wants=$bd" "$T/gen/vdimg@sys-img.service.d/50-vdimgtab.conf"
 ok $? "generator: ordered before $bd (systemd's escaping), so a mount of the link stops first"
-VDIMGTAB=$T/none "$S/vdimg-generator" "$T/gen2" && [ ! -e "$T/gen2" ]
+VDIMGTAB=$T/none VDIMG_RUN=$T/no-run "$S/vdimg-generator" "$T/gen2" && [ ! -e "$T/gen2" ]
 ok $? "generator: no /etc/vdimgtab, nothing generated, status 0"
+if command -v systemd-escape >/dev/null; then
+	mkdir -p "$T/run"
+	printf '%s\n' '/dev/vda /run/vdimg/host' '/dev/sdb1 /run/vdimg/host-2' >"$T/run/hosts"
+	VDIMGTAB=$T/none VDIMG_RUN=$T/run "$S/vdimg-generator" "$T/gen3" &&
+		(cd "$T/gen3" && find . -type f | sort) >"$T/out" &&
+		printf '%s\n' './run-vdimg-host.mount.d/50-vdimg-host.conf' \
+			'./run-vdimg-host\x2d2.mount.d/50-vdimg-host.conf' >"$T/want" &&
+		diff -u "$T/want" "$T/out" >"$T/diff" &&
+		grep -qxF 'DefaultDependencies=no' "$T/gen3/run-vdimg-host.mount.d/50-vdimg-host.conf"
+	ok $? "generator: the boot host mounts (/run/vdimg/hosts) are left to the shutdown hook (DefaultDependencies=no)"
+	rm -f "$T/diff"
+else
+	skip "generator: the boot host mounts" "no systemd-escape"
+fi
 
 if command -v systemd-analyze >/dev/null; then
 	mkdir -p "$T/units"
