@@ -27,7 +27,7 @@ apt-get install -y -qq --no-install-recommends \
 	libvhdi-utils libqcow-utils libvmdk-utils python3 python3-docutils sparse \
 	clang libclang-rt-14-dev >/dev/null
 # boot tests (selftests/boot/run.sh): initramfs-tools and dracut side by side, NTFS, xfs, btrfs and vfat host disks,
-# mmdebstrap for the opt-in systemd root (VDIMG_BOOT_DEBIAN=1)
+# mmdebstrap for the boot tests' Debian root with systemd (made once, cached in /var/cache/vdimg)
 apt-get install -y -qq --no-install-recommends initramfs-tools dracut-core ntfs-3g mmdebstrap \
 	xfsprogs btrfs-progs dosfstools mtools >/dev/null
 # debug kernel (selftests/vm/debug-kernel.sh): kernel build tools and Debian's 6.12 source tarball
