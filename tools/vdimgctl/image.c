@@ -86,9 +86,12 @@ static void kv_emit(void *ctx, const char *key, const char *value)
 
 static int info_usage(void)
 {
-	printf("Usage: vdimgctl info [-t FMT] [--json] [--chain] IMAGE\n\n"
+	printf("Usage: vdimgctl info [-t FMT] [--json] [--chain] IMAGE\n"
+	       "       vdimgctl info [--json] --vbox VM.vbox [--vbox-registry FILE]\n"
+	       "       vdimgctl info [--json] --vmx VM.vmx\n\n"
 	       "Show the format, geometry and identity of an image file. With --chain, every\n"
-	       "layer of its chain, top first, and whether each parent link matches.\n\n"
+	       "layer of its chain, top first, and whether each parent link matches. With\n"
+	       "--vbox or --vmx, a VM's hard disks with their chains (and its snapshots).\n\n"
 	       "For more details see vdimgctl(8).\n");
 	return EXIT_OK;
 }
@@ -99,9 +102,13 @@ int cmd_info(int argc, char **argv)
 		{ "json", no_argument, NULL, 'J' },
 		{ "format", required_argument, NULL, 't' },
 		{ "chain", no_argument, NULL, 'c' },
+		{ "vbox", required_argument, NULL, 'X' },
+		{ "vbox-registry", required_argument, NULL, 'R' },
+		{ "vmx", required_argument, NULL, 'W' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
+	const char *vbox = NULL, *vbox_reg = NULL, *vmx = NULL;
 	bool chain = false;
 	struct kv_list kv = {};
 	struct vdimg_path_image o;
@@ -121,6 +128,15 @@ int cmd_info(int argc, char **argv)
 		case 'c':
 			chain = true;
 			break;
+		case 'X':
+			vbox = optarg;
+			break;
+		case 'R':
+			vbox_reg = optarg;
+			break;
+		case 'W':
+			vmx = optarg;
+			break;
 		case 't':
 			if (parse_format("info", optarg, &format))
 				return EXIT_FAIL;
@@ -131,6 +147,13 @@ int cmd_info(int argc, char **argv)
 			return usage_error("info", "bad option");
 		}
 	}
+	if (vbox || vmx) {
+		if ((vbox && vmx) || optind != argc || chain || format != VDIMG_FMT_AUTO)
+			return usage_error("info", "--vbox or --vmx take no IMAGE, --chain or -t");
+		return vbox ? info_vbox(vbox, vbox_reg, json) : info_vmx(vmx, json);
+	}
+	if (vbox_reg)
+		return usage_error("info", "--vbox-registry goes with --vbox");
 	if (optind != argc - 1)
 		return usage_error("info", "expected one IMAGE");
 	path = argv[optind];
