@@ -417,4 +417,22 @@ run attach --dry-run "$av"
 grep -q "was not found" "$T/err"
 ok $(( !rc || $? )) "... and without it there, refused"
 
+# ---- -p: commit and rebase progress on stderr even when it is not a terminal ----
+P=$T/prog
+mkdir -p "$P"
+qemu-img create -q -f qcow2 "$P/p.qcow2" 16M && qemu-img create -q -f qcow2 -b p.qcow2 -F qcow2 "$P/c.qcow2" &&
+	qemu-io -f qcow2 -c 'write -P 5 0 8M' "$P/c.qcow2" >/dev/null && cp "$P/p.qcow2" "$P/q.qcow2" &&
+	qemu-io -f qcow2 -c 'write -P 6 4M 1M' "$P/q.qcow2" >/dev/null
+run commit "$P/c.qcow2"
+ok $(( rc || $(wc -c <"$T/err") )) "commit without -p, stderr not a terminal: no progress"
+run rebase -p -b "$P/q.qcow2" "$P/c.qcow2"
+tr '\r' '\n' <"$T/err" | grep -qx '    (100.00/100%) rebase'
+ok $(( rc || $? )) "rebase -p: the percentage on stderr up to 100%"
+run commit -p "$P/c.qcow2"
+tr '\r' '\n' <"$T/err" | grep -qx '    (100.00/100%) commit'
+ok $(( rc || $? )) "commit -p: the percentage on stderr up to 100%"
+r=$(qemu-io -f qcow2 -c 'read -P 5 0 8M' "$P/q.qcow2")
+grep -q 'read 8388608' <<<"$r" && ! grep -q 'verification failed' <<<"$r"
+ok $? "... and the data is in the new parent"
+
 ktap_end

@@ -636,9 +636,12 @@ void progress_print(const char *what, u64 done, u64 total)
 	}
 }
 
+/* -p: progress even when stderr is not a terminal (as qemu-img -p) */
+static bool progress_forced;
+
 static void progress_setup(void)
 {
-	vdimg_chain_progress = isatty(STDERR_FILENO) ? progress_print : NULL;
+	vdimg_chain_progress = progress_forced || isatty(STDERR_FILENO) ? progress_print : NULL;
 }
 
 /* Resolve @path's chain, base first; 0 or -errno after a message ("<path>: <action>: ..."). */
@@ -854,10 +857,11 @@ static int relink_child(const char *child_path, u32 child_fmt, const char *base_
 
 static int commit_usage(void)
 {
-	printf("Usage: vdimgctl commit [-b BASE] [-d|--drop] IMAGE\n\n"
+	printf("Usage: vdimgctl commit [-p] [-b BASE] [-d|--drop] IMAGE\n\n"
 	       "Merge IMAGE (and the layers between it and BASE) into BASE, offline. BASE is\n"
 	       "IMAGE's parent unless -b names a lower layer of IMAGE's chain. Without -d, IMAGE\n"
-	       "stays and still reads the same; with -d, IMAGE and the layers between are deleted.\n\n"
+	       "stays and still reads the same; with -d, IMAGE and the layers between are deleted.\n"
+	       "Progress shows on stderr when it is a terminal, or always with -p (--progress).\n\n"
 	       "For more details see vdimgctl(8).\n");
 	return EXIT_OK;
 }
@@ -868,6 +872,7 @@ int cmd_commit(int argc, char **argv)
 		{ "base", required_argument, NULL, 'b' },
 		{ "drop", no_argument, NULL, 'd' },
 		{ "format", required_argument, NULL, 't' },
+		{ "progress", no_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
@@ -878,8 +883,11 @@ int cmd_commit(int argc, char **argv)
 	bool drop = false;
 	int ch, n = 0, base, i, ret, status = EXIT_FAIL;
 
-	while ((ch = getopt_long(argc, argv, "b:dt:h", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "b:dpt:h", opts, NULL)) != -1) {
 		switch (ch) {
+		case 'p':
+			progress_forced = true;
+			break;
 		case 'b':
 			base_arg = optarg;
 			break;
@@ -948,11 +956,12 @@ out:
 
 static int rebase_usage(void)
 {
-	printf("Usage: vdimgctl rebase [-u] -b NEWPARENT IMAGE\n\n"
+	printf("Usage: vdimgctl rebase [-p] [-u] -b NEWPARENT IMAGE\n\n"
 	       "Make NEWPARENT the parent of the differencing image IMAGE, offline. Safe mode (the\n"
 	       "default) first copies into IMAGE every range it does not hold that the old and\n"
 	       "the new parents read differently, so IMAGE reads the same afterwards; -u only\n"
-	       "changes the link. A relative NEWPARENT is recorded relative to IMAGE's directory.\n\n"
+	       "changes the link. A relative NEWPARENT is recorded relative to IMAGE's directory.\n"
+	       "Progress shows on stderr when it is a terminal, or always with -p (--progress).\n\n"
 	       "For more details see vdimgctl(8).\n");
 	return EXIT_OK;
 }
@@ -963,6 +972,7 @@ int cmd_rebase(int argc, char **argv)
 		{ "unsafe", no_argument, NULL, 'u' },
 		{ "backing", required_argument, NULL, 'b' },
 		{ "format", required_argument, NULL, 't' },
+		{ "progress", no_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
@@ -973,8 +983,11 @@ int cmd_rebase(int argc, char **argv)
 	bool unsafe = false;
 	int ch, n = 0, nn = 0, i, ret, status = EXIT_FAIL;
 
-	while ((ch = getopt_long(argc, argv, "ub:t:h", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "ub:pt:h", opts, NULL)) != -1) {
 		switch (ch) {
+		case 'p':
+			progress_forced = true;
+			break;
 		case 'u':
 			unsafe = true;
 			break;
