@@ -412,6 +412,21 @@ run attach --dry-run "$av"
 layers "$T/out" >"$T/got"
 printf '%s\n' "$Hv/vm1.vhdx" "$av" | diff - "$T/got" >"$T/diff"
 ok $(( rc || $? )) ".avhdx with only absolute_win32_path=C:\\...\\vm1.vhdx: the parent beside it"
+av2="$Hv/vm1_9F8E7D6C-1111-2222-3333-444455556666.avhdx"
+"$V" create -t vhdx --parent "$av" "$av2" >/dev/null && "$V" create -t vhdx -s 8M "$Hv/data.vhdx" >/dev/null
+ok $? "a second checkpoint's .avhdx and another disk in the folder"
+run info "$Hv"
+grep -qx "chain 0: attach $Hv/data.vhdx (the newest)" "$T/out" &&
+	grep -qx "chain 1: attach $av2 (the newest)" "$T/out" && grep -qx "  2: $av2 (vhdx)" "$T/out" &&
+	grep -qx "  0: $Hv/vm1.vhdx (vhdx)" "$T/out" && [ "$(grep -c '^chain' "$T/out")" = 2 ]
+ok $(( rc || $? )) "info on the folder: two chains, the newest .avhdx of each named"
+run info --json "$Hv"
+jsonok "$T/out" && python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert [len(c["chain"]) for c in d["chains"]] == [1, 3], d
+assert d["chains"][1]["top"] == d["chains"][1]["chain"][2]["filename"]' "$T/out"
+ok $(( rc || $? )) "info --json on the folder"
 mv "$Hv/vm1.vhdx" "$T/vm1.vhdx"
 run attach --dry-run "$av"
 grep -q "was not found" "$T/err"

@@ -157,6 +157,18 @@ int cmd_info(int argc, char **argv)
 	if (optind != argc - 1)
 		return usage_error("info", "expected one IMAGE");
 	path = argv[optind];
+	/* a folder that is no Parallels bundle: the image chains in it (Hyper-V's layout) */
+	if (!stat(path, &st) && S_ISDIR(st.st_mode) && !chain) {
+		char *dd;
+		bool bundle;
+
+		if (asprintf(&dd, "%s/DiskDescriptor.xml", path) < 0)
+			return EXIT_FAIL;
+		bundle = !access(dd, F_OK);
+		free(dd);
+		if (!bundle)
+			return info_folder(path, json);
+	}
 	if (chain)
 		return info_chain(path, format, json);
 	if (offline_open(&o, path, format, VDIMG_OPEN_READ_ONLY, "cannot open"))

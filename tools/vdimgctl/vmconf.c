@@ -25,6 +25,7 @@
  * as for any VMDK.
  */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -1133,5 +1134,138 @@ int info_vmx(const char *vmx, bool json)
 	if (json)
 		printf("%s]\n}\n", x.nd ? "\n  " : "");
 	vmx_close(&x);
+	return status;
+}
+
+/* ---- Hyper-V: a folder of .vhdx/.avhdx (and .vhd/.avhd) images ---- */
+
+#define FOLDER_MAX_IMAGES	4096
+
+struct hv_image {
+	char *path;
+	bool has_uuid, has_parent_uuid, is_parent;
+	u8 uuid[16], parent_uuid[16];
+};
+
+static bool hv_name(const char *n)
+{
+	static const char *const ext[] = { ".vhdx", ".avhdx", ".vhd", ".avhd" };
+	size_t l = strlen(n), i;
+
+	for (i = 0; i < 4; i++)
+		if (l > strlen(ext[i]) && !strcasecmp(n + l - strlen(ext[i]), ext[i]))
+			return true;
+	return false;
+}
+
+static int hv_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct hv_image *)a)->path, ((const struct hv_image *)b)->path);
+}
+
+int info_folder(const char *dir, bool json)
+{
+	struct hv_image *im = NULL;
+	struct dirent *de;
+	int n = 0, i, k, chains = 0, status = EXIT_OK;
+	DIR *d = opendir(dir);
+
+	if (!d) {
+		errmsg(dir, "cannot read", "%s", strerror(errno));
+		return EXIT_FAIL;
+	}
+	while ((de = readdir(d))) {
+		struct vdimg_path_image o;
+		struct hv_image *ni;
+		char *p;
+
+		if (!hv_name(de->d_name))
+			continue;
+		if (n == FOLDER_MAX_IMAGES) {
+			errmsg(dir, "cannot read", "more than %d images", FOLDER_MAX_IMAGES);
+			status = EXIT_FAIL;
+			break;
+		}
+		p = join(dir, de->d_name);
+		if (!p)
+			break;
+		lib_action("cannot read");
+		if (vdimg_open_path(&o, p, VDIMG_FMT_AUTO, VDIMG_OPEN_READ_ONLY | VDIMG_PATH_REGULAR |
+				    VDIMG_PATH_BUILT_IN)) {
+			if (!lib_reported)
+				errmsg(p, "cannot read", "not an image this build reads");
+			status = EXIT_FAIL;
+			free(p);
+			continue;
+		}
+		ni = realloc(im, (n + 1) * sizeof(*ni));
+		if (!ni) {
+			vdimg_close_path(&o);
+			free(p);
+			break;
+		}
+		im = ni;
+		memset(&im[n], 0, sizeof(im[n]));
+		im[n].path = p;
+		im[n].has_uuid = o.img.flags & VDIMG_IMG_HAS_UUID;
+		im[n].has_parent_uuid = o.img.flags & VDIMG_IMG_HAS_PARENT_UUID;
+		memcpy(im[n].uuid, o.img.uuid, 16);
+		memcpy(im[n].parent_uuid, o.img.parent_uuid, 16);
+		vdimg_close_path(&o);
+		n++;
+	}
+	closedir(d);
+	if (n)
+		qsort(im, n, sizeof(*im), hv_cmp);
+	/* an image another one names as its parent is not the newest of its chain */
+	for (i = 0; i < n; i++)
+		for (k = 0; k < n; k++)
+			if (k != i && im[k].has_parent_uuid && im[i].has_uuid &&
+			    !memcmp(im[k].parent_uuid, im[i].uuid, 16))
+				im[i].is_parent = true;
+	if (json) {
+		printf("{\n  \"folder\": ");
+		json_str(stdout, dir);
+		printf(",\n  \"chains\": [");
+	} else {
+		printf("folder: %s\n", dir);
+	}
+	for (i = 0; i < n; i++) {
+		char **paths = NULL;
+		u32 *fmts = NULL;
+		int nl = 0, j;
+		bool ok;
+
+		if (im[i].is_parent)
+			continue;
+		ok = !chain_of(im[i].path, VDIMG_FMT_AUTO, "cannot read", &paths, &fmts, &nl);
+		if (!ok)
+			status = EXIT_FAIL;
+		if (json) {
+			printf("%s\n    {\"top\": ", chains ? "," : "");
+			json_str(stdout, im[i].path);
+			printf(", \"chain\": [");
+			for (j = 0; j < nl; j++) {
+				printf("%s{\"filename\": ", j ? ", " : "");
+				json_str(stdout, paths[j]);
+				printf(", \"format\": \"%s\"}", fmt_name(fmts[j]));
+			}
+			printf("]}");
+		} else {
+			printf("chain %d: attach %s (the newest)\n", chains, im[i].path);
+			if (!ok)
+				printf("  not resolved\n");
+			for (j = 0; j < nl; j++)
+				printf("  %d: %s (%s)\n", j, paths[j], fmt_name(fmts[j]));
+		}
+		if (ok)
+			vdimg_chain_resolve_free(paths, fmts, nl);
+		chains++;
+	}
+	if (json)
+		printf("%s]\n}\n", chains ? "\n  " : "");
+	for (i = 0; i < n; i++)
+		free(im[i].path);
+	free(im);
 	return status;
 }
