@@ -450,4 +450,22 @@ r=$(qemu-io -f qcow2 -c 'read -P 5 0 8M' "$P/q.qcow2")
 grep -q 'read 8388608' <<<"$r" && ! grep -q 'verification failed' <<<"$r"
 ok $? "... and the data is in the new parent"
 
+# ---- bash completion of the new options ----
+if [ -r /usr/share/bash-completion/bash_completion ]; then
+	mkdir -p "$T/comp" && : >"$T/comp/a.vbox" && : >"$T/comp/b.vmx" && : >"$T/comp/c.txt"
+	(cd "$T/comp" && bash -c '
+	. /usr/share/bash-completion/bash_completion
+	. "$1"
+	c() { COMP_WORDS=("$@"); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); COMP_LINE="${COMP_WORDS[*]}"
+	      COMP_POINT=${#COMP_LINE}; COMPREPLY=(); _vdimgctl; echo "${COMPREPLY[*]}"; }
+	c vdimgctl attach --vb
+	c vdimgctl info --vbox ""
+	c vdimgctl attach --vmx ""
+	c vdimgctl commit --pro' _ "$ROOT/tools/completion/vdimgctl") >"$T/out" 2>"$T/err"
+	printf '%s\n' "--vbox --vbox-registry" "a.vbox" "b.vmx" "--progress" | diff - "$T/out" >"$T/diff"
+	ok $? "bash completion: --vbox, --vmx (their files), -p"
+else
+	skip "bash completion" "bash-completion is not installed"
+fi
+
 ktap_end
