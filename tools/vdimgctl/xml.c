@@ -203,7 +203,8 @@ static int new_elem(struct xp *x, int parent, const char *qname, size_t nl)
 	memset(e, 0, sizeof(*e));
 	e->parent = parent;
 	e->child = e->next = e->last = -1;
-	if (colon) {
+	/* a prefix goes ("vbox:Machine" is Machine); a name ending in ':' stays whole */
+	if (colon && colon + 1 < qname + nl) {
 		nl -= colon + 1 - qname;
 		qname = colon + 1;
 	}
