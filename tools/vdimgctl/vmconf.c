@@ -219,7 +219,7 @@ static int vb_collect(struct vbox *v, int reg, int e, int parent, const char *fi
 		}
 		i = vb_find(v, u);
 		if (i >= 0) {
-			/* registered twice: the machine's own registry counts, a repeat in one file is bad */
+			/* in both registries: the machine's own counts; twice in one file is bad */
 			if (v->m[i].reg == reg) {
 				errmsg(file, "cannot read", "medium {%s} is registered twice", u);
 				return -EUCLEAN;
@@ -503,7 +503,7 @@ static int vb_locate(const struct vbox *v, int mi, bool force, struct vb_link *l
 		}
 		free(cand);
 	}
-	/* by UUID as VirtualBox does: "{uuid}.ext" and the recorded name, in the machine's folders */
+	/* by UUID as VirtualBox does: "{uuid}.ext", the recorded name, in the machine's folders */
 	ext = strrchr(base, '.');
 	if (asprintf(&byname, "{%s}%s", m->uuid, ext ? ext : ".vdi") < 0)
 		return -ENOMEM;
@@ -661,8 +661,8 @@ static int vb_select(const struct vbox *v, const struct vm_select *sel)
 		       sel->port >= 0 || sel->controller ? "matches" : "is attached");
 		return -1;
 	}
-	errmsg(v->path, "cannot attach", "%d hard disks match; choose one with --disk N, --port P or --controller NAME:",
-	       hits);
+	errmsg(v->path, "cannot attach",
+	       "%d hard disks match; choose one with --disk N, --port P or --controller NAME:", hits);
 	for (i = 0; i < v->nd; i++) {
 		vb_disk_name(&v->disks[i], name, sizeof(name));
 		fprintf(stderr, "  disk %d: %s\n", i, name);
@@ -772,7 +772,10 @@ int info_vbox(const char *vbox, const char *registry, bool json)
 		}
 		printf(",\n  \"disks\": [");
 	} else {
-		printf("vbox: %s\nmachine: %s {%s}\n", vbox, mname ? mname : "", u);
+		printf("vbox: %s\nmachine: %s", vbox, mname ? mname : "");
+		if (u[0])
+			printf(" {%s}", u);
+		putchar('\n');
 		if (v.regdir)
 			printf("global registry: %s\n", v.regpath);
 	}
@@ -787,8 +790,8 @@ int info_vbox(const char *vbox, const char *registry, bool json)
 		if (json) {
 			printf("%s\n    {\"index\": %d, \"controller\": ", k ? "," : "", k);
 			json_str(stdout, v.disks[k].controller);
-			printf(", \"port\": %ld, \"device\": %ld, \"uuid\": \"%s\"", v.disks[k].port,
-			       v.disks[k].device, v.disks[k].uuid);
+			printf(", \"port\": %ld, \"device\": %ld, \"uuid\": \"%s\"",
+			       v.disks[k].port, v.disks[k].device, v.disks[k].uuid);
 			if (!ret) {
 				printf(", \"filename\": ");
 				json_str(stdout, l[nl - 1].path);
@@ -829,7 +832,8 @@ int info_vbox(const char *vbox, const char *registry, bool json)
 		vb_snapshots(d, v.machine, cur, true, 0);
 		printf("]\n}\n");
 	} else {
-		printf("snapshots:%s\n", xml_child(d, v.machine, "Snapshot", -1) < 0 ? " none" : "");
+		printf("snapshots:%s\n",
+		       xml_child(d, v.machine, "Snapshot", -1) < 0 ? " none" : "");
 		vb_snapshots(d, v.machine, cur, false, 0);
 	}
 	vb_close(&v);
@@ -842,7 +846,7 @@ int info_vbox(const char *vbox, const char *registry, bool json)
 #define VMX_MAX_DISKS	256
 
 struct vmx_kv {
-	char *key, *value;		/* key in lower case (VMware's keys are case-insensitive) */
+	char *key, *value;		/* keys compare case-insensitively, as VMware's do */
 };
 
 struct vmx {
@@ -878,9 +882,11 @@ static void vmx_unescape(char *s)
 	char *o = s;
 
 	for (; *s; s++) {
-		if (*s == '|' && hexval((unsigned char)s[1]) >= 0 && hexval((unsigned char)s[2]) >= 0 &&
-		    (hexval((unsigned char)s[1]) << 4 | hexval((unsigned char)s[2]))) {
-			*o++ = hexval((unsigned char)s[1]) << 4 | hexval((unsigned char)s[2]);
+		int hi = *s == '|' ? hexval((unsigned char)s[1]) : -1;
+		int lo = hi >= 0 ? hexval((unsigned char)s[2]) : -1;
+
+		if (lo >= 0 && (hi << 4 | lo)) {
+			*o++ = hi << 4 | lo;
 			s += 2;
 		} else {
 			*o++ = *s;
@@ -1102,7 +1108,8 @@ int info_vmx(const char *vmx, bool json)
 		char **paths = NULL;
 		u32 *fmts = NULL;
 		int n = 0;
-		bool ok = !chain_of(x.disks[k].path, VDIMG_FMT_AUTO, "cannot read", &paths, &fmts, &n);
+		bool ok = !chain_of(x.disks[k].path, VDIMG_FMT_AUTO, "cannot read", &paths, &fmts,
+				    &n);
 
 		if (!ok)
 			status = EXIT_FAIL;
@@ -1190,8 +1197,8 @@ int info_folder(const char *dir, bool json)
 		if (!p)
 			break;
 		lib_action("cannot read");
-		if (vdimg_open_path(&o, p, VDIMG_FMT_AUTO, VDIMG_OPEN_READ_ONLY | VDIMG_PATH_REGULAR |
-				    VDIMG_PATH_BUILT_IN)) {
+		if (vdimg_open_path(&o, p, VDIMG_FMT_AUTO,
+				    VDIMG_OPEN_READ_ONLY | VDIMG_PATH_REGULAR | VDIMG_PATH_BUILT_IN)) {
 			if (!lib_reported)
 				errmsg(p, "cannot read", "not an image this build reads");
 			status = EXIT_FAIL;

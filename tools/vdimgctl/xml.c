@@ -3,8 +3,8 @@
  * A small XML reader for VM machine files (see xml.h): elements, attributes, nesting. Character
  * data, comments, processing instructions and CDATA sections are skipped. Iterative (an explicit
  * stack of open elements bounded by XML_MAX_DEPTH), so hostile nesting cannot exhaust the C stack.
- * No DTD is read: a DOCTYPE is refused, which leaves only the five predefined entities and character
- * references to replace, and nothing can expand.
+ * No DTD is read: a DOCTYPE is refused, which leaves only the five predefined entities and
+ * character references to replace, and nothing can expand.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -54,7 +54,8 @@ static void skip_space(struct xp *x)
 
 static bool name_start(unsigned char c)
 {
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' || c == ':' || c >= 0x80;
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' || c == ':' ||
+	       c >= 0x80;
 }
 
 static bool name_char(unsigned char c)
@@ -165,7 +166,8 @@ static char *decode(struct xp *x, const char *v, size_t n)
 			o += put_utf8(o, c);
 		} else {
 			for (k = 0; k < sizeof(pre) / sizeof(pre[0]); k++)
-				if (strlen(pre[k].name) == rl && !memcmp(v + i + 1, pre[k].name, rl))
+				if (strlen(pre[k].name) == rl &&
+				    !memcmp(v + i + 1, pre[k].name, rl))
 					break;
 			if (k == sizeof(pre) / sizeof(pre[0])) {
 				xp_fail(x, -EOPNOTSUPP, "an entity other than the five predefined ones");
