@@ -725,7 +725,7 @@ static void vb_snapshots(const struct xml_doc *d, int parent, const char *curren
 		int kids = xml_child(d, s, "Snapshots", -1);
 
 		if (!vb_uuid(xml_attr(d, s, "uuid"), u))
-			strcpy(u, "");
+			u[0] = 0;
 		if (json) {
 			printf("%s{\"uuid\": ", first ? "" : ", ");
 			json_str(stdout, u);
