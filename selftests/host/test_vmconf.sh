@@ -176,6 +176,25 @@ layers "$T/out" >"$T/got"
 diff "$T/want" "$T/got" >"$T/diff"
 ok $(( rc || $? )) "media only in the global registry (the user's, VBOX_USER_HOME)"
 
+# the base in the machine's registry, the children nested under it in the global one
+cat >"$G/split.xml" <<EOF
+<VirtualBox version="1.12-linux"><Global><MediaRegistry><HardDisks>
+$(sed -e "s|location=\"deb.vdi\"|location=\"$M/deb.vdi\"|" -e "s|location=\"Snapshots/|location=\"$M/Snapshots/|" <<<"$nested")
+</HardDisks></MediaRegistry></Global></VirtualBox>
+EOF
+vbox70 "$M/split.vbox" "<HardDisk uuid=\"{$B}\" location=\"deb.vdi\" format=\"VDI\"/>"
+run attach --dry-run --vbox "$M/split.vbox" --vbox-registry "$G/split.xml"
+layers "$T/out" >"$T/got"
+diff "$T/want" "$T/got" >"$T/diff"
+ok $(( rc || $? )) "base in the machine's registry, children under it in the global registry"
+
+# an immutable medium attached directly: read-only
+vbox70 "$M/imm.vbox" "<HardDisk uuid=\"{$B}\" location=\"deb.vdi\" format=\"VDI\" type=\"Immutable\"/>"
+sed -i "s|{$S2}\"/>|{$B}\"/>|" "$M/imm.vbox"
+run attach --dry-run --vbox "$M/imm.vbox"
+grep -q "^layer 0: $M/deb.vdi (format auto, read-only)" "$T/out" && grep -q "attached read-only" "$T/err"
+ok $(( rc || $? )) "an Immutable medium is attached read-only"
+
 # ---- a moved machine folder: locations to a folder that is gone; found by UUID ----
 sed -e "s|location=\"deb.vdi\"|location=\"/gone/vms/deb/deb.vdi\"|" \
 	-e "s|location=\"Snapshots/|location=\"/gone/vms/deb/Snapshots/|" <<<"$nested" >"$T/moved"

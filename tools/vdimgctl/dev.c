@@ -768,8 +768,14 @@ int cmd_attach(int argc, char **argv)
 			layers[n - 1].path = bundle_top;
 	}
 	if (vbox) {
-		if (vbox_attach_chain(vbox, vbox_reg, &sel, force, &vm_paths, &vm_n))
+		bool vb_ro = false;
+
+		if (vbox_attach_chain(vbox, vbox_reg, &sel, force, &vm_paths, &vm_n, &vb_ro))
 			goto out;
+		if (vb_ro && !overlay && !ro) {
+			errmsg(vbox, "note", "the medium is immutable, read-only or multi-attach: attached read-only (--overlay to write to a temporary overlay)");
+			ro = true;
+		}
 		if (vm_n > VDIMG_MAX_LAYERS) {
 			usage_error("attach", "more than %d layers", VDIMG_MAX_LAYERS);
 			goto out;

@@ -127,9 +127,12 @@ struct vm_select {
 	const char *controller;
 };
 
-/* the chain of the chosen disk of VirtualBox machine @vbox, base first; -errno after a message */
+/*
+ * the chain of the chosen disk of VirtualBox machine @vbox, base first; *@readonly when its top
+ * medium is one VirtualBox never writes (Immutable, Readonly, MultiAttach); -errno after a message
+ */
 int vbox_attach_chain(const char *vbox, const char *registry, const struct vm_select *sel,
-		      bool force, char ***paths, int *n);
+		      bool force, char ***paths, int *n, bool *readonly);
 void vm_paths_free(char **paths, int n);
 int info_vbox(const char *vbox, const char *registry, bool json);
 /* the newest .vmdk of disk @disk (NULL: the only one) of VMware machine @vmx (malloc'd) */

@@ -134,7 +134,7 @@ static bool is_file(const char *p)
 
 struct vb_medium {
 	char uuid[37];			/* lower case, no braces */
-	const char *loc, *fmt;		/* as written (in the document) */
+	const char *loc, *fmt, *type;	/* as written (in the document) */
 	int parent;			/* the medium it is nested in, -1 for a base */
 	int reg;			/* 0: the .vbox, 1: the global registry */
 };
@@ -224,6 +224,10 @@ static int vb_collect(struct vbox *v, int reg, int e, int parent, const char *fi
 				errmsg(file, "cannot read", "medium {%s} is registered twice", u);
 				return -EUCLEAN;
 			}
+			/* its children registered here still hang under it */
+			ret = vb_collect(v, reg, c, i, file);
+			if (ret)
+				return ret;
 			continue;
 		}
 		nm = realloc(v->m, (v->nm + 1) * sizeof(*nm));
@@ -234,6 +238,7 @@ static int vb_collect(struct vbox *v, int reg, int e, int parent, const char *fi
 		memcpy(v->m[i].uuid, u, sizeof(u));
 		v->m[i].loc = xml_attr(d, c, "location");
 		v->m[i].fmt = xml_attr(d, c, "format");
+		v->m[i].type = xml_attr(d, c, "type");
 		v->m[i].parent = parent;
 		v->m[i].reg = reg;
 		ret = vb_collect(v, reg, c, i, file);
@@ -671,8 +676,9 @@ static int vb_select(const struct vbox *v, const struct vm_select *sel)
 }
 
 int vbox_attach_chain(const char *vbox, const char *registry, const struct vm_select *sel,
-		      bool force, char ***paths, int *n)
+		      bool force, char ***paths, int *n, bool *readonly)
 {
+	const char *type;
 	struct vbox v;
 	struct vb_link *l;
 	int k, i, nl, ret;
@@ -686,9 +692,15 @@ int vbox_attach_chain(const char *vbox, const char *registry, const struct vm_se
 		return -ENOENT;
 	}
 	ret = vb_chain(&v, v.disks[k].uuid, force, &l, &nl);
-	vb_close(&v);
-	if (ret)
+	if (ret) {
+		vb_close(&v);
 		return ret;
+	}
+	/* media VirtualBox itself never writes: attached read-only */
+	type = v.m[l[nl - 1].medium].type;
+	*readonly = type && (!strcasecmp(type, "Immutable") || !strcasecmp(type, "Readonly") ||
+			     !strcasecmp(type, "MultiAttach"));
+	vb_close(&v);
 	*paths = calloc(nl, sizeof(**paths));
 	if (!*paths) {
 		vb_chain_free(l, nl);
