@@ -166,8 +166,12 @@ int cmd_info(int argc, char **argv)
 			return EXIT_FAIL;
 		bundle = !access(dd, F_OK);
 		free(dd);
-		if (!bundle)
-			return info_folder(path, json);
+		if (!bundle) {
+			int ret = info_folder(path, json);
+
+			if (ret >= 0)
+				return ret;
+		}
 	}
 	if (chain)
 		return info_chain(path, format, json);

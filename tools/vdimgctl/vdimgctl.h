@@ -138,7 +138,10 @@ int info_vbox(const char *vbox, const char *registry, bool json);
 /* the newest .vmdk of disk @disk (NULL: the only one) of VMware machine @vmx (malloc'd) */
 int vmx_attach_top(const char *vmx, const char *disk, char **top);
 int info_vmx(const char *vmx, bool json);
-/* info on a folder (Hyper-V's "Virtual Hard Disks"): each chain of its VHD(X)/AVHD(X) images */
+/*
+ * info on a folder (Hyper-V's "Virtual Hard Disks"): each chain of its VHD(X)/AVHD(X) images; an
+ * exit status, or -1 (nothing printed) when the folder holds no such image
+ */
 int info_folder(const char *dir, bool json);
 
 #endif /* _VDIMGCTL_H */

@@ -1234,8 +1234,11 @@ int info_folder(const char *dir, bool json)
 		n++;
 	}
 	closedir(d);
-	if (n)
-		qsort(im, n, sizeof(*im), hv_cmp);
+	if (!n && status == EXIT_OK) {
+		free(im);
+		return -1;	/* no image in it: not a folder of images */
+	}
+	qsort(im, n, sizeof(*im), hv_cmp);
 	/* an image another one names as its parent is not the newest of its chain */
 	for (i = 0; i < n; i++)
 		for (k = 0; k < n; k++)
