@@ -362,6 +362,13 @@ hostile "a 20 MB file" "too large"
 python3 -c 'print("<VirtualBox>" + "<a/>" * 300000 + "</VirtualBox>")' >"$T/h.vbox"
 hostile "300000 elements" "too many elements"
 
+python3 -c '
+print("<VirtualBox><Machine><MediaRegistry><HardDisks>")
+for i in range(20000):
+    print("<HardDisk uuid=\"{%08x-0000-0000-0000-000000000000}\" location=\"x\"/>" % i)
+print("</HardDisks></MediaRegistry></Machine></VirtualBox>")' >"$T/h.vbox"
+hostile "20000 media (a bound, not quadratic time)" "more than 16384 media"
+
 # ---- VMware: the .vmx names the newest delta ----
 W=$T/vmware
 mkdir -p "$W"

@@ -132,6 +132,9 @@ static bool is_file(const char *p)
 
 /* ---- VirtualBox ---- */
 
+#define VB_MAX_MEDIA	16384		/* media of the two registries together */
+#define VB_MAX_DISKS	1024		/* hard disks attached to one machine */
+
 struct vb_medium {
 	char uuid[37];			/* lower case, no braces */
 	const char *loc, *fmt, *type;	/* as written (in the document) */
@@ -229,6 +232,10 @@ static int vb_collect(struct vbox *v, int reg, int e, int parent, const char *fi
 			if (ret)
 				return ret;
 			continue;
+		}
+		if (v->nm == VB_MAX_MEDIA) {
+			errmsg(file, "cannot read", "more than %d media", VB_MAX_MEDIA);
+			return -E2BIG;
 		}
 		nm = realloc(v->m, (v->nm + 1) * sizeof(*nm));
 		if (!nm)
@@ -393,6 +400,11 @@ static int vb_open(struct vbox *v, const char *path, const char *registry)
 		img = xml_child(d, e, "Image", -1);
 		if (img < 0)
 			continue;	/* an empty slot */
+		if (v->nd == VB_MAX_DISKS) {
+			errmsg(path, "cannot read", "more than %d hard disks", VB_MAX_DISKS);
+			ret = -E2BIG;
+			goto fail;
+		}
 		nd = realloc(v->disks, (v->nd + 1) * sizeof(*nd));
 		if (!nd) {
 			ret = -ENOMEM;
