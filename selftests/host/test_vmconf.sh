@@ -110,6 +110,13 @@ printf '%s\n' "$M/deb.vdi" "$M/Snapshots/{$S1}.vdi" "$M/Snapshots/{$S2}.vdi" >"$
 diff "$T/want" "$T/got" >"$T/diff"
 ok $(( rc || $? )) "7.0 .vbox: the current state's chain, base first, snapshots' controllers ignored"
 
+run attach --dry-run --vbox "$M/deb.vbox" /dev/vdimg5
+grep -q "^device: .*/vdimg5$" "$T/out"
+ok $(( rc || $? )) "attach DEV --vbox: the one argument is the device"
+run attach --dry-run --vbox "$M/deb.vbox" "$M/deb.vdi"
+grep -q "is not a vdimg device" "$T/err"
+ok $(( !rc || $? )) "attach --vbox with an IMAGE too: refused"
+
 run info --vbox "$M/deb.vbox"
 grep -q "^disk 0: SATA port 0 device 0" "$T/out" && grep -q "^  image: $M/Snapshots/{$S2}.vdi" "$T/out" &&
 	grep -q "^    2: .*{$S2}.vdi (vdi, {$S2})" "$T/out" && grep -q "^  installed {$SN1}$" "$T/out" &&

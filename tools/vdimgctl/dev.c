@@ -701,7 +701,8 @@ int cmd_attach(int argc, char **argv)
 			return usage_error("attach", "bad option");
 		}
 	}
-	if (argc - optind == 2) {
+	/* with --vbox or --vmx the VM's disk is IMAGE: a single argument is DEV */
+	if (argc - optind == 2 || ((vbox || vmx) && argc - optind == 1)) {
 		long v = parse_dev(argv[optind]);
 
 		if (v < 0)
