@@ -465,6 +465,13 @@ run attach --dry-run "$av"
 grep -q "was not found" "$T/err"
 ok $(( !rc || $? )) "... and without it there, refused"
 
+run --help
+grep -q -- '--vbox VM.vbox' "$T/out" && grep -q -- '--vmx VM.vmx' "$T/out"
+ok $(( rc || $? )) "--help names --vbox and --vmx"
+run attach --help
+grep -q -- '--vbox-registry FILE' "$T/out" && grep -q -- '--controller NAME' "$T/out"
+ok $(( rc || $? )) "attach --help names the VM options"
+
 # ---- -p: commit and rebase progress on stderr even when it is not a terminal ----
 P=$T/prog
 mkdir -p "$P"
