@@ -164,9 +164,9 @@ struct vbox {
 	struct xml_doc doc[2];		/* the .vbox, the global registry (maybe empty) */
 	int machine;
 	struct vb_medium *m;
-	int nm;
+	int nm, cap_m;
 	struct vb_disk *disks;
-	int nd;
+	int nd, cap_d;
 };
 
 /* "{01234567-89ab-...}" or without braces, into @out (lower case); false if it is not a UUID */
@@ -237,10 +237,14 @@ static int vb_collect(struct vbox *v, int reg, int e, int parent, const char *fi
 			errmsg(file, "cannot read", "more than %d media", VB_MAX_MEDIA);
 			return -E2BIG;
 		}
-		nm = realloc(v->m, (v->nm + 1) * sizeof(*nm));
-		if (!nm)
-			return -ENOMEM;
-		v->m = nm;
+		if (v->nm == v->cap_m) {
+			/* doubled: a long registry costs no quadratic copying */
+			nm = realloc(v->m, (v->cap_m ? 2 * v->cap_m : 16) * sizeof(*nm));
+			if (!nm)
+				return -ENOMEM;
+			v->m = nm;
+			v->cap_m = v->cap_m ? 2 * v->cap_m : 16;
+		}
 		i = v->nm++;
 		memcpy(v->m[i].uuid, u, sizeof(u));
 		v->m[i].loc = xml_attr(d, c, "location");
@@ -405,12 +409,15 @@ static int vb_open(struct vbox *v, const char *path, const char *registry)
 			ret = -E2BIG;
 			goto fail;
 		}
-		nd = realloc(v->disks, (v->nd + 1) * sizeof(*nd));
-		if (!nd) {
-			ret = -ENOMEM;
-			goto fail;
+		if (v->nd == v->cap_d) {
+			nd = realloc(v->disks, (v->cap_d ? 2 * v->cap_d : 8) * sizeof(*nd));
+			if (!nd) {
+				ret = -ENOMEM;
+				goto fail;
+			}
+			v->disks = nd;
+			v->cap_d = v->cap_d ? 2 * v->cap_d : 8;
 		}
-		v->disks = nd;
 		k = &v->disks[v->nd];
 		ctl = xml_is(d, p, "StorageController") ? xml_attr(d, p, "name") : NULL;
 		k->controller = ctl ? ctl : "";
@@ -877,7 +884,7 @@ struct vmx {
 	const char *path;
 	char *dir, *buf;
 	struct vmx_kv *kv;
-	int nkv;
+	int nkv, cap_kv;
 	struct vmx_disk {
 		char dev[24];
 		char *path;		/* the .vmdk, relative names made absolute */
@@ -1030,12 +1037,15 @@ static int vmx_open(struct vmx *x, const char *path)
 			val++;
 		}
 		vmx_unescape(val);
-		nk = realloc(x->kv, (x->nkv + 1) * sizeof(*nk));
-		if (!nk) {
-			ret = -ENOMEM;
-			goto fail;
+		if (x->nkv == x->cap_kv) {
+			nk = realloc(x->kv, (x->cap_kv ? 2 * x->cap_kv : 64) * sizeof(*nk));
+			if (!nk) {
+				ret = -ENOMEM;
+				goto fail;
+			}
+			x->kv = nk;
+			x->cap_kv = x->cap_kv ? 2 * x->cap_kv : 64;
 		}
-		x->kv = nk;
 		x->kv[x->nkv].key = k;
 		x->kv[x->nkv].value = val;
 		x->nkv++;
