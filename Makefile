@@ -115,6 +115,8 @@ $(FUZZ_BINS): $(BUILD)/fuzz/%: selftests/fuzz/%.c selftests/fuzz/fuzz_common.h $
 		$(BUILD)/fuzz/libvdimg-fuzz.a
 	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(BUILD)/fuzz/libvdimg-fuzz.a $(LIB_LIBS) \
 		-lpthread
+# the XML reader of vdimgctl, which that target includes
+$(BUILD)/fuzz/fuzz_vbox_xml: tools/vdimgctl/xml.c tools/vdimgctl/xml.h
 
 .PHONY: fuzz fuzz-smoke
 fuzz: $(FUZZ_BINS)

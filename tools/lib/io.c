@@ -6,6 +6,7 @@
  * Backends only map; this file reads and writes the bytes. It trusts no extent a backend returns:
  * an extent that does not describe a prefix of the asked range fails the request with -EIO.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <unistd.h>
 #include <fcntl.h>
@@ -947,6 +948,28 @@ int vdimg_chain_resolve_flags(const char *top, u32 top_format, char ***paths_out
 				if (!cand[i][0])
 					continue;
 				p = resolve_relative(paths[n - 1], cand[i]);
+				if (p && access(p, F_OK) == 0)
+					next = p;
+				else
+					free(p);
+			}
+			/*
+			 * A Windows drive path (VHD/VHDX locators, Hyper-V's absolute_win32_path with
+			 * no relative_path): its file name beside the child, as Hyper-V's folder layout
+			 * keeps x.vhdx and x_GUID.avhdx together. The parent link (UUID) is still
+			 * checked when the chain opens.
+			 */
+			for (i = 0; i < 2 && !next; i++) {
+				const char *c = cand[i], *base;
+				char *p;
+
+				if (!isalpha((unsigned char)c[0]) || c[1] != ':')
+					continue;
+				base = strrchr(c, '/');
+				base = base ? base + 1 : c + 2;
+				if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
+					continue;
+				p = resolve_relative(paths[n - 1], base);
 				if (p && access(p, F_OK) == 0)
 					next = p;
 				else

@@ -97,7 +97,8 @@ long parse_dev(const char *s)
 
 static int attach_usage(void)
 {
-	printf("Usage: vdimgctl attach [options] [DEV] IMAGE\n\n"
+	printf("Usage: vdimgctl attach [options] [DEV] IMAGE\n"
+	       "       vdimgctl attach [options] [DEV] (--vbox VM.vbox | --vmx VM.vmx)\n\n"
 	       "Attach IMAGE as the first free /dev/vdimgN (or DEV).\n\n"
 	       " -f, --find                 use the first free device (the default)\n"
 	       "     --show                 print the device name\n"
@@ -118,7 +119,14 @@ static int attach_usage(void)
 	       "     --track N              a CUE sheet's data track N (default: the first)\n"
 	       "     --dry-run              check the image and print what would be attached\n"
 	       "     --no-lock              take no qemu-compatible image locks (the module\n"
-	       "                            still refuses a second vdimg writer)\n\n"
+	       "                            still refuses a second vdimg writer)\n"
+	       "     --vbox VM.vbox         a VirtualBox machine's disk in its current state\n"
+	       "                            (base and differencing images, from its registry)\n"
+	       "     --vbox-registry FILE   the global VirtualBox.xml (default: the user's)\n"
+	       "     --vmx VM.vmx           a VMware machine's disk (its newest .vmdk)\n"
+	       "     --disk N|DEV           which disk (VirtualBox: as info --vbox numbers\n"
+	       "                            them; VMware: scsi0:0, sata0:1, nvme0:0, ide0:0)\n"
+	       "     --port P, --controller NAME  a VirtualBox disk by where it is attached\n\n"
 	       "For more details see vdimgctl(8).\n");
 	return EXIT_OK;
 }
@@ -525,7 +533,8 @@ static int attach_resolve(struct attach_layer *layers, int *n, u32 format, char 
 int cmd_attach(int argc, char **argv)
 {
 	enum { OPT_SHOW = 256, OPT_RW, OPT_DIO, OPT_AUTOCLEAR, OPT_CHAIN, OPT_FORCE, OPT_DRY,
-	       OPT_OVERLAY, OPT_OVERLAY_FMT, OPT_SNAPSHOT, OPT_TRACK, OPT_NO_LOCK };
+	       OPT_OVERLAY, OPT_OVERLAY_FMT, OPT_SNAPSHOT, OPT_TRACK, OPT_NO_LOCK, OPT_VBOX,
+	       OPT_VBOX_REG, OPT_VMX, OPT_DISK, OPT_PORT, OPT_CONTROLLER };
 	static const struct option opts[] = {
 		{ "find", no_argument, NULL, 'f' },
 		{ "show", no_argument, NULL, OPT_SHOW },
@@ -544,6 +553,12 @@ int cmd_attach(int argc, char **argv)
 		{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
 		{ "track", required_argument, NULL, OPT_TRACK },
 		{ "no-lock", no_argument, NULL, OPT_NO_LOCK },
+		{ "vbox", required_argument, NULL, OPT_VBOX },
+		{ "vbox-registry", required_argument, NULL, OPT_VBOX_REG },
+		{ "vmx", required_argument, NULL, OPT_VMX },
+		{ "disk", required_argument, NULL, OPT_DISK },
+		{ "port", required_argument, NULL, OPT_PORT },
+		{ "controller", required_argument, NULL, OPT_CONTROLLER },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
@@ -567,6 +582,10 @@ int cmd_attach(int argc, char **argv)
 	int nres = 0;
 	int *fds = NULL;
 	const char **names = NULL;
+	const char *vbox = NULL, *vbox_reg = NULL, *vmx = NULL;
+	struct vm_select sel = { .port = -1 };
+	char **vm_paths = NULL;
+	int vm_n = 0;
 
 	while ((c = getopt_long(argc, argv, "frPt:b:h", opts, NULL)) != -1) {
 		switch (c) {
@@ -653,13 +672,37 @@ int cmd_attach(int argc, char **argv)
 			force = true;
 			flags |= VDIMG_ATTACH_FORCE_LINK | VDIMG_ATTACH_FORCE_CSUM;
 			break;
+		case OPT_VBOX:
+			vbox = optarg;
+			break;
+		case OPT_VBOX_REG:
+			vbox_reg = optarg;
+			break;
+		case OPT_VMX:
+			vmx = optarg;
+			break;
+		case OPT_DISK:
+			sel.disk = optarg;
+			break;
+		case OPT_PORT: {
+			char *end;
+
+			sel.port = strtol(optarg, &end, 10);
+			if (!*optarg || *end || sel.port < 0 || sel.port > 65535)
+				return usage_error("attach", "--port takes a port number");
+			break;
+		}
+		case OPT_CONTROLLER:
+			sel.controller = optarg;
+			break;
 		case 'h':
 			return attach_usage();
 		default:
 			return usage_error("attach", "bad option");
 		}
 	}
-	if (argc - optind == 2) {
+	/* with --vbox or --vmx the VM's disk is IMAGE: a single argument is DEV */
+	if (argc - optind == 2 || ((vbox || vmx) && argc - optind == 1)) {
 		long v = parse_dev(argv[optind]);
 
 		if (v < 0)
@@ -667,7 +710,19 @@ int cmd_attach(int argc, char **argv)
 		index = v;
 		optind++;
 	}
-	if (argc - optind > 1 || (argc - optind == 0 && !chain_arg))
+	if (vbox || vmx) {
+		/* a VM's disk stands for IMAGE (and, from a .vbox, for --chain) */
+		if (vbox && vmx)
+			return usage_error("attach", "--vbox and --vmx exclude each other");
+		if (argc - optind > 0 || chain_arg || track || snapshot)
+			return usage_error("attach", "--%s takes no IMAGE, --chain, --track or --snapshot",
+					   vbox ? "vbox" : "vmx");
+		if (vmx && (sel.port >= 0 || sel.controller))
+			return usage_error("attach", "--vmx takes --disk DEV (scsi0:0, sata0:1, ...)");
+	} else if (sel.disk || sel.port >= 0 || sel.controller || vbox_reg) {
+		return usage_error("attach", "--disk, --port, --controller and --vbox-registry go with --vbox or --vmx");
+	}
+	if (argc - optind > 1 || (argc - optind == 0 && !chain_arg && !vbox && !vmx))
 		return usage_error("attach", "expected one IMAGE");
 	if (overlay && ro)
 		return usage_error("attach", "--overlay makes IMAGE read-only already; -r with it is pointless");
@@ -713,12 +768,35 @@ int cmd_attach(int argc, char **argv)
 		if (!ret)
 			layers[n - 1].path = bundle_top;
 	}
+	if (vbox) {
+		bool vb_ro = false;
+
+		if (vbox_attach_chain(vbox, vbox_reg, &sel, force, &vm_paths, &vm_n, &vb_ro))
+			goto out;
+		if (vb_ro && !overlay && !ro) {
+			errmsg(vbox, "note", "the medium is immutable, read-only or multi-attach: attached read-only (--overlay to write to a temporary overlay)");
+			ro = true;
+		}
+		if (vm_n > VDIMG_MAX_LAYERS) {
+			usage_error("attach", "more than %d layers", VDIMG_MAX_LAYERS);
+			goto out;
+		}
+		/* the registry's chain, checked against the images: an explicit chain */
+		for (i = 0; i < vm_n; i++)
+			layers[n++].path = vm_paths[i];
+	} else if (vmx) {
+		vm_paths = calloc(1, sizeof(*vm_paths));
+		if (!vm_paths || vmx_attach_top(vmx, sel.disk, &vm_paths[0]))
+			goto out;
+		vm_n = 1;
+		layers[n++].path = vm_paths[0];
+	}
 	if (!n) {
 		usage_error("attach", "no image given");
 		goto out;
 	}
 	/* a differencing image without --chain: find its parents the way the image records them */
-	if (!chain_arg && attach_resolve(layers, &n, format, &resolved, &nres, force))
+	if (!chain_arg && !vbox && attach_resolve(layers, &n, format, &resolved, &nres, force))
 		goto out;
 	top_path = layers[n - 1].path;
 	if (ends_with_iso(top_path) && !rw_iso && !overlay)
@@ -892,6 +970,7 @@ out:
 	free(names);
 	free(fmts);
 	free(chain_copy);
+	vm_paths_free(vm_paths, vm_n);
 	free(bundle_top);
 	vdimg_chain_resolve_free(resolved, res_fmts, nres);
 	return status;

@@ -86,9 +86,12 @@ static void kv_emit(void *ctx, const char *key, const char *value)
 
 static int info_usage(void)
 {
-	printf("Usage: vdimgctl info [-t FMT] [--json] [--chain] IMAGE\n\n"
+	printf("Usage: vdimgctl info [-t FMT] [--json] [--chain] IMAGE\n"
+	       "       vdimgctl info [--json] --vbox VM.vbox [--vbox-registry FILE]\n"
+	       "       vdimgctl info [--json] --vmx VM.vmx\n\n"
 	       "Show the format, geometry and identity of an image file. With --chain, every\n"
-	       "layer of its chain, top first, and whether each parent link matches.\n\n"
+	       "layer of its chain, top first, and whether each parent link matches. With\n"
+	       "--vbox or --vmx, a VM's hard disks with their chains (and its snapshots).\n\n"
 	       "For more details see vdimgctl(8).\n");
 	return EXIT_OK;
 }
@@ -99,9 +102,13 @@ int cmd_info(int argc, char **argv)
 		{ "json", no_argument, NULL, 'J' },
 		{ "format", required_argument, NULL, 't' },
 		{ "chain", no_argument, NULL, 'c' },
+		{ "vbox", required_argument, NULL, 'X' },
+		{ "vbox-registry", required_argument, NULL, 'R' },
+		{ "vmx", required_argument, NULL, 'W' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
+	const char *vbox = NULL, *vbox_reg = NULL, *vmx = NULL;
 	bool chain = false;
 	struct kv_list kv = {};
 	struct vdimg_path_image o;
@@ -121,6 +128,15 @@ int cmd_info(int argc, char **argv)
 		case 'c':
 			chain = true;
 			break;
+		case 'X':
+			vbox = optarg;
+			break;
+		case 'R':
+			vbox_reg = optarg;
+			break;
+		case 'W':
+			vmx = optarg;
+			break;
 		case 't':
 			if (parse_format("info", optarg, &format))
 				return EXIT_FAIL;
@@ -131,9 +147,32 @@ int cmd_info(int argc, char **argv)
 			return usage_error("info", "bad option");
 		}
 	}
+	if (vbox || vmx) {
+		if ((vbox && vmx) || optind != argc || chain || format != VDIMG_FMT_AUTO)
+			return usage_error("info", "--vbox or --vmx take no IMAGE, --chain or -t");
+		return vbox ? info_vbox(vbox, vbox_reg, json) : info_vmx(vmx, json);
+	}
+	if (vbox_reg)
+		return usage_error("info", "--vbox-registry goes with --vbox");
 	if (optind != argc - 1)
 		return usage_error("info", "expected one IMAGE");
 	path = argv[optind];
+	/* a folder that is no Parallels bundle: the image chains in it (Hyper-V's layout) */
+	if (!stat(path, &st) && S_ISDIR(st.st_mode) && !chain) {
+		char *dd;
+		bool bundle;
+
+		if (asprintf(&dd, "%s/DiskDescriptor.xml", path) < 0)
+			return EXIT_FAIL;
+		bundle = !access(dd, F_OK);
+		free(dd);
+		if (!bundle) {
+			int ret = info_folder(path, json);
+
+			if (ret >= 0)
+				return ret;
+		}
+	}
 	if (chain)
 		return info_chain(path, format, json);
 	if (offline_open(&o, path, format, VDIMG_OPEN_READ_ONLY, "cannot open"))
@@ -613,9 +652,12 @@ void progress_print(const char *what, u64 done, u64 total)
 	}
 }
 
+/* -p: progress even when stderr is not a terminal (as qemu-img -p) */
+static bool progress_forced;
+
 static void progress_setup(void)
 {
-	vdimg_chain_progress = isatty(STDERR_FILENO) ? progress_print : NULL;
+	vdimg_chain_progress = progress_forced || isatty(STDERR_FILENO) ? progress_print : NULL;
 }
 
 /* Resolve @path's chain, base first; 0 or -errno after a message ("<path>: <action>: ..."). */
@@ -831,10 +873,11 @@ static int relink_child(const char *child_path, u32 child_fmt, const char *base_
 
 static int commit_usage(void)
 {
-	printf("Usage: vdimgctl commit [-b BASE] [-d|--drop] IMAGE\n\n"
+	printf("Usage: vdimgctl commit [-p] [-b BASE] [-d|--drop] IMAGE\n\n"
 	       "Merge IMAGE (and the layers between it and BASE) into BASE, offline. BASE is\n"
 	       "IMAGE's parent unless -b names a lower layer of IMAGE's chain. Without -d, IMAGE\n"
-	       "stays and still reads the same; with -d, IMAGE and the layers between are deleted.\n\n"
+	       "stays and still reads the same; with -d, IMAGE and the layers between are deleted.\n"
+	       "Progress shows on stderr when it is a terminal, or always with -p (--progress).\n\n"
 	       "For more details see vdimgctl(8).\n");
 	return EXIT_OK;
 }
@@ -845,6 +888,7 @@ int cmd_commit(int argc, char **argv)
 		{ "base", required_argument, NULL, 'b' },
 		{ "drop", no_argument, NULL, 'd' },
 		{ "format", required_argument, NULL, 't' },
+		{ "progress", no_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
@@ -855,8 +899,11 @@ int cmd_commit(int argc, char **argv)
 	bool drop = false;
 	int ch, n = 0, base, i, ret, status = EXIT_FAIL;
 
-	while ((ch = getopt_long(argc, argv, "b:dt:h", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "b:dpt:h", opts, NULL)) != -1) {
 		switch (ch) {
+		case 'p':
+			progress_forced = true;
+			break;
 		case 'b':
 			base_arg = optarg;
 			break;
@@ -925,11 +972,12 @@ out:
 
 static int rebase_usage(void)
 {
-	printf("Usage: vdimgctl rebase [-u] -b NEWPARENT IMAGE\n\n"
+	printf("Usage: vdimgctl rebase [-p] [-u] -b NEWPARENT IMAGE\n\n"
 	       "Make NEWPARENT the parent of the differencing image IMAGE, offline. Safe mode (the\n"
 	       "default) first copies into IMAGE every range it does not hold that the old and\n"
 	       "the new parents read differently, so IMAGE reads the same afterwards; -u only\n"
-	       "changes the link. A relative NEWPARENT is recorded relative to IMAGE's directory.\n\n"
+	       "changes the link. A relative NEWPARENT is recorded relative to IMAGE's directory.\n"
+	       "Progress shows on stderr when it is a terminal, or always with -p (--progress).\n\n"
 	       "For more details see vdimgctl(8).\n");
 	return EXIT_OK;
 }
@@ -940,6 +988,7 @@ int cmd_rebase(int argc, char **argv)
 		{ "unsafe", no_argument, NULL, 'u' },
 		{ "backing", required_argument, NULL, 'b' },
 		{ "format", required_argument, NULL, 't' },
+		{ "progress", no_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
@@ -950,8 +999,11 @@ int cmd_rebase(int argc, char **argv)
 	bool unsafe = false;
 	int ch, n = 0, nn = 0, i, ret, status = EXIT_FAIL;
 
-	while ((ch = getopt_long(argc, argv, "ub:t:h", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "ub:pt:h", opts, NULL)) != -1) {
 		switch (ch) {
+		case 'p':
+			progress_forced = true;
+			break;
 		case 'u':
 			unsafe = true;
 			break;

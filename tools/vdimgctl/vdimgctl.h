@@ -117,4 +117,31 @@ int map_range(struct vdimg_chain *c, u64 off, u64 len, struct map_entry *e);
 /* image.c: the "(NN.00/100%) what" progress line of long operations on a terminal */
 void progress_print(const char *what, u64 done, u64 total);
 
+/*
+ * vmconf.c: VM machine files. Which disk of a machine: @disk (VirtualBox: its number in info
+ * --vbox; VMware: "scsi0:0"), else the one on @port (-1: any) of @controller (NULL: any).
+ */
+struct vm_select {
+	const char *disk;
+	long port;
+	const char *controller;
+};
+
+/*
+ * the chain of the chosen disk of VirtualBox machine @vbox, base first; *@readonly when its top
+ * medium is one VirtualBox never writes (Immutable, Readonly, MultiAttach); -errno after a message
+ */
+int vbox_attach_chain(const char *vbox, const char *registry, const struct vm_select *sel,
+		      bool force, char ***paths, int *n, bool *readonly);
+void vm_paths_free(char **paths, int n);
+int info_vbox(const char *vbox, const char *registry, bool json);
+/* the newest .vmdk of disk @disk (NULL: the only one) of VMware machine @vmx (malloc'd) */
+int vmx_attach_top(const char *vmx, const char *disk, char **top);
+int info_vmx(const char *vmx, bool json);
+/*
+ * info on a folder (Hyper-V's "Virtual Hard Disks"): each chain of its VHD(X)/AVHD(X) images; an
+ * exit status, or -1 (nothing printed) when the folder holds no such image
+ */
+int info_folder(const char *dir, bool json);
+
 #endif /* _VDIMGCTL_H */
