@@ -742,6 +742,11 @@ int cmd_attach(int argc, char **argv)
 	layers = calloc(VDIMG_MAX_LAYERS + 1, sizeof(*layers));
 	if (!layers)
 		goto out;
+	/* no descriptor yet: an early error path must not close fd 0 */
+	for (i = 0; i < VDIMG_MAX_LAYERS + 1; i++) {
+		layers[i].fd = -1;
+		layers[i].data_fd = -1;
+	}
 	if (chain_arg) {
 		chain_copy = strdup(chain_arg);
 		for (tok = strtok_r(chain_copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
@@ -777,7 +782,7 @@ int cmd_attach(int argc, char **argv)
 			errmsg(vbox, "note", "the medium is immutable, read-only or multi-attach: attached read-only (--overlay to write to a temporary overlay)");
 			ro = true;
 		}
-		if (vm_n > VDIMG_MAX_LAYERS) {
+		if (n + vm_n > VDIMG_MAX_LAYERS) {
 			usage_error("attach", "more than %d layers", VDIMG_MAX_LAYERS);
 			goto out;
 		}
@@ -801,10 +806,6 @@ int cmd_attach(int argc, char **argv)
 	top_path = layers[n - 1].path;
 	if (ends_with_iso(top_path) && !rw_iso && !overlay)
 		ro = true;
-	for (i = 0; i < n + 1; i++) {
-		layers[i].fd = -1;
-		layers[i].data_fd = -1;
-	}
 	if (snapshot && snapshot_index(top_path, format, snapshot, &snap_index))
 		goto out;
 	/* a CUE track travels in the layer's snapshot field (Documentation/userspace-api/vdimg.rst) */
