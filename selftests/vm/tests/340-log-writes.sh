@@ -19,7 +19,7 @@ if [ "${LW_FULL:-0}" = 1 ]; then
 	MARKS="m0 m1 m2 m3 m4 m5 m6"
 else
 	FORMATS=$(tier "qcow2 vhdx" "qcow2")
-	EVERY=$(tier 120 1000)
+	EVERY=$(tier 200 1000)
 	MARKS=$(tier "m2 m4" "m4")
 fi
 # the image: 32 MiB, an inner ext4 in its first 16 MiB (4 KiB blocks 0..4095), lw-work's blocks
@@ -208,31 +208,29 @@ for f in $FORMATS; do
 		"m0 m1 m2 m3 m4 m5 m6 dm-log-writes-end "
 	rm -f "$W/replay.img" "$W/state"
 	truncate -s ${HOSTMB}M "$W/replay.img"
-	n=0 checked=0 bad=0 after=- upto=m0
-	while :; do
-		out=$("$RLOG" --log "$lg" --replay "$W/replay.img" --state "$W/state" --until-point)
-		rc=$?
-		[ $rc -eq 0 ] || break
-		n=$((n + 1))
-		fl=$(echo "$out" | sed -n 's/.* flags=\([^ ]*\) .*/\1/p')
-		last=$(echo "$out" | sed -n 's/.* last_mark=\([^ ]*\)$/\1/p')
-		# the mark the target writes when it is removed: nothing was written after m6
-		[ "$last" = dm-log-writes-end ] && { last=m6; fl=END; }
-		if [ "$fl" = MARK ]; then
-			after=$last upto=$last
-		else
-			after=$last
-			[ "$last" = - ] && upto=m0 || upto=m$((${last#m} + 1))
-			[ "$upto" = m7 ] && upto=-
-		fi
-		if [ "$fl" = MARK ] && echo " $MARKS " | grep -q " $last "; then
-			checked=$((checked + 1))
-			check_point "$f" "$f point $n ($out)" "$after" "$upto" || bad=$((bad + 1))
-		elif [ "$fl" != MARK ] && [ "$fl" != END ] && [ $((n % EVERY)) -eq 0 ]; then
-			checked=$((checked + 1))
-			check_point "$f" "$f point $n ($out)" "$after" "$upto" || bad=$((bad + 1))
-		fi
-	done
+	# the points to check, from the list of FLUSH/FUA/MARK entries: "POINT ENTRIES AFTER UPTO"
+	# (ENTRIES: the entries applied at that point; AFTER/UPTO: the journal marks around it)
+	awk -v every="$EVERY" -v marks=" $MARKS " '
+		{ n++ }
+		$7 == "MARK" && $8 == "dm-log-writes-end" { last = "m6"; next }
+		$7 == "MARK" { last = $8; if (index(marks, " " $8 " ")) print n, $1 + 1, $8, $8; next }
+		n % every == 0 {
+			if (last == "") up = "m0"; else up = "m" (substr(last, 2) + 1)
+			print n, $1 + 1, (last == "" ? "-" : last), (up == "m7" ? "-" : up)
+		}
+		END { print n > "/dev/stderr" }' "$W/marks" >"$W/points" 2>"$W/npoints"
+	n=$(cat "$W/npoints")
+	checked=0 bad=0
+	while read -r pt entries after upto; do
+		out=$("$RLOG" --log "$lg" --replay "$W/replay.img" --state "$W/state" \
+			--until-entry "$entries") || { fail "$f: replay to point $pt"; break; }
+		checked=$((checked + 1))
+		check_point "$f" "$f point $pt ($out)" "$after" "$upto" </dev/null || bad=$((bad + 1))
+	done <"$W/points"
+	out=$("$RLOG" --log "$lg" --replay "$W/replay.img" --state "$W/state")
+	rc=$?
+	echo "$out"
+	case $out in *flags=END*) rc=3 ;; esac
 	check_eq "$f: replay-log reached the end of the log" "$rc" 3
 	# and the end of the log: everything acknowledged, the image detached
 	checked=$((checked + 1))
