@@ -73,6 +73,8 @@ _Static_assert(sizeof(struct lw_entry) == 32, "log entry size");
 #define MARK_MAX 4096
 
 static const char *log_path;
+/* the copy buffer and the entry sector (globals: reachable when die() exits) */
+static char *buf, *sec;
 
 static void die(const char *fmt, ...)
 {
@@ -248,7 +250,7 @@ int main(int argc, char **argv)
 	struct lw_super sb;
 	struct pos p = { 0 };
 	uint32_t ss;
-	char *buf, *sec, fbuf[64], *end;
+	char fbuf[64], *end;
 	int stopped = 0, asked;
 
 	while ((c = getopt_long(argc, argv, "l:r:v", opts, NULL)) != -1) {
@@ -400,7 +402,7 @@ int main(int argc, char **argv)
 		}
 	}
 	if (list)
-		return 0;
+		goto out;
 	if (fsync(tfd) < 0 && errno != EINVAL)
 		die("%s: fsync: %s", replay_path, strerror(errno));
 	if (state_path)
@@ -408,5 +410,11 @@ int main(int argc, char **argv)
 	printf("stop entry=%" PRIu64 " next=%" PRIu64 " flags=%s last_mark=%s\n", p.entry,
 	       p.off, stopped ? flag_str(stop_flags, fbuf, sizeof(fbuf)) : "END",
 	       p.last_mark[0] ? p.last_mark : "-");
+out:
+	free(buf);
+	free(sec);
+	close(logfd);
+	if (tfd >= 0)
+		close(tfd);
 	return asked && !stopped ? 3 : 0;
 }
