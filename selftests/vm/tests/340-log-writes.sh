@@ -20,7 +20,7 @@ if [ "${LW_FULL:-0}" = 1 ]; then
 else
 	FORMATS=$(tier "qcow2 vhdx" "qcow2")
 	EVERY=$(tier 200 1000)
-	MARKS=$(tier "m2 m4" "m4")
+	MARKS=m4
 fi
 # the image: 32 MiB, an inner ext4 in its first 16 MiB (4 KiB blocks 0..4095), lw-work's blocks
 # in the second half
