@@ -44,3 +44,5 @@ apt-get install -y -qq --no-install-recommends bash-completion >/dev/null
 # module for both kernels at install (openssl makes DKMS's module signing key)
 apt-get install -y -qq --no-install-recommends dpkg-dev debhelper dh-dkms dkms lintian fakeroot \
 	openssl >/dev/null
+# crash replay and fault tests (selftests/vm/tests/340-log-writes.sh, 345-dm-flakey.sh): dmsetup in the guest
+apt-get install -y -qq --no-install-recommends dmsetup >/dev/null

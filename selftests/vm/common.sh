@@ -115,6 +115,18 @@ vm_build_userspace() {
 	else
 		vm_log "abi_test does not build (see $VM_BUILD/abi_test.log)"
 	fi
+	# the test helpers (tests/340-log-writes.sh); a missing one makes its test skip
+	VM_PROGS=()
+	local p
+	for p in replay-log lw-work; do
+		if gcc -static -O2 -Wall -Wextra -Werror -o "$VM_BUILD/$p.tmp" "$VM_DIR/$p.c" \
+			>"$VM_BUILD/$p.log" 2>&1; then
+			mv "$VM_BUILD/$p.tmp" "$VM_BUILD/$p"
+			VM_PROGS+=(-x "$VM_BUILD/$p")
+		else
+			vm_log "$p does not build (see $VM_BUILD/$p.log)"
+		fi
+	done
 	flock -u 8
 }
 
@@ -137,7 +149,7 @@ vm_build_kernel_side() {
 	K_INITRD=$K_OUT/initramfs.cpio.gz
 	"$VM_DIR/mkinitramfs.sh" -r "$K_RELEASE" -b "$K_MODBASE" -o "$K_INITRD" \
 		${K_MODULE:+-k "$K_MODULE"} ${VM_VDIMGCTL:+-t "$VM_VDIMGCTL"} \
-		${VM_ABI_TEST:+-a "$VM_ABI_TEST"} >"$K_OUT/initramfs.log" 2>&1 || rc=1
+		${VM_ABI_TEST:+-a "$VM_ABI_TEST"} "${VM_PROGS[@]}" >"$K_OUT/initramfs.log" 2>&1 || rc=1
 	if [ $rc -eq 0 ]; then
 		# this run's private copy: another run may rebuild the shared one while this VM boots
 		K_RUN=$(mktemp -d "$K_OUT/run.XXXXXX")

@@ -3,12 +3,14 @@
 #
 # mkinitramfs.sh: build the busybox initramfs that the VM tests boot, for one kernel release.
 #
-#   mkinitramfs.sh -r RELEASE [-b MODBASE] [-k vdimg.ko] [-t vdimgctl] [-a abi_test] -o OUT.cpio.gz
+#   mkinitramfs.sh -r RELEASE [-b MODBASE] [-k vdimg.ko] [-t vdimgctl] [-a abi_test] [-x PROG]...
+#                  -o OUT.cpio.gz
 #
 # RELEASE    the kernel release the modules are for (lib/modules/RELEASE)
 # MODBASE    the directory that holds lib/modules/RELEASE (default /, a debug kernel's output dir)
 # vdimg.ko   the module to ship (optional: without it the vdimg tests skip)
 # vdimgctl, abi_test  the tool and the ABI test program (optional likewise)
+# PROG       a test helper program, shipped as /vmtest/NAME (replay-log, lw-work; optional)
 #
 # Contents: busybox (applets installed by /init), the kernel modules the tests use with their
 # dependencies (decompressed, then depmod), the userspace tools with their shared libraries, the
@@ -16,14 +18,15 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-release= modbase=/ vdimg_ko= vdimgctl= abi_test= out=
-while getopts r:b:k:t:a:o: opt; do
+release= modbase=/ vdimg_ko= vdimgctl= abi_test= out= extra_progs=
+while getopts r:b:k:t:a:x:o: opt; do
 	case $opt in
 	r) release=$OPTARG ;;
 	b) modbase=$OPTARG ;;
 	k) vdimg_ko=$OPTARG ;;
 	t) vdimgctl=$OPTARG ;;
 	a) abi_test=$OPTARG ;;
+	x) extra_progs="$extra_progs $OPTARG" ;;
 	o) out=$OPTARG ;;
 	*) echo "usage: $0 -r RELEASE [-b MODBASE] [-k vdimg.ko] [-t vdimgctl] [-a abi_test] -o OUT" >&2
 	   exit 2 ;;
@@ -43,6 +46,7 @@ fi
 # the tests that need them skip. Built-in ones need nothing.
 MODULES="virtio_pci virtio_blk ext4 crc32c_generic loop nbd"
 MODULES="$MODULES isofs"	# 105-cue: ISO 9660 on a CUE data track
+MODULES="$MODULES dm-log-writes dm-flakey"	# 340-log-writes (dm-mod comes as their dependency)
 # Userspace tools (absolute paths in the guest are the host's paths).
 TOOLS="/usr/bin/fio /usr/bin/qemu-img /usr/bin/qemu-nbd /usr/sbin/mkfs.ext4 /usr/sbin/mke2fs
 /usr/sbin/e2fsck /usr/sbin/sfdisk /usr/sbin/blkid /usr/sbin/losetup /usr/sbin/blkdiscard
@@ -50,6 +54,7 @@ TOOLS="/usr/bin/fio /usr/bin/qemu-img /usr/bin/qemu-nbd /usr/sbin/mkfs.ext4 /usr
 /usr/sbin/debugfs /usr/bin/truncate /usr/bin/fallocate /usr/bin/qemu-io"
 TOOLS="$TOOLS /usr/bin/mount /usr/bin/umount"	# 330-mount-helper: util-linux mount runs mount.vdimg
 TOOLS="$TOOLS /usr/sbin/resize2fs"	# 325-online-grow: grows the mounted ext4
+TOOLS="$TOOLS /usr/sbin/dmsetup"	# 340-log-writes: dm-log-writes under the host fs
 
 root=$(mktemp -d "${TMPDIR:-/tmp}/vdimg-initramfs.XXXXXX")
 trap 'rm -rf "$root"' EXIT
@@ -95,6 +100,9 @@ install -D -m 0755 "$here/../../tools/system/vdimgtab" "$root/usr/lib/vdimg/vdim
 if [ -n "$abi_test" ]; then
 	copy_bin "$abi_test" /vmtest/abi_test
 fi
+for p in $extra_progs; do
+	copy_bin "$p" "/vmtest/$(basename "$p")"
+done
 echo /lib/x86_64-linux-gnu >"$root/etc/ld.so.conf"
 echo /usr/lib/x86_64-linux-gnu >>"$root/etc/ld.so.conf"
 ldconfig -r "$root"
