@@ -5,10 +5,10 @@
  * one hosted sparse file with an embedded descriptor (monolithicSparse, streamOptimized), or a text
  * descriptor file naming extent files (monolithicFlat, twoGbMaxExtentSparse, twoGbMaxExtentFlat,
  * vmfs), which the caller opens and passes in img->extents: this code never opens a path. Hosted
- * sparse extents are served by sparse.c and stream.c, the descriptor text by descriptor.c. COWD
- * (vmfsSparse), seSparse and raw-device extents are refused by name. Kernel-shared: only
- * include/vdimg/platform.h services here; the userspace-only tool operations are in
- * tools/lib/formats/vmdk.c.
+ * sparse extents are served by sparse.c and stream.c, seSparse extents by sesparse.c, the
+ * descriptor text by descriptor.c. COWD (vmfsSparse) extents are read-only, raw-device extents are
+ * refused by name. Kernel-shared: only include/vdimg/platform.h services here; the userspace-only
+ * tool operations are in tools/lib/formats/vmdk.c.
  */
 #include "vmdk.h"
 
@@ -430,14 +430,11 @@ static int vmdk_open_descriptor(struct vmdk *vm, u64 fsize)
 			continue;
 		}
 		if (x->type == VMDK_EXT_SESPARSE) {
-			if (vm->writable && x->access == VMDK_ACCESS_RW) {
-				vdimg_err(img, "seSparse extents are read-only");
-				return -EOPNOTSUPP;
-			}
 			x->se = vdimg_zalloc(sizeof(*x->se));
 			if (!x->se)
 				return -ENOMEM;
-			ret = vmdk_se_open(x->se, img, x->file);
+			ret = vmdk_se_open(x->se, vm, x->file,
+					   vm->writable && x->access == VMDK_ACCESS_RW);
 			if (ret)
 				return ret;
 			if (x->se->capacity != d->sectors)
@@ -538,6 +535,8 @@ static void vmdk_close(struct vdimg_image *img)
 			if (!ret)
 				ret = vdimg_file_sync(sp->file);
 			vdimg_mutex_unlock(&sp->lock);
+		} else if (x->se) {
+			ret = vmdk_se_flush(x->se);
 		} else if (!sp && x->file && vm->writable && x->access == VMDK_ACCESS_RW &&
 			   vm->cid_renewed) {
 			ret = vdimg_file_sync(x->file);
@@ -599,9 +598,12 @@ static int vmdk_map(struct vdimg_image *img, u64 offset, u64 length, unsigned in
 	}
 	if (x->type == VMDK_EXT_SESPARSE) {
 		ret = vmdk_se_map(x->se, rel, length, flags, ext);
-		if (!ret)
-			ext->offset += x->start;
-		return ret;
+		if (ret)
+			return ret;
+		ext->offset += x->start;
+		if (ext->flags & VDIMG_EXT_NEW)
+			ext->fill_offset += x->start;
+		return 0;
 	}
 	if (write) {
 		ret = vmdk_renew_cid(vm, flags & VDIMG_MAP_NOWAIT);
@@ -630,7 +632,8 @@ static struct vmdk_ext *vmdk_ext_of(struct vmdk *vm, const struct vdimg_extent *
 	if (ext->offset >= vm->img->size)
 		return NULL;
 	x = vmdk_find(vm, ext->offset);
-	if (x->type != VMDK_EXT_SPARSE || ext->offset + ext->length > x->start + x->len)
+	if ((x->type != VMDK_EXT_SPARSE && x->type != VMDK_EXT_SESPARSE) ||
+	    ext->offset + ext->length > x->start + x->len)
 		return NULL;
 	*rel = *ext;
 	rel->offset -= x->start;
@@ -646,6 +649,8 @@ static int vmdk_commit(struct vdimg_image *img, const struct vdimg_extent *ext)
 
 	if (!x)
 		return -EINVAL;
+	if (x->se)
+		return vmdk_se_commit(x->se, &rel);
 	return vmdk_sparse_commit(x->sp, &rel);
 }
 
@@ -659,7 +664,7 @@ static int vmdk_read_encoded(struct vdimg_image *img, const struct vdimg_extent 
 	struct vdimg_extent rel;
 	struct vmdk_ext *x = vmdk_ext_of(VMDK(img), ext, &rel);
 
-	if (!x)
+	if (!x || !x->sp)
 		return -EINVAL;
 	return vmdk_sparse_read_encoded(x->sp, &rel, buf);
 }
@@ -689,6 +694,8 @@ static int vmdk_discard(struct vdimg_image *img, u64 offset, u64 length, unsigne
 			ret = -EROFS;
 		else if (x->type == VMDK_EXT_SPARSE)
 			ret = vmdk_sparse_discard(x->sp, rel, n, flags);
+		else if (x->type == VMDK_EXT_SESPARSE)
+			ret = vmdk_se_discard(x->se, rel, n, flags);
 		else
 			ret = vmdk_renew_cid(vm, false) ?:
 			      (flags & VDIMG_DISCARD_NOUNMAP ?
@@ -710,6 +717,8 @@ int vmdk_flush(struct vdimg_image *img)
 
 		if (x->sp)
 			ret = vmdk_sparse_flush(x->sp);
+		else if (x->se)
+			ret = vmdk_se_flush(x->se);
 		else if (x->file && x->file != img->file && vm->writable &&
 			 x->access == VMDK_ACCESS_RW && vm->cid_renewed)
 			ret = vdimg_file_sync(x->file);

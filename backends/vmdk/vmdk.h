@@ -223,8 +223,9 @@ struct vmdk_sparse {
 	u8 *zbuf;			/* zeros to pad a last grain */
 };
 
-/* an seSparse extent (sesparse.c), read-only */
+/* an seSparse extent (sesparse.c) */
 struct vmdk_se {
+	struct vmdk *vm;		/* the image it belongs to (CID renewal) */
 	struct vdimg_image *img;
 	struct vdimg_file *file;
 	u64 capacity;			/* sectors */
@@ -232,12 +233,21 @@ struct vmdk_se {
 	u32 nr_gts;			/* GD entries */
 	u64 gts_off, gts_size;		/* sectors: the grain-table area */
 	u64 grains_off, grains_size;	/* sectors: the grain area */
-	u64 file_sec;			/* file size at open, in sectors */
-	__le64 *gd;			/* [nr_gts], as on disk */
-	/* protects the cached GT; held across its read (NOWAIT callers only try it) */
+	u64 volatile_off;		/* sectors: the volatile header */
+	u64 gd_off;			/* sectors: the grain directory */
+	bool writable;			/* opened writable and the extent is RW */
+	/* protects everything below; held across metadata I/O (NOWAIT callers only try it) */
 	vdimg_mutex_t lock;
+	u64 file_sec;			/* file size at open or written since, in sectors */
+	__le64 *gd;			/* [nr_gts], as on disk */
 	u32 cached;			/* the GD index of @gt; U32_MAX: none */
+	bool gt_dirty;			/* @gt differs from the disk */
 	__le64 *gt;			/* one grain table, as on disk */
+	u32 gd_dirty_lo, gd_dirty_hi;	/* GD entries to write, [lo, hi) */
+	u64 next_gt;			/* index of the next free grain table */
+	u64 next_grain;			/* index of the next free grain */
+	bool touched;			/* the CID was renewed for a change */
+	u8 *zbuf;			/* zeros: a new table, the pad of a last grain */
 };
 
 /* one extent of the virtual disk */
@@ -292,11 +302,17 @@ int vmdk_check_cowd_header(struct vmdk_sparse *v, const struct vmdk_cowd_header 
 int vmdk_stream_footer(struct vmdk_sparse *v, struct vmdk_header *h, u64 fsize);
 int vmdk_sparse_read_encoded(struct vmdk_sparse *v, const struct vdimg_extent *ext, void *buf);
 
-/* sesparse.c: the extent's header and grain directory checked and loaded; offsets per extent */
-int vmdk_se_open(struct vmdk_se *se, struct vdimg_image *img, struct vdimg_file *file);
+/*
+ * sesparse.c: the extent's header and grain directory checked and loaded (@writable: its tables
+ * scanned for the allocation cursors); offsets per extent
+ */
+int vmdk_se_open(struct vmdk_se *se, struct vmdk *vm, struct vdimg_file *file, bool writable);
 void vmdk_se_free(struct vmdk_se *se);
 int vmdk_se_map(struct vmdk_se *se, u64 offset, u64 length, unsigned int flags,
 		struct vdimg_extent *ext);
+int vmdk_se_commit(struct vmdk_se *se, const struct vdimg_extent *ext);
+int vmdk_se_discard(struct vmdk_se *se, u64 offset, u64 length, unsigned int flags);
+int vmdk_se_flush(struct vmdk_se *se);
 
 /* vmdk.c */
 /* a new CID before the first change (-EAGAIN with @nowait while still to be written) */
