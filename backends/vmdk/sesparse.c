@@ -307,6 +307,46 @@ out:
 	return ret;
 }
 
+/*
+ * The headers of a new, empty seSparse extent of @cap sectors (the tool's create): volatile header
+ * at sector 1, journal header and journal (zeros) at 2 and 3..10, the directory at 16, the table
+ * area after it with room for every table, the grain area after that with room for every grain.
+ * Nothing is allocated; the file needs @*file_sec sectors (up to the grain area).
+ */
+int vmdk_se_new(u64 cap, void *hdr, void *vol, u64 *file_sec)
+{
+	struct vmdk_se_header *h = hdr;
+	struct vmdk_se_volatile *vh = vol;
+	u64 grains = DIV_ROUND_UP(cap, SE_GRAIN_SECTORS), gts = DIV_ROUND_UP(grains, SE_GTES);
+	u64 gd_size = DIV_ROUND_UP(gts * 8, VMDK_SECTOR), gts_off = ALIGN(16 + gd_size, 8ULL);
+
+	if (!cap || cap > VMDK_MAX_CAPACITY || gts > SE_MAX_GTS)
+		return -EFBIG;
+	memset(h, 0, sizeof(*h));
+	memset(vh, 0, sizeof(*vh));
+	h->magic = cpu_to_le64(SE_CONST_MAGIC);
+	h->version = cpu_to_le64(SE_VERSION);
+	h->capacity = cpu_to_le64(cap);
+	h->grain_size = cpu_to_le64(SE_GRAIN_SECTORS);
+	h->gt_size = cpu_to_le64(SE_GT_SECTORS);
+	h->volatile_off = cpu_to_le64(1);
+	h->volatile_size = cpu_to_le64(1);
+	h->journal_hdr_off = cpu_to_le64(2);
+	h->journal_hdr_size = cpu_to_le64(1);
+	h->journal_off = cpu_to_le64(3);
+	h->journal_size = cpu_to_le64(8);
+	h->gd_off = cpu_to_le64(16);
+	h->gd_size = cpu_to_le64(gd_size);
+	h->gts_off = cpu_to_le64(gts_off);
+	h->gts_size = cpu_to_le64(gts * SE_GT_SECTORS);
+	h->grains_off = cpu_to_le64(gts_off + gts * SE_GT_SECTORS);
+	h->grains_size = cpu_to_le64(grains * SE_GRAIN_SECTORS);
+	vh->magic = cpu_to_le64(SE_VOLATILE_MAGIC);
+	vh->next_txn = cpu_to_le64(1);
+	*file_sec = gts_off + gts * SE_GT_SECTORS;
+	return 0;
+}
+
 void vmdk_se_free(struct vmdk_se *se)
 {
 	vdimg_free(se->gd);

@@ -313,6 +313,8 @@ int vmdk_se_map(struct vmdk_se *se, u64 offset, u64 length, unsigned int flags,
 int vmdk_se_commit(struct vmdk_se *se, const struct vdimg_extent *ext);
 int vmdk_se_discard(struct vmdk_se *se, u64 offset, u64 length, unsigned int flags);
 int vmdk_se_flush(struct vmdk_se *se);
+/* a new, empty extent's header and volatile header (512 bytes each), the file's sectors */
+int vmdk_se_new(u64 cap, void *hdr, void *vol, u64 *file_sec);
 
 /* vmdk.c */
 /* a new CID before the first change (-EAGAIN with @nowait while still to be written) */

@@ -519,7 +519,7 @@ static void test_create(void)
 		/* the spec (and libvmdk) want more than 8 sectors */
 		ok_err(create_file(tp("bad.vmdk"), &o), -EINVAL, "create refuses a 4 KiB grain");
 		o.block_size = 0;
-		o.variant = "vmfsSparse";
+		o.variant = "vmfsRaw";
 		ok_err(create_file(tp("bad.vmdk"), &o), -EOPNOTSUPP, "create refuses other variants");
 		o.variant = NULL;
 		o.options = "adapter_type=scsi";
@@ -1222,6 +1222,47 @@ static void test_sesparse_write(void)
 next:
 		free(shadow);
 		free(got);
+	}
+
+	/* a child made by create --variant seSparse over the parent, then written */
+	{
+		struct vdimg_create_opts o = { .parent = p[0], .variant = "seSparse" };
+		u8 *shadow = malloc(20 * MiB);
+		int pfd = open(p[0], O_RDONLY | O_CLOEXEC);
+		struct vdimg_chain *pc;
+		char *t;
+
+		r = vdimg_chain_open_fds(&pc, &pfd, &p[0], 1, NULL, VDIMG_CHAIN_READ_ONLY);
+		if (!r) {
+			o.parent_img = vdimg_chain_top(pc);
+			sh("rm -f '%s'", tp("se-sesparse.vmdk"));
+			r = create_file(p[1], &o);
+			vdimg_chain_close(pc);
+		}
+		close(pfd);
+		t = desc_text(p[1]);
+		ok(!r && strstr(t, "createType=\"seSparse\"") &&
+		   strstr(t, "SESPARSE \"se-sesparse.vmdk\""),
+		   "seSparse create: a child descriptor with one SESPARSE extent (%d)", r);
+		free(t);
+		ok(!r && qemu_reads(p[1], memset(shadow, 0x77, 20 * MiB), 20 * MiB, "se create"),
+		   "seSparse create: qemu-img reads the new child as its parent");
+		r = r ?: open_chain(&c, p, 2, false);
+		if (!r) {
+			rnd_state = 300;
+			r = workload(c, shadow, 20 * MiB, 150, 77, 600);
+			close_chain(c, 2);
+		}
+		ok(!r && qemu_reads(p[1], shadow, 20 * MiB, "se create write"),
+		   "seSparse create: written through libvdimg, qemu-img reads what was written (%d)",
+		   r);
+		o.parent = NULL;
+		o.parent_img = NULL;
+		o.size = MiB;
+		o.block_size = 65536;
+		ok_err(create_file(tp("bad.vmdk"), &o), -EINVAL,
+		       "seSparse create: a grain size other than 4 KiB is refused");
+		free(shadow);
 	}
 
 	/* no --room: a few spare grains, then the grain area is full */

@@ -7,7 +7,8 @@
  * descriptor, redundant GD and its GTs, GD and its GTs, all GTs preallocated, the grain area from a
  * grain boundary), so qemu-img check and VMware-compatible readers accept them, the variants with
  * extent files beside a descriptor, and streamOptimized files written in one pass from a source
- * (convert) in the order VMware's OVF export uses.
+ * (convert) in the order VMware's OVF export uses, and empty seSparse extents (ESXi 6.5+ snapshot
+ * children) whose table and grain areas have room for every table and grain.
  */
 #include <stdio.h>
 #include <stdarg.h>
@@ -317,7 +318,22 @@ out:
 }
 
 enum vmdk_create_kind { VMDK_MONO_SPARSE, VMDK_MONO_FLAT, VMDK_SPLIT_SPARSE, VMDK_SPLIT_FLAT,
-			VMDK_STREAM };
+			VMDK_STREAM, VMDK_SESPARSE };
+
+/* an empty seSparse extent of @cap sectors in @f */
+static int vmdk_write_sesparse(struct vdimg_file *f, u64 cap)
+{
+	u8 hdr[2 * VMDK_SECTOR];
+	u64 fsec;
+	int ret;
+
+	ret = vmdk_se_new(cap, hdr, hdr + VMDK_SECTOR, &fsec);
+	if (!ret)
+		ret = vdimg_file_truncate(f, fsec * VMDK_SECTOR);
+	if (!ret)
+		ret = vdimg_file_write(f, hdr, sizeof(hdr), 0);
+	return ret;
+}
 
 #define VMDK_SPLIT_SECTORS	(4194304ULL)	/* 2 GiB extents, as qemu and VMware split */
 
@@ -343,6 +359,8 @@ static void vmdk_extent_name(char *out, size_t len, const char *base, enum vmdk_
 {
 	if (kind == VMDK_MONO_FLAT)
 		snprintf(out, len, "%s-flat.vmdk", base);
+	else if (kind == VMDK_SESPARSE)
+		snprintf(out, len, "%s-sesparse.vmdk", base);
 	else
 		snprintf(out, len, "%s-%c%03u.vmdk", base, kind == VMDK_SPLIT_SPARSE ? 's' : 'f', i + 1);
 }
@@ -421,6 +439,7 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 		{ "twoGbMaxExtentSparse", VMDK_SPLIT_SPARSE },
 		{ "twoGbMaxExtentFlat", VMDK_SPLIT_FLAT },
 		{ "streamOptimized", VMDK_STREAM },
+		{ "seSparse", VMDK_SESPARSE },
 	};
 	const struct vdimg_image msg = { .name = "vmdk create" };
 	struct vdimg_image *parent = opts->parent ? opts->parent_img : NULL;
@@ -446,7 +465,7 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 		for (i = 0; i < ARRAY_SIZE(kinds) && strcmp(opts->variant, kinds[i].name); i++)
 			;
 		if (i == ARRAY_SIZE(kinds)) {
-			vdimg_err(&msg, "creating %s VMDK images is not supported (monolithicSparse, monolithicFlat, twoGbMaxExtentSparse, twoGbMaxExtentFlat, streamOptimized)",
+			vdimg_err(&msg, "creating %s VMDK images is not supported (monolithicSparse, monolithicFlat, twoGbMaxExtentSparse, twoGbMaxExtentFlat, streamOptimized, seSparse)",
 				  opts->variant);
 			return -EOPNOTSUPP;
 		}
@@ -457,6 +476,10 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 	if (kind == VMDK_STREAM && parent) {
 		vdimg_err(&msg, "a streamOptimized VMDK image cannot have a parent");
 		return -EOPNOTSUPP;
+	}
+	if (kind == VMDK_SESPARSE && opts->block_size) {
+		vdimg_err(&msg, "seSparse grains are always 4 KiB (no block size can be chosen)");
+		return -EINVAL;
 	}
 	/* the spec asks for more than 8 sectors (libvmdk refuses fewer) */
 	if (!is_power_of_2(grain) || grain < 8192 || grain > (16U << 20)) {
@@ -496,6 +519,7 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 	if (cap > (1ULL << 44))
 		return -EFBIG;
 	per = kind == VMDK_SPLIT_SPARSE || kind == VMDK_SPLIT_FLAT ? VMDK_SPLIT_SECTORS : cap;
+
 	nr = mono ? 1 : DIV_ROUND_UP(cap, per);
 	if (nr > VMDK_MAX_EXTENTS)
 		return -EFBIG;
@@ -526,7 +550,8 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 		else
 			vmdk_extent_name(xname, sizeof(xname), base, kind, i);
 		if (!vmdk_cat(desc, dlen, &pos, "RW %llu %s \"%s\"%s\n", (unsigned long long)n,
-			      flat ? "FLAT" : "SPARSE", xname, flat ? " 0" : ""))
+			      flat ? "FLAT" : kind == VMDK_SESPARSE ? "SESPARSE" : "SPARSE", xname,
+			      flat ? " 0" : ""))
 			goto out;
 	}
 	same_geo = pv && size == parent->size &&
@@ -575,6 +600,8 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 		ret = xf ? 0 : -ENOMEM;
 		if (!ret && kind == VMDK_SPLIT_SPARSE)
 			ret = vmdk_write_sparse(xf, n, gsec, zero_grain, NULL);
+		else if (!ret && kind == VMDK_SESPARSE)
+			ret = vmdk_write_sesparse(xf, n);
 		else if (!ret)
 			ret = vdimg_file_truncate(xf, n * VMDK_SECTOR);
 		if (!ret)
