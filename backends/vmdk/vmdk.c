@@ -6,8 +6,8 @@
  * descriptor file naming extent files (monolithicFlat, twoGbMaxExtentSparse, twoGbMaxExtentFlat,
  * vmfs), which the caller opens and passes in img->extents: this code never opens a path. Hosted
  * sparse extents are served by sparse.c and stream.c, seSparse extents by sesparse.c, the
- * descriptor text by descriptor.c. COWD (vmfsSparse) extents are read-only, raw-device extents are
- * refused by name. Kernel-shared: only include/vdimg/platform.h services here; the userspace-only
+ * descriptor text by descriptor.c. COWD (vmfsSparse) extents are sparse.c's too (writable behind a
+ * descriptor), raw-device extents are refused by name. Kernel-shared: only include/vdimg/platform.h services here; the userspace-only
  * tool operations are in tools/lib/formats/vmdk.c.
  */
 #include "vmdk.h"
@@ -206,15 +206,18 @@ static void vmdk_free(struct vmdk *vm)
 	vdimg_free(vm);
 }
 
-/* A COWD (vmfsSparse) extent in @f for @x: read-only. */
+/*
+ * A COWD (vmfsSparse) extent in @f for @x: writable when a vmfsSparse descriptor names it (the CID
+ * lives there), allocating from the header's freeSector (or the end of the file, if later).
+ */
 static int vmdk_open_cowd(struct vmdk *vm, struct vmdk_ext *x, struct vdimg_file *f,
 			  const struct vmdk_cowd_header *h, u64 fsize)
 {
 	struct vmdk_sparse *sp;
 	int ret;
 
-	if (vm->writable && x->access == VMDK_ACCESS_RW) {
-		vdimg_err(vm->img, "vmfsSparse (COWD) VMDK extents are read-only (attach read-only or under an overlay)");
+	if (vm->writable && x->access == VMDK_ACCESS_RW && !vm->desc_file) {
+		vdimg_err(vm->img, "a COWD (vmfsSparse) file without a descriptor is read-only (attach read-only or under an overlay)");
 		return -EOPNOTSUPP;
 	}
 	sp = vdimg_zalloc(sizeof(*sp));
@@ -225,8 +228,9 @@ static int vmdk_open_cowd(struct vmdk *vm, struct vmdk_ext *x, struct vdimg_file
 	sp->vm = vm;
 	sp->img = vm->img;
 	sp->file = f;
+	sp->writable = vm->writable && x->access == VMDK_ACCESS_RW;
 	sp->file_end = ALIGN_DOWN(fsize, (u64)VMDK_SECTOR);
-	sp->next_alloc = sp->file_end;
+	sp->next_alloc = max(sp->file_end, (u64)le32_to_cpu(h->next_free) * VMDK_SECTOR);
 	ret = vmdk_check_cowd_header(sp, h, fsize);
 	if (!ret)
 		ret = vmdk_sparse_open(sp, NULL, fsize);

@@ -97,6 +97,7 @@ struct vmdk_cowd_header {
 
 #define VMDK_COWD_GTES		4096U
 #define VMDK_COWD_HEADER_SIZE	2048U
+#define VMDK_COWD_UNCLEAN_OFF	1648U	/* u32 uncleanShutdown in the 2048-byte header */
 
 #define VMDK_HEADER_SIZE	512
 #define VMDK_MARKER_SIZE	512
@@ -205,7 +206,8 @@ struct vmdk_sparse {
 	bool markers;
 	bool zero_grain;		/* GTE 1 may be written */
 	bool writable;			/* opened writable and the extent is RW */
-	bool cowd;			/* a COWD (vmfsSparse) extent, read-only */
+	bool cowd;			/* a COWD (vmfsSparse) extent: its header's freeSector follows
+					 * every allocation (writable only behind a descriptor) */
 	u64 file_end;			/* file size at open, in whole sectors */
 
 	/* protects everything below; held across metadata I/O (NOWAIT callers only try it) */

@@ -1307,30 +1307,31 @@ next:
 	}
 }
 
-/*
- * Write cuts into an seSparse child: the workload stops after every possible number of writes;
- * each cut image reads the same through qemu-img and libvdimg (no torn table or directory) and
- * keeps everything that was flushed before the cut.
- */
-static void test_sesparse_crash(void)
+/* @pristine (a descriptor and its one extent file @px) copied to @top and @tx */
+static void copy_pristine(const char *pristine, const char *px, const char *top, const char *tx)
 {
-	const u64 size = 8 * MiB;
-	const char *p[2] = { tp("seb.vmdk"), tp("sec.vmdk") };
+	sh("cp '%s' '%s' && sed 's/%s/%s/' '%s' > '%s'", tp(px), tp(tx), px, tx, tp(pristine),
+	   tp(top));
+}
+
+/*
+ * Write cuts into a child whose descriptor @pristine names one extent @px (seSparse, COWD) over
+ * seb.vmdk: the workload stops after every possible number of writes; each cut image reads the
+ * same through qemu-img and libvdimg (no torn table or directory) and keeps everything that was
+ * flushed before the cut.
+ */
+static void test_child_crash(const char *tag, const char *pristine, const char *px, u64 size)
+{
+	const char *p[2] = { tp("seb.vmdk"), tp("cut.vmdk") };
 	u8 *base = malloc(size), *flushed = malloc(size), *got = malloc(size);
 	int bad = 0, lost = 0, cut;
-	char args[200];
 	long long total;
 	struct vdimg_chain *c;
 	u64 j;
 
-	snprintf(args, sizeof(args), "--seed 11 --room --parent seb.vmdk --parent-cid %08x",
-		 read_cid(p[0], "CID"));
-	if (!ok(make_se(tp("sepristine.vmdk"), size, args) == 0, "seSparse crash: child made"))
-		goto out;
-	sh("cp '%s' '%s' && sed 's/sepristine-sesparse/sec-sesparse/' '%s' > '%s'",
-	   tp("sepristine-sesparse.vmdk"), tp("sec-sesparse.vmdk"), tp("sepristine.vmdk"), p[1]);
+	copy_pristine(pristine, px, "cut.vmdk", "cut-x.vmdk");
 	if (open_chain(&c, p, 2, false)) {
-		ok(false, "seSparse crash: open");
+		ok(false, "%s crash: open", tag);
 		goto out;
 	}
 	vdimg_write_budget = 1LL << 40;
@@ -1342,9 +1343,7 @@ static void test_sesparse_crash(void)
 	for (cut = 0; cut <= total; cut++) {
 		int ret;
 
-		sh("cp '%s' '%s' && sed 's/sepristine-sesparse/sec-sesparse/' '%s' > '%s'",
-		   tp("sepristine-sesparse.vmdk"), tp("sec-sesparse.vmdk"), tp("sepristine.vmdk"),
-		   p[1]);
+		copy_pristine(pristine, px, "cut.vmdk", "cut-x.vmdk");
 		if (chain_read(p, 2, base, size) || open_chain(&c, p, 2, false)) {
 			bad++;
 			continue;
@@ -1361,7 +1360,7 @@ static void test_sesparse_crash(void)
 		vdimg_chain_close(c);
 		vdimg_write_budget = -1;
 		vdimg_msg_level = VDIMG_LOG_INFO;
-		if (chain_read(p, 2, got, size) || !qemu_reads(p[1], got, size, "sesparse cut")) {
+		if (chain_read(p, 2, got, size) || !qemu_reads(p[1], got, size, "cut")) {
 			bad++;
 			if (bad < 4)
 				printf("# cut %d: libvdimg and qemu-img disagree or fail\n", cut);
@@ -1375,14 +1374,118 @@ static void test_sesparse_crash(void)
 					break;
 				}
 	}
-	ok(total > 10, "seSparse crash: the workload makes %lld writes", total);
-	ok(!bad, "seSparse crash: %lld cut points, qemu-img and libvdimg read every cut alike (%d bad)",
-	   total + 1, bad);
-	ok(!lost, "seSparse crash: flushed data survives every cut (%d lost)", lost);
+	ok(total > 10, "%s crash: the workload makes %lld writes", tag, total);
+	ok(!bad, "%s crash: %lld cut points, qemu-img and libvdimg read every cut alike (%d bad)",
+	   tag, total + 1, bad);
+	ok(!lost, "%s crash: flushed data survives every cut (%d lost)", tag, lost);
 out:
 	free(base);
 	free(flushed);
 	free(got);
+}
+
+static void test_sesparse_crash(void)
+{
+	char args[200];
+
+	snprintf(args, sizeof(args), "--seed 11 --room --parent seb.vmdk --parent-cid %08x",
+		 read_cid(tp("seb.vmdk"), "CID"));
+	if (ok(make_se(tp("sepristine.vmdk"), 8 * MiB, args) == 0, "seSparse crash: child made"))
+		test_child_crash("seSparse", "sepristine.vmdk", "sepristine-sesparse.vmdk", 8 * MiB);
+}
+
+/* a vmfsSparse child of @size over seb.vmdk (or none) made by create, at @path */
+static int make_cowd(const char *path, u64 size, bool child)
+{
+	struct vdimg_create_opts o = { .size = size, .variant = "vmfsSparse" };
+	const char *b = tp("seb.vmdk");
+	struct vdimg_chain *pc = NULL;
+	char x[600];
+	int pfd = -1, r = 0;
+
+	snprintf(x, sizeof(x), "%.*s-delta.vmdk", (int)strlen(path) - 5, path);
+	unlink(x);
+	if (child) {
+		pfd = open(b, O_RDONLY | O_CLOEXEC);
+		r = vdimg_chain_open_fds(&pc, &pfd, &b, 1, NULL, VDIMG_CHAIN_READ_ONLY);
+		o.parent = b;
+		o.size = 0;
+		o.parent_img = r ? NULL : vdimg_chain_top(pc);
+	}
+	r = r ?: create_file(path, &o);
+	if (pc)
+		vdimg_chain_close(pc);
+	if (pfd >= 0)
+		close(pfd);
+	return r;
+}
+
+/*
+ * Writing COWD (vmfsSparse) extents behind a descriptor: children and standalone disks made by
+ * create --variant vmfsSparse, written by workloads through libvdimg, read by qemu-img as written;
+ * freeSector covers every grain; a bare COWD file (no descriptor) stays read-only; write cuts.
+ */
+static void test_cowd_write(void)
+{
+	const char *p[2] = { tp("seb.vmdk"), tp("cw.vmdk") };
+	struct vdimg_chain *c;
+	u32 round;
+	int r;
+
+	for (round = 0; round < 2; round++) {
+		const char *const *pp = round ? p : p + 1;
+		int n = round ? 2 : 1;
+		u64 size = round ? 20 * MiB : 24 * MiB + 3584;
+		u8 *shadow = malloc(size), *got = malloc(size);
+		char *t;
+
+		r = make_cowd(p[1], size, round);
+		t = desc_text(p[1]);
+		ok(!r && strstr(t, "createType=\"vmfsSparse\"") &&
+		   strstr(t, "VMFSSPARSE \"cw-delta.vmdk\""),
+		   "COWD %u: create --variant vmfsSparse makes a descriptor and a delta (%d)", round,
+		   r);
+		free(t);
+		r = r ?: chain_read(pp, n, shadow, size);
+		ok(!r && qemu_reads(pp[n - 1], shadow, size, "cowd new"),
+		   "COWD %u: qemu-img reads the new disk as libvdimg does", round);
+		r = r ?: open_chain(&c, pp, n, false);
+		if (!r) {
+			rnd_state = 500 + round;
+			r = workload(c, shadow, size, 150, 9 + round, 300);
+			r = r ?: vdimg_chain_flush(c);
+			r = r ?: workload(c, shadow, size, 30, 90 + round, 16);
+			close_chain(c, n);
+		}
+		ok(!r, "COWD %u: 180 writes, discards and flushes through libvdimg (%d)", round, r);
+		ok(!r && qemu_reads(pp[n - 1], shadow, size, "cowd write"),
+		   "COWD %u: qemu-img reads what was written", round);
+		r = chain_read(pp, n, got, size);
+		ok(!r && !memcmp(got, shadow, size),
+		   "COWD %u: re-opened, libvdimg reads what was written (%d)", round, r);
+		{
+			u32 fs = 0;
+			int fd = open(tp("cw-delta.vmdk"), O_RDONLY | O_CLOEXEC);
+
+			if (fd >= 0 && pread(fd, &fs, 4, 28) == 4)
+				fs = le32toh(fs);
+			if (fd >= 0)
+				close(fd);
+			ok((u64)fs * 512 >= fsize(tp("cw-delta.vmdk")) && peek8(tp("cw-delta.vmdk"), 1648) == 0,
+			   "COWD %u: freeSector (%u) covers the file (%llu bytes), uncleanShutdown clear",
+			   round, fs, (unsigned long long)fsize(tp("cw-delta.vmdk")));
+		}
+		free(shadow);
+		free(got);
+	}
+	/* the delta alone, without its descriptor: read-only */
+	r = open_chain(&c, (const char *const[]){ tp("cw-delta.vmdk") }, 1, false);
+	ok(r == -EOPNOTSUPP && strstr(ktap_last_msg, "descriptor"),
+	   "a bare COWD file: a writable open is refused by name (%d)", r);
+	if (!r)
+		close_chain(c, 1);
+	if (ok(make_cowd(tp("cwpristine.vmdk"), 0, true) == 0, "COWD crash: child made"))
+		test_child_crash("COWD", "cwpristine.vmdk", "cwpristine-delta.vmdk", 20 * MiB);
 }
 
 /* ---- compact ---- */
@@ -2012,6 +2115,7 @@ int main(void)
 	test_sesparse();
 	test_sesparse_write();
 	test_sesparse_crash();
+	test_cowd_write();
 	test_compact();
 	test_foreign_parent();
 	test_set_parent();
