@@ -1394,6 +1394,8 @@ static void test_sesparse_crash(void)
 		test_child_crash("seSparse", "sepristine.vmdk", "sepristine-sesparse.vmdk", 8 * MiB);
 }
 
+static void poke(const char *path, u64 off, u64 v, int len);
+
 /* a vmfsSparse child of @size over seb.vmdk (or none) made by create, at @path */
 static int make_cowd(const char *path, u64 size, bool child)
 {
@@ -1484,6 +1486,32 @@ static void test_cowd_write(void)
 	   "a bare COWD file: a writable open is refused by name (%d)", r);
 	if (!r)
 		close_chain(c, 1);
+	/* a hostile freeSector: inside the metadata (allocation still starts at the end of the
+	 * file), or at the end of the 32-bit space (writes fail with -ENOSPC, nothing breaks) */
+	for (round = 0; round < 2; round++) {
+		u8 *shadow = malloc(20 * MiB), buf[8192];
+
+		r = make_cowd(p[1], 0, true);
+		poke(tp("cw-delta.vmdk"), 28, round ? 0xfffffff0U : 1, 4);
+		r = r ?: chain_read(p, 2, shadow, 20 * MiB);
+		r = r ?: open_chain(&c, p, 2, false);
+		if (!r) {
+			memset(buf, 0x3c, sizeof(buf));
+			r = vdimg_chain_pwrite(c, buf, sizeof(buf), 5 * MiB + 512);
+			if (!r)
+				memcpy(shadow + 5 * MiB + 512, buf, sizeof(buf));
+			close_chain(c, 2);
+		}
+		if (round)
+			ok_err(r, -ENOSPC, "COWD with freeSector at the end of the 32-bit space: a write fails cleanly (%s)",
+			       ktap_last_msg);
+		else
+			ok(!r, "COWD with freeSector inside its header: a write works (%d)", r);
+		ok(qemu_reads(p[1], shadow, 20 * MiB, "cowd hostile free"),
+		   "COWD with a hostile freeSector (%s): qemu-img reads what was written",
+		   round ? "0xfffffff0" : "1");
+		free(shadow);
+	}
 	if (ok(make_cowd(tp("cwpristine.vmdk"), 0, true) == 0, "COWD crash: child made"))
 		test_child_crash("COWD", "cwpristine.vmdk", "cwpristine-delta.vmdk", 20 * MiB);
 }
