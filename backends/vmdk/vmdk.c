@@ -7,7 +7,7 @@
  * vmfs), which the caller opens and passes in img->extents: this code never opens a path. Hosted
  * sparse extents are served by sparse.c and stream.c, seSparse extents by sesparse.c, the
  * descriptor text by descriptor.c. COWD (vmfsSparse) extents are sparse.c's too (writable behind a
- * descriptor), raw-device extents are refused by name. Kernel-shared: only include/vdimg/platform.h services here; the userspace-only
+ * descriptor), raw-device extents are read as FLAT extents of the device the caller passes. Kernel-shared: only include/vdimg/platform.h services here; the userspace-only
  * tool operations are in tools/lib/formats/vmdk.c.
  */
 #include "vmdk.h"
@@ -382,6 +382,9 @@ static int vmdk_open_descriptor(struct vmdk *vm, u64 fsize)
 		case VMDK_EXT_FLAT:
 		case VMDK_EXT_VMFS:
 		case VMDK_EXT_SESPARSE:
+		case VMDK_EXT_VMFSRAW:
+		case VMDK_EXT_VMFSRDM:
+		case VMDK_EXT_VMFSRDMP:
 			files++;
 			break;
 		case VMDK_EXT_ZERO:
@@ -413,7 +416,9 @@ static int vmdk_open_descriptor(struct vmdk *vm, u64 fsize)
 		}
 		x->start = pos;
 		x->len = d->sectors * VMDK_SECTOR;
-		x->type = d->type == VMDK_EXT_VMFS ? VMDK_EXT_FLAT :
+		/* raw-device extents: the device (a block device the caller opened) read as FLAT */
+		x->type = d->type == VMDK_EXT_VMFS || d->type == VMDK_EXT_VMFSRAW ||
+			  d->type == VMDK_EXT_VMFSRDM || d->type == VMDK_EXT_VMFSRDMP ? VMDK_EXT_FLAT :
 			  d->type == VMDK_EXT_VMFSSPARSE ? VMDK_EXT_SPARSE : d->type;
 		x->access = d->access;
 		pos += x->len;

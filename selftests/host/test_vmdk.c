@@ -1516,6 +1516,104 @@ static void test_cowd_write(void)
 		test_child_crash("COWD", "cwpristine.vmdk", "cwpristine-delta.vmdk", 20 * MiB);
 }
 
+/* ---- raw-device extents ---- */
+
+/* a descriptor @path of @type naming @dev as one extent of @sectors */
+static void write_dev_desc(const char *path, const char *ct, const char *line)
+{
+	FILE *f = fopen(path, "w");
+
+	if (!f)
+		return;
+	fprintf(f, "# Disk DescriptorFile\nversion=1\nCID=1234abcd\nparentCID=ffffffff\n"
+		"createType=\"%s\"\n\n# Extent description\n%s\n\n# The Disk Data Base\n#DDB\n\n"
+		"ddb.adapterType = \"lsilogic\"\n", ct, line);
+	fclose(f);
+}
+
+/*
+ * Extents that name a block device by absolute path (vmfsRaw, vmfsRDM, vmfsPassthroughRawDeviceMap,
+ * FLAT on a device): refused unless the caller opts in (VDIMG_CHAIN_DEVICE_EXTENTS, vdimgctl attach
+ * --allow-device-extents), and then only for block devices; with it a loop device reads as qemu
+ * reads the descriptor and takes writes. Skips when no loop device can be set up.
+ */
+static void test_device_extents(void)
+{
+	static const struct {
+		const char *ct, *fmt;
+		bool qemu;		/* qemu-img knows the createType */
+	} kinds[] = {
+		{ "vmfsRaw", "RW 8192 VMFSRAW \"%s\"", false },
+		{ "vmfsRawDeviceMap", "RW 8192 VMFSRDM \"%s\"", false },
+		{ "vmfsPassthroughRawDeviceMap", "RW 8192 VMFSRDMP \"%s\"", false },
+		{ "monolithicFlat", "RW 8192 FLAT \"%s\" 0", true },
+	};
+	const char *d[1] = { tp("dev.vmdk") };
+	const u64 size = 4 * MiB;
+	char dev[64] = "", line[300];
+	u8 *want = malloc(size), *got = malloc(size), buf[65536];
+	struct vdimg_chain *c;
+	size_t i;
+	FILE *lo;
+	int r;
+
+	for (i = 0; i < size; i++)
+		want[i] = (u8)(i * 7 + (i >> 12));
+	close(tfile("dev.raw", want, size));
+	snprintf(line, sizeof(line), "losetup -f --show '%s' 2>/dev/null", tp("dev.raw"));
+	lo = popen(line, "r");
+	if (!lo || !fgets(dev, sizeof(dev), lo) || dev[0] != '/') {
+		if (lo)
+			pclose(lo);
+		skip("device extents: no loop device here (losetup)");
+		goto out;
+	}
+	pclose(lo);
+	dev[strcspn(dev, "\n")] = '\0';
+	for (i = 0; i < ARRAY_SIZE(kinds); i++) {
+		snprintf(line, sizeof(line), kinds[i].fmt, dev);
+		write_dev_desc(d[0], kinds[i].ct, line);
+		r = open_chain_with(&c, d, 1, NULL, NULL, true, 0);
+		ok(r == -EPERM && strstr(ktap_last_msg, "--allow-device-extents"),
+		   "%s: without the opt-in the device extent is refused (%d)", kinds[i].ct, r);
+		if (!r)
+			close_chain(c, 1);
+		r = open_chain_with(&c, d, 1, NULL, NULL, true, VDIMG_CHAIN_DEVICE_EXTENTS);
+		if (!r) {
+			r = c->size == size ? vdimg_chain_pread(c, got, size, 0) : -ERANGE;
+			close_chain(c, 1);
+		}
+		ok(!r && !memcmp(got, want, size),
+		   "%s: with the opt-in the device reads as the file behind it (%d)", kinds[i].ct, r);
+		if (kinds[i].qemu)
+			ok(qemu_reads(d[0], want, size, "dev"), "%s: qemu-img reads it the same",
+			   kinds[i].ct);
+	}
+	/* writes reach the device */
+	r = open_chain_with(&c, d, 1, NULL, NULL, false, VDIMG_CHAIN_DEVICE_EXTENTS);
+	if (!r) {
+		memset(buf, 0x6b, sizeof(buf));
+		r = vdimg_chain_pwrite(c, buf, sizeof(buf), MiB + 512);
+		r = r ?: vdimg_chain_flush(c);
+		close_chain(c, 1);
+		memcpy(want + MiB + 512, buf, sizeof(buf));
+	}
+	ok(!r && qemu_reads(d[0], want, size, "dev write"),
+	   "device extent: a write through libvdimg reaches the device, qemu-img reads it (%d)", r);
+	/* an absolute path that is not a block device stays refused */
+	snprintf(line, sizeof(line), "RW 8192 FLAT \"%s\" 0", tp("dev.raw"));
+	write_dev_desc(d[0], "monolithicFlat", line);
+	r = open_chain_with(&c, d, 1, NULL, NULL, true, VDIMG_CHAIN_DEVICE_EXTENTS);
+	ok(r == -EPERM && strstr(ktap_last_msg, "not a block device"),
+	   "an absolute path to a regular file is refused even with the opt-in (%d)", r);
+	if (!r)
+		close_chain(c, 1);
+	sh("losetup -d '%s'", dev);
+out:
+	free(want);
+	free(got);
+}
+
 /* ---- compact ---- */
 
 /* file size of @path */
@@ -2144,6 +2242,7 @@ int main(void)
 	test_sesparse_write();
 	test_sesparse_crash();
 	test_cowd_write();
+	test_device_extents();
 	test_compact();
 	test_foreign_parent();
 	test_set_parent();

@@ -95,6 +95,9 @@ void vdimg_close_path(struct vdimg_path_image *o);
  * them (after vdimg_image_close()).
  */
 int vdimg_image_open_extents(struct vdimg_image *img, u32 format, bool writable);
+/* the same; with @devices, absolute paths naming block devices are opened too */
+int vdimg_image_open_extents_dev(struct vdimg_image *img, u32 format, bool writable,
+				 bool devices);
 void vdimg_image_close_extents(struct vdimg_image *img);
 
 typedef void (*vdimg_msg_fn)(int level, const char *image_name, const char *text);
