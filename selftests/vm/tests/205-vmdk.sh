@@ -1,5 +1,5 @@
 #!/bin/sh
-# VMDK in the kernel: monolithicSparse made by vdimgctl (64 KiB and 1 MiB zeroed grains) and by qemu-img (zeroed_grain off/on): fio verify=crc32c, detach, re-attach verify_only, qemu-img check clean and qemu-img's raw view equals the device; streamOptimized read-only (writable attach refused by name); a 3-deep qemu-img chain read and written through the device; a VMDK child over a VDI base; a qcow2 overlay over a VMDK base; streamOptimized written by vdimgctl convert; a seSparse child (host-built fixture) read, and seSparse and vmfsSparse (COWD) children made by vdimgctl create written through the device (fio verify, discard, re-attach, qemu-img's raw view); monolithicFlat, twoGbMaxExtentSparse and twoGbMaxExtentFlat (extent files passed to the kernel) with fio verify across an extent boundary, qemu-img check and qemu's view of the written range; the iotest-version3 sample's pattern
+# VMDK in the kernel: monolithicSparse made by vdimgctl (64 KiB and 1 MiB zeroed grains) and by qemu-img (zeroed_grain off/on): fio verify=crc32c, detach, re-attach verify_only, qemu-img check clean and qemu-img's raw view equals the device; streamOptimized read-only (writable attach refused by name); a 3-deep qemu-img chain read and written through the device; a VMDK child over a VDI base; a qcow2 overlay over a VMDK base; streamOptimized written by vdimgctl convert; a seSparse child (host-built fixture) read, and seSparse and vmfsSparse (COWD) children made by vdimgctl create written through the device (fio verify, discard, re-attach, qemu-img's raw view); a vmfsRawDeviceMap descriptor naming a loop device (attach --allow-device-extents only, reads and writes reach it); monolithicFlat, twoGbMaxExtentSparse and twoGbMaxExtentFlat (extent files passed to the kernel) with fio verify across an extent boundary, qemu-img check and qemu's view of the written range; the iotest-version3 sample's pattern
 # timeout: 900
 . /vmtest/lib.sh
 require_vdimg
@@ -234,6 +234,34 @@ if [ -f "$F/done" ]; then
 else
 	fail "$t: the seSparse fixtures were not built on the host (python3 missing?)"
 fi
+
+# a raw-device extent: a descriptor naming a loop device by absolute path, attached only with
+# --allow-device-extents; reads as the device, writes reach it
+t="device extent"
+t0=$(date +%s)
+rm -f "$W/dx.raw" "$W/dx.vmdk"
+if "$QEMU_IMG" create -q -f raw "$W/dx.raw" 8M &&
+	"$QEMU_IO" -f raw -c "write -P 0x3d 0 8m" "$W/dx.raw" >/dev/null &&
+	ld=$(losetup -f --show "$W/dx.raw"); then
+	printf '# Disk DescriptorFile\nversion=1\nCID=1234abcd\nparentCID=ffffffff\ncreateType="vmfsRawDeviceMap"\n\nRW 16384 VMFSRDM "%s"\n' \
+		"$ld" >"$W/dx.vmdk"
+	check_fail "$t: refused without --allow-device-extents" "$VDIMGCTL" attach -f --show "$W/dx.vmdk"
+	dev=$(vd_attach --allow-device-extents "$W/dx.vmdk") || fail "$t: attach with the opt-in"
+	if [ -n "$dev" ]; then
+		check "$t: the device reads as the loop device" cmp "$dev" "$ld"
+		check "$t: write 1 MiB at 3 MiB" dd if=/dev/urandom of="$W/dx.chunk" bs=1M count=1 status=none
+		check "$t: written through vdimg" dd if="$W/dx.chunk" of="$dev" bs=1M seek=3 oflag=direct \
+			conv=fsync status=none
+		check "$t: detach" vd_detach "$dev"
+		check "$t: the loop device holds the write" cmp -n 1048576 -i 0:$((3 << 20)) \
+			"$W/dx.chunk" "$ld"
+	fi
+	losetup -d "$ld"
+else
+	fail "$t: a loop device over a raw file"
+fi
+rm -f "$W/dx.raw" "$W/dx.vmdk" "$W/dx.chunk"
+echo "# $t: $(($(date +%s) - t0)) s"
 
 # descriptor files with separate extent files (vdimgctl passes them to the kernel): qemu's data
 # reads back, fio verify across an extent boundary, re-attach verify_only, qemu checks the result
