@@ -927,7 +927,8 @@ int vdimg_chain_resolve(const char *top, u32 top_format, char ***paths_out, u32 
 int vdimg_chain_resolve_flags(const char *top, u32 top_format, char ***paths_out,
 			      u32 **formats_out, int *n_out, unsigned int flags)
 {
-	unsigned int oflags = flags & VDIMG_CHAIN_FORCE_CSUM ? VDIMG_OPEN_FORCE_CSUM : 0;
+	unsigned int oflags = (flags & VDIMG_CHAIN_FORCE_CSUM ? VDIMG_OPEN_FORCE_CSUM : 0) |
+			      (flags & VDIMG_CHAIN_DEVICE_EXTENTS ? VDIMG_PATH_DEVICE_EXTENTS : 0);
 	char **paths = NULL;
 	u32 *formats = NULL;
 	struct stat *seen = NULL;

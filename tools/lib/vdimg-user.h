@@ -70,6 +70,8 @@ struct vdimg_path_image {
 #define VDIMG_PATH_REGULAR	(1U << 16)	/* refuse anything but a regular file */
 /* probe first, open only a built-in format (no messages about others): for candidate files */
 #define VDIMG_PATH_BUILT_IN	(1U << 17)
+/* absolute extent paths naming block devices are opened (VDIMG_CHAIN_DEVICE_EXTENTS) */
+#define VDIMG_PATH_DEVICE_EXTENTS (1U << 18)
 
 /**
  * vdimg_open_path() - open the image in the file at @path, quietly

@@ -511,7 +511,8 @@ static int attach_resolve(struct attach_layer *layers, int *n, u32 format, char 
 		return 0;
 	lib_action("cannot attach");
 	ret = vdimg_chain_resolve_flags(layers[0].path, format, resolved, &fmts, nres,
-					force ? VDIMG_CHAIN_FORCE_CSUM : 0);
+					(force ? VDIMG_CHAIN_FORCE_CSUM : 0) |
+					(device_extents ? VDIMG_CHAIN_DEVICE_EXTENTS : 0));
 	if (ret) {
 		if (!lib_reported)
 			errmsg(layers[0].path, "cannot attach", "%s", strerror(-ret));
