@@ -510,6 +510,8 @@ static int vmdk_open(struct vdimg_image *img, unsigned int flags)
 	for (i = 0; i < vm->nr_ext; i++)
 		if (vm->ext[i].sp && !vm->ext[i].sp->compressed)
 			grain = max(grain, vm->ext[i].sp->grain_bytes);
+		else if (vm->ext[i].se)	/* NEW grains of one unit are never mapped twice */
+			grain = max(grain, 8U * VMDK_SECTOR);
 	img->alloc_unit = grain;
 	if (vm->has_parent)
 		img->flags |= VDIMG_IMG_HAS_PARENT;
