@@ -148,7 +148,8 @@ static int vdimg_layer_get_extents(struct vdimg_layer_k *l, const struct vdimg_l
 		}
 		l->ext_vf[i].filp = f;
 		l->ext_ptrs[i] = &l->ext_vf[i];
-		if (!S_ISREG(file_inode(f)->i_mode)) {
+		/* block devices: VMDK raw-device extents (vdimgctl opens them only when asked) */
+		if (!S_ISREG(file_inode(f)->i_mode) && !S_ISBLK(file_inode(f)->i_mode)) {
 			ret = -EINVAL;
 			goto out;
 		}

@@ -5,7 +5,9 @@
  * include/vdimg/platform.h services here.
  *
  * Allocation appends: a new grain (or a new pair of grain tables) goes at @next_alloc, the end of
- * everything ever handed out, so space is never handed out twice and a crash can only leak. Order of
+ * everything ever handed out, so space is never handed out twice and a crash can only leak. In a
+ * COWD extent the header's freeSector is moved past the new space at once (unsynced: the sync that
+ * precedes every table write makes it durable before anything links the space). Order of
  * durability, kept by vmdk_flush_locked(): the driver writes a new grain (and its fill) before
  * ->commit() records it in a cached GT; a flush syncs (the data is durable), writes the dirty GTs
  * (both copies), syncs again when new GTs must be linked and only then writes the GD and redundant
@@ -122,10 +124,14 @@ static void vmdk_gte_set(struct vmdk_gt_slot *s, u32 i, u32 e)
 
 int vmdk_set_unclean(struct vmdk_sparse *v, bool unclean)
 {
+	__le32 w = cpu_to_le32(unclean);
 	u8 b = unclean;
 	int ret;
 
-	ret = vdimg_file_write(v->file, &b, 1, offsetof(struct vmdk_header, unclean_shutdown));
+	if (v->cowd)
+		ret = vdimg_file_write(v->file, &w, sizeof(w), VMDK_COWD_UNCLEAN_OFF);
+	else
+		ret = vdimg_file_write(v->file, &b, 1, offsetof(struct vmdk_header, unclean_shutdown));
 	if (!ret)
 		v->unclean_on_disk = unclean;
 	return ret;
@@ -163,6 +169,15 @@ static int vmdk_alloc(struct vmdk_sparse *v, u64 len, u64 *out)
 	if (check_add_overflow(start, len, &end) || end > (u64)U32_MAX * VMDK_SECTOR) {
 		vdimg_err(v->img, "the sparse extent is full (2 TiB of file)");
 		return -ENOSPC;
+	}
+	if (v->cowd) {
+		/* freeSector passes the new space before a flush's sync makes anything link it */
+		__le32 fs = cpu_to_le32(end / VMDK_SECTOR);
+		int ret = vdimg_file_write(v->file, &fs, sizeof(fs),
+					   offsetof(struct vmdk_cowd_header, next_free));
+
+		if (ret)
+			return ret;
 	}
 	*out = start;
 	v->next_alloc = end;

@@ -5,10 +5,10 @@
  * one hosted sparse file with an embedded descriptor (monolithicSparse, streamOptimized), or a text
  * descriptor file naming extent files (monolithicFlat, twoGbMaxExtentSparse, twoGbMaxExtentFlat,
  * vmfs), which the caller opens and passes in img->extents: this code never opens a path. Hosted
- * sparse extents are served by sparse.c and stream.c, the descriptor text by descriptor.c. COWD
- * (vmfsSparse), seSparse and raw-device extents are refused by name. Kernel-shared: only
- * include/vdimg/platform.h services here; the userspace-only tool operations are in
- * tools/lib/formats/vmdk.c.
+ * sparse extents are served by sparse.c and stream.c, seSparse extents by sesparse.c, the
+ * descriptor text by descriptor.c. COWD (vmfsSparse) extents are sparse.c's too (writable behind a
+ * descriptor), raw-device extents are read as FLAT extents of the device the caller passes. Kernel-shared: only include/vdimg/platform.h services here; the userspace-only
+ * tool operations are in tools/lib/formats/vmdk.c.
  */
 #include "vmdk.h"
 
@@ -206,15 +206,18 @@ static void vmdk_free(struct vmdk *vm)
 	vdimg_free(vm);
 }
 
-/* A COWD (vmfsSparse) extent in @f for @x: read-only. */
+/*
+ * A COWD (vmfsSparse) extent in @f for @x: writable when a vmfsSparse descriptor names it (the CID
+ * lives there), allocating from the header's freeSector (or the end of the file, if later).
+ */
 static int vmdk_open_cowd(struct vmdk *vm, struct vmdk_ext *x, struct vdimg_file *f,
 			  const struct vmdk_cowd_header *h, u64 fsize)
 {
 	struct vmdk_sparse *sp;
 	int ret;
 
-	if (vm->writable && x->access == VMDK_ACCESS_RW) {
-		vdimg_err(vm->img, "vmfsSparse (COWD) VMDK extents are read-only (attach read-only or under an overlay)");
+	if (vm->writable && x->access == VMDK_ACCESS_RW && !vm->desc_file) {
+		vdimg_err(vm->img, "a COWD (vmfsSparse) file without a descriptor is read-only (attach read-only or under an overlay)");
 		return -EOPNOTSUPP;
 	}
 	sp = vdimg_zalloc(sizeof(*sp));
@@ -225,8 +228,9 @@ static int vmdk_open_cowd(struct vmdk *vm, struct vmdk_ext *x, struct vdimg_file
 	sp->vm = vm;
 	sp->img = vm->img;
 	sp->file = f;
+	sp->writable = vm->writable && x->access == VMDK_ACCESS_RW;
 	sp->file_end = ALIGN_DOWN(fsize, (u64)VMDK_SECTOR);
-	sp->next_alloc = sp->file_end;
+	sp->next_alloc = max(sp->file_end, (u64)le32_to_cpu(h->next_free) * VMDK_SECTOR);
 	ret = vmdk_check_cowd_header(sp, h, fsize);
 	if (!ret)
 		ret = vmdk_sparse_open(sp, NULL, fsize);
@@ -378,6 +382,9 @@ static int vmdk_open_descriptor(struct vmdk *vm, u64 fsize)
 		case VMDK_EXT_FLAT:
 		case VMDK_EXT_VMFS:
 		case VMDK_EXT_SESPARSE:
+		case VMDK_EXT_VMFSRAW:
+		case VMDK_EXT_VMFSRDM:
+		case VMDK_EXT_VMFSRDMP:
 			files++;
 			break;
 		case VMDK_EXT_ZERO:
@@ -409,7 +416,9 @@ static int vmdk_open_descriptor(struct vmdk *vm, u64 fsize)
 		}
 		x->start = pos;
 		x->len = d->sectors * VMDK_SECTOR;
-		x->type = d->type == VMDK_EXT_VMFS ? VMDK_EXT_FLAT :
+		/* raw-device extents: the device (a block device the caller opened) read as FLAT */
+		x->type = d->type == VMDK_EXT_VMFS || d->type == VMDK_EXT_VMFSRAW ||
+			  d->type == VMDK_EXT_VMFSRDM || d->type == VMDK_EXT_VMFSRDMP ? VMDK_EXT_FLAT :
 			  d->type == VMDK_EXT_VMFSSPARSE ? VMDK_EXT_SPARSE : d->type;
 		x->access = d->access;
 		pos += x->len;
@@ -430,14 +439,11 @@ static int vmdk_open_descriptor(struct vmdk *vm, u64 fsize)
 			continue;
 		}
 		if (x->type == VMDK_EXT_SESPARSE) {
-			if (vm->writable && x->access == VMDK_ACCESS_RW) {
-				vdimg_err(img, "seSparse extents are read-only");
-				return -EOPNOTSUPP;
-			}
 			x->se = vdimg_zalloc(sizeof(*x->se));
 			if (!x->se)
 				return -ENOMEM;
-			ret = vmdk_se_open(x->se, img, x->file);
+			ret = vmdk_se_open(x->se, vm, x->file,
+					   vm->writable && x->access == VMDK_ACCESS_RW);
 			if (ret)
 				return ret;
 			if (x->se->capacity != d->sectors)
@@ -504,6 +510,8 @@ static int vmdk_open(struct vdimg_image *img, unsigned int flags)
 	for (i = 0; i < vm->nr_ext; i++)
 		if (vm->ext[i].sp && !vm->ext[i].sp->compressed)
 			grain = max(grain, vm->ext[i].sp->grain_bytes);
+		else if (vm->ext[i].se)	/* NEW grains of one unit are never mapped twice */
+			grain = max(grain, 8U * VMDK_SECTOR);
 	img->alloc_unit = grain;
 	if (vm->has_parent)
 		img->flags |= VDIMG_IMG_HAS_PARENT;
@@ -538,6 +546,8 @@ static void vmdk_close(struct vdimg_image *img)
 			if (!ret)
 				ret = vdimg_file_sync(sp->file);
 			vdimg_mutex_unlock(&sp->lock);
+		} else if (x->se) {
+			ret = vmdk_se_flush(x->se);
 		} else if (!sp && x->file && vm->writable && x->access == VMDK_ACCESS_RW &&
 			   vm->cid_renewed) {
 			ret = vdimg_file_sync(x->file);
@@ -599,9 +609,12 @@ static int vmdk_map(struct vdimg_image *img, u64 offset, u64 length, unsigned in
 	}
 	if (x->type == VMDK_EXT_SESPARSE) {
 		ret = vmdk_se_map(x->se, rel, length, flags, ext);
-		if (!ret)
-			ext->offset += x->start;
-		return ret;
+		if (ret)
+			return ret;
+		ext->offset += x->start;
+		if (ext->flags & VDIMG_EXT_NEW)
+			ext->fill_offset += x->start;
+		return 0;
 	}
 	if (write) {
 		ret = vmdk_renew_cid(vm, flags & VDIMG_MAP_NOWAIT);
@@ -630,7 +643,8 @@ static struct vmdk_ext *vmdk_ext_of(struct vmdk *vm, const struct vdimg_extent *
 	if (ext->offset >= vm->img->size)
 		return NULL;
 	x = vmdk_find(vm, ext->offset);
-	if (x->type != VMDK_EXT_SPARSE || ext->offset + ext->length > x->start + x->len)
+	if ((x->type != VMDK_EXT_SPARSE && x->type != VMDK_EXT_SESPARSE) ||
+	    ext->offset + ext->length > x->start + x->len)
 		return NULL;
 	*rel = *ext;
 	rel->offset -= x->start;
@@ -646,6 +660,8 @@ static int vmdk_commit(struct vdimg_image *img, const struct vdimg_extent *ext)
 
 	if (!x)
 		return -EINVAL;
+	if (x->se)
+		return vmdk_se_commit(x->se, &rel);
 	return vmdk_sparse_commit(x->sp, &rel);
 }
 
@@ -659,7 +675,7 @@ static int vmdk_read_encoded(struct vdimg_image *img, const struct vdimg_extent 
 	struct vdimg_extent rel;
 	struct vmdk_ext *x = vmdk_ext_of(VMDK(img), ext, &rel);
 
-	if (!x)
+	if (!x || !x->sp)
 		return -EINVAL;
 	return vmdk_sparse_read_encoded(x->sp, &rel, buf);
 }
@@ -689,6 +705,8 @@ static int vmdk_discard(struct vdimg_image *img, u64 offset, u64 length, unsigne
 			ret = -EROFS;
 		else if (x->type == VMDK_EXT_SPARSE)
 			ret = vmdk_sparse_discard(x->sp, rel, n, flags);
+		else if (x->type == VMDK_EXT_SESPARSE)
+			ret = vmdk_se_discard(x->se, rel, n, flags);
 		else
 			ret = vmdk_renew_cid(vm, false) ?:
 			      (flags & VDIMG_DISCARD_NOUNMAP ?
@@ -710,6 +728,8 @@ int vmdk_flush(struct vdimg_image *img)
 
 		if (x->sp)
 			ret = vmdk_sparse_flush(x->sp);
+		else if (x->se)
+			ret = vmdk_se_flush(x->se);
 		else if (x->file && x->file != img->file && vm->writable &&
 			 x->access == VMDK_ACCESS_RW && vm->cid_renewed)
 			ret = vdimg_file_sync(x->file);

@@ -97,6 +97,7 @@ struct vmdk_cowd_header {
 
 #define VMDK_COWD_GTES		4096U
 #define VMDK_COWD_HEADER_SIZE	2048U
+#define VMDK_COWD_UNCLEAN_OFF	1648U	/* u32 uncleanShutdown in the 2048-byte header */
 
 #define VMDK_HEADER_SIZE	512
 #define VMDK_MARKER_SIZE	512
@@ -205,7 +206,8 @@ struct vmdk_sparse {
 	bool markers;
 	bool zero_grain;		/* GTE 1 may be written */
 	bool writable;			/* opened writable and the extent is RW */
-	bool cowd;			/* a COWD (vmfsSparse) extent, read-only */
+	bool cowd;			/* a COWD (vmfsSparse) extent: its header's freeSector follows
+					 * every allocation (writable only behind a descriptor) */
 	u64 file_end;			/* file size at open, in whole sectors */
 
 	/* protects everything below; held across metadata I/O (NOWAIT callers only try it) */
@@ -223,8 +225,9 @@ struct vmdk_sparse {
 	u8 *zbuf;			/* zeros to pad a last grain */
 };
 
-/* an seSparse extent (sesparse.c), read-only */
+/* an seSparse extent (sesparse.c) */
 struct vmdk_se {
+	struct vmdk *vm;		/* the image it belongs to (CID renewal) */
 	struct vdimg_image *img;
 	struct vdimg_file *file;
 	u64 capacity;			/* sectors */
@@ -232,12 +235,21 @@ struct vmdk_se {
 	u32 nr_gts;			/* GD entries */
 	u64 gts_off, gts_size;		/* sectors: the grain-table area */
 	u64 grains_off, grains_size;	/* sectors: the grain area */
-	u64 file_sec;			/* file size at open, in sectors */
-	__le64 *gd;			/* [nr_gts], as on disk */
-	/* protects the cached GT; held across its read (NOWAIT callers only try it) */
+	u64 volatile_off;		/* sectors: the volatile header */
+	u64 gd_off;			/* sectors: the grain directory */
+	bool writable;			/* opened writable and the extent is RW */
+	/* protects everything below; held across metadata I/O (NOWAIT callers only try it) */
 	vdimg_mutex_t lock;
+	u64 file_sec;			/* file size at open or written since, in sectors */
+	__le64 *gd;			/* [nr_gts], as on disk */
 	u32 cached;			/* the GD index of @gt; U32_MAX: none */
+	bool gt_dirty;			/* @gt differs from the disk */
 	__le64 *gt;			/* one grain table, as on disk */
+	u32 gd_dirty_lo, gd_dirty_hi;	/* GD entries to write, [lo, hi) */
+	u64 next_gt;			/* index of the next free grain table */
+	u64 next_grain;			/* index of the next free grain */
+	bool touched;			/* the CID was renewed for a change */
+	u8 *zbuf;			/* zeros: a new table, the pad of a last grain */
 };
 
 /* one extent of the virtual disk */
@@ -292,11 +304,19 @@ int vmdk_check_cowd_header(struct vmdk_sparse *v, const struct vmdk_cowd_header 
 int vmdk_stream_footer(struct vmdk_sparse *v, struct vmdk_header *h, u64 fsize);
 int vmdk_sparse_read_encoded(struct vmdk_sparse *v, const struct vdimg_extent *ext, void *buf);
 
-/* sesparse.c: the extent's header and grain directory checked and loaded; offsets per extent */
-int vmdk_se_open(struct vmdk_se *se, struct vdimg_image *img, struct vdimg_file *file);
+/*
+ * sesparse.c: the extent's header and grain directory checked and loaded (@writable: its tables
+ * scanned for the allocation cursors); offsets per extent
+ */
+int vmdk_se_open(struct vmdk_se *se, struct vmdk *vm, struct vdimg_file *file, bool writable);
 void vmdk_se_free(struct vmdk_se *se);
 int vmdk_se_map(struct vmdk_se *se, u64 offset, u64 length, unsigned int flags,
 		struct vdimg_extent *ext);
+int vmdk_se_commit(struct vmdk_se *se, const struct vdimg_extent *ext);
+int vmdk_se_discard(struct vmdk_se *se, u64 offset, u64 length, unsigned int flags);
+int vmdk_se_flush(struct vmdk_se *se);
+/* a new, empty extent's header and volatile header (512 bytes each), the file's sectors */
+int vmdk_se_new(u64 cap, void *hdr, void *vol, u64 *file_sec);
 
 /* vmdk.c */
 /* a new CID before the first change (-EAGAIN with @nowait while still to be written) */

@@ -63,18 +63,27 @@ static u32 fuzz_pick(const u8 *data, size_t size)
 	return size >= 4 ? data[size - 1] | data[size - 2] << 8 | data[size - 3] << 16 : 0;
 }
 
-static int fuzz_open(struct vdimg_image *img, struct vdimg_file *f, unsigned int flags)
+/* open @f with the extent files @ext[@n] (formats with VDIMG_CAP_EXTENT_FILES) */
+static int fuzz_open_with(struct vdimg_image *img, struct vdimg_file *f, unsigned int flags,
+			  struct vdimg_file **ext, u32 n)
 {
 	int ret;
 
 	memset(img, 0, sizeof(*img));
 	img->file = f;
+	img->extents = ext;
+	img->nr_extents = n;
 	img->name = "fuzz";
 	img->fmt = fmt;
 	ret = fmt->open(img, flags);
 	if (!ret && (flags & VDIMG_OPEN_READ_ONLY))
 		img->flags |= VDIMG_IMG_READ_ONLY;	/* as vdimg_image_open() does */
 	return ret;
+}
+
+static int fuzz_open(struct vdimg_image *img, struct vdimg_file *f, unsigned int flags)
+{
+	return fuzz_open_with(img, f, flags, NULL, 0);
 }
 
 /* Does @e answer "what is at [off, off + len)" (for a write when @write)? */

@@ -12,8 +12,11 @@ unallocated, 1 unmapped and 2 zeroed (read as zeros), 3 allocated with the grain
 as bits 48-59 (low 12 bits) and 0-47 (the rest). Grains and tables are placed out of order, at
 indexes beyond 4096, so both halves of the index encoding are used.
 
-usage: mksesparse.py DESC SIZE_BYTES [--seed N] [--parent HINT --parent-cid HEX]
-                     [--corrupt magic|gde|gte|grain|replay]
+--room sizes the grain-table and grain areas for every table and grain the disk can have (room to
+write); --empty allocates nothing (a fresh snapshot child).
+
+usage: mksesparse.py DESC SIZE_BYTES [--seed N] [--parent HINT --parent-cid HEX] [--room] [--empty]
+                     [--corrupt magic|gde|gte|grain|replay|bitmap|overlap]
 """
 import argparse
 import os
@@ -33,6 +36,8 @@ def main():
     ap.add_argument("--parent")
     ap.add_argument("--parent-cid", default="ffffffff")
     ap.add_argument("--corrupt")
+    ap.add_argument("--room", action="store_true")
+    ap.add_argument("--empty", action="store_true")
     a = ap.parse_args()
     rnd = random.Random(a.seed)
     cap = a.size // SECTOR
@@ -42,7 +47,7 @@ def main():
     # what each grain is: None (unallocated), "zero", "unmapped" or data bytes
     kinds = []
     for g in range(grains):
-        r = rnd.random()
+        r = 0 if a.empty else rnd.random()
         if r < 0.45:
             kinds.append(None)
         elif r < 0.55:
@@ -67,13 +72,20 @@ def main():
     gts_size = max(1, len(tables)) * 64
     grains_off = gts_off + gts_size
     grains_size = (max(slots) + 1) * 8 if slots else 8
+    if a.room:
+        gts_size = nr_gts * 64
+        grains_off = gts_off + gts_size
+        grains_size = ((max(slots) + 1) if slots else 0) * 8 + grains * 8
+    bitmap = (1, 1) if a.corrupt == "bitmap" else (0, 0)
+    if a.corrupt == "overlap":
+        grains_off = gts_off
 
     if a.corrupt == "grain" and used:
         idx_of[used[0]] = grains_size // 8 + 3
 
     hdr = struct.pack("<26Q", 0xcafebabe, 0x0000000200000001, cap, 8, 64, 0, 0, 0, 0, 0,
                       vol_off, 1, jh_off, 1, j_off, j_size, gd_off, gd_size, gts_off, gts_size,
-                      0, 0, 0, 0, grains_off, grains_size)
+                      bitmap[0], bitmap[1], 0, 0, grains_off, grains_size)
     if a.corrupt == "magic":
         hdr = struct.pack("<Q", 0xcafebabf) + hdr[8:]
     hdr += bytes(SECTOR - len(hdr))

@@ -11,7 +11,8 @@
  * the flushed data intact; streamOptimized images we create from a source read like it through
  * qemu, libvmdk and libvdimg, hold the grains qemu-img writes, in VMware's stream order;
  * descriptor rewrites keep every other line; seSparse extents made by mksesparse.py read as qemu
- * reads them; hostile headers fail open cleanly; the sample images in
+ * reads them, and what libvdimg writes into them (workloads, write cuts) qemu reads back as written;
+ * hostile headers fail open cleanly; the sample images in
  * $VDIMG_SAMPLES (set by make check-host, see selftests/samples.sh) when present. Skips (exit 4) when qemu-img is missing. KTAP on stdout.
  */
 #include <sys/wait.h>
@@ -518,7 +519,7 @@ static void test_create(void)
 		/* the spec (and libvmdk) want more than 8 sectors */
 		ok_err(create_file(tp("bad.vmdk"), &o), -EINVAL, "create refuses a 4 KiB grain");
 		o.block_size = 0;
-		o.variant = "vmfsSparse";
+		o.variant = "vmfsRaw";
 		ok_err(create_file(tp("bad.vmdk"), &o), -EOPNOTSUPP, "create refuses other variants");
 		o.variant = NULL;
 		o.options = "adapter_type=scsi";
@@ -1089,11 +1090,6 @@ static void test_sesparse(void)
 	if (ok(r == 0, "seSparse child over a monolithicSparse parent made")) {
 		ok(chain_matches_qemu(p, 2, "sesparse child"),
 		   "seSparse child: the chain reads as qemu-img convert reads it");
-		r = open_chain(&c, p, 2, false);
-		ok(r == -EOPNOTSUPP && strstr(ktap_last_msg, "seSparse"),
-		   "seSparse child: a writable open is refused by name (%d)", r);
-		if (!r)
-			close_chain(c, 2);
 		r = open_chain(&c, p, 2, true);
 		ok(!r && !strcmp(vdimg_chain_top(c)->variant, "sesparse"),
 		   "seSparse child: opened read-only, its variant is sesparse (%d)", r);
@@ -1118,6 +1114,504 @@ static void test_sesparse(void)
 		       ktap_last_msg);
 		free(buf);
 	}
+}
+
+/* does qemu-img convert -O raw of @top read @want[@size]? */
+static bool qemu_reads(const char *top, const u8 *want, u64 size, const char *tag)
+{
+	size_t len, i;
+	u8 *got;
+	bool same;
+
+	if (sh("qemu-img convert -O raw '%s' '%s'", top, tp("ref.raw"))) {
+		printf("# %s: qemu-img convert failed\n", tag);
+		return false;
+	}
+	got = slurp(tp("ref.raw"), &len);
+	same = got && len == size && !memcmp(got, want, size);
+	if (got && !same && len == size) {
+		for (i = 0; got[i] == want[i]; i++)
+			;
+		printf("# %s: first difference at %zu: want %02x, qemu reads %02x\n", tag, i, want[i],
+		       got[i]);
+	}
+	free(got);
+	return same;
+}
+
+/* the whole chain @p[@n] read through libvdimg into @buf */
+static int chain_read(const char *const *p, int n, u8 *buf, u64 size)
+{
+	struct vdimg_chain *c;
+	int r = open_chain_with(&c, p, n, NULL, NULL, true, VDIMG_CHAIN_FORCE_LINK);
+
+	if (r)
+		return r;
+	r = vdimg_chain_pread(c, buf, size, 0);
+	close_chain(c, n);
+	return r;
+}
+
+/*
+ * Writing seSparse extents: random writes, discards and write-zeroes through libvdimg into a
+ * standalone extent with data, one whose size ends inside a grain, and a fresh child over a
+ * monolithicSparse parent (zeroed entries hide the parent); qemu-img convert then reads exactly what
+ * was written, and the renewed CID is in the descriptor. A full grain area fails with -ENOSPC and
+ * leaves the image readable as written; extents with a bitmap or overlapping areas are refused for
+ * writing only.
+ */
+static void test_sesparse_write(void)
+{
+	static const struct {
+		u64 size;
+		const char *args;
+		bool child;
+	} cfg[] = {
+		{ 20 * MiB, "--seed 4 --room", false },
+		{ 40 * MiB + 1536, "--seed 5 --room", false },
+		{ 20 * MiB, "--empty --room", true },
+		{ 20 * MiB, "--seed 6 --room", true },
+	};
+	const char *p[2] = { tp("seb.vmdk"), tp("se.vmdk") };
+	struct vdimg_chain *c;
+	char args[1200];
+	size_t i;
+	int r;
+
+	if (access(mkse, R_OK) || sh("command -v python3 >/dev/null")) {
+		skip("seSparse write: python3 or mksesparse.py missing");
+		return;
+	}
+	r = sh("rm -f '%s' && qemu-img create -q -f vmdk '%s' 20M && qemu-io -f vmdk -c 'write -P 0x77 0 20m' '%s' >/dev/null",
+	       p[0], p[0], p[0]);
+	ok(r == 0, "seSparse write: a monolithicSparse parent made");
+	for (i = 0; i < ARRAY_SIZE(cfg); i++) {
+		const char *const *pp = cfg[i].child ? p : p + 1;
+		int n = cfg[i].child ? 2 : 1;
+		u64 size = cfg[i].size;
+		u8 *shadow = malloc(size), *got = malloc(size);
+		u32 cid0, cid1;
+
+		if (cfg[i].child)
+			snprintf(args, sizeof(args), "%s --parent seb.vmdk --parent-cid %08x",
+				 cfg[i].args, read_cid(p[0], "CID"));
+		else
+			snprintf(args, sizeof(args), "%s", cfg[i].args);
+		r = make_se(p[1], size, args);
+		r = r ?: chain_read(pp, n, shadow, size);
+		cid0 = read_cid(p[1], "CID");
+		r = r ?: open_chain(&c, pp, n, false);
+		if (!ok(!r, "seSparse write %zu: made and opened writable (%d)", i, r))
+			goto next;
+		rnd_state = 100 + i;
+		r = workload(c, shadow, size, 120, 3 + i, 300);
+		r = r ?: vdimg_chain_flush(c);
+		ok(!r, "seSparse write %zu: 120 writes, discards, write-zeroes and flushes (%d)", i,
+		   r);
+		rnd_state = 200 + i;
+		r = workload(c, shadow, size, 40, 50 + i, 64);
+		close_chain(c, n);
+		cid1 = read_cid(p[1], "CID");
+		ok(!r && cid1 != cid0, "seSparse write %zu: the CID was renewed (%08x -> %08x)", i,
+		   cid0, cid1);
+		ok(qemu_reads(pp[n - 1], shadow, size, "sesparse write"),
+		   "seSparse write %zu: qemu-img convert reads what was written", i);
+		r = chain_read(pp, n, got, size);
+		ok(!r && !memcmp(got, shadow, size),
+		   "seSparse write %zu: re-opened, libvdimg reads what was written (%d)", i, r);
+next:
+		free(shadow);
+		free(got);
+	}
+
+	/* a child made by create --variant seSparse over the parent, then written */
+	{
+		struct vdimg_create_opts o = { .parent = p[0], .variant = "seSparse" };
+		u8 *shadow = malloc(20 * MiB);
+		int pfd = open(p[0], O_RDONLY | O_CLOEXEC);
+		struct vdimg_chain *pc;
+		char *t;
+
+		r = vdimg_chain_open_fds(&pc, &pfd, &p[0], 1, NULL, VDIMG_CHAIN_READ_ONLY);
+		if (!r) {
+			o.parent_img = vdimg_chain_top(pc);
+			sh("rm -f '%s'", tp("se-sesparse.vmdk"));
+			r = create_file(p[1], &o);
+			vdimg_chain_close(pc);
+		}
+		close(pfd);
+		t = desc_text(p[1]);
+		ok(!r && strstr(t, "createType=\"seSparse\"") &&
+		   strstr(t, "SESPARSE \"se-sesparse.vmdk\""),
+		   "seSparse create: a child descriptor with one SESPARSE extent (%d)", r);
+		free(t);
+		ok(!r && qemu_reads(p[1], memset(shadow, 0x77, 20 * MiB), 20 * MiB, "se create"),
+		   "seSparse create: qemu-img reads the new child as its parent");
+		r = r ?: open_chain(&c, p, 2, false);
+		if (!r) {
+			rnd_state = 300;
+			r = workload(c, shadow, 20 * MiB, 150, 77, 600);
+			close_chain(c, 2);
+		}
+		ok(!r && qemu_reads(p[1], shadow, 20 * MiB, "se create write"),
+		   "seSparse create: written through libvdimg, qemu-img reads what was written (%d)",
+		   r);
+		o.parent = NULL;
+		o.parent_img = NULL;
+		o.size = MiB;
+		o.block_size = 65536;
+		ok_err(create_file(tp("bad.vmdk"), &o), -EINVAL,
+		       "seSparse create: a grain size other than 4 KiB is refused");
+		free(shadow);
+	}
+
+	/* no --room: a few spare grains, then the grain area is full */
+	if (!make_se(p[1], 20 * MiB, "--seed 7") && !open_chain(&c, &p[1], 1, false)) {
+		u8 *shadow = malloc(20 * MiB), *buf = malloc(MiB);
+		u64 off;
+
+		r = vdimg_chain_pread(c, shadow, 20 * MiB, 0);
+		memset(buf, 0xa5, MiB);
+		for (off = 0; !r && off < 20 * MiB; off += MiB) {
+			r = vdimg_chain_pwrite(c, buf, MiB, off);
+			if (!r)
+				memcpy(shadow + off, buf, MiB);
+		}
+		ok_err(r, -ENOSPC, "seSparse write: a full grain area fails with -ENOSPC (%s)",
+		       ktap_last_msg);
+		close_chain(c, 1);
+		ok(qemu_reads(p[1], shadow, 20 * MiB, "sesparse full"),
+		   "seSparse write: after -ENOSPC qemu reads every write that succeeded");
+		free(shadow);
+		free(buf);
+	} else {
+		ok(false, "seSparse write: a small extent made and opened");
+	}
+	if (!make_se(p[1], 20 * MiB, "--corrupt bitmap")) {
+		r = open_chain(&c, &p[1], 1, false);
+		ok(r == -EOPNOTSUPP && strstr(ktap_last_msg, "bitmap"),
+		   "seSparse with an allocation bitmap: a writable open is refused by name (%d)", r);
+		if (!r)
+			close_chain(c, 1);
+		r = open_chain(&c, &p[1], 1, true);
+		ok(!r, "seSparse with an allocation bitmap: a read-only open works (%d)", r);
+		if (!r)
+			close_chain(c, 1);
+	}
+	if (!make_se(p[1], 20 * MiB, "--room --corrupt overlap")) {
+		r = open_chain(&c, &p[1], 1, false);
+		ok_err(r, -EUCLEAN, "seSparse with overlapping areas: a writable open fails cleanly (%s)",
+		       ktap_last_msg);
+		if (!r)
+			close_chain(c, 1);
+	}
+}
+
+/* @pristine (a descriptor and its one extent file @px) copied to @top and @tx */
+static void copy_pristine(const char *pristine, const char *px, const char *top, const char *tx)
+{
+	sh("cp '%s' '%s' && sed 's/%s/%s/' '%s' > '%s'", tp(px), tp(tx), px, tx, tp(pristine),
+	   tp(top));
+}
+
+/*
+ * Write cuts into a child whose descriptor @pristine names one extent @px (seSparse, COWD) over
+ * seb.vmdk: the workload stops after every possible number of writes; each cut image reads the
+ * same through qemu-img and libvdimg (no torn table or directory) and keeps everything that was
+ * flushed before the cut.
+ */
+static void test_child_crash(const char *tag, const char *pristine, const char *px, u64 size)
+{
+	const char *p[2] = { tp("seb.vmdk"), tp("cut.vmdk") };
+	u8 *base = malloc(size), *flushed = malloc(size), *got = malloc(size);
+	int bad = 0, lost = 0, cut;
+	long long total;
+	struct vdimg_chain *c;
+	u64 j;
+
+	copy_pristine(pristine, px, "cut.vmdk", "cut-x.vmdk");
+	if (open_chain(&c, p, 2, false)) {
+		ok(false, "%s crash: open", tag);
+		goto out;
+	}
+	vdimg_write_budget = 1LL << 40;
+	rnd_state = 77;
+	workload(c, base, size, 12, 1, 64);
+	vdimg_chain_close(c);
+	total = (1LL << 40) - vdimg_write_budget;
+	vdimg_write_budget = -1;
+	for (cut = 0; cut <= total; cut++) {
+		int ret;
+
+		copy_pristine(pristine, px, "cut.vmdk", "cut-x.vmdk");
+		if (chain_read(p, 2, base, size) || open_chain(&c, p, 2, false)) {
+			bad++;
+			continue;
+		}
+		vdimg_write_budget = cut;
+		vdimg_msg_level = -1;
+		rnd_state = 77;
+		ret = workload(c, base, size, 6, 1, 64);
+		if (!ret)
+			ret = vdimg_chain_flush(c);
+		memcpy(flushed, base, size);
+		if (!ret)
+			workload(c, base, size, 6, 1 + 6, 64);
+		vdimg_chain_close(c);
+		vdimg_write_budget = -1;
+		vdimg_msg_level = VDIMG_LOG_INFO;
+		if (chain_read(p, 2, got, size) || !qemu_reads(p[1], got, size, "cut")) {
+			bad++;
+			if (bad < 4)
+				printf("# cut %d: libvdimg and qemu-img disagree or fail\n", cut);
+			continue;
+		}
+		if (!ret)
+			for (j = 0; j < size; j += 512)
+				if (!memcmp(flushed + j, base + j, 512) &&
+				    memcmp(got + j, flushed + j, 512)) {
+					lost++;
+					break;
+				}
+	}
+	ok(total > 10, "%s crash: the workload makes %lld writes", tag, total);
+	ok(!bad, "%s crash: %lld cut points, qemu-img and libvdimg read every cut alike (%d bad)",
+	   tag, total + 1, bad);
+	ok(!lost, "%s crash: flushed data survives every cut (%d lost)", tag, lost);
+out:
+	free(base);
+	free(flushed);
+	free(got);
+}
+
+static void test_sesparse_crash(void)
+{
+	char args[200];
+
+	snprintf(args, sizeof(args), "--seed 11 --room --parent seb.vmdk --parent-cid %08x",
+		 read_cid(tp("seb.vmdk"), "CID"));
+	if (ok(make_se(tp("sepristine.vmdk"), 8 * MiB, args) == 0, "seSparse crash: child made"))
+		test_child_crash("seSparse", "sepristine.vmdk", "sepristine-sesparse.vmdk", 8 * MiB);
+}
+
+static void poke(const char *path, u64 off, u64 v, int len);
+
+/* a vmfsSparse child of @size over seb.vmdk (or none) made by create, at @path */
+static int make_cowd(const char *path, u64 size, bool child)
+{
+	struct vdimg_create_opts o = { .size = size, .variant = "vmfsSparse" };
+	const char *b = tp("seb.vmdk");
+	struct vdimg_chain *pc = NULL;
+	char x[600];
+	int pfd = -1, r = 0;
+
+	snprintf(x, sizeof(x), "%.*s-delta.vmdk", (int)strlen(path) - 5, path);
+	unlink(x);
+	if (child) {
+		pfd = open(b, O_RDONLY | O_CLOEXEC);
+		r = vdimg_chain_open_fds(&pc, &pfd, &b, 1, NULL, VDIMG_CHAIN_READ_ONLY);
+		o.parent = b;
+		o.size = 0;
+		o.parent_img = r ? NULL : vdimg_chain_top(pc);
+	}
+	r = r ?: create_file(path, &o);
+	if (pc)
+		vdimg_chain_close(pc);
+	if (pfd >= 0)
+		close(pfd);
+	return r;
+}
+
+/*
+ * Writing COWD (vmfsSparse) extents behind a descriptor: children and standalone disks made by
+ * create --variant vmfsSparse, written by workloads through libvdimg, read by qemu-img as written;
+ * freeSector covers every grain; a bare COWD file (no descriptor) stays read-only; write cuts.
+ */
+static void test_cowd_write(void)
+{
+	const char *p[2] = { tp("seb.vmdk"), tp("cw.vmdk") };
+	struct vdimg_chain *c;
+	u32 round;
+	int r;
+
+	for (round = 0; round < 2; round++) {
+		const char *const *pp = round ? p : p + 1;
+		int n = round ? 2 : 1;
+		u64 size = round ? 20 * MiB : 24 * MiB + 3584;
+		u8 *shadow = malloc(size), *got = malloc(size);
+		char *t;
+
+		r = make_cowd(p[1], size, round);
+		t = desc_text(p[1]);
+		ok(!r && strstr(t, "createType=\"vmfsSparse\"") &&
+		   strstr(t, "VMFSSPARSE \"cw-delta.vmdk\""),
+		   "COWD %u: create --variant vmfsSparse makes a descriptor and a delta (%d)", round,
+		   r);
+		free(t);
+		r = r ?: chain_read(pp, n, shadow, size);
+		ok(!r && qemu_reads(pp[n - 1], shadow, size, "cowd new"),
+		   "COWD %u: qemu-img reads the new disk as libvdimg does", round);
+		r = r ?: open_chain(&c, pp, n, false);
+		if (!r) {
+			rnd_state = 500 + round;
+			r = workload(c, shadow, size, 150, 9 + round, 300);
+			r = r ?: vdimg_chain_flush(c);
+			r = r ?: workload(c, shadow, size, 30, 90 + round, 16);
+			close_chain(c, n);
+		}
+		ok(!r, "COWD %u: 180 writes, discards and flushes through libvdimg (%d)", round, r);
+		ok(!r && qemu_reads(pp[n - 1], shadow, size, "cowd write"),
+		   "COWD %u: qemu-img reads what was written", round);
+		r = chain_read(pp, n, got, size);
+		ok(!r && !memcmp(got, shadow, size),
+		   "COWD %u: re-opened, libvdimg reads what was written (%d)", round, r);
+		{
+			u32 fs = 0;
+			int fd = open(tp("cw-delta.vmdk"), O_RDONLY | O_CLOEXEC);
+
+			if (fd >= 0 && pread(fd, &fs, 4, 28) == 4)
+				fs = le32toh(fs);
+			if (fd >= 0)
+				close(fd);
+			ok((u64)fs * 512 >= fsize(tp("cw-delta.vmdk")) && peek8(tp("cw-delta.vmdk"), 1648) == 0,
+			   "COWD %u: freeSector (%u) covers the file (%llu bytes), uncleanShutdown clear",
+			   round, fs, (unsigned long long)fsize(tp("cw-delta.vmdk")));
+		}
+		free(shadow);
+		free(got);
+	}
+	/* the delta alone, without its descriptor: read-only */
+	r = open_chain(&c, (const char *const[]){ tp("cw-delta.vmdk") }, 1, false);
+	ok(r == -EOPNOTSUPP && strstr(ktap_last_msg, "descriptor"),
+	   "a bare COWD file: a writable open is refused by name (%d)", r);
+	if (!r)
+		close_chain(c, 1);
+	/* a hostile freeSector: inside the metadata (allocation still starts at the end of the
+	 * file), or at the end of the 32-bit space (writes fail with -ENOSPC, nothing breaks) */
+	for (round = 0; round < 2; round++) {
+		u8 *shadow = malloc(20 * MiB), buf[8192];
+
+		r = make_cowd(p[1], 0, true);
+		poke(tp("cw-delta.vmdk"), 28, round ? 0xfffffff0U : 1, 4);
+		r = r ?: chain_read(p, 2, shadow, 20 * MiB);
+		r = r ?: open_chain(&c, p, 2, false);
+		if (!r) {
+			memset(buf, 0x3c, sizeof(buf));
+			r = vdimg_chain_pwrite(c, buf, sizeof(buf), 5 * MiB + 512);
+			if (!r)
+				memcpy(shadow + 5 * MiB + 512, buf, sizeof(buf));
+			close_chain(c, 2);
+		}
+		if (round)
+			ok_err(r, -ENOSPC, "COWD with freeSector at the end of the 32-bit space: a write fails cleanly (%s)",
+			       ktap_last_msg);
+		else
+			ok(!r, "COWD with freeSector inside its header: a write works (%d)", r);
+		ok(qemu_reads(p[1], shadow, 20 * MiB, "cowd hostile free"),
+		   "COWD with a hostile freeSector (%s): qemu-img reads what was written",
+		   round ? "0xfffffff0" : "1");
+		free(shadow);
+	}
+	if (ok(make_cowd(tp("cwpristine.vmdk"), 0, true) == 0, "COWD crash: child made"))
+		test_child_crash("COWD", "cwpristine.vmdk", "cwpristine-delta.vmdk", 20 * MiB);
+}
+
+/* ---- raw-device extents ---- */
+
+/* a descriptor @path of @type naming @dev as one extent of @sectors */
+static void write_dev_desc(const char *path, const char *ct, const char *line)
+{
+	FILE *f = fopen(path, "w");
+
+	if (!f)
+		return;
+	fprintf(f, "# Disk DescriptorFile\nversion=1\nCID=1234abcd\nparentCID=ffffffff\n"
+		"createType=\"%s\"\n\n# Extent description\n%s\n\n# The Disk Data Base\n#DDB\n\n"
+		"ddb.adapterType = \"lsilogic\"\n", ct, line);
+	fclose(f);
+}
+
+/*
+ * Extents that name a block device by absolute path (vmfsRaw, vmfsRDM, vmfsPassthroughRawDeviceMap,
+ * FLAT on a device): refused unless the caller opts in (VDIMG_CHAIN_DEVICE_EXTENTS, vdimgctl attach
+ * --allow-device-extents), and then only for block devices; with it a loop device reads as qemu
+ * reads the descriptor and takes writes. Skips when no loop device can be set up.
+ */
+static void test_device_extents(void)
+{
+	static const struct {
+		const char *ct, *fmt;
+		bool qemu;		/* qemu-img knows the createType */
+	} kinds[] = {
+		{ "vmfsRaw", "RW 8192 VMFSRAW \"%s\"", false },
+		{ "vmfsRawDeviceMap", "RW 8192 VMFSRDM \"%s\"", false },
+		{ "vmfsPassthroughRawDeviceMap", "RW 8192 VMFSRDMP \"%s\"", false },
+		{ "monolithicFlat", "RW 8192 FLAT \"%s\" 0", true },
+	};
+	const char *d[1] = { tp("dev.vmdk") };
+	const u64 size = 4 * MiB;
+	char dev[64] = "", line[300];
+	u8 *want = malloc(size), *got = malloc(size), buf[65536];
+	struct vdimg_chain *c;
+	size_t i;
+	FILE *lo;
+	int r;
+
+	for (i = 0; i < size; i++)
+		want[i] = (u8)(i * 7 + (i >> 12));
+	close(tfile("dev.raw", want, size));
+	snprintf(line, sizeof(line), "losetup -f --show '%s' 2>/dev/null", tp("dev.raw"));
+	lo = popen(line, "r");
+	if (!lo || !fgets(dev, sizeof(dev), lo) || dev[0] != '/') {
+		if (lo)
+			pclose(lo);
+		skip("device extents: no loop device here (losetup)");
+		goto out;
+	}
+	pclose(lo);
+	dev[strcspn(dev, "\n")] = '\0';
+	for (i = 0; i < ARRAY_SIZE(kinds); i++) {
+		snprintf(line, sizeof(line), kinds[i].fmt, dev);
+		write_dev_desc(d[0], kinds[i].ct, line);
+		r = open_chain_with(&c, d, 1, NULL, NULL, true, 0);
+		ok(r == -EPERM && strstr(ktap_last_msg, "--allow-device-extents"),
+		   "%s: without the opt-in the device extent is refused (%d)", kinds[i].ct, r);
+		if (!r)
+			close_chain(c, 1);
+		r = open_chain_with(&c, d, 1, NULL, NULL, true, VDIMG_CHAIN_DEVICE_EXTENTS);
+		if (!r) {
+			r = c->size == size ? vdimg_chain_pread(c, got, size, 0) : -ERANGE;
+			close_chain(c, 1);
+		}
+		ok(!r && !memcmp(got, want, size),
+		   "%s: with the opt-in the device reads as the file behind it (%d)", kinds[i].ct, r);
+		if (kinds[i].qemu)
+			ok(qemu_reads(d[0], want, size, "dev"), "%s: qemu-img reads it the same",
+			   kinds[i].ct);
+	}
+	/* writes reach the device */
+	r = open_chain_with(&c, d, 1, NULL, NULL, false, VDIMG_CHAIN_DEVICE_EXTENTS);
+	if (!r) {
+		memset(buf, 0x6b, sizeof(buf));
+		r = vdimg_chain_pwrite(c, buf, sizeof(buf), MiB + 512);
+		r = r ?: vdimg_chain_flush(c);
+		close_chain(c, 1);
+		memcpy(want + MiB + 512, buf, sizeof(buf));
+	}
+	ok(!r && qemu_reads(d[0], want, size, "dev write"),
+	   "device extent: a write through libvdimg reaches the device, qemu-img reads it (%d)", r);
+	/* an absolute path that is not a block device stays refused */
+	snprintf(line, sizeof(line), "RW 8192 FLAT \"%s\" 0", tp("dev.raw"));
+	write_dev_desc(d[0], "monolithicFlat", line);
+	r = open_chain_with(&c, d, 1, NULL, NULL, true, VDIMG_CHAIN_DEVICE_EXTENTS);
+	ok(r == -EPERM && strstr(ktap_last_msg, "not a block device"),
+	   "an absolute path to a regular file is refused even with the opt-in (%d)", r);
+	if (!r)
+		close_chain(c, 1);
+	sh("losetup -d '%s'", dev);
+out:
+	free(want);
+	free(got);
 }
 
 /* ---- compact ---- */
@@ -1745,6 +2239,10 @@ int main(void)
 	test_desc_keep();
 	test_desc_child();
 	test_sesparse();
+	test_sesparse_write();
+	test_sesparse_crash();
+	test_cowd_write();
+	test_device_extents();
 	test_compact();
 	test_foreign_parent();
 	test_set_parent();

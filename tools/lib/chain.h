@@ -21,7 +21,8 @@
 #define VDIMG_CHAIN_FORCE_LINK	(1U << 2)	/* do not refuse a failed ->verify_parent() */
 #define VDIMG_CHAIN_ORPHAN_OK	(1U << 3)	/* the base may be a differencing image (reads zeros) */
 #define VDIMG_CHAIN_FORCE_CSUM	(1U << 4)	/* checksum mismatches are warnings (VDIMG_OPEN_FORCE_CSUM) */
-#define VDIMG_CHAIN_FLAGS_ALL	((1U << 5) - 1)
+#define VDIMG_CHAIN_DEVICE_EXTENTS (1U << 5)	/* absolute extent paths naming block devices */
+#define VDIMG_CHAIN_FLAGS_ALL	((1U << 6) - 1)
 
 /* Largest fill range (allocation unit) the write path accepts from a backend (as the driver). */
 #define VDIMG_CHAIN_MAX_FILL	(64ULL << 20)

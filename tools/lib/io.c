@@ -165,6 +165,35 @@ bool vdimg_inner_name_ok(const char *name)
 
 int vdimg_image_open_extents(struct vdimg_image *img, u32 format, bool writable)
 {
+	return vdimg_image_open_extents_dev(img, format, writable, false);
+}
+
+/*
+ * An absolute extent path is opened only with @devices, and only when it names a block device
+ * (a VMDK raw-device mapping): a hostile descriptor must not make a root attach open any file.
+ */
+static int open_device_extent(struct vdimg_image *img, const char *path, bool rw)
+{
+	struct stat st;
+	int fd = open(path, (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC), ret;
+
+	if (fd < 0) {
+		ret = -errno;
+		vdimg_err(img, "cannot open its device extent %s: %s", path, strerror(-ret));
+		return ret;
+	}
+	if (fstat(fd, &st) || !S_ISBLK(st.st_mode)) {
+		close(fd);
+		vdimg_err(img, "extent path \"%s\" is absolute but not a block device: refused",
+			  path);
+		return -EPERM;
+	}
+	return fd;
+}
+
+int vdimg_image_open_extents_dev(struct vdimg_image *img, u32 format, bool writable,
+				 bool devices)
+{
 	const struct vdimg_tool_ops *ops;
 	char **paths = NULL, *dir = NULL;
 	bool *ro = NULL;
@@ -193,9 +222,19 @@ int vdimg_image_open_extents(struct vdimg_image *img, u32 format, bool writable)
 		char *p;
 		int fd;
 
+		if (devices && paths[i][0] == '/') {
+			fd = open_device_extent(img, paths[i], writable && !ro[i]);
+			if (fd < 0) {
+				ret = fd;
+				goto out;
+			}
+			p = NULL;
+			goto got;
+		}
 		if (!vdimg_inner_name_ok(paths[i])) {
-			vdimg_err(img, "extent file name \"%s\" is not inside the descriptor's directory: refused",
-				  paths[i]);
+			vdimg_err(img, "extent file name \"%s\" is not inside the descriptor's directory: refused%s",
+				  paths[i], paths[i][0] == '/' && !devices ?
+				  " (a block device is opened with vdimgctl attach --allow-device-extents)" : "");
 			ret = -EPERM;
 			goto out;
 		}
@@ -210,6 +249,7 @@ int vdimg_image_open_extents(struct vdimg_image *img, u32 format, bool writable)
 			free(p);
 			goto out;
 		}
+got:
 		free(p);
 		img->extents[i] = vdimg_file_from_fd(fd);
 		if (!img->extents[i]) {
@@ -306,8 +346,9 @@ static int chain_open_layer(struct vdimg_chain *c, int i, const u32 *formats,
 	ret = chain_open_data_file(l, ops ? ops[i] : NULL, formats ? formats[i] : VDIMG_FMT_AUTO,
 				   i == c->rw);
 	if (!ret)
-		ret = vdimg_image_open_extents(img, ops && ops[i] ? ops[i]->id :
-					       formats ? formats[i] : VDIMG_FMT_AUTO, i == c->rw);
+		ret = vdimg_image_open_extents_dev(img, ops && ops[i] ? ops[i]->id :
+						   formats ? formats[i] : VDIMG_FMT_AUTO, i == c->rw,
+						   c->flags & VDIMG_CHAIN_DEVICE_EXTENTS);
 	if (ret)
 		return ret;
 
@@ -887,7 +928,8 @@ int vdimg_chain_resolve(const char *top, u32 top_format, char ***paths_out, u32 
 int vdimg_chain_resolve_flags(const char *top, u32 top_format, char ***paths_out,
 			      u32 **formats_out, int *n_out, unsigned int flags)
 {
-	unsigned int oflags = flags & VDIMG_CHAIN_FORCE_CSUM ? VDIMG_OPEN_FORCE_CSUM : 0;
+	unsigned int oflags = (flags & VDIMG_CHAIN_FORCE_CSUM ? VDIMG_OPEN_FORCE_CSUM : 0) |
+			      (flags & VDIMG_CHAIN_DEVICE_EXTENTS ? VDIMG_PATH_DEVICE_EXTENTS : 0);
 	char **paths = NULL;
 	u32 *formats = NULL;
 	struct stat *seen = NULL;

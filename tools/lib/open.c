@@ -11,7 +11,7 @@
 
 int vdimg_open_path(struct vdimg_path_image *o, const char *path, u32 format, unsigned int flags)
 {
-	bool writable = !(flags & VDIMG_OPEN_READ_ONLY);
+	bool writable = !(flags & VDIMG_OPEN_READ_ONLY), devices;
 	int ret;
 
 	memset(o, 0, sizeof(*o));
@@ -44,11 +44,12 @@ int vdimg_open_path(struct vdimg_path_image *o, const char *path, u32 format, un
 		}
 		format = id;
 	}
-	flags &= ~(VDIMG_PATH_REGULAR | VDIMG_PATH_BUILT_IN);
+	devices = flags & VDIMG_PATH_DEVICE_EXTENTS;
+	flags &= ~(VDIMG_PATH_REGULAR | VDIMG_PATH_BUILT_IN | VDIMG_PATH_DEVICE_EXTENTS);
 	if (format == VDIMG_FMT_AUTO)
 		flags |= VDIMG_OPEN_ALLOW_RAW;
 	/* the extent files a descriptor names (VMDK), opened in the image's mode */
-	ret = vdimg_image_open_extents(&o->img, format, writable);
+	ret = vdimg_image_open_extents_dev(&o->img, format, writable, devices);
 	if (ret)
 		goto free_file;
 	ret = vdimg_image_open(&o->img, format, flags);

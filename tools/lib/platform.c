@@ -11,6 +11,8 @@
 #include <unistd.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/ioctl.h>
+#include <linux/fs.h>
 #include <linux/falloc.h>
 #include <zlib.h>
 #include <vdimg/backend.h>
@@ -358,9 +360,12 @@ int vdimg_file_sync(struct vdimg_file *f)
 u64 vdimg_file_size(struct vdimg_file *f)
 {
 	struct stat st;
+	u64 bytes;
 
 	if (fstat(f->fd, &st))
 		return 0;
+	if (S_ISBLK(st.st_mode))
+		return ioctl(f->fd, BLKGETSIZE64, &bytes) ? 0 : bytes;
 	return st.st_size;
 }
 

@@ -70,6 +70,8 @@ struct vdimg_path_image {
 #define VDIMG_PATH_REGULAR	(1U << 16)	/* refuse anything but a regular file */
 /* probe first, open only a built-in format (no messages about others): for candidate files */
 #define VDIMG_PATH_BUILT_IN	(1U << 17)
+/* absolute extent paths naming block devices are opened (VDIMG_CHAIN_DEVICE_EXTENTS) */
+#define VDIMG_PATH_DEVICE_EXTENTS (1U << 18)
 
 /**
  * vdimg_open_path() - open the image in the file at @path, quietly
@@ -95,6 +97,9 @@ void vdimg_close_path(struct vdimg_path_image *o);
  * them (after vdimg_image_close()).
  */
 int vdimg_image_open_extents(struct vdimg_image *img, u32 format, bool writable);
+/* the same; with @devices, absolute paths naming block devices are opened too */
+int vdimg_image_open_extents_dev(struct vdimg_image *img, u32 format, bool writable,
+				 bool devices);
 void vdimg_image_close_extents(struct vdimg_image *img);
 
 typedef void (*vdimg_msg_fn)(int level, const char *image_name, const char *text);

@@ -120,6 +120,8 @@ static int attach_usage(void)
 	       "     --dry-run              check the image and print what would be attached\n"
 	       "     --no-lock              take no qemu-compatible image locks (the module\n"
 	       "                            still refuses a second vdimg writer)\n"
+	       "     --allow-device-extents open the block devices a VMDK descriptor names by\n"
+	       "                            absolute path (raw device mappings)\n"
 	       "     --vbox VM.vbox         a VirtualBox machine's disk in its current state\n"
 	       "                            (base and differencing images, from its registry)\n"
 	       "     --vbox-registry FILE   the global VirtualBox.xml (default: the user's)\n"
@@ -360,6 +362,9 @@ static int attach_data_file(struct attach_layer *l, bool writable)
  * The extent files @l's image names (a VMDK descriptor), opened beside it with the layer's mode
  * (@writable) into l->ext_fds. 0, or -errno after a message.
  */
+/* absolute extent paths naming block devices are opened (attach --allow-device-extents) */
+static bool device_extents;
+
 static int attach_extents(struct attach_layer *l, bool writable)
 {
 	struct vdimg_image img = { .name = l->path };
@@ -370,7 +375,7 @@ static int attach_extents(struct attach_layer *l, bool writable)
 	if (!img.file)
 		return -ENOMEM;
 	lib_action("cannot attach");
-	ret = vdimg_image_open_extents(&img, l->probed, writable);
+	ret = vdimg_image_open_extents_dev(&img, l->probed, writable, device_extents);
 	if (ret) {
 		if (!lib_reported)
 			errmsg(l->path, "cannot attach", "%s", strerror(-ret));
@@ -514,7 +519,8 @@ static int attach_resolve(struct attach_layer *layers, int *n, u32 format, char 
 		return 0;
 	lib_action("cannot attach");
 	ret = vdimg_chain_resolve_flags(layers[0].path, format, resolved, &fmts, nres,
-					force ? VDIMG_CHAIN_FORCE_CSUM : 0);
+					(force ? VDIMG_CHAIN_FORCE_CSUM : 0) |
+					(device_extents ? VDIMG_CHAIN_DEVICE_EXTENTS : 0));
 	if (ret) {
 		if (!lib_reported)
 			errmsg(layers[0].path, "cannot attach", "%s", strerror(-ret));
@@ -534,7 +540,7 @@ int cmd_attach(int argc, char **argv)
 {
 	enum { OPT_SHOW = 256, OPT_RW, OPT_DIO, OPT_AUTOCLEAR, OPT_CHAIN, OPT_FORCE, OPT_DRY,
 	       OPT_OVERLAY, OPT_OVERLAY_FMT, OPT_SNAPSHOT, OPT_TRACK, OPT_NO_LOCK, OPT_VBOX,
-	       OPT_VBOX_REG, OPT_VMX, OPT_DISK, OPT_PORT, OPT_CONTROLLER };
+	       OPT_VBOX_REG, OPT_VMX, OPT_DISK, OPT_PORT, OPT_CONTROLLER, OPT_DEV_EXTENTS };
 	static const struct option opts[] = {
 		{ "find", no_argument, NULL, 'f' },
 		{ "show", no_argument, NULL, OPT_SHOW },
@@ -559,6 +565,7 @@ int cmd_attach(int argc, char **argv)
 		{ "disk", required_argument, NULL, OPT_DISK },
 		{ "port", required_argument, NULL, OPT_PORT },
 		{ "controller", required_argument, NULL, OPT_CONTROLLER },
+		{ "allow-device-extents", no_argument, NULL, OPT_DEV_EXTENTS },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
@@ -593,6 +600,9 @@ int cmd_attach(int argc, char **argv)
 			break;
 		case OPT_NO_LOCK:
 			lock = false;
+			break;
+		case OPT_DEV_EXTENTS:
+			device_extents = true;
 			break;
 		case OPT_SHOW:
 			show = true;
@@ -883,7 +893,8 @@ int cmd_attach(int argc, char **argv)
 		}
 		lib_action("cannot attach");
 		ret = vdimg_chain_open_fds(&chain, fds, names, n, fmts, VDIMG_CHAIN_READ_ONLY |
-					   (force ? VDIMG_CHAIN_FORCE_LINK | VDIMG_CHAIN_FORCE_CSUM : 0));
+					   (force ? VDIMG_CHAIN_FORCE_LINK | VDIMG_CHAIN_FORCE_CSUM : 0) |
+					   (device_extents ? VDIMG_CHAIN_DEVICE_EXTENTS : 0));
 		if (ret) {
 			if (!lib_reported)
 				errmsg(top_path, "cannot attach", "%s", attach_reason(-ret));

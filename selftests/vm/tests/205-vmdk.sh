@@ -1,5 +1,5 @@
 #!/bin/sh
-# VMDK in the kernel: monolithicSparse made by vdimgctl (64 KiB and 1 MiB zeroed grains) and by qemu-img (zeroed_grain off/on): fio verify=crc32c, detach, re-attach verify_only, qemu-img check clean and qemu-img's raw view equals the device; streamOptimized read-only (writable attach refused by name); a 3-deep qemu-img chain read and written through the device; a VMDK child over a VDI base; a qcow2 overlay over a VMDK base; streamOptimized written by vdimgctl convert; a seSparse child (host-built fixture); monolithicFlat, twoGbMaxExtentSparse and twoGbMaxExtentFlat (extent files passed to the kernel) with fio verify across an extent boundary, qemu-img check and qemu's view of the written range; the iotest-version3 sample's pattern
+# VMDK in the kernel: monolithicSparse made by vdimgctl (64 KiB and 1 MiB zeroed grains) and by qemu-img (zeroed_grain off/on): fio verify=crc32c, detach, re-attach verify_only, qemu-img check clean and qemu-img's raw view equals the device; streamOptimized read-only (writable attach refused by name); a 3-deep qemu-img chain read and written through the device; a VMDK child over a VDI base; a qcow2 overlay over a VMDK base; streamOptimized written by vdimgctl convert; a seSparse child (host-built fixture) read, and seSparse and vmfsSparse (COWD) children made by vdimgctl create written through the device (fio verify, discard, re-attach, qemu-img's raw view); a vmfsRawDeviceMap descriptor naming a loop device (attach --allow-device-extents only, reads and writes reach it); monolithicFlat, twoGbMaxExtentSparse and twoGbMaxExtentFlat (extent files passed to the kernel) with fio verify across an extent boundary, qemu-img check and qemu's view of the written range; the iotest-version3 sample's pattern
 # timeout: 900
 . /vmtest/lib.sh
 require_vdimg
@@ -194,11 +194,74 @@ if [ -f "$F/done" ]; then
 		check "$t: device = qemu-img convert of the chain" cmp "$dev" "$F/se.raw"
 		vd_detach "$dev" || fail "$t: detach"
 	fi
-	check_fail "$t: a writable attach is refused" "$VDIMGCTL" attach -f --show "$W/se.vmdk"
-	rm -f "$W/base.vmdk" "$W/se.vmdk" "$W/se-sesparse.vmdk"
+	rm -f "$W/se.vmdk" "$W/se-sesparse.vmdk"
+	# written through the device: children made by vdimgctl create --variant seSparse / vmfsSparse
+	sjob="--name=verify --direct=1 --ioengine=libaio --iodepth=16 --rw=randwrite
+ --bsrange=512-64k --size=8M --offset=4M --verify=crc32c --verify_fatal=1 --randrepeat=1
+ --randseed=31"
+	for v in seSparse vmfsSparse; do
+		t="$v write"
+		t0=$(date +%s)
+		rm -f "$W"/sw*.vmdk "$W/sw.raw"
+		if ! "$VDIMGCTL" create -t vmdk --variant $v --parent "$W/base.vmdk" "$W/sw.vmdk" ||
+			! dev=$(vd_attach "$W/sw.vmdk"); then
+			fail "$t: create and attach read-write"
+			continue
+		fi
+		check_eq "$t: depth" "$(vd_attr "$dev" depth)" 2
+		check "$t: fio random writes 512..64k, verified" fio_run $sjob --filename="$dev" \
+			--do_verify=1
+		check "$t: blkdiscard 1 MiB at 20 MiB" blkdiscard -o $((20 << 20)) -l $((1 << 20)) "$dev"
+		check_eq "$t: the discarded range reads zeros (not the parent)" \
+			"$(dd if="$dev" bs=1M skip=20 count=1 status=none | sha256sum | cut -d' ' -f1)" \
+			"$(pattern_sha 0 1048576)"
+		check "$t: detach" vd_detach "$dev"
+		dev=$(vd_attach "$W/sw.vmdk") || fail "$t: re-attach"
+		if [ -n "$dev" ]; then
+			check "$t: fio verify_only after re-attach" fio_run $sjob --filename="$dev" \
+				--verify_only=1
+			check "$t: detach after verify" vd_detach "$dev"
+		fi
+		"$QEMU_IMG" convert -O raw "$W/sw.vmdk" "$W/sw.raw" || fail "$t: qemu-img convert -O raw"
+		dev=$(vd_attach -r "$W/sw.vmdk") || fail "$t: read-only attach"
+		if [ -n "$dev" ]; then
+			check "$t: device = qemu-img convert -O raw" cmp "$dev" "$W/sw.raw"
+			vd_detach "$dev" || fail "$t: detach read-only"
+		fi
+		echo "# $t: $(($(date +%s) - t0)) s"
+	done
+	rm -f "$W/base.vmdk" "$W"/sw*.vmdk "$W/sw.raw"
 else
 	fail "$t: the seSparse fixtures were not built on the host (python3 missing?)"
 fi
+
+# a raw-device extent: a descriptor naming a loop device by absolute path, attached only with
+# --allow-device-extents; reads as the device, writes reach it
+t="device extent"
+t0=$(date +%s)
+rm -f "$W/dx.raw" "$W/dx.vmdk"
+if "$QEMU_IMG" create -q -f raw "$W/dx.raw" 8M &&
+	"$QEMU_IO" -f raw -c "write -P 0x3d 0 8m" "$W/dx.raw" >/dev/null &&
+	ld=$(losetup -f --show "$W/dx.raw"); then
+	printf '# Disk DescriptorFile\nversion=1\nCID=1234abcd\nparentCID=ffffffff\ncreateType="vmfsRawDeviceMap"\n\nRW 16384 VMFSRDM "%s"\n' \
+		"$ld" >"$W/dx.vmdk"
+	check_fail "$t: refused without --allow-device-extents" "$VDIMGCTL" attach -f --show "$W/dx.vmdk"
+	dev=$(vd_attach --allow-device-extents "$W/dx.vmdk") || fail "$t: attach with the opt-in"
+	if [ -n "$dev" ]; then
+		check "$t: the device reads as the loop device" cmp "$dev" "$ld"
+		check "$t: write 1 MiB at 3 MiB" dd if=/dev/urandom of="$W/dx.chunk" bs=1M count=1 status=none
+		check "$t: written through vdimg" dd if="$W/dx.chunk" of="$dev" bs=1M seek=3 oflag=direct \
+			conv=fsync status=none
+		check "$t: detach" vd_detach "$dev"
+		check "$t: the loop device holds the write" cmp -n 1048576 -i 0:$((3 << 20)) \
+			"$W/dx.chunk" "$ld"
+	fi
+	losetup -d "$ld"
+else
+	fail "$t: a loop device over a raw file"
+fi
+rm -f "$W/dx.raw" "$W/dx.vmdk" "$W/dx.chunk"
+echo "# $t: $(($(date +%s) - t0)) s"
 
 # descriptor files with separate extent files (vdimgctl passes them to the kernel): qemu's data
 # reads back, fio verify across an extent boundary, re-attach verify_only, qemu checks the result

@@ -7,7 +7,9 @@
  * descriptor, redundant GD and its GTs, GD and its GTs, all GTs preallocated, the grain area from a
  * grain boundary), so qemu-img check and VMware-compatible readers accept them, the variants with
  * extent files beside a descriptor, and streamOptimized files written in one pass from a source
- * (convert) in the order VMware's OVF export uses.
+ * (convert) in the order VMware's OVF export uses, and empty seSparse extents (ESXi 6.5+ snapshot
+ * children) whose table and grain areas have room for every table and grain, and empty COWD
+ * (vmfsSparse, ESX 3-5 "-delta.vmdk") extents.
  */
 #include <stdio.h>
 #include <stdarg.h>
@@ -317,7 +319,52 @@ out:
 }
 
 enum vmdk_create_kind { VMDK_MONO_SPARSE, VMDK_MONO_FLAT, VMDK_SPLIT_SPARSE, VMDK_SPLIT_FLAT,
-			VMDK_STREAM };
+			VMDK_STREAM, VMDK_SESPARSE, VMDK_COWD };
+
+#define VMDK_COWD_GRAIN_SECTORS	8U	/* 4 KiB grains in the COWD extents create writes */
+
+/*
+ * An empty COWD extent of @cap sectors in @f: the 2048-byte header, the grain directory from
+ * sector 4, freeSector after it; grain tables and grains are appended there when written.
+ */
+static int vmdk_write_cowd(struct vdimg_file *f, u64 cap)
+{
+	u32 span = VMDK_COWD_GTES * VMDK_COWD_GRAIN_SECTORS, gde = DIV_ROUND_UP(cap, span);
+	u32 gd_sec = DIV_ROUND_UP(gde * 4, VMDK_SECTOR);
+	u8 hdr[VMDK_COWD_HEADER_SIZE] = { 0 };
+	struct vmdk_cowd_header *h = (struct vmdk_cowd_header *)hdr;
+	int ret;
+
+	if (cap > U32_MAX - 8 * span)
+		return -EFBIG;
+	memcpy(h->magic, "COWD", 4);
+	h->version = cpu_to_le32(1);
+	h->flags = cpu_to_le32(3);
+	h->capacity = cpu_to_le32(cap);
+	h->grain_size = cpu_to_le32(VMDK_COWD_GRAIN_SECTORS);
+	h->gd_offset = cpu_to_le32(VMDK_COWD_HEADER_SIZE / VMDK_SECTOR);
+	h->gd_entries = cpu_to_le32(gde);
+	h->next_free = cpu_to_le32(VMDK_COWD_HEADER_SIZE / VMDK_SECTOR + gd_sec);
+	ret = vdimg_file_truncate(f, (u64)(VMDK_COWD_HEADER_SIZE / VMDK_SECTOR + gd_sec) * VMDK_SECTOR);
+	if (!ret)
+		ret = vdimg_file_write(f, hdr, sizeof(hdr), 0);
+	return ret;
+}
+
+/* an empty seSparse extent of @cap sectors in @f */
+static int vmdk_write_sesparse(struct vdimg_file *f, u64 cap)
+{
+	u8 hdr[2 * VMDK_SECTOR];
+	u64 fsec;
+	int ret;
+
+	ret = vmdk_se_new(cap, hdr, hdr + VMDK_SECTOR, &fsec);
+	if (!ret)
+		ret = vdimg_file_truncate(f, fsec * VMDK_SECTOR);
+	if (!ret)
+		ret = vdimg_file_write(f, hdr, sizeof(hdr), 0);
+	return ret;
+}
 
 #define VMDK_SPLIT_SECTORS	(4194304ULL)	/* 2 GiB extents, as qemu and VMware split */
 
@@ -343,6 +390,10 @@ static void vmdk_extent_name(char *out, size_t len, const char *base, enum vmdk_
 {
 	if (kind == VMDK_MONO_FLAT)
 		snprintf(out, len, "%s-flat.vmdk", base);
+	else if (kind == VMDK_SESPARSE)
+		snprintf(out, len, "%s-sesparse.vmdk", base);
+	else if (kind == VMDK_COWD)
+		snprintf(out, len, "%s-delta.vmdk", base);
 	else
 		snprintf(out, len, "%s-%c%03u.vmdk", base, kind == VMDK_SPLIT_SPARSE ? 's' : 'f', i + 1);
 }
@@ -421,6 +472,8 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 		{ "twoGbMaxExtentSparse", VMDK_SPLIT_SPARSE },
 		{ "twoGbMaxExtentFlat", VMDK_SPLIT_FLAT },
 		{ "streamOptimized", VMDK_STREAM },
+		{ "seSparse", VMDK_SESPARSE },
+		{ "vmfsSparse", VMDK_COWD },
 	};
 	const struct vdimg_image msg = { .name = "vmdk create" };
 	struct vdimg_image *parent = opts->parent ? opts->parent_img : NULL;
@@ -446,7 +499,7 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 		for (i = 0; i < ARRAY_SIZE(kinds) && strcmp(opts->variant, kinds[i].name); i++)
 			;
 		if (i == ARRAY_SIZE(kinds)) {
-			vdimg_err(&msg, "creating %s VMDK images is not supported (monolithicSparse, monolithicFlat, twoGbMaxExtentSparse, twoGbMaxExtentFlat, streamOptimized)",
+			vdimg_err(&msg, "creating %s VMDK images is not supported (monolithicSparse, monolithicFlat, twoGbMaxExtentSparse, twoGbMaxExtentFlat, streamOptimized, seSparse, vmfsSparse)",
 				  opts->variant);
 			return -EOPNOTSUPP;
 		}
@@ -457,6 +510,11 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 	if (kind == VMDK_STREAM && parent) {
 		vdimg_err(&msg, "a streamOptimized VMDK image cannot have a parent");
 		return -EOPNOTSUPP;
+	}
+	if ((kind == VMDK_SESPARSE || kind == VMDK_COWD) && opts->block_size) {
+		vdimg_err(&msg, "%s grains are always 4 KiB (no block size can be chosen)",
+			  opts->variant);
+		return -EINVAL;
 	}
 	/* the spec asks for more than 8 sectors (libvmdk refuses fewer) */
 	if (!is_power_of_2(grain) || grain < 8192 || grain > (16U << 20)) {
@@ -496,6 +554,7 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 	if (cap > (1ULL << 44))
 		return -EFBIG;
 	per = kind == VMDK_SPLIT_SPARSE || kind == VMDK_SPLIT_FLAT ? VMDK_SPLIT_SECTORS : cap;
+
 	nr = mono ? 1 : DIV_ROUND_UP(cap, per);
 	if (nr > VMDK_MAX_EXTENTS)
 		return -EFBIG;
@@ -526,7 +585,9 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 		else
 			vmdk_extent_name(xname, sizeof(xname), base, kind, i);
 		if (!vmdk_cat(desc, dlen, &pos, "RW %llu %s \"%s\"%s\n", (unsigned long long)n,
-			      flat ? "FLAT" : "SPARSE", xname, flat ? " 0" : ""))
+			      flat ? "FLAT" : kind == VMDK_SESPARSE ? "SESPARSE" :
+			      kind == VMDK_COWD ? "VMFSSPARSE" : "SPARSE", xname,
+			      flat ? " 0" : ""))
 			goto out;
 	}
 	same_geo = pv && size == parent->size &&
@@ -575,6 +636,10 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 		ret = xf ? 0 : -ENOMEM;
 		if (!ret && kind == VMDK_SPLIT_SPARSE)
 			ret = vmdk_write_sparse(xf, n, gsec, zero_grain, NULL);
+		else if (!ret && kind == VMDK_SESPARSE)
+			ret = vmdk_write_sesparse(xf, n);
+		else if (!ret && kind == VMDK_COWD)
+			ret = vmdk_write_cowd(xf, n);
 		else if (!ret)
 			ret = vdimg_file_truncate(xf, n * VMDK_SECTOR);
 		if (!ret)
@@ -1064,8 +1129,9 @@ static int vmdk_check(struct vdimg_image *img, unsigned int flags, struct vdimg_
 
 	ret = vmdk_flush(img);
 	for (i = 0; !ret && i < vm->nr_ext; i++)
-		if (vm->ext[i].sp)
-			ret = vmdk_check_sparse(vm->ext[i].sp, flags, res);
+		if (vm->ext[i].sp)	/* COWD: report only, repair knows KDMV headers */
+			ret = vmdk_check_sparse(vm->ext[i].sp, vm->ext[i].sp->cowd ?
+						flags & ~VDIMG_CHECK_REPAIR : flags, res);
 	return ret;
 }
 
