@@ -381,7 +381,8 @@ int cue_check(const struct vdimg_image *img, struct cue_sheet *s, const u64 *siz
 			return -EOPNOTSUPP;
 		}
 		if (t->start >= fsize)
-			return vdimg_corrupt(img, "track %u: INDEX 01 (byte %llu) is not inside %s (%llu bytes)",
+			return vdimg_corrupt(img,
+					     "track %u: INDEX 01 (byte %llu) is not inside %s (%llu bytes)",
 					     t->number, (unsigned long long)t->start,
 					     s->files[t->file], (unsigned long long)fsize);
 		if (next) {
@@ -392,8 +393,10 @@ int cue_check(const struct vdimg_image *img, struct cue_sheet *s, const u64 *siz
 		} else {
 			end = fsize;
 			if ((end - t->start) % t->sector_size)
-				return vdimg_corrupt(img, "track %u: %llu bytes are not a whole number of %u-byte sectors",
-						     t->number, (unsigned long long)(end - t->start),
+				return vdimg_corrupt(img,
+						     "track %u: %llu bytes are not a whole number of %u-byte sectors",
+						     t->number,
+						     (unsigned long long)(end - t->start),
 						     t->sector_size);
 		}
 		t->length = end - t->start;

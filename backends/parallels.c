@@ -534,7 +534,7 @@ static int prl_read_header(struct vdimg_image *img, struct prl *p, u64 fsize)
 	if (!p->nr_bat)
 		return vdimg_corrupt(img, "the BAT has no entries");
 	if (p->nr_bat > PRL_MAX_BAT) {
-		vdimg_err(img, "a BAT of %u entries is larger than the supported %u", p->nr_bat,
+		vdimg_err(img, "a BAT of %u entries is larger than the supported %lu", p->nr_bat,
 			  PRL_MAX_BAT);
 		return -EOPNOTSUPP;
 	}
@@ -561,7 +561,8 @@ static int prl_read_header(struct vdimg_image *img, struct prl *p, u64 fsize)
 	if (ext) {
 		if (ext > ~0ULL / PRL_SECTOR || ext * PRL_SECTOR < p->data_off ||
 		    ext * PRL_SECTOR > fsize || fsize - ext * PRL_SECTOR < p->cluster)
-			return vdimg_corrupt(img, "the format extension (sector %llu) is not in the data area",
+			return vdimg_corrupt(img,
+					     "the format extension (sector %llu) is not in the data area",
 					     (unsigned long long)ext);
 		p->ext_off = ext * PRL_SECTOR;
 	}

@@ -6,9 +6,10 @@
  * data area. A BAT entry of 0 is a cluster not in this image (zeros, or the parent snapshot's data
  * in a bundle); any other value is the cluster's place in the file: in sectors for
  * "WithoutFreeSpace" (v1) images, in clusters (units of @tracks sectors) for "WithouFreSpacExt"
- * (v2) ones. @ext_off, when not zero, is the sector of a format extension cluster (dirty bitmaps). Layout per qemu's
- * docs/interop/parallels.txt. The private header of backends/parallels.c (kernel-shared) and of its
- * userspace half, tools/lib/formats/parallels.c; the host tests read the layout from it too.
+ * (v2) ones. @ext_off, when not zero, is the sector of a format extension cluster (dirty bitmaps).
+ * Layout per qemu's docs/interop/parallels.txt. The private header of backends/parallels.c
+ * (kernel-shared) and of its userspace half, tools/lib/formats/parallels.c; the host tests read the
+ * layout from it too.
  */
 #ifndef _VDIMG_PARALLELS_H
 #define _VDIMG_PARALLELS_H
@@ -45,8 +46,8 @@ struct prl_header {
 /* ---- the backend's private state ---- */
 
 #define PRL_MAX_TRACKS		(128U << 11)	/* 128 MiB clusters: bounds the driver's fill */
-#define PRL_MAX_BAT		(1U << 26)	/* 256 MiB of BAT in memory */
-#define PRL_DEFAULT_CLUSTER	(1U << 20)	/* as qemu and Parallels create */
+#define PRL_MAX_BAT		BIT(26)		/* 256 MiB of BAT in memory */
+#define PRL_DEFAULT_CLUSTER	SZ_1M		/* as qemu and Parallels create */
 
 /* one image file: the whole layer, or one part of a split storage */
 struct prl {

@@ -41,7 +41,8 @@ int qcow_check_entry(struct vdimg_image *img, u64 e)
 	if (e & QCOW_OFLAG_COMPRESSED) {
 		qcow_compressed_range(q, e, &off, &len);
 		if (!len || off >= q->fsize || len > q->fsize - off)
-			return vdimg_corrupt(img, "compressed cluster entry %#llx is outside the file",
+			return vdimg_corrupt(img,
+					     "compressed cluster entry %#llx is outside the file",
 					     (unsigned long long)e);
 		return 0;
 	}

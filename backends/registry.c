@@ -2,10 +2,10 @@
 /*
  * The format registry: which backends are built in, and how an image file is identified. Probing
  * looks only at magic numbers, in the fixed order of vdimg_signatures[] below (documented in
- * Documentation/admin-guide/vdimg.rst), and knows the signatures of formats vdimg does not support so
- * that they are refused by name instead of being taken for raw. Raw is never the result of a probe:
- * the caller decides whether an unrecognised file may be used as raw. Shared by the module and the
- * userspace library; no blk-mq and no libc here.
+ * Documentation/admin-guide/vdimg.rst), and knows the signatures of formats vdimg does not support
+ * so that they are refused by name instead of being taken for raw. Raw is never the result of a
+ * probe: the caller decides whether an unrecognised file may be used as raw. Shared by the module
+ * and the userspace library; no blk-mq and no libc here.
  */
 #include <vdimg/backend.h>
 #include "cue.h"
@@ -302,10 +302,12 @@ int vdimg_probe(struct vdimg_file *f, u32 *id, const char **why)
 		if (!s->id) {
 			*why = s->name;
 			ret = -EOPNOTSUPP;
-		} else if (s->id != VDIMG_FMT_VHD && p.size >= 512 && !memcmp(tail, "conectix", 8)) {
+		} else if (s->id != VDIMG_FMT_VHD && p.size >= 512 &&
+			   !memcmp(tail, "conectix", 8)) {
 			/*
-			 * A fixed VHD's first sector belongs to its guest, which can write any header
-			 * there: a head signature over a VHD footer is ambiguous, never guessed.
+			 * A fixed VHD's first sector belongs to its guest, which can write any
+			 * header there: a head signature over a VHD footer is ambiguous, never
+			 * guessed.
 			 */
 			*why = s->name;
 			ret = -EMEDIUMTYPE;

@@ -174,7 +174,7 @@ static void vdimg_layer_close(struct vdimg_layer_k *l)
 		if (l->data_vf.filp)
 			mapping_set_gfp_mask(l->data_vf.filp->f_mapping, l->data_old_gfp_mask);
 	}
-	vdimg_layer_put_extents(l, l->img.fmt != NULL);
+	vdimg_layer_put_extents(l, !!l->img.fmt);
 	fput(l->vf.filp);
 	l->vf.filp = NULL;
 	if (l->data_vf.filp) {
@@ -210,7 +210,8 @@ static int vdimg_layer_unique(struct vdimg_layer_k **below, unsigned int pos,
 					continue;
 				pr_err("%pD (%slayer %u) and %pD (%slayer %u) are the same file: a chain cannot contain the same file twice\n",
 				       theirs[b], b ? "data file of " : "", i,
-				       a ? l->data_vf.filp : l->vf.filp, a ? "data file of " : "", pos);
+				       a ? l->data_vf.filp : l->vf.filp,
+				       a ? "data file of " : "", pos);
 				return -ELOOP;
 			}
 		}
@@ -923,7 +924,8 @@ int vdimg_dev_snapshot(const struct vdimg_snapshot *s)
 	}
 	vdimg_layer_dio(dev, l);
 	if ((dev->attach_flags & VDIMG_ATTACH_DIRECT_IO) && !l->dio) {
-		pr_err("vdimg%d: snapshot: direct I/O is not possible on %s\n", dev->index, l->name);
+		pr_err("vdimg%d: snapshot: direct I/O is not possible on %s\n",
+		       dev->index, l->name);
 		ret = -EINVAL;
 		goto out_close;
 	}
@@ -952,7 +954,8 @@ int vdimg_dev_snapshot(const struct vdimg_snapshot *s)
 	top->img.flags |= VDIMG_IMG_READ_ONLY;
 	mutex_unlock(&dev->lock);
 	vdimg_dev_resume(dev, noio);
-	pr_info("vdimg%d: snapshot: %s over %s, %u layers\n", dev->index, l->name, top->name, n + 1);
+	pr_info("vdimg%d: snapshot: %s over %s, %u layers\n",
+		dev->index, l->name, top->name, n + 1);
 	mutex_unlock(&vdimg_idr_mutex);
 	kvfree(old);
 	return 0;

@@ -4,9 +4,9 @@
  * locks of an upper file system, and the backing file's own locks must not nest under them). The
  * worker asks the backends where the data is: when one DATA extent covers the whole request it
  * submits one asynchronous kiocb on that layer's file (direct I/O when possible) and completes the
- * request from the callback; anything else (chains that fall through, zeros, allocation with fill,
- * encoded extents, FUA) is done synchronously in the worker, extent by extent. Allocation commits
- * happen only after the data is written. No format knowledge here.
+ * request from the callback; anything else (chains that reach a lower layer, zeros, allocation with
+ * fill, encoded extents, FUA) is done synchronously in the worker, extent by extent. Allocation
+ * commits happen only after the data is written. No format knowledge here.
  */
 #include "vdimg.h"
 #include <linux/sched/mm.h>
@@ -55,7 +55,9 @@ static void vdimg_range_unlock(struct vdimg_device *dev, struct vdimg_range *r)
 	wake_up_all(&dev->range_wait);
 }
 
-/* Lock the allocation units [pos, pos + len) touches on the top layer; false if it never allocates. */
+/*
+ * Lock the allocation units [pos, pos + len) touches on the top layer; false if it never allocates.
+ */
 static bool vdimg_lock_units(struct vdimg_device *dev, struct vdimg_range *r, u64 pos, u64 len)
 {
 	u32 unit = vdimg_top(dev)->img.alloc_unit;
@@ -145,9 +147,9 @@ static int vdimg_read_encoded(struct vdimg_layer_k *l, const struct vdimg_extent
 }
 
 /*
- * Read [pos, pos + len) as the chain made of layers 0..top sees it, into @iter. Walks down the chain
- * without recursion: each layer either has the bytes, or says UNALLOCATED for a prefix, which is then
- * asked of the layer below; below the base (top < 0) is zeros.
+ * Read [pos, pos + len) as the chain made of layers 0..top sees it, into @iter. Walks down the
+ * chain without recursion: each layer either has the bytes, or says UNALLOCATED for a prefix, which
+ * is then asked of the layer below; below the base (top < 0) is zeros.
  */
 static int vdimg_read_chain(struct vdimg_device *dev, int top, struct iov_iter *iter, u64 pos,
 			    u64 len)
@@ -219,8 +221,9 @@ static int vdimg_read_below(struct vdimg_device *dev, void *buf, u64 pos, u64 le
 }
 
 /*
- * Write a NEW extent: the caller's bytes plus the fill around them (from the layers below, or zeros),
- * then let the backend commit the allocation. The allocation unit is range-locked by the caller.
+ * Write a NEW extent: the caller's bytes plus the fill around them (from the layers below, or
+ * zeros), then let the backend commit the allocation. The allocation unit is range-locked by the
+ * caller.
  */
 static int vdimg_write_new(struct vdimg_device *dev, const struct vdimg_extent *ext,
 			   struct iov_iter *iter)
@@ -433,7 +436,9 @@ static void vdimg_drain(struct vdimg_device *dev)
 	wait_var_event(&dev->inflight[old], !atomic_read(&dev->inflight[old]));
 }
 
-/* ->flush() of the top layer; first, if it frees space, the drain (serialized with other flushes) */
+/*
+ * ->flush() of the top layer; first, if it frees space, the drain (serialized with other flushes)
+ */
 static int vdimg_flush_top(struct vdimg_device *dev, struct vdimg_layer_k *top)
 {
 	int ret;
@@ -483,8 +488,10 @@ static void vdimg_rq_iter(struct vdimg_cmd *cmd, struct iov_iter *iter, unsigned
 		nr_bvec++;
 	if (cmd->bvec) {
 		bvec = cmd->bvec;
-		rq_for_each_bvec(tmp, rq, rq_iter)
-			*bvec++ = tmp;
+		rq_for_each_bvec(tmp, rq, rq_iter) {
+			*bvec = tmp;
+			bvec++;
+		}
 		bvec = cmd->bvec;
 	} else {
 		offset = bio->bi_iter.bi_bvec_done;
@@ -517,7 +524,9 @@ static void vdimg_aio_done(struct vdimg_cmd *cmd)
 		blk_mq_complete_request(cmd->rq);
 }
 
-/* A read ended early at the end of the backing file: the rest reads as zeros (as in the sync path). */
+/*
+ * A read ended early at the end of the backing file: the rest reads as zeros (as in the sync path).
+ */
 static void vdimg_zero_tail(struct request *rq, unsigned int done)
 {
 	struct req_iterator it;
@@ -616,7 +625,8 @@ static struct vdimg_layer_k *vdimg_fast_layer(struct vdimg_device *dev, u64 pos,
 		if (ext.length != len)
 			return NULL;
 		if (ext.type == VDIMG_EXT_DATA &&
-		    (ext.file == &layer->vf || (layer->data_vf.filp && ext.file == &layer->data_vf))) {
+		    (ext.file == &layer->vf ||
+		     (layer->data_vf.filp && ext.file == &layer->data_vf))) {
 			*file_pos = ext.file_offset;
 			*data_file = ext.file == &layer->data_vf;
 			*shared = ext.flags & VDIMG_EXT_PAGE_SHARED;

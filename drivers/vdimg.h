@@ -23,10 +23,10 @@ struct vdimg_file {
 	struct file *filp;
 	/*
 	 * Nonzero when the data path uses direct I/O on this file: its offset, length and memory
-	 * alignment. Then the worker's synchronous data I/O is direct too whenever it is aligned, so
-	 * that buffered and direct I/O do not meet in the file's page cache (a page a buffered access
-	 * brings in while a direct write is in flight cannot be invalidated after it, and the kernel
-	 * then fails the next fsync of the file with EIO).
+	 * alignment. Then the worker's synchronous data I/O is direct too whenever it is aligned,
+	 * so that buffered and direct I/O do not meet in the file's page cache (a page a buffered
+	 * access brings in while a direct write is in flight cannot be invalidated after it, and
+	 * the kernel then fails the next fsync of the file with EIO).
 	 */
 	unsigned int dio_align;
 };
@@ -34,7 +34,8 @@ struct vdimg_file {
 struct vdimg_layer_k {
 	struct vdimg_image img;
 	struct vdimg_file vf;
-	struct vdimg_file data_vf;	/* external data file (qcow2 data_file), filp NULL if none */
+	/* external data file (qcow2 data_file), filp NULL if none */
+	struct vdimg_file data_vf;
 	char *name;			/* basename, for messages */
 	gfp_t old_gfp_mask;		/* the mapping's mask before attach, restored on detach */
 	gfp_t data_old_gfp_mask;	/* the same for the data file */
@@ -42,7 +43,9 @@ struct vdimg_layer_k {
 	bool dio;			/* direct I/O on this file */
 	unsigned int data_dio_align;	/* the same for the data file */
 	bool data_dio;
-	/* extent files (VDIMG_LAYER_EXTENTS: a VMDK descriptor's), img.extents points at ext_ptrs */
+	/*
+	 * extent files (VDIMG_LAYER_EXTENTS: a VMDK descriptor's), img.extents points at ext_ptrs
+	 */
 	struct vdimg_file *ext_vf;	/* [nr_ext] */
 	struct vdimg_file **ext_ptrs;	/* [nr_ext] */
 	gfp_t *ext_old_gfp;		/* [nr_ext] the mappings' masks before attach */
@@ -69,7 +72,8 @@ struct vdimg_device {
 	/*
 	 * The chain, base first: an array of pointers, so that backends may keep pointers into a
 	 * layer while a live snapshot replaces the array. Changed only with the device suspended
-	 * (vdimg_dev_suspend()) and dev->lock held; readers outside the data path (sysfs, GET_INFO) take dev->lock.
+	 * (vdimg_dev_suspend()) and dev->lock held; readers outside the data path (sysfs, GET_INFO)
+	 * take dev->lock.
 	 */
 	struct vdimg_layer_k **layers;
 	unsigned int nr_layers;

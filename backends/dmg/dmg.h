@@ -2,8 +2,9 @@
 /*
  * Apple UDIF disk images (.dmg), read-only: the on-disk layout (the "koly" trailer in the last 512
  * bytes, the "mish" block tables of the "blkx" resources, their chunk types; every field
- * big-endian) and the backend's private state. Included by the files of backends/dmg/ (kernel-shared) and
- * tools/lib/formats/dmg.c (userspace: info and check), and by tests that build images.
+ * big-endian) and the backend's private state. Included by the files of backends/dmg/
+ * (kernel-shared) and tools/lib/formats/dmg.c (userspace: info and check), and by tests that build
+ * images.
  */
 #ifndef _VDIMG_DMG_H
 #define _VDIMG_DMG_H
@@ -13,8 +14,8 @@
 #define DMG_SECTOR		512
 #define DMG_KOLY_VERSION	4
 #define DMG_PLIST_MAX		(16U << 20)	/* bytes of property list or resource fork */
-#define DMG_MAX_CHUNKS		(1U << 20)	/* chunks of all blkx tables together */
-#define DMG_MAX_MISH		(1U << 20)	/* bytes of one decoded mish block */
+#define DMG_MAX_CHUNKS		BIT(20)		/* chunks of all blkx tables together */
+#define DMG_MAX_MISH		SZ_1M		/* bytes of one decoded mish block */
 /* sectors one compressed chunk may decode to (hdiutil writes at most 2048) */
 #define DMG_MAX_CHUNK_SECTORS	32768
 #define DMG_CSUM_CRC32		2		/* checksum type: CRC-32 (zlib's), 32 bits */

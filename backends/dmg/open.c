@@ -186,27 +186,31 @@ static int dmg_add_table(struct dmg *d, const u8 *buf, size_t len, u32 *cap)
 		if (!cnt)
 			continue;
 		if (s > nsec || cnt > nsec - s)
-			return vdimg_corrupt(img, "mish table %u chunk %u: sectors %llu+%llu outside the table's %llu",
+			return vdimg_corrupt(img,
+					     "mish table %u chunk %u: sectors %llu+%llu outside the table's %llu",
 					     d->nr_tables, i, (unsigned long long)s,
 					     (unsigned long long)cnt, (unsigned long long)nsec);
 		if (type == DMG_CHUNK_RAW || dmg_compressed(type)) {
 			if (check_add_overflow(base, off, &off) ||
 			    check_add_overflow(off, clen, &end) || end > d->koly_off || !clen)
-				return vdimg_corrupt(img, "mish table %u chunk %u: data at %llu+%llu is not inside the file",
+				return vdimg_corrupt(img,
+						     "mish table %u chunk %u: data at %llu+%llu is not inside the file",
 						     d->nr_tables, i, (unsigned long long)off,
 						     (unsigned long long)clen);
 			if (type == DMG_CHUNK_RAW && clen < cnt * DMG_SECTOR)
-				return vdimg_corrupt(img, "mish table %u chunk %u: %llu raw sectors in %llu bytes",
+				return vdimg_corrupt(img,
+						     "mish table %u chunk %u: %llu raw sectors in %llu bytes",
 						     d->nr_tables, i, (unsigned long long)cnt,
 						     (unsigned long long)clen);
 			if (dmg_compressed(type) && (cnt > DMG_MAX_CHUNK_SECTORS ||
 						     clen > cnt * DMG_SECTOR * 2 + 4096))
-				return vdimg_corrupt(img, "mish table %u chunk %u: compressed chunk of %llu sectors in %llu bytes is out of bounds",
+				return vdimg_corrupt(img,
+						     "mish table %u chunk %u: compressed chunk of %llu sectors in %llu bytes is out of bounds",
 						     d->nr_tables, i, (unsigned long long)cnt,
 						     (unsigned long long)clen);
 		}
 		if (d->nr_chunks == DMG_MAX_CHUNKS)
-			return vdimg_corrupt(img, "more than %u chunks", DMG_MAX_CHUNKS);
+			return vdimg_corrupt(img, "more than %lu chunks", DMG_MAX_CHUNKS);
 		if (d->nr_chunks == *cap) {
 			u32 ncap = *cap ? min(*cap * 2, DMG_MAX_CHUNKS) : 256;
 			struct dmg_chunk *nc = vdimg_zalloc((size_t)ncap * sizeof(*nc));
@@ -253,7 +257,8 @@ static int dmg_read_plist(struct dmg *d)
 	int ret;
 
 	if (!len || len > DMG_PLIST_MAX || off > d->koly_off || len > d->koly_off - off)
-		return vdimg_corrupt(img, "the property list (%llu bytes at %llu) is not inside the file or too large",
+		return vdimg_corrupt(img,
+				     "the property list (%llu bytes at %llu) is not inside the file or too large",
 				     (unsigned long long)len, (unsigned long long)off);
 	text = vdimg_zalloc(len);
 	mish = vdimg_zalloc(DMG_MAX_MISH);
@@ -282,12 +287,14 @@ static int dmg_read_plist(struct dmg *d)
 		p += 6;
 		q = dmg_find(p, arr_end, "</data>");
 		if (!q) {
-			ret = vdimg_corrupt(img, "an unterminated <data> element in the blkx array");
+			ret = vdimg_corrupt(img,
+					    "an unterminated <data> element in the blkx array");
 			goto out;
 		}
 		n = dmg_b64_decode(p, q - p, mish, DMG_MAX_MISH);
 		if (n < 0) {
-			ret = vdimg_corrupt(img, "blkx resource %u: bad base64 (or more than %u bytes)",
+			ret = vdimg_corrupt(img,
+					    "blkx resource %u: bad base64 (or more than %u bytes)",
 					    d->nr_tables, DMG_MAX_MISH);
 			goto out;
 		}
@@ -317,13 +324,15 @@ static u32 dmg_get_be32(const u8 *p)
 static int dmg_read_rsrc(struct dmg *d)
 {
 	struct vdimg_image *img = d->img;
-	u64 off = be64_to_cpu(d->koly.rsrc_fork_offset), len = be64_to_cpu(d->koly.rsrc_fork_length);
+	u64 off = be64_to_cpu(d->koly.rsrc_fork_offset);
+	u64 len = be64_to_cpu(d->koly.rsrc_fork_length);
 	u32 cap = 0, data_off, data_len, pos;
 	u8 *fork;
 	int ret;
 
 	if (len < 16 || len > DMG_PLIST_MAX || off > d->koly_off || len > d->koly_off - off)
-		return vdimg_corrupt(img, "the resource fork (%llu bytes at %llu) is not inside the file or too large",
+		return vdimg_corrupt(img,
+				     "the resource fork (%llu bytes at %llu) is not inside the file or too large",
 				     (unsigned long long)len, (unsigned long long)off);
 	fork = vdimg_zalloc(len);
 	if (!fork)
@@ -334,7 +343,8 @@ static int dmg_read_rsrc(struct dmg *d)
 	data_off = dmg_get_be32(fork);
 	data_len = dmg_get_be32(fork + 8);
 	if (data_off > len || data_len > len - data_off) {
-		ret = vdimg_corrupt(img, "the resource fork's data area (%u bytes at %u) is not inside it",
+		ret = vdimg_corrupt(img,
+				    "the resource fork's data area (%u bytes at %u) is not inside it",
 				    data_len, data_off);
 		goto out;
 	}
@@ -348,7 +358,9 @@ static int dmg_read_rsrc(struct dmg *d)
 		n = dmg_get_be32(fork + data_off + pos);
 		pos += 4;
 		if (n > data_len - pos) {
-			ret = vdimg_corrupt(img, "a resource of %u bytes runs past the resource fork", n);
+			ret = vdimg_corrupt(img,
+					    "a resource of %u bytes runs past the resource fork",
+					    n);
 			goto out;
 		}
 		if (n >= 4 && !memcmp(fork + data_off + pos, "mish", 4)) {
@@ -422,7 +434,8 @@ static int dmg_check_master(struct dmg *d)
 		return 0;
 	}
 	if (crc != be32_to_cpu(m->data[0]))
-		return vdimg_corrupt(d->img, "master checksum mismatch: the image says %08x, the tables give %08x (force to open anyway)",
+		return vdimg_corrupt(d->img,
+				     "master checksum mismatch: the image says %08x, the tables give %08x (force to open anyway)",
 				     be32_to_cpu(m->data[0]), crc);
 	d->master_verified = true;
 	return 0;

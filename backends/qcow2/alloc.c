@@ -252,8 +252,10 @@ int qcow2_alloc(struct vdimg_image *img, u64 n, u64 *out)
 			vdimg_err(img, "no free cluster below 64 PiB");
 			return -ENOSPC;
 		}
-		if (idx >= sane)	/* only a bad refcount table counts so much beyond the file */
-			return vdimg_corrupt(img, "no free cluster up to %llu, far past the end of the file",
+		/* only a bad refcount table counts so much beyond the file */
+		if (idx >= sane)
+			return vdimg_corrupt(img,
+					     "no free cluster up to %llu, far past the end of the file",
 					     (unsigned long long)idx);
 		if ((idx >> q->rb_bits) >= q->rt_entries) {
 			/* the new table and blocks go exactly here: grow first, then look again */

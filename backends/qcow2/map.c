@@ -153,7 +153,8 @@ static int qcow2_map_read(struct vdimg_image *img, u64 offset, u64 length, bool 
 			first = false;
 			if (kind == QK_COMPRESSED) {
 				if (q->has_data_file)
-					return vdimg_corrupt(img, "compressed cluster in an image with an external data file");
+					return vdimg_corrupt(img,
+							     "compressed cluster in an image with an external data file");
 				ext->type = VDIMG_EXT_ENCODED;
 				ext->length = min(end, ALIGN_DOWN(pos, (u64)q->cluster_size) +
 						  q->cluster_size) - offset;
@@ -315,12 +316,12 @@ static int qcow2_need_writable(struct vdimg_image *img)
 
 /*
  * How many clusters, from entry @i of table @t (whose descriptor is @l, at virtual offset @cstart)
- * up to virtual offset @end, one NEW extent may reserve together: a run of entries with exactly the same descriptor, either
- * unallocated (0) or a plain zero cluster without a host offset, within one L2 table and at most
- * QCOW2_MAX_RUN_BYTES. Reserving them contiguously keeps a multi-cluster write one extent on disk
- * even when several writers allocate at the same time (one cluster per map interleaves them, and
- * every later large request on the range then needs one I/O per cluster). Extended L2 entries and
- * anything with a host offset stay one cluster. Lock held.
+ * up to virtual offset @end, one NEW extent may reserve together: a run of entries with exactly the
+ * same descriptor, either unallocated (0) or a plain zero cluster without a host offset, within one
+ * L2 table and at most QCOW2_MAX_RUN_BYTES. Reserving them contiguously keeps a multi-cluster write
+ * one extent on disk even when several writers allocate at the same time (one cluster per map
+ * interleaves them, and every later large request on the range then needs one I/O per cluster).
+ * Extended L2 entries and anything with a host offset stay one cluster. Lock held.
  */
 static u32 qcow2_new_run(struct vdimg_image *img, const struct vdimg_ct_slot *t, u32 i,
 			 const struct qcow2_l2e *l, u64 cstart, u64 end)
@@ -422,7 +423,8 @@ static int qcow2_map_write(struct vdimg_image *img, u64 offset, u64 length,
 	ext->cookie[1] = 0;
 	if (kind == QK_COMPRESSED) {
 		if (q->has_data_file)
-			return vdimg_corrupt(img, "compressed cluster in an image with an external data file");
+			return vdimg_corrupt(img,
+					     "compressed cluster in an image with an external data file");
 		/* rewrite the whole cluster uncompressed; the caller's data goes on top */
 		ret = qcow2_alloc(img, 1, &newc);
 		if (ret)
@@ -538,7 +540,9 @@ int qcow2_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int flag
 	} else {
 		ret = qcow2_need_writable(img);
 		if (!ret && nowait) {
-			/* only a cached, allocated, unshared run can be answered without sleeping */
+			/*
+			 * only a cached, allocated, unshared run can be answered without sleeping
+			 */
 			ret = qcow2_map_read(img, offset, length, true, ext);
 			if (!ret && ext->type != VDIMG_EXT_DATA)
 				ret = -EAGAIN;

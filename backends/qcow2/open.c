@@ -251,7 +251,8 @@ static int qcow2_open(struct vdimg_image *img, unsigned int flags)
 	}
 	if (q->incompat & QCOW2_INCOMPAT_COMPRESSION) {
 		if (hlen <= 104 || q->compression_type == QCOW2_COMPRESSION_ZLIB) {
-			ret = vdimg_corrupt(img, "compression type bit set without a compression type");
+			ret = vdimg_corrupt(img,
+					    "compression type bit set without a compression type");
 			goto fail;
 		}
 	} else if (q->compression_type) {
@@ -356,7 +357,8 @@ static int qcow2_open(struct vdimg_image *img, unsigned int flags)
 		q->writable = false;
 		img->flags |= VDIMG_IMG_READ_ONLY;
 	}
-	if (q->writable && (q->autoclear & ~(q->has_data_file ? QCOW2_AUTOCLEAR_DATA_FILE_RAW : 0))) {
+	if (q->writable &&
+	    (q->autoclear & ~(q->has_data_file ? QCOW2_AUTOCLEAR_DATA_FILE_RAW : 0))) {
 		/*
 		 * we cannot maintain bitmaps (or anything autoclear but a raw data file, which
 		 * discard keeps raw): say so before writing

@@ -146,14 +146,16 @@ static inline void qcow2_check_layout(void)
 #define QCOW2_MAX_L1_BYTES	(32U << 20)	/* qemu's limit */
 #define QCOW2_MAX_RT_BYTES	(8U << 20)	/* qemu's limit */
 #define QCOW2_L2_CACHE_BYTES	(4U << 20)
-#define QCOW2_RB_CACHE_BYTES	(1U << 20)
+#define QCOW2_RB_CACHE_BYTES	SZ_1M
 #define QCOW2_MAX_PENDING	65536		/* deferred frees kept (1 MiB); beyond, they leak */
-#define QCOW2_MAX_RUN_BYTES	(4U << 20)	/* largest run of clusters one NEW extent reserves */
+/* largest run of clusters one NEW extent reserves */
+#define QCOW2_MAX_RUN_BYTES	(4U << 20)
 
 /* cookie[1] of a NEW extent */
 #define QCOW2_NEW_ALLOCATED	BIT_ULL(0)	/* cookie[0] is a cluster reserved by map */
 #define QCOW2_NEW_WAS_COMPRESSED BIT_ULL(1)	/* the old descriptor was a compressed one */
-#define QCOW2_NEW_WAS_SHARED	BIT_ULL(2)	/* a copy of a shared cluster (internal snapshots) */
+/* a copy of a shared cluster (internal snapshots) */
+#define QCOW2_NEW_WAS_SHARED	BIT_ULL(2)
 #define QCOW2_NEW_DATA_FILE	BIT_ULL(3)	/* cookie[0] is a data file offset (may be 0) */
 
 #define QCOW2_MAX_SNAPSHOTS	65536		/* qemu's limits on the snapshot table */
@@ -173,7 +175,8 @@ struct qcow2 {
 	u32 cluster_size;
 	u32 l2_bits;			/* log2 of entries per L2 table */
 	u32 l2_entry_size;		/* 8, or 16 with extended L2 */
-	u32 sc_bits;			/* log2 of the subcluster size (== cluster_bits without ext L2) */
+	/* log2 of the subcluster size (== cluster_bits without ext L2) */
+	u32 sc_bits;
 	u32 refcount_order;
 	u32 rb_bits;			/* log2 of entries per refcount block */
 	u32 hdr_len;
@@ -194,7 +197,8 @@ struct qcow2 {
 	bool writable;
 	/* external data file: DATA clusters live there, at their guest offset, not refcounted */
 	bool has_data_file;
-	bool data_raw;			/* autoclear "raw external data": keep it a valid raw image */
+	/* autoclear "raw external data": keep it a valid raw image */
+	bool data_raw;
 	struct vdimg_file *dfile;	/* where DATA extents point: img->data_file or img->file */
 	char dfname[QCOW2_MAX_DATA_NAME + 1];
 
@@ -244,7 +248,8 @@ struct qcow2_l2e {
 struct qcow2_snap {
 	u64 l1_offset;
 	u32 l1_size;
-	u64 disk_size;			/* from the extra data; 0 when the entry does not record it */
+	/* from the extra data; 0 when the entry does not record it */
+	u64 disk_size;
 	u64 vm_state;
 	u32 date_sec;
 	u32 id_len, name_len;

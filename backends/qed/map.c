@@ -10,8 +10,8 @@
 /* ---- mapping ---- */
 
 /*
- * The cached page holding the L2 entry of virtual offset @off: *@out NULL when no L2 table is linked
- * (or, lenient, the link is bad). *@idx is the entry's index in the page.
+ * The cached page holding the L2 entry of virtual offset @off: *@out NULL when no L2 table is
+ * linked (or, lenient, the link is bad). *@idx is the entry's index in the page.
  */
 static int qed_l2_lookup(struct vdimg_image *img, u64 off, bool nowait, struct vdimg_ct_slot **out,
 			 u32 *idx)
@@ -55,7 +55,8 @@ static int qed_entry(struct vdimg_image *img, const struct vdimg_ct_slot *s, u32
 		*e = QED_ENTRY_UNALLOC;
 		return 0;
 	}
-	return vdimg_corrupt(img, "L2 entry %#llx (table page %llu, index %u) is not a valid cluster offset",
+	return vdimg_corrupt(img,
+			     "L2 entry %#llx (table page %llu, index %u) is not a valid cluster offset",
 			     (unsigned long long)*e, (unsigned long long)s->off, i);
 }
 
@@ -174,8 +175,8 @@ static int qed_l2_for_write(struct vdimg_image *img, u64 offset, struct vdimg_ct
 /*
  * How many clusters from entry @i of page @s (entry @e, at virtual offset @cstart) up to virtual
  * offset @end one NEW extent reserves together: a run of entries equal to @e (unallocated or zero)
- * within the cached page, at most QED_MAX_RUN_BYTES. Contiguous space for a multi-cluster write keeps
- * it one extent on disk even when several writers allocate at once. Lock held.
+ * within the cached page, at most QED_MAX_RUN_BYTES. Contiguous space for a multi-cluster write
+ * keeps it one extent on disk even when several writers allocate at once. Lock held.
  */
 static u32 qed_new_run(struct vdimg_image *img, const struct vdimg_ct_slot *s, u32 i, u64 e,
 		       u64 cstart, u64 end)

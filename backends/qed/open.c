@@ -82,7 +82,8 @@ int qed_scan_tables(struct vdimg_image *img, bool fix, struct qed_scan *sc)
 						vdimg_err(img, "L2 table %#llx entry %llu: bad cluster offset %#llx%s",
 							  (unsigned long long)t,
 							  (unsigned long long)(p / 8 + i),
-							  (unsigned long long)e, fix ? " (cleared)" : "");
+							  (unsigned long long)e,
+							  fix ? " (cleared)" : "");
 					if (fix) {
 						qed_set(s, i, QED_ENTRY_UNALLOC);
 						sc->fixed++;
@@ -156,7 +157,8 @@ static int qed_open(struct vdimg_image *img, unsigned int flags)
 	cs = le32_to_cpu(h.cluster_size);
 	ts = le32_to_cpu(h.table_size);
 	if (!is_power_of_2(cs) || cs < QED_MIN_CLUSTER_SIZE || cs > QED_MAX_CLUSTER_SIZE) {
-		ret = vdimg_corrupt(img, "cluster size %u is not a power of two from 4 KiB to 64 MiB",
+		ret = vdimg_corrupt(img,
+				    "cluster size %u is not a power of two from 4 KiB to 64 MiB",
 				    cs);
 		goto fail;
 	}
@@ -226,7 +228,9 @@ static int qed_open(struct vdimg_image *img, unsigned int flags)
 	q->l1 = vdimg_zalloc(entries * 8);
 	q->zpage = vdimg_zalloc(q->psize);
 	nslots = min_t(u32, max_t(u32, QED_CACHE_BYTES / q->psize, 8), QED_MAX_SLOTS);
-	/* no more slots than twice the L2 tables the image can have (small layers of long chains) */
+	/*
+	 * no more slots than twice the L2 tables the image can have (small layers of long chains)
+	 */
 	nslots = min_t(u64, nslots, max_t(u64, 2 * entries, 4));
 	if (!q->l1 || !q->zpage) {
 		ret = -ENOMEM;

@@ -59,8 +59,9 @@ static inline void qed_check_layout(void)
 #define QED_PAGE_MAX		(64U << 10)	/* cache unit: a page of an L2 table */
 #define QED_CACHE_BYTES		(4U << 20)
 #define QED_MAX_SLOTS		128U
-#define QED_MAX_VSIZE		(1ULL << 62)
-#define QED_MAX_RUN_BYTES	(4U << 20)	/* largest run of clusters one NEW extent reserves */
+#define QED_MAX_VSIZE		BIT_ULL(62)
+/* largest run of clusters one NEW extent reserves */
+#define QED_MAX_RUN_BYTES	(4U << 20)
 
 /* cookie[1] of a NEW extent: the entry it replaces (unallocated or zero) */
 #define QED_NEW_MAGIC		0x5145440000000000ULL
@@ -79,7 +80,8 @@ struct qed {
 	u64 vsize;
 	u32 backing_off, backing_len;
 	bool writable;
-	bool lenient;			/* read-only NEED_CHECK image: bad entries read as unallocated */
+	/* read-only NEED_CHECK image: bad entries read as unallocated */
+	bool lenient;
 
 	vdimg_mutex_t lock;		/* protects everything below */
 	bool need_check_on_disk;	/* the header on disk has NEED_CHECK */
@@ -110,7 +112,8 @@ static inline void qed_set(struct vdimg_ct_slot *s, u32 i, u64 e)
 struct qed_scan {
 	u64 errors;			/* bad entries and double references */
 	u64 fixed;			/* bad entries cleared */
-	u8 *used;			/* userspace check: one bit per cluster of the file, or NULL */
+	/* userspace check: one bit per cluster of the file, or NULL */
+	u8 *used;
 	u64 nclusters;
 };
 

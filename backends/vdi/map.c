@@ -173,7 +173,9 @@ int vdi_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags,
 		ext->cookie[1] = slot;
 	}
 	ext->length = min(length, avail);
-	/* the run of slots from the one holding @offset (its start is page-aligned in VirtualBox's) */
+	/*
+	 * the run of slots from the one holding @offset (its start is page-aligned in VirtualBox's)
+	 */
 	if (ext->type == VDIMG_EXT_DATA)
 		vdimg_ext_page_check(ext, ext->file_offset - in, in + avail);
 out:
@@ -273,7 +275,8 @@ static u32 vdi_entry(struct vdi *v, u32 blk)
  * Make a whole block read as zeros. Online (@release false) an allocated block keeps its slot and
  * only has its data deallocated in the file: freeing the slot would leave the header's allocated
  * count wrong for qemu-img check until a compact, and a reused slot could receive a write while a
- * read of the old block is still in flight. Offline (compact, @release true) the slot is given back.
+ * read of the old block is still in flight. Offline (compact, @release true) the slot is given
+ * back.
  */
 int vdi_unmap_block(struct vdi *v, u32 blk, bool release)
 {
@@ -356,7 +359,9 @@ int vdi_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned int fl
 		if (off == bstart && n == bend - bstart && v->type != VDI_TYPE_FIXED) {
 			ret = vdi_unmap_block(v, blk, false);
 		} else if (vdi_allocated(e)) {
-			/* partial block, or a fixed image (which stays preallocated): zero in place */
+			/*
+			 * partial block, or a fixed image (which stays preallocated): zero in place
+			 */
 			u64 where = vdi_slot_offset(v, e) + (off - bstart);
 
 			if (v->type == VDI_TYPE_FIXED)

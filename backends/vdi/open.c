@@ -114,7 +114,8 @@ static int vdi_read_header(struct vdimg_image *img, struct vdi *v, u64 fsize)
 		memcpy(v->uuid_linkage, h.uuid_linkage, 16);
 		v->blocks_off = VDI_PREHEADER_SIZE + VDI_HEADER0_SIZE;
 		v->data_off = v->blocks_off + (u64)v->nr_blocks * 4;
-		v->alloc_field = VDI_PREHEADER_SIZE + offsetof(struct vdi_header0, blocks_allocated);
+		v->alloc_field = VDI_PREHEADER_SIZE +
+				 offsetof(struct vdi_header0, blocks_allocated);
 		v->modify_field = VDI_PREHEADER_SIZE + offsetof(struct vdi_header0, uuid_modify);
 	} else if (v->version >> 16 == 1) {
 		struct vdi_header1 h;
@@ -150,7 +151,8 @@ static int vdi_read_header(struct vdimg_image *img, struct vdi *v, u64 fsize)
 		memcpy(v->uuid_parent_modify, h.uuid_parent_modify, 16);
 		v->blocks_off = le32_to_cpu(h.blocks_offset);
 		v->data_off = le32_to_cpu(h.data_offset);
-		v->alloc_field = VDI_PREHEADER_SIZE + offsetof(struct vdi_header1, blocks_allocated);
+		v->alloc_field = VDI_PREHEADER_SIZE +
+				 offsetof(struct vdi_header1, blocks_allocated);
 		v->modify_field = VDI_PREHEADER_SIZE + offsetof(struct vdi_header1, uuid_modify);
 		if (v->blocks_off < VDI_PREHEADER_SIZE + (u64)v->header_size)
 			return vdimg_corrupt(img, "the block map (at %llu) overlaps the header",
@@ -181,7 +183,7 @@ static int vdi_read_header(struct vdimg_image *img, struct vdi *v, u64 fsize)
 		return vdimg_corrupt(img, "the virtual disk size is 0");
 	if (v->disk_size > ((u64)VDI_MAX_BLOCKS << v->block_shift) ||
 	    v->nr_blocks > VDI_MAX_BLOCKS) {
-		vdimg_err(img, "disk of %llu bytes in %u blocks is larger than supported (%u blocks)",
+		vdimg_err(img, "disk of %llu bytes in %u blocks is larger than supported (%lu blocks)",
 			  (unsigned long long)v->disk_size, v->nr_blocks, VDI_MAX_BLOCKS);
 		return -EOPNOTSUPP;
 	}
@@ -199,7 +201,8 @@ static int vdi_read_header(struct vdimg_image *img, struct vdi *v, u64 fsize)
 				     (unsigned long long)map_end,
 				     (unsigned long long)v->data_off);
 	if (v->data_off > fsize)
-		return vdimg_corrupt(img, "the data area (at %llu) starts past the end of the file (%llu)",
+		return vdimg_corrupt(img,
+				     "the data area (at %llu) starts past the end of the file (%llu)",
 				     (unsigned long long)v->data_off, (unsigned long long)fsize);
 	v->disk_alloc = alloc;
 	v->comment[sizeof(v->comment) - 1] = '\0';
@@ -211,7 +214,8 @@ static int vdi_read_header(struct vdimg_image *img, struct vdi *v, u64 fsize)
  * entries do not fail: an entry beyond the allocated count whose slot is inside the file is kept
  * (the count will be raised: a crash between the map and header writes of another implementation),
  * one that points past the file or at a slot another block uses becomes FREE. Counted in
- * @v->repairs; nothing is written before ->check() repairs, and the image refuses writes until then.
+ * @v->repairs; nothing is written before ->check() repairs, and the image refuses writes until
+ * then.
  */
 static int vdi_read_map(struct vdimg_image *img, struct vdi *v, u64 fsize, bool repair)
 {

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * The on-disk layout of VirtualBox Disk Images (VDI), as backends/vdi/ reads and writes it. A file
- * starts with a 72-byte pre-header (a text line, the signature, the version), followed by the header
- * (version 0, or version 1.1 whose first field is its own size). The block map is an array of
- * little-endian u32, one per block of the virtual disk: the index of the block's slot in the data
- * area, or FREE (not in this image) or ZERO (reads zeros). Slot s holds its block at
- * data_offset + s * (block_size + block_extra) + block_extra. All fields are little-endian; UUIDs are
- * stored in the Microsoft GUID layout (first three fields little-endian). After the layout: the
+ * starts with a 72-byte pre-header (a text line, the signature, the version), followed by the
+ * header (version 0, or version 1.1 whose first field is its own size). The block map is an array
+ * of little-endian u32, one per block of the virtual disk: the index of the block's slot in the
+ * data area, or FREE (not in this image) or ZERO (reads zeros). Slot s holds its block at
+ * data_offset + s * (block_size + block_extra) + block_extra. All fields are little-endian; UUIDs
+ * are stored in the Microsoft GUID layout (first three fields little-endian). After the layout: the
  * backend's private state and the functions its files share. The private header of backends/vdi/
  * (kernel-shared) and of its userspace half, tools/lib/formats/vdi.c; the host tests read the
  * layout from it too.
@@ -95,9 +95,9 @@ struct vdi_header1 {
 #define VDI_MIN_BLOCK		512U
 #define VDI_MAX_BLOCK		(64U << 20)	/* bounds the fill the driver must do */
 #define VDI_MAX_EXTRA		(64U << 20)
-#define VDI_MAX_BLOCKS		(1U << 26)	/* 256 MiB of map in memory at most */
-#define VDI_DEFAULT_BLOCK	(1U << 20)
-#define VDI_ALIGN		(1U << 20)	/* data area alignment of images we create */
+#define VDI_MAX_BLOCKS		BIT(26)		/* 256 MiB of map in memory at most */
+#define VDI_DEFAULT_BLOCK	SZ_1M
+#define VDI_ALIGN		SZ_1M		/* data area alignment of images we create */
 
 struct vdi {
 	struct vdimg_image *img;
@@ -137,7 +137,8 @@ struct vdi {
 	u32 next_slot;			/* slots >= this are unused and past the allocated area */
 	u32 nr_holes;			/* unused slots below @next_slot */
 	u32 hole_hint;			/* no hole below this index */
-	bool modified;			/* uuid_modify was renewed since open (also under meta_lock) */
+	/* uuid_modify was renewed since open (also under meta_lock) */
+	bool modified;
 	u8 uuid_modify[16];
 };
 

@@ -432,7 +432,7 @@ int vhd_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned int fl
 		}
 		/*
 		 * Zero the data, then set the bits: a dynamic image reads zeros either way, a
-		 * differencing one must not fall through to the parent afterwards.
+		 * differencing one must not read the parent there afterwards.
 		 */
 		if (e == VHD_BAT_FREE) {
 			ret = vhd_alloc_block(img, v, blk);

@@ -2,7 +2,7 @@
 /*
  * VHD open and close: Microsoft Virtual Hard Disk images, fixed (data then a footer), dynamic
  * (footer copy, dynamic header, block allocation table, blocks of a sector bitmap and data, footer)
- * and differencing (a dynamic image whose clear bitmap bits fall through to a parent): checksums,
+ * and differencing (a dynamic image whose clear bitmap bits defer to a parent): checksums,
  * the footer and its copy, the dynamic header, the BAT checks, damage reports, the parent check,
  * probe, and the struct vdimg_format of vhd. Kernel-shared: compiled into the module and the
  * userspace library; only include/vdimg/platform.h services here, no blk-mq, no libc. Create,
@@ -174,7 +174,8 @@ static int vhd_read_footer(struct vdimg_image *img, struct vhd *v, u64 fsize)
 		if (be32_to_cpu(copy.checksum) != vhd_footer_csum(&copy))
 			v->damage |= VHD_DMG_FOOTER_CSUM;
 	} else {
-		return vdimg_corrupt(img, "no valid VHD footer at the end of the file or at offset 0");
+		return vdimg_corrupt(img,
+				     "no valid VHD footer at the end of the file or at offset 0");
 	}
 	v->type = be32_to_cpu(v->footer.disk_type);
 	if (v->type != VHD_TYPE_FIXED && end_ok &&
@@ -329,7 +330,8 @@ static int vhd_open_dynamic(struct vdimg_image *img, struct vhd *v)
 	v->bat_off = be64_to_cpu(h->table_offset);
 	bat_full = ALIGN((u64)mte * 4, VHD_SECTOR);
 	if (v->bat_off > limit || bat_full > limit - v->bat_off)
-		return vdimg_corrupt(img, "BAT of %u entries at offset %llu does not fit in the file (max table entries too large?)",
+		return vdimg_corrupt(img,
+				     "BAT of %u entries at offset %llu does not fit in the file (max table entries too large?)",
 				     mte, (unsigned long long)v->bat_off);
 	if (vhd_overlaps(v->bat_off, v->bat_off + bat_full, 0, VHD_SECTOR) ||
 	    vhd_overlaps(v->bat_off, v->bat_off + bat_full, v->hdr_off,
@@ -341,8 +343,10 @@ static int vhd_open_dynamic(struct vdimg_image *img, struct vhd *v)
 				     (unsigned long long)v->hdr_off);
 	need = (img->size + bs - 1) >> v->block_shift;
 	if (need > mte)
-		return vdimg_corrupt(img, "virtual size %llu needs %llu blocks of %u bytes, the BAT has %u",
-				     (unsigned long long)img->size, (unsigned long long)need, bs, mte);
+		return vdimg_corrupt(img,
+				     "virtual size %llu needs %llu blocks of %u bytes, the BAT has %u",
+				     (unsigned long long)img->size, (unsigned long long)need,
+				     bs, mte);
 	v->nr_blocks = need;
 	v->bat_len = ALIGN(need * 4, VHD_SECTOR);
 	if (v->bat_len > VHD_BAT_MAX_BYTES) {

@@ -39,7 +39,8 @@ static const struct vhdx_log_desc *vhdx_desc(const u8 *e, u32 k)
 	if (k < VHDX_DESC_FIRST)
 		return (const struct vhdx_log_desc *)(e + sizeof(struct vhdx_log_entry_hdr)) + k;
 	k -= VHDX_DESC_FIRST;
-	return (const struct vhdx_log_desc *)(e + VHDX_LOG_SECTOR * (1 + k / VHDX_DESC_PER_SECTOR)) +
+	return (const struct vhdx_log_desc *)(e + VHDX_LOG_SECTOR *
+					      (1 + k / VHDX_DESC_PER_SECTOR)) +
 	       k % VHDX_DESC_PER_SECTOR;
 }
 
@@ -51,8 +52,8 @@ struct vhdx_scan {
 };
 
 /*
- * Copy the entry at sector @s (of @nsec) out of the circular buffer @logbuf into @e (contiguous) and
- * validate it completely. Returns the number of sectors, or 0 if no valid entry starts there.
+ * Copy the entry at sector @s (of @nsec) out of the circular buffer @logbuf into @e (contiguous)
+ * and validate it completely. Returns the number of sectors, or 0 if no valid entry starts there.
  */
 static u32 vhdx_entry_check(const u8 *logbuf, u32 nsec, u32 s, const u8 *guid, u8 *e,
 			    struct vhdx_scan *out, u64 *budget)
@@ -179,7 +180,8 @@ static int vhdx_entry_apply(struct vdimg_image *img, struct vhdx_log *log, const
 	int ret = 0;
 
 	if (le64_to_cpu(h->flushed_file_offset) > file_size)
-		return vdimg_corrupt(img, "log entry %llu needs a file of %llu bytes, the file has %llu: truncated image",
+		return vdimg_corrupt(img,
+				     "log entry %llu needs a file of %llu bytes, the file has %llu: truncated image",
 				     (unsigned long long)le64_to_cpu(h->seq),
 				     (unsigned long long)le64_to_cpu(h->flushed_file_offset),
 				     (unsigned long long)file_size);
@@ -196,8 +198,10 @@ static int vhdx_entry_apply(struct vdimg_image *img, struct vhdx_log *log, const
 			if (!len)
 				continue;
 			if (vhdx_desc_bad_target(log, off, len)) {
-				ret = vdimg_corrupt(img, "log entry zeroes [%llu, +%llu), outside what a log may change",
-						    (unsigned long long)off, (unsigned long long)len);
+				ret = vdimg_corrupt(img,
+						    "log entry zeroes [%llu, +%llu), outside what a log may change",
+						    (unsigned long long)off,
+						    (unsigned long long)len);
 				break;
 			}
 			if (to_file)
@@ -217,7 +221,8 @@ static int vhdx_entry_apply(struct vdimg_image *img, struct vhdx_log *log, const
 			memcpy(page + 8 + sizeof(ds->data), &trail, 4);
 		}
 		if (vhdx_desc_bad_target(log, off, VHDX_LOG_SECTOR)) {
-			ret = vdimg_corrupt(img, "log entry writes at %llu, outside what a log may change",
+			ret = vdimg_corrupt(img,
+					    "log entry writes at %llu, outside what a log may change",
 					    (unsigned long long)off);
 			break;
 		}

@@ -6,12 +6,13 @@
  * services here.
  *
  * Writes: a block is reserved at the end of the file (1 MiB aligned; the file is extended first so
- * the new block reads zeros, and a differencing image also gets a sector bitmap block when its chunk
- * has none), the driver writes the data, and ->commit() syncs the file and then records the BAT
- * entries and sector bitmap bits through one log entry (synced), applying it in place afterwards.
- * A crash at any point leaves an image that reads old or new data: the log replays on the next
- * writable open (by vdimg, qemu or Hyper-V), and at worst a reserved block leaks. ->flush() marks
- * the log empty again (log GUID zero) once everything it carried is applied and durable.
+ * the new block reads zeros, and a differencing image also gets a sector bitmap block when its
+ * chunk has none), the driver writes the data, and ->commit() syncs the file and then records the
+ * BAT entries and sector bitmap bits through one log entry (synced), applying it in place
+ * afterwards. A crash at any point leaves an image that reads old or new data: the log replays on
+ * the next writable open (by vdimg, qemu or Hyper-V), and at worst a reserved block leaks.
+ * ->flush() marks the log empty again (log GUID zero) once everything it carried is applied and
+ * durable.
  */
 #include "vhdx.h"
 

@@ -203,7 +203,8 @@ static int vhdx_read_regions(struct vdimg_image *img, struct vhdx *v, u64 fsize)
 		if (ret)
 			goto out;
 		if (!memcmp(rh->signature, "regi", 4) &&
-		    vdimg_vhdx_crc(buf, VHDX_REGION_SIZE, offsetof(struct vhdx_region_hdr, checksum)) ==
+		    vdimg_vhdx_crc(buf, VHDX_REGION_SIZE,
+				   offsetof(struct vhdx_region_hdr, checksum)) ==
 		    le32_to_cpu(rh->checksum))
 			break;
 	}
@@ -220,7 +221,8 @@ static int vhdx_read_regions(struct vdimg_image *img, struct vhdx *v, u64 fsize)
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
-		const struct vhdx_region_entry *r = (const void *)(buf + sizeof(*rh) + i * sizeof(*r));
+		const struct vhdx_region_entry *r =
+			(const void *)(buf + sizeof(*rh) + i * sizeof(*r));
 		u64 off = le64_to_cpu(r->file_offset), len = le32_to_cpu(r->length), end;
 		bool req = le32_to_cpu(r->flags) & VHDX_REGION_REQUIRED;
 		bool is_bat = !memcmp(r->guid, vhdx_guid_bat, 16);
@@ -239,7 +241,8 @@ static int vhdx_read_regions(struct vdimg_image *img, struct vhdx *v, u64 fsize)
 		}
 		if (off < VHDX_HEADER_SECTION || off % VHDX_MiB || !len || len % VHDX_MiB ||
 		    check_add_overflow(off, len, &end) || end > fsize) {
-			ret = vdimg_corrupt(img, "%s region [%llu, +%llu) is misaligned or outside the file (%llu bytes)",
+			ret = vdimg_corrupt(img,
+					    "%s region [%llu, +%llu) is misaligned or outside the file (%llu bytes)",
 					    is_bat ? "BAT" : "metadata", (unsigned long long)off,
 					    (unsigned long long)len, (unsigned long long)fsize);
 			goto out;
@@ -361,7 +364,8 @@ static int vhdx_read_metadata(struct vdimg_image *img, struct vhdx *v)
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
-		const struct vhdx_meta_entry *m = (const void *)(buf + sizeof(*mh) + i * sizeof(*m));
+		const struct vhdx_meta_entry *m =
+			(const void *)(buf + sizeof(*mh) + i * sizeof(*m));
 		u32 off = le32_to_cpu(m->offset), len = le32_to_cpu(m->length);
 		u32 flags = le32_to_cpu(m->flags);
 		int kind = -1;
@@ -384,14 +388,16 @@ static int vhdx_read_metadata(struct vdimg_image *img, struct vhdx *v)
 									 j * sizeof(*o));
 
 			if (!memcmp(o->item_id, m->item_id, 16) &&
-			    !(le32_to_cpu(o->flags) & VHDX_META_IS_USER) == !(flags & VHDX_META_IS_USER)) {
+			    !(le32_to_cpu(o->flags) & VHDX_META_IS_USER) ==
+			    !(flags & VHDX_META_IS_USER)) {
 				ret = vdimg_corrupt(img, "metadata item listed twice");
 				goto out;
 			}
 		}
 		if (len && (off < VHDX_META_TABLE_SIZE || len > VHDX_MiB ||
 			    (u64)off + len > v->meta_len)) {
-			ret = vdimg_corrupt(img, "metadata item %u [%u, +%u) is outside the metadata region",
+			ret = vdimg_corrupt(img,
+					    "metadata item %u [%u, +%u) is outside the metadata region",
 					    i, off, len);
 			goto out;
 		}
@@ -461,9 +467,10 @@ static int vhdx_read_metadata(struct vdimg_image *img, struct vhdx *v)
 	}
 	if ((seen & 0x1f) != 0x1f) {
 		ret = vdimg_corrupt(img, "a required metadata item is missing (%s)",
-				    !(seen & 1) ? "file parameters" : !(seen & 2) ? "virtual disk size" :
-				    !(seen & 4) ? "page 83 data" : !(seen & 8) ?
-				    "logical sector size" : "physical sector size");
+				    !(seen & 1) ? "file parameters" :
+				    !(seen & 2) ? "virtual disk size" :
+				    !(seen & 4) ? "page 83 data" :
+				    !(seen & 8) ? "logical sector size" : "physical sector size");
 		goto out;
 	}
 	if (v->block_size < VHDX_BLOCK_MIN || v->block_size > VHDX_BLOCK_MAX ||
@@ -477,7 +484,8 @@ static int vhdx_read_metadata(struct vdimg_image *img, struct vhdx *v)
 		goto out;
 	}
 	if (!vsize || vsize % v->lss || vsize > VHDX_MAX_SIZE) {
-		ret = vdimg_corrupt(img, "virtual disk size %llu is zero, not a multiple of %u or over 64 TiB",
+		ret = vdimg_corrupt(img,
+				    "virtual disk size %llu is zero, not a multiple of %u or over 64 TiB",
 				    (unsigned long long)vsize, v->lss);
 		goto out;
 	}
@@ -582,7 +590,8 @@ static int vhdx_load_bat(struct vdimg_image *img, struct vhdx *v, u64 fsize)
 			if (st == VHDX_SB_NOT_PRESENT)
 				continue;
 			if (st != VHDX_SB_PRESENT) {
-				ret = vdimg_corrupt(img, "BAT entry %llu: bad sector bitmap state %u",
+				ret = vdimg_corrupt(img,
+						    "BAT entry %llu: bad sector bitmap state %u",
 						    (unsigned long long)i, st);
 				goto out;
 			}
@@ -594,7 +603,8 @@ static int vhdx_load_bat(struct vdimg_image *img, struct vhdx *v, u64 fsize)
 
 			if (blk >= v->nr_blocks) {
 				if (st) {	/* past the disk end in a differencing BAT */
-					ret = vdimg_corrupt(img, "BAT entry %llu past the disk end is in use",
+					ret = vdimg_corrupt(img,
+							    "BAT entry %llu past the disk end is in use",
 							    (unsigned long long)i);
 					goto out;
 				}
@@ -610,13 +620,15 @@ static int vhdx_load_bat(struct vdimg_image *img, struct vhdx *v, u64 fsize)
 				break;
 			case VHDX_PAYLOAD_PARTIALLY_PRESENT:
 				if (!v->diff) {
-					ret = vdimg_corrupt(img, "block %llu is partially present in an image without a parent",
+					ret = vdimg_corrupt(img,
+							    "block %llu is partially present in an image without a parent",
 							    (unsigned long long)blk);
 					goto out;
 				}
 				if (vhdx_state(vhdx_bat(v, vhdx_sbe(v, blk / v->chunk_ratio))) !=
 				    VHDX_SB_PRESENT) {
-					ret = vdimg_corrupt(img, "block %llu is partially present but its chunk has no sector bitmap",
+					ret = vdimg_corrupt(img,
+							    "block %llu is partially present but its chunk has no sector bitmap",
 							    (unsigned long long)blk);
 					goto out;
 				}
@@ -629,7 +641,8 @@ static int vhdx_load_bat(struct vdimg_image *img, struct vhdx *v, u64 fsize)
 			len = v->block_size;
 		}
 		if (!vhdx_space_ok(v, off, len, ALIGN(fsize, VHDX_MiB))) {
-			ret = vdimg_corrupt(img, "BAT entry %llu points at [%llu, +%llu): outside the file or into metadata",
+			ret = vdimg_corrupt(img,
+					    "BAT entry %llu points at [%llu, +%llu): outside the file or into metadata",
 					    (unsigned long long)i, (unsigned long long)off,
 					    (unsigned long long)len);
 			goto out;
@@ -756,10 +769,12 @@ static int vhdx_open(struct vdimg_image *img, unsigned int flags)
 		for (i = 0; i < v->log.nr_ov; i++) {
 			const struct vhdx_overlay *o = &v->log.ov[i];
 			u64 c;
-			bool meta = (o->off >= v->bat_off && o->off + o->len <= v->bat_off + v->bat_len) ||
+			bool meta = (o->off >= v->bat_off &&
+				     o->off + o->len <= v->bat_off + v->bat_len) ||
 				    (o->off >= v->meta_off &&
 				     o->off + o->len <= v->meta_off + v->meta_len) ||
-				    (o->off >= VHDX_REGION1_OFF && o->off + o->len <= VHDX_HEADER_SECTION);
+				    (o->off >= VHDX_REGION1_OFF &&
+				     o->off + o->len <= VHDX_HEADER_SECTION);
 
 			for (c = 0; !meta && v->diff && c < v->nr_chunks; c++) {
 				u64 e = vhdx_bat(v, vhdx_sbe(v, c));
@@ -801,7 +816,8 @@ static int vhdx_open(struct vdimg_image *img, unsigned int flags)
 		bool fixed = v->params & VHDX_PARAM_LEAVE_ALLOCATED;
 
 		for (i = 0; fixed && i < v->nr_blocks; i++)
-			fixed = vhdx_state(vhdx_bat(v, vhdx_pe(v, i))) == VHDX_PAYLOAD_FULLY_PRESENT;
+			fixed = vhdx_state(vhdx_bat(v, vhdx_pe(v, i))) ==
+				VHDX_PAYLOAD_FULLY_PRESENT;
 		if (fixed)
 			img->alloc_unit = 0;
 		vdimg_strscpy(img->variant, fixed ? "fixed" : "dynamic", sizeof(img->variant));
@@ -816,10 +832,11 @@ static int vhdx_open(struct vdimg_image *img, unsigned int flags)
 		}
 		/*
 		 * The file write GUID must change before the first modification of the file. A log
-		 * GUID left in the header (a replayed log) is cleared now, with a new file write GUID;
-		 * otherwise nothing is written until the first change (every change starts with a
-		 * header update, which then takes the new file write GUID), so an open that a chain
-		 * check refuses, or a writable open that never writes, leaves the file untouched.
+		 * GUID left in the header (a replayed log) is cleared now, with a new file write
+		 * GUID; otherwise nothing is written until the first change (every change starts
+		 * with a header update, which then takes the new file write GUID), so an open that
+		 * a chain check refuses, or a writable open that never writes, leaves the file
+		 * untouched.
 		 */
 		if (memcmp(v->hdr.log_guid, vhdx_zero_guid, 16)) {
 			ret = vhdx_update_header(img, v, vhdx_zero_guid, false, true);

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * On-disk structures of the VHDX format (Microsoft MS-VHDX, version 1): the file identifier, the two
- * headers, the region table, the metadata table and items, BAT entries and the metadata log. Every
- * field is little-endian; GUIDs are kept as the 16 bytes found on disk (the first three fields of a
- * Microsoft GUID are little-endian, so text forms are converted with vhdx_guid_fmt()). Then the
- * log's interface, the backend's private state and the functions its files share. The private
- * header of backends/vhdx/ (kernel-shared) and of its userspace half, tools/lib/formats/vhdx/; the
- * tests include it too. No code that touches files here.
+ * On-disk structures of the VHDX format (Microsoft MS-VHDX, version 1): the file identifier, the
+ * two headers, the region table, the metadata table and items, BAT entries and the metadata log.
+ * Every field is little-endian; GUIDs are kept as the 16 bytes found on disk (the first three
+ * fields of a Microsoft GUID are little-endian, so text forms are converted with vhdx_guid_fmt()).
+ * Then the log's interface, the backend's private state and the functions its files share. The
+ * private header of backends/vhdx/ (kernel-shared) and of its userspace half,
+ * tools/lib/formats/vhdx/; the tests include it too. No code that touches files here.
  */
 #ifndef _VDIMG_VHDX_H
 #define _VDIMG_VHDX_H
@@ -31,7 +31,7 @@
 #define VHDX_META_MAX		2047U
 #define VHDX_LOG_SECTOR		4096U
 #define VHDX_SB_BLOCK		VHDX_MiB	/* a sector bitmap block */
-#define VHDX_SB_SECTORS		(1ULL << 23)	/* sectors one sector bitmap block describes */
+#define VHDX_SB_SECTORS		BIT_ULL(23)	/* sectors one sector bitmap block describes */
 
 #define VHDX_BLOCK_MIN		VHDX_MiB
 #define VHDX_BLOCK_MAX		(256 * VHDX_MiB)
@@ -266,7 +266,7 @@ u32 vdimg_vhdx_crc(const void *buf, size_t len, size_t csum_off);
 #include "../vhd_common.h"
 
 #define VHDX_BAT_MAX_BYTES	(64U << 20)	/* largest BAT held in memory */
-#define VHDX_BM_CACHE_BYTES	(1U << 20)	/* memory for cached per-block sector bitmaps */
+#define VHDX_BM_CACHE_BYTES	SZ_1M		/* memory for cached per-block sector bitmaps */
 #define VHDX_SLOW		1		/* internal: the answer needs I/O */
 #define VHDX_NO_BLOCK		(~0ULL)
 #define VHDX_MAX_PAGES		24		/* 4 KiB pages one commit logs, at most */
@@ -313,9 +313,11 @@ struct vhdx {
 	bool read_only;
 	u64 file_size;			/* as we know it (grows with reservations); io_lock */
 	u64 data_end;			/* next reservation; io_lock */
-	u64 *sb_pend;			/* per chunk: reserved sector bitmap block not yet in the BAT */
+	/* per chunk: reserved sector bitmap block not yet in the BAT */
+	u64 *sb_pend;
 	bool data_guid_done;		/* data write GUID renewed since open; lock */
-	bool file_guid_pending;		/* writable open: renew the file write GUID with the next header */
+	/* writable open: renew the file write GUID with the next header */
+	bool file_guid_pending;
 	bool log_open;			/* the header carries our log GUID; io_lock */
 	u32 log_state;			/* VHDX_LOGST_* for describe */
 	__le64 *bat;			/* nr_entries, as on disk; lock */
@@ -324,9 +326,9 @@ struct vhdx {
 	u64 *bm_blk;
 	u8 *bm_data;
 	/*
-	 * lock: protects bat[], the bitmap cache, sb_pend[] and data_guid_done; never held across I/O.
-	 * io_lock: serializes metadata writes (headers, the log, reservations) and bitmap loads; taken
-	 * before lock.
+	 * lock: protects bat[], the bitmap cache, sb_pend[] and data_guid_done; never held across
+	 * I/O. io_lock: serializes metadata writes (headers, the log, reservations) and bitmap
+	 * loads; taken before lock.
 	 */
 	vdimg_mutex_t lock;
 	vdimg_mutex_t io_lock;

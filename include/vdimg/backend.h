@@ -2,19 +2,20 @@
 /*
  * The backend contract: what a format (raw, vhd, vdi, qcow2, ...) provides to the driver and to the
  * userspace library. A backend maps virtual ranges to extents; it never moves guest data itself
- * (except decoding ENCODED extents). See DESIGN.md section 2 and Documentation/admin-guide/vdimg.rst.
+ * (except decoding ENCODED extents). See DESIGN.md section 2 and
+ * Documentation/admin-guide/vdimg.rst.
  *
- * Life of an image: the registry probes the first bytes (and the last sector) of the file and picks a
- * format; ->open() reads and validates the metadata and fills struct vdimg_image; ->map() answers
- * "what is at this offset"; writes to unallocated space get a DATA extent marked VDIMG_EXT_NEW which
- * the driver fills and then hands back to ->commit(); ->flush() makes committed metadata durable in
- * a safe order (the caller syncs the file after it); ->close() frees everything.
+ * Life of an image: the registry probes the first bytes (and the last sector) of the file and picks
+ * a format; ->open() reads and validates the metadata and fills struct vdimg_image; ->map() answers
+ * "what is at this offset"; writes to unallocated space get a DATA extent marked VDIMG_EXT_NEW
+ * which the driver fills and then hands back to ->commit(); ->flush() makes committed metadata
+ * durable in a safe order (the caller syncs the file after it); ->close() frees everything.
  *
- * Locking: the driver calls ->map() with VDIMG_MAP_NOWAIT from its submission path (the backend must
- * not sleep then and answers -EAGAIN when it would), and without it from a worker that may sleep.
- * Concurrent ->map() calls on one image are allowed; the backend protects its own tables. The driver
- * guarantees that two writes never hold VDIMG_EXT_NEW extents that overlap the same allocation unit
- * (image->alloc_unit) at the same time.
+ * Locking: the driver calls ->map() with VDIMG_MAP_NOWAIT from its submission path (the backend
+ * must not sleep then and answers -EAGAIN when it would), and without it from a worker that may
+ * sleep. Concurrent ->map() calls on one image are allowed; the backend protects its own tables.
+ * The driver guarantees that two writes never hold VDIMG_EXT_NEW extents that overlap the same
+ * allocation unit (image->alloc_unit) at the same time.
  */
 #ifndef _VDIMG_BACKEND_H
 #define _VDIMG_BACKEND_H
@@ -104,10 +105,10 @@ enum vdimg_ext_type {
  * struct vdimg_extent - the answer of ->map()
  *
  * Describes the longest prefix [@offset, @offset + @length) of the asked range that has one kind.
- * For a NEW extent, [@fill_offset, @fill_offset + @fill_length) is the virtual range (containing the
- * whole extent) the driver must write completely before ->commit(): the parts outside the caller's
- * data come from the layers below (or zeros). @fill_length == 0 means no fill is needed (sector-bitmap
- * formats, or the backend already zeroed the new space).
+ * For a NEW extent, [@fill_offset, @fill_offset + @fill_length) is the virtual range (containing
+ * the whole extent) the driver must write completely before ->commit(): the parts outside the
+ * caller's data come from the layers below (or zeros). @fill_length == 0 means no fill is needed
+ * (sector-bitmap formats, or the backend already zeroed the new space).
  */
 struct vdimg_extent {
 	u64 offset;			/* virtual offset (as asked) */
@@ -175,7 +176,8 @@ static inline void vdimg_ext_unit_check(struct vdimg_extent *ext, u64 unit)
 	u64 start = ALIGN_DOWN(ext->file_offset, unit);
 
 	if (unit < PAGE_SIZE)
-		vdimg_ext_page_check(ext, start, ALIGN(ext->file_offset + ext->length, unit) - start);
+		vdimg_ext_page_check(ext, start,
+				     ALIGN(ext->file_offset + ext->length, unit) - start);
 }
 
 /* flags for ->map() */
@@ -207,8 +209,8 @@ struct vdimg_format {
 	u32 id;				/* enum vdimg_format_id */
 	u32 caps;			/* VDIMG_CAP_* */
 	/*
-	 * Is this the format? @head holds the first @head_len bytes of the file (fewer only if the file
-	 * is shorter), @tail the last 512 bytes (zeros if the file is shorter than 512 bytes).
+	 * Is this the format? @head holds the first @head_len bytes of the file (fewer only if the
+	 * file is shorter), @tail the last 512 bytes (zeros if the file is shorter than 512 bytes).
 	 * Returns true on a signature match; must not trust anything beyond the magic.
 	 */
 	bool (*probe)(const u8 *head, size_t head_len, const u8 *tail, u64 file_size);
@@ -227,7 +229,9 @@ struct vdimg_format {
 	int (*read_encoded)(struct vdimg_image *img, const struct vdimg_extent *ext, void *buf);
 	/* deallocate or zero [offset, offset + length); NULL if the format cannot */
 	int (*discard)(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags);
-	/* write dirty metadata in a safe order; the caller syncs the file afterwards. May be NULL */
+	/*
+	 * write dirty metadata in a safe order; the caller syncs the file afterwards. May be NULL
+	 */
 	int (*flush)(struct vdimg_image *img);
 	/*
 	 * Will the next ->flush() give back file space (e.g. clusters discarded since the last
@@ -240,7 +244,9 @@ struct vdimg_format {
 	 * close) frees everything pending. Never free such space anywhere else.
 	 */
 	bool (*frees_pending)(struct vdimg_image *img);
-	/* does @parent match the identity @child records? 0, or -ESTALE with a message. May be NULL */
+	/*
+	 * does @parent match the identity @child records? 0, or -ESTALE with a message. May be NULL
+	 */
 	int (*verify_parent)(struct vdimg_image *child, struct vdimg_image *parent);
 	/*
 	 * Online grow (VDIMG_CTL_RESIZE): make the virtual size @new_size, which the caller has

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * The only place that knows kernel versions. vdimg is written against the Linux 6.12 block and VFS
- * APIs; this header maps them back onto 6.1 (Debian's bookworm kernel). Where Debian's 6.1 carries a
- * backport, test the symbol rather than the version.
+ * APIs; this header maps them back onto 6.1 (Debian's bookworm kernel). Where Debian's 6.1 carries
+ * a backport, test the symbol rather than the version.
  */
 #ifndef _VDIMG_COMPAT_H
 #define _VDIMG_COMPAT_H
@@ -83,8 +83,8 @@ static inline struct gendisk *vdimg_alloc_disk(struct blk_mq_tag_set *set,
 /* blk_mq_alloc_disk()'s disk is released with put_disk() on both; the tag set outlives it. */
 
 /*
- * Freezing a queue: since 6.14 blk_mq_freeze_queue() returns memalloc flags (it enters a NOIO scope)
- * that blk_mq_unfreeze_queue() takes back; 6.1 and 6.12 have the void pair.
+ * Freezing a queue: since 6.14 blk_mq_freeze_queue() returns memalloc flags (it enters a NOIO
+ * scope) that blk_mq_unfreeze_queue() takes back; 6.1 and 6.12 have the void pair.
  */
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 14, 0)
 static inline unsigned int vdimg_freeze_queue(struct request_queue *q)

@@ -2,12 +2,12 @@
 /*
  * vdimg: block devices backed by virtual-disk image files.
  *
- * The control ABI of /dev/vdimg-control. Every struct starts with a u32 @size that userspace sets to
- * sizeof() of the struct it was compiled with; the kernel accepts older (shorter, but at least the
- * _VER0 size) and newer (longer, with the unknown tail all zero) structs; arrays of per-layer
- * structs carry their element size the same way (layer_size, layer_info_size). Unknown flags, nonzero
- * reserved fields and unknown commands are refused (-EINVAL, -ENOTTY). Attach and detach need
- * CAP_SYS_ADMIN. See Documentation/userspace-api/vdimg.rst.
+ * The control ABI of /dev/vdimg-control. Every struct starts with a u32 @size that userspace sets
+ * to sizeof() of the struct it was compiled with; the kernel accepts older (shorter, but at least
+ * the _VER0 size) and newer (longer, with the unknown tail all zero) structs; arrays of per-layer
+ * structs carry their element size the same way (layer_size, layer_info_size). Unknown flags,
+ * nonzero reserved fields and unknown commands are refused (-EINVAL, -ENOTTY). Attach and detach
+ * need CAP_SYS_ADMIN. See Documentation/userspace-api/vdimg.rst.
  */
 #ifndef _UAPI_LINUX_VDIMG_H
 #define _UAPI_LINUX_VDIMG_H
@@ -50,8 +50,10 @@ enum vdimg_format_id {
 #define VDIMG_ATTACH_FLAGS_ALL	((1U << 8) - 1)
 
 /* vdimg_layer.flags */
-#define VDIMG_LAYER_DATA_FILE	(1U << 0)	/* @data_fd is the image's external data file (qcow2) */
-#define VDIMG_LAYER_SNAPSHOT	(1U << 1)	/* expose internal snapshot @snapshot (read-only layer) */
+/* @data_fd is the image's external data file (qcow2) */
+#define VDIMG_LAYER_DATA_FILE	(1U << 0)
+/* expose internal snapshot @snapshot (read-only layer) */
+#define VDIMG_LAYER_SNAPSHOT	(1U << 1)
 /* @extent_fds holds the layer's extent files (a VMDK descriptor naming separate extent files) */
 #define VDIMG_LAYER_EXTENTS	(1U << 2)
 #define VDIMG_LAYER_FLAGS_ALL	((1U << 3) - 1)
@@ -61,8 +63,10 @@ struct vdimg_layer {
 	__s32 fd;		/* open file; the top layer needs FMODE_WRITE unless read-only */
 	__u32 format;		/* enum vdimg_format_id, VDIMG_FMT_AUTO to probe */
 	__u32 flags;		/* VDIMG_LAYER_* */
-	__s32 data_fd;		/* VDIMG_LAYER_DATA_FILE: open data file (same mode as @fd); else 0 */
-	__u32 snapshot;		/* VDIMG_LAYER_SNAPSHOT: 1-based index in the image's snapshot table; else 0 */
+	/* VDIMG_LAYER_DATA_FILE: open data file (same mode as @fd); else 0 */
+	__s32 data_fd;
+	/* VDIMG_LAYER_SNAPSHOT: 1-based index in the image's snapshot table; else 0 */
+	__u32 snapshot;
 	__u32 __pad;		/* must be zero */
 	__u64 __reserved[1];	/* must be zero */
 	/* since VDIMG_LAYER_SIZE_VER1 (ABI version 3) */

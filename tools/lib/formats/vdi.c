@@ -654,7 +654,7 @@ static int vdi_resize(struct vdimg_image *img, u64 size, unsigned int flags)
 		return -EOPNOTSUPP;
 	}
 	if (blocks64 > VDI_MAX_BLOCKS) {
-		vdimg_err(img, "%llu bytes need more than %u blocks", (unsigned long long)size,
+		vdimg_err(img, "%llu bytes need more than %lu blocks", (unsigned long long)size,
 			  VDI_MAX_BLOCKS);
 		return -EFBIG;
 	}
