@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include "../../backends/vhd/vhd.h"
 #include "format_test.h"
+#include "reorder_crash.h"
 
 #define MiB (1ULL << 20)
 #define KiB 1024ULL
@@ -944,6 +945,195 @@ static void test_crash(bool diff)
 	free(got);
 }
 
+/*
+ * The reordering crash model (reorder_crash.h): a workload of writes and flushes is logged once;
+ * then, at a cut after every logged operation, several subsets of the operations since the last
+ * completed sync are applied to the image as it was. Each crash image must open read-only and
+ * read-write, read back every write a completed flush acknowledged, read old or newly written data
+ * in every other sector (never another block's data, never zeros in place of the parent's), take
+ * a new write and flush, and (dynamic, when qemu is installed) read the same in qemu.
+ */
+static const struct { u64 off, len; bool flush; } ro_w[] = {
+	{ 0, 4096, false }, { 2 * MiB - 2048, 8192, false }, { 5 * MiB + 512, 1536, true },
+	{ 3 * MiB, 256 * KiB, false }, { 512, 1024, false }, { 12 * MiB - 512, 1024, true },
+	{ 9 * MiB, 64 * KiB, false }, { 2 * MiB, 512, false }, { 14 * MiB, 4096, false },
+};
+
+#define RO_START	(1ULL << 32)	/* mark: write i starts */
+#define RO_ACK		(2ULL << 32)	/* mark: the flush after write i returned */
+
+static bool ro_sector_ok(const u8 *got, const u8 *old, u64 s, size_t k)
+{
+	long acked = -1, started = -1, i, last = -1;
+	size_t j;
+
+	/* writes start in order; a flush acknowledges every write before it */
+	for (j = 0; j < k; j++) {
+		if (rc_ops[j].kind != RC_MARK)
+			continue;
+		i = rc_ops[j].off & 0xffffffffULL;
+		if ((rc_ops[j].off & ~0xffffffffULL) == RO_START)
+			started = i;
+		else
+			acked = i;
+	}
+	for (i = 0; i <= acked; i++)
+		if (s >= ro_w[i].off && s < ro_w[i].off + ro_w[i].len)
+			last = i;
+	/* the value the last acknowledged write gave the sector, else the old one */
+	if (last >= 0 ? is_pat(got, 512, 700 + last, s) : !memcmp(got, old + s, 512))
+		return true;
+	/* or what a write not yet acknowledged wrote there */
+	for (i = acked + 1; i <= started; i++)
+		if (s >= ro_w[i].off && s < ro_w[i].off + ro_w[i].len &&
+		    is_pat(got, 512, 700 + i, s))
+			return true;
+	return false;
+}
+
+static void test_reorder(bool diff)
+{
+	const char *kind = diff ? "differencing" : "dynamic";
+	u64 size = 16 * MiB, s;
+	u8 *old = malloc(size), *got = malloc(size), *buf = malloc(256 * KiB);
+	struct vdimg_chain *c;
+	struct vdimg_image bimg;
+	int fd, bfd, ret, cuts = 0, imgs = 0, bad_ro = 0, bad_rw = 0, bad_data = 0;
+	int bad_after = 0, bad_qemu = 0, qemu_runs = 0;
+	unsigned int var;
+	size_t i, k;
+	unsigned int ro = VDIMG_CHAIN_READ_ONLY;
+
+	bfd = vcreate("ro-base.vhd", size, NULL, NULL, NULL);
+	vopen(&c, bfd, "ro-base.vhd", 0);
+	memset(old, 0, size);
+	fill_pat(old + 1 * MiB, 6 * MiB, 43, 1 * MiB);
+	vdimg_chain_pwrite(c, old + 1 * MiB, 6 * MiB, 1 * MiB);
+	vdimg_chain_close(c);
+	if (diff) {
+		img_open(&bimg, bfd, "ro-base.vhd", VDIMG_OPEN_READ_ONLY);
+		close(vcreate("ro-tmpl.vhd", 0, NULL, tpath("ro-base.vhd"), &bimg));
+		img_close(&bimg);
+	} else {
+		copy_sparse(tpath("ro-base.vhd"), tpath("ro-tmpl.vhd"));
+	}
+	copy_sparse(tpath("ro-tmpl.vhd"), tpath("ro.vhd"));
+	fd = openf(tpath("ro.vhd"), O_RDWR);
+	ret = diff ? vopen2(&c, bfd, fd, 0) : vopen(&c, fd, "ro.vhd", 0);
+	ok(!ret, "reorder %s: the template opens", kind);
+	if (ret)
+		goto out;
+	rc_trace(tpath("ro.vhd"));
+	for (i = 0; !ret && i < ARRAY_SIZE(ro_w); i++) {
+		rc_mark(RO_START | i);
+		fill_pat(buf, ro_w[i].len, 700 + i, ro_w[i].off);
+		ret = vdimg_chain_pwrite(c, buf, ro_w[i].len, ro_w[i].off);
+		if (!ret && ro_w[i].flush) {
+			ret = vdimg_chain_flush(c);
+			rc_mark(RO_ACK | i);
+		}
+	}
+	rc_stop();
+	vdimg_chain_close(c);	/* its writes are past the log: not part of any cut */
+	close(fd);
+	ok(!ret, "reorder %s: the workload runs (%zu operations logged)", kind, rc_nops);
+
+	vdimg_msg_level = -1;
+	for (k = 1; k <= rc_nops; k++) {
+		if (rc_ops[k - 1].kind == RC_MARK)
+			continue;
+		cuts++;
+		for (var = 0; var < RC_VARIANTS; var++) {
+			if (rc_build(tpath("ro-tmpl.vhd"), tpath("roc.vhd"), k, var, 16) < 0) {
+				printf("Bail out! cannot build a crash image\n");
+				exit(1);
+			}
+			imgs++;
+			fd = openf(tpath("roc.vhd"), O_RDWR);
+			/* read-only first: it must open and read what is allowed */
+			ret = diff ? vopen2(&c, bfd, fd, ro) : vopen(&c, fd, "roc.vhd", ro);
+			if (!ret) {
+				ret = vdimg_chain_pread(c, got, size, 0);
+				vdimg_chain_close(c);
+			}
+			if (ret) {
+				if (bad_ro++ < 3)
+					printf("# cut %zu var %u: read-only open/read %d (%s)\n", k, var,
+					       ret, ktap_last_msg);
+				close(fd);
+				continue;
+			}
+			for (s = 0; s < size; s += 512)
+				if (!ro_sector_ok(got + s, old, s, k)) {
+					if (bad_data++ < 3)
+						printf("# cut %zu var %u: sector %llu reads data never written there\n",
+						       k, var, (unsigned long long)(s / 512));
+					break;
+				}
+			if (have_qemu && !diff && (var == 0 || var == 4 || var == 5)) {
+				int rfd = tfile("roc.raw", got, size);
+
+				close(rfd);
+				qemu_runs++;
+				if (sh("qemu-img compare -q -f vpc -F raw '%s' '%s'", tpath("roc.vhd"),
+				       tpath("roc.raw")) && bad_qemu++ < 3)
+					printf("# cut %zu var %u: qemu reads other data\n", k, var);
+			}
+			/* read-write: it must open, read the same, take a write and a flush */
+			ret = diff ? vopen2(&c, bfd, fd, 0) : vopen(&c, fd, "roc.vhd", 0);
+			if (ret) {
+				if (bad_rw++ < 3)
+					printf("# cut %zu var %u: read-write open %d (%s)\n", k, var, ret,
+					       ktap_last_msg);
+				close(fd);
+				continue;
+			}
+			fill_pat(buf, 4096, 799, 10 * MiB);
+			memcpy(got + 10 * MiB, buf, 4096);
+			ret = vdimg_chain_pwrite(c, buf, 4096, 10 * MiB);
+			fill_pat(buf, 1024, 798, 1 * MiB);
+			memcpy(got + 1 * MiB, buf, 1024);
+			if (!ret)
+				ret = vdimg_chain_pwrite(c, buf, 1024, 1 * MiB);
+			if (!ret)
+				ret = vdimg_chain_close(c);
+			else
+				vdimg_chain_close(c);
+			if (!ret)
+				ret = diff ? vopen2(&c, bfd, fd, ro) : vopen(&c, fd, "roc.vhd", ro);
+			if (!ret) {
+				u8 *again = malloc(size);
+
+				ret = vdimg_chain_pread(c, again, size, 0);
+				if (!ret && memcmp(again, got, size))
+					ret = -EILSEQ;
+				free(again);
+				vdimg_chain_close(c);
+			}
+			if (ret && bad_after++ < 3)
+				printf("# cut %zu var %u: write, flush and reread after the crash %d (%s)\n",
+				       k, var, ret, ktap_last_msg);
+			close(fd);
+		}
+	}
+	vdimg_msg_level = VDIMG_LOG_INFO;
+	ok(!bad_ro, "reorder %s: %d crash images (%d cuts) open read-only (%d failed)", kind,
+	   imgs, cuts, bad_ro);
+	ok(!bad_data, "reorder %s: every crash image reads acknowledged data back and nothing never written (%d bad)",
+	   kind, bad_data);
+	ok(!bad_rw, "reorder %s: every crash image opens read-write (%d failed)", kind, bad_rw);
+	ok(!bad_after, "reorder %s: every crash image takes a write and a flush and rereads (%d failed)",
+	   kind, bad_after);
+	if (have_qemu && !diff)
+		ok(!bad_qemu, "reorder %s: qemu reads the same from %d crash images (%d differ)", kind,
+		   qemu_runs, bad_qemu);
+out:
+	close(bfd);
+	free(old);
+	free(got);
+	free(buf);
+}
+
 int main(void)
 {
 	ktap_start();
@@ -972,5 +1162,7 @@ int main(void)
 	test_threads("differencing");
 	test_crash(false);
 	test_crash(true);
+	test_reorder(false);
+	test_reorder(true);
 	return ktap_finish();
 }
