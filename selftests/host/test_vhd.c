@@ -606,15 +606,22 @@ static void test_damage(void)
 	ok(!ret && strstr(ktap_last_msg, "copy at offset 0"),
 	   "no footer at the end: read-only open uses the copy (%s)", ktap_last_msg);
 	img_close(&img);
-	ok_err(img_open(&img, fd, "dmg.vhd", 0), -EUCLEAN, "no footer at the end: writable refused");
-	ret = img_open(&img, fd, "dmg.vhd", VDIMG_OPEN_REPAIR);
-	memset(&res, 0, sizeof(res));
-	ok(!ret && !vdimg_tool_ops(img.fmt)->check(&img, VDIMG_CHECK_REPAIR, &res) && res.fixed == 1,
-	   "check --repair writes the footer back");
+	/* what an interrupted append leaves: a writable open writes the footer back at the end */
+	ok(!img_open(&img, fd, "dmg.vhd", 0) && lseek(fd, 0, SEEK_END) == fsize,
+	   "no footer at the end: the writable open puts it back");
+	img_close(&img);
+	ktap_last_msg[0] = 0;
+	ret = img_open(&img, fd, "dmg.vhd", VDIMG_OPEN_READ_ONLY);
+	ok(!ret && !strstr(ktap_last_msg, "copy at offset 0"),
+	   "footer put back: read-only open finds it at the end (%s)", ktap_last_msg);
 	if (!ret)
 		img_close(&img);
-	ok(!img_open(&img, fd, "dmg.vhd", 0), "repaired: writable open works");
-	img_close(&img);
+	ret = img_open(&img, fd, "dmg.vhd", VDIMG_OPEN_REPAIR);
+	memset(&res, 0, sizeof(res));
+	ok(!ret && !vdimg_tool_ops(img.fmt)->check(&img, VDIMG_CHECK_REPAIR, &res) && !res.fixed,
+	   "footer put back: check --repair finds nothing to fix");
+	if (!ret)
+		img_close(&img);
 	close(fd);
 }
 
