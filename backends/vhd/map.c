@@ -121,7 +121,11 @@ static void vhd_map_bits(struct vdimg_image *img, struct vhd *v, u32 blk, u32 e,
 	if (!write) {
 		if (!set)
 			ext->type = VDIMG_EXT_UNALLOCATED;
-	} else if (pending || !set) {
+	} else if (!set) {
+		/*
+		 * only clear bits need a commit: a reserved block's BAT entry is written by
+		 * ->flush() whatever is written into it, so its set sectors map as plain data
+		 */
 		if (pending)
 			ext->length = len;
 		ext->flags = VDIMG_EXT_NEW;
