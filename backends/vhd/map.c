@@ -4,10 +4,15 @@
  * ->commit(), ->abort(), ->flush() and ->discard(). Kernel-shared: compiled into the module and the
  * userspace library; only include/vdimg/platform.h services here.
  *
- * Writes: a block is reserved at the end of the file (footer first moved past it, then the bitmap
- * written, then a sync), the driver writes the data, and ->commit() sets the bitmap bits of exactly
- * the written sectors (after a sync, in differencing images) and then writes the BAT entry. A crash
- * at any point leaves a valid image that reads old or new data, at worst with a leaked block.
+ * Writes: a block is reserved at the end of the file (the footer moved past it, then its bitmap
+ * written, no sync), the driver writes the data, ->commit() sets the bitmap bits of exactly the
+ * written sectors, and the BAT entry stays in memory (PENDING) until ->flush(), which syncs the
+ * file (data, bitmaps, footer) and only then writes the BAT sectors (the driver syncs after). So
+ * no BAT entry on disk ever points at a block that is not durable, in whatever order the host
+ * file system persists the writes between syncs; the only crash state left between syncs is a file
+ * whose end is not a footer (the copy at offset 0 is used, and a writable open rewrites the
+ * footer at the end, open.c). Bits set in a block whose BAT entry is on disk expose data written
+ * into it: they wait for a sync first. Space is never reused while open (data_end only grows).
  * Blocks reserved in a dynamic (base) image get an all-ones bitmap over zeroed data, as qemu does,
  * so later writes to them need no metadata at all.
  */
@@ -59,9 +64,9 @@ static u8 *vhd_bm_insert(struct vhd *v, u32 blk, const u8 *bits)
 
 /*
  * Reserve a block for @blk at the end of the file: write the footer past it (the file grows, the
- * new data area is a hole that reads zeros), its bitmap (all ones in a dynamic image, whose
- * unwritten sectors are then zeros; all zeros in a differencing one), and sync, so a BAT entry
- * written later never points at garbage. The BAT entry is set in memory only (PENDING).
+ * new data area is a hole that reads zeros) and its bitmap (all ones in a dynamic image, whose
+ * unwritten sectors are then zeros; all zeros in a differencing one). No sync: the BAT entry is
+ * set in memory only (PENDING), and ->flush() syncs before it writes it.
  * Caller holds io_lock.
  */
 static int vhd_alloc_block(struct vdimg_image *img, struct vhd *v, u32 blk)
@@ -84,8 +89,6 @@ static int vhd_alloc_block(struct vdimg_image *img, struct vhd *v, u32 blk)
 	ret = vhd_write_footer(img, v, new_end);
 	if (!ret)
 		ret = vdimg_file_write(img->file, bits, v->bitmap_size, off);
-	if (!ret)
-		ret = vdimg_file_sync(img->file);
 	if (ret) {
 		vdimg_free(bits);
 		return ret;
@@ -118,7 +121,11 @@ static void vhd_map_bits(struct vdimg_image *img, struct vhd *v, u32 blk, u32 e,
 	if (!write) {
 		if (!set)
 			ext->type = VDIMG_EXT_UNALLOCATED;
-	} else if (pending || !set) {
+	} else if (!set) {
+		/*
+		 * only clear bits need a commit: a reserved block's BAT entry is written by
+		 * ->flush() whatever is written into it, so its set sectors map as plain data
+		 */
 		if (pending)
 			ext->length = len;
 		ext->flags = VDIMG_EXT_NEW;
@@ -337,20 +344,22 @@ int vhd_commit(struct vdimg_image *img, const struct vdimg_extent *ext)
 		ret = -EINVAL;
 		goto out;
 	}
-	/* blocks reserved in a dynamic image already have every bit set */
+	/*
+	 * Blocks reserved in a dynamic image already have every bit set. The bits of a block whose
+	 * BAT entry is still in memory need no sync before them: ->flush() syncs before the entry.
+	 */
 	if (v->type == VHD_TYPE_DIFF || ext->cookie[1] == VHD_COMMIT_BITS)
 		ret = vhd_set_bits_locked(img, v, blk, within / VHD_SECTOR,
-					  (within + ext->length) / VHD_SECTOR, true);
-	if (!ret)
-		ret = vhd_commit_bat_locked(img, v, blk);
+					  (within + ext->length) / VHD_SECTOR,
+					  !(v->state[blk] & VHD_BLK_PENDING));
 out:
 	vdimg_mutex_unlock(&v->io_lock);
 	return ret;
 }
 
 /*
- * A NEW extent was not written. A reserved block stays reserved (its bitmap and the space are on
- * disk and valid); the next write to it gets a NEW extent again, and ->flush() records it.
+ * A NEW extent was not written. A reserved block stays reserved (its bitmap and the space are
+ * written); the next write to it gets a NEW extent again, and ->flush() records it.
  */
 void vhd_abort(struct vdimg_image *img, const struct vdimg_extent *ext)
 {
@@ -365,7 +374,10 @@ int vhd_flush(struct vdimg_image *img)
 	if (v->type == VHD_TYPE_FIXED || (img->flags & VDIMG_IMG_READ_ONLY))
 		return 0;
 	vdimg_mutex_lock(&v->io_lock);
-	for (blk = 0; v->nr_pending && blk < v->nr_blocks; blk++) {
+	/* the reserved blocks' data, bitmaps and the footer first, then the entries */
+	if (v->nr_pending)
+		ret = vdimg_file_sync(img->file);
+	for (blk = 0; !ret && v->nr_pending && blk < v->nr_blocks; blk++) {
 		if (!(v->state[blk] & VHD_BLK_PENDING))
 			continue;
 		err = vhd_commit_bat_locked(img, v, blk);
@@ -442,11 +454,11 @@ int vhd_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned int fl
 		}
 		data = (u64)e * VHD_SECTOR + v->bitmap_size + within;
 		ret = vdimg_file_zero(img->file, data, len);
+		/* a reserved block's entry is written by ->flush(), after a sync */
 		if (!ret && v->type == VHD_TYPE_DIFF)
 			ret = vhd_set_bits_locked(img, v, blk, within / VHD_SECTOR,
-						  (within + len) / VHD_SECTOR, true);
-		if (!ret)
-			ret = vhd_commit_bat_locked(img, v, blk);
+						  (within + len) / VHD_SECTOR,
+						  !(v->state[blk] & VHD_BLK_PENDING));
 next:
 		offset += len;
 		length -= len;

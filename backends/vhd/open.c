@@ -256,6 +256,20 @@ static int vhd_check_bat(struct vdimg_image *img, struct vhd *v)
 		for (m = 0; m < 3; m++)
 			if (vhd_overlaps(start, end, meta[m][0], meta[m][1]))
 				break;
+		/*
+		 * A block whose data lies wholly past the end of the file (from the old footer's
+		 * place on) never reached the disk: a writer appended it and its BAT entry reached
+		 * the disk before the block did (qemu, Virtual PC and older vdimg versions write
+		 * the entry without a sync). Read as free, as qemu reads such a block as zeros.
+		 * Only near the end, where an append goes: an entry far past it is corrupt.
+		 */
+		if (m == 3 && start >= v->footer_off && start + v->bitmap_size >= v->file_size &&
+		    start < v->file_size + (u64)VHD_STALE_MAX * (v->bitmap_size + v->block_size)) {
+			v->bat[i] = cpu_to_be32(VHD_BAT_FREE);
+			v->state[i] |= VHD_BLK_STALE;
+			v->nr_stale++;
+			continue;
+		}
 		if (m < 3 || end > v->footer_off) {
 			v->state[i] |= VHD_BLK_BAD;
 			bad++;
@@ -280,6 +294,11 @@ static int vhd_check_bat(struct vdimg_image *img, struct vhd *v)
 	}
 	vdimg_free(keys);
 	v->data_end = ALIGN(data_end, VHD_SECTOR);
+	if (v->nr_stale)
+		vdimg_warn(img, "%u BAT entries point past the end of the file (an interrupted append): they read as unallocated",
+			   v->nr_stale);
+	if (v->nr_stale > VHD_STALE_MAX)
+		v->damage |= VHD_DMG_BAT;
 	if (bad) {
 		v->damage |= VHD_DMG_BAT;
 		vdimg_err(img, "%u BAT entries point past the end of the file, into metadata or into another block",
@@ -405,6 +424,46 @@ static void vhd_report_damage(struct vdimg_image *img, struct vhd *v)
 		vdimg_warn(img, "the dynamic header checksum is wrong");
 }
 
+/*
+ * A writable open of an image a crash left in the middle of an append: free the stale BAT entries
+ * on disk, sync, then write the footer at the end if it is missing (the blocks' bitmaps and
+ * data overwrote the old one), sync. Both states are what an interrupted append leaves (by vdimg
+ * itself: the footer; by other writers: both), so they are repaired, not refused.
+ */
+static int vhd_finish_append(struct vdimg_image *img, struct vhd *v)
+{
+	u32 blk, sec = VHD_NO_BLOCK;
+	int ret = 0;
+
+	vdimg_mutex_lock(&v->io_lock);
+	for (blk = 0; !ret && v->nr_stale && blk < v->nr_blocks; blk++) {
+		if (!(v->state[blk] & VHD_BLK_STALE) || blk / (VHD_SECTOR / 4) == sec)
+			continue;
+		sec = blk / (VHD_SECTOR / 4);
+		ret = vhd_write_bat_sector(img, v, blk);
+	}
+	if (!ret && v->nr_stale)
+		ret = vdimg_file_sync(img->file);
+	if (!ret && (v->damage & VHD_DMG_FOOTER_MISSING)) {
+		ret = vhd_write_footer(img, v, v->data_end);
+		if (!ret)
+			ret = vdimg_file_sync(img->file);
+		if (!ret) {
+			v->footer_off = v->data_end;
+			v->damage &= ~VHD_DMG_FOOTER_MISSING;
+		}
+	}
+	if (!ret && v->nr_stale) {
+		for (blk = 0; blk < v->nr_blocks; blk++)
+			v->state[blk] &= ~VHD_BLK_STALE;
+		vdimg_warn(img, "freed %u BAT entries that pointed past the end of the file",
+			   v->nr_stale);
+		v->nr_stale = 0;
+	}
+	vdimg_mutex_unlock(&v->io_lock);
+	return ret;
+}
+
 static int vhd_open(struct vdimg_image *img, unsigned int flags)
 {
 	u64 fsize = vdimg_file_size(img->file);
@@ -426,6 +485,7 @@ static int vhd_open(struct vdimg_image *img, unsigned int flags)
 	if (ro)
 		img->flags |= VDIMG_IMG_READ_ONLY;
 
+	v->file_size = fsize;
 	ret = vhd_read_footer(img, v, fsize);
 	if (ret)
 		goto fail;
@@ -462,6 +522,12 @@ static int vhd_open(struct vdimg_image *img, unsigned int flags)
 	}
 
 	vhd_report_damage(img, v);
+	/* an interrupted append, with a good footer copy: repaired by a writable open */
+	if (!ro && !(v->damage & ~VHD_DMG_FOOTER_MISSING) && v->type != VHD_TYPE_FIXED) {
+		ret = vhd_finish_append(img, v);
+		if (ret)
+			goto fail;
+	}
 	if (v->damage && !ro && !v->repair_mode) {
 		vdimg_err(img, "refusing a writable open of a damaged image: run vdimgctl check --repair");
 		ret = -EUCLEAN;
@@ -508,8 +574,8 @@ static void vhd_close(struct vdimg_image *img)
 
 	if (!v)
 		return;
-	if (v->nr_pending && !(img->flags & VDIMG_IMG_READ_ONLY))
-		vhd_flush(img);
+	if (v->nr_pending && !(img->flags & VDIMG_IMG_READ_ONLY) && !vhd_flush(img))
+		vdimg_file_sync(img->file);
 	vhd_free(v);
 	img->priv = NULL;
 }
@@ -663,6 +729,14 @@ static int vhd_grow_dynamic(struct vdimg_image *img, struct vhd *v, u64 new_size
 	u8 *state = NULL, *ts;
 	int ret;
 
+	/* reserved blocks' entries are written by a flush, which the grow needs first */
+	if (v->nr_pending) {
+		ret = vhd_flush(img);
+		if (!ret)
+			ret = vdimg_file_sync(img->file);
+		if (ret)
+			return ret;
+	}
 	if (v->nr_pending)
 		return -EBUSY;
 	need = (new_size + v->block_size - 1) >> v->block_shift;

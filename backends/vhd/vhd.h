@@ -109,6 +109,13 @@ extern const struct vdimg_format vdimg_vhd_format;
 /* per-block state bits (vhd.state[]) */
 #define VHD_BLK_PENDING		0x1	/* reserved: BAT entry in memory, not yet on disk */
 #define VHD_BLK_BAD		0x2	/* the BAT entry is invalid: requests fail */
+#define VHD_BLK_STALE		0x4	/* the entry on disk points past the end: read as free */
+
+/*
+ * BAT entries whose block lies past the end of the file (a crash of a writer that does not sync
+ * before its BAT write) that a writable open frees; more look like a truncated file, not a crash.
+ */
+#define VHD_STALE_MAX		8
 
 /* damage found by open (vhd.damage) */
 #define VHD_DMG_FOOTER_CSUM	0x01	/* the footer's checksum is wrong */
@@ -130,6 +137,8 @@ struct vhd {
 	bool repair_mode;		/* opened with VDIMG_OPEN_REPAIR */
 	u64 hdr_off;			/* dynamic header offset */
 	u64 footer_off;			/* where the footer is (or goes) */
+	u64 file_size;			/* the file's size at open */
+	u32 nr_stale;			/* entries with VHD_BLK_STALE */
 	u64 data_end;			/* where the next block goes; protected by io_lock */
 	u32 block_size;
 	u32 block_shift;

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include "../../backends/vhd/vhd.h"
 #include "format_test.h"
+#include "reorder_crash.h"
 
 #define MiB (1ULL << 20)
 #define KiB 1024ULL
@@ -605,15 +606,22 @@ static void test_damage(void)
 	ok(!ret && strstr(ktap_last_msg, "copy at offset 0"),
 	   "no footer at the end: read-only open uses the copy (%s)", ktap_last_msg);
 	img_close(&img);
-	ok_err(img_open(&img, fd, "dmg.vhd", 0), -EUCLEAN, "no footer at the end: writable refused");
-	ret = img_open(&img, fd, "dmg.vhd", VDIMG_OPEN_REPAIR);
-	memset(&res, 0, sizeof(res));
-	ok(!ret && !vdimg_tool_ops(img.fmt)->check(&img, VDIMG_CHECK_REPAIR, &res) && res.fixed == 1,
-	   "check --repair writes the footer back");
+	/* what an interrupted append leaves: a writable open writes the footer back at the end */
+	ok(!img_open(&img, fd, "dmg.vhd", 0) && lseek(fd, 0, SEEK_END) == fsize,
+	   "no footer at the end: the writable open puts it back");
+	img_close(&img);
+	ktap_last_msg[0] = 0;
+	ret = img_open(&img, fd, "dmg.vhd", VDIMG_OPEN_READ_ONLY);
+	ok(!ret && !strstr(ktap_last_msg, "copy at offset 0"),
+	   "footer put back: read-only open finds it at the end (%s)", ktap_last_msg);
 	if (!ret)
 		img_close(&img);
-	ok(!img_open(&img, fd, "dmg.vhd", 0), "repaired: writable open works");
-	img_close(&img);
+	ret = img_open(&img, fd, "dmg.vhd", VDIMG_OPEN_REPAIR);
+	memset(&res, 0, sizeof(res));
+	ok(!ret && !vdimg_tool_ops(img.fmt)->check(&img, VDIMG_CHECK_REPAIR, &res) && !res.fixed,
+	   "footer put back: check --repair finds nothing to fix");
+	if (!ret)
+		img_close(&img);
 	close(fd);
 }
 
@@ -944,6 +952,263 @@ static void test_crash(bool diff)
 	free(got);
 }
 
+/*
+ * The reordering crash model (reorder_crash.h): a workload of writes and flushes is logged once;
+ * then, at a cut after every logged operation, several subsets of the operations since the last
+ * completed sync are applied to the image as it was. Each crash image must open read-only and
+ * read-write, read back every write a completed flush acknowledged, read old or newly written data
+ * in every other sector (never another block's data, never zeros in place of the parent's), take
+ * a new write and flush, and (dynamic, when qemu is installed) read the same in qemu.
+ */
+static const struct { u64 off, len; bool flush; } ro_w[] = {
+	{ 0, 4096, false }, { 2 * MiB - 2048, 8192, false }, { 5 * MiB + 512, 1536, true },
+	{ 3 * MiB, 256 * KiB, false }, { 512, 1024, false }, { 12 * MiB - 512, 1024, true },
+	{ 9 * MiB, 64 * KiB, false }, { 2 * MiB, 512, false }, { 14 * MiB, 4096, false },
+};
+
+#define RO_START	(1ULL << 32)	/* mark: write i starts */
+#define RO_ACK		(2ULL << 32)	/* mark: the flush after write i returned */
+
+static bool ro_sector_ok(const u8 *got, const u8 *old, u64 s, size_t k)
+{
+	long acked = -1, started = -1, i, last = -1;
+	size_t j;
+
+	/* writes start in order; a flush acknowledges every write before it */
+	for (j = 0; j < k; j++) {
+		if (rc_ops[j].kind != RC_MARK)
+			continue;
+		i = rc_ops[j].off & 0xffffffffULL;
+		if ((rc_ops[j].off & ~0xffffffffULL) == RO_START)
+			started = i;
+		else
+			acked = i;
+	}
+	for (i = 0; i <= acked; i++)
+		if (s >= ro_w[i].off && s < ro_w[i].off + ro_w[i].len)
+			last = i;
+	/* the value the last acknowledged write gave the sector, else the old one */
+	if (last >= 0 ? is_pat(got, 512, 700 + last, s) : !memcmp(got, old + s, 512))
+		return true;
+	/* or what a write not yet acknowledged wrote there */
+	for (i = acked + 1; i <= started; i++)
+		if (s >= ro_w[i].off && s < ro_w[i].off + ro_w[i].len &&
+		    is_pat(got, 512, 700 + i, s))
+			return true;
+	return false;
+}
+
+static void test_reorder(bool diff)
+{
+	const char *kind = diff ? "differencing" : "dynamic";
+	u64 size = 16 * MiB, s;
+	u8 *old = malloc(size), *got = malloc(size), *buf = malloc(256 * KiB);
+	struct vdimg_chain *c;
+	struct vdimg_image bimg;
+	int fd, bfd, ret, cuts = 0, imgs = 0, bad_ro = 0, bad_rw = 0, bad_data = 0;
+	int bad_after = 0, bad_qemu = 0, qemu_runs = 0;
+	unsigned int var;
+	size_t i, k;
+	unsigned int ro = VDIMG_CHAIN_READ_ONLY;
+
+	bfd = vcreate("ro-base.vhd", size, NULL, NULL, NULL);
+	vopen(&c, bfd, "ro-base.vhd", 0);
+	memset(old, 0, size);
+	fill_pat(old + 1 * MiB, 6 * MiB, 43, 1 * MiB);
+	vdimg_chain_pwrite(c, old + 1 * MiB, 6 * MiB, 1 * MiB);
+	vdimg_chain_close(c);
+	if (diff) {
+		img_open(&bimg, bfd, "ro-base.vhd", VDIMG_OPEN_READ_ONLY);
+		close(vcreate("ro-tmpl.vhd", 0, NULL, tpath("ro-base.vhd"), &bimg));
+		img_close(&bimg);
+	} else {
+		copy_sparse(tpath("ro-base.vhd"), tpath("ro-tmpl.vhd"));
+	}
+	copy_sparse(tpath("ro-tmpl.vhd"), tpath("ro.vhd"));
+	fd = openf(tpath("ro.vhd"), O_RDWR);
+	ret = diff ? vopen2(&c, bfd, fd, 0) : vopen(&c, fd, "ro.vhd", 0);
+	ok(!ret, "reorder %s: the template opens", kind);
+	if (ret)
+		goto out;
+	rc_trace(tpath("ro.vhd"));
+	for (i = 0; !ret && i < ARRAY_SIZE(ro_w); i++) {
+		rc_mark(RO_START | i);
+		fill_pat(buf, ro_w[i].len, 700 + i, ro_w[i].off);
+		ret = vdimg_chain_pwrite(c, buf, ro_w[i].len, ro_w[i].off);
+		if (!ret && ro_w[i].flush) {
+			ret = vdimg_chain_flush(c);
+			rc_mark(RO_ACK | i);
+		}
+	}
+	rc_stop();
+	vdimg_chain_close(c);	/* its writes are past the log: not part of any cut */
+	close(fd);
+	ok(!ret, "reorder %s: the workload runs (%zu operations logged)", kind, rc_nops);
+
+	vdimg_msg_level = -1;
+	for (k = 1; k <= rc_nops; k++) {
+		if (rc_ops[k - 1].kind == RC_MARK)
+			continue;
+		cuts++;
+		for (var = 0; var < RC_VARIANTS; var++) {
+			if (rc_build(tpath("ro-tmpl.vhd"), tpath("roc.vhd"), k, var, 16) < 0) {
+				printf("Bail out! cannot build a crash image\n");
+				exit(1);
+			}
+			imgs++;
+			fd = openf(tpath("roc.vhd"), O_RDWR);
+			/* read-only first: it must open and read what is allowed */
+			ret = diff ? vopen2(&c, bfd, fd, ro) : vopen(&c, fd, "roc.vhd", ro);
+			if (!ret) {
+				ret = vdimg_chain_pread(c, got, size, 0);
+				vdimg_chain_close(c);
+			}
+			if (ret) {
+				if (bad_ro++ < 3)
+					printf("# cut %zu var %u: read-only open/read %d (%s)\n", k, var,
+					       ret, ktap_last_msg);
+				close(fd);
+				continue;
+			}
+			for (s = 0; s < size; s += 512)
+				if (!ro_sector_ok(got + s, old, s, k)) {
+					if (bad_data++ < 3)
+						printf("# cut %zu var %u: sector %llu reads data never written there\n",
+						       k, var, (unsigned long long)(s / 512));
+					break;
+				}
+			if (have_qemu && !diff && (var == 0 || var == 4)) {
+				int rfd = tfile("roc.raw", got, size);
+
+				close(rfd);
+				qemu_runs++;
+				if (sh("qemu-img compare -q -f vpc -F raw '%s' '%s'", tpath("roc.vhd"),
+				       tpath("roc.raw")) && bad_qemu++ < 3)
+					printf("# cut %zu var %u: qemu reads other data\n", k, var);
+			}
+			/* read-write: it must open, read the same, take a write and a flush */
+			ret = diff ? vopen2(&c, bfd, fd, 0) : vopen(&c, fd, "roc.vhd", 0);
+			if (ret) {
+				if (bad_rw++ < 3)
+					printf("# cut %zu var %u: read-write open %d (%s)\n", k, var, ret,
+					       ktap_last_msg);
+				close(fd);
+				continue;
+			}
+			fill_pat(buf, 4096, 799, 10 * MiB);
+			memcpy(got + 10 * MiB, buf, 4096);
+			ret = vdimg_chain_pwrite(c, buf, 4096, 10 * MiB);
+			fill_pat(buf, 1024, 798, 1 * MiB);
+			memcpy(got + 1 * MiB, buf, 1024);
+			if (!ret)
+				ret = vdimg_chain_pwrite(c, buf, 1024, 1 * MiB);
+			if (!ret)
+				ret = vdimg_chain_close(c);
+			else
+				vdimg_chain_close(c);
+			if (!ret)
+				ret = diff ? vopen2(&c, bfd, fd, ro) : vopen(&c, fd, "roc.vhd", ro);
+			if (!ret) {
+				u8 *again = malloc(size);
+
+				ret = vdimg_chain_pread(c, again, size, 0);
+				if (!ret && memcmp(again, got, size))
+					ret = -EILSEQ;
+				free(again);
+				vdimg_chain_close(c);
+			}
+			if (ret && bad_after++ < 3)
+				printf("# cut %zu var %u: write, flush and reread after the crash %d (%s)\n",
+				       k, var, ret, ktap_last_msg);
+			close(fd);
+		}
+	}
+	vdimg_msg_level = VDIMG_LOG_INFO;
+	ok(!bad_ro, "reorder %s: %d crash images (%d cuts) open read-only (%d failed)", kind,
+	   imgs, cuts, bad_ro);
+	ok(!bad_data, "reorder %s: every crash image reads acknowledged data back and nothing never written (%d bad)",
+	   kind, bad_data);
+	ok(!bad_rw, "reorder %s: every crash image opens read-write (%d failed)", kind, bad_rw);
+	ok(!bad_after, "reorder %s: every crash image takes a write and a flush and rereads (%d failed)",
+	   kind, bad_after);
+	if (have_qemu && !diff)
+		ok(!bad_qemu, "reorder %s: qemu reads the same from %d crash images (%d differ)", kind,
+		   qemu_runs, bad_qemu);
+out:
+	close(bfd);
+	free(old);
+	free(got);
+	free(buf);
+}
+
+/*
+ * What a writer that writes a BAT entry before its block is durable (qemu, Virtual PC) can leave
+ * after a crash: entries of blocks appended at the end whose bitmap and data never reached the
+ * disk, the old footer still at the end. qemu refuses such an image ("free_data_block_offset
+ * points after the end of file"); vdimg reads them as unallocated with a warning, and a writable
+ * open frees them on disk, after which qemu opens it again.
+ */
+static void test_stale_append(void)
+{
+	u64 size = 16 * MiB, fsize, stride = 2 * MiB + 512;
+	struct vdimg_chain *c;
+	u8 *buf = malloc(2 * MiB), *got = malloc(size);
+	__be32 e[2];
+	int fd, ret;
+
+	fd = vcreate("stale.vhd", size, NULL, NULL, NULL);
+	ret = vopen(&c, fd, "stale.vhd", 0);
+	fill_pat(buf, 4096, 61, 0);
+	if (!ok(!ret && !vdimg_chain_pwrite(c, buf, 4096, 0) && !vdimg_chain_close(c),
+		"stale: write block 0"))
+		goto out;
+	fsize = lseek(fd, 0, SEEK_END);
+	/* blocks 3 and 5 appended where the footer is and one stride later; nothing written */
+	e[0] = cpu_to_be32((fsize - 512) / 512);
+	e[1] = cpu_to_be32((fsize - 512 + stride) / 512);
+	ok(pwrite(fd, &e[0], 4, 1536 + 4 * 3) == 4 && pwrite(fd, &e[1], 4, 1536 + 4 * 5) == 4,
+	   "stale: BAT entries 3 and 5 point at and past the end of the file");
+	ret = vopen(&c, fd, "stale.vhd", VDIMG_CHAIN_READ_ONLY);
+	ok(!ret && strstr(ktap_last_msg, "past the end"), "stale: read-only open warns (%s)",
+	   ktap_last_msg);
+	if (!ret) {
+		ret = vdimg_chain_pread(c, got, size, 0);
+		ok(!ret && is_pat(got, 4096, 61, 0) && is_byte(got + 4096, size - 4096, 0),
+		   "stale: the blocks read as zeros, block 0 its data");
+		vdimg_chain_close(c);
+	}
+	ret = vopen(&c, fd, "stale.vhd", 0);
+	ok(!ret && strstr(ktap_last_msg, "freed 2"), "stale: the writable open frees them (%s)",
+	   ktap_last_msg);
+	if (!ret) {
+		fill_pat(buf, 2 * MiB, 62, 3 * 2 * MiB);
+		ret = vdimg_chain_pwrite(c, buf, 2 * MiB, 3 * 2 * MiB);
+		ok(!ret && !vdimg_chain_close(c), "stale: write block 3 again");
+	}
+	ok(pread(fd, e, 8, 1536 + 4 * 4) == 8 && be32_to_cpu(e[0]) == VHD_BAT_FREE &&
+	   be32_to_cpu(e[1]) == VHD_BAT_FREE, "stale: entry 5 is free on disk (and 4)");
+	ret = vopen(&c, fd, "stale.vhd", VDIMG_CHAIN_READ_ONLY);
+	ktap_last_msg[0] = 0;
+	if (ok(!ret, "stale: reopens")) {
+		ok(!vdimg_chain_pread(c, got, size, 0) && is_pat(got, 4096, 61, 0) &&
+		   is_pat(got + 6 * MiB, 2 * MiB, 62, 6 * MiB) && is_byte(got + 10 * MiB, 6 * MiB, 0),
+		   "stale: reads block 0, the new block 3 and zeros");
+		vdimg_chain_close(c);
+		/* qemu refuses the crash state (a block past the end), not the repaired image */
+		if (have_qemu) {
+			int rfd = tfile("stale.raw", got, size);
+
+			close(rfd);
+			ok(!sh("qemu-img compare -q -f vpc -F raw '%s' '%s'", tpath("stale.vhd"),
+			       tpath("stale.raw")), "stale: qemu reads the repaired image the same");
+		}
+	}
+out:
+	close(fd);
+	free(buf);
+	free(got);
+}
+
 int main(void)
 {
 	ktap_start();
@@ -972,5 +1237,8 @@ int main(void)
 	test_threads("differencing");
 	test_crash(false);
 	test_crash(true);
+	test_stale_append();
+	test_reorder(false);
+	test_reorder(true);
 	return ktap_finish();
 }
