@@ -224,7 +224,9 @@ static int vdi_read_map(struct vdimg_image *img, struct vdi *v, u64 fsize, bool 
 
 	v->map = vdimg_zalloc((size_t)v->nr_blocks * 4);
 	v->slot_used = vdimg_zalloc(DIV_ROUND_UP((size_t)v->nr_blocks, 64) * 8);
-	if (!v->map || !v->slot_used)
+	v->dirty = vdimg_zalloc(DIV_ROUND_UP((size_t)v->nr_blocks, 64) * 8);
+	v->flushing = vdimg_zalloc(DIV_ROUND_UP((size_t)v->nr_blocks, 64) * 8);
+	if (!v->map || !v->slot_used || !v->dirty || !v->flushing)
 		return -ENOMEM;
 	ret = vdimg_file_read(img->file, v->map, (size_t)v->nr_blocks * 4, v->blocks_off);
 	if (ret)
@@ -270,6 +272,8 @@ static void vdi_free(struct vdi *v)
 {
 	vdimg_free(v->map);
 	vdimg_free(v->slot_used);
+	vdimg_free(v->dirty);
+	vdimg_free(v->flushing);
 	vdimg_mutex_destroy(&v->map_lock);
 	vdimg_mutex_destroy(&v->meta_lock);
 	vdimg_free(v);
@@ -381,7 +385,7 @@ static int vdi_grow(struct vdimg_image *img, u64 new_size)
 	struct vdi *v = img->priv;
 	u64 need, room, old = img->size, i;
 	u32 *map = NULL, *tmap;
-	u64 *used = NULL, *tused;
+	u64 *used = NULL, *tused, *dirty = NULL, *flushing = NULL;
 	__le32 *ones = NULL;
 	int ret;
 
@@ -409,7 +413,9 @@ static int vdi_grow(struct vdimg_image *img, u64 new_size)
 		map = vdimg_zalloc(need * 4);
 		used = vdimg_zalloc(DIV_ROUND_UP(need, 64) * 8);
 		ones = vdimg_zalloc((need - v->nr_blocks) * 4);
-		if (!map || !used || !ones) {
+		dirty = vdimg_zalloc(DIV_ROUND_UP(need, 64) * 8);
+		flushing = vdimg_zalloc(DIV_ROUND_UP(need, 64) * 8);
+		if (!map || !used || !ones || !dirty || !flushing) {
 			ret = -ENOMEM;
 			goto out;
 		}
@@ -437,6 +443,14 @@ static int vdi_grow(struct vdimg_image *img, u64 new_size)
 		tused = v->slot_used;
 		v->slot_used = used;
 		used = tused;
+		/* flushing is only used under meta_lock, which a flush holds: none runs now */
+		memcpy(dirty, v->dirty, DIV_ROUND_UP((size_t)v->nr_blocks, 64) * 8);
+		tused = v->dirty;
+		v->dirty = dirty;
+		dirty = tused;
+		tused = v->flushing;
+		v->flushing = flushing;
+		flushing = tused;
 		v->nr_blocks = need;
 		vdimg_mutex_unlock(&v->map_lock);
 	}
@@ -459,6 +473,8 @@ static int vdi_grow(struct vdimg_image *img, u64 new_size)
 out:
 	vdimg_free(map);
 	vdimg_free(used);
+	vdimg_free(dirty);
+	vdimg_free(flushing);
 	vdimg_free(ones);
 	return ret;
 }
@@ -472,6 +488,7 @@ const struct vdimg_format vdimg_vdi_format = {
 	.close = vdi_close,
 	.map = vdi_map,
 	.commit = vdi_commit,
+	.flush = vdi_flush,
 	.abort = vdi_abort,
 	.discard = vdi_discard,
 	.verify_parent = vdi_verify_parent,
