@@ -10,7 +10,8 @@
  * (after each recorded change or sync) the file is rebuilt from its pristine bytes: everything up
  * to the last completed sync before the cut, and one subset of what came after it: all of it (the
  * prefix model), none, all but the last 1 or 2, and random subsets (seeded by the cut, so a failure
- * replays). The test's check function judges each state.
+ * replays). The test's check function judges each distinct state (the same bytes with the same
+ * operations acknowledged and started are checked once).
  */
 #ifndef _VDIMG_MOCK_REORDER_H
 #define _VDIMG_MOCK_REORDER_H
@@ -72,6 +73,37 @@ static inline void reorder_apply(struct reorder_file *f, const struct vdimg_wlog
 	}
 }
 
+/* a state already checked: the same bytes with the same operations acknowledged and started */
+struct reorder_seen {
+	u32 crc;
+	u64 size;
+	long long acked, started;
+};
+
+static inline bool reorder_seen_before(struct reorder_seen **seen, size_t *nr,
+				       const struct reorder_file *f, const struct reorder_state *st)
+{
+	struct reorder_seen k;
+	size_t i;
+
+	memset(&k, 0, sizeof(k));	/* the padding too: compared with memcmp() */
+	k.crc = vdimg_crc32(0, f->p, f->size);
+	k.size = f->size;
+	k.acked = st->acked;
+	k.started = st->started;
+
+	for (i = 0; i < *nr; i++)
+		if (!memcmp(&(*seen)[i], &k, sizeof(k)))
+			return true;
+	*seen = realloc(*seen, (*nr + 1) * sizeof(k));
+	if (!*seen) {
+		printf("Bail out! out of memory\n");
+		exit(1);
+	}
+	(*seen)[(*nr)++] = k;
+	return false;
+}
+
 static inline bool reorder_is_change(const struct vdimg_wlog_rec *r)
 {
 	return r->kind == VDIMG_WLOG_WRITE || r->kind == VDIMG_WLOG_ZERO ||
@@ -124,6 +156,8 @@ static inline int reorder_replay(const char *path, const u8 *pristine, u64 plen,
 	size_t cut, i, durable = 0, n;
 	bool *take = calloc(log->nr + 1, sizeof(bool));
 	struct reorder_state st;
+	struct reorder_seen *seen = NULL;
+	size_t nr_seen = 0;
 	int bad = 0;
 
 	*states = 0;
@@ -157,6 +191,8 @@ static inline int reorder_replay(const char *path, const u8 *pristine, u64 plen,
 				if (i < durable || take[k++])
 					reorder_apply(&f, &log->rec[i]);
 			}
+			if (reorder_seen_before(&seen, &nr_seen, &f, &st))
+				continue;
 			put_file(path, f.p, f.size);
 			(*states)++;
 			if (!check(path, &st, ctx)) {
@@ -168,6 +204,7 @@ static inline int reorder_replay(const char *path, const u8 *pristine, u64 plen,
 	}
 	free(f.p);
 	free(take);
+	free(seen);
 	return bad;
 }
 
