@@ -216,6 +216,16 @@ static int vdi_read_header(struct vdimg_image *img, struct vdi *v, u64 fsize)
  * one that points past the file or at a slot another block uses becomes FREE. Counted in
  * @v->repairs; nothing is written before ->check() repairs, and the image refuses writes until
  * then.
+ *
+ * Without @repair one kind of bad entry is tolerated: inside the allocated count, its slot used by
+ * no other block, but reaching past the end of the file. That is what a host crash leaves when an
+ * implementation wrote the entry without syncing the block's data first (qemu does; this backend
+ * did before it deferred entries to flush): the file never grew, the write was never
+ * acknowledged by a completed flush, and qemu reads the block as zeros. Here the block becomes
+ * FREE (zeros, or the parent's data, as before the write) with a warning; its slot stays reserved
+ * for the session, so nothing is written there while the entry on disk still points at it, and a
+ * read-write open writes the FREE entry at its first flush (marked dirty). Counted in @v->lost
+ * (check reports them).
  */
 static int vdi_read_map(struct vdimg_image *img, struct vdi *v, u64 fsize, bool repair)
 {
@@ -234,16 +244,30 @@ static int vdi_read_map(struct vdimg_image *img, struct vdi *v, u64 fsize, bool 
 	for (i = 0; i < v->nr_blocks; i++) {
 		u32 e = le32_to_cpu(((const __le32 *)v->map)[i]);
 		const char *bad = NULL;
+		bool past_end;
 
 		v->map[i] = e;
 		if (!vdi_allocated(e))
 			continue;
-		if (e >= v->nr_blocks || v->data_off + ((u64)e + 1) * v->stride > fsize)
+		past_end = e >= v->nr_blocks || v->data_off + ((u64)e + 1) * v->stride > fsize;
+		if (past_end)
 			bad = "lies past the end of the file";
 		else if (vdi_test_slot(v, e))
 			bad = "is used by another block";
 		else if (e >= v->disk_alloc && !repair)
 			bad = "is beyond the allocated count";
+		if (past_end && !repair && e < v->disk_alloc && !vdi_test_slot(v, e)) {
+			if (!v->lost)
+				vdimg_warn(img, "block %u: slot %u lies past the end of the file (its data never reached the disk): the block reads as unallocated",
+					   i, e);
+			v->map[i] = VDI_BLOCK_FREE;
+			vdi_set_slot(v, e);	/* reserved: the entry on disk still names it */
+			v->dirty[i / 64] |= 1ULL << (i % 64);
+			v->nr_dirty++;
+			v->lost++;
+			used++;
+			continue;
+		}
 		if (bad && !repair)
 			return vdimg_corrupt(img, "block %u: slot %u %s (%u allocated)", i, e, bad,
 					     v->disk_alloc);
@@ -257,6 +281,9 @@ static int vdi_read_map(struct vdimg_image *img, struct vdi *v, u64 fsize, bool 
 		used++;
 		alloc = max(alloc, e + 1);
 	}
+	if (v->lost > 1)
+		vdimg_warn(img, "%u blocks point past the end of the file and read as unallocated",
+			   v->lost);
 	if (alloc != v->disk_alloc) {
 		vdimg_warn(img, "blocks use %u slots but the header counts %u allocated", alloc,
 			   v->disk_alloc);

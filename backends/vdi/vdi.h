@@ -129,6 +129,7 @@ struct vdi {
 	vdimg_mutex_t meta_lock;
 	u32 disk_alloc;			/* header.blocks_allocated as on disk */
 	u32 repairs;			/* problems a repair open found, not yet written */
+	u32 lost;			/* entries past the end of the file, read as FREE */
 
 	/* protects everything below; never held across I/O */
 	vdimg_mutex_t map_lock;

@@ -329,6 +329,12 @@ static int vdi_check(struct vdimg_image *img, unsigned int flags, struct vdimg_c
 		res->fixed += v->repairs;
 		v->repairs = 0;
 	}
+	/* entries an open found pointing past the end of the file (see vdi_read_map()) */
+	if (v->lost) {
+		vdimg_info(img, "%u blocks point past the end of the file (data lost in a crash); a read-write open writes them unallocated",
+			   v->lost);
+		res->errors += v->lost;
+	}
 	/* what is left are leaks */
 	vdimg_mutex_lock(&v->map_lock);
 	holes = v->nr_holes;
