@@ -262,8 +262,10 @@ static int vdi_read_map(struct vdimg_image *img, struct vdi *v, u64 fsize, bool 
 					   i, e);
 			v->map[i] = VDI_BLOCK_FREE;
 			vdi_set_slot(v, e);	/* reserved: the entry on disk still names it */
-			v->dirty[i / 64] |= 1ULL << (i % 64);
-			v->nr_dirty++;
+			if (!v->read_only) {
+				v->dirty[i / 64] |= 1ULL << (i % 64);
+				v->nr_dirty++;
+			}
 			v->lost++;
 			used++;
 			continue;
@@ -362,6 +364,9 @@ static void vdi_close(struct vdimg_image *img)
 {
 	struct vdi *v = img->priv;
 
+	if (v && v->nr_dirty)
+		vdimg_warn(img, "%u block map entries were not written (no flush before close)",
+			   v->nr_dirty);
 	if (v)
 		vdi_free(v);
 	img->priv = NULL;
