@@ -4,17 +4,25 @@
  * userspace library; only include/vdimg/platform.h services here, no blk-mq, no libc.
  *
  * The block map is kept in memory; map() answers from it without I/O. A write to a FREE or ZERO
- * block reserves a slot (a hole left by a discard, else the next one at the end of the data area)
- * and returns a NEW extent covering the whole block (filled with zeros for a ZERO block, from the
- * layers below for a FREE one); commit() then writes, in this order, the header's allocated count
- * (if the slot is beyond it) and the map entry. A crash between the two leaves an unreferenced slot
- * (a leak that `check --repair` or `compact` reclaims), never an entry pointing outside the
- * allocated area. The first write after open gives the image a new modification UUID, as VirtualBox
- * does.
+ * block reserves a slot (a hole left by a discard or a crash, else the next one at the end of the
+ * data area) and returns a NEW extent covering the whole block (filled with zeros for a ZERO block,
+ * from the layers below for a FREE one); commit() only records the slot in the in-memory map and
+ * marks its entry dirty. flush() makes them durable in an order a host crash cannot break: until
+ * an fsync completes the host file system may persist writes in any order (ext4 can write an
+ * in-place map update before the commit that extends the file), so it writes the header's
+ * allocated count (when a new slot is beyond it), syncs the file (the blocks' data and the count
+ * are then on disk), and only then writes the dirty entries (the caller syncs again). An entry on
+ * disk therefore never references a slot whose data or whose place in the allocated count is not
+ * durable; a crash before it leaves unreferenced slots (a leak that `check --repair` or `compact`
+ * reclaims). Online, a slot is never freed (discard deallocates its data and keeps it), so no slot
+ * is reused while an entry on disk may still reference it; compact frees slots offline and syncs
+ * before reusing one. The first write after open gives the image a new modification UUID, as
+ * VirtualBox does.
  *
  * Locking: @map_lock protects the in-memory map, the slot bitmap and the allocation cursor and is
  * never held across I/O (map() with VDIMG_MAP_NOWAIT only try-locks it); @meta_lock serializes
- * every metadata write (header fields, map entries) and is held across that I/O.
+ * every metadata write (header fields, map entries) and is held across that I/O. commit() takes
+ * only @map_lock, so allocating writes do not wait for a flush's sync.
  */
 #include "vdi.h"
 
@@ -201,45 +209,122 @@ int vdi_commit(struct vdimg_image *img, const struct vdimg_extent *ext)
 	u32 blk, slot;
 	u64 valid;
 	bool ok;
-	int ret = 0;
+	int ret;
 
 	if (WARN_ON_ONCE(!vdi_new_extent(v, ext, &blk, &slot)))
 		return -EINVAL;
-	vdimg_mutex_lock(&v->meta_lock);
 	vdimg_mutex_lock(&v->map_lock);
 	ok = slot < v->next_slot && vdi_test_slot(v, slot) && !vdi_allocated(v->map[blk]);
 	vdimg_mutex_unlock(&v->map_lock);
-	if (WARN_ON_ONCE(!ok)) {
-		ret = -EINVAL;
-		goto out;
-	}
+	if (WARN_ON_ONCE(!ok))
+		return -EINVAL;
 
-	/* the last block may be longer than the disk: the fill stopped at its end, pad the slot */
+	/*
+	 * the last block may be longer than the disk: the fill stopped at its end, pad the slot
+	 * (reserved for this extent alone: no lock needed)
+	 */
 	valid = img->size - ((u64)blk << v->block_shift);
 	while (valid < v->block_size) {
 		u32 n = min_t(u64, sizeof(zeros), v->block_size - valid);
 
 		ret = vdimg_file_write(img->file, zeros, n, vdi_slot_offset(v, slot) + valid);
 		if (ret)
-			goto out;
+			return ret;
 		valid += n;
 	}
-	/* the slot inside the allocated area first: a crash then leaks it, nothing worse */
-	if (slot >= v->disk_alloc) {
-		ret = vdi_write_le32(v, v->alloc_field, slot + 1);
-		if (ret)
-			goto out;
-		v->disk_alloc = slot + 1;
-	}
-	ret = vdi_write_le32(v, v->blocks_off + (u64)blk * 4, slot);
-	/*
-	 * Even when that write failed the entry may have reached the disk: keep the slot referenced
-	 * in memory so that it is never handed to another block (abort() then leaves it alone).
-	 */
+	/* the entry reaches the disk at the next flush, after the data */
 	vdimg_mutex_lock(&v->map_lock);
 	v->map[blk] = slot;
+	if (!(v->dirty[blk / 64] & (1ULL << (blk % 64)))) {
+		v->dirty[blk / 64] |= 1ULL << (blk % 64);
+		v->nr_dirty++;
+	}
 	vdimg_mutex_unlock(&v->map_lock);
 	img->flags |= VDIMG_IMG_DIRTY;
+	return 0;
+}
+
+/* Mark again the entries of @v->flushing from block @from on (a flush could not write them). */
+static void vdi_redirty(struct vdi *v, u32 from)
+{
+	u32 blk;
+
+	vdimg_mutex_lock(&v->map_lock);
+	for (blk = from; blk < v->nr_blocks; blk++) {
+		u64 bit = 1ULL << (blk % 64);
+
+		if ((v->flushing[blk / 64] & bit) && !(v->dirty[blk / 64] & bit)) {
+			v->dirty[blk / 64] |= bit;
+			v->nr_dirty++;
+		}
+	}
+	vdimg_mutex_unlock(&v->map_lock);
+}
+
+#define VDI_FLUSH_RUN	64	/* entries written by one write */
+
+/*
+ * Write the entries committed since the last flush, after their data: the allocated count first
+ * when they go beyond it, then a sync (data and count durable), then the entries. The caller
+ * syncs the file afterwards. Entries committed while this runs wait for the next flush.
+ */
+int vdi_flush(struct vdimg_image *img)
+{
+	struct vdi *v = img->priv;
+	__le32 run[VDI_FLUSH_RUN];
+	u32 blk, words, w, top = 0, n;
+	int ret = 0;
+
+	if (v->read_only)
+		return 0;
+	vdimg_mutex_lock(&v->meta_lock);
+	vdimg_mutex_lock(&v->map_lock);
+	if (!v->nr_dirty) {
+		vdimg_mutex_unlock(&v->map_lock);
+		goto out;
+	}
+	words = DIV_ROUND_UP(v->nr_blocks, 64);
+	for (w = 0; w < words; w++) {
+		u64 bits = v->dirty[w];
+
+		v->flushing[w] = bits;
+		v->dirty[w] = 0;
+		for (blk = w * 64; bits; blk++, bits >>= 1)
+			if ((bits & 1) && vdi_allocated(v->map[blk]))
+				top = max(top, v->map[blk] + 1);
+	}
+	v->nr_dirty = 0;
+	vdimg_mutex_unlock(&v->map_lock);
+
+	if (top > v->disk_alloc) {
+		ret = vdi_write_le32(v, v->alloc_field, top);
+		if (ret)
+			goto fail;
+		v->disk_alloc = top;
+	}
+	/* the data the entries reference (and the count) on disk before any entry */
+	ret = vdimg_file_sync(img->file);
+	if (ret)
+		goto fail;
+	for (blk = 0; blk < v->nr_blocks; blk += n) {
+		if (!(v->flushing[blk / 64] & (1ULL << (blk % 64)))) {
+			n = 1;
+			continue;
+		}
+		vdimg_mutex_lock(&v->map_lock);
+		for (n = 0; n < VDI_FLUSH_RUN && blk + n < v->nr_blocks &&
+		     (v->flushing[(blk + n) / 64] & (1ULL << ((blk + n) % 64))); n++)
+			run[n] = cpu_to_le32(v->map[blk + n]);
+		vdimg_mutex_unlock(&v->map_lock);
+		ret = vdimg_file_write(img->file, run, n * 4, v->blocks_off + (u64)blk * 4);
+		if (ret) {
+			vdi_redirty(v, blk);
+			goto out;
+		}
+	}
+	goto out;
+fail:
+	vdi_redirty(v, 0);
 out:
 	vdimg_mutex_unlock(&v->meta_lock);
 	return ret;
@@ -296,10 +381,18 @@ int vdi_unmap_block(struct vdi *v, u32 blk, bool release)
 		return ret;
 	vdimg_mutex_lock(&v->map_lock);
 	v->map[blk] = want;
+	if (v->dirty[blk / 64] & (1ULL << (blk % 64))) {	/* written now */
+		v->dirty[blk / 64] &= ~(1ULL << (blk % 64));
+		v->nr_dirty--;
+	}
 	vdimg_mutex_unlock(&v->map_lock);
 	v->img->flags |= VDIMG_IMG_DIRTY;
 	if (!vdi_allocated(e))
 		return 0;
+	/* the entry no longer referencing the slot is durable before the slot can be reused */
+	ret = vdimg_file_sync(v->img->file);
+	if (ret)
+		return ret;
 	/* unreferenced now: give the space back to the file system, then reuse the slot */
 	ret = vdimg_file_punch(v->img->file, vdi_slot_offset(v, e) - v->block_extra, v->stride);
 	if (ret && ret != -EOPNOTSUPP)

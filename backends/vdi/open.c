@@ -216,6 +216,16 @@ static int vdi_read_header(struct vdimg_image *img, struct vdi *v, u64 fsize)
  * one that points past the file or at a slot another block uses becomes FREE. Counted in
  * @v->repairs; nothing is written before ->check() repairs, and the image refuses writes until
  * then.
+ *
+ * Without @repair one kind of bad entry is tolerated: inside the allocated count, its slot used by
+ * no other block, but reaching past the end of the file. That is what a host crash leaves when an
+ * implementation wrote the entry without syncing the block's data first (qemu does; this backend
+ * did before it deferred entries to flush): the file never grew, the write was never
+ * acknowledged by a completed flush, and qemu reads the block as zeros. Here the block becomes
+ * FREE (zeros, or the parent's data, as before the write) with a warning; its slot stays reserved
+ * for the session, so nothing is written there while the entry on disk still points at it, and a
+ * read-write open writes the FREE entry at its first flush (marked dirty). Counted in @v->lost
+ * (check reports them).
  */
 static int vdi_read_map(struct vdimg_image *img, struct vdi *v, u64 fsize, bool repair)
 {
@@ -224,7 +234,9 @@ static int vdi_read_map(struct vdimg_image *img, struct vdi *v, u64 fsize, bool 
 
 	v->map = vdimg_zalloc((size_t)v->nr_blocks * 4);
 	v->slot_used = vdimg_zalloc(DIV_ROUND_UP((size_t)v->nr_blocks, 64) * 8);
-	if (!v->map || !v->slot_used)
+	v->dirty = vdimg_zalloc(DIV_ROUND_UP((size_t)v->nr_blocks, 64) * 8);
+	v->flushing = vdimg_zalloc(DIV_ROUND_UP((size_t)v->nr_blocks, 64) * 8);
+	if (!v->map || !v->slot_used || !v->dirty || !v->flushing)
 		return -ENOMEM;
 	ret = vdimg_file_read(img->file, v->map, (size_t)v->nr_blocks * 4, v->blocks_off);
 	if (ret)
@@ -232,16 +244,32 @@ static int vdi_read_map(struct vdimg_image *img, struct vdi *v, u64 fsize, bool 
 	for (i = 0; i < v->nr_blocks; i++) {
 		u32 e = le32_to_cpu(((const __le32 *)v->map)[i]);
 		const char *bad = NULL;
+		bool past_end;
 
 		v->map[i] = e;
 		if (!vdi_allocated(e))
 			continue;
-		if (e >= v->nr_blocks || v->data_off + ((u64)e + 1) * v->stride > fsize)
+		past_end = e >= v->nr_blocks || v->data_off + ((u64)e + 1) * v->stride > fsize;
+		if (past_end)
 			bad = "lies past the end of the file";
 		else if (vdi_test_slot(v, e))
 			bad = "is used by another block";
 		else if (e >= v->disk_alloc && !repair)
 			bad = "is beyond the allocated count";
+		if (past_end && !repair && e < v->disk_alloc && !vdi_test_slot(v, e)) {
+			if (!v->lost)
+				vdimg_warn(img, "block %u: slot %u lies past the end of the file (its data never reached the disk): the block reads as unallocated",
+					   i, e);
+			v->map[i] = VDI_BLOCK_FREE;
+			vdi_set_slot(v, e);	/* reserved: the entry on disk still names it */
+			if (!v->read_only) {
+				v->dirty[i / 64] |= 1ULL << (i % 64);
+				v->nr_dirty++;
+			}
+			v->lost++;
+			used++;
+			continue;
+		}
 		if (bad && !repair)
 			return vdimg_corrupt(img, "block %u: slot %u %s (%u allocated)", i, e, bad,
 					     v->disk_alloc);
@@ -255,6 +283,9 @@ static int vdi_read_map(struct vdimg_image *img, struct vdi *v, u64 fsize, bool 
 		used++;
 		alloc = max(alloc, e + 1);
 	}
+	if (v->lost > 1)
+		vdimg_warn(img, "%u blocks point past the end of the file and read as unallocated",
+			   v->lost);
 	if (alloc != v->disk_alloc) {
 		vdimg_warn(img, "blocks use %u slots but the header counts %u allocated", alloc,
 			   v->disk_alloc);
@@ -270,6 +301,8 @@ static void vdi_free(struct vdi *v)
 {
 	vdimg_free(v->map);
 	vdimg_free(v->slot_used);
+	vdimg_free(v->dirty);
+	vdimg_free(v->flushing);
 	vdimg_mutex_destroy(&v->map_lock);
 	vdimg_mutex_destroy(&v->meta_lock);
 	vdimg_free(v);
@@ -331,6 +364,9 @@ static void vdi_close(struct vdimg_image *img)
 {
 	struct vdi *v = img->priv;
 
+	if (v && v->nr_dirty)
+		vdimg_warn(img, "%u block map entries were not written (no flush before close)",
+			   v->nr_dirty);
 	if (v)
 		vdi_free(v);
 	img->priv = NULL;
@@ -381,7 +417,7 @@ static int vdi_grow(struct vdimg_image *img, u64 new_size)
 	struct vdi *v = img->priv;
 	u64 need, room, old = img->size, i;
 	u32 *map = NULL, *tmap;
-	u64 *used = NULL, *tused;
+	u64 *used = NULL, *tused, *dirty = NULL, *flushing = NULL;
 	__le32 *ones = NULL;
 	int ret;
 
@@ -409,7 +445,9 @@ static int vdi_grow(struct vdimg_image *img, u64 new_size)
 		map = vdimg_zalloc(need * 4);
 		used = vdimg_zalloc(DIV_ROUND_UP(need, 64) * 8);
 		ones = vdimg_zalloc((need - v->nr_blocks) * 4);
-		if (!map || !used || !ones) {
+		dirty = vdimg_zalloc(DIV_ROUND_UP(need, 64) * 8);
+		flushing = vdimg_zalloc(DIV_ROUND_UP(need, 64) * 8);
+		if (!map || !used || !ones || !dirty || !flushing) {
 			ret = -ENOMEM;
 			goto out;
 		}
@@ -437,6 +475,14 @@ static int vdi_grow(struct vdimg_image *img, u64 new_size)
 		tused = v->slot_used;
 		v->slot_used = used;
 		used = tused;
+		/* flushing is only used under meta_lock, which a flush holds: none runs now */
+		memcpy(dirty, v->dirty, DIV_ROUND_UP((size_t)v->nr_blocks, 64) * 8);
+		tused = v->dirty;
+		v->dirty = dirty;
+		dirty = tused;
+		tused = v->flushing;
+		v->flushing = flushing;
+		flushing = tused;
 		v->nr_blocks = need;
 		vdimg_mutex_unlock(&v->map_lock);
 	}
@@ -459,6 +505,8 @@ static int vdi_grow(struct vdimg_image *img, u64 new_size)
 out:
 	vdimg_free(map);
 	vdimg_free(used);
+	vdimg_free(dirty);
+	vdimg_free(flushing);
 	vdimg_free(ones);
 	return ret;
 }
@@ -472,6 +520,7 @@ const struct vdimg_format vdimg_vdi_format = {
 	.close = vdi_close,
 	.map = vdi_map,
 	.commit = vdi_commit,
+	.flush = vdi_flush,
 	.abort = vdi_abort,
 	.discard = vdi_discard,
 	.verify_parent = vdi_verify_parent,

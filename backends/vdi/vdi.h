@@ -129,11 +129,15 @@ struct vdi {
 	vdimg_mutex_t meta_lock;
 	u32 disk_alloc;			/* header.blocks_allocated as on disk */
 	u32 repairs;			/* problems a repair open found, not yet written */
+	u32 lost;			/* entries past the end of the file, read as FREE */
 
 	/* protects everything below; never held across I/O */
 	vdimg_mutex_t map_lock;
 	u32 *map;			/* [nr_blocks], cpu order */
 	u64 *slot_used;			/* bitmap [nr_blocks]: slot referenced or reserved */
+	u64 *dirty;			/* bitmap [nr_blocks]: entry not yet written (flush does) */
+	u64 *flushing;			/* bitmap [nr_blocks]: the entries a flush writes */
+	u32 nr_dirty;			/* bits set in @dirty */
 	u32 next_slot;			/* slots >= this are unused and past the allocated area */
 	u32 nr_holes;			/* unused slots below @next_slot */
 	u32 hole_hint;			/* no hole below this index */
@@ -182,6 +186,7 @@ int vdi_touch(struct vdi *v, bool nowait);
 int vdi_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags,
 	    struct vdimg_extent *ext);
 int vdi_commit(struct vdimg_image *img, const struct vdimg_extent *ext);
+int vdi_flush(struct vdimg_image *img);
 void vdi_abort(struct vdimg_image *img, const struct vdimg_extent *ext);
 int vdi_unmap_block(struct vdi *v, u32 blk, bool release);
 int vdi_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags);

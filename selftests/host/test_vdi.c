@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <sys/wait.h>
 #include "format_test.h"
+#include "mock_reorder.h"
 #include "../../backends/vdi/vdi.h"
 
 #define KiB 1024ULL
@@ -465,7 +466,6 @@ static void test_corrupt(void)
 {
 	const char *good = tpath("cor-good.vdi"), *bad = tpath("cor.vdi");
 	const u32 fmt = VDIMG_FMT_VDI;
-	const u64 data = MiB;	/* data offset of the 4 MiB image */
 	static const struct mutation m[] = {
 		{ "bad signature", 64, 4, 0x12345678, -EUCLEAN },
 		{ "version 2.0", 68, 4, 0x00020000, -EOPNOTSUPP },
@@ -492,7 +492,7 @@ static void test_corrupt(void)
 		{ "map entry = allocated count", 512 + 8, 4, 2, -EUCLEAN },
 		{ "map entry far beyond", 512 + 8, 4, 0xfffffff0, -EUCLEAN },
 		{ "two blocks in one slot", 512 + 8, 4, 0, -EUCLEAN },
-		{ "file truncated inside slot 1", 0, 0, data + MiB + MiB / 2, -EUCLEAN },
+		/* a file truncated inside a counted slot opens now: see test_lost() */
 		{ "file shorter than a header", 0, 0, 100, -EUCLEAN },
 	};
 	struct vdimg_chain *c;
@@ -894,6 +894,300 @@ static void test_crash(bool diff)
 	free(got);
 }
 
+/*
+ * An entry inside the allocated count whose slot lies past the end of the file: what a host crash
+ * leaves after an implementation that writes entries before syncing the data (qemu). It reads as
+ * unallocated; check reports it; a read-write open writes the entry FREE at its first flush.
+ */
+static void test_lost(void)
+{
+	const char *img = tpath("lost.vdi");
+	const u64 size = 4 * MiB;
+	struct vdimg_check_result res = { 0 };
+	struct vdimg_chain *c;
+	u8 *ref = calloc(1, size);
+	struct vdi *v;
+	u64 slot2;
+	int ret;
+
+	mkvdi(img, size, NULL, NULL, 0);
+	fill_pat(ref, 3 * MiB, 700, 0);
+	open1(&c, img, 0);
+	vdimg_chain_pwrite(c, ref, 3 * MiB, 0);
+	v = vdimg_chain_top(c)->priv;
+	slot2 = vdi_slot_offset(v, v->map[2]);
+	vdimg_chain_close(c);
+	/* the file ends inside block 2's slot: its data never reached the disk */
+	ret = truncate(img, slot2 + 4096);
+	memset(ref + 2 * MiB, 0, MiB);
+	ok(!ret && open1(&c, img, VDIMG_CHAIN_READ_ONLY) == 0,
+	   "lost: an entry past the end of the file inside the count opens read-only");
+	if (!ret) {
+		ok(chain_is(c, ref, size), "lost: that block reads as zeros, the others intact");
+		ret = vdi->check(vdimg_chain_top(c), 0, &res);
+		ok(!ret && res.errors == 1, "lost: check reports it as an error (%llu)",
+		   (unsigned long long)res.errors);
+		vdimg_chain_close(c);
+	}
+	ok(open1(&c, img, 0) == 0 && !vdimg_chain_close(c),
+	   "lost: a read-write open and close (flush) succeed");
+	memset(&res, 0, sizeof(res));
+	ret = open1(&c, img, 0);
+	ret = ret ?: vdi->check(vdimg_chain_top(c), 0, &res);
+	ok(!ret && !res.errors && res.leaks == 1,
+	   "lost: after it the entry is FREE on disk, its slot a leak (%llu errors, %llu leaks)",
+	   (unsigned long long)res.errors, (unsigned long long)res.leaks);
+	fill_pat(ref + 2 * MiB, MiB, 701, 2 * MiB);
+	ok(!vdimg_chain_pwrite(c, ref + 2 * MiB, MiB, 2 * MiB) && !vdimg_chain_close(c) &&
+	   image_is(img, ref, size), "lost: the block takes a write again and reads it back");
+	if (have_qemu)
+		ok(sh("qemu-img check -q -f vdi '%s' >/dev/null", img) == 0,
+		   "lost: qemu-img check is clean after the rewrite");
+	else
+		skip("lost: qemu-img check (qemu-img not installed)");
+	free(ref);
+}
+
+/* ---- crash safety when the host file system reorders writes between syncs ---- */
+
+#define RO_BS	MiB		/* the only block size qemu opens */
+#define RO_SIZE	(16 * RO_BS)
+
+struct rop {
+	u64 off, len;
+	int kind;		/* 0 write pattern, 1 discard, 2 discard with zeroes, 3 flush */
+};
+
+static const struct rop reorder_ops[] = {
+	{ 1 * RO_BS + 512, 8192, 0 },		/* in an allocated block */
+	{ 5 * RO_BS - 4096, RO_BS + 8192, 0 },	/* new blocks 4 (the hole's slot), 5, 6 */
+	{ 0, 0, 3 },
+	{ 2 * RO_BS, RO_BS, 1 },		/* unmap block 2 */
+	{ 2 * RO_BS + 4096, 4096, 0 },		/* write it again */
+	{ 0, 0, 3 },
+	{ 512, 1024, 2 },			/* zero part of block 0 */
+	{ 9 * RO_BS + 100 * 512, 3 * 512, 0 },	/* a new block */
+	{ 0, 0, 3 },
+	{ 3 * RO_BS, RO_BS, 2 },		/* zero block 3 */
+	{ 7 * RO_BS, 2 * RO_BS, 0 },		/* two whole new blocks */
+	{ 12 * RO_BS - 512, 1024, 0 },		/* two new blocks, partly written */
+};
+
+#define RO_NOPS ((int)ARRAY_SIZE(reorder_ops))
+
+struct reorder_ctx {
+	const char *base;	/* the parent, or NULL */
+	u8 *refs[RO_NOPS + 1];	/* the disk after the first N operations */
+	u8 *got;
+};
+
+static int run_reorder_ops(struct vdimg_chain *c, u8 **refs)
+{
+	u8 *buf = malloc(4 * RO_BS);
+	int ret = 0;
+
+	for (int i = 0; i < RO_NOPS && !ret; i++) {
+		const struct rop *o = &reorder_ops[i];
+
+		if (refs)
+			memcpy(refs[i + 1], refs[i], RO_SIZE);
+		vdimg_wlog_mark(VDIMG_WLOG_MARK, i);
+		if (o->kind == 0) {
+			fill_pat(buf, o->len, 600 + i, o->off);
+			if (c)
+				ret = vdimg_chain_pwrite(c, buf, o->len, o->off);
+			if (refs)
+				memcpy(refs[i + 1] + o->off, buf, o->len);
+		} else if (o->kind < 3) {
+			if (c)
+				ret = vdimg_chain_discard(c, o->off, o->len,
+							  o->kind == 2 ? VDIMG_DISCARD_ZEROES : 0);
+			if (refs)
+				memset(refs[i + 1] + o->off, 0, o->len);
+		} else if (c) {
+			ret = vdimg_chain_flush(c);
+			if (!ret)
+				vdimg_wlog_mark(VDIMG_WLOG_ACK, i + 1);
+		}
+	}
+	free(buf);
+	return ret;
+}
+
+static int reorder_open(struct vdimg_chain **c, const struct reorder_ctx *x, const char *path,
+			unsigned int flags);
+
+/* the chain over @path reads the complete workload's result */
+static bool image_is_chain(const struct reorder_ctx *x, const char *path)
+{
+	struct vdimg_chain *c;
+	bool same;
+
+	if (reorder_open(&c, x, path, VDIMG_CHAIN_READ_ONLY))
+		return false;
+	same = chain_is(c, x->refs[RO_NOPS], RO_SIZE);
+	vdimg_chain_close(c);
+	return same;
+}
+
+static int reorder_open(struct vdimg_chain **c, const struct reorder_ctx *x, const char *path,
+			unsigned int flags)
+{
+	return x->base ? open2(c, x->base, path, flags) : open1(c, path, flags);
+}
+
+/*
+ * qemu-img check clean, but for a header count above the blocks in use (qemu calls that a
+ * mismatch; for us it is a leak of slots that nothing references)
+ */
+static bool reorder_qemu_ok(const char *path)
+{
+	return sh("out=$(qemu-img check -f vdi '%s' 2>&1); rc=$?; [ $rc = 0 ] || [ $rc = 3 ] || "
+		  "{ [ $rc = 2 ] && ! echo \"$out\" | grep ERROR | "
+		  "grep -vqE 'allocated blocks mismatch' && echo \"$out\" | tr -d , | "
+		  "awk '/allocated blocks mismatch/ { if ($6 + 0 > $9 + 0) exit 1 }'; } || "
+		  "{ echo \"$out\" | sed 's/^/# qemu-img: /'; false; }", path) == 0;
+}
+
+static bool reorder_check(const char *path, const struct reorder_state *st, void *ctx)
+{
+	struct reorder_ctx *x = ctx;
+	struct vdimg_check_result res = { 0 };
+	const u8 *ack = x->refs[st->acked];
+	struct vdimg_chain *c;
+	u8 want[512];
+	bool good = true;
+
+	ktap_last_msg[0] = '\0';
+	if (reorder_open(&c, x, path, VDIMG_CHAIN_READ_ONLY)) {
+		printf("# read-only open failed: %s\n", ktap_last_msg);
+		return false;
+	}
+	if (vdimg_chain_pread(c, x->got, RO_SIZE, 0)) {
+		printf("# the image does not read\n");
+		good = false;
+	}
+	for (u64 s = 0; good && s < RO_SIZE; s += 512) {
+		bool okay = !memcmp(x->got + s, ack + s, 512);
+
+		for (long long i = st->acked; i <= st->started && !okay; i++) {
+			const struct rop *o = &reorder_ops[i];
+
+			if (o->kind == 3 || s < o->off || s >= o->off + o->len)
+				continue;
+			if (o->kind)
+				memset(want, 0, 512);
+			else
+				fill_pat(want, 512, 600 + i, s);
+			okay = !memcmp(x->got + s, want, 512);
+		}
+		if (!okay) {
+			printf("# sector at %llu holds neither acknowledged nor newer written data\n",
+			       (unsigned long long)s);
+			good = false;
+		}
+	}
+	if (good && (vdi->check(vdimg_chain_top(c), 0, &res) || res.errors)) {
+		printf("# vdimgctl check finds %llu errors\n", (unsigned long long)res.errors);
+		good = false;
+	}
+	vdimg_chain_close(c);
+	if (good && have_qemu && !x->base && !reorder_qemu_ok(path)) {
+		printf("# qemu-img check is not clean\n");
+		good = false;
+	}
+	if (!good)
+		return false;
+	if (reorder_open(&c, x, path, 0)) {
+		printf("# read-write open failed: %s\n", ktap_last_msg);
+		return false;
+	}
+	memset(x->got, 0x5a, 4096);
+	if (vdimg_chain_pwrite(c, x->got, 4096, 14 * RO_BS) ||
+	    vdimg_chain_pread(c, x->got, 4096, 14 * RO_BS) || !is_byte(x->got, 4096, 0x5a)) {
+		printf("# the image does not take a write\n");
+		good = false;
+	}
+	return !vdimg_chain_close(c) && good;
+}
+
+static void test_reorder(bool diff)
+{
+	const char *base = tpath("ro-base.vdi"), *pristine = tpath("ro-pristine.vdi");
+	const char *work = tpath("ro-work.vdi");
+	const char *what = diff ? "reorder (differencing)" : "reorder";
+	struct reorder_ctx x = { .base = diff ? base : NULL };
+	struct vdimg_chain *c = NULL;
+	u8 *pbytes, *buf = malloc(RO_BS);
+	char state[256];
+	u64 plen;
+	int bad, states, ret;
+
+	for (int i = 0; i <= RO_NOPS; i++)
+		x.refs[i] = calloc(1, RO_SIZE);
+	x.got = malloc(RO_SIZE);
+	/* the base: blocks 0..3 written */
+	mkvdi(base, RO_SIZE, NULL, NULL, RO_BS);
+	open1(&c, base, 0);
+	fill_pat(x.refs[0], 4 * RO_BS, 599, 0);
+	vdimg_chain_pwrite(c, x.refs[0], 4 * RO_BS, 0);
+	vdimg_chain_close(c);
+	if (diff)
+		mkvdi(pristine, 0, NULL, base, 0);
+	else
+		copy_file(base, pristine);
+	/*
+	 * a hole in the pristine image: block 4 written, then its entry made FREE as if another
+	 * implementation had crashed; its slot keeps old data that must never show
+	 */
+	ret = diff ? open2(&c, base, pristine, 0) : open1(&c, pristine, 0);
+	fill_pat(buf, RO_BS, 598, 4 * RO_BS);
+	ret = ret ?: vdimg_chain_pwrite(c, buf, RO_BS, 4 * RO_BS);
+	ret = vdimg_chain_close(c) ?: ret;
+	{
+		struct vdimg_chain *t;
+		struct vdi *v;
+
+		ret = ret ?: (diff ? open2(&t, base, pristine, VDIMG_CHAIN_READ_ONLY) :
+			      open1(&t, pristine, VDIMG_CHAIN_READ_ONLY));
+		if (!ret) {
+			v = vdimg_chain_top(t)->priv;
+			plen = v->blocks_off + 4 * 4;
+			vdimg_chain_close(t);
+			patch32(pristine, plen, VDI_BLOCK_FREE);
+		}
+	}
+	ok(!ret, "%s: the pristine image is made", what);
+
+	pbytes = read_all(pristine, &plen);
+	copy_file(pristine, work);
+	vdimg_wlog_reset();
+	vdimg_wlog.on = true;
+	ret = reorder_open(&c, &x, work, 0);
+	ret = ret ?: run_reorder_ops(c, NULL);
+	ret = ret ?: vdimg_chain_close(c);
+	if (!ret)
+		vdimg_wlog_mark(VDIMG_WLOG_ACK, RO_NOPS);
+	vdimg_wlog.on = false;
+	run_reorder_ops(NULL, x.refs);
+	ok(!ret && image_is_chain(&x, work), "%s: the workload runs and reads back", what);
+
+	/* hundreds of states, each synced by its write check: on tmpfs when there is one */
+	snprintf(state, sizeof(state), "/dev/shm/vdimg-reorder.%d.vdi", (int)getpid());
+	if (access("/dev/shm", W_OK))
+		snprintf(state, sizeof(state), "%s", tpath("ro-state.vdi"));
+	bad = reorder_replay(state, pbytes, plen, reorder_check, &x, &states);
+	unlink(state);
+	ok(!bad, "%s: every crash state (%d, %zu log records) opens, holds what was acknowledged, checks clean and takes writes (%d bad)",
+	   what, states, vdimg_wlog.nr, bad);
+	vdimg_wlog_reset();
+	for (int i = 0; i <= RO_NOPS; i++)
+		free(x.refs[i]);
+	free(x.got);
+	free(pbytes);
+	free(buf);
+}
+
 int main(void)
 {
 	ktap_start();
@@ -912,5 +1206,8 @@ int main(void)
 	test_threads();
 	test_crash(false);
 	test_crash(true);
+	test_lost();
+	test_reorder(false);
+	test_reorder(true);
 	return ktap_finish();
 }

@@ -19,6 +19,56 @@
 #include "vdimg-user.h"
 
 long long vdimg_write_budget = -1;	/* writes left before the cut, -1 for no cut */
+struct vdimg_wlog vdimg_wlog;		/* the write log of reordering crash tests */
+
+/* Record one change (or a sync, a test's mark) of an image file when the test asked for it. */
+static void vdimg_wlog_add(int kind, int fd, const void *buf, u64 len, u64 off)
+{
+	struct vdimg_wlog *l = &vdimg_wlog;
+	struct vdimg_wlog_rec *r;
+
+	if (!l->on)
+		return;
+	if (l->nr == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 256;
+		struct vdimg_wlog_rec *n = realloc(l->rec, cap * sizeof(*n));
+
+		if (!n)
+			abort();
+		l->rec = n;
+		l->cap = cap;
+	}
+	r = &l->rec[l->nr];
+	r->kind = kind;
+	r->fd = fd;
+	r->off = off;
+	r->len = len;
+	r->data = NULL;
+	if (buf) {
+		r->data = malloc(len ? len : 1);
+		if (!r->data)
+			abort();
+		memcpy(r->data, buf, len);
+	}
+	l->nr++;
+}
+
+void vdimg_wlog_mark(int kind, u64 value)
+{
+	vdimg_wlog_add(kind, -1, NULL, 0, value);
+}
+
+void vdimg_wlog_reset(void)
+{
+	struct vdimg_wlog *l = &vdimg_wlog;
+
+	while (l->nr)
+		free(l->rec[--l->nr].data);
+	free(l->rec);
+	l->rec = NULL;
+	l->cap = 0;
+	l->on = false;
+}
 
 static void vdimg_default_msg(int level, const char *name, const char *text)
 {
@@ -347,6 +397,7 @@ int vdimg_file_write(struct vdimg_file *f, const void *buf, size_t len, u64 off)
 		}
 		done += n;
 	}
+	vdimg_wlog_add(VDIMG_WLOG_WRITE, f->fd, buf, len, off);
 	return 0;
 }
 
@@ -354,7 +405,10 @@ int vdimg_file_sync(struct vdimg_file *f)
 {
 	if (vdimg_write_budget == 0)
 		return -EIO;
-	return fdatasync(f->fd) ? -errno : 0;
+	if (fdatasync(f->fd))
+		return -errno;
+	vdimg_wlog_add(VDIMG_WLOG_SYNC, f->fd, NULL, 0, 0);
+	return 0;
 }
 
 u64 vdimg_file_size(struct vdimg_file *f)
@@ -373,7 +427,10 @@ int vdimg_file_truncate(struct vdimg_file *f, u64 size)
 {
 	if (!vdimg_write_allowed())
 		return -EIO;
-	return ftruncate(f->fd, size) ? -errno : 0;
+	if (ftruncate(f->fd, size))
+		return -errno;
+	vdimg_wlog_add(VDIMG_WLOG_TRUNCATE, f->fd, NULL, 0, size);
+	return 0;
 }
 
 int vdimg_file_punch(struct vdimg_file *f, u64 off, u64 len)
@@ -382,6 +439,7 @@ int vdimg_file_punch(struct vdimg_file *f, u64 off, u64 len)
 		return -EIO;
 	if (fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len))
 		return -errno;
+	vdimg_wlog_add(VDIMG_WLOG_ZERO, f->fd, NULL, len, off);
 	return 0;
 }
 
@@ -392,8 +450,10 @@ int vdimg_file_zero_range(struct vdimg_file *f, u64 off, u64 len)
 
 	if (!vdimg_write_allowed())
 		return -EIO;
-	if (!fallocate(f->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len))
+	if (!fallocate(f->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len)) {
+		vdimg_wlog_add(VDIMG_WLOG_ZERO, f->fd, NULL, len, off);
 		return 0;
+	}
 	if (errno != EOPNOTSUPP)
 		return -errno;
 	while (len) {

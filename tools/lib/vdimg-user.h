@@ -112,4 +112,28 @@ extern int vdimg_msg_level;			/* print messages at this level or below */
  */
 extern long long vdimg_write_budget;
 
+/*
+ * Crash simulation that reorders: while vdimg_wlog.on, every successful write (its data copied),
+ * truncate, hole punch or zero range (both recorded as ZERO, within the file size) and completed
+ * sync of an image file is appended to vdimg_wlog, with the test's own marks in between. A test
+ * then rebuilds the file as a crash could have left it: everything before the last completed sync,
+ * any subset of what came after. vdimg_wlog_reset() frees the log and turns it off.
+ */
+enum { VDIMG_WLOG_WRITE, VDIMG_WLOG_ZERO, VDIMG_WLOG_TRUNCATE, VDIMG_WLOG_SYNC,
+       VDIMG_WLOG_MARK, VDIMG_WLOG_ACK };
+struct vdimg_wlog_rec {
+	int kind;		/* VDIMG_WLOG_* */
+	int fd;			/* -1 for a mark */
+	u64 off, len;		/* TRUNCATE: off is the size; marks: off is the test's value */
+	u8 *data;		/* WRITE: len bytes */
+};
+struct vdimg_wlog {
+	bool on;
+	size_t nr, cap;
+	struct vdimg_wlog_rec *rec;
+};
+extern struct vdimg_wlog vdimg_wlog;
+void vdimg_wlog_mark(int kind, u64 value);
+void vdimg_wlog_reset(void);
+
 #endif /* _VDIMG_USER_H */

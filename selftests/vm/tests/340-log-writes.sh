@@ -171,10 +171,17 @@ check_point() {
 				q=$?
 				rm -f "$W/qcheck.hds"
 			fi
+			# VDI: qemu calls a header count above the blocks in use a mismatch; it is slots
+			# no entry references (a leak): vdimg writes the count, syncs, then the entries
+			if [ "$f" = vdi ] && [ $q = 2 ] && ! echo "$out" | grep ERROR |
+			   grep -vq 'allocated blocks mismatch' && echo "$out" | tr -d , |
+			   awk '/allocated blocks mismatch/ { if ($6 + 0 > $9 + 0) exit 1 }'; then
+				q=3
+			fi
 			case $q in
 			0) ;;
 			3) case $f in	# leaked clusters after a crash: allowed by these formats
-			   qcow2|qed) echo "$what: $(echo "$out" | grep -i leak | head -n1)" ;;
+			   qcow2|qed|vdi) echo "$what: $(echo "$out" | grep -iE 'leak|mismatch' | head -n1)" ;;
 			   *) echo "$what: qemu-img check: $out" >&2; rc=1 ;;
 			   esac ;;
 			*) echo "$what: qemu-img check: $out" >&2; rc=1 ;;

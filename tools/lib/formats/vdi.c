@@ -260,6 +260,12 @@ static int vdi_compact(struct vdimg_image *img)
 		vdimg_err(img, "fixed images are not compacted (convert to dynamic instead)");
 		return -EOPNOTSUPP;
 	}
+	/* the entries of blocks written in this session on disk before slots move or are freed */
+	ret = vdi_flush(img);
+	if (!ret)
+		ret = vdimg_file_sync(img->file);
+	if (ret)
+		return ret;
 	ret = vdi_touch(v, false);
 	if (!ret)
 		ret = vdi_pack(v, true, &moved, &unmapped);
@@ -288,6 +294,9 @@ static int vdi_write_repairs(struct vdi *v)
 	ret = 0;
 	if (v->next_slot != v->disk_alloc) {
 		ret = vdi_write_le32(v, v->alloc_field, v->next_slot);
+		/* the count on disk before entries that it must cover */
+		if (!ret)
+			ret = vdimg_file_sync(v->img->file);
 		if (!ret)
 			v->disk_alloc = v->next_slot;
 	}
@@ -319,6 +328,12 @@ static int vdi_check(struct vdimg_image *img, unsigned int flags, struct vdimg_c
 			return ret;
 		res->fixed += v->repairs;
 		v->repairs = 0;
+	}
+	/* entries an open found pointing past the end of the file (see vdi_read_map()) */
+	if (v->lost) {
+		vdimg_info(img, "%u blocks point past the end of the file (data lost in a crash); a read-write open writes them unallocated",
+			   v->lost);
+		res->errors += v->lost;
 	}
 	/* what is left are leaks */
 	vdimg_mutex_lock(&v->map_lock);
@@ -648,6 +663,11 @@ static int vdi_resize(struct vdimg_image *img, u64 size, unsigned int flags)
 		vdimg_err(img, "only version 1.1 VDI images can be resized");
 		return -EOPNOTSUPP;
 	}
+	ret = vdi_flush(img);
+	if (!ret)
+		ret = vdimg_file_sync(img->file);
+	if (ret)
+		return ret;
 	if (v->type != VDI_TYPE_NORMAL) {
 		vdimg_err(img, "only dynamic VDI images can be resized (this one is %s)",
 			  vdi_type_name(v->type));
