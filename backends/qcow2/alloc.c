@@ -229,6 +229,9 @@ int qcow2_rc_add(struct vdimg_image *img, u64 idx, s64 delta)
 	s->dirty = true;
 	if (delta < 0 && rc + delta == 0 && idx < q->free_hint)
 		q->free_hint = idx;
+	/* a freed cluster takes no more compressed clusters (tools/lib/formats/qcow2/compress.c) */
+	if (delta < 0 && rc + delta == 0 && q->cfree >> q->cluster_bits == idx)
+		q->cfree = 0;
 	return 0;
 }
 

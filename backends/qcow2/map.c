@@ -272,7 +272,7 @@ static int qcow2_new_l2(struct vdimg_image *img, u64 offset, struct vdimg_ct_slo
  * entries without OFLAG_COPIED still get copied on write. The L1 entry then names the copy, and
  * the old table loses one reference after the next flush has made the new L1 durable.
  */
-static int qcow2_l2_writable(struct vdimg_image *img, u64 offset, struct vdimg_ct_slot **out)
+int qcow2_l2_writable(struct vdimg_image *img, u64 offset, struct vdimg_ct_slot **out)
 {
 	struct qcow2 *q = QC(img);
 	u64 l1i = offset >> (q->cluster_bits + q->l2_bits), old, off;

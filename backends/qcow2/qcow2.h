@@ -224,6 +224,11 @@ struct qcow2 {
 	u32 free_mark;
 	u8 *cbuf;			/* compressed input buffer (2 clusters) */
 	u8 *dbuf;			/* decompressed cluster */
+	/*
+	 * Userspace only (tools/lib/formats/qcow2/compress.c): the next free byte of the host
+	 * cluster compressed clusters are being packed into, 0 for none
+	 */
+	u64 cfree;
 };
 
 static inline struct qcow2 *QC(struct vdimg_image *img)
@@ -274,6 +279,7 @@ int qcow2_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int flag
 int qcow2_commit(struct vdimg_image *img, const struct vdimg_extent *ext);
 void qcow2_abort(struct vdimg_image *img, const struct vdimg_extent *ext);
 int qcow2_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags);
+int qcow2_l2_writable(struct vdimg_image *img, u64 offset, struct vdimg_ct_slot **out);
 
 /* alloc.c */
 bool qcow2_owned(const struct qcow2 *q, u64 e);

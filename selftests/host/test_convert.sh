@@ -89,6 +89,88 @@ run convert -O qcow2 "$T/c.vhd" "$T/flat.qcow2"
 [ $rc -eq 0 ] && qemu-img compare -q "$S/src.vpc" "$T/flat.qcow2"
 ok $? "differencing VHD (which qemu cannot read) -> qcow2 reads like its base"
 
+# --compress: qcow2 clusters stored compressed (as qemu-img convert -c), zlib and zstd
+C=$T/comp
+mkdir -p "$C"
+# 24 MiB + 7 KiB (the last cluster is partial and holds data): 12 MiB of compressible text in
+# 1 MiB pieces with holes between, 2 MiB of random bytes, and a partial last cluster
+python3 - "$C/text.raw" <<'PY' &&
+import random, sys
+random.seed(7)
+words = [b'alpha', b'beta', b'gamma', b'delta', b'lorem', b'ipsum', b'vdimg', b'qcow2']
+with open(sys.argv[1], 'wb') as f:
+    f.truncate((24 << 20) + 7 * 1024)
+    for mb in range(16):
+        if mb % 4 != 3:
+            f.seek(mb << 20)
+            f.write(b' '.join(random.choice(words) for _ in range(200000))[:1 << 20])
+    f.seek(18 << 20)
+    f.write(random.randbytes(2 << 20))
+    f.seek((24 << 20) + 2048)
+    f.write(b'end of the disk ' * 128)
+PY
+	head -c $((4 << 20)) /dev/urandom >"$C/rand.raw"
+ok $? "compression sources made"
+qsize() { stat -c %s "$1"; }
+for ct in zlib zstd; do
+	d=$C/c.$ct.qcow2
+	run convert -O qcow2 -c -o compression_type=$ct "$C/text.raw" "$d"
+	[ $rc -eq 0 ] && qemu-img compare -q "$C/text.raw" "$d" >"$T/err" 2>&1 &&
+		qemu-img check "$d" >"$T/check" 2>&1
+	ok $? "-c $ct: reads like the source, qemu-img check clean"
+	# qemu counts the compressed clusters: all but the random ones (which do not shrink)
+	pct=$(sed -n 's/.*fragmented, \([0-9.]*\)% compressed clusters/\1/p' "$T/check")
+	awk -v p="${pct:-0}" 'BEGIN { exit !(p > 80 && p < 100) }'
+	ok $? "-c $ct: qemu-img check sees compressed clusters (${pct:-none}%)"
+	qemu-img info "$d" 2>/dev/null | grep -q "compression type: $ct"
+	ok $? "-c $ct: compression type $ct in the header"
+	# uncompressed: 12 MiB text + 2 MiB random + the last cluster
+	run convert -O qcow2 -o compression_type=$ct "$C/text.raw" "$C/p.$ct.qcow2"
+	a=$(qsize "$d") b=$(qsize "$C/p.$ct.qcow2")
+	[ $rc -eq 0 ] && [ "$a" -lt $((b / 3)) ]
+	ok $? "-c $ct: a compressible source comes out much smaller ($a vs $b bytes)"
+done
+run convert -O qcow2 -c "$C/rand.raw" "$C/r.c.qcow2"
+rc1=$rc
+run convert -O qcow2 "$C/rand.raw" "$C/r.p.qcow2"
+a=$(qsize "$C/r.c.qcow2") b=$(qsize "$C/r.p.qcow2")
+[ $rc1 -eq 0 ] && [ $rc -eq 0 ] && [ "$a" -le $((b + 65536)) ] &&
+	qemu-img compare -q "$C/rand.raw" "$C/r.c.qcow2" && qemu-img check -q "$C/r.c.qcow2" &&
+	qemu-img check "$C/r.c.qcow2" | grep -q ' 0.00% compressed clusters'
+ok $? "-c: incompressible clusters are stored plain, no bigger ($a vs $b bytes)"
+# packing edge cases: small clusters, 1-bit refcounts (one compressed cluster per host cluster),
+# extended L2, 2 MiB clusters
+for o in cluster_size=512 refcount_bits=1 extended_l2=on,cluster_size=128k cluster_size=2M; do
+	d=$C/o.qcow2
+	rm -f "$d"
+	run convert -O qcow2 -c -o $o "$C/text.raw" "$d"
+	[ $rc -eq 0 ] && qemu-img compare -q "$C/text.raw" "$d" >"$T/err" 2>&1 &&
+		qemu-img check "$d" >"$T/check" 2>&1 && grep -q 'No errors' "$T/check" &&
+		! grep -q ' 0.00% compressed clusters' "$T/check"
+	ok $? "-c -o $o: reads like the source, qemu-img check clean"
+done
+# writing into compressed clusters through the library: commit an overlay over them (each
+# partly rewritten cluster is copied out of its compressed form and the old bytes freed)
+cp "$C/text.raw" "$C/ref.raw"
+w="-c 'write -P 0x77 1000k 8k' -c 'write -P 0x78 2100k 100k' -c 'write -z 5M 64k' -c 'write -P 0x79 23M 4k'"
+{
+	qemu-img create -q -f qcow2 -b c.zlib.qcow2 -F qcow2 "$C/ov.qcow2" &&
+	eval qemu-io -f qcow2 "$w" "$C/ov.qcow2" && eval qemu-io -f raw "$w" "$C/ref.raw"
+} >/dev/null 2>&1
+run commit "$C/ov.qcow2"
+[ $rc -eq 0 ] && qemu-img compare -q "$C/ref.raw" "$C/c.zlib.qcow2" >"$T/err" 2>&1 &&
+	qemu-img check -q "$C/c.zlib.qcow2" >>"$T/err" 2>&1
+ok $? "-c: writes into compressed clusters (commit through the library) read back, check clean"
+# streamOptimized VMDK is compressed anyway; other targets refuse -c
+run convert -O vmdk --variant streamOptimized -c "$C/text.raw" "$C/s.vmdk"
+[ $rc -eq 0 ] && qemu-img compare -q "$C/text.raw" "$C/s.vmdk"
+ok $? "-c with a streamOptimized VMDK: accepted"
+for out in vhdx vdi raw vmdk; do
+	run convert -O $out -c "$C/text.raw" "$C/x.$out"
+	[ $rc -eq 1 ] && [ ! -e "$C/x.$out" ] && grep -qE "^vdimgctl: .*cannot convert: .*compress" "$T/err"
+	ok $? "-c -O $out: refused with a message, no DST"
+done
+
 # errors
 echo keep >"$T/exists.qcow2"
 run convert -O qcow2 "$S/src.raw" "$T/exists.qcow2"

@@ -106,6 +106,15 @@ struct vdimg_tool_ops {
 	 * -EOPNOTSUPP or -ENOSPC after a message saying why, or another negative errno. May be NULL
 	 */
 	int (*resize)(struct vdimg_image *img, u64 size, unsigned int flags);
+	/*
+	 * convert --compress: store the allocation unit at @off (a multiple of img->alloc_unit,
+	 * below img->size) compressed, where the image has nothing yet; @buf holds the whole unit,
+	 * zero-padded past img->size. May run in several threads at once (the compression runs
+	 * outside the image's lock). 1 when written compressed, 0 when it does not shrink (nothing
+	 * written: the caller writes it as plain data), -EEXIST when the image has something
+	 * there, or another negative errno. May be NULL
+	 */
+	int (*write_compressed)(struct vdimg_image *img, u64 off, const void *buf);
 };
 
 /* flags of ->resize() */

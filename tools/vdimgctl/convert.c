@@ -3,7 +3,9 @@
  * vdimgctl convert: copy what an image's whole chain reads into a new image of any format vdimg
  * creates, like `qemu-img convert`. Sparse: only the ranges the source map says hold data are read,
  * and blocks of them that read as zeros are not written, so the new image allocates only what has
- * data. Userspace only, offline.
+ * data. With --compress, every allocation unit of a format that can hold compressed ones (qcow2)
+ * is stored compressed when that makes it smaller, as qemu-img convert -c does. Userspace only,
+ * offline.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -74,6 +76,64 @@ static int convert_range(struct vdimg_chain *s, struct vdimg_chain *d, u8 *buf, 
 	return ret;
 }
 
+/* does [@off, @off + @len) of @s hold any data? */
+static int range_has_data(struct vdimg_chain *s, u64 off, u64 len, bool *data)
+{
+	struct map_entry e;
+	u64 end = off + len;
+	int ret = 0;
+
+	*data = false;
+	for (; off < end && !ret && !*data; off += e.length) {
+		ret = map_range(s, off, end - off, &e);
+		if (!ret)
+			*data = e.data;
+	}
+	return ret;
+}
+
+/*
+ * --compress: copy [@start, @end) of @s into @d an allocation unit (@unit bytes, which divides
+ * CONVERT_CHUNK) at a time: units that read as zeros are left out, the others go through
+ * ->write_compressed(), or as plain data when they do not shrink. @buf holds CONVERT_CHUNK bytes;
+ * the last unit of the disk is padded with zeros, as qemu does.
+ */
+static int convert_range_compressed(struct vdimg_chain *s, struct vdimg_chain *d, u8 *buf,
+				    u64 start, u64 end)
+{
+	struct vdimg_image *top = vdimg_chain_top(d);
+	int (*wc)(struct vdimg_image *, u64, const void *) =
+		vdimg_tool_ops(top->fmt)->write_compressed;
+	u32 unit = top->alloc_unit;
+	u64 pos, c;
+	size_t len;
+	bool data;
+	int ret = 0;
+
+	for (pos = start; pos < end && !ret; pos += len) {
+		len = min_t(u64, CONVERT_CHUNK, end - pos);
+		ret = range_has_data(s, pos, len, &data);
+		if (ret || !data)
+			continue;
+		ret = vdimg_chain_pread(s, buf, len, pos);
+		if (ret)
+			break;
+		memset(buf + len, 0, ALIGN(len, (size_t)unit) - len);
+		for (c = 0; c < len && !ret; c += unit) {
+			size_t n = min_t(size_t, unit, len - c);
+
+			if (all_zero(buf + c, n))
+				continue;
+			ret = wc(top, pos + c, buf + c);
+			if (!ret)	/* it does not shrink: plain data */
+				ret = write_sparse(d, buf + c, n, pos + c);
+			else if (ret == 1)
+				ret = 0;
+		}
+	}
+	return ret;
+}
+
 /*
  * The copy is split in stripes that worker threads take in turn: the library's chains take reads
  * and writes from several threads (each backend locks its own tables, writes lock the allocation
@@ -86,6 +146,7 @@ struct convert_job {
 	u64 done;		/* bytes of the stripes finished */
 	int ret;		/* the first error */
 	bool progress;
+	bool compress;		/* through ->write_compressed() of @d's top */
 };
 
 static void *convert_worker(void *arg)
@@ -103,7 +164,10 @@ static void *convert_worker(void *arg)
 		end = min_t(u64, start + CONVERT_STRIPE, job->s->size);
 		job->next = end;
 		pthread_mutex_unlock(&job->lock);
-		ret = convert_range(job->s, job->d, buf, start, end);
+		if (job->compress)
+			ret = convert_range_compressed(job->s, job->d, buf, start, end);
+		else
+			ret = convert_range(job->s, job->d, buf, start, end);
 		pthread_mutex_lock(&job->lock);
 		if (ret && !job->ret)
 			job->ret = ret;
@@ -117,9 +181,10 @@ static void *convert_worker(void *arg)
 }
 
 /* copy every data range of @s into the new, all-zero @d, with up to CONVERT_THREADS threads */
-static int convert_copy(struct vdimg_chain *s, struct vdimg_chain *d, bool progress)
+static int convert_copy(struct vdimg_chain *s, struct vdimg_chain *d, bool progress,
+			bool compress)
 {
-	struct convert_job job = { .s = s, .d = d, .progress = progress };
+	struct convert_job job = { .s = s, .d = d, .progress = progress, .compress = compress };
 	pthread_t tid[CONVERT_THREADS];
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	int i, nr = cpus < 1 ? 1 : (int)min_t(long, cpus, CONVERT_THREADS), started = 0;
@@ -158,9 +223,32 @@ static int convert_source_read(void *ctx, void *buf, size_t len, u64 off, bool *
 	return vdimg_chain_pread(s, buf, len, off);
 }
 
+/*
+ * Can --compress make a @fmt (@variant) image? qcow2 stores compressed clusters; a VMDK
+ * streamOptimized image is compressed anyway (its create writes the grains deflated).
+ */
+static int convert_compress_ok(const char *dst, u32 id, const struct vdimg_format *fmt,
+			       const char *variant)
+{
+	if (id == VDIMG_FMT_VMDK) {
+		if (variant && !strcmp(variant, "streamOptimized"))
+			return 0;
+		errmsg(dst, "cannot convert",
+		       "only streamOptimized VMDK images are compressed (--variant streamOptimized)");
+		return -EOPNOTSUPP;
+	}
+	if (!vdimg_tool_ops(fmt)->write_compressed) {
+		errmsg(dst, "cannot convert", "%s images cannot hold compressed data (qcow2 can)",
+		       fmt->name);
+		return -EOPNOTSUPP;
+	}
+	return 0;
+}
+
 static int convert_usage(void)
 {
-	printf("Usage: vdimgctl convert [-t FMT] [-O FMT] [--variant V] [-o OPTS] [-p] SRC DST\n\n"
+	printf("Usage: vdimgctl convert [-t FMT] [-O FMT] [--variant V] [-o OPTS] [-c] [-p]\n"
+	       "                        SRC DST\n\n"
 	       "Copy what SRC reads, through its whole chain, into DST, a new image of format\n"
 	       "FMT (default raw). Only data is copied: zeros and unallocated ranges stay\n"
 	       "unallocated in DST.\n\n"
@@ -169,6 +257,8 @@ static int convert_usage(void)
 	       " -O, --output-format FMT    format of DST (default: raw)\n"
 	       "     --variant V            variant of DST, as for create\n"
 	       " -o, --options OPTS         create options of DST, as for create\n"
+	       " -c, --compress             store DST's clusters compressed (qcow2; VMDK\n"
+	       "                            streamOptimized always is)\n"
 	       " -p, --progress             show progress on the terminal\n\n"
 	       "For more details see vdimgctl(8).\n");
 	return EXIT_OK;
@@ -182,6 +272,7 @@ int cmd_convert(int argc, char **argv)
 		{ "variant", required_argument, NULL, 'v' },
 		{ "options", required_argument, NULL, 'o' },
 		{ "progress", no_argument, NULL, 'p' },
+		{ "compress", no_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
@@ -192,9 +283,9 @@ int cmd_convert(int argc, char **argv)
 	const struct vdimg_format *fmt;
 	char **paths = NULL, *rest = NULL;
 	int ch, n = 0, ret, status = EXIT_FAIL;
-	bool progress = false, copied = false;
+	bool progress = false, copied = false, compress = false;
 
-	while ((ch = getopt_long(argc, argv, "t:O:o:ph", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "t:O:o:pch", opts, NULL)) != -1) {
 		switch (ch) {
 		case 't':
 			if (parse_format("convert", optarg, &format))
@@ -212,6 +303,9 @@ int cmd_convert(int argc, char **argv)
 			break;
 		case 'p':
 			progress = isatty(STDERR_FILENO);
+			break;
+		case 'c':
+			compress = true;
 			break;
 		case 'h':
 			return convert_usage();
@@ -232,6 +326,8 @@ int cmd_convert(int argc, char **argv)
 	if (options && create_parse_options("convert", options, &co, &rest))
 		return EXIT_FAIL;
 	co.options = rest;
+	if (compress && convert_compress_ok(dst, out_id, fmt, co.variant))
+		goto out_free;
 
 	if (chain_of(src, format, "cannot convert", &paths, &fmts, &n))
 		goto out_free;
@@ -254,8 +350,15 @@ int cmd_convert(int argc, char **argv)
 	}
 	lib_action("cannot convert");
 	ret = vdimg_chain_open(&d, &dst, 1, &out_id, VDIMG_CHAIN_ALLOW_RAW);
+	if (!ret && compress) {
+		u32 unit = vdimg_chain_top(d)->alloc_unit;
+
+		/* qcow2 clusters are 512 B to 2 MiB; the copy works in units of CONVERT_CHUNK */
+		if (!unit || !is_power_of_2(unit) || unit > CONVERT_CHUNK)
+			ret = -EOPNOTSUPP;
+	}
 	if (!ret)
-		ret = convert_copy(s, d, progress);
+		ret = convert_copy(s, d, progress, compress);
 	if (!ret)
 		ret = vdimg_chain_flush(d);
 	if (d) {

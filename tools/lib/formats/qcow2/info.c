@@ -167,4 +167,5 @@ const struct vdimg_tool_ops vdimg_qcow2_tool_ops = {
 	.data_file_ref = qcow2_data_file_ref,
 	.find_snapshot = qcow2_find_snapshot,
 	.resize = qcow2_resize,
+	.write_compressed = qcow2_write_compressed,
 };

@@ -11,6 +11,9 @@
 /* check.c */
 int qcow2_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_result *res);
 
+/* compress.c */
+int qcow2_write_compressed(struct vdimg_image *img, u64 off, const void *buf);
+
 /* create.c */
 int qcow2_create(struct vdimg_file *f, const struct vdimg_create_opts *opts);
 int qcow2_set_parent(struct vdimg_image *img, const char *path, struct vdimg_image *parent);
