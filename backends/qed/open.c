@@ -46,6 +46,8 @@ int qed_scan_tables(struct vdimg_image *img, bool fix, struct qed_scan *sc)
 	for (l1i = 0; l1i < q->l1_entries; l1i++) {
 		u64 t = q->l1[l1i];
 
+		if (sc->progress)
+			sc->progress(l1i, q->l1_entries);
 		if (!t)
 			continue;
 		if (!qed_table_ok(q, t)) {

@@ -115,6 +115,8 @@ struct qed_scan {
 	/* userspace check: one bit per cluster of the file, or NULL */
 	u8 *used;
 	u64 nclusters;
+	/* userspace check: called per L1 entry with (index, entries), or NULL */
+	void (*progress)(u64 done, u64 total);
 };
 
 /* ---- functions shared between the files of the backend ---- */

@@ -557,4 +557,41 @@ ok $? "resize --online: a -SIZE is refused"
 run resize --online /dev/vdimg0 2G
 [ $rc -eq 1 ] && grep -q "no-control: cannot open" "$T/err"
 ok $? "resize --online: no control device is reported"
+
+# check and compact -p: a progress line on stderr that only grows and ends at 100%; nothing extra
+# off a terminal without -p; on a terminal (script's pty) without -p too
+{
+	head -c $((1 << 20)) /dev/urandom >"$T/p.raw" &&
+	truncate -s 3G "$T/p.raw" &&
+	head -c $((1 << 20)) /dev/urandom | dd of="$T/p.raw" bs=1M seek=2048 conv=notrunc
+} 2>/dev/null
+# the percentages of the progress lines in $T/err, in order
+pcts() { tr '\r' '\n' <"$T/err" | sed -n 's|^    (\([0-9]*\)\.00/100%) '"$1"'$|\1|p'; }
+progress_ok() {
+	local p
+	p=$(pcts "$1")
+	[ "$(echo "$p" | head -1)" = 0 ] && [ "$(echo "$p" | tail -1)" = 100 ] &&
+		[ "$p" = "$(echo "$p" | sort -n)" ] &&
+		[ -z "$(tr '\r' '\n' <"$T/err" | grep -v '^$' | grep -v '^    ([0-9]*\.00/100%) ')" ]
+}
+for f in qcow2 vhdx vhd vdi vmdk qed; do
+	"$V" convert -O $f "$T/p.raw" "$T/p.$f" >/dev/null 2>&1
+	run check -p "$T/p.$f"
+	[ $rc -eq 0 ] && grep -q 'No errors' "$T/out" && progress_ok check
+	ok $? "check -p $f: progress from 0% up to 100% ($(pcts check | wc -l) lines)"
+	run check "$T/p.$f"
+	[ $rc -eq 0 ] && [ ! -s "$T/err" ]
+	ok $? "check $f off a terminal: no progress"
+done
+for f in vdi vmdk; do
+	run compact -p "$T/p.$f"
+	[ $rc -eq 0 ] && progress_ok compact
+	ok $? "compact -p $f: progress from 0% up to 100% ($(pcts compact | wc -l) lines)"
+	run compact "$T/p.$f"
+	[ $rc -eq 0 ] && ! grep -q '/100%' "$T/err"
+	ok $? "compact $f off a terminal: no progress"
+done
+script -qec "'$V' check '$T/p.qcow2'" /dev/null >"$T/tty" 2>&1
+grep -q '(100.00/100%) check' "$T/tty" && grep -q 'No errors' "$T/tty"
+ok $? "check on a terminal shows progress without -p"
 ktap_end

@@ -4,6 +4,7 @@
  */
 #include <stddef.h>
 #include "tool-ops.h"
+#include "chain.h"
 
 static const struct vdimg_tool_ops *const vdimg_all_tool_ops[] = {
 	&vdimg_raw_tool_ops,
@@ -21,6 +22,17 @@ static const struct vdimg_tool_ops *const vdimg_all_tool_ops[] = {
 };
 
 static const struct vdimg_tool_ops vdimg_no_tool_ops;
+
+void vdimg_tool_progress(const char *what, u32 part, u32 parts, u64 done, u64 total)
+{
+	u64 scale = 10000, d;
+
+	if (!vdimg_chain_progress || !parts || part >= parts)
+		return;
+	d = (u64)part * scale + (total && done < total ? done * scale / total : 0);
+	if (d < (u64)parts * scale)
+		vdimg_chain_progress(what, d, (u64)parts * scale);
+}
 
 const struct vdimg_tool_ops *vdimg_tool_ops(const struct vdimg_format *fmt)
 {

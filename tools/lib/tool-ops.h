@@ -117,6 +117,20 @@ struct vdimg_tool_ops {
 	int (*write_compressed)(struct vdimg_image *img, u64 off, const void *buf);
 };
 
+/**
+ * vdimg_tool_progress() - report how far a long tool operation (check, compact) is
+ * @what: "check" or "compact", as the progress line shows it
+ * @part: the operation is @parts equal shares (phases, extents): this is share @part (0-based)
+ * @parts: >= 1
+ * @done: how far share @part is, out of @total (done < total; 0 with total 0 is fine)
+ * @total: units of share @part
+ *
+ * Calls vdimg_chain_progress (tools/lib/chain.h) when set; never with the whole job done: the
+ * caller of ->check() or ->compact() (vdimgctl) shows the start and the end, so a backend calls
+ * this at a cheap point of each unit (an L2 table, a block of the BAT) before working on it.
+ */
+void vdimg_tool_progress(const char *what, u32 part, u32 parts, u64 done, u64 total);
+
 /* flags of ->resize() */
 #define VDIMG_RESIZE_SHRINK	(1U << 0)
 

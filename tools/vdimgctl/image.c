@@ -10,8 +10,10 @@
 #include <getopt.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <sys/stat.h>
 #include "vdimgctl.h"
+#include "chain.h"
 
 /* @flags: VDIMG_OPEN_READ_ONLY, VDIMG_OPEN_REPAIR (check --repair) or 0 (compact) */
 int offline_open(struct vdimg_path_image *o, const char *path, u32 format, unsigned int flags,
@@ -441,13 +443,64 @@ out_free:
 	return status;
 }
 
+/* ---- progress ---- */
+
+/* the percentage on the progress line being written, -1 when no line is open */
+static int progress_last = -1;
+
+void progress_print(const char *what, u64 done, u64 total)
+{
+	int pct = total ? (int)(done * 100 / total) : 100;
+
+	if (pct == progress_last)
+		return;
+	progress_last = pct;
+	fprintf(stderr, "\r    (%d.00/100%%) %s", pct, what);
+	if (done >= total) {
+		fputc('\n', stderr);
+		progress_last = -1;
+	}
+}
+
+/* -p: progress even when stderr is not a terminal (as qemu-img -p) */
+static bool progress_forced;
+
+static void progress_setup(void)
+{
+	vdimg_chain_progress = progress_forced || isatty(STDERR_FILENO) ? progress_print : NULL;
+}
+
+/*
+ * check and compact: the backend reports the steps in between (vdimg_tool_progress()); the start
+ * and, when it worked, the end are shown here. A failure ends the line so the message stands alone.
+ */
+static void progress_begin(const char *what)
+{
+	progress_setup();
+	if (vdimg_chain_progress)
+		vdimg_chain_progress(what, 0, 1);
+}
+
+static void progress_end(const char *what, bool ok)
+{
+	if (!vdimg_chain_progress)
+		return;
+	if (ok) {
+		vdimg_chain_progress(what, 1, 1);
+	} else if (progress_last >= 0) {
+		fputc('\n', stderr);
+		progress_last = -1;
+	}
+}
+
 /* ---- check ---- */
 
 static int check_usage(void)
 {
-	printf("Usage: vdimgctl check [-t FMT] [--repair] [--json] IMAGE\n\n"
+	printf("Usage: vdimgctl check [-t FMT] [--repair] [--json] [-p] IMAGE\n\n"
 	       "Check the metadata of an image (and with --repair, fix what can be fixed).\n"
-	       "Exit status 1 when errors remain.\n\n"
+	       "Exit status 1 when errors remain. Progress shows on stderr when it is a\n"
+	       "terminal, or always with -p (--progress).\n\n"
 	       "For more details see vdimgctl(8).\n");
 	return EXIT_OK;
 }
@@ -458,6 +511,7 @@ int cmd_check(int argc, char **argv)
 		{ "repair", no_argument, NULL, 'r' },
 		{ "json", no_argument, NULL, 'J' },
 		{ "format", required_argument, NULL, 't' },
+		{ "progress", no_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
@@ -469,8 +523,11 @@ int cmd_check(int argc, char **argv)
 	const char *path;
 	int c, ret;
 
-	while ((c = getopt_long(argc, argv, "rJt:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "rJt:ph", opts, NULL)) != -1) {
 		switch (c) {
+		case 'p':
+			progress_forced = true;
+			break;
 		case 'r':
 			repair = true;
 			break;
@@ -498,6 +555,7 @@ int cmd_check(int argc, char **argv)
 		return EXIT_FAIL;
 	}
 	lib_action("check");
+	progress_begin("check");
 	ret = vdimg_tool_ops(o.img.fmt)->check(&o.img, repair ? VDIMG_CHECK_REPAIR : 0, &res);
 	if (!ret && repair) {
 		lib_action("cannot write the repairs");
@@ -506,6 +564,7 @@ int cmd_check(int argc, char **argv)
 		if (!ret)
 			ret = vdimg_file_sync(o.img.file);
 	}
+	progress_end("check", !ret);
 	if (ret) {
 		if (!lib_reported)
 			errmsg(path, "cannot check", "%s", strerror(-ret));
@@ -544,9 +603,10 @@ int cmd_check(int argc, char **argv)
 
 static int compact_usage(void)
 {
-	printf("Usage: vdimgctl compact [-t FMT] IMAGE\n\n"
+	printf("Usage: vdimgctl compact [-t FMT] [-p] IMAGE\n\n"
 	       "Give unused space in an image back (drop all-zero blocks, move the last blocks into\n"
-	       "holes, shorten the file). Offline: the image must not be attached.\n\n"
+	       "holes, shorten the file). Offline: the image must not be attached. Progress shows\n"
+	       "on stderr when it is a terminal, or always with -p (--progress).\n\n"
 	       "See vdimgctl(8).\n");
 	return EXIT_OK;
 }
@@ -555,6 +615,7 @@ int cmd_compact(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "format", required_argument, NULL, 't' },
+		{ "progress", no_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
@@ -565,8 +626,11 @@ int cmd_compact(int argc, char **argv)
 	u64 before;
 	int c, ret;
 
-	while ((c = getopt_long(argc, argv, "t:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "t:ph", opts, NULL)) != -1) {
 		switch (c) {
+		case 'p':
+			progress_forced = true;
+			break;
 		case 't':
 			if (parse_format("compact", optarg, &format))
 				return EXIT_FAIL;
@@ -589,11 +653,13 @@ int cmd_compact(int argc, char **argv)
 	}
 	before = fstat(o.fd, &st) ? 0 : (u64)st.st_size;
 	lib_action("cannot compact");
+	progress_begin("compact");
 	ret = vdimg_tool_ops(o.img.fmt)->compact(&o.img);
 	if (!ret && o.img.fmt->flush)
 		ret = o.img.fmt->flush(&o.img);
 	if (!ret)
 		ret = vdimg_file_sync(o.img.file);
+	progress_end("compact", !ret);
 	if (ret) {
 		if (!lib_reported)
 			errmsg(path, "cannot compact", "%s", strerror(-ret));
@@ -609,8 +675,6 @@ int cmd_compact(int argc, char **argv)
 
 /* ---- chains: info --chain, commit, rebase ---- */
 
-#include <libgen.h>
-#include "chain.h"
 
 /* While set, library messages are collected here instead of printed (link checks). */
 static char captured[1024];
@@ -637,28 +701,6 @@ static int link_check(struct vdimg_image *child, struct vdimg_image *parent)
 	return !ret;
 }
 
-void progress_print(const char *what, u64 done, u64 total)
-{
-	static int last = -1;
-	int pct = total ? (int)(done * 100 / total) : 100;
-
-	if (pct == last)
-		return;
-	last = pct;
-	fprintf(stderr, "\r    (%d.00/100%%) %s", pct, what);
-	if (done >= total) {
-		fputc('\n', stderr);
-		last = -1;
-	}
-}
-
-/* -p: progress even when stderr is not a terminal (as qemu-img -p) */
-static bool progress_forced;
-
-static void progress_setup(void)
-{
-	vdimg_chain_progress = progress_forced || isatty(STDERR_FILENO) ? progress_print : NULL;
-}
 
 /* Resolve @path's chain, base first; 0 or -errno after a message ("<path>: <action>: ..."). */
 int chain_of(const char *path, u32 format, const char *action, char ***paths, u32 **fmts,

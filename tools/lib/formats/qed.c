@@ -221,11 +221,16 @@ static int qed_create(struct vdimg_file *f, const struct vdimg_create_opts *opts
 	return ret;
 }
 
+static void qed_check_progress(u64 done, u64 total)
+{
+	vdimg_tool_progress("check", 0, 1, done, total);
+}
+
 static int qed_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_result *res)
 {
 	struct qed *q = QD(img);
 	bool repair = flags & VDIMG_CHECK_REPAIR;
-	struct qed_scan sc = { 0 };
+	struct qed_scan sc = { .progress = qed_check_progress };
 	u64 fsize, c, last_used = 0;
 	int ret;
 

@@ -161,6 +161,9 @@ static int vdi_pack(struct vdi *v, bool zeros, u64 *moved, u64 *unmapped)
 	struct vdimg_image *img = v->img;
 	u32 buflen = min_t(u32, v->block_size, 1U << 20);
 	u32 *owner = NULL, blk, lo, hi, used = 0;
+	/* compact: the zero scan is the first half of the work; both: moving blocks */
+	const char *what = zeros ? "compact" : "check";
+	u32 parts = zeros ? 2 : 1;
 	u8 *buf;
 	int ret = 0;
 
@@ -178,6 +181,7 @@ static int vdi_pack(struct vdi *v, bool zeros, u64 *moved, u64 *unmapped)
 		u64 done;
 		bool all_zero = true;
 
+		vdimg_tool_progress(what, 0, parts, blk, v->nr_blocks);
 		if (!vdi_allocated(e))
 			continue;
 		for (done = 0; all_zero && done < v->block_size; done += buflen) {
@@ -213,6 +217,8 @@ static int vdi_pack(struct vdi *v, bool zeros, u64 *moved, u64 *unmapped)
 			hi--;
 		if (lo >= hi)
 			break;
+		/* done when the first hole and the last block meet */
+		vdimg_tool_progress(what, parts - 1, parts, lo + (v->next_slot - hi), v->next_slot);
 		ret = vdi_move_block(v, owner[hi - 1], hi - 1, lo, buf, buflen);
 		if (ret)
 			goto unlock;

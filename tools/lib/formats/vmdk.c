@@ -1007,7 +1007,7 @@ static int vmdk_check_fix(struct vmdk_sparse *v, u64 fsize, __le32 *gt, __le32 *
  * is cut off. What it cannot fix (overlaps, a GT only the redundant GD links) stays an error.
  */
 static int vmdk_check_sparse(struct vmdk_sparse *v, unsigned int flags,
-			     struct vdimg_check_result *res)
+			     struct vdimg_check_result *res, u32 part, u32 parts)
 {
 	struct vdimg_image *img = v->img;
 	bool repair = (flags & VDIMG_CHECK_REPAIR) && v->writable;
@@ -1029,6 +1029,8 @@ static int vmdk_check_sparse(struct vmdk_sparse *v, unsigned int flags,
 	vdimg_mutex_lock(&v->lock);
 	for (gi = 0; gi < v->nr_gts && !ret; gi++) {
 		u32 r = v->rgd ? v->rgd[gi] : 0;
+
+		vdimg_tool_progress("check", part, parts, gi, v->nr_gts);
 
 		if (!v->gd[gi]) {
 			if (r) {
@@ -1131,7 +1133,8 @@ static int vmdk_check(struct vdimg_image *img, unsigned int flags, struct vdimg_
 	for (i = 0; !ret && i < vm->nr_ext; i++)
 		if (vm->ext[i].sp)	/* COWD: report only, repair knows KDMV headers */
 			ret = vmdk_check_sparse(vm->ext[i].sp, vm->ext[i].sp->cowd ?
-						flags & ~VDIMG_CHECK_REPAIR : flags, res);
+						flags & ~VDIMG_CHECK_REPAIR : flags, res, i,
+						vm->nr_ext);
 	return ret;
 }
 
@@ -1346,7 +1349,7 @@ static int vmdk_put_gt(struct vmdk_sparse *v, u32 gi, const __le32 *gt)
  * the grain area, the last grains move into the holes and the file is cut after the last one.
  * A grain is copied and synced before its entry points at it: a crash leaves a leak at worst.
  */
-static int vmdk_compact_sparse(struct vmdk_sparse *v, bool has_parent)
+static int vmdk_compact_sparse(struct vmdk_sparse *v, bool has_parent, u32 part, u32 parts)
 {
 	u64 gb = v->grain_bytes, area = v->overhead, nslots, lo, hi, g, *owner = NULL;
 	u32 zero_val = has_parent ? (v->zero_grain ? VMDK_GTE_ZERO : U32_MAX) : VMDK_GTE_UNALLOC;
@@ -1371,6 +1374,8 @@ static int vmdk_compact_sparse(struct vmdk_sparse *v, bool has_parent)
 	for (gi = 0; gi < v->nr_gts && !ret; gi++) {
 		bool changed = false;
 
+		/* each extent: reading every grain (zeros), then moving grains (the 2nd half) */
+		vdimg_tool_progress("compact", 2 * part, 2 * parts, gi, v->nr_gts);
 		if (!v->gd[gi])
 			continue;
 		if ((u64)v->gd[gi] * VMDK_SECTOR >= area ||
@@ -1412,6 +1417,7 @@ static int vmdk_compact_sparse(struct vmdk_sparse *v, bool has_parent)
 			lo++;
 		if (lo + 1 >= hi)
 			break;
+		vdimg_tool_progress("compact", 2 * part + 1, 2 * parts, lo + (nslots - hi), nslots);
 		g = owner[hi - 1] - 1;
 		gi = g >> 32;
 		ti = (u32)g;
@@ -1458,7 +1464,7 @@ static int vmdk_compact(struct vdimg_image *img)
 
 		if (!sp || sp->compressed || sp->cowd || !sp->writable)
 			continue;
-		ret = vmdk_compact_sparse(sp, vm->has_parent);
+		ret = vmdk_compact_sparse(sp, vm->has_parent, i, vm->nr_ext);
 	}
 	return ret;
 }

@@ -54,6 +54,9 @@ static int qcow2_ck_l1(struct qcow2_ck *ck, const u64 *l1, u32 l1_size)
 	for (i = 0; i < l1_size; i++) {
 		u64 l2off = l1[i] & QCOW2_OFFSET_MASK;
 
+		/* the active tables are the first half of check's work, the refcounts the other */
+		if (l1 == q->l1)
+			vdimg_tool_progress("check", 0, 2, i, l1_size);
 		if (!l2off)
 			continue;
 		if (l2off & (q->cluster_size - 1) || (l1[i] & QCOW2_L1_RESERVED)) {
@@ -405,6 +408,9 @@ int qcow2_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_
 	for (idx = 0; idx < max(ck.n, min(covered, ck.n + (1ULL << q->rb_bits))); idx++) {
 		u64 want = idx < ck.n ? ck.cnt[idx] : 0;
 
+		if (!(idx & ((1ULL << q->rb_bits) - 1)))	/* a refcount block */
+			vdimg_tool_progress("check", 1, 2, idx,
+					    max(ck.n, min(covered, ck.n + (1ULL << q->rb_bits))));
 		ret = qcow2_rc_get(img, idx, &rc);
 		if (ret)
 			goto out;

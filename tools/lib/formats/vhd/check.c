@@ -63,6 +63,8 @@ int vhd_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_re
 		}
 	}
 	for (blk = 0; v->type != VHD_TYPE_FIXED && blk < v->nr_blocks; blk++) {
+		if (!(blk % 128))	/* a sector of the BAT */
+			vdimg_tool_progress("check", 0, 1, blk, v->nr_blocks);
 		if (!(v->state[blk] & VHD_BLK_BAD))
 			continue;
 		bad++;

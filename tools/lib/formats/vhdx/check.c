@@ -20,6 +20,9 @@ int vhdx_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_r
 		u64 e = vhdx_bat(v, i);
 		bool sb = (i % (v->chunk_ratio + 1)) == v->chunk_ratio;
 
+		if (!(i % 512))		/* 4 KiB of the BAT */
+			vdimg_tool_progress("check", 0, 1, i, v->nr_entries);
+
 		if (sb && vhdx_state(e) == VHDX_SB_PRESENT && v->diff)
 			used_end = max(used_end, vhdx_off(e) + VHDX_SB_BLOCK);
 		if (!sb && (vhdx_state(e) == VHDX_PAYLOAD_FULLY_PRESENT ||
