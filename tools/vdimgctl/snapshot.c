@@ -19,12 +19,14 @@
 
 static int snapshot_usage(void)
 {
-	printf("Usage: vdimgctl snapshot [-t FMT] [-o OPTS] [--force] DEV FILE\n\n"
+	printf("Usage: vdimgctl snapshot [-t FMT] [--variant V] [-o OPTS] [--force] DEV FILE\n\n"
 	       "Take a live snapshot of an attached device: create FILE (which must not exist) as a\n"
 	       "differencing image over the device's current top layer and make it the new top. The\n"
 	       "old top keeps the device's contents as they were and becomes read-only.\n\n"
-	       " -t, --format FMT     format of FILE: vhd, vhdx, vdi, qcow2 or qed (default: the top's\n"
-	       "                      format when it can have a parent, else qcow2)\n"
+	       " -t, --format FMT     format of FILE: vhd, vhdx, vdi, qcow2, qed or vmdk (default: the\n"
+	       "                      top's format when it can have a parent, else qcow2)\n"
+	       "     --variant V      variant of FILE that can be a child: differencing, or for vmdk\n"
+	       "                      monolithicSparse (default for a vmdk FILE)\n"
 	       " -o, --options OPTS   creation options as for create (block_size=N, ...)\n"
 	       "     --force          do not let the kernel check FILE's parent link\n\n"
 	       "For more details see vdimgctl(8).\n");
@@ -66,6 +68,46 @@ static bool snapshot_can_parent(u32 id)
 	       id == VDIMG_FMT_QCOW2 || id == VDIMG_FMT_QED;
 }
 
+/* VMDK variants create knows that can have a parent; the first is one file, the rest are not */
+static const char *const vmdk_child_variants[] = { "monolithicSparse", "seSparse", "vmfsSparse" };
+
+static bool is_vmdk_child_variant(const char *v)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(vmdk_child_variants); i++)
+		if (!strcmp(v, vmdk_child_variants[i]))
+			return true;
+	return false;
+}
+
+/*
+ * Can a live snapshot of format @id be of variant @v (as create names them)? The kernel takes the
+ * new top as one file, so the child must be a differencing image in one file: "differencing" for
+ * the formats whose children are that variant, "monolithicSparse" for VMDK. 0, or -1 after a
+ * message.
+ */
+static int snapshot_variant_ok(const char *path, u32 id, const char *v)
+{
+	if (id == VDIMG_FMT_VMDK) {
+		if (!strcmp(v, "monolithicSparse"))
+			return 0;
+		if (is_vmdk_child_variant(v))
+			errmsg(path, "cannot create",
+			       "a %s VMDK keeps its grains in a separate extent file, which a live snapshot cannot hand to the kernel (monolithicSparse can)",
+			       v);
+		else
+			errmsg(path, "cannot create",
+			       "a %s VMDK cannot be a child (monolithicSparse can)", v);
+		return -1;
+	}
+	if (!strcmp(v, "differencing"))
+		return 0;
+	errmsg(path, "cannot create", "a %s %s image cannot be a child (differencing can)", v,
+	       vdimg_format_name(id) ?: "such");
+	return -1;
+}
+
 /* Create @path as a child of @parent_path. 0, or -errno after a message. */
 static int snapshot_create(const char *dev, const char *path, const struct vdimg_format *fmt,
 			   const char *parent_path, u32 parent_fmt, struct vdimg_create_opts *co)
@@ -88,15 +130,16 @@ static int snapshot_create(const char *dev, const char *path, const struct vdimg
 
 int cmd_snapshot(int argc, char **argv)
 {
-	enum { OPT_FORCE = 256 };
+	enum { OPT_FORCE = 256, OPT_VARIANT };
 	static const struct option opts[] = {
 		{ "format", required_argument, NULL, 't' },
+		{ "variant", required_argument, NULL, OPT_VARIANT },
 		{ "options", required_argument, NULL, 'o' },
 		{ "force", no_argument, NULL, OPT_FORCE },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
-	const char *fmtname = NULL, *options = NULL, *devarg, *path;
+	const char *fmtname = NULL, *options = NULL, *variant = NULL, *devarg, *path;
 	char *rest = NULL, *top_path = NULL, *top_fmt = NULL, devnode[512];
 	const struct vdimg_format *fmt, *pfmt;
 	struct vdimg_create_opts co;
@@ -117,6 +160,9 @@ int cmd_snapshot(int argc, char **argv)
 		case OPT_FORCE:
 			force = true;
 			break;
+		case OPT_VARIANT:
+			variant = optarg;
+			break;
 		case 'h':
 			return snapshot_usage();
 		default:
@@ -134,7 +180,7 @@ int cmd_snapshot(int argc, char **argv)
 		fmt = vdimg_format_by_name(fmtname);
 		if (!fmt)
 			return usage_error("snapshot", "unknown format '%s'", fmtname);
-		if (!snapshot_can_parent(fmt->id)) {
+		if (!snapshot_can_parent(fmt->id) && fmt->id != VDIMG_FMT_VMDK) {
 			errmsg(path, "cannot create", "%s images cannot have a parent", fmt->name);
 			return EXIT_FAIL;
 		}
@@ -158,8 +204,13 @@ int cmd_snapshot(int argc, char **argv)
 		       top_fmt);
 		goto out;
 	}
+	/* a VMDK variant asks for a VMDK child (a VMDK top gets a qcow2 one otherwise) */
+	if (id == VDIMG_FMT_AUTO && variant && is_vmdk_child_variant(variant))
+		id = VDIMG_FMT_VMDK;
 	if (id == VDIMG_FMT_AUTO)
 		id = snapshot_can_parent(pfmt->id) ? pfmt->id : VDIMG_FMT_QCOW2;
+	if (variant && snapshot_variant_ok(path, id, variant))
+		goto out;
 	fmt = vdimg_format_by_id(id);
 	if (!fmt || !vdimg_tool_ops(fmt)->create) {
 		errmsg(path, "cannot create", "vdimgctl cannot create %s images",
@@ -187,6 +238,8 @@ int cmd_snapshot(int argc, char **argv)
 		if (options && create_parse_options("snapshot", options, &co, &rest))
 			goto out;
 		co.options = rest;
+		/* the formats' create takes "differencing" implied by the parent, not by name */
+		co.variant = id == VDIMG_FMT_VMDK ? variant : NULL;
 		/* the backend writes its metadata on a flush: make the parent's current state durable */
 		fd = open(devnode, O_RDONLY | O_CLOEXEC);
 		if (fd < 0 || fsync(fd)) {
