@@ -558,6 +558,93 @@ run resize --online /dev/vdimg0 2G
 [ $rc -eq 1 ] && grep -q "no-control: cannot open" "$T/err"
 ok $? "resize --online: no control device is reported"
 
+# snapshot --variant (fake sysfs above: vdimg0 has a vhd top, vdimg12 a qcow2 one): variants that
+# cannot be a one-file child are refused before the control device is opened
+run snapshot --variant fixed /dev/vdimg0 "$T/s.vhd"
+[ $rc -eq 1 ] && grep -qx "vdimgctl: $T/s.vhd: cannot create: a fixed vhd image cannot be a child (differencing can)" "$T/err" && [ ! -e "$T/s.vhd" ]
+ok $? "snapshot --variant fixed: refused, a fixed image cannot be a child"
+run snapshot --variant seSparse /dev/vdimg12 "$T/s.vmdk"
+[ $rc -eq 1 ] && grep -q "a seSparse VMDK keeps its grains in a separate extent file" "$T/err" && [ ! -e "$T/s.vmdk" ]
+ok $? "snapshot --variant seSparse: refused, its extent file cannot go to the kernel"
+run snapshot -t vmdk --variant streamOptimized /dev/vdimg12 "$T/s.vmdk"
+[ $rc -eq 1 ] && grep -q "a streamOptimized VMDK cannot be a child (monolithicSparse can)" "$T/err"
+ok $? "snapshot -t vmdk --variant streamOptimized: refused"
+for v in "--variant monolithicSparse" "-t vmdk" "--variant differencing"; do
+	run snapshot $v /dev/vdimg12 "$T/s.img"
+	[ $rc -eq 1 ] && grep -q "no-control: cannot open" "$T/err" && [ ! -e "$T/s.img" ]
+	ok $? "snapshot $v: accepted (up to the missing control device)"
+done
+
+# images on block devices (a qcow2 on an LV, as oVirt keeps them): a loop device stands in for
+# the LV; info, check, map, convert and attach take it as the named image, writes from the library
+# and parents that an image names as a block device are refused
+B=$T/blk
+mkdir -p "$B"
+if command -v qemu-img >/dev/null && qemu-img create -q -f qcow2 "$B/img.qcow2" 256M &&
+	qemu-io -f qcow2 -c 'write -P 9 0 4M' -c 'write -P 8 100M 1M' "$B/img.qcow2" >/dev/null &&
+	truncate -s 64M "$B/lv" && dd if="$B/img.qcow2" of="$B/lv" conv=notrunc status=none &&
+	LV=$(losetup -f --show "$B/lv" 2>/dev/null) && [ -b "$LV" ]; then
+	run info "$LV"
+	[ $rc -eq 0 ] && grep -qx 'format: qcow2' "$T/out" && grep -q '^virtual size: 256 MiB' "$T/out"
+	ok $? "a qcow2 on a block device: info"
+	run check "$LV"
+	[ $rc -eq 0 ] && grep -q 'No errors' "$T/out"
+	ok $? "a qcow2 on a block device: check (the device's size is not the image's end)"
+	run map "$LV"
+	[ $rc -eq 0 ] && grep -qE "^0x6400000 +0x100000 +0x[0-9a-f]+ +$LV\$" "$T/out"
+	ok $? "a qcow2 on a block device: map names the device"
+	run convert "$LV" "$B/out.raw"
+	[ $rc -eq 0 ] && qemu-img compare -q "$B/img.qcow2" "$B/out.raw"
+	ok $? "a qcow2 on a block device: convert reads it like the file"
+	run attach --dry-run "$LV"
+	[ $rc -eq 0 ] && grep -qx "layer 0: $LV (format auto, read-write)" "$T/out"
+	ok $? "a qcow2 on a block device: attach takes it (the kernel reads and writes it)"
+	for c in "check --repair" compact; do
+		run $c "$LV"
+		[ $rc -eq 1 ] && grep -qx "vdimgctl: $LV: cannot ${c%% *}: a block device is only opened read-only here" "$T/err"
+		ok $? "a qcow2 on a block device: $c refused with a message"
+	done
+	qemu-img create -q -f qcow2 -b "$LV" -F qcow2 "$B/child.qcow2"
+	run info --chain "$B/child.qcow2"
+	[ $rc -eq 1 ] && grep -q "$LV: cannot open: is a block device, which is a layer only when named by the user" "$T/err"
+	ok $? "a parent an image names as a block device is refused with a message"
+	run attach --dry-run --chain "$LV,$B/child.qcow2"
+	[ $rc -eq 0 ] && grep -qx "layer 0: $LV (format auto, read-only)" "$T/out"
+	ok $? "attach --chain: a block device the user names is a parent"
+	"$V" convert -O vhd "$B/img.qcow2" "$B/img.vhd" >/dev/null 2>&1 &&
+		dd if="$B/img.vhd" of="$LV" conv=notrunc status=none
+	run attach --dry-run "$LV"
+	[ $rc -eq 1 ] && grep -q "a vhd image on a block device is attached only read-only" "$T/err"
+	ok $? "a VHD on a block device: a writable attach is refused (its footer is at the end)"
+	run attach --dry-run -r "$LV"
+	[ $rc -eq 0 ] && grep -qx "layer 0: $LV (format auto, read-only)" "$T/out"
+	ok $? "a VHD on a block device: a read-only attach is accepted"
+	losetup -d "$LV"
+else
+	for d in info check map convert attach "check --repair" compact parent "attach --chain" \
+		"vhd read-write" "vhd read-only"; do
+		skip "a qcow2 on a block device: $d" "no qemu-img or no loop device (root, loop driver)"
+	done
+fi
+# the qcow2 allocator takes the end of the image from its refcounts, not from the size of what
+# holds it: a 1 GiB file holding 10 MiB (an LV bigger than its image) gets new clusters at ~10 MiB
+if command -v qemu-img >/dev/null; then
+	{
+		qemu-img create -q -f qcow2 "$B/lvsized.qcow2" 2G &&
+		qemu-io -f qcow2 -c 'write -P 9 0 10M' "$B/lvsized.qcow2" &&
+		truncate -s 1G "$B/lvsized.qcow2" &&
+		qemu-img create -q -f qcow2 -b lvsized.qcow2 -F qcow2 "$B/top.qcow2" &&
+		qemu-io -f qcow2 -c 'write -P 7 1G 1M' "$B/top.qcow2"
+	} >/dev/null 2>&1
+	run commit "$B/top.qcow2"
+	off=$("$V" map "$B/lvsized.qcow2" 2>/dev/null | awk '$1 == "0x40000000" { print $3 }')
+	[ $rc -eq 0 ] && [ -n "$off" ] && [ $((off)) -lt $((12 << 20)) ] &&
+		qemu-img check -q "$B/lvsized.qcow2"
+	ok $? "qcow2 in a 1 GiB container holding 10 MiB: a new cluster lands at ${off:-?}, not past 1 GiB"
+else
+	skip "qcow2 allocation ignores the container's size" "no qemu-img"
+fi
+
 # check and compact -p: a progress line on stderr that only grows and ends at 100%; nothing extra
 # off a terminal without -p; on a terminal (script's pty) without -p too
 {

@@ -329,8 +329,16 @@ static int chain_open_layer(struct vdimg_chain *c, int i, const u32 *formats,
 		vdimg_err(img, "is a directory");
 		return -EISDIR;
 	}
-	if (!S_ISREG(st.st_mode)) {
-		vdimg_err(img, "not a regular file");
+	/*
+	 * A block device (an image kept on an LV or a LUN) is a layer the chain only reads; a
+	 * writable one would need every format to find its end from its metadata, not the device
+	 */
+	if (S_ISBLK(st.st_mode) && i == c->rw) {
+		vdimg_err(img, "is a block device: the library writes only into regular files");
+		return -EINVAL;
+	}
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		vdimg_err(img, "not a regular file or a block device");
 		return -EINVAL;
 	}
 	l->file = vdimg_file_from_fd(l->fd);
@@ -863,8 +871,14 @@ static int resolve_open(const char *path, u32 format, struct vdimg_path_image *o
 
 	ret = vdimg_open_path(o, path, format, VDIMG_OPEN_READ_ONLY | VDIMG_OPEN_HAS_CHILD |
 			      VDIMG_PATH_REGULAR | (quiet ? VDIMG_PATH_BUILT_IN : 0) | oflags);
-	if (o->failed == VDIMG_PATH_NOT_REGULAR)
+	if (o->failed == VDIMG_PATH_NOT_REGULAR) {
+		if (!quiet && S_ISBLK(o->st.st_mode)) {
+			struct vdimg_image tmp = { .name = path };
+
+			vdimg_err(&tmp, "is a block device, which is a layer only when named by the user (attach --chain), not by an image");
+		}
 		return -EINVAL;
+	}
 	if (o->failed == VDIMG_PATH_NO_FILE && !quiet) {
 		struct vdimg_image tmp = { .name = path };
 
@@ -953,7 +967,11 @@ int vdimg_chain_resolve_flags(const char *top, u32 top_format, char ***paths_out
 		struct vdimg_image *img = &o.img;
 		char *next = NULL;
 
-		ret = resolve_open(cur, fmt, &o, false, oflags);
+		/*
+		 * the image the caller names may be a block device (an LV, a LUN); a parent path
+		 * recorded in an image may not (no image makes us read a disk it names)
+		 */
+		ret = resolve_open(cur, fmt, &o, false, oflags | (n ? 0 : VDIMG_PATH_BLOCK_OK));
 		seen[n] = o.st;
 		if (ret)
 			goto fail;

@@ -20,7 +20,9 @@ int vdimg_open_path(struct vdimg_path_image *o, const char *path, u32 format, un
 		o->failed = VDIMG_PATH_NO_FILE;
 		return -errno;
 	}
-	if ((flags & VDIMG_PATH_REGULAR) && (fstat(o->fd, &o->st) || !S_ISREG(o->st.st_mode))) {
+	if ((flags & VDIMG_PATH_REGULAR) &&
+	    (fstat(o->fd, &o->st) || !(S_ISREG(o->st.st_mode) ||
+					((flags & VDIMG_PATH_BLOCK_OK) && S_ISBLK(o->st.st_mode))))) {
 		ret = S_ISDIR(o->st.st_mode) ? -EISDIR : -EINVAL;
 		o->failed = VDIMG_PATH_NOT_REGULAR;
 		goto close_fd;
@@ -45,7 +47,8 @@ int vdimg_open_path(struct vdimg_path_image *o, const char *path, u32 format, un
 		format = id;
 	}
 	devices = flags & VDIMG_PATH_DEVICE_EXTENTS;
-	flags &= ~(VDIMG_PATH_REGULAR | VDIMG_PATH_BUILT_IN | VDIMG_PATH_DEVICE_EXTENTS);
+	flags &= ~(VDIMG_PATH_REGULAR | VDIMG_PATH_BUILT_IN | VDIMG_PATH_DEVICE_EXTENTS |
+		   VDIMG_PATH_BLOCK_OK);
 	if (format == VDIMG_FMT_AUTO)
 		flags |= VDIMG_OPEN_ALLOW_RAW;
 	/* the extent files a descriptor names (VMDK), opened in the image's mode */

@@ -72,6 +72,8 @@ struct vdimg_path_image {
 #define VDIMG_PATH_BUILT_IN	(1U << 17)
 /* absolute extent paths naming block devices are opened (VDIMG_CHAIN_DEVICE_EXTENTS) */
 #define VDIMG_PATH_DEVICE_EXTENTS (1U << 18)
+/* with VDIMG_PATH_REGULAR: a block device (an image on an LV, a LUN) is accepted too */
+#define VDIMG_PATH_BLOCK_OK	(1U << 19)
 
 /**
  * vdimg_open_path() - open the image in the file at @path, quietly

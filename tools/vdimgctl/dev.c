@@ -856,9 +856,11 @@ int cmd_attach(int argc, char **argv)
 			errmsg(l->path, "cannot attach", "%s", strerror(errno));
 			goto out;
 		}
-		if (fstat(l->fd, &st) == 0 && !S_ISREG(st.st_mode)) {
+		/* the kernel takes block devices as layers too (images on LVs, LUNs) */
+		if (fstat(l->fd, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
 			errmsg(l->path, "cannot attach", "%s",
-			       S_ISDIR(st.st_mode) ? strerror(EISDIR) : "not a regular file");
+			       S_ISDIR(st.st_mode) ? strerror(EISDIR) :
+			       "not a regular file or a block device");
 			goto out;
 		}
 		if (l->format == VDIMG_FMT_AUTO) {
@@ -866,6 +868,18 @@ int cmd_attach(int argc, char **argv)
 				goto out;
 		} else {
 			l->probed = l->format;
+		}
+		/*
+		 * Written on a block device, a format must find the end of its data from its own
+		 * metadata, not from the device's size: qcow2 allocates by its refcounts (raw does
+		 * not allocate); the others take the end of the file (VHD's footer goes there)
+		 */
+		if (top && !ro && S_ISBLK(st.st_mode) && l->probed != VDIMG_FMT_RAW &&
+		    l->probed != VDIMG_FMT_QCOW2) {
+			errmsg(l->path, "cannot attach",
+			       "a %s image on a block device is attached only read-only (-r, or --overlay); qcow2 and raw can be written there",
+			       vdimg_format_name(l->probed) ?: "such");
+			goto out;
 		}
 		if (!vdimg_format_by_id(l->probed))
 			all_built = false;

@@ -30,10 +30,13 @@ int offline_open(struct vdimg_path_image *o, const char *path, u32 format, unsig
 			errmsg(path, action, "the bundle's descriptor is refused: %s", strerror(-ret));
 		return ret;
 	}
-	ret = vdimg_open_path(o, top ? top : path, format, flags | VDIMG_PATH_REGULAR);
+	/* images on block devices (LVs, LUNs): read-only uses (info, check) */
+	ret = vdimg_open_path(o, top ? top : path, format, flags | VDIMG_PATH_REGULAR |
+			      (flags & VDIMG_OPEN_READ_ONLY ? VDIMG_PATH_BLOCK_OK : 0));
 	if (ret && !lib_reported)
 		errmsg(path, action, "%s", ret == -EINVAL && o->failed == VDIMG_PATH_NOT_REGULAR ?
-		       "not a regular file" : strerror(-ret));
+		       (S_ISBLK(o->st.st_mode) ? "a block device is only opened read-only here" :
+			"not a regular file or a block device") : strerror(-ret));
 	if (!ret && top)
 		o->img.name = path;	/* @top goes; messages name what the user gave */
 	free(top);
