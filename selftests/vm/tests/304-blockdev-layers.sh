@@ -1,0 +1,67 @@
+#!/bin/sh
+# Images on block devices (a loop device stands in for an LVM LV, as oVirt keeps qcow2 images): a qcow2 of 6 MiB of data on a 32 MiB device attached read-write, written past its data: the new clusters go right after the image's data (the refcounts' end, not the device's), qemu-img check of the device is clean and it reads as expected; a qcow2 overlay file over a base on a device (--chain); a VHD on a device attaches read-only, writable is refused
+# timeout: 300
+. /vmtest/lib.sh
+require_vdimg
+require_cmd "$QEMU_IMG"
+
+W=$TEST_WORK
+mkrandom "$W/rnd" 2 || die "cannot write $W/rnd"
+rm -f "$W/img.qcow2" "$W/lv" "$W/exp.raw"
+"$QEMU_IMG" create -q -f qcow2 "$W/img.qcow2" 64M || die "qemu-img create"
+truncate -s 64M "$W/exp.raw"
+for s in 0 3 6; do
+	dd if="$W/rnd" of="$W/exp.raw" bs=1M seek=$s count=2 conv=notrunc status=none
+done
+"$QEMU_IMG" convert -n -f raw -O qcow2 "$W/exp.raw" "$W/img.qcow2" || die "qemu-img convert"
+end=$(stat -c %s "$W/img.qcow2")
+truncate -s 32M "$W/lv"
+dd if="$W/img.qcow2" of="$W/lv" conv=notrunc status=none
+lv=$(loop_attach "$W/lv") || die "losetup"
+
+t="qcow2 on a block device"
+dev=$(vd_attach "$lv") || die "$t: attach read-write"
+check_eq "$t: the device is the layer" "$(vd_attr "$dev" backing_file)" "$lv"
+check "$t: reads like the image" cmp "$dev" "$W/exp.raw"
+# 1 MiB at 40 MiB of the disk: new clusters
+dd if="$W/rnd" of="$W/exp.raw" bs=1M skip=1 seek=40 count=1 conv=notrunc status=none
+check "$t: write into new clusters" dd if="$W/rnd" of="$dev" bs=1M skip=1 seek=40 count=1 \
+	oflag=direct conv=notrunc status=none
+check "$t: reads the write back" cmp "$dev" "$W/exp.raw"
+check "$t: detach" vd_detach "$dev"
+check "$t: qemu-img check of the device" "$QEMU_IMG" check -q -f qcow2 "$lv"
+off=$("$VDIMGCTL" map "$lv" | awk '$1 == "0x2800000" { print $3 }')
+[ -n "$off" ] && [ $((off)) -lt $((end + (2 << 20))) ]
+check_eq "$t: the new clusters follow the image's data (${off:-none} < $end + 2 MiB)" $? 0
+rm -f "$W/q.raw"
+"$QEMU_IMG" convert -f qcow2 -O raw "$lv" "$W/q.raw" &&
+	check "$t: qemu-img reads the device like the expectation" cmp "$W/q.raw" "$W/exp.raw" ||
+	fail "$t: qemu-img convert of the device"
+
+t="overlay file over a base on a block device"
+rm -f "$W/top.qcow2"
+"$QEMU_IMG" create -q -f qcow2 -b "$lv" -F qcow2 "$W/top.qcow2" || fail "$t: create"
+check_fail "$t: a parent an image names as a block device is refused" \
+	"$VDIMGCTL" attach -f "$W/top.qcow2"
+dev=$(vd_attach --chain "$lv,$W/top.qcow2") || fail "$t: attach --chain"
+if [ -n "$dev" ]; then
+	check_eq "$t: depth 2" "$(vd_attr "$dev" depth)" 2
+	dd if="$W/rnd" of="$W/exp.raw" bs=64K count=4 seek=7 conv=notrunc status=none
+	check "$t: write" dd if="$W/rnd" of="$dev" bs=64K count=4 seek=7 oflag=direct \
+		conv=notrunc status=none
+	check "$t: reads base + write" cmp "$dev" "$W/exp.raw"
+	check "$t: detach" vd_detach "$dev"
+fi
+
+t="vhd on a block device"
+rm -f "$W/img.vhd"
+"$VDIMGCTL" convert -O vhd "$W/img.qcow2" "$W/img.vhd" || fail "$t: convert"
+dd if="$W/img.vhd" of="$lv" conv=notrunc status=none
+check_fail "$t: a writable attach is refused" "$VDIMGCTL" attach -f "$lv"
+dev=$(vd_attach -r "$lv") || fail "$t: attach read-only"
+if [ -n "$dev" ]; then
+	check "$t: reads like the image" sh -c "'$QEMU_IMG' convert -f qcow2 -O raw '$W/img.qcow2' '$W/v.raw' && cmp '$dev' '$W/v.raw'"
+	check "$t: detach" vd_detach "$dev"
+fi
+rm -f "$W/lv" "$W/img.qcow2" "$W/img.vhd" "$W/top.qcow2" "$W/exp.raw" "$W/q.raw" "$W/v.raw"
+done_testing
