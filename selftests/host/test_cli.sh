@@ -6,7 +6,8 @@
 # unsupported formats refused by name, fuzzed images refused cleanly (no sanitizer report), attach
 # refusing before it reaches the kernel, list/detach against a fake sysfs tree and control device,
 # the man page, snapshot --variant refusals, images on block devices (a loop device, when root can
-# make one), check/compact progress. KTAP on stdout. Never loads a module: modprobe is replaced by a stub.
+# make one), check/compact progress. KTAP on stdout. Never loads a module: modprobe is replaced
+# by a stub.
 #
 # VDIMGCTL=path (default: build/host/vdimgctl, the sanitizer build), VDIMG_SAMPLES=dir.
 set -u
