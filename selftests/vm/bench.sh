@@ -37,7 +37,9 @@ if [ "${1:-}" = --guest ]; then
 	teardown_loop() { losetup -d "$DEV"; }
 	setup_vdimg() {
 		[ -e /dev/vdimg-control ] || modprobe vdimg || return 1
-		DEV=$("$VDIMGCTL" attach -f --show -t raw --direct-io=on "$file")
+		# --no-lock: loop and qemu-nbd share the file by design here (vdimgctl refuses a file a
+		# writable loop device uses, and qemu-nbd one that vdimgctl has locked)
+		DEV=$("$VDIMGCTL" attach -f --show -t raw --direct-io=on --no-lock "$file")
 	}
 	teardown_vdimg() { "$VDIMGCTL" detach "$DEV"; }
 	# nbd_connect FMT FILE: qemu-nbd on the first free /dev/nbdN (contenders are all set up at once)
