@@ -1000,11 +1000,38 @@ static int vmdk_check_fix(struct vmdk_sparse *v, u64 fsize, __le32 *gt, __le32 *
 }
 
 /*
+ * A redundant GT that differs from its GT as a crash can leave it: the extent says uncleanShutdown
+ * and every entry of the copy is one a GT could hold (unallocated, zeroed, or a grain inside the
+ * grain area). A flush writes both copies with no sync between them (as qemu and VirtualBox do;
+ * no order could keep two separate tables equal across a crash), so either copy may be the newer
+ * one; neither difference is acknowledged data, and the primary GT, the one every reader (this
+ * code, qemu, VirtualBox) maps through, is the truth. VirtualBox refuses such an image and
+ * VMware's "vmware-vdiskmanager -R" rewrites the copy: a warning, fixed by a repair.
+ */
+static bool vmdk_stale_copy(const struct vmdk_sparse *v, const __le32 *gt, const __le32 *rgt,
+			    u64 fsize)
+{
+	u32 ti;
+
+	if (!v->unclean_on_disk)
+		return false;
+	for (ti = 0; ti < v->num_gtes; ti++) {
+		u32 r = le32_to_cpu(rgt[ti]);
+
+		if (rgt[ti] != gt[ti] && r > VMDK_GTE_ZERO && !vmdk_check_gte(v, r, fsize))
+			return false;
+	}
+	return true;
+}
+
+/*
  * The GD against the redundant GD and each GT against its copy; every GTE inside the grain area;
  * no two grains or tables overlapping; unreferenced space after the grain area start (leaks, in
- * grains). Repair (only when nothing overlaps): GTEs that point outside the file are cleared,
- * redundant GTs are rewritten from the primary ones, and unreferenced space at the end of the file
- * is cut off. What it cannot fix (overlaps, a GT only the redundant GD links) stays an error.
+ * grains). A redundant GT a crash left behind its GT is a warning (vmdk_stale_copy()), any other
+ * difference an error. Repair (only when nothing overlaps): GTEs that point outside the file are
+ * cleared, redundant GTs are rewritten from the primary ones, and unreferenced space at the end of
+ * the file is cut off. What it cannot fix (overlaps, a GT only the redundant GD links) stays an
+ * error.
  */
 static int vmdk_check_sparse(struct vmdk_sparse *v, unsigned int flags,
 			     struct vdimg_check_result *res)
@@ -1012,7 +1039,7 @@ static int vmdk_check_sparse(struct vmdk_sparse *v, unsigned int flags,
 	struct vdimg_image *img = v->img;
 	bool repair = (flags & VDIMG_CHECK_REPAIR) && v->writable;
 	u64 fsize = vdimg_file_size(v->file), last = v->overhead, nr = 0, cap, i, fixable = 0;
-	u64 unfixable = 0, fixed = 0;
+	u64 unfixable = 0, fixed = 0, stale = 0;
 	__le32 *gt = NULL, *rgt = NULL;
 	struct vmdk_area *a = NULL;
 	u32 gi, ti;
@@ -1055,7 +1082,13 @@ static int vmdk_check_sparse(struct vmdk_sparse *v, unsigned int flags,
 				ret = vdimg_file_read(v->file, rgt, v->gt_bytes, (u64)r * VMDK_SECTOR);
 			if (ret)
 				break;
-			if (memcmp(gt, rgt, v->gt_bytes)) {
+			if (!memcmp(gt, rgt, v->gt_bytes)) {
+				/* in step */
+			} else if (vmdk_stale_copy(v, gt, rgt, fsize)) {
+				vdimg_info(img, "GT %u: its redundant copy was left out of step by an unclean shutdown (no data lost; a repair rewrites it)",
+					   gi);
+				stale++;
+			} else {
 				vdimg_info(img, "GT %u differs from its redundant copy", gi);
 				fixable++;
 			}
@@ -1093,7 +1126,7 @@ static int vmdk_check_sparse(struct vmdk_sparse *v, unsigned int flags,
 		}
 	}
 	/* a table write could land on other data while anything overlaps */
-	if (!ret && repair && fixable && !unfixable)
+	if (!ret && repair && (fixable || stale) && !unfixable)
 		ret = vmdk_check_fix(v, fsize, gt, rgt, &fixed);
 	if (!ret && !v->compressed && fsize > last + VMDK_SECTOR) {
 		u64 n = DIV_ROUND_UP(fsize - last, v->grain_bytes);
@@ -1113,6 +1146,7 @@ static int vmdk_check_sparse(struct vmdk_sparse *v, unsigned int flags,
 		ret = vdimg_file_sync(v->file);
 	vdimg_mutex_unlock(&v->lock);
 	res->errors += fixable + unfixable;
+	res->warnings += stale;
 	res->fixed += fixed;
 out:
 	free(a);
