@@ -324,11 +324,15 @@ EOT
 		} | grep -vxFf "$T/zsh" >"$T/diff"
 		[ ! -s "$T/diff" ]
 		ok $? "zsh completion offers every subcommand and every long option of --help"
-		zsh -f -c 'source "$1"; whence -w _vdimgctl _mount_vdimg' zsh \
+		# the file is the body of _vdimgctl: it must not define a function of that name (a
+		# second completion would skip its dispatch on the command)
+		zsh -f -c '_arguments() { :; }; service=mount.vdimg; source "$1"
+			whence -w _vdimgctl _vdimgctl_main _mount_vdimg' zsh \
 			"$ROOT/tools/completion/_vdimgctl" >"$T/out" 2>"$T/err"
 		head -n 1 "$ROOT/tools/completion/_vdimgctl" | grep -qx '#compdef vdimgctl mount.vdimg' &&
-			grep -q '_vdimgctl: function' "$T/out" && grep -q '_mount_vdimg: function' "$T/out"
-		ok $? "zsh completion: #compdef vdimgctl mount.vdimg, both functions defined"
+			grep -qx '_vdimgctl: none' "$T/out" && grep -qx '_vdimgctl_main: function' "$T/out" &&
+			grep -qx '_mount_vdimg: function' "$T/out" && [ ! -s "$T/err" ]
+		ok $? "zsh completion: #compdef vdimgctl mount.vdimg, a dispatching body, both functions"
 	else
 		skip "zsh completion" "zsh is not installed"
 	fi
