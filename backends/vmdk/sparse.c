@@ -10,8 +10,9 @@
  * precedes every table write makes it durable before anything links the space). Order of
  * durability, kept by vmdk_flush_locked(): the driver writes a new grain (and its fill) before
  * ->commit() records it in a cached GT; a flush syncs (the data is durable), writes the dirty GTs
- * (both copies), syncs again when new GTs must be linked and only then writes the GD and redundant
- * GD entries. Before the first metadata change after a writable open the descriptor gets a new CID
+ * (both copies, no sync between: a crash can leave either copy newer, which check reports and
+ * repairs), syncs again when new GTs must be linked and only then writes the redundant GD entries,
+ * syncs, and writes the GD entries. Before the first metadata change after a writable open the descriptor gets a new CID
  * and the header says uncleanShutdown; a clean close clears it (vmdk.c).
  *
  * Locking: @v->lock protects the GD copies, the GT cache and the allocation cursor and is held
@@ -277,12 +278,19 @@ int vmdk_flush_locked(struct vmdk_sparse *v)
 		}
 	}
 	if (v->gd_dirty_lo < v->gd_dirty_hi) {
-		/* new GTs are durable before a GD links them */
+		/*
+		 * New GTs are durable before a GD links them, and the redundant GD before the GD: a
+		 * crash leaves at worst a table only the redundant GD links, which a check repair
+		 * unlinks (the other way round, a GT without a copy, would need a new copy).
+		 */
 		ret = vdimg_file_sync(v->file);
+		if (!ret && v->rgd) {
+			ret = vmdk_write_gd(v, v->rgd, v->rgd_off);
+			if (!ret)
+				ret = vdimg_file_sync(v->file);
+		}
 		if (!ret)
 			ret = vmdk_write_gd(v, v->gd, v->gd_off);
-		if (!ret && v->rgd)
-			ret = vmdk_write_gd(v, v->rgd, v->rgd_off);
 		if (ret)
 			return ret;
 		v->gd_dirty_lo = 0;

@@ -2046,6 +2046,68 @@ static void test_stale_copy(void)
 	}
 }
 
+/*
+ * A flush links new GTs in the redundant GD first (synced), then in the GD: a crash leaves at worst
+ * a table only the redundant GD links. With uncleanShutdown set that is a warning and a repair
+ * unlinks it; in a cleanly closed extent it stays an error.
+ */
+static void test_stale_rgd(void)
+{
+	const char *p[1] = { tp("stale-rgd.vmdk") };
+
+	for (int unclean = 1; unclean >= 0; unclean--) {
+		struct vdimg_check_result res = {};
+		struct vdimg_chain *c;
+		__le64 rgd = 0, gd = 0;
+		__le32 zero = 0, e = 1;
+		u8 flag = unclean;
+		u8 buf[4096];
+		int fd, ret;
+
+		/* qemu links every GT at create: unlinking GT 0 in the GD gives the crash's state */
+		sh("rm -f '%s'; qemu-img create -q -f vmdk '%s' 8M", p[0], p[0]);
+		fd = open(p[0], O_RDWR);
+		if (fd < 0 || pread(fd, &rgd, 8, 48) != 8 || pread(fd, &gd, 8, 56) != 8 ||
+		    pwrite(fd, &zero, 4, le64toh(gd) * 512) != 4 || pwrite(fd, &flag, 1, 72) != 1) {
+			ok(false, "GD entry 0 can be cleared");
+			if (fd >= 0)
+				close(fd);
+			return;
+		}
+		close(fd);
+		if (open_chain(&c, p, 1, false))
+			return;
+		ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), 0, &res);
+		ok(!ret && res.errors == (u64)!unclean && res.warnings == (u64)unclean,
+		   "only the redundant GD links GT 0, %s: %llu errors, %llu warnings",
+		   unclean ? "unclean" : "clean", (unsigned long long)res.errors,
+		   (unsigned long long)res.warnings);
+		memset(&res, 0, sizeof(res));
+		ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), VDIMG_CHECK_REPAIR, &res);
+		memset(&res, 0, sizeof(res));
+		ret = ret ?: vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), 0, &res);
+		if (unclean)
+			ok(!ret && !res.errors && !res.warnings, "unclean: a repair unlinks it");
+		else
+			ok(!ret && res.errors == 1, "clean: it stays an error after a repair");
+		/* the GD is the truth: nothing is allocated, and a write links a new GT pair */
+		memset(buf, 0x77, sizeof(buf));
+		ret = vdimg_chain_pwrite(c, buf, sizeof(buf), 0);
+		ret = ret ?: vdimg_chain_flush(c);
+		ret = ret ?: vdimg_chain_pread(c, buf, sizeof(buf), 4096);
+		ok(!ret && is_byte(buf, sizeof(buf), 0), "%s: a write over it works",
+		   unclean ? "unclean" : "clean");
+		vdimg_chain_close(c);
+		fd = open(p[0], O_RDONLY);
+		ok(fd >= 0 && pread(fd, &e, 4, le64toh(rgd) * 512) == 4 && e &&
+		   sh("qemu-img check -q -f vmdk '%s' && qemu-io -c 'read -P 0x77 0 4k' -f vmdk '%s' >/dev/null",
+		      p[0], p[0]) == 0, "%s: the copy is linked again, qemu-img check clean, qemu reads the write",
+		   unclean ? "unclean" : "clean");
+		if (fd >= 0)
+			close(fd);
+	}
+}
+
 /* ---- chains ---- */
 
 static void test_chains(void)
@@ -2328,6 +2390,7 @@ int main(void)
 	test_set_parent();
 	test_check_repair();
 	test_stale_copy();
+	test_stale_rgd();
 	test_hostile();
 	test_samples();
 	test_crash(false);

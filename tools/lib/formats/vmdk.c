@@ -951,8 +951,8 @@ static bool vmdk_check_gte(const struct vmdk_sparse *v, u32 e, u64 fsize)
 
 /*
  * Pass 2 of a repair, when pass 1 found no overlapping space (so writing a table cannot hit
- * anything else): GTEs outside the grain area are cleared, and each redundant GT is rewritten from
- * its primary one. Lock held.
+ * anything else): GTEs outside the grain area are cleared, each redundant GT is rewritten from its
+ * primary one, and a redundant GD entry without a GD entry is cleared. Lock held.
  */
 static int vmdk_check_fix(struct vmdk_sparse *v, u64 fsize, __le32 *gt, __le32 *rgt, u64 *fixed)
 {
@@ -962,7 +962,16 @@ static int vmdk_check_fix(struct vmdk_sparse *v, u64 fsize, __le32 *gt, __le32 *
 	for (gi = 0; gi < v->nr_gts; gi++) {
 		u32 r = v->rgd ? v->rgd[gi] : 0;
 		bool changed = false, rchanged = false;
+		__le32 zero = 0;
 
+		if (!v->gd[gi] && r) {
+			/* a table only the redundant GD links (a crash before the GD entry) */
+			ret = vdimg_file_write(v->file, &zero, 4, v->rgd_off + (u64)gi * 4);
+			if (ret)
+				return ret;
+			v->rgd[gi] = 0;
+			(*fixed)++;
+		}
 		if (!v->gd[gi])
 			continue;
 		ret = vdimg_file_read(v->file, gt, v->gt_bytes, (u64)v->gd[gi] * VMDK_SECTOR);
@@ -1027,11 +1036,13 @@ static bool vmdk_stale_copy(const struct vmdk_sparse *v, const __le32 *gt, const
 /*
  * The GD against the redundant GD and each GT against its copy; every GTE inside the grain area;
  * no two grains or tables overlapping; unreferenced space after the grain area start (leaks, in
- * grains). A redundant GT a crash left behind its GT is a warning (vmdk_stale_copy()), any other
- * difference an error. Repair (only when nothing overlaps): GTEs that point outside the file are
- * cleared, redundant GTs are rewritten from the primary ones, and unreferenced space at the end of
- * the file is cut off. What it cannot fix (overlaps, a GT only the redundant GD links) stays an
- * error.
+ * grains). A redundant GT a crash left behind its GT is a warning (vmdk_stale_copy()), and so is a
+ * table only the redundant GD links in an extent with uncleanShutdown set (vmdk_flush_locked()
+ * writes the redundant GD first); any other difference is an error. Repair (only when nothing overlaps): GTEs that point outside the file are
+ * cleared, redundant GTs are rewritten from the primary ones, redundant GD entries without a GD
+ * entry are cleared, and unreferenced space at the end of the file is cut off. What it cannot fix
+ * (overlaps, a GT without a copy, a table only the redundant GD links in a cleanly closed extent)
+ * stays an error.
  */
 static int vmdk_check_sparse(struct vmdk_sparse *v, unsigned int flags,
 			     struct vdimg_check_result *res)
@@ -1058,7 +1069,12 @@ static int vmdk_check_sparse(struct vmdk_sparse *v, unsigned int flags,
 		u32 r = v->rgd ? v->rgd[gi] : 0;
 
 		if (!v->gd[gi]) {
-			if (r) {
+			if (r && v->unclean_on_disk) {
+				/* the redundant GD is written (and synced) first */
+				vdimg_info(img, "GT %u: only the redundant GD links a table, as an unclean shutdown leaves it (no data lost; a repair unlinks it)",
+					   gi);
+				stale++;
+			} else if (r) {
 				vdimg_info(img, "GT %u: only the redundant GD links a table", gi);
 				unfixable++;
 			}
