@@ -12,8 +12,8 @@
  * ->commit() records it in a cached GT; a flush syncs (the data is durable), writes the dirty GTs
  * (both copies, no sync between: a crash can leave either copy newer, which check reports and
  * repairs), syncs again when new GTs must be linked and only then writes the redundant GD entries,
- * syncs, and writes the GD entries. Before the first metadata change after a writable open the descriptor gets a new CID
- * and the header says uncleanShutdown; a clean close clears it (vmdk.c).
+ * syncs, and writes the GD entries. Before the first metadata change after a writable open the
+ * descriptor gets a new CID and the header says uncleanShutdown; a clean close clears it (vmdk.c).
  *
  * Locking: @v->lock protects the GD copies, the GT cache and the allocation cursor and is held
  * across metadata I/O; map() with VDIMG_MAP_NOWAIT only tries it and answers -EAGAIN when it would
