@@ -1036,13 +1036,13 @@ static bool vmdk_stale_copy(const struct vmdk_sparse *v, const __le32 *gt, const
 /*
  * The GD against the redundant GD and each GT against its copy; every GTE inside the grain area;
  * no two grains or tables overlapping; unreferenced space after the grain area start (leaks, in
- * grains). A redundant GT a crash left behind its GT is a warning (vmdk_stale_copy()), and so is a
- * table only the redundant GD links in an extent with uncleanShutdown set (vmdk_flush_locked()
- * writes the redundant GD first); any other difference is an error. Repair (only when nothing overlaps): GTEs that point outside the file are
- * cleared, redundant GTs are rewritten from the primary ones, redundant GD entries without a GD
- * entry are cleared, and unreferenced space at the end of the file is cut off. What it cannot fix
- * (overlaps, a GT without a copy, a table only the redundant GD links in a cleanly closed extent)
- * stays an error.
+ * grains). A redundant GT a crash left out of step with its GT is a warning (vmdk_stale_copy()),
+ * and so is a table only the redundant GD links in an extent with uncleanShutdown set
+ * (vmdk_flush_locked() writes the redundant GD first); any other difference is an error. Repair
+ * (only when nothing overlaps): GTEs that point outside the file are cleared, redundant GTs are
+ * rewritten from the primary ones, redundant GD entries without a GD entry are cleared, and
+ * unreferenced space at the end of the file is cut off. What it cannot fix (overlaps, a GT without
+ * a copy, a table only the redundant GD links in a cleanly closed extent) stays an error.
  */
 static int vmdk_check_sparse(struct vmdk_sparse *v, unsigned int flags,
 			     struct vdimg_check_result *res)
