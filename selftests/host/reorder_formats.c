@@ -25,7 +25,27 @@ struct rf_format {
 	const char *name, *qemu;	/* qemu-img's name, NULL if qemu cannot check it */
 	const struct vdimg_format *fmt;
 	const struct vdimg_tool_ops *ops;
+	int (*prep)(int fd);		/* changes the new image before the workload; may be NULL */
 };
+
+/*
+ * vmdk-lazy: a VMDK whose GTs are linked on first write (as VirtualBox makes them) rather than at
+ * create: the GD and redundant GD entries are cleared (the tables they linked leak), so the
+ * workload exercises a flush that links new tables in both directories.
+ */
+static int rf_vmdk_lazy(int fd)
+{
+	__le64 rgd = 0, gd = 0;
+	__le32 zero = 0;
+
+	if (pread(fd, &rgd, 8, 48) != 8 || pread(fd, &gd, 8, 56) != 8 || !rgd || !gd)
+		return -EIO;
+	/* 8 MiB: one GT */
+	if (pwrite(fd, &zero, 4, le64toh(gd) * 512) != 4 ||
+	    pwrite(fd, &zero, 4, le64toh(rgd) * 512) != 4)
+		return -EIO;
+	return 0;
+}
 
 static const struct rf_format rf_formats[] = {
 	{ "vdi", "vdi", &vdimg_vdi_format, &vdimg_vdi_tool_ops },
@@ -34,6 +54,7 @@ static const struct rf_format rf_formats[] = {
 	{ "qcow2", "qcow2", &vdimg_qcow2_format, &vdimg_qcow2_tool_ops },
 	{ "qed", "qed", &vdimg_qed_format, &vdimg_qed_tool_ops },
 	{ "vmdk", "vmdk", &vdimg_vmdk_format, &vdimg_vmdk_tool_ops },
+	{ "vmdk-lazy", "vmdk", &vdimg_vmdk_format, &vdimg_vmdk_tool_ops, rf_vmdk_lazy },
 	{ "parallels", "parallels", &vdimg_parallels_format, &vdimg_parallels_tool_ops },
 };
 
@@ -164,6 +185,8 @@ static void rf_run(const struct rf_format *f)
 	fd = open(pristine, O_RDWR | O_CREAT | O_TRUNC, 0600);
 	file = vdimg_file_from_fd(fd);
 	ret = f->ops->create ? f->ops->create(file, &o) : -EOPNOTSUPP;
+	if (!ret && f->prep)
+		ret = f->prep(fd);
 	vdimg_file_free(file);
 	close(fd);
 	if (ret) {
