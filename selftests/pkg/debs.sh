@@ -291,7 +291,7 @@ elif [ "${#kernels[@]}" -gt 0 ]; then
 		# Debian's zsh has vendor-completions in its default fpath; compinit reads #compdef
 		check "zsh completion: in zsh's fpath, parses, compinit binds vdimgctl and mount.vdimg" \
 			zsh -f -c 'f=/usr/share/zsh/vendor-completions/_vdimgctl; zsh -n $f &&
-				(( ${fpath[(Ie)${f:h}]} )) && autoload -U compinit && compinit -u -d /dev/null &&
+				(( ${fpath[(Ie)${f:h}]} )) && autoload -U compinit && compinit -u -D &&
 				[[ $_comps[vdimgctl] == _vdimgctl && $_comps[mount.vdimg] == _vdimgctl ]]'
 	fi
 	if [ -f "$uic" ]; then
