@@ -160,6 +160,7 @@ static int prl_check_part(struct vdimg_image *img, struct prl *p, unsigned int f
 	 * warning, since writable opens are refused until a repair clears it.
 	 */
 	if (p->found_inuse == PRL_INUSE_OPEN) {
+		res->warnings++;
 		if (!repair) {
 			vdimg_warn(img, "the image was not closed cleanly (in use flag set): it opens read-only until check --repair clears the flag");
 		} else {
