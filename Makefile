@@ -11,7 +11,7 @@
 # make demo            boot the VM, attach a sample image, mount it, detach
 # make install         vdimgctl, the udev rule, the boot files (initramfs-tools hook and script,
 #                      dracut module, shutdown hook), mount.vdimg, vdimgtab and its systemd
-#                      generator, bash completion, the man page; DESTDIR, PREFIX (default /usr)
+#                      generator, bash and zsh completion, the man page; DESTDIR, PREFIX (default /usr)
 # make modules_install the module into /lib/modules/RELEASE/updates (KDIR as for make modules)
 # make install-dkms    the module's sources into PREFIX/src/vdimg-VERSION for dkms
 
@@ -176,6 +176,8 @@ install: tools
 	install -D -m 0644 tools/completion/vdimgctl \
 		$(DESTDIR)$(PREFIX)/share/bash-completion/completions/vdimgctl
 	ln -sf vdimgctl $(DESTDIR)$(PREFIX)/share/bash-completion/completions/mount.vdimg
+	install -D -m 0644 tools/completion/_vdimgctl \
+		$(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_vdimgctl
 	install -D -m 0644 $(BUILD)/vdimgctl.8 $(DESTDIR)$(PREFIX)/share/man/man8/vdimgctl.8
 	install -D -m 0644 $(BUILD)/mount.vdimg.8 $(DESTDIR)$(PREFIX)/share/man/man8/mount.vdimg.8
 	install -D -m 0644 $(BUILD)/vdimgtab.5 $(DESTDIR)$(PREFIX)/share/man/man5/vdimgtab.5

@@ -38,8 +38,8 @@ apt-get install -y -qq --no-install-recommends \
 bash "$(dirname "$0")/../selftests/samples.sh"
 # CUE/BIN and DMG tests: ISO 9660 images to wrap in cue sheets, and a second DMG reader
 apt-get install -y -qq --no-install-recommends genisoimage dmg2img >/dev/null
-# packaging host test (selftests/host/test_pkg.sh): bash completion
-apt-get install -y -qq --no-install-recommends bash-completion >/dev/null
+# packaging host test (selftests/host/test_pkg.sh): bash completion, and zsh for the zsh one
+apt-get install -y -qq --no-install-recommends bash-completion zsh >/dev/null
 # Debian packages stage (selftests/pkg/debs.sh): dpkg-buildpackage, lintian, and DKMS building the
 # module for both kernels at install (openssl makes DKMS's module signing key)
 apt-get install -y -qq --no-install-recommends dpkg-dev debhelper dh-dkms dkms lintian fakeroot \

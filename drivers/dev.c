@@ -27,9 +27,9 @@ static struct workqueue_struct *vdimg_remove_wq;
 #define VDIMG_MAX_HW_QUEUES	16
 #define VDIMG_QUEUE_DEPTH	128
 
-static VDIMG_BDOPS_OPEN(vdimg_bdev_open, disk)
+static VDIMG_BDOPS_OPEN(vdimg_bdev_open)
 {
-	struct vdimg_device *dev = VDIMG_BDOPS_OPEN_DISK(disk)->private_data;
+	struct vdimg_device *dev = VDIMG_BDOPS_DISK->private_data;
 	int ret = 0;
 
 	mutex_lock(&dev->lock);
@@ -41,7 +41,7 @@ static VDIMG_BDOPS_OPEN(vdimg_bdev_open, disk)
 	return ret;
 }
 
-static VDIMG_BDOPS_RELEASE(vdimg_bdev_release, disk)
+static VDIMG_BDOPS_RELEASE(vdimg_bdev_release)
 {
 	struct vdimg_device *dev = disk->private_data;
 

@@ -307,8 +307,11 @@ int vdi_flush(struct vdimg_image *img)
 	if (ret)
 		goto fail;
 	for (blk = 0; blk < v->nr_blocks; blk += n) {
-		if (!(v->flushing[blk / 64] & (1ULL << (blk % 64)))) {
-			n = 1;
+		u64 rest = v->flushing[blk / 64] >> (blk % 64);
+
+		if (!(rest & 1)) {
+			/* an empty rest of a word is skipped whole: a big image has few dirty words */
+			n = rest ? 1 : 64 - blk % 64;
 			continue;
 		}
 		vdimg_mutex_lock(&v->map_lock);

@@ -416,8 +416,8 @@ static int vdi_grow(struct vdimg_image *img, u64 new_size)
 {
 	struct vdi *v = img->priv;
 	u64 need, room, old = img->size, i;
-	u32 *map = NULL, *tmap;
-	u64 *used = NULL, *tused, *dirty = NULL, *flushing = NULL;
+	u32 *map = NULL;
+	u64 *used = NULL, *dirty = NULL, *flushing = NULL;
 	__le32 *ones = NULL;
 	int ret;
 
@@ -469,20 +469,13 @@ static int vdi_grow(struct vdimg_image *img, u64 new_size)
 		for (i = v->nr_blocks; i < need; i++)
 			map[i] = VDI_BLOCK_FREE;
 		memcpy(used, v->slot_used, DIV_ROUND_UP((size_t)v->nr_blocks, 64) * 8);
-		tmap = v->map;
-		v->map = map;
-		map = tmap;
-		tused = v->slot_used;
-		v->slot_used = used;
-		used = tused;
+		/* the old arrays end up in the locals and are freed below */
+		swap(v->map, map);
+		swap(v->slot_used, used);
 		/* flushing is only used under meta_lock, which a flush holds: none runs now */
 		memcpy(dirty, v->dirty, DIV_ROUND_UP((size_t)v->nr_blocks, 64) * 8);
-		tused = v->dirty;
-		v->dirty = dirty;
-		dirty = tused;
-		tused = v->flushing;
-		v->flushing = flushing;
-		flushing = tused;
+		swap(v->dirty, dirty);
+		swap(v->flushing, flushing);
 		v->nr_blocks = need;
 		vdimg_mutex_unlock(&v->map_lock);
 	}

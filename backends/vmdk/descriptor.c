@@ -34,7 +34,8 @@ static bool vmdk_parse_dec(const char *s, size_t n, u64 *out)
 	for (i = 0; i < n; i++) {
 		if (s[i] < '0' || s[i] > '9')
 			return false;
-		if (check_mul_overflow(v, (u64)10, &v) || check_add_overflow(v, (u64)(s[i] - '0'), &v))
+		if (check_mul_overflow(v, (u64)10, &v) ||
+		    check_add_overflow(v, (u64)(s[i] - '0'), &v))
 			return false;
 	}
 	*out = v;
@@ -142,7 +143,7 @@ static int vmdk_parse_extent(struct vdimg_image *img, const char *s, const char 
 			x->type = vmdk_extent_types[i].type;
 	if (!x->type) {
 		vdimg_err(img, "descriptor line %u: unknown extent type \"%.*s\"", lineno,
-			 (int)min_t(size_t, n, 16), tok);
+			  (int)min_t(size_t, n, 16), tok);
 		return -EOPNOTSUPP;
 	}
 	p = vmdk_skip(p, end);
@@ -301,7 +302,8 @@ static int vmdk_parse_line(void *arg, const char *s, const char *e, u32 lineno)
 		d->create_type[vn] = '\0';
 	} else if (vmdk_word_is(k, kn, "parentFileNameHint")) {
 		if (vn >= sizeof(d->parent_hint))
-			return vdimg_corrupt(c->img, "descriptor line %u: parentFileNameHint too long",
+			return vdimg_corrupt(c->img,
+					     "descriptor line %u: parentFileNameHint too long",
 					     lineno);
 		memcpy(d->parent_hint, val, vn);
 		d->parent_hint[vn] = '\0';

@@ -35,7 +35,7 @@
 #define SE_GT_SECTORS		64ULL
 #define SE_GTES			(SE_GT_SECTORS * VMDK_SECTOR / 8)	/* 4096 */
 #define SE_GT_BYTES		(SE_GT_SECTORS * VMDK_SECTOR)
-#define SE_MAX_GTS		(1U << 22)	/* 32 MiB of GD in memory: 64 TiB */
+#define SE_MAX_GTS		BIT(22)	/* 32 MiB of GD in memory: 64 TiB */
 
 #define SE_GDE_ALLOCATED	0x1000000000000000ULL
 #define SE_GTE_TYPE(e)		((e) >> 60)
@@ -146,7 +146,8 @@ static int se_open_write(struct vmdk_se *se, const struct vmdk_se_header *h,
 	if (!se->gts_size || !se->grains_size || se->gts_off < meta || se->grains_off < meta ||
 	    (se->gts_off < se->grains_off + se->grains_size &&
 	     se->grains_off < se->gts_off + se->gts_size))
-		return vdimg_corrupt(img, "the seSparse grain-table and grain areas overlap each other or the headers");
+		return vdimg_corrupt(img,
+				     "the seSparse grain-table and grain areas overlap each other or the headers");
 	free_gt = le64_to_cpu(vh->free_gt);
 	se->next_gt = min(free_gt, se->gts_size / SE_GT_SECTORS);
 	for (i = 0; i < se->nr_gts; i++) {
@@ -165,7 +166,8 @@ static int se_open_write(struct vmdk_se *se, const struct vmdk_se_header *h,
 				continue;
 			idx = se_grain_idx(e);
 			if (!se_grain_ok(se, idx))
-				return vdimg_corrupt(img, "seSparse grain table %u entry %u: grain %llu is outside the grain area",
+				return vdimg_corrupt(img,
+						     "seSparse grain table %u entry %u: grain %llu is outside the grain area",
 						     i, k, (unsigned long long)idx);
 			se->next_grain = max(se->next_grain, idx + 1);
 		}
@@ -248,7 +250,8 @@ int vmdk_se_open(struct vmdk_se *se, struct vmdk *vm, struct vdimg_file *file, b
 	gds = le64_to_cpu(h->gd_size);
 	need = DIV_ROUND_UP((u64)se->nr_gts * 8, VMDK_SECTOR);
 	if (gds < need || !se_inside(gd, need, fsec)) {
-		ret = vdimg_corrupt(img, "the seSparse grain directory (sector %llu, %llu sectors) is outside the file or too small",
+		ret = vdimg_corrupt(img,
+				    "the seSparse grain directory (sector %llu, %llu sectors) is outside the file or too small",
 				    (unsigned long long)gd, (unsigned long long)gds);
 		goto out;
 	}
@@ -295,7 +298,8 @@ int vmdk_se_open(struct vmdk_se *se, struct vmdk *vm, struct vdimg_file *file, b
 		if ((e & ~0xffffffffULL) != SE_GDE_ALLOCATED ||
 		    (idx + 1) * SE_GT_SECTORS > se->gts_size ||
 		    se->gts_off + (idx + 1) * SE_GT_SECTORS > fsec) {
-			ret = vdimg_corrupt(img, "seSparse grain directory entry %u (%#llx) is invalid",
+			ret = vdimg_corrupt(img,
+					    "seSparse grain directory entry %u (%#llx) is invalid",
 					    i, (unsigned long long)e);
 			goto out;
 		}
@@ -424,7 +428,8 @@ static void se_gd_dirty(struct vmdk_se *se, u32 gi)
 
 /*
  * A new, empty table for directory entry @gi, zeroed on disk and cached; the volatile header's
- * free-table number moves past it first. The directory entry is written by the next flush. Lock held.
+ * free-table number moves past it first. The directory entry is written by the next flush. Lock
+ * held.
  */
 static int se_new_gt(struct vmdk_se *se, u32 gi)
 {
@@ -491,7 +496,8 @@ static int se_decode(struct vmdk_se *se, u64 g, u64 e, u64 in, struct vdimg_exte
 	case SE_GTE_ALLOC:
 		idx = se_grain_idx(e);
 		if (!se_grain_ok(se, idx))
-			return vdimg_corrupt(se->img, "seSparse grain %llu: grain %llu is outside the grain area",
+			return vdimg_corrupt(se->img,
+					     "seSparse grain %llu: grain %llu is outside the grain area",
 					     (unsigned long long)g, (unsigned long long)idx);
 		ext->type = VDIMG_EXT_DATA;
 		ext->file = se->file;
@@ -697,8 +703,10 @@ static int se_flush_locked(struct vmdk_se *se)
 	if (!ret)
 		ret = vdimg_file_write(se->file, &se->gd[lo], (size_t)(hi - lo) * 8,
 				       se->gd_off * VMDK_SECTOR + (u64)lo * 8);
-	if (!ret)
-		se->gd_dirty_lo = se->gd_dirty_hi = 0;
+	if (!ret) {
+		se->gd_dirty_lo = 0;
+		se->gd_dirty_hi = 0;
+	}
 	return ret;
 }
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Hosted sparse VMDK extents (KDMV): the grain directory held in memory, grain tables read through a
- * bounded LRU cache, map, allocation, commit, discard and flush. Kernel-shared: only
+ * Hosted sparse VMDK extents (KDMV): the grain directory held in memory, grain tables read through
+ * a bounded LRU cache, map, allocation, commit, discard and flush. Kernel-shared: only
  * include/vdimg/platform.h services here.
  *
  * Allocation appends: a new grain (or a new pair of grain tables) goes at @next_alloc, the end of
@@ -10,13 +10,14 @@
  * precedes every table write makes it durable before anything links the space). Order of
  * durability, kept by vmdk_flush_locked(): the driver writes a new grain (and its fill) before
  * ->commit() records it in a cached GT; a flush syncs (the data is durable), writes the dirty GTs
- * (both copies), syncs again when new GTs must be linked and only then writes the GD and redundant
- * GD entries. Before the first metadata change after a writable open the descriptor gets a new CID
- * and the header says uncleanShutdown; a clean close clears it (vmdk.c).
+ * (both copies, no sync between: a crash can leave either copy newer, which check reports and
+ * repairs), syncs again when new GTs must be linked and only then writes the redundant GD entries,
+ * syncs, and writes the GD entries. Before the first metadata change after a writable open the
+ * descriptor gets a new CID and the header says uncleanShutdown; a clean close clears it (vmdk.c).
  *
- * Locking: @v->lock protects the GD copies, the GT cache and the allocation cursor and is held across
- * metadata I/O; map() with VDIMG_MAP_NOWAIT only tries it and answers -EAGAIN when it would have to
- * read, allocate or write.
+ * Locking: @v->lock protects the GD copies, the GT cache and the allocation cursor and is held
+ * across metadata I/O; map() with VDIMG_MAP_NOWAIT only tries it and answers -EAGAIN when it would
+ * have to read, allocate or write.
  */
 #include "vmdk.h"
 
@@ -74,8 +75,8 @@ int vmdk_gt_get(struct vmdk_sparse *v, u32 gi, bool load, struct vmdk_gt_slot **
 	if (!load)
 		return -EAGAIN;
 	if (!vmdk_gt_ok(v, v->gd[gi]))
-		return vdimg_corrupt(v->img, "GD entry %u points at sector %u, outside the file", gi,
-				     v->gd[gi]);
+		return vdimg_corrupt(v->img, "GD entry %u points at sector %u, outside the file",
+				     gi, v->gd[gi]);
 	k = 0;
 	for (i = 0; i < v->nr_slots; i++) {
 		if (v->slots[i].gd_index == U32_MAX) {
@@ -131,7 +132,8 @@ int vmdk_set_unclean(struct vmdk_sparse *v, bool unclean)
 	if (v->cowd)
 		ret = vdimg_file_write(v->file, &w, sizeof(w), VMDK_COWD_UNCLEAN_OFF);
 	else
-		ret = vdimg_file_write(v->file, &b, 1, offsetof(struct vmdk_header, unclean_shutdown));
+		ret = vdimg_file_write(v->file, &b, 1,
+				       offsetof(struct vmdk_header, unclean_shutdown));
 	if (!ret)
 		v->unclean_on_disk = unclean;
 	return ret;
@@ -276,15 +278,23 @@ int vmdk_flush_locked(struct vmdk_sparse *v)
 		}
 	}
 	if (v->gd_dirty_lo < v->gd_dirty_hi) {
-		/* new GTs are durable before a GD links them */
+		/*
+		 * New GTs are durable before a GD links them, and the redundant GD before the GD: a
+		 * crash leaves at worst a table only the redundant GD links, which a check repair
+		 * unlinks (the other way round, a GT without a copy, would need a new copy).
+		 */
 		ret = vdimg_file_sync(v->file);
+		if (!ret && v->rgd) {
+			ret = vmdk_write_gd(v, v->rgd, v->rgd_off);
+			if (!ret)
+				ret = vdimg_file_sync(v->file);
+		}
 		if (!ret)
 			ret = vmdk_write_gd(v, v->gd, v->gd_off);
-		if (!ret && v->rgd)
-			ret = vmdk_write_gd(v, v->rgd, v->rgd_off);
 		if (ret)
 			return ret;
-		v->gd_dirty_lo = v->gd_dirty_hi = 0;
+		v->gd_dirty_lo = 0;
+		v->gd_dirty_hi = 0;
 	}
 	return 0;
 }
@@ -319,7 +329,8 @@ static int vmdk_lookup(struct vmdk_sparse *v, u64 g, bool nowait, struct vmdk_gt
 		return ret;
 	*e = vmdk_gte(*s, g - (u64)gi * v->num_gtes);
 	if (*e > VMDK_GTE_ZERO && !vmdk_grain_ok(v, *e))
-		return vdimg_corrupt(v->img, "grain %llu points at sector %u, outside the grain area",
+		return vdimg_corrupt(v->img,
+				     "grain %llu points at sector %u, outside the grain area",
 				     (unsigned long long)g, *e);
 	return 0;
 }
@@ -518,9 +529,9 @@ out:
 /*
  * Whole grains become zeroed grains (GTE 1) where the header allows it, unallocated (GTE 0) in an
  * image without a parent; their old space leaks (it is never handed out again). Partial grains that
- * hold data are zeroed in the file. What cannot be expressed (an unallocated grain of a child, which
- * shows its parent, without the zeroed-grain flag; a partial one in any case) is left to the caller
- * (-EOPNOTSUPP, decided before anything changes).
+ * hold data are zeroed in the file. What cannot be expressed (an unallocated grain of a child,
+ * which shows its parent, without the zeroed-grain flag; a partial one in any case) is left to the
+ * caller (-EOPNOTSUPP, decided before anything changes).
  */
 int vmdk_sparse_discard(struct vmdk_sparse *v, u64 offset, u64 length, unsigned int flags)
 {
@@ -587,7 +598,7 @@ int vmdk_sparse_discard(struct vmdk_sparse *v, u64 offset, u64 length, unsigned 
 
 #define VMDK_MAX_GRAIN_SECTORS	32768U		/* 16 MiB: bounds the fill of a new grain */
 #define VMDK_MAX_GTES		4096U
-#define VMDK_MAX_GTS		(1U << 22)	/* GD entries: 16 MiB per GD copy in memory */
+#define VMDK_MAX_GTS		BIT(22)	/* GD entries: 16 MiB per GD copy in memory */
 
 /* Check the header fields of a sparse extent and fill the geometry of @v. */
 int vmdk_check_header(struct vmdk_sparse *v, const struct vmdk_header *h, u64 fsize)
@@ -597,6 +608,7 @@ int vmdk_check_header(struct vmdk_sparse *v, const struct vmdk_header *h, u64 fs
 	u64 gd = le64_to_cpu(h->gd_offset), rgd = le64_to_cpu(h->rgd_offset);
 	u64 ov = le64_to_cpu(h->overhead), fsec = fsize / VMDK_SECTOR;
 	u16 algo = le16_to_cpu(h->compress_algorithm);
+	bool deflate;
 
 	v->version = le32_to_cpu(h->version);
 	v->hflags = le32_to_cpu(h->flags);
@@ -607,7 +619,8 @@ int vmdk_check_header(struct vmdk_sparse *v, const struct vmdk_header *h, u64 fs
 	if ((v->hflags & VMDK_FLAG_NL_TEST) &&
 	    (h->nl_single != '\n' || h->nl_non != ' ' || h->nl_double1 != '\r' ||
 	     h->nl_double2 != '\n'))
-		return vdimg_corrupt(img, "the end-of-line check bytes are wrong (the file was transferred in text mode)");
+		return vdimg_corrupt(img,
+				     "the end-of-line check bytes are wrong (the file was transferred in text mode)");
 	v->compressed = v->hflags & VMDK_FLAG_COMPRESSED;
 	v->markers = v->hflags & VMDK_FLAG_MARKERS;
 	v->zero_grain = v->hflags & VMDK_FLAG_ZERO_GRAIN;
@@ -615,11 +628,13 @@ int vmdk_check_header(struct vmdk_sparse *v, const struct vmdk_header *h, u64 fs
 		vdimg_err(img, "compression algorithm %u is not supported", algo);
 		return -EOPNOTSUPP;
 	}
-	if (v->compressed != (algo == VMDK_COMPRESS_DEFLATE)) {
-		if (algo == VMDK_COMPRESS_DEFLATE)
+	deflate = algo == VMDK_COMPRESS_DEFLATE;
+	if (v->compressed != deflate) {
+		if (deflate)
 			v->compressed = true;	/* what qemu goes by */
 		else
-			return vdimg_corrupt(img, "compressed grains without a compression algorithm");
+			return vdimg_corrupt(img,
+					     "compressed grains without a compression algorithm");
 	}
 	if (!grain || !is_power_of_2(grain))
 		return vdimg_corrupt(img, "grain size %llu sectors is not a power of two",
@@ -647,18 +662,20 @@ int vmdk_check_header(struct vmdk_sparse *v, const struct vmdk_header *h, u64 fs
 	v->size = cap * VMDK_SECTOR;
 	span = (u64)v->num_gtes * grain;
 	if (DIV_ROUND_UP(cap, span) > VMDK_MAX_GTS) {
-		vdimg_err(img, "%llu grain tables are more than the supported %u",
+		vdimg_err(img, "%llu grain tables are more than the supported %lu",
 			  (unsigned long long)DIV_ROUND_UP(cap, span), VMDK_MAX_GTS);
 		return -EOPNOTSUPP;
 	}
 	v->nr_gts = DIV_ROUND_UP(cap, span);
 	if (!gd || gd >= fsec || gd * VMDK_SECTOR + (u64)v->nr_gts * 4 > fsize)
-		return vdimg_corrupt(img, "the grain directory (sector %llu, %u entries) is not inside the file",
+		return vdimg_corrupt(img,
+				     "the grain directory (sector %llu, %u entries) is not inside the file",
 				     (unsigned long long)gd, v->nr_gts);
 	v->gd_off = gd * VMDK_SECTOR;
 	if ((v->hflags & VMDK_FLAG_RGD) && rgd) {
 		if (rgd >= fsec || rgd * VMDK_SECTOR + (u64)v->nr_gts * 4 > fsize)
-			return vdimg_corrupt(img, "the redundant grain directory (sector %llu) is not inside the file",
+			return vdimg_corrupt(img,
+					     "the redundant grain directory (sector %llu) is not inside the file",
 					     (unsigned long long)rgd);
 		if (rgd == gd)
 			return vdimg_corrupt(img, "both grain directories are at sector %llu",
@@ -666,7 +683,8 @@ int vmdk_check_header(struct vmdk_sparse *v, const struct vmdk_header *h, u64 fs
 		v->rgd_off = rgd * VMDK_SECTOR;
 	}
 	if (!ov || ov > fsec)
-		return vdimg_corrupt(img, "the grain area starts at sector %llu, outside the file (%llu sectors)",
+		return vdimg_corrupt(img,
+				     "the grain area starts at sector %llu, outside the file (%llu sectors)",
 				     (unsigned long long)ov, (unsigned long long)fsec);
 	v->overhead = ov * VMDK_SECTOR;
 	return 0;
@@ -686,7 +704,8 @@ int vmdk_check_cowd_header(struct vmdk_sparse *v, const struct vmdk_cowd_header 
 		return -EOPNOTSUPP;
 	}
 	if (!grain || !is_power_of_2(grain))
-		return vdimg_corrupt(img, "COWD grain size %u sectors is not a power of two", grain);
+		return vdimg_corrupt(img, "COWD grain size %u sectors is not a power of two",
+				     grain);
 	if (grain > VMDK_MAX_GRAIN_SECTORS) {
 		vdimg_err(img, "COWD grain size of %u sectors is larger than supported", grain);
 		return -EOPNOTSUPP;
@@ -698,7 +717,8 @@ int vmdk_check_cowd_header(struct vmdk_sparse *v, const struct vmdk_cowd_header 
 		return vdimg_corrupt(img, "%u COWD grain directory entries for %u sectors", n, cap);
 	if ((u64)gd * VMDK_SECTOR < VMDK_COWD_HEADER_SIZE ||
 	    (u64)gd * VMDK_SECTOR + (u64)n * 4 > fsize)
-		return vdimg_corrupt(img, "the COWD grain directory (sector %u, %u entries) is not inside the file",
+		return vdimg_corrupt(img,
+				     "the COWD grain directory (sector %u, %u entries) is not inside the file",
 				     gd, n);
 	v->cowd = true;
 	v->version = 1;
@@ -727,9 +747,10 @@ int vmdk_sparse_open(struct vmdk_sparse *v, const struct vmdk_header *h, u64 fsi
 	if (!v->gd || !v->slot_of)
 		return -ENOMEM;
 	ret = vdimg_file_read(v->file, v->gd, gd_bytes, v->gd_off);
+	if (ret == -EFSCORRUPTED)
+		return vdimg_corrupt(img, "the grain directory lies past the end of the file");
 	if (ret)
-		return ret == -EFSCORRUPTED ?
-		       vdimg_corrupt(img, "the grain directory lies past the end of the file") : ret;
+		return ret;
 	for (i = 0; i < v->nr_gts; i++)
 		v->gd[i] = le32_to_cpu(((__le32 *)v->gd)[i]);
 	if (v->rgd_off) {
@@ -737,20 +758,23 @@ int vmdk_sparse_open(struct vmdk_sparse *v, const struct vmdk_header *h, u64 fsi
 		if (!v->rgd)
 			return -ENOMEM;
 		ret = vdimg_file_read(v->file, v->rgd, gd_bytes, v->rgd_off);
+		if (ret == -EFSCORRUPTED)
+			return vdimg_corrupt(img,
+					     "the redundant grain directory lies past the end of the file");
 		if (ret)
-			return ret == -EFSCORRUPTED ?
-			       vdimg_corrupt(img, "the redundant grain directory lies past the end of the file") :
-			       ret;
+			return ret;
 		for (i = 0; i < v->nr_gts; i++)
 			v->rgd[i] = le32_to_cpu(((__le32 *)v->rgd)[i]);
 	}
 	for (i = 0; i < v->nr_gts; i++) {
 		if (v->gd[i] && !vmdk_gt_ok(v, v->gd[i]))
-			return vdimg_corrupt(img, "GD entry %u points at sector %u, outside the file", i,
-					     v->gd[i]);
+			return vdimg_corrupt(img,
+					     "GD entry %u points at sector %u, outside the file",
+					     i, v->gd[i]);
 		if (v->rgd && v->rgd[i] && !vmdk_gt_ok(v, v->rgd[i])) {
 			if (v->writable)
-				return vdimg_corrupt(img, "redundant GD entry %u points at sector %u, outside the file",
+				return vdimg_corrupt(img,
+						     "redundant GD entry %u points at sector %u, outside the file",
 						     i, v->rgd[i]);
 			v->rgd[i] = 0;	/* never used for reading */
 		}

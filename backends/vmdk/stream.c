@@ -15,16 +15,18 @@
 int vmdk_stream_footer(struct vmdk_sparse *v, struct vmdk_header *h, u64 fsize)
 {
 	struct vdimg_image *img = v->img;
-	struct {
+	struct vmdk_stream_tail {
 		struct vmdk_marker footer;
 		struct vmdk_header header;
 		struct vmdk_marker eos;
-	} __packed *t;
+	} __packed;
+	struct vmdk_stream_tail *t;
 	int ret;
 
 	BUILD_BUG_ON(sizeof(*t) != 3 * VMDK_SECTOR);
 	if (fsize < 4 * VMDK_SECTOR)
-		return vdimg_corrupt(img, "the grain directory is in a footer, but the file is too short for one");
+		return vdimg_corrupt(img,
+				     "the grain directory is in a footer, but the file is too short for one");
 	t = vdimg_zalloc(sizeof(*t));
 	if (!t)
 		return -ENOMEM;
@@ -39,7 +41,8 @@ int vmdk_stream_footer(struct vmdk_sparse *v, struct vmdk_header *h, u64 fsize)
 		goto out;
 	}
 	if (le64_to_cpu(t->header.gd_offset) == VMDK_GD_AT_END) {
-		ret = vdimg_corrupt(img, "the stream footer does not give the grain directory either");
+		ret = vdimg_corrupt(img,
+				    "the stream footer does not give the grain directory either");
 		goto out;
 	}
 	*h = t->header;
@@ -72,7 +75,8 @@ int vmdk_sparse_read_encoded(struct vmdk_sparse *v, const struct vdimg_extent *e
 		struct vmdk_grain_marker m;
 
 		if (avail < hdr)
-			return vdimg_corrupt(img, "grain %llu: the marker lies past the end of the file",
+			return vdimg_corrupt(img,
+					     "grain %llu: the marker lies past the end of the file",
 					     (unsigned long long)g);
 		ret = vdimg_file_read(v->file, &m, sizeof(m), moff);
 		if (ret)

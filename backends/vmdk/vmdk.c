@@ -7,8 +7,9 @@
  * vmfs), which the caller opens and passes in img->extents: this code never opens a path. Hosted
  * sparse extents are served by sparse.c and stream.c, seSparse extents by sesparse.c, the
  * descriptor text by descriptor.c. COWD (vmfsSparse) extents are sparse.c's too (writable behind a
- * descriptor), raw-device extents are read as FLAT extents of the device the caller passes. Kernel-shared: only include/vdimg/platform.h services here; the userspace-only
- * tool operations are in tools/lib/formats/vmdk.c.
+ * descriptor), raw-device extents are read as FLAT extents of the device the caller passes.
+ * Kernel-shared: only include/vdimg/platform.h services here; the userspace-only tool operations
+ * are in tools/lib/formats/vmdk.c.
  */
 #include "vmdk.h"
 
@@ -62,7 +63,8 @@ static int vmdk_read_embedded_desc(struct vmdk *vm, const struct vmdk_sparse *sp
 		return 0;
 	if (!off || size > VMDK_MAX_DESC_SECTORS || off > fsize / VMDK_SECTOR ||
 	    (off + size) * VMDK_SECTOR > fsize)
-		return vdimg_corrupt(img, "the descriptor (sector %llu, %llu sectors) is not inside the file",
+		return vdimg_corrupt(img,
+				     "the descriptor (sector %llu, %llu sectors) is not inside the file",
 				     (unsigned long long)off, (unsigned long long)size);
 	if (off * VMDK_SECTOR < sp->gd_off + (u64)sp->nr_gts * 4 &&
 	    sp->gd_off < (off + size) * VMDK_SECTOR)
@@ -133,7 +135,8 @@ static int vmdk_write_cid(struct vmdk *vm, u32 cid)
 	       d->text_len - d->cid_pos - d->cid_len);
 	ret = vmdk_write_desc(vm, t, len);
 	if (ret == -ENOSPC) {
-		vdimg_warn(vm->img, "no room in the descriptor for a new CID; keeping %08x", vm->cid);
+		vdimg_warn(vm->img,
+			   "no room in the descriptor for a new CID; keeping %08x", vm->cid);
 		vdimg_free(t);
 		return 0;
 	}
@@ -409,7 +412,8 @@ static int vmdk_open_descriptor(struct vmdk *vm, u64 fsize)
 		const struct vmdk_desc_extent *d = &vm->desc.extents[i];
 		struct vmdk_ext *x = &vm->ext[i];
 
-		if (d->sectors > VMDK_MAX_CAPACITY || pos / VMDK_SECTOR + d->sectors > VMDK_MAX_CAPACITY) {
+		if (d->sectors > VMDK_MAX_CAPACITY ||
+		    pos / VMDK_SECTOR + d->sectors > VMDK_MAX_CAPACITY) {
 			vdimg_err(img, "a disk of more than %llu sectors is not supported",
 				  (unsigned long long)VMDK_MAX_CAPACITY);
 			return -EOPNOTSUPP;
@@ -417,9 +421,19 @@ static int vmdk_open_descriptor(struct vmdk *vm, u64 fsize)
 		x->start = pos;
 		x->len = d->sectors * VMDK_SECTOR;
 		/* raw-device extents: the device (a block device the caller opened) read as FLAT */
-		x->type = d->type == VMDK_EXT_VMFS || d->type == VMDK_EXT_VMFSRAW ||
-			  d->type == VMDK_EXT_VMFSRDM || d->type == VMDK_EXT_VMFSRDMP ? VMDK_EXT_FLAT :
-			  d->type == VMDK_EXT_VMFSSPARSE ? VMDK_EXT_SPARSE : d->type;
+		switch (d->type) {
+		case VMDK_EXT_VMFS:
+		case VMDK_EXT_VMFSRAW:
+		case VMDK_EXT_VMFSRDM:
+		case VMDK_EXT_VMFSRDMP:
+			x->type = VMDK_EXT_FLAT;
+			break;
+		case VMDK_EXT_VMFSSPARSE:
+			x->type = VMDK_EXT_SPARSE;
+			break;
+		default:
+			x->type = d->type;
+		}
 		x->access = d->access;
 		pos += x->len;
 		if (x->type == VMDK_EXT_ZERO)
@@ -432,7 +446,8 @@ static int vmdk_open_descriptor(struct vmdk *vm, u64 fsize)
 
 			x->file_off = d->offset * VMDK_SECTOR;
 			if (vdimg_file_size(x->file) < need)
-				return vdimg_corrupt(img, "extent %u (%s) holds %llu bytes, its extent needs %llu",
+				return vdimg_corrupt(img,
+						     "extent %u (%s) holds %llu bytes, its extent needs %llu",
 						     i, d->file,
 						     (unsigned long long)vdimg_file_size(x->file),
 						     (unsigned long long)need);
@@ -447,7 +462,8 @@ static int vmdk_open_descriptor(struct vmdk *vm, u64 fsize)
 			if (ret)
 				return ret;
 			if (x->se->capacity != d->sectors)
-				return vdimg_corrupt(img, "extent %u (%s) holds %llu sectors, the descriptor says %llu",
+				return vdimg_corrupt(img,
+						     "extent %u (%s) holds %llu sectors, the descriptor says %llu",
 						     i, d->file,
 						     (unsigned long long)x->se->capacity,
 						     (unsigned long long)d->sectors);
@@ -457,11 +473,13 @@ static int vmdk_open_descriptor(struct vmdk *vm, u64 fsize)
 		if (ret)
 			return ret;
 		if (x->sp->capacity != d->sectors)
-			return vdimg_corrupt(img, "extent %u (%s) holds %llu sectors, the descriptor says %llu",
+			return vdimg_corrupt(img,
+					     "extent %u (%s) holds %llu sectors, the descriptor says %llu",
 					     i, d->file, (unsigned long long)x->sp->capacity,
 					     (unsigned long long)d->sectors);
 		if (x->start % x->sp->grain_bytes)
-			return vdimg_corrupt(img, "extent %u does not start on a grain boundary", i);
+			return vdimg_corrupt(img,
+					     "extent %u does not start on a grain boundary", i);
 		if (x->sp->compressed && vm->writable) {
 			vdimg_err(img, "compressed extents are read-only");
 			return -EOPNOTSUPP;
@@ -598,17 +616,11 @@ static int vmdk_map(struct vdimg_image *img, u64 offset, u64 length, unsigned in
 		return -EIO;
 	if (write && (x->access != VMDK_ACCESS_RW || x->type == VMDK_EXT_ZERO))
 		return -EROFS;
-	if (x->type == VMDK_EXT_SPARSE) {
-		ret = vmdk_sparse_map(x->sp, rel, length, flags, ext);
-		if (ret)
-			return ret;
-		ext->offset += x->start;
-		if (ext->flags & VDIMG_EXT_NEW)
-			ext->fill_offset += x->start;
-		return 0;
-	}
-	if (x->type == VMDK_EXT_SESPARSE) {
-		ret = vmdk_se_map(x->se, rel, length, flags, ext);
+	if (x->type == VMDK_EXT_SPARSE || x->type == VMDK_EXT_SESPARSE) {
+		if (x->type == VMDK_EXT_SPARSE)
+			ret = vmdk_sparse_map(x->sp, rel, length, flags, ext);
+		else
+			ret = vmdk_se_map(x->se, rel, length, flags, ext);
 		if (ret)
 			return ret;
 		ext->offset += x->start;

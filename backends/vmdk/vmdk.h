@@ -8,10 +8,10 @@
  *
  * A hosted sparse extent: sector 0 holds the header; the descriptor (text) sits at descriptorOffset
  * for descriptorSize sectors; the grain directory (GD) at gdOffset is an array of little-endian u32
- * sector numbers of grain tables (GT), each numGTEsPerGT little-endian u32 grain table entries (GTE).
- * A GTE is 0 (the grain is not in this extent: the parent's, or zeros), 1 (a zeroed grain, when the
- * header has VMDK_FLAG_ZERO_GRAIN) or the sector of the grain. When VMDK_FLAG_RGD is set the
- * redundant GD at rgdOffset links a second copy of every GT, kept equal to the first.
+ * sector numbers of grain tables (GT), each numGTEsPerGT little-endian u32 grain table entries
+ * (GTE). A GTE is 0 (the grain is not in this extent: the parent's, or zeros), 1 (a zeroed grain,
+ * when the header has VMDK_FLAG_ZERO_GRAIN) or the sector of the grain. When VMDK_FLAG_RGD is set
+ * the redundant GD at rgdOffset links a second copy of every GT, kept equal to the first.
  */
 #ifndef _VDIMG_VMDK_H
 #define _VDIMG_VMDK_H
@@ -104,9 +104,9 @@ struct vmdk_cowd_header {
 
 /* ---- the text descriptor (descriptor.c) ---- */
 
-#define VMDK_MAX_CAPACITY	(1ULL << 44)	/* sectors (8 PiB) of a disk or an extent */
+#define VMDK_MAX_CAPACITY	BIT_ULL(44)	/* sectors (8 PiB) of a disk or an extent */
 #define VMDK_CID_NONE		0xffffffffU	/* parentCID of an image without a parent */
-#define VMDK_DESC_MAX		(1U << 20)	/* bytes of descriptor text accepted */
+#define VMDK_DESC_MAX		BIT(20)	/* bytes of descriptor text accepted */
 #define VMDK_MAX_EXTENTS	4096U
 #define VMDK_PATH_MAX		1024U
 #define VMDK_TYPE_MAX		32U
@@ -206,8 +206,11 @@ struct vmdk_sparse {
 	bool markers;
 	bool zero_grain;		/* GTE 1 may be written */
 	bool writable;			/* opened writable and the extent is RW */
-	bool cowd;			/* a COWD (vmfsSparse) extent: its header's freeSector follows
-					 * every allocation (writable only behind a descriptor) */
+	/*
+	 * a COWD (vmfsSparse) extent: its header's freeSector follows every allocation (writable
+	 * only behind a descriptor)
+	 */
+	bool cowd;
 	u64 file_end;			/* file size at open, in whole sectors */
 
 	/* protects everything below; held across metadata I/O (NOWAIT callers only try it) */

@@ -69,15 +69,18 @@ static inline struct gendisk *vdimg_alloc_disk(struct blk_mq_tag_set *set,
 
 #endif
 
-/* block_device_operations ->open and ->release changed shape in 6.5 */
+/*
+ * block_device_operations ->open and ->release changed shape in 6.5. The function these declare
+ * sees its gendisk as VDIMG_BDOPS_DISK (->open) or as @disk (->release).
+ */
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
-#define VDIMG_BDOPS_OPEN(fn, disk)	int fn(struct gendisk *disk, blk_mode_t mode)
-#define VDIMG_BDOPS_OPEN_DISK(disk)	(disk)
-#define VDIMG_BDOPS_RELEASE(fn, disk)	void fn(struct gendisk *disk)
+#define VDIMG_BDOPS_OPEN(fn)		int fn(struct gendisk *disk, blk_mode_t mode)
+#define VDIMG_BDOPS_DISK		disk
+#define VDIMG_BDOPS_RELEASE(fn)		void fn(struct gendisk *disk)
 #else
-#define VDIMG_BDOPS_OPEN(fn, disk)	int fn(struct block_device *__bdev, fmode_t mode)
-#define VDIMG_BDOPS_OPEN_DISK(disk)	(__bdev->bd_disk)
-#define VDIMG_BDOPS_RELEASE(fn, disk)	void fn(struct gendisk *disk, fmode_t mode)
+#define VDIMG_BDOPS_OPEN(fn)		int fn(struct block_device *bdev, fmode_t mode)
+#define VDIMG_BDOPS_DISK		(bdev->bd_disk)
+#define VDIMG_BDOPS_RELEASE(fn)		void fn(struct gendisk *disk, fmode_t mode)
 #endif
 
 /* blk_mq_alloc_disk()'s disk is released with put_disk() on both; the tag set outlives it. */

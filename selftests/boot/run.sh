@@ -204,6 +204,20 @@ host_get() {
 	debugfs -R "dump /$2 $3" "$1" >/dev/null 2>&1 && [ -f "$3" ]
 }
 
+# check_host [HOSTDISK]: the host ext4 (default $work/host.ext4) passes e2fsck -fn; a reason in
+# the caller's why[] otherwise
+check_host() {
+	e2fsck -fn "${1:-$work/host.ext4}" >"$work/hostfsck.log" 2>&1 ||
+		why+=("the host ext4 is not clean: $(tail -n 3 "$work/hostfsck.log" | tr '\n' ' ')")
+}
+
+# check_qemu IMAGE [FMT]: qemu-img check -q of IMAGE is clean; a reason in the caller's why[]
+# otherwise
+check_qemu() {
+	qemu-img check -q ${2:+-f "$2"} "$1" >"$work/check.log" 2>&1 ||
+		why+=("qemu-img check ${1##*/}: $(head -n 3 "$work/check.log" | tr '\n' ' ')")
+}
+
 # image_marker IMAGE FMT: print /marker from the root fs inside IMAGE (empty when absent)
 image_marker() {
 	local raw=$work/check.raw
@@ -499,9 +513,8 @@ case_debian() {
 		why+=("systemd-shutdown did not run the hook (no 'synced and frozen' line)")
 	if check_booted "$name"; then
 		host_get "$work/host.ext4" root.vhdx "$work/out.vhdx" || why+=("root.vhdx is gone")
-		e2fsck -fn "$work/host.ext4" >"$work/hostfsck.log" 2>&1 || why+=("the host ext4 is not clean")
-		qemu-img check -q "$work/out.vhdx" >"$work/check.log" 2>&1 ||
-			why+=("qemu-img check: $(head -n 3 "$work/check.log" | tr '\n' ' ')")
+		check_host
+		check_qemu "$work/out.vhdx"
 		rm -f "$work/check.raw" "$work/check.raw.fs"
 		qemu-img convert -f vhdx -O raw "$work/out.vhdx" "$work/check.raw" &&
 			dd if="$work/check.raw" of="$work/check.raw.fs" bs=1M skip=1 count=1000 status=none
@@ -593,10 +606,8 @@ for KREL in "${kernels[@]}"; do
 		if check_booted "$name"; then
 			why=()
 			host_get "$work/host.ext4" root.vhdx "$work/out.vhdx" || why+=("root.vhdx is gone from the host")
-			e2fsck -fn "$work/host.ext4" >"$work/hostfsck.log" 2>&1 ||
-				why+=("the host ext4 is not clean after shutdown: $(tail -n 3 "$work/hostfsck.log" | tr '\n' ' ')")
-			qemu-img check -q "$work/out.vhdx" >"$work/check.log" 2>&1 ||
-				why+=("qemu-img check: $(head -n 3 "$work/check.log" | tr '\n' ' ')")
+			check_host
+			check_qemu "$work/out.vhdx"
 			m=$(image_marker "$work/out.vhdx" vhdx)
 			grep -q 'marker written by the boot test' <<<"$m" || why+=("the marker is not inside the VHDX")
 			grep -q 'ROOTFSCK-FAILED' <<<"$m" && why+=("the root fs in the VHDX is not fsck-clean")
@@ -633,9 +644,8 @@ for KREL in "${kernels[@]}"; do
 		for f in "${files[@]}"; do
 			host_get "$work/host.ext4" "${f##*/}" "$f" || why+=("${f##*/} is gone from the host")
 		done
-		e2fsck -fn "$work/host.ext4" >"$work/hostfsck.log" 2>&1 || why+=("the host ext4 is not clean")
-		qemu-img check -q -f "$qfmt" "$d/$img" >"$work/check.log" 2>&1 ||
-			why+=("qemu-img check: $(head -n 3 "$work/check.log" | tr '\n' ' ')")
+		check_host
+		check_qemu "$d/$img" "$qfmt"
 		m=$(image_marker "$d/$img" "$qfmt")
 		grep -q 'marker written by the boot test' <<<"$m" || why+=("the marker is not inside $img")
 		grep -q 'ROOTFSCK-FAILED' <<<"$m" && why+=("the root fs in $img is not fsck-clean")
@@ -673,7 +683,7 @@ for KREL in "${kernels[@]}"; do
 			[ "$(sha256sum <"$work/out.vhdx")" = "$sum0" ] || why+=("root.vhdx changed (sha256)")
 			m=$(image_marker "$work/out.vhdx" vhdx)
 			grep -q 'marker written' <<<"$m" && why+=("the marker reached the image through the overlay")
-			e2fsck -fn "$work/host.ext4" >"$work/hostfsck.log" 2>&1 || why+=("the host ext4 is not clean")
+			check_host
 			if [ ${#why[@]} -eq 0 ]; then
 				ok "$name"
 			else
@@ -700,7 +710,7 @@ for KREL in "${kernels[@]}"; do
 				why=()
 				host_get "$work/host.ext4" base.vhd "$d/out-base.vhd" || why+=("base.vhd is gone")
 				[ "$(sha256sum <"$d/out-base.vhd")" = "$sum0" ] || why+=("base.vhd changed (sha256)")
-				e2fsck -fn "$work/host.ext4" >"$work/hostfsck.log" 2>&1 || why+=("the host ext4 is not clean")
+				check_host
 				# the booted child, put back beside the base it was made over, committed
 				# into that base offline: the marker must then be in the base
 				host_get "$work/host.ext4" child.vhd "$d/child.vhd" || why+=("child.vhd is gone")
@@ -745,8 +755,7 @@ for KREL in "${kernels[@]}"; do
 					why+=("the host was not mounted with ntfs3")
 				ntfscat "$work/host.ntfs" root.vhdx >"$work/out.vhdx" 2>/dev/null ||
 					why+=("root.vhdx cannot be read back with ntfscat")
-				qemu-img check -q "$work/out.vhdx" >"$work/check.log" 2>&1 ||
-					why+=("qemu-img check: $(head -n 3 "$work/check.log" | tr '\n' ' ')")
+				check_qemu "$work/out.vhdx"
 				m=$(image_marker "$work/out.vhdx" vhdx)
 				grep -q 'marker written by the boot test' <<<"$m" || why+=("the marker is not inside the VHDX")
 				grep -q 'ROOTFSCK-FAILED' <<<"$m" && why+=("the root fs in the VHDX is not fsck-clean")
@@ -819,8 +828,7 @@ for KREL in "${kernels[@]}"; do
 			why=()
 			grep -aq 'BOOTTEST: previous marker: marker written by the boot test' "$BOOT_LOG" ||
 				why+=("the boot after the power cut does not find the synced marker")
-			e2fsck -fn "$work/host.ext4" >"$work/hostfsck.log" 2>&1 ||
-				why+=("the host ext4 is not clean after the second shutdown")
+			check_host
 			if host_get "$work/host.ext4" root.qcow2 "$work/out.qcow2"; then
 				qemu-img check -q "$work/out.qcow2" >"$work/check.log" 2>&1
 				c=$?
@@ -865,7 +873,7 @@ for KREL in "${kernels[@]}"; do
 					why+=("vdimgctl list does not show data.qcow2 on /dev/vdimg1")
 				grep -aq "BOOTTEST: md5 vdimg1 $want" "$BOOT_LOG" ||
 					why+=("/dev/vdimg1 does not read as snapshot s1 ($(grep -a 'BOOTTEST: md5 vdimg1' "$BOOT_LOG" | tr -d '\r'))")
-				e2fsck -fn "$work/host.ext4" >"$work/hostfsck.log" 2>&1 || why+=("the host ext4 is not clean")
+				check_host
 				for f in root.vhdx data.qcow2 root-ovl.qcow2; do
 					host_get "$work/host.ext4" "$f" "$d/$f" || why+=("$f is not on the host")
 				done
@@ -873,8 +881,7 @@ for KREL in "${kernels[@]}"; do
 					why+=("root.vhdx or data.qcow2 changed (sha256)")
 				# the overlay names its parent by its path in the booted system
 				if qemu-img rebase -u -f qcow2 -b root.vhdx -F vhdx "$d/root-ovl.qcow2"; then
-					qemu-img check -q "$d/root-ovl.qcow2" >"$work/check.log" 2>&1 ||
-						why+=("qemu-img check: $(head -n 3 "$work/check.log" | tr '\n' ' ')")
+					check_qemu "$d/root-ovl.qcow2"
 					m=$(image_marker "$d/root-ovl.qcow2" qcow2)
 					grep -q 'marker written by the boot test' <<<"$m" ||
 						why+=("the marker is not in the overlay")
@@ -954,8 +961,7 @@ for KREL in "${kernels[@]}"; do
 			if [ ! -s "$work/out.vhdx" ]; then
 				why+=("root.vhdx cannot be read back from the $hfs host")
 			else
-				qemu-img check -q "$work/out.vhdx" >"$work/check.log" 2>&1 ||
-					why+=("qemu-img check: $(head -n 3 "$work/check.log" | tr '\n' ' ')")
+				check_qemu "$work/out.vhdx"
 				m=$(image_marker "$work/out.vhdx" vhdx)
 				grep -q 'marker written by the boot test' <<<"$m" ||
 					why+=("the marker is not inside the VHDX")
@@ -987,9 +993,8 @@ for KREL in "${kernels[@]}"; do
 				if check_booted "$name"; then
 					why=()
 					host_get "$work/host.ext4" root.vhdx "$work/out.vhdx" || why+=("root.vhdx is gone")
-					e2fsck -fn "$work/host.ext4" >"$work/hostfsck.log" 2>&1 || why+=("the host ext4 is not clean")
-					qemu-img check -q "$work/out.vhdx" >"$work/check.log" 2>&1 ||
-						why+=("qemu-img check: $(head -n 3 "$work/check.log" | tr '\n' ' ')")
+					check_host
+					check_qemu "$work/out.vhdx"
 					m=$(image_marker "$work/out.vhdx" vhdx)
 					grep -q 'marker written by the boot test' <<<"$m" || why+=("the marker is not inside the VHDX")
 					if [ ${#why[@]} -eq 0 ]; then

@@ -4,8 +4,8 @@
 # test_pkg: what `make install` and the packages add around vdimgctl, without a kernel: the
 # vdimgtab generator's units for a sample /etc/vdimgtab (and systemd-analyze verify on them), the
 # vdimgtab helper's option parsing, mount.vdimg's option parsing and its attach/pick/mount/detach
-# sequence against a mock vdimgctl, mount and sysfs, the udev helper vdimg-id, and the bash
-# completion. The real attach, mount and umount are tested in the VM (330-mount-helper).
+# sequence against a mock vdimgctl, mount and sysfs, the udev helper vdimg-id, the bash
+# completion, and the bash and zsh completions against what `vdimgctl CMD --help` prints. The real attach, mount and umount are tested in the VM (330-mount-helper).
 set -u
 . "$(dirname "$0")/cli_lib.sh"
 S=$ROOT/tools/system
@@ -252,6 +252,93 @@ EOT
 	rm -f "$T/diff"
 else
 	skip "bash completion" "bash-completion is not installed"
+fi
+
+# ---- completion drift: every subcommand `vdimgctl --help` lists and every long option
+# `vdimgctl CMD --help` prints (outside `quotes`, which cite other tools) is offered by the bash
+# completion (its COMPREPLY after "vdimgctl CMD --") and by the zsh one (what its per-command
+# function hands _arguments, with the completion system's functions stubbed)
+if [ -x "$V" ]; then
+	"$V" --help | sed -n 's/^ vdimgctl \([a-z][a-z]*\).*/\1/p' | sort -u >"$T/cmds"
+	: >"$T/want"
+	while read -r c; do
+		"$V" "$c" --help 2>&1 | sed 's/`[^`]*`//g' |
+			grep -o -- '--[a-z][a-z-]*[a-z]' | sort -u | sed "s/^/$c /" >>"$T/want"
+	done <"$T/cmds"
+	if [ "$(wc -l <"$T/cmds")" -ge 14 ] && grep -q '^attach --overlay-format$' "$T/want"; then
+		ok 0 "vdimgctl --help lists $(wc -l <"$T/cmds") subcommands, $(wc -l <"$T/want") long options"
+	else
+		ok 1 "vdimgctl --help lists the subcommands and their options"
+	fi
+	if [ -r /usr/share/bash-completion/bash_completion ]; then
+		cat >"$T/drift.sh" <<'EOT'
+. /usr/share/bash-completion/bash_completion
+. "$1"
+c() {
+	COMP_WORDS=("$@")
+	COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
+	COMP_LINE="${COMP_WORDS[*]}"
+	COMP_POINT=${#COMP_LINE}
+	COMPREPLY=()
+	_vdimgctl
+	printf '%s\n' "${COMPREPLY[@]}"
+}
+c vdimgctl '' | sed 's/^/- /'
+while read -r cmd; do
+	c vdimgctl "$cmd" -- | sed "s/=\$//; s/^/$cmd /"
+done <"$2"
+EOT
+		bash "$T/drift.sh" "$ROOT/tools/completion/vdimgctl" "$T/cmds" >"$T/bash" 2>"$T/err"
+		{
+			sed 's/^/- /' "$T/cmds"
+			cat "$T/want"
+		} | grep -vxFf "$T/bash" >"$T/diff"
+		[ ! -s "$T/diff" ] && [ ! -s "$T/err" ]
+		ok $? "bash completion offers every subcommand and every long option of --help"
+	else
+		skip "bash completion drift" "bash-completion is not installed"
+	fi
+	if command -v zsh >/dev/null; then
+		zsh -n "$ROOT/tools/completion/_vdimgctl" 2>"$T/err"
+		ok $? "zsh completion: zsh -n"
+		# the completion system's functions print what they are given
+		zsh -f -c '
+			# the top level (-C) goes to its command state; the others print their specs
+			_arguments() {
+				if [[ $1 == -C ]]; then state=cmd; return 0; fi
+				printf "%s\n" "$@"
+			}
+			_describe() { local -a a; a=("${(@P)4}"); printf -- "- %s\n" "${a[@]%%:*}"; }
+			_values() { :; }
+			_files() { :; }
+			service=vdimgctl words=()
+			source "$1"
+			while read -r c; do
+				words=($c)
+				_vdimgctl_cmd | grep -o -- "--[a-z][a-z-]*[a-z]" | sort -u | sed "s/^/$c /"
+			done <"$2"
+		' zsh "$ROOT/tools/completion/_vdimgctl" "$T/cmds" >"$T/zsh" 2>"$T/err"
+		{
+			sed 's/^/- /' "$T/cmds"
+			cat "$T/want"
+		} | grep -vxFf "$T/zsh" >"$T/diff"
+		[ ! -s "$T/diff" ]
+		ok $? "zsh completion offers every subcommand and every long option of --help"
+		# the file is the body of _vdimgctl: it must not define a function of that name (a
+		# second completion would skip its dispatch on the command)
+		zsh -f -c '_arguments() { :; }; service=mount.vdimg; source "$1"
+			whence -w _vdimgctl _vdimgctl_main _mount_vdimg' zsh \
+			"$ROOT/tools/completion/_vdimgctl" >"$T/out" 2>"$T/err"
+		head -n 1 "$ROOT/tools/completion/_vdimgctl" | grep -qx '#compdef vdimgctl mount.vdimg' &&
+			grep -qx '_vdimgctl: none' "$T/out" && grep -qx '_vdimgctl_main: function' "$T/out" &&
+			grep -qx '_mount_vdimg: function' "$T/out" && [ ! -s "$T/err" ]
+		ok $? "zsh completion: #compdef vdimgctl mount.vdimg, a dispatching body, both functions"
+	else
+		skip "zsh completion" "zsh is not installed"
+	fi
+	rm -f "$T/diff"
+else
+	skip "completion drift" "vdimgctl is not built"
 fi
 
 # ---- one version: debian/changelog's first entry; every other place that writes it agrees

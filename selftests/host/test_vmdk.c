@@ -1966,6 +1966,148 @@ static void test_check_repair(void)
 	ok(sh("qemu-img check -q -f vmdk '%s'", p[0]) == 0, "qemu-img check clean after repair");
 }
 
+/*
+ * Issue 16: a flush writes a GT and its redundant copy with no sync between them, so a crash can
+ * leave either copy newer. With uncleanShutdown set that is a warning (no data lost; VirtualBox
+ * refuses such an image, VMware's vdiskmanager -R rewrites the copy), fixed by a repair that
+ * rewrites the copy from the GT; the same difference in a cleanly closed extent is an error.
+ */
+static void test_stale_copy(void)
+{
+	static const struct {
+		const char *what;
+		bool unclean, copy_newer;
+		u64 errors, warnings, fixed;
+	} cases[] = {
+		{ "GT newer, unclean", true, false, 0, 1, 1 },
+		/* the grain only the copy linked is a leak at the end of the file, cut off */
+		{ "copy newer, unclean", true, true, 0, 1, 2 },
+		{ "GT newer, clean", false, false, 1, 0, 1 },
+	};
+	const char *p[1] = { tp("stale.vmdk") };
+	u8 buf[64 * KiB];
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct vdimg_check_result res = {};
+		struct vdimg_chain *c;
+		__le64 rgd = 0, gd = 0;
+		__le32 rgt = 0, gt = 0, zero = 0, e = 0;
+		u8 unclean = cases[i].unclean;
+		int fd, ret;
+
+		sh("rm -f '%s'; qemu-img create -q -f vmdk '%s' 8M", p[0], p[0]);
+		if (open_chain(&c, p, 1, false))
+			return;
+		fill_pat(buf, sizeof(buf), 9, 0);
+		ret = vdimg_chain_pwrite(c, buf, sizeof(buf), 0);
+		ret = ret ?: vdimg_chain_close(c);
+		/* GTE 0 of GT 0 now points at the grain in both copies; one copy loses it */
+		fd = open(p[0], O_RDWR);
+		if (ret || fd < 0 || pread(fd, &rgd, 8, 48) != 8 || pread(fd, &gd, 8, 56) != 8 ||
+		    pread(fd, &rgt, 4, le64toh(rgd) * 512) != 4 ||
+		    pread(fd, &gt, 4, le64toh(gd) * 512) != 4 ||
+		    pread(fd, &e, 4, le32toh(gt) * 512) != 4 || !e ||
+		    pwrite(fd, &zero, 4, (cases[i].copy_newer ? le32toh(gt) : le32toh(rgt)) * 512) != 4 ||
+		    pwrite(fd, &unclean, 1, 72) != 1) {
+			ok(false, "%s: the tables can be changed", cases[i].what);
+			if (fd >= 0)
+				close(fd);
+			continue;
+		}
+		close(fd);
+		ok(sh("qemu-img check -q -f vmdk '%s'", p[0]) == 0,
+		   "%s: qemu-img check (reads the GT only) is clean", cases[i].what);
+		if (open_chain(&c, p, 1, false))
+			return;
+		ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), 0, &res);
+		ok(!ret && res.errors == cases[i].errors && res.warnings == cases[i].warnings &&
+		   !res.fixed, "%s: our check: %llu errors, %llu warnings", cases[i].what,
+		   (unsigned long long)res.errors, (unsigned long long)res.warnings);
+		memset(&res, 0, sizeof(res));
+		ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), VDIMG_CHECK_REPAIR, &res);
+		ok(!ret && res.fixed == cases[i].fixed, "%s: repair rewrites the copy (%llu fixed)",
+		   cases[i].what, (unsigned long long)res.fixed);
+		memset(&res, 0, sizeof(res));
+		ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), 0, &res);
+		ok(!ret && !res.errors && !res.warnings && !res.fixed,
+		   "%s: then the copies are in step", cases[i].what);
+		/* the GT is the truth: the grain it links reads, the one only the copy linked is gone */
+		ret = vdimg_chain_pread(c, buf, sizeof(buf), 0);
+		ok(!ret && (cases[i].copy_newer ? is_byte(buf, sizeof(buf), 0) :
+			    is_pat(buf, sizeof(buf), 9, 0)),
+		   "%s: reads what the GT links", cases[i].what);
+		vdimg_chain_close(c);
+		fd = open(p[0], O_RDONLY);
+		ok(fd >= 0 && pread(fd, &gt, 4, le32toh(rgt) * 512) == 4 &&
+		   gt == (cases[i].copy_newer ? 0 : e), "%s: the copy's entry is the GT's",
+		   cases[i].what);
+		if (fd >= 0)
+			close(fd);
+	}
+}
+
+/*
+ * A flush links new GTs in the redundant GD first (synced), then in the GD: a crash leaves at worst
+ * a table only the redundant GD links. With uncleanShutdown set that is a warning and a repair
+ * unlinks it; in a cleanly closed extent it stays an error.
+ */
+static void test_stale_rgd(void)
+{
+	const char *p[1] = { tp("stale-rgd.vmdk") };
+
+	for (int unclean = 1; unclean >= 0; unclean--) {
+		struct vdimg_check_result res = {};
+		struct vdimg_chain *c;
+		__le64 rgd = 0, gd = 0;
+		__le32 zero = 0, e = 1;
+		u8 flag = unclean;
+		u8 buf[4096];
+		int fd, ret;
+
+		/* qemu links every GT at create: unlinking GT 0 in the GD gives the crash's state */
+		sh("rm -f '%s'; qemu-img create -q -f vmdk '%s' 8M", p[0], p[0]);
+		fd = open(p[0], O_RDWR);
+		if (fd < 0 || pread(fd, &rgd, 8, 48) != 8 || pread(fd, &gd, 8, 56) != 8 ||
+		    pwrite(fd, &zero, 4, le64toh(gd) * 512) != 4 || pwrite(fd, &flag, 1, 72) != 1) {
+			ok(false, "GD entry 0 can be cleared");
+			if (fd >= 0)
+				close(fd);
+			return;
+		}
+		close(fd);
+		if (open_chain(&c, p, 1, false))
+			return;
+		ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), 0, &res);
+		ok(!ret && res.errors == (u64)!unclean && res.warnings == (u64)unclean,
+		   "only the redundant GD links GT 0, %s: %llu errors, %llu warnings",
+		   unclean ? "unclean" : "clean", (unsigned long long)res.errors,
+		   (unsigned long long)res.warnings);
+		memset(&res, 0, sizeof(res));
+		ret = vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), VDIMG_CHECK_REPAIR, &res);
+		memset(&res, 0, sizeof(res));
+		ret = ret ?: vdimg_vmdk_tool_ops.check(vdimg_chain_top(c), 0, &res);
+		if (unclean)
+			ok(!ret && !res.errors && !res.warnings, "unclean: a repair unlinks it");
+		else
+			ok(!ret && res.errors == 1, "clean: it stays an error after a repair");
+		/* the GD is the truth: nothing is allocated, and a write links a new GT pair */
+		memset(buf, 0x77, sizeof(buf));
+		ret = vdimg_chain_pwrite(c, buf, sizeof(buf), 0);
+		ret = ret ?: vdimg_chain_flush(c);
+		ret = ret ?: vdimg_chain_pread(c, buf, sizeof(buf), 4096);
+		ok(!ret && is_byte(buf, sizeof(buf), 0), "%s: a write over it works",
+		   unclean ? "unclean" : "clean");
+		vdimg_chain_close(c);
+		fd = open(p[0], O_RDONLY);
+		ok(fd >= 0 && pread(fd, &e, 4, le64toh(rgd) * 512) == 4 && e &&
+		   sh("qemu-img check -q -f vmdk '%s' && qemu-io -c 'read -P 0x77 0 4k' -f vmdk '%s' >/dev/null",
+		      p[0], p[0]) == 0, "%s: the copy is linked again, qemu-img check clean, qemu reads the write",
+		   unclean ? "unclean" : "clean");
+		if (fd >= 0)
+			close(fd);
+	}
+}
+
 /* ---- chains ---- */
 
 static void test_chains(void)
@@ -2247,6 +2389,8 @@ int main(void)
 	test_foreign_parent();
 	test_set_parent();
 	test_check_repair();
+	test_stale_copy();
+	test_stale_rgd();
 	test_hostile();
 	test_samples();
 	test_crash(false);

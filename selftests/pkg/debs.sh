@@ -142,6 +142,7 @@ utils_files=(/usr/sbin/vdimgctl /sbin/mount.vdimg /usr/lib/vdimg/vdimgtab /usr/l
 	/usr/lib/udev/rules.d/60-vdimg.rules /usr/share/initramfs-tools/hooks/vdimg
 	/usr/share/initramfs-tools/scripts/local-top/vdimg /usr/lib/dracut/modules.d/90vdimg/module-setup.sh
 	/usr/lib/systemd/system-shutdown/vdimg.shutdown /usr/share/bash-completion/completions/vdimgctl
+	/usr/share/zsh/vendor-completions/_vdimgctl
 	/usr/share/man/man8/vdimgctl.8.gz /usr/share/man/man8/mount.vdimg.8.gz /usr/share/man/man5/vdimgtab.5.gz)
 dkms_files=("/usr/src/vdimg-$ver/dkms.conf" "/usr/src/vdimg-$ver/Kbuild" "/usr/src/vdimg-$ver/Makefile"
 	"/usr/src/vdimg-$ver/drivers/dev.c" "/usr/src/vdimg-$ver/backends/registry.c"
@@ -286,6 +287,13 @@ elif [ "${#kernels[@]}" -gt 0 ]; then
 		sh -c 'man -w vdimgctl && man -w 8 mount.vdimg && man -w 5 vdimgtab'
 	check "bash completion for vdimgctl loads and registers" \
 		bash -c '. /usr/share/bash-completion/completions/vdimgctl && complete -p vdimgctl'
+	if command -v zsh >/dev/null; then
+		# Debian's zsh has vendor-completions in its default fpath; compinit reads #compdef
+		check "zsh completion: in zsh's fpath, parses, compinit binds vdimgctl and mount.vdimg" \
+			zsh -f -c 'f=/usr/share/zsh/vendor-completions/_vdimgctl; zsh -n $f &&
+				(( ${fpath[(Ie)${f:h}]} )) && autoload -U compinit && compinit -u -D &&
+				[[ $_comps[vdimgctl] == _vdimgctl && $_comps[mount.vdimg] == _vdimgctl ]]'
+	fi
 	if [ -f "$uic" ]; then
 		check "the install fired the initramfs-tools trigger (update-initramfs)" \
 			grep -q '^Processing triggers for initramfs-tools' "$work/install.log"

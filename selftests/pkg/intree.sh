@@ -3,8 +3,10 @@
 #
 # intree.sh [KERNEL_SRC KERNEL_OBJ]: build the sources inside a kernel tree as drivers/block/vdimg/,
 # with CONFIG_BLK_DEV_VDIMG=m (both decompressors) and =y (without them: the EOPNOTSUPP stubs),
-# each with the kernel's own flags and W=1, and checkpatch --strict the Kconfig. Default tree: the
-# cached debug kernel (selftests/vm/debug-kernel.sh: src/ and its O= build/). The cache is never
+# each with the kernel's own flags and W=1, and checkpatch --strict the copied sources and the
+# Kconfig. Default tree: the cached debug kernel (selftests/vm/debug-kernel.sh: src/ and its O=
+# build/). Any other: a source tree and its configured O= tree, e.g. linux-source-6.12 unpacked,
+# "make O=../build defconfig modules_prepare" (the checks set BLK_DEV_VDIMG themselves). The cache is never
 # written: the source tree is linked (cp -al; add-to-kernel.sh rewrites the two files it edits),
 # the object tree copied, both into a scratch directory. About 3 minutes a configuration on 2 cores,
 # so it runs outside CI. KTAP output.
@@ -52,6 +54,26 @@ if [ -f "$work/build/drivers/block/vdimg/built-in.a" ] && grep -qx 'CONFIG_BLK_D
 	ok "built-in.a is built"
 else
 	not_ok "built-in.a is built"
+fi
+# the copied sources: compat.h holds no version test, and checkpatch --strict finds nothing but
+# what the kernel does itself (zlib's CamelCase API, a GUID initializer reusing its arguments as
+# GUID_INIT does, the mutex type of the kernel/userspace platform layer)
+vd=$work/src/drivers/block/vdimg
+if ! grep -q 'LINUX_VERSION_CODE\|KERNEL_VERSION' "$vd/include/vdimg/compat.h"; then
+	ok "the in-tree compat.h has no kernel version tests"
+else
+	not_ok "the in-tree compat.h has no kernel version tests"
+fi
+out=$(cd "$vd" && find drivers backends include -name '*.[ch]' | sort |
+	xargs perl "$work/src/scripts/checkpatch.pl" --strict --no-tree --terse -f 2>&1 |
+	grep -E '(ERROR|WARNING|CHECK):')
+left=$(echo "$out" | grep -v -e 'CamelCase: <zlib_' -e "vhdx.h:[0-9]*: CHECK: Macro argument reuse '[abc]'" \
+	-e 'platform.h:[0-9]*: WARNING: do not add new typedefs' | grep . )
+if [ -z "$left" ]; then
+	ok "checkpatch --strict: the in-tree sources ($(echo "$out" | grep -c .) known exceptions)"
+else
+	echo "$left" | sed 's/^/# /'
+	not_ok "checkpatch --strict: the in-tree sources"
 fi
 # --terse prints nothing for a clean file
 if out=$(perl "$work/src/scripts/checkpatch.pl" --strict --no-tree --terse -f "$top/Kconfig" 2>&1) &&

@@ -9,6 +9,8 @@
  *   abi_test probe FILE [ro]   (what the kernel answers to an AUTO attach of FILE)
  *   abi_test snapshot DEV FILE [force]   (what the kernel answers to VDIMG_CTL_SNAPSHOT of FILE)
  *   abi_test chain FILE...     (what the kernel answers to a read-only attach of the chain FILE...)
+ *   abi_test failnth attach|detach N FILE...   (one attach or detach with a fault injected, see
+ *                              failnth_main; needs a kernel with CONFIG_FAULT_INJECTION)
  *
  * Built statically by the harness (selftests/vm/common.sh), so it runs in the busybox initramfs.
  */
@@ -956,6 +958,188 @@ static int chain_main(int n, char **files)
 	return detach(a.index, 0) ? 1 : 0;
 }
 
+/* set_fail_nth: make the @n-th fault-injection point of this task fail (0: none) */
+static int set_fail_nth(int fd, unsigned int n)
+{
+	char buf[16];
+	int len = snprintf(buf, sizeof(buf), "%u", n);
+
+	return pwrite(fd, buf, len, 0) == len ? 0 : -1;
+}
+
+/* fail_nth_left: what the countdown set by set_fail_nth() has left (0: the fault was injected) */
+static unsigned int fail_nth_left(int fd)
+{
+	char buf[16] = "";
+
+	if (pread(fd, buf, sizeof(buf) - 1, 0) <= 0)
+		return ~0U;
+	return (unsigned int)strtoul(buf, NULL, 10);
+}
+
+/* dev_rw: @len bytes at offset 0 of /dev/vdimg@index, direct I/O; 0 or -errno */
+static int dev_rw(unsigned int index, void *buf, size_t len, int write)
+{
+	char path[64];
+	ssize_t n;
+	int fd, i;
+
+	snprintf(path, sizeof(path), "/dev/vdimg%u", index);
+	for (i = 0; i < 100; i++) {	/* devtmpfs creates the node asynchronously */
+		fd = open(path, (write ? O_RDWR : O_RDONLY) | O_DIRECT);
+		if (fd >= 0 || errno != ENOENT)
+			break;
+		usleep(20000);
+	}
+	if (fd < 0)
+		return -errno;
+	n = write ? pwrite(fd, buf, len, 0) : pread(fd, buf, len, 0);
+	i = n == (ssize_t)len ? 0 : n < 0 ? -errno : -EIO;
+	close(fd);
+	return i;
+}
+
+/*
+ * abi_test failnth attach|detach N FILE...: one ioctl with the N-th fault-injection point of this
+ * task failing (/proc/thread-self/fail-nth, written right before the ioctl; failslab and
+ * fail_page_alloc must be set to act on sleeping allocations). The chain FILE... (base first,
+ * formats probed) is attached read-write.
+ *  - attach: the ATTACH ioctl under the fault. When it succeeds, 64 KiB written at offset 0
+ *    must read back, and the device detaches.
+ *  - detach: a clean attach, 64 KiB written at offset 0 (no flush: the detach's final flush has
+ *    metadata to write), then the DETACH ioctl under the fault. When it fails the device must
+ *    still be there and detach cleanly on a second try. Either way a new attach must read the
+ *    64 KiB back (data the detach reported as written must not be lost).
+ * Prints one line: "injected|clean attach|detach ok|errno NAME ..." (a clean run also says how
+ * many fault-injection points the ioctl passed: "(N points)") and exits 0 when everything held, 1
+ * when something that must hold did not (the line says what), 3 when setting up failed.
+ */
+static int failnth_main(const char *mode, unsigned int nth, int n, char **files)
+{
+	int attach_mode = !strcmp(mode, "attach");
+	struct vdimg_layer l[16];
+	int i, err, ret, hit, fnth, rc = 0;
+	unsigned int left;
+	unsigned char *buf, *back;
+	struct vdimg_attach a;
+	const size_t len = 65536;
+
+	if (n < 1 || n > 16 || (!attach_mode && strcmp(mode, "detach")))
+		return 2;
+	fnth = open("/proc/thread-self/fail-nth", O_RDWR);
+	if (fnth < 0) {
+		printf("setup: /proc/thread-self/fail-nth: %s\n", strerror(errno));
+		return 3;
+	}
+	if (posix_memalign((void **)&buf, 4096, len) || posix_memalign((void **)&back, 4096, len))
+		return 3;
+	for (i = 0; i < (int)len; i++)
+		buf[i] = (unsigned char)(i * 7 + nth);
+	memset(l, 0, sizeof(l));
+	for (i = 0; i < n; i++) {
+		l[i].fd = open(files[i], O_RDWR);
+		l[i].format = VDIMG_FMT_AUTO;
+		if (l[i].fd < 0) {
+			printf("setup: open %s: %s\n", files[i], strerror(errno));
+			return 3;
+		}
+	}
+	init_attach(&a, &l[0], l[0].fd, 0);
+	l[0].format = VDIMG_FMT_AUTO;
+	a.layers = (uintptr_t)l;
+	a.nr_layers = n;
+
+	if (!attach_mode) {
+		if (do_ioctl(ctl, VDIMG_CTL_ATTACH, &a, &err) < 0) {
+			printf("setup: attach: %s\n", strerrorname_np(err));
+			return 3;
+		}
+		ret = dev_rw(a.index, buf, len, 1);
+		if (ret) {
+			printf("setup: write: %s\n", strerrorname_np(-ret));
+			return 3;
+		}
+	}
+	/* from here to the ioctl nothing but the ioctl enters the kernel */
+	if (set_fail_nth(fnth, nth)) {
+		printf("setup: fail-nth: %s\n", strerror(errno));
+		return 3;
+	}
+	if (attach_mode) {
+		ret = do_ioctl(ctl, VDIMG_CTL_ATTACH, &a, &err);
+	} else {
+		struct vdimg_detach d = { .size = sizeof(d), .index = a.index };
+
+		ret = do_ioctl(ctl, VDIMG_CTL_DETACH, &d, &err);
+	}
+	left = fail_nth_left(fnth);
+	hit = left == 0;
+	set_fail_nth(fnth, 0);
+	printf("%s %s %s", hit ? "injected" : "clean", mode, ret < 0 ? "errno" : "ok");
+	if (ret < 0)
+		printf(" %s", strerrorname_np(err));
+	if (!hit && left <= nth)
+		printf(" (%u points)", nth - left);
+	if (ret < 0 && !hit) {
+		printf(", fails with no fault injected\n");
+		return 1;
+	}
+
+	if (attach_mode) {
+		if (ret < 0) {
+			printf("\n");
+			return 0;
+		}
+		ret = dev_rw(a.index, buf, len, 1);
+		if (!ret)
+			ret = dev_rw(a.index, back, len, 0);
+		if (ret || memcmp(buf, back, len)) {
+			printf(", but the device does not read back what was written (%s)",
+			       ret ? strerrorname_np(-ret) : "differs");
+			rc = 1;
+		}
+		ret = detach(a.index, 0);
+		if (ret) {
+			printf(", then detach fails: %s", strerrorname_np(-ret));
+			rc = 1;
+		}
+		printf("\n");
+		return rc;
+	}
+
+	/* detach mode: a failed detach leaves the device usable and detachable */
+	if (ret < 0) {
+		ret = detach(a.index, 0);
+		if (ret) {
+			printf(", then a clean detach fails too: %s\n", strerrorname_np(-ret));
+			return 1;
+		}
+		printf(", clean detach ok");
+	}
+	for (i = 0; i < n; i++)
+		l[i].format = VDIMG_FMT_AUTO;
+	init_attach(&a, &l[0], l[0].fd, VDIMG_ATTACH_READ_ONLY);
+	l[0].format = VDIMG_FMT_AUTO;
+	a.layers = (uintptr_t)l;
+	a.nr_layers = n;
+	if (do_ioctl(ctl, VDIMG_CTL_ATTACH, &a, &err) < 0) {
+		printf(", but the image does not attach again: %s\n", strerrorname_np(err));
+		return 1;
+	}
+	ret = dev_rw(a.index, back, len, 0);
+	if (ret || memcmp(buf, back, len)) {
+		printf(", but the data written before the detach is lost (%s)",
+		       ret ? strerrorname_np(-ret) : "differs");
+		rc = 1;
+	}
+	if (detach(a.index, 0)) {
+		printf(", and the re-attached device does not detach");
+		rc = 1;
+	}
+	printf("\n");
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	char file[4096], junk[4096];
@@ -964,8 +1148,8 @@ int main(int argc, char **argv)
 	struct vdimg_attach a;
 
 	if (argc < 2 || (argc > 2 && strcmp(argv[1], "probe") && strcmp(argv[1], "snapshot") &&
-			 strcmp(argv[1], "chain"))) {
-		fprintf(stderr, "usage: %s WORKDIR | probe FILE [ro] | snapshot DEV FILE [force] | chain FILE...\n",
+			 strcmp(argv[1], "chain") && strcmp(argv[1], "failnth"))) {
+		fprintf(stderr, "usage: %s WORKDIR | probe FILE [ro] | snapshot DEV FILE [force] | chain FILE... | failnth attach|detach N FILE...\n",
 			argv[0]);
 		return 2;
 	}
@@ -978,6 +1162,9 @@ int main(int argc, char **argv)
 		return probe_main(argv[2], argc > 3 && !strcmp(argv[3], "ro"));
 	if (!strcmp(argv[1], "chain"))
 		return chain_main(argc - 2, argv + 2);
+	if (!strcmp(argv[1], "failnth") && argc > 4)
+		return failnth_main(argv[2], (unsigned int)strtoul(argv[3], NULL, 10), argc - 4,
+				    argv + 4);
 	if (!strcmp(argv[1], "snapshot") && argc > 3)
 		return snapshot_main(argv[2], argv[3], argc > 4 && !strcmp(argv[4], "force"));
 	printf("KTAP version 1\n");

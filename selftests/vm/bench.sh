@@ -5,7 +5,14 @@
 # and a table of IOPS/bandwidth with the ratios vdimg/loop and vdimg/qemu-nbd. Ratios, because the
 # emulated machine is slow and noisy: only numbers from one run compare.
 #
-#   bench.sh [--kernel RELEASE|debug|PATH] [--runtime S] [--size MIB] [--contenders "LIST"]
+#   bench.sh [--kernel RELEASE|debug|PATH] [--suite steady|first|chain] [--runtime S] [--size MIB]
+#            [--contenders "LIST"] [--chain-format FMT]
+#
+# Suites: steady (the default, below); first: first writes into empty targets, each job on a
+# fresh sparse raw file under loop and a fresh empty image of each format (vdimg_FMT, every
+# writable format by default), ratios over loop; chain: a FMT (qcow2) base filled with data under
+# empty differencing images, contenders dN = the chain of depth N read-only (d1 d8 d64), random
+# and sequential reads and the attach time, ratios over d1.
 #
 # Contenders (default "loop vdimg nbd"): loop = losetup --direct-io=on, vdimg = vdimgctl attach
 # -t raw --direct-io=on, nbd = qemu-nbd -c /dev/nbd0 --cache=none -f raw; all over one file on the
@@ -37,7 +44,9 @@ if [ "${1:-}" = --guest ]; then
 	teardown_loop() { losetup -d "$DEV"; }
 	setup_vdimg() {
 		[ -e /dev/vdimg-control ] || modprobe vdimg || return 1
-		DEV=$("$VDIMGCTL" attach -f --show -t raw --direct-io=on "$file")
+		# --no-lock: loop and qemu-nbd share the file by design here (vdimgctl refuses a file a
+		# writable loop device uses, and qemu-nbd one that vdimgctl has locked)
+		DEV=$("$VDIMGCTL" attach -f --show -t raw --direct-io=on --no-lock "$file")
 	}
 	teardown_vdimg() { "$VDIMGCTL" detach "$DEV"; }
 	# nbd_connect FMT FILE: qemu-nbd on the first free /dev/nbdN (contenders are all set up at once)
@@ -93,6 +102,116 @@ if [ "${1:-}" = --guest ]; then
 	setup_nbd_qed() { setup_nbd_fmt qed; }
 	teardown_nbd_qed() { teardown_nbd; }
 
+	SUITE=${BENCH_SUITE:-steady}
+	# uptime_cs: /proc/uptime in hundredths of a second (busybox date has no sub-second format)
+	uptime_cs() { awk '{ split($1, t, "."); print t[1] * 100 + t[2] }' /proc/uptime; }
+	# fio_line NAME DEV RW BS QD ARGS...: one fio run, prints "IOPS BW(KiB/s)" ("0 0" on failure)
+	fio_line() {
+		local name=$1 dev=$2 rw=$3 bs=$4 qd=$5 line iops bw
+		shift 5
+		line=$("$FIO" --name="$name" --filename="$dev" --rw="$rw" --bs="$bs" --iodepth="$qd" \
+			--direct=1 --ioengine=libaio --output-format=terse "$@" 2>/tmp/fio.err | tail -n1)
+		case $rw in
+		*read) iops=$(echo "$line" | cut -d';' -f8); bw=$(echo "$line" | cut -d';' -f7) ;;
+		*) iops=$(echo "$line" | cut -d';' -f49); bw=$(echo "$line" | cut -d';' -f48) ;;
+		esac
+		[ -n "$iops" ] || { iops=0; bw=0; echo "# $name on $dev: $(head -n 2 /tmp/fio.err)" >&2; }
+		echo "$iops $bw"
+	}
+
+	if [ "$SUITE" = first ]; then
+		# First writes: for every job each contender gets a fresh, empty target (a sparse raw
+		# file under loop, an empty dynamic image under vdimg), written once with an fsync at
+		# the end: 1M sequential over the whole size, 4k random over an eighth of it (no block
+		# twice). Contenders: loop and vdimg_FMT.
+		echo "==== VMTEST-BENCH-BEGIN ===="
+		echo "# kernel $(uname -r), first writes into empty targets of ${SIZE_MIB} MiB on ext4 (virtio)"
+		[ -e /dev/vdimg-control ] || modprobe vdimg
+		t=$dir/first.img
+		for j in write-1m-qd8:write:1M:8:$SIZE_MIB randwrite-4k-qd32:randwrite:4k:32:$((SIZE_MIB / 8)); do
+			IFS=: read -r name rw bs qd mib <<EOT
+$j
+EOT
+			for c in $CONTENDERS; do
+				rm -f "$t"
+				case $c in
+				loop) truncate -s "${SIZE_MIB}M" "$t" && DEV=$(losetup -f --show --direct-io=on "$t") ;;
+				vdimg_*) "$VDIMGCTL" create -t "${c#vdimg_}" -s "${SIZE_MIB}M" "$t" >/dev/null &&
+					DEV=$("$VDIMGCTL" attach -f --show --direct-io=on "$t") ;;
+				*) false ;;
+				esac || { echo "# $c: setup failed"; continue; }
+				set -- $(fio_line "$name" "$DEV" "$rw" "$bs" "$qd" --size="${SIZE_MIB}M" \
+					--io_size="${mib}M" --end_fsync=1)
+				echo "BENCH $c $name $1 $2"
+				case $c in loop) losetup -d "$DEV" ;; *) "$VDIMGCTL" detach "$DEV" ;; esac
+			done
+		done
+		rm -f "$t"
+		echo "==== VMTEST-BENCH-END ===="
+		exit 0
+	fi
+
+	if [ "$SUITE" = chain ]; then
+		# Chains: data in a base image of format BENCH_CHAIN_FORMAT (default qcow2) under empty
+		# differencing images made by vdimgctl create --parent; contenders dN are the chain of
+		# depth N attached read-only (default d1 d8 d64). Also the attach time of each (the
+		# fastest of three attach + detach).
+		fmt=${BENCH_CHAIN_FORMAT:-qcow2}
+		[ -e /dev/vdimg-control ] || modprobe vdimg
+		max=1
+		for c in $CONTENDERS; do [ "${c#d}" -gt "$max" ] && max=${c#d}; done
+		rm -f "$dir"/chain.*
+		"$VDIMGCTL" create -t "$fmt" -s "${SIZE_MIB}M" "$dir/chain.0.$fmt" >/dev/null &&
+			DEV=$("$VDIMGCTL" attach -f --show --direct-io=on "$dir/chain.0.$fmt") &&
+			"$FIO" --name=fill --filename="$DEV" --size="${SIZE_MIB}M" --rw=write --bs=1M \
+				--direct=1 --ioengine=libaio --iodepth=8 --refill_buffers --end_fsync=1 \
+				--output-format=terse >/dev/null &&
+			"$VDIMGCTL" detach "$DEV" || echo "# the base could not be made and filled"
+		i=1
+		while [ $i -lt "$max" ]; do
+			"$VDIMGCTL" create -t "$fmt" --parent "$dir/chain.$((i - 1)).$fmt" \
+				"$dir/chain.$i.$fmt" >/dev/null || { echo "# overlay $i failed"; break; }
+			i=$((i + 1))
+		done
+		echo "==== VMTEST-BENCH-BEGIN ===="
+		echo "# kernel $(uname -r), runtime ${RUNTIME}s, $fmt chains over a ${SIZE_MIB} MiB base on ext4 (virtio)"
+		ready=
+		for c in $CONTENDERS; do
+			top=$dir/chain.$((${c#d} - 1)).$fmt
+			best=
+			for k in 1 2 3; do
+				t0=$(uptime_cs)
+				DEV=$("$VDIMGCTL" attach -f --show -r --direct-io=on "$top") || break
+				t1=$(uptime_cs)
+				[ -z "$best" ] || [ $((t1 - t0)) -lt "$best" ] && best=$((t1 - t0))
+				[ $k -eq 3 ] || "$VDIMGCTL" detach "$DEV"
+			done
+			[ -b "$DEV" ] && [ -n "$best" ] || { echo "# $c: attach failed"; continue; }
+			echo "ATTACH $c $best"
+			eval "DEV_$c=\$DEV"
+			ready="$ready $c"
+		done
+		for j in randread-4k-qd32:randread:4k:32 read-1m-qd8:read:1M:8; do
+			IFS=: read -r name rw bs qd <<EOT
+$j
+EOT
+			for c in $ready; do
+				eval "DEV=\$DEV_$c"
+				set -- $(fio_line "$name" "$DEV" "$rw" "$bs" "$qd" --time_based \
+					--runtime="$RUNTIME" --ramp_time=1 --size="${SIZE_MIB}M" --norandommap \
+					--randrepeat=0)
+				echo "BENCH $c $name $1 $2"
+			done
+		done
+		for c in $ready; do
+			eval "DEV=\$DEV_$c"
+			"$VDIMGCTL" detach "$DEV"
+		done
+		rm -f "$dir"/chain.*
+		echo "==== VMTEST-BENCH-END ===="
+		exit 0
+	fi
+
 	echo "bench: filling $SIZE_MIB MiB at $file"
 	"$FIO" --name=fill --filename="$file" --size="${SIZE_MIB}M" --rw=write --bs=1M --direct=1 \
 		--ioengine=libaio --iodepth=8 --refill_buffers --output-format=terse >/dev/null ||
@@ -142,10 +261,12 @@ fi
 set -uo pipefail
 . "$(dirname "$0")/common.sh"
 
-kernel= runtime=10 size=512 contenders="loop vdimg nbd"
+kernel= runtime=10 size=512 contenders= suite=steady chain_format=qcow2
 while [ $# -gt 0 ]; do
 	case $1 in
 	--kernel) kernel=$2; shift ;;
+	--suite) suite=$2; shift ;;
+	--chain-format) chain_format=$2; shift ;;
 	--runtime) runtime=$2; shift ;;
 	--size) size=$2; shift ;;
 	--contenders) contenders=$2; shift ;;
@@ -154,6 +275,12 @@ while [ $# -gt 0 ]; do
 	esac
 	shift
 done
+case $suite in
+steady) bases="loop nbd"; : "${contenders:=loop vdimg nbd}" ;;
+first) bases=loop; : "${contenders:=loop vdimg_qcow2 vdimg_qed vdimg_vdi vdimg_vhd vdimg_vhdx vdimg_vmdk vdimg_parallels}" ;;
+chain) bases=d1; : "${contenders:=d1 d8 d64}" ;;
+*) echo "bench.sh: unknown suite $suite (steady, first, chain)" >&2; exit 2 ;;
+esac
 if [ -z "$kernel" ]; then
 	kernel=$(vm_default_kernels | grep '^6\.12\.' | tail -n1)
 	[ -n "$kernel" ] || { echo "bench.sh: no 6.12 kernel in /boot" >&2; exit 1; }
@@ -164,7 +291,8 @@ vm_build_kernel_side || exit 1
 [ -n "$K_MODULE" ] || { cat "$K_MODULE_LOG" >&2; echo "bench.sh: vdimg.ko does not build" >&2; exit 1; }
 [ -n "$VM_VDIMGCTL" ] || { echo "bench.sh: vdimgctl does not build" >&2; exit 1; }
 vm_make_scratch "$K_RUN/scratch.img" VMTEST_MODE=bench BENCH_RUNTIME="$runtime" \
-	BENCH_SIZE_MIB="$size" "BENCH_CONTENDERS='$contenders'" || exit 1
+	BENCH_SIZE_MIB="$size" "BENCH_CONTENDERS='$contenders'" BENCH_SUITE="$suite" \
+	BENCH_CHAIN_FORMAT="$chain_format" || exit 1
 njobs=6
 ncont=$(echo $contenders | wc -w)
 tmo=$((ncont * njobs * (runtime + 15) + 600))
@@ -180,8 +308,9 @@ if ! grep -q 'VMTEST-BENCH-END' "$K_OUT/bench-console.log"; then
 fi
 
 sed -n '/VMTEST-BENCH-BEGIN/,/VMTEST-BENCH-END/p' "$K_OUT/bench-console.log" | tr -d '\r' |
-awk -v contenders="$contenders" '
+awk -v contenders="$contenders" -v baselist="$bases" '
 	/^# / { print; next }
+	$1 == "ATTACH" { att[$2] = $3; natt++; next }
 	$1 == "BENCH" {
 		c = $2; j = $3; iops[c, j] = $4; bw[c, j] = $5
 		if (!(j in seen)) { seen[j] = 1; jobs[++nj] = j }
@@ -189,10 +318,11 @@ awk -v contenders="$contenders" '
 	END {
 		nc = split(contenders, cs, " ")
 		nb = 0
-		for (i = 1; i <= nc; i++) if (cs[i] == "loop" || cs[i] == "nbd") bases[++nb] = cs[i]
+		split(baselist, bl, " ")
+		for (i = 1; i <= nc; i++) for (k in bl) if (cs[i] == bl[k]) { isbase[cs[i]] = 1; bases[++nb] = cs[i] }
 		hdr = sprintf("%-18s %-6s", "job", "unit")
 		for (i = 1; i <= nc; i++) hdr = hdr sprintf(" %10s", cs[i])
-		for (i = 1; i <= nc; i++) if (cs[i] ~ /^vdimg/) {
+		for (i = 1; i <= nc; i++) if (!(cs[i] in isbase)) {
 			for (b = 1; b <= nb; b++) hdr = hdr sprintf(" %12s", cs[i] "/" bases[b])
 			peer[cs[i]] = ""
 			p = cs[i]; sub(/^vdimg_/, "nbd_", p)
@@ -209,7 +339,7 @@ awk -v contenders="$contenders" '
 				val[cs[i]] = !have[cs[i]] ? 0 : seq ? bw[cs[i], j] / 1024 : iops[cs[i], j]
 				line = line sprintf(" %10s", have[cs[i]] ? sprintf("%.0f", val[cs[i]]) : "-")
 			}
-			for (i = 1; i <= nc; i++) if (cs[i] ~ /^vdimg/) {
+			for (i = 1; i <= nc; i++) if (!(cs[i] in isbase)) {
 				for (b = 1; b <= nb; b++) {
 					r = "-"
 					if (have[cs[i]] && have[bases[b]] && val[bases[b]] > 0)
@@ -223,6 +353,18 @@ awk -v contenders="$contenders" '
 						r = sprintf("%.2f", val[cs[i]] / val[p])
 					line = line sprintf(" %12s", r)
 				}
+			}
+			print line
+		}
+		if (natt) {	# attach times (hundredths of a second) in the same shape
+			line = sprintf("%-18s %-6s", "attach-ro", "s")
+			for (i = 1; i <= nc; i++)
+				line = line sprintf(" %10s", (cs[i] in att) ? sprintf("%.2f", att[cs[i]] / 100) : "-")
+			for (i = 1; i <= nc; i++) if (!(cs[i] in isbase)) for (b = 1; b <= nb; b++) {
+				r = "-"
+				if ((cs[i] in att) && att[bases[b]] > 0)
+					r = sprintf("%.2f", att[cs[i]] / att[bases[b]])
+				line = line sprintf(" %12s", r)
 			}
 			print line
 		}

@@ -45,6 +45,12 @@ struct vdimg_check_result {
 	u64 errors;			/* corruptions found (left, or fixed when repairing) */
 	u64 leaks;			/* allocated but unused space, in allocation units */
 	u64 fixed;			/* problems repaired */
+	/*
+	 * states an interrupted write leaves that lose no data and that this library reads past,
+	 * but that other tools may refuse (e.g. a stale redundant copy of a table); a repair fixes
+	 * them (and counts them in @fixed). Not errors.
+	 */
+	u64 warnings;
 };
 
 #define VDIMG_CHECK_REPAIR	(1U << 0)

@@ -580,9 +580,10 @@ int cmd_check(int argc, char **argv)
 		json_str(stdout, path);
 		printf(",\n  \"format\": ");
 		json_str(stdout, o.img.fmt->name);
-		printf(",\n  \"check-errors\": %llu,\n  \"leaks\": %llu,\n  \"fixed\": %llu,\n"
-		       "  \"corruptions-left\": %llu\n}\n", (unsigned long long)res.errors,
-		       (unsigned long long)res.leaks, (unsigned long long)res.fixed, left);
+		printf(",\n  \"check-errors\": %llu,\n  \"leaks\": %llu,\n  \"warnings\": %llu,\n"
+		       "  \"fixed\": %llu,\n  \"corruptions-left\": %llu\n}\n",
+		       (unsigned long long)res.errors, (unsigned long long)res.leaks,
+		       (unsigned long long)res.warnings, (unsigned long long)res.fixed, left);
 	} else {
 		if (!res.errors && !res.leaks)
 			printf("No errors were found on the image.\n");
@@ -594,6 +595,10 @@ int cmd_check(int argc, char **argv)
 		if (res.leaks)
 			printf("%llu leaked allocation units were found on the image (wasted space, "
 			       "no data lost).\n", (unsigned long long)res.leaks);
+		if (res.warnings)
+			printf("%llu inconsistencies an unclean shutdown leaves were found (no data "
+			       "lost%s).\n", (unsigned long long)res.warnings,
+			       repair ? "" : "; other tools may refuse the image until --repair");
 	}
 	offline_close(&o);
 	if (left) {

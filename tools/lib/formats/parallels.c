@@ -2,7 +2,8 @@
 /*
  * Userspace only: the tool operations of Parallels images: create (expanding, or plain: every
  * cluster preallocated in order), check and repair (entries a repair open dropped, the in-use flag
- * of an image not closed cleanly, space leaked after the last cluster), describe, and through
+ * of an image not closed cleanly, a warning since a crash leaves it so, space leaked after the last
+ * cluster), describe, and through
  * parallels-bundle.c the snapshot parent and the parts of a split storage (extent_refs) a bundle's
  * descriptor names. The kernel-shared backend is backends/parallels.c.
  */
@@ -153,10 +154,17 @@ static int prl_check_part(struct vdimg_image *img, struct prl *p, unsigned int f
 			p->repairs = 0;
 		}
 	}
+	/*
+	 * Every crash while the image is open for writing leaves the flag set: the expected crash
+	 * state, not a corruption (the open checked every BAT entry, and a crash can only leak). A
+	 * warning, since writable opens are refused until a repair clears it.
+	 */
 	if (p->found_inuse == PRL_INUSE_OPEN) {
-		vdimg_info(img, "the image was not closed cleanly (in use flag set)");
-		res->errors++;
-		if (repair) {
+		res->warnings++;
+		if (!repair) {
+			vdimg_warn(img, "the image was not closed cleanly (in use flag set): it opens read-only until check --repair clears the flag");
+		} else {
+			vdimg_info(img, "the image was not closed cleanly (in use flag set): clearing the flag");
 			vdimg_mutex_lock(&p->meta_lock);
 			ret = prl_write_header(p, PRL_INUSE_CLOSED);
 			if (!ret)

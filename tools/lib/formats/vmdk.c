@@ -951,8 +951,8 @@ static bool vmdk_check_gte(const struct vmdk_sparse *v, u32 e, u64 fsize)
 
 /*
  * Pass 2 of a repair, when pass 1 found no overlapping space (so writing a table cannot hit
- * anything else): GTEs outside the grain area are cleared, and each redundant GT is rewritten from
- * its primary one. Lock held.
+ * anything else): GTEs outside the grain area are cleared, each redundant GT is rewritten from its
+ * primary one, and a redundant GD entry without a GD entry is cleared. Lock held.
  */
 static int vmdk_check_fix(struct vmdk_sparse *v, u64 fsize, __le32 *gt, __le32 *rgt, u64 *fixed)
 {
@@ -962,7 +962,16 @@ static int vmdk_check_fix(struct vmdk_sparse *v, u64 fsize, __le32 *gt, __le32 *
 	for (gi = 0; gi < v->nr_gts; gi++) {
 		u32 r = v->rgd ? v->rgd[gi] : 0;
 		bool changed = false, rchanged = false;
+		__le32 zero = 0;
 
+		if (!v->gd[gi] && r) {
+			/* a table only the redundant GD links (a crash before the GD entry) */
+			ret = vdimg_file_write(v->file, &zero, 4, v->rgd_off + (u64)gi * 4);
+			if (ret)
+				return ret;
+			v->rgd[gi] = 0;
+			(*fixed)++;
+		}
 		if (!v->gd[gi])
 			continue;
 		ret = vdimg_file_read(v->file, gt, v->gt_bytes, (u64)v->gd[gi] * VMDK_SECTOR);
@@ -1000,11 +1009,40 @@ static int vmdk_check_fix(struct vmdk_sparse *v, u64 fsize, __le32 *gt, __le32 *
 }
 
 /*
+ * A redundant GT that differs from its GT as a crash can leave it: the extent says uncleanShutdown
+ * and every entry of the copy is one a GT could hold (unallocated, zeroed, or a grain inside the
+ * grain area). A flush writes both copies with no sync between them (as qemu and VirtualBox do;
+ * no order could keep two separate tables equal across a crash), so either copy may be the newer
+ * one; neither difference is acknowledged data, and the primary GT, the one every reader (this
+ * code, qemu, VirtualBox) maps through, is the truth. VirtualBox refuses such an image and
+ * VMware's "vmware-vdiskmanager -R" rewrites the copy: a warning, fixed by a repair.
+ */
+static bool vmdk_stale_copy(const struct vmdk_sparse *v, const __le32 *gt, const __le32 *rgt,
+			    u64 fsize)
+{
+	u32 ti;
+
+	if (!v->unclean_on_disk)
+		return false;
+	for (ti = 0; ti < v->num_gtes; ti++) {
+		u32 r = le32_to_cpu(rgt[ti]);
+
+		if (rgt[ti] != gt[ti] && r > VMDK_GTE_ZERO && !vmdk_check_gte(v, r, fsize))
+			return false;
+	}
+	return true;
+}
+
+/*
  * The GD against the redundant GD and each GT against its copy; every GTE inside the grain area;
  * no two grains or tables overlapping; unreferenced space after the grain area start (leaks, in
- * grains). Repair (only when nothing overlaps): GTEs that point outside the file are cleared,
- * redundant GTs are rewritten from the primary ones, and unreferenced space at the end of the file
- * is cut off. What it cannot fix (overlaps, a GT only the redundant GD links) stays an error.
+ * grains). A redundant GT a crash left out of step with its GT is a warning (vmdk_stale_copy()),
+ * and so is a table only the redundant GD links in an extent with uncleanShutdown set
+ * (vmdk_flush_locked() writes the redundant GD first); any other difference is an error. Repair
+ * (only when nothing overlaps): GTEs that point outside the file are cleared, redundant GTs are
+ * rewritten from the primary ones, redundant GD entries without a GD entry are cleared, and
+ * unreferenced space at the end of the file is cut off. What it cannot fix (overlaps, a GT without
+ * a copy, a table only the redundant GD links in a cleanly closed extent) stays an error.
  */
 static int vmdk_check_sparse(struct vmdk_sparse *v, unsigned int flags,
 			     struct vdimg_check_result *res, u32 part, u32 parts)
@@ -1012,7 +1050,7 @@ static int vmdk_check_sparse(struct vmdk_sparse *v, unsigned int flags,
 	struct vdimg_image *img = v->img;
 	bool repair = (flags & VDIMG_CHECK_REPAIR) && v->writable;
 	u64 fsize = vdimg_file_size(v->file), last = v->overhead, nr = 0, cap, i, fixable = 0;
-	u64 unfixable = 0, fixed = 0;
+	u64 unfixable = 0, fixed = 0, stale = 0;
 	__le32 *gt = NULL, *rgt = NULL;
 	struct vmdk_area *a = NULL;
 	u32 gi, ti;
@@ -1033,7 +1071,12 @@ static int vmdk_check_sparse(struct vmdk_sparse *v, unsigned int flags,
 		vdimg_tool_progress("check", part, parts, gi, v->nr_gts);
 
 		if (!v->gd[gi]) {
-			if (r) {
+			if (r && v->unclean_on_disk) {
+				/* the redundant GD is written (and synced) first */
+				vdimg_info(img, "GT %u: only the redundant GD links a table, as an unclean shutdown leaves it (no data lost; a repair unlinks it)",
+					   gi);
+				stale++;
+			} else if (r) {
 				vdimg_info(img, "GT %u: only the redundant GD links a table", gi);
 				unfixable++;
 			}
@@ -1057,7 +1100,13 @@ static int vmdk_check_sparse(struct vmdk_sparse *v, unsigned int flags,
 				ret = vdimg_file_read(v->file, rgt, v->gt_bytes, (u64)r * VMDK_SECTOR);
 			if (ret)
 				break;
-			if (memcmp(gt, rgt, v->gt_bytes)) {
+			if (!memcmp(gt, rgt, v->gt_bytes)) {
+				/* in step */
+			} else if (vmdk_stale_copy(v, gt, rgt, fsize)) {
+				vdimg_info(img, "GT %u: its redundant copy was left out of step by an unclean shutdown (no data lost; a repair rewrites it)",
+					   gi);
+				stale++;
+			} else {
 				vdimg_info(img, "GT %u differs from its redundant copy", gi);
 				fixable++;
 			}
@@ -1095,7 +1144,7 @@ static int vmdk_check_sparse(struct vmdk_sparse *v, unsigned int flags,
 		}
 	}
 	/* a table write could land on other data while anything overlaps */
-	if (!ret && repair && fixable && !unfixable)
+	if (!ret && repair && (fixable || stale) && !unfixable)
 		ret = vmdk_check_fix(v, fsize, gt, rgt, &fixed);
 	if (!ret && !v->compressed && fsize > last + VMDK_SECTOR) {
 		u64 n = DIV_ROUND_UP(fsize - last, v->grain_bytes);
@@ -1115,6 +1164,7 @@ static int vmdk_check_sparse(struct vmdk_sparse *v, unsigned int flags,
 		ret = vdimg_file_sync(v->file);
 	vdimg_mutex_unlock(&v->lock);
 	res->errors += fixable + unfixable;
+	res->warnings += stale;
 	res->fixed += fixed;
 out:
 	free(a);

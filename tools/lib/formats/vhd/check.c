@@ -24,8 +24,23 @@ int vhd_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_re
 	}
 	vdimg_mutex_lock(&v->io_lock);
 	if (v->damage & (VHD_DMG_FOOTER_CSUM | VHD_DMG_FOOTER_MISSING | VHD_DMG_FOOTER_SHORT)) {
-		res->errors++;
+		/*
+		 * A dynamic image whose end footer is simply missing, with a good copy at offset 0, is
+		 * what a crash during a block append leaves (the block's bitmap where the footer was,
+		 * the new footer not yet written): nothing is lost and a read-write open writes the
+		 * footer back, so a warning. A damaged footer, or a missing one with no good copy, is
+		 * an error.
+		 */
+		bool crash = v->type != VHD_TYPE_FIXED && !(v->damage & VHD_DMG_COPY) &&
+			     (v->damage & (VHD_DMG_FOOTER_CSUM | VHD_DMG_FOOTER_MISSING |
+					   VHD_DMG_FOOTER_SHORT)) == VHD_DMG_FOOTER_MISSING;
+
+		if (crash)
+			res->warnings++;
+		else
+			res->errors++;
 		vdimg_warn(img, "check: the footer at the end is %s",
+			   crash ? "missing, as an interrupted append leaves it (the copy at offset 0 is good; --repair or a read-write attach writes it back)" :
 			   v->damage & VHD_DMG_FOOTER_MISSING ? "missing" :
 			   v->damage & VHD_DMG_FOOTER_SHORT ? "511 bytes long" :
 			   "damaged (checksum)");
