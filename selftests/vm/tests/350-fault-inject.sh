@@ -13,8 +13,8 @@ DBG=/sys/kernel/debug
 # CI: a stride over the points of each ioctl (about 24 points each); FI_EVERY=1 walks every point
 # and every format (selftests/vm/extra-*/ or VM_EXTRA_TESTS, minutes)
 FORMATS=$(tier "qcow2 vhdx vdi vhd qed vmdk parallels" "qcow2 vhdx vdi vhd")
-WALK=24
-KS="1 2 3 5 8 13"
+WALK=$(tier 24 12)
+KS=$(tier "1 2 3 5 8 13" "1 3 8")
 if [ "${FI_EVERY:-0}" = 1 ]; then
 	FORMATS="raw qcow2 vhdx vdi vhd qed vmdk parallels"
 	WALK=0
@@ -45,16 +45,21 @@ trap 'fi_off; lib_cleanup; rm -rf "$W"' EXIT
 fi_setup && fi_off || die "cannot configure failslab/fail_page_alloc"
 
 # qcheck DESC FMT FILE: qemu-img check finds no corruption (leaks, status 3, are allowed: an
-# allocation that failed half-way may leave an unreferenced cluster)
+# allocation that failed half-way may leave an unreferenced cluster); vdimgctl check for VHD,
+# which qemu-img cannot check
 qcheck() {
 	local out rc
-	out=$("$QEMU_IMG" check -f "$(qemu_fmt "$2")" "$3" 2>&1)
+	if [ "$2" = vhd ]; then
+		out=$("$VDIMGCTL" check "$3" 2>&1)
+	else
+		out=$("$QEMU_IMG" check -f "$(qemu_fmt "$2")" "$3" 2>&1)
+	fi
 	rc=$?
 	if [ $rc -eq 0 ] || [ $rc -eq 3 ]; then
 		ok "$1"
 	else
 		echo "$out" | head -n 20 | sed 's/^/  | /'
-		fail "$1" "qemu-img check exit $rc"
+		fail "$1" "check exit $rc"
 	fi
 }
 
@@ -97,9 +102,14 @@ walk() {
 	else
 		fail "$f: $mode with one of its $total fault-injection points failing: $bad of $runs points went wrong"
 	fi
-	# the walk must have reached faults that the ioctl turned into errors
-	check "$f: $mode: the faults were injected ($inj of $runs) and some failed the ioctl ($errs)" \
-		test "$inj" -gt 0 -a "$errs" -gt 0
+	# the walk must have reached faults, and for an attach faults that failed it (a detach
+	# cannot fail for want of memory: what fails there, uevents and the like, is not reported)
+	if [ "$mode" = attach ]; then
+		check "$f: $mode: the faults were injected ($inj of $runs) and some failed the ioctl ($errs)" \
+			test "$inj" -gt 0 -a "$errs" -gt 0
+	else
+		check "$f: $mode: the faults were injected ($inj of $runs)" test "$inj" -gt 0
+	fi
 }
 
 for f in $FORMATS; do
@@ -108,7 +118,7 @@ for f in $FORMATS; do
 	walk attach "$f" "$img"
 	walk detach "$f" "$img"
 	check_eq "$f: no device is left behind by the walks" "$(ls /sys/block | grep -c '^vdimg')" 0
-	qcheck "$f: qemu-img check after the walks" "$f" "$img"
+	qcheck "$f: the image checks clean after the walks" "$f" "$img"
 done
 
 # ---- faults in the I/O path: slab allocations whose call stack passes through vdimg's text
@@ -166,6 +176,6 @@ for f in $FORMATS; do
 		[ "$got" = "$(sha_of "$W/pat2")" ] || { fail "$f: data synced after the fault K=$k reads back"; break; }
 	done
 	vd_detach "$dev"
-	qcheck "$f: qemu-img check after the I/O faults" "$f" "$img"
+	qcheck "$f: the image checks clean after the I/O faults" "$f" "$img"
 done
 done_testing
