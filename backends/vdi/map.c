@@ -310,7 +310,7 @@ int vdi_flush(struct vdimg_image *img)
 		u64 rest = v->flushing[blk / 64] >> (blk % 64);
 
 		if (!(rest & 1)) {
-			/* an empty rest of a word is skipped whole: a big image has few dirty words */
+			/* an empty rest of a word is skipped whole: few words are dirty */
 			n = rest ? 1 : 64 - blk % 64;
 			continue;
 		}
