@@ -110,8 +110,9 @@ walk() {
 	else
 		fail "$f: $mode with one of its $total fault-injection points failing: $bad of $runs points went wrong"
 	fi
-	# the walk must have reached faults, and for an attach faults that failed it (a detach
-	# cannot fail for want of memory: what fails there, uevents and the like, is not reported)
+	# the walk must have reached faults, and for an attach faults that failed it (no walk
+	# made a detach fail: the failures of its allocations do not reach the caller; the data
+	# check above is what matters there)
 	if [ "$mode" = attach ]; then
 		check "$f: $mode: the faults were injected ($inj of $runs) and some failed the ioctl ($errs)" \
 			test "$inj" -gt 0 -a "$errs" -gt 0
