@@ -680,6 +680,14 @@ for f in vdi vmdk; do
 	[ $rc -eq 0 ] && ! grep -q '/100%' "$T/err"
 	ok $? "compact $f off a terminal: no progress"
 done
+run convert -p -O qcow2 "$T/p.raw" "$T/pc.qcow2"
+[ $rc -eq 0 ] && progress_ok converting
+ok $? "convert -p off a terminal: progress from 0% up to 100% ($(pcts converting | wc -l) lines)"
+rm -f "$T/pc.qcow2"
+run convert -O qcow2 "$T/p.raw" "$T/pc.qcow2"
+[ $rc -eq 0 ] && ! grep -q '/100%' "$T/err"
+ok $? "convert off a terminal: no progress"
+rm -f "$T/pc.qcow2"
 script -qec "'$V' check '$T/p.qcow2'" /dev/null >"$T/tty" 2>&1
 grep -q '(100.00/100%) check' "$T/tty" && grep -q 'No errors' "$T/tty"
 ok $? "check on a terminal shows progress without -p"

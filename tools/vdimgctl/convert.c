@@ -259,7 +259,7 @@ static int convert_usage(void)
 	       " -o, --options OPTS         create options of DST, as for create\n"
 	       " -c, --compress             store DST's clusters compressed (qcow2; VMDK\n"
 	       "                            streamOptimized always is)\n"
-	       " -p, --progress             show progress on the terminal\n\n"
+	       " -p, --progress             show progress also when stderr is not a terminal\n\n"
 	       "For more details see vdimgctl(8).\n");
 	return EXIT_OK;
 }
@@ -283,7 +283,7 @@ int cmd_convert(int argc, char **argv)
 	const struct vdimg_format *fmt;
 	char **paths = NULL, *rest = NULL;
 	int ch, n = 0, ret, status = EXIT_FAIL;
-	bool progress = false, copied = false, compress = false;
+	bool progress = isatty(STDERR_FILENO), copied = false, compress = false;
 
 	while ((ch = getopt_long(argc, argv, "t:O:o:pch", opts, NULL)) != -1) {
 		switch (ch) {
@@ -302,7 +302,7 @@ int cmd_convert(int argc, char **argv)
 			options = optarg;
 			break;
 		case 'p':
-			progress = isatty(STDERR_FILENO);
+			progress = true;	/* also off a terminal, as the other commands' -p */
 			break;
 		case 'c':
 			compress = true;
