@@ -236,16 +236,10 @@ $j
 EOT
 		for c in $ready; do
 			eval "DEV=\$DEV_$c"
-			line=$("$FIO" --name="$name" --filename="$DEV" --rw="$rw" --bs="$bs" \
-				--iodepth="$qd" --direct=1 --ioengine=libaio --time_based \
+			set -- $(fio_line "$name" "$DEV" "$rw" "$bs" "$qd" --time_based \
 				--runtime="$RUNTIME" --ramp_time=1 --size="${SIZE_MIB}M" --norandommap \
-				--randrepeat=0 --output-format=terse 2>/tmp/fio.err | tail -n1)
-			case $rw in
-			*read) iops=$(echo "$line" | cut -d';' -f8); bw=$(echo "$line" | cut -d';' -f7) ;;
-			*) iops=$(echo "$line" | cut -d';' -f49); bw=$(echo "$line" | cut -d';' -f48) ;;
-			esac
-			[ -n "$iops" ] || { iops=0; bw=0; echo "# $c $name: $(head -n 2 /tmp/fio.err)"; }
-			echo "BENCH $c $name $iops $bw"
+				--randrepeat=0)
+			echo "BENCH $c $name $1 $2"
 		done
 	done
 	for c in $ready; do
