@@ -6,13 +6,15 @@
 # emulated machine is slow and noisy: only numbers from one run compare.
 #
 #   bench.sh [--kernel RELEASE|debug|PATH] [--suite steady|first|chain] [--runtime S] [--size MIB]
-#            [--contenders "LIST"] [--chain-format FMT]
+#            [--contenders "LIST"] [--chain-format FMT] [--repeat N] [--from-console LOG]
 #
 # Suites: steady (the default, below); first: first writes into empty targets, each job on a
 # fresh sparse raw file under loop and a fresh empty image of each format (vdimg_FMT, every
 # writable format by default), ratios over loop; chain: a FMT (qcow2) base filled with data under
 # empty differencing images, contenders dN = the chain of depth N read-only (d1 d8 d64), random
-# and sequential reads and the attach time, ratios over d1.
+# and sequential reads and the attach time, ratios over d1. --repeat N runs every job N times on
+# each contender (the rounds interleave too) and reports the median. --from-console LOG prints the
+# table of an earlier run's console log (build/vm/RELEASE/bench-console.log) again, without a VM.
 #
 # Contenders (default "loop vdimg nbd"): loop = losetup --direct-io=on, vdimg = vdimgctl attach
 # -t raw --direct-io=on, nbd = qemu-nbd -c /dev/nbd0 --cache=none -f raw; all over one file on the
@@ -30,6 +32,7 @@ if [ "${1:-}" = --guest ]; then
 	# ------------------------------------------------------------------ guest side (ash)
 	. /vmtest/lib.sh
 	RUNTIME=${BENCH_RUNTIME:-10}
+	REPEAT=${BENCH_REPEAT:-1}
 	SIZE_MIB=${BENCH_SIZE_MIB:-512}
 	CONTENDERS=${BENCH_CONTENDERS:-loop vdimg nbd}
 	# name:rw:bs:iodepth
@@ -103,6 +106,14 @@ if [ "${1:-}" = --guest ]; then
 	teardown_nbd_qed() { teardown_nbd; }
 
 	SUITE=${BENCH_SUITE:-steady}
+	# rounds LIST...: the list REPEAT times over (each job runs on every contender, round by round)
+	rounds() {
+		local r=0
+		while [ $r -lt "$REPEAT" ]; do
+			echo "$@"
+			r=$((r + 1))
+		done
+	}
 	# uptime_cs: /proc/uptime in hundredths of a second (busybox date has no sub-second format)
 	uptime_cs() { awk '{ split($1, t, "."); print t[1] * 100 + t[2] }' /proc/uptime; }
 	# fio_line NAME DEV RW BS QD ARGS...: one fio run, prints "IOPS BW(KiB/s)" ("0 0" on failure)
@@ -125,14 +136,14 @@ if [ "${1:-}" = --guest ]; then
 		# the end: 1M sequential over the whole size, 4k random over an eighth of it (no block
 		# twice). Contenders: loop and vdimg_FMT.
 		echo "==== VMTEST-BENCH-BEGIN ===="
-		echo "# kernel $(uname -r), first writes into empty targets of ${SIZE_MIB} MiB on ext4 (virtio)"
+		echo "# kernel $(uname -r), first writes into empty targets of ${SIZE_MIB} MiB on ext4 (virtio), median of $REPEAT"
 		[ -e /dev/vdimg-control ] || modprobe vdimg
 		t=$dir/first.img
 		for j in write-1m-qd8:write:1M:8:$SIZE_MIB randwrite-4k-qd32:randwrite:4k:32:$((SIZE_MIB / 8)); do
 			IFS=: read -r name rw bs qd mib <<EOT
 $j
 EOT
-			for c in $CONTENDERS; do
+			for c in $(rounds $CONTENDERS); do
 				rm -f "$t"
 				case $c in
 				loop) truncate -s "${SIZE_MIB}M" "$t" && DEV=$(losetup -f --show --direct-io=on "$t") ;;
@@ -174,7 +185,7 @@ EOT
 			i=$((i + 1))
 		done
 		echo "==== VMTEST-BENCH-BEGIN ===="
-		echo "# kernel $(uname -r), runtime ${RUNTIME}s, $fmt chains over a ${SIZE_MIB} MiB base on ext4 (virtio)"
+		echo "# kernel $(uname -r), runtime ${RUNTIME}s, $fmt chains over a ${SIZE_MIB} MiB base on ext4 (virtio), median of $REPEAT"
 		ready=
 		for c in $CONTENDERS; do
 			top=$dir/chain.$((${c#d} - 1)).$fmt
@@ -195,7 +206,7 @@ EOT
 			IFS=: read -r name rw bs qd <<EOT
 $j
 EOT
-			for c in $ready; do
+			for c in $(rounds $ready); do
 				eval "DEV=\$DEV_$c"
 				set -- $(fio_line "$name" "$DEV" "$rw" "$bs" "$qd" --time_based \
 					--runtime="$RUNTIME" --ramp_time=1 --size="${SIZE_MIB}M" --norandommap \
@@ -218,7 +229,7 @@ EOT
 		echo "bench: fill failed"
 	sync
 	echo "==== VMTEST-BENCH-BEGIN ===="
-	echo "# kernel $(uname -r), runtime ${RUNTIME}s, file ${SIZE_MIB} MiB on ext4 (virtio)"
+	echo "# kernel $(uname -r), runtime ${RUNTIME}s, file ${SIZE_MIB} MiB on ext4 (virtio), median of $REPEAT"
 	# every contender is set up first and the jobs interleave (job by job, each contender in
 	# turn), so that a slow phase of the host (other VMs) hits every contender alike
 	ready=
@@ -234,7 +245,7 @@ EOT
 		IFS=: read -r name rw bs qd <<EOT
 $j
 EOT
-		for c in $ready; do
+		for c in $(rounds $ready); do
 			eval "DEV=\$DEV_$c"
 			set -- $(fio_line "$name" "$DEV" "$rw" "$bs" "$qd" --time_based \
 				--runtime="$RUNTIME" --ramp_time=1 --size="${SIZE_MIB}M" --norandommap \
@@ -255,7 +266,7 @@ fi
 set -uo pipefail
 . "$(dirname "$0")/common.sh"
 
-kernel= runtime=10 size=512 contenders= suite=steady chain_format=qcow2
+kernel= runtime=10 size=512 contenders= suite=steady chain_format=qcow2 repeat=1 console=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--kernel) kernel=$2; shift ;;
@@ -264,6 +275,8 @@ while [ $# -gt 0 ]; do
 	--runtime) runtime=$2; shift ;;
 	--size) size=$2; shift ;;
 	--contenders) contenders=$2; shift ;;
+	--repeat) repeat=$2; shift ;;
+	--from-console) console=$2; shift ;;
 	-h|--help) sed -n '4,20s/^# \{0,1\}//p' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
@@ -275,41 +288,51 @@ first) bases=loop; : "${contenders:=loop vdimg_qcow2 vdimg_qed vdimg_vdi vdimg_v
 chain) bases=d1; : "${contenders:=d1 d8 d64}" ;;
 *) echo "bench.sh: unknown suite $suite (steady, first, chain)" >&2; exit 2 ;;
 esac
-if [ -z "$kernel" ]; then
-	kernel=$(vm_default_kernels | grep '^6\.12\.' | tail -n1)
-	[ -n "$kernel" ] || { echo "bench.sh: no 6.12 kernel in /boot" >&2; exit 1; }
-fi
-vm_resolve_kernel "$kernel" || exit 1
-vm_build_userspace
-vm_build_kernel_side || exit 1
-[ -n "$K_MODULE" ] || { cat "$K_MODULE_LOG" >&2; echo "bench.sh: vdimg.ko does not build" >&2; exit 1; }
-[ -n "$VM_VDIMGCTL" ] || { echo "bench.sh: vdimgctl does not build" >&2; exit 1; }
-vm_make_scratch "$K_RUN/scratch.img" VMTEST_MODE=bench BENCH_RUNTIME="$runtime" \
-	BENCH_SIZE_MIB="$size" "BENCH_CONTENDERS='$contenders'" BENCH_SUITE="$suite" \
-	BENCH_CHAIN_FORMAT="$chain_format" || exit 1
-njobs=6
-ncont=$(echo $contenders | wc -w)
-tmo=$((ncont * njobs * (runtime + 15) + 600))
-vm_log "$K_RELEASE: benchmark, about $((ncont * njobs * (runtime + 2) / 60 + 1)) min (console: $K_RUN/bench-console.log)"
-vm_boot "$K_RUN/bench-console.log" "$tmo"
-rc=$?
-cp "$K_RUN/bench-console.log" "$K_OUT/bench-console.log"
-rm -rf "$K_RUN"
-if ! grep -q 'VMTEST-BENCH-END' "$K_OUT/bench-console.log"; then
-	tail -n 40 "$K_OUT/bench-console.log" >&2
-	echo "bench.sh: the benchmark did not finish (qemu status $rc)" >&2
-	exit 1
+if [ -z "$console" ]; then
+	if [ -z "$kernel" ]; then
+		kernel=$(vm_default_kernels | grep '^6\.12\.' | tail -n1)
+		[ -n "$kernel" ] || { echo "bench.sh: no 6.12 kernel in /boot" >&2; exit 1; }
+	fi
+	vm_resolve_kernel "$kernel" || exit 1
+	vm_build_userspace
+	vm_build_kernel_side || exit 1
+	[ -n "$K_MODULE" ] || { cat "$K_MODULE_LOG" >&2; echo "bench.sh: vdimg.ko does not build" >&2; exit 1; }
+	[ -n "$VM_VDIMGCTL" ] || { echo "bench.sh: vdimgctl does not build" >&2; exit 1; }
+	vm_make_scratch "$K_RUN/scratch.img" VMTEST_MODE=bench BENCH_RUNTIME="$runtime" \
+		BENCH_SIZE_MIB="$size" "BENCH_CONTENDERS='$contenders'" BENCH_SUITE="$suite" \
+		BENCH_CHAIN_FORMAT="$chain_format" BENCH_REPEAT="$repeat" || exit 1
+	njobs=$((6 * repeat))
+	ncont=$(echo $contenders | wc -w)
+	tmo=$((ncont * njobs * (runtime + 15) + 600))
+	vm_log "$K_RELEASE: benchmark, about $((ncont * njobs * (runtime + 2) / 60 + 1)) min (console: $K_RUN/bench-console.log)"
+	vm_boot "$K_RUN/bench-console.log" "$tmo"
+	rc=$?
+	cp "$K_RUN/bench-console.log" "$K_OUT/bench-console.log"
+	rm -rf "$K_RUN"
+	if ! grep -q 'VMTEST-BENCH-END' "$K_OUT/bench-console.log"; then
+		tail -n 40 "$K_OUT/bench-console.log" >&2
+		echo "bench.sh: the benchmark did not finish (qemu status $rc)" >&2
+		exit 1
+	fi
+	console=$K_OUT/bench-console.log
 fi
 
-sed -n '/VMTEST-BENCH-BEGIN/,/VMTEST-BENCH-END/p' "$K_OUT/bench-console.log" | tr -d '\r' |
+sed -n '/VMTEST-BENCH-BEGIN/,/VMTEST-BENCH-END/p' "$console" | tr -d '\r' |
 awk -v contenders="$contenders" -v baselist="$bases" '
 	/^# / { print; next }
 	$1 == "ATTACH" { att[$2] = $3; natt++; next }
 	$1 == "BENCH" {
-		c = $2; j = $3; iops[c, j] = $4; bw[c, j] = $5
+		c = $2; j = $3; n = ++nrun[c, j]; iops_r[c, j, n] = $4; bw_r[c, j, n] = $5
 		if (!(j in seen)) { seen[j] = 1; jobs[++nj] = j }
 	}
+	# median of the rounds (the lower middle one of an even count)
+	function median(a, c, j, n,    i, k, t, v) {
+		for (i = 1; i <= n; i++) v[i] = a[c, j, i]
+		for (i = 2; i <= n; i++) for (k = i; k > 1 && v[k - 1] > v[k]; k--) { t = v[k]; v[k] = v[k - 1]; v[k - 1] = t }
+		return v[int((n + 1) / 2)]
+	}
 	END {
+		for (cj in nrun) { split(cj, cjs, SUBSEP); iops[cjs[1], cjs[2]] = median(iops_r, cjs[1], cjs[2], nrun[cj]); bw[cjs[1], cjs[2]] = median(bw_r, cjs[1], cjs[2], nrun[cj]) }
 		nc = split(contenders, cs, " ")
 		nb = 0
 		split(baselist, bl, " ")

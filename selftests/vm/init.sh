@@ -300,7 +300,7 @@ run_tests() {
 case $VMTEST_MODE in
 tests) run_tests ;;
 bench) BENCH_RUNTIME=$BENCH_RUNTIME BENCH_SIZE_MIB=$BENCH_SIZE_MIB BENCH_CONTENDERS=$BENCH_CONTENDERS \
-	BENCH_SUITE=${BENCH_SUITE:-steady} BENCH_CHAIN_FORMAT=${BENCH_CHAIN_FORMAT:-qcow2} \
+	BENCH_SUITE=${BENCH_SUITE:-steady} BENCH_CHAIN_FORMAT=${BENCH_CHAIN_FORMAT:-qcow2} BENCH_REPEAT=${BENCH_REPEAT:-1} \
 	sh /vmtest/bench.sh --guest ;;
 demo) sh /vmtest/demo.sh --guest ;;
 shell)
