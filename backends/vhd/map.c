@@ -4,8 +4,8 @@
  * ->commit(), ->abort(), ->flush() and ->discard(). Kernel-shared: compiled into the module and the
  * userspace library; only include/vdimg/platform.h services here.
  *
- * Writes: a block is reserved at the end of the file (the footer moved past it, then its bitmap
- * written, no sync), the driver writes the data, ->commit() sets the bitmap bits of exactly the
+ * Writes: a block is reserved at the end of the file, its data on a 4 KiB boundary (the footer
+ * moved past it, then its bitmap written, no sync), the driver writes the data, ->commit() sets the bitmap bits of exactly the
  * written sectors, and the BAT entry stays in memory (PENDING) until ->flush(), which syncs the
  * file (data, bitmaps, footer) and only then writes the BAT sectors (the driver syncs after). So
  * no BAT entry on disk ever points at a block that is not durable, in whatever order the host
@@ -71,7 +71,13 @@ static u8 *vhd_bm_insert(struct vhd *v, u32 blk, const u8 *bits)
  */
 static int vhd_alloc_block(struct vdimg_image *img, struct vhd *v, u32 blk)
 {
-	u64 off = v->data_end, new_end = off + v->bitmap_size + v->block_size;
+	/*
+	 * the block's data starts on a 4 KiB boundary of the file (its bitmap just before it), so
+	 * that guest writes aligned to pages are aligned in the file too: the host file system then
+	 * takes them as direct I/O without serializing them, and no page holds two blocks' data
+	 */
+	u64 off = ALIGN(v->data_end + v->bitmap_size, (u64)SZ_4K) - v->bitmap_size;
+	u64 new_end = off + v->bitmap_size + v->block_size;
 	u8 *bits;
 	int ret;
 
