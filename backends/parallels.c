@@ -228,6 +228,7 @@ static int prl_map_part(struct prl *p, u64 offset, u64 length, unsigned int flag
 		ext->fill_length = min_t(u64, p->cluster, p->size - start);
 		ext->cookie[0] = i;
 		ext->cookie[1] = off;
+		vdimg_ext_hole_check(ext, off);
 	}
 	ext->length = min(length, avail);
 	/* v1 images may place clusters at any sector */

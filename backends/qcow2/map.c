@@ -496,6 +496,9 @@ static int qcow2_map_write(struct vdimg_image *img, u64 offset, u64 length,
 	ext->type = VDIMG_EXT_DATA;
 	ext->file = q->dfile;
 	ext->file_offset = host + (offset - cstart);
+	/* fresh clusters at the end of the file need no zero fill */
+	if (ext->cookie[1] == QCOW2_NEW_ALLOCATED)
+		vdimg_ext_hole_check(ext, host);
 	if (run > 1) {
 		/* a run of clusters reserved together (qcow2_new_run(): no extended L2) */
 		ext->length = min(offset + length, cstart + ((u64)run << q->cluster_bits)) - offset;

@@ -231,6 +231,7 @@ static int qed_map_write(struct vdimg_image *img, u64 offset, u64 length, struct
 		ext->fill_length = 0;
 	ext->cookie[0] = host;
 	ext->cookie[1] = QED_NEW_MAGIC | e;
+	vdimg_ext_hole_check(ext, host);
 	return 0;
 }
 

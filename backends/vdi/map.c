@@ -179,6 +179,7 @@ int vdi_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags,
 		ext->fill_length = min_t(u64, v->block_size, img->size - ext->fill_offset);
 		ext->cookie[0] = blk;
 		ext->cookie[1] = slot;
+		vdimg_ext_hole_check(ext, vdi_slot_offset(v, slot));
 	}
 	ext->length = min(length, avail);
 	/*

@@ -541,6 +541,7 @@ static int se_map_new(struct vmdk_se *se, u64 g, u64 e, u64 offset, u64 length,
 	ext->fill_length = min(gbytes, se->size - gstart);
 	ext->cookie[0] = idx | (SE_GTE_TYPE(e) << 60);
 	ext->cookie[1] = SE_NEW_MAGIC | g;
+	vdimg_ext_hole_check(ext, host);
 	vdimg_ext_page_check(ext, host, gbytes);
 	return 0;
 }

@@ -446,6 +446,7 @@ static int vmdk_map_write(struct vmdk_sparse *v, u64 offset, u64 length, struct 
 	ext->fill_length = min_t(u64, v->grain_bytes, v->size - gstart);
 	ext->cookie[0] = host | e;
 	ext->cookie[1] = VMDK_NEW_MAGIC | g;
+	vdimg_ext_hole_check(ext, host);
 	vdimg_ext_page_check(ext, host, v->grain_bytes);
 	return 0;
 }

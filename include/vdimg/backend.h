@@ -100,6 +100,13 @@ enum vdimg_ext_type {
  * Set it with vdimg_ext_page_check().
  */
 #define VDIMG_EXT_PAGE_SHARED	BIT(2)
+/*
+ * NEW: the file range of the fill (in the allocation unit) was reserved at or past the end of the
+ * file, so nothing was ever written there. A zero fill may then be skipped: the kernel allocates
+ * the range with fallocate(), so it reads as zeros, and writes only the caller's data. Set it with
+ * vdimg_ext_hole_check(), under the lock that serializes the format's allocations.
+ */
+#define VDIMG_EXT_FILL_HOLE	BIT(3)
 
 /**
  * struct vdimg_extent - the answer of ->map()
@@ -154,6 +161,20 @@ static inline void vdimg_ext_page_split(struct vdimg_extent *ext, u64 unit_start
 		ext->length = end - PAGE_SIZE - ext->file_offset;
 		ext->flags &= ~VDIMG_EXT_PAGE_SHARED;
 	}
+}
+
+/*
+ * vdimg_ext_hole_check - mark a NEW extent VDIMG_EXT_FILL_HOLE when its allocation unit, at file
+ * offset @unit_start, lies wholly at or past the end of the file. Call it right after reserving
+ * the unit, with the allocation lock still held: every place reserved earlier was past the end
+ * when reserved, so whatever extended the file since then wrote only into units reserved before
+ * this one, and a place that was ever written (a unit given back after a failed write, space a
+ * discard freed) lies below the end.
+ */
+static inline void vdimg_ext_hole_check(struct vdimg_extent *ext, u64 unit_start)
+{
+	if (unit_start >= vdimg_file_size(ext->file))
+		ext->flags |= VDIMG_EXT_FILL_HOLE;
 }
 
 /*
