@@ -486,9 +486,22 @@ static void vdimg_close_layers(struct vdimg_device *dev)
 	dev->layers = NULL;
 }
 
+/* a regular file that fallocate() can extend: see vdimg_alloc_hole() */
+static bool vdimg_file_holes(struct file *f)
+{
+	return f && S_ISREG(file_inode(f)->i_mode) && (f->f_mode & FMODE_WRITE) &&
+	       f->f_op->fallocate;
+}
+
 /* Direct I/O on @l's file when the device allows it and the file and dev->lbs permit it. */
 static void vdimg_layer_dio(struct vdimg_device *dev, struct vdimg_layer_k *l)
 {
+	u32 i;
+
+	l->vf.holes = vdimg_file_holes(l->vf.filp);
+	l->data_vf.holes = vdimg_file_holes(l->data_vf.filp);
+	for (i = 0; i < l->nr_ext; i++)
+		l->ext_vf[i].holes = vdimg_file_holes(l->ext_vf[i].filp);
 	l->dio_align = SECTOR_SIZE;
 	l->dio = false;
 	l->data_dio_align = SECTOR_SIZE;

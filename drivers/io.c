@@ -204,75 +204,223 @@ static int vdimg_read_chain(struct vdimg_device *dev, int top, struct iov_iter *
 }
 
 /*
- * Read [pos, pos + len) of the layers below the top into @buf. The top clips them as every layer
+ * Read [pos, pos + len) of the layers below the top into @iter. The top clips them as every layer
  * clips the ones below it: fill past the top's own end (a last, partial cluster over a larger
  * parent) is zeros.
  */
-static int vdimg_read_below(struct vdimg_device *dev, void *buf, u64 pos, u64 len)
+static int vdimg_read_below(struct vdimg_device *dev, struct iov_iter *iter, u64 pos, u64 len)
 {
 	u64 size = vdimg_top(dev)->img.size;
 	u64 n = pos < size ? min(len, size - pos) : 0;
-	struct kvec kv = { .iov_base = buf, .iov_len = n };
-	struct iov_iter it;
+	int ret = vdimg_read_chain(dev, (int)dev->nr_layers - 2, iter, pos, n);
 
-	memset(buf + n, 0, len - n);
-	iov_iter_kvec(&it, ITER_DEST, &kv, 1, n);
-	return vdimg_read_chain(dev, (int)dev->nr_layers - 2, &it, pos, n);
+	if (!ret && iov_iter_zero(len - n, iter) != len - n)
+		ret = -EFAULT;
+	return ret;
+}
+
+/*
+ * A NEW unit past the end of the file (VDIMG_EXT_FILL_HOLE) whose fill would be zeros: allocate it
+ * with fallocate(), which extends the file over the whole unit without writing (the unit reads as
+ * zeros, and later writes into it do not extend the file) and never shrinks the file or touches
+ * data written meanwhile, as a truncate could. Return: 0 (only the caller's data needs writing),
+ * 1 (the fill must be written after all: the file system cannot), or an error (ENOSPC...).
+ */
+static int vdimg_alloc_hole(struct vdimg_file *vf, u64 start, u64 len)
+{
+	int ret;
+
+	if (!READ_ONCE(vf->holes))
+		return 1;
+	ret = vfs_fallocate(vf->filp, 0, start, len);
+	if (ret != -EOPNOTSUPP)
+		return ret;
+	WRITE_ONCE(vf->holes, false);
+	return 1;
+}
+
+/*
+ * A whole fill as one list of segments, written with one call (direct I/O when the file and the
+ * segments allow it, like the data it surrounds): ZERO_PAGE for zeros, pages allocated here for
+ * data from the layers below, and the caller's own segments for its data, which are not copied.
+ */
+struct vdimg_fill {
+	struct bio_vec *bv;
+	unsigned int nr;
+	struct page **pages;		/* allocated here, freed by vdimg_fill_free() */
+	unsigned int nr_pages;
+};
+
+/* Append [pos, pos + len) of the fill: zeros, or what the layers below hold there. */
+static int vdimg_fill_add(struct vdimg_device *dev, struct vdimg_fill *f, u64 pos, u64 len,
+			  bool zero)
+{
+	unsigned int first = f->nr;
+	struct iov_iter it;
+	u64 left = len;
+
+	while (left) {
+		unsigned int n = min_t(u64, left, PAGE_SIZE);
+		struct page *pg = ZERO_PAGE(0);
+
+		if (!zero) {
+			pg = alloc_page(GFP_KERNEL);
+			if (!pg)
+				return -ENOMEM;
+			f->pages[f->nr_pages++] = pg;
+		}
+		f->bv[f->nr++] = (struct bio_vec){ .bv_page = pg, .bv_len = n, .bv_offset = 0 };
+		left -= n;
+	}
+	if (zero || !len)
+		return 0;
+	iov_iter_bvec(&it, ITER_DEST, &f->bv[first], f->nr - first, len);
+	return vdimg_read_below(dev, &it, pos, len);
+}
+
+/* Append the next @len bytes of the caller's @iter (a bio_vec iterator) without copying them. */
+static void vdimg_fill_data(struct vdimg_fill *f, const struct iov_iter *iter, u64 len)
+{
+	const struct bio_vec *src = iter->bvec;
+	size_t skip = iter->iov_offset;
+
+	while (len) {
+		struct bio_vec b = *src++;
+
+		if (skip >= b.bv_len) {
+			skip -= b.bv_len;
+			continue;
+		}
+		b.bv_offset += skip;
+		b.bv_len = min_t(u64, b.bv_len - skip, len);
+		skip = 0;
+		f->bv[f->nr++] = b;
+		len -= b.bv_len;
+	}
+}
+
+static void vdimg_fill_free(struct vdimg_fill *f)
+{
+	while (f->nr_pages)
+		__free_page(f->pages[--f->nr_pages]);
+	kvfree(f->pages);
+	kvfree(f->bv);
 }
 
 /*
  * Write a NEW extent: the caller's bytes plus the fill around them (from the layers below, or
  * zeros), then let the backend commit the allocation. The allocation unit is range-locked by the
- * caller.
+ * caller. @iter is a bio_vec iterator (requests, and write-zeroes' zero pages).
  */
 static int vdimg_write_new(struct vdimg_device *dev, const struct vdimg_extent *ext,
 			   struct iov_iter *iter)
 {
 	struct vdimg_layer_k *top = vdimg_top(dev);
+	bool zero = ext->flags & VDIMG_EXT_FILL_ZERO || dev->nr_layers < 2;
+	bool shared = ext->flags & VDIMG_EXT_PAGE_SHARED;
+	struct vdimg_fill f = {};
+	unsigned int npages;
+	struct iov_iter it;
 	u64 head, tail, fill_end;
-	void *buf = NULL;
 	int ret;
 
-	if (!ext->fill_length) {
-		ret = vdimg_file_iter(ext->file, iter, ext->length, ext->file_offset, true,
-				      ext->flags & VDIMG_EXT_PAGE_SHARED);
-		goto commit;
-	}
+	if (!ext->fill_length)
+		goto data_only;
 	fill_end = ext->fill_offset + ext->fill_length;
 	if (WARN_ON_ONCE(ext->fill_offset > ext->offset ||
 			 ext->offset + ext->length > fill_end ||
 			 ext->fill_length > VDIMG_MAX_FILL ||
-			 ext->file_offset < ext->offset - ext->fill_offset)) {
+			 ext->file_offset < ext->offset - ext->fill_offset ||
+			 !iov_iter_is_bvec(iter))) {
 		ret = -EIO;
 		goto commit;
 	}
 	head = ext->offset - ext->fill_offset;
 	tail = fill_end - (ext->offset + ext->length);
-	buf = kvmalloc(ext->fill_length, GFP_KERNEL);
-	if (!buf) {
+	if (!head && !tail)
+		goto data_only;		/* the caller writes the whole unit */
+	if ((ext->flags & VDIMG_EXT_FILL_HOLE) && zero) {
+		ret = vdimg_alloc_hole(ext->file, ext->file_offset - head, ext->fill_length);
+		if (ret < 0)
+			goto commit;
+		if (!ret)
+			goto data_only;
+	}
+	npages = DIV_ROUND_UP(head, PAGE_SIZE) + DIV_ROUND_UP(tail, PAGE_SIZE);
+	f.bv = kvmalloc_array(npages + iter->nr_segs, sizeof(*f.bv), GFP_KERNEL);
+	if (!zero)
+		f.pages = kvmalloc_array(npages, sizeof(*f.pages), GFP_KERNEL);
+	if (!f.bv || (!zero && !f.pages)) {
 		ret = -ENOMEM;
 		goto commit;
 	}
-	if (ext->flags & VDIMG_EXT_FILL_ZERO || dev->nr_layers < 2) {
-		memset(buf, 0, head);
-		memset(buf + head + ext->length, 0, tail);
-		ret = 0;
-	} else {
-		ret = vdimg_read_below(dev, buf, ext->fill_offset, head);
-		if (!ret)
-			ret = vdimg_read_below(dev, buf + head + ext->length,
-					       ext->offset + ext->length, tail);
-	}
-	if (!ret && copy_from_iter(buf + head, ext->length, iter) != ext->length)
-		ret = -EFAULT;
+	ret = vdimg_fill_add(dev, &f, ext->fill_offset, head, zero);
+	if (ret)
+		goto commit;
+	vdimg_fill_data(&f, iter, ext->length);
+	ret = vdimg_fill_add(dev, &f, ext->offset + ext->length, tail, zero);
+	if (ret)
+		goto commit;
+	iov_iter_bvec(&it, ITER_SOURCE, f.bv, f.nr, ext->fill_length);
+	ret = vdimg_file_iter(ext->file, &it, ext->fill_length, ext->file_offset - head, true,
+			      shared);
 	if (!ret)
-		ret = vdimg_file_write(ext->file, buf, ext->fill_length, ext->file_offset - head);
+		iov_iter_advance(iter, ext->length);
+	goto commit;
+data_only:
+	ret = vdimg_file_iter(ext->file, iter, ext->length, ext->file_offset, true, shared);
 commit:
-	kvfree(buf);
+	vdimg_fill_free(&f);
 	if (!ret)
 		ret = top->img.fmt->commit(&top->img, ext);
 	if (ret && top->img.fmt->abort)
 		top->img.fmt->abort(&top->img, ext);
+	return ret;
+}
+
+/*
+ * NEW extents that the caller's data fills completely and that follow each other in the file (a
+ * large write over several small units, VMDK grains say) are written with one I/O, then committed
+ * one by one.
+ */
+#define VDIMG_BATCH	8
+
+struct vdimg_batch {
+	struct vdimg_extent ext[VDIMG_BATCH];
+	unsigned int nr;
+	u64 len;
+};
+
+static bool vdimg_batch_takes(const struct vdimg_batch *b, const struct vdimg_extent *ext)
+{
+	if (!(ext->flags & VDIMG_EXT_NEW) || (ext->flags & VDIMG_EXT_PAGE_SHARED) ||
+	    (ext->fill_length && (ext->fill_offset != ext->offset ||
+				  ext->fill_length != ext->length)))
+		return false;
+	return !b->nr || (b->nr < VDIMG_BATCH && ext->file == b->ext[0].file &&
+			  ext->file_offset == b->ext[0].file_offset + b->len);
+}
+
+/* Write the batch's data, then commit its extents (or give them all back if that failed). */
+static int vdimg_batch_write(struct vdimg_device *dev, struct vdimg_batch *b,
+			     struct iov_iter *iter, int ret)
+{
+	struct vdimg_image *img = &vdimg_top(dev)->img;
+	unsigned int i;
+
+	if (!b->nr)
+		return ret;
+	if (!ret)
+		ret = vdimg_file_iter(b->ext[0].file, iter, b->len, b->ext[0].file_offset, true,
+				      false);
+	for (i = 0; i < b->nr; i++) {
+		if (!ret)
+			ret = img->fmt->commit(img, &b->ext[i]);
+		if (ret && img->fmt->abort)
+			img->fmt->abort(img, &b->ext[i]);
+	}
+	b->nr = 0;
+	b->len = 0;
 	return ret;
 }
 
@@ -282,8 +430,11 @@ static int vdimg_write_top(struct vdimg_device *dev, struct iov_iter *iter, u64 
 	struct vdimg_layer_k *top = vdimg_top(dev);
 	struct vdimg_range range;
 	bool locked = vdimg_lock_units(dev, &range, pos, len);
+	struct vdimg_batch batch;
 	int ret = 0;
 
+	batch.nr = 0;
+	batch.len = 0;
 	while (len) {
 		struct vdimg_extent ext;
 
@@ -294,40 +445,48 @@ static int vdimg_write_top(struct vdimg_device *dev, struct iov_iter *iter, u64 
 			ret = -EIO;	/* a write map must give DATA */
 		if (ret)
 			break;
-		if (ext.flags & VDIMG_EXT_NEW)
+		if (!vdimg_batch_takes(&batch, &ext))
+			ret = vdimg_batch_write(dev, &batch, iter, 0);
+		if (!ret && vdimg_batch_takes(&batch, &ext)) {
+			batch.ext[batch.nr++] = ext;
+			batch.len += ext.length;
+		} else if (!ret && (ext.flags & VDIMG_EXT_NEW)) {
 			ret = vdimg_write_new(dev, &ext, iter);
-		else
+		} else if (!ret) {
 			ret = vdimg_file_iter(ext.file, iter, ext.length, ext.file_offset, true,
 					      ext.flags & VDIMG_EXT_PAGE_SHARED);
+		} else if (ext.flags & VDIMG_EXT_NEW && top->img.fmt->abort) {
+			top->img.fmt->abort(&top->img, &ext);
+		}
 		if (ret)
 			break;
 		pos += ext.length;
 		len -= ext.length;
 	}
+	ret = vdimg_batch_write(dev, &batch, iter, ret);
 	if (locked)
 		vdimg_range_unlock(dev, &range);
 	return ret;
 }
 
+/* Write zeros through the normal write path, from ZERO_PAGE (one bio_vec per page). */
 static int vdimg_write_zeroes(struct vdimg_device *dev, u64 pos, u64 len)
 {
-	size_t bufsz = min_t(u64, len, SZ_64K);
-	void *zeros = kvzalloc(bufsz, GFP_KERNEL);
+	struct bio_vec bv[16];
+	unsigned int i;
 	int ret = 0;
 
-	if (!zeros)
-		return -ENOMEM;
+	for (i = 0; i < ARRAY_SIZE(bv); i++)
+		bv[i] = (struct bio_vec){ .bv_page = ZERO_PAGE(0), .bv_len = PAGE_SIZE };
 	while (len && !ret) {
-		u64 n = min_t(u64, len, bufsz);
-		struct kvec kv = { .iov_base = zeros, .iov_len = n };
+		u64 n = min_t(u64, len, sizeof(bv) / sizeof(bv[0]) * PAGE_SIZE);
 		struct iov_iter it;
 
-		iov_iter_kvec(&it, ITER_SOURCE, &kv, 1, n);
+		iov_iter_bvec(&it, ITER_SOURCE, bv, DIV_ROUND_UP(n, PAGE_SIZE), n);
 		ret = vdimg_write_top(dev, &it, pos, n);
 		pos += n;
 		len -= n;
 	}
-	kvfree(zeros);
 	return ret;
 }
 
