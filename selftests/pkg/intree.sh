@@ -118,8 +118,7 @@ build() {
 }
 # configure WANT SCRIPTS-CONFIG-ARGS...: set the options and syncconfig (stdin closed: a question
 # would fail, not wait); WANT, the auto.conf's vdimg lines as they must be (sorted, one space
-# between). No
-# olddefconfig before it: each Kconfig run costs several seconds of compiler probes, and the
+# between). No olddefconfig before it: each Kconfig run costs seconds of compiler probes, and the
 # options set are the only new symbols
 configure() {
 	local want=$1 got
