@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # intree.sh [KERNEL_SRC KERNEL_OBJ]: build the sources inside a kernel tree as drivers/block/vdimg/
-# (a CI stage of selftests/run-all.sh when the debug kernel is built, 1-2 minutes on 2 cores):
+# (a CI stage of selftests/run-all.sh when the debug kernel is built; about 170 s of CPU):
 #
 #  1. CONFIG_BLK_DEV_VDIMG=y with both decompressors: the kernel's own flags, and vmlinux linked
 #     with vdimg built in (modules.builtin names it, System.map holds its init function), so an
