@@ -22,7 +22,8 @@
 # "N passed, N failed, N skipped".
 set -uo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
-release= keep=
+release=
+keep=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--kernel) release=$2; shift 2 ;;
