@@ -14,7 +14,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top" || exit 1
 mkdir -p build
 rm -f build/check-host.log build/fuzz-smoke.log build/check-vm*.log build/check-vm*.log.rc
-rm -f build/check-pkg.log
+rm -f build/check-pkg.log build/check-intree.log
 P=0 F=0 S=0
 
 # totals LOG: the last "N passed, N failed[, N skipped]" line of a log, as "P F S"
@@ -121,6 +121,10 @@ if vm_debug_dir >/dev/null; then
 	stage b check-vm-debug.log "VM tests on the debug kernel (--tier short, filter: $debug_filter)" \
 		selftests/vm/run.sh --kernel debug --timeout "$vm_timeout" --tier short \
 		--filter "$debug_filter"
+	# the sources built as drivers/block/vdimg/ in the debug kernel's tree, =y (vmlinux linked)
+	# and =m, and checkpatched: no VM, about 170 s of CPU beside queue b's last guest
+	[ $# -gt 0 ] || stage a check-intree.log "in-tree build (selftests/pkg/intree.sh)" \
+		selftests/pkg/intree.sh
 else
 	echo "# the debug kernel is not built (selftests/vm/debug-kernel.sh): its VM tests skipped"
 	S=$((S + 1))
@@ -157,7 +161,8 @@ fi
 
 if [ "$S" -gt 0 ]; then
 	echo "# skipped ($S):"
-	cat build/check-host.log build/fuzz-smoke.log build/check-pkg.log build/check-vm*.log 2>/dev/null |
+	cat build/check-host.log build/fuzz-smoke.log build/check-pkg.log build/check-intree.log \
+		build/check-vm*.log 2>/dev/null |
 		grep -E '^ *ok [0-9]+ .*# SKIP' | sed -E 's/^ *ok [0-9]+ (- )?//' | sort | uniq -c |
 		sed -E 's/^ *([0-9]+) /#   [x\1] /' | head -n 60
 fi
