@@ -312,9 +312,8 @@ static int qcow2_open(struct vdimg_image *img, unsigned int flags)
 	q->l1 = vdimg_zalloc(max_t(u64, q->l1_size, 1) * 8);
 	q->rt_entries = (u64)q->rt_clusters * cs / 8;
 	q->rt = vdimg_zalloc(q->rt_entries * 8);
-	q->cbuf = vdimg_zalloc(2 * cs);
-	q->dbuf = vdimg_zalloc(cs);
-	if (!q->l1 || !q->rt || !q->cbuf || !q->dbuf) {
+	/* cbuf and dbuf: when a compressed or shared cluster first needs them (qcow2_scratch()) */
+	if (!q->l1 || !q->rt) {
 		ret = -ENOMEM;
 		goto fail;
 	}
