@@ -646,7 +646,7 @@ static int prl_read_bat(struct vdimg_image *img, struct prl *p, u64 fsize, bool 
 	u32 *idx = NULL, n = 0, i, k = 0;
 	int ret;
 
-	p->bat = vdimg_zalloc((size_t)p->nr_bat * 4);
+	p->bat = vdimg_alloc((size_t)p->nr_bat * 4);	/* read whole below */
 	p->chunk_dirty = vdimg_zalloc(DIV_ROUND_UP(DIV_ROUND_UP(p->nr_bat, PRL_BAT_CHUNK), 64) * 8);
 	if (!p->bat || !p->chunk_dirty)
 		return -ENOMEM;

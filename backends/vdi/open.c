@@ -232,7 +232,7 @@ static int vdi_read_map(struct vdimg_image *img, struct vdi *v, u64 fsize, bool 
 	u32 i, used = 0, alloc = v->disk_alloc;
 	int ret;
 
-	v->map = vdimg_zalloc((size_t)v->nr_blocks * 4);
+	v->map = vdimg_alloc((size_t)v->nr_blocks * 4);	/* read whole below */
 	v->slot_used = vdimg_zalloc(DIV_ROUND_UP((size_t)v->nr_blocks, 64) * 8);
 	v->dirty = vdimg_zalloc(DIV_ROUND_UP((size_t)v->nr_blocks, 64) * 8);
 	v->flushing = vdimg_zalloc(DIV_ROUND_UP((size_t)v->nr_blocks, 64) * 8);

@@ -243,9 +243,14 @@ static int vhd_check_bat(struct vdimg_image *img, struct vhd *v)
 
 	for (m = 0; m < 3; m++)
 		data_end = max(data_end, meta[m][1]);
-	keys = vdimg_zalloc(max_t(size_t, (size_t)v->nr_blocks * sizeof(u64), 8));
+	/* room for the used entries only: an empty image needs none */
+	for (i = 0; i < v->nr_blocks; i++)
+		if (v->bat[i] != cpu_to_be32(VHD_BAT_FREE))
+			n++;
+	keys = vdimg_alloc(max_t(size_t, (size_t)n * sizeof(u64), 8));
 	if (!keys)
 		return -ENOMEM;
+	n = 0;
 	for (i = 0; i < v->nr_blocks; i++) {
 		u32 e = vhd_bat_get(v, i);
 		u64 start = (u64)e * VHD_SECTOR;
@@ -372,7 +377,7 @@ static int vhd_open_dynamic(struct vdimg_image *img, struct vhd *v)
 		vdimg_err(img, "a BAT of %u entries is larger than vdimg supports", v->nr_blocks);
 		return -EOPNOTSUPP;
 	}
-	v->bat = vdimg_zalloc(v->bat_len);
+	v->bat = vdimg_alloc(v->bat_len);	/* read whole below */
 	v->state = vdimg_zalloc(max_t(u32, v->nr_blocks, 1));
 	if (!v->bat || !v->state)
 		return -ENOMEM;
