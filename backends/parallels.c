@@ -654,9 +654,18 @@ static int prl_read_bat(struct vdimg_image *img, struct prl *p, u64 fsize, bool 
 	if (ret)
 		return ret;
 	for (i = 0; i < p->nr_bat; i++) {
-		u64 off, valid, start = (u64)i * p->cluster;
-		u32 e = le32_to_cpu(((const __le32 *)p->bat)[i]);
+		u64 off, valid, start = (u64)i * p->cluster, two;
+		u32 e;
 
+		/* two free (zero) entries need no conversion: one step (two million in 2 TiB) */
+		if (!(i & 1) && i + 1 < p->nr_bat) {
+			memcpy(&two, &p->bat[i], sizeof(two));
+			if (!two) {
+				i++;
+				continue;
+			}
+		}
+		e = le32_to_cpu(((const __le32 *)p->bat)[i]);
 		p->bat[i] = e;
 		if (!e)
 			continue;

@@ -247,11 +247,12 @@ static int vhd_check_bat(struct vdimg_image *img, struct vhd *v)
 	for (i = 0; i < v->nr_blocks; i++)
 		if (v->bat[i] != cpu_to_be32(VHD_BAT_FREE))
 			n++;
-	keys = vdimg_alloc(max_t(size_t, (size_t)n * sizeof(u64), 8));
-	if (!keys)
+	keys = n ? vdimg_alloc((size_t)n * sizeof(u64)) : NULL;
+	if (n && !keys)
 		return -ENOMEM;
 	n = 0;
-	for (i = 0; i < v->nr_blocks; i++) {
+	/* nothing allocated (no keys): nothing to check */
+	for (i = 0; keys && i < v->nr_blocks; i++) {
 		u32 e = vhd_bat_get(v, i);
 		u64 start = (u64)e * VHD_SECTOR;
 
