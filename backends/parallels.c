@@ -910,6 +910,24 @@ out_free:
 	return ret;
 }
 
+static u64 prl_metadata_bytes(struct vdimg_image *img)
+{
+	struct prl_disk *d = img->priv;
+	u64 n = 0;
+	u32 k;
+
+	/* each part's BAT and its bitmap of dirty BAT chunks */
+	for (k = 0; k < d->nr; k++) {
+		struct prl *p = d->part[k];
+
+		vdimg_mutex_lock(&p->map_lock);
+		n += (u64)p->nr_bat * 4 +
+		     DIV_ROUND_UP(DIV_ROUND_UP((u64)p->nr_bat, PRL_BAT_CHUNK), 64) * 8;
+		vdimg_mutex_unlock(&p->map_lock);
+	}
+	return n;
+}
+
 static void prl_close(struct vdimg_image *img)
 {
 	struct prl_disk *d = img->priv;
@@ -932,4 +950,5 @@ const struct vdimg_format vdimg_parallels_format = {
 	.abort = prl_abort,
 	.discard = prl_discard,
 	.flush = prl_flush,
+	.metadata_bytes = prl_metadata_bytes,
 };

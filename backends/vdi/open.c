@@ -373,6 +373,18 @@ out_free:
 	return ret;
 }
 
+static u64 vdi_metadata_bytes(struct vdimg_image *img)
+{
+	struct vdi *v = img->priv;
+	u64 n;
+
+	/* the block map and its three bitmaps (slots used, dirty, being flushed) */
+	vdimg_mutex_lock(&v->map_lock);
+	n = (u64)v->nr_blocks * 4 + 3 * DIV_ROUND_UP((u64)v->nr_blocks, 64) * 8;
+	vdimg_mutex_unlock(&v->map_lock);
+	return n;
+}
+
 static void vdi_close(struct vdimg_image *img)
 {
 	struct vdi *v = img->priv;
@@ -531,4 +543,5 @@ const struct vdimg_format vdimg_vdi_format = {
 	.discard = vdi_discard,
 	.verify_parent = vdi_verify_parent,
 	.grow = vdi_grow,
+	.metadata_bytes = vdi_metadata_bytes,
 };

@@ -574,6 +574,21 @@ static int vhd_verify_parent(struct vdimg_image *child, struct vdimg_image *pare
 	return 0;
 }
 
+static u64 vhd_metadata_bytes(struct vdimg_image *img)
+{
+	struct vhd *v = img->priv;
+	u64 n;
+
+	if (!v->bat)
+		return 0;	/* fixed */
+	/* the BAT, a state byte per block, the sector bitmap cache */
+	vdimg_mutex_lock(&v->lock);
+	n = v->bat_len + max_t(u32, v->nr_blocks, 1) +
+	    (u64)v->bm_slots * (sizeof(u32) + v->bitmap_size);
+	vdimg_mutex_unlock(&v->lock);
+	return n;
+}
+
 static void vhd_close(struct vdimg_image *img)
 {
 	struct vhd *v = img->priv;
@@ -882,4 +897,5 @@ const struct vdimg_format vdimg_vhd_format = {
 	.flush = vhd_flush,
 	.verify_parent = vhd_verify_parent,
 	.grow = vhd_grow,
+	.metadata_bytes = vhd_metadata_bytes,
 };
