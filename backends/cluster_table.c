@@ -6,21 +6,26 @@
  */
 #include "cluster_table.h"
 
+/* A slot's table buffer is allocated when a table first goes into it (see vdimg_ct_get()). */
 int vdimg_ct_init(struct vdimg_ct *c, u32 nr, u32 size)
 {
-	u32 i;
-
 	c->nr = nr;
 	c->size = size;
 	c->slot = vdimg_zalloc(nr * sizeof(*c->slot));
 	if (!c->slot)
 		return -ENOMEM;
-	for (i = 0; i < nr; i++) {
-		c->slot[i].data = vdimg_zalloc(size);
-		if (!c->slot[i].data)
-			return -ENOMEM;
-	}
 	return 0;
+}
+
+u64 vdimg_ct_bytes(const struct vdimg_ct *c)
+{
+	u64 n = (u64)c->nr * sizeof(*c->slot);
+	u32 i;
+
+	for (i = 0; c->slot && i < c->nr; i++)
+		if (c->slot[i].data)
+			n += c->size;
+	return n;
 }
 
 void vdimg_ct_free(struct vdimg_ct *c)
@@ -40,7 +45,7 @@ struct vdimg_ct_slot *vdimg_ct_find(struct vdimg_ct *c, u64 off)
 	u32 i;
 
 	for (i = 0; i < c->nr; i++) {
-		if (c->slot[i].off == off) {
+		if (c->slot[i].off && c->slot[i].off == off) {
 			c->slot[i].used = ++c->tick;
 			return &c->slot[i];
 		}
@@ -89,6 +94,11 @@ int vdimg_ct_get(struct vdimg_image *img, struct vdimg_ct *c, u64 off, bool fres
 	}
 	v->off = 0;
 	v->dirty = false;
+	if (!v->data) {
+		v->data = vdimg_zalloc(c->size);
+		if (!v->data)
+			return -ENOMEM;
+	}
 	if (fresh) {
 		memset(v->data, 0, c->size);
 	} else {

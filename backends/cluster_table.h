@@ -15,7 +15,7 @@ struct vdimg_ct_slot {
 	u64 off;			/* file offset of the cached table, 0: empty */
 	u64 used;			/* LRU tick */
 	bool dirty;			/* changed in memory since it was read or written */
-	u8 *data;			/* @size bytes, as on disk */
+	u8 *data;			/* @size bytes as on disk; NULL until first used */
 };
 
 /* Every member is protected by the lock of the format that owns the cache. */
@@ -27,15 +27,20 @@ struct vdimg_ct {
 };
 
 /**
- * vdimg_ct_init() - allocate a cache of @nr tables of @size bytes each
+ * vdimg_ct_init() - set up a cache of @nr tables of @size bytes each
  * @c: the cache, zeroed by the caller
  * @nr: slots
  * @size: bytes per table
+ *
+ * Only the slot array is allocated here; each slot's table buffer when a table first goes into it,
+ * so an image whose tables are never read (an empty layer of a chain) pins no table memory.
  *
  * Context: may sleep. Return: 0, or -ENOMEM (free what was allocated with vdimg_ct_free()).
  */
 int vdimg_ct_init(struct vdimg_ct *c, u32 nr, u32 size);
 void vdimg_ct_free(struct vdimg_ct *c);
+/* bytes the cache holds: its slot array and the table buffers allocated so far (owner's lock) */
+u64 vdimg_ct_bytes(const struct vdimg_ct *c);
 
 /**
  * vdimg_ct_find() - the cached table at @off, marked most recently used
@@ -68,9 +73,10 @@ int vdimg_ct_write(struct vdimg_image *img, struct vdimg_ct *c, struct vdimg_ct_
  * @out: the slot
  *
  * A hit (zeroed when @fresh) is returned as it is. Otherwise the least recently used slot (an
- * empty one first) is written back if dirty and reused.
+ * empty one first) is written back if dirty and reused; an empty slot gets its buffer now.
  *
- * Context: the owner's lock held; may sleep. Return: 0, or a negative errno.
+ * Context: the owner's lock held; may sleep. Return: 0, or a negative errno (-ENOMEM when a slot's
+ * buffer cannot be allocated).
  */
 int vdimg_ct_get(struct vdimg_image *img, struct vdimg_ct *c, u64 off, bool fresh,
 		 int (*before_write)(struct vdimg_image *img), const char *what,

@@ -647,7 +647,7 @@ static int prl_read_bat(struct vdimg_image *img, struct prl *p, u64 fsize, bool 
 	u32 *idx = NULL, n = 0, i, k = 0;
 	int ret;
 
-	p->bat = vdimg_zalloc((size_t)p->nr_bat * 4);
+	p->bat = vdimg_alloc((size_t)p->nr_bat * 4);	/* read whole below */
 	p->chunk_dirty = vdimg_zalloc(DIV_ROUND_UP(DIV_ROUND_UP(p->nr_bat, PRL_BAT_CHUNK), 64) * 8);
 	if (!p->bat || !p->chunk_dirty)
 		return -ENOMEM;
@@ -655,9 +655,18 @@ static int prl_read_bat(struct vdimg_image *img, struct prl *p, u64 fsize, bool 
 	if (ret)
 		return ret;
 	for (i = 0; i < p->nr_bat; i++) {
-		u64 off, valid, start = (u64)i * p->cluster;
-		u32 e = le32_to_cpu(((const __le32 *)p->bat)[i]);
+		u64 off, valid, start = (u64)i * p->cluster, two;
+		u32 e;
 
+		/* two free (zero) entries need no conversion: one step (two million in 2 TiB) */
+		if (!(i & 1) && i + 1 < p->nr_bat) {
+			memcpy(&two, &p->bat[i], sizeof(two));
+			if (!two) {
+				i++;
+				continue;
+			}
+		}
+		e = le32_to_cpu(((const __le32 *)p->bat)[i]);
 		p->bat[i] = e;
 		if (!e)
 			continue;
@@ -902,6 +911,24 @@ out_free:
 	return ret;
 }
 
+static u64 prl_metadata_bytes(struct vdimg_image *img)
+{
+	struct prl_disk *d = img->priv;
+	u64 n = 0;
+	u32 k;
+
+	/* each part's BAT and its bitmap of dirty BAT chunks */
+	for (k = 0; k < d->nr; k++) {
+		struct prl *p = d->part[k];
+
+		vdimg_mutex_lock(&p->map_lock);
+		n += (u64)p->nr_bat * 4 +
+		     DIV_ROUND_UP(DIV_ROUND_UP((u64)p->nr_bat, PRL_BAT_CHUNK), 64) * 8;
+		vdimg_mutex_unlock(&p->map_lock);
+	}
+	return n;
+}
+
 static void prl_close(struct vdimg_image *img)
 {
 	struct prl_disk *d = img->priv;
@@ -924,4 +951,5 @@ const struct vdimg_format vdimg_parallels_format = {
 	.abort = prl_abort,
 	.discard = prl_discard,
 	.flush = prl_flush,
+	.metadata_bytes = prl_metadata_bytes,
 };

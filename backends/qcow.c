@@ -278,6 +278,17 @@ fail:
 	return ret;
 }
 
+static u64 qcow_metadata_bytes(struct vdimg_image *img)
+{
+	struct qcow *q = QO(img);
+	u64 n;
+
+	vdimg_mutex_lock(&q->lock);
+	n = q->l1_size * 8 + 2ULL * q->cluster_size + vdimg_ct_bytes(&q->l2c);
+	vdimg_mutex_unlock(&q->lock);
+	return n;
+}
+
 static void qcow_close(struct vdimg_image *img)
 {
 	struct qcow *q = QO(img);
@@ -301,4 +312,5 @@ const struct vdimg_format vdimg_qcow_format = {
 	.close = qcow_close,
 	.map = qcow_map,
 	.read_encoded = qcow_read_encoded,
+	.metadata_bytes = qcow_metadata_bytes,
 };

@@ -149,6 +149,25 @@ static ssize_t logical_block_size_show(struct device *d, struct device_attribute
 }
 static DEVICE_ATTR_RO(logical_block_size);
 
+/* What the layers' backends hold in memory for their metadata (->metadata_bytes), summed. */
+static ssize_t metadata_bytes_show(struct device *d, struct device_attribute *attr, char *buf)
+{
+	struct vdimg_device *dev = vdimg_from_dev(d);
+	unsigned int i;
+	u64 n = 0;
+
+	mutex_lock(&dev->lock);
+	for (i = 0; i < dev->nr_layers; i++) {
+		struct vdimg_image *img = &dev->layers[i]->img;
+
+		if (img->fmt->metadata_bytes)
+			n += img->fmt->metadata_bytes(img);
+	}
+	mutex_unlock(&dev->lock);
+	return sysfs_emit(buf, "%llu\n", (unsigned long long)n);
+}
+static DEVICE_ATTR_RO(metadata_bytes);
+
 static ssize_t state_show(struct device *d, struct device_attribute *attr, char *buf)
 {
 	static const char *const names[] = {
@@ -177,6 +196,7 @@ static struct attribute *vdimg_attrs[] = {
 	&dev_attr_virtual_size.attr,
 	&dev_attr_logical_block_size.attr,
 	&dev_attr_state.attr,
+	&dev_attr_metadata_bytes.attr,
 	NULL,
 };
 

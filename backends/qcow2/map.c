@@ -189,6 +189,22 @@ static int qcow2_map_read(struct vdimg_image *img, u64 offset, u64 length, bool 
 	return 0;
 }
 
+/*
+ * q->cbuf and q->dbuf, allocated the first time a compressed cluster is read or a cluster or L2
+ * table is copied: most images (and every empty layer of a chain) never need them.
+ * Context: q->lock held.
+ */
+static int qcow2_scratch(struct qcow2 *q)
+{
+	lockdep_assert_held(&q->lock);
+	if (!q->cbuf)
+		q->cbuf = vdimg_zalloc(2 * (size_t)q->cluster_size);
+	if (!q->dbuf)
+		q->dbuf = vdimg_zalloc(q->cluster_size);
+	return q->cbuf && q->dbuf ? 0 : -ENOMEM;
+}
+
+/* The compressed cluster of L2 entry @e into @dst. Context: q->lock held, qcow2_scratch() done. */
 static int qcow2_decode_cluster(struct vdimg_image *img, u64 e, u8 *dst)
 {
 	struct qcow2 *q = QC(img);
@@ -222,7 +238,9 @@ int qcow2_read_encoded(struct vdimg_image *img, const struct vdimg_extent *ext, 
 	if (!(ext->cookie[0] & QCOW2_OFLAG_COMPRESSED) || in + ext->length > q->cluster_size)
 		return -EINVAL;
 	vdimg_mutex_lock(&q->lock);
-	ret = qcow2_decode_cluster(img, ext->cookie[0], q->dbuf);
+	ret = qcow2_scratch(q);
+	if (!ret)
+		ret = qcow2_decode_cluster(img, ext->cookie[0], q->dbuf);
 	if (!ret)
 		memcpy(buf, q->dbuf + in, ext->length);
 	vdimg_mutex_unlock(&q->lock);
@@ -289,6 +307,9 @@ int qcow2_l2_writable(struct vdimg_image *img, u64 offset, struct vdimg_ct_slot 
 		return 0;
 	}
 	old = q->l1[l1i] & QCOW2_OFFSET_MASK;
+	ret = qcow2_scratch(q);
+	if (ret)
+		return ret;
 	/* the cache may evict @t while making room for the copy */
 	memcpy(q->dbuf, t->data, q->cluster_size);
 	ret = qcow2_alloc(img, 1, &off);
@@ -426,7 +447,9 @@ static int qcow2_map_write(struct vdimg_image *img, u64 offset, u64 length,
 			return vdimg_corrupt(img,
 					     "compressed cluster in an image with an external data file");
 		/* rewrite the whole cluster uncompressed; the caller's data goes on top */
-		ret = qcow2_alloc(img, 1, &newc);
+		ret = qcow2_scratch(q);
+		if (!ret)
+			ret = qcow2_alloc(img, 1, &newc);
 		if (ret)
 			return ret;
 		ret = qcow2_decode_cluster(img, l.e, q->dbuf);
@@ -468,7 +491,9 @@ static int qcow2_map_write(struct vdimg_image *img, u64 offset, u64 length,
 	} else if (host && !qcow2_owned(q, l.e)) {
 		/* shared with a snapshot: copy what it holds, write the copy */
 		copy = kind == QK_DATA || (q->ext_l2 && QCOW2_SC_ALLOC(l.bm));
-		ret = qcow2_alloc(img, 1, &newc);
+		ret = qcow2_scratch(q);
+		if (!ret)
+			ret = qcow2_alloc(img, 1, &newc);
 		if (ret)
 			return ret;
 		if (copy) {

@@ -312,9 +312,8 @@ static int qcow2_open(struct vdimg_image *img, unsigned int flags)
 	q->l1 = vdimg_zalloc(max_t(u64, q->l1_size, 1) * 8);
 	q->rt_entries = (u64)q->rt_clusters * cs / 8;
 	q->rt = vdimg_zalloc(q->rt_entries * 8);
-	q->cbuf = vdimg_zalloc(2 * cs);
-	q->dbuf = vdimg_zalloc(cs);
-	if (!q->l1 || !q->rt || !q->cbuf || !q->dbuf) {
+	/* cbuf and dbuf: when a compressed or shared cluster first needs them (qcow2_scratch()) */
+	if (!q->l1 || !q->rt) {
 		ret = -ENOMEM;
 		goto fail;
 	}
@@ -393,6 +392,19 @@ fail:
 	qcow2_free_priv(q);
 	img->priv = NULL;
 	return ret;
+}
+
+static u64 qcow2_metadata_bytes(struct vdimg_image *img)
+{
+	struct qcow2 *q = QC(img);
+	u64 n;
+
+	vdimg_mutex_lock(&q->lock);
+	n = max_t(u64, q->l1_size, 1) * 8 + q->rt_entries * 8 + vdimg_ct_bytes(&q->l2c) +
+	    vdimg_ct_bytes(&q->rbc) + (u64)q->pending_cap * sizeof(*q->pending) +
+	    (q->cbuf ? 2ULL * q->cluster_size : 0) + (q->dbuf ? q->cluster_size : 0);
+	vdimg_mutex_unlock(&q->lock);
+	return n;
 }
 
 static void qcow2_close(struct vdimg_image *img)
@@ -522,4 +534,5 @@ const struct vdimg_format vdimg_qcow2_format = {
 	.flush = qcow2_flush,
 	.frees_pending = qcow2_frees_pending,
 	.grow = qcow2_grow,
+	.metadata_bytes = qcow2_metadata_bytes,
 };

@@ -222,6 +222,7 @@ struct qcow2 {
 	struct qcow2_range *pending;
 	bool pending_marked;
 	u32 free_mark;
+	/* scratch buffers, NULL until first needed (qcow2_scratch() in map.c) */
 	u8 *cbuf;			/* compressed input buffer (2 clusters) */
 	u8 *dbuf;			/* decompressed cluster */
 	/*

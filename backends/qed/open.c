@@ -292,6 +292,17 @@ fail:
 	return ret;
 }
 
+static u64 qed_metadata_bytes(struct vdimg_image *img)
+{
+	struct qed *q = QD(img);
+	u64 n;
+
+	vdimg_mutex_lock(&q->lock);
+	n = q->l1_entries * 8 + q->psize + vdimg_ct_bytes(&q->l2c);
+	vdimg_mutex_unlock(&q->lock);
+	return n;
+}
+
 static void qed_close(struct vdimg_image *img)
 {
 	struct qed *q = QD(img);
@@ -396,4 +407,5 @@ const struct vdimg_format vdimg_qed_format = {
 	.discard = qed_discard,
 	.flush = qed_flush,
 	.grow = qed_grow,
+	.metadata_bytes = qed_metadata_bytes,
 };

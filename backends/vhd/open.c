@@ -243,10 +243,16 @@ static int vhd_check_bat(struct vdimg_image *img, struct vhd *v)
 
 	for (m = 0; m < 3; m++)
 		data_end = max(data_end, meta[m][1]);
-	keys = vdimg_zalloc(max_t(size_t, (size_t)v->nr_blocks * sizeof(u64), 8));
-	if (!keys)
+	/* room for the used entries only: an empty image needs none */
+	for (i = 0; i < v->nr_blocks; i++)
+		if (v->bat[i] != cpu_to_be32(VHD_BAT_FREE))
+			n++;
+	keys = n ? vdimg_alloc((size_t)n * sizeof(u64)) : NULL;
+	if (n && !keys)
 		return -ENOMEM;
-	for (i = 0; i < v->nr_blocks; i++) {
+	n = 0;
+	/* nothing allocated (no keys): nothing to check */
+	for (i = 0; keys && i < v->nr_blocks; i++) {
 		u32 e = vhd_bat_get(v, i);
 		u64 start = (u64)e * VHD_SECTOR;
 
@@ -372,7 +378,7 @@ static int vhd_open_dynamic(struct vdimg_image *img, struct vhd *v)
 		vdimg_err(img, "a BAT of %u entries is larger than vdimg supports", v->nr_blocks);
 		return -EOPNOTSUPP;
 	}
-	v->bat = vdimg_zalloc(v->bat_len);
+	v->bat = vdimg_alloc(v->bat_len);	/* read whole below */
 	v->state = vdimg_zalloc(max_t(u32, v->nr_blocks, 1));
 	if (!v->bat || !v->state)
 		return -ENOMEM;
@@ -566,6 +572,21 @@ static int vhd_verify_parent(struct vdimg_image *child, struct vdimg_image *pare
 		vdimg_warn(child, "the parent is smaller (%llu bytes) than this image (%llu)",
 			   (unsigned long long)parent->size, (unsigned long long)child->size);
 	return 0;
+}
+
+static u64 vhd_metadata_bytes(struct vdimg_image *img)
+{
+	struct vhd *v = img->priv;
+	u64 n;
+
+	if (!v->bat)
+		return 0;	/* fixed */
+	/* the BAT, a state byte per block, the sector bitmap cache */
+	vdimg_mutex_lock(&v->lock);
+	n = v->bat_len + max_t(u32, v->nr_blocks, 1) +
+	    (u64)v->bm_slots * (sizeof(u32) + v->bitmap_size);
+	vdimg_mutex_unlock(&v->lock);
+	return n;
 }
 
 static void vhd_close(struct vdimg_image *img)
@@ -876,4 +897,5 @@ const struct vdimg_format vdimg_vhd_format = {
 	.flush = vhd_flush,
 	.verify_parent = vhd_verify_parent,
 	.grow = vhd_grow,
+	.metadata_bytes = vhd_metadata_bytes,
 };

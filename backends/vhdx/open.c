@@ -879,6 +879,19 @@ static int vhdx_verify_parent(struct vdimg_image *child, struct vdimg_image *par
 	return 0;
 }
 
+static u64 vhdx_metadata_bytes(struct vdimg_image *img)
+{
+	struct vhdx *v = img->priv;
+	u64 n;
+
+	/* the BAT, the per-chunk pending sector bitmaps, the bitmap cache (differencing) */
+	vdimg_mutex_lock(&v->lock);
+	n = v->nr_entries * 8 + v->nr_chunks * sizeof(u64) +
+	    (v->bm_data ? (u64)v->bm_slots * (sizeof(u64) + v->bm_bytes) : 0);
+	vdimg_mutex_unlock(&v->lock);
+	return n;
+}
+
 static void vhdx_close(struct vdimg_image *img)
 {
 	struct vhdx *v = img->priv;
@@ -909,4 +922,5 @@ const struct vdimg_format vdimg_vhdx_format = {
 	.discard = vhdx_discard,
 	.flush = vhdx_flush,
 	.verify_parent = vhdx_verify_parent,
+	.metadata_bytes = vhdx_metadata_bytes,
 };

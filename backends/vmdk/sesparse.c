@@ -351,6 +351,16 @@ int vmdk_se_new(u64 cap, void *hdr, void *vol, u64 *file_sec)
 	return 0;
 }
 
+u64 vmdk_se_bytes(struct vmdk_se *se)
+{
+	u64 n;
+
+	vdimg_mutex_lock(&se->lock);
+	n = (u64)se->nr_gts * 8 + SE_GT_BYTES + (se->zbuf ? SE_GT_BYTES : 0);
+	vdimg_mutex_unlock(&se->lock);
+	return n;
+}
+
 void vmdk_se_free(struct vmdk_se *se)
 {
 	vdimg_free(se->gd);

@@ -799,6 +799,17 @@ int vmdk_sparse_open(struct vmdk_sparse *v, const struct vmdk_header *h, u64 fsi
 	return 0;
 }
 
+u64 vmdk_sparse_bytes(struct vmdk_sparse *v)
+{
+	u64 n;
+
+	vdimg_mutex_lock(&v->lock);
+	n = (u64)v->nr_gts * 4 * (v->rgd ? 3 : 2) +
+	    (u64)v->nr_slots * (sizeof(*v->slots) + v->gt_bytes) + (v->zbuf ? VMDK_ZBUF : 0);
+	vdimg_mutex_unlock(&v->lock);
+	return n;
+}
+
 void vmdk_sparse_free(struct vmdk_sparse *v)
 {
 	u32 i;

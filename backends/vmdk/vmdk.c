@@ -542,6 +542,22 @@ fail:
 	return ret;
 }
 
+/* Each sparse extent's grain directories and grain table cache, each seSparse one's tables. */
+static u64 vmdk_metadata_bytes(struct vdimg_image *img)
+{
+	struct vmdk *vm = VMDK(img);
+	u64 n = 0;
+	u32 i;
+
+	for (i = 0; i < vm->nr_ext; i++) {
+		if (vm->ext[i].sp)
+			n += vmdk_sparse_bytes(vm->ext[i].sp);
+		else if (vm->ext[i].se)
+			n += vmdk_se_bytes(vm->ext[i].se);
+	}
+	return n;
+}
+
 static void vmdk_close(struct vdimg_image *img)
 {
 	struct vmdk *vm = VMDK(img);
@@ -781,4 +797,5 @@ const struct vdimg_format vdimg_vmdk_format = {
 	.discard = vmdk_discard,
 	.flush = vmdk_flush,
 	.verify_parent = vmdk_verify_parent,
+	.metadata_bytes = vmdk_metadata_bytes,
 };

@@ -288,6 +288,8 @@ struct vmdk {
 /* sparse.c: offsets are relative to the extent */
 int vmdk_sparse_open(struct vmdk_sparse *v, const struct vmdk_header *h, u64 fsize);
 void vmdk_sparse_free(struct vmdk_sparse *v);
+/* memory its grain directories and grain table cache hold (->metadata_bytes); takes its lock */
+u64 vmdk_sparse_bytes(struct vmdk_sparse *v);
 int vmdk_sparse_map(struct vmdk_sparse *v, u64 offset, u64 length, unsigned int flags,
 		    struct vdimg_extent *ext);
 int vmdk_sparse_commit(struct vmdk_sparse *v, const struct vdimg_extent *ext);
@@ -313,6 +315,8 @@ int vmdk_sparse_read_encoded(struct vmdk_sparse *v, const struct vdimg_extent *e
  */
 int vmdk_se_open(struct vmdk_se *se, struct vmdk *vm, struct vdimg_file *file, bool writable);
 void vmdk_se_free(struct vmdk_se *se);
+/* memory its grain directory and grain table hold (->metadata_bytes); takes its lock */
+u64 vmdk_se_bytes(struct vmdk_se *se);
 int vmdk_se_map(struct vmdk_se *se, u64 offset, u64 length, unsigned int flags,
 		struct vdimg_extent *ext);
 int vmdk_se_commit(struct vmdk_se *se, const struct vdimg_extent *ext);

@@ -282,6 +282,13 @@ struct vdimg_format {
 	 * May be NULL (the format cannot grow online).
 	 */
 	int (*grow)(struct vdimg_image *img, u64 new_size);
+	/*
+	 * Bytes of memory the open image holds for its metadata now: its tables, table caches
+	 * (what is loaded), bitmaps and scratch buffers, not its small fixed state. Summed over a
+	 * device's layers in /sys/block/vdimgN/vdimg/metadata_bytes. May sleep (takes the
+	 * backend's own locks). May be NULL (a format that keeps no tables: raw, ISO, CUE).
+	 */
+	u64 (*metadata_bytes)(struct vdimg_image *img);
 };
 
 /* ---- the registry (backends/registry.c) ---- */

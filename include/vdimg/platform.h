@@ -31,6 +31,8 @@
 #include <asm/byteorder.h>
 
 #define vdimg_zalloc(sz)	kvzalloc((sz), GFP_KERNEL)
+/* not zeroed: for a buffer filled whole right away (a table read from the file) */
+#define vdimg_alloc(sz)		kvmalloc((sz), GFP_KERNEL)
 #define vdimg_free(p)		kvfree(p)
 
 typedef struct mutex vdimg_mutex_t;

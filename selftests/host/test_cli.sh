@@ -431,7 +431,7 @@ else
 	ok $? "attach: a qcow2 external data file is opened and passed with the layer"
 	rm ext.raw
 	run attach --dry-run df.qcow2
-	[ $rc -eq 1 ] && grep -qx "vdimgctl: df.qcow2: cannot attach: its data file ext.raw: No such file or directory" "$T/err"
+	[ $rc -eq 1 ] && grep -qx "vdimgctl: df.qcow2: cannot attach: cannot open its external data file ext.raw: No such file or directory" "$T/err"
 	ok $? "attach: a missing data file is named"
 
 	# info --chain

@@ -5,16 +5,21 @@
 # and a table of IOPS/bandwidth with the ratios vdimg/loop and vdimg/qemu-nbd. Ratios, because the
 # emulated machine is slow and noisy: only numbers from one run compare.
 #
-#   bench.sh [--kernel RELEASE|debug|PATH] [--suite steady|first|chain] [--runtime S] [--size MIB]
-#            [--contenders "LIST"] [--chain-format FMT] [--repeat N] [--from-console LOG]
+#   bench.sh [--kernel RELEASE|debug|PATH] [--suite steady|first|chain|attach] [--runtime S]
+#            [--size MIB] [--contenders "LIST"] [--chain-format FMT] [--repeat N]
+#            [--from-console LOG]
 #
 # Suites: steady (the default, below); first: first writes into empty targets, each job on a
 # fresh sparse raw file under loop and a fresh empty image of each format (vdimg_FMT, every
 # writable format by default), ratios over loop; chain: a FMT (qcow2) base filled with data under
 # empty differencing images, contenders dN = the chain of depth N read-only (d1 d8 d64), random
-# and sequential reads and the attach time, ratios over d1. --repeat N runs every job N times on
-# each contender (the rounds interleave too) and reports the median. --from-console LOG prints the
-# table of an earlier run's console log (build/vm/RELEASE/bench-console.log) again, without a VM.
+# and sequential reads and the attach time, ratios over d1; attach: the attach time (read-write,
+# fastest of five interleaved rounds of attach + detach) of a 2 TiB empty target, a sparse raw
+# file under loop and an empty dynamic image of each writable format made by vdimgctl create
+# (vdimg_FMT; VHD and VMDK at their 2040 GiB maximum), ratios over loop, and the userspace share
+# (attach --dry-run). --repeat N runs every job N times on each contender (the rounds interleave
+# too) and reports the median. --from-console LOG prints the table of an earlier run's console log
+# (build/vm/RELEASE/bench-console.log) again, without a VM.
 #
 # Contenders (default "loop vdimg nbd"): loop = losetup --direct-io=on, vdimg = vdimgctl attach
 # -t raw --direct-io=on, nbd = qemu-nbd -c /dev/nbd0 --cache=none -f raw; all over one file on the
@@ -162,6 +167,83 @@ EOT
 		exit 0
 	fi
 
+	# now_us: microseconds since boot, from /proc/timer_list ("now at N nsecs"), or /proc/uptime's
+	# hundredths when that is missing (attach times of a few milliseconds need the finer clock)
+	now_us() {
+		if [ -r /proc/timer_list ]; then
+			awk '/^now at [0-9]+ nsecs/ { printf "%.0f\n", $3 / 1000; exit }' /proc/timer_list
+		else
+			awk '{ printf "%.0f\n", $1 * 1000000 }' /proc/uptime
+		fi
+	}
+
+	if [ "$SUITE" = attach ]; then
+		# Attach time of large empty targets: 2 TiB (2040 GiB for VHD and VMDK, their largest),
+		# read-write with direct I/O as the other suites attach, each attach then detached. All
+		# targets are made first, then five rounds run every contender in turn (so a slow phase
+		# of the host hits all alike); the fastest of the five counts. For vdimg_FMT also
+		# attach --dry-run, the userspace share. Contenders: loop and vdimg_FMT.
+		rounds=5
+		echo "==== VMTEST-BENCH-BEGIN ===="
+		echo "# kernel $(uname -r), attach time of 2 TiB empty targets on ext4 (virtio), fastest of $rounds interleaved"
+		[ -e /dev/vdimg-control ] || modprobe vdimg
+		# what reading the clock twice costs (fork, exec, awk): taken off every time
+		zero=
+		for k in 1 2 3; do
+			t0=$(now_us)
+			t1=$(now_us)
+			[ -z "$zero" ] || [ $((t1 - t0)) -lt "$zero" ] && zero=$((t1 - t0))
+		done
+		echo "# clock overhead ${zero} us, subtracted"
+		ready=
+		for c in $CONTENDERS; do
+			t=$dir/attach.$c
+			rm -f "$t"
+			case $c in
+			vdimg_vhd|vdimg_vmdk) sz=2040G ;;
+			*) sz=2T ;;
+			esac
+			case $c in
+			loop) truncate -s "$sz" "$t" ;;
+			vdimg_*) "$VDIMGCTL" create -t "${c#vdimg_}" -s "$sz" "$t" >/dev/null ;;
+			*) false ;;
+			esac || { echo "# $c: the $sz target could not be made"; continue; }
+			ready="$ready $c"
+			eval "att_$c= dry_$c="
+		done
+		sync
+		k=0
+		while [ $k -lt $rounds ]; do
+			k=$((k + 1))
+			for c in $ready; do
+				t=$dir/attach.$c
+				t0=$(now_us)
+				case $c in
+				loop) DEV=$(losetup -f --show --direct-io=on "$t") ;;
+				*) DEV=$("$VDIMGCTL" attach -f --show --direct-io=on "$t") ;;
+				esac || { echo "# $c: attach failed"; continue; }
+				t1=$(now_us)
+				case $c in loop) losetup -d "$DEV" ;; *) "$VDIMGCTL" detach "$DEV" ;; esac
+				eval "best=\$att_$c"
+				[ -z "$best" ] || [ $((t1 - t0)) -lt "$best" ] && eval "att_$c=$((t1 - t0))"
+				[ "$c" = loop ] && continue
+				t0=$(now_us)
+				"$VDIMGCTL" attach --dry-run "$t" >/dev/null || continue
+				t1=$(now_us)
+				eval "best=\$dry_$c"
+				[ -z "$best" ] || [ $((t1 - t0)) -lt "$best" ] && eval "dry_$c=$((t1 - t0))"
+			done
+		done
+		for c in $ready; do
+			eval "a=\$att_$c d=\$dry_$c"
+			[ -n "$a" ] && echo "ATTACH_US $c $((a - zero))"
+			[ -n "$d" ] && echo "DRYRUN_US $c $((d - zero))"
+			rm -f "$dir/attach.$c"
+		done
+		echo "==== VMTEST-BENCH-END ===="
+		exit 0
+	fi
+
 	if [ "$SUITE" = chain ]; then
 		# Chains: data in a base image of format BENCH_CHAIN_FORMAT (default qcow2) under empty
 		# differencing images made by vdimgctl create --parent; contenders dN are the chain of
@@ -286,7 +368,8 @@ case $suite in
 steady) bases="loop nbd"; : "${contenders:=loop vdimg nbd}" ;;
 first) bases=loop; : "${contenders:=loop vdimg_qcow2 vdimg_qed vdimg_vdi vdimg_vhd vdimg_vhdx vdimg_vmdk vdimg_parallels}" ;;
 chain) bases=d1; : "${contenders:=d1 d8 d64}" ;;
-*) echo "bench.sh: unknown suite $suite (steady, first, chain)" >&2; exit 2 ;;
+attach) bases=loop; : "${contenders:=loop vdimg_qcow2 vdimg_qed vdimg_vdi vdimg_vhd vdimg_vhdx vdimg_vmdk vdimg_parallels}" ;;
+*) echo "bench.sh: unknown suite $suite (steady, first, chain, attach)" >&2; exit 2 ;;
 esac
 if [ -z "$console" ]; then
 	if [ -z "$kernel" ]; then
@@ -318,9 +401,11 @@ if [ -z "$console" ]; then
 fi
 
 sed -n '/VMTEST-BENCH-BEGIN/,/VMTEST-BENCH-END/p' "$console" | tr -d '\r' |
-awk -v contenders="$contenders" -v baselist="$bases" '
+awk -v contenders="$contenders" -v baselist="$bases" -v suite="$suite" '
 	/^# / { print; next }
-	$1 == "ATTACH" { att[$2] = $3; natt++; next }
+	$1 == "ATTACH" { att[$2] = $3 / 100; natt++; next }
+	$1 == "ATTACH_US" { att[$2] = $3 / 1000000; natt++; next }
+	$1 == "DRYRUN_US" { dry[$2] = $3 / 1000000; ndry++; next }
 	$1 == "BENCH" {
 		c = $2; j = $3; n = ++nrun[c, j]; iops_r[c, j, n] = $4; bw_r[c, j, n] = $5
 		if (!(j in seen)) { seen[j] = 1; jobs[++nj] = j }
@@ -373,16 +458,22 @@ awk -v contenders="$contenders" -v baselist="$bases" '
 			}
 			print line
 		}
-		if (natt) {	# attach times (hundredths of a second) in the same shape
-			line = sprintf("%-18s %-6s", "attach-ro", "s")
+		if (natt) {	# attach times (seconds) in the same shape
+			line = sprintf("%-18s %-6s", suite == "attach" ? "attach-rw" : "attach-ro", "s")
 			for (i = 1; i <= nc; i++)
-				line = line sprintf(" %10s", (cs[i] in att) ? sprintf("%.2f", att[cs[i]] / 100) : "-")
+				line = line sprintf(" %10s", (cs[i] in att) ? sprintf("%.3f", att[cs[i]]) : "-")
 			for (i = 1; i <= nc; i++) if (!(cs[i] in isbase)) for (b = 1; b <= nb; b++) {
 				r = "-"
 				if ((cs[i] in att) && att[bases[b]] > 0)
 					r = sprintf("%.2f", att[cs[i]] / att[bases[b]])
 				line = line sprintf(" %12s", r)
 			}
+			print line
+		}
+		if (ndry) {	# attach --dry-run: the userspace share of each attach time
+			line = sprintf("%-18s %-6s", "dry-run", "s")
+			for (i = 1; i <= nc; i++)
+				line = line sprintf(" %10s", (cs[i] in dry) ? sprintf("%.3f", dry[cs[i]]) : "-")
 			print line
 		}
 	}'

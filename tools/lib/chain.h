@@ -48,6 +48,8 @@ struct vdimg_chain {
 	int rw;
 	u64 size;			/* virtual size of the chain: the top layer's */
 	struct vdimg_chain_layer *layer; /* [nr], base first */
+	/* what @layer points into when it is not the start of its allocation, else NULL */
+	struct vdimg_chain_layer *layer_mem;
 	struct vdimg_image **layers;	/* [nr], &layer[i].img, base first, top = layers[nr - 1] */
 	/*
 	 * Writes and discards lock the allocation units they touch (as the driver does), so callers
@@ -149,6 +151,24 @@ int vdimg_chain_resolve(const char *top, u32 top_format, char ***paths, u32 **fo
 /* the same; @flags: VDIMG_CHAIN_FORCE_CSUM opens the images past checksum mismatches */
 int vdimg_chain_resolve_flags(const char *top, u32 top_format, char ***paths, u32 **formats,
 			      int *n, unsigned int flags);
+
+/**
+ * vdimg_chain_resolve_open() - find the layers under @top and open them as a read-only chain
+ * @out: the chain on success (close with vdimg_chain_close()); layer[i].path are the layers'
+ *	 paths, base first, the top's as given
+ * @top: path of the top image
+ * @top_format: its format, or VDIMG_FMT_AUTO
+ * @flags: VDIMG_CHAIN_FORCE_CSUM, VDIMG_CHAIN_FORCE_LINK, VDIMG_CHAIN_DEVICE_EXTENTS
+ *
+ * What vdimg_chain_resolve() then vdimg_chain_open() do, with each image opened once (an image
+ * with an external data file twice): the images opened to find their parents stay open as the
+ * chain's layers, with their data files and extent files, and the links are checked as
+ * vdimg_chain_open() checks them. vdimgctl attach resolves and validates a chain this way.
+ *
+ * Return: 0, or a negative errno after a message naming the image.
+ */
+int vdimg_chain_resolve_open(struct vdimg_chain **out, const char *top, u32 top_format,
+			     unsigned int flags);
 
 /**
  * vdimg_data_file_path() - the external data file an image names (qcow2 data_file)

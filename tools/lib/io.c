@@ -310,13 +310,48 @@ static int chain_open_data_file(struct vdimg_chain_layer *l, const struct vdimg_
 	return 0;
 }
 
-static int chain_open_layer(struct vdimg_chain *c, int i, const u32 *formats,
-			    const struct vdimg_format *const *ops)
+/*
+ * Open layer @i's image read-only, and its external data file when it names one: the metadata
+ * alone first (a backend with VDIMG_CAP_DATA_FILE allows that read-only in userspace), then, only
+ * when the image names a data file, again with it. An image without one is opened once.
+ */
+static int chain_open_ro_layer(struct vdimg_chain_layer *l, u32 format, unsigned int oflags)
+{
+	struct vdimg_image *img = &l->img;
+	char *path;
+	int ret;
+
+	ret = vdimg_image_open(img, format, oflags);
+	if (ret)
+		return ret;
+	ret = vdimg_data_file_path(img, l->path, &path);
+	if (ret || !path)
+		return ret;
+	format = img->fmt->id;
+	vdimg_image_close(img);
+	l->data_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (l->data_fd < 0) {
+		ret = -errno;
+		vdimg_err(img, "cannot open its external data file %s: %s", path, strerror(-ret));
+		free(path);
+		return ret;
+	}
+	free(path);
+	l->data_file = vdimg_file_from_fd(l->data_fd);
+	if (!l->data_file)
+		return -ENOMEM;
+	img->data_file = l->data_file;
+	return vdimg_image_open(img, format, oflags);
+}
+
+/* Open layer @i of @c (its fd and path set) as @format, or through @op when not NULL. */
+static int chain_open_layer(struct vdimg_chain *c, int i, u32 format,
+			    const struct vdimg_format *op)
 {
 	struct vdimg_chain_layer *l = &c->layer[i];
 	struct vdimg_image *img = &l->img;
 	bool top = i == c->nr - 1;
-	unsigned int oflags = 0;
+	unsigned int oflags = 0, rflags;
 	struct stat st;
 	int ret;
 
@@ -351,19 +386,24 @@ static int chain_open_layer(struct vdimg_chain *c, int i, const u32 *formats,
 		oflags |= VDIMG_OPEN_HAS_CHILD;
 	if (c->flags & VDIMG_CHAIN_FORCE_CSUM)
 		oflags |= VDIMG_OPEN_FORCE_CSUM;
-	ret = chain_open_data_file(l, ops ? ops[i] : NULL, formats ? formats[i] : VDIMG_FMT_AUTO,
-				   i == c->rw);
+	/* the registry's open may take an unrecognised file as raw; a backend's own ->open() not */
+	rflags = oflags | (c->flags & VDIMG_CHAIN_ALLOW_RAW ? VDIMG_OPEN_ALLOW_RAW : 0);
+	if (i != c->rw && !op) {
+		ret = vdimg_image_open_extents_dev(img, format, false,
+						   c->flags & VDIMG_CHAIN_DEVICE_EXTENTS);
+		return ret ? ret : chain_open_ro_layer(l, format, rflags);
+	}
+	ret = chain_open_data_file(l, op, format, i == c->rw);
 	if (!ret)
-		ret = vdimg_image_open_extents_dev(img, ops && ops[i] ? ops[i]->id :
-						   formats ? formats[i] : VDIMG_FMT_AUTO, i == c->rw,
+		ret = vdimg_image_open_extents_dev(img, op ? op->id : format, i == c->rw,
 						   c->flags & VDIMG_CHAIN_DEVICE_EXTENTS);
 	if (ret)
 		return ret;
 
-	if (ops && ops[i]) {
+	if (op) {
 		/* a backend the registry does not know (tests, backends being written) */
-		img->fmt = ops[i];
-		ret = ops[i]->open(img, oflags);
+		img->fmt = op;
+		ret = op->open(img, oflags);
 		if (ret) {
 			img->fmt = NULL;
 			return ret;
@@ -371,16 +411,14 @@ static int chain_open_layer(struct vdimg_chain *c, int i, const u32 *formats,
 		if (oflags & VDIMG_OPEN_READ_ONLY)
 			img->flags |= VDIMG_IMG_READ_ONLY;
 		if (!img->size || img->size % 512 || !img->lbs) {
-			vdimg_err(img, "backend %s opened the image with a bad geometry", ops[i]->name);
-			ops[i]->close(img);
+			vdimg_err(img, "backend %s opened the image with a bad geometry", op->name);
+			op->close(img);
 			img->fmt = NULL;
 			return -EINVAL;
 		}
 		return 0;
 	}
-	if (c->flags & VDIMG_CHAIN_ALLOW_RAW)
-		oflags |= VDIMG_OPEN_ALLOW_RAW;
-	return vdimg_image_open(img, formats ? formats[i] : VDIMG_FMT_AUTO, oflags);
+	return vdimg_image_open(img, format, rflags);
 }
 
 /* Every child's parent link, and a base that would need a parent. */
@@ -457,7 +495,8 @@ static int chain_open_common(struct vdimg_chain **out, const int *fds, const cha
 			ret = -ENOMEM;
 			goto fail;
 		}
-		ret = chain_open_layer(c, i, formats, ops);
+		ret = chain_open_layer(c, i, formats ? formats[i] : VDIMG_FMT_AUTO,
+				       ops ? ops[i] : NULL);
 		if (ret)
 			goto fail;
 	}
@@ -532,7 +571,7 @@ int vdimg_chain_close(struct vdimg_chain *c)
 		return 0;
 	if (c->rw >= 0)
 		ret = vdimg_chain_flush(c);
-	for (i = c->nr - 1; i >= 0; i--) {
+	for (i = c->layer ? c->nr - 1 : -1; i >= 0; i--) {
 		struct vdimg_chain_layer *l = &c->layer[i];
 
 		vdimg_image_close(&l->img);
@@ -545,7 +584,7 @@ int vdimg_chain_close(struct vdimg_chain *c)
 			close(l->data_fd);
 		free(l->path);
 	}
-	free(c->layer);
+	free(c->layer_mem ? c->layer_mem : c->layer);
 	free(c->layers);
 	pthread_mutex_destroy(&c->range_mutex);
 	pthread_cond_destroy(&c->range_cond);
@@ -939,8 +978,53 @@ int vdimg_chain_resolve(const char *top, u32 top_format, char ***paths_out, u32 
 	return vdimg_chain_resolve_flags(top, top_format, paths_out, formats_out, n_out, 0);
 }
 
-int vdimg_chain_resolve_flags(const char *top, u32 top_format, char ***paths_out,
-			      u32 **formats_out, int *n_out, unsigned int flags)
+/* Done with an image of the walk: the chain being kept closes its own. */
+static void resolve_close(struct vdimg_chain *keep, struct vdimg_path_image *o)
+{
+	if (!keep)
+		vdimg_close_path(o);
+}
+
+/*
+ * For vdimg_chain_resolve_open(): open @path as layer @i of @c (read-only, with its data file and
+ * extent files), refusing what resolve_open() refuses; @named: the path the caller gave (a block
+ * device is allowed), not one found in an image.
+ */
+static int resolve_open_layer(struct vdimg_chain *c, int i, const char *path, u32 format,
+			      bool named, struct stat *st)
+{
+	struct vdimg_chain_layer *l = &c->layer[i];
+	struct vdimg_image tmp = { .name = path };
+	int ret;
+
+	l->path = strdup(path);
+	if (!l->path)
+		return -ENOMEM;
+	l->img.name = l->path;
+	l->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (l->fd < 0) {
+		ret = -errno;
+		vdimg_err(&tmp, "cannot open: %s", strerror(-ret));
+		return ret;
+	}
+	l->own_fd = true;
+	if (fstat(l->fd, st))
+		return -errno;
+	if (!S_ISREG(st->st_mode) && !(named && S_ISBLK(st->st_mode))) {
+		if (S_ISBLK(st->st_mode))
+			vdimg_err(&tmp, "is a block device, which is a layer only when named by the user (attach --chain), not by an image");
+		return -EINVAL;
+	}
+	return chain_open_layer(c, i, format, NULL);
+}
+
+/*
+ * The walk of vdimg_chain_resolve_flags(). With @keep (a read-only chain of VDIMG_MAX_LAYERS
+ * empty layers), each image is opened once into @keep, top into the last layer and its parents
+ * below it, and stays open; without, each is opened, asked for its parent and closed.
+ */
+static int chain_resolve(const char *top, u32 top_format, char ***paths_out, u32 **formats_out,
+			 int *n_out, unsigned int flags, struct vdimg_chain *keep)
 {
 	unsigned int oflags = (flags & VDIMG_CHAIN_FORCE_CSUM ? VDIMG_OPEN_FORCE_CSUM : 0) |
 			      (flags & VDIMG_CHAIN_DEVICE_EXTENTS ? VDIMG_PATH_DEVICE_EXTENTS : 0);
@@ -971,14 +1055,22 @@ int vdimg_chain_resolve_flags(const char *top, u32 top_format, char ***paths_out
 		 * the image the caller names may be a block device (an LV, a LUN); a parent path
 		 * recorded in an image may not (no image makes us read a disk it names)
 		 */
-		ret = resolve_open(cur, fmt, &o, false, oflags | (n ? 0 : VDIMG_PATH_BLOCK_OK));
-		seen[n] = o.st;
+		if (keep) {
+			ret = resolve_open_layer(keep, VDIMG_MAX_LAYERS - 1 - n, cur, fmt, !n,
+						 &seen[n]);
+			img = &keep->layer[VDIMG_MAX_LAYERS - 1 - n].img;
+			o.fd = -1;	/* nothing of @o is used: the chain owns the image */
+		} else {
+			ret = resolve_open(cur, fmt, &o, false,
+					   oflags | (n ? 0 : VDIMG_PATH_BLOCK_OK));
+			seen[n] = o.st;
+		}
 		if (ret)
 			goto fail;
 		for (i = 0; i < n; i++) {
 			if (seen[i].st_dev == seen[n].st_dev && seen[i].st_ino == seen[n].st_ino) {
 				vdimg_err(img, "the chain of parents loops back to %s", paths[i]);
-				vdimg_close_path(&o);
+				resolve_close(keep, &o);
 				ret = -ELOOP;
 				goto fail;
 			}
@@ -988,12 +1080,12 @@ int vdimg_chain_resolve_flags(const char *top, u32 top_format, char ***paths_out
 		n++;
 		cur = NULL;
 		if (!(img->flags & VDIMG_IMG_HAS_PARENT)) {
-			vdimg_close_path(&o);
+			resolve_close(keep, &o);
 			break;
 		}
 		if (n == VDIMG_MAX_LAYERS) {
 			vdimg_err(img, "more than %d images in the chain", VDIMG_MAX_LAYERS);
-			vdimg_close_path(&o);
+			resolve_close(keep, &o);
 			ret = -ELOOP;
 			goto fail;
 		}
@@ -1059,7 +1151,7 @@ int vdimg_chain_resolve_flags(const char *top, u32 top_format, char ***paths_out
 		}
 		fmt = ref && !ret && ref->format ? ref->format : VDIMG_FMT_AUTO;
 		free(ref);
-		vdimg_close_path(&o);
+		resolve_close(keep, &o);
 		if (ret) {
 			free(next);
 			goto fail;
@@ -1089,6 +1181,63 @@ fail:
 	free(paths);
 	free(formats);
 	free(seen);
+	return ret;
+}
+
+int vdimg_chain_resolve_flags(const char *top, u32 top_format, char ***paths_out,
+			      u32 **formats_out, int *n_out, unsigned int flags)
+{
+	return chain_resolve(top, top_format, paths_out, formats_out, n_out, flags, NULL);
+}
+
+int vdimg_chain_resolve_open(struct vdimg_chain **out, const char *top, u32 top_format,
+			     unsigned int flags)
+{
+	struct vdimg_chain *c;
+	u32 *formats;
+	char **paths;
+	int n, i, ret;
+
+	*out = NULL;
+	if (flags & ~(VDIMG_CHAIN_FORCE_CSUM | VDIMG_CHAIN_FORCE_LINK | VDIMG_CHAIN_DEVICE_EXTENTS))
+		return -EINVAL;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	/* parents named by a path are probed, an unrecognised one is raw (as resolving does) */
+	c->flags = flags | VDIMG_CHAIN_READ_ONLY | VDIMG_CHAIN_ALLOW_RAW;
+	c->rw = -1;
+	pthread_mutex_init(&c->range_mutex, NULL);
+	pthread_cond_init(&c->range_cond, NULL);
+	c->layer = calloc(VDIMG_MAX_LAYERS, sizeof(*c->layer));
+	c->layers = calloc(VDIMG_MAX_LAYERS, sizeof(*c->layers));
+	if (!c->layer || !c->layers) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	c->nr = VDIMG_MAX_LAYERS;
+	for (i = 0; i < c->nr; i++) {
+		c->layer[i].fd = -1;
+		c->layer[i].data_fd = -1;
+	}
+	ret = chain_resolve(top, top_format, &paths, &formats, &n, flags, c);
+	if (ret)
+		goto fail;
+	vdimg_chain_resolve_free(paths, formats, n);
+	/* the layers were opened top down from the array's end: the chain starts at its base */
+	c->layer_mem = c->layer;
+	c->layer += VDIMG_MAX_LAYERS - n;
+	c->nr = n;
+	for (i = 0; i < n; i++)
+		c->layers[i] = &c->layer[i].img;
+	ret = chain_check_links(c);
+	if (ret)
+		goto fail;
+	c->size = vdimg_chain_top(c)->size;
+	*out = c;
+	return 0;
+fail:
+	vdimg_chain_close(c);
 	return ret;
 }
 

@@ -90,6 +90,7 @@ static inline u64 div_u64(u64 a, u32 b) { return a / b; }
 static inline u64 div64_u64(u64 a, u64 b) { return a / b; }
 
 #define vdimg_zalloc(sz)	calloc(1, (sz))
+#define vdimg_alloc(sz)		malloc(sz)
 #define vdimg_free(p)		free(p)
 
 typedef pthread_mutex_t vdimg_mutex_t;

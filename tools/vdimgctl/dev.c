@@ -333,15 +333,17 @@ static int snapshot_index(const char *path, u32 format, const char *name, u32 *i
 
 /*
  * The external data file @l's image names (qcow2 data_file), opened with the layer's mode
- * (@writable) into l->data_fd. 0, or -errno after a message.
+ * (@writable) into l->data_fd; @img: the image, already open in userspace, or NULL to open it
+ * for the question. 0, or -errno after a message.
  */
-static int attach_data_file(struct attach_layer *l, bool writable)
+static int attach_data_file(struct attach_layer *l, struct vdimg_image *img, bool writable)
 {
 	char *path = NULL;
 	int ret;
 
 	lib_action("cannot attach");
-	ret = vdimg_image_data_file(l->path, l->probed, &path);
+	ret = img ? vdimg_data_file_path(img, l->path, &path) :
+		    vdimg_image_data_file(l->path, l->probed, &path);
 	if (ret) {
 		if (!lib_reported)
 			errmsg(l->path, "cannot attach", "%s", strerror(-ret));
@@ -497,15 +499,17 @@ static void attach_print(const struct attach_layer *l, int n, u32 flags, u32 lbs
 }
 
 /*
- * If the single image in @layers is a differencing image of a format this build knows, replace
- * @layers with its chain, base first. 0, or -errno after a message.
+ * If the single image in @layers is an image of a format this build knows (raw and ISO aside),
+ * replace @layers with its chain, base first, found and opened read-only in userspace: *@rchain
+ * (each image opened once; its paths back @layers), which the attach then validates with instead
+ * of opening every layer again. 0, or -errno after a message.
  */
-static int attach_resolve(struct attach_layer *layers, int *n, u32 format, char ***resolved,
-			  int *nres, bool force)
+static int attach_resolve(struct attach_layer *layers, int *n, u32 format,
+			  struct vdimg_chain **rchain, bool force)
 {
 	const char *why, *top;
-	u32 id = format, *fmts;
 	struct vdimg_file *f;
+	u32 id = format;
 	int fd, ret, i;
 
 	fd = open(layers[0].path, O_RDONLY | O_CLOEXEC);
@@ -518,22 +522,43 @@ static int attach_resolve(struct attach_layer *layers, int *n, u32 format, char 
 	if (ret || !vdimg_format_by_id(id) || id == VDIMG_FMT_RAW || id == VDIMG_FMT_ISO)
 		return 0;
 	lib_action("cannot attach");
-	ret = vdimg_chain_resolve_flags(layers[0].path, format, resolved, &fmts, nres,
-					(force ? VDIMG_CHAIN_FORCE_CSUM : 0) |
-					(device_extents ? VDIMG_CHAIN_DEVICE_EXTENTS : 0));
+	ret = vdimg_chain_resolve_open(rchain, layers[0].path, format,
+				       (force ? VDIMG_CHAIN_FORCE_CSUM |
+						VDIMG_CHAIN_FORCE_LINK : 0) |
+				       (device_extents ? VDIMG_CHAIN_DEVICE_EXTENTS : 0));
 	if (ret) {
 		if (!lib_reported)
-			errmsg(layers[0].path, "cannot attach", "%s", strerror(-ret));
+			errmsg(layers[0].path, "cannot attach", "%s", attach_reason(-ret));
 		return ret;
 	}
-	free(fmts);
 	/* keep the user's spelling of the top; the parents as resolved */
 	top = layers[0].path;
-	for (i = 0; i < *nres - 1; i++)
-		layers[i].path = (*resolved)[i];
-	layers[*nres - 1].path = top;
-	*n = *nres;
+	for (i = 0; i < (*rchain)->nr - 1; i++)
+		layers[i].path = (*rchain)->layer[i].path;
+	layers[(*rchain)->nr - 1].path = top;
+	*n = (*rchain)->nr;
 	return 0;
+}
+
+/*
+ * Is @c (from attach_resolve()) the chain the attach passes: the same files (by inode) in the
+ * same formats, nothing added (an overlay) or changed (a snapshot)? Then it stands for the
+ * read-only validation open of @layers.
+ */
+static bool attach_chain_matches(struct vdimg_chain *c, const struct attach_layer *layers, int n)
+{
+	struct stat a, b;
+	int i;
+
+	if (!c || c->nr != n)
+		return false;
+	for (i = 0; i < n; i++) {
+		if (layers[i].snapshot || layers[i].probed != c->layers[i]->fmt->id ||
+		    fstat(layers[i].fd, &a) || fstat(c->layer[i].fd, &b) ||
+		    a.st_dev != b.st_dev || a.st_ino != b.st_ino)
+			return false;
+	}
+	return true;
 }
 
 int cmd_attach(int argc, char **argv)
@@ -577,16 +602,14 @@ int cmd_attach(int argc, char **argv)
 	struct attach_layer *layers = NULL;
 	struct vdimg_layer *kl = NULL;
 	struct vdimg_attach a;
-	struct vdimg_chain *chain;
+	struct vdimg_chain *chain = NULL, *rchain = NULL;
 	const char *chain_arg = NULL, *top_path;
 	char *chain_copy = NULL, *tok, *save = NULL, *bundle_top = NULL;
 	bool show = false, ro = false, rw_iso = false, force = false, all_built = true, dry = false;
 	bool lock = true;
 	u32 flags = 0, format = VDIMG_FMT_AUTO, lbs = 0, index = VDIMG_INDEX_ANY;
 	int c, n = 0, i, ctl, ret, status = EXIT_FAIL;
-	u32 *fmts = NULL, *res_fmts = NULL;
-	char **resolved = NULL;
-	int nres = 0;
+	u32 *fmts = NULL;
 	int *fds = NULL;
 	const char **names = NULL;
 	const char *vbox = NULL, *vbox_reg = NULL, *vmx = NULL;
@@ -811,7 +834,7 @@ int cmd_attach(int argc, char **argv)
 		goto out;
 	}
 	/* a differencing image without --chain: find its parents the way the image records them */
-	if (!chain_arg && !vbox && attach_resolve(layers, &n, format, &resolved, &nres, force))
+	if (!chain_arg && !vbox && attach_resolve(layers, &n, format, &rchain, force))
 		goto out;
 	top_path = layers[n - 1].path;
 	if (ends_with_iso(top_path) && !rw_iso && !overlay)
@@ -883,7 +906,7 @@ int cmd_attach(int argc, char **argv)
 		}
 		if (!vdimg_format_by_id(l->probed))
 			all_built = false;
-		else if (attach_data_file(l, top && !ro) || attach_extents(l, top && !ro))
+		else if (attach_extents(l, top && !ro))
 			goto out;
 	}
 	if (ro)
@@ -892,9 +915,12 @@ int cmd_attach(int argc, char **argv)
 	/*
 	 * Open the whole chain read-only in userspace with the same backends as the module, so that
 	 * a corrupt image or a broken parent link is explained here rather than as a bare errno.
-	 * Skipped when this build lacks one of the formats (the module decides then).
+	 * The chain the resolution opened is that open already when it is the same chain. Skipped
+	 * when this build lacks one of the formats (the module decides then).
 	 */
-	if (all_built) {
+	if (all_built && attach_chain_matches(rchain, layers, n)) {
+		chain = rchain;
+	} else if (all_built) {
 		fds = calloc(n, sizeof(*fds));
 		names = calloc(n, sizeof(*names));
 		fmts = calloc(n, sizeof(*fmts));
@@ -914,7 +940,14 @@ int cmd_attach(int argc, char **argv)
 				errmsg(top_path, "cannot attach", "%s", attach_reason(-ret));
 			goto out;
 		}
-		vdimg_chain_close(chain);
+	}
+	/* the data files the images name, asked of the open chain (or of each image) */
+	for (i = 0; i < n; i++) {
+		if (!vdimg_format_by_id(layers[i].probed) || (overlay && i == n - 1))
+			continue;
+		if (attach_data_file(&layers[i], chain ? chain->layers[i] : NULL,
+				     i == n - 1 && !ro))
+			goto out;
 	}
 	/* a temporary overlay lives only as long as the descriptors the kernel takes */
 	if (overlay_tmp && overlay_path && unlink(overlay_path) == 0)
@@ -998,7 +1031,9 @@ out:
 	free(chain_copy);
 	vm_paths_free(vm_paths, vm_n);
 	free(bundle_top);
-	vdimg_chain_resolve_free(resolved, res_fmts, nres);
+	if (chain != rchain)
+		vdimg_chain_close(chain);
+	vdimg_chain_close(rchain);
 	return status;
 }
 
