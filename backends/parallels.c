@@ -911,7 +911,7 @@ static void prl_close(struct vdimg_image *img)
 }
 
 /*
- * Online grow of a single-file image: the BAT may take entries up to the data area (qemu and
+ * Online grow of a single-file image (and the offline resize's grow): the BAT may take entries up to the data area (qemu and
  * Parallels start the data on a cluster boundary, so a 1 MiB-cluster image has room for 262128
  * entries, 256 GiB; a header without data_off puts the data at the next sector after the BAT,
  * which a BAT growing within that sector does not move). The new entries are written free and
@@ -942,7 +942,7 @@ static int prl_grow(struct vdimg_image *img, u64 new_size)
 		return -EUCLEAN;
 	}
 	if (d->nr != 1 || (img->flags & VDIMG_IMG_HAS_PARENT)) {
-		vdimg_err(img, "cannot grow a bundle's split storage or snapshot online: the bundle's DiskDescriptor.xml records its size");
+		vdimg_err(img, "cannot grow a bundle's split storage or snapshot here: the bundle's DiskDescriptor.xml records its size");
 		return -EOPNOTSUPP;
 	}
 	if (!p->v2 && new_size / PRL_SECTOR > U32_MAX) {
@@ -952,7 +952,7 @@ static int prl_grow(struct vdimg_image *img, u64 new_size)
 	}
 	room = min_t(u64, (p->data_off - PRL_HEADER_SIZE) / 4, PRL_MAX_BAT);
 	if (n64 > room) {
-		vdimg_err(img, "cannot grow online past %llu bytes: the BAT has room for %llu entries before the data area at %llu (detach and use vdimgctl resize)",
+		vdimg_err(img, "cannot grow past %llu bytes: the BAT has room for %llu entries before the data area at %llu (convert to a new image)",
 			  (unsigned long long)(room * p->cluster), (unsigned long long)room,
 			  (unsigned long long)p->data_off);
 		return -EFBIG;

@@ -892,7 +892,7 @@ static void vhdx_close(struct vdimg_image *img)
 }
 
 /*
- * Online grow of a dynamic image: the BAT grows inside its region (sized at creation: vdimgctl,
+ * Online grow of a dynamic image (and the offline resize's grow): the BAT grows inside its region (sized at creation: vdimgctl,
  * qemu and Hyper-V round it up to 1 MiB, 131072 entries, which maps 4 TiB of 32 MiB blocks).
  * Three steps, each durable before the next: the BAT entries the new size brings in are made
  * NOT_PRESENT through the log (where something was left there), the stale bytes of the old last
@@ -915,7 +915,7 @@ static int vhdx_grow(struct vdimg_image *img, u64 new_size)
 		return -EOPNOTSUPP;
 	}
 	if (v->params & VHDX_PARAM_LEAVE_ALLOCATED) {
-		vdimg_err(img, "cannot grow a fixed VHDX online (every block stays allocated): detach and convert it to dynamic");
+		vdimg_err(img, "cannot grow a fixed VHDX (every block stays allocated): convert it to dynamic first");
 		return -EOPNOTSUPP;
 	}
 	if (new_size > VHDX_MAX_SIZE) {
@@ -928,7 +928,7 @@ static int vhdx_grow(struct vdimg_image *img, u64 new_size)
 		/* payload blocks the region addresses, less its interleaved bitmap entries */
 		room = min_t(u64, v->bat_len, VHDX_BAT_MAX_BYTES) / 8;
 		room -= room / (v->chunk_ratio + 1);
-		vdimg_err(img, "cannot grow online past %llu bytes: the BAT region at %llu (%u bytes) has room for %llu blocks of %u bytes, %llu entries are needed (it cannot move, offline resize neither: convert to a new image)",
+		vdimg_err(img, "cannot grow past %llu bytes: the BAT region at %llu (%u bytes) has room for %llu blocks of %u bytes, %llu entries are needed (it cannot move, offline resize neither: convert to a new image)",
 			  (unsigned long long)min_t(u64, room * v->block_size, VHDX_MAX_SIZE),
 			  (unsigned long long)v->bat_off, v->bat_len, (unsigned long long)room,
 			  v->block_size, (unsigned long long)entries);

@@ -337,7 +337,7 @@ int vmdk_sparse_grow(struct vmdk_sparse *v, u64 cap)
 	if (!v->writable)
 		return -EROFS;
 	if (v->cowd || v->compressed || v->markers) {
-		vdimg_err(v->img, "cannot grow a %s extent online",
+		vdimg_err(v->img, "cannot grow a %s extent",
 			  v->cowd ? "vmfsSparse (COWD)" : "streamOptimized");
 		return -EOPNOTSUPP;
 	}
@@ -345,7 +345,7 @@ int vmdk_sparse_grow(struct vmdk_sparse *v, u64 cap)
 	room = ALIGN((u64)v->nr_gts * 4, (u64)VMDK_SECTOR) / 4;
 	if (need > min_t(u64, room, VMDK_MAX_GTS) || cap > VMDK_MAX_CAPACITY) {
 		room = min_t(u64, room, VMDK_MAX_GTS);
-		vdimg_err(v->img, "cannot grow online past %llu bytes: the grain directory at sector %llu has room for %llu entries of %llu bytes in place (detach and convert to a new image)",
+		vdimg_err(v->img, "cannot grow past %llu bytes: the grain directory at sector %llu has room for %llu entries of %llu bytes in place (convert to a new image)",
 			  (unsigned long long)(min_t(u64, room * span, VMDK_MAX_CAPACITY) *
 					       VMDK_SECTOR),
 			  (unsigned long long)(v->gd_off / VMDK_SECTOR), (unsigned long long)room,

@@ -773,7 +773,7 @@ static int vmdk_verify_parent(struct vdimg_image *child, struct vdimg_image *par
 }
 
 /*
- * Online grow: the last extent grows, when it is writable and either a hosted sparse extent
+ * Online grow (and the offline resize's grow of a sparse extent): the last extent grows, when it is writable and either a hosted sparse extent
  * (monolithicSparse, or the last file of twoGbMaxExtentSparse up to 2 GiB) whose grain directory
  * has room in place (vmdk_sparse_grow()), or a FLAT extent behind a descriptor file
  * (monolithicFlat, vmfs; twoGbMaxExtentFlat up to 2 GiB) whose file is extended (bytes it
@@ -806,27 +806,27 @@ static int vmdk_grow(struct vdimg_image *img, u64 new_size)
 	if (vm->desc.nr_extents == vm->nr_ext)
 		dx = &vm->desc.extents[vm->nr_ext - 1];
 	if (last->access != VMDK_ACCESS_RW) {
-		vdimg_err(img, "cannot grow online: the last extent is not writable");
+		vdimg_err(img, "cannot grow: the last extent is not writable");
 		return -EOPNOTSUPP;
 	}
 	new_len = new_size - last->start;
 	two_gb = !strcmp(vm->desc.create_type, "twoGbMaxExtentSparse") ||
 		 !strcmp(vm->desc.create_type, "twoGbMaxExtentFlat");
 	if (two_gb && new_len > (2ULL << 30)) {
-		vdimg_err(img, "cannot grow online past %llu bytes: the last extent file of a %s image holds at most 2 GiB and no new one is made (detach and convert to a new image)",
+		vdimg_err(img, "cannot grow past %llu bytes: the last extent file of a %s image holds at most 2 GiB and no new one is made (convert to a new image)",
 			  (unsigned long long)(last->start + (2ULL << 30)), vm->desc.create_type);
 		return -EFBIG;
 	}
 	if (last->type == VMDK_EXT_FLAT) {
 		if (!vm->desc_file || !dx ||
 		    (dx->type != VMDK_EXT_FLAT && dx->type != VMDK_EXT_VMFS)) {
-			vdimg_err(img, "cannot grow a %s extent online",
+			vdimg_err(img, "cannot grow a %s extent",
 				  dx ? vmdk_extent_type_name(dx->type) : "raw device");
 			return -EOPNOTSUPP;
 		}
 	} else if (last->type != VMDK_EXT_SPARSE || !last->sp ||
 		   (vm->desc_file && !dx)) {
-		vdimg_err(img, "cannot grow a %s extent online",
+		vdimg_err(img, "cannot grow a %s extent",
 			  vmdk_extent_type_name(last->type));
 		return -EOPNOTSUPP;
 	}
@@ -836,7 +836,7 @@ static int vmdk_grow(struct vdimg_image *img, u64 new_size)
 		if (ret)
 			return ret;
 		if (!vm->desc_file && len > vm->desc_area) {
-			vdimg_err(img, "cannot grow online: the embedded descriptor (%u bytes) has no room for the new extent line",
+			vdimg_err(img, "cannot grow: the embedded descriptor (%u bytes) has no room for the new extent line",
 				  vm->desc_area);
 			ret = -EFBIG;
 			goto out;
@@ -856,7 +856,7 @@ static int vmdk_grow(struct vdimg_image *img, u64 new_size)
 		if (!ret && fsize < to) {
 			ret = vdimg_file_truncate(last->file, to);
 			if (ret)
-				vdimg_err(img, "cannot grow online: the flat extent's file cannot be extended to %llu bytes (error %d)",
+				vdimg_err(img, "cannot grow: the flat extent's file cannot be extended to %llu bytes (error %d)",
 					  (unsigned long long)to, ret);
 		}
 		if (!ret)

@@ -1161,8 +1161,8 @@ out:
  * Flat images only (a descriptor file whose last extent is a writable FLAT one): that extent's
  * file grows (a hole, zeros) before the descriptor records the new sector count and geometry, and
  * a shrunk descriptor is written before the file is cut; the descriptor is rewritten in place
- * (every other line kept byte for byte, as set_parent does). Sparse extents (a grain directory
- * that would have to grow) are refused.
+ * (every other line kept byte for byte, as set_parent does). A sparse last extent grows through
+ * the backend's online grow (within its grain directory's last sector); shrinking it is refused.
  */
 static int vmdk_resize(struct vdimg_image *img, u64 size, unsigned int flags)
 {
@@ -1176,9 +1176,12 @@ static int vmdk_resize(struct vdimg_image *img, u64 size, unsigned int flags)
 	if (!v->writable || (img->flags & VDIMG_IMG_READ_ONLY))
 		return -EROFS;
 	last = v->nr_ext ? &v->ext[v->nr_ext - 1] : NULL;
+	/* a sparse extent grows as online, within its grain directory (backends/vmdk/vmdk.c) */
+	if (last && last->type == VMDK_EXT_SPARSE && size > img->size)
+		return img->fmt->grow(img, size);
 	if (!v->desc_file || !v->desc_text || !last || last->type != VMDK_EXT_FLAT ||
 	    last->access != VMDK_ACCESS_RW) {
-		vdimg_err(img, "only flat VMDK images can be resized (a sparse extent's grain directory would have to grow)");
+		vdimg_err(img, "only flat VMDK images can be shrunk, and grown past a sparse extent's grain directory");
 		return -EOPNOTSUPP;
 	}
 	if (size <= last->start) {

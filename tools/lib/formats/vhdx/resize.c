@@ -19,6 +19,9 @@ int vhdx_resize(struct vdimg_image *img, u64 size, unsigned int flags)
 
 	if (v->read_only)
 		return -EROFS;
+	/* growing is the online grow's job, in the same order (backends/vhdx/open.c) */
+	if (size > img->size)
+		return img->fmt->grow(img, size);
 	if (v->diff) {
 		vdimg_err(img, "a differencing VHDX keeps its parent's size");
 		return -EOPNOTSUPP;
