@@ -164,7 +164,7 @@ rm -f "$img"
 dev=$(vd_attach "$img") || die "attach fixed vhdx"
 refused "fixed vhdx" "$dev" 128M "this vhdx image cannot grow online"
 check "fixed vhdx: the kernel log says why" \
-	sh -c "dmesg | grep -q 'cannot grow a fixed VHDX online'"
+	sh -c "dmesg | grep -q 'cannot grow a fixed VHDX'"
 check "fixed vhdx: detach" vd_detach "$dev"
 
 # 1 MiB blocks: qemu's 1 MiB BAT region holds 131041 of them, no more
