@@ -938,6 +938,123 @@ static void prl_close(struct vdimg_image *img)
 	img->priv = NULL;
 }
 
+/*
+ * Online grow of a single-file image (and the offline resize's grow): the BAT may take entries up to the data area (qemu and
+ * Parallels start the data on a cluster boundary, so a 1 MiB-cluster image has room for 262128
+ * entries, 256 GiB; a header without data_off puts the data at the next sector after the BAT,
+ * which a BAT growing within that sector does not move). The new entries are written free and
+ * synced first, then the header's bat_entries and nb_sectors in one 64-byte write (within sector
+ * 0, so a crash leaves the old or the new pair; a BAT longer than the size needs is valid), then
+ * the file is synced. A bundle's split storage or snapshot is resized with its bundle (its
+ * DiskDescriptor.xml records the size), not here.
+ */
+static int prl_grow(struct vdimg_image *img, u64 new_size)
+{
+	struct prl_disk *d = img->priv;
+	struct prl *p = d->part[0];
+	u64 n64 = DIV_ROUND_UP(new_size, (u64)p->cluster), room, old = img->size;
+	u32 n, old_nr = p->nr_bat;
+	u32 *nbat = NULL, *obat;
+	u64 *ndirty = NULL, *odirty;
+	__le32 *zero = NULL;
+	__le64 sectors;
+	__le32 entries;
+	int ret;
+
+	if (!p->writable || (img->flags & VDIMG_IMG_READ_ONLY))
+		return -EROFS;
+	if (new_size <= old || new_size % PRL_SECTOR)
+		return -EINVAL;
+	if (p->repairs) {
+		vdimg_err(img, "cannot grow a damaged image: run vdimgctl check --repair");
+		return -EUCLEAN;
+	}
+	if (d->nr != 1 || (img->flags & VDIMG_IMG_HAS_PARENT)) {
+		vdimg_err(img, "cannot grow a bundle's split storage or snapshot here: the bundle's DiskDescriptor.xml records its size");
+		return -EOPNOTSUPP;
+	}
+	if (!p->v2 && new_size / PRL_SECTOR > U32_MAX) {
+		vdimg_err(img, "cannot grow past %llu bytes: a version 1 image records its size in 32 bits",
+			  (unsigned long long)U32_MAX * PRL_SECTOR);
+		return -EFBIG;
+	}
+	room = min_t(u64, (p->data_off - PRL_HEADER_SIZE) / 4, PRL_MAX_BAT);
+	if (n64 > room) {
+		vdimg_err(img, "cannot grow past %llu bytes: the BAT has room for %llu entries before the data area at %llu (convert to a new image)",
+			  (unsigned long long)(room * p->cluster), (unsigned long long)room,
+			  (unsigned long long)p->data_off);
+		return -EFBIG;
+	}
+	n = n64;
+	ret = prl_touch(p, false);
+	if (ret)
+		return ret;
+	if (n > old_nr) {
+		nbat = vdimg_zalloc((size_t)n * 4);
+		ndirty = vdimg_zalloc(DIV_ROUND_UP(DIV_ROUND_UP((size_t)n, PRL_BAT_CHUNK), 64) * 8);
+		zero = vdimg_zalloc((size_t)(n - old_nr) * 4);
+		if (!nbat || !ndirty || !zero) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		/* the room past the BAT may hold anything (a shrink, another tool): free entries */
+		vdimg_mutex_lock(&p->meta_lock);
+		ret = vdimg_file_write(p->file, zero, (size_t)(n - old_nr) * 4,
+				       PRL_HEADER_SIZE + (u64)old_nr * 4);
+		if (!ret)
+			ret = vdimg_file_sync(p->file);
+		vdimg_mutex_unlock(&p->meta_lock);
+		if (ret)
+			goto out;
+		vdimg_mutex_lock(&p->map_lock);
+		memcpy(nbat, p->bat, (size_t)old_nr * 4);
+		memcpy(ndirty, p->chunk_dirty,
+		       DIV_ROUND_UP(DIV_ROUND_UP((size_t)old_nr, PRL_BAT_CHUNK), 64) * 8);
+		obat = p->bat;
+		odirty = p->chunk_dirty;
+		p->bat = nbat;
+		p->chunk_dirty = ndirty;
+		p->nr_bat = n;
+		vdimg_mutex_unlock(&p->map_lock);
+		nbat = obat;		/* freed below */
+		ndirty = odirty;
+	}
+	vdimg_mutex_lock(&p->map_lock);
+	p->size = new_size;
+	vdimg_mutex_unlock(&p->map_lock);
+	img->size = new_size;
+	ret = vdimg_grow_zero_new(img, old);
+	if (!ret)
+		ret = vdimg_file_sync(p->file);
+	if (!ret) {
+		vdimg_mutex_lock(&p->meta_lock);
+		entries = p->hdr.bat_entries;
+		sectors = p->hdr.nb_sectors;
+		p->hdr.bat_entries = cpu_to_le32(n);
+		p->hdr.nb_sectors = cpu_to_le64(new_size / PRL_SECTOR);
+		ret = prl_write_header(p, le32_to_cpu(p->hdr.inuse));
+		if (!ret)
+			ret = vdimg_file_sync(p->file);
+		if (ret) {
+			p->hdr.bat_entries = entries;
+			p->hdr.nb_sectors = sectors;
+		}
+		vdimg_mutex_unlock(&p->meta_lock);
+	}
+	if (ret) {
+		/* the longer BAT in memory stays (its new entries are free); the size goes back */
+		vdimg_mutex_lock(&p->map_lock);
+		p->size = old;
+		vdimg_mutex_unlock(&p->map_lock);
+		img->size = old;
+	}
+out:
+	vdimg_free(nbat);
+	vdimg_free(ndirty);
+	vdimg_free(zero);
+	return ret;
+}
+
 const struct vdimg_format vdimg_parallels_format = {
 	.name = "parallels",
 	.id = VDIMG_FMT_PARALLELS,
@@ -951,5 +1068,6 @@ const struct vdimg_format vdimg_parallels_format = {
 	.abort = prl_abort,
 	.discard = prl_discard,
 	.flush = prl_flush,
+	.grow = prl_grow,
 	.metadata_bytes = prl_metadata_bytes,
 };

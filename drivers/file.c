@@ -52,6 +52,11 @@ u64 vdimg_file_size(struct vdimg_file *f)
 	return i_size_read(f->filp->f_mapping->host);
 }
 
+bool vdimg_file_fixed_size(struct vdimg_file *f)
+{
+	return S_ISBLK(file_inode(f->filp)->i_mode);
+}
+
 int vdimg_file_truncate(struct vdimg_file *f, u64 size)
 {
 	if (size > LLONG_MAX)

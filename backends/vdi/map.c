@@ -168,6 +168,20 @@ int vdi_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags,
 		ret = vdi_reserve_slot(v, &slot);
 		if (ret)
 			goto out;
+		/* on a block device the slot must fit in it: the device cannot grow */
+		if (vdimg_file_fixed_size(img->file) &&
+		    vdi_slot_offset(v, slot) + v->block_size > vdimg_file_size(img->file)) {
+			if (slot + 1 == v->next_slot) {	/* the end, not a hole */
+				vdi_clear_slot(v, slot);
+				v->next_slot--;
+			} else {
+				vdi_release_slot(v, slot);
+			}
+			vdimg_err(img, "the block device is full (%llu bytes): no room for another block of the image",
+				  (unsigned long long)vdimg_file_size(img->file));
+			ret = -ENOSPC;
+			goto out;
+		}
 		ext->type = VDIMG_EXT_DATA;
 		ext->flags = VDIMG_EXT_NEW;
 		/* a ZERO block must stay zero around the write; FREE takes what is below */

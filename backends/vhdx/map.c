@@ -565,3 +565,159 @@ next:
 	}
 	return ret;
 }
+
+/* ---- resizing in place (online grow, and the tool's offline resize) ---- */
+
+/* BAT entries a disk of @size uses */
+u64 vhdx_entries_for(const struct vhdx *v, u64 size)
+{
+	u64 blocks = DIV_ROUND_UP(size, (u64)v->block_size);
+	u64 chunks = DIV_ROUND_UP(blocks, (u64)v->chunk_ratio);
+
+	return v->diff ? chunks * (v->chunk_ratio + 1) : blocks + (blocks - 1) / v->chunk_ratio;
+}
+
+/* file offset of the virtual disk size item, from the metadata table */
+static int vhdx_vsize_item(struct vdimg_image *img, struct vhdx *v, u64 *off)
+{
+	u8 *table = vdimg_zalloc(VHDX_META_TABLE_SIZE);
+	u32 i, n;
+	int ret;
+
+	if (!table)
+		return -ENOMEM;
+	ret = vdimg_vhdx_meta_read(img, &v->log, table, VHDX_META_TABLE_SIZE, v->meta_off);
+	if (ret)
+		goto out;
+	n = le16_to_cpu(((struct vhdx_meta_hdr *)table)->entry_count);
+	ret = -ENOENT;
+	for (i = 0; i < n && i < VHDX_META_MAX; i++) {
+		struct vhdx_meta_entry *m = (void *)(table + sizeof(struct vhdx_meta_hdr) +
+						     i * sizeof(*m));
+
+		if (!memcmp(m->item_id, vhdx_guid_vsize, 16) &&
+		    !(le32_to_cpu(m->flags) & VHDX_META_IS_USER) && le32_to_cpu(m->length) >= 8 &&
+		    le32_to_cpu(m->offset) <= v->meta_len - 8) {
+			*off = v->meta_off + le32_to_cpu(m->offset);
+			ret = 0;
+		}
+	}
+	if (ret)
+		ret = vdimg_corrupt(img, "no virtual disk size item in the metadata table");
+out:
+	vdimg_free(table);
+	return ret;
+}
+
+/* make BAT entries [@from, @to) NOT_PRESENT on disk where they are not, through the log */
+static int vhdx_clear_bat(struct vdimg_image *img, struct vhdx *v, u64 from, u64 to)
+{
+	struct vhdx_pageset ps = { 0 };
+	u64 pos = v->bat_off + from * 8, end = v->bat_off + to * 8;
+	u8 *buf = vdimg_zalloc(VHDX_LOG_SECTOR), *p;
+	int ret = buf ? 0 : -ENOMEM;
+
+	while (pos < end && !ret) {
+		u64 page = ALIGN_DOWN(pos, (u64)VHDX_LOG_SECTOR);
+		u64 stop = min(end, page + VHDX_LOG_SECTOR);
+		bool dirty = false;
+		u64 i;
+
+		ret = vdimg_file_read(img->file, buf, VHDX_LOG_SECTOR, page);
+		for (i = pos - page; !ret && i < stop - page; i++)
+			dirty |= buf[i];
+		if (!ret && dirty) {
+			p = vhdx_page(img, v, &ps, page);
+			if (!p)
+				ret = -ENOMEM;
+			else
+				memset(p + (pos - page), 0, stop - pos);
+		}
+		if (!ret && (ps.n == VHDX_MAX_PAGES || (stop == end && ps.n))) {
+			ret = vhdx_log_commit(img, v, &ps);
+			vhdx_pageset_free(&ps);
+		}
+		pos = stop;
+	}
+	vhdx_pageset_free(&ps);
+	vdimg_free(buf);
+	return ret;
+}
+
+/*
+ * First step of a resize to @size (the BAT region has room, the caller checked): the BAT entries
+ * it brings in are made NOT_PRESENT on disk where an earlier shrink or another tool left
+ * something, through the log; then the BAT in memory takes the new entry count. The disk size
+ * item is not touched (vhdx_write_vsize()), nor img->size. Nothing may be in flight.
+ */
+int vhdx_resize_bat(struct vdimg_image *img, u64 size)
+{
+	struct vhdx *v = img->priv;
+	u64 entries = vhdx_entries_for(v, size), i, chunks;
+	__le64 *bat;
+	u64 *sb;
+	int ret = 0;
+
+	if (entries > v->nr_entries) {
+		vdimg_mutex_lock(&v->io_lock);
+		ret = vhdx_clear_bat(img, v, v->nr_entries, entries);
+		vdimg_mutex_unlock(&v->io_lock);
+		if (ret)
+			return ret;
+	}
+	chunks = DIV_ROUND_UP(DIV_ROUND_UP(size, (u64)v->block_size), (u64)v->chunk_ratio);
+	bat = vdimg_zalloc(max_t(u64, entries, 1) * 8);
+	sb = vdimg_zalloc(max_t(u64, chunks, v->nr_chunks) * sizeof(u64));
+	if (!bat || !sb) {
+		vdimg_free(bat);
+		vdimg_free(sb);
+		return -ENOMEM;
+	}
+	vdimg_mutex_lock(&v->lock);
+	memcpy(sb, v->sb_pend, v->nr_chunks * sizeof(u64));
+	swap(v->sb_pend, sb);
+	for (i = 0; i < min(entries, v->nr_entries); i++)
+		bat[i] = v->bat[i];
+	swap(v->bat, bat);
+	v->nr_entries = entries;
+	v->nr_blocks = DIV_ROUND_UP(size, (u64)v->block_size);
+	v->nr_chunks = DIV_ROUND_UP(v->nr_blocks, (u64)v->chunk_ratio);
+	vdimg_mutex_unlock(&v->lock);
+	vdimg_free(bat);
+	vdimg_free(sb);
+	return 0;
+}
+
+/*
+ * Second step: the virtual disk size item becomes @size in a log entry of its own (the 8 bytes
+ * lie within one 4 KiB page: a crash replays to the old or the new size), and the file is synced.
+ */
+int vhdx_write_vsize(struct vdimg_image *img, u64 size)
+{
+	struct vhdx *v = img->priv;
+	struct vhdx_pageset ps = { 0 };
+	__le64 le = cpu_to_le64(size);
+	u64 item, page;
+	u8 *p;
+	int ret;
+
+	ret = vhdx_vsize_item(img, v, &item);
+	if (ret)
+		return ret;
+	page = ALIGN_DOWN(item, (u64)VHDX_LOG_SECTOR);
+	if (item + 8 > page + VHDX_LOG_SECTOR)
+		return vdimg_corrupt(img, "the virtual disk size item straddles a 4 KiB page");
+	vdimg_mutex_lock(&v->io_lock);
+	p = vhdx_page(img, v, &ps, page);
+	if (p) {
+		memcpy(p + (item - page), &le, 8);
+		ret = vhdx_log_commit(img, v, &ps);
+	} else {
+		ret = -ENOMEM;
+	}
+	if (!ret)
+		ret = vdimg_file_sync(img->file);
+	vdimg_mutex_unlock(&v->io_lock);
+	vhdx_pageset_free(&ps);
+	return ret;
+}

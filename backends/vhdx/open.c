@@ -904,6 +904,69 @@ static void vhdx_close(struct vdimg_image *img)
 	img->priv = NULL;
 }
 
+/*
+ * Online grow of a dynamic image (and the offline resize's grow): the BAT grows inside its region (sized at creation: vdimgctl,
+ * qemu and Hyper-V round it up to 1 MiB, 131072 entries, which maps 4 TiB of 32 MiB blocks).
+ * Three steps, each durable before the next: the BAT entries the new size brings in are made
+ * NOT_PRESENT through the log (where something was left there), the stale bytes of the old last
+ * block past the old end are zeroed in place, then the virtual disk size item changes in a log
+ * entry of its own; a flush then marks the log empty. A crash replays the log to the old or the new
+ * size (the extra free entries of the first step are valid either way).
+ */
+static int vhdx_grow(struct vdimg_image *img, u64 new_size)
+{
+	struct vhdx *v = img->priv;
+	u64 old = img->size, entries, room;
+	int ret;
+
+	if (v->read_only || (img->flags & VDIMG_IMG_READ_ONLY))
+		return -EROFS;
+	if (new_size <= old || new_size % v->lss)
+		return -EINVAL;
+	if (v->diff) {
+		vdimg_err(img, "cannot grow a differencing VHDX: it keeps its parent's size");
+		return -EOPNOTSUPP;
+	}
+	if (v->params & VHDX_PARAM_LEAVE_ALLOCATED) {
+		vdimg_err(img, "cannot grow a fixed VHDX (every block stays allocated): convert it to dynamic first");
+		return -EOPNOTSUPP;
+	}
+	if (new_size > VHDX_MAX_SIZE) {
+		vdimg_err(img, "cannot grow past %llu bytes, the VHDX limit (64 TiB)",
+			  (unsigned long long)VHDX_MAX_SIZE);
+		return -EFBIG;
+	}
+	entries = vhdx_entries_for(v, new_size);
+	if (entries * 8 > min_t(u64, v->bat_len, VHDX_BAT_MAX_BYTES)) {
+		/* payload blocks the region addresses, less its interleaved bitmap entries */
+		room = min_t(u64, v->bat_len, VHDX_BAT_MAX_BYTES) / 8;
+		room -= room / (v->chunk_ratio + 1);
+		vdimg_err(img, "cannot grow past %llu bytes: the BAT region at %llu (%u bytes) has room for %llu blocks of %u bytes, %llu entries are needed (it cannot move, offline resize neither: convert to a new image)",
+			  (unsigned long long)min_t(u64, room * v->block_size, VHDX_MAX_SIZE),
+			  (unsigned long long)v->bat_off, v->bat_len, (unsigned long long)room,
+			  v->block_size, (unsigned long long)entries);
+		return -EFBIG;
+	}
+	ret = vhdx_resize_bat(img, new_size);
+	if (ret)
+		return ret;
+	img->size = new_size;
+	ret = vdimg_grow_zero_new(img, old);
+	if (!ret)
+		ret = vdimg_file_sync(img->file);
+	if (!ret)
+		ret = vhdx_write_vsize(img, new_size);
+	if (!ret)
+		ret = vhdx_flush(img);
+	if (!ret)
+		ret = vdimg_file_sync(img->file);
+	if (ret) {
+		/* the longer BAT in memory holds only free entries past the old end */
+		img->size = old;
+	}
+	return ret;
+}
+
 static bool vhdx_probe(const u8 *head, size_t head_len, const u8 *tail, u64 file_size)
 {
 	return head_len >= 8 && !memcmp(head, "vhdxfile", 8);
@@ -922,5 +985,6 @@ const struct vdimg_format vdimg_vhdx_format = {
 	.discard = vhdx_discard,
 	.flush = vhdx_flush,
 	.verify_parent = vhdx_verify_parent,
+	.grow = vhdx_grow,
 	.metadata_bytes = vhdx_metadata_bytes,
 };

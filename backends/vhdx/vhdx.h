@@ -394,6 +394,9 @@ int vhdx_commit(struct vdimg_image *img, const struct vdimg_extent *ext);
 void vhdx_abort(struct vdimg_image *img, const struct vdimg_extent *ext);
 int vhdx_flush(struct vdimg_image *img);
 int vhdx_discard(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags);
+u64 vhdx_entries_for(const struct vhdx *v, u64 size);
+int vhdx_resize_bat(struct vdimg_image *img, u64 size);
+int vhdx_write_vsize(struct vdimg_image *img, u64 size);
 
 /* ---- userspace only (tools/lib/formats/vhdx/locator.c), at open and close (VDIMG_LIBRARY) ---- */
 

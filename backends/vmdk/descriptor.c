@@ -374,3 +374,191 @@ bool vmdk_desc_value(const char *text, size_t len, const char *key, char *val, s
 	vmdk_lines(text, len, vmdk_value_line, &c);
 	return c.found;
 }
+
+/* ---- editing the text (resize, set_parent) ---- */
+
+/* is the line [@s, @s + @n) a "@key = value" line (blanks around the key allowed)? */
+bool vmdk_line_is(const char *s, size_t n, const char *key)
+{
+	size_t kl = strlen(key);
+
+	while (n && (*s == ' ' || *s == '\t')) {
+		s++;
+		n--;
+	}
+	if (n < kl || memcmp(s, key, kl))
+		return false;
+	s += kl;
+	n -= kl;
+	while (n && (*s == ' ' || *s == '\t')) {
+		s++;
+		n--;
+	}
+	return n && *s == '=';
+}
+
+/* append @n bytes of @s to @t (@cap bytes, @len used); -ENOSPC when they do not fit */
+int vmdk_put(char *t, size_t cap, size_t *len, const char *s, size_t n)
+{
+	if (n > cap - *len)
+		return -ENOSPC;
+	memcpy(t + *len, s, n);
+	*len += n;
+	return 0;
+}
+
+/*
+ * Build a new descriptor text in @t (@cap bytes, *@len set) from the current one, line by line
+ * through @fn. A line @fn copies keeps every byte (comments, blank lines, lines this code does not
+ * know, CR LF endings). -ENOSPC when the result does not fit.
+ */
+int vmdk_desc_edit(struct vmdk *v, char *t, size_t cap, size_t *len, vmdk_line_fn fn,
+		   void *ctx)
+{
+	const char *src = v->desc_text, *end = src + v->desc.text_len, *eol;
+	int ret = 0;
+
+	*len = 0;
+	for (; src < end && !ret; src = eol) {
+		const char *nl = memchr(src, '\n', end - src);
+
+		eol = nl ? nl + 1 : end;
+		ret = fn(ctx, src, eol - src, nl && nl > src && nl[-1] == '\r', t, cap, len);
+	}
+	return ret;
+}
+
+/*
+ * Parse the new descriptor text @t, write it in place under the CID lock, synced, and make it the
+ * current one (@t then belongs to the image).
+ */
+int vmdk_desc_commit(struct vdimg_image *img, char *t, size_t len)
+{
+	struct vmdk *v = VMDK(img);
+	struct vmdk_desc d = {};
+	int ret;
+
+	ret = vmdk_desc_parse(img, t, len, &d);
+	if (!ret) {
+		vdimg_mutex_lock(&v->cid_lock);
+		ret = vmdk_write_desc(v, t, len);
+		if (!ret)
+			ret = vdimg_file_sync(img->file);
+		vdimg_mutex_unlock(&v->cid_lock);
+	}
+	if (ret) {
+		vmdk_desc_free(&d);
+		return ret;
+	}
+	vmdk_desc_free(&v->desc);
+	v->desc = d;
+	vdimg_free(v->desc_text);
+	v->desc_text = t;
+	if (v->desc_file)
+		v->desc_area = len;
+	img->flags |= VDIMG_IMG_DIRTY;
+	return 0;
+}
+
+/* @v in decimal into @buf (21 bytes at least, not terminated); the digits written */
+static int vmdk_dec(char *buf, u64 v)
+{
+	char tmp[20];
+	int n = 0, i;
+
+	do {
+		tmp[n++] = '0' + (char)(v % 10);
+		v /= 10;
+	} while (v);
+	for (i = 0; i < n; i++)
+		buf[i] = tmp[n - 1 - i];
+	return n;
+}
+
+/* is the line [@l, @l + @n) an extent line? */
+static bool vmdk_extent_line(const char *l, size_t n)
+{
+	static const char *const acc[] = { "RW ", "RDONLY ", "NOACCESS " };
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(acc); i++)
+		if (n > strlen(acc[i]) && !memcmp(l, acc[i], strlen(acc[i])))
+			return true;
+	return false;
+}
+
+struct vmdk_resize_edit {
+	u32 k, nr;			/* extent lines seen, the last one's number */
+	u64 sectors, cyl;		/* the last extent's new length, the new cylinder count */
+};
+
+/* resize's lines: the last extent's sector count and ddb.geometry.cylinders replaced */
+static int vmdk_resize_line(void *ctx, const char *l, size_t n, bool crlf, char *t, size_t cap,
+			    size_t *len)
+{
+	struct vmdk_resize_edit *e = ctx;
+	const char *a, *b;
+	char add[64];
+	int k;
+
+	if (vmdk_extent_line(l, n) && ++e->k == e->nr) {
+		a = memchr(l, ' ', n);			/* "RW| 2048 FLAT ..." */
+		b = a ? memchr(a + 1, ' ', n - (a + 1 - l)) : NULL;	/* "RW 2048| FLAT ..." */
+		if (!b)
+			return -EUCLEAN;
+		add[0] = ' ';
+		k = 1 + vmdk_dec(add + 1, e->sectors);
+		return vmdk_put(t, cap, len, l, a - l) ?: vmdk_put(t, cap, len, add, k) ?:
+			vmdk_put(t, cap, len, b, n - (b - l));
+	}
+	if (vmdk_line_is(l, n, "ddb.geometry.cylinders")) {
+		static const char key[] = "ddb.geometry.cylinders = \"";
+		const char *eol = crlf ? "\r\n" : l[n - 1] == '\n' ? "\n" : "";
+
+		k = vmdk_dec(add, e->cyl);
+		return vmdk_put(t, cap, len, key, sizeof(key) - 1) ?:
+			vmdk_put(t, cap, len, add, k) ?: vmdk_put(t, cap, len, "\"", 1) ?:
+			vmdk_put(t, cap, len, eol, strlen(eol));
+	}
+	return vmdk_put(t, cap, len, l, n);
+}
+
+/*
+ * The descriptor text for a disk of @size bytes whose last extent holds @sectors sectors: that
+ * extent line's count and ddb.geometry.cylinders replaced (at most 65535; heads and sectors per
+ * track kept, 16 and 63 when absent or out of range), every other line byte for byte. *@out
+ * (VMDK_DESC_MAX + 1 bytes, *@len used) then belongs to the caller: vmdk_desc_commit() takes it.
+ */
+int vmdk_desc_resized(struct vmdk *v, u64 size, u64 sectors, char **out, size_t *len)
+{
+	struct vmdk_resize_edit e = {};
+	u64 heads = 16, secs = 63;
+	char val[32], *t;
+	int ret;
+
+	if (vmdk_desc_value(v->desc_text, v->desc.text_len, "ddb.geometry.heads", val,
+			    sizeof(val)) && !vmdk_parse_dec(val, strlen(val), &heads))
+		heads = 0;
+	if (vmdk_desc_value(v->desc_text, v->desc.text_len, "ddb.geometry.sectors", val,
+			    sizeof(val)) && !vmdk_parse_dec(val, strlen(val), &secs))
+		secs = 0;
+	if (!heads || !secs || heads > 255 || secs > 255) {
+		heads = 16;
+		secs = 63;
+	}
+	e.nr = v->desc.nr_extents;
+	e.sectors = sectors;
+	e.cyl = min_t(u64, div64_u64(size / VMDK_SECTOR, heads * secs), 65535);
+	t = vdimg_zalloc(VMDK_DESC_MAX + 1);
+	if (!t)
+		return -ENOMEM;
+	ret = vmdk_desc_edit(v, t, VMDK_DESC_MAX, len, vmdk_resize_line, &e);
+	if (!ret && e.k != e.nr)
+		ret = vdimg_corrupt(v->img, "the descriptor's extent lines changed under us");
+	if (ret) {
+		vdimg_free(t);
+		return ret;
+	}
+	*out = t;
+	return 0;
+}

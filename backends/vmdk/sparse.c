@@ -26,6 +26,9 @@
 #define VMDK_ALLOC_ALIGN	4096U		/* new grains and GTs start on this boundary */
 #define VMDK_NEW_MAGIC		(0x564dULL << 48)	/* cookie[1] of a NEW extent */
 #define VMDK_ZBUF		(64U << 10)
+#define VMDK_MAX_GRAIN_SECTORS	32768U		/* 16 MiB: bounds the fill of a new grain */
+#define VMDK_MAX_GTES		4096U
+#define VMDK_MAX_GTS		BIT(22)	/* GD entries: 16 MiB per GD copy in memory */
 
 bool vmdk_grain_ok(const struct vmdk_sparse *v, u32 e)
 {
@@ -309,6 +312,95 @@ int vmdk_sparse_flush(struct vmdk_sparse *v)
 	/* the caller syncs the image's own file, not an extent file */
 	if (!ret && v->writable && v->file != v->img->file)
 		ret = vdimg_file_sync(v->file);
+	return ret;
+}
+
+/* ---- online grow ---- */
+
+/*
+ * Make room for a capacity of @cap sectors (more than now) in a hosted sparse extent, in place:
+ * the grain directory (and its redundant copy) may take entries up to the end of its last sector,
+ * which nothing else can use (a 64 KiB-grain extent of 512-entry tables: 128 entries a sector,
+ * 4 GiB). Every new entry gets an empty table (and its copy) appended to the file, as qemu and
+ * VMware preallocate them (qemu writes no grain whose table is missing); the tables are synced
+ * before the redundant GD, and that before the GD, links them (vmdk_flush_locked()). The header's
+ * capacity is not written (vmdk_sparse_set_capacity()): entries past the old capacity are not
+ * read by anyone until it is. -EFBIG after a message when the directory has no room.
+ */
+int vmdk_sparse_grow(struct vmdk_sparse *v, u64 cap)
+{
+	u64 span = (u64)v->num_gtes * (v->grain_bytes / VMDK_SECTOR), need, room;
+	u32 *gd = NULL, *rgd = NULL, *slot_of = NULL, old_nr, gi;
+	struct vmdk_gt_slot *slot;
+	int ret;
+
+	if (!v->writable)
+		return -EROFS;
+	if (v->cowd || v->compressed || v->markers) {
+		vdimg_err(v->img, "cannot grow a %s extent",
+			  v->cowd ? "vmfsSparse (COWD)" : "streamOptimized");
+		return -EOPNOTSUPP;
+	}
+	need = DIV_ROUND_UP(cap, span);
+	room = ALIGN((u64)v->nr_gts * 4, (u64)VMDK_SECTOR) / 4;
+	if (need > min_t(u64, room, VMDK_MAX_GTS) || cap > VMDK_MAX_CAPACITY) {
+		room = min_t(u64, room, VMDK_MAX_GTS);
+		vdimg_err(v->img, "cannot grow past %llu bytes: the grain directory at sector %llu has room for %llu entries of %llu bytes in place (convert to a new image)",
+			  (unsigned long long)(min_t(u64, room * span, VMDK_MAX_CAPACITY) *
+					       VMDK_SECTOR),
+			  (unsigned long long)(v->gd_off / VMDK_SECTOR), (unsigned long long)room,
+			  (unsigned long long)span * VMDK_SECTOR);
+		return -EFBIG;
+	}
+	vdimg_mutex_lock(&v->lock);
+	ret = vmdk_touch(v, false);
+	if (ret || need <= v->nr_gts)
+		goto out;
+	gd = vdimg_zalloc(need * 4);
+	slot_of = vdimg_zalloc(need * 4);
+	if (v->rgd)
+		rgd = vdimg_zalloc(need * 4);
+	if (!gd || !slot_of || (v->rgd && !rgd)) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	old_nr = v->nr_gts;
+	memcpy(gd, v->gd, (size_t)old_nr * 4);
+	memcpy(slot_of, v->slot_of, (size_t)old_nr * 4);
+	swap(v->gd, gd);
+	swap(v->slot_of, slot_of);
+	if (rgd) {
+		memcpy(rgd, v->rgd, (size_t)old_nr * 4);
+		swap(v->rgd, rgd);
+	}
+	v->nr_gts = need;
+	for (gi = old_nr; !ret && gi < need; gi++)
+		ret = vmdk_new_gt(v, gi, &slot);
+	if (!ret)
+		ret = vmdk_flush_locked(v);
+out:
+	vdimg_mutex_unlock(&v->lock);
+	vdimg_free(gd);
+	vdimg_free(rgd);
+	vdimg_free(slot_of);
+	return ret;
+}
+
+/* The header's capacity becomes @cap sectors (synced); the extent then maps that much. */
+int vmdk_sparse_set_capacity(struct vmdk_sparse *v, u64 cap)
+{
+	__le64 c = cpu_to_le64(cap);
+	int ret;
+
+	vdimg_mutex_lock(&v->lock);
+	ret = vdimg_file_write(v->file, &c, sizeof(c), offsetof(struct vmdk_header, capacity));
+	if (!ret)
+		ret = vdimg_file_sync(v->file);
+	if (!ret) {
+		v->capacity = cap;
+		v->size = cap * VMDK_SECTOR;
+	}
+	vdimg_mutex_unlock(&v->lock);
 	return ret;
 }
 
@@ -596,10 +688,6 @@ int vmdk_sparse_discard(struct vmdk_sparse *v, u64 offset, u64 length, unsigned 
 }
 
 /* ---- open ---- */
-
-#define VMDK_MAX_GRAIN_SECTORS	32768U		/* 16 MiB: bounds the fill of a new grain */
-#define VMDK_MAX_GTES		4096U
-#define VMDK_MAX_GTS		BIT(22)	/* GD entries: 16 MiB per GD copy in memory */
 
 /* Check the header fields of a sparse extent and fill the geometry of @v. */
 int vmdk_check_header(struct vmdk_sparse *v, const struct vmdk_header *h, u64 fsize)

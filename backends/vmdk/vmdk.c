@@ -472,7 +472,12 @@ static int vmdk_open_descriptor(struct vmdk *vm, u64 fsize)
 		ret = vmdk_open_sparse(vm, x, x->file, false);
 		if (ret)
 			return ret;
-		if (x->sp->capacity != d->sectors)
+		/*
+		 * the last extent may hold more than its line says: an online grow that stopped
+		 * between the extent's capacity and the descriptor (the line's count is the size)
+		 */
+		if (x->sp->capacity != d->sectors &&
+		    (i + 1 != vm->nr_ext || x->sp->capacity < d->sectors || x->sp->cowd))
 			return vdimg_corrupt(img,
 					     "extent %u (%s) holds %llu sectors, the descriptor says %llu",
 					     i, d->file, (unsigned long long)x->sp->capacity,
@@ -783,6 +788,132 @@ static int vmdk_verify_parent(struct vdimg_image *child, struct vdimg_image *par
 	return -ESTALE;
 }
 
+/*
+ * Online grow (and the offline resize's grow of a sparse extent): the last extent grows, when it is writable and either a hosted sparse extent
+ * (monolithicSparse, or the last file of twoGbMaxExtentSparse up to 2 GiB) whose grain directory
+ * has room in place (vmdk_sparse_grow()), or a FLAT extent behind a descriptor file
+ * (monolithicFlat, vmfs; twoGbMaxExtentFlat up to 2 GiB) whose file is extended (bytes it
+ * already held past the old end zeroed). A new extent file is never made (the kernel opens no
+ * paths), nor are streamOptimized, vmfsSparse, seSparse or raw-device extents grown. The
+ * descriptor follows: the last extent line's sector count and
+ * ddb.geometry.cylinders, every other line kept.
+ * Order, each step synced: the tables (or the flat file) first, then the stale tail of the old
+ * last grain zeroed, then the sparse header's capacity, then the descriptor. A crash before the
+ * capacity leaves the old size and some leaked tables; between the capacity and the descriptor,
+ * a monolithicSparse image has the new size (qemu and vdimg take the header's capacity, the
+ * embedded descriptor is informational there) and a descriptor file the old one (vdimg accepts a
+ * last sparse extent larger than its line).
+ */
+static int vmdk_grow(struct vdimg_image *img, u64 new_size)
+{
+	struct vmdk *vm = VMDK(img);
+	struct vmdk_ext *last = &vm->ext[vm->nr_ext - 1];
+	const struct vmdk_desc_extent *dx = NULL;
+	u64 old = img->size, new_len, old_len = last->len;
+	bool two_gb;
+	char *t = NULL;
+	size_t len = 0;
+	int ret;
+
+	if (!vm->writable || (img->flags & VDIMG_IMG_READ_ONLY))
+		return -EROFS;
+	if (new_size <= old || new_size % VMDK_SECTOR)
+		return -EINVAL;
+	if (vm->desc.nr_extents == vm->nr_ext)
+		dx = &vm->desc.extents[vm->nr_ext - 1];
+	if (last->access != VMDK_ACCESS_RW) {
+		vdimg_err(img, "cannot grow: the last extent is not writable");
+		return -EOPNOTSUPP;
+	}
+	new_len = new_size - last->start;
+	two_gb = !strcmp(vm->desc.create_type, "twoGbMaxExtentSparse") ||
+		 !strcmp(vm->desc.create_type, "twoGbMaxExtentFlat");
+	if (two_gb && new_len > (2ULL << 30)) {
+		vdimg_err(img, "cannot grow past %llu bytes: the last extent file of a %s image holds at most 2 GiB and no new one is made (convert to a new image)",
+			  (unsigned long long)(last->start + (2ULL << 30)), vm->desc.create_type);
+		return -EFBIG;
+	}
+	if (last->type == VMDK_EXT_FLAT) {
+		if (!vm->desc_file || !dx ||
+		    (dx->type != VMDK_EXT_FLAT && dx->type != VMDK_EXT_VMFS)) {
+			vdimg_err(img, "cannot grow a %s extent",
+				  dx ? vmdk_extent_type_name(dx->type) : "raw device");
+			return -EOPNOTSUPP;
+		}
+	} else if (last->type != VMDK_EXT_SPARSE || !last->sp ||
+		   (vm->desc_file && !dx)) {
+		vdimg_err(img, "cannot grow a %s extent",
+			  vmdk_extent_type_name(last->type));
+		return -EOPNOTSUPP;
+	}
+	/* the new descriptor text first: nothing changes if it cannot be made */
+	if (vm->desc_text && vm->desc.nr_extents) {
+		ret = vmdk_desc_resized(vm, new_size, new_len / VMDK_SECTOR, &t, &len);
+		if (ret)
+			return ret;
+		if (!vm->desc_file && len > vm->desc_area) {
+			vdimg_err(img, "cannot grow: the embedded descriptor (%u bytes) has no room for the new extent line",
+				  vm->desc_area);
+			ret = -EFBIG;
+			goto out;
+		}
+	}
+	if (last->type == VMDK_EXT_SPARSE) {
+		/* refusals first; then it renews the CID as any first change does */
+		ret = vmdk_sparse_grow(last->sp, new_len / VMDK_SECTOR);
+	} else {
+		u64 fsize = vdimg_file_size(last->file), from = last->file_off + old_len;
+		u64 to = last->file_off + new_len;
+
+		ret = vmdk_renew_cid(vm, false);
+		/* bytes the file already holds past the old end (a shrink left them) read zeros */
+		if (!ret && fsize > from)
+			ret = vdimg_file_zero(last->file, from, min(fsize, to) - from);
+		if (!ret && fsize < to) {
+			ret = vdimg_file_truncate(last->file, to);
+			if (ret)
+				vdimg_err(img, "cannot grow: the flat extent's file cannot be extended to %llu bytes (error %d)",
+					  (unsigned long long)to, ret);
+		}
+		if (!ret)
+			ret = vdimg_file_sync(last->file);
+	}
+	if (ret)
+		goto out;
+	last->len = new_len;
+	img->size = new_size;
+	if (last->sp && last->sp->size < new_len) {
+		/* the map reads the extent up to its size: the new range first, durable below */
+		vdimg_mutex_lock(&last->sp->lock);
+		last->sp->size = new_len;
+		vdimg_mutex_unlock(&last->sp->lock);
+	}
+	ret = last->sp ? vdimg_grow_zero_new(img, old) : 0;
+	if (!ret)
+		ret = vmdk_flush(img);
+	if (!ret && last->file != img->file)
+		ret = vdimg_file_sync(last->file);
+	if (!ret && last->sp && last->sp->capacity < new_len / VMDK_SECTOR)
+		ret = vmdk_sparse_set_capacity(last->sp, new_len / VMDK_SECTOR);
+	if (!ret && t) {
+		ret = vmdk_desc_commit(img, t, len);
+		if (!ret)
+			t = NULL;
+	}
+	if (ret) {
+		img->size = old;
+		last->len = old_len;
+		if (last->sp) {
+			vdimg_mutex_lock(&last->sp->lock);
+			last->sp->size = last->sp->capacity * VMDK_SECTOR;
+			vdimg_mutex_unlock(&last->sp->lock);
+		}
+	}
+out:
+	vdimg_free(t);
+	return ret;
+}
+
 const struct vdimg_format vdimg_vmdk_format = {
 	.name = "vmdk",
 	.id = VDIMG_FMT_VMDK,
@@ -797,5 +928,6 @@ const struct vdimg_format vdimg_vmdk_format = {
 	.discard = vmdk_discard,
 	.flush = vmdk_flush,
 	.verify_parent = vmdk_verify_parent,
+	.grow = vmdk_grow,
 	.metadata_bytes = vmdk_metadata_bytes,
 };

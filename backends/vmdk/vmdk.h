@@ -172,6 +172,24 @@ bool vmdk_desc_value(const char *text, size_t len, const char *key, char *val, s
 const char *vmdk_extent_type_name(u32 type);
 /* "%08x" into @buf[9] */
 void vmdk_hex32(char *buf, u32 v);
+struct vmdk;
+
+/*
+ * vmdk_line_fn: appends to @t (through vmdk_put()) what replaces the descriptor line [@l, @l + @n)
+ * (its ending included): the line itself, other lines, or nothing. @crlf says whether the line
+ * ended in CR LF, so that added lines can match it.
+ */
+typedef int (*vmdk_line_fn)(void *ctx, const char *l, size_t n, bool crlf, char *t, size_t cap,
+			    size_t *len);
+
+/* is the line [@s, @s + @n) a "@key = value" line (blanks around the key allowed)? */
+bool vmdk_line_is(const char *s, size_t n, const char *key);
+/* append @n bytes of @s to @t (@cap bytes, @len used); -ENOSPC when they do not fit */
+int vmdk_put(char *t, size_t cap, size_t *len, const char *s, size_t n);
+int vmdk_desc_edit(struct vmdk *v, char *t, size_t cap, size_t *len, vmdk_line_fn fn,
+		   void *ctx);
+int vmdk_desc_commit(struct vdimg_image *img, char *t, size_t len);
+int vmdk_desc_resized(struct vmdk *v, u64 size, u64 sectors, char **out, size_t *len);
 
 /* ---- the backend's state ---- */
 
@@ -297,6 +315,9 @@ int vmdk_sparse_discard(struct vmdk_sparse *v, u64 offset, u64 length, unsigned 
 int vmdk_sparse_flush(struct vmdk_sparse *v);
 int vmdk_flush_locked(struct vmdk_sparse *v);
 int vmdk_set_unclean(struct vmdk_sparse *v, bool unclean);
+/* online grow: room for @cap sectors (tables appended), then the header's capacity */
+int vmdk_sparse_grow(struct vmdk_sparse *v, u64 cap);
+int vmdk_sparse_set_capacity(struct vmdk_sparse *v, u64 cap);
 /* the GT @gd_index, cached (read when @load, else -EAGAIN on a miss); lock held */
 int vmdk_gt_get(struct vmdk_sparse *v, u32 gd_index, bool load, struct vmdk_gt_slot **out);
 /* is GTE @e (not 0 or 1) a valid grain sector? */

@@ -87,6 +87,11 @@ int vdimg_file_read(struct vdimg_file *f, void *buf, size_t len, u64 off);
 int vdimg_file_write(struct vdimg_file *f, const void *buf, size_t len, u64 off);
 int vdimg_file_sync(struct vdimg_file *f);
 u64 vdimg_file_size(struct vdimg_file *f);
+/*
+ * true when @f cannot grow (a block device: an LV, a LUN): its size is all it holds, so a format
+ * allocating past its data must stop there with -ENOSPC
+ */
+bool vdimg_file_fixed_size(struct vdimg_file *f);
 int vdimg_file_truncate(struct vdimg_file *f, u64 size);
 /* deallocate [off, off + len) keeping the size; -EOPNOTSUPP where the file system cannot */
 int vdimg_file_punch(struct vdimg_file *f, u64 off, u64 len);

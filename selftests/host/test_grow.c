@@ -48,16 +48,26 @@ static u64 qemu_vsize(const char *path)
 /* grow @path (format @fmt) to @size through the backend op; the op's result */
 static int grow_file(const char *path, const struct vdimg_format *fmt, u64 size, bool ro)
 {
-	struct vdimg_image img;
+	struct vdimg_image img = { 0 };
 	int fd = openf(path, ro ? O_RDONLY : O_RDWR), ret;
 
-	ret = img_open_with(&img, fmt, fd, path, ro ? VDIMG_OPEN_READ_ONLY : 0);
+	/* a VMDK descriptor's extent files, as vdimgctl attach passes them */
+	img.file = vdimg_file_from_fd(fd);
+	img.name = path;
+	img.fmt = fmt;
+	ret = vdimg_image_open_extents(&img, fmt->id, !ro);
+	if (!ret)
+		ret = fmt->open(&img, ro ? VDIMG_OPEN_READ_ONLY : 0);
 	if (!ret) {
+		if (ro)
+			img.flags |= VDIMG_IMG_READ_ONLY;
 		ret = fmt->grow(&img, size);
 		if (!ret && img.size != size)
 			ret = -EBADE;
-		img_close(&img);
+		fmt->close(&img);
 	}
+	vdimg_image_close_extents(&img);
+	vdimg_file_free(img.file);
 	close(fd);
 	return ret;
 }
@@ -490,6 +500,203 @@ static void test_vhd_fixed(void)
 	   "vhd fixed: the footer has that geometry, qemu and vhdiinfo agree");
 }
 
+/*
+ * Refused with -EFBIG: the message holds @word and the file is byte for byte what it was.
+ * (@path is slurped whole: keep such images small or sparse.)
+ */
+static void grow_refused(const char *path, const struct vdimg_format *fmt, u64 size,
+			 const char *word, const char *tag)
+{
+	size_t len1, len2;
+	u8 *before, *after;
+
+	before = slurp(path, &len1);
+	ktap_last_msg[0] = 0;
+	ok_err(grow_file(path, fmt, size, false), -EFBIG, "%s: refused with EFBIG", tag);
+	ok(strstr(ktap_last_msg, word) != NULL, "%s: the message names the %s", tag, word);
+	after = slurp(path, &len2);
+	ok(before && after && len1 == len2 && !memcmp(before, after, len1),
+	   "%s: the file is unchanged", tag);
+	free(before);
+	free(after);
+}
+
+/*
+ * VHDX: qemu sizes the BAT region of a small disk to 1 MiB, 131072 entries; with 1 MiB blocks and
+ * 4096 blocks per sector bitmap chunk that holds 131041 payload entries and the 31 bitmap entries
+ * interleaved with them, so 131041 MiB grows in place and a MiB more does not. (qemu's default
+ * blocks for a 64 MiB disk: the common case, with the data and qemu's view checked.)
+ */
+static void test_vhdx(void)
+{
+	const char *p[1] = { tp("g.vhdx") };
+
+	if (ok(!sh("rm -f '%s' && qemu-img create -q -f vhdx '%s' 64M && qemu-io -f vhdx %s '%s' >/dev/null",
+		   p[0], p[0], fill_cmds, p[0]), "vhdx: qemu made the image")) {
+		ok_err(grow_file(p[0], &vdimg_vhdx_format, 128 * MiB, true), -EROFS,
+		       "vhdx: read-only open refused");
+		ok_err(grow_file(p[0], &vdimg_vhdx_format, 64 * MiB, false), -EINVAL,
+		       "vhdx: same size refused");
+		ok_err(grow_file(p[0], &vdimg_vhdx_format, 128 * MiB, false), 0,
+		       "vhdx: grown to 128 MiB");
+		check_grown(p, 1, &vdimg_vhdx_format, NULL, "vhdx", 64 * MiB, 128 * MiB, "vhdx");
+	}
+	if (!ok(!sh("rm -f '%s' && qemu-img create -q -f vhdx -o block_size=1M '%s' 64M",
+		    p[0], p[0]), "vhdx 1 MiB blocks: qemu made the image"))
+		return;
+	grow_refused(p[0], &vdimg_vhdx_format, 131042 * MiB, "BAT region",
+		     "vhdx 1 MiB blocks past 131041 MiB");
+	ok(strstr(ktap_last_msg, "137406447616"), "vhdx 1 MiB blocks: the message says 131041 MiB");
+	ok_err(grow_file(p[0], &vdimg_vhdx_format, 131041 * MiB, false), 0,
+	       "vhdx 1 MiB blocks: grown to 131041 MiB, all the BAT region's room");
+	ok(qemu_vsize(p[0]) == 131041 * MiB && !sh("qemu-img check -q -f vhdx '%s'", p[0]) &&
+	   !sh("qemu-io -f vhdx -c 'write -P 0x5c 131040m 1m' -c 'read -P 0x5c 131040m 1m' -c 'read -P 0 0 1m' '%s' >/dev/null",
+	       p[0]) && !sh("qemu-img check -q -f vhdx '%s'", p[0]),
+	   "vhdx 1 MiB blocks: qemu agrees, check clean, writes and reads the last block");
+}
+
+/*
+ * A VHDX shrunk by the tool's resize op (which leaves the BAT entries past the new end and the
+ * bytes of the last block past it as they were) after 60-64 MiB was written: growing online must
+ * bring back neither the blocks past the old end nor the tail of the old last block.
+ */
+static void test_vhdx_stale(void)
+{
+	const char *p[1] = { tp("tail.vhdx") };
+	u64 old = 60 * MiB + 512;
+	struct vdimg_chain *c;
+	struct vdimg_image img;
+	int fd, ret;
+
+	if (!ok(!sh("rm -f '%s' && qemu-img create -q -f vhdx -o block_size=1M '%s' 64M && qemu-io -f vhdx -c 'write -P 0x77 60m 4m' '%s' >/dev/null",
+		    p[0], p[0], p[0]), "vhdx stale: qemu made the image"))
+		return;
+	fd = openf(p[0], O_RDWR);
+	ret = img_open_with(&img, &vdimg_vhdx_format, fd, p[0], 0);
+	if (!ret) {
+		ret = vdimg_tool_ops(img.fmt)->resize(&img, old, VDIMG_RESIZE_SHRINK);
+		img_close(&img);
+	}
+	close(fd);
+	if (!ok_err(ret, 0, "vhdx stale: shrunk to 60 MiB + 512 by the resize op"))
+		return;
+	ok_err(grow_file(p[0], &vdimg_vhdx_format, 128 * MiB, false), 0, "vhdx stale: grown");
+	if (!ok(!open_chain_with(&c, p, 1, &vdimg_vhdx_format, NULL, true, 0), "vhdx stale: reopens"))
+		return;
+	ok(read_is(c, 60 * MiB, 512, 0x77), "vhdx stale: the sector before the old end kept its data");
+	ok(read_is(c, old, 128 * MiB - old, 0), "vhdx stale: the rest reads zeros");
+	close_chain(c, 1);
+	ok(!sh("qemu-img check -q -f vhdx '%s'", p[0]) &&
+	   !sh("qemu-io -f vhdx -c 'read -P 0 %llu %llu' '%s' >/dev/null", (unsigned long long)old,
+	       (unsigned long long)(128 * MiB - old), p[0]),
+	   "vhdx stale: qemu-img check clean, qemu reads zeros there too");
+}
+
+/*
+ * Parallels: qemu starts the data area on a cluster boundary. 1 MiB clusters: room for 262128
+ * entries (256 GiB less 16 MiB). 4 KiB clusters, 64 MiB: 16384 entries, the data at 69632, room
+ * for 17392 entries, 69568 KiB. (A writable open rewrites the header's in-use field, which qemu
+ * leaves 0: the refusals come after one of ours, so the file is unchanged by the refused one.)
+ */
+static void test_parallels(void)
+{
+	const char *p[1] = { tp("g.hds") };
+	static const char *const opts[] = { "", "-o cluster_size=4k" };
+	char tag[64];
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(opts); i++) {
+		snprintf(tag, sizeof(tag), "parallels %s", opts[i][0] ? opts[i] + 3 : "default");
+		if (!ok(!sh("rm -f '%s' && qemu-img create -q -f parallels %s '%s' 64M && qemu-io -f parallels %s '%s' >/dev/null",
+			    p[0], opts[i], p[0], fill_cmds, p[0]), "%s: qemu made the image", tag))
+			continue;
+		ok_err(grow_file(p[0], &vdimg_parallels_format, 68 * MiB, true), -EROFS,
+		       "%s: read-only open refused", tag);
+		ok_err(grow_file(p[0], &vdimg_parallels_format, 64 * MiB, false), -EINVAL,
+		       "%s: same size refused", tag);
+		if (i == 1) {
+			grow_refused(p[0], &vdimg_parallels_format, 69568 * KiB + 4 * KiB, "BAT",
+				     "parallels 4 KiB clusters past 69568 KiB");
+			ok_err(grow_file(p[0], &vdimg_parallels_format, 69568 * KiB, false), 0,
+			       "%s: grown to 69568 KiB, all the BAT's room", tag);
+			ok(qemu_vsize(p[0]) == 69568 * KiB &&
+			   !sh("qemu-img check -q -f parallels '%s'", p[0]),
+			   "%s: qemu agrees, check clean", tag);
+			ok(!sh("qemu-io -f parallels -c 'read -P 0x44 63m 1m' -c 'read -P 0 64m 3m' -c 'write -P 0x5d 69564k 4k' -c 'read -P 0x5d 69564k 4k' '%s' >/dev/null",
+			       p[0]) && !sh("qemu-img check -q -f parallels '%s'", p[0]),
+			   "%s: qemu reads the data and zeros, writes the last cluster, check clean",
+			   tag);
+			continue;
+		}
+		grow_refused(p[0], &vdimg_parallels_format, 262128 * MiB + MiB, "BAT",
+			     "parallels past the BAT's room");
+		ok_err(grow_file(p[0], &vdimg_parallels_format, 128 * MiB, false), 0,
+		       "%s: grown to 128 MiB", tag);
+		check_grown(p, 1, &vdimg_parallels_format, NULL, "parallels", 64 * MiB, 128 * MiB,
+			    tag);
+		ok_err(grow_file(p[0], &vdimg_parallels_format, 262128 * MiB, false), 0,
+		       "%s: grown to 262128 MiB, all the BAT's room", tag);
+		ok(qemu_vsize(p[0]) == 262128 * MiB && !sh("qemu-img check -q -f parallels '%s'", p[0]),
+		   "%s: qemu agrees, check clean", tag);
+	}
+}
+
+/*
+ * VMDK, as qemu makes them: monolithicSparse (64 KiB grains, 512-entry tables: a GD entry maps
+ * 32 MiB, its one sector holds 128, so 4 GiB grows in place), twoGbMaxExtentSparse (the last
+ * extent file up to 2 GiB), and the flat kinds, whose file is extended. streamOptimized is
+ * refused.
+ */
+static void test_vmdk(void)
+{
+	static const char *const sub[] = { "monolithicSparse", "twoGbMaxExtentSparse",
+					   "monolithicFlat", "twoGbMaxExtentFlat" };
+	const char *p[1] = { tp("g.vmdk") };
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(sub); i++) {
+		if (!ok(!sh("rm -f %s/g*.vmdk && qemu-img create -q -f vmdk -o subformat=%s '%s' 64M && qemu-io -f vmdk %s '%s' >/dev/null",
+			    tp(""), sub[i], p[0], fill_cmds, p[0]), "vmdk %s: qemu made the image", sub[i]))
+			continue;
+		ok_err(grow_file(p[0], &vdimg_vmdk_format, 128 * MiB, true), -EROFS,
+		       "vmdk %s: read-only open refused", sub[i]);
+		ok_err(grow_file(p[0], &vdimg_vmdk_format, 64 * MiB, false), -EINVAL,
+		       "vmdk %s: same size refused", sub[i]);
+		if (i == 0)
+			grow_refused(p[0], &vdimg_vmdk_format, 4096 * MiB + 64 * KiB,
+				     "grain directory", "vmdk monolithicSparse past 4 GiB");
+		if (i == 1 || i == 3)
+			grow_refused(p[0], &vdimg_vmdk_format, 2048 * MiB + 512, "2 GiB",
+				     i == 1 ? "vmdk twoGbMaxExtentSparse past 2 GiB" :
+				     "vmdk twoGbMaxExtentFlat past 2 GiB");
+		ok_err(grow_file(p[0], &vdimg_vmdk_format, 128 * MiB, false), 0,
+		       "vmdk %s: grown to 128 MiB", sub[i]);
+		if (i == 0 || i == 2)
+			check_grown(p, 1, &vdimg_vmdk_format, NULL, "vmdk", 64 * MiB, 128 * MiB,
+				    sub[i]);
+		else
+			ok(qemu_vsize(p[0]) == 128 * MiB && !sh("qemu-img check -q '%s'", p[0]) &&
+			   !sh("qemu-io -f vmdk -c 'read -P 0x44 63m 1m' -c 'read -P 0 64m 64m' -c 'write -P 0x5f 127m 1m' -c 'read -P 0x5f 127m 1m' '%s' >/dev/null",
+			       p[0]) && !sh("qemu-img check -q '%s'", p[0]),
+			   "vmdk %s: qemu agrees, reads data and zeros, writes the last MiB, check clean",
+			   sub[i]);
+		ok(!sh("grep -aq 'ddb.geometry.cylinders = \"260\"' '%s'", p[0]),
+		   "vmdk %s: the descriptor's cylinders follow (260 of 16 x 63)", sub[i]);
+		if (i == 0) {
+			ok_err(grow_file(p[0], &vdimg_vmdk_format, 4096 * MiB, false), 0,
+			       "vmdk monolithicSparse: grown to 4 GiB, all the GD's room");
+			ok(qemu_vsize(p[0]) == 4096 * MiB &&
+			   !sh("qemu-io -f vmdk -c 'write -P 0x5e 4095m 1m' -c 'read -P 0x5e 4095m 1m' -c 'read -P 0x33 30m 1m' '%s' >/dev/null",
+			       p[0]) && !sh("qemu-img check -q -f vmdk '%s'", p[0]),
+			   "vmdk monolithicSparse: qemu agrees, writes the last grain, check clean");
+		}
+	}
+	if (ok(!sh("rm -f %s/g*.vmdk && qemu-img create -q -f vmdk -o subformat=streamOptimized '%s' 64M",
+		   tp(""), p[0]), "vmdk streamOptimized: qemu made the image"))
+		ok(grow_file(p[0], &vdimg_vmdk_format, 128 * MiB, false) == -EOPNOTSUPP,
+		   "vmdk streamOptimized: refused (read-only format)");
+}
+
 /* A qcow2 overlay over a 64 MiB raw base grows; the base stays 64 MiB and reads zeros past it. */
 static void test_overlay(void)
 {
@@ -511,7 +718,7 @@ int main(void)
 		skip("qemu-img/qemu-io not installed");
 		return ktap_finish();
 	}
-	ok(!vdimg_vhdx_format.grow, "formats without a grow op say so (NULL)");
+	ok(!vdimg_qcow_format.grow, "formats without a grow op say so (NULL)");
 	test_raw();
 	test_qcow2();
 	test_qcow2_full_l1();
@@ -521,6 +728,10 @@ int main(void)
 	test_vhd_dynamic();
 	test_vhd_stale_tail();
 	test_vhd_fixed();
+	test_vhdx();
+	test_vhdx_stale();
+	test_parallels();
+	test_vmdk();
 	test_overlay();
 	return ktap_finish();
 }

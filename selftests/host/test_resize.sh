@@ -97,7 +97,7 @@ fill="-c 'write -P 1 0 64k' -c 'write -P 2 60M 2M' -c 'write -P 3 63M 1M'"
 # images qemu-img makes (qemu can resize qcow2, qed and raw: its result is compared too)
 qemu_specs="qcow2 vdi vpc:subformat=dynamic vhdx vmdk:subformat=monolithicFlat"
 ours_specs="qed vhd:fixed parallels raw"
-cut_specs='"qcow2:cluster_size=4096 1M 2G" "vdi 4M 1G"'
+cut_specs='"qcow2:cluster_size=4096 1M 2G" "vdi 4M 1G" "vmdk 64M 256M"'
 if [ -n "${RESIZE_FULL:-}" ]; then
 	qemu_specs="$qemu_specs qcow2:cluster_size=4096 qcow2:compat=0.10 qed vpc:subformat=fixed"
 	qemu_specs="$qemu_specs parallels raw"
@@ -189,7 +189,7 @@ for spec in "$@"; do
 	qemu-img create -q -f "$q" ${o:+-o "$o"} "$T/pristine" "$2" &&
 		qemu-io -f "$q" -c "write -P 7 0 512k" "$T/pristine" >/dev/null 2>&1
 	"$V" convert -O raw "$T/pristine" "$T/s0.raw" >/dev/null 2>&1
-	old=$(vsize "$T/pristine") new=$(($(echo "$3" | sed 's/G$/ << 30/'))) bad=0 cuts=0
+	old=$(vsize "$T/pristine") new=$(($(echo "$3" | sed -e 's/G$/ << 30/' -e 's/M$/ << 20/'))) bad=0 cuts=0
 	for cut in $(seq 0 40); do
 		cp "$T/pristine" "$T/img"
 		VDIMGCTL_TEST_WRITE_CUT=$cut "$V" resize "$T/img" "$3" >/dev/null 2>&1

@@ -411,6 +411,13 @@ int vdimg_file_sync(struct vdimg_file *f)
 	return 0;
 }
 
+bool vdimg_file_fixed_size(struct vdimg_file *f)
+{
+	struct stat st;
+
+	return !fstat(f->fd, &st) && S_ISBLK(st.st_mode);
+}
+
 u64 vdimg_file_size(struct vdimg_file *f)
 {
 	struct stat st;

@@ -894,13 +894,14 @@ int cmd_attach(int argc, char **argv)
 		}
 		/*
 		 * Written on a block device, a format must find the end of its data from its own
-		 * metadata, not from the device's size: qcow2 allocates by its refcounts (raw does
+		 * metadata, not from the device's size: qcow2 allocates by its refcounts, VDI after
+		 * the blocks its header counts (both stop with ENOSPC at the device's end; raw does
 		 * not allocate); the others take the end of the file (VHD's footer goes there)
 		 */
 		if (top && !ro && S_ISBLK(st.st_mode) && l->probed != VDIMG_FMT_RAW &&
-		    l->probed != VDIMG_FMT_QCOW2) {
+		    l->probed != VDIMG_FMT_QCOW2 && l->probed != VDIMG_FMT_VDI) {
 			errmsg(l->path, "cannot attach",
-			       "a %s image on a block device is attached only read-only (-r, or --overlay); qcow2 and raw can be written there",
+			       "a %s image on a block device is attached only read-only (-r, or --overlay); qcow2, vdi and raw can be written there",
 			       vdimg_format_name(l->probed) ?: "such");
 			goto out;
 		}

@@ -153,11 +153,11 @@ static const char *online_reason(int err, const char *fmt)
 		return "the device is read-only";
 	case EOPNOTSUPP:
 		snprintf(buf, sizeof(buf),
-			 "%s images cannot grow online (see dmesg); detach and use vdimgctl resize",
-			 fmt ? fmt : "the top layer's");
+			 "this %s image cannot grow online (dmesg says why; detach, then vdimgctl resize or convert)",
+			 fmt ? fmt : "top layer's");
 		return buf;
 	case EFBIG:
-		return "the image's tables cannot address that size in place (see dmesg); detach and use vdimgctl resize";
+		return "the image's tables cannot address that size in place (dmesg names the limit; detach, then vdimgctl resize or convert)";
 	case EINVAL:
 		return "refused by the module (see dmesg)";
 	case ENOTTY:

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Images on block devices (a loop device stands in for an LVM LV, as oVirt keeps qcow2 images): a qcow2 of 6 MiB of data on a 32 MiB device attached read-write, written past its data: the new clusters go right after the image's data (the refcounts' end, not the device's), qemu-img check of the device is clean and it reads as expected; a qcow2 overlay file over a base on a device (--chain); a VHD on a device attaches read-only, writable is refused
+# Images on block devices (a loop device stands in for an LVM LV, as oVirt keeps qcow2 images): a qcow2 of 6 MiB of data on a 32 MiB device attached read-write, written past its data: the new clusters go right after the image's data (the refcounts' end, not the device's), qemu-img check of the device is clean and it reads as expected; a qcow2 overlay file over a base on a device (--chain); a VDI (made by qemu-img) on a 32 MiB device attached read-write: a new block goes right after the blocks its header counts, qemu-img check of the device clean, the device filled until a write fails with ENOSPC and the kernel log says the device is full, still clean; a VHD on a device attaches read-only, writable is refused
 # timeout: 300
 . /vmtest/lib.sh
 require_vdimg
@@ -53,6 +53,47 @@ if [ -n "$dev" ]; then
 	check "$t: detach" vd_detach "$dev"
 fi
 
+t="vdi on a block device"
+rm -f "$W/img.vdi"
+"$QEMU_IMG" convert -f raw -O vdi "$W/exp.raw" "$W/img.vdi" || fail "$t: qemu-img convert"
+end=$(stat -c %s "$W/img.vdi")
+dd if=/dev/zero of="$lv" bs=1M count=32 status=none
+dd if="$W/img.vdi" of="$lv" conv=notrunc status=none
+dev=$(vd_attach "$lv") || fail "$t: attach read-write"
+if [ -n "$dev" ]; then
+	check "$t: reads like the image" cmp "$dev" "$W/exp.raw"
+	dd if="$W/rnd" of="$W/exp.raw" bs=1M seek=20 count=1 conv=notrunc status=none
+	check "$t: write into a new block" dd if="$W/rnd" of="$dev" bs=1M seek=20 count=1 \
+		oflag=direct conv=notrunc status=none
+	check "$t: reads the write back" cmp "$dev" "$W/exp.raw"
+	check "$t: detach" vd_detach "$dev"
+fi
+check "$t: qemu-img check of the device" "$QEMU_IMG" check -q -f vdi "$lv"
+off=$("$VDIMGCTL" map "$lv" | awk '$1 == "0x1400000" { print $3 }')
+[ -n "$off" ] && [ $((off)) -lt $((end + (1 << 20))) ]
+check_eq "$t: the new block follows the image's data (${off:-none} < $end + 1 MiB)" $? 0
+rm -f "$W/q.raw"
+"$QEMU_IMG" convert -f vdi -O raw "$lv" "$W/q.raw" &&
+	check "$t: qemu-img reads the device like the expectation" cmp "$W/q.raw" "$W/exp.raw" ||
+	fail "$t: qemu-img convert of the device"
+# about 22 MiB of the device are left: 2 MiB writes from 22 MiB up fill it
+dev=$(vd_attach "$lv") || fail "$t: attach read-write again"
+if [ -n "$dev" ]; then
+	full=0
+	for s in $(seq 22 2 62); do
+		dd if="$W/rnd" of="$dev" bs=1M seek="$s" count=2 oflag=direct conv=notrunc \
+			status=none 2>"$W/dd.err" || { full=$s; break; }
+	done
+	check "$t: a write fails once the device is full (at ${full} MiB)" test "$full" -gt 22
+	check "$t: with ENOSPC" grep -q "No space left on device" "$W/dd.err"
+	check "$t: the kernel log says the device is full" \
+		sh -c "dmesg | grep -q 'the block device is full (33554432 bytes)'"
+	check "$t: detach after ENOSPC" vd_detach "$dev"
+fi
+check "$t: qemu-img check of the full device" "$QEMU_IMG" check -q -f vdi "$lv"
+check "$t: the first write still reads back" \
+	sh -c "'$QEMU_IMG' convert -f vdi -O raw '$lv' '$W/q.raw' && cmp -n $((21 << 20)) '$W/q.raw' '$W/exp.raw'"
+
 t="vhd on a block device"
 rm -f "$W/img.vhd"
 "$VDIMGCTL" convert -O vhd "$W/img.qcow2" "$W/img.vhd" || fail "$t: convert"
@@ -63,5 +104,5 @@ if [ -n "$dev" ]; then
 	check "$t: reads like the image" sh -c "'$QEMU_IMG' convert -f qcow2 -O raw '$W/img.qcow2' '$W/v.raw' && cmp '$dev' '$W/v.raw'"
 	check "$t: detach" vd_detach "$dev"
 fi
-rm -f "$W/lv" "$W/img.qcow2" "$W/img.vhd" "$W/top.qcow2" "$W/exp.raw" "$W/q.raw" "$W/v.raw"
+rm -f "$W/lv" "$W/img.qcow2" "$W/img.vdi" "$W/dd.err" "$W/img.vhd" "$W/top.qcow2" "$W/exp.raw" "$W/q.raw" "$W/v.raw"
 done_testing

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Online grow (vdimgctl resize --online, VDIMG_CTL_RESIZE) of raw and qcow2 devices under a mounted ext4 while fio verify=crc32c writes a file in it: 64 -> 128 MiB, resize2fs online, fio verifies, df/blockdev/sysfs follow, qemu-img info/check agree, e2fsck clean after re-attach; qed, vdi and dynamic vhd devices grown and written across the old end, checked by qemu (and vdimgctl check for vhd, which qemu cannot check); a qcow2 overlay grown over a smaller raw base reads zeros past the base; refusals: read-only device, shrink, a format without grow (vhdx), a lower layer larger than the device
+# Online grow (vdimgctl resize --online, VDIMG_CTL_RESIZE) of raw and qcow2 devices under a mounted ext4 while fio verify=crc32c writes a file in it: 64 -> 128 MiB, resize2fs online, fio verifies, df/blockdev/sysfs follow, qemu-img info/check agree, e2fsck clean after re-attach; qed, vdi, dynamic vhd, vhdx, parallels and vmdk (monolithicSparse, monolithicFlat) devices made by qemu-img grown and written across the old end, checked by qemu (and vdimgctl check for vhd, which qemu cannot check), compared with what was written; a qcow2 overlay grown over a smaller raw base reads zeros past the base; refusals: read-only device, shrink, a fixed vhdx, a vhdx past its BAT region's room, a lower layer larger than the device
 # timeout: 300
 . /vmtest/lib.sh
 require_vdimg
@@ -67,14 +67,18 @@ for f in raw qcow2; do
 	check "$t: detach after e2fsck" vd_detach "$dev"
 done
 
-# qed, vdi and dynamic vhd (qemu-made), without the file system: data across the old end,
-# qemu's view (qemu calls vhd "vpc"; force_size keeps the size exact)
+# qed, vdi, dynamic vhd, vhdx, parallels and vmdk (qemu-made), without the file system: data
+# across the old end, qemu's view (qemu calls vhd "vpc"; force_size keeps the size exact; a
+# monolithicFlat vmdk is a descriptor and a -flat extent file, which attach opens)
 mkrandom "$W/qtail" 2 || die "cannot write $W/qtail"
-for t in qed vdi vhd; do
+for t in $(tier "qed vdi vhd vhdx parallels vmdk vmdkflat" "vhd vhdx parallels vmdk vmdkflat"); do
 	f=$t opt=
-	[ "$t" = vhd ] && f=vpc opt="-o force_size=on"
+	case $t in
+	vhd) f=vpc opt="-o force_size=on" ;;
+	vmdkflat) f=vmdk opt="-o subformat=monolithicFlat" ;;
+	esac
 	img=$W/grow.$t
-	rm -f "$img"
+	rm -f "$img" "$W/grow-flat.$t"
 	"$QEMU_IMG" create -q -f "$f" $opt "$img" 64M || { fail "$t: qemu-img create"; continue; }
 	dev=$(vd_attach "$img") || { fail "$t: attach"; continue; }
 	check "$t: resize --online" "$VDIMGCTL" resize --online "$dev" 128M
@@ -90,6 +94,7 @@ for t in qed vdi vhd; do
 	else
 		check "$t: qemu-img check" "$QEMU_IMG" check -q -f "$f" "$img"
 	fi
+	[ "$t" = vhd ] || check "$t: vdimgctl check" "$VDIMGCTL" check "$img"
 	check "$t: qemu reads what the device wrote" \
 		sh -c "'$QEMU_IMG' convert -f $f -O raw '$img' '$W/q.raw' && /usr/bin/dd if='$W/q.raw' bs=1M skip=63 count=2 status=none | /usr/bin/cmp - '$W/qtail'"
 	rm -f "$W/q.raw"
@@ -152,14 +157,26 @@ dev=$(vd_attach "$img") || die "attach writable"
 refused "shrink" "$dev" 32M "online shrink is not supported"
 check "shrink: detach" vd_detach "$dev"
 
+# a fixed vhdx keeps every block allocated: not grown online
 img=$W/nogrow.vhdx
 rm -f "$img"
-"$VDIMGCTL" create -t vhdx -s "$old" "$img" || die "create $img"
+"$QEMU_IMG" create -q -f vhdx -o subformat=fixed "$img" 64M || die "qemu-img create fixed vhdx"
+dev=$(vd_attach "$img") || die "attach fixed vhdx"
+refused "fixed vhdx" "$dev" 128M "this vhdx image cannot grow online"
+check "fixed vhdx: the kernel log says why" \
+	sh -c "dmesg | grep -q 'cannot grow a fixed VHDX'"
+check "fixed vhdx: detach" vd_detach "$dev"
+
+# 1 MiB blocks: qemu's 1 MiB BAT region holds 131041 of them, no more
+img=$W/full.vhdx
+rm -f "$img"
+"$QEMU_IMG" create -q -f vhdx -o block_size=1M "$img" 64M || die "qemu-img create vhdx"
 dev=$(vd_attach "$img") || die "attach vhdx"
-refused "vhdx" "$dev" 128M "vhdx images cannot grow online"
-check "vhdx: the kernel log names the format" \
-	sh -c "dmesg | grep -q 'vhdx images cannot grow online'"
-check "vhdx: detach" vd_detach "$dev"
+refused "vhdx past its BAT region" "$dev" 131042M "tables cannot address that size"
+check "vhdx past its BAT region: the kernel log names the region" \
+	sh -c "dmesg | grep -q 'the BAT region at 2097152 (1048576 bytes) has room for 131041 blocks'"
+check "vhdx past its BAT region: detach" vd_detach "$dev"
+check "vhdx past its BAT region: qemu-img check" "$QEMU_IMG" check -q -f vhdx "$img"
 
 # a 128 MiB raw base under a 64 MiB qcow2 child: growing the child would show the base's bytes
 big=$W/bigbase.raw ch=$W/small.qcow2

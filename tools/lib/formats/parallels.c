@@ -264,11 +264,11 @@ static void prl_describe(struct vdimg_image *img,
 }
 
 /*
- * Resize a single-file image: the BAT grows into the room before the data area (entries of 0:
- * not allocated) or, shrinking, keeps only the entries the new size uses; then the header's
- * entry count and size (adjacent fields, one write). Growing past the room before the data area
- * is refused (it would mean moving the first clusters), as is a bundle's split storage or
- * snapshot, whose descriptor records the size too.
+ * Resize a single-file image. Growing is the backend's online grow (prl_grow() in
+ * backends/parallels.c: the BAT grows into the room before the data area, refused past it).
+ * Shrinking keeps only the BAT entries the new size uses, then writes the header's entry count
+ * and size (adjacent fields, one write) and trims the file. A bundle's split storage or snapshot
+ * is refused: its descriptor records the size too.
  */
 static int prl_resize(struct vdimg_image *img, u64 size, unsigned int flags)
 {
@@ -282,6 +282,9 @@ static int prl_resize(struct vdimg_image *img, u64 size, unsigned int flags)
 
 	if (!p->writable)
 		return -EROFS;
+	/* growing is the online grow's job, in the same order (backends/parallels.c) */
+	if (size > img->size)
+		return img->fmt->grow(img, size);
 	if (p->repairs)
 		return -EUCLEAN;
 	if (d->nr != 1 || (img->flags & VDIMG_IMG_HAS_PARENT)) {
@@ -313,16 +316,10 @@ static int prl_resize(struct vdimg_image *img, u64 size, unsigned int flags)
 		goto out;
 	}
 	vdimg_mutex_lock(&p->meta_lock);
-	if (n > p->nr_bat) {
-		zero = vdimg_zalloc((size_t)(n - p->nr_bat) * 4);
-		ret = zero ? vdimg_file_write(p->file, zero, (size_t)(n - p->nr_bat) * 4,
-					      PRL_HEADER_SIZE + (u64)p->nr_bat * 4) : -ENOMEM;
-	} else {
-		/* clusters past the new end (the caller checked or discarded them) are dropped */
-		zero = vdimg_zalloc((size_t)(p->nr_bat - n) * 4);
-		ret = zero ? vdimg_file_write(p->file, zero, (size_t)(p->nr_bat - n) * 4,
-					      PRL_HEADER_SIZE + (u64)n * 4) : -ENOMEM;
-	}
+	/* shrinking: clusters past the new end (the caller checked or discarded them) are dropped */
+	zero = vdimg_zalloc((size_t)(p->nr_bat - n) * 4 + 4);
+	ret = zero ? vdimg_file_write(p->file, zero, (size_t)(p->nr_bat - n) * 4,
+				      PRL_HEADER_SIZE + (u64)n * 4) : -ENOMEM;
 	if (!ret)
 		ret = vdimg_file_sync(p->file);
 	if (!ret) {

@@ -416,8 +416,6 @@ static void vmdk_ddb_inherit(const struct vmdk *pv, const char *key, char *val, 
 		memcpy(val, v, i + 1);
 }
 
-static bool vmdk_line_is(const char *s, size_t n, const char *key);
-
 /*
  * A child's descriptor gets the parent's other ddb lines byte for byte (uuid, tools version,
  * geometry when @geo: the sizes are equal; ...), but not the ones create writes itself or
@@ -735,97 +733,6 @@ static int vmdk_parent_ref(struct vdimg_image *img, struct vdimg_parent_ref *ref
 		return -ENOENT;
 	memset(ref, 0, sizeof(*ref));
 	snprintf(ref->path, sizeof(ref->path), "%s", v->desc.parent_hint);
-	return 0;
-}
-
-/* is the line [@s, @s + @n) a "@key = value" line (blanks around the key allowed)? */
-static bool vmdk_line_is(const char *s, size_t n, const char *key)
-{
-	size_t kl = strlen(key);
-
-	while (n && (*s == ' ' || *s == '\t')) {
-		s++;
-		n--;
-	}
-	if (n < kl || memcmp(s, key, kl))
-		return false;
-	s += kl;
-	n -= kl;
-	while (n && (*s == ' ' || *s == '\t')) {
-		s++;
-		n--;
-	}
-	return n && *s == '=';
-}
-
-/* append @n bytes of @s to @t (@cap bytes, @len used); -ENOSPC when they do not fit */
-static int vmdk_put(char *t, size_t cap, size_t *len, const char *s, size_t n)
-{
-	if (n > cap - *len)
-		return -ENOSPC;
-	memcpy(t + *len, s, n);
-	*len += n;
-	return 0;
-}
-
-/*
- * vmdk_line_fn: appends to @t (through vmdk_put()) what replaces the descriptor line [@l, @l + @n)
- * (its ending included): the line itself, other lines, or nothing. @crlf says whether the line
- * ended in CR LF, so that added lines can match it.
- */
-typedef int (*vmdk_line_fn)(void *ctx, const char *l, size_t n, bool crlf, char *t, size_t cap,
-			    size_t *len);
-
-/*
- * Build a new descriptor text in @t (@cap bytes, *@len set) from the current one, line by line
- * through @fn. A line @fn copies keeps every byte (comments, blank lines, lines this code does not
- * know, CR LF endings). -ENOSPC when the result does not fit.
- */
-static int vmdk_desc_edit(struct vmdk *v, char *t, size_t cap, size_t *len, vmdk_line_fn fn,
-			  void *ctx)
-{
-	const char *src = v->desc_text, *end = src + v->desc.text_len, *eol;
-	int ret = 0;
-
-	*len = 0;
-	for (; src < end && !ret; src = eol) {
-		const char *nl = memchr(src, '\n', end - src);
-
-		eol = nl ? nl + 1 : end;
-		ret = fn(ctx, src, eol - src, nl && nl > src && nl[-1] == '\r', t, cap, len);
-	}
-	return ret;
-}
-
-/*
- * Parse the new descriptor text @t, write it in place under the CID lock, synced, and make it the
- * current one (@t then belongs to the image).
- */
-static int vmdk_desc_commit(struct vdimg_image *img, char *t, size_t len)
-{
-	struct vmdk *v = VMDK(img);
-	struct vmdk_desc d = {};
-	int ret;
-
-	ret = vmdk_desc_parse(img, t, len, &d);
-	if (!ret) {
-		vdimg_mutex_lock(&v->cid_lock);
-		ret = vmdk_write_desc(v, t, len);
-		if (!ret)
-			ret = vdimg_file_sync(img->file);
-		vdimg_mutex_unlock(&v->cid_lock);
-	}
-	if (ret) {
-		vmdk_desc_free(&d);
-		return ret;
-	}
-	vmdk_desc_free(&v->desc);
-	v->desc = d;
-	vdimg_free(v->desc_text);
-	v->desc_text = t;
-	if (v->desc_file)
-		v->desc_area = len;
-	img->flags |= VDIMG_IMG_DIRTY;
 	return 0;
 }
 
@@ -1250,72 +1157,31 @@ out:
 
 /* ---- resize ---- */
 
-/* is the line [@l, @l + @n) an extent line? */
-static bool vmdk_extent_line(const char *l, size_t n)
-{
-	static const char *const acc[] = { "RW ", "RDONLY ", "NOACCESS " };
-	unsigned int i;
-
-	for (i = 0; i < ARRAY_SIZE(acc); i++)
-		if (n > strlen(acc[i]) && !memcmp(l, acc[i], strlen(acc[i])))
-			return true;
-	return false;
-}
-
-struct vmdk_resize_edit {
-	u32 k, nr;			/* extent lines seen, the last one's number */
-	u64 sectors, cyl;		/* the last extent's new length, the new cylinder count */
-};
-
-/* resize's lines: the last extent's sector count and ddb.geometry.cylinders replaced */
-static int vmdk_resize_line(void *ctx, const char *l, size_t n, bool crlf, char *t, size_t cap,
-			    size_t *len)
-{
-	struct vmdk_resize_edit *e = ctx;
-	const char *a, *b;
-	char add[64];
-	int k;
-
-	if (vmdk_extent_line(l, n) && ++e->k == e->nr) {
-		a = memchr(l, ' ', n);			/* "RW| 2048 FLAT ..." */
-		b = a ? memchr(a + 1, ' ', n - (a + 1 - l)) : NULL;	/* "RW 2048| FLAT ..." */
-		if (!b)
-			return -EUCLEAN;
-		k = snprintf(add, sizeof(add), " %llu", (unsigned long long)e->sectors);
-		return vmdk_put(t, cap, len, l, a - l) ?: vmdk_put(t, cap, len, add, k) ?:
-			vmdk_put(t, cap, len, b, n - (b - l));
-	}
-	if (vmdk_line_is(l, n, "ddb.geometry.cylinders")) {
-		k = snprintf(add, sizeof(add), "ddb.geometry.cylinders = \"%llu\"%s",
-			     (unsigned long long)e->cyl, crlf ? "\r\n" : l[n - 1] == '\n' ? "\n" : "");
-		return vmdk_put(t, cap, len, add, k);
-	}
-	return vmdk_put(t, cap, len, l, n);
-}
-
 /*
  * Flat images only (a descriptor file whose last extent is a writable FLAT one): that extent's
  * file grows (a hole, zeros) before the descriptor records the new sector count and geometry, and
  * a shrunk descriptor is written before the file is cut; the descriptor is rewritten in place
- * (every other line kept byte for byte, as set_parent does). Sparse extents (a grain directory
- * that would have to grow) are refused.
+ * (every other line kept byte for byte, as set_parent does). A sparse last extent grows through
+ * the backend's online grow (within its grain directory's last sector); shrinking it is refused.
  */
 static int vmdk_resize(struct vdimg_image *img, u64 size, unsigned int flags)
 {
 	struct vmdk *v = VMDK(img);
-	struct vmdk_resize_edit e = {};
 	struct vmdk_ext *last;
-	char *t = NULL, hv[32], sv[32];
-	u64 new_len, old_end, heads = 16, secs = 63;
+	char *t = NULL;
+	u64 new_len, old_end;
 	size_t len = 0;
 	int ret = 0;
 
 	if (!v->writable || (img->flags & VDIMG_IMG_READ_ONLY))
 		return -EROFS;
 	last = v->nr_ext ? &v->ext[v->nr_ext - 1] : NULL;
+	/* a sparse extent grows as online, within its grain directory (backends/vmdk/vmdk.c) */
+	if (last && last->type == VMDK_EXT_SPARSE && size > img->size)
+		return img->fmt->grow(img, size);
 	if (!v->desc_file || !v->desc_text || !last || last->type != VMDK_EXT_FLAT ||
 	    last->access != VMDK_ACCESS_RW) {
-		vdimg_err(img, "only flat VMDK images can be resized (a sparse extent's grain directory would have to grow)");
+		vdimg_err(img, "only flat VMDK images can be shrunk, and grown past a sparse extent's grain directory");
 		return -EOPNOTSUPP;
 	}
 	if (size <= last->start) {
@@ -1327,23 +1193,9 @@ static int vmdk_resize(struct vdimg_image *img, u64 size, unsigned int flags)
 		vdimg_err(img, "the last extent would pass 2 GiB: a new extent file would be needed");
 		return -ENOSPC;
 	}
-	if (vmdk_desc_value(v->desc_text, v->desc.text_len, "ddb.geometry.heads", hv, sizeof(hv)))
-		heads = strtoull(hv, NULL, 10);
-	if (vmdk_desc_value(v->desc_text, v->desc.text_len, "ddb.geometry.sectors", sv, sizeof(sv)))
-		secs = strtoull(sv, NULL, 10);
-	if (!heads || !secs || heads > 255 || secs > 255)
-		heads = 16, secs = 63;
-	e.nr = v->desc.nr_extents;
-	e.sectors = new_len / 512;
-	e.cyl = min_t(u64, size / 512 / (heads * secs), 65535);
-	t = calloc(1, VMDK_DESC_MAX + 1);
-	if (!t)
-		return -ENOMEM;
-	ret = vmdk_desc_edit(v, t, VMDK_DESC_MAX, &len, vmdk_resize_line, &e);
-	if (!ret && e.k != e.nr)
-		ret = vdimg_corrupt(img, "the descriptor's extent lines changed under us");
+	ret = vmdk_desc_resized(v, size, new_len / 512, &t, &len);
 	if (ret)
-		goto out;
+		return ret;
 	old_end = last->file_off + last->len;
 	if (size > img->size) {
 		if (vdimg_file_size(last->file) < last->file_off + new_len)
@@ -1361,7 +1213,7 @@ static int vmdk_resize(struct vdimg_image *img, u64 size, unsigned int flags)
 	last->len = new_len;
 	img->size = size;
 out:
-	free(t);
+	vdimg_free(t);
 	return ret;
 }
 
