@@ -71,7 +71,7 @@ done
 # across the old end, qemu's view (qemu calls vhd "vpc"; force_size keeps the size exact; a
 # monolithicFlat vmdk is a descriptor and a -flat extent file, which attach opens)
 mkrandom "$W/qtail" 2 || die "cannot write $W/qtail"
-for t in $(tier "qed vdi vhd vhdx parallels vmdk vmdkflat" "vhd vhdx parallels vmdk vmdkflat"); do
+for t in $(tier "qed vdi vhd vhdx parallels vmdk vmdkflat" "vhdx vmdk"); do
 	f=$t opt=
 	case $t in
 	vhd) f=vpc opt="-o force_size=on" ;;
