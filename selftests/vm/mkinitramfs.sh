@@ -47,6 +47,7 @@ fi
 MODULES="virtio_pci virtio_blk ext4 crc32c_generic loop nbd"
 MODULES="$MODULES isofs"	# 105-cue: ISO 9660 on a CUE data track
 MODULES="$MODULES dm-log-writes dm-flakey"	# 340-log-writes (dm-mod comes as their dependency)
+MODULES="$MODULES dm-dust"	# 349-dm-dust: the debug kernel's only (Debian's do not build it)
 # Userspace tools (absolute paths in the guest are the host's paths).
 TOOLS="/usr/bin/fio /usr/bin/qemu-img /usr/bin/qemu-nbd /usr/sbin/mkfs.ext4 /usr/sbin/mke2fs
 /usr/sbin/e2fsck /usr/sbin/sfdisk /usr/sbin/blkid /usr/sbin/losetup /usr/sbin/blkdiscard
@@ -55,6 +56,7 @@ TOOLS="/usr/bin/fio /usr/bin/qemu-img /usr/bin/qemu-nbd /usr/sbin/mkfs.ext4 /usr
 TOOLS="$TOOLS /usr/bin/mount /usr/bin/umount"	# 330-mount-helper: util-linux mount runs mount.vdimg
 TOOLS="$TOOLS /usr/sbin/resize2fs"	# 325-online-grow: grows the mounted ext4
 TOOLS="$TOOLS /usr/sbin/dmsetup"	# 340-log-writes: dm-log-writes under the host fs
+TOOLS="$TOOLS /usr/sbin/filefrag"	# 349-dm-dust: where an image's data lies on the host fs
 
 root=$(mktemp -d "${TMPDIR:-/tmp}/vdimg-initramfs.XXXXXX")
 trap 'rm -rf "$root"' EXIT

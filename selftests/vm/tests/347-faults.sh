@@ -1,5 +1,5 @@
 #!/bin/sh
-# Faults under the host file system, switched on mid-workload, for the writable formats: the ext4 holding the images goes to dm-error while fio writes and reads (EIO reaches the user within 30 s, detach ends, host fsck + re-attach: qemu-img check clean, flushed data intact); dm-flakey error_reads (reads EIO, writes unaffected, all right afterwards; 6.12's dm-flakey only); ENOSPC on a 48 MiB host fs under four 256 MiB images written at once (every writer gets ENOSPC or EIO within 60 s, writes work again once space is freed, no metadata past the end of the file); the backing file truncated to half while attached (every MiB reads whole without an error: the data up to a sector boundary, zeros after it; detach works); the host fs turned read-only by an ext4 error (no new file, writes through vdimg fail, detach ends, fsck + re-attach clean); dm-dust (not in Debian's kernels: skipped with that reason)
+# Faults under the host file system, switched on mid-workload, for the writable formats: the ext4 holding the images goes to dm-error while fio writes and reads (EIO reaches the user within 30 s, detach ends, host fsck + re-attach: qemu-img check clean, flushed data intact); dm-flakey error_reads (reads EIO, writes unaffected, all right afterwards; 6.12's dm-flakey only); ENOSPC on a 48 MiB host fs under four 256 MiB images written at once (every writer gets ENOSPC or EIO within 60 s, writes work again once space is freed, no metadata past the end of the file); the backing file truncated to half while attached (every MiB reads whole without an error: the data up to a sector boundary, zeros after it; detach works); the host fs turned read-only by an ext4 error (no new file, writes through vdimg fail, detach ends, fsck + re-attach clean); dm-dust bad blocks are 349-dm-dust's
 # timeout: 600
 . /vmtest/lib.sh
 require_vdimg
@@ -371,10 +371,6 @@ for fd in $DEVS; do
 done
 umount_dev "$S" || fail "$c: umount"
 
-# ---- 6. dm-dust bad blocks
-if modprobe dm-dust 2>/dev/null; then
-	fail "dm-dust" "dm-dust is available on $(uname -r) now: add the bad-blocks case"
-else
-	ok_skip "dm-dust bad blocks" "CONFIG_DM_DUST is not set in Debian's $(uname -r) kernel"
-fi
+# ---- 6. dm-dust bad blocks: 349-dm-dust (the debug kernel has dm-dust, Debian's kernels do not)
+ok_skip "dm-dust bad blocks" "349-dm-dust.sh tests them (on the debug kernel)"
 done_testing
