@@ -371,6 +371,5 @@ for fd in $DEVS; do
 done
 umount_dev "$S" || fail "$c: umount"
 
-# ---- 6. dm-dust bad blocks: 349-dm-dust (the debug kernel has dm-dust, Debian's kernels do not)
-ok_skip "dm-dust bad blocks" "349-dm-dust.sh tests them (on the debug kernel)"
+# dm-dust bad blocks: 349-dm-dust (the debug kernel has dm-dust, Debian's kernels do not)
 done_testing
