@@ -939,14 +939,14 @@ static void prl_close(struct vdimg_image *img)
 }
 
 /*
- * Online grow of a single-file image (and the offline resize's grow): the BAT may take entries up to the data area (qemu and
- * Parallels start the data on a cluster boundary, so a 1 MiB-cluster image has room for 262128
- * entries, 256 GiB; a header without data_off puts the data at the next sector after the BAT,
- * which a BAT growing within that sector does not move). The new entries are written free and
- * synced first, then the header's bat_entries and nb_sectors in one 64-byte write (within sector
- * 0, so a crash leaves the old or the new pair; a BAT longer than the size needs is valid), then
- * the file is synced. A bundle's split storage or snapshot is resized with its bundle (its
- * DiskDescriptor.xml records the size), not here.
+ * Online grow of a single-file image (and the offline resize's grow): the BAT may take entries up
+ * to the data area (qemu and Parallels start the data on a cluster boundary, so a 1 MiB-cluster
+ * image has room for 262128 entries, 256 GiB; a header without data_off puts the data at the next
+ * sector after the BAT, which a BAT growing within that sector does not move). The new entries are
+ * written free and synced first, then the header's bat_entries and nb_sectors in one 64-byte write
+ * (within sector 0, so a crash leaves the old or the new pair; a BAT longer than the size needs is
+ * valid), then the file is synced. A bundle's split storage or snapshot is resized with its bundle
+ * (its DiskDescriptor.xml records the size), not here.
  */
 static int prl_grow(struct vdimg_image *img, u64 new_size)
 {

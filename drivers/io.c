@@ -479,7 +479,7 @@ static int vdimg_write_zeroes(struct vdimg_device *dev, u64 pos, u64 len)
 	for (i = 0; i < ARRAY_SIZE(bv); i++)
 		bv[i] = (struct bio_vec){ .bv_page = ZERO_PAGE(0), .bv_len = PAGE_SIZE };
 	while (len && !ret) {
-		u64 n = min_t(u64, len, sizeof(bv) / sizeof(bv[0]) * PAGE_SIZE);
+		u64 n = min_t(u64, len, ARRAY_SIZE(bv) * PAGE_SIZE);
 		struct iov_iter it;
 
 		iov_iter_bvec(&it, ITER_SOURCE, bv, DIV_ROUND_UP(n, PAGE_SIZE), n);

@@ -29,7 +29,7 @@ struct vdimg_file {
 	 * the kernel then fails the next fsync of the file with EIO).
 	 */
 	unsigned int dio_align;
-	/* fallocate() may allocate new units at the end instead of writing their zero fill (io.c) */
+	/* fallocate() may allocate new units at the end, not write their zero fill (io.c) */
 	bool holes;
 };
 

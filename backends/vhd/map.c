@@ -5,16 +5,16 @@
  * userspace library; only include/vdimg/platform.h services here.
  *
  * Writes: a block is reserved at the end of the file, its data on a 4 KiB boundary (the footer
- * moved past it, then its bitmap written, no sync), the driver writes the data, ->commit() sets the bitmap bits of exactly the
- * written sectors, and the BAT entry stays in memory (PENDING) until ->flush(), which syncs the
- * file (data, bitmaps, footer) and only then writes the BAT sectors (the driver syncs after). So
- * no BAT entry on disk ever points at a block that is not durable, in whatever order the host
- * file system persists the writes between syncs; the only crash state left between syncs is a file
- * whose end is not a footer (the copy at offset 0 is used, and a writable open rewrites the
- * footer at the end, open.c). Bits set in a block whose BAT entry is on disk expose data written
- * into it: they wait for a sync first. Space is never reused while open (data_end only grows).
- * Blocks reserved in a dynamic (base) image get an all-ones bitmap over zeroed data, as qemu does,
- * so later writes to them need no metadata at all.
+ * moved past it, then its bitmap written, no sync), the driver writes the data, ->commit() sets the
+ * bitmap bits of exactly the written sectors, and the BAT entry stays in memory (PENDING) until
+ * ->flush(), which syncs the file (data, bitmaps, footer) and only then writes the BAT sectors (the
+ * driver syncs after). So no BAT entry on disk ever points at a block that is not durable, in
+ * whatever order the host file system persists the writes between syncs; the only crash state left
+ * between syncs is a file whose end is not a footer (the copy at offset 0 is used, and a writable
+ * open rewrites the footer at the end, open.c). Bits set in a block whose BAT entry is on disk
+ * expose data written into it: they wait for a sync first. Space is never reused while open
+ * (data_end only grows). Blocks reserved in a dynamic (base) image get an all-ones bitmap over
+ * zeroed data, as qemu does, so later writes to them need no metadata at all.
  */
 #include "vhd.h"
 

@@ -905,13 +905,13 @@ static void vhdx_close(struct vdimg_image *img)
 }
 
 /*
- * Online grow of a dynamic image (and the offline resize's grow): the BAT grows inside its region (sized at creation: vdimgctl,
- * qemu and Hyper-V round it up to 1 MiB, 131072 entries, which maps 4 TiB of 32 MiB blocks).
- * Three steps, each durable before the next: the BAT entries the new size brings in are made
- * NOT_PRESENT through the log (where something was left there), the stale bytes of the old last
- * block past the old end are zeroed in place, then the virtual disk size item changes in a log
- * entry of its own; a flush then marks the log empty. A crash replays the log to the old or the new
- * size (the extra free entries of the first step are valid either way).
+ * Online grow of a dynamic image (and the offline resize's grow): the BAT grows inside its region
+ * (sized at creation: vdimgctl, qemu and Hyper-V round it up to 1 MiB, 131072 entries, which maps 4
+ * TiB of 32 MiB blocks). Three steps, each durable before the next: the BAT entries the new size
+ * brings in are made NOT_PRESENT through the log (where something was left there), the stale bytes
+ * of the old last block past the old end are zeroed in place, then the virtual disk size item
+ * changes in a log entry of its own; a flush then marks the log empty. A crash replays the log to
+ * the old or the new size (the extra free entries of the first step are valid either way).
  */
 static int vhdx_grow(struct vdimg_image *img, u64 new_size)
 {

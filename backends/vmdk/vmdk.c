@@ -789,20 +789,19 @@ static int vmdk_verify_parent(struct vdimg_image *child, struct vdimg_image *par
 }
 
 /*
- * Online grow (and the offline resize's grow of a sparse extent): the last extent grows, when it is writable and either a hosted sparse extent
- * (monolithicSparse, or the last file of twoGbMaxExtentSparse up to 2 GiB) whose grain directory
- * has room in place (vmdk_sparse_grow()), or a FLAT extent behind a descriptor file
- * (monolithicFlat, vmfs; twoGbMaxExtentFlat up to 2 GiB) whose file is extended (bytes it
- * already held past the old end zeroed). A new extent file is never made (the kernel opens no
- * paths), nor are streamOptimized, vmfsSparse, seSparse or raw-device extents grown. The
- * descriptor follows: the last extent line's sector count and
- * ddb.geometry.cylinders, every other line kept.
- * Order, each step synced: the tables (or the flat file) first, then the stale tail of the old
- * last grain zeroed, then the sparse header's capacity, then the descriptor. A crash before the
- * capacity leaves the old size and some leaked tables; between the capacity and the descriptor,
- * a monolithicSparse image has the new size (qemu and vdimg take the header's capacity, the
- * embedded descriptor is informational there) and a descriptor file the old one (vdimg accepts a
- * last sparse extent larger than its line).
+ * Online grow (and the offline resize's grow of a sparse extent): the last extent grows, when it is
+ * writable and either a hosted sparse extent (monolithicSparse, or the last file of
+ * twoGbMaxExtentSparse up to 2 GiB) whose grain directory has room in place (vmdk_sparse_grow()),
+ * or a FLAT extent behind a descriptor file (monolithicFlat, vmfs; twoGbMaxExtentFlat up to 2 GiB)
+ * whose file is extended (bytes it already held past the old end zeroed). A new extent file is
+ * never made (the kernel opens no paths), nor are streamOptimized, vmfsSparse, seSparse or
+ * raw-device extents grown. The descriptor follows: the last extent line's sector count and
+ * ddb.geometry.cylinders, every other line kept. Order, each step synced: the tables (or the flat
+ * file) first, then the stale tail of the old last grain zeroed, then the sparse header's capacity,
+ * then the descriptor. A crash before the capacity leaves the old size and some leaked tables;
+ * between the capacity and the descriptor, a monolithicSparse image has the new size (qemu and
+ * vdimg take the header's capacity, the embedded descriptor is informational there) and a
+ * descriptor file the old one (vdimg accepts a last sparse extent larger than its line).
  */
 static int vmdk_grow(struct vdimg_image *img, u64 new_size)
 {
