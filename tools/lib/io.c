@@ -284,16 +284,11 @@ void vdimg_image_close_extents(struct vdimg_image *img)
 	img->nr_extents = 0;
 }
 
-/* Open the layer's external data file, if its image names one, with the layer's mode. */
-static int chain_open_data_file(struct vdimg_chain_layer *l, const struct vdimg_format *fmt,
-				u32 format, bool writable)
+/* Open the data file at @path (freed here) for layer @l, with its mode, and give it to its image. */
+static int chain_take_data_file(struct vdimg_chain_layer *l, char *path, bool writable)
 {
-	char *path;
 	int ret;
 
-	ret = data_file_of(l->file, l->path, fmt, format, &path);
-	if (ret || !path)
-		return ret;
 	l->data_fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
 	if (l->data_fd < 0) {
 		ret = -errno;
@@ -308,6 +303,19 @@ static int chain_open_data_file(struct vdimg_chain_layer *l, const struct vdimg_
 		return -ENOMEM;
 	l->img.data_file = l->data_file;
 	return 0;
+}
+
+/* Open the layer's external data file, if its image names one, with the layer's mode. */
+static int chain_open_data_file(struct vdimg_chain_layer *l, const struct vdimg_format *fmt,
+				u32 format, bool writable)
+{
+	char *path;
+	int ret;
+
+	ret = data_file_of(l->file, l->path, fmt, format, &path);
+	if (ret || !path)
+		return ret;
+	return chain_take_data_file(l, path, writable);
 }
 
 /*
@@ -329,18 +337,9 @@ static int chain_open_ro_layer(struct vdimg_chain_layer *l, u32 format, unsigned
 		return ret;
 	format = img->fmt->id;
 	vdimg_image_close(img);
-	l->data_fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (l->data_fd < 0) {
-		ret = -errno;
-		vdimg_err(img, "cannot open its external data file %s: %s", path, strerror(-ret));
-		free(path);
+	ret = chain_take_data_file(l, path, false);
+	if (ret)
 		return ret;
-	}
-	free(path);
-	l->data_file = vdimg_file_from_fd(l->data_fd);
-	if (!l->data_file)
-		return -ENOMEM;
-	img->data_file = l->data_file;
 	return vdimg_image_open(img, format, oflags);
 }
 
