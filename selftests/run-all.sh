@@ -122,7 +122,7 @@ if vm_debug_dir >/dev/null; then
 		selftests/vm/run.sh --kernel debug --timeout "$vm_timeout" --tier short \
 		--filter "$debug_filter"
 	# the sources built as drivers/block/vdimg/ in the debug kernel's tree, =y (vmlinux linked)
-	# and =m, and checkpatched: no VM, about 170 s of CPU beside queue b's last guest
+	# and =m, and checkpatched: no VM, about 2 minutes of CPU beside queue b's last guest
 	[ $# -gt 0 ] || stage a check-intree.log "in-tree build (selftests/pkg/intree.sh)" \
 		selftests/pkg/intree.sh
 else

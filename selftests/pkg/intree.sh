@@ -2,11 +2,14 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # intree.sh [KERNEL_SRC KERNEL_OBJ]: build the sources inside a kernel tree as drivers/block/vdimg/
-# (a CI stage of selftests/run-all.sh when the debug kernel is built; about 170 s of CPU):
+# (a CI stage of selftests/run-all.sh when the debug kernel is built; about 2 minutes of CPU):
 #
-#  1. CONFIG_BLK_DEV_VDIMG=y with both decompressors: the kernel's own flags, and vmlinux linked
-#     with vdimg built in (modules.builtin names it, System.map holds its init function), so an
-#     undefined or clashing symbol, a module-only construct or a section mismatch fails here;
+#  1. CONFIG_BLK_DEV_VDIMG=y with both decompressors, the kernel's own flags: built-in.a, and what
+#     linking it into vmlinux would check, against the tree's vmlinux (System.map): every symbol
+#     vdimg uses is a global of vmlinux or its own (not a module's: an undefined reference at the
+#     link), no global of vdimg's is also one of vmlinux (a clash), and its .modinfo names the
+#     module vdimg (what modules.builtin lists). INTREE_LINK=1 links vmlinux itself instead (5-7
+#     more minutes: kallsyms and BTF of a debug kernel; the check above is the part that fails);
 #  2. CONFIG_BLK_DEV_VDIMG=m without them (the EOPNOTSUPP stubs), W=1: vdimg.o and vdimg.ko
 #     (modpost: undefined symbols, section mismatches);
 #  3. checkpatch --strict on the copied sources and the Kconfig, and no kernel version test left in
@@ -17,8 +20,8 @@
 # builds (the top Makefile, W=1 by default) check the code the =y configuration adds.
 #
 # Default tree: the cached debug kernel (selftests/vm/debug-kernel.sh: src/ and its O= build/).
-# Any other: a source tree and its configured O= tree built at least to modules_prepare (=y links
-# vmlinux, so a tree built with "make all" avoids building the whole kernel here). The trees are
+# Any other: a source tree and its configured O= tree built with "make all" (System.map is the
+# reference of step 1; INTREE_LINK=1 relinks vmlinux). The trees are
 # never written: in a private mount namespace each is covered, at its own path, by an overlay whose
 # upper layer is a scratch directory, so every command line stays what the tree was built with and
 # make rebuilds only what the vdimg configuration changes (a copy elsewhere would change every
@@ -130,13 +133,52 @@ configure() {
 	[ "$got" = "$want " ] || { not_ok "configure $want (auto.conf: $got)"; return 1; }
 }
 
+# builtin_syms: what linking built-in.a into vmlinux would find wrong, from nm of its objects
+# and the tree's System.map (the kernel without vdimg); prints the problems, fails if any
+builtin_syms() {
+	local map=$kobj/System.map a=$bo/built-in.a bad=0 missing clash
+	[ -s "$map" ] || { echo "# no $map: the tree is not built"; return 1; }
+	[ "$(ar t "$a" | grep -c .)" -gt 0 ] || { echo "# built-in.a lists no object"; return 1; }
+	# (a thin archive: nm and readelf read its members where they lie)
+	nm -P -g --defined-only "$a" | awk 'NF >= 2 && $1 !~ /:$/ {print $1}' |
+		LC_ALL=C sort -u >"$work/own"
+	nm -P -u "$a" | awk 'NF >= 2 && $1 !~ /:$/ {print $1}' | LC_ALL=C sort -u |
+		LC_ALL=C comm -23 - "$work/own" >"$work/used"
+	awk '$2 ~ /^[A-Z]$/ {print $3}' "$map" | LC_ALL=C sort -u >"$work/kernel"
+	missing=$(LC_ALL=C comm -23 "$work/used" "$work/kernel")
+	clash=$(LC_ALL=C comm -12 "$work/own" "$work/kernel")
+	if [ -n "$missing" ]; then
+		echo "$missing" | head -n 20 | sed 's/^/# undefined reference: /'
+		bad=1
+	fi
+	if [ -n "$clash" ]; then
+		echo "$clash" | head -n 20 | sed 's/^/# defined twice (vmlinux has it): /'
+		bad=1
+	fi
+	readelf -p .modinfo "$a" 2>/dev/null |
+		sed -n 's/^ *\[ *[0-9a-f]*\] *//p' >"$work/modinfo"
+	if ! grep -qx 'vdimg\.license=GPL' "$work/modinfo" ||
+			grep -v '^vdimg\.' "$work/modinfo" | grep -q .; then
+		sed 's/^/# modinfo: /' "$work/modinfo" | head -n 10
+		bad=1
+	fi
+	echo "# $(wc -l <"$work/used") symbols used from vmlinux, $(wc -l <"$work/own") defined, $(grep -c . "$work/modinfo") modinfo strings"
+	[ "$bad" -eq 0 ]
+}
+
 if configure "CONFIG_BLK_DEV_VDIMG=y CONFIG_BLK_DEV_VDIMG_ZLIB=y CONFIG_BLK_DEV_VDIMG_ZSTD=y" \
-		-e BLK_DEV_VDIMG -e BLK_DEV_VDIMG_ZLIB -e BLK_DEV_VDIMG_ZSTD &&
-	build "BLK_DEV_VDIMG=y with ZLIB and ZSTD: vmlinux" build-y.log vmlinux; then
-	check "vdimg is built in: built-in.a, modules.builtin" eval \
-		'[ -s "$bo/built-in.a" ] && grep -qx "kernel/drivers/block/vdimg/vdimg.ko" "$kobj/modules.builtin"'
-	check "vmlinux holds vdimg's code (System.map: vdimg_init, vdimg_decompress)" eval \
-		'grep -q " vdimg_init$" "$kobj/System.map" && grep -q " vdimg_decompress$" "$kobj/System.map"'
+		-e BLK_DEV_VDIMG -e BLK_DEV_VDIMG_ZLIB -e BLK_DEV_VDIMG_ZSTD; then
+	if [ "${INTREE_LINK:-0}" = 1 ]; then
+		build "BLK_DEV_VDIMG=y with ZLIB and ZSTD: vmlinux" build-y.log vmlinux &&
+		check "vdimg is built in: built-in.a, modules.builtin" eval \
+			'[ -s "$bo/built-in.a" ] && grep -qx "kernel/drivers/block/vdimg/vdimg.ko" "$kobj/modules.builtin"' &&
+		check "vmlinux holds vdimg's code (System.map: vdimg_init, vdimg_decompress)" eval \
+			'grep -q " vdimg_init$" "$kobj/System.map" && grep -q " vdimg_decompress$" "$kobj/System.map"'
+	elif build "BLK_DEV_VDIMG=y with ZLIB and ZSTD: drivers/block/vdimg/built-in.a" build-y.log \
+			drivers/block/vdimg/; then
+		check "built-in.a links into vmlinux: its symbols resolve, none clashes, modinfo names vdimg" \
+			builtin_syms
+	fi
 fi
 if configure CONFIG_BLK_DEV_VDIMG=m -m BLK_DEV_VDIMG -d BLK_DEV_VDIMG_ZLIB -d BLK_DEV_VDIMG_ZSTD &&
 	build "BLK_DEV_VDIMG=m without ZLIB and ZSTD, W=1: vdimg.ko" build-m.log W=1 \
