@@ -170,7 +170,13 @@ static void vdimg_layer_close(struct vdimg_layer_k *l)
 	if (!l->vf.filp)
 		return;
 	if (l->img.fmt) {
+		u32 i;
+
 		vdimg_image_close(&l->img);
+		vdimg_file_trim_tail(&l->vf, l->name);
+		vdimg_file_trim_tail(&l->data_vf, l->name);
+		for (i = 0; i < l->nr_ext; i++)
+			vdimg_file_trim_tail(&l->ext_vf[i], l->name);
 		mapping_set_gfp_mask(l->vf.filp->f_mapping, l->old_gfp_mask);
 		if (l->data_vf.filp)
 			mapping_set_gfp_mask(l->data_vf.filp->f_mapping, l->data_old_gfp_mask);

@@ -29,6 +29,8 @@ int vdimg_file_write(struct vdimg_file *f, const void *buf, size_t len, u64 off)
 {
 	loff_t pos = off;
 
+	vdimg_file_written(f, off + len);
+
 	while (len) {
 		ssize_t n = kernel_write(f->filp, buf, len, &pos);
 
@@ -47,9 +49,38 @@ int vdimg_file_sync(struct vdimg_file *f)
 	return vfs_fsync(f->filp, 0);
 }
 
+/* @end, once the file has a sparse tail past it (io.c: vdimg_file_ahead()) */
 u64 vdimg_file_size(struct vdimg_file *f)
 {
+	if (smp_load_acquire(&f->ahead))
+		return atomic64_read(&f->end);
 	return i_size_read(f->filp->f_mapping->host);
+}
+
+/* @vf holds data up to @end (or will: called before the write) */
+void vdimg_file_written(struct vdimg_file *vf, u64 end)
+{
+	s64 old = atomic64_read(&vf->end);
+
+	while (old < (s64)end && !atomic64_try_cmpxchg(&vf->end, &old, end))
+		;
+}
+
+/*
+ * Detach: give back the sparse tail past the image's end (vdimg_file_ahead()). Only a tail that
+ * reads as zeros is left if that fails, and the next attach takes it as part of the file.
+ */
+void vdimg_file_trim_tail(struct vdimg_file *vf, const char *name)
+{
+	u64 end = atomic64_read(&vf->end);
+	int ret;
+
+	if (!vf->filp || !vf->ahead || i_size_read(file_inode(vf->filp)) <= end)
+		return;
+	ret = vfs_truncate(&vf->filp->f_path, end);
+	if (ret)
+		pr_warn("%s: cannot trim the file's sparse tail to %llu bytes (error %d)\n", name,
+			end, ret);
 }
 
 bool vdimg_file_fixed_size(struct vdimg_file *f)
@@ -59,9 +90,14 @@ bool vdimg_file_fixed_size(struct vdimg_file *f)
 
 int vdimg_file_truncate(struct vdimg_file *f, u64 size)
 {
+	int ret;
+
 	if (size > LLONG_MAX)
 		return -EFBIG;
-	return vfs_truncate(&f->filp->f_path, size);
+	ret = vfs_truncate(&f->filp->f_path, size);
+	if (!ret)
+		atomic64_set(&f->end, size);
+	return ret;
 }
 
 int vdimg_file_punch(struct vdimg_file *f, u64 off, u64 len)

@@ -102,6 +102,8 @@ static int vdimg_file_iter(struct vdimg_file *vf, struct iov_iter *iter, u64 len
 	int ret = 0;
 
 	iov_iter_truncate(iter, len);
+	if (write)
+		vdimg_file_written(vf, pos + len);
 	if (vf->dio_align && !shared && !((pos | len) & mask) && iov_iter_is_bvec(iter) &&
 	    iov_iter_is_aligned(iter, mask, mask))
 		n = vdimg_file_direct(file, iter, pos, write);
@@ -232,11 +234,65 @@ static int vdimg_alloc_hole(struct vdimg_file *vf, u64 start, u64 len)
 
 	if (!READ_ONCE(vf->holes))
 		return 1;
+	vdimg_file_written(vf, start + len);
 	ret = vfs_fallocate(vf->filp, 0, start, len);
 	if (ret != -EOPNOTSUPP)
 		return ret;
 	WRITE_ONCE(vf->holes, false);
 	return 1;
+}
+
+/*
+ * Sparse tails. File systems take a write past the end of a file one at a time (ext4: the inode
+ * lock held exclusively, the write waited for), so writing new units at an image's end, each past
+ * the end of the file, would go at the speed of one synchronous write at a time, and a fallocate()
+ * per unit waits for every direct I/O in flight on the file. Instead the file is extended ahead
+ * of its data, by a truncate, in steps of an eighth of its size (1 to 16 MiB): the tail is a hole,
+ * reads as zeros, takes no space, and new units in it are written as into any hole of a file (as
+ * loop writes a sparse file), the rest of a unit left a hole. vf->end is then the file's size for
+ * the image (vdimg_file_size()); detach trims the tail (vdimg_file_trim_tail()). After a crash
+ * the file can keep up to one step of sparse tail past the image's end.
+ */
+#define VDIMG_AHEAD_MIN		SZ_1M
+#define VDIMG_AHEAD_MAX		SZ_16M
+
+static DEFINE_MUTEX(vdimg_ahead_lock);
+
+/*
+ * Make [.., @end) of @vf, a NEW unit past the image's end (VDIMG_EXT_FILL_HOLE), part of the
+ * file. Return: true when it is (a hole where not written), false when the file cannot be
+ * extended ahead (no holes, or a truncate failed).
+ */
+static bool vdimg_file_ahead(struct vdimg_file *vf, u64 end)
+{
+	struct inode *inode = file_inode(vf->filp);
+	u64 size, step, target;
+	bool ok = true;
+	int ret;
+
+	if (!READ_ONCE(vf->holes) || READ_ONCE(vf->no_ahead))
+		return false;
+	vdimg_file_written(vf, end);
+	if (end <= i_size_read(inode))
+		return true;
+	mutex_lock(&vdimg_ahead_lock);
+	size = i_size_read(inode);
+	if (end > size) {
+		/* the image's end: what is in the file, and what writes in flight will add */
+		vdimg_file_written(vf, size);
+		smp_store_release(&vf->ahead, true);
+		step = clamp_t(u64, size / 8, VDIMG_AHEAD_MIN, VDIMG_AHEAD_MAX);
+		target = ALIGN(end, (u64)VDIMG_AHEAD_MIN) + step;
+		ret = target <= (u64)inode->i_sb->s_maxbytes ?
+		      vfs_truncate(&vf->filp->f_path, target) : -EFBIG;
+		if (ret) {
+			/* root squashed on NFS, a size limit: fallocate() or the fill, as before */
+			WRITE_ONCE(vf->no_ahead, true);
+			ok = false;
+		}
+	}
+	mutex_unlock(&vdimg_ahead_lock);
+	return ok;
 }
 
 /*
@@ -324,8 +380,11 @@ static int vdimg_write_new(struct vdimg_device *dev, const struct vdimg_extent *
 	u64 head, tail, fill_end;
 	int ret;
 
-	if (!ext->fill_length)
+	if (!ext->fill_length) {
+		if (ext->flags & VDIMG_EXT_FILL_HOLE)
+			vdimg_file_ahead(ext->file, ext->file_offset + ext->length);
 		goto data_only;
+	}
 	fill_end = ext->fill_offset + ext->fill_length;
 	if (WARN_ON_ONCE(ext->fill_offset > ext->offset ||
 			 ext->offset + ext->length > fill_end ||
@@ -337,6 +396,10 @@ static int vdimg_write_new(struct vdimg_device *dev, const struct vdimg_extent *
 	}
 	head = ext->offset - ext->fill_offset;
 	tail = fill_end - (ext->offset + ext->length);
+	if ((ext->flags & VDIMG_EXT_FILL_HOLE) &&
+	    vdimg_file_ahead(ext->file, ext->file_offset - head + ext->fill_length) &&
+	    (zero || (!head && !tail)))
+		goto data_only;		/* the rest of the unit is a hole of the file */
 	if (!head && !tail)
 		goto data_only;		/* the caller writes the whole unit */
 	if ((ext->flags & VDIMG_EXT_FILL_HOLE) && zero) {
@@ -410,6 +473,8 @@ static int vdimg_batch_write(struct vdimg_device *dev, struct vdimg_batch *b,
 
 	if (!b->nr)
 		return ret;
+	if (!ret && (b->ext[b->nr - 1].flags & VDIMG_EXT_FILL_HOLE))
+		vdimg_file_ahead(b->ext[0].file, b->ext[0].file_offset + b->len);
 	if (!ret)
 		ret = vdimg_file_iter(b->ext[0].file, iter, b->len, b->ext[0].file_offset, true,
 				      false);
@@ -733,6 +798,9 @@ static int vdimg_submit_aio(struct vdimg_cmd *cmd, struct vdimg_layer_k *layer, 
 	ssize_t ret;
 
 	vdimg_rq_iter(cmd, &iter, write ? ITER_SOURCE : ITER_DEST);
+	if (write)
+		vdimg_file_written(data_file ? &layer->data_vf : &layer->vf,
+				   file_pos + blk_rq_bytes(cmd->rq));
 	atomic_set(&cmd->ref, 2);
 	cmd->iocb.ki_pos = file_pos;
 	cmd->iocb.ki_filp = file;

@@ -31,7 +31,18 @@ struct vdimg_file {
 	unsigned int dio_align;
 	/* fallocate() may allocate new units at the end, not write their zero fill (io.c) */
 	bool holes;
+	/*
+	 * The file's end as the image sees it (vdimg_file_size() once @ahead): every write moves it
+	 * past what it writes before it starts. With @ahead the file may go on past it, a sparse
+	 * tail that vdimg_file_ahead() (io.c) made and detach trims.
+	 */
+	atomic64_t end;
+	bool ahead;
+	bool no_ahead;			/* a truncate failed: units go back to fallocate() */
 };
+
+void vdimg_file_written(struct vdimg_file *vf, u64 end);
+void vdimg_file_trim_tail(struct vdimg_file *vf, const char *name);
 
 struct vdimg_layer_k {
 	struct vdimg_image img;
