@@ -52,6 +52,7 @@ int vdimg_file_sync(struct vdimg_file *f)
 /* @end, once the file has a sparse tail past it (io.c: vdimg_file_ahead()) */
 u64 vdimg_file_size(struct vdimg_file *f)
 {
+	/* pairs with vdimg_file_ahead(): @end is valid once @ahead reads true */
 	if (smp_load_acquire(&f->ahead))
 		return atomic64_read(&f->end);
 	return i_size_read(f->filp->f_mapping->host);

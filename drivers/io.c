@@ -280,6 +280,7 @@ static bool vdimg_file_ahead(struct vdimg_file *vf, u64 end)
 	if (end > size) {
 		/* the image's end: what is in the file, and what writes in flight will add */
 		vdimg_file_written(vf, size);
+		/* pairs with vdimg_file_size(): @end is set before readers switch to it */
 		smp_store_release(&vf->ahead, true);
 		step = clamp_t(u64, size / 8, VDIMG_AHEAD_MIN, VDIMG_AHEAD_MAX);
 		target = ALIGN(end, (u64)VDIMG_AHEAD_MIN) + step;
