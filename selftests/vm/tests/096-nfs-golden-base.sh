@@ -39,20 +39,20 @@ echo "$EXP 127.0.0.1(rw,sync,no_subtree_check,no_root_squash,fsid=96)" >/etc/exp
 "$EXPORTFS" -r || die "exportfs -r"
 "$MOUNTD" -F -N 2 -N 3 -u >"$W/mountd.log" 2>&1 &
 mountd_pid=$!
-"$NFSD" -N 3 -V 4.1 -V 4.2 -U -H 127.0.0.1 2 || die "rpc.nfsd"
+"$NFSD" -N 3 -V 4.1 -V 4.2 -U -H 127.0.0.1 -p 2049 2 || die "rpc.nfsd"
 # no client has state to reclaim: end the grace period (at least 10 s), in which opens and locks wait
 echo Y >/proc/fs/nfsd/v4_end_grace || die "end the NFSv4 grace period"
 
-# --- the golden base, written on the server with known content: 4 MiB of 0x5a, 4 MiB of 0xc3,
-# 8 MiB never written (zeros)
+# --- the golden base, written on the server with known content: 2 MiB of 0x5a, 2 MiB of 0xc3,
+# 4 MiB never written (zeros)
 base=$EXP/base.qcow2
-"$QEMU_IMG" create -q -f qcow2 "$base" 16M || die "create the base"
-"$QEMU_IO" -f qcow2 -c "write -P 0x5a 0 4M" -c "write -P 0xc3 4M 4M" "$base" >/dev/null ||
+"$QEMU_IMG" create -q -f qcow2 "$base" 8M || die "create the base"
+"$QEMU_IO" -f qcow2 -c "write -P 0x5a 0 2M" -c "write -P 0xc3 2M 2M" "$base" >/dev/null ||
 	die "write the base"
 {
-	head -c $((4 * MIB)) /dev/zero | tr '\0' '\132'
-	head -c $((4 * MIB)) /dev/zero | tr '\0' '\303'
-	head -c $((8 * MIB)) /dev/zero
+	head -c $((2 * MIB)) /dev/zero | tr '\0' '\132'
+	head -c $((2 * MIB)) /dev/zero | tr '\0' '\303'
+	head -c $((4 * MIB)) /dev/zero
 } >"$LOC/base.expect"
 touch -d '2001-02-03 04:05:06' "$base"	# an mtime any write would change
 base_sha=$(sha_of "$base")
@@ -60,8 +60,8 @@ base_mtime=$(stat -c %y "$base")
 
 # --- two clients: different minor versions make two NFS clients, each with its own client ID,
 # lease and lock owners at the server, and its own inodes, as two hosts would have
-"$MOUNT_NFS4" "127.0.0.1:$EXP" "$HA" -o vers=4.2 || die "mount the export at $HA (NFS 4.2)"
-"$MOUNT_NFS4" "127.0.0.1:$EXP" "$HB" -o vers=4.1 || die "mount the export at $HB (NFS 4.1)"
+"$MOUNT_NFS4" "127.0.0.1:$EXP" "$HA" -o vers=4.2,sec=sys || die "mount the export at $HA (NFS 4.2)"
+"$MOUNT_NFS4" "127.0.0.1:$EXP" "$HB" -o vers=4.1,sec=sys || die "mount the export at $HB (NFS 4.1)"
 check_eq "both mounts are NFSv4 with different minor versions" \
 	"$(awk -v a="$HA" -v b="$HB" '$2 == a || $2 == b {print $3, $4}' /proc/mounts |
 		grep -o '^nfs4 .*vers=4\.[12]' | sed 's/ .*vers=/ /' | sort | tr '\n' ' ')" \
@@ -88,12 +88,12 @@ check "device B reads the base" cmp "$db" "$LOC/base.expect"
 # writes: A over the 0x5a/0xc3 boundary, B over the 0xc3/zero boundary
 cp "$LOC/base.expect" "$LOC/a.expect"
 cp "$LOC/base.expect" "$LOC/b.expect"
-head -c $((2 * MIB)) /dev/zero | tr '\0' '\241' >"$LOC/pa"
-head -c $((3 * MIB)) /dev/zero | tr '\0' '\262' >"$LOC/pb"
-check "write 2 MiB at 3 MiB to device A" dd if="$LOC/pa" of="$da" bs=1M seek=3 oflag=direct status=none
-check "write 3 MiB at 7 MiB to device B" dd if="$LOC/pb" of="$db" bs=1M seek=7 oflag=direct status=none
-dd if="$LOC/pa" of="$LOC/a.expect" bs=1M seek=3 conv=notrunc status=none
-dd if="$LOC/pb" of="$LOC/b.expect" bs=1M seek=7 conv=notrunc status=none
+head -c $MIB /dev/zero | tr '\0' '\241' >"$LOC/pa"
+head -c $((3 * MIB / 2)) /dev/zero | tr '\0' '\262' >"$LOC/pb"
+check "write 1 MiB at 1.5 MiB to device A" dd if="$LOC/pa" of="$da" bs=512k seek=3 oflag=direct status=none
+check "write 1.5 MiB at 3.5 MiB to device B" dd if="$LOC/pb" of="$db" bs=512k seek=7 oflag=direct status=none
+dd if="$LOC/pa" of="$LOC/a.expect" bs=512k seek=3 conv=notrunc status=none
+dd if="$LOC/pb" of="$LOC/b.expect" bs=512k seek=7 conv=notrunc status=none
 check "device A reads its writes over the base" cmp "$da" "$LOC/a.expect"
 check "device B reads its writes, not A's" cmp "$db" "$LOC/b.expect"
 check_eq "the base file is unchanged while both devices run" "$(sha_of "$base")" "$base_sha"
@@ -116,7 +116,7 @@ case $out in
 *) fail "qemu-io refuses to open the base for writing (qemu's lock)" "$out" ;;
 esac
 check "qemu-io reads the base read-only meanwhile" \
-	"$QEMU_IO" -r -f qcow2 -c "read -P 0xc3 4M 64k" "$HA/base.qcow2"
+	"$QEMU_IO" -r -f qcow2 -c "read -P 0xc3 2M 64k" "$HA/base.qcow2"
 check "qemu-img info opens it too" "$QEMU_IMG" info "$HB/base.qcow2"
 dr=$(vd_attach -r "$HB/base.qcow2") && ok "a third, read-only device on the base is allowed" ||
 	fail "a third, read-only device on the base is allowed"
@@ -159,5 +159,19 @@ check_eq "overlay A holds A's writes" "$(raw_sha "$LOC/a.qcow2" qcow2)" "$(sha_o
 check_eq "overlay B holds B's writes" "$(raw_sha "$LOC/b.qcow2" qcow2)" "$(sha_of "$LOC/b.expect")"
 check_eq "the base's bytes are unchanged" "$(sha_of "$base")" "$base_sha"
 check_eq "the base's mtime is unchanged" "$(stat -c %y "$base")" "$base_mtime"
-check_eq "the base reads as it was written" "$(raw_sha "$base" qcow2)" "$(sha_of "$LOC/base.expect")"
+
+# --- the export withdrawn under a device (as a server that lost the file would answer): reads
+# that reach the base fail with EIO from the server's NFS4ERR_STALE, nothing hangs, the overlay's
+# own data still reads and the device detaches
+da=$(vd_attach "$LOC/a.qcow2") || die "attach overlay A again"
+"$EXPORTFS" -ua || die "exportfs -ua"
+echo 3 >/proc/sys/vm/drop_caches
+check_fail "with the export withdrawn, a read of base data through device A fails" \
+	dd if="$da" of=/dev/null bs=64k count=1 iflag=direct status=none
+check "the kernel log names the device and the failed read" \
+	sh -c "dmesg | grep '${da#/dev/}: read of .* failed'"
+check_eq "the overlay's own data still reads" \
+	"$(dd if="$da" bs=512k skip=3 count=2 iflag=direct status=none | sha256sum | cut -d' ' -f1)" \
+	"$(sha_of "$LOC/pa")"
+check "device A detaches" vd_detach "$da"
 done_testing
