@@ -1,5 +1,5 @@
 #!/bin/sh
-# A read-only golden base on NFS under two local overlays (issue 18): kernel nfsd exports a QCOW2 base (NFSv4 only, loopback), two client mounts of it stand in for two hosts, each attaches its own local overlay over the base through its mount; each device reads its own writes and the base, the base's bytes and mtime never change; the qemu-compatible OFD locks reach the server's lock manager: a writer on one client is refused while the other reads or writes the image, qemu refuses to write the base the devices read, read-only opens are shared; the module's own EBUSY check sees one client's inode only
+# A read-only golden base on NFS under local overlays (issue 18): kernel nfsd exports a QCOW2 base (NFSv4 only, loopback); two client mounts (4.2 read-write, 4.1 read-only: two NFS clients) stand in for two hosts, each attaches its own local overlay over the base; each device reads the base and its own writes, the base's bytes and mtime never change; vdimgctl's OFD locks reach the server: a writable attach or a qemu writer on one client is refused while the other client reads the base, a reader while the other writes, read-only opens are shared; the module's own EBUSY check sees one client's inode only; an export withdrawn under a device fails its reads with EIO without a hang
 # timeout: 150
 . /vmtest/lib.sh
 require_vdimg
@@ -13,8 +13,8 @@ require_module nfsv4
 
 W=$TEST_WORK
 EXP=$W/export		# the server's directory (local ext4)
-HA=$W/hostA		# client mount A: NFS 4.2
-HB=$W/hostB		# client mount B: NFS 4.1
+HA=$W/hostA		# client mount A: NFS 4.2, read-write (the host that maintains the base)
+HB=$W/hostB		# client mount B: NFS 4.1, read-only (a host that only uses it)
 LOC=$W/local		# each "host"'s local disk: the overlays
 MIB=1048576
 mkdir -p "$EXP" "$HA" "$HB" "$LOC" /var/lib/nfs/v4recovery
@@ -58,10 +58,12 @@ touch -d '2001-02-03 04:05:06' "$base"	# an mtime any write would change
 base_sha=$(sha_of "$base")
 base_mtime=$(stat -c %y "$base")
 
-# --- two clients: different minor versions make two NFS clients, each with its own client ID,
-# lease and lock owners at the server, and its own inodes, as two hosts would have
+# --- two "hosts": different minor versions make two NFS clients, each with its own client ID,
+# lease and lock owners at the server, and its own superblock and inodes, as two hosts would have
+# (two mounts with the same options would share one superblock and its locks on this client)
 "$MOUNT_NFS4" "127.0.0.1:$EXP" "$HA" -o vers=4.2,sec=sys || die "mount the export at $HA (NFS 4.2)"
-"$MOUNT_NFS4" "127.0.0.1:$EXP" "$HB" -o vers=4.1,sec=sys || die "mount the export at $HB (NFS 4.1)"
+"$MOUNT_NFS4" "127.0.0.1:$EXP" "$HB" -o ro,vers=4.1,sec=sys ||
+	die "mount the export at $HB (NFS 4.1, read-only)"
 check_eq "both mounts are NFSv4 with different minor versions" \
 	"$(awk -v a="$HA" -v b="$HB" '$2 == a || $2 == b {print $3, $4}' /proc/mounts |
 		grep -o '^nfs4 .*vers=4\.[12]' | sed 's/ .*vers=/ /' | sort | tr '\n' ' ')" \
@@ -108,12 +110,22 @@ expect_busy() { # expect_busy NAME ARGS...: vdimgctl attach ARGS is refused by t
 	*) fail "$name" "$out" ;;
 	esac
 }
+qemu_refused() { # qemu_refused NAME QEMU-IO-ARGS...: qemu-io fails to get its lock
+	local name=$1 out
+	shift
+	out=$("$QEMU_IO" "$@" 2>&1)
+	case $out in
+	*"Failed to get"*"lock"*) ok "$name" ;;
+	*) fail "$name" "$out" ;;
+	esac
+}
 expect_busy "a writable attach of the base through mount A is refused (lock)" -t qcow2 "$HA/base.qcow2"
-expect_busy "... and through mount B, the other client" -t qcow2 "$HB/base.qcow2"
-out=$("$QEMU_IO" -f qcow2 -c "read 0 512" "$HB/base.qcow2" 2>&1)
+qemu_refused "qemu-io refuses to open the base for writing (qemu's lock)" \
+	-f qcow2 -c "read 0 512" "$HA/base.qcow2"
+out=$("$VDIMGCTL" attach --show -t qcow2 "$HB/base.qcow2" 2>&1) && vd_detach "$out"
 case $out in
-*"Failed to get"*"lock"*) ok "qemu-io refuses to open the base for writing (qemu's lock)" ;;
-*) fail "qemu-io refuses to open the base for writing (qemu's lock)" "$out" ;;
+*"Read-only file system"*) ok "a writable attach through the read-only mount B fails (EROFS)" ;;
+*) fail "a writable attach through the read-only mount B fails (EROFS)" "$out" ;;
 esac
 check "qemu-io reads the base read-only meanwhile" \
 	"$QEMU_IO" -r -f qcow2 -c "read -P 0xc3 2M 64k" "$HA/base.qcow2"
@@ -122,17 +134,20 @@ dr=$(vd_attach -r "$HB/base.qcow2") && ok "a third, read-only device on the base
 	fail "a third, read-only device on the base is allowed"
 [ -n "$dr" ] && check "it reads the base" cmp "$dr" "$LOC/base.expect" && vd_detach "$dr"
 
-# --- one image written from one client: the other client's attach is refused by the lock; the
-# module's own check compares inodes and so sees only attaches through the same mount
+# only client B reads the base now: its lock, taken through a read-only mount, is on the server
+check "detach device A" vd_detach "$da"
+expect_busy "with only client B reading the base, client A's writable attach is refused" \
+	-t qcow2 "$HA/base.qcow2"
+qemu_refused "... and so is qemu-io writing it on client A" -f raw -c "read 0 512" "$HA/base.qcow2"
+
+# --- an image written through client A: client B's attach is refused by the lock; the module's
+# own check compares inodes and so sees only attaches through the same mount
 "$QEMU_IMG" create -q -f qcow2 "$EXP/shared.qcow2" 4M || die "create shared.qcow2"
 dw=$(vd_attach "$HA/shared.qcow2") || die "attach shared.qcow2 writable through mount A"
-expect_busy "a writable attach through mount B is refused while A writes the image" "$HB/shared.qcow2"
-expect_busy "a read-only one too" -r "$HB/shared.qcow2"
-out=$("$QEMU_IO" -r -f qcow2 -c "read 0 512" "$HB/shared.qcow2" 2>&1)
-case $out in
-*"Failed to get"*"lock"*) ok "qemu-io on client B refuses the image client A writes" ;;
-*) fail "qemu-io on client B refuses the image client A writes" "$out" ;;
-esac
+expect_busy "a read-only attach through mount B is refused while client A writes the image" \
+	-r "$HB/shared.qcow2"
+qemu_refused "qemu-io on client B refuses the image client A writes" \
+	-r -f qcow2 -c "read 0 512" "$HB/shared.qcow2"
 out=$("$VDIMGCTL" attach --no-lock --show "$HA/shared.qcow2" 2>&1) && vd_detach "$out"
 case $out in
 *"in use"*) ok "without the locks, the module refuses a second writer through the same mount" ;;
@@ -140,36 +155,35 @@ case $out in
 esac
 out=$("$VDIMGCTL" attach --no-lock -r --show "$HB/shared.qcow2" 2>&1)
 if [ -b "$out" ]; then
-	ok "... but not through the other client's mount (another inode): only the locks reach across hosts"
+	ok "... but not a reader through the other client's mount (another inode): only the locks reach across hosts"
 	vd_detach "$out"
 else
-	fail "... but not through the other client's mount (another inode): only the locks reach across hosts" "$out"
+	fail "... but not a reader through the other client's mount (another inode): only the locks reach across hosts" "$out"
 fi
 check "detach the writer" vd_detach "$dw"
-dw=$(vd_attach "$HB/shared.qcow2") && ok "client B attaches it writable once A let go" ||
-	fail "client B attaches it writable once A let go"
+dw=$(vd_attach -r "$HB/shared.qcow2") && ok "client B attaches it once client A let go" ||
+	fail "client B attaches it once client A let go"
 [ -n "$dw" ] && vd_detach "$dw"
 
 # --- after the detach: nobody holds the base, each overlay keeps its own writes
-check "detach device A" vd_detach "$da"
 check "detach device B" vd_detach "$db"
 check "the base opens for writing again (locks released on the server)" \
-	"$QEMU_IO" -f raw -c "read 0 512" "$HB/base.qcow2"
+	"$QEMU_IO" -f raw -c "read 0 512" "$HA/base.qcow2"
 check_eq "overlay A holds A's writes" "$(raw_sha "$LOC/a.qcow2" qcow2)" "$(sha_of "$LOC/a.expect")"
 check_eq "overlay B holds B's writes" "$(raw_sha "$LOC/b.qcow2" qcow2)" "$(sha_of "$LOC/b.expect")"
 check_eq "the base's bytes are unchanged" "$(sha_of "$base")" "$base_sha"
 check_eq "the base's mtime is unchanged" "$(stat -c %y "$base")" "$base_mtime"
 
-# --- the export withdrawn under a device (as a server that lost the file would answer): reads
-# that reach the base fail with EIO from the server's NFS4ERR_STALE, nothing hangs, the overlay's
-# own data still reads and the device detaches
+# --- the export withdrawn under a device (as a server that no longer serves the file would
+# answer): reads that reach the base fail with EIO, nothing hangs, the overlay's own data still
+# reads and the device detaches
 da=$(vd_attach "$LOC/a.qcow2") || die "attach overlay A again"
 "$EXPORTFS" -ua || die "exportfs -ua"
 echo 3 >/proc/sys/vm/drop_caches
 check_fail "with the export withdrawn, a read of base data through device A fails" \
 	dd if="$da" of=/dev/null bs=64k count=1 iflag=direct status=none
 check "the kernel log names the device and the failed read" \
-	sh -c "dmesg | grep '${da#/dev/}: read of .* failed'"
+	sh -c "dmesg | grep -i '${da#/dev/}: read of .* failed'"
 check_eq "the overlay's own data still reads" \
 	"$(dd if="$da" bs=512k skip=3 count=2 iflag=direct status=none | sha256sum | cut -d' ' -f1)" \
 	"$(sha_of "$LOC/pa")"
