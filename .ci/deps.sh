@@ -46,3 +46,7 @@ apt-get install -y -qq --no-install-recommends dpkg-dev debhelper dh-dkms dkms l
 	openssl >/dev/null
 # crash replay and fault tests (selftests/vm/tests/340-log-writes.sh, 345-dm-flakey.sh): dmsetup in the guest
 apt-get install -y -qq --no-install-recommends dmsetup >/dev/null
+# NFS golden-base test (selftests/vm/tests/096-nfs-golden-base.sh): the NFSv4 server (rpc.nfsd,
+# rpc.mountd, exportfs) and client (mount.nfs4) in the guest; policy-rc.d or no init keeps the host's
+# own services from starting
+apt-get install -y -qq --no-install-recommends nfs-kernel-server nfs-common >/dev/null
