@@ -1,5 +1,5 @@
 #!/bin/sh
-# A read-only golden base on NFS under local overlays (issue 18): kernel nfsd exports a QCOW2 base (NFSv4 only, loopback); two client mounts (4.2 read-write, 4.1 read-only: two NFS clients) stand in for two hosts, each attaches its own local overlay over the base; each device reads the base and its own writes, the base's bytes and mtime never change; vdimgctl's OFD locks reach the server: a writable attach or a qemu writer on one client is refused while the other client reads the base, a reader while the other writes, read-only opens are shared; the module's own EBUSY check sees one client's inode only; an export withdrawn under a device fails its reads with EIO without a hang
+# A read-only golden base on NFS under local overlays (issue 18): kernel nfsd exports a QCOW2 base (NFSv4 only, loopback); two client mounts (4.2 read-write, 4.1 read-only: two NFS clients) stand in for two hosts, each attaches its own local overlay over the base; each device reads the base and its own writes, the base's bytes and mtime never change; vdimgctl's OFD locks reach the server: a writable attach or a qemu writer on one client is refused while the other client reads the base, a reader while the other writes, read-only opens are shared; the module's own EBUSY check sees one client's inode only; a base renamed over on the server goes on being read, an export withdrawn under a device fails its reads with EIO without a hang
 # timeout: 150
 . /vmtest/lib.sh
 require_vdimg
@@ -178,6 +178,13 @@ check_eq "the base's mtime is unchanged" "$(stat -c %y "$base")" "$base_mtime"
 # answer): reads that reach the base fail with EIO, nothing hangs, the overlay's own data still
 # reads and the device detaches
 da=$(vd_attach "$LOC/a.qcow2") || die "attach overlay A again"
+# a new base moved over the old one on the server: the device keeps the file it opened
+cp "$base" "$EXP/base.new" || die "copy the base"
+"$QEMU_IO" -f qcow2 -c "write -P 0x11 0 4M" "$EXP/base.new" >/dev/null || die "write base.new"
+mv "$EXP/base.new" "$base" || die "rename base.new over the base"
+echo 3 >/proc/sys/vm/drop_caches
+check "after a rename replaced the base on the server, device A still reads the one it opened" \
+	sh -c "/usr/bin/dd if=$da bs=1M iflag=direct status=none | /usr/bin/cmp - $LOC/a.expect"
 "$EXPORTFS" -ua || die "exportfs -ua"
 echo 3 >/proc/sys/vm/drop_caches
 check_fail "with the export withdrawn, a read of base data through device A fails" \
