@@ -40,7 +40,8 @@ echo "$EXP 127.0.0.1(rw,sync,no_subtree_check,no_root_squash,fsid=96)" >/etc/exp
 "$MOUNTD" -F -N 2 -N 3 -u >"$W/mountd.log" 2>&1 &
 mountd_pid=$!
 "$NFSD" -N 3 -V 4.1 -V 4.2 -U -H 127.0.0.1 -p 2049 2 || die "rpc.nfsd"
-# no client has state to reclaim: end the grace period (at least 10 s), in which opens and locks wait
+# no client has state to reclaim: end the grace period (10 s at least), in which opens and
+# locks wait
 echo Y >/proc/fs/nfsd/v4_end_grace || die "end the NFSv4 grace period"
 
 # --- the golden base, written on the server with known content: 2 MiB of 0x5a, 2 MiB of 0xc3,
@@ -92,8 +93,10 @@ cp "$LOC/base.expect" "$LOC/a.expect"
 cp "$LOC/base.expect" "$LOC/b.expect"
 head -c $MIB /dev/zero | tr '\0' '\241' >"$LOC/pa"
 head -c $((3 * MIB / 2)) /dev/zero | tr '\0' '\262' >"$LOC/pb"
-check "write 1 MiB at 1.5 MiB to device A" dd if="$LOC/pa" of="$da" bs=512k seek=3 oflag=direct status=none
-check "write 1.5 MiB at 3.5 MiB to device B" dd if="$LOC/pb" of="$db" bs=512k seek=7 oflag=direct status=none
+check "write 1 MiB at 1.5 MiB to device A" \
+	dd if="$LOC/pa" of="$da" bs=512k seek=3 oflag=direct status=none
+check "write 1.5 MiB at 3.5 MiB to device B" \
+	dd if="$LOC/pb" of="$db" bs=512k seek=7 oflag=direct status=none
 dd if="$LOC/pa" of="$LOC/a.expect" bs=512k seek=3 conv=notrunc status=none
 dd if="$LOC/pb" of="$LOC/b.expect" bs=512k seek=7 conv=notrunc status=none
 check "device A reads its writes over the base" cmp "$da" "$LOC/a.expect"
@@ -119,7 +122,8 @@ qemu_refused() { # qemu_refused NAME QEMU-IO-ARGS...: qemu-io fails to get its l
 	*) fail "$name" "$out" ;;
 	esac
 }
-expect_busy "a writable attach of the base through mount A is refused (lock)" -t qcow2 "$HA/base.qcow2"
+expect_busy "a writable attach of the base through mount A is refused (lock)" \
+	-t qcow2 "$HA/base.qcow2"
 qemu_refused "qemu-io refuses to open the base for writing (qemu's lock)" \
 	-f qcow2 -c "read 0 512" "$HA/base.qcow2"
 out=$("$VDIMGCTL" attach --show -t qcow2 "$HB/base.qcow2" 2>&1) && vd_detach "$out"
@@ -154,11 +158,12 @@ case $out in
 *) fail "without the locks, the module refuses a second writer through the same mount" "$out" ;;
 esac
 out=$("$VDIMGCTL" attach --no-lock -r --show "$HB/shared.qcow2" 2>&1)
+what="... but not a reader through the other client's mount (another inode): only the locks reach across hosts"
 if [ -b "$out" ]; then
-	ok "... but not a reader through the other client's mount (another inode): only the locks reach across hosts"
+	ok "$what"
 	vd_detach "$out"
 else
-	fail "... but not a reader through the other client's mount (another inode): only the locks reach across hosts" "$out"
+	fail "$what" "$out"
 fi
 check "detach the writer" vd_detach "$dw"
 dw=$(vd_attach -r "$HB/shared.qcow2") && ok "client B attaches it once client A let go" ||
@@ -174,17 +179,18 @@ check_eq "overlay B holds B's writes" "$(raw_sha "$LOC/b.qcow2" qcow2)" "$(sha_o
 check_eq "the base's bytes are unchanged" "$(sha_of "$base")" "$base_sha"
 check_eq "the base's mtime is unchanged" "$(stat -c %y "$base")" "$base_mtime"
 
-# --- the export withdrawn under a device (as a server that no longer serves the file would
-# answer): reads that reach the base fail with EIO, nothing hangs, the overlay's own data still
-# reads and the device detaches
+# --- a new base moved over the old one on the server: the device keeps the file it opened
 da=$(vd_attach "$LOC/a.qcow2") || die "attach overlay A again"
-# a new base moved over the old one on the server: the device keeps the file it opened
 cp "$base" "$EXP/base.new" || die "copy the base"
 "$QEMU_IO" -f qcow2 -c "write -P 0x11 0 4M" "$EXP/base.new" >/dev/null || die "write base.new"
 mv "$EXP/base.new" "$base" || die "rename base.new over the base"
 echo 3 >/proc/sys/vm/drop_caches
 check "after a rename replaced the base on the server, device A still reads the one it opened" \
 	sh -c "/usr/bin/dd if=$da bs=1M iflag=direct status=none | /usr/bin/cmp - $LOC/a.expect"
+
+# --- the export withdrawn under the device (as a server that no longer serves the file would
+# answer): reads that reach the base fail with EIO, nothing hangs, the overlay's own data still
+# reads and the device detaches
 "$EXPORTFS" -ua || die "exportfs -ua"
 echo 3 >/proc/sys/vm/drop_caches
 check_fail "with the export withdrawn, a read of base data through device A fails" \
