@@ -69,8 +69,8 @@ check_eq "both mounts are NFSv4 with different minor versions" \
 	"$(awk -v a="$HA" -v b="$HB" '$2 == a || $2 == b {print $3, $4}' /proc/mounts |
 		grep -o '^nfs4 .*vers=4\.[12]' | sed 's/ .*vers=/ /' | sort | tr '\n' ' ')" \
 	"nfs4 4.1 nfs4 4.2 "
-check_eq "the two mounts are two file systems (two clients' inodes)" \
-	"$([ "$(stat -c %d "$HA/base.qcow2")" != "$(stat -c %d "$HB/base.qcow2")" ] && echo yes)" yes
+check "the two mounts are two file systems (two clients' inodes)" \
+	[ "$(stat -c %d "$HA/base.qcow2")" != "$(stat -c %d "$HB/base.qcow2")" ]
 check "the base reads the same through both mounts" cmp "$HA/base.qcow2" "$HB/base.qcow2"
 
 # --- each host's own overlay on its local disk, over the base through its own mount
@@ -197,8 +197,7 @@ check_fail "with the export withdrawn, a read of base data through device A fail
 	dd if="$da" of=/dev/null bs=64k count=1 iflag=direct status=none
 check "the kernel log names the device and the failed read" \
 	sh -c "dmesg | grep -i '${da#/dev/}: read of .* failed'"
-check_eq "the overlay's own data still reads" \
-	"$(dd if="$da" bs=512k skip=3 count=2 iflag=direct status=none | sha256sum | cut -d' ' -f1)" \
-	"$(sha_of "$LOC/pa")"
+check "the overlay's own data still reads" sh -c \
+	"/usr/bin/dd if=$da bs=512k skip=3 count=2 iflag=direct status=none | /usr/bin/cmp - $LOC/pa"
 check "device A detaches" vd_detach "$da"
 done_testing
