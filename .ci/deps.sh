@@ -46,3 +46,10 @@ apt-get install -y -qq --no-install-recommends dpkg-dev debhelper dh-dkms dkms l
 	openssl >/dev/null
 # crash replay and fault tests (selftests/vm/tests/340-log-writes.sh, 345-dm-flakey.sh): dmsetup in the guest
 apt-get install -y -qq --no-install-recommends dmsetup >/dev/null
+# NFS golden-base test (selftests/vm/tests/096-nfs-golden-base.sh): the NFSv4 server (rpc.nfsd,
+# rpc.mountd, exportfs) and client (mount.nfs4) are copied into the guest; the host needs no NFS
+# server of its own, so a systemd host does not keep the one the package enables
+apt-get install -y -qq --no-install-recommends nfs-kernel-server nfs-common >/dev/null
+if [ -d /run/systemd/system ]; then
+	systemctl disable --now nfs-server.service >/dev/null 2>&1 || true
+fi

@@ -768,6 +768,14 @@ static void vdimg_zero_tail(struct request *rq, unsigned int done)
 	}
 }
 
+/* the kernel log line of a failed request, from the worker and from a kiocb's completion */
+static void vdimg_log_failure(struct vdimg_device *dev, struct request *rq, int ret)
+{
+	pr_err_ratelimited("vdimg%d: %s of %u bytes at sector %llu (%s) failed: %d\n",
+			   dev->index, blk_op_str(req_op(rq)), blk_rq_bytes(rq),
+			   (unsigned long long)blk_rq_pos(rq), vdimg_top(dev)->name, ret);
+}
+
 static void vdimg_aio_complete(struct kiocb *iocb, long ret)
 {
 	struct vdimg_cmd *cmd = container_of(iocb, struct vdimg_cmd, iocb);
@@ -781,6 +789,8 @@ static void vdimg_aio_complete(struct kiocb *iocb, long ret)
 		else
 			ret = -EIO;
 	}
+	if (ret < 0)
+		vdimg_log_failure(rq->q->queuedata, rq, ret);
 	cmd->ret = ret < 0 ? ret : 0;
 	vdimg_aio_done(cmd);
 }
@@ -941,10 +951,7 @@ static void vdimg_cmd_work(struct work_struct *work)
 	if (ret == -EIOCBQUEUED)
 		return;
 	if (ret)
-		pr_err_ratelimited("vdimg%d: %s of %u bytes at sector %llu (%s) failed: %d\n",
-				   dev->index, blk_op_str(req_op(cmd->rq)), blk_rq_bytes(cmd->rq),
-				   (unsigned long long)blk_rq_pos(cmd->rq),
-				   vdimg_top(dev)->name, ret);
+		vdimg_log_failure(dev, cmd->rq, ret);
 	cmd->ret = ret;
 	blk_mq_complete_request(cmd->rq);
 }

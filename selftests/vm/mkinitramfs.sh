@@ -48,6 +48,7 @@ MODULES="virtio_pci virtio_blk ext4 crc32c_generic loop nbd"
 MODULES="$MODULES isofs"	# 105-cue: ISO 9660 on a CUE data track
 MODULES="$MODULES dm-log-writes dm-flakey"	# 340-log-writes (dm-mod comes as their dependency)
 MODULES="$MODULES dm-dust"	# 349-dm-dust: the debug kernel's only (Debian's do not build it)
+MODULES="$MODULES nfsd nfsv4"	# 096-nfs-golden-base: NFSv4 server and client over loopback
 # Userspace tools (absolute paths in the guest are the host's paths).
 TOOLS="/usr/bin/fio /usr/bin/qemu-img /usr/bin/qemu-nbd /usr/sbin/mkfs.ext4 /usr/sbin/mke2fs
 /usr/sbin/e2fsck /usr/sbin/sfdisk /usr/sbin/blkid /usr/sbin/losetup /usr/sbin/blkdiscard
@@ -57,6 +58,8 @@ TOOLS="$TOOLS /usr/bin/mount /usr/bin/umount"	# 330-mount-helper: util-linux mou
 TOOLS="$TOOLS /usr/sbin/resize2fs"	# 325-online-grow: grows the mounted ext4
 TOOLS="$TOOLS /usr/sbin/dmsetup"	# 340-log-writes: dm-log-writes under the host fs
 TOOLS="$TOOLS /usr/sbin/filefrag"	# 349-dm-dust: where an image's data lies on the host fs
+# 096-nfs-golden-base: the NFSv4 server (nfs-kernel-server) and client (nfs-common)
+TOOLS="$TOOLS /usr/sbin/rpc.nfsd /usr/sbin/rpc.mountd /usr/sbin/exportfs /sbin/mount.nfs4"
 
 root=$(mktemp -d "${TMPDIR:-/tmp}/vdimg-initramfs.XXXXXX")
 trap 'rm -rf "$root"' EXIT
@@ -114,6 +117,14 @@ printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
 ln -s /proc/mounts "$root/etc/mtab"
 if [ -f /etc/mke2fs.conf ]; then
 	cp /etc/mke2fs.conf "$root/etc/"
+fi
+# the NFS server's state (exportfs writes etab; nfsd keeps v4 client records) and libtirpc's
+# transport list (rpc.mountd)
+mkdir -p "$root/var/lib/nfs/v4recovery"
+: >"$root/var/lib/nfs/etab"
+: >"$root/var/lib/nfs/rmtab"
+if [ -f /etc/netconfig ]; then
+	cp /etc/netconfig "$root/etc/"
 fi
 
 # --- kernel modules
