@@ -4,7 +4,8 @@
  * sparse VMDK, through the userspace library with vdimg_fixed_size_test set: every file then
  * counts as fixed-size, as an LV or a LUN does, and a regular file stands for the device. Each
  * image is made and filled by qemu-img and qemu-io, copied to the start of a "device" 6 MiB larger
- * whose tail holds old bytes (0xa5, what a reused LV holds), and written into a new block: the
+ * whose tail holds old bytes (0xa5, what a reused LV holds; for a twoGbMaxExtentSparse VMDK, its
+ * extent file stands for the device), and written into a new block: the
  * new data must go right after the image's data (not after the device's end), read back, leave
  * the old data alone, the tail's old bytes must not show through (zeroed new blocks and tables),
  * `qemu-img check` (ours for VHD, which qemu cannot check, plus vhdiinfo when installed) must find
@@ -20,9 +21,9 @@
 #include "format_test.h"
 
 #define MiB (1024ULL * 1024)
-#define VSIZE (64 * MiB)
+#define VSIZE (32 * MiB)
 #define ROOM (6 * MiB)		/* the device's bytes past the image */
-#define NEW_AT (40 * MiB)	/* a write into a new block */
+#define NEW_AT (24 * MiB)	/* a write into a new block */
 #define NEW_LEN (64 * 1024)
 
 struct bd_case {
@@ -30,6 +31,7 @@ struct bd_case {
 	const char *qfmt;	/* qemu-img's name of the format */
 	const char *opts;	/* qemu-img create options */
 	u64 align;		/* a new block starts at most this far past the data */
+	bool extent;		/* the device is the image's sparse extent file, not the image */
 };
 
 static const struct bd_case cases[] = {
@@ -37,6 +39,7 @@ static const struct bd_case cases[] = {
 	{ "vhdx", "vhdx", "-o block_size=1M", MiB },
 	{ "qed", "qed", "", 64 * 1024 },
 	{ "vmdk", "vmdk", "-o subformat=monolithicSparse", 4096 },
+	{ "vmdk extent", "vmdk", "-o subformat=twoGbMaxExtentSparse", 4096, true },
 };
 
 /* @dev: @img, then ROOM bytes of 0xa5 */
@@ -179,23 +182,34 @@ static bool last_sector_is_footer_of(const char *path, const char *img_path)
 
 static void test_format(const struct bd_case *k)
 {
-	char img[512], dev[512];
+	char img[512], dev[512], ext[512];
 	u8 *ref = malloc(VSIZE), *buf = malloc(MiB);
 	struct vdimg_chain *c;
 	u64 end, at, o;
 	int ret;
 
-	snprintf(img, sizeof(img), "%s", tp("bd.img"));
-	snprintf(dev, sizeof(dev), "%s", tp("bd.dev"));
+	/*
+	 * A descriptor's sparse extent on a device: the descriptor is opened, and its extent file
+	 * holds the device's old bytes past the extent.
+	 */
+	snprintf(img, sizeof(img), "%s", tp(k->extent ? "bdx.vmdk" : "bd.img"));
+	snprintf(dev, sizeof(dev), "%s", k->extent ? img : tp("bd.dev"));
+	snprintf(ext, sizeof(ext), "%s", tp("bdx-s001.vmdk"));
 	vdimg_fixed_size_test = false;
-	if (sh("qemu-img create -q -f %s %s '%s' 64M", k->qfmt, k->opts, img) ||
+	if (sh("qemu-img create -q -f %s %s '%s' 32M", k->qfmt, k->opts, img) ||
 	    sh("qemu-io -f %s -c 'write -P 0x11 0 1m' -c 'write -P 0x22 8m 1m' '%s' >/dev/null",
 	       k->qfmt, img)) {
 		ok(false, "%s: qemu-img makes the image", k->name);
 		goto out;
 	}
-	end = fsize(img);
-	make_device(img, dev);
+	end = fsize(k->extent ? ext : img);
+	if (k->extent) {
+		memset(buf, 0xa5, MiB);
+		for (o = 0; o < ROOM; o += MiB)
+			patch(ext, end + o, buf, MiB);
+	} else {
+		make_device(img, dev);
+	}
 	ref_init(ref);
 
 	/* a new block, right after the image's data */
@@ -232,7 +246,7 @@ static void test_format(const struct bd_case *k)
 	if (!ok_err(ret, 0, "%s: opens writable again", k->name))
 		goto out;
 	ktap_last_msg[0] = 0;
-	for (o = 16 * MiB, ret = 0; o < NEW_AT; o += MiB) {
+	for (o = 12 * MiB, ret = 0; o < NEW_AT; o += MiB) {
 		fill_pat(buf, MiB, 2, o);
 		ret = vdimg_chain_pwrite(c, buf, MiB, o);
 		if (ret)
@@ -241,9 +255,9 @@ static void test_format(const struct bd_case *k)
 	}
 	ok_err(ret, -ENOSPC, "%s: a write fails with ENOSPC when the device is full (at %llu MiB)",
 	       k->name, (unsigned long long)(o / MiB));
-	ok(o > 16 * MiB && strstr(ktap_last_msg, "the block device is full"),
+	ok(o > 12 * MiB && strstr(ktap_last_msg, "the block device is full"),
 	   "%s: after %llu MiB, and says so: %s", k->name,
-	   (unsigned long long)(o - 16 * MiB) / MiB, ktap_last_msg);
+	   (unsigned long long)(o - 12 * MiB) / MiB, ktap_last_msg);
 	ok_err(vdimg_chain_flush(c), 0, "%s: flush after ENOSPC", k->name);
 	vdimg_chain_close(c);
 	if (o >= NEW_AT)
@@ -278,8 +292,8 @@ static void test_vhd_stale_footer(void)
 
 	snprintf(img, sizeof(img), "%s", tp("bd.vhd"));
 	snprintf(dev, sizeof(dev), "%s", tp("bd-vhd.dev"));
-	if (sh("qemu-img create -q -f vpc -o force_size=on '%s' 64M", img) ||
-	    sh("qemu-img create -q -f vpc '%s' 32M", tp("other.vhd")) ||
+	if (sh("qemu-img create -q -f vpc -o force_size=on '%s' 32M", img) ||
+	    sh("qemu-img create -q -f vpc '%s' 16M", tp("other.vhd")) ||
 	    sh("qemu-io -f vpc -c 'write -P 0x11 0 1m' -c 'write -P 0x22 8m 1m' '%s' >/dev/null",
 	       img)) {
 		ok(false, "vhd stale footer: qemu-img makes the images");
