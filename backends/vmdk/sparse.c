@@ -864,8 +864,8 @@ static int vmdk_find_end(struct vmdk_sparse *v)
 	vdimg_free(gt);
 	if (ret)
 		return ret;
-	/* a COWD extent's freeSector, when the device holds it, counts too */
-	if (v->cowd && v->next_alloc <= v->file_end)
+	/* a COWD extent's freeSector counts too (vmdk.c keeps it inside the device) */
+	if (v->cowd)
 		end = max(end, v->next_alloc);
 	v->next_alloc = ALIGN(end, (u64)VMDK_SECTOR);
 	return 0;
