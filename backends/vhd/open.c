@@ -365,25 +365,30 @@ static int vhd_check_bat(struct vdimg_image *img, struct vhd *v)
 }
 
 /*
- * A dynamic or differencing image on a block device whose last sector holds no footer of its
- * own: look right after the data (where a copy of the image file onto a larger device, or qemu
- * writing on the device, leaves it), else the copy at offset 0 stands in and the footer is
- * missing (an interrupted write; a writable open puts it at the end again).
+ * A dynamic or differencing image on a block device whose last sector holds no footer of its own:
+ * look right after the data (where a copy of the image file onto a larger device, or qemu writing
+ * on the device, leaves it; vdimg's and Hyper-V's new images pad it to where the first block's data
+ * would start on a 4 KiB boundary), else the copy at offset 0 stands in and the footer is missing
+ * (an interrupted write; a writable open puts it at the end again).
  */
 static int vhd_find_footer(struct vdimg_image *img, struct vhd *v)
 {
+	/* right after the data, or where its first block would start 4 KiB-aligned (Hyper-V) */
+	u64 at[2] = { v->data_end, ALIGN(v->data_end + VHD_SECTOR, (u64)SZ_4K) - VHD_SECTOR };
 	struct vhd_footer f;
-	int ret;
+	int i, ret;
 
-	if (!(v->damage & VHD_DMG_FOOTER_MISSING) || v->data_end >= v->footer_off)
-		return 0;
-	ret = vdimg_file_read(img->file, &f, sizeof(f), v->data_end);
-	if (ret)
-		return ret;
-	if (vhd_footer_sane(&f) && be32_to_cpu(f.checksum) == vhd_footer_csum(&f) &&
-	    !memcmp(f.uuid, v->footer.uuid, 16) && f.disk_type == v->footer.disk_type) {
-		v->footer_off = v->data_end;
-		v->damage &= ~VHD_DMG_FOOTER_MISSING;
+	for (i = 0; i < 2 && (v->damage & VHD_DMG_FOOTER_MISSING); i++) {
+		if (at[i] >= v->footer_off)
+			break;
+		ret = vdimg_file_read(img->file, &f, sizeof(f), at[i]);
+		if (ret)
+			return ret;
+		if (vhd_footer_sane(&f) && be32_to_cpu(f.checksum) == vhd_footer_csum(&f) &&
+		    !memcmp(f.uuid, v->footer.uuid, 16) && f.disk_type == v->footer.disk_type) {
+			v->footer_off = at[i];
+			v->damage &= ~VHD_DMG_FOOTER_MISSING;
+		}
 	}
 	return 0;
 }

@@ -14,9 +14,12 @@
  * back, the failed write's sectors read old or new data, never garbage, and the image is still
  * clean. VHD: the footer goes in the device's last sector (XenServer's layout), an image copied
  * onto the device (its footer right after its data) and one whose footer is at the device's end
- * both open, and a footer of another image left in the last sector is not taken for this one's.
+ * both open, a footer of another image left in the last sector is not taken for this one's, one
+ * missing in both places is put back at the end by a writable open, and a differencing image's
+ * new block goes after its parent locators' data.
  * Skips (exit 4) when qemu-img or qemu-io is missing. KTAP on stdout.
  */
+#include "../../backends/vhd/vhd.h"
 #include "../../tools/lib/tool-ops.h"
 #include "format_test.h"
 
@@ -330,6 +333,128 @@ out:
 	free(buf);
 }
 
+/*
+ * VHD: no footer in the device's last sector nor after the data (a write interrupted as the
+ * footer moved): read-only, the copy at offset 0 stands in; a writable open puts the footer in
+ * the device's last sector.
+ */
+static void test_vhd_no_footer(void)
+{
+	char img[512], dev[512];
+	u8 zero[512] = { 0 }, *ref = malloc(VSIZE);
+	struct vdimg_chain *c;
+	int ret;
+
+	snprintf(img, sizeof(img), "%s", tp("bdn.vhd"));
+	snprintf(dev, sizeof(dev), "%s", tp("bdn.dev"));
+	if (sh("qemu-img create -q -f vpc -o force_size=on '%s' 32M", img) ||
+	    sh("qemu-io -f vpc -c 'write -P 0x11 0 1m' -c 'write -P 0x22 8m 1m' '%s' >/dev/null",
+	       img)) {
+		ok(false, "vhd without a footer: qemu-img makes the image");
+		goto out;
+	}
+	make_device(img, dev);
+	patch(dev, fsize(img) - 512, zero, 512);
+	ref_init(ref);
+	vdimg_fixed_size_test = true;
+	ktap_last_msg[0] = 0;
+	ok(reads_as(dev, ref, 0, 0) && strstr(ktap_last_msg, "using the copy at offset 0"),
+	   "vhd without a footer: reads through the copy at offset 0, and says so");
+	ret = open1(&c, dev, 0);
+	if (ok_err(ret, 0, "vhd without a footer: opens writable"))
+		vdimg_chain_close(c);
+	ok(last_sector_is_footer_of(dev, img),
+	   "vhd without a footer: the writable open put it in the device's last sector");
+	ok(our_check_clean(dev), "vhd without a footer: our check is clean afterwards");
+out:
+	vdimg_fixed_size_test = false;
+	free(ref);
+}
+
+/*
+ * VHD: a differencing image (made here, its parent locators' data after the BAT) on a device
+ * over a base file: the new block goes after the locators' data, which stays intact, and the
+ * sectors of the block the write did not cover still read the parent, not the device's old bytes.
+ */
+static void test_vhd_diff(void)
+{
+	char base[512], child[512], dev[512];
+	const char *paths[2];
+	u8 *ref = malloc(VSIZE), *buf = malloc(NEW_LEN);
+	struct vdimg_create_opts o = { 0 };
+	struct vdimg_parent_ref pref;
+	struct vdimg_image bimg;
+	struct vdimg_chain *c;
+	struct vdimg_extent ext;
+	struct vdimg_file *f;
+	u64 end, at = 0;
+	int bfd, cfd, ret;
+
+	snprintf(base, sizeof(base), "%s", tp("bdb.vhd"));
+	snprintf(child, sizeof(child), "%s", tp("bdc.vhd"));
+	snprintf(dev, sizeof(dev), "%s", tp("bdc.dev"));
+	if (sh("qemu-img create -q -f vpc -o force_size=on '%s' 32M", base) ||
+	    sh("qemu-io -f vpc -c 'write -P 0x11 0 1m' -c 'write -P 0x22 8m 1m' '%s' >/dev/null",
+	       base)) {
+		ok(false, "vhd differencing: qemu-img makes the base");
+		goto out;
+	}
+	bfd = openf(base, O_RDONLY);
+	ret = img_open_with(&bimg, &vdimg_vhd_format, bfd, base, VDIMG_OPEN_READ_ONLY);
+	if (!ok_err(ret, 0, "vhd differencing: the base opens")) {
+		close(bfd);
+		goto out;
+	}
+	cfd = tfile("bdc.vhd", NULL, 0);
+	f = vdimg_file_from_fd(cfd);
+	o.parent = base;
+	o.parent_img = &bimg;
+	ret = vdimg_vhd_tool_ops.create(f, &o);
+	vdimg_file_free(f);
+	close(cfd);
+	img_close(&bimg);
+	close(bfd);
+	if (!ok_err(ret, 0, "vhd differencing: the child is created over the base"))
+		goto out;
+	end = fsize(child);
+	make_device(child, dev);
+	ref_init(ref);
+	paths[0] = base;
+	paths[1] = dev;
+	vdimg_fixed_size_test = true;
+	ret = open_chain_with(&c, paths, 2, &vdimg_vhd_format, NULL, false, 0);
+	if (!ok_err(ret, 0, "vhd differencing: base + child on a device open, the child writable"))
+		goto out;
+	fill_pat(buf, NEW_LEN, 4, NEW_AT + 4096);
+	memcpy(ref + NEW_AT + 4096, buf, NEW_LEN);
+	ok_err(vdimg_chain_pwrite(c, buf, NEW_LEN, NEW_AT + 4096), 0,
+	       "vhd differencing: write into a new block");
+	close_chain(c, 2);
+	ret = open_chain_with(&c, paths, 2, &vdimg_vhd_format, NULL, true, 0);
+	if (!ok_err(ret, 0, "vhd differencing: opens again"))
+		goto out;
+	ok(chain_is(c, ref, VSIZE),
+	   "vhd differencing: reads the base and the write, no old device bytes");
+	if (!c->layers[1]->fmt->map(c->layers[1], NEW_AT + 4096, NEW_LEN, 0, &ext) &&
+	    ext.type == VDIMG_EXT_DATA)
+		at = ext.file_offset;
+	at = at ? at - 4096 : 0;	/* the block's data */
+	ok(at >= end - 512 && at < end + 4096,
+	   "vhd differencing: the new block follows the locators' data (its data at %llu, the image's footer at %llu)",
+	   (unsigned long long)at, (unsigned long long)(end - 512));
+	ret = vdimg_vhd_tool_ops.parent_ref(c->layers[1], &pref);
+	ok(!ret && strlen(pref.path) >= 7 && !strcmp(pref.path + strlen(pref.path) - 7, "bdb.vhd"),
+	   "vhd differencing: the parent locators still name the base (%d, %s)", ret,
+	   ret ? "" : pref.path);
+	close_chain(c, 2);
+	ok(last_sector_is_footer_of(dev, child),
+	   "vhd differencing: the footer is in the device's last sector");
+out:
+	vdimg_fixed_size_test = false;
+	free(ref);
+	free(buf);
+}
+
 int main(void)
 {
 	unsigned int i;
@@ -342,5 +467,7 @@ int main(void)
 	for (i = 0; i < ARRAY_SIZE(cases); i++)
 		test_format(&cases[i]);
 	test_vhd_stale_footer();
+	test_vhd_no_footer();
+	test_vhd_diff();
 	return ktap_finish();
 }

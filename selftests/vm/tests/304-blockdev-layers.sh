@@ -113,7 +113,8 @@ for f in $(tier "vhd vhdx qed vmdk" "vhd qed"); do
 	esac
 	rm -f "$W/img.$f"
 	# shellcheck disable=SC2086 # $o: options, split on purpose
-	"$QEMU_IMG" convert -f raw -O "$q" $o "$W/b.raw" "$W/img.$f" || { fail "$t: convert"; continue; }
+	"$QEMU_IMG" convert -f raw -O "$q" $o "$W/b.raw" "$W/img.$f" ||
+		{ fail "$t: convert"; continue; }
 	end=$(stat -c %s "$W/img.$f")
 	dd if="$W/junk" of="$lv2" bs=1M status=none
 	dd if="$W/img.$f" of="$lv2" conv=notrunc status=none
@@ -142,7 +143,8 @@ for f in $(tier "vhd vhdx qed vmdk" "vhd qed"); do
 	check_eq "$t: the new block follows the image's data (${off:-none} < $end + 1 MiB)" $? 0
 	rm -f "$W/q.raw"
 	"$QEMU_IMG" convert -f "$q" -O raw "$lv2" "$W/q.raw" &&
-		check "$t: qemu-img reads the device like the expectation" cmp "$W/q.raw" "$W/e.raw" ||
+		check "$t: qemu-img reads the device like the expectation" \
+			cmp "$W/q.raw" "$W/e.raw" ||
 		fail "$t: qemu-img convert of the device"
 	[ "$f" = vhd ] || continue
 	# about 10 MiB of the device are left: 2 MiB writes (one block each) from 18 MiB up fill it
@@ -160,8 +162,10 @@ for f in $(tier "vhd vhdx qed vmdk" "vhd qed"); do
 	check "$t: detach after ENOSPC" vd_detach "$dev"
 	check "$t: vdimgctl check of the full device" "$VDIMGCTL" check "$lv2"
 	check "$t: qemu-img reads every write before the full one, nothing of the failed one" \
-		sh -c "'$QEMU_IMG' convert -f vpc -O raw '$lv2' '$W/q.raw' && cmp '$W/q.raw' '$W/e.raw'"
+		sh -c "'$QEMU_IMG' convert -f vpc -O raw '$lv2' '$W/q.raw' &&
+			cmp '$W/q.raw' '$W/e.raw'"
 done
-rm -f "$W/lv" "$W/lv2" "$W/img.qcow2" "$W/img.vdi" "$W/dd.err" "$W/top.qcow2" "$W/exp.raw" "$W/q.raw" \
-	"$W/b.raw" "$W/e.raw" "$W/chk.out" "$W/junk" "$W"/img.vhd "$W"/img.vhdx "$W"/img.qed "$W"/img.vmdk
+rm -f "$W/lv" "$W/lv2" "$W/img.qcow2" "$W/img.vdi" "$W/dd.err" "$W/top.qcow2" "$W/exp.raw" \
+	"$W/q.raw" "$W/b.raw" "$W/e.raw" "$W/chk.out" "$W/junk" "$W"/img.vhd "$W"/img.vhdx \
+	"$W"/img.qed "$W"/img.vmdk
 done_testing
