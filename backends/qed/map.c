@@ -129,6 +129,11 @@ static int qed_alloc(struct vdimg_image *img, u64 len, u64 *out)
 		vdimg_err(img, "the image file cannot grow any further");
 		return -ENOSPC;
 	}
+	if (q->fixed_file && end > q->dev_size) {
+		vdimg_err(img, "the block device is full (%llu bytes): no room for another cluster of the image",
+			  (unsigned long long)q->dev_size);
+		return -ENOSPC;
+	}
 	*out = q->next_alloc;
 	q->next_alloc = end;
 	return 0;
@@ -143,13 +148,16 @@ static int qed_new_l2(struct vdimg_image *img, u64 offset)
 	struct qed *q = QD(img);
 	u64 l1i = offset >> (q->cluster_bits + q->tbits), off;
 	int ret;
+	u64 p;
 
 	if (l1i >= q->l1_entries)
 		return -EINVAL;
 	ret = qed_alloc(img, q->tbytes, &off);
 	if (ret)
 		return ret;
-	ret = vdimg_file_write(img->file, q->zpage, q->psize, off + q->tbytes - q->psize);
+	/* on a block device the space holds old bytes: the whole table is written */
+	for (p = q->fixed_file ? 0 : q->tbytes - q->psize; !ret && p < q->tbytes; p += q->psize)
+		ret = vdimg_file_write(img->file, q->zpage, q->psize, off + p);
 	if (ret)
 		return ret;
 	qed_l1_set(q, l1i, off);
@@ -214,6 +222,9 @@ static int qed_map_write(struct vdimg_image *img, u64 offset, u64 length, struct
 	if (e > QED_ENTRY_ZERO)
 		return -EIO;	/* map_read said otherwise under the same lock */
 	n = qed_new_run(img, s, i, e, cstart, offset + length);
+	/* a device: a shorter run when the longer one would not fit (none: ENOSPC below) */
+	if (q->fixed_file && q->dev_size > q->next_alloc)
+		n = max_t(u64, min_t(u64, n, (q->dev_size - q->next_alloc) >> q->cluster_bits), 1);
 	ret = qed_alloc(img, (u64)n << q->cluster_bits, &host);
 	if (ret)
 		return ret;

@@ -52,9 +52,10 @@ int qed_scan_tables(struct vdimg_image *img, bool fix, struct qed_scan *sc)
 			continue;
 		if (!qed_table_ok(q, t)) {
 			sc->errors++;
-			vdimg_err(img, "L1 entry %llu: bad L2 table offset %#llx%s",
-				  (unsigned long long)l1i, (unsigned long long)t,
-				  fix ? " (cleared)" : "");
+			if (!sc->quiet)
+				vdimg_err(img, "L1 entry %llu: bad L2 table offset %#llx%s",
+					  (unsigned long long)l1i, (unsigned long long)t,
+					  fix ? " (cleared)" : "");
 			if (fix) {
 				qed_l1_set(q, l1i, 0);
 				sc->fixed++;
@@ -67,6 +68,7 @@ int qed_scan_tables(struct vdimg_image *img, bool fix, struct qed_scan *sc)
 				  (unsigned long long)t);
 			continue;
 		}
+		sc->end = max(sc->end, t + q->tbytes);
 		for (p = 0; p < q->tbytes; p += q->psize) {
 			struct vdimg_ct_slot *s;
 
@@ -80,7 +82,7 @@ int qed_scan_tables(struct vdimg_image *img, bool fix, struct qed_scan *sc)
 					continue;
 				if (!qed_data_ok(q, e)) {
 					sc->errors++;
-					if (sc->errors <= 20)
+					if (sc->errors <= 20 && !sc->quiet)
 						vdimg_err(img, "L2 table %#llx entry %llu: bad cluster offset %#llx%s",
 							  (unsigned long long)t,
 							  (unsigned long long)(p / 8 + i),
@@ -90,7 +92,10 @@ int qed_scan_tables(struct vdimg_image *img, bool fix, struct qed_scan *sc)
 						qed_set(s, i, QED_ENTRY_UNALLOC);
 						sc->fixed++;
 					}
-				} else if (!qed_mark(q, sc, e, q->cluster_size)) {
+					continue;
+				}
+				sc->end = max(sc->end, e + q->cluster_size);
+				if (!qed_mark(q, sc, e, q->cluster_size)) {
 					sc->errors++;
 					if (sc->errors <= 20)
 						vdimg_err(img, "cluster %#llx is referenced twice",
@@ -122,6 +127,30 @@ int qed_clear_need_check(struct vdimg_image *img)
 		q->features &= ~QED_F_NEED_CHECK;
 	}
 	return ret;
+}
+
+/*
+ * A writable image on a block device: QED allocates by growing the file, and the device is larger
+ * than the image, so new space starts after the last table or cluster the tables reference (the
+ * header and the L1 table included), not at the device's end. Every L2 table is read once. Lock
+ * held.
+ */
+static int qed_find_end(struct vdimg_image *img)
+{
+	struct qed *q = QD(img);
+	struct qed_scan sc = { .quiet = true };
+	int ret;
+
+	lockdep_assert_held(&q->lock);
+	ret = qed_scan_tables(img, false, &sc);
+	if (ret)
+		return ret;
+	sc.end = max(sc.end, max((u64)q->header_size * q->cluster_size, q->l1_offset + q->tbytes));
+	q->next_alloc = ALIGN(sc.end, (u64)q->cluster_size);
+	if (sc.errors)
+		vdimg_warn(img, "%llu table entries point outside the device or twice at one cluster: new clusters go after the valid ones",
+			   (unsigned long long)sc.errors);
+	return 0;
 }
 
 /* ---- open and close ---- */
@@ -182,6 +211,8 @@ static int qed_open(struct vdimg_image *img, unsigned int flags)
 	q->vsize = le64_to_cpu(h.image_size);
 	q->need_check_on_disk = q->features & QED_F_NEED_CHECK;
 	q->next_alloc = ALIGN(fsize, (u64)cs);
+	q->fixed_file = vdimg_file_fixed_size(img->file);
+	q->dev_size = fsize;
 	if (!q->header_size || (u64)q->header_size * cs > fsize) {
 		ret = vdimg_corrupt(img, "header size of %u clusters", q->header_size);
 		goto fail;
@@ -282,6 +313,8 @@ static int qed_open(struct vdimg_image *img, unsigned int flags)
 			vdimg_warn(img, "%llu table entries pointing outside the file were dropped",
 				   (unsigned long long)sc.fixed);
 	}
+	if (!ret && q->fixed_file)
+		ret = qed_find_end(img);
 	vdimg_mutex_unlock(&q->lock);
 	if (ret)
 		goto fail;

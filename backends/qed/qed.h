@@ -80,6 +80,12 @@ struct qed {
 	u64 vsize;
 	u32 backing_off, backing_len;
 	bool writable;
+	/*
+	 * the file cannot grow (a block device, vdimg_file_fixed_size()): next_alloc starts at the
+	 * end of what the tables reference and stops at dev_size; new space holds old bytes
+	 */
+	bool fixed_file;
+	u64 dev_size;
 	/* read-only NEED_CHECK image: bad entries read as unallocated */
 	bool lenient;
 
@@ -117,6 +123,8 @@ struct qed_scan {
 	u64 nclusters;
 	/* userspace check: called per L1 entry with (index, entries), or NULL */
 	void (*progress)(u64 done, u64 total);
+	u64 end;			/* the end of the last table or cluster referenced */
+	bool quiet;			/* count bad entries without messages */
 };
 
 /* ---- functions shared between the files of the backend ---- */

@@ -5,16 +5,18 @@
  * userspace library; only include/vdimg/platform.h services here.
  *
  * Writes: a block is reserved at the end of the file, its data on a 4 KiB boundary (the footer
- * moved past it, then its bitmap written, no sync), the driver writes the data, ->commit() sets the
- * bitmap bits of exactly the written sectors, and the BAT entry stays in memory (PENDING) until
+ * moved past it, then its bitmap written, no sync; on a block device after the data the metadata
+ * references, the footer in the device's last sector), the driver writes the data, ->commit() sets
+ * the bitmap bits of exactly the written sectors, and the BAT entry stays in memory (PENDING) until
  * ->flush(), which syncs the file (data, bitmaps, footer) and only then writes the BAT sectors (the
  * driver syncs after). So no BAT entry on disk ever points at a block that is not durable, in
  * whatever order the host file system persists the writes between syncs; the only crash state left
  * between syncs is a file whose end is not a footer (the copy at offset 0 is used, and a writable
- * open rewrites the footer at the end, open.c). Bits set in a block whose BAT entry is on disk
- * expose data written into it: they wait for a sync first. Space is never reused while open
- * (data_end only grows). Blocks reserved in a dynamic (base) image get an all-ones bitmap over
- * zeroed data, as qemu does, so later writes to them need no metadata at all.
+ * open rewrites the footer at the end, open.c; on a device the footer stays at its end). Bits set
+ * in a block whose BAT entry is on disk expose data written into it: they wait for a sync first.
+ * Space is never reused while open (data_end only grows). Blocks reserved in a dynamic (base) image
+ * get an all-ones bitmap over zeroed data, as qemu does, so later writes to them need no metadata
+ * at all.
  */
 #include "vhd.h"
 
@@ -87,12 +89,36 @@ static int vhd_alloc_block(struct vdimg_image *img, struct vhd *v, u32 blk)
 		vdimg_err(img, "the file cannot grow past 2 TiB (32-bit BAT entries)");
 		return -ENOSPC;
 	}
+	if (v->fixed_file && new_end > v->file_size - VHD_SECTOR) {
+		vdimg_err(img, "the block device is full (%llu bytes): no room for another block of the image",
+			  (unsigned long long)v->file_size);
+		return -ENOSPC;
+	}
 	bits = vdimg_zalloc(v->bitmap_size);
 	if (!bits)
 		return -ENOMEM;
 	if (v->type == VHD_TYPE_DYNAMIC)
 		memset(bits, 0xff, v->bitmap_size);
-	ret = vhd_write_footer(img, v, new_end);
+	if (!v->fixed_file) {
+		ret = vhd_write_footer(img, v, new_end);
+	} else {
+		/*
+		 * A block device cannot grow: the footer goes in its last sector, as XenServer
+		 * keeps VHDs on LVs (it grows the LV and writes the footer at the LV's end, then
+		 * appends blocks before it), and stays there. An image copied onto the device
+		 * has its footer right after its data, where this block goes: it moves to the
+		 * end first. The spec puts the footer in the last 512 bytes of the "file"; the
+		 * copy at offset 0, which qemu reads, is unchanged. The space is not a hole:
+		 * a dynamic block's data is zeroed, since its bitmap says every sector is set.
+		 */
+		ret = 0;
+		if (v->footer_off != v->file_size - VHD_SECTOR)
+			ret = vhd_write_footer(img, v, v->file_size - VHD_SECTOR);
+		if (!ret)
+			v->footer_off = v->file_size - VHD_SECTOR;
+		if (!ret && v->type == VHD_TYPE_DYNAMIC)
+			ret = vdimg_file_zero(img->file, off + v->bitmap_size, v->block_size);
+	}
 	if (!ret)
 		ret = vdimg_file_write(img->file, bits, v->bitmap_size, off);
 	if (ret) {
@@ -100,7 +126,8 @@ static int vhd_alloc_block(struct vdimg_image *img, struct vhd *v, u32 blk)
 		return ret;
 	}
 	v->data_end = new_end;
-	v->footer_off = new_end;
+	if (!v->fixed_file)
+		v->footer_off = new_end;
 	vdimg_mutex_lock(&v->lock);
 	v->bat[blk] = cpu_to_be32((u32)(off / VHD_SECTOR));
 	v->state[blk] |= VHD_BLK_PENDING;

@@ -158,6 +158,13 @@ static int vhd_read_footer(struct vdimg_image *img, struct vhd *v, u64 fsize)
 	if (ret)
 		return ret;
 	copy_ok = vhd_footer_sane(&copy) && be32_to_cpu(copy.disk_type) != VHD_TYPE_FIXED;
+	/*
+	 * On a block device the last sector may hold what the device held before: a footer of
+	 * another image (another UUID than the good copy's) is not this image's.
+	 */
+	if (v->fixed_file && end_ok && copy_ok && memcmp(end.uuid, copy.uuid, 16) &&
+	    be32_to_cpu(copy.checksum) == vhd_footer_csum(&copy))
+		end_ok = false;
 
 	if (end_ok) {
 		v->footer = end;
@@ -167,6 +174,17 @@ static int vhd_read_footer(struct vdimg_image *img, struct vhd *v, u64 fsize)
 			    copy.disk_type == end.disk_type)
 				v->footer = copy;
 		}
+	} else if (copy_ok && v->fixed_file) {
+		/*
+		 * A device: the footer may follow the data (an image copied onto a device larger
+		 * than itself); vhd_find_footer() looks there once the BAT says where the data
+		 * ends. Blocks must end before the last sector, where a writer puts the footer.
+		 */
+		v->footer = copy;
+		v->footer_off = fsize - VHD_SECTOR;
+		v->damage |= VHD_DMG_FOOTER_MISSING;	/* until vhd_find_footer() finds it */
+		if (be32_to_cpu(copy.checksum) != vhd_footer_csum(&copy))
+			v->damage |= VHD_DMG_FOOTER_CSUM;
 	} else if (copy_ok) {
 		v->footer = copy;
 		v->footer_off = fsize;	/* no footer: blocks may reach the end of the file */
@@ -227,6 +245,36 @@ u64 vhd_block_used(const struct vdimg_image *img, const struct vhd *v, u32 blk)
 }
 
 /*
+ * The end of the parent locators' data (0 without any), for an image on a device, where nothing
+ * else says where the metadata ends. The space field counts sectors (the spec) or bytes (Windows):
+ * a value below one sector is taken as sectors, as the tool's locator code does. A locator
+ * reaching past the footer's place counts up to that place only: a new block then finds no room
+ * and fails with ENOSPC instead of overwriting it.
+ */
+static u64 vhd_locators_end(const struct vhd *v)
+{
+	u64 end = 0, off, len, e;
+	u32 i;
+
+	for (i = 0; i < VHD_NR_LOCATORS; i++) {
+		const struct vhd_locator *l = &v->hdr->loc[i];
+
+		if (be32_to_cpu(l->code) == VHD_PLAT_NONE)
+			continue;
+		off = be64_to_cpu(l->offset);
+		len = be32_to_cpu(l->space);
+		len = len >= VHD_SECTOR ? len : len * VHD_SECTOR;
+		len = max_t(u64, len, be32_to_cpu(l->length));
+		if (!off || off >= v->footer_off)
+			continue;
+		if (check_add_overflow(off, len, &e) || e > v->footer_off)
+			e = v->footer_off;
+		end = max(end, e);
+	}
+	return end;
+}
+
+/*
  * Check every used BAT entry: its block must lie inside the file before the footer, outside the
  * metadata, and not overlap another block. Bad entries get VHD_BLK_BAD. Sets data_end.
  */
@@ -237,12 +285,15 @@ static int vhd_check_bat(struct vdimg_image *img, struct vhd *v)
 		{ v->hdr_off, v->hdr_off + sizeof(struct vhd_dyn_header) },
 		{ v->bat_off, v->bat_off + ALIGN((u64)v->max_entries * 4, VHD_SECTOR) },
 	};
-	u64 *keys, end, prev_end = 0, data_end = v->footer_off;
+	u64 *keys, end, prev_end = 0, data_end = v->fixed_file ? 0 : v->footer_off;
 	u32 i, n = 0, bad = 0, blk;
 	int m;
 
 	for (m = 0; m < 3; m++)
 		data_end = max(data_end, meta[m][1]);
+	/* a device: the data ends where the metadata says, parent locators' data included */
+	if (v->fixed_file)
+		data_end = max(data_end, vhd_locators_end(v));
 	/* room for the used entries only: an empty image needs none */
 	for (i = 0; i < v->nr_blocks; i++)
 		if (v->bat[i] != cpu_to_be32(VHD_BAT_FREE))
@@ -309,6 +360,35 @@ static int vhd_check_bat(struct vdimg_image *img, struct vhd *v)
 		v->damage |= VHD_DMG_BAT;
 		vdimg_err(img, "%u BAT entries point past the end of the file, into metadata or into another block",
 			  bad);
+	}
+	return 0;
+}
+
+/*
+ * A dynamic or differencing image on a block device whose last sector holds no footer of its own:
+ * look right after the data (where a copy of the image file onto a larger device, or qemu writing
+ * on the device, leaves it; vdimg's and Hyper-V's new images pad it to where the first block's data
+ * would start on a 4 KiB boundary), else the copy at offset 0 stands in and the footer is missing
+ * (an interrupted write; a writable open puts it at the end again).
+ */
+static int vhd_find_footer(struct vdimg_image *img, struct vhd *v)
+{
+	/* right after the data, or where its first block would start 4 KiB-aligned (Hyper-V) */
+	u64 at[2] = { v->data_end, ALIGN(v->data_end + VHD_SECTOR, (u64)SZ_4K) - VHD_SECTOR };
+	struct vhd_footer f;
+	int i, ret;
+
+	for (i = 0; i < 2 && (v->damage & VHD_DMG_FOOTER_MISSING); i++) {
+		if (at[i] >= v->footer_off)
+			break;
+		ret = vdimg_file_read(img->file, &f, sizeof(f), at[i]);
+		if (ret)
+			return ret;
+		if (vhd_footer_sane(&f) && be32_to_cpu(f.checksum) == vhd_footer_csum(&f) &&
+		    !memcmp(f.uuid, v->footer.uuid, 16) && f.disk_type == v->footer.disk_type) {
+			v->footer_off = at[i];
+			v->damage &= ~VHD_DMG_FOOTER_MISSING;
+		}
 	}
 	return 0;
 }
@@ -399,7 +479,10 @@ static int vhd_open_dynamic(struct vdimg_image *img, struct vhd *v)
 		img->flags |= VDIMG_IMG_HAS_PARENT | VDIMG_IMG_HAS_PARENT_UUID;
 	}
 	img->alloc_unit = bs;
-	return vhd_check_bat(img, v);
+	ret = vhd_check_bat(img, v);
+	if (!ret && v->fixed_file)
+		ret = vhd_find_footer(img, v);
+	return ret;
 }
 
 static void vhd_free(struct vhd *v)
@@ -451,11 +534,14 @@ static int vhd_finish_append(struct vdimg_image *img, struct vhd *v)
 	if (!ret && v->nr_stale)
 		ret = vdimg_file_sync(img->file);
 	if (!ret && (v->damage & VHD_DMG_FOOTER_MISSING)) {
-		ret = vhd_write_footer(img, v, v->data_end);
+		/* on a device, in its last sector (vhd_read_footer() set footer_off there) */
+		u64 at = v->fixed_file ? v->footer_off : v->data_end;
+
+		ret = vhd_write_footer(img, v, at);
 		if (!ret)
 			ret = vdimg_file_sync(img->file);
 		if (!ret) {
-			v->footer_off = v->data_end;
+			v->footer_off = at;
 			v->damage &= ~VHD_DMG_FOOTER_MISSING;
 		}
 	}
@@ -492,6 +578,7 @@ static int vhd_open(struct vdimg_image *img, unsigned int flags)
 		img->flags |= VDIMG_IMG_READ_ONLY;
 
 	v->file_size = fsize;
+	v->fixed_file = vdimg_file_fixed_size(img->file);
 	ret = vhd_read_footer(img, v, fsize);
 	if (ret)
 		goto fail;
@@ -877,6 +964,10 @@ static int vhd_grow(struct vdimg_image *img, u64 new_size)
 		vdimg_err(img, "cannot grow past %llu bytes, the VHD limit (2040 GiB)",
 			  VHD_MAX_SIZE);
 		return -EFBIG;
+	}
+	if (v->type == VHD_TYPE_FIXED && v->fixed_file) {
+		vdimg_err(img, "cannot grow a fixed VHD on a block device: its data reaches the footer in the device's last sector");
+		return -EOPNOTSUPP;
 	}
 	if (v->type == VHD_TYPE_FIXED)
 		return vhd_grow_fixed(img, v, new_size);

@@ -138,6 +138,11 @@ struct vhd {
 	u64 hdr_off;			/* dynamic header offset */
 	u64 footer_off;			/* where the footer is (or goes) */
 	u64 file_size;			/* the file's size at open */
+	/*
+	 * the file cannot grow (a block device, vdimg_file_fixed_size()): the footer lives in its
+	 * last sector and new blocks go after the end of the data the metadata references
+	 */
+	bool fixed_file;
 	u32 nr_stale;			/* entries with VHD_BLK_STALE */
 	u64 data_end;			/* where the next block goes; protected by io_lock */
 	u32 block_size;

@@ -324,6 +324,14 @@ int vdimg_vhdx_log_replay(struct vdimg_image *img, struct vhdx_log *log, u64 fil
 			cur = (cur + scan[cur].sectors) % nsec;
 		}
 		log->seq = scan[head].seq + 1;
+		if (to_file && log->last_file_offset > file_size &&
+		    vdimg_file_fixed_size(img->file)) {
+			ret = vdimg_corrupt(img,
+					    "the log says the image is %llu bytes long, more than the block device holds (%llu)",
+					    (unsigned long long)log->last_file_offset,
+					    (unsigned long long)file_size);
+			goto out;
+		}
 		if (to_file && log->last_file_offset > file_size) {
 			ret = vdimg_file_truncate(img->file,
 						  ALIGN(log->last_file_offset, VHDX_MiB));

@@ -661,11 +661,18 @@ static int vhdx_load_bat(struct vdimg_image *img, struct vhdx *v, u64 fsize)
 			goto out;
 		}
 	}
-	v->file_size = fsize;
+	/*
+	 * The spec lets the file be larger than what its regions and BAT reference: on a block
+	 * device (larger than the image) the image ends where they do, the device's size is not
+	 * the place for new blocks.
+	 */
+	if (v->fixed_file)
+		fsize = 0;
 	v->data_end = ALIGN(max_t(u64, max(fsize, max_end), VHDX_HEADER_SECTION), VHDX_MiB);
 	v->data_end = max(v->data_end, ALIGN(v->bat_off + v->bat_len, VHDX_MiB));
 	v->data_end = max(v->data_end, ALIGN(v->meta_off + v->meta_len, VHDX_MiB));
 	v->data_end = max(v->data_end, ALIGN(v->log.offset + v->log.length, VHDX_MiB));
+	v->file_size = v->fixed_file ? v->data_end : fsize;
 out:
 	vdimg_free(used);
 	return ret;
@@ -711,6 +718,8 @@ static int vhdx_open(struct vdimg_image *img, unsigned int flags)
 	vdimg_mutex_init(&v->lock);
 	vdimg_mutex_init(&v->io_lock);
 	v->read_only = ro;
+	v->fixed_file = vdimg_file_fixed_size(img->file);
+	v->dev_size = fsize;
 	ret = vhdx_read_headers(img, v);
 	if (ret)
 		goto fail;

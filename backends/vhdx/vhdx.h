@@ -311,6 +311,12 @@ struct vhdx {
 	u8 parent_linkage[16];
 	bool has_linkage;
 	bool read_only;
+	/*
+	 * the file cannot grow (a block device, vdimg_file_fixed_size()): file_size and data_end
+	 * are where the metadata says the image ends, new blocks stop at the device's end
+	 */
+	bool fixed_file;
+	u64 dev_size;			/* the device's size when fixed_file */
 	u64 file_size;			/* as we know it (grows with reservations); io_lock */
 	u64 data_end;			/* next reservation; io_lock */
 	/* per chunk: reserved sector bitmap block not yet in the BAT */

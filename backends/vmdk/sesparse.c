@@ -304,6 +304,12 @@ int vmdk_se_open(struct vmdk_se *se, struct vmdk *vm, struct vdimg_file *file, b
 			goto out;
 		}
 	}
+	if (writable && vdimg_file_fixed_size(file)) {
+		/* it allocates at the end of the file, which on a device is the wrong place */
+		vdimg_err(img, "a seSparse extent on a block device is read-only");
+		ret = -EOPNOTSUPP;
+		goto out;
+	}
 	ret = writable ? se_open_write(se, h, vh, need) : 0;
 out:
 	vdimg_free(h);

@@ -175,6 +175,11 @@ static int vmdk_alloc(struct vmdk_sparse *v, u64 len, u64 *out)
 		vdimg_err(v->img, "the sparse extent is full (2 TiB of file)");
 		return -ENOSPC;
 	}
+	if (v->fixed_file && end > v->file_end) {
+		vdimg_err(v->img, "the block device is full (%llu bytes): no room for another grain of the image",
+			  (unsigned long long)v->file_end);
+		return -ENOSPC;
+	}
 	if (v->cowd) {
 		/* freeSector passes the new space before a flush's sync makes anything link it */
 		__le32 fs = cpu_to_le32(end / VMDK_SECTOR);
@@ -823,6 +828,49 @@ int vmdk_check_cowd_header(struct vmdk_sparse *v, const struct vmdk_cowd_header 
 	return 0;
 }
 
+/*
+ * A writable extent on a block device: allocation appends at the end of the file, and the device
+ * is larger than the extent, so the next grain goes after the last grain table, grain or
+ * directory the extent references (every GT is read once). Entries outside the device are left
+ * to the readers that report them.
+ */
+static int vmdk_find_end(struct vmdk_sparse *v)
+{
+	u64 gd_end = (u64)v->nr_gts * 4, end = v->overhead, gt_size;
+	__le32 *gt;
+	u32 i, k, e;
+	int ret = 0;
+
+	gt_size = ALIGN((u64)v->gt_bytes, (u64)VMDK_SECTOR);
+	end = max(end, v->gd_off + gd_end);
+	if (v->rgd_off)
+		end = max(end, v->rgd_off + gd_end);
+	gt = vdimg_alloc(v->gt_bytes);
+	if (!gt)
+		return -ENOMEM;
+	for (i = 0; !ret && i < v->nr_gts; i++) {
+		if (v->rgd && v->rgd[i])
+			end = max(end, (u64)v->rgd[i] * VMDK_SECTOR + gt_size);
+		if (!v->gd[i])
+			continue;
+		end = max(end, (u64)v->gd[i] * VMDK_SECTOR + gt_size);
+		ret = vdimg_file_read(v->file, gt, v->gt_bytes, (u64)v->gd[i] * VMDK_SECTOR);
+		for (k = 0; !ret && k < v->num_gtes; k++) {
+			e = le32_to_cpu(gt[k]);
+			if (e > VMDK_GTE_ZERO && vmdk_grain_ok(v, e))
+				end = max(end, (u64)e * VMDK_SECTOR + v->grain_bytes);
+		}
+	}
+	vdimg_free(gt);
+	if (ret)
+		return ret;
+	/* a COWD extent's freeSector counts too (vmdk.c keeps it inside the device) */
+	if (v->cowd)
+		end = max(end, v->next_alloc);
+	v->next_alloc = ALIGN(end, (u64)VMDK_SECTOR);
+	return 0;
+}
+
 int vmdk_sparse_open(struct vmdk_sparse *v, const struct vmdk_header *h, u64 fsize)
 {
 	struct vdimg_image *img = v->img;
@@ -884,6 +932,9 @@ int vmdk_sparse_open(struct vmdk_sparse *v, const struct vmdk_header *h, u64 fsi
 		if (!v->zbuf)
 			return -ENOMEM;
 	}
+	v->fixed_file = vdimg_file_fixed_size(v->file);
+	if (v->writable && v->fixed_file)
+		return vmdk_find_end(v);
 	return 0;
 }
 

@@ -234,6 +234,9 @@ static int vmdk_open_cowd(struct vmdk *vm, struct vmdk_ext *x, struct vdimg_file
 	sp->writable = vm->writable && x->access == VMDK_ACCESS_RW;
 	sp->file_end = ALIGN_DOWN(fsize, (u64)VMDK_SECTOR);
 	sp->next_alloc = max(sp->file_end, (u64)le32_to_cpu(h->next_free) * VMDK_SECTOR);
+	/* on a block device, where freeSector says, but not past the device's end */
+	if (vdimg_file_fixed_size(f))
+		sp->next_alloc = min(sp->file_end, (u64)le32_to_cpu(h->next_free) * VMDK_SECTOR);
 	ret = vmdk_check_cowd_header(sp, h, fsize);
 	if (!ret)
 		ret = vmdk_sparse_open(sp, NULL, fsize);

@@ -230,6 +230,11 @@ struct vmdk_sparse {
 	 */
 	bool cowd;
 	u64 file_end;			/* file size at open, in whole sectors */
+	/*
+	 * the file cannot grow (a block device, vdimg_file_fixed_size()): a writable extent
+	 * allocates from the end of what its tables reference up to file_end
+	 */
+	bool fixed_file;
 
 	/* protects everything below; held across metadata I/O (NOWAIT callers only try it) */
 	vdimg_mutex_t lock;

@@ -115,6 +115,13 @@ extern int vdimg_msg_level;			/* print messages at this level or below */
 extern long long vdimg_write_budget;
 
 /*
+ * Tests: when true, every image file counts as fixed-size (vdimg_file_fixed_size()), as a block
+ * device does, so a host test reaches the allocation limits of images on LVs and LUNs with a
+ * regular file whose size stands for the device's.
+ */
+extern bool vdimg_fixed_size_test;
+
+/*
  * Crash simulation that reorders: while vdimg_wlog.on, every successful write (its data copied),
  * truncate, hole punch or zero range (both recorded as ZERO, within the file size) and completed
  * sync of an image file is appended to vdimg_wlog, with the test's own marks in between. A test

@@ -561,6 +561,23 @@ static bool attach_chain_matches(struct vdimg_chain *c, const struct attach_laye
 	return true;
 }
 
+/* formats that find where to allocate from their metadata, so can be written on a block device */
+static bool device_writable(u32 format)
+{
+	switch (format) {
+	case VDIMG_FMT_RAW:
+	case VDIMG_FMT_QCOW2:
+	case VDIMG_FMT_VDI:
+	case VDIMG_FMT_VHD:
+	case VDIMG_FMT_VHDX:
+	case VDIMG_FMT_QED:
+	case VDIMG_FMT_VMDK:
+		return true;
+	default:
+		return false;
+	}
+}
+
 int cmd_attach(int argc, char **argv)
 {
 	enum { OPT_SHOW = 256, OPT_RW, OPT_DIO, OPT_AUTOCLEAR, OPT_CHAIN, OPT_FORCE, OPT_DRY,
@@ -895,13 +912,15 @@ int cmd_attach(int argc, char **argv)
 		/*
 		 * Written on a block device, a format must find the end of its data from its own
 		 * metadata, not from the device's size: qcow2 allocates by its refcounts, VDI after
-		 * the blocks its header counts (both stop with ENOSPC at the device's end; raw does
-		 * not allocate); the others take the end of the file (VHD's footer goes there)
+		 * the blocks its header counts, VHD, VHDX, QED and sparse VMDK after the last
+		 * block, cluster or grain their tables reference (VHD's footer goes in the device's
+		 * last sector); all stop with ENOSPC at the device's end, and raw does not
+		 * allocate. QCOW (v1), Parallels and the read-only formats take the end of the
+		 * file; streamOptimized and seSparse VMDK refuse a writable open there themselves.
 		 */
-		if (top && !ro && S_ISBLK(st.st_mode) && l->probed != VDIMG_FMT_RAW &&
-		    l->probed != VDIMG_FMT_QCOW2 && l->probed != VDIMG_FMT_VDI) {
+		if (top && !ro && S_ISBLK(st.st_mode) && !device_writable(l->probed)) {
 			errmsg(l->path, "cannot attach",
-			       "a %s image on a block device is attached only read-only (-r, or --overlay); qcow2, vdi and raw can be written there",
+			       "a %s image on a block device is attached only read-only (-r, or --overlay); qcow2, vdi, vhd, vhdx, qed, vmdk and raw can be written there",
 			       vdimg_format_name(l->probed) ?: "such");
 			goto out;
 		}

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Images on block devices (a loop device stands in for an LVM LV, as oVirt keeps qcow2 images): a qcow2 of 6 MiB of data on a 32 MiB device attached read-write, written past its data: the new clusters go right after the image's data (the refcounts' end, not the device's), qemu-img check of the device is clean and it reads as expected; a qcow2 overlay file over a base on a device (--chain); a VDI (made by qemu-img) on a 32 MiB device attached read-write: a new block goes right after the blocks its header counts, qemu-img check of the device clean, the device filled until a write fails with ENOSPC and the kernel log says the device is full, still clean; a VHD on a device attaches read-only, writable is refused
+# Images on block devices (a loop device stands in for an LVM LV, as oVirt keeps qcow2 images): a qcow2 of 6 MiB of data on a 32 MiB device attached read-write, written past its data: the new clusters go right after the image's data (the refcounts' end, not the device's), qemu-img check of the device is clean and it reads as expected; a qcow2 overlay file over a base on a device (--chain); a VDI (made by qemu-img) on a 32 MiB device attached read-write: a new block goes right after the blocks its header counts, qemu-img check of the device clean, the device filled until a write fails with ENOSPC and the kernel log says the device is full, still clean; VHD (dynamic), VHDX, QED and monolithicSparse VMDK made by qemu-img, copied onto a 16 MiB device of old bytes, attached read-write and written into a new block: it goes right after the image's data (not the device's end), the device reads as the image and the write with none of the old bytes, the check (qemu-img, vdimgctl for VHD) finds no error, qemu-img reads it; VHD's footer is in the device's last sector, and a VHD fills the device until ENOSPC with a kernel message, still clean (the short tier: VHD and QED)
 # timeout: 300
 . /vmtest/lib.sh
 require_vdimg
@@ -94,15 +94,78 @@ check "$t: qemu-img check of the full device" "$QEMU_IMG" check -q -f vdi "$lv"
 check "$t: the first write still reads back" \
 	sh -c "'$QEMU_IMG' convert -f vdi -O raw '$lv' '$W/q.raw' && cmp -n $((21 << 20)) '$W/q.raw' '$W/exp.raw'"
 
-t="vhd on a block device"
-rm -f "$W/img.vhd"
-"$VDIMGCTL" convert -O vhd "$W/img.qcow2" "$W/img.vhd" || fail "$t: convert"
-dd if="$W/img.vhd" of="$lv" conv=notrunc status=none
-check_fail "$t: a writable attach is refused" "$VDIMGCTL" attach -f "$lv"
-dev=$(vd_attach -r "$lv") || fail "$t: attach read-only"
-if [ -n "$dev" ]; then
-	check "$t: reads like the image" sh -c "'$QEMU_IMG' convert -f qcow2 -O raw '$W/img.qcow2' '$W/v.raw' && cmp '$dev' '$W/v.raw'"
+# VHD, VHDX, QED and sparse VMDK made by qemu-img (32 MiB, 2 MiB of data at 0 and at 8 MiB),
+# copied onto a 16 MiB device whose old bytes are 0xa5: written into a new block at 16 MiB
+dd if="$W/rnd" of="$W/b.raw" bs=1M count=2 status=none
+dd if="$W/rnd" of="$W/b.raw" bs=1M seek=8 count=2 conv=notrunc status=none
+truncate -s 32M "$W/b.raw"
+head -c $((16 << 20)) /dev/zero | tr '\0' '\245' >"$W/junk"
+truncate -s 16M "$W/lv2"
+lv2=$(loop_attach "$W/lv2") || die "losetup"
+for f in $(tier "vhd vhdx qed vmdk" "vhd qed"); do
+	t="$f on a block device"
+	q=$(qemu_fmt "$f")
+	case $f in
+	vhd) o="-o subformat=dynamic,force_size=on" ;;
+	vhdx) o="-o block_size=1M" ;;
+	vmdk) o="-o subformat=monolithicSparse" ;;
+	*) o= ;;
+	esac
+	rm -f "$W/img.$f"
+	# shellcheck disable=SC2086 # $o: options, split on purpose
+	"$QEMU_IMG" convert -f raw -O "$q" $o "$W/b.raw" "$W/img.$f" ||
+		{ fail "$t: convert"; continue; }
+	end=$(stat -c %s "$W/img.$f")
+	dd if="$W/junk" of="$lv2" bs=1M status=none
+	dd if="$W/img.$f" of="$lv2" conv=notrunc status=none
+	cp "$W/b.raw" "$W/e.raw"
+	dev=$(vd_attach "$lv2") || { fail "$t: attach read-write"; continue; }
+	dd if="$W/rnd" of="$W/e.raw" bs=1M seek=16 count=1 conv=notrunc status=none
+	check "$t: write into a new block" dd if="$W/rnd" of="$dev" bs=1M seek=16 count=1 \
+		oflag=direct conv=notrunc status=none
+	check "$t: reads the image and the write, none of the device's old bytes" \
+		cmp "$dev" "$W/e.raw"
 	check "$t: detach" vd_detach "$dev"
-fi
-rm -f "$W/lv" "$W/img.qcow2" "$W/img.vdi" "$W/dd.err" "$W/img.vhd" "$W/top.qcow2" "$W/exp.raw" "$W/q.raw" "$W/v.raw"
+	if [ "$f" = vhd ]; then
+		# qemu has no VHD check
+		check "$t: vdimgctl check of the device" "$VDIMGCTL" check "$lv2"
+		check_eq "$t: the footer is in the device's last sector" \
+			"$(dd if="$lv2" bs=512 skip=32767 count=1 status=none | head -c 8)" conectix
+	else
+		# QED counts the device's space past the image as leaked clusters (status 3)
+		qemu_check "$f" "$lv2" >"$W/chk.out"
+		rc=$?
+		[ $rc = 0 ] || { [ "$f" = qed ] && [ $rc = 3 ] && ! grep -qi error "$W/chk.out"; }
+		check_eq "$t: qemu-img check of the device finds no error (status $rc)" $? 0
+	fi
+	off=$("$VDIMGCTL" map "$lv2" | awk '$1 == "0x1000000" { print $3 }')
+	[ -n "$off" ] && [ $((off)) -lt $((end + (1 << 20))) ]
+	check_eq "$t: the new block follows the image's data (${off:-none} < $end + 1 MiB)" $? 0
+	rm -f "$W/q.raw"
+	"$QEMU_IMG" convert -f "$q" -O raw "$lv2" "$W/q.raw" &&
+		check "$t: qemu-img reads the device like the expectation" \
+			cmp "$W/q.raw" "$W/e.raw" ||
+		fail "$t: qemu-img convert of the device"
+	[ "$f" = vhd ] || continue
+	# about 10 MiB of the device are left: 2 MiB writes (one block each) from 18 MiB up fill it
+	dev=$(vd_attach "$lv2") || { fail "$t: attach read-write again"; continue; }
+	full=0
+	for s in $(seq 18 2 30); do
+		dd if="$W/rnd" of="$dev" bs=1M seek="$s" count=2 oflag=direct conv=notrunc \
+			status=none 2>"$W/dd.err" || { full=$s; break; }
+		dd if="$W/rnd" of="$W/e.raw" bs=1M seek="$s" count=2 conv=notrunc status=none
+	done
+	check "$t: a write fails once the device is full (at ${full} MiB)" test "$full" -gt 18
+	check "$t: with ENOSPC" grep -q "No space left on device" "$W/dd.err"
+	check "$t: the kernel log says the device is full" \
+		sh -c "dmesg | grep -q 'the block device is full (16777216 bytes)'"
+	check "$t: detach after ENOSPC" vd_detach "$dev"
+	check "$t: vdimgctl check of the full device" "$VDIMGCTL" check "$lv2"
+	check "$t: qemu-img reads every write before the full one, nothing of the failed one" \
+		sh -c "'$QEMU_IMG' convert -f vpc -O raw '$lv2' '$W/q.raw' &&
+			cmp '$W/q.raw' '$W/e.raw'"
+done
+rm -f "$W/lv" "$W/lv2" "$W/img.qcow2" "$W/img.vdi" "$W/dd.err" "$W/top.qcow2" "$W/exp.raw" \
+	"$W/q.raw" "$W/b.raw" "$W/e.raw" "$W/chk.out" "$W/junk" "$W"/img.vhd "$W"/img.vhdx \
+	"$W"/img.qed "$W"/img.vmdk
 done_testing

@@ -231,7 +231,7 @@ static int qed_check(struct vdimg_image *img, unsigned int flags, struct vdimg_c
 	struct qed *q = QD(img);
 	bool repair = flags & VDIMG_CHECK_REPAIR;
 	struct qed_scan sc = { .progress = qed_check_progress };
-	u64 fsize, c, last_used = 0;
+	u64 fsize, c, last_used = 0, leak_end;
 	int ret;
 
 	memset(res, 0, sizeof(*res));
@@ -253,12 +253,14 @@ static int qed_check(struct vdimg_image *img, unsigned int flags, struct vdimg_c
 	ret = qed_scan_tables(img, repair, &sc);
 	if (ret)
 		goto out;
-	for (c = 0; c < sc.nclusters; c++) {
+	for (c = 0; c < sc.nclusters; c++)
 		if (sc.used[c / 8] & (1U << (c % 8)))
 			last_used = c + 1;
-		else if (c < fsize >> q->cluster_bits)
+	/* the space of a block device past the image's last cluster is the device's, not a leak */
+	leak_end = q->fixed_file ? last_used : fsize >> q->cluster_bits;
+	for (c = 0; c < leak_end; c++)
+		if (!(sc.used[c / 8] & (1U << (c % 8))))
 			res->leaks++;	/* (as qemu: a partial last cluster is not one) */
-	}
 	res->errors = sc.errors;
 	res->fixed = sc.fixed;
 	if (repair) {

@@ -1053,7 +1053,9 @@ static int vmdk_check_sparse(struct vmdk_sparse *v, unsigned int flags,
 	/* a table write could land on other data while anything overlaps */
 	if (!ret && repair && (fixable || stale) && !unfixable)
 		ret = vmdk_check_fix(v, fsize, gt, rgt, &fixed);
-	if (!ret && !v->compressed && fsize > last + VMDK_SECTOR) {
+	/* the space of a block device past the extent's last grain is the device's, not a leak */
+	if (!ret && !v->compressed && fsize > last + VMDK_SECTOR &&
+	    !vdimg_file_fixed_size(v->file)) {
 		u64 n = DIV_ROUND_UP(fsize - last, v->grain_bytes);
 
 		vdimg_info(img, "%llu bytes after the last grain", (unsigned long long)(fsize - last));

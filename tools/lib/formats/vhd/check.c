@@ -45,10 +45,12 @@ int vhd_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_re
 			   v->damage & VHD_DMG_FOOTER_SHORT ? "511 bytes long" :
 			   "damaged (checksum)");
 		if (repair) {
-			u64 at = v->type == VHD_TYPE_FIXED ? v->footer_off : v->data_end;
+			/* on a device, in its last sector (where open looked first) */
+			u64 at = v->type == VHD_TYPE_FIXED || v->fixed_file ? v->footer_off :
+				 v->data_end;
 
 			ret = vhd_write_footer(img, v, at);
-			if (!ret && v->type != VHD_TYPE_FIXED)
+			if (!ret && v->type != VHD_TYPE_FIXED && !v->fixed_file)
 				ret = vdimg_file_truncate(img->file, at + VHD_SECTOR);
 			if (ret)
 				goto out;

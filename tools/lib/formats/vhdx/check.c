@@ -32,7 +32,8 @@ int vhdx_check(struct vdimg_image *img, unsigned int flags, struct vdimg_check_r
 	used_end = max(used_end, v->bat_off + v->bat_len);
 	used_end = max(used_end, v->meta_off + v->meta_len);
 	used_end = max(used_end, v->log.offset + v->log.length);
-	if (fsize > ALIGN(used_end, VHDX_MiB)) {
+	/* the space of a block device past the image's end is the device's, not a leak */
+	if (fsize > ALIGN(used_end, VHDX_MiB) && !v->fixed_file) {
 		res->leaks = (fsize - ALIGN(used_end, VHDX_MiB) + v->block_size - 1) / v->block_size;
 		if ((flags & VDIMG_CHECK_REPAIR) && !v->read_only) {
 			int ret;
