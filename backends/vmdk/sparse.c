@@ -25,6 +25,7 @@
 #define VMDK_MIN_SLOTS		16U
 #define VMDK_ALLOC_ALIGN	4096U		/* new grains and GTs start on this boundary */
 #define VMDK_NEW_MAGIC		(0x564dULL << 48)	/* cookie[1] of a NEW extent */
+#define VMDK_MAX_RUN		(2U << 20)	/* grains reserved together: bytes at most */
 #define VMDK_ZBUF		(64U << 10)
 #define VMDK_MAX_GRAIN_SECTORS	32768U		/* 16 MiB: bounds the fill of a new grain */
 #define VMDK_MAX_GTES		4096U
@@ -507,10 +508,30 @@ static int vmdk_map_read(struct vmdk_sparse *v, u64 offset, u64 length, bool now
 }
 
 /* Write-side answer, lock held: existing data, or a NEW grain to fill and commit. */
+/*
+ * How many grains from @g (GTE @e, unallocated or zero) a write ending at @end reserves at once: the
+ * following grains of the same GT in the same state that the write reaches, so that they lie next to
+ * each other in the file and take one write (grains reserved one by one interleave with those of
+ * concurrent writes). Page-sized grains only (a run is one unit, vdimg_ext_page_check()); at most
+ * VMDK_MAX_RUN bytes. Lock held.
+ */
+static u32 vmdk_new_run(struct vmdk_sparse *v, const struct vmdk_gt_slot *s, u64 g, u32 e, u64 end)
+{
+	u32 ti = g - div_u64(g, v->num_gtes) * (u64)v->num_gtes, n = 1;
+	u32 max = VMDK_MAX_RUN >> v->grain_shift;
+
+	if (v->grain_bytes % VMDK_ALLOC_ALIGN || v->cowd)
+		return 1;
+	while (n < max && ti + n < v->num_gtes && ((g + n) << v->grain_shift) < end &&
+	       ((g + n + 1) << v->grain_shift) <= v->size && vmdk_gte(s, ti + n) == e)
+		n++;
+	return n;
+}
+
 static int vmdk_map_write(struct vmdk_sparse *v, u64 offset, u64 length, struct vdimg_extent *ext)
 {
 	u64 g = offset >> v->grain_shift, gstart = g << v->grain_shift, host;
-	u32 gi = div_u64(g, v->num_gtes), e;
+	u32 gi = div_u64(g, v->num_gtes), e, n;
 	struct vmdk_gt_slot *s;
 	int ret;
 
@@ -530,21 +551,22 @@ static int vmdk_map_write(struct vmdk_sparse *v, u64 offset, u64 length, struct 
 		return ret;
 	if (e > VMDK_GTE_ZERO || !s)
 		return -EIO;	/* map_read said otherwise under the same lock */
-	ret = vmdk_alloc(v, v->grain_bytes, &host);
+	n = vmdk_new_run(v, s, g, e, offset + length);
+	ret = vmdk_alloc(v, (u64)n << v->grain_shift, &host);
 	if (ret)
 		return ret;
 	vmdk_ext_clear(ext, offset);
 	ext->type = VDIMG_EXT_DATA;
 	ext->flags = VDIMG_EXT_NEW | (e == VMDK_GTE_ZERO ? VDIMG_EXT_FILL_ZERO : 0);
-	ext->length = min(offset + length, gstart + v->grain_bytes) - offset;
+	ext->length = min(offset + length, gstart + ((u64)n << v->grain_shift)) - offset;
 	ext->file = v->file;
 	ext->file_offset = host + (offset - gstart);
 	ext->fill_offset = gstart;
-	ext->fill_length = min_t(u64, v->grain_bytes, v->size - gstart);
+	ext->fill_length = min_t(u64, (u64)n << v->grain_shift, v->size - gstart);
 	ext->cookie[0] = host | e;
 	ext->cookie[1] = VMDK_NEW_MAGIC | g;
 	vdimg_ext_hole_check(ext, host);
-	vdimg_ext_page_check(ext, host, v->grain_bytes);
+	vdimg_ext_page_check(ext, host, (u64)n << v->grain_shift);
 	return 0;
 }
 
@@ -582,17 +604,22 @@ int vmdk_sparse_map(struct vmdk_sparse *v, u64 offset, u64 length, unsigned int 
 int vmdk_sparse_commit(struct vmdk_sparse *v, const struct vdimg_extent *ext)
 {
 	u64 g = ext->cookie[1] & ~(0xffffULL << 48), host = ext->cookie[0] & ~1ULL;
-	u32 was = ext->cookie[0] & 1, gi, ti, e;
+	u32 was = ext->cookie[0] & 1, gi, ti, e, n, k;
 	u64 gstart, valid;
 	struct vmdk_gt_slot *s;
 	int ret;
 
 	if (!(ext->flags & VDIMG_EXT_NEW) || (ext->cookie[1] >> 48) != (VMDK_NEW_MAGIC >> 48) ||
-	    (g << v->grain_shift) >= v->size || !host || host % VMDK_SECTOR)
+	    (g << v->grain_shift) >= v->size || !host || host % VMDK_SECTOR ||
+	    ext->offset < (g << v->grain_shift))
 		return -EINVAL;
 	gi = div_u64(g, v->num_gtes);
 	ti = g - (u64)gi * v->num_gtes;
 	gstart = g << v->grain_shift;
+	/* the grains map reserved together (vmdk_new_run()) */
+	n = DIV_ROUND_UP(ext->offset + ext->length - gstart, (u64)v->grain_bytes);
+	if (!n || ti + n > v->num_gtes)
+		return -EINVAL;
 	vdimg_mutex_lock(&v->lock);
 	ret = -EIO;
 	if (!v->gd[gi])
@@ -600,21 +627,24 @@ int vmdk_sparse_commit(struct vmdk_sparse *v, const struct vdimg_extent *ext)
 	ret = vmdk_gt_get(v, gi, true, &s);
 	if (ret)
 		goto out;
-	e = vmdk_gte(s, ti);
 	ret = -EIO;
-	if (e != was)
-		goto out;	/* someone else changed the entry: the range lock failed */
+	for (k = 0; k < n; k++) {
+		e = vmdk_gte(s, ti + k);
+		if (e != was)
+			goto out;	/* someone else changed the entry: the range lock failed */
+	}
 	/* the last grain may reach past the disk: the fill stopped there, pad the grain */
 	valid = v->size - gstart;
-	while (valid < v->grain_bytes) {
-		u32 n = min_t(u64, VMDK_ZBUF, v->grain_bytes - valid);
+	while (n == 1 && valid < v->grain_bytes) {
+		u32 len = min_t(u64, VMDK_ZBUF, v->grain_bytes - valid);
 
-		ret = vdimg_file_write(v->file, v->zbuf, n, host + valid);
+		ret = vdimg_file_write(v->file, v->zbuf, len, host + valid);
 		if (ret)
 			goto out;
-		valid += n;
+		valid += len;
 	}
-	vmdk_gte_set(s, ti, host / VMDK_SECTOR);
+	for (k = 0; k < n; k++)
+		vmdk_gte_set(s, ti + k, (host + ((u64)k << v->grain_shift)) / VMDK_SECTOR);
 	v->img->flags |= VDIMG_IMG_DIRTY;
 	ret = 0;
 out:
