@@ -507,13 +507,12 @@ static int vmdk_map_read(struct vmdk_sparse *v, u64 offset, u64 length, bool now
 	return 0;
 }
 
-/* Write-side answer, lock held: existing data, or a NEW grain to fill and commit. */
 /*
- * How many grains from @g (GTE @e, unallocated or zero) a write ending at @end reserves at once: the
- * following grains of the same GT in the same state that the write reaches, so that they lie next to
- * each other in the file and take one write (grains reserved one by one interleave with those of
- * concurrent writes). Page-sized grains only (a run is one unit, vdimg_ext_page_check()); at most
- * VMDK_MAX_RUN bytes. Lock held.
+ * How many grains from @g (GTE @e, unallocated or zero) a write ending at @end reserves at once:
+ * the following grains of the same GT in the same state that the write reaches, so that they lie
+ * next to each other in the file and take one write (grains reserved one by one interleave with
+ * those of concurrent writes). Page-sized grains only (a run is one unit,
+ * vdimg_ext_page_check()); at most VMDK_MAX_RUN bytes. Lock held.
  */
 static u32 vmdk_new_run(struct vmdk_sparse *v, const struct vmdk_gt_slot *s, u64 g, u32 e, u64 end)
 {
@@ -528,6 +527,7 @@ static u32 vmdk_new_run(struct vmdk_sparse *v, const struct vmdk_gt_slot *s, u64
 	return n;
 }
 
+/* Write-side answer, lock held: existing data, or NEW grains to fill and commit. */
 static int vmdk_map_write(struct vmdk_sparse *v, u64 offset, u64 length, struct vdimg_extent *ext)
 {
 	u64 g = offset >> v->grain_shift, gstart = g << v->grain_shift, host;
