@@ -63,7 +63,7 @@ fi
 # default) two queues of stages run at once, since one TCG guest keeps about one core busy (its
 # tests are mostly one process at a time). Their logs are printed whole, in this order, as each
 # queue finishes. VM_PARALLEL=1 runs them one by one with live output. 096 (NFS) runs on 6.12 only.
-lts_filter=${VM_LTS_FILTER:-'^(0[0-8][0-9]|09[0-5]|1[0-9][0-9]|200|205|206|220|230|240|250|260|270|285|300|302|310|322|325|345)-'}
+lts_filter=${VM_LTS_FILTER:-'^(0[0-8][0-9]|09[0-5]|1[0-9][0-9]|200|205|206|220|240|250|260|270|285|300|302|310|322|325|345)-'}
 debug_filter=${VM_DEBUG_FILTER:-'^(0[0-8][0-9]|09[0-5]|1[0-9][0-9]|200|205|206|300|325|345|349|350)-'}
 parallel=${VM_PARALLEL:-2}
 # two guests at once run slower each: more room under the whole-VM timeout (run.sh's default 1800 s)
@@ -95,8 +95,8 @@ if [ $# -gt 0 ]; then
 	runs=("a 6.12 check-vm-6.12.log" "b 6.1 check-vm-6.1.log")
 else
 	# queue, series, log, tier, filter; the 6.12 halves split where the two queues come out even
-	runs=("a 6.12 check-vm-6.12.log full ^([01][0-9][0-9]|2[0-7][0-9])-"
-	      "b 6.12 check-vm-6.12-2.log full ^(2[89][0-9]|[3-9][0-9][0-9])-"
+	runs=("a 6.12 check-vm-6.12.log full ^([01][0-9][0-9]|2[0-5][0-9])-"
+	      "b 6.12 check-vm-6.12-2.log full ^(2[6-9][0-9]|[3-9][0-9][0-9])-"
 	      "a 6.1 check-vm-6.1.log short $lts_filter")
 fi
 for r in "${runs[@]}"; do
