@@ -379,6 +379,7 @@ static int vdimg_write_new(struct vdimg_device *dev, const struct vdimg_extent *
 	unsigned int npages;
 	struct iov_iter it;
 	u64 head, tail, fill_end;
+	bool hole;
 	int ret;
 
 	if (!ext->fill_length) {
@@ -397,12 +398,12 @@ static int vdimg_write_new(struct vdimg_device *dev, const struct vdimg_extent *
 	}
 	head = ext->offset - ext->fill_offset;
 	tail = fill_end - (ext->offset + ext->length);
-	if ((ext->flags & VDIMG_EXT_FILL_HOLE) &&
-	    vdimg_file_ahead(ext->file, ext->file_offset - head + ext->fill_length) &&
-	    (zero || (!head && !tail)))
-		goto data_only;		/* the rest of the unit is a hole of the file */
+	hole = (ext->flags & VDIMG_EXT_FILL_HOLE) &&
+	       vdimg_file_ahead(ext->file, ext->file_offset - head + ext->fill_length);
 	if (!head && !tail)
 		goto data_only;		/* the caller writes the whole unit */
+	if (hole && zero)
+		goto data_only;		/* the rest of the unit is a hole of the file */
 	if ((ext->flags & VDIMG_EXT_FILL_HOLE) && zero) {
 		ret = vdimg_alloc_hole(ext->file, ext->file_offset - head, ext->fill_length);
 		if (ret < 0)
