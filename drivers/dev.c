@@ -146,7 +146,7 @@ static int vdimg_layer_get_extents(struct vdimg_layer_k *l, const struct vdimg_l
 			ret = -EBADF;
 			goto out;
 		}
-		l->ext_vf[i].filp = f;
+		vdimg_file_init(&l->ext_vf[i], f);
 		l->ext_ptrs[i] = &l->ext_vf[i];
 		/* block devices: VMDK raw-device extents (vdimgctl opens them only when asked) */
 		if (!S_ISREG(file_inode(f)->i_mode) && !S_ISBLK(file_inode(f)->i_mode)) {
@@ -303,7 +303,7 @@ static int vdimg_layer_open(struct vdimg_device *dev, struct vdimg_layer_k **bel
 	file = fget(ul->fd);
 	if (!file)
 		return -EBADF;
-	l->vf.filp = file;
+	vdimg_file_init(&l->vf, file);
 	mode = file_inode(file)->i_mode;
 	if (S_ISDIR(mode))
 		return -EISDIR;
@@ -329,7 +329,7 @@ static int vdimg_layer_open(struct vdimg_device *dev, struct vdimg_layer_k **bel
 
 		if (!df)
 			return -EBADF;
-		l->data_vf.filp = df;
+		vdimg_file_init(&l->data_vf, df);
 		if (!S_ISREG(file_inode(df)->i_mode))
 			return -EINVAL;
 		if (!(df->f_mode & FMODE_READ) || (!ro && !(df->f_mode & FMODE_WRITE)))

@@ -28,20 +28,23 @@ int vdimg_file_read(struct vdimg_file *f, void *buf, size_t len, u64 off)
 int vdimg_file_write(struct vdimg_file *f, const void *buf, size_t len, u64 off)
 {
 	loff_t pos = off;
+	bool locked;
+	int ret = 0;
 
 	vdimg_file_written(f, off + len);
-
+	locked = vdimg_file_extend_lock(f, off + len);
 	while (len) {
 		ssize_t n = kernel_write(f->filp, buf, len, &pos);
 
-		if (n < 0)
-			return n;
-		if (n == 0)
-			return -EIO;
+		if (n <= 0) {
+			ret = n ? n : -EIO;
+			break;
+		}
 		buf += n;
 		len -= n;
 	}
-	return 0;
+	vdimg_file_extend_unlock(f, locked);
+	return ret;
 }
 
 int vdimg_file_sync(struct vdimg_file *f)
@@ -56,6 +59,32 @@ u64 vdimg_file_size(struct vdimg_file *f)
 	if (smp_load_acquire(&f->ahead))
 		return atomic64_read(&f->end);
 	return i_size_read(f->filp->f_mapping->host);
+}
+
+void vdimg_file_init(struct vdimg_file *vf, struct file *filp)
+{
+	vf->filp = filp;
+	mutex_init(&vf->size_lock);
+}
+
+/*
+ * Before a write or fallocate() that ends at @end: one past the end of the file takes @size_lock
+ * (see struct vdimg_file), so that a sparse tail's truncate, computed from the size before it,
+ * cannot run meanwhile and cut off what it adds. The size only grows otherwise while the file is
+ * attached, so a write that ends inside the file needs no lock. Return: whether it was taken.
+ */
+bool vdimg_file_extend_lock(struct vdimg_file *vf, u64 end)
+{
+	if (end <= i_size_read(file_inode(vf->filp)))
+		return false;
+	mutex_lock(&vf->size_lock);
+	return true;
+}
+
+void vdimg_file_extend_unlock(struct vdimg_file *vf, bool locked)
+{
+	if (locked)
+		mutex_unlock(&vf->size_lock);
 }
 
 /* @vf holds data up to @end (or will: called before the write) */
@@ -78,7 +107,9 @@ void vdimg_file_trim_tail(struct vdimg_file *vf, const char *name)
 
 	if (!vf->filp || !vf->ahead || i_size_read(file_inode(vf->filp)) <= end)
 		return;
+	mutex_lock(&vf->size_lock);
 	ret = vfs_truncate(&vf->filp->f_path, end);
+	mutex_unlock(&vf->size_lock);
 	if (ret)
 		pr_warn("%s: cannot trim the file's sparse tail to %llu bytes (error %d)\n", name,
 			end, ret);
@@ -95,9 +126,11 @@ int vdimg_file_truncate(struct vdimg_file *f, u64 size)
 
 	if (size > LLONG_MAX)
 		return -EFBIG;
+	mutex_lock(&f->size_lock);
 	ret = vfs_truncate(&f->filp->f_path, size);
 	if (!ret)
 		atomic64_set(&f->end, size);
+	mutex_unlock(&f->size_lock);
 	return ret;
 }
 

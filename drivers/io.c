@@ -98,12 +98,15 @@ static int vdimg_file_iter(struct vdimg_file *vf, struct iov_iter *iter, u64 len
 	size_t rest = iov_iter_count(iter) - len;
 	unsigned int mask = vf->dio_align - 1;
 	struct file *file = vf->filp;
+	bool locked = false;
 	ssize_t n;
 	int ret = 0;
 
 	iov_iter_truncate(iter, len);
-	if (write)
+	if (write) {
 		vdimg_file_written(vf, pos + len);
+		locked = vdimg_file_extend_lock(vf, pos + len);
+	}
 	if (vf->dio_align && !shared && !((pos | len) & mask) && iov_iter_is_bvec(iter) &&
 	    iov_iter_is_aligned(iter, mask, mask))
 		n = vdimg_file_direct(file, iter, pos, write);
@@ -117,6 +120,7 @@ static int vdimg_file_iter(struct vdimg_file *vf, struct iov_iter *iter, u64 len
 		ret = -EIO;
 	else if (n < len)
 		iov_iter_zero(len - n, iter);	/* past the end of the backing file */
+	vdimg_file_extend_unlock(vf, locked);
 	iov_iter_reexpand(iter, iov_iter_count(iter) + rest);
 	return ret;
 }
@@ -230,12 +234,15 @@ static int vdimg_read_below(struct vdimg_device *dev, struct iov_iter *iter, u64
  */
 static int vdimg_alloc_hole(struct vdimg_file *vf, u64 start, u64 len)
 {
+	bool locked;
 	int ret;
 
 	if (!READ_ONCE(vf->holes))
 		return 1;
 	vdimg_file_written(vf, start + len);
+	locked = vdimg_file_extend_lock(vf, start + len);
 	ret = vfs_fallocate(vf->filp, 0, start, len);
+	vdimg_file_extend_unlock(vf, locked);
 	if (ret != -EOPNOTSUPP)
 		return ret;
 	WRITE_ONCE(vf->holes, false);
@@ -252,11 +259,15 @@ static int vdimg_alloc_hole(struct vdimg_file *vf, u64 start, u64 len)
  * loop writes a sparse file), the rest of a unit left a hole. vf->end is then the file's size for
  * the image (vdimg_file_size()); detach trims the tail (vdimg_file_trim_tail()). After a crash
  * the file can keep up to one step of sparse tail past the image's end.
+ *
+ * The truncate sets a size computed from the one it read, so nothing else may change the size
+ * meanwhile: a unit that is not new to the file (a slot given back and reused) can still lie past
+ * its end, and its write would extend the file and then be cut off by a truncate to a size below
+ * it. Every write that ends past the end of the file therefore takes vf->size_lock as the truncate
+ * does (vdimg_file_extend_lock()).
  */
 #define VDIMG_AHEAD_MIN		SZ_1M
 #define VDIMG_AHEAD_MAX		SZ_16M
-
-static DEFINE_MUTEX(vdimg_ahead_lock);
 
 /*
  * Make [.., @end) of @vf, a NEW unit past the image's end (VDIMG_EXT_FILL_HOLE), part of the
@@ -275,7 +286,7 @@ static bool vdimg_file_ahead(struct vdimg_file *vf, u64 end)
 	vdimg_file_written(vf, end);
 	if (end <= i_size_read(inode))
 		return true;
-	mutex_lock(&vdimg_ahead_lock);
+	mutex_lock(&vf->size_lock);
 	size = i_size_read(inode);
 	if (end > size) {
 		/* the image's end: what is in the file, and what writes in flight will add */
@@ -292,7 +303,7 @@ static bool vdimg_file_ahead(struct vdimg_file *vf, u64 end)
 			ok = false;
 		}
 	}
-	mutex_unlock(&vdimg_ahead_lock);
+	mutex_unlock(&vf->size_lock);
 	return ok;
 }
 
@@ -862,6 +873,10 @@ static struct vdimg_layer_k *vdimg_fast_layer(struct vdimg_device *dev, u64 pos,
 			return NULL;
 		}
 		if (ext.length != len)
+			return NULL;
+		/* a write past the end of the file takes the worker's path and vf->size_lock */
+		if (write && ext.type == VDIMG_EXT_DATA &&
+		    ext.file_offset + len > i_size_read(file_inode(ext.file->filp)))
 			return NULL;
 		if (ext.type == VDIMG_EXT_DATA &&
 		    (ext.file == &layer->vf ||

@@ -21,7 +21,19 @@ mkimg() {
 	esac
 }
 
+# SNAPFIO_ROUNDS repeats each format (selftests/vm/extra-stress/302-snapshot-fio-rounds.sh): the
+# races it finds (a truncate cutting a write, a fill reading a half-written unit) need many tries
+rounds=${SNAPFIO_ROUNDS:-1}
+formats=
 for f in vhd vdi vhdx qcow2 qed; do
+	r=0
+	while [ "$r" -lt "$rounds" ]; do
+		formats="$formats $f"
+		r=$((r + 1))
+	done
+done
+
+for f in $formats; do
 	t="$f"
 	qf=$(qemu_fmt "$f")
 	base=$W/fbase.$f s1=$W/fs1.$f s2=$W/fs2.$f
