@@ -164,6 +164,13 @@ int vdi_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags,
 		for (i = blk + 1; avail < length && i < v->nr_blocks && v->map[i] == e; i++)
 			avail += v->block_size;
 		ext->type = e == VDI_BLOCK_ZERO ? VDIMG_EXT_ZERO : VDIMG_EXT_UNALLOCATED;
+	} else if (flags & VDIMG_MAP_NOWAIT) {
+		/*
+		 * allocation belongs to the worker, which holds the block's unit: a slot reserved
+		 * here and given back would only leave a hole for a later block to reuse
+		 */
+		ret = -EAGAIN;
+		goto out;
 	} else {
 		ret = vdi_reserve_slot(v, &slot);
 		if (ret)
