@@ -174,6 +174,7 @@ static int prl_map_part(struct prl *p, u64 offset, u64 length, unsigned int flag
 {
 	struct vdimg_image *img = p->img;
 	u64 in, avail, start, off;
+	bool device_full = false;
 	u32 i, j, e;
 	int ret;
 
@@ -219,6 +220,13 @@ static int prl_map_part(struct prl *p, u64 offset, u64 length, unsigned int flag
 			ret = -ENOSPC;
 			goto out;
 		}
+		/* on a block device the cluster must fit in it: the device cannot grow */
+		if (vdimg_file_fixed_size(p->file) &&
+		    off + p->cluster > vdimg_file_size(p->file)) {
+			ret = -ENOSPC;
+			device_full = true;
+			goto out;
+		}
 		p->next_off += p->cluster;
 		ext->type = VDIMG_EXT_DATA;
 		ext->flags = VDIMG_EXT_NEW;
@@ -236,7 +244,10 @@ static int prl_map_part(struct prl *p, u64 offset, u64 length, unsigned int flag
 		vdimg_ext_page_check(ext, ext->file_offset - in, in + avail);
 out:
 	vdimg_mutex_unlock(&p->map_lock);
-	if (ret == -ENOSPC)
+	if (device_full)
+		vdimg_err(img, "the block device is full (%llu bytes): no room for another cluster of the image",
+			  (unsigned long long)vdimg_file_size(p->file));
+	else if (ret == -ENOSPC)
 		vdimg_err(img, "no room for another cluster: its BAT entry would not fit in 32 bits");
 	return ret;
 }
@@ -639,11 +650,13 @@ static int prl_bad_entry(struct vdimg_image *img, struct prl *p, u32 i, const ch
 /*
  * Read the BAT and check every entry: inside the data area and the file, aligned to clusters from
  * the start of the data area (v1), no two clusters overlapping each other or the extension cluster.
- * Also sets the allocation cursor past everything the file holds.
+ * Also sets the allocation cursor past everything the file holds; on a block device, whose size
+ * is not the image's, past the last cluster the BAT references.
  */
 static int prl_read_bat(struct vdimg_image *img, struct prl *p, u64 fsize, bool repair)
 {
-	u64 end = max(p->data_off, fsize), last = 0;
+	u64 end = vdimg_file_fixed_size(p->file) ? p->data_off : max(p->data_off, fsize);
+	u64 last = 0;
 	u32 *idx = NULL, n = 0, i, k = 0;
 	int ret;
 
@@ -782,8 +795,8 @@ static void prl_trim(struct prl *p)
 	int ret;
 	u32 i;
 
-	if (!p->freed || p->hdr.ext_off)
-		return;
+	if (!p->freed || p->hdr.ext_off || vdimg_file_fixed_size(p->file))
+		return;		/* a block device keeps its size */
 	vdimg_mutex_lock(&p->map_lock);
 	for (i = 0; i < p->nr_bat; i++)
 		if (p->bat[i])

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Host tests of writable images on block devices (issue 18) for VHD (dynamic), VHDX, QED and
- * sparse VMDK, through the userspace library with vdimg_fixed_size_test set: every file then
+ * Host tests of writable images on block devices (issue 18) for VHD (dynamic), VHDX, QED, sparse
+ * VMDK and Parallels, through the userspace library with vdimg_fixed_size_test set: every file then
  * counts as fixed-size, as an LV or a LUN does, and a regular file stands for the device. Each
  * image is made and filled by qemu-img and qemu-io, copied to the start of a "device" 6 MiB larger
  * whose tail holds old bytes (0xa5, what a reused LV holds; for a twoGbMaxExtentSparse VMDK, its
@@ -43,6 +43,7 @@ static const struct bd_case cases[] = {
 	{ "qed", "qed", "", 64 * 1024 },
 	{ "vmdk", "vmdk", "-o subformat=monolithicSparse", 4096 },
 	{ "vmdk extent", "vmdk", "-o subformat=twoGbMaxExtentSparse", 4096, true },
+	{ "parallels", "parallels", "-o cluster_size=1M", MiB },
 };
 
 /* @dev: @img, then ROOM bytes of 0xa5 */
@@ -87,7 +88,10 @@ static bool our_check_clean(const char *path)
 	return !ret && !res.errors && !res.leaks;
 }
 
-/* qemu finds no error in @path, a regular file again (QED counts the tail as leaked: exit 3) */
+/*
+ * qemu finds no error in @path, a regular file again (QED and Parallels count the device's tail as
+ * leaked: exit 3)
+ */
 static bool qemu_check_clean(const struct bd_case *k, const char *path)
 {
 	int st;
@@ -96,7 +100,7 @@ static bool qemu_check_clean(const struct bd_case *k, const char *path)
 		return sh("command -v vhdiinfo >/dev/null") ||
 		       !sh("vhdiinfo '%s' | grep -q 'Media size'", path);
 	st = sh("qemu-img check -q -f %s '%s'", k->qfmt, path);
-	return st == 0 || (st == 3 && !strcmp(k->qfmt, "qed"));
+	return st == 0 || (st == 3 && (!strcmp(k->qfmt, "qed") || !strcmp(k->qfmt, "parallels")));
 }
 
 /* qemu reads @path like @ref, except [@skip, @skip + @skip_len) */

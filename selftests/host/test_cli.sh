@@ -621,15 +621,20 @@ if command -v qemu-img >/dev/null && qemu-img create -q -f qcow2 "$B/img.qcow2" 
 	"$V" convert -O parallels "$B/img.qcow2" "$B/img.hds" >/dev/null 2>&1 &&
 		dd if="$B/img.hds" of="$LV" conv=notrunc status=none
 	run attach --dry-run "$LV"
-	[ $rc -eq 1 ] && grep -q "a parallels image on a block device is attached only read-only" "$T/err"
-	ok $? "a Parallels image on a block device: a writable attach is refused"
+	[ $rc -eq 0 ] && grep -qx "layer 0: $LV (format auto, read-write)" "$T/out"
+	ok $? "a Parallels image on a block device: a writable attach is accepted (it allocates after its BAT's last cluster)"
+	qemu-img convert -O qcow "$B/img.qcow2" "$B/img.qcow" >/dev/null 2>&1 &&
+		dd if="$B/img.qcow" of="$LV" conv=notrunc status=none
+	run attach --dry-run "$LV"
+	[ $rc -eq 1 ] && grep -q "a qcow image on a block device is attached only read-only" "$T/err"
+	ok $? "a QCOW (v1) image on a block device: a writable attach is refused"
 	run attach --dry-run -r "$LV"
 	[ $rc -eq 0 ] && grep -qx "layer 0: $LV (format auto, read-only)" "$T/out"
-	ok $? "a Parallels image on a block device: a read-only attach is accepted"
+	ok $? "a QCOW (v1) image on a block device: a read-only attach is accepted"
 	losetup -d "$LV"
 else
 	for d in info check map convert attach "check --repair" compact parent "attach --chain" \
-		"vhd read-write" "parallels read-write" "parallels read-only"; do
+		"vhd read-write" "parallels read-write" "qcow read-write" "qcow read-only"; do
 		skip "a qcow2 on a block device: $d" "no qemu-img or no loop device (root, loop driver)"
 	done
 fi

@@ -572,6 +572,7 @@ static bool device_writable(u32 format)
 	case VDIMG_FMT_VHDX:
 	case VDIMG_FMT_QED:
 	case VDIMG_FMT_VMDK:
+	case VDIMG_FMT_PARALLELS:
 		return true;
 	default:
 		return false;
@@ -914,13 +915,14 @@ int cmd_attach(int argc, char **argv)
 		 * metadata, not from the device's size: qcow2 allocates by its refcounts, VDI after
 		 * the blocks its header counts, VHD, VHDX, QED and sparse VMDK after the last
 		 * block, cluster or grain their tables reference (VHD's footer goes in the device's
-		 * last sector); all stop with ENOSPC at the device's end, and raw does not
-		 * allocate. QCOW (v1), Parallels and the read-only formats take the end of the
-		 * file; streamOptimized and seSparse VMDK refuse a writable open there themselves.
+		 * last sector), Parallels after the last cluster its BAT references; all stop with
+		 * ENOSPC at the device's end, and raw does not allocate. QCOW (v1) and the read-only
+		 * formats take the end of the file; streamOptimized and seSparse VMDK refuse a
+		 * writable open there themselves.
 		 */
 		if (top && !ro && S_ISBLK(st.st_mode) && !device_writable(l->probed)) {
 			errmsg(l->path, "cannot attach",
-			       "a %s image on a block device is attached only read-only (-r, or --overlay); qcow2, vdi, vhd, vhdx, qed, vmdk and raw can be written there",
+			       "a %s image on a block device is attached only read-only (-r, or --overlay); qcow2, vdi, vhd, vhdx, qed, vmdk, parallels and raw can be written there",
 			       vdimg_format_name(l->probed) ?: "such");
 			goto out;
 		}

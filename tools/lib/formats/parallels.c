@@ -193,7 +193,8 @@ static int prl_check_part(struct vdimg_image *img, struct prl *p, unsigned int f
 	if (span > used + !!p->hdr.ext_off)
 		vdimg_info(img, "%llu clusters inside the data area are not used by the BAT (discarded, extension clusters, or left by an interrupted write)",
 			   (unsigned long long)(span - used - !!p->hdr.ext_off));
-	if (fsize > end) {
+	/* a block device's bytes past the image are not the image's */
+	if (fsize > end && !vdimg_file_fixed_size(p->file)) {
 		u64 n = DIV_ROUND_UP(fsize - end, (u64)p->cluster);
 
 		vdimg_info(img, "%llu bytes after the last cluster are not used",
@@ -347,7 +348,8 @@ static int prl_resize(struct vdimg_image *img, u64 size, unsigned int flags)
 		img->size = size;
 		/* the file ends after the last cluster still used (dropped ones at the end go) */
 		if (end < p->next_off) {
-			ret = vdimg_file_truncate(p->file, end);
+			if (!vdimg_file_fixed_size(p->file))
+				ret = vdimg_file_truncate(p->file, end);
 			p->next_off = end;
 		}
 	}
