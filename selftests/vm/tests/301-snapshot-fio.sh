@@ -21,7 +21,7 @@ mkimg() {
 	esac
 }
 
-# SNAPFIO_ROUNDS repeats each format (selftests/vm/extra-stress/302-snapshot-fio-rounds.sh): the
+# SNAPFIO_ROUNDS repeats each format (selftests/vm/extra-stress/305-snapshot-fio-rounds.sh): the
 # races it finds (a truncate cutting a write, a fill reading a half-written unit) need many tries
 rounds=${SNAPFIO_ROUNDS:-1}
 formats=
