@@ -21,11 +21,12 @@ mkimg() {
 	esac
 }
 
-# SNAPFIO_ROUNDS repeats each format (selftests/vm/extra-stress/305-snapshot-fio-rounds.sh): the
-# races it finds (a truncate cutting a write, a fill reading a half-written unit) need many tries
+# SNAPFIO_ROUNDS repeats each format (selftests/vm/extra-stress/305-snapshot-fio-rounds.sh), and
+# SNAPFIO_FORMATS narrows them: the races it finds (a truncate cutting a write, a fill reading a
+# half-written unit) need many tries
 rounds=${SNAPFIO_ROUNDS:-1}
 formats=
-for f in vhd vdi vhdx qcow2 qed; do
+for f in ${SNAPFIO_FORMATS:-vhd vdi vhdx qcow2 qed}; do
 	r=0
 	while [ "$r" -lt "$rounds" ]; do
 		formats="$formats $f"
