@@ -31,8 +31,7 @@ int vdimg_file_write(struct vdimg_file *f, const void *buf, size_t len, u64 off)
 	bool locked;
 	int ret = 0;
 
-	vdimg_file_written(f, off + len);
-	locked = vdimg_file_extend_lock(f, off + len);
+	locked = vdimg_file_write_begin(f, off + len);
 	while (len) {
 		ssize_t n = kernel_write(f->filp, buf, len, &pos);
 
@@ -43,7 +42,7 @@ int vdimg_file_write(struct vdimg_file *f, const void *buf, size_t len, u64 off)
 		buf += n;
 		len -= n;
 	}
-	vdimg_file_extend_unlock(f, locked);
+	vdimg_file_write_end(f, locked);
 	return ret;
 }
 
@@ -68,20 +67,23 @@ void vdimg_file_init(struct vdimg_file *vf, struct file *filp)
 }
 
 /*
- * Before a write or fallocate() that ends at @end: one past the end of the file takes @size_lock
- * (see struct vdimg_file), so that a sparse tail's truncate, computed from the size before it,
- * cannot run meanwhile and cut off what it adds. The size only grows otherwise while the file is
- * attached, so a write that ends inside the file needs no lock. Return: whether it was taken.
+ * Before a synchronous write or fallocate() that ends at @end: the image's end moves past it
+ * (vdimg_file_written()), and one that ends past the end of the file takes @size_lock (see
+ * struct vdimg_file), so that a sparse tail's truncate, computed from the size before it, cannot
+ * run meanwhile and cut off what it adds. The size only grows otherwise while the file is
+ * attached, so a write that ends inside the file needs no lock. Return: whether it was taken,
+ * for vdimg_file_write_end().
  */
-bool vdimg_file_extend_lock(struct vdimg_file *vf, u64 end)
+bool vdimg_file_write_begin(struct vdimg_file *vf, u64 end)
 {
+	vdimg_file_written(vf, end);
 	if (end <= i_size_read(file_inode(vf->filp)))
 		return false;
 	mutex_lock(&vf->size_lock);
 	return true;
 }
 
-void vdimg_file_extend_unlock(struct vdimg_file *vf, bool locked)
+void vdimg_file_write_end(struct vdimg_file *vf, bool locked)
 {
 	if (locked)
 		mutex_unlock(&vf->size_lock);

@@ -103,10 +103,8 @@ static int vdimg_file_iter(struct vdimg_file *vf, struct iov_iter *iter, u64 len
 	int ret = 0;
 
 	iov_iter_truncate(iter, len);
-	if (write) {
-		vdimg_file_written(vf, pos + len);
-		locked = vdimg_file_extend_lock(vf, pos + len);
-	}
+	if (write)
+		locked = vdimg_file_write_begin(vf, pos + len);
 	if (vf->dio_align && !shared && !((pos | len) & mask) && iov_iter_is_bvec(iter) &&
 	    iov_iter_is_aligned(iter, mask, mask))
 		n = vdimg_file_direct(file, iter, pos, write);
@@ -120,7 +118,7 @@ static int vdimg_file_iter(struct vdimg_file *vf, struct iov_iter *iter, u64 len
 		ret = -EIO;
 	else if (n < len)
 		iov_iter_zero(len - n, iter);	/* past the end of the backing file */
-	vdimg_file_extend_unlock(vf, locked);
+	vdimg_file_write_end(vf, locked);
 	iov_iter_reexpand(iter, iov_iter_count(iter) + rest);
 	return ret;
 }
@@ -239,10 +237,9 @@ static int vdimg_alloc_hole(struct vdimg_file *vf, u64 start, u64 len)
 
 	if (!READ_ONCE(vf->holes))
 		return 1;
-	vdimg_file_written(vf, start + len);
-	locked = vdimg_file_extend_lock(vf, start + len);
+	locked = vdimg_file_write_begin(vf, start + len);
 	ret = vfs_fallocate(vf->filp, 0, start, len);
-	vdimg_file_extend_unlock(vf, locked);
+	vdimg_file_write_end(vf, locked);
 	if (ret != -EOPNOTSUPP)
 		return ret;
 	WRITE_ONCE(vf->holes, false);
@@ -264,7 +261,7 @@ static int vdimg_alloc_hole(struct vdimg_file *vf, u64 start, u64 len)
  * meanwhile: a unit that is not new to the file (a slot given back and reused) can still lie past
  * its end, and its write would extend the file and then be cut off by a truncate to a size below
  * it. Every write that ends past the end of the file therefore takes vf->size_lock as the truncate
- * does (vdimg_file_extend_lock()).
+ * does (vdimg_file_write_begin()).
  */
 #define VDIMG_AHEAD_MIN		SZ_1M
 #define VDIMG_AHEAD_MAX		SZ_16M

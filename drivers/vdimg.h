@@ -42,15 +42,15 @@ struct vdimg_file {
 	/*
 	 * Serializes what changes the file's size while it is attached: the tail's truncate, which
 	 * computes its target from the size it reads, and every write or fallocate() that ends past
-	 * the end of the file (vdimg_file_extend_lock()), which that truncate would otherwise cut.
+	 * the end of the file (vdimg_file_write_begin()), which that truncate would otherwise cut.
 	 */
 	struct mutex size_lock;
 };
 
 void vdimg_file_init(struct vdimg_file *vf, struct file *filp);
 void vdimg_file_written(struct vdimg_file *vf, u64 end);
-bool vdimg_file_extend_lock(struct vdimg_file *vf, u64 end);
-void vdimg_file_extend_unlock(struct vdimg_file *vf, bool locked);
+bool vdimg_file_write_begin(struct vdimg_file *vf, u64 end);
+void vdimg_file_write_end(struct vdimg_file *vf, bool locked);
 void vdimg_file_trim_tail(struct vdimg_file *vf, const char *name);
 
 struct vdimg_layer_k {
