@@ -82,38 +82,6 @@ static bool read_is(struct vdimg_chain *c, u64 off, u64 len, int byte)
 }
 
 /*
- * @path is consistent: `qemu-img check` clean; qemu has no check for VHD ("vpc"): our own check
- * finds no error and no leak, and libvhdi's vhdiinfo (when installed) reads it. (vhdiinfo
- * 20210425 reports the footer's original size, the size at creation that the specification keeps
- * for information and a resize leaves alone, as its media size: not compared.)
- */
-static bool image_clean(const char *fmtname, const char *path, const struct vdimg_format *fmt)
-{
-	struct vdimg_check_result res = { 0 };
-	struct vdimg_image img;
-	int fd, ret;
-
-	if (!strcmp(fmtname, "raw"))
-		return true;	/* qemu-img check has nothing to say about raw images */
-	if (strcmp(fmtname, "vpc"))
-		return !sh("qemu-img check -q -f %s '%s'", fmtname, path);
-	fd = openf(path, O_RDONLY);
-	ret = img_open_with(&img, fmt, fd, path, VDIMG_OPEN_READ_ONLY);
-	if (!ret) {
-		ret = vdimg_tool_ops(img.fmt)->check(&img, 0, &res);
-		img_close(&img);
-	}
-	close(fd);
-	if (ret || res.errors || res.leaks) {
-		printf("# check of %s: %d, %llu errors, %llu leaks\n", path, ret,
-		       (unsigned long long)res.errors, (unsigned long long)res.leaks);
-		return false;
-	}
-	return sh("command -v vhdiinfo >/dev/null") ||
-	       !sh("vhdiinfo '%s' | grep -q 'Media size'", path);
-}
-
-/*
  * qemu sizes a fixed VHD by its file, footer included: `qemu-img info` says 512 bytes more and
  * `qemu-img convert` copies the footer too. Set while checking one.
  */
