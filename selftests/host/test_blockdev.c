@@ -16,7 +16,9 @@
  * onto the device (its footer right after its data) and one whose footer is at the device's end
  * both open, a footer of another image left in the last sector is not taken for this one's, one
  * missing in both places is put back at the end by a writable open, and a differencing image's
- * new block goes after its parent locators' data.
+ * new block goes after its parent locators' data. The library's own writes on a device
+ * (test_tool_ops(): check --repair and a grow, then a write into the new range) leave the device's
+ * size alone, find no leak in its tail, and keep VHD's footer in its last sector.
  * Skips (exit 4) when qemu-img or qemu-io is missing. KTAP on stdout.
  */
 #include "../../backends/vhd/vhd.h"
@@ -35,6 +37,7 @@ struct bd_case {
 	const char *opts;	/* qemu-img create options */
 	u64 align;		/* a new block starts at most this far past the data */
 	bool extent;		/* the device is the image's sparse extent file, not the image */
+	u64 grown;		/* test_tool_ops(): the size to grow to (0: 16 MiB more) */
 };
 
 static const struct bd_case cases[] = {
@@ -459,6 +462,114 @@ out:
 	free(buf);
 }
 
+/*
+ * The library's writes on a device (issue 18): check --repair, a resize that grows the image and
+ * a write into the new range, for every format that can be written there. The device keeps its
+ * size (nothing truncates it), its old bytes do not show through the new range, everything reads
+ * back after a reopen, and our check and qemu's find no error.
+ */
+static const struct bd_case tool_cases[] = {
+	{ "qcow2", "qcow2", "" },
+	{ "vdi", "vdi", "" },
+	{ "vhd", "vpc", "-o subformat=dynamic,force_size=on" },
+	/* past the 128 entries of the BAT's sector: a new BAT after the last block */
+	{ "vhd moving its BAT", "vpc", "-o subformat=dynamic,force_size=on", .grown = 300 * MiB },
+	{ "vhdx", "vhdx", "-o block_size=1M" },
+	{ "qed", "qed", "" },
+	{ "vmdk", "vmdk", "-o subformat=monolithicSparse" },
+	{ "parallels", "parallels", "-o cluster_size=1M" },
+};
+
+static void test_tool_ops(const struct bd_case *k)
+{
+	const u64 GROWN = k->grown ? k->grown : VSIZE + 16 * MiB;
+	char img[512], dev[512];
+	u8 *ref = calloc(1, GROWN), *buf = malloc(GROWN);
+	struct vdimg_check_result res = { 0 };
+	const struct vdimg_tool_ops *ops;
+	struct vdimg_image *top;
+	struct vdimg_chain *c;
+	u64 dsize;
+	size_t len;
+	int ret;
+
+	snprintf(img, sizeof(img), "%s", tp("bdt.img"));
+	snprintf(dev, sizeof(dev), "%s", tp("bdt.dev"));
+	vdimg_fixed_size_test = false;
+	if (sh("qemu-img create -q -f %s %s '%s' 32M", k->qfmt, k->opts, img) ||
+	    sh("qemu-io -f %s -c 'write -P 0x11 0 1m' -c 'write -P 0x22 8m 1m' '%s' >/dev/null",
+	       k->qfmt, img)) {
+		ok(false, "%s tool: qemu-img makes the image", k->name);
+		goto out;
+	}
+	make_device(img, dev);
+	dsize = fsize(dev);
+	ref_init(ref);
+
+	vdimg_fixed_size_test = true;
+	ret = open1(&c, dev, 0);
+	if (!ok_err(ret, 0, "%s tool: opens writable on a device", k->name))
+		goto out;
+	top = vdimg_chain_top(c);
+	ops = vdimg_tool_ops(top->fmt);
+	ret = ops->check(top, VDIMG_CHECK_REPAIR, &res);
+	ok(!ret && !res.errors && !res.leaks && !res.fixed,
+	   "%s tool: check --repair of the device finds nothing to fix (%d, %llu errors, %llu leaks, %llu fixed)",
+	   k->name, ret, (unsigned long long)res.errors, (unsigned long long)res.leaks,
+	   (unsigned long long)res.fixed);
+	ret = ops->resize(top, GROWN, 0);
+	if (!ret && top->fmt->flush)
+		ret = top->fmt->flush(top);
+	ok_err(ret, 0, "%s tool: grows from %llu to %llu MiB on the device", k->name,
+	       (unsigned long long)(VSIZE / MiB), (unsigned long long)(GROWN / MiB));
+	vdimg_chain_close(c);
+	ok(fsize(dev) == dsize, "%s tool: the device keeps its size (%llu bytes, was %llu)",
+	   k->name, (unsigned long long)fsize(dev), (unsigned long long)dsize);
+	/* a BAT moved after the last block: the footer goes to the device's end, not after it */
+	if (!strcmp(k->qfmt, "vpc") && k->grown)
+		ok(last_sector_is_footer_of(dev, img),
+		   "%s tool: after the grow, the footer is in the device's last sector", k->name);
+	if (ret)
+		goto out;
+
+	/* a write into the range the grow added, through a fresh open */
+	ret = open1(&c, dev, 0);
+	if (!ok_err(ret, 0, "%s tool: reopens writable at the new size", k->name))
+		goto out;
+	ok(c->size == GROWN, "%s tool: the new size (%llu) is seen", k->name,
+	   (unsigned long long)c->size);
+	fill_pat(buf, NEW_LEN, 4, GROWN - 4 * MiB);
+	memcpy(ref + GROWN - 4 * MiB, buf, NEW_LEN);
+	ok_err(vdimg_chain_pwrite(c, buf, NEW_LEN, GROWN - 4 * MiB), 0,
+	       "%s tool: write into the new range", k->name);
+	ok_err(vdimg_chain_flush(c), 0, "%s tool: flush", k->name);
+	vdimg_chain_close(c);
+
+	ret = open1(&c, dev, VDIMG_CHAIN_READ_ONLY);
+	ok(!ret && c->size == GROWN && !vdimg_chain_pread(c, buf, GROWN, 0) &&
+	   !memcmp(buf, ref, GROWN),
+	   "%s tool: reads back, the new range zeros and the write, no old device bytes", k->name);
+	if (!ret)
+		vdimg_chain_close(c);
+	ok(our_check_clean(dev), "%s tool: our check of the grown image is clean", k->name);
+	ok(fsize(dev) == dsize, "%s tool: the device still has its size", k->name);
+	if (!strcmp(k->qfmt, "vpc"))
+		ok(last_sector_is_footer_of(dev, img),
+		   "%s tool: the footer is in the device's last sector", k->name);
+	vdimg_fixed_size_test = false;
+	ok(qemu_check_clean(k, dev), "%s tool: qemu-img check (vhdiinfo for vhd) finds no error",
+	   k->name);
+	free(buf);
+	buf = NULL;
+	ok(!sh("qemu-img convert -f %s -O raw '%s' '%s'", k->qfmt, dev, tp("bdt-q.raw")) &&
+	   (buf = slurp(tp("bdt-q.raw"), &len)) && len == GROWN && !memcmp(buf, ref, GROWN),
+	   "%s tool: qemu reads the grown image like the reference", k->name);
+out:
+	vdimg_fixed_size_test = false;
+	free(ref);
+	free(buf);
+}
+
 int main(void)
 {
 	unsigned int i;
@@ -473,5 +584,7 @@ int main(void)
 	test_vhd_stale_footer();
 	test_vhd_no_footer();
 	test_vhd_diff();
+	for (i = 0; i < ARRAY_SIZE(tool_cases); i++)
+		test_tool_ops(&tool_cases[i]);
 	return ktap_finish();
 }

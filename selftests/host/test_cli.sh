@@ -578,8 +578,9 @@ for v in "--variant monolithicSparse" "-t vmdk" "--variant differencing"; do
 done
 
 # images on block devices (a qcow2 on an LV, as oVirt keeps them): a loop device stands in for
-# the LV; info, check, map, convert and attach take it as the named image, writes from the library
-# and parents that an image names as a block device are refused
+# the LV; info, check, check --repair, map, convert, resize, rebase and attach take it as the named
+# image; compact, commit -d of it, writes in a read-only format and parents that an image names
+# as a block device are refused
 B=$T/blk
 mkdir -p "$B"
 if command -v qemu-img >/dev/null && qemu-img create -q -f qcow2 "$B/img.qcow2" 256M &&
@@ -601,11 +602,27 @@ if command -v qemu-img >/dev/null && qemu-img create -q -f qcow2 "$B/img.qcow2" 
 	run attach --dry-run "$LV"
 	[ $rc -eq 0 ] && grep -qx "layer 0: $LV (format auto, read-write)" "$T/out"
 	ok $? "a qcow2 on a block device: attach takes it (the kernel reads and writes it)"
-	for c in "check --repair" compact; do
-		run $c "$LV"
-		[ $rc -eq 1 ] && grep -qx "vdimgctl: $LV: cannot ${c%% *}: a block device is only opened read-only here" "$T/err"
-		ok $? "a qcow2 on a block device: $c refused with a message"
-	done
+	run check --repair "$LV"
+	[ $rc -eq 0 ] && grep -q 'No errors' "$T/out" && [ "$(blockdev --getsize64 "$LV")" = 67108864 ]
+	ok $? "a qcow2 on a block device: check --repair (nothing to fix, the device keeps its size)"
+	run compact "$LV"
+	[ $rc -eq 1 ] && grep -qx "vdimgctl: $LV: cannot compact: a block device keeps its size, so compacting gives nothing back (convert the image into a smaller device instead)" "$T/err"
+	ok $? "a qcow2 on a block device: compact refused with a message"
+	run resize "$LV" 512M
+	[ $rc -eq 0 ] && qemu-io -f qcow2 -c 'write -P 7 500M 1M' "$LV" >/dev/null &&
+		qemu-io -f qcow2 -c 'read -P 9 0 4M' -c 'read -P 8 100M 1M' -c 'read -P 0 256M 1M' \
+			-c 'read -P 7 500M 1M' "$LV" | grep -c '^read' | grep -qx 4 &&
+		qemu-img check -q -f qcow2 "$LV" && [ "$(blockdev --getsize64 "$LV")" = 67108864 ]
+	ok $? "a qcow2 on a block device: resize grows it in place (qemu writes the new range, check clean)"
+	qemu-img create -q -f qcow2 "$B/ro.qcow2" 16M && qemu-img create -q -f qcow2 -b "$B/ro.qcow2" -F qcow2 "$B/lv-child.qcow2" &&
+		dd if="$B/lv-child.qcow2" of="$LV" conv=notrunc status=none
+	run rebase -u -b "$B/img.qcow2" "$LV"
+	[ $rc -eq 0 ] && qemu-img info -f qcow2 "$LV" | grep -q "^backing file: $B/img.qcow2"
+	ok $? "a qcow2 on a block device: rebase -u writes its new parent"
+	run commit -d "$LV"
+	[ $rc -eq 1 ] && grep -q "$LV is a block device, which -d would not delete: commit without -d" "$T/err" && [ -b "$LV" ]
+	ok $? "commit -d of an image on a block device is refused (the device node stays)"
+	dd if="$B/img.qcow2" of="$LV" conv=notrunc status=none
 	qemu-img create -q -f qcow2 -b "$LV" -F qcow2 "$B/child.qcow2"
 	run info --chain "$B/child.qcow2"
 	[ $rc -eq 1 ] && grep -q "$LV: cannot open: is a block device, which is a layer only when named by the user" "$T/err"
@@ -631,10 +648,18 @@ if command -v qemu-img >/dev/null && qemu-img create -q -f qcow2 "$B/img.qcow2" 
 	run attach --dry-run -r "$LV"
 	[ $rc -eq 0 ] && grep -qx "layer 0: $LV (format auto, read-only)" "$T/out"
 	ok $? "a QCOW (v1) image on a block device: a read-only attach is accepted"
+	run check --repair "$LV"
+	[ $rc -eq 1 ] && grep -qx "vdimgctl: $LV: cannot check: on a block device, this format is only read; qcow2, vdi, vhd, vhdx, qed, vmdk, parallels and raw are written there" "$T/err"
+	ok $? "a QCOW (v1) image on a block device: check --repair refused before any write"
+	truncate -s 64M "$B/raw" && dd if="$B/raw" of="$LV" conv=notrunc status=none
+	run resize -t raw "$LV" 128M
+	[ $rc -eq 1 ] && grep -q "a raw image on a block device is the whole device: resize the device instead" "$T/err"
+	ok $? "a raw image on a block device: resize refused with a message"
 	losetup -d "$LV"
 else
-	for d in info check map convert attach "check --repair" compact parent "attach --chain" \
-		"vhd read-write" "parallels read-write" "qcow read-write" "qcow read-only"; do
+	for d in info check map convert attach "check --repair" compact resize "rebase -u" "commit -d" \
+		parent "attach --chain" "vhd read-write" "parallels read-write" "qcow read-write" \
+		"qcow read-only" "qcow check --repair" "raw resize"; do
 		skip "a qcow2 on a block device: $d" "no qemu-img or no loop device (root, loop driver)"
 	done
 fi

@@ -343,6 +343,33 @@ static int chain_open_ro_layer(struct vdimg_chain_layer *l, u32 format, unsigned
 	return vdimg_image_open(img, format, oflags);
 }
 
+/* 0 when the image on block device @l (@format, or probed) may be written, else -EROFS */
+static int chain_device_writable(struct vdimg_chain_layer *l, u32 format)
+{
+	struct vdimg_file *f;
+	const char *why;
+	int ret = 0;
+
+	if (format == VDIMG_FMT_AUTO) {
+		f = vdimg_file_from_fd(l->fd);
+		if (!f)
+			return -ENOMEM;
+		ret = vdimg_probe(f, &format, &why);
+		vdimg_file_free(f);
+		if (ret == -ENOENT) {
+			format = VDIMG_FMT_RAW;
+			ret = 0;
+		}
+		if (ret)
+			return ret;
+	}
+	if (vdimg_format_device_writable(format))
+		return 0;
+	vdimg_err(&l->img, "a %s image on a block device is only read here; qcow2, vdi, vhd, vhdx, qed, vmdk, parallels and raw are written there",
+		  vdimg_format_name(format) ?: "such");
+	return -EROFS;
+}
+
 /* Open layer @i of @c (its fd and path set) as @format, or through @op when not NULL. */
 static int chain_open_layer(struct vdimg_chain *c, int i, u32 format,
 			    const struct vdimg_format *op)
@@ -364,12 +391,14 @@ static int chain_open_layer(struct vdimg_chain *c, int i, u32 format,
 		return -EISDIR;
 	}
 	/*
-	 * A block device (an image kept on an LV or a LUN) is a layer the chain only reads; a
-	 * writable one would need every format to find its end from its metadata, not the device
+	 * A block device (an image kept on an LV or a LUN) is written only in a format that finds
+	 * the end of its data from its own metadata, not from the device's size; decided before
+	 * the open, which may already write
 	 */
 	if (S_ISBLK(st.st_mode) && i == c->rw) {
-		vdimg_err(img, "is a block device: the library writes only into regular files");
-		return -EINVAL;
+		ret = chain_device_writable(l, op ? op->id : format);
+		if (ret)
+			return ret;
 	}
 	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
 		vdimg_err(img, "not a regular file or a block device");

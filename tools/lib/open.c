@@ -9,6 +9,23 @@
 #include <unistd.h>
 #include "vdimg-user.h"
 
+bool vdimg_format_device_writable(u32 format)
+{
+	switch (format) {
+	case VDIMG_FMT_RAW:		/* nothing to allocate */
+	case VDIMG_FMT_QCOW2:		/* by its refcounts */
+	case VDIMG_FMT_VDI:		/* after the blocks its header counts */
+	case VDIMG_FMT_VHD:		/* after the last block (the footer in the device's last sector) */
+	case VDIMG_FMT_VHDX:		/* after the last block its BAT references */
+	case VDIMG_FMT_QED:		/* after the last cluster its tables reference */
+	case VDIMG_FMT_VMDK:		/* sparse extents: after the last grain table or grain */
+	case VDIMG_FMT_PARALLELS:	/* after the last cluster its BAT references */
+		return true;
+	default:
+		return false;
+	}
+}
+
 int vdimg_open_path(struct vdimg_path_image *o, const char *path, u32 format, unsigned int flags)
 {
 	bool writable = !(flags & VDIMG_OPEN_READ_ONLY), devices;
@@ -33,6 +50,32 @@ int vdimg_open_path(struct vdimg_path_image *o, const char *path, u32 format, un
 		o->failed = VDIMG_PATH_NO_IMAGE;
 		ret = -ENOMEM;
 		goto close_fd;
+	}
+	/*
+	 * A writable image on a block device: only in a format that finds its end from its own
+	 * metadata. Decided before the open, which may already write (a footer put back, a log
+	 * replayed).
+	 */
+	if (writable && (flags & VDIMG_PATH_BLOCK_OK) && S_ISBLK(o->st.st_mode)) {
+		u32 id = format;
+		const char *why;
+
+		ret = id == VDIMG_FMT_AUTO ? vdimg_probe(o->img.file, &id, &why) : 0;
+		if (ret == -ENOENT) {	/* no signature: raw, as the open below takes it */
+			id = VDIMG_FMT_RAW;
+			ret = 0;
+		}
+		if (!ret && !vdimg_format_device_writable(id)) {
+			o->failed = VDIMG_PATH_DEVICE_RO;
+			ret = -EROFS;
+		}
+		if (ret) {
+			vdimg_file_free(o->img.file);
+			o->img.file = NULL;
+			if (o->failed != VDIMG_PATH_DEVICE_RO)
+				o->failed = VDIMG_PATH_NO_IMAGE;
+			goto close_fd;
+		}
 	}
 	if (flags & VDIMG_PATH_BUILT_IN) {
 		/* probing candidates: only formats built in, no messages about the others */

@@ -63,6 +63,7 @@ struct vdimg_path_image {
 		VDIMG_PATH_NO_FILE,		/* open(2) */
 		VDIMG_PATH_NOT_REGULAR,		/* VDIMG_PATH_REGULAR refused the file */
 		VDIMG_PATH_NO_IMAGE,		/* probing or opening the image in it */
+		VDIMG_PATH_DEVICE_RO,		/* a writable open of a device, refused for its format */
 	} failed;
 };
 
@@ -72,8 +73,17 @@ struct vdimg_path_image {
 #define VDIMG_PATH_BUILT_IN	(1U << 17)
 /* absolute extent paths naming block devices are opened (VDIMG_CHAIN_DEVICE_EXTENTS) */
 #define VDIMG_PATH_DEVICE_EXTENTS (1U << 18)
-/* with VDIMG_PATH_REGULAR: a block device (an image on an LV, a LUN) is accepted too */
+/*
+ * with VDIMG_PATH_REGULAR: a block device (an image on an LV, a LUN) is accepted too; writable
+ * only in a format vdimg_format_device_writable() names (else VDIMG_PATH_DEVICE_RO, -EROFS)
+ */
 #define VDIMG_PATH_BLOCK_OK	(1U << 19)
+
+/*
+ * Whether an image of @format can be written on a block device: its format finds the end of its
+ * data from its own metadata, not from the size of what holds it (tools/lib/open.c).
+ */
+bool vdimg_format_device_writable(u32 format);
 
 /**
  * vdimg_open_path() - open the image in the file at @path, quietly
@@ -85,8 +95,9 @@ struct vdimg_path_image {
  * Prints nothing itself; the backend's own messages go through the message hook.
  *
  * Return: 0, or a negative errno: open(2)'s, -EISDIR or -EINVAL for a directory or another file
- * that is not regular (VDIMG_PATH_REGULAR), -ENOMEM, the probe's or -EOPNOTSUPP
- * (VDIMG_PATH_BUILT_IN), or vdimg_image_open()'s; @o->failed says which step failed.
+ * that is not regular (VDIMG_PATH_REGULAR), -EROFS for a writable open of a block device in a
+ * format that cannot be written there, -ENOMEM, the probe's or -EOPNOTSUPP (VDIMG_PATH_BUILT_IN),
+ * or vdimg_image_open()'s; @o->failed says which step failed.
  */
 int vdimg_open_path(struct vdimg_path_image *o, const char *path, u32 format, unsigned int flags);
 void vdimg_close_path(struct vdimg_path_image *o);

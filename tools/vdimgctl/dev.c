@@ -561,24 +561,6 @@ static bool attach_chain_matches(struct vdimg_chain *c, const struct attach_laye
 	return true;
 }
 
-/* formats that find where to allocate from their metadata, so can be written on a block device */
-static bool device_writable(u32 format)
-{
-	switch (format) {
-	case VDIMG_FMT_RAW:
-	case VDIMG_FMT_QCOW2:
-	case VDIMG_FMT_VDI:
-	case VDIMG_FMT_VHD:
-	case VDIMG_FMT_VHDX:
-	case VDIMG_FMT_QED:
-	case VDIMG_FMT_VMDK:
-	case VDIMG_FMT_PARALLELS:
-		return true;
-	default:
-		return false;
-	}
-}
-
 int cmd_attach(int argc, char **argv)
 {
 	enum { OPT_SHOW = 256, OPT_RW, OPT_DIO, OPT_AUTOCLEAR, OPT_CHAIN, OPT_FORCE, OPT_DRY,
@@ -916,11 +898,11 @@ int cmd_attach(int argc, char **argv)
 		 * the blocks its header counts, VHD, VHDX, QED and sparse VMDK after the last
 		 * block, cluster or grain their tables reference (VHD's footer goes in the device's
 		 * last sector), Parallels after the last cluster its BAT references; all stop with
-		 * ENOSPC at the device's end, and raw does not allocate. QCOW (v1) and the read-only
-		 * formats take the end of the file; streamOptimized and seSparse VMDK refuse a
-		 * writable open there themselves.
+		 * ENOSPC at the device's end, and raw does not allocate. The rest (QCOW v1 among
+		 * them) are read-only formats, refused here before the kernel says so;
+		 * streamOptimized and seSparse VMDK refuse a writable open there themselves.
 		 */
-		if (top && !ro && S_ISBLK(st.st_mode) && !device_writable(l->probed)) {
+		if (top && !ro && S_ISBLK(st.st_mode) && !vdimg_format_device_writable(l->probed)) {
 			errmsg(l->path, "cannot attach",
 			       "a %s image on a block device is attached only read-only (-r, or --overlay); qcow2, vdi, vhd, vhdx, qed, vmdk, parallels and raw can be written there",
 			       vdimg_format_name(l->probed) ?: "such");

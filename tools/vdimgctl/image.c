@@ -30,13 +30,18 @@ int offline_open(struct vdimg_path_image *o, const char *path, u32 format, unsig
 			errmsg(path, action, "the bundle's descriptor is refused: %s", strerror(-ret));
 		return ret;
 	}
-	/* images on block devices (LVs, LUNs): read-only uses (info, check) */
-	ret = vdimg_open_path(o, top ? top : path, format, flags | VDIMG_PATH_REGULAR |
-			      (flags & VDIMG_OPEN_READ_ONLY ? VDIMG_PATH_BLOCK_OK : 0));
+	/*
+	 * images on block devices (LVs, LUNs): read, and written (check --repair, resize, rebase)
+	 * in the formats that find their end from their metadata
+	 */
+	ret = vdimg_open_path(o, top ? top : path, format,
+			      flags | VDIMG_PATH_REGULAR | VDIMG_PATH_BLOCK_OK);
 	if (ret && !lib_reported)
-		errmsg(path, action, "%s", ret == -EINVAL && o->failed == VDIMG_PATH_NOT_REGULAR ?
-		       (S_ISBLK(o->st.st_mode) ? "a block device is only opened read-only here" :
-			"not a regular file or a block device") : strerror(-ret));
+		errmsg(path, action, "%s",
+		       o->failed == VDIMG_PATH_DEVICE_RO ?
+		       "on a block device, this format is only read; qcow2, vdi, vhd, vhdx, qed, vmdk, parallels and raw are written there" :
+		       ret == -EINVAL && o->failed == VDIMG_PATH_NOT_REGULAR ?
+		       "not a regular file or a block device" : strerror(-ret));
 	if (!ret && top)
 		o->img.name = path;	/* @top goes; messages name what the user gave */
 	free(top);
@@ -652,6 +657,12 @@ int cmd_compact(int argc, char **argv)
 	if (optind != argc - 1)
 		return usage_error("compact", "expected one IMAGE");
 	path = argv[optind];
+	/* compact gives space back by cutting the file; a device keeps its size whatever it holds */
+	if (!stat(path, &st) && S_ISBLK(st.st_mode)) {
+		errmsg(path, "cannot compact",
+		       "a block device keeps its size, so compacting gives nothing back (convert the image into a smaller device instead)");
+		return EXIT_FAIL;
+	}
 	if (offline_open(&o, path, format, 0, "cannot compact"))
 		return EXIT_FAIL;
 	if (!vdimg_tool_ops(o.img.fmt)->compact) {
@@ -985,6 +996,17 @@ int cmd_commit(int argc, char **argv)
 			;
 		if (base < 0) {
 			errmsg(path, "cannot commit", "%s is not below it in its chain", base_arg);
+			goto out;
+		}
+	}
+	/* -d unlinks the layers committed: never the node of a device that holds one */
+	for (i = n - 1; drop && i > base; i--) {
+		struct stat st;
+
+		if (!stat(paths[i], &st) && S_ISBLK(st.st_mode)) {
+			errmsg(path, "cannot commit",
+			       "%s is a block device, which -d would not delete: commit without -d",
+			       paths[i]);
 			goto out;
 		}
 	}

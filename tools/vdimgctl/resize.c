@@ -291,6 +291,11 @@ int cmd_resize(int argc, char **argv)
 		goto fail;
 	}
 	ops = vdimg_tool_ops(o.img.fmt);
+	if (S_ISBLK(o.st.st_mode) && o.img.fmt->id == VDIMG_FMT_RAW) {
+		errmsg(path, action,
+		       "a raw image on a block device is the whole device: resize the device instead (lvextend, lvreduce)");
+		goto fail;
+	}
 	if (!ops->resize) {
 		errmsg(path, action, "%s images cannot be resized", o.img.fmt->name);
 		goto fail;

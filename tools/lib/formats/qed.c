@@ -265,8 +265,12 @@ static int qed_check(struct vdimg_image *img, unsigned int flags, struct vdimg_c
 	res->fixed = sc.fixed;
 	if (repair) {
 		ret = qed_flush_locked(img);
-		/* leaked clusters at the end of the file can go; others stay (no refcounts) */
-		if (!ret && (last_used < sc.nclusters || (fsize & (q->cluster_size - 1)))) {
+		/*
+		 * leaked clusters at the end of the file can go; others stay (no refcounts). A
+		 * block device keeps its size: its space past the image is not the image's
+		 */
+		if (!ret && !q->fixed_file &&
+		    (last_used < sc.nclusters || (fsize & (q->cluster_size - 1)))) {
 			u64 keep = max(last_used << q->cluster_bits, q->l1_offset + q->tbytes);
 			u64 tail;
 

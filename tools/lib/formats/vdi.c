@@ -135,8 +135,20 @@ static int vdi_move_block(struct vdi *v, u32 blk, u32 from, u32 to, u8 *buf, u32
  */
 static int vdi_move_block_counted(struct vdi *v, u32 blk, u32 from, u32 to, u8 *buf, u32 buflen)
 {
-	int ret = vdimg_file_truncate(v->img->file, vdi_slot_offset(v, to) - v->block_extra +
-				      v->stride);
+	u64 end = vdi_slot_offset(v, to) - v->block_extra + v->stride;
+	int ret;
+
+	/* on a block device the slot must fit; the move writes all of it */
+	if (vdimg_file_fixed_size(v->img->file)) {
+		ret = 0;
+		if (end > vdimg_file_size(v->img->file)) {
+			vdimg_err(v->img, "the block device is full (%llu bytes): no room for another block of the image",
+				  (unsigned long long)vdimg_file_size(v->img->file));
+			ret = -ENOSPC;
+		}
+	} else {
+		ret = vdimg_file_truncate(v->img->file, end);
+	}
 
 	if (!ret)
 		ret = vdimg_file_sync(v->img->file);
@@ -236,7 +248,9 @@ static int vdi_pack(struct vdi *v, bool zeros, u64 *moved, u64 *unmapped)
 		v->disk_alloc = used;
 	}
 	ret = vdimg_file_sync(img->file);
-	if (!ret && vdimg_file_size(img->file) > v->data_off + (u64)used * v->stride)
+	/* a block device keeps its size: the slots past @used are simply free */
+	if (!ret && !vdimg_file_fixed_size(img->file) &&
+	    vdimg_file_size(img->file) > v->data_off + (u64)used * v->stride)
 		ret = vdimg_file_truncate(img->file, v->data_off + (u64)used * v->stride);
 	vdimg_mutex_lock(&v->map_lock);
 	v->next_slot = used;
@@ -351,6 +365,9 @@ static int vdi_check(struct vdimg_image *img, unsigned int flags, struct vdimg_c
 			   v->disk_alloc);
 		res->leaks += holes;
 	}
+	/* the space of a block device past the image's last slot is the device's, not a leak */
+	if (vdimg_file_fixed_size(img->file) && fsize > end)
+		fsize = end;
 	if (fsize > end) {
 		vdimg_info(img, "%llu bytes after the last allocated slot",
 			   (unsigned long long)(fsize - end));

@@ -95,6 +95,34 @@ static int vhd_grow_dynamic(struct vdimg_image *img, struct vhd *v, u64 size, u3
 				       bat_off + (u64)v->nr_blocks * 4);
 		if (!ret)
 			ret = vhd_put_header(img, v, bat_off, max_t(u32, need, v->max_entries));
+	} else if (v->fixed_file) {
+		/*
+		 * on a block device the footer stays in the device's last sector: the new BAT
+		 * goes after the last block, then the header points at it
+		 */
+		u64 dev_end = vdimg_file_size(img->file) - VHD_SECTOR;
+
+		bat_off = ALIGN(v->data_end, VHD_SECTOR);
+		if (bat_off + bytes > dev_end) {
+			vdimg_err(img, "the block device is full (%llu bytes): no room for a BAT of %u entries",
+				  (unsigned long long)(dev_end + VHD_SECTOR), need);
+			ret = -ENOSPC;
+			goto out;
+		}
+		/* an image copied onto the device has its footer after its data: it moves first */
+		ret = 0;
+		if (v->footer_off != dev_end)
+			ret = vhd_write_footer(img, v, dev_end);
+		if (!ret) {
+			v->footer_off = dev_end;
+			ret = vdimg_file_sync(img->file);
+		}
+		if (!ret)
+			ret = vdimg_file_write(img->file, bat, bytes, bat_off);
+		if (!ret)
+			ret = vhd_put_header(img, v, bat_off, need);
+		if (!ret)
+			v->data_end = bat_off + bytes;
 	} else {
 		/*
 		 * a new BAT past the last block: the footer moves after it first (the old one
@@ -173,6 +201,10 @@ int vhd_resize(struct vdimg_image *img, u64 size, unsigned int flags)
 	if (size > 2040ULL << 30) {
 		vdimg_err(img, "VHD images are limited to 2040 GiB");
 		return -EFBIG;
+	}
+	if (v->type == VHD_TYPE_FIXED && v->fixed_file) {
+		vdimg_err(img, "a fixed VHD on a block device cannot be resized: its data reaches the footer in the device's last sector");
+		return -EOPNOTSUPP;
 	}
 	if (v->type == VHD_TYPE_FIXED) {
 		ret = vhd_resize_fixed(img, v, size);
