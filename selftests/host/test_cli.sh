@@ -655,11 +655,47 @@ if command -v qemu-img >/dev/null && qemu-img create -q -f qcow2 "$B/img.qcow2" 
 	run resize -t raw "$LV" 128M
 	[ $rc -eq 1 ] && grep -q "a raw image on a block device is the whole device: resize the device instead" "$T/err"
 	ok $? "a raw image on a block device: resize refused with a message"
+	# new images made on the device, as oVirt makes qcow2 images on LVs: the device's old bytes
+	# (0xa5, a VHD footer of the last image in its last sector) must not show through
+	python3 -c 'import sys; open(sys.argv[1], "r+b").write(b"\xa5" * (64 << 20))' "$LV" &&
+		dd if="$B/img.vhd" of="$LV" bs=512 skip=$(($(stat -c %s "$B/img.vhd") / 512 - 1)) \
+			seek=$((64 * 2048 - 1)) conv=notrunc status=none
+	for f in qcow2 vdi vhd vhdx qed vmdk parallels; do
+		qf=$f; [ $f = vhd ] && qf=vpc
+		o=; [ $f = vhdx ] && o="-o block_size=1M"	# two 32 MiB blocks would not fit
+		run convert -O $f $o "$B/img.qcow2" "$LV"
+		[ $rc -eq 0 ] && qemu-img compare -q -f qcow2 -F $qf "$B/img.qcow2" "$LV" &&
+			"$V" check "$LV" >"$T/out" && grep -q 'No errors' "$T/out" &&
+			[ "$(blockdev --getsize64 "$LV")" = 67108864 ]
+		ok $? "convert -O $f onto a block device with old bytes: qemu reads the source, our check is clean"
+	done
+	run create -t qcow2 -s 1G --parent "$B/img.qcow2" "$LV"
+	[ $rc -eq 0 ] && qemu-img compare -q "$B/img.qcow2" "$LV" &&
+		qemu-img info -f qcow2 "$LV" | grep -qx 'virtual size: 1 GiB (1073741824 bytes)'
+	ok $? "create on a block device: a qcow2 child of a file reads its parent"
+	for c in "-t vhd --variant fixed:a VHD on a block device is dynamic" \
+		"-t vmdk --variant twoGbMaxExtentSparse:a VMDK on a block device is monolithicSparse" \
+		"-t qcow2 --parent img.qcow2:give the parent by an absolute path"; do
+		cd "$B" && run create ${c%%:*} -s 16M "$LV"
+		cd - >/dev/null
+		[ $rc -eq 1 ] && grep -q "$LV: cannot create: ${c#*:}" "$T/err"
+		ok $? "create ${c%%:*} on a block device is refused: ${c#*:}"
+	done
+	python3 -c 'import os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_EXCL); open(sys.argv[2], "w").close(); time.sleep(30)' "$LV" "$T/held" &
+	HOLDER=$!
+	for i in $(seq 50); do [ -e "$T/held" ] && break; sleep 0.1; done
+	run create -t qcow2 -s 16M "$LV"
+	kill $HOLDER 2>/dev/null; wait $HOLDER 2>/dev/null
+	[ $rc -eq 1 ] && grep -q "$LV: cannot create: the block device is in use" "$T/err" && [ -b "$LV" ]
+	ok $? "create on a block device in use (held open exclusively) is refused, the node stays"
 	losetup -d "$LV"
 else
 	for d in info check map convert attach "check --repair" compact resize "rebase -u" "commit -d" \
 		parent "attach --chain" "vhd read-write" "parallels read-write" "qcow read-write" \
-		"qcow read-only" "qcow check --repair" "raw resize"; do
+		"qcow read-only" "qcow check --repair" "raw resize" "convert -O qcow2" "convert -O vdi" \
+		"convert -O vhd" "convert -O vhdx" "convert -O qed" "convert -O vmdk" \
+		"convert -O parallels" "create --parent" "create vhd fixed" "create vmdk twoGb" \
+		"create relative parent" "create qcow" "create in use"; do
 		skip "a qcow2 on a block device: $d" "no qemu-img or no loop device (root, loop driver)"
 	done
 fi

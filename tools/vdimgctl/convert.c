@@ -370,7 +370,7 @@ int cmd_convert(int argc, char **argv)
 	if (ret) {
 		if (!lib_reported)
 			errmsg(dst, "cannot convert", "%s", strerror(-ret));
-		unlink(dst);
+		remove_created(dst);
 		goto out_src;
 	}
 	status = EXIT_OK;

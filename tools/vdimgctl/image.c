@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include "vdimgctl.h"
 #include "chain.h"
@@ -271,19 +272,149 @@ static int create_usage(void)
 {
 	printf("Usage: vdimgctl create -t FMT [--variant V] [--parent FILE] [-o OPTS] -s SIZE FILE\n\n"
 	       "Create a new, empty image. SIZE takes K, M, G, T suffixes (powers of 1024); with\n"
-	       "--parent it defaults to the parent's size. FILE must not exist.\n"
+	       "--parent it defaults to the parent's size. FILE must not exist, or be a block\n"
+	       "device (not in use) that the image is then written at the start of.\n"
 	       "Generic -o keys: block_size=N (or cluster_size=N), sector_size=N; the others go to\n"
 	       "the format.\n\n"
 	       "For more details see vdimgctl(8).\n");
 	return EXIT_OK;
 }
 
+void remove_created(const char *path)
+{
+	struct stat st;
+
+	if (!lstat(path, &st) && !S_ISBLK(st.st_mode))
+		unlink(path);
+}
+
+/* why an image of @fmt as @co asks cannot be made on a block device, or NULL */
+static const char *device_create_refusal(const struct vdimg_format *fmt,
+					 const struct vdimg_create_opts *co)
+{
+	if (!vdimg_format_device_writable(fmt->id))
+		return "this format is not written on block devices; qcow2, vdi, vhd, vhdx, qed, vmdk, parallels and raw are";
+	if (fmt->id == VDIMG_FMT_VMDK && co->variant && strcmp(co->variant, "monolithicSparse"))
+		return "a VMDK on a block device is monolithicSparse (the other variants are several files, or written once)";
+	if (fmt->id == VDIMG_FMT_VHD && co->variant && strcmp(co->variant, "dynamic"))
+		return "a VHD on a block device is dynamic (a fixed one's footer must end the device)";
+	if (co->options && strstr(co->options, "data_file"))
+		return "an external data file is a file of its own, not on the device";
+	if (co->parent && co->parent[0] != '/')
+		return "give the parent by an absolute path: a relative one would be found from the device's directory";
+	return NULL;
+}
+
+/*
+ * A new image on block device @path (an LV, a LUN), as oVirt makes qcow2 images on LVs: made in
+ * memory (a memfd) by the format's create, then written at the device's start, what the file
+ * leaves as holes written as zeros (the device holds old bytes), and the device's last sector
+ * zeroed. A raw image is the device: its first co->size bytes are zeroed. The device is opened O_EXCL, so one that is mounted, attached
+ * or otherwise held is refused. The device keeps its size; the image ends where its metadata says.
+ */
+static int create_on_device(const char *path, const struct vdimg_format *fmt,
+			    const struct vdimg_create_opts *co)
+{
+	const char *why = device_create_refusal(fmt, co);
+	struct vdimg_file *dev = NULL, *mf = NULL;
+	int fd, mfd = -1, ret;
+	u64 dsize, len, off, data, hole;
+	char *buf = NULL;
+
+	if (why) {
+		errmsg(path, "cannot create", "%s", why);
+		return -EINVAL;
+	}
+	fd = open(path, O_RDWR | O_EXCL | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		errmsg(path, "cannot create", "%s", ret == -EBUSY ?
+		       "the block device is in use (mounted, attached or held by another user)" :
+		       strerror(-ret));
+		return ret;
+	}
+	dev = vdimg_file_from_fd(fd);
+	if (!dev) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	dsize = vdimg_file_size(dev);
+	lib_action("cannot create");
+	/*
+	 * The device's last sector, unless the image reaches it: a VHD footer an earlier image
+	 * left there would make every later probe see a fixed VHD too
+	 */
+	if (dsize >= 512) {
+		ret = vdimg_file_zero_range(dev, dsize - 512, 512);
+		if (ret)
+			goto out;
+	}
+	if (fmt->id == VDIMG_FMT_RAW) {
+		len = co->size;
+		ret = len > dsize ? -ENOSPC : vdimg_file_zero_range(dev, 0, len);
+		goto check;
+	}
+	mfd = memfd_create("vdimg-create", MFD_CLOEXEC);
+	mf = mfd < 0 ? NULL : vdimg_file_from_fd(mfd);
+	buf = malloc(1 << 20);
+	if (!mf || !buf) {
+		ret = mfd < 0 ? -errno : -ENOMEM;
+		goto out;
+	}
+	ret = vdimg_tool_ops(fmt)->create(mf, co);
+	if (ret)
+		goto out;
+	len = vdimg_file_size(mf);
+	if (len > dsize) {
+		ret = -ENOSPC;
+		goto check;
+	}
+	for (off = 0; !ret && off < len; off = hole) {
+		off_t d = lseek(mfd, off, SEEK_DATA), h;
+
+		data = d < 0 ? len : (u64)d;
+		if (data > off)
+			ret = vdimg_file_zero_range(dev, off, data - off);
+		h = data < len ? lseek(mfd, data, SEEK_HOLE) : (off_t)len;
+		hole = h < 0 ? len : (u64)h;
+		for (off = data; !ret && off < hole; off += d) {
+			d = min_t(u64, hole - off, 1 << 20);
+			if (pread(mfd, buf, d, off) != d)
+				ret = -EIO;
+			else
+				ret = vdimg_file_write(dev, buf, d, off);
+		}
+	}
+check:
+	if (ret == -ENOSPC) {
+		errmsg(path, "cannot create", "the image needs %llu bytes, more than the device's %llu",
+		       (unsigned long long)len, (unsigned long long)dsize);
+		lib_reported = true;
+	}
+	if (!ret)
+		ret = vdimg_file_sync(dev);
+out:
+	if (ret && !lib_reported)
+		errmsg(path, "cannot create", "%s", ret == -EINVAL ?
+		       "invalid parameters for this format" : strerror(-ret));
+	free(buf);
+	vdimg_file_free(mf);
+	if (mfd >= 0)
+		close(mfd);
+	vdimg_file_free(dev);
+	close(fd);
+	return ret;
+}
+
 int create_file(const char *path, const struct vdimg_format *fmt, const struct vdimg_create_opts *co)
 {
 	struct vdimg_file *f;
+	struct stat st;
 	int fd, ret;
 
 	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0 && errno == EEXIST && !stat(path, &st) && S_ISBLK(st.st_mode))
+		return create_on_device(path, fmt, co);
 	if (fd < 0) {
 		ret = -errno;
 		errmsg(path, "cannot create", "%s", strerror(errno));
@@ -438,7 +569,7 @@ int cmd_create(int argc, char **argv)
 		goto out_parent;
 	/* the new image must open as what it claims to be */
 	if (offline_open(&check, path, id, VDIMG_OPEN_READ_ONLY, "created image does not open")) {
-		unlink(path);
+		remove_created(path);
 		goto out_parent;
 	}
 	offline_close(&check);

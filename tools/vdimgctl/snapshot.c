@@ -255,7 +255,7 @@ int cmd_snapshot(int argc, char **argv)
 		fd = open(path, O_RDWR | O_CLOEXEC);
 		if (fd < 0) {
 			errmsg(path, "cannot open", "%s", strerror(errno));
-			unlink(path);
+			remove_created(path);
 			goto out;
 		}
 		memset(&s, 0, sizeof(s));
@@ -271,7 +271,7 @@ int cmd_snapshot(int argc, char **argv)
 			status = EXIT_OK;
 			goto out;
 		}
-		unlink(path);
+		remove_created(path);
 		if (err != ESTALE || force)
 			break;
 	}

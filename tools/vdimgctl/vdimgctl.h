@@ -91,11 +91,14 @@ int offline_open(struct vdimg_path_image *o, const char *path, u32 format, unsig
 		 const char *action);
 void offline_close(struct vdimg_path_image *o);
 /*
- * image.c: create @path (which must not exist) as a new image, synced; 0, or -errno after a
- * message, with the file removed again
+ * image.c: create @path (which must not exist, or be a block device not in use: the image is
+ * written at its start) as a new image, synced; 0, or -errno after a message, with the file
+ * removed again
  */
 int create_file(const char *path, const struct vdimg_format *fmt,
 		const struct vdimg_create_opts *co);
+/* image.c: remove what create_file() made at @path after a later failure (never a device) */
+void remove_created(const char *path);
 /* image.c: take block_size/cluster_size/sector_size out of -o for @cmd; the rest for the backend */
 int create_parse_options(const char *cmd, const char *in, struct vdimg_create_opts *co,
 			 char **rest);
