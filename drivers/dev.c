@@ -808,7 +808,7 @@ static int vdimg_snapshot_fd_check(int fd)
 	mode = file_inode(file)->i_mode;
 	if (S_ISDIR(mode))
 		ret = -EISDIR;
-	else if (!S_ISREG(mode))
+	else if (!S_ISREG(mode) && !S_ISBLK(mode))	/* a block device since ABI 5 (an LV) */
 		ret = -EINVAL;
 	else if ((file->f_mode & (FMODE_READ | FMODE_WRITE)) != (FMODE_READ | FMODE_WRITE))
 		ret = -EBADF;

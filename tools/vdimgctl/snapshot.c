@@ -20,7 +20,8 @@
 static int snapshot_usage(void)
 {
 	printf("Usage: vdimgctl snapshot [-t FMT] [--variant V] [-o OPTS] [--force] DEV FILE\n\n"
-	       "Take a live snapshot of an attached device: create FILE (which must not exist) as a\n"
+	       "Take a live snapshot of an attached device: create FILE (which must not exist, or is\n"
+	       "a block device not in use, as for create) as a\n"
 	       "differencing image over the device's current top layer and make it the new top. The\n"
 	       "old top keeps the device's contents as they were and becomes read-only.\n\n"
 	       " -t, --format FMT     format of FILE: vhd, vhdx, vdi, qcow2, qed or vmdk (default: the\n"
@@ -143,8 +144,10 @@ int cmd_snapshot(int argc, char **argv)
 	char *rest = NULL, *top_path = NULL, *top_fmt = NULL, devnode[512];
 	const struct vdimg_format *fmt, *pfmt;
 	struct vdimg_create_opts co;
+	struct vdimg_features feat;
 	struct vdimg_snapshot s;
-	bool force = false;
+	struct stat st;
+	bool force = false, on_device;
 	int c, ctl = -1, fd, attempt, ret, err = 0, status = EXIT_FAIL;
 	long idx;
 	u32 id = VDIMG_FMT_AUTO;
@@ -186,7 +189,9 @@ int cmd_snapshot(int argc, char **argv)
 		}
 		id = fmt->id;
 	}
-	if (access(path, F_OK) == 0) {
+	/* FILE is new, or a block device the image is written on (an LV, as oVirt keeps them) */
+	on_device = !stat(path, &st) && S_ISBLK(st.st_mode);
+	if (!on_device && access(path, F_OK) == 0) {
 		errmsg(path, "cannot create", "%s", strerror(EEXIST));
 		return EXIT_FAIL;
 	}
@@ -225,6 +230,13 @@ int cmd_snapshot(int argc, char **argv)
 		goto out;
 	}
 	snprintf(devnode, sizeof(devnode), "%s/vdimg%ld", dev_dir(), idx);
+	memset(&feat, 0, sizeof(feat));
+	feat.size = sizeof(feat);
+	if (on_device && (ioctl(ctl, VDIMG_CTL_GET_FEATURES, &feat) || feat.version < 5)) {
+		errmsg(devarg, "cannot snapshot",
+		       "this kernel's vdimg takes no block device as a new top (ABI version 5)");
+		goto out;
+	}
 
 	/*
 	 * A parent identity that changes with the first write after open (VHDX data write GUID) can

@@ -173,8 +173,9 @@ struct vdimg_features {
  * 1: attach, detach, info, features. 2: + layer data files and snapshots, VDIMG_CTL_SNAPSHOT.
  * 3: + layer extent files (struct vdimg_layer of VDIMG_LAYER_SIZE_VER1, VDIMG_LAYER_EXTENTS)
  * 4: + online grow, VDIMG_CTL_RESIZE; VDIMG_ATTACH_FORCE_CSUM (found in attach_flags)
+ * 5: + VDIMG_CTL_SNAPSHOT takes a block device as the new top (an image on an LV)
  */
-#define VDIMG_ABI_VERSION	4
+#define VDIMG_ABI_VERSION	5
 
 /* vdimg_snapshot.flags */
 #define VDIMG_SNAPSHOT_FORCE_LINK (1U << 0)	/* skip the new top's parent identity check */
@@ -190,7 +191,7 @@ struct vdimg_snapshot {
 	__u32 size;		/* in: sizeof(struct vdimg_snapshot) */
 	__u32 flags;		/* in: VDIMG_SNAPSHOT_* */
 	__u32 index;		/* in: device index */
-	__s32 fd;		/* in: the new top layer, opened read-write */
+	__s32 fd;		/* in: the new top (a file, or a block device: ABI 5), RW */
 	__u32 format;		/* in: enum vdimg_format_id or VDIMG_FMT_AUTO */
 	__u32 layer_flags;	/* in: VDIMG_LAYER_DATA_FILE or 0 */
 	__s32 data_fd;		/* in: with VDIMG_LAYER_DATA_FILE, else 0 */

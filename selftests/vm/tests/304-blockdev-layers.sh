@@ -1,5 +1,5 @@
 #!/bin/sh
-# Images on block devices (a loop device stands in for an LVM LV, as oVirt keeps qcow2 images): a qcow2 of 6 MiB of data on a 32 MiB device attached read-write, written past its data: the new clusters go right after the image's data (the refcounts' end, not the device's), qemu-img check of the device is clean and it reads as expected; a qcow2 overlay file over a base on a device (--chain); a VDI (made by qemu-img) on a 32 MiB device attached read-write: a new block goes right after the blocks its header counts, qemu-img check of the device clean, the device filled until a write fails with ENOSPC and the kernel log says the device is full, still clean; VHD (dynamic), VHDX, QED, monolithicSparse VMDK and Parallels made by qemu-img, copied onto a 16 MiB device of old bytes, attached read-write and written into a new block: it goes right after the image's data (not the device's end), the device reads as the image and the write with none of the old bytes, the check (qemu-img, vdimgctl for VHD) finds no error, qemu-img reads it; VHD's footer is in the device's last sector, and a VHD fills the device until ENOSPC with a kernel message, still clean (the short tier: VHD and QED)
+# Images on block devices (a loop device stands in for an LVM LV, as oVirt keeps qcow2 images): a qcow2 of 6 MiB of data on a 32 MiB device attached read-write, written past its data: the new clusters go right after the image's data (the refcounts' end, not the device's), qemu-img check of the device is clean and it reads as expected; a qcow2 overlay file over a base on a device (--chain); a VDI (made by qemu-img) on a 32 MiB device attached read-write: a new block goes right after the blocks its header counts, qemu-img check of the device clean, the device filled until a write fails with ENOSPC and the kernel log says the device is full, still clean; VHD (dynamic), VHDX, QED, monolithicSparse VMDK and Parallels made by qemu-img, copied onto a 16 MiB device of old bytes, attached read-write and written into a new block: it goes right after the image's data (not the device's end), the device reads as the image and the write with none of the old bytes, the check (qemu-img, vdimgctl for VHD) finds no error, qemu-img reads it; VHD's footer is in the device's last sector, and a VHD fills the device until ENOSPC with a kernel message, still clean (the short tier: VHD and QED); a live snapshot whose new top is a qcow2 written on a loop device (vdimgctl snapshot DEV /dev/loopN): writes after it go there, qemu-img checks and reads the chain from the device, the base holds only the earlier write; a qcow2 made on the device by vdimgctl convert, attached read-write and written
 # timeout: 300
 . /vmtest/lib.sh
 require_vdimg
@@ -167,7 +167,51 @@ for f in $(tier "vhd vhdx qed vmdk parallels" "vhd qed"); do
 		sh -c "'$QEMU_IMG' convert -f vpc -O raw '$lv2' '$W/q.raw' &&
 			cmp '$W/q.raw' '$W/e.raw'"
 done
-rm -f "$W/lv" "$W/lv2" "$W/img.qcow2" "$W/img.vdi" "$W/dd.err" "$W/top.qcow2" "$W/exp.raw" \
+# oVirt's live snapshot on block storage: the new top is a qcow2 written on an LV (ABI 5), over a
+# base file; then a qcow2 made on an LV by convert, attached read-write
+t="live snapshot onto a block device"
+rm -f "$W/sbase.qcow2" "$W/lv3" "$W/s.raw"
+"$QEMU_IMG" create -q -f qcow2 "$W/sbase.qcow2" 16M || fail "$t: create the base"
+dd if=/dev/urandom of="$W/lv3" bs=1M count=8 status=none
+lv3=$(loop_attach "$W/lv3") || die "losetup"
+truncate -s 16M "$W/s.raw"
+dev=$(vd_attach "$W/sbase.qcow2") || fail "$t: attach the base"
+if [ -n "$dev" ]; then
+	dd if="$W/rnd" of="$W/s.raw" bs=1M count=2 conv=notrunc status=none
+	check "$t: write before" dd if="$W/rnd" of="$dev" bs=1M count=2 oflag=direct \
+		conv=notrunc status=none
+	check "$t: vdimgctl snapshot DEV /dev/loopN" "$VDIMGCTL" snapshot "$dev" "$lv3"
+	check_eq "$t: depth 2" "$(vd_attr "$dev" depth)" 2
+	check_eq "$t: the device is the new top" "$(vd_attr "$dev" backing_file)" "$lv3"
+	dd if="$W/rnd" of="$W/s.raw" bs=512K skip=1 seek=3 count=4 conv=notrunc status=none
+	check "$t: write after" dd if="$W/rnd" of="$dev" bs=512K skip=1 seek=3 count=4 \
+		oflag=direct conv=notrunc status=none
+	check "$t: reads base + new top" cmp "$dev" "$W/s.raw"
+	check "$t: detach" vd_detach "$dev"
+	check "$t: qemu-img check of the new top on the device" "$QEMU_IMG" check -q -f qcow2 "$lv3"
+	check "$t: qemu-img reads the chain from the device" \
+		sh -c "'$QEMU_IMG' convert -f qcow2 -O raw '$lv3' '$W/q.raw' && cmp '$W/q.raw' '$W/s.raw'"
+	dd if="$W/rnd" of="$W/s.raw" bs=1M count=2 conv=notrunc status=none
+	truncate -s 0 "$W/q.raw"
+	dd if="$W/rnd" of="$W/q.raw" bs=1M count=2 conv=notrunc status=none
+	truncate -s 16M "$W/q.raw"
+	check "$t: the base holds only what was written before" \
+		"$QEMU_IMG" compare -q -f qcow2 -F raw "$W/sbase.qcow2" "$W/q.raw"
+fi
+t="convert onto a block device, attached read-write"
+check "$t: convert" "$VDIMGCTL" convert -O qcow2 "$W/s.raw" "$lv3"
+dev=$(vd_attach "$lv3") || fail "$t: attach"
+if [ -n "$dev" ]; then
+	check "$t: reads the source" cmp "$dev" "$W/s.raw"
+	dd if="$W/rnd" of="$W/s.raw" bs=1M seek=12 count=1 conv=notrunc status=none
+	check "$t: write into new clusters" dd if="$W/rnd" of="$dev" bs=1M seek=12 count=1 \
+		oflag=direct conv=notrunc status=none
+	check "$t: detach" vd_detach "$dev"
+	check "$t: qemu-img check" "$QEMU_IMG" check -q -f qcow2 "$lv3"
+	check "$t: qemu-img reads it" \
+		sh -c "'$QEMU_IMG' convert -f qcow2 -O raw '$lv3' '$W/q.raw' && cmp '$W/q.raw' '$W/s.raw'"
+fi
+rm -f "$W/lv" "$W/lv2" "$W/lv3" "$W/sbase.qcow2" "$W/s.raw" "$W/img.qcow2" "$W/img.vdi" "$W/dd.err" "$W/top.qcow2" "$W/exp.raw" \
 	"$W/q.raw" "$W/b.raw" "$W/e.raw" "$W/chk.out" "$W/junk" "$W"/img.vhd "$W"/img.vhdx \
 	"$W"/img.qed "$W"/img.vmdk "$W"/img.parallels
 done_testing
