@@ -217,8 +217,6 @@ struct vmdk_sparse {
 	u32 grain_shift;
 	u32 num_gtes;
 	u32 gt_bytes;			/* num_gtes * 4 */
-	u64 gd_off, rgd_off;		/* bytes; rgd_off 0: no redundant GD */
-	u32 nr_gts;			/* GD entries */
 	u64 overhead;			/* bytes */
 	bool compressed;		/* streamOptimized: GTEs point at grain markers */
 	bool markers;
@@ -238,6 +236,9 @@ struct vmdk_sparse {
 
 	/* protects everything below; held across metadata I/O (NOWAIT callers only try it) */
 	vdimg_mutex_t lock;
+	/* a grow adds entries, and past their last sector moves both directories (sparse.c) */
+	u64 gd_off, rgd_off;		/* bytes; rgd_off 0: no redundant GD */
+	u32 nr_gts;			/* GD entries */
 	u32 *gd;			/* [nr_gts], cpu order, GT sectors */
 	u32 *rgd;			/* [nr_gts] or NULL */
 	u32 *slot_of;			/* [nr_gts]: slot index + 1 of a cached GT, 0 if none */
@@ -320,7 +321,7 @@ int vmdk_sparse_discard(struct vmdk_sparse *v, u64 offset, u64 length, unsigned 
 int vmdk_sparse_flush(struct vmdk_sparse *v);
 int vmdk_flush_locked(struct vmdk_sparse *v);
 int vmdk_set_unclean(struct vmdk_sparse *v, bool unclean);
-/* online grow: room for @cap sectors (tables appended), then the header's capacity */
+/* grow: room for @cap sectors (tables appended, the directories moved), then the capacity */
 int vmdk_sparse_grow(struct vmdk_sparse *v, u64 cap);
 int vmdk_sparse_set_capacity(struct vmdk_sparse *v, u64 cap);
 /* the GT @gd_index, cached (read when @load, else -EAGAIN on a miss); lock held */
