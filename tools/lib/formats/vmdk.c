@@ -822,7 +822,7 @@ static int vmdk_set_parent(struct vdimg_image *img, const char *path, struct vdi
 
 struct vmdk_area {
 	u64 start, end;
-	u32 gi, ti;			/* the GTE that points at it; U32_MAX for a GT */
+	u32 gi, ti;			/* the GTE that points at it; ti U32_MAX for a GT, both for a GD */
 };
 
 /* append to a growing array */
@@ -972,6 +972,15 @@ static int vmdk_check_sparse(struct vmdk_sparse *v, unsigned int flags,
 		goto out;
 	}
 	vdimg_mutex_lock(&v->lock);
+	/*
+	 * the directories take space too: after a grow moved them (vmdk_move_gd()) they lie among
+	 * the grains, often last in the file, which is neither a leak nor to be cut off; the space
+	 * of the old ones is before the grain area (not counted) or a leak like any other
+	 */
+	ret = vmdk_area_add(&a, &nr, &cap, v->gd_off, (u64)v->nr_gts * 4, U32_MAX, U32_MAX);
+	if (!ret && v->rgd_off)
+		ret = vmdk_area_add(&a, &nr, &cap, v->rgd_off, (u64)v->nr_gts * 4, U32_MAX,
+				    U32_MAX);
 	for (gi = 0; gi < v->nr_gts && !ret; gi++) {
 		u32 r = v->rgd ? v->rgd[gi] : 0;
 
@@ -1041,8 +1050,12 @@ static int vmdk_check_sparse(struct vmdk_sparse *v, unsigned int flags,
 		qsort(a, nr, sizeof(*a), vmdk_area_cmp);
 		for (i = 0; i < nr; i++) {
 			if (i && a[i].start < a[i - 1].end) {
-				vdimg_info(img, "space at %llu is used twice (GT %u)",
-					   (unsigned long long)a[i].start, a[i].gi);
+				if (a[i].gi == U32_MAX)
+					vdimg_info(img, "space at %llu is used twice (a grain directory)",
+						   (unsigned long long)a[i].start);
+				else
+					vdimg_info(img, "space at %llu is used twice (GT %u)",
+						   (unsigned long long)a[i].start, a[i].gi);
 				unfixable++;
 			}
 			if (a[i].start >= v->overhead && a[i].start > last)
@@ -1271,6 +1284,9 @@ static int vmdk_compact_sparse(struct vmdk_sparse *v, bool has_parent, u32 part,
 	ret = vmdk_flush_locked(v);
 	vmdk_drop_cache(v);
 	vdimg_mutex_unlock(&v->lock);
+	/* directories a grow moved among the grains stay where they are: no moving, no cut */
+	if (v->gd_off >= area || (v->rgd_off && v->rgd_off >= area))
+		grid = false;
 	nslots = v->file_end > area ? DIV_ROUND_UP(v->file_end - area, gb) : 0;
 	owner = calloc(nslots + 1, sizeof(*owner));
 	if (!owner)
