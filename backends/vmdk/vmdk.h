@@ -105,6 +105,7 @@ struct vmdk_cowd_header {
 /* ---- the text descriptor (descriptor.c) ---- */
 
 #define VMDK_MAX_CAPACITY	BIT_ULL(44)	/* sectors (8 PiB) of a disk or an extent */
+#define VMDK_SPLIT_BYTES	BIT_ULL(31)	/* the most a twoGbMaxExtent* file holds */
 #define VMDK_CID_NONE		0xffffffffU	/* parentCID of an image without a parent */
 #define VMDK_DESC_MAX		BIT(20)	/* bytes of descriptor text accepted */
 #define VMDK_MAX_EXTENTS	4096U
@@ -189,7 +190,8 @@ int vmdk_put(char *t, size_t cap, size_t *len, const char *s, size_t n);
 int vmdk_desc_edit(struct vmdk *v, char *t, size_t cap, size_t *len, vmdk_line_fn fn,
 		   void *ctx);
 int vmdk_desc_commit(struct vdimg_image *img, char *t, size_t len);
-int vmdk_desc_resized(struct vmdk *v, u64 size, u64 sectors, char **out, size_t *len);
+int vmdk_desc_resized(struct vmdk *v, u64 size, u64 sectors, const char *more, char **out,
+		      size_t *len);
 
 /* ---- the backend's state ---- */
 
@@ -357,6 +359,8 @@ int vmdk_se_new(u64 cap, void *hdr, void *vol, u64 *file_sec);
 int vmdk_renew_cid(struct vmdk *vm, bool nowait);
 int vmdk_write_desc(struct vmdk *vm, const char *text, u32 len);
 int vmdk_flush(struct vdimg_image *img);
+/* ->grow; without @desc the descriptor is left to the caller (a resize that adds extent files) */
+int vmdk_grow_last(struct vdimg_image *img, u64 new_size, bool desc);
 
 static inline struct vmdk *VMDK(struct vdimg_image *img)
 {
