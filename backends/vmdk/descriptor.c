@@ -490,7 +490,24 @@ static bool vmdk_extent_line(const char *l, size_t n)
 struct vmdk_resize_edit {
 	u32 k, nr;			/* extent lines seen, the last one's number */
 	u64 sectors, cyl;		/* the last extent's new length, the new cylinder count */
+	const char *more;		/* lines to add after the last extent line, or NULL */
 };
+
+/* @s's lines (each ending in LF) appended, ending in CR LF when @crlf */
+static int vmdk_put_lines(char *t, size_t cap, size_t *len, const char *s, bool crlf)
+{
+	int ret = 0;
+
+	while (*s && !ret) {
+		const char *nl = strchr(s, '\n');
+		size_t n = nl ? nl - s : strlen(s);
+
+		ret = vmdk_put(t, cap, len, s, n) ?:
+		      vmdk_put(t, cap, len, crlf ? "\r\n" : "\n", crlf ? 2 : 1);
+		s += n + !!nl;
+	}
+	return ret;
+}
 
 /* resize's lines: the last extent's sector count and ddb.geometry.cylinders replaced */
 static int vmdk_resize_line(void *ctx, const char *l, size_t n, bool crlf, char *t, size_t cap,
@@ -508,8 +525,13 @@ static int vmdk_resize_line(void *ctx, const char *l, size_t n, bool crlf, char 
 			return -EUCLEAN;
 		add[0] = ' ';
 		k = 1 + vmdk_dec(add + 1, e->sectors);
-		return vmdk_put(t, cap, len, l, a - l) ?: vmdk_put(t, cap, len, add, k) ?:
-			vmdk_put(t, cap, len, b, n - (b - l));
+		k = vmdk_put(t, cap, len, l, a - l) ?: vmdk_put(t, cap, len, add, k) ?:
+		    vmdk_put(t, cap, len, b, n - (b - l));
+		if (!k && e->more && l[n - 1] != '\n')
+			k = vmdk_put(t, cap, len, "\n", 1);	/* the last line of the text */
+		if (!k && e->more)
+			k = vmdk_put_lines(t, cap, len, e->more, crlf);
+		return k;
 	}
 	if (vmdk_line_is(l, n, "ddb.geometry.cylinders")) {
 		static const char key[] = "ddb.geometry.cylinders = \"";
@@ -526,10 +548,13 @@ static int vmdk_resize_line(void *ctx, const char *l, size_t n, bool crlf, char 
 /*
  * The descriptor text for a disk of @size bytes whose last extent holds @sectors sectors: that
  * extent line's count and ddb.geometry.cylinders replaced (at most 65535; heads and sectors per
- * track kept, 16 and 63 when absent or out of range), every other line byte for byte. *@out
- * (VMDK_DESC_MAX + 1 bytes, *@len used) then belongs to the caller: vmdk_desc_commit() takes it.
+ * track kept, 16 and 63 when absent or out of range), the lines of @more (each ending in LF; NULL
+ * for none: new extent lines) added after that extent line with its line ending, every other line
+ * byte for byte. *@out (VMDK_DESC_MAX + 1 bytes, *@len used) then belongs to the caller:
+ * vmdk_desc_commit() takes it.
  */
-int vmdk_desc_resized(struct vmdk *v, u64 size, u64 sectors, char **out, size_t *len)
+int vmdk_desc_resized(struct vmdk *v, u64 size, u64 sectors, const char *more, char **out,
+		      size_t *len)
 {
 	struct vmdk_resize_edit e = {};
 	u64 heads = 16, secs = 63;
@@ -548,6 +573,7 @@ int vmdk_desc_resized(struct vmdk *v, u64 size, u64 sectors, char **out, size_t 
 	}
 	e.nr = v->desc.nr_extents;
 	e.sectors = sectors;
+	e.more = more;
 	e.cyl = min_t(u64, div64_u64(size / VMDK_SECTOR, heads * secs), 65535);
 	t = vdimg_zalloc(VMDK_DESC_MAX + 1);
 	if (!t)

@@ -323,15 +323,159 @@ int vmdk_sparse_flush(struct vmdk_sparse *v)
 
 /* ---- online grow ---- */
 
+#define VMDK_ZERO_CHUNK		BIT(20)		/* bytes of zeros written at once into new tables */
+
 /*
- * Make room for a capacity of @cap sectors (more than now) in a hosted sparse extent, in place:
- * the grain directory (and its redundant copy) may take entries up to the end of its last sector,
+ * New tables at [@off, @off + @len), space vmdk_alloc() just handed out, read as zeros. In a file
+ * that can grow, space past its end is a hole that reads as zeros once a later write (the new
+ * directories, which follow the tables) moves the end past it: nothing to write. A block device
+ * (or space some other write reached) holds old bytes: zeros are written. Lock held.
+ */
+static int vmdk_zero_tables(struct vmdk_sparse *v, u64 off, u64 len)
+{
+	u32 chunk = min_t(u64, len, VMDK_ZERO_CHUNK);
+	void *zeros;
+	int ret = 0;
+
+	lockdep_assert_held(&v->lock);
+	if (!len || (!v->fixed_file && off >= vdimg_file_size(v->file)))
+		return 0;
+	zeros = vdimg_zalloc(chunk);
+	if (!zeros)
+		return -ENOMEM;
+	while (len && !ret) {
+		u32 n = min_t(u64, len, chunk);
+
+		ret = vdimg_file_write(v->file, zeros, n, off);
+		off += n;
+		len -= n;
+	}
+	vdimg_free(zeros);
+	return ret;
+}
+
+/* @n entries of @dir (cpu order) as one sector-padded directory of @size bytes at @off */
+static int vmdk_write_dir(struct vmdk_sparse *v, const u32 *dir, u32 n, u64 size, u64 off)
+{
+	__le32 *buf = vdimg_zalloc(size);
+	u32 i;
+	int ret;
+
+	if (!buf)
+		return -ENOMEM;
+	for (i = 0; i < n; i++)
+		buf[i] = cpu_to_le32(dir[i]);
+	ret = vdimg_file_write(v->file, buf, size, off);
+	vdimg_free(buf);
+	return ret;
+}
+
+/*
+ * A grain directory of @need entries (more than fit in the last sector of the current one) and
+ * its redundant copy, written anew at the end of the extent's data: [new redundant GTs][new GTs]
+ * [redundant GD][GD], from vmdk_alloc() (so a block device stops with -ENOSPC at its end). The old
+ * entries are copied, every new one links a new empty table (and its copy), as qemu and VMware
+ * preallocate them. Nothing links the new space until the header says where the directories
+ * are, so the order is: the cache flushed (the old GD on disk holds every entry kept in memory),
+ * the tables and directories written and synced (among themselves their order does not matter:
+ * a crash before the header leaves the old extent intact and the new space leaked), then ONE
+ * 512-byte write of the header sector with the new gdOffset and rgdOffset (a sector is written
+ * whole or not at all), synced. From that write on, the GD in memory and its offset are the new
+ * ones, so a later flush writes entries there; the old directories' space is never used again
+ * (before the grain area as qemu and VMware lay it out, which check does not count; a leak in
+ * it after an earlier move). The header's capacity is not written here (see vmdk_sparse_grow()).
+ * Lock held.
+ */
+static int vmdk_move_gd(struct vmdk_sparse *v, u32 need)
+{
+	u64 gt_size = ALIGN((u64)v->gt_bytes, (u64)VMDK_SECTOR);
+	u64 gd_size = ALIGN((u64)need * 4, (u64)VMDK_SECTOR);
+	u32 old_nr = v->nr_gts, n = need - old_nr, copies = v->rgd ? 2 : 1, i;
+	u64 area, gts, rgts, gd_at, rgd_at = 0;
+	u32 *gd, *rgd = NULL, *slot_of;
+	struct vmdk_header *h = NULL;
+	int ret;
+
+	lockdep_assert_held(&v->lock);
+	ret = vmdk_flush_locked(v);
+	if (ret)
+		return ret;
+	gd = vdimg_zalloc((size_t)need * 4);
+	slot_of = vdimg_zalloc((size_t)need * 4);
+	if (v->rgd)
+		rgd = vdimg_zalloc((size_t)need * 4);
+	h = vdimg_alloc(sizeof(*h));
+	if (!gd || !slot_of || (v->rgd && !rgd) || !h) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = vmdk_alloc(v, copies * ((u64)n * gt_size + gd_size), &area);
+	if (ret)
+		goto out;
+	rgts = area;
+	gts = area + (copies - 1) * (u64)n * gt_size;
+	if (v->rgd)
+		rgd_at = gts + (u64)n * gt_size;
+	gd_at = gts + (u64)n * gt_size + (copies - 1) * gd_size;
+	memcpy(gd, v->gd, (size_t)old_nr * 4);
+	memcpy(slot_of, v->slot_of, (size_t)old_nr * 4);
+	if (rgd)
+		memcpy(rgd, v->rgd, (size_t)old_nr * 4);
+	for (i = 0; i < n; i++) {
+		gd[old_nr + i] = (gts + (u64)i * gt_size) / VMDK_SECTOR;
+		if (rgd)
+			rgd[old_nr + i] = (rgts + (u64)i * gt_size) / VMDK_SECTOR;
+	}
+	ret = vmdk_zero_tables(v, area, (u64)copies * n * gt_size);
+	if (!ret && rgd)
+		ret = vmdk_write_dir(v, rgd, need, gd_size, rgd_at);
+	if (!ret)
+		ret = vmdk_write_dir(v, gd, need, gd_size, gd_at);
+	if (!ret)
+		ret = vdimg_file_sync(v->file);
+	if (!ret)
+		ret = vdimg_file_read(v->file, h, sizeof(*h), 0);
+	if (ret)
+		goto out;
+	if (le32_to_cpu(h->magic) != VMDK_MAGIC) {
+		ret = vdimg_corrupt(v->img, "the sparse extent's header changed under us");
+		goto out;
+	}
+	h->gd_offset = cpu_to_le64(gd_at / VMDK_SECTOR);
+	if (rgd)
+		h->rgd_offset = cpu_to_le64(rgd_at / VMDK_SECTOR);
+	ret = vdimg_file_write(v->file, h, sizeof(*h), 0);
+	if (ret)
+		goto out;	/* the old header: the old directories stay the live ones */
+	swap(v->gd, gd);
+	swap(v->slot_of, slot_of);
+	if (rgd) {
+		swap(v->rgd, rgd);
+		v->rgd_off = rgd_at;
+	}
+	v->gd_off = gd_at;
+	v->nr_gts = need;
+	ret = vdimg_file_sync(v->file);
+out:
+	vdimg_free(h);
+	vdimg_free(gd);
+	vdimg_free(rgd);
+	vdimg_free(slot_of);
+	return ret;
+}
+
+/*
+ * Make room for a capacity of @cap sectors (more than now) in a hosted sparse extent. In place
+ * while the grain directory (and its redundant copy) has room up to the end of its last sector,
  * which nothing else can use (a 64 KiB-grain extent of 512-entry tables: 128 entries a sector,
- * 4 GiB). Every new entry gets an empty table (and its copy) appended to the file, as qemu and
+ * 4 GiB): every new entry gets an empty table (and its copy) appended to the file, as qemu and
  * VMware preallocate them (qemu writes no grain whose table is missing); the tables are synced
- * before the redundant GD, and that before the GD, links them (vmdk_flush_locked()). The header's
- * capacity is not written (vmdk_sparse_set_capacity()): entries past the old capacity are not
- * read by anyone until it is. -EFBIG after a message when the directory has no room.
+ * before the redundant GD, and that before the GD, links them (vmdk_flush_locked()). Past that
+ * room both directories move (vmdk_move_gd()). The header's capacity is not written here but by
+ * vmdk_sparse_set_capacity(), after vmdk_grow() has zeroed the stale tail of the old last grain:
+ * entries past the old capacity are read by no one (vdimg, qemu, VMware size the directory by the
+ * capacity) until it is, and a capacity written with the moved directory would show the new range
+ * before that tail is zeroed. -EFBIG after a message past what a directory can address.
  */
 int vmdk_sparse_grow(struct vmdk_sparse *v, u64 cap)
 {
@@ -348,20 +492,22 @@ int vmdk_sparse_grow(struct vmdk_sparse *v, u64 cap)
 		return -EOPNOTSUPP;
 	}
 	need = DIV_ROUND_UP(cap, span);
-	room = ALIGN((u64)v->nr_gts * 4, (u64)VMDK_SECTOR) / 4;
-	if (need > min_t(u64, room, VMDK_MAX_GTS) || cap > VMDK_MAX_CAPACITY) {
-		room = min_t(u64, room, VMDK_MAX_GTS);
-		vdimg_err(v->img, "cannot grow past %llu bytes: the grain directory at sector %llu has room for %llu entries of %llu bytes in place (convert to a new image)",
-			  (unsigned long long)(min_t(u64, room * span, VMDK_MAX_CAPACITY) *
-					       VMDK_SECTOR),
-			  (unsigned long long)(v->gd_off / VMDK_SECTOR), (unsigned long long)room,
-			  (unsigned long long)span * VMDK_SECTOR);
+	if (need > VMDK_MAX_GTS || cap > VMDK_MAX_CAPACITY) {
+		u64 most = min_t(u64, (u64)VMDK_MAX_GTS * span, VMDK_MAX_CAPACITY);
+
+		vdimg_err(v->img, "cannot grow past %llu bytes: the most a sparse extent of %u-byte grains and %u-entry grain tables addresses (convert to a new image)",
+			  (unsigned long long)most * VMDK_SECTOR, v->grain_bytes, v->num_gtes);
 		return -EFBIG;
 	}
 	vdimg_mutex_lock(&v->lock);
 	ret = vmdk_touch(v, false);
 	if (ret || need <= v->nr_gts)
 		goto out;
+	room = ALIGN((u64)v->nr_gts * 4, (u64)VMDK_SECTOR) / 4;
+	if (need > room) {
+		ret = vmdk_move_gd(v, need);
+		goto out;
+	}
 	gd = vdimg_zalloc(need * 4);
 	slot_of = vdimg_zalloc(need * 4);
 	if (v->rgd)

@@ -792,21 +792,23 @@ static int vmdk_verify_parent(struct vdimg_image *child, struct vdimg_image *par
 }
 
 /*
- * Online grow (and the offline resize's grow of a sparse extent): the last extent grows, when it is
+ * Online grow (and the offline resize's grow of the last extent): the last extent grows, when it is
  * writable and either a hosted sparse extent (monolithicSparse, or the last file of
- * twoGbMaxExtentSparse up to 2 GiB) whose grain directory has room in place (vmdk_sparse_grow()),
- * or a FLAT extent behind a descriptor file (monolithicFlat, vmfs; twoGbMaxExtentFlat up to 2 GiB)
- * whose file is extended (bytes it already held past the old end zeroed). A new extent file is
- * never made (the kernel opens no paths), nor are streamOptimized, vmfsSparse, seSparse or
- * raw-device extents grown. The descriptor follows: the last extent line's sector count and
- * ddb.geometry.cylinders, every other line kept. Order, each step synced: the tables (or the flat
- * file) first, then the stale tail of the old last grain zeroed, then the sparse header's capacity,
- * then the descriptor. A crash before the capacity leaves the old size and some leaked tables;
- * between the capacity and the descriptor, a monolithicSparse image has the new size (qemu and
- * vdimg take the header's capacity, the embedded descriptor is informational there) and a
- * descriptor file the old one (vdimg accepts a last sparse extent larger than its line).
+ * twoGbMaxExtentSparse up to 2 GiB; past the room of its grain directory's last sector the
+ * directories move, vmdk_sparse_grow()), or a FLAT extent behind a descriptor file (monolithicFlat,
+ * vmfs; twoGbMaxExtentFlat up to 2 GiB) whose file is extended (bytes it already held past the old
+ * end zeroed). A new extent file is never made here (the kernel opens no paths: the offline
+ * resize, tools/lib/formats/vmdk.c, adds them), nor are streamOptimized, vmfsSparse, seSparse or
+ * raw-device extents grown. The descriptor follows when @desc: the last extent line's sector count
+ * and ddb.geometry.cylinders, every other line kept (without @desc the caller writes it). Order,
+ * each step synced: the tables (or the flat file) first, then the stale tail of the old last grain
+ * zeroed, then the sparse header's capacity, then the descriptor. A crash before the capacity
+ * leaves the old size and some leaked tables; between the capacity and the descriptor, a
+ * monolithicSparse image has the new size (qemu and vdimg take the header's capacity, the embedded
+ * descriptor is informational there) and a descriptor file the old one (vdimg accepts a last
+ * sparse extent larger than its line, and a flat file larger than its extent).
  */
-static int vmdk_grow(struct vdimg_image *img, u64 new_size)
+int vmdk_grow_last(struct vdimg_image *img, u64 new_size, bool desc)
 {
 	struct vmdk *vm = VMDK(img);
 	struct vmdk_ext *last = &vm->ext[vm->nr_ext - 1];
@@ -830,9 +832,10 @@ static int vmdk_grow(struct vdimg_image *img, u64 new_size)
 	new_len = new_size - last->start;
 	two_gb = !strcmp(vm->desc.create_type, "twoGbMaxExtentSparse") ||
 		 !strcmp(vm->desc.create_type, "twoGbMaxExtentFlat");
-	if (two_gb && new_len > (2ULL << 30)) {
-		vdimg_err(img, "cannot grow past %llu bytes: the last extent file of a %s image holds at most 2 GiB and no new one is made (convert to a new image)",
-			  (unsigned long long)(last->start + (2ULL << 30)), vm->desc.create_type);
+	if (two_gb && new_len > VMDK_SPLIT_BYTES) {
+		vdimg_err(img, "cannot grow past %llu bytes online: the last extent file of a %s image holds at most 2 GiB (detach it: vdimgctl resize adds extent files)",
+			  (unsigned long long)(last->start + VMDK_SPLIT_BYTES),
+			  vm->desc.create_type);
 		return -EFBIG;
 	}
 	if (last->type == VMDK_EXT_FLAT) {
@@ -849,8 +852,8 @@ static int vmdk_grow(struct vdimg_image *img, u64 new_size)
 		return -EOPNOTSUPP;
 	}
 	/* the new descriptor text first: nothing changes if it cannot be made */
-	if (vm->desc_text && vm->desc.nr_extents) {
-		ret = vmdk_desc_resized(vm, new_size, new_len / VMDK_SECTOR, &t, &len);
+	if (desc && vm->desc_text && vm->desc.nr_extents) {
+		ret = vmdk_desc_resized(vm, new_size, new_len / VMDK_SECTOR, NULL, &t, &len);
 		if (ret)
 			return ret;
 		if (!vm->desc_file && len > vm->desc_area) {
@@ -914,6 +917,11 @@ static int vmdk_grow(struct vdimg_image *img, u64 new_size)
 out:
 	vdimg_free(t);
 	return ret;
+}
+
+static int vmdk_grow(struct vdimg_image *img, u64 new_size)
+{
+	return vmdk_grow_last(img, new_size, true);
 }
 
 const struct vdimg_format vdimg_vmdk_format = {

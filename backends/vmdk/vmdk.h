@@ -105,6 +105,7 @@ struct vmdk_cowd_header {
 /* ---- the text descriptor (descriptor.c) ---- */
 
 #define VMDK_MAX_CAPACITY	BIT_ULL(44)	/* sectors (8 PiB) of a disk or an extent */
+#define VMDK_SPLIT_BYTES	BIT_ULL(31)	/* the most a twoGbMaxExtent* file holds */
 #define VMDK_CID_NONE		0xffffffffU	/* parentCID of an image without a parent */
 #define VMDK_DESC_MAX		BIT(20)	/* bytes of descriptor text accepted */
 #define VMDK_MAX_EXTENTS	4096U
@@ -189,7 +190,8 @@ int vmdk_put(char *t, size_t cap, size_t *len, const char *s, size_t n);
 int vmdk_desc_edit(struct vmdk *v, char *t, size_t cap, size_t *len, vmdk_line_fn fn,
 		   void *ctx);
 int vmdk_desc_commit(struct vdimg_image *img, char *t, size_t len);
-int vmdk_desc_resized(struct vmdk *v, u64 size, u64 sectors, char **out, size_t *len);
+int vmdk_desc_resized(struct vmdk *v, u64 size, u64 sectors, const char *more, char **out,
+		      size_t *len);
 
 /* ---- the backend's state ---- */
 
@@ -217,8 +219,6 @@ struct vmdk_sparse {
 	u32 grain_shift;
 	u32 num_gtes;
 	u32 gt_bytes;			/* num_gtes * 4 */
-	u64 gd_off, rgd_off;		/* bytes; rgd_off 0: no redundant GD */
-	u32 nr_gts;			/* GD entries */
 	u64 overhead;			/* bytes */
 	bool compressed;		/* streamOptimized: GTEs point at grain markers */
 	bool markers;
@@ -238,6 +238,9 @@ struct vmdk_sparse {
 
 	/* protects everything below; held across metadata I/O (NOWAIT callers only try it) */
 	vdimg_mutex_t lock;
+	/* a grow adds entries, and past their last sector moves both directories (sparse.c) */
+	u64 gd_off, rgd_off;		/* bytes; rgd_off 0: no redundant GD */
+	u32 nr_gts;			/* GD entries */
 	u32 *gd;			/* [nr_gts], cpu order, GT sectors */
 	u32 *rgd;			/* [nr_gts] or NULL */
 	u32 *slot_of;			/* [nr_gts]: slot index + 1 of a cached GT, 0 if none */
@@ -320,7 +323,7 @@ int vmdk_sparse_discard(struct vmdk_sparse *v, u64 offset, u64 length, unsigned 
 int vmdk_sparse_flush(struct vmdk_sparse *v);
 int vmdk_flush_locked(struct vmdk_sparse *v);
 int vmdk_set_unclean(struct vmdk_sparse *v, bool unclean);
-/* online grow: room for @cap sectors (tables appended), then the header's capacity */
+/* grow: room for @cap sectors (tables appended, the directories moved), then the capacity */
 int vmdk_sparse_grow(struct vmdk_sparse *v, u64 cap);
 int vmdk_sparse_set_capacity(struct vmdk_sparse *v, u64 cap);
 /* the GT @gd_index, cached (read when @load, else -EAGAIN on a miss); lock held */
@@ -356,6 +359,8 @@ int vmdk_se_new(u64 cap, void *hdr, void *vol, u64 *file_sec);
 int vmdk_renew_cid(struct vmdk *vm, bool nowait);
 int vmdk_write_desc(struct vmdk *vm, const char *text, u32 len);
 int vmdk_flush(struct vdimg_image *img);
+/* ->grow; without @desc the descriptor is left to the caller (a resize that adds extent files) */
+int vmdk_grow_last(struct vdimg_image *img, u64 new_size, bool desc);
 
 static inline struct vmdk *VMDK(struct vdimg_image *img)
 {

@@ -611,9 +611,9 @@ static void test_parallels(void)
 
 /*
  * VMDK, as qemu makes them: monolithicSparse (64 KiB grains, 512-entry tables: a GD entry maps
- * 32 MiB, its one sector holds 128, so 4 GiB grows in place), twoGbMaxExtentSparse (the last
- * extent file up to 2 GiB), and the flat kinds, whose file is extended. streamOptimized is
- * refused.
+ * 32 MiB, its one sector holds 128, so 4 GiB grows in place; past that the directories move,
+ * which test_vmdk covers, up to 2^22 tables: 128 TiB), twoGbMaxExtentSparse (the last extent file
+ * up to 2 GiB online), and the flat kinds, whose file is extended. streamOptimized is refused.
  */
 static void test_vmdk(void)
 {
@@ -631,10 +631,10 @@ static void test_vmdk(void)
 		ok_err(grow_file(p[0], &vdimg_vmdk_format, 64 * MiB, false), -EINVAL,
 		       "vmdk %s: same size refused", sub[i]);
 		if (i == 0)
-			grow_refused(p[0], &vdimg_vmdk_format, 4096 * MiB + 64 * KiB,
-				     "grain directory", "vmdk monolithicSparse past 4 GiB");
+			grow_refused(p[0], &vdimg_vmdk_format, (128ULL << 40) + 64 * KiB,
+				     "most a sparse extent", "vmdk monolithicSparse past 128 TiB");
 		if (i == 1 || i == 3)
-			grow_refused(p[0], &vdimg_vmdk_format, 2048 * MiB + 512, "2 GiB",
+			grow_refused(p[0], &vdimg_vmdk_format, 2048 * MiB + 512, "vdimgctl resize",
 				     i == 1 ? "vmdk twoGbMaxExtentSparse past 2 GiB" :
 				     "vmdk twoGbMaxExtentFlat past 2 GiB");
 		ok_err(grow_file(p[0], &vdimg_vmdk_format, 128 * MiB, false), 0,

@@ -8,7 +8,10 @@
 # can resize the format, that `qemu-img resize` gives the same disk. Shrinking is refused without
 # --shrink and while data lies past the new end without --force. Interrupted resizes (every write
 # after the first N failing, VDIMGCTL_TEST_WRITE_CUT) leave the old or the new size, a clean check
-# and the data. KTAP on stdout; skips (exit 4) without qemu-img.
+# and the data. VMDK: a monolithicSparse image grows past its grain directory's room, and
+# twoGbMaxExtentSparse/Flat images past their last file's 2 GiB with new extent files (named
+# NAME-s003.vmdk / NAME-f003.vmdk...; a stray file of that name is refused). KTAP on stdout; skips
+# (exit 4) without qemu-img.
 #
 # VDIMGCTL=path (default: build/host/vdimgctl, the sanitizer build). RESIZE_FULL=1 runs every
 # format in both creators and every write cut (a few minutes); by default (CI) a subset that still
@@ -35,6 +38,8 @@ same() {
 		qemu-img compare -q -f "$(qfmt "$1")" -F raw "$2" "$T/s.raw" >"$T/diff" 2>&1
 }
 resize_shadow() { truncate -s "$1" "$T/s.raw"; }
+# pattern BYTE MIB: what qemu-io's write -P BYTE writes, MIB MiB of it
+pattern() { head -c $(($2 << 20)) /dev/zero | tr '\0' "\\$(printf %03o "$1")"; }
 
 # case LABEL FMT: $T/img is the image (64 MiB, data written), the shadow made from it
 case_one() {
@@ -144,6 +149,104 @@ for spec in "vdi 4M 1G" "qcow2:cluster_size=4096 1M 2G" "vpc 4M 1G"; do
 	resize_shadow "$(vsize "$T/img")"
 	[ "$rc" = 0 ] && clean "$fmt" "$T/img" && same "$fmt" "$T/img"
 	ok $? "$1 $2 -> $3: the table moves, clean, data kept"
+done
+
+# a monolithicSparse VMDK past its grain directory's room (qemu's 64 KiB grains: 128 entries in
+# its one sector, 4 GiB): both directories move to the end of the file
+rm -f "$T/img" "$T/s.raw"
+qemu-img create -q -f vmdk "$T/img" 64M && eval qemu-io -f vmdk "$fill" "$T/img" >/dev/null 2>&1
+"$V" convert -O raw "$T/img" "$T/s.raw" >/dev/null 2>&1
+run resize "$T/img" 8G
+resize_shadow $((8 << 30))
+[ "$rc" = 0 ] && [ "$(vsize "$T/img")" = $((8 << 30)) ] && clean vmdk "$T/img" &&
+	qemu-img check -q -f vmdk "$T/img" && same vmdk "$T/img"
+ok $? "vmdk monolithicSparse 64M -> 8G: the grain directory moves, clean, data kept"
+qemu-io -f vmdk -c 'write -P 9 8190M 2M' -c 'read -P 3 63M 1M' "$T/img" >"$T/out" 2>&1 &&
+	! grep -q "verification failed" "$T/out" &&
+	pattern 9 2 | dd of="$T/s.raw" bs=1M seek=8190 conv=notrunc iflag=fullblock status=none &&
+	clean vmdk "$T/img" && same vmdk "$T/img"
+ok $? "... qemu writes at its new end and reads the old data; vdimgctl reads what qemu wrote"
+
+# twoGbMaxExtent images past their last file's 2 GiB: new extent files, named as qemu and VMware
+# name them, then the descriptor (replaced atomically) names them
+for sub in twoGbMaxExtentSparse twoGbMaxExtentFlat; do
+	c=s kind=SPARSE off=
+	[ "$sub" = twoGbMaxExtentFlat ] && c=f kind=FLAT off=" 0"
+	d=$T/two
+	rm -rf "$d" "$T/s.raw" && mkdir "$d"
+	qemu-img create -q -f vmdk -o subformat=$sub "$d/t.vmdk" 3G &&
+		qemu-io -f vmdk -c 'write -P 7 0 1M' -c 'write -P 8 2047M 2M' -c 'write -P 9 3071M 1M' \
+			"$d/t.vmdk" >/dev/null 2>&1
+	ok $? "$sub 3 GiB: made and filled"
+	"$V" convert -O raw "$d/t.vmdk" "$T/s.raw" >/dev/null 2>&1
+	cp -a "$d" "$T/two.pristine"
+	# a file in the way (what a crash before the descriptor leaves) is not overwritten
+	echo stray >"$d/t-${c}004.vmdk"
+	run resize "$d/t.vmdk" 7G
+	[ "$rc" != 0 ] && grep -q "t-${c}004.vmdk.*interrupted resize" "$T/err" &&
+		[ "$(cat "$d/t-${c}004.vmdk")" = stray ] && [ ! -e "$d/t-${c}003.vmdk" ] &&
+		[ "$(vsize "$d/t.vmdk")" = $((3 << 30)) ] && same vmdk "$d/t.vmdk"
+	ok $? "$sub: a stray t-${c}004.vmdk is refused, named, kept; the image keeps its size"
+	rm -f "$d/t-${c}004.vmdk"
+	run resize "$d/t.vmdk" 7G
+	ok $((rc != 0)) "$sub: 3 GiB -> 7 GiB"
+	resize_shadow $((7 << 30))
+	[ "$(LC_ALL=C ls "$d" | tr '\n' ' ')" = "t-${c}001.vmdk t-${c}002.vmdk t-${c}003.vmdk t-${c}004.vmdk t.vmdk " ]
+	ok $? "$sub: t-${c}003.vmdk and t-${c}004.vmdk were made, nothing else is left"
+	grep -q "^RW 4194304 $kind \"t-${c}002.vmdk\"$off\$" "$d/t.vmdk" &&
+		grep -q "^RW 4194304 $kind \"t-${c}003.vmdk\"$off\$" "$d/t.vmdk" &&
+		grep -q "^RW 2097152 $kind \"t-${c}004.vmdk\"$off\$" "$d/t.vmdk" &&
+		[ "$(grep -c '^RW ' "$d/t.vmdk")" = 4 ] &&
+		grep -q '^ddb.geometry.cylinders = "14563"$' "$d/t.vmdk" &&
+		[ "$(stat -c %a "$d/t.vmdk")" = "$(stat -c %a "$T/two.pristine/t.vmdk")" ]
+	ok $? "$sub: the descriptor names the 4 files (the 2nd now 2 GiB), the cylinders follow, its mode kept"
+	if [ $c = f ]; then
+		[ "$(stat -c %s "$d/t-f003.vmdk")" = $((2 << 30)) ] &&
+			[ "$(stat -c %s "$d/t-f004.vmdk")" = $((1 << 30)) ] &&
+			[ "$(du -k "$d/t-f003.vmdk" | cut -f1)" -lt 1024 ]
+		ok $? "$sub: the new flat files are 2 GiB and 1 GiB, sparse"
+	else
+		rm -f "$T"/c*.vmdk
+		"$V" create -t vmdk --variant twoGbMaxExtentSparse -s 3G "$T/c.vmdk" >/dev/null 2>&1 &&
+			cmp -s "$T/c-s001.vmdk" "$d/t-s003.vmdk" && cmp -s "$T/c-s002.vmdk" "$d/t-s004.vmdk"
+		ok $? "$sub: the new sparse extents (2 GiB, 1 GiB) are what vdimgctl create makes"
+		rm -f "$T"/c*.vmdk
+	fi
+	qemu-img info --output=json -f vmdk "$d/t.vmdk" | grep -q "\"virtual-size\": $((7 << 30)),"
+	ok $? "$sub: qemu-img info gives 7 GiB"
+	clean vmdk "$d/t.vmdk" && qemu-img check -q -f vmdk "$d/t.vmdk" && same vmdk "$d/t.vmdk"
+	ok $? "$sub: checks clean (ours, qemu-img), compares equal to the grown raw shadow"
+	qemu-io -f vmdk -c 'write -P 10 7167M 1M' -c 'write -P 11 4095M 2M' "$d/t.vmdk" >/dev/null 2>&1 &&
+		pattern 10 1 | dd of="$T/s.raw" bs=1M seek=7167 conv=notrunc iflag=fullblock status=none &&
+		pattern 11 2 | dd of="$T/s.raw" bs=1M seek=4095 conv=notrunc iflag=fullblock status=none &&
+		clean vmdk "$d/t.vmdk" && same vmdk "$d/t.vmdk"
+	ok $? "$sub: qemu writes into the new files (across two), vdimgctl reads it"
+
+	# write cuts (a last file of 1984 MiB: two tables to add in place) leave the old size with
+	# the old data or the new one (the stray files of a crash are allowed)
+	rm -rf "$d" "$T/two.pristine" "$T/s0.raw" && mkdir "$d" &&
+		qemu-img create -q -f vmdk -o subformat=$sub "$d/t.vmdk" 4032M &&
+		qemu-io -f vmdk -c 'write -P 7 0 1M' -c 'write -P 8 4031M 1M' "$d/t.vmdk" >/dev/null 2>&1 &&
+		"$V" convert -O raw "$d/t.vmdk" "$T/s0.raw" >/dev/null 2>&1 && mv "$d" "$T/two.pristine"
+	bad=0 cuts=0
+	for cut in $(seq 0 40); do
+		rm -rf "$d" && cp -a "$T/two.pristine" "$d"
+		VDIMGCTL_TEST_WRITE_CUT=$cut "$V" resize "$d/t.vmdk" 5G >/dev/null 2>&1
+		done_rc=$?
+		cuts=$((cuts + 1))
+		got=$(vsize "$d/t.vmdk" 2>/dev/null)
+		cp --sparse=always "$T/s0.raw" "$T/s.raw"
+		resize_shadow "${got:-0}"
+		if { [ "$got" != $((4032 << 20)) ] && [ "$got" != $((5 << 30)) ]; } ||
+		   ! "$V" check "$d/t.vmdk" >/dev/null 2>&1 || ! same vmdk "$d/t.vmdk"; then
+			echo "# $sub: cut after $cut writes: size ${got:-none}, not clean or data lost"
+			bad=$((bad + 1))
+		fi
+		[ "$done_rc" = 0 ] && break
+	done
+	[ "$bad" = 0 ] && [ "$done_rc" = 0 ] && [ "$cuts" -gt 3 ]
+	ok $? "$sub 4032 MiB -> 5 GiB: cut after each of $cuts writes: old or new size, clean, data kept"
+	rm -rf "$d" "$T/two.pristine" "$T/s0.raw"
 done
 
 # children: VHD, VHDX and VDI keep their parent's size; a QCOW2 child grows over its parent

@@ -12,7 +12,10 @@
  * qemu, libvmdk and libvdimg, hold the grains qemu-img writes, in VMware's stream order;
  * descriptor rewrites keep every other line; seSparse extents made by mksesparse.py read as qemu
  * reads them, and what libvdimg writes into them (workloads, write cuts) qemu reads back as written;
- * hostile headers fail open cleanly; the sample images in
+ * a monolithicSparse image grown past its grain directory's room (the directories move) reads,
+ * writes and checks clean through libvdimg, qemu and vmdkinfo, on a block device too, and a write
+ * cut anywhere in that grow leaves the old or the new size with the data; hostile headers fail
+ * open cleanly; the sample images in
  * $VDIMG_SAMPLES (set by make check-host, see selftests/samples.sh) when present. Skips (exit 4) when qemu-img is missing. KTAP on stdout.
  */
 #include <sys/wait.h>
@@ -2156,6 +2159,299 @@ static void test_chains(void)
 	   "qemu still opens the chain");
 }
 
+/* ---- grow past the grain directory's room ---- */
+
+/* the u64 at @off of @path (0 when it cannot be read) */
+static u64 peek64(const char *path, u64 off)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	u64 v = 0;
+
+	if (fd >= 0 && pread(fd, &v, 8, off) != 8)
+		v = 0;
+	if (fd >= 0)
+		close(fd);
+	return le64_to_cpu(v);
+}
+
+/* grow the monolithic @path to @size through the backend's ->grow (as VDIMG_CTL_RESIZE does) */
+static int grow_mono(const char *path, u64 size)
+{
+	struct vdimg_image img;
+	int fd = openf(path, O_RDWR), ret;
+
+	ret = img_open_with(&img, &vdimg_vmdk_format, fd, path, 0);
+	if (!ret) {
+		ret = vdimg_vmdk_format.grow(&img, size);
+		if (!ret && img.size != size)
+			ret = -EBADE;
+		img_close(&img);
+	}
+	close(fd);
+	return ret;
+}
+
+/* our check of @path: its result, errors and leaks (a repair when @repair) */
+static int our_check(const char *path, bool repair, struct vdimg_check_result *res)
+{
+	struct vdimg_image img;
+	int fd = openf(path, repair ? O_RDWR : O_RDONLY), ret;
+
+	memset(res, 0, sizeof(*res));
+	ret = img_open_with(&img, &vdimg_vmdk_format, fd, path, repair ? 0 : VDIMG_OPEN_READ_ONLY);
+	if (!ret) {
+		ret = vdimg_vmdk_tool_ops.check(&img, repair ? VDIMG_CHECK_REPAIR : 0, res);
+		if (!ret && repair)
+			ret = vdimg_vmdk_format.flush(&img);
+		img_close(&img);
+	}
+	close(fd);
+	return ret;
+}
+
+/* [@off, @off + @len) of the chain of @path reads as the same range of the file @raw */
+static bool reads_like(const char *path, const char *raw, u64 off, u64 len)
+{
+	u8 *a = malloc(len), *b = malloc(len);
+	struct vdimg_chain *c;
+	int fd = open(raw, O_RDONLY | O_CLOEXEC);
+	bool same = false;
+
+	if (a && b && fd >= 0 && pread(fd, b, len, off) == (ssize_t)len &&
+	    !open_chain(&c, &path, 1, true)) {
+		same = !vdimg_chain_pread(c, a, len, off) && !memcmp(a, b, len);
+		close_chain(c, 1);
+	}
+	if (fd >= 0)
+		close(fd);
+	free(a);
+	free(b);
+	return same;
+}
+
+/*
+ * A monolithicSparse image grown past the room in its grain directory's last sector: 64 MiB of
+ * qemu's 64 KiB grains (2 GD entries, room for 128: 4 GiB) to 8 GiB (256 entries), with and
+ * without a redundant GD, and ours with 8 KiB grains (4 MiB a table, room for 128 of them in
+ * 512 MiB) to 2 GiB and again to 4 GiB (the moved directory moves again). Both directories move
+ * (the header says so), our check finds neither error nor leak right after the grow (the moved GD
+ * is the last thing in the file: not a leak, not cut off by a repair), the old data reads back,
+ * the new range reads zeros, data written across the old end, in the new range and at the new end
+ * reads back after a reopen through libvdimg, qemu-io and qemu-img compare (against a raw shadow
+ * grown the same way), and qemu-img check and vmdkinfo accept the image.
+ */
+static void test_grow_move_gd(void)
+{
+	static const struct {
+		const char *tag;
+		bool ours, no_rgd;
+		u64 sizes[2];
+	} cfg[] = {
+		{ "qemu 64 KiB grains", false, false, { 8192 * MiB } },
+		{ "qemu 64 KiB grains, no redundant GD", false, true, { 8192 * MiB } },
+		{ "ours 8 KiB grains", true, false, { 2048 * MiB, 4096 * MiB } },
+	};
+	const char *p = tp("mg.vmdk"), *raw = tp("mg.raw");
+	static u8 buf[2 * MiB];
+	struct vdimg_check_result res;
+	struct vdimg_chain *c;
+	size_t i, k;
+	u64 old;
+
+	for (i = 0; i < ARRAY_SIZE(cfg); i++) {
+		const char *tag = cfg[i].tag;
+		int r;
+
+		unlink(p);
+		if (cfg[i].ours) {
+			struct vdimg_create_opts o = { .size = 64 * MiB, .block_size = 8192,
+						       .options = "zeroed_grain=on" };
+
+			r = create_file(p, &o);
+		} else {
+			r = sh("qemu-img create -q -f vmdk '%s' 64M", p);
+		}
+		if (!r && cfg[i].no_rgd)
+			patch32(p, 8, 1);	/* flags: the end-of-line check only */
+		if (!ok(!r && !sh("qemu-io -f vmdk %s '%s' >/dev/null && qemu-img convert -O raw '%s' '%s'",
+				  fill_cmds, p, p, raw), "grow %s: made and filled", tag))
+			continue;
+		old = 64 * MiB;
+		for (k = 0; k < ARRAY_SIZE(cfg[i].sizes) && cfg[i].sizes[k]; k++) {
+			u64 new = cfg[i].sizes[k], gd = peek64(p, 56), rgd = peek64(p, 48);
+			u64 flen = fsize(p);
+
+			if (!ok_err(grow_mono(p, new), 0, "grow %s: %llu -> %llu MiB", tag,
+				    (unsigned long long)(old / MiB), (unsigned long long)(new / MiB)))
+				break;
+			/* [redundant GTs][GTs][redundant GD][GD] past what the file held */
+			ok(peek64(p, 56) != gd && peek64(p, 56) * 512 >= flen &&
+			   (cfg[i].no_rgd ? peek64(p, 48) == rgd :
+			    peek64(p, 48) * 512 >= flen && peek64(p, 48) < peek64(p, 56)),
+			   "grow %s: the header links new directories (GD at sector %llu, was %llu)",
+			   tag, (unsigned long long)peek64(p, 56), (unsigned long long)gd);
+			flen = fsize(p);
+			r = our_check(p, false, &res);
+			ok(!r && !res.errors && !res.leaks,
+			   "grow %s: our check finds no error and no leak (%llu, %llu)", tag,
+			   (unsigned long long)res.errors, (unsigned long long)res.leaks);
+			r = our_check(p, true, &res);
+			ok(!r && !res.errors && fsize(p) == flen,
+			   "grow %s: a repair cuts nothing off (%llu -> %llu bytes)", tag,
+			   (unsigned long long)flen, (unsigned long long)fsize(p));
+			ok(!truncate(raw, new) && !sh("qemu-img check -q -f vmdk '%s'", p) &&
+			   !sh("qemu-img compare -q -f vmdk -F raw '%s' '%s'", p, raw),
+			   "grow %s: qemu-img check clean, compare equal to the grown shadow", tag);
+			ok(reads_like(p, raw, 0, 64 * MiB) && reads_like(p, raw, new - 2 * MiB, 2 * MiB),
+			   "grow %s: the old data and the new end read back", tag);
+
+			/* writes across the old end, into the middle of the new range, at the end */
+			r = open_chain(&c, &p, 1, false);
+			if (!ok_err(r, 0, "grow %s: reopens writable, %llu bytes", tag,
+				    (unsigned long long)new) || c->size != new) {
+				if (!r)
+					close_chain(c, 1);
+				break;
+			}
+			fill_pat(buf, sizeof(buf), 11 + k, old - MiB);
+			r = vdimg_chain_pwrite(c, buf, sizeof(buf), old - MiB);
+			patch(raw, old - MiB, buf, sizeof(buf));
+			fill_pat(buf, MiB, 12 + k, new / 2 + 123 * KiB);
+			r = r ?: vdimg_chain_pwrite(c, buf, MiB, new / 2 + 123 * KiB);
+			patch(raw, new / 2 + 123 * KiB, buf, MiB);
+			fill_pat(buf, MiB, 13 + k, new - MiB);
+			r = r ?: vdimg_chain_pwrite(c, buf, MiB, new - MiB);
+			patch(raw, new - MiB, buf, MiB);
+			r = r ?: vdimg_chain_flush(c);
+			close_chain(c, 1);
+			ok_err(r, 0, "grow %s: writes across the old end, in the new range, at the end",
+			       tag);
+			ok(reads_like(p, raw, old - MiB, 2 * MiB) &&
+			   reads_like(p, raw, new / 2, 2 * MiB) && reads_like(p, raw, new - MiB, MiB) &&
+			   reads_like(p, raw, 0, 64 * MiB),
+			   "grow %s: reopened, everything reads back", tag);
+			r = our_check(p, false, &res);
+			ok(!r && !res.errors,
+			   "grow %s: our check finds no error after the writes (%llu leaks)", tag,
+			   (unsigned long long)res.leaks);
+			ok(!sh("qemu-img check -q -f vmdk '%s'", p) &&
+			   !sh("qemu-img compare -q -f vmdk -F raw '%s' '%s'", p, raw) &&
+			   !sh("qemu-io -f vmdk -c 'read -P 0x55 31m 2m' -c 'read -P 0 %llu 1m' '%s' >/dev/null",
+			       (unsigned long long)(old + 4 * MiB), p),
+			   "grow %s: qemu-img check clean, qemu reads what was written", tag);
+			if (have_vmdkinfo)
+				ok(!sh("vmdkinfo '%s' 2>&1 | grep -q 'Media size:.*(%llu bytes)'", p,
+				       (unsigned long long)new),
+				   "grow %s: vmdkinfo reads it, %llu bytes", tag,
+				   (unsigned long long)new);
+			old = new;
+		}
+	}
+}
+
+/*
+ * Write cuts in a grow that moves the directories (64 MiB to 8 GiB): every write after the first
+ * N fails, as if the machine stopped there. Each cut image opens, has the old or the new size,
+ * its old data, and a clean check (ours: no error; qemu-img check); some cuts leave each size.
+ */
+static void test_grow_move_gd_crash(void)
+{
+	const char *p = tp("mgc.vmdk"), *pristine = tp("mgc.pristine"), *raw = tp("mgc.raw");
+	int cut, bad = 0, olds = 0, news = 0;
+	struct vdimg_check_result res;
+	struct vdimg_chain *c;
+	long long total;
+
+	if (!ok(!sh("rm -f '%s' && qemu-img create -q -f vmdk '%s' 64M && qemu-io -f vmdk %s '%s' >/dev/null && qemu-img convert -O raw '%s' '%s' && cp '%s' '%s'",
+		    pristine, pristine, fill_cmds, pristine, pristine, raw, pristine, p),
+		"grow crash: made and filled"))
+		return;
+	vdimg_write_budget = 1LL << 40;
+	ok_err(grow_mono(p, 8192 * MiB), 0, "grow crash: the grow with no cut");
+	total = (1LL << 40) - vdimg_write_budget;
+	vdimg_write_budget = -1;
+	for (cut = 0; cut <= total; cut++) {
+		u64 size = 0;
+		int r;
+
+		copy_file(pristine, p);
+		vdimg_write_budget = cut;
+		vdimg_msg_level = -1;
+		grow_mono(p, 8192 * MiB);
+		vdimg_write_budget = -1;
+		vdimg_msg_level = VDIMG_LOG_INFO;
+		r = open_chain(&c, &p, 1, true);
+		if (!r) {
+			size = c->size;
+			close_chain(c, 1);
+		}
+		olds += size == 64 * MiB;
+		news += size == 8192 * MiB;
+		if (r || (size != 64 * MiB && size != 8192 * MiB) || !reads_like(p, raw, 0, 64 * MiB) ||
+		    our_check(p, false, &res) || res.errors ||
+		    sh("qemu-img check -q -f vmdk '%s' >/dev/null 2>&1", p) ||
+		    sh("qemu-io -f vmdk -c 'read -P 0x55 31m 2m' '%s' >/dev/null 2>&1", p)) {
+			if (++bad < 4)
+				printf("# cut after %d writes: open %d, size %llu, %llu errors\n", cut, r,
+				       (unsigned long long)size, (unsigned long long)res.errors);
+		}
+	}
+	ok(total >= 5, "grow crash: the grow makes %lld writes", total);
+	ok(!bad && olds && news,
+	   "grow crash: %lld cuts: each opens with the old (%d) or new (%d) size, its data, check clean (%d bad)",
+	   total + 1, olds, news, bad);
+}
+
+/*
+ * The grow on a block device (every file fixed-size): the new tables are zeroed over the device's
+ * old bytes (0xa5, which would read as grains outside the file), the directories follow them;
+ * with too little room left, ENOSPC saying the device is full, and the image keeps its size.
+ */
+static void test_grow_move_gd_device(void)
+{
+	const char *p = tp("mgd.vmdk"), *raw = tp("mgd.raw");
+	struct vdimg_check_result res;
+	static u8 junk[4 * MiB];
+	u64 end;
+	int r;
+
+	memset(junk, 0xa5, sizeof(junk));
+	if (!ok(!sh("rm -f '%s' && qemu-img create -q -f vmdk '%s' 64M && qemu-io -f vmdk %s '%s' >/dev/null && qemu-img convert -O raw '%s' '%s'",
+		    p, p, fill_cmds, p, p, raw), "grow device: made and filled"))
+		return;
+	end = fsize(p);
+	patch(p, end, junk, sizeof(junk));
+	vdimg_fixed_size_test = true;
+	ok_err(grow_mono(p, 8192 * MiB), 0, "grow device: 64 MiB -> 8 GiB on a device 4 MiB larger");
+	ok(fsize(p) == end + sizeof(junk), "grow device: the device keeps its size");
+	ok(!truncate(raw, 8192 * MiB) && reads_like(p, raw, 0, 64 * MiB) &&
+	   reads_like(p, raw, 5000 * MiB, 2 * MiB) && reads_like(p, raw, 8190 * MiB, 2 * MiB),
+	   "grow device: old data, zeros in the new range (no old device bytes)");
+	r = our_check(p, false, &res);
+	ok(!r && !res.errors,
+	   "grow device: our check finds no error (%llu leaks)", (unsigned long long)res.leaks);
+	vdimg_fixed_size_test = false;
+	ok(!sh("qemu-img check -q -f vmdk '%s'", p) &&
+	   !sh("qemu-img compare -q -f vmdk -F raw '%s' '%s'", p, raw),
+	   "grow device: qemu-img check clean, compare equal to the shadow");
+
+	/* too little room: 64 KiB past the image */
+	if (sh("rm -f '%s' && qemu-img create -q -f vmdk '%s' 64M && qemu-io -f vmdk -c 'write -P 0x77 1m 1m' '%s' >/dev/null",
+	       p, p, p))
+		return;
+	patch(p, fsize(p), junk, 64 * KiB);
+	vdimg_fixed_size_test = true;
+	ktap_last_msg[0] = 0;
+	r = grow_mono(p, 8192 * MiB);
+	ok(r == -ENOSPC && strstr(ktap_last_msg, "block device is full"),
+	   "grow device: with 64 KiB left, ENOSPC, saying so (%d: %s)", r, ktap_last_msg);
+	ok(!our_check(p, false, &res) && !res.errors, "grow device: after ENOSPC, check clean");
+	vdimg_fixed_size_test = false;
+	ok(peek64(p, 12) == 64 * MiB / 512 && !sh("qemu-img check -q -f vmdk '%s'", p) &&
+	   !sh("qemu-io -f vmdk -c 'read -P 0x77 1m 1m' '%s' >/dev/null", p),
+	   "grow device: still 64 MiB, qemu-img check clean, the data reads back");
+}
+
 /* ---- crash safety ---- */
 
 static void test_crash(bool backing)
@@ -2391,6 +2687,9 @@ int main(void)
 	test_check_repair();
 	test_stale_copy();
 	test_stale_rgd();
+	test_grow_move_gd();
+	test_grow_move_gd_crash();
+	test_grow_move_gd_device();
 	test_hostile();
 	test_samples();
 	test_crash(false);

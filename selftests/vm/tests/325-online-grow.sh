@@ -1,5 +1,5 @@
 #!/bin/sh
-# Online grow (vdimgctl resize --online, VDIMG_CTL_RESIZE) of raw and qcow2 devices under a mounted ext4 while fio verify=crc32c writes a file in it: 64 -> 128 MiB, resize2fs online, fio verifies, df/blockdev/sysfs follow, qemu-img info/check agree, e2fsck clean after re-attach; qed, vdi, dynamic vhd, vhdx, parallels and vmdk (monolithicSparse, monolithicFlat) devices made by qemu-img grown and written across the old end, checked by qemu (and vdimgctl check for vhd, which qemu cannot check), compared with what was written; a qcow2 overlay grown over a smaller raw base reads zeros past the base; refusals: read-only device, shrink, a fixed vhdx, a vhdx past its BAT region's room, a lower layer larger than the device
+# Online grow (vdimgctl resize --online, VDIMG_CTL_RESIZE) of raw and qcow2 devices under a mounted ext4 while fio verify=crc32c writes a file in it: 64 -> 128 MiB, resize2fs online, fio verifies, df/blockdev/sysfs follow, qemu-img info/check agree, e2fsck clean after re-attach; qed, vdi, dynamic vhd, vhdx, parallels and vmdk (monolithicSparse, monolithicFlat) devices made by qemu-img grown and written across the old end, checked by qemu (and vdimgctl check for vhd, which qemu cannot check), compared with what was written; a monolithicSparse vmdk grown 64 MiB -> 8 GiB, past its grain directory's room (the directories move), reads back what was written before, across the old end and at the new end, through the device and qemu; a qcow2 overlay grown over a smaller raw base reads zeros past the base; refusals: read-only device, shrink, a fixed vhdx, a vhdx past its BAT region's room, a twoGbMaxExtentSparse vmdk past its last file's 2 GiB (pointing to the offline resize), a lower layer larger than the device
 # timeout: 300
 . /vmtest/lib.sh
 require_vdimg
@@ -100,6 +100,38 @@ for t in $(tier "qed vdi vhd vhdx parallels vmdk vmdkflat" "vhdx vmdk"); do
 	rm -f "$W/q.raw"
 done
 
+# a monolithicSparse vmdk past its grain directory's room (qemu's 64 KiB grains: 128 entries in
+# its one sector, 4 GiB): 64 MiB -> 8 GiB moves both directories to the end of the file while the
+# device is attached; what was written before the grow, across the old end and at the new end
+# reads back after re-attach and through qemu
+img=$W/movegd.vmdk big=$((8 << 30))
+rm -f "$img" "$W/q.raw"
+mkrandom "$W/mg1" 2 && mkrandom "$W/mg2" 2 && mkrandom "$W/mg3" 2 || die "cannot write $W/mg*"
+"$QEMU_IMG" create -q -f vmdk "$img" 64M || die "qemu-img create $img"
+dev=$(vd_attach "$img") || die "attach $img"
+check "vmdk past its GD's room: write 2 MiB at 32 MiB" \
+	dd if="$W/mg1" of="$dev" bs=1M seek=32 oflag=direct conv=notrunc status=none
+check "vmdk past its GD's room: resize --online 8G" "$VDIMGCTL" resize --online "$dev" 8G
+check_eq "vmdk past its GD's room: blockdev --getsize64" "$(blockdev --getsize64 "$dev")" "$big"
+check "vmdk past its GD's room: write 2 MiB across the old end" \
+	dd if="$W/mg2" of="$dev" bs=1M seek=63 oflag=direct conv=notrunc status=none
+check "vmdk past its GD's room: write 2 MiB at the new end" \
+	dd if="$W/mg3" of="$dev" bs=1M seek=8190 oflag=direct conv=notrunc status=none
+check "vmdk past its GD's room: detach" vd_detach "$dev"
+check_eq "vmdk past its GD's room: qemu-img info says 8 GiB" "$(vsize_of "$img")" "$big"
+check "vmdk past its GD's room: qemu-img check" "$QEMU_IMG" check -q -f vmdk "$img"
+check "vmdk past its GD's room: vdimgctl check" "$VDIMGCTL" check "$img"
+dev=$(vd_attach "$img") || die "re-attach $img"
+for w in "mg1 32" "mg2 63" "mg3 8190"; do
+	set -- $w
+	check "vmdk past its GD's room: re-attached, $1 reads back at $2 MiB" \
+		sh -c "/usr/bin/dd if='$dev' bs=1M skip=$2 count=2 iflag=direct status=none | /usr/bin/cmp - '$W/$1'"
+done
+check "vmdk past its GD's room: detach after reading" vd_detach "$dev"
+check "vmdk past its GD's room: qemu reads what the device wrote" \
+	sh -c "'$QEMU_IMG' convert -f vmdk -O raw '$img' '$W/q.raw' && /usr/bin/dd if='$W/q.raw' bs=1M skip=63 count=2 status=none | /usr/bin/cmp - '$W/mg2' && /usr/bin/dd if='$W/q.raw' bs=1M skip=8190 count=2 status=none | /usr/bin/cmp - '$W/mg3'"
+rm -f "$W/q.raw" "$img"
+
 # a qcow2 overlay over a 64 MiB raw base: past the base's end the grown device reads zeros
 base=$W/base.raw ov=$W/ov.qcow2
 rm -f "$base" "$ov" "$W/ov.raw"
@@ -156,6 +188,19 @@ check "read-only: detach" vd_detach "$dev"
 dev=$(vd_attach "$img") || die "attach writable"
 refused "shrink" "$dev" 32M "online shrink is not supported"
 check "shrink: detach" vd_detach "$dev"
+
+# a twoGbMaxExtentSparse image stops at its last file's 2 GiB online (the kernel opens no paths
+# to make another): the kernel log points to the offline resize
+img=$W/two.vmdk
+rm -f "$W"/two*.vmdk
+"$QEMU_IMG" create -q -f vmdk -o subformat=twoGbMaxExtentSparse "$img" 64M ||
+	die "qemu-img create $img"
+dev=$(vd_attach "$img") || die "attach $img"
+refused "twoGbMaxExtentSparse past 2 GiB" "$dev" 3G "detach, then vdimgctl resize"
+check "twoGbMaxExtentSparse past 2 GiB: the kernel log points to the offline resize" \
+	sh -c "dmesg | grep -q 'detach it: vdimgctl resize adds extent files'"
+check "twoGbMaxExtentSparse past 2 GiB: detach" vd_detach "$dev"
+rm -f "$W"/two*.vmdk
 
 # a fixed vhdx keeps every block allocated: not grown online
 img=$W/nogrow.vhdx

@@ -366,7 +366,8 @@ static int vmdk_write_sesparse(struct vdimg_file *f, u64 cap)
 	return ret;
 }
 
-#define VMDK_SPLIT_SECTORS	(4194304ULL)	/* 2 GiB extents, as qemu and VMware split */
+/* the extents of twoGbMaxExtent* images: 2 GiB, as qemu splits them */
+#define VMDK_SPLIT_SECTORS	(VMDK_SPLIT_BYTES / VMDK_SECTOR)
 
 /* append printf-style to @buf (of @len), false when it does not fit */
 __attribute__((format(printf, 4, 5)))
@@ -396,6 +397,43 @@ static void vmdk_extent_name(char *out, size_t len, const char *base, enum vmdk_
 		snprintf(out, len, "%s-delta.vmdk", base);
 	else
 		snprintf(out, len, "%s-%c%03u.vmdk", base, kind == VMDK_SPLIT_SPARSE ? 's' : 'f', i + 1);
+}
+
+/*
+ * A new extent file @xname of @n sectors in the directory @dfd, which must not hold one of that
+ * name yet: a hosted sparse extent of @gsec-sector grains (vmdk_write_sparse()) for
+ * VMDK_SPLIT_SPARSE, an seSparse or COWD extent for those kinds, a sparse file of that size for the
+ * flat ones; synced. On failure the file is removed again (unless it was there before: -EEXIST).
+ */
+static int vmdk_new_extent_file(int dfd, const char *xname, enum vmdk_create_kind kind, u64 n,
+				u64 gsec, bool zero_grain, const struct vdimg_image *msg)
+{
+	struct vdimg_file *xf;
+	int xfd, ret;
+
+	xfd = openat(dfd, xname, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (xfd < 0) {
+		ret = -errno;
+		vdimg_err(msg, "cannot create the extent file %s: %s", xname, strerror(-ret));
+		return ret;
+	}
+	xf = vdimg_file_from_fd(xfd);
+	ret = xf ? 0 : -ENOMEM;
+	if (!ret && kind == VMDK_SPLIT_SPARSE)
+		ret = vmdk_write_sparse(xf, n, gsec, zero_grain, NULL);
+	else if (!ret && kind == VMDK_SESPARSE)
+		ret = vmdk_write_sesparse(xf, n);
+	else if (!ret && kind == VMDK_COWD)
+		ret = vmdk_write_cowd(xf, n);
+	else if (!ret)
+		ret = vdimg_file_truncate(xf, n * VMDK_SECTOR);
+	if (!ret)
+		ret = vdimg_file_sync(xf);
+	vdimg_file_free(xf);
+	close(xfd);
+	if (ret)
+		unlinkat(dfd, xname, 0);
+	return ret;
 }
 
 /*
@@ -619,35 +657,11 @@ static int vmdk_create(struct vdimg_file *f, const struct vdimg_create_opts *opt
 		goto out;
 	}
 	for (made = 0; made < nr; made++) {
-		u64 n = min(per, cap - (u64)made * per);
-		struct vdimg_file *xf;
-		int xfd;
-
 		vmdk_extent_name(xname, sizeof(xname), base, kind, made);
-		xfd = openat(dfd, xname, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-		if (xfd < 0) {
-			ret = -errno;
-			vdimg_err(&msg, "cannot create the extent file %s: %s", xname, strerror(-ret));
+		ret = vmdk_new_extent_file(dfd, xname, kind, min(per, cap - (u64)made * per), gsec,
+					   zero_grain, &msg);
+		if (ret)
 			goto out;
-		}
-		xf = vdimg_file_from_fd(xfd);
-		ret = xf ? 0 : -ENOMEM;
-		if (!ret && kind == VMDK_SPLIT_SPARSE)
-			ret = vmdk_write_sparse(xf, n, gsec, zero_grain, NULL);
-		else if (!ret && kind == VMDK_SESPARSE)
-			ret = vmdk_write_sesparse(xf, n);
-		else if (!ret && kind == VMDK_COWD)
-			ret = vmdk_write_cowd(xf, n);
-		else if (!ret)
-			ret = vdimg_file_truncate(xf, n * VMDK_SECTOR);
-		if (!ret)
-			ret = vdimg_file_sync(xf);
-		vdimg_file_free(xf);
-		close(xfd);
-		if (ret) {
-			made++;		/* remove this one too */
-			goto out;
-		}
 	}
 	ret = vdimg_file_write(f, desc, pos, 0);
 	if (!ret)
@@ -822,7 +836,7 @@ static int vmdk_set_parent(struct vdimg_image *img, const char *path, struct vdi
 
 struct vmdk_area {
 	u64 start, end;
-	u32 gi, ti;			/* the GTE that points at it; U32_MAX for a GT */
+	u32 gi, ti;			/* the GTE that points at it; ti U32_MAX for a GT, both for a GD */
 };
 
 /* append to a growing array */
@@ -972,6 +986,15 @@ static int vmdk_check_sparse(struct vmdk_sparse *v, unsigned int flags,
 		goto out;
 	}
 	vdimg_mutex_lock(&v->lock);
+	/*
+	 * the directories take space too: after a grow moved them (vmdk_move_gd()) they lie among
+	 * the grains, often last in the file, which is neither a leak nor to be cut off; the space
+	 * of the old ones is before the grain area (not counted) or a leak like any other
+	 */
+	ret = vmdk_area_add(&a, &nr, &cap, v->gd_off, (u64)v->nr_gts * 4, U32_MAX, U32_MAX);
+	if (!ret && v->rgd_off)
+		ret = vmdk_area_add(&a, &nr, &cap, v->rgd_off, (u64)v->nr_gts * 4, U32_MAX,
+				    U32_MAX);
 	for (gi = 0; gi < v->nr_gts && !ret; gi++) {
 		u32 r = v->rgd ? v->rgd[gi] : 0;
 
@@ -1041,8 +1064,12 @@ static int vmdk_check_sparse(struct vmdk_sparse *v, unsigned int flags,
 		qsort(a, nr, sizeof(*a), vmdk_area_cmp);
 		for (i = 0; i < nr; i++) {
 			if (i && a[i].start < a[i - 1].end) {
-				vdimg_info(img, "space at %llu is used twice (GT %u)",
-					   (unsigned long long)a[i].start, a[i].gi);
+				if (a[i].gi == U32_MAX)
+					vdimg_info(img, "space at %llu is used twice (a grain directory)",
+						   (unsigned long long)a[i].start);
+				else
+					vdimg_info(img, "space at %llu is used twice (GT %u)",
+						   (unsigned long long)a[i].start, a[i].gi);
 				unfixable++;
 			}
 			if (a[i].start >= v->overhead && a[i].start > last)
@@ -1160,11 +1187,199 @@ out:
 /* ---- resize ---- */
 
 /*
- * Flat images only (a descriptor file whose last extent is a writable FLAT one): that extent's
- * file grows (a hole, zeros) before the descriptor records the new sector count and geometry, and
- * a shrunk descriptor is written before the file is cut; the descriptor is rewritten in place
- * (every other line kept byte for byte, as set_parent does). A sparse last extent grows through
- * the backend's online grow (within its grain directory's last sector); shrinking it is refused.
+ * The name prefix and number of the extent files that follow @name, the last extent file of a
+ * twoGbMaxExtent* image: "disk" and 3 after "disk-s002.vmdk" ("-f002" for flat), as VMware and
+ * qemu name them. False when @name is not named so (or lies in another directory).
+ */
+static bool vmdk_split_name(const char *name, char c, char *prefix, size_t len, u32 *next)
+{
+	size_t n = strlen(name), d = 0;
+	unsigned long k;
+
+	if (strchr(name, '/') || n < 5 || strcmp(name + n - 5, ".vmdk"))
+		return false;
+	n -= 5;
+	while (d < n && d < 6 && name[n - 1 - d] >= '0' && name[n - 1 - d] <= '9')
+		d++;
+	if (d < 3 || n < d + 2 || name[n - d - 1] != c || name[n - d - 2] != '-' ||
+	    n - d - 2 >= len)
+		return false;
+	k = strtoul(name + n - d, NULL, 10);
+	if (!k || k >= VMDK_MAX_EXTENTS)
+		return false;
+	memcpy(prefix, name, n - d - 2);
+	prefix[n - d - 2] = 0;
+	*next = k + 1;
+	return true;
+}
+
+/* @text (@len bytes) as the file @name in @dfd, atomically: a new file synced, then renamed over */
+static int vmdk_replace_file(int dfd, const char *name, struct vdimg_file *old, const char *text,
+			     size_t len, const struct vdimg_image *msg)
+{
+	char tmp[VMDK_PATH_MAX + 32];
+	struct vdimg_file *tf;
+	struct stat st;
+	int tfd, ret;
+
+	snprintf(tmp, sizeof(tmp), ".%s.resize-%d", name, (int)getpid());
+	tfd = openat(dfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (tfd < 0) {
+		ret = -errno;
+		vdimg_err(msg, "cannot create %s beside the descriptor: %s", tmp, strerror(-ret));
+		return ret;
+	}
+	/* the descriptor keeps its mode, and its owner where allowed (root) */
+	ret = 0;
+	if (fstat(old->fd, &st) || fchmod(tfd, st.st_mode & 07777) ||
+	    (fchown(tfd, st.st_uid, st.st_gid) && errno != EPERM))
+		ret = -errno;
+	tf = ret ? NULL : vdimg_file_from_fd(tfd);
+	if (!ret && !tf)
+		ret = -ENOMEM;
+	if (!ret)
+		ret = vdimg_file_write(tf, text, len, 0);
+	if (!ret)
+		ret = vdimg_file_sync(tf);
+	vdimg_file_free(tf);
+	close(tfd);
+	if (!ret && renameat(dfd, tmp, dfd, name))
+		ret = -errno;
+	if (ret) {
+		unlinkat(dfd, tmp, 0);
+		return ret;
+	}
+	/* the new name is durable with the directory */
+	return fsync(dfd) ? -errno : 0;
+}
+
+/*
+ * Grow a twoGbMaxExtentSparse or twoGbMaxExtentFlat image to @size bytes, past what its last extent
+ * file holds (2 GiB): that extent grows to 2 GiB as online (vmdk_grow_last(), its descriptor
+ * line left alone: vdimg accepts a last sparse extent larger than its line, and a flat file larger
+ * than its extent), new extent files follow (named and laid out as create makes them: the same
+ * grain size and zeroed-grain flag as the last one, flat ones as sparse files), each synced, and
+ * only then the descriptor names them, written to a new file renamed over the old one. A crash
+ * before the rename leaves the old image (its last extent possibly grown, unnamed by its line)
+ * and stray extent files that a retry refuses to overwrite; a failure removes them. The image stays
+ * open as it was, its new extents not part of it (img->size ends with the old last file; reopen
+ * it to use them), and img->file is now the replaced descriptor: nothing writes it again (the CID
+ * was renewed first, in place).
+ */
+static int vmdk_resize_split(struct vdimg_image *img, u64 size)
+{
+	struct vmdk *v = VMDK(img);
+	struct vmdk_ext *last = &v->ext[v->nr_ext - 1];
+	const struct vmdk_desc_extent *dx = &v->desc.extents[v->nr_ext - 1];
+	bool sparse = last->type == VMDK_EXT_SPARSE;
+	enum vmdk_create_kind kind = sparse ? VMDK_SPLIT_SPARSE : VMDK_SPLIT_FLAT;
+	u64 end = last->start + VMDK_SPLIT_BYTES, gsec = 128, pos;
+	char prefix[VMDK_PATH_MAX], name[256], xname[VMDK_PATH_MAX + 16], *more = NULL, *t = NULL;
+	char *dir = NULL;
+	u32 nr, first, made = 0;
+	bool zero_grain = false;
+	size_t mlen = 0, len = 0;
+	int dfd = -1, ret;
+
+	if ((sparse && (!last->sp || last->sp->cowd || dx->type != VMDK_EXT_SPARSE)) ||
+	    (!sparse && dx->type != VMDK_EXT_FLAT) || v->desc.nr_extents != v->nr_ext) {
+		vdimg_err(img, "cannot grow a %s image whose last extent is %s",
+			  v->desc.create_type, vmdk_extent_type_name(dx->type));
+		return -EOPNOTSUPP;
+	}
+	if (last->len > VMDK_SPLIT_BYTES) {
+		vdimg_err(img, "the last extent file holds more than 2 GiB: not a %s image as VMware makes them",
+			  v->desc.create_type);
+		return -EOPNOTSUPP;
+	}
+	if (sparse) {
+		gsec = last->sp->grain_bytes / VMDK_SECTOR;
+		zero_grain = last->sp->zero_grain;
+	}
+	nr = DIV_ROUND_UP(size - end, VMDK_SPLIT_BYTES);
+	if (v->nr_ext + nr > VMDK_MAX_EXTENTS) {
+		vdimg_err(img, "cannot grow to %llu bytes: more than %u extent files",
+			  (unsigned long long)size, VMDK_MAX_EXTENTS);
+		return -EFBIG;
+	}
+	vmdk_file_name(img->file, name, sizeof(name));
+	if (!vmdk_split_name(dx->file, sparse ? 's' : 'f', prefix, sizeof(prefix), &first)) {
+		/* named otherwise: after the descriptor, numbered on */
+		snprintf(prefix, sizeof(prefix), "%s", name);
+		if (strlen(prefix) > 5 && !strcmp(prefix + strlen(prefix) - 5, ".vmdk"))
+			prefix[strlen(prefix) - 5] = 0;
+		first = v->nr_ext + 1;
+	}
+	dir = vdimg_file_dir(img->file);
+	dfd = dir ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	if (dfd < 0) {
+		ret = -errno;
+		vdimg_err(img, "cannot open the descriptor's directory: %s", strerror(-ret));
+		goto out;
+	}
+	more = calloc(nr, VMDK_PATH_MAX + 64);
+	if (!more) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	/* the CID changes before anything else does, in the old descriptor as always */
+	ret = vmdk_renew_cid(v, false);
+	if (!ret && last->len < VMDK_SPLIT_BYTES)
+		ret = vmdk_grow_last(img, end, false);
+	for (pos = end; !ret && made < nr; made++, pos += VMDK_SPLIT_BYTES) {
+		u64 n = min_t(u64, size - pos, VMDK_SPLIT_BYTES) / VMDK_SECTOR;
+
+		vmdk_extent_name(xname, sizeof(xname), prefix, kind, first - 1 + made);
+		ret = vmdk_new_extent_file(dfd, xname, kind, n, gsec, zero_grain, img);
+		if (ret == -EEXIST)
+			vdimg_err(img, "the descriptor does not name %s: left by an interrupted resize? (remove it if so)",
+				  xname);
+		if (ret)
+			break;
+		mlen += snprintf(more + mlen, VMDK_PATH_MAX + 64, "RW %llu %s \"%s\"%s\n",
+				 (unsigned long long)n, sparse ? "SPARSE" : "FLAT", xname,
+				 sparse ? "" : " 0");
+	}
+	if (ret)
+		goto out;
+	ret = vmdk_desc_resized(v, size, VMDK_SPLIT_SECTORS, more, &t, &len);
+	if (ret == -ENOSPC)
+		vdimg_err(img, "the descriptor would pass %u bytes", (unsigned int)VMDK_DESC_MAX);
+	if (!ret) {
+		struct vmdk_desc d = {};
+
+		/* what the next open reads: every extent, the new size */
+		ret = vmdk_desc_parse(img, t, len, &d);
+		if (!ret && d.nr_extents != v->nr_ext + nr)
+			ret = vdimg_corrupt(img, "the new descriptor names %u extents, not %u",
+					    d.nr_extents, v->nr_ext + nr);
+		vmdk_desc_free(&d);
+	}
+	if (!ret)
+		ret = vmdk_replace_file(dfd, name, img->file, t, len, img);
+	if (!ret)
+		made = 0;	/* named now */
+out:
+	while (made--) {
+		vmdk_extent_name(xname, sizeof(xname), prefix, kind, first - 1 + made);
+		unlinkat(dfd, xname, 0);
+	}
+	if (dfd >= 0)
+		close(dfd);
+	free(dir);
+	free(more);
+	vdimg_free(t);
+	return ret;
+}
+
+/*
+ * Flat images (a descriptor file whose last extent is a writable FLAT one): that extent's file
+ * grows (a hole, zeros) before the descriptor records the new sector count and geometry, and a
+ * shrunk descriptor is written before the file is cut; the descriptor is rewritten in place (every
+ * other line kept byte for byte, as set_parent does). A sparse last extent grows through the
+ * backend's online grow (its grain directory moves when it has no room in place); shrinking it is
+ * refused. twoGbMaxExtent* images grow past their last file's 2 GiB with new extent files
+ * (vmdk_resize_split()).
  */
 static int vmdk_resize(struct vdimg_image *img, u64 size, unsigned int flags)
 {
@@ -1178,12 +1393,17 @@ static int vmdk_resize(struct vdimg_image *img, u64 size, unsigned int flags)
 	if (!v->writable || (img->flags & VDIMG_IMG_READ_ONLY))
 		return -EROFS;
 	last = v->nr_ext ? &v->ext[v->nr_ext - 1] : NULL;
-	/* a sparse extent grows as online, within its grain directory (backends/vmdk/vmdk.c) */
+	if (last && v->desc_file && last->access == VMDK_ACCESS_RW && size > img->size &&
+	    size - last->start > VMDK_SPLIT_BYTES &&
+	    (!strcmp(v->desc.create_type, "twoGbMaxExtentSparse") ||
+	     !strcmp(v->desc.create_type, "twoGbMaxExtentFlat")))
+		return vmdk_resize_split(img, size);
+	/* a sparse extent grows as online (backends/vmdk/vmdk.c) */
 	if (last && last->type == VMDK_EXT_SPARSE && size > img->size)
 		return img->fmt->grow(img, size);
 	if (!v->desc_file || !v->desc_text || !last || last->type != VMDK_EXT_FLAT ||
 	    last->access != VMDK_ACCESS_RW) {
-		vdimg_err(img, "only flat VMDK images can be shrunk, and grown past a sparse extent's grain directory");
+		vdimg_err(img, "only flat VMDK images can be shrunk");
 		return -EOPNOTSUPP;
 	}
 	if (size <= last->start) {
@@ -1191,11 +1411,7 @@ static int vmdk_resize(struct vdimg_image *img, u64 size, unsigned int flags)
 		return -EOPNOTSUPP;
 	}
 	new_len = size - last->start;
-	if (!strcmp(v->desc.create_type, "twoGbMaxExtentFlat") && new_len > (2ULL << 30)) {
-		vdimg_err(img, "the last extent would pass 2 GiB: a new extent file would be needed");
-		return -ENOSPC;
-	}
-	ret = vmdk_desc_resized(v, size, new_len / 512, &t, &len);
+	ret = vmdk_desc_resized(v, size, new_len / 512, NULL, &t, &len);
 	if (ret)
 		return ret;
 	old_end = last->file_off + last->len;
@@ -1271,6 +1487,9 @@ static int vmdk_compact_sparse(struct vmdk_sparse *v, bool has_parent, u32 part,
 	ret = vmdk_flush_locked(v);
 	vmdk_drop_cache(v);
 	vdimg_mutex_unlock(&v->lock);
+	/* directories a grow moved among the grains stay where they are: no moving, no cut */
+	if (v->gd_off >= area || (v->rgd_off && v->rgd_off >= area))
+		grid = false;
 	nslots = v->file_end > area ? DIV_ROUND_UP(v->file_end - area, gb) : 0;
 	owner = calloc(nslots + 1, sizeof(*owner));
 	if (!owner)
