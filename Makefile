@@ -8,6 +8,7 @@
 # make check-vm        VM tests (KERNELS="6.1.0-56-amd64 ..." to choose)
 # make samples         fetch the third-party sample images the tests read (selftests/samples.sh)
 # make bench           fio benchmark table in the VM
+# make bench-convert   vdimgctl convert against qemu-img convert on this host
 # make demo            boot the VM, attach a sample image, mount it, detach
 # make install         vdimgctl, the udev rule, the boot files (initramfs-tools hook and script,
 #                      dracut module, shutdown hook), mount.vdimg, vdimgtab and its systemd
@@ -64,7 +65,7 @@ TOOL_SRCS := $(wildcard tools/vdimgctl/*.c)
 TOOL_LIBS := $(shell pkg-config --libs smartcols 2>/dev/null || echo -lsmartcols)
 HDRS := $(wildcard include/vdimg/*.h include/uapi/linux/*.h tools/lib/*.h backends/*.h backends/*/*.h)
 
-.PHONY: all modules tools clean check check-host check-vm bench demo debug-kernel samples
+.PHONY: all modules tools clean check check-host check-vm bench bench-convert demo debug-kernel samples
 
 all: modules tools
 
@@ -134,6 +135,9 @@ check-vm: all
 
 bench: all
 	selftests/vm/bench.sh
+
+bench-convert: tools
+	selftests/bench-convert.sh
 
 demo: all
 	selftests/vm/demo.sh
