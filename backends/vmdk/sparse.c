@@ -464,6 +464,47 @@ out:
 	return ret;
 }
 
+/* the number of grain tables the cache holds for an extent of @nr_gts tables */
+static u32 vmdk_cache_slots(const struct vmdk_sparse *v, u32 nr_gts)
+{
+	return min(max(VMDK_CACHE_BYTES / v->gt_bytes, VMDK_MIN_SLOTS), nr_gts);
+}
+
+/*
+ * After a grow to v->nr_gts tables, the cache grows as an open at that size would have sized it:
+ * an extent opened small (a 64 MiB image has 2 tables) would otherwise keep evicting, and syncing,
+ * tables once grown. Slots are only used under the lock, by index (slot_of), so the array may
+ * move. Best effort: without memory the cache keeps its size. Lock held.
+ */
+static void vmdk_grow_cache(struct vmdk_sparse *v)
+{
+	u32 want = vmdk_cache_slots(v, v->nr_gts), i;
+	struct vmdk_gt_slot *slots;
+
+	lockdep_assert_held(&v->lock);
+	if (want <= v->nr_slots)
+		return;
+	slots = vdimg_zalloc(sizeof(*slots) * want);
+	if (!slots)
+		return;
+	for (i = v->nr_slots; i < want; i++) {
+		slots[i].gd_index = U32_MAX;
+		slots[i].gte = vdimg_zalloc(v->gt_bytes);
+		if (!slots[i].gte)
+			break;
+	}
+	if (i < want) {
+		while (i-- > v->nr_slots)
+			vdimg_free(slots[i].gte);
+		vdimg_free(slots);
+		return;
+	}
+	memcpy(slots, v->slots, sizeof(*slots) * v->nr_slots);
+	swap(v->slots, slots);
+	v->nr_slots = want;
+	vdimg_free(slots);
+}
+
 /*
  * Make room for a capacity of @cap sectors (more than now) in a hosted sparse extent. In place
  * while the grain directory (and its redundant copy) has room up to the end of its last sector,
@@ -506,6 +547,8 @@ int vmdk_sparse_grow(struct vmdk_sparse *v, u64 cap)
 	room = ALIGN((u64)v->nr_gts * 4, (u64)VMDK_SECTOR) / 4;
 	if (need > room) {
 		ret = vmdk_move_gd(v, need);
+		if (!ret)
+			vmdk_grow_cache(v);
 		goto out;
 	}
 	gd = vdimg_zalloc(need * 4);
@@ -526,6 +569,7 @@ int vmdk_sparse_grow(struct vmdk_sparse *v, u64 cap)
 		swap(v->rgd, rgd);
 	}
 	v->nr_gts = need;
+	vmdk_grow_cache(v);
 	for (gi = old_nr; !ret && gi < need; gi++)
 		ret = vmdk_new_gt(v, gi, &slot);
 	if (!ret)
@@ -1050,7 +1094,7 @@ static int vmdk_find_end(struct vmdk_sparse *v)
 int vmdk_sparse_open(struct vmdk_sparse *v, const struct vmdk_header *h, u64 fsize)
 {
 	struct vdimg_image *img = v->img;
-	u64 gd_bytes, slots;
+	u64 gd_bytes;
 	u32 i;
 	int ret;
 
@@ -1092,8 +1136,7 @@ int vmdk_sparse_open(struct vmdk_sparse *v, const struct vmdk_header *h, u64 fsi
 			v->rgd[i] = 0;	/* never used for reading */
 		}
 	}
-	slots = max(VMDK_CACHE_BYTES / v->gt_bytes, VMDK_MIN_SLOTS);
-	v->nr_slots = min_t(u64, slots, v->nr_gts);
+	v->nr_slots = vmdk_cache_slots(v, v->nr_gts);
 	v->slots = vdimg_zalloc(sizeof(*v->slots) * v->nr_slots);
 	if (!v->slots)
 		return -ENOMEM;

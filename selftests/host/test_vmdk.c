@@ -2175,6 +2175,8 @@ static u64 peek64(const char *path, u64 off)
 }
 
 /* grow the monolithic @path to @size through the backend's ->grow (as VDIMG_CTL_RESIZE does) */
+static u64 grown_meta;	/* metadata_bytes right after the last grow_mono() */
+
 static int grow_mono(const char *path, u64 size)
 {
 	struct vdimg_image img;
@@ -2185,10 +2187,26 @@ static int grow_mono(const char *path, u64 size)
 		ret = vdimg_vmdk_format.grow(&img, size);
 		if (!ret && img.size != size)
 			ret = -EBADE;
+		grown_meta = vdimg_vmdk_format.metadata_bytes(&img);
 		img_close(&img);
 	}
 	close(fd);
 	return ret;
+}
+
+/* metadata_bytes of @path opened writable now */
+static u64 meta_at_open(const char *path)
+{
+	struct vdimg_image img;
+	int fd = openf(path, O_RDWR);
+	u64 n = 0;
+
+	if (!img_open_with(&img, &vdimg_vmdk_format, fd, path, 0)) {
+		n = vdimg_vmdk_format.metadata_bytes(&img);
+		img_close(&img);
+	}
+	close(fd);
+	return n;
 }
 
 /* our check of @path: its result, errors and leaks (a repair when @repair) */
@@ -2284,6 +2302,10 @@ static void test_grow_move_gd(void)
 			if (!ok_err(grow_mono(p, new), 0, "grow %s: %llu -> %llu MiB", tag,
 				    (unsigned long long)(old / MiB), (unsigned long long)(new / MiB)))
 				break;
+			/* the table cache grew as an open at the new size sizes it */
+			ok(grown_meta && grown_meta == meta_at_open(p),
+			   "grow %s: the table cache grows with the image (%llu bytes of metadata, an open %llu)",
+			   tag, (unsigned long long)grown_meta, (unsigned long long)meta_at_open(p));
 			/* [redundant GTs][GTs][redundant GD][GD] past what the file held */
 			ok(peek64(p, 56) != gd && peek64(p, 56) * 512 >= flen &&
 			   (cfg[i].no_rgd ? peek64(p, 48) == rgd :
