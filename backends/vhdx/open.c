@@ -537,10 +537,12 @@ static void vhdx_sort_u64(u64 *a, u64 n)
 /* Is [off, off + len) clear of the header section, the log, the regions? */
 static bool vhdx_space_ok(const struct vhdx *v, u64 off, u64 len, u64 fsize)
 {
-	u64 end = off + len;
+	u64 end;
 
-	if (off < VHDX_HEADER_SECTION || end > fsize || off % VHDX_MiB)
+	/* off + len could wrap for an entry near 2^64 (the BAT holds 44 bits of megabytes) */
+	if (off < VHDX_HEADER_SECTION || off > fsize || len > fsize - off || off % VHDX_MiB)
 		return false;
+	end = off + len;
 	if (v->log.length && vhdx_overlaps(off, end, v->log.offset, v->log.offset + v->log.length))
 		return false;
 	return !vhdx_overlaps(off, end, v->bat_off, v->bat_off + v->bat_len) &&
