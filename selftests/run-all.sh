@@ -64,7 +64,7 @@ fi
 # tests are mostly one process at a time). Their logs are printed whole, in this order, as each
 # queue finishes. VM_PARALLEL=1 runs them one by one with live output. 096 (NFS) runs on 6.12 only.
 lts_filter=${VM_LTS_FILTER:-'^(0[0-8][0-9]|09[0-5]|1[0-9][0-9]|200|205|206|220|240|250|260|270|285|300|302|310|322|325|345)-'}
-debug_filter=${VM_DEBUG_FILTER:-'^(0[0-8][0-9]|09[0-5]|1[0-9][0-9]|200|205|206|300|325|345|349|350)-'}
+debug_filter=${VM_DEBUG_FILTER:-'^(0[0-8][0-9]|09[0-5]|1[0-9][0-9]|200|205|206|300|325|345|349|350|360)-'}
 parallel=${VM_PARALLEL:-2}
 # two guests at once run slower each: more room under the whole-VM timeout (run.sh's default 1800 s)
 vm_timeout=${VM_TIMEOUT:-2700}

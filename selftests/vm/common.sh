@@ -192,7 +192,9 @@ vm_samples() {
 
 # vm_fixtures: test images only the host can build (no python3 in the guest), made once into
 # $VM_BUILD/fixtures, which goes to /scratch/fixtures through VM_SCRATCH_EXTRA: DMG images of a
-# partitioned source disk (106-dmg), raw CD track files of an ISO 9660 image (105-cue). A failure leaves the directory out; the tests that need it skip.
+# partitioned source disk (106-dmg), raw CD track files of an ISO 9660 image (105-cue), malformed
+# images and the fuzz corpora (360-hostile-images). A failure leaves the directory out; the tests
+# that need it skip.
 vm_fixtures() {
 	local d=$VM_BUILD/fixtures
 	[ -n "${VM_SCRATCH_EXTRA:-}" ] && return 0
@@ -253,6 +255,21 @@ vm_fixtures() {
 		      touch done); then
 			vm_log "fixtures: building the seSparse images failed (205-vmdk skips that part)"
 			rm -rf "$d/sesparse"
+		fi
+	fi
+	# hostile images (360-hostile-images): hand-made malformed ones and the fuzzers' corpora
+	if [ ! -f "$d/hostile/done" ] || [ "$VM_TOP/selftests/host/mkhostile.py" -nt "$d/hostile/done" ] ||
+	   [ -n "$(find "$VM_TOP/selftests/fuzz/corpus" -newer "$d/hostile/done" -print -quit)" ]; then
+		rm -rf "$d/hostile"
+		mkdir -p "$d/hostile/corpus"
+		if ! (set -e
+		      python3 "$VM_TOP/selftests/host/mkhostile.py" "$d/hostile/made"
+		      for f in qcow1 qcow2 qed vdi vhd vhdx vmdk parallels dmg; do
+			      cp -r "$VM_TOP/selftests/fuzz/corpus/$f" "$d/hostile/corpus/"
+		      done
+		      touch "$d/hostile/done"); then
+			vm_log "fixtures: building the hostile images failed (360-hostile-images skips)"
+			rm -rf "$d/hostile"
 		fi
 	fi
 	[ -d "$d" ] && export VM_SCRATCH_EXTRA=$d
