@@ -95,8 +95,8 @@ if [ $# -gt 0 ]; then
 	runs=("a 6.12 check-vm-6.12.log" "b 6.1 check-vm-6.1.log")
 else
 	# queue, series, log, tier, filter; the 6.12 halves split where the two queues come out even
-	runs=("a 6.12 check-vm-6.12.log full ^([01][0-9][0-9]|2[0-5][0-9])-"
-	      "b 6.12 check-vm-6.12-2.log full ^(2[6-9][0-9]|[3-9][0-9][0-9])-"
+	runs=("a 6.12 check-vm-6.12.log full ^([01][0-9][0-9]|2[0-5][0-9]|360)-"
+	      "b 6.12 check-vm-6.12-2.log full ^(2[6-9][0-9]|3[0-5][0-9]|36[1-9]|3[7-9][0-9]|[4-9][0-9][0-9])-"
 	      "a 6.1 check-vm-6.1.log short $lts_filter")
 fi
 for r in "${runs[@]}"; do
