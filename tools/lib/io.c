@@ -346,28 +346,18 @@ static int chain_open_ro_layer(struct vdimg_chain_layer *l, u32 format, unsigned
 /* 0 when the image on block device @l (@format, or probed) may be written, else -EROFS */
 static int chain_device_writable(struct vdimg_chain_layer *l, u32 format)
 {
-	struct vdimg_file *f;
-	const char *why;
-	int ret = 0;
+	struct vdimg_file *f = vdimg_file_from_fd(l->fd);
+	int ret;
 
-	if (format == VDIMG_FMT_AUTO) {
-		f = vdimg_file_from_fd(l->fd);
-		if (!f)
-			return -ENOMEM;
-		ret = vdimg_probe(f, &format, &why);
-		vdimg_file_free(f);
-		if (ret == -ENOENT) {
-			format = VDIMG_FMT_RAW;
-			ret = 0;
-		}
-		if (ret)
-			return ret;
-	}
-	if (vdimg_format_device_writable(format))
-		return 0;
-	vdimg_err(&l->img, "a %s image on a block device is only read here; qcow2, vdi, vhd, vhdx, qed, vmdk, parallels and raw are written there",
-		  vdimg_format_name(format) ?: "such");
-	return -EROFS;
+	if (!f)
+		return -ENOMEM;
+	ret = vdimg_device_write_ok(f, &format);
+	vdimg_file_free(f);
+	if (ret == -EROFS)
+		vdimg_err(&l->img, "a %s image on a block device is only read here; "
+			  VDIMG_DEVICE_FORMATS " are written there",
+			  vdimg_format_name(format) ?: "such");
+	return ret;
 }
 
 /* Open layer @i of @c (its fd and path set) as @format, or through @op when not NULL. */

@@ -26,6 +26,21 @@ bool vdimg_format_device_writable(u32 format)
 	}
 }
 
+int vdimg_device_write_ok(struct vdimg_file *f, u32 *format)
+{
+	const char *why;
+	int ret = 0;
+
+	if (*format == VDIMG_FMT_AUTO) {
+		ret = vdimg_probe(f, format, &why);
+		if (ret == -ENOENT) {
+			*format = VDIMG_FMT_RAW;
+			ret = 0;
+		}
+	}
+	return ret ? ret : vdimg_format_device_writable(*format) ? 0 : -EROFS;
+}
+
 int vdimg_open_path(struct vdimg_path_image *o, const char *path, u32 format, unsigned int flags)
 {
 	bool writable = !(flags & VDIMG_OPEN_READ_ONLY), devices;
@@ -58,22 +73,12 @@ int vdimg_open_path(struct vdimg_path_image *o, const char *path, u32 format, un
 	 */
 	if (writable && (flags & VDIMG_PATH_BLOCK_OK) && S_ISBLK(o->st.st_mode)) {
 		u32 id = format;
-		const char *why;
 
-		ret = id == VDIMG_FMT_AUTO ? vdimg_probe(o->img.file, &id, &why) : 0;
-		if (ret == -ENOENT) {	/* no signature: raw, as the open below takes it */
-			id = VDIMG_FMT_RAW;
-			ret = 0;
-		}
-		if (!ret && !vdimg_format_device_writable(id)) {
-			o->failed = VDIMG_PATH_DEVICE_RO;
-			ret = -EROFS;
-		}
+		ret = vdimg_device_write_ok(o->img.file, &id);
 		if (ret) {
 			vdimg_file_free(o->img.file);
 			o->img.file = NULL;
-			if (o->failed != VDIMG_PATH_DEVICE_RO)
-				o->failed = VDIMG_PATH_NO_IMAGE;
+			o->failed = ret == -EROFS ? VDIMG_PATH_DEVICE_RO : VDIMG_PATH_NO_IMAGE;
 			goto close_fd;
 		}
 	}

@@ -84,6 +84,14 @@ struct vdimg_path_image {
  * data from its own metadata, not from the size of what holds it (tools/lib/open.c).
  */
 bool vdimg_format_device_writable(u32 format);
+/* the formats vdimg_format_device_writable() names, for messages */
+#define VDIMG_DEVICE_FORMATS "qcow2, vdi, vhd, vhdx, qed, vmdk, parallels and raw"
+/*
+ * Whether the image in @f, of *@format (VDIMG_FMT_AUTO: probed first, a file with no signature
+ * counting as raw, as an open allowing raw takes it), may be written on a block device: 0, or
+ * -EROFS with *@format the format found, or the probe's error.
+ */
+int vdimg_device_write_ok(struct vdimg_file *f, u32 *format);
 
 /**
  * vdimg_open_path() - open the image in the file at @path, quietly

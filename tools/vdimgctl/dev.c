@@ -904,7 +904,8 @@ int cmd_attach(int argc, char **argv)
 		 */
 		if (top && !ro && S_ISBLK(st.st_mode) && !vdimg_format_device_writable(l->probed)) {
 			errmsg(l->path, "cannot attach",
-			       "a %s image on a block device is attached only read-only (-r, or --overlay); qcow2, vdi, vhd, vhdx, qed, vmdk, parallels and raw can be written there",
+			       "a %s image on a block device is attached only read-only (-r, or --overlay); "
+			       VDIMG_DEVICE_FORMATS " can be written there",
 			       vdimg_format_name(l->probed) ?: "such");
 			goto out;
 		}

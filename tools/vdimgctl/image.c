@@ -40,7 +40,8 @@ int offline_open(struct vdimg_path_image *o, const char *path, u32 format, unsig
 	if (ret && !lib_reported)
 		errmsg(path, action, "%s",
 		       o->failed == VDIMG_PATH_DEVICE_RO ?
-		       "on a block device, this format is only read; qcow2, vdi, vhd, vhdx, qed, vmdk, parallels and raw are written there" :
+		       "on a block device, this format is only read; " VDIMG_DEVICE_FORMATS
+		       " are written there" :
 		       ret == -EINVAL && o->failed == VDIMG_PATH_NOT_REGULAR ?
 		       "not a regular file or a block device" : strerror(-ret));
 	if (!ret && top)
@@ -293,7 +294,7 @@ static const char *device_create_refusal(const struct vdimg_format *fmt,
 					 const struct vdimg_create_opts *co)
 {
 	if (!vdimg_format_device_writable(fmt->id))
-		return "this format is not written on block devices; qcow2, vdi, vhd, vhdx, qed, vmdk, parallels and raw are";
+		return "this format is not written on block devices; " VDIMG_DEVICE_FORMATS " are";
 	if (fmt->id == VDIMG_FMT_VMDK && co->variant && strcmp(co->variant, "monolithicSparse"))
 		return "a VMDK on a block device is monolithicSparse (the other variants are several files, or written once)";
 	if (fmt->id == VDIMG_FMT_VHD && co->variant && strcmp(co->variant, "dynamic"))
