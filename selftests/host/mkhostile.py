@@ -44,6 +44,16 @@ def put(fmt_dir, name, data):
         f.write(data)
 
 
+def emit(fmt_dir, d, cases, fix=None):
+    """each case of @cases (name: a function breaking a copy of @d), fixed up by @fix, written"""
+    for name, fn in cases.items():
+        x = bytearray(d)
+        fn(x)
+        if fix:
+            fix(x)
+        put(fmt_dir, name, x)
+
+
 def u32(d, off, be=False):
     return struct.unpack_from(">I" if be else "<I", d, off)[0]
 
@@ -80,10 +90,7 @@ def qcow2():
         "cluster-bits-40": lambda x: p32(x, 20, 40, True),
         "l1-size-zero": lambda x: p32(x, 36, 0, True),
     }
-    for name, fn in cases.items():
-        x = bytearray(d)
-        fn(x)
-        put("qcow2", name, x)
+    emit("qcow2", d, cases)
 
 
 def vhd_csum(buf):
@@ -122,11 +129,7 @@ def vhd():
         "bat-offset-past-eof": lambda x: p64(x, h + 16, len(x) * 8, True),
         "size-huge": footers(48, 1 << 62, 8),
     }
-    for name, fn in cases.items():
-        x = bytearray(d)
-        fn(x)
-        vhd_fix(x)
-        put("vhd", name, x)
+    emit("vhd", d, cases, vhd_fix)
 
 
 def vdi():
@@ -144,10 +147,7 @@ def vdi():
         "block-extra-huge": lambda x: p32(x, 380, 0x7ffff000),
         "disk-size-huge": lambda x: p64(x, 368, 1 << 62),
     }
-    for name, fn in cases.items():
-        x = bytearray(d)
-        fn(x)
-        put("vdi", name, x)
+    emit("vdi", d, cases)
 
 
 def qed():
@@ -165,10 +165,7 @@ def qed():
         "cluster-size-odd": lambda x: p32(x, 4, 3000),
         "image-size-huge": lambda x: p64(x, 48, 1 << 62),
     }
-    for name, fn in cases.items():
-        x = bytearray(d)
-        fn(x)
-        put("qed", name, x)
+    emit("qed", d, cases)
 
 
 def vhdx():
@@ -192,10 +189,7 @@ def vhdx():
         "bat-bad-state": lambda x: p64(x, bat, u64(x, bat) & ~7 | 5),
         "bat-huge-offset": lambda x: p64(x, bat, (0xfffffffffff << 20) | full),
     }
-    for name, fn in cases.items():
-        x = bytearray(d)
-        fn(x)
-        put("vhdx", name, x)
+    emit("vhdx", d, cases)
 
 
 def vmdk():
@@ -215,10 +209,7 @@ def vmdk():
         "grain-size-odd": lambda x: p64(x, 20, 3),
         "gd-offset-past-eof": lambda x: p64(x, 56, len(x) // 512 * 8),
     }
-    for name, fn in cases.items():
-        x = bytearray(d)
-        fn(x)
-        put("vmdk", name, x)
+    emit("vmdk", d, cases)
 
 
 def parallels():
@@ -233,10 +224,7 @@ def parallels():
         "sectors-huge": lambda x: p64(x, 36, 1 << 62),
         "data-off-past-eof": lambda x: p32(x, 48, len(x) // 512 * 4),
     }
-    for name, fn in cases.items():
-        x = bytearray(d)
-        fn(x)
-        put("parallels", name, x)
+    emit("parallels", d, cases)
 
 
 if __name__ == "__main__":
