@@ -5,7 +5,8 @@
  * VHD and QCOW2, checked against a raw shadow of what the chain must read; safe rebase (the image
  * reads the same over its new parent) and unsafe rebase (only the link changes); ->set_parent()
  * refusing a path with no room (-ENOSPC) without changing the image; a writable lower layer
- * (vdimg_chain_open_at) leaving the layers above it untouched. KTAP.
+ * (vdimg_chain_open_at) leaving the layers above it untouched; VDIMG_CHAIN_UNSAFE (convert's
+ * open) leaving out every sync until the flush, which syncs, and the image then reading right. KTAP.
  */
 #include <errno.h>
 #include "ktap.h"
@@ -41,11 +42,13 @@ static unsigned int rnd(void)
 	return rnd_state >> 8;
 }
 
+static u32 mk_block_size;	/* of the images mk() creates; 0: the format's default */
+
 /* Create @path as an empty @fmt image of SZ bytes, over @parent (NULL: none). */
 static int mk(const char *path, u32 fmt, const char *parent)
 {
 	const struct vdimg_format *f = vdimg_format_by_id(fmt);
-	struct vdimg_create_opts co = { .size = SZ };
+	struct vdimg_create_opts co = { .size = SZ, .block_size = mk_block_size };
 	struct vdimg_image pimg = {};
 	struct vdimg_file *file;
 	int fd, pfd = -1, ret;
@@ -355,6 +358,74 @@ static void test_enospc(u32 fmt, const char *name)
 	free(after);
 }
 
+/* the syncs of the image file in the write log */
+static int wlog_syncs(void)
+{
+	size_t i;
+	int n = 0;
+
+	for (i = 0; i < vdimg_wlog.nr; i++)
+		n += vdimg_wlog.rec[i].kind == VDIMG_WLOG_SYNC;
+	return n;
+}
+
+/*
+ * Writes into a new @fmt image (allocation units of @unit bytes) that allocate new tables (with
+ * small units, many), with and without VDIMG_CHAIN_UNSAFE: the format syncs to order what it
+ * writes; unsafe, no sync comes before vdimg_chain_flush(), which syncs; either way the image
+ * reads back the writes.
+ */
+static void test_unsafe(u32 fmt, u32 unit, const char *name)
+{
+	const char *path = tpath("unsafe.img");
+	u8 *shadow = calloc(1, SZ), *buf = malloc(SZ);
+	int pass, before, ret;
+
+	for (pass = 0; pass < 2; pass++) {
+		bool unsafe = pass;
+		struct vdimg_chain *c;
+		u64 off;
+
+		memset(shadow, 0, SZ);
+		mk_block_size = unit;
+		ret = mk(path, fmt, NULL);
+		mk_block_size = 0;
+		if (!ret)
+			ret = vdimg_chain_open(&c, &path, 1, NULL, unsafe ? VDIMG_CHAIN_UNSAFE : 0);
+		if (ret) {
+			ok_err(ret, 0, "%s: create and open (%s)", name, unsafe ? "unsafe" : "safe");
+			continue;
+		}
+		vdimg_wlog_reset();
+		vdimg_wlog.on = true;
+		for (off = 0; off < SZ && !ret; off += 3 << 20) {
+			fill_pat(shadow + off, 1 << 20, 7, off);
+			ret = vdimg_chain_pwrite(c, shadow + off, 1 << 20, off);
+		}
+		before = wlog_syncs();
+		if (!ret)
+			ret = vdimg_chain_flush(c);
+		ok_err(ret, 0, "%s: writes and flush (%s)", name, unsafe ? "unsafe" : "safe");
+		if (unsafe)
+			ok(!before && wlog_syncs() > 0,
+			   "%s: unsafe: no sync before the flush (%d), the flush syncs (%d)", name,
+			   before, wlog_syncs());
+		else
+			ok(before > 0, "%s: safe: the writes sync (%d times)", name, before);
+		vdimg_wlog_reset();
+		ret = vdimg_chain_close(c) ?: vdimg_chain_open(&c, &path, 1, NULL,
+							    VDIMG_CHAIN_READ_ONLY);
+		if (!ret) {
+			ret = vdimg_chain_pread(c, buf, SZ, 0);
+			vdimg_chain_close(c);
+		}
+		ok(!ret && !memcmp(buf, shadow, SZ), "%s: reopened, it reads the writes (%s)", name,
+		   unsafe ? "unsafe" : "safe");
+	}
+	free(shadow);
+	free(buf);
+}
+
 int main(void)
 {
 	size_t i;
@@ -364,5 +435,7 @@ int main(void)
 		test_commit(&cases[i]);
 	test_enospc(VDIMG_FMT_VHD, "vhd");
 	test_enospc(VDIMG_FMT_VHDX, "vhdx");
+	test_unsafe(VDIMG_FMT_QCOW2, 512, "qcow2");
+	test_unsafe(VDIMG_FMT_VHDX, 0, "vhdx");
 	return ktap_finish();
 }

@@ -22,7 +22,13 @@
 #define VDIMG_CHAIN_ORPHAN_OK	(1U << 3)	/* the base may be a differencing image (reads zeros) */
 #define VDIMG_CHAIN_FORCE_CSUM	(1U << 4)	/* checksum mismatches are warnings (VDIMG_OPEN_FORCE_CSUM) */
 #define VDIMG_CHAIN_DEVICE_EXTENTS (1U << 5)	/* absolute extent paths naming block devices */
-#define VDIMG_CHAIN_FLAGS_ALL	((1U << 6) - 1)
+/*
+ * The writable layer's file is not synced (no ordering between data and metadata) until
+ * vdimg_chain_flush(), which syncs everything and ends this: for filling a new image that is of
+ * no use until it is complete (convert), as qemu-img convert's cache=unsafe
+ */
+#define VDIMG_CHAIN_UNSAFE	(1U << 6)
+#define VDIMG_CHAIN_FLAGS_ALL	((1U << 7) - 1)
 
 /* Largest fill range (allocation unit) the write path accepts from a backend (as the driver). */
 #define VDIMG_CHAIN_MAX_FILL	(64ULL << 20)

@@ -397,6 +397,7 @@ static int chain_open_layer(struct vdimg_chain *c, int i, u32 format,
 	l->file = vdimg_file_from_fd(l->fd);
 	if (!l->file)
 		return -ENOMEM;
+	l->file->no_sync = i == c->rw && (c->flags & VDIMG_CHAIN_UNSAFE);
 	img->file = l->file;
 	if (i != c->rw)
 		oflags |= VDIMG_OPEN_READ_ONLY;
@@ -906,6 +907,7 @@ int vdimg_chain_flush(struct vdimg_chain *c)
 	if (c->rw < 0)
 		return 0;
 	top = c->layers[c->rw];
+	top->file->no_sync = false;	/* VDIMG_CHAIN_UNSAFE ends here */
 	if (top->fmt && top->fmt->flush)
 		ret = top->fmt->flush(top);
 	if (!ret)

@@ -406,6 +406,8 @@ int vdimg_file_sync(struct vdimg_file *f)
 {
 	if (vdimg_write_budget == 0)
 		return -EIO;
+	if (f->no_sync)
+		return 0;
 	if (fdatasync(f->fd))
 		return -errno;
 	vdimg_wlog_add(VDIMG_WLOG_SYNC, f->fd, NULL, 0, 0);

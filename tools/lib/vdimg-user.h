@@ -13,6 +13,11 @@
 
 struct vdimg_file {
 	int fd;
+	/*
+	 * vdimg_file_sync() does nothing: a new image being filled (convert), whose writes need
+	 * no ordering until the one sync at the end (VDIMG_CHAIN_UNSAFE)
+	 */
+	bool no_sync;
 };
 
 struct vdimg_file *vdimg_file_from_fd(int fd);

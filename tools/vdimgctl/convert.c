@@ -349,7 +349,8 @@ int cmd_convert(int argc, char **argv)
 		goto out_src;
 	}
 	lib_action("cannot convert");
-	ret = vdimg_chain_open(&d, &dst, 1, &out_id, VDIMG_CHAIN_ALLOW_RAW);
+	/* no syncs while the copy runs (the image is of no use until it is done): one at its end */
+	ret = vdimg_chain_open(&d, &dst, 1, &out_id, VDIMG_CHAIN_ALLOW_RAW | VDIMG_CHAIN_UNSAFE);
 	if (!ret && compress) {
 		u32 unit = vdimg_chain_top(d)->alloc_unit;
 
