@@ -215,12 +215,13 @@ run_one() {
 				head -n 80 "$RES/$name.splat" | sed 's/^/# /'
 			fi
 		fi
+		# the time each took (as the host runner's lines): where the CI queues are balanced
 		if [ "$rc" = 4 ] && [ "$verdict" = ok ]; then
 			echo "ok $i - $name # SKIP $reason"
 		elif [ "$verdict" = ok ]; then
-			echo "ok $i - $name"
+			echo "ok $i - $name # $((t1 - t0))s"
 		else
-			echo "not ok $i - $name # $reason"
+			echo "not ok $i - $name # $reason ($((t1 - t0))s)"
 		fi
 	} >>"$KTAP"
 	echo "# vmtest-end $i $name $verdict ($((t1 - t0))s)${reason:+ $reason}"
