@@ -1,11 +1,12 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# run-all.sh: every test of the project. Host tests (`make check-host`), a short fuzz run of every
-# libFuzzer target (`make fuzz-smoke`), then the VM tests: all of them on the Debian 6.12 kernel, a
-# representative set on the Debian 6.1 kernel and on the debug kernel (selftests/vm/debug-kernel.sh;
-# skipped, and said so, when it has not been built). Ends with the list of skips and the grand
-# total "N passed, N failed, N skipped"; exit status 0 only when nothing failed.
+# run-all.sh: every test of the project. Host tests (`make check-host`), then the VM tests: all of
+# them on the Debian 6.12 kernel, a representative set on the Debian 6.1 kernel and on the debug
+# kernel (selftests/vm/debug-kernel.sh; skipped, and said so, when it has not been built), with a
+# short fuzz run of every libFuzzer target (`make fuzz-smoke`) and the package and in-tree builds
+# in the two queues of VM stages. Ends with the list of skips and the grand total "N passed,
+# N failed, N skipped"; exit status 0 only when nothing failed.
 #
 #   selftests/run-all.sh [run.sh options, e.g. --filter REGEX]
 set -uo pipefail
@@ -45,16 +46,6 @@ else
 	make check-host 2>&1 | tee build/check-host.log
 	rc=${PIPESTATUS[0]}
 	add "$(totals build/check-host.log)" "$rc" "make check-host"
-fi
-
-echo "# ==== fuzz smoke (make fuzz-smoke: every libFuzzer target over its corpus)"
-if command -v clang >/dev/null; then
-	make -j"$(nproc)" fuzz-smoke FUZZ_SECONDS="${FUZZ_SECONDS:-15}" 2>&1 | tee build/fuzz-smoke.log
-	rc=${PIPESTATUS[0]}
-	add "$(totals build/fuzz-smoke.log)" "$rc" "make fuzz-smoke"
-else
-	echo "# clang is not installed: fuzz smoke run failed to start"
-	F=$((F + 1))
 fi
 
 . selftests/vm/common.sh
@@ -128,6 +119,16 @@ if vm_debug_dir >/dev/null; then
 else
 	echo "# the debug kernel is not built (selftests/vm/debug-kernel.sh): its VM tests skipped"
 	S=$((S + 1))
+fi
+
+# the fuzz smoke run (every libFuzzer target over its corpus, one at a time): no VM, one core for
+# about 5 minutes, last in queue a, which ends minutes before queue b (the debug kernel's guest)
+if command -v clang >/dev/null; then
+	stage a fuzz-smoke.log "fuzz smoke (make fuzz-smoke, one target at a time)" \
+		env FUZZ_JOBS=1 make fuzz-smoke FUZZ_SECONDS="${FUZZ_SECONDS:-15}"
+else
+	echo "# clang is not installed: fuzz smoke run failed to start"
+	F=$((F + 1))
 fi
 
 # run_queue LOG...: the stages one after the other, each into build/LOG, its status in LOG.rc
