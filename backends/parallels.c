@@ -244,9 +244,8 @@ static int prl_map_part(struct prl *p, u64 offset, u64 length, unsigned int flag
 		vdimg_ext_page_check(ext, ext->file_offset - in, in + avail);
 out:
 	vdimg_mutex_unlock(&p->map_lock);
-	if (device_full)
-		vdimg_err(img, "the block device is full (%llu bytes): no room for another cluster of the image",
-			  (unsigned long long)vdimg_file_size(p->file));
+	if (device_full)	/* the message after the unlock: the same -ENOSPC */
+		ret = vdimg_device_full(img, vdimg_file_size(p->file), "cluster");
 	else if (ret == -ENOSPC)
 		vdimg_err(img, "no room for another cluster: its BAT entry would not fit in 32 bits");
 	return ret;

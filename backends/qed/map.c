@@ -129,11 +129,8 @@ static int qed_alloc(struct vdimg_image *img, u64 len, u64 *out)
 		vdimg_err(img, "the image file cannot grow any further");
 		return -ENOSPC;
 	}
-	if (q->fixed_file && end > q->dev_size) {
-		vdimg_err(img, "the block device is full (%llu bytes): no room for another cluster of the image",
-			  (unsigned long long)q->dev_size);
-		return -ENOSPC;
-	}
+	if (q->fixed_file && end > q->dev_size)
+		return vdimg_device_full(img, q->dev_size, "cluster");
 	*out = q->next_alloc;
 	q->next_alloc = end;
 	return 0;

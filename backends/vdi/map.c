@@ -184,9 +184,7 @@ int vdi_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags,
 			} else {
 				vdi_release_slot(v, slot);
 			}
-			vdimg_err(img, "the block device is full (%llu bytes): no room for another block of the image",
-				  (unsigned long long)vdimg_file_size(img->file));
-			ret = -ENOSPC;
+			ret = vdimg_device_full(img, vdimg_file_size(img->file), "block");
 			goto out;
 		}
 		ext->type = VDIMG_EXT_DATA;

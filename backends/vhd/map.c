@@ -89,11 +89,8 @@ static int vhd_alloc_block(struct vdimg_image *img, struct vhd *v, u32 blk)
 		vdimg_err(img, "the file cannot grow past 2 TiB (32-bit BAT entries)");
 		return -ENOSPC;
 	}
-	if (v->fixed_file && new_end > v->file_size - VHD_SECTOR) {
-		vdimg_err(img, "the block device is full (%llu bytes): no room for another block of the image",
-			  (unsigned long long)v->file_size);
-		return -ENOSPC;
-	}
+	if (v->fixed_file && new_end > v->file_size - VHD_SECTOR)
+		return vdimg_device_full(img, v->file_size, "block");
 	bits = vdimg_zalloc(v->bitmap_size);
 	if (!bits)
 		return -ENOMEM;

@@ -157,11 +157,8 @@ static int vhdx_reserve(struct vdimg_image *img, struct vhdx *v, u64 blk, u64 *o
 		vdimg_err(img, "the file cannot grow further");
 		return -ENOSPC;
 	}
-	if (v->fixed_file && end > v->dev_size) {
-		vdimg_err(img, "the block device is full (%llu bytes): no room for another block of the image",
-			  (unsigned long long)v->dev_size);
-		return -ENOSPC;
-	}
+	if (v->fixed_file && end > v->dev_size)
+		return vdimg_device_full(img, v->dev_size, "block");
 	/*
 	 * grow the file: the new space is a hole that reads zeros; a block device cannot grow and
 	 * holds old bytes past the image's end, which are zeroed instead

@@ -176,11 +176,8 @@ static int vmdk_alloc(struct vmdk_sparse *v, u64 len, u64 *out)
 		vdimg_err(v->img, "the sparse extent is full (2 TiB of file)");
 		return -ENOSPC;
 	}
-	if (v->fixed_file && end > v->file_end) {
-		vdimg_err(v->img, "the block device is full (%llu bytes): no room for another grain of the image",
-			  (unsigned long long)v->file_end);
-		return -ENOSPC;
-	}
+	if (v->fixed_file && end > v->file_end)
+		return vdimg_device_full(v->img, v->file_end, "grain");
 	if (v->cowd) {
 		/* freeSector passes the new space before a flush's sync makes anything link it */
 		__le32 fs = cpu_to_le32(end / VMDK_SECTOR);

@@ -129,4 +129,12 @@ void vdimg_msg(const struct vdimg_image *img, int level, const char *fmt, ...);
 #define vdimg_corrupt(img, fmt, ...) \
 	(vdimg_err((img), "%s: " fmt, __func__, ##__VA_ARGS__), -EFSCORRUPTED)
 
+/*
+ * Report that an image kept on a block device of @size bytes (which cannot grow) has no room for
+ * another @unit (a string literal: "block", "cluster", "grain"), return -ENOSPC.
+ */
+#define vdimg_device_full(img, size, unit)						\
+	(vdimg_err((img), "the block device is full (%llu bytes): no room for another "	\
+		   unit " of the image", (unsigned long long)(size)), -ENOSPC)
+
 #endif /* _VDIMG_PLATFORM_H */

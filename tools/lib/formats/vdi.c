@@ -141,11 +141,8 @@ static int vdi_move_block_counted(struct vdi *v, u32 blk, u32 from, u32 to, u8 *
 	/* on a block device the slot must fit; the move writes all of it */
 	if (vdimg_file_fixed_size(v->img->file)) {
 		ret = 0;
-		if (end > vdimg_file_size(v->img->file)) {
-			vdimg_err(v->img, "the block device is full (%llu bytes): no room for another block of the image",
-				  (unsigned long long)vdimg_file_size(v->img->file));
-			ret = -ENOSPC;
-		}
+		if (end > vdimg_file_size(v->img->file))
+			ret = vdimg_device_full(v->img, vdimg_file_size(v->img->file), "block");
 	} else {
 		ret = vdimg_file_truncate(v->img->file, end);
 	}
