@@ -109,16 +109,30 @@ for spec in "${kernels[@]}"; do
 	# A guest that dies before its test runner starts (no "# vmtest-plan" line: nothing of vdimg
 	# has run, the module is loaded by the tests) is booted once more: under TCG on a loaded host
 	# the stock kernel sometimes panics early ("IO-APIC + timer doesn't work", a fault on a
-	# patched NOP), which says nothing about vdimg.
+	# patched NOP), which says nothing about vdimg. One that dies of the emulator's double
+	# fault during a test (ktap.py --emulator-fault: the CPU state itself is garbage) is booted
+	# once more for that test and the ones after it; ktap.py --died-console puts the first
+	# boot's finished tests first, checks its kernel log up to the fault, and says so.
 	scratch=ok
+	skip=
+	died=()
 	for attempt in 1 2; do
 		vm_make_scratch "$K_RUN/scratch.img" VMTEST_MODE=tests "VMTEST_FILTER='$filter'" \
-			VMTEST_TIER="$tier" VMTEST_TIMEOUT="$test_timeout" || { scratch=; break; }
+			"VMTEST_SKIP='$skip'" VMTEST_TIER="$tier" VMTEST_TIMEOUT="$test_timeout" ||
+			{ scratch=; break; }
 		vm_log "$K_RELEASE: booting the VM (console: $K_RUN/console.log)"
 		vm_boot "$K_RUN/console.log" "$vm_timeout" $live
 		vm_rc=$?
-		grep -aq '# vmtest-plan [0-9]' "$K_RUN/console.log" && break
 		[ "$attempt" -eq 1 ] || break
+		if grep -aq '# vmtest-plan [0-9]' "$K_RUN/console.log"; then
+			grep -aq 'VMTEST-KTAP-END' "$K_RUN/console.log" && break
+			skip=$(python3 "$VM_DIR/ktap.py" --emulator-fault "$K_RUN/console.log") || break
+			cp "$K_RUN/console.log" "$K_RUN/console-died.log"
+			died=(--died-console "$K_RUN/console-died.log")
+			vm_log "$K_RELEASE: the guest died of a double fault (the emulator's; console tail below); booting once more for the test it died in and the ones after it"
+			grep -a -m1 -A12 'PANIC: double fault' "$K_RUN/console.log" | sed 's/^/    # /'
+			continue
+		fi
 		vm_log "$K_RELEASE: the guest died before its tests started (qemu status $vm_rc); console tail:"
 		tail -n 15 "$K_RUN/console.log" | sed 's/^/    # /'
 		cp "$K_RUN/console.log" "$K_RUN/console-first-boot.log"
@@ -128,13 +142,14 @@ for spec in "${kernels[@]}"; do
 	t1=$(date +%s)
 	name="$K_RELEASE ($spec, $((t1 - t0)) s)"
 	[ "$spec" = "$K_RELEASE" ] && name="$K_RELEASE ($((t1 - t0)) s)"
-	python3 "$VM_DIR/ktap.py" --number "$n" --name "$name" "${results[@]}" \
+	python3 "$VM_DIR/ktap.py" --number "$n" --name "$name" "${results[@]}" "${died[@]}" \
 		--vm-status "$vm_rc" --vm-timeout "$vm_timeout" --counts "$K_RUN/counts" \
 		"$K_RUN/console.log"
 	read -r p f s <"$K_RUN/counts"
 	total_p=$((total_p + p)) total_f=$((total_f + f)) total_s=$((total_s + s))
 	vm_log "$K_RELEASE: $p passed, $f failed, $s skipped"
 	cp "$K_RUN/console.log" "$K_OUT/console.log"
+	[ ${#died[@]} -eq 0 ] || cp "$K_RUN/console-died.log" "$K_OUT/console-died.log"
 	if [ -n "$keep" ]; then
 		vm_log "$K_RELEASE: kept $K_RUN (scratch.img: debugfs -R 'ls -l /vmtest' to read the logs)"
 	else
