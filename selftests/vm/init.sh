@@ -65,6 +65,7 @@ export VMTEST_SLOW
 # VMTEST_TIER=short (run.sh --tier short): tests that repeat one check over many variants keep a
 # representative few; see short_tier in lib.sh
 export VMTEST_TIER
+export VMTEST_SKIP	# the harness's own test of a second boot reads it
 RES=/scratch/vmtest
 mkdir -p "$RES" /scratch/work
 
