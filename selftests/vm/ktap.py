@@ -29,7 +29,7 @@ import sys
 
 BAD_RE = re.compile(
     r'(^|[^A-Za-z_])BUG([: ]|$)|WARNING:|Oops|KASAN|UBSAN:|KFENCE:|general protection fault'
-    r'|possible circular locking|possible recursive locking|INFO: |suspected memory leak'
+    r'|possible circular locking|possible recursive locking|(^|\] |rcu: )INFO: |suspected memory leak'
     r'|unreferenced object|Kernel panic|list_(add|del) corruption|refcount_t: ')
 STAMP_RE = re.compile(r'\[\s*\d+\.\d+\]\s?')
 RESULT_RE = re.compile(r'( *)(not ok|ok) (\d+)(?: -)? ?(.*)$')

@@ -35,9 +35,11 @@ truncate() { /usr/bin/truncate "$@"; }
 fallocate() { /usr/bin/fallocate "$@"; }
 
 # Kernel log lines that fail a test: BUG/Oops/WARNING, KASAN/UBSAN/KFENCE reports, lockdep splats,
-# hung tasks and RCU stalls ("INFO: "), kmemleak reports, and a direct write that met buffered I/O
-# in a backing file's page cache (the stale page may later overwrite it; the file's next fsync fails).
-KERNEL_BAD_RE='Page cache invalidation failure|(^|[^A-Za-z_])BUG([: ]|$)|WARNING:|Oops|KASAN|UBSAN:|KFENCE:|general protection fault|possible circular locking|possible recursive locking|INFO: |suspected memory leak|unreferenced object|Kernel panic|list_(add|del) corruption|refcount_t: '
+# hung tasks and RCU stalls ("INFO: " opening the message, or after "rcu: "; not inside one, as
+# ext4's benign "EXT4-fs (dev): INFO: recovery required on readonly filesystem"), kmemleak
+# reports, and a direct write that met buffered I/O in a backing file's page cache (the stale page
+# may later overwrite it; the file's next fsync fails).
+KERNEL_BAD_RE='Page cache invalidation failure|(^|[^A-Za-z_])BUG([: ]|$)|WARNING:|Oops|KASAN|UBSAN:|KFENCE:|general protection fault|possible circular locking|possible recursive locking|(^|\] |rcu: )INFO: |suspected memory leak|unreferenced object|Kernel panic|list_(add|del) corruption|refcount_t: '
 
 # kernel_log_bad < LOG: prints the offending lines with some context; true when there are any
 kernel_log_bad() {
