@@ -44,6 +44,26 @@ int vhd_write_footer(struct vdimg_image *img, struct vhd *v, u64 off)
 	return vdimg_file_write(img->file, &v->footer, sizeof(v->footer), off);
 }
 
+/*
+ * On a block device, which cannot grow, the footer lives in its last sector, as XenServer keeps
+ * VHDs on LVs (it grows the LV and writes the footer at the LV's end, then appends blocks before
+ * it). An image copied onto the device has its footer right after its data, where a new block or
+ * BAT goes: move it to the end first. The spec puts the footer in the last 512 bytes of the
+ * "file"; the copy at offset 0, which qemu reads, is unchanged. Caller as vhd_write_footer().
+ */
+int vhd_footer_to_device_end(struct vdimg_image *img, struct vhd *v)
+{
+	u64 end = v->file_size - VHD_SECTOR;
+	int ret;
+
+	if (v->footer_off == end)
+		return 0;
+	ret = vhd_write_footer(img, v, end);
+	if (!ret)
+		v->footer_off = end;
+	return ret;
+}
+
 /* The cached bitmap of @blk or NULL. Caller holds lock. */
 static u8 *vhd_bm_lookup(struct vhd *v, u32 blk)
 {
@@ -100,19 +120,10 @@ static int vhd_alloc_block(struct vdimg_image *img, struct vhd *v, u32 blk)
 		ret = vhd_write_footer(img, v, new_end);
 	} else {
 		/*
-		 * A block device cannot grow: the footer goes in its last sector, as XenServer
-		 * keeps VHDs on LVs (it grows the LV and writes the footer at the LV's end, then
-		 * appends blocks before it), and stays there. An image copied onto the device
-		 * has its footer right after its data, where this block goes: it moves to the
-		 * end first. The spec puts the footer in the last 512 bytes of the "file"; the
-		 * copy at offset 0, which qemu reads, is unchanged. The space is not a hole:
-		 * a dynamic block's data is zeroed, since its bitmap says every sector is set.
+		 * A block device: the footer stays in its last sector. The block's space is not
+		 * a hole: a dynamic block's data is zeroed, its bitmap saying every sector is set.
 		 */
-		ret = 0;
-		if (v->footer_off != v->file_size - VHD_SECTOR)
-			ret = vhd_write_footer(img, v, v->file_size - VHD_SECTOR);
-		if (!ret)
-			v->footer_off = v->file_size - VHD_SECTOR;
+		ret = vhd_footer_to_device_end(img, v);
 		if (!ret && v->type == VHD_TYPE_DYNAMIC)
 			ret = vdimg_file_zero(img->file, off + v->bitmap_size, v->block_size);
 	}

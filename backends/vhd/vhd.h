@@ -193,6 +193,7 @@ void vhd_footer_set_size(struct vhd_footer *f, u64 size);
 /* map.c */
 int vhd_write_bat_sector(struct vdimg_image *img, struct vhd *v, u32 blk);
 int vhd_write_footer(struct vdimg_image *img, struct vhd *v, u64 off);
+int vhd_footer_to_device_end(struct vdimg_image *img, struct vhd *v);
 int vhd_map(struct vdimg_image *img, u64 offset, u64 length, unsigned int flags,
 	    struct vdimg_extent *ext);
 int vhd_commit(struct vdimg_image *img, const struct vdimg_extent *ext);

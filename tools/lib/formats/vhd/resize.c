@@ -110,13 +110,9 @@ static int vhd_grow_dynamic(struct vdimg_image *img, struct vhd *v, u64 size, u3
 			goto out;
 		}
 		/* an image copied onto the device has its footer after its data: it moves first */
-		ret = 0;
-		if (v->footer_off != dev_end)
-			ret = vhd_write_footer(img, v, dev_end);
-		if (!ret) {
-			v->footer_off = dev_end;
+		ret = vhd_footer_to_device_end(img, v);
+		if (!ret)
 			ret = vdimg_file_sync(img->file);
-		}
 		if (!ret)
 			ret = vdimg_file_write(img->file, bat, bytes, bat_off);
 		if (!ret)
