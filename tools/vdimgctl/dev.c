@@ -1129,6 +1129,13 @@ static int detach_one(int ctl, long idx, const char *name)
 		if (ioctl(ctl, VDIMG_CTL_DETACH, &d) == 0)
 			return 0;
 	}
+	if (errno != ENXIO && errno != EPERM && errno != EBUSY && errno != EINVAL &&
+	    errno != E2BIG && errno != ENOTTY) {
+		/* the device is gone, but its final metadata write or sync failed (the ABI) */
+		errmsg(name, "detached, but its last metadata write failed",
+		       "%s; check the image (vdimgctl check)", strerror(errno));
+		return -1;
+	}
 	errmsg(name, "cannot detach", "%s", errno == ENXIO ? "no such device attached" :
 	       errno == EPERM ? "permission denied (detaching needs CAP_SYS_ADMIN)" :
 	       strerror(errno));
