@@ -129,8 +129,7 @@ for spec in "${kernels[@]}"; do
 			skip=$(python3 "$VM_DIR/ktap.py" --emulator-fault "$K_RUN/console.log") || break
 			cp "$K_RUN/console.log" "$K_RUN/console-died.log"
 			died=(--died-console "$K_RUN/console-died.log")
-			vm_log "$K_RELEASE: the guest died of a double fault (the emulator's; console tail below); booting once more for the test it died in and the ones after it"
-			grep -a -m1 -A12 'PANIC: double fault' "$K_RUN/console.log" | sed 's/^/    # /'
+			vm_log "$K_RELEASE: the guest died of a double fault (the emulator's; its first lines head the results); booting once more for the test it died in and the ones after it"
 			continue
 		fi
 		vm_log "$K_RELEASE: the guest died before its tests started (qemu status $vm_rc); console tail:"
